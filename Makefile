@@ -1,0 +1,55 @@
+# Weft. Every target runs on a fresh Linux machine as root; run `make help`.
+SHELL := /bin/bash
+export GOTOOLCHAIN := auto
+export GOFLAGS := -buildvcs=false
+ROOT := $(CURDIR)
+CACHE := $(ROOT)/.cache
+BIN := $(CACHE)/bin
+TOOLS := $(CACHE)/tools
+K8S_BIN := $(CACHE)/k8s/bin
+export PATH := $(BIN):$(K8S_BIN):$(TOOLS):$(PATH)
+
+.PHONY: help build generate lint test lab-binaries lab-up lab-down lab-install demo bench tools
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build weft-controller, weft-agent, weftctl, weft-lab and weft-echo into .cache/bin
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/ ./cmd/... ./test/echo/cmd/weft-echo
+
+tools: ## install the pinned code generators into .cache/tools
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install tool
+
+generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs)
+	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+	cd api && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. weft/v1/*.proto
+	@if [ -f bpf/gen.sh ]; then bash bpf/gen.sh; fi
+	@if [ -f manifests/gen.sh ]; then bash manifests/gen.sh; fi
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+lab-binaries: ## build etcd, kube-apiserver, controllers, kube-proxy, kubectl, coredns into .cache/k8s (once)
+	bash test/lab/k8s/build.sh
+
+test: lint build lab-binaries ## run everything CI runs: unit, integration, privileged, end-to-end
+	@mkdir -p $(CACHE)
+	go test -json -count=1 -timeout 40m ./... > $(CACHE)/test.json; go run ./test/summary -require-privileged < $(CACHE)/test.json
+
+lab-up: build lab-binaries ## start a local lab cluster (2 nodes); KUBECONFIG=.cache/lab/kubeconfig
+	$(BIN)/weft-lab up
+
+lab-down: ## stop the lab and remove everything it created
+	$(BIN)/weft-lab down
+
+lab-install: ## install weft into the running lab from manifests/
+	@if [ -f manifests/kustomization.yaml ]; then KUBECONFIG=$(CACHE)/lab/kubeconfig kubectl apply -k manifests/; else echo "manifests/ is not written yet"; exit 1; fi
+
+demo: lab-up lab-install ## the lab, weft installed from manifests, a canary with real traffic
+	@if [ -f test/demo/demo.sh ]; then bash test/demo/demo.sh; else echo "the demo script is not written yet"; exit 1; fi
+
+bench: build ## run the benchmarks against their peers (ratios)
+	@if [ -f test/bench/run.sh ]; then bash test/bench/run.sh; else go test -run '^$$' -bench . -benchmem ./...; fi
