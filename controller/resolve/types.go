@@ -1,0 +1,73 @@
+// Package resolve turns Kubernetes and Gateway API objects into the policy
+// each node's proxy needs and the status of every route. It is pure: plain
+// values in, plain values out; no clients, no logging.
+package resolve
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// ControllerName is written into every route parent status Weft owns.
+const ControllerName gwv1.GatewayController = "weft.dev/mesh-controller"
+
+// EnrollAnnotation on a Namespace ("enabled") enrolls its pods; on a Pod,
+// "disabled" opts that pod out.
+const EnrollAnnotation = "weft.dev/mesh"
+
+// Options are the settings of one resolution.
+type Options struct {
+	// TrustDomain of SPIFFE IDs; "cluster.local" when empty.
+	TrustDomain string
+	// TunnelPort of every node's inbound proxy; 15008 when zero.
+	TunnelPort uint32
+}
+
+// Input is a consistent snapshot of every object resolution reads.
+type Input struct {
+	Options                Options
+	Namespaces             []corev1.Namespace
+	Nodes                  []corev1.Node
+	Services               []corev1.Service
+	EndpointSlices         []discoveryv1.EndpointSlice
+	Pods                   []corev1.Pod
+	HTTPRoutes             []gwv1.HTTPRoute
+	GRPCRoutes             []gwv1.GRPCRoute
+	TCPRoutes              []gwv1.TCPRoute
+	BackendTrafficPolicies []gwxv1a1.XBackendTrafficPolicy
+	Backends               []gwxv1a1.XBackend
+}
+
+// Output is everything resolution decided.
+type Output struct {
+	// Policy per node name. TrustAnchors are left empty: the CA fills them.
+	Nodes map[string]*weftv1.NodePolicy
+	// Status of every route (and policy) Weft has an opinion about, sorted
+	// by Kind, Namespace, Name.
+	Statuses []ObjectStatus
+}
+
+// ObjectStatus is what Weft wants in one object's status.
+type ObjectStatus struct {
+	// "HTTPRoute", "GRPCRoute", "TCPRoute", "XBackendTrafficPolicy".
+	Kind       string
+	Namespace  string
+	Name       string
+	Generation int64
+	// One entry per parentRef (routes) or ancestor (policies) that names a
+	// Service, in spec order.
+	Parents []ParentStatus
+}
+
+// ParentStatus is the set of conditions for one parentRef. Conditions carry
+// Type, Status, Reason, Message and ObservedGeneration; LastTransitionTime
+// is left zero for the status writer to manage.
+type ParentStatus struct {
+	Ref        gwv1.ParentReference
+	Conditions []metav1.Condition
+}
