@@ -1,0 +1,261 @@
+// Package policy is the agent's side of the policy stream: it subscribes to
+// the controller with the node's name, applies every snapshot it receives,
+// ACKs the ones that applied and NACKs (with the reason) the ones that did
+// not, keeping the last good snapshot in memory and on disk so that a node
+// keeps routing through a controller outage and an agent restart.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// Applier installs a policy into the node (proxy tables, BPF maps). A
+// non-nil error NACKs the snapshot; the applier must then leave the previous
+// policy in force.
+type Applier func(*weftv1.NodePolicy) error
+
+// Config configures a Client.
+type Config struct {
+	// Node the agent runs on.
+	Node string
+	// Conn to the controller's gRPC server.
+	Conn grpc.ClientConnInterface
+	// Token returns the bearer token sent with each stream (the projected
+	// ServiceAccount token, re-read on every connect). Nil: none.
+	Token func() (string, error)
+	// Store keeps the last good snapshot across restarts. Nil: memory only.
+	Store *Store
+	// Apply is called for every snapshot, in order.
+	Apply Applier
+	// Log receives connection and NACK events. Nil: slog.Default().
+	Log *slog.Logger
+	// MinBackoff and MaxBackoff bound reconnect delays (defaults 200 ms, 10 s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Client keeps a node's policy in sync with the controller.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	current *weftv1.PolicySnapshot
+	nacked  uint64
+	lastErr string
+	updated chan struct{}
+}
+
+// Status is what the client knows about its stream, for probes and weftctl.
+type Status struct {
+	// Version and ControllerNonce of the snapshot in force (0 when none).
+	Version         uint64
+	ControllerNonce string
+	// LastNACK is the last version refused and why.
+	LastNACK       uint64
+	LastNACKReason string
+}
+
+// New returns a client. Call Restore, then Run.
+func New(cfg Config) (*Client, error) {
+	if cfg.Node == "" {
+		return nil, errors.New("policy client: node name is required")
+	}
+	if cfg.Conn == nil {
+		return nil, errors.New("policy client: controller connection is required")
+	}
+	if cfg.Apply == nil {
+		return nil, errors.New("policy client: apply function is required")
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 200 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Client{cfg: cfg, log: log.With("node", cfg.Node), updated: make(chan struct{})}, nil
+}
+
+// Restore applies the last good snapshot from the store, so the node routes
+// before the controller answers. No stored snapshot is not an error.
+func (c *Client) Restore() error {
+	if c.cfg.Store == nil {
+		return nil
+	}
+	snap, err := c.cfg.Store.Load()
+	if err != nil {
+		if errors.Is(err, ErrNoSnapshot) {
+			return nil
+		}
+		return fmt.Errorf("restore last good policy: %w", err)
+	}
+	if snap.GetPolicy().GetNode() != c.cfg.Node {
+		return fmt.Errorf("restore last good policy: stored snapshot is for node %q, not %q", snap.GetPolicy().GetNode(), c.cfg.Node)
+	}
+	if err := c.cfg.Apply(snap.GetPolicy()); err != nil {
+		return fmt.Errorf("apply stored policy version %d: %w", snap.GetVersion(), err)
+	}
+	c.setCurrent(snap)
+	c.log.Info("restored last good policy", "version", snap.GetVersion())
+	return nil
+}
+
+// Current returns the snapshot in force, or nil.
+func (c *Client) Current() *weftv1.PolicySnapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+// Updated returns a channel closed at the next change of the snapshot in force.
+func (c *Client) Updated() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.updated
+}
+
+// Status reports the stream's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Status{
+		Version:         c.current.GetVersion(),
+		ControllerNonce: c.current.GetControllerNonce(),
+		LastNACK:        c.nacked,
+		LastNACKReason:  c.lastErr,
+	}
+}
+
+func (c *Client) setCurrent(s *weftv1.PolicySnapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.current = s
+	close(c.updated)
+	c.updated = make(chan struct{})
+}
+
+// Run keeps a stream open until ctx ends, reconnecting with jittered
+// exponential backoff. It returns ctx's error.
+func (c *Client) Run(ctx context.Context) error {
+	delay := c.cfg.MinBackoff
+	for {
+		start := time.Now()
+		err := c.stream(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Since(start) > 30*time.Second {
+			delay = c.cfg.MinBackoff // the stream was healthy for a while
+		}
+		c.log.Warn("policy stream ended; reconnecting", "err", err, "in", delay)
+		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(delay*2, c.cfg.MaxBackoff)
+	}
+}
+
+// stream runs one subscription until it fails.
+func (c *Client) stream(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if c.cfg.Token != nil {
+		tok, err := c.cfg.Token()
+		if err != nil {
+			return fmt.Errorf("read agent token: %w", err)
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	}
+	st, err := weftv1.NewPolicyClient(c.cfg.Conn).Stream(ctx)
+	if err != nil {
+		return fmt.Errorf("open policy stream: %w", err)
+	}
+	if err := st.Send(&weftv1.PolicyRequest{Node: c.cfg.Node}); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	c.log.Info("subscribed to policy")
+	for {
+		snap, err := st.Recv()
+		if err != nil {
+			return fmt.Errorf("receive policy: %w", err)
+		}
+		ack := c.handle(snap)
+		if err := st.Send(ack); err != nil {
+			return fmt.Errorf("send ack for version %d: %w", snap.GetVersion(), err)
+		}
+	}
+}
+
+// handle applies one snapshot and returns the ACK or NACK to send.
+func (c *Client) handle(snap *weftv1.PolicySnapshot) *weftv1.PolicyRequest {
+	req := &weftv1.PolicyRequest{Node: c.cfg.Node, Version: snap.GetVersion()}
+	if err := c.check(snap); err != nil {
+		return c.nack(req, err)
+	}
+	if cur := c.Current(); cur != nil && proto.Equal(cur.GetPolicy(), snap.GetPolicy()) {
+		// Same policy under a new version (e.g. a resync): nothing to apply.
+		c.setCurrent(snap)
+		c.save(snap)
+		return req
+	}
+	if err := c.cfg.Apply(snap.GetPolicy()); err != nil {
+		return c.nack(req, err)
+	}
+	c.setCurrent(snap)
+	c.save(snap)
+	c.log.Info("applied policy", "version", snap.GetVersion(),
+		"services", len(snap.GetPolicy().GetServices()), "workloads", len(snap.GetPolicy().GetWorkloads()))
+	return req
+}
+
+func (c *Client) check(snap *weftv1.PolicySnapshot) error {
+	if snap.GetPolicy() == nil {
+		return errors.New("snapshot has no policy")
+	}
+	if n := snap.GetPolicy().GetNode(); n != c.cfg.Node {
+		return fmt.Errorf("snapshot is for node %q, not %q", n, c.cfg.Node)
+	}
+	cur := c.Current()
+	if cur != nil && cur.GetControllerNonce() == snap.GetControllerNonce() && snap.GetVersion() <= cur.GetVersion() {
+		return fmt.Errorf("version %d is not newer than %d in force", snap.GetVersion(), cur.GetVersion())
+	}
+	return nil
+}
+
+func (c *Client) nack(req *weftv1.PolicyRequest, err error) *weftv1.PolicyRequest {
+	req.Error = err.Error()
+	c.mu.Lock()
+	c.nacked, c.lastErr = req.Version, req.Error
+	c.mu.Unlock()
+	c.log.Error("refused policy; keeping the last good one", "version", req.Version, "err", err)
+	return req
+}
+
+func (c *Client) save(snap *weftv1.PolicySnapshot) {
+	if c.cfg.Store == nil {
+		return
+	}
+	if err := c.cfg.Store.Save(snap); err != nil {
+		// The policy is in force; only the restart copy is stale.
+		c.log.Error("save last good policy", "version", snap.GetVersion(), "err", err)
+	}
+}

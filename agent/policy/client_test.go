@@ -1,0 +1,233 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// controller is a scripted policy server: it sends what the test queues and
+// records every request the agent sends.
+type controller struct {
+	weftv1.UnimplementedPolicyServer
+	send  chan *weftv1.PolicySnapshot
+	reqs  chan *weftv1.PolicyRequest
+	mu    sync.Mutex
+	token string
+}
+
+func (s *controller) Stream(st weftv1.Policy_StreamServer) error {
+	if md, ok := metadata.FromIncomingContext(st.Context()); ok && len(md["authorization"]) > 0 {
+		s.mu.Lock()
+		s.token = md["authorization"][0]
+		s.mu.Unlock()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			s.reqs <- r
+		}
+	}()
+	for {
+		select {
+		case snap := <-s.send:
+			if err := st.Send(snap); err != nil {
+				return err
+			}
+		case err := <-errc:
+			return err
+		}
+	}
+}
+
+func start(t *testing.T, apply Applier, store *Store) (*controller, *Client, context.CancelFunc) {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	ctl := &controller{send: make(chan *weftv1.PolicySnapshot, 8), reqs: make(chan *weftv1.PolicyRequest, 8)}
+	weftv1.RegisterPolicyServer(srv, ctl)
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{
+		Node:  "n1",
+		Conn:  conn,
+		Token: func() (string, error) { return "tok", nil },
+		Store: store,
+		Apply: apply,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		conn.Close()
+		srv.Stop()
+	})
+	return ctl, c, cancel
+}
+
+func recv(t *testing.T, ch chan *weftv1.PolicyRequest) *weftv1.PolicyRequest {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request from the agent")
+		return nil
+	}
+}
+
+func snapshot(version uint64, services ...string) *weftv1.PolicySnapshot {
+	p := &weftv1.NodePolicy{Node: "n1"}
+	for _, s := range services {
+		p.Services = append(p.Services, &weftv1.ServicePort{Namespace: "ns", Name: s, Port: 80})
+	}
+	return &weftv1.PolicySnapshot{Version: version, ControllerNonce: "c1", Policy: p}
+}
+
+func TestClientACKsAppliedAndNACKsRefusedKeepingLastGood(t *testing.T) {
+	var mu sync.Mutex
+	var applied []string
+	apply := func(p *weftv1.NodePolicy) error {
+		for _, s := range p.GetServices() {
+			if s.GetName() == "bad" {
+				return errors.New("route table does not compile")
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		applied = append(applied, p.GetServices()[0].GetName())
+		return nil
+	}
+	store := &Store{Path: filepath.Join(t.TempDir(), "policy.pb")}
+	ctl, c, _ := start(t, apply, store)
+
+	sub := recv(t, ctl.reqs)
+	if sub.GetNode() != "n1" || sub.GetVersion() != 0 || sub.GetError() != "" {
+		t.Fatalf("subscribe = %v", sub)
+	}
+	ctl.mu.Lock()
+	if ctl.token != "Bearer tok" {
+		t.Errorf("authorization metadata = %q", ctl.token)
+	}
+	ctl.mu.Unlock()
+
+	ctl.send <- snapshot(1, "good")
+	if r := recv(t, ctl.reqs); r.GetVersion() != 1 || r.GetError() != "" {
+		t.Fatalf("want ACK of 1, got %v", r)
+	}
+	ctl.send <- snapshot(2, "bad")
+	r := recv(t, ctl.reqs)
+	if r.GetVersion() != 2 || r.GetError() == "" {
+		t.Fatalf("want NACK of 2, got %v", r)
+	}
+	if cur := c.Current(); cur.GetVersion() != 1 {
+		t.Fatalf("in force after NACK: version %d, want 1", cur.GetVersion())
+	}
+	if st := c.Status(); st.LastNACK != 2 || st.LastNACKReason == "" {
+		t.Fatalf("status = %+v", st)
+	}
+	stored, err := store.Load()
+	if err != nil || stored.GetVersion() != 1 {
+		t.Fatalf("stored = %v, %v; want version 1", stored, err)
+	}
+	// An old version from the same controller is refused.
+	ctl.send <- snapshot(1, "older")
+	if r := recv(t, ctl.reqs); r.GetError() == "" {
+		t.Fatalf("stale version ACKed: %v", r)
+	}
+	ctl.send <- snapshot(3, "next")
+	if r := recv(t, ctl.reqs); r.GetVersion() != 3 || r.GetError() != "" {
+		t.Fatalf("want ACK of 3, got %v", r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(applied) != 2 || applied[0] != "good" || applied[1] != "next" {
+		t.Fatalf("applied = %v", applied)
+	}
+}
+
+func TestClientRestoresLastGoodBeforeTheControllerAnswers(t *testing.T) {
+	store := &Store{Path: filepath.Join(t.TempDir(), "policy.pb")}
+	if err := store.Save(snapshot(7, "kept")); err != nil {
+		t.Fatal(err)
+	}
+	var got *weftv1.NodePolicy
+	c, err := New(Config{Node: "n1", Conn: &grpc.ClientConn{}, Store: store, Apply: func(p *weftv1.NodePolicy) error { got = p; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, snapshot(7, "kept").GetPolicy()) || c.Current().GetVersion() != 7 {
+		t.Fatalf("restored %v (version %d)", got, c.Current().GetVersion())
+	}
+}
+
+func TestRestoreRefusesAnotherNodesSnapshot(t *testing.T) {
+	store := &Store{Path: filepath.Join(t.TempDir(), "policy.pb")}
+	s := snapshot(1, "x")
+	s.Policy.Node = "n2"
+	if err := store.Save(s); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := New(Config{Node: "n1", Conn: &grpc.ClientConn{}, Store: store, Apply: func(*weftv1.NodePolicy) error {
+		t.Fatal("applied another node's policy")
+		return nil
+	}})
+	if err := c.Restore(); err == nil {
+		t.Fatal("restore accepted another node's snapshot")
+	}
+}
+
+func TestClientAcceptsANewControllerStartingOver(t *testing.T) {
+	applied := make(chan uint64, 8)
+	ctl, c, _ := start(t, func(p *weftv1.NodePolicy) error {
+		applied <- uint64(len(p.GetServices()))
+		return nil
+	}, nil)
+	recv(t, ctl.reqs)
+	ctl.send <- snapshot(1, "a")
+	recv(t, ctl.reqs)
+	<-applied
+	// A new controller process (new nonce) starts again at version 1.
+	s := snapshot(1, "a", "b")
+	s.ControllerNonce = "c2"
+	ctl.send <- s
+	if r := recv(t, ctl.reqs); r.GetError() != "" {
+		t.Fatalf("new controller's snapshot refused: %v", r)
+	}
+	if n := <-applied; n != 2 {
+		t.Fatalf("applied %d services, want 2", n)
+	}
+	if c.Status().ControllerNonce != "c2" {
+		t.Fatalf("status = %+v", c.Status())
+	}
+}
