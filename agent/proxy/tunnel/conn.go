@@ -1,0 +1,60 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Conn is one CONNECT stream used as a net.Conn. CloseWrite half-closes it
+// (END_STREAM); Close ends both directions. Deadlines are not supported on a
+// stream: the Set*Deadline methods return ErrNoDeadline, callers bound it
+// with contexts or by closing it.
+type Conn struct {
+	r      io.ReadCloser
+	w      *io.PipeWriter
+	cancel context.CancelFunc
+	target Target
+	once   sync.Once
+}
+
+// ErrNoDeadline: deadlines are not supported on tunnel streams.
+var ErrNoDeadline = errors.New("tunnel stream has no deadlines")
+
+func (c *Conn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *Conn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// CloseWrite ends the sending direction; the peer reads EOF.
+func (c *Conn) CloseWrite() error { return c.w.Close() }
+
+// Close ends the stream in both directions.
+func (c *Conn) Close() error {
+	c.once.Do(func() {
+		c.w.Close()
+		c.r.Close()
+		c.cancel()
+	})
+	return nil
+}
+
+// LocalAddr is unspecified: a stream has no local socket address.
+func (c *Conn) LocalAddr() net.Addr { return streamAddr{} }
+
+// RemoteAddr is the destination pod address.
+func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.target.Addr) }
+
+// Target reports what the stream connects to.
+func (c *Conn) Target() Target { return c.target }
+
+func (c *Conn) SetDeadline(time.Time) error      { return ErrNoDeadline }
+func (c *Conn) SetReadDeadline(time.Time) error  { return ErrNoDeadline }
+func (c *Conn) SetWriteDeadline(time.Time) error { return ErrNoDeadline }
+
+type streamAddr struct{}
+
+func (streamAddr) Network() string { return "tunnel" }
+func (streamAddr) String() string  { return netip.AddrPort{}.String() }
