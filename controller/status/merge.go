@@ -1,0 +1,147 @@
+package status
+
+import (
+	"cmp"
+	"slices"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/controller/resolve"
+)
+
+// Limits of the status lists in the Gateway API CRDs.
+const (
+	maxRouteParents    = 32
+	maxPolicyAncestors = 16
+)
+
+// entry is one RouteParentStatus or PolicyAncestorStatus.
+type entry struct {
+	Ref        gwv1.ParentReference
+	Controller gwv1.GatewayController
+	Conditions []metav1.Condition
+}
+
+// refKey is a ParentReference with the API defaults filled in, so a
+// reference read back from the API server matches the one resolution made.
+type refKey struct {
+	group, kind, namespace, name, section string
+	port                                  int32
+}
+
+func keyOf(ref gwv1.ParentReference, objNamespace string) refKey {
+	k := refKey{group: gwv1.GroupName, kind: "Gateway", namespace: objNamespace, name: string(ref.Name)}
+	if ref.Group != nil {
+		k.group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		k.kind = string(*ref.Kind)
+	}
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		k.namespace = string(*ref.Namespace)
+	}
+	if ref.SectionName != nil {
+		k.section = string(*ref.SectionName)
+	}
+	if ref.Port != nil {
+		k.port = int32(*ref.Port)
+	}
+	return k
+}
+
+// merge returns the status entries an object should have: every other
+// controller's entry unchanged and in place, then ours, one per desired
+// parent in spec order. Our entries for parents no longer desired are
+// dropped. A condition keeps its LastTransitionTime when its status did not
+// change; otherwise it gets now. The result holds at most limit entries
+// (others first).
+func merge(current []entry, desired []resolve.ParentStatus, objNamespace string, now metav1.Time, limit int) []entry {
+	ours := map[refKey]entry{}
+	var out []entry
+	for _, e := range current {
+		if e.Controller == resolve.ControllerName {
+			ours[keyOf(e.Ref, objNamespace)] = e
+			continue
+		}
+		out = append(out, e)
+	}
+	for _, d := range desired {
+		if len(out) >= limit {
+			break
+		}
+		prev := ours[keyOf(d.Ref, objNamespace)]
+		conds := make([]metav1.Condition, 0, len(d.Conditions))
+		for _, c := range d.Conditions {
+			c.LastTransitionTime = now
+			for _, p := range prev.Conditions {
+				if p.Type == c.Type && p.Status == c.Status && !p.LastTransitionTime.IsZero() {
+					c.LastTransitionTime = p.LastTransitionTime
+				}
+			}
+			conds = append(conds, c)
+		}
+		slices.SortStableFunc(conds, func(a, b metav1.Condition) int { return cmp.Compare(a.Type, b.Type) })
+		out = append(out, entry{Ref: d.Ref, Controller: resolve.ControllerName, Conditions: conds})
+	}
+	return out
+}
+
+// equal reports whether two status lists say the same thing, comparing
+// parent references with their API defaults filled in and conditions by
+// type (the API server keeps conditions as a map keyed by type).
+func equal(a, b []entry, objNamespace string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Controller != b[i].Controller || keyOf(a[i].Ref, objNamespace) != keyOf(b[i].Ref, objNamespace) {
+			return false
+		}
+		ca := slices.Clone(a[i].Conditions)
+		cb := slices.Clone(b[i].Conditions)
+		byType := func(x, y metav1.Condition) int { return cmp.Compare(x.Type, y.Type) }
+		slices.SortStableFunc(ca, byType)
+		slices.SortStableFunc(cb, byType)
+		if len(ca) == 0 && len(cb) == 0 {
+			continue
+		}
+		if !equality.Semantic.DeepEqual(ca, cb) {
+			return false
+		}
+	}
+	return true
+}
+
+func fromRouteParents(ps []gwv1.RouteParentStatus) []entry {
+	out := make([]entry, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, entry{Ref: p.ParentRef, Controller: p.ControllerName, Conditions: p.Conditions})
+	}
+	return out
+}
+
+func toRouteParents(es []entry) []gwv1.RouteParentStatus {
+	out := make([]gwv1.RouteParentStatus, 0, len(es))
+	for _, e := range es {
+		out = append(out, gwv1.RouteParentStatus{ParentRef: e.Ref, ControllerName: e.Controller, Conditions: e.Conditions})
+	}
+	return out
+}
+
+func fromAncestors(as []gwv1.PolicyAncestorStatus) []entry {
+	out := make([]entry, 0, len(as))
+	for _, a := range as {
+		out = append(out, entry{Ref: a.AncestorRef, Controller: a.ControllerName, Conditions: a.Conditions})
+	}
+	return out
+}
+
+func toAncestors(es []entry) []gwv1.PolicyAncestorStatus {
+	out := make([]gwv1.PolicyAncestorStatus, 0, len(es))
+	for _, e := range es {
+		out = append(out, gwv1.PolicyAncestorStatus{AncestorRef: e.Ref, ControllerName: e.Controller, Conditions: e.Conditions})
+	}
+	return out
+}
