@@ -1,0 +1,255 @@
+package route
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// CORS is a compiled HTTPCORSFilter.
+type CORS struct {
+	AllowOrigins     []string
+	AllowCredentials bool
+	AllowMethods     []string
+	AllowHeaders     []string
+	ExposeHeaders    []string
+	// MaxAge in seconds; the filter's default 5 when zero.
+	MaxAge uint32
+
+	origins     []originPattern
+	anyOrigin   bool
+	anyMethod   bool
+	anyHeader   bool
+	methods     string // joined AllowMethods when not wildcard
+	headers     string // joined AllowHeaders when not wildcard
+	expose      string // value of Access-Control-Expose-Headers, "" for none
+	maxAgeValue string
+}
+
+type originPattern struct {
+	scheme string
+	host   string // exact host; "" with anyHost
+	suffix string // ".bar.com" for "*.bar.com"
+	any    bool   // host "*"
+	port   uint32 // explicit or scheme default
+}
+
+const corsDefaultMaxAge = 5
+
+func compileCORS(in []string, creds bool, methods, headers, expose []string, maxAge uint32) (*CORS, error) {
+	c := &CORS{AllowOrigins: in, AllowCredentials: creds, AllowMethods: methods, AllowHeaders: headers, ExposeHeaders: expose, MaxAge: maxAge}
+	for _, o := range in {
+		if o == "*" {
+			c.anyOrigin = true
+			continue
+		}
+		p, ok := parseOrigin(o, true)
+		if !ok {
+			return nil, fmt.Errorf("cors allowOrigin %q: not <scheme>://<host>[:<port>] or *", o)
+		}
+		c.origins = append(c.origins, p)
+	}
+	var ms []string
+	for _, m := range methods {
+		if m == "*" {
+			c.anyMethod = true
+			continue
+		}
+		if !isToken(m) {
+			return nil, fmt.Errorf("cors allowMethod %q: not a method token", m)
+		}
+		ms = append(ms, m)
+	}
+	c.methods = strings.Join(ms, ", ")
+	var hs []string
+	for _, h := range headers {
+		if h == "*" {
+			c.anyHeader = true
+			continue
+		}
+		if !isToken(h) {
+			return nil, fmt.Errorf("cors allowHeader %q: not a header name", h)
+		}
+		hs = append(hs, h)
+	}
+	c.headers = strings.Join(hs, ", ")
+	var es []string
+	for _, h := range expose {
+		if h == "*" {
+			// With credentials "*" is a literal name to browsers, so it
+			// cannot mean "all": leave it out.
+			if !creds {
+				es = append(es, "*")
+			}
+			continue
+		}
+		if !isToken(h) {
+			return nil, fmt.Errorf("cors exposeHeader %q: not a header name", h)
+		}
+		es = append(es, h)
+	}
+	c.expose = strings.Join(es, ", ")
+	if maxAge == 0 {
+		maxAge = corsDefaultMaxAge
+	}
+	c.maxAgeValue = strconv.FormatUint(uint64(maxAge), 10)
+	return c, nil
+}
+
+// parseOrigin parses "<scheme>://<host>[:<port>]"; pattern allows a "*"
+// host or a "*." host prefix.
+func parseOrigin(s string, pattern bool) (originPattern, bool) {
+	var p originPattern
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return p, false
+	}
+	p.scheme = strings.ToLower(scheme)
+	if p.scheme != "http" && p.scheme != "https" {
+		return p, false
+	}
+	host := rest
+	p.port = wellKnownPort(p.scheme)
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.HasSuffix(rest, "]") {
+		n, err := strconv.ParseUint(rest[i+1:], 10, 16)
+		if err != nil || n == 0 {
+			return p, false
+		}
+		host, p.port = rest[:i], uint32(n)
+	}
+	if host == "" || strings.ContainsAny(host, "/?#@ \t") {
+		return p, false
+	}
+	host = strings.ToLower(host)
+	switch {
+	case pattern && host == "*":
+		p.any = true
+	case pattern && strings.HasPrefix(host, "*."):
+		p.suffix = host[1:]
+		if strings.Contains(p.suffix, "*") || len(p.suffix) < 2 {
+			return p, false
+		}
+	default:
+		if strings.Contains(host, "*") {
+			return p, false
+		}
+		p.host = host
+	}
+	return p, true
+}
+
+func (c *CORS) originAllowed(origin string) bool {
+	if origin == "" {
+		return false
+	}
+	if c.anyOrigin {
+		return true
+	}
+	o, ok := parseOrigin(origin, false)
+	if !ok {
+		return false
+	}
+	for _, p := range c.origins {
+		if p.scheme != o.scheme || p.port != o.port {
+			continue
+		}
+		switch {
+		case p.any:
+			return true
+		case p.suffix != "":
+			if len(o.host) > len(p.suffix) && strings.HasSuffix(o.host, p.suffix) {
+				return true
+			}
+		case p.host == o.host:
+			return true
+		}
+	}
+	return false
+}
+
+// IsPreflight reports whether a request is a CORS preflight: OPTIONS with
+// Origin and Access-Control-Request-Method.
+func IsPreflight(method string, h http.Header) bool {
+	return method == http.MethodOptions && len(h["Origin"]) > 0 && len(h["Access-Control-Request-Method"]) > 0
+}
+
+// Preflight answers a preflight request (204). For an Origin that is not
+// allowed the answer carries no CORS headers, so the browser refuses the
+// actual request. An allowed Origin is echoed (never "*", which is valid
+// with and without credentials); wildcard methods and headers echo the
+// requested ones.
+func (c *CORS) Preflight(h http.Header) *Answer {
+	out := make(http.Header)
+	a := &Answer{Status: http.StatusNoContent, Header: out}
+	origin := first(h["Origin"])
+	if !c.originAllowed(origin) {
+		return a
+	}
+	out["Access-Control-Allow-Origin"] = []string{origin}
+	out["Vary"] = []string{"Origin"}
+	if c.AllowCredentials {
+		out["Access-Control-Allow-Credentials"] = []string{"true"}
+	}
+	switch {
+	case c.anyMethod:
+		if m := first(h["Access-Control-Request-Method"]); m != "" {
+			out["Access-Control-Allow-Methods"] = []string{m}
+		}
+	case c.methods != "":
+		out["Access-Control-Allow-Methods"] = []string{c.methods}
+	}
+	switch {
+	case c.anyHeader:
+		if rh := strings.Join(h["Access-Control-Request-Headers"], ", "); rh != "" {
+			out["Access-Control-Allow-Headers"] = []string{rh}
+		}
+	case c.headers != "":
+		out["Access-Control-Allow-Headers"] = []string{c.headers}
+	}
+	if c.expose != "" {
+		out["Access-Control-Expose-Headers"] = []string{c.expose}
+	}
+	out["Access-Control-Max-Age"] = []string{c.maxAgeValue}
+	return a
+}
+
+// responseHeaders adds the CORS headers of an actual (non-preflight)
+// response for an allowed origin.
+func (c *CORS) responseHeaders(origin string, h http.Header) {
+	if !c.originAllowed(origin) {
+		return
+	}
+	h["Access-Control-Allow-Origin"] = []string{origin}
+	h.Add("Vary", "Origin")
+	if c.AllowCredentials {
+		h["Access-Control-Allow-Credentials"] = []string{"true"}
+	}
+	if c.expose != "" {
+		h["Access-Control-Expose-Headers"] = []string{c.expose}
+	}
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// isToken reports whether s is an RFC 9110 token (method, header name).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}

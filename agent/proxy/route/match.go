@@ -1,0 +1,235 @@
+package route
+
+import (
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+type pathKind uint8
+
+const (
+	pathAny pathKind = iota // no path match: PathPrefix "/"
+	pathExact
+	pathPrefix
+	pathRegex
+)
+
+type strKind uint8
+
+const (
+	strExact strKind = iota + 1
+	strRegex
+)
+
+// strMatch is a compiled header or query parameter match.
+type strMatch struct {
+	kind  strKind
+	name  string // canonical header key, or query parameter name
+	value string
+	re    *regexp.Regexp
+}
+
+func (s *strMatch) matches(v string) bool {
+	if s.kind == strRegex {
+		return s.re.MatchString(v)
+	}
+	return v == s.value
+}
+
+// match is one compiled weftv1.Match.
+type match struct {
+	rule int32
+
+	// HTTP
+	pathKind pathKind
+	path     string // exact path, or prefix without trailing "/" ("/" for root)
+	pathRe   *regexp.Regexp
+	method   string
+	headers  []strMatch
+	query    []strMatch
+
+	// gRPC (headers above are shared)
+	grpc    bool
+	svcKind strKind // 0: any
+	svc     string
+	svcRe   *regexp.Regexp
+	mKind   strKind
+	meth    string
+	methRe  *regexp.Regexp
+}
+
+// evalCtx carries the per-request values computed once.
+type evalCtx struct {
+	req       *Request
+	path      string
+	rawQuery  string
+	query     url.Values
+	queryDone bool
+	svc, meth string
+}
+
+func (c *evalCtx) queryValues() url.Values {
+	if !c.queryDone {
+		c.queryDone = true
+		if c.req.Query != nil {
+			c.query = c.req.Query
+		} else {
+			// A malformed pair is skipped; the well-formed ones still count.
+			c.query, _ = url.ParseQuery(c.rawQuery)
+		}
+	}
+	return c.query
+}
+
+func (m *match) matchedPrefix() string {
+	switch m.pathKind {
+	case pathPrefix:
+		return m.path
+	case pathAny:
+		if !m.grpc {
+			return "/"
+		}
+	}
+	return ""
+}
+
+func (m *match) eval(c *evalCtx) bool {
+	if m.grpc {
+		if !matchGRPCPart(m.svcKind, m.svc, m.svcRe, c.svc) || !matchGRPCPart(m.mKind, m.meth, m.methRe, c.meth) {
+			return false
+		}
+	} else {
+		switch m.pathKind {
+		case pathExact:
+			if c.path != m.path {
+				return false
+			}
+		case pathPrefix:
+			if !prefixMatches(m.path, c.path) {
+				return false
+			}
+		case pathRegex:
+			if !m.pathRe.MatchString(c.path) {
+				return false
+			}
+		}
+		if m.method != "" && c.req.Method != m.method {
+			return false
+		}
+	}
+	for i := range m.headers {
+		h := &m.headers[i]
+		vs := c.req.Header[h.name]
+		if len(vs) == 0 {
+			return false
+		}
+		v := vs[0]
+		if len(vs) > 1 {
+			// Several field lines are one comma-separated value (RFC 9110 5.3).
+			v = strings.Join(vs, ",")
+		}
+		if !h.matches(v) {
+			return false
+		}
+	}
+	if len(m.query) > 0 {
+		q := c.queryValues()
+		for i := range m.query {
+			qm := &m.query[i]
+			// A repeated parameter is matched on its first value.
+			vs := q[qm.name]
+			if len(vs) == 0 || !qm.matches(vs[0]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func matchGRPCPart(kind strKind, want string, re *regexp.Regexp, got string) bool {
+	switch kind {
+	case strExact:
+		return got == want
+	case strRegex:
+		return re.MatchString(got)
+	}
+	return true
+}
+
+// prefixMatches implements PathPrefix element semantics: prefix (already
+// without trailing "/") matches path equal to it or continuing with "/".
+// The root prefix "/" matches every path.
+func prefixMatches(prefix, path string) bool {
+	if prefix == "/" {
+		return true
+	}
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || path[len(prefix)] == '/'
+}
+
+// normalisePrefix drops trailing slashes ("/foo/" -> "/foo"); "/" stays.
+func normalisePrefix(p string) string {
+	for len(p) > 1 && p[len(p)-1] == '/' {
+		p = p[:len(p)-1]
+	}
+	return p
+}
+
+// prefixNode is a trie of path prefixes by path element.
+type prefixNode struct {
+	children map[string]*prefixNode
+	matches  []int32
+}
+
+func (n *prefixNode) insert(prefix string, pos int32) {
+	cur := n
+	if prefix != "/" {
+		for _, seg := range strings.Split(prefix[1:], "/") {
+			if cur.children == nil {
+				cur.children = make(map[string]*prefixNode)
+			}
+			next := cur.children[seg]
+			if next == nil {
+				next = &prefixNode{}
+				cur.children[seg] = next
+			}
+			cur = next
+		}
+	}
+	cur.matches = append(cur.matches, pos)
+}
+
+// collect appends the match lists of every trie node whose prefix matches
+// path.
+func (n *prefixNode) collect(path string, lists [][]int32) [][]int32 {
+	if n == nil {
+		return lists
+	}
+	cur := n
+	if len(cur.matches) > 0 {
+		lists = append(lists, cur.matches)
+	}
+	if len(path) == 0 || path[0] != '/' {
+		return lists
+	}
+	rest := path[1:]
+	for cur.children != nil {
+		seg, tail, more := strings.Cut(rest, "/")
+		next := cur.children[seg]
+		if next == nil {
+			break
+		}
+		cur = next
+		if len(cur.matches) > 0 {
+			lists = append(lists, cur.matches)
+		}
+		if !more {
+			break
+		}
+		rest = tail
+	}
+	return lists
+}

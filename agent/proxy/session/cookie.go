@@ -1,0 +1,235 @@
+package session
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// Cookie value layout, before unpadded base64url:
+//
+//	version(1)=1 | issued unix seconds (8, big endian) | address length (1: 4 or 16) |
+//	address | port (2, big endian) | MAC (16)
+//
+// MAC = HMAC-SHA256(key, macLabel | cluster | 0 | pod | 0 | every byte before the MAC),
+// truncated to 128 bits. 32 bytes (43 characters) for IPv4.
+const (
+	cookieVersion   = 1
+	macLen          = 16
+	maxCookieValue  = 80 // longest valid value is 44 bytes -> 59 characters
+	clockSkew       = 5 * time.Minute
+	macLabel        = "weft-session-v1\x00"
+	cookieHeaderKey = "Cookie"
+)
+
+// Cookie decoding errors.
+var (
+	ErrMalformedCookie = errors.New("malformed session cookie")
+	ErrForgedCookie    = errors.New("session cookie fails authentication")
+	ErrExpiredCookie   = errors.New("session cookie expired")
+)
+
+// cookieValue is a decoded, not yet authenticated, cookie value.
+type cookieValue struct {
+	issued int64
+	addr   netip.AddrPort
+	signed []byte // bytes covered by the MAC
+	mac    []byte
+}
+
+// decodeCookie parses a cookie value without authenticating it.
+func decodeCookie(v string) (cookieValue, error) {
+	var c cookieValue
+	if len(v) == 0 || len(v) > maxCookieValue {
+		return c, ErrMalformedCookie
+	}
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil {
+		return c, ErrMalformedCookie
+	}
+	if len(b) < 1+8+1 || b[0] != cookieVersion {
+		return c, ErrMalformedCookie
+	}
+	c.issued = int64(binary.BigEndian.Uint64(b[1:9]))
+	n := int(b[9])
+	if n != 4 && n != 16 {
+		return c, ErrMalformedCookie
+	}
+	if len(b) != 10+n+2+macLen {
+		return c, ErrMalformedCookie
+	}
+	addr, ok := netip.AddrFromSlice(b[10 : 10+n])
+	if !ok {
+		return c, ErrMalformedCookie
+	}
+	port := binary.BigEndian.Uint16(b[10+n : 12+n])
+	c.addr = netip.AddrPortFrom(addr, port)
+	c.signed = b[:12+n]
+	c.mac = b[12+n:]
+	return c, nil
+}
+
+func computeMAC(key []byte, cluster, pod string, signed []byte) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte(macLabel))
+	h.Write([]byte(cluster))
+	h.Write([]byte{0})
+	h.Write([]byte(pod))
+	h.Write([]byte{0})
+	h.Write(signed)
+	return h.Sum(nil)[:macLen]
+}
+
+// encodeCookie returns the authenticated value naming addr of pod in
+// cluster, issued at issued.
+func (m *Manager) encodeCookie(cluster, pod string, addr netip.AddrPort, issued time.Time) string {
+	a := addr.Addr()
+	if a.Is4In6() {
+		a = a.Unmap()
+	}
+	raw := a.AsSlice()
+	b := make([]byte, 0, 12+len(raw)+macLen)
+	b = append(b, cookieVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(issued.Unix()))
+	b = append(b, byte(len(raw)))
+	b = append(b, raw...)
+	b = binary.BigEndian.AppendUint16(b, addr.Port())
+	b = append(b, computeMAC(m.keys[0], cluster, pod, b)...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// verifyCookie decodes v and returns the endpoint of endpoints it names if
+// the value authenticates for cluster (under any key) and has not expired
+// (timeout zero: no expiry).
+func (m *Manager) verifyCookie(v, cluster string, endpoints []*weftv1.Endpoint, now time.Time, timeout time.Duration) (*weftv1.Endpoint, error) {
+	c, err := decodeCookie(v)
+	if err != nil {
+		return nil, err
+	}
+	ep := findEndpoint(endpoints, c.addr)
+	if ep == nil {
+		// Gone from the cluster, or a forged address: both mean no pin.
+		return nil, ErrForgedCookie
+	}
+	ok := false
+	for _, k := range m.keys {
+		if hmac.Equal(c.mac, computeMAC(k, cluster, ep.GetPod(), c.signed)) {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		return nil, ErrForgedCookie
+	}
+	issued := time.Unix(c.issued, 0)
+	if issued.After(now.Add(clockSkew)) {
+		return nil, ErrForgedCookie
+	}
+	if timeout > 0 && !now.Before(issued.Add(timeout)) {
+		return nil, ErrExpiredCookie
+	}
+	return ep, nil
+}
+
+func findEndpoint(endpoints []*weftv1.Endpoint, ap netip.AddrPort) *weftv1.Endpoint {
+	ip := ap.Addr().String()
+	port := uint32(ap.Port())
+	for _, ep := range endpoints {
+		if ep.GetPort() == port && ep.GetIp() == ip {
+			return ep
+		}
+	}
+	// Non-canonical spellings ("::FFFF:10.0.0.1", "fd00::0001").
+	for _, ep := range endpoints {
+		if ep.GetPort() != port {
+			continue
+		}
+		if a, err := netip.ParseAddr(ep.GetIp()); err == nil && a.Unmap() == ap.Addr().Unmap() {
+			return ep
+		}
+	}
+	return nil
+}
+
+func endpointAddr(ep *weftv1.Endpoint) (netip.AddrPort, bool) {
+	a, err := netip.ParseAddr(ep.GetIp())
+	if err != nil || ep.GetPort() > 65535 {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(ep.GetPort())), true
+}
+
+// cookieValues returns every value of cookie name in the request headers,
+// in order (a request may carry several, e.g. for different paths).
+func cookieValues(h http.Header, name string) []string {
+	var out []string
+	for _, line := range h[cookieHeaderKey] {
+		for part := range strings.SplitSeq(line, ";") {
+			part = strings.TrimSpace(part)
+			n, v, ok := strings.Cut(part, "=")
+			if !ok || n != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func absoluteTimeout(cfg *weftv1.SessionPersistence) time.Duration {
+	if d := cfg.GetAbsoluteTimeout(); d != nil && d.CheckValid() == nil && d.AsDuration() > 0 {
+		return d.AsDuration()
+	}
+	return 0
+}
+
+func (m *Manager) resolveCookie(cfg *weftv1.SessionPersistence, cluster string, endpoints []*weftv1.Endpoint, h http.Header, now time.Time, pick func([]*weftv1.Endpoint) *weftv1.Endpoint) Result {
+	name := cfg.GetName()
+	if name == "" {
+		name = DefaultCookieName
+	}
+	timeout := absoluteTimeout(cfg)
+	for _, v := range cookieValues(h, name) {
+		ep, err := m.verifyCookie(v, cluster, endpoints, now, timeout)
+		if err == nil && usable(ep) {
+			return Result{Endpoint: ep, Pinned: true}
+		}
+	}
+	ep := pick(endpoints)
+	if ep == nil {
+		return Result{}
+	}
+	r := Result{Endpoint: ep}
+	addr, ok := endpointAddr(ep)
+	if !ok {
+		return r
+	}
+	path := cfg.GetCookiePath()
+	if path == "" {
+		path = "/"
+	}
+	c := &http.Cookie{
+		Name:     name,
+		Value:    m.encodeCookie(cluster, ep.GetPod(), addr, now),
+		Path:     path,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	}
+	if cfg.GetLifetime() == weftv1.SessionPersistence_LIFETIME_PERMANENT && timeout > 0 {
+		c.MaxAge = int(timeout / time.Second)
+		c.Expires = now.Add(timeout).UTC()
+	}
+	r.SetCookie = c
+	return r
+}

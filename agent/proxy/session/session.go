@@ -1,0 +1,243 @@
+// Package session implements Gateway API session persistence (GEP-1619 as
+// of v1.7.0) for the node proxy.
+//
+// Persistence applies after backend selection: route weights choose the
+// backend (a weftv1.Cluster) for every request, and Resolve then pins the
+// endpoint inside that cluster.
+//
+//   - Cookie type: the cookie value names the endpoint (IP and port) and the
+//     time it was issued, authenticated with HMAC-SHA256 over the cluster
+//     name, issue time, address and the endpoint's pod name under the
+//     node's key. A client cannot forge a value to choose a pod, nor move a
+//     value to another cluster, nor keep a session past absoluteTimeout; an
+//     IP address reused by another pod does not inherit the session.
+//     Lifetime Session: no Expires/Max-Age on the cookie, absoluteTimeout
+//     (when set) enforced from the issue time inside the value. Lifetime
+//     Permanent: Max-Age and Expires = absoluteTimeout.
+//   - Header type: the request header (gRPC metadata on GRPCRoute) carries
+//     a session value; a bounded LRU table maps (cluster, value) to the
+//     endpoint until absoluteTimeout (DefaultHeaderTTL when unset). A
+//     request without the header gets a fresh random value, returned in the
+//     same response header so the client can send it back (the GEP's
+//     conformance: "first request MUST receive a session identity header").
+//     A value the client chose itself is honoured the same way.
+//
+// Endpoints: a pinned endpoint is kept while it is in the cluster's list and
+// ready or serving (a terminating endpoint that still serves keeps its
+// sessions: the GEP's "MAY continue routing existing persistent sessions to
+// backends that are draining but still serving"). One that is gone from the
+// list or neither ready nor serving is re-picked and the session re-issued.
+// The proxy only knows endpoints through the cluster list the controller
+// sends, so a pod that stopped matching the Service selector is kept only
+// for as long as the controller still lists it (as terminating/serving);
+// once it leaves the list its sessions move.
+//
+// Time comes from the caller (now), randomness from Config.Rand: tests use
+// a fake clock and a fixed reader. The Manager is safe for concurrent use.
+package session
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// Defaults.
+const (
+	// DefaultCookieName is used when the configuration names no cookie (the
+	// controller normally generates one).
+	DefaultCookieName = "weft-session"
+	// DefaultHeaderTTL bounds a header session when absoluteTimeout is unset.
+	DefaultHeaderTTL = time.Hour
+	// DefaultHeaderTableSize is the number of header sessions kept per node.
+	DefaultHeaderTableSize = 1 << 16
+	// MinKeyLen is the minimum HMAC key length.
+	MinKeyLen = 32
+	// maxHeaderValueLen: longer header values are ignored (no session).
+	maxHeaderValueLen = 256
+)
+
+// Sentinel errors.
+var (
+	ErrInvalidConfig = errors.New("invalid session persistence")
+	ErrShortKey      = errors.New("session key shorter than 32 bytes")
+)
+
+// Config configures a Manager.
+type Config struct {
+	// Keys authenticate cookies: Keys[0] signs, every key verifies (so a key
+	// can be rotated without dropping sessions). Each at least MinKeyLen
+	// bytes. Empty: one random key, so cookies do not survive a restart;
+	// the agent should persist a key in its state directory and pass it.
+	Keys [][]byte
+	// HeaderTableSize bounds the header-session table
+	// (DefaultHeaderTableSize when zero).
+	HeaderTableSize int
+	// HeaderTTL is the header-session lifetime when absoluteTimeout is unset
+	// (DefaultHeaderTTL when zero).
+	HeaderTTL time.Duration
+	// Rand supplies session values and the random key (crypto/rand when
+	// nil).
+	Rand io.Reader
+}
+
+// Manager resolves session persistence for one node proxy.
+type Manager struct {
+	keys      [][]byte
+	headerTTL time.Duration
+	rand      io.Reader
+	randMu    sync.Mutex
+
+	headers *lru.Cache[headerKey, headerEntry]
+}
+
+// New returns a Manager.
+func New(cfg Config) (*Manager, error) {
+	m := &Manager{headerTTL: cfg.HeaderTTL, rand: cfg.Rand}
+	if m.rand == nil {
+		m.rand = rand.Reader
+	}
+	if m.headerTTL <= 0 {
+		m.headerTTL = DefaultHeaderTTL
+	}
+	for i, k := range cfg.Keys {
+		if len(k) < MinKeyLen {
+			return nil, fmt.Errorf("key %d: %w", i, ErrShortKey)
+		}
+		m.keys = append(m.keys, append([]byte(nil), k...))
+	}
+	if len(m.keys) == 0 {
+		k := make([]byte, MinKeyLen)
+		if _, err := io.ReadFull(m.rand, k); err != nil {
+			return nil, fmt.Errorf("generate session key: %w", err)
+		}
+		m.keys = [][]byte{k}
+	}
+	size := cfg.HeaderTableSize
+	if size <= 0 {
+		size = DefaultHeaderTableSize
+	}
+	c, err := lru.New[headerKey, headerEntry](size)
+	if err != nil {
+		return nil, fmt.Errorf("header session table: %w", err)
+	}
+	m.headers = c
+	return m, nil
+}
+
+// Result is what Resolve decided.
+type Result struct {
+	// Endpoint to send the request to; nil only when pick returned nil.
+	Endpoint *weftv1.Endpoint
+	// Pinned: the session chose Endpoint (false: pick did).
+	Pinned bool
+	// SetCookie, when non-nil, is added to the response as Set-Cookie.
+	SetCookie *http.Cookie
+	// HeaderName and HeaderValue, when HeaderName is non-empty, are set on
+	// the response (header type: the client's session value).
+	HeaderName  string
+	HeaderValue string
+}
+
+// Resolve picks the endpoint of cluster for a request with headers h.
+// cfg nil (or a type the package does not know) means no persistence: pick
+// decides. endpoints is the cluster's endpoint list as the controller sent
+// it; pick is the proxy's load balancer over that list (it should skip
+// endpoints that are not ready) and may return nil when none is usable.
+func (m *Manager) Resolve(cfg *weftv1.SessionPersistence, cluster string, endpoints []*weftv1.Endpoint, h http.Header, now time.Time, pick func([]*weftv1.Endpoint) *weftv1.Endpoint) Result {
+	if cfg == nil {
+		return Result{Endpoint: pick(endpoints)}
+	}
+	switch cfg.GetType() {
+	case weftv1.SessionPersistence_TYPE_HEADER:
+		return m.resolveHeader(cfg, cluster, endpoints, h, now, pick)
+	case weftv1.SessionPersistence_TYPE_COOKIE, weftv1.SessionPersistence_TYPE_UNSPECIFIED:
+		return m.resolveCookie(cfg, cluster, endpoints, h, now, pick)
+	}
+	return Result{Endpoint: pick(endpoints)}
+}
+
+// usable reports whether a pinned endpoint may keep its sessions.
+func usable(ep *weftv1.Endpoint) bool {
+	return ep.GetReady() || ep.GetServing()
+}
+
+// Validate checks a SessionPersistence the way the proxy uses it; route's
+// Compile calls it so that a bad value NACKs the policy.
+func Validate(s *weftv1.SessionPersistence) error {
+	if s == nil {
+		return nil
+	}
+	timeout := time.Duration(0)
+	if d := s.GetAbsoluteTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return fmt.Errorf("%w: absolute timeout: %v", ErrInvalidConfig, err)
+		}
+		timeout = d.AsDuration()
+		if timeout < 0 {
+			return fmt.Errorf("%w: negative absolute timeout", ErrInvalidConfig)
+		}
+	}
+	switch s.GetType() {
+	case weftv1.SessionPersistence_TYPE_COOKIE, weftv1.SessionPersistence_TYPE_UNSPECIFIED:
+		if n := s.GetName(); n != "" && !validToken(n) {
+			return fmt.Errorf("%w: cookie name %q", ErrInvalidConfig, n)
+		}
+		if p := s.GetCookiePath(); p != "" && (p[0] != '/' || strings.ContainsAny(p, ";\x7f") || hasCTL(p)) {
+			return fmt.Errorf("%w: cookie path %q", ErrInvalidConfig, p)
+		}
+		switch s.GetLifetime() {
+		case weftv1.SessionPersistence_LIFETIME_UNSPECIFIED, weftv1.SessionPersistence_LIFETIME_SESSION:
+		case weftv1.SessionPersistence_LIFETIME_PERMANENT:
+			if timeout < time.Second {
+				return fmt.Errorf("%w: permanent cookie needs an absolute timeout of at least 1s", ErrInvalidConfig)
+			}
+		default:
+			return fmt.Errorf("%w: lifetime %v", ErrInvalidConfig, s.GetLifetime())
+		}
+	case weftv1.SessionPersistence_TYPE_HEADER:
+		if !validToken(s.GetName()) {
+			return fmt.Errorf("%w: header name %q", ErrInvalidConfig, s.GetName())
+		}
+		if s.GetLifetime() == weftv1.SessionPersistence_LIFETIME_PERMANENT {
+			return fmt.Errorf("%w: lifetime Permanent on a header session", ErrInvalidConfig)
+		}
+	default:
+		return fmt.Errorf("%w: type %v", ErrInvalidConfig, s.GetType())
+	}
+	return nil
+}
+
+func hasCTL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' {
+			return true
+		}
+	}
+	return false
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
