@@ -1,0 +1,206 @@
+package resolve
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// claim is one route parentRef selecting one Service port.
+type claim struct {
+	rt *route
+	pr *parentResult
+}
+
+// portState is what attached to one Service port.
+type portState struct {
+	key    portKey
+	winner routeKind
+	// producer and consumers hold the winning-kind routes per class, in
+	// route precedence order, each route once.
+	producer  []*route
+	consumers map[string][]*route
+}
+
+// attach resolves every parentRef of every route, settles route-kind
+// conflicts per Service port and returns the routes programmed per port.
+// routes must be in route precedence order.
+func (r *resolver) attach(routes []*route) map[portKey]*portState {
+	claims := map[portKey][]claim{}
+	for _, rt := range routes {
+		for _, ref := range rt.parentRefs {
+			svc, mistaken := isServiceRef(ref)
+			if !svc && !mistaken {
+				continue // a Gateway or another controller's parent: not ours
+			}
+			var pr *parentResult
+			if mistaken {
+				pr = &parentResult{ref: ref, accepted: condFalse(condAccepted, reasonNoMatchingParent,
+					fmt.Sprintf("parentRef names kind Service in group %q; a Service parent needs group \"\" (the core API group): set parentRefs[].group: \"\"", groupOf(ref)))}
+			} else {
+				pr = r.resolveParent(rt, ref)
+			}
+			rt.parents = append(rt.parents, pr)
+			if pr.accepted != nil || (rt.totalRules > 0 && len(rt.rules) == 0) {
+				continue
+			}
+			for _, pk := range pr.ports {
+				claims[pk] = append(claims[pk], claim{rt, pr})
+			}
+		}
+	}
+	out := make(map[portKey]*portState, len(claims))
+	for pk, cs := range claims {
+		ps := &portState{key: pk, consumers: map[string][]*route{}}
+		for _, c := range cs {
+			ps.winner = max(ps.winner, c.rt.kind)
+		}
+		// The oldest route of the winning kind per class, for TCP and for
+		// messages.
+		first := map[string]*route{}
+		for _, c := range cs {
+			if c.rt.kind == ps.winner {
+				if _, ok := first[c.pr.consumer]; !ok {
+					first[c.pr.consumer] = c.rt
+				}
+			}
+		}
+		for _, c := range cs {
+			winner := first[c.pr.consumer]
+			switch {
+			case c.rt.kind < ps.winner:
+				other := winnerOf(cs, ps.winner)
+				c.pr.lost = appendUnique(c.pr.lost, fmt.Sprintf("%s %s is also attached to Service port %s and %s takes precedence over %s (GRPC > HTTP > TLS > TCP); this route is not programmed there",
+					ps.winner, other.id(), pk, ps.winner, c.rt.kind))
+				continue
+			case c.rt.kind == kindTCP && winner != c.rt:
+				c.pr.lost = appendUnique(c.pr.lost, fmt.Sprintf("TCPRoute %s is older (or first by namespace/name) and already routes Service port %s for these callers; a TCP port carries one route",
+					winner.id(), pk))
+				continue
+			}
+			if !slices.Contains(c.pr.won, pk) {
+				c.pr.won = append(c.pr.won, pk)
+			}
+			if c.pr.consumer == "" {
+				if !slices.Contains(ps.producer, c.rt) {
+					ps.producer = append(ps.producer, c.rt)
+				}
+			} else if !slices.Contains(ps.consumers[c.pr.consumer], c.rt) {
+				ps.consumers[c.pr.consumer] = append(ps.consumers[c.pr.consumer], c.rt)
+			}
+		}
+		out[pk] = ps
+	}
+	for _, rt := range routes {
+		for _, pr := range rt.parents {
+			slices.SortFunc(pr.won, comparePortKeys)
+		}
+	}
+	return out
+}
+
+func winnerOf(cs []claim, k routeKind) *route {
+	for _, c := range cs {
+		if c.rt.kind == k {
+			return c.rt
+		}
+	}
+	return nil
+}
+
+func appendUnique(s []string, v string) []string {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
+
+func comparePortKeys(a, b portKey) int {
+	return cmp.Or(strings.Compare(a.ns, b.ns), strings.Compare(a.name, b.name), cmp.Compare(a.port, b.port))
+}
+
+func groupOf(ref gwv1.ParentReference) string {
+	if ref.Group == nil {
+		return gwv1.GroupName
+	}
+	return string(*ref.Group)
+}
+
+// buildServicePorts lists every meshed Service port: one with a programmed
+// route, or any TCP port of a Service in an enrolled namespace.
+func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.ServicePort {
+	keys := make([]objKey, 0, len(r.ix.services))
+	for k := range r.ix.services {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b objKey) int { return cmp.Or(strings.Compare(a.ns, b.ns), strings.Compare(a.name, b.name)) })
+	var out []*weftv1.ServicePort
+	for _, k := range keys {
+		svc := r.ix.services[k]
+		vips := serviceVIPs(svc)
+		if len(vips) == 0 {
+			continue
+		}
+		sps := slices.Clone(svc.Spec.Ports)
+		slices.SortStableFunc(sps, func(a, b corev1.ServicePort) int { return cmp.Compare(a.Port, b.Port) })
+		for i, sp := range sps {
+			if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+				continue
+			}
+			if i > 0 && sps[i-1].Port == sp.Port {
+				continue // duplicate port numbers are invalid; keep the first
+			}
+			pk := portKey{svc.Namespace, svc.Name, sp.Port}
+			ps := ports[pk]
+			if ps == nil && !r.ix.enrolled[svc.Namespace] {
+				continue
+			}
+			out = append(out, r.servicePort(svc, sp, vips, ps))
+		}
+	}
+	return out
+}
+
+func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips []string, ps *portState) *weftv1.ServicePort {
+	p := &weftv1.ServicePort{
+		Namespace:      svc.Namespace,
+		Name:           svc.Name,
+		Vips:           vips,
+		Port:           uint32(sp.Port),
+		PortName:       sp.Name,
+		DefaultCluster: r.serviceCluster(svc, sp),
+	}
+	app := appProtocol(sp.AppProtocol)
+	switch {
+	case ps == nil:
+		p.Protocol = app
+		if p.Protocol == weftv1.Protocol_PROTOCOL_UNSPECIFIED {
+			p.Protocol = weftv1.Protocol_PROTOCOL_TCP
+		}
+		return p
+	case ps.winner == kindGRPC:
+		p.Protocol = weftv1.Protocol_PROTOCOL_GRPC
+	case ps.winner == kindHTTP && (app == weftv1.Protocol_PROTOCOL_H2C || app == weftv1.Protocol_PROTOCOL_GRPC):
+		p.Protocol = weftv1.Protocol_PROTOCOL_H2C
+	case ps.winner == kindHTTP:
+		p.Protocol = weftv1.Protocol_PROTOCOL_HTTP
+	default:
+		p.Protocol = weftv1.Protocol_PROTOCOL_TCP
+	}
+	if len(ps.producer) > 0 {
+		p.Producer = buildTable(ps.winner, ps.producer)
+	}
+	if len(ps.consumers) > 0 {
+		p.Consumers = make(map[string]*weftv1.RouteTable, len(ps.consumers))
+		for ns, rts := range ps.consumers {
+			p.Consumers[ns] = buildTable(ps.winner, rts)
+		}
+	}
+	return p
+}

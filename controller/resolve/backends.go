@@ -1,0 +1,363 @@
+package resolve
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// maxWeight is the largest weight the API allows.
+const maxWeight = 1_000_000
+
+// xGroup is the API group of the experimental resources (XBackend).
+const xGroup = "gateway.networking.x-k8s.io"
+
+// clusterSource is what a Cluster's endpoints come from: one Service port or
+// one XBackend.
+type clusterSource struct {
+	svc  *corev1.Service
+	port corev1.ServicePort
+	xb   *gwxv1a1.XBackend
+}
+
+// backendResult is one resolved backend reference.
+type backendResult struct {
+	// cluster is empty when the reference is invalid.
+	cluster string
+	svc     *corev1.Service
+	xb      *gwxv1a1.XBackend
+	// reason and problem say why it is invalid (ResolvedRefs).
+	reason  string
+	problem string
+}
+
+// resolveBackendRef resolves a backend reference (a Service port or an
+// XBackend). It does not record the problem; callers do.
+func (r *resolver) resolveBackendRef(rt *route, rule int, ref gwv1.BackendObjectReference, what string) backendResult {
+	group, kind := "", "Service"
+	if ref.Group != nil {
+		group = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	ns := rt.ns
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	label := fmt.Sprintf("rule %d %s %s/%s", rule, what, ns, ref.Name)
+	bad := func(reason, format string, args ...any) backendResult {
+		return backendResult{reason: reason, problem: label + ": " + fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case group == "" && kind == "Service":
+		svc := r.ix.services[objKey{ns, string(ref.Name)}]
+		if svc == nil {
+			return bad(reasonBackendNotFound, "Service %s/%s does not exist", ns, ref.Name)
+		}
+		if svc.Spec.Type == corev1.ServiceTypeExternalName {
+			return bad(reasonUnsupportedValue, "Service is of type ExternalName, which Weft does not route to; use an XBackend or a Service with endpoints")
+		}
+		if ref.Port == nil {
+			return bad(reasonUnsupportedValue, "port is required when referring to a Service")
+		}
+		for _, sp := range svc.Spec.Ports {
+			if sp.Port == *ref.Port {
+				if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+					return bad(reasonUnsupportedProtocol, "Service port %d is %s; the mesh carries TCP only", sp.Port, sp.Protocol)
+				}
+				return backendResult{cluster: r.serviceCluster(svc, sp), svc: svc}
+			}
+		}
+		return bad(reasonBackendNotFound, "Service %s/%s has no port %d", ns, ref.Name, *ref.Port)
+	case group == xGroup && (kind == "XBackend" || kind == "Backend"):
+		xb := r.ix.backends[objKey{ns, string(ref.Name)}]
+		if xb == nil {
+			return bad(reasonBackendNotFound, "XBackend %s/%s does not exist", ns, ref.Name)
+		}
+		if xb.Spec.Type != gwxv1a1.BackendTypeEndpointSelector || xb.Spec.EndpointSelector == nil {
+			return bad(reasonInvalidKind, "XBackend type %q is not supported by Weft; only EndpointSelector is", xb.Spec.Type)
+		}
+		if xb.Spec.TLS != nil && xb.Spec.TLS.Mode != "" && xb.Spec.TLS.Mode != gwxv1a1.BackendTLSModeNone {
+			return bad(reasonUnsupportedProtocol, "XBackend tls mode %s is not supported: the mesh already encrypts traffic with mTLS between nodes; set tls.mode None", xb.Spec.TLS.Mode)
+		}
+		if _, ok := backendProtocol(xb.Spec.Protocol); !ok {
+			return bad(reasonUnsupportedProtocol, "XBackend protocol %s is not supported; use HTTP, HTTP11, H2C, GRPC or TCP", *xb.Spec.Protocol)
+		}
+		port := int32(xb.Spec.Port.Number)
+		if ref.Port != nil && *ref.Port != port {
+			return bad(reasonBackendNotFound, "backendRef port %d does not match the XBackend's port %d", *ref.Port, port)
+		}
+		if port < 1 || port > 65535 {
+			return bad(reasonUnsupportedValue, "XBackend port %d is out of range 1-65535", port)
+		}
+		return backendResult{cluster: r.xbackendCluster(xb), xb: xb}
+	}
+	g := group
+	if g == "" {
+		g = "core"
+	}
+	return bad(reasonInvalidKind, "kind %s in group %s is not supported; use a Service (group \"\") or an XBackend (group %s)", kind, g, xGroup)
+}
+
+// backendRef converts one route backend reference into its proto. filters
+// are the converted backendRef filters.
+func (r *resolver) backendRef(rt *route, rule int, ref gwv1.BackendRef, filters []*weftv1.Filter) *weftv1.BackendRef {
+	w := int32(1)
+	if ref.Weight != nil {
+		w = *ref.Weight
+	}
+	if w < 0 {
+		rt.notes = append(rt.notes, fmt.Sprintf("rule %d backendRef %s has negative weight %d; treated as 0", rule, ref.Name, w))
+		w = 0
+	}
+	if w > maxWeight {
+		rt.notes = append(rt.notes, fmt.Sprintf("rule %d backendRef %s weight %d is above the maximum %d; clamped", rule, ref.Name, w, maxWeight))
+		w = maxWeight
+	}
+	res := r.resolveBackendRef(rt, rule, ref.BackendObjectReference, "backendRef")
+	br := &weftv1.BackendRef{Cluster: res.cluster, Weight: uint32(w), Filters: filters}
+	if res.cluster == "" {
+		rt.refs.add(res.reason, res.problem)
+		br.InvalidReason = res.problem
+		br.Filters = nil
+		return br
+	}
+	switch {
+	case res.svc != nil:
+		br.Session = r.policies.sessionFor(objKey{res.svc.Namespace, res.svc.Name})
+	case res.xb != nil && res.xb.Spec.SessionPersistence != nil:
+		sp, err := r.convertSession(res.xb.Spec.SessionPersistence, "XBackend/"+res.xb.Namespace+"/"+res.xb.Name)
+		if err != nil {
+			msg := fmt.Sprintf("rule %d backendRef XBackend %s/%s sessionPersistence: %v", rule, res.xb.Namespace, res.xb.Name, err)
+			rt.refs.add(reasonUnsupportedValue, msg)
+			return &weftv1.BackendRef{Weight: uint32(w), InvalidReason: msg}
+		}
+		br.Session = sp
+	}
+	return br
+}
+
+// serviceCluster registers the cluster of one Service port.
+func (r *resolver) serviceCluster(svc *corev1.Service, sp corev1.ServicePort) string {
+	name := svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(sp.Port))
+	if _, ok := r.clusters[name]; !ok {
+		r.clusters[name] = &clusterSource{svc: svc, port: sp}
+	}
+	return name
+}
+
+// xbackendCluster registers the cluster of an XBackend.
+func (r *resolver) xbackendCluster(xb *gwxv1a1.XBackend) string {
+	name := xb.Namespace + "/xbackend/" + xb.Name + ":" + strconv.Itoa(int(xb.Spec.Port.Number))
+	if _, ok := r.clusters[name]; !ok {
+		r.clusters[name] = &clusterSource{xb: xb}
+	}
+	return name
+}
+
+// buildClusters turns every registered cluster into its proto, sorted.
+func (r *resolver) buildClusters() []*weftv1.Cluster {
+	names := make([]string, 0, len(r.clusters))
+	for n := range r.clusters {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := make([]*weftv1.Cluster, 0, len(names))
+	for _, n := range names {
+		src := r.clusters[n]
+		c := &weftv1.Cluster{Name: n}
+		if src.xb != nil {
+			c.Protocol, _ = backendProtocol(src.xb.Spec.Protocol)
+			c.Endpoints = r.selectorEndpoints(src.xb)
+		} else {
+			c.Protocol = appProtocol(src.port.AppProtocol)
+			c.Endpoints = r.serviceEndpoints(src.svc, src.port)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// serviceEndpoints lists the endpoints of one Service port from its
+// EndpointSlices; the target port is found through the slice port that has
+// the Service port's name.
+func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) []*weftv1.Endpoint {
+	esl := slices.Clone(r.ix.slices[objKey{svc.Namespace, svc.Name}])
+	slices.SortFunc(esl, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+	seen := map[string]bool{}
+	var out []*weftv1.Endpoint
+	for _, es := range esl {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		port := int32(-1)
+		for _, p := range es.Ports {
+			name := ""
+			if p.Name != nil {
+				name = *p.Name
+			}
+			if name != sp.Name || p.Port == nil {
+				continue
+			}
+			if p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
+				continue
+			}
+			port = *p.Port
+			break
+		}
+		if port < 1 || port > 65535 {
+			continue
+		}
+		for i := range es.Endpoints {
+			ep := &es.Endpoints[i]
+			pod := r.endpointPod(es.Namespace, ep)
+			for _, ip := range ep.Addresses {
+				k := ip + "/" + strconv.Itoa(int(port))
+				if ip == "" || seen[k] {
+					continue
+				}
+				seen[k] = true
+				out = append(out, r.endpoint(ip, port, ep, pod))
+			}
+		}
+	}
+	sortEndpoints(out)
+	return out
+}
+
+func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint) *corev1.Pod {
+	if ep.TargetRef == nil || (ep.TargetRef.Kind != "" && ep.TargetRef.Kind != "Pod") {
+		return nil
+	}
+	pns := ep.TargetRef.Namespace
+	if pns == "" {
+		pns = ns
+	}
+	return r.ix.pods[objKey{pns, ep.TargetRef.Name}]
+}
+
+func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod *corev1.Pod) *weftv1.Endpoint {
+	e := &weftv1.Endpoint{Ip: ip, Port: uint32(port), Ready: true}
+	if ep.Conditions.Ready != nil {
+		e.Ready = *ep.Conditions.Ready
+	}
+	e.Serving = e.Ready
+	if ep.Conditions.Serving != nil {
+		e.Serving = *ep.Conditions.Serving
+	}
+	if ep.Conditions.Terminating != nil {
+		e.Terminating = *ep.Conditions.Terminating
+	}
+	if ep.NodeName != nil {
+		e.Node = *ep.NodeName
+	}
+	if pod != nil {
+		e.Pod = pod.Namespace + "/" + pod.Name
+		e.Identity = r.spiffeID(pod.Namespace, pod.Spec.ServiceAccountName)
+		if e.Node == "" {
+			e.Node = pod.Spec.NodeName
+		}
+	} else if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+		ns := ep.TargetRef.Namespace
+		e.Pod = ns + "/" + ep.TargetRef.Name
+	}
+	return e
+}
+
+// selectorEndpoints lists the pods an EndpointSelector XBackend selects.
+func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
+	port := int32(xb.Spec.Port.Number)
+	var out []*weftv1.Endpoint
+	seen := map[string]bool{}
+	for _, p := range r.ix.podsByNS[xb.Namespace] {
+		if !selects(xb.Spec.EndpointSelector.MatchLabels, p.Labels) {
+			continue
+		}
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		ready := false
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				ready = c.Status == corev1.ConditionTrue
+			}
+		}
+		terminating := p.DeletionTimestamp != nil
+		for _, ip := range podIPs(p) {
+			k := ip + "/" + strconv.Itoa(int(port))
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			out = append(out, &weftv1.Endpoint{
+				Ip: ip, Port: uint32(port), Node: p.Spec.NodeName, Pod: p.Namespace + "/" + p.Name,
+				Identity: r.spiffeID(p.Namespace, p.Spec.ServiceAccountName),
+				Ready:    ready && !terminating, Serving: ready, Terminating: terminating,
+			})
+		}
+	}
+	sortEndpoints(out)
+	return out
+}
+
+func selects(sel map[gwv1.LabelKey]gwv1.LabelValue, labels map[string]string) bool {
+	for k, v := range sel {
+		if got, ok := labels[string(k)]; !ok || got != string(v) {
+			return false
+		}
+	}
+	return true
+}
+
+func sortEndpoints(eps []*weftv1.Endpoint) {
+	slices.SortFunc(eps, func(a, b *weftv1.Endpoint) int {
+		return cmp.Or(strings.Compare(a.Ip, b.Ip), cmp.Compare(a.Port, b.Port))
+	})
+}
+
+// appProtocol maps a Service port appProtocol (GEP-1911, KEP-3726) to the
+// protocol the proxy speaks to it; unspecified means "as the caller".
+func appProtocol(p *string) weftv1.Protocol {
+	if p == nil {
+		return weftv1.Protocol_PROTOCOL_UNSPECIFIED
+	}
+	switch strings.ToLower(*p) {
+	case "http", "kubernetes.io/ws", "http1", "http/1.1":
+		return weftv1.Protocol_PROTOCOL_HTTP
+	case "kubernetes.io/h2c", "h2c", "http2":
+		return weftv1.Protocol_PROTOCOL_H2C
+	case "grpc":
+		return weftv1.Protocol_PROTOCOL_GRPC
+	case "tcp", "https", "tls", "kubernetes.io/wss", "mysql", "redis", "mongo", "postgres", "postgresql":
+		return weftv1.Protocol_PROTOCOL_TCP
+	}
+	return weftv1.Protocol_PROTOCOL_UNSPECIFIED
+}
+
+// backendProtocol maps an XBackend protocol; false when unsupported.
+func backendProtocol(p *gwxv1a1.BackendProtocol) (weftv1.Protocol, bool) {
+	if p == nil {
+		return weftv1.Protocol_PROTOCOL_UNSPECIFIED, true
+	}
+	switch *p {
+	case gwxv1a1.BackendProtocolHTTP, gwxv1a1.BackendProtocolHTTP11:
+		return weftv1.Protocol_PROTOCOL_HTTP, true
+	case gwxv1a1.BackendProtocolH2C:
+		return weftv1.Protocol_PROTOCOL_H2C, true
+	case gwxv1a1.BackendProtocolGRPC:
+		return weftv1.Protocol_PROTOCOL_GRPC, true
+	case gwxv1a1.BackendProtocolTCP:
+		return weftv1.Protocol_PROTOCOL_TCP, true
+	}
+	return weftv1.Protocol_PROTOCOL_UNSPECIFIED, false
+}

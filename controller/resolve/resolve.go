@@ -1,0 +1,230 @@
+package resolve
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// DefaultTrustDomain is used when Options.TrustDomain is empty.
+const DefaultTrustDomain = "cluster.local"
+
+// DefaultTunnelPort is used when Options.TunnelPort is zero.
+const DefaultTunnelPort = 15008
+
+// objKey names a namespaced object.
+type objKey struct{ ns, name string }
+
+func (k objKey) String() string { return k.ns + "/" + k.name }
+
+// index holds the input objects keyed the way resolution looks them up.
+type index struct {
+	opts     Options
+	enrolled map[string]bool
+	services map[objKey]*corev1.Service
+	slices   map[objKey][]*discoveryv1.EndpointSlice
+	pods     map[objKey]*corev1.Pod
+	podsByNS map[string][]*corev1.Pod
+	backends map[objKey]*gwxv1a1.XBackend
+}
+
+func newIndex(in *Input) *index {
+	ix := &index{
+		opts:     in.Options,
+		enrolled: map[string]bool{},
+		services: map[objKey]*corev1.Service{},
+		slices:   map[objKey][]*discoveryv1.EndpointSlice{},
+		pods:     map[objKey]*corev1.Pod{},
+		podsByNS: map[string][]*corev1.Pod{},
+		backends: map[objKey]*gwxv1a1.XBackend{},
+	}
+	if ix.opts.TrustDomain == "" {
+		ix.opts.TrustDomain = DefaultTrustDomain
+	}
+	if ix.opts.TunnelPort == 0 {
+		ix.opts.TunnelPort = DefaultTunnelPort
+	}
+	for i := range in.Namespaces {
+		ns := &in.Namespaces[i]
+		if ns.Annotations[EnrollAnnotation] == "enabled" {
+			ix.enrolled[ns.Name] = true
+		}
+	}
+	for i := range in.Services {
+		s := &in.Services[i]
+		ix.services[objKey{s.Namespace, s.Name}] = s
+	}
+	for i := range in.EndpointSlices {
+		es := &in.EndpointSlices[i]
+		svc := es.Labels[discoveryv1.LabelServiceName]
+		if svc == "" {
+			continue
+		}
+		k := objKey{es.Namespace, svc}
+		ix.slices[k] = append(ix.slices[k], es)
+	}
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		ix.pods[objKey{p.Namespace, p.Name}] = p
+		ix.podsByNS[p.Namespace] = append(ix.podsByNS[p.Namespace], p)
+	}
+	for i := range in.Backends {
+		b := &in.Backends[i]
+		ix.backends[objKey{b.Namespace, b.Name}] = b
+	}
+	return ix
+}
+
+// Resolve turns one consistent snapshot of objects into the policy of every
+// node and the status of every route and policy. It is pure and
+// deterministic: the same Input always gives an equal Output.
+func Resolve(in Input) Output {
+	ix := newIndex(&in)
+	r := &resolver{ix: ix, clusters: map[string]*clusterSource{}}
+	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
+
+	routes := make([]*route, 0, len(in.HTTPRoutes)+len(in.GRPCRoutes)+len(in.TCPRoutes))
+	for i := range in.HTTPRoutes {
+		routes = append(routes, r.compileHTTPRoute(&in.HTTPRoutes[i]))
+	}
+	for i := range in.GRPCRoutes {
+		routes = append(routes, r.compileGRPCRoute(&in.GRPCRoutes[i]))
+	}
+	for i := range in.TCPRoutes {
+		routes = append(routes, r.compileTCPRoute(&in.TCPRoutes[i]))
+	}
+	// Route precedence order: oldest first, then namespace/name. Attachment,
+	// conflict resolution and table building all walk routes in this order.
+	slices.SortStableFunc(routes, compareRoutes)
+
+	ports := r.attach(routes)
+	services := r.buildServicePorts(ports)
+
+	out := Output{Nodes: map[string]*weftv1.NodePolicy{}}
+	clusters := r.buildClusters()
+	tunnels := nodeTunnels(in.Nodes, ix.opts.TunnelPort)
+	workloads := r.workloadsByNode(in.Pods)
+	for i := range in.Nodes {
+		n := in.Nodes[i].Name
+		if n == "" {
+			continue
+		}
+		out.Nodes[n] = &weftv1.NodePolicy{
+			Node:        n,
+			TrustDomain: ix.opts.TrustDomain,
+			Workloads:   workloads[n],
+			Services:    services,
+			Clusters:    clusters,
+			NodeTunnels: tunnels,
+		}
+	}
+	out.Statuses = r.statuses(routes)
+	return out
+}
+
+// resolver carries the state of one resolution.
+type resolver struct {
+	ix       *index
+	policies *policyIndex
+	// clusters referenced so far, by Cluster.name.
+	clusters map[string]*clusterSource
+}
+
+// spiffeID is the identity of a service account.
+func (r *resolver) spiffeID(ns, sa string) string {
+	if sa == "" {
+		sa = "default"
+	}
+	return "spiffe://" + r.ix.opts.TrustDomain + "/ns/" + ns + "/sa/" + sa
+}
+
+// podEnrolled reports whether a pod's traffic is redirected into the proxy.
+func (r *resolver) podEnrolled(p *corev1.Pod) bool {
+	if !r.ix.enrolled[p.Namespace] || p.Annotations[EnrollAnnotation] == "disabled" {
+		return false
+	}
+	if p.Spec.HostNetwork || p.Spec.NodeName == "" || p.DeletionTimestamp != nil {
+		return false
+	}
+	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	return len(podIPs(p)) > 0
+}
+
+func podIPs(p *corev1.Pod) []string {
+	var ips []string
+	for _, ip := range p.Status.PodIPs {
+		if ip.IP != "" && !slices.Contains(ips, ip.IP) {
+			ips = append(ips, ip.IP)
+		}
+	}
+	if p.Status.PodIP != "" && !slices.Contains(ips, p.Status.PodIP) {
+		ips = append([]string{p.Status.PodIP}, ips...)
+	}
+	return ips
+}
+
+func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workload {
+	out := map[string][]*weftv1.Workload{}
+	for i := range pods {
+		p := &pods[i]
+		if !r.podEnrolled(p) {
+			continue
+		}
+		sa := p.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		out[p.Spec.NodeName] = append(out[p.Spec.NodeName], &weftv1.Workload{
+			Namespace:      p.Namespace,
+			Name:           p.Name,
+			Uid:            string(p.UID),
+			ServiceAccount: sa,
+			Identity:       r.spiffeID(p.Namespace, sa),
+			Ips:            podIPs(p),
+		})
+	}
+	for _, ws := range out {
+		slices.SortFunc(ws, func(a, b *weftv1.Workload) int {
+			return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name), strings.Compare(a.Uid, b.Uid))
+		})
+	}
+	return out
+}
+
+// nodeTunnels maps every node with an InternalIP to its tunnel address.
+// IPv4 addresses are preferred over IPv6 ones.
+func nodeTunnels(nodes []corev1.Node, port uint32) map[string]string {
+	out := map[string]string{}
+	for i := range nodes {
+		n := &nodes[i]
+		var v4, v6 string
+		for _, a := range n.Status.Addresses {
+			if a.Type != corev1.NodeInternalIP || a.Address == "" {
+				continue
+			}
+			if strings.Contains(a.Address, ":") {
+				if v6 == "" {
+					v6 = a.Address
+				}
+			} else if v4 == "" {
+				v4 = a.Address
+			}
+		}
+		switch {
+		case n.Name == "":
+		case v4 != "":
+			out[n.Name] = v4 + ":" + uitoa(port)
+		case v6 != "":
+			out[n.Name] = "[" + v6 + "]:" + uitoa(port)
+		}
+	}
+	return out
+}

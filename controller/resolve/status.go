@@ -1,0 +1,144 @@
+package resolve
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Condition types and reasons, from the Gateway API constants.
+const (
+	condAccepted         = string(gwv1.RouteConditionAccepted)
+	condResolvedRefs     = string(gwv1.RouteConditionResolvedRefs)
+	condPartiallyInvalid = string(gwv1.RouteConditionPartiallyInvalid)
+
+	reasonAccepted            = string(gwv1.RouteReasonAccepted)
+	reasonNoMatchingParent    = string(gwv1.RouteReasonNoMatchingParent)
+	reasonUnsupportedValue    = string(gwv1.RouteReasonUnsupportedValue)
+	reasonPending             = string(gwv1.RouteReasonPending)
+	reasonIncompatibleFilters = string(gwv1.RouteReasonIncompatibleFilters)
+	reasonConflicted          = "Conflicted"
+	reasonResolvedRefs        = string(gwv1.RouteReasonResolvedRefs)
+	reasonRefNotPermitted     = string(gwv1.RouteReasonRefNotPermitted)
+	reasonInvalidKind         = string(gwv1.RouteReasonInvalidKind)
+	reasonBackendNotFound     = string(gwv1.RouteReasonBackendNotFound)
+	reasonUnsupportedProtocol = string(gwv1.RouteReasonUnsupportedProtocol)
+
+	policyReasonAccepted       = string(gwv1.PolicyReasonAccepted)
+	policyReasonConflicted     = string(gwv1.PolicyReasonConflicted)
+	policyReasonInvalid        = string(gwv1.PolicyReasonInvalid)
+	policyReasonTargetNotFound = string(gwv1.PolicyReasonTargetNotFound)
+)
+
+// Kinds of ObjectStatus.
+const (
+	KindHTTPRoute             = "HTTPRoute"
+	KindGRPCRoute             = "GRPCRoute"
+	KindTCPRoute              = "TCPRoute"
+	KindXBackendTrafficPolicy = "XBackendTrafficPolicy"
+)
+
+func condTrue(typ, reason, msg string) *metav1.Condition {
+	return &metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: reason, Message: msg}
+}
+
+func condFalse(typ, reason, msg string) *metav1.Condition {
+	return &metav1.Condition{Type: typ, Status: metav1.ConditionFalse, Reason: reason, Message: msg}
+}
+
+// refProblems collects what is wrong with a route's backend references.
+type refProblems struct {
+	reason string
+	msgs   []string
+}
+
+func (p *refProblems) add(reason, msg string) {
+	if p.reason == "" {
+		p.reason = reason
+	}
+	if !slices.Contains(p.msgs, msg) {
+		p.msgs = append(p.msgs, msg)
+	}
+}
+
+// maxMessage bounds a condition message (the API allows 32768 bytes).
+const maxMessage = 8192
+
+func joinMessages(msgs []string) string {
+	s := strings.Join(msgs, "; ")
+	if len(s) > maxMessage {
+		s = s[:maxMessage-3] + "..."
+	}
+	return s
+}
+
+// routeConditions builds the conditions of one parentRef of a route.
+func routeConditions(rt *route, pr *parentResult) []metav1.Condition {
+	var conds []metav1.Condition
+	accepted := pr.accepted
+	if accepted == nil {
+		switch {
+		case len(pr.won) == 0 && len(pr.lost) > 0:
+			accepted = condFalse(condAccepted, reasonConflicted, joinMessages(pr.lost))
+		case rt.totalRules > 0 && len(rt.rules) == 0:
+			accepted = condFalse(condAccepted, reasonUnsupportedValue,
+				"no rule of this route can be programmed: "+joinMessages(rt.dropped))
+		default:
+			msg := acceptedMessage(rt, pr)
+			accepted = condTrue(condAccepted, reasonAccepted, msg)
+		}
+	}
+	conds = append(conds, *accepted)
+	if len(rt.refs.msgs) > 0 {
+		conds = append(conds, *condFalse(condResolvedRefs, rt.refs.reason, joinMessages(rt.refs.msgs)))
+	} else {
+		conds = append(conds, *condTrue(condResolvedRefs, reasonResolvedRefs, "all backend references resolved"))
+	}
+	if accepted.Status == metav1.ConditionTrue && len(rt.dropped) > 0 {
+		conds = append(conds, *condTrue(condPartiallyInvalid, reasonUnsupportedValue, joinMessages(rt.dropped)))
+	}
+	for i := range conds {
+		conds[i].ObservedGeneration = rt.generation
+	}
+	return conds
+}
+
+func acceptedMessage(rt *route, pr *parentResult) string {
+	var ports []string
+	for _, p := range pr.won {
+		ports = append(ports, p.String())
+	}
+	msg := "programmed on " + strings.Join(ports, ", ")
+	if pr.consumer != "" {
+		msg += fmt.Sprintf(" as a consumer route for callers in namespace %s", pr.consumer)
+	} else {
+		msg += " as a producer route for callers in every namespace"
+	}
+	msgs := []string{msg}
+	msgs = append(msgs, pr.lost...)
+	msgs = append(msgs, rt.notes...)
+	return joinMessages(msgs)
+}
+
+// statuses assembles every route and policy status, sorted.
+func (r *resolver) statuses(routes []*route) []ObjectStatus {
+	var out []ObjectStatus
+	for _, rt := range routes {
+		os := ObjectStatus{Kind: rt.kind.String(), Namespace: rt.ns, Name: rt.name, Generation: rt.generation}
+		for _, pr := range rt.parents {
+			os.Parents = append(os.Parents, ParentStatus{Ref: pr.ref, Conditions: routeConditions(rt, pr)})
+		}
+		if len(os.Parents) > 0 {
+			out = append(out, os)
+		}
+	}
+	out = append(out, r.policies.statuses()...)
+	slices.SortStableFunc(out, func(a, b ObjectStatus) int {
+		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out
+}
