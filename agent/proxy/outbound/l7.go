@@ -1,0 +1,445 @@
+package outbound
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weft-mesh/weft/agent/proxy/route"
+	"github.com/weft-mesh/weft/agent/proxy/session"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+type infoKey struct{}
+
+func newHTTPServer(p *Proxy) *http.Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           p,
+		Protocols:         &protos,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       p.cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if cc, ok := c.(*capturedConn); ok {
+				return context.WithValue(ctx, infoKey{}, cc.info)
+			}
+			return ctx
+		},
+	}
+}
+
+// maxReplayBody is the largest request body buffered so that the request
+// can be retried or mirrored; larger or unknown-length bodies stream once.
+const maxReplayBody = 64 << 10
+
+var replayPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// request is the per-request state of the L7 path.
+type request struct {
+	info    *connInfo
+	snap    *Snapshot
+	svc     *Service
+	body    []byte // buffered body when replayable with a body
+	hasBody bool
+	grpc    bool
+	// session persistence of the picked backend and what it decided
+	session *weftv1.SessionPersistence
+	result  session.Result
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	w.WriteHeader(code)
+	io.WriteString(w, msg+"\n")
+}
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	info, ok := r.Context().Value(infoKey{}).(*connInfo)
+	if !ok {
+		httpError(w, http.StatusInternalServerError, "no capture record")
+		return
+	}
+	rq := request{info: info, snap: p.snap.Load()}
+	rq.svc = rq.snap.Services[info.orig.Dst]
+	if rq.svc == nil {
+		httpError(w, http.StatusServiceUnavailable, "service is no longer meshed")
+		return
+	}
+	rq.grpc = r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	if r.Method == http.MethodConnect {
+		httpError(w, http.StatusMethodNotAllowed, "CONNECT is not proxied")
+		return
+	}
+	target := r.RequestURI
+	if r.ProtoMajor == 2 || target == "" || target[0] != '/' {
+		target = r.URL.RequestURI()
+	}
+
+	table := rq.svc.Table(info.callerN)
+	var (
+		plan    route.Plan
+		rule    *route.Rule
+		cluster string
+	)
+	if table == nil || len(table.Rules()) == 0 {
+		cluster = rq.svc.DefaultCluster
+	} else {
+		dec, ok := table.Select(&route.Request{Method: r.Method, Path: target, Header: r.Header})
+		if !ok {
+			httpError(w, http.StatusNotFound, "no route matches")
+			return
+		}
+		rule = dec.Rule
+		hr := route.HTTPRequest{Scheme: "http", Host: r.Host, Port: rq.svc.Port, Path: target, Method: r.Method, Header: r.Header}
+		var err error
+		plan, err = dec.Process(&hr, p.cfg.Rand)
+		if plan.Answer != nil {
+			for k, v := range plan.Answer.Header {
+				w.Header()[k] = v
+			}
+			plan.ApplyResponse(w.Header())
+			w.WriteHeader(plan.Answer.Status)
+			return
+		}
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, "no valid backend")
+			return
+		}
+		r.Host, target = hr.Host, hr.Path
+		cluster = plan.Backend.Cluster
+		rq.session = plan.Backend.Session
+	}
+
+	upgrade := prepareRequestHeaders(r.Header)
+	// Body: buffered when small and known-length so retries and mirrors can
+	// replay it.
+	rq.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	needReplay := rule != nil && (rule.Retry != nil && rule.Retry.Attempts > 0 || len(plan.Mirrors) > 0)
+	if rq.hasBody && needReplay && r.ContentLength > 0 && r.ContentLength <= maxReplayBody {
+		buf := replayPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		defer replayPool.Put(buf)
+		if _, err := io.Copy(buf, io.LimitReader(r.Body, r.ContentLength)); err != nil {
+			httpError(w, http.StatusBadRequest, "reading request body")
+			return
+		}
+		rq.body = buf.Bytes()
+	}
+	replayable := !rq.hasBody || rq.body != nil
+
+	ctx := r.Context()
+	if rule != nil && rule.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rule.RequestTimeout)
+		defer cancel()
+	}
+	if len(plan.Mirrors) > 0 && replayable {
+		for _, m := range plan.Mirrors {
+			p.mirror(rq, m, r, target)
+		}
+	}
+
+	var (
+		resp    *http.Response
+		err     error
+		attempt int
+	)
+	for {
+		resp, err = p.attempt(ctx, &rq, rule, cluster, r, target, upgrade)
+		if !replayable || rule == nil || rule.Retry == nil {
+			break
+		}
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		} else if ctx.Err() != nil {
+			break
+		} else {
+			status = http.StatusServiceUnavailable // connect failures count as 503
+		}
+		retry, wait := rule.Retry.ShouldRetry(status, attempt)
+		if !retry {
+			break
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+		attempt++
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			httpError(w, http.StatusGatewayTimeout, "request timeout")
+			return
+		}
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, errNoEndpoint):
+			httpError(w, http.StatusServiceUnavailable, "no healthy endpoint")
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+			httpError(w, http.StatusGatewayTimeout, "upstream timeout")
+		case r.Context().Err() != nil:
+			// the client went away
+		default:
+			p.cfg.Logger.Debug("upstream", "cluster", cluster, "err", err)
+			httpError(w, http.StatusBadGateway, "upstream failed")
+		}
+		return
+	}
+	p.writeResponse(w, r, resp, &plan, &rq.result)
+}
+
+var errNoEndpoint = errors.New("no endpoint")
+
+// attempt sends one try of the request to an endpoint of cluster.
+func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, cluster string, r *http.Request, target, upgrade string) (*http.Response, error) {
+	cl, ok := rq.snap.Clusters[cluster]
+	if !ok {
+		return nil, errNoEndpoint
+	}
+	var ep *Endpoint
+	if rq.session == nil {
+		if ep, ok = cl.Pick(p.cfg.Rand); !ok {
+			return nil, errNoEndpoint
+		}
+	} else {
+		res := p.cfg.Sessions.Resolve(rq.session, cluster, cl.Raw, r.Header, time.Now(), func([]*weftv1.Endpoint) *weftv1.Endpoint { return cl.PickRaw(p.cfg.Rand) })
+		if res.Endpoint == nil {
+			return nil, errNoEndpoint
+		}
+		if ep, ok = cl.Of(res.Endpoint); !ok {
+			return nil, errNoEndpoint
+		}
+		rq.result = res
+	}
+	node, ok := rq.snap.Tunnels[ep.Node]
+	if !ok {
+		return nil, errNoEndpoint
+	}
+	if rule != nil && rule.BackendRequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rule.BackendRequestTimeout)
+		// the body is read after we return; cancel when it is closed
+		_ = cancel
+		ctx = withCancelOnClose(ctx, cancel)
+	}
+	ctx = context.WithValue(ctx, dialKey{}, &dialInfo{node: node, addr: ep.Addr})
+	h2 := rq.grpc || cl.Protocol == weftv1.Protocol_PROTOCOL_GRPC || cl.Protocol == weftv1.Protocol_PROTOCOL_H2C
+	if upgrade != "" {
+		h2 = false
+	}
+	tr := p.up.get(rq.info.src, ep.Identity, h2)
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           &url.URL{Scheme: "http", Host: ep.Addr.String(), Opaque: target},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        r.Header,
+		Host:          r.Host,
+		ContentLength: r.ContentLength,
+		Trailer:       r.Trailer,
+	}
+	switch {
+	case !rq.hasBody:
+		out.Body = http.NoBody
+		out.ContentLength = 0
+	case rq.body != nil:
+		b := rq.body
+		out.Body = io.NopCloser(bytes.NewReader(b))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	default:
+		out.Body = r.Body
+	}
+	out = out.WithContext(ctx)
+	resp, err := tr.RoundTrip(out)
+	if err != nil {
+		if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
+			c()
+		}
+		return nil, err
+	}
+	if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok && resp.Body != nil {
+		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: c}
+	}
+	return resp, nil
+}
+
+type cancelKey struct{}
+
+func withCancelOnClose(ctx context.Context, cancel context.CancelFunc) context.Context {
+	return context.WithValue(ctx, cancelKey{}, cancel)
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// writeResponse copies the backend's response to the client: headers
+// without hop-by-hop ones, the filters' response edits, the body (flushed
+// as it comes when it is a stream) and the trailers.
+func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, plan *route.Plan, sess *session.Result) {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		p.upgrade(w, r, resp, plan)
+		return
+	}
+	defer resp.Body.Close()
+	removeHopByHop(resp.Header)
+	plan.ApplyResponse(resp.Header)
+	if sess.SetCookie != nil {
+		if v := sess.SetCookie.String(); v != "" {
+			resp.Header["Set-Cookie"] = append(resp.Header["Set-Cookie"], v)
+		}
+	}
+	if sess.HeaderName != "" {
+		resp.Header.Set(sess.HeaderName, sess.HeaderValue)
+	}
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if len(resp.Trailer) > 0 {
+		keys := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		h["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	stream := resp.ContentLength == -1
+	if stream {
+		rc.Flush()
+	}
+	bp := bufPool.Get().(*[]byte)
+	err := copyBody(w, rc, resp.Body, *bp, stream)
+	bufPool.Put(bp)
+	if err != nil {
+		// the backend or the client failed mid-response: abort so the client
+		// sees a reset, not a truncated success
+		if r.Context().Err() == nil {
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
+	if len(resp.Trailer) > 0 {
+		for k, v := range resp.Trailer {
+			h[k] = v
+		}
+	}
+}
+
+func copyBody(w io.Writer, rc *http.ResponseController, src io.Reader, buf []byte, flush bool) error {
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if flush {
+				if ferr := rc.Flush(); ferr != nil {
+					return ferr
+				}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// upgrade completes a protocol switch (WebSocket...) and splices the client
+// connection with the backend stream.
+func (p *Proxy) upgrade(w http.ResponseWriter, r *http.Request, resp *http.Response, plan *route.Plan) {
+	backend, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		httpError(w, http.StatusBadGateway, "upgrade without a bidirectional body")
+		return
+	}
+	defer backend.Close()
+	up := resp.Header.Get("Upgrade")
+	removeHopByHop(resp.Header)
+	plan.ApplyResponse(resp.Header)
+	resp.Header["Connection"] = []string{"Upgrade"}
+	resp.Header["Upgrade"] = []string{up}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "cannot switch protocols on this connection")
+		return
+	}
+	defer conn.Close()
+	resp.Body = nil
+	if err := resp.Write(brw); err != nil {
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bp := bufPool.Get().(*[]byte)
+		// bytes the server already buffered from the client come first
+		io.CopyBuffer(backend, io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), conn), *bp)
+		bufPool.Put(bp)
+		backend.Close()
+	}()
+	bp := bufPool.Get().(*[]byte)
+	io.CopyBuffer(conn, backend, *bp)
+	bufPool.Put(bp)
+	conn.Close()
+	<-done
+}
+
+// mirror sends a copy of the request to cluster and discards the answer.
+func (p *Proxy) mirror(rq request, cluster string, r *http.Request, target string) {
+	h := r.Header.Clone()
+	var body []byte
+	if rq.body != nil {
+		body = bytes.Clone(rq.body)
+	}
+	mr := &http.Request{Method: r.Method, Header: h, Host: r.Host, ContentLength: int64(len(body)), Body: http.NoBody}
+	if body != nil {
+		mr.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		mq := rq
+		mq.body = body
+		mq.hasBody = body != nil
+		mq.session = nil
+		resp, err := p.attempt(ctx, &mq, nil, cluster, mr, target, "")
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}()
+}

@@ -1,0 +1,356 @@
+// Package outbound is the source side of the node proxy: the capture
+// listener (:15001) that receives enrolled pods' redirected connections,
+// finds the Service port and the caller's route table, and forwards either
+// bytes (L4) or HTTP requests (L7) through the mTLS tunnel to the chosen
+// endpoint's node.
+//
+// Endpoints on this same node are reached through the tunnel too (to this
+// node's own inbound listener): identity checks and authorization stay
+// uniform, at the cost of one loopback TLS hop.
+package outbound
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/agent/proxy/session"
+	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// Original is what the redirect recorded for a captured connection.
+type Original struct {
+	Dst         netip.AddrPort
+	NetnsCookie uint64
+}
+
+// OrigDstLookup finds the original destination of a captured connection
+// (client = the accepted conn's remote address, proxy = its local address).
+// The datapath implements it from the BPF record map.
+type OrigDstLookup interface {
+	Lookup(client, proxy netip.AddrPort) (Original, bool)
+}
+
+// Callers maps a netns cookie to the enrolled workload living in that netns
+// (the agent fills it from its enrollment state).
+type Callers interface {
+	ByCookie(cookie uint64) (*weftv1.Workload, bool)
+}
+
+// Config configures a Proxy.
+type Config struct {
+	Lookup  OrigDstLookup
+	Callers Callers
+	Tunnel  *tunnel.Dialer
+	// Sessions resolves session persistence; one with a random key when nil.
+	Sessions *session.Manager
+	// DialTimeout bounds opening a tunnel stream; 5s when zero.
+	DialTimeout time.Duration
+	// IdleTimeout closes idle client keep-alive connections at L7; 5m when zero.
+	IdleTimeout time.Duration
+	// Rand returns a value in [0, n); math/rand/v2.IntN when nil.
+	Rand   func(n int) int
+	Logger *slog.Logger
+}
+
+// Proxy is the outbound proxy. Store a Snapshot before serving.
+type Proxy struct {
+	cfg  Config
+	snap atomic.Pointer[Snapshot]
+	l7   *connListener
+	http *http.Server
+	up   *upstreams
+
+	mu       sync.Mutex
+	l4       map[net.Conn]struct{}
+	l4wg     sync.WaitGroup
+	closing  bool
+	listener []net.Listener
+}
+
+// New checks cfg and returns a Proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Lookup == nil || cfg.Callers == nil || cfg.Tunnel == nil {
+		return nil, errors.New("outbound: lookup, callers and tunnel are required")
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.IntN
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Sessions == nil {
+		m, err := session.New(session.Config{})
+		if err != nil {
+			return nil, fmt.Errorf("outbound: sessions: %w", err)
+		}
+		cfg.Sessions = m
+	}
+	p := &Proxy{cfg: cfg, l4: make(map[net.Conn]struct{})}
+	p.l7 = newConnListener()
+	p.up = newUpstreams(cfg.Tunnel, cfg.DialTimeout)
+	p.http = newHTTPServer(p)
+	go p.http.Serve(p.l7)
+	p.snap.Store(&Snapshot{})
+	return p, nil
+}
+
+// Store swaps in a new snapshot; connections and requests that start later
+// use it.
+func (p *Proxy) Store(s *Snapshot) { p.snap.Store(s) }
+
+// Snapshot returns the current snapshot.
+func (p *Proxy) Snapshot() *Snapshot { return p.snap.Load() }
+
+// Serve accepts captured connections on l until Shutdown or Close. It
+// returns nil after Shutdown.
+func (p *Proxy) Serve(l net.Listener) error {
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	p.listener = append(p.listener, l)
+	p.mu.Unlock()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			p.mu.Lock()
+			closing := p.closing
+			p.mu.Unlock()
+			if closing {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accept captured connections: %w", err)
+		}
+		delay = 0
+		go p.handle(c)
+	}
+}
+
+// connInfo is what the outbound knows about one captured connection.
+type connInfo struct {
+	orig    Original
+	caller  *weftv1.Workload
+	src     spiffeid.ID
+	callerN string
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// handle classifies one captured connection: refuse, L4 or L7.
+func (p *Proxy) handle(c net.Conn) {
+	orig, ok := p.cfg.Lookup.Lookup(addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()))
+	if !ok {
+		p.cfg.Logger.Debug("refused: no redirect record", "client", c.RemoteAddr().String())
+		c.Close()
+		return
+	}
+	orig.Dst = netip.AddrPortFrom(orig.Dst.Addr().Unmap(), orig.Dst.Port())
+	w, ok := p.cfg.Callers.ByCookie(orig.NetnsCookie)
+	if !ok {
+		p.cfg.Logger.Debug("refused: unknown caller netns", "client", c.RemoteAddr().String(), "cookie", orig.NetnsCookie)
+		c.Close()
+		return
+	}
+	src, err := spiffeid.FromString(w.GetIdentity())
+	if err != nil {
+		p.cfg.Logger.Warn("refused: caller has no valid identity", "pod", w.GetNamespace()+"/"+w.GetName(), "err", err)
+		c.Close()
+		return
+	}
+	info := &connInfo{orig: orig, caller: w, src: src, callerN: w.GetNamespace()}
+	snap := p.snap.Load()
+	svc, ok := snap.Services[orig.Dst]
+	if !ok {
+		p.cfg.Logger.Debug("refused: no meshed service", "dst", orig.Dst.String())
+		c.Close()
+		return
+	}
+	if svc.L7(svc.Table(info.callerN)) {
+		if !p.l7.push(&capturedConn{Conn: c, info: info}) {
+			c.Close()
+		}
+		return
+	}
+	p.serveL4(c, info, snap, svc)
+}
+
+func (p *Proxy) trackL4(c net.Conn, add bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if add {
+		if p.closing {
+			return false
+		}
+		p.l4[c] = struct{}{}
+		p.l4wg.Add(1)
+		return true
+	}
+	delete(p.l4, c)
+	p.l4wg.Done()
+	return true
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// serveL4 forwards bytes both ways at once: no sniffing, nothing waits for
+// the client to speak first.
+func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service) {
+	if !p.trackL4(c, true) {
+		c.Close()
+		return
+	}
+	defer p.trackL4(c, false)
+	defer c.Close()
+	clusterName := svc.DefaultCluster
+	if t := svc.Table(info.callerN); t != nil && len(t.Rules()) > 0 {
+		// a TCPRoute: its first rule's backends, by weight
+		b, err := t.Rules()[0].PickBackend(p.cfg.Rand)
+		if err != nil {
+			p.cfg.Logger.Debug("l4: no valid backend", "service", svc.Name, "err", err)
+			return
+		}
+		clusterName = b.Cluster
+	}
+	ep, cl, ok := p.pickEndpoint(snap, clusterName)
+	if !ok {
+		p.cfg.Logger.Debug("l4: no endpoint", "service", svc.Name, "cluster", clusterName)
+		return
+	}
+	node, ok := snap.Tunnels[ep.Node]
+	if !ok {
+		p.cfg.Logger.Debug("l4: no tunnel address", "node", ep.Node)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
+	up, err := p.cfg.Tunnel.Dial(ctx, tunnel.Target{Node: node, Addr: ep.Addr, Source: info.src, Dest: ep.Identity})
+	cancel()
+	if err != nil {
+		p.cfg.Logger.Debug("l4: tunnel", "cluster", cl.Name, "endpoint", ep.Addr.String(), "err", err)
+		return
+	}
+	defer up.Close()
+	splice(c, up)
+}
+
+// splice copies both directions, propagating half-closes, and returns when
+// both are done (or one side fails, which closes both).
+func splice(c net.Conn, up *tunnel.Conn) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bp := bufPool.Get().(*[]byte)
+		_, err := io.CopyBuffer(up, c, *bp)
+		bufPool.Put(bp)
+		if err != nil {
+			up.Close()
+			c.Close()
+			return
+		}
+		up.CloseWrite()
+	}()
+	bp := bufPool.Get().(*[]byte)
+	_, err := io.CopyBuffer(c, up, *bp)
+	bufPool.Put(bp)
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && err == nil {
+		cw.CloseWrite()
+	} else {
+		c.Close()
+		up.Close()
+	}
+	<-done
+}
+
+func (p *Proxy) pickEndpoint(snap *Snapshot, cluster string) (*Endpoint, *Cluster, bool) {
+	cl, ok := snap.Clusters[cluster]
+	if !ok {
+		return nil, nil, false
+	}
+	ep, ok := cl.Pick(p.cfg.Rand)
+	return ep, cl, ok
+}
+
+// Shutdown stops accepting, lets in-flight requests and connections finish
+// until ctx ends, then closes everything left.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.closing = true
+	for _, l := range p.listener {
+		l.Close()
+	}
+	p.mu.Unlock()
+	herr := p.http.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { p.l4wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	p.Close()
+	<-done
+	if herr != nil && err == nil {
+		err = herr
+	}
+	return err
+}
+
+// Close closes listeners and every connection at once.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	p.closing = true
+	for _, l := range p.listener {
+		l.Close()
+	}
+	for c := range p.l4 {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.http.Close()
+	p.l7.Close()
+	p.up.close()
+	return nil
+}
+
+// ListenConfig is the listen configuration for proxy listeners: MPTCP off
+// (a Go listener must be plain TCP to go into a SOCKMAP).
+func ListenConfig() *net.ListenConfig {
+	lc := &net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	return lc
+}

@@ -1,0 +1,97 @@
+package outbound
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+)
+
+// upstreams holds the HTTP transports towards endpoints. Each upstream HTTP
+// connection is one CONNECT stream of the tunnel (for HTTP/1.1 one request
+// at a time, kept alive and reused; for h2c/gRPC multiplexed), so the
+// destination node only splices bytes. Transports are per (source identity,
+// destination identity); each pools by endpoint address.
+type upstreams struct {
+	d           *tunnel.Dialer
+	dialTimeout time.Duration
+	mu          sync.Mutex
+	m           map[pairKey]*pair
+}
+
+type pairKey struct{ src, dst spiffeid.ID }
+
+type pair struct{ h1, h2 *http.Transport }
+
+// dialKey carries the tunnel target of a request to the transport's dialer.
+type dialKey struct{}
+
+type dialInfo struct {
+	node string
+	addr netip.AddrPort
+}
+
+var errNoDialInfo = errors.New("upstream dial without a tunnel target")
+
+func newUpstreams(d *tunnel.Dialer, dialTimeout time.Duration) *upstreams {
+	return &upstreams{d: d, dialTimeout: dialTimeout, m: make(map[pairKey]*pair)}
+}
+
+func (u *upstreams) get(src, dst spiffeid.ID, h2 bool) *http.Transport {
+	k := pairKey{src, dst}
+	u.mu.Lock()
+	p, ok := u.m[k]
+	if !ok {
+		p = &pair{h1: u.newTransport(src, dst, false), h2: u.newTransport(src, dst, true)}
+		u.m[k] = p
+	}
+	u.mu.Unlock()
+	if h2 {
+		return p.h2
+	}
+	return p.h1
+}
+
+func (u *upstreams) newTransport(src, dst spiffeid.ID, h2 bool) *http.Transport {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		di, ok := ctx.Value(dialKey{}).(*dialInfo)
+		if !ok {
+			return nil, errNoDialInfo
+		}
+		ctx, cancel := context.WithTimeout(ctx, u.dialTimeout)
+		defer cancel()
+		return u.d.Dial(ctx, tunnel.Target{Node: di.node, Addr: di.addr, Source: src, Dest: dst})
+	}
+	var p http.Protocols
+	if h2 {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	return &http.Transport{
+		DialContext:         dial,
+		Protocols:           &p,
+		DisableCompression:  true,
+		MaxIdleConns:        0,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		WriteBufferSize:     16 << 10,
+		ReadBufferSize:      16 << 10,
+	}
+}
+
+func (u *upstreams) close() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, p := range u.m {
+		p.h1.CloseIdleConnections()
+		p.h2.CloseIdleConnections()
+	}
+}

@@ -1,0 +1,258 @@
+// Package proxy assembles the node proxy: the outbound capture listener
+// (:15001), the inbound mTLS tunnel listener (:15008) and the tunnel dialer
+// between them, all fed by one NodePolicy snapshot.
+//
+// Update compiles a policy completely before anything changes: a policy
+// that does not compile is refused with an error (the agent NACKs it) and
+// the previous snapshot stays in force.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/agent/proxy/inbound"
+	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	"github.com/weft-mesh/weft/agent/proxy/session"
+	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// Default ports on the node IP.
+const (
+	OutboundPort = 15001
+	InboundPort  = 15008
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Node is this node's name (policy.node must match).
+	Node string
+	// OutboundAddr and InboundAddr are the listen addresses
+	// ("<node ip>:15001", "<node ip>:15008") used by Run.
+	OutboundAddr string
+	InboundAddr  string
+	TrustDomain  spiffeid.TrustDomain
+	Lookup       outbound.OrigDstLookup
+	Callers      outbound.Callers
+	Identities   tunnel.Identities
+	// SessionKeys authenticate session cookies (see session.Config.Keys);
+	// a random key when empty.
+	SessionKeys [][]byte
+	// GracePeriod is how long Run lets in-flight work finish after its
+	// context ends; 10s when zero.
+	GracePeriod time.Duration
+	// DialPod connects the inbound side to local pods; net.Dialer when nil.
+	DialPod func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger  *slog.Logger
+}
+
+// Proxy is the node proxy.
+type Proxy struct {
+	cfg    Config
+	dialer *tunnel.Dialer
+	out    *outbound.Proxy
+	in     *inbound.Server
+	local  atomic.Pointer[localState]
+	mu     sync.Mutex // serialises Update
+}
+
+// ErrWrongNode: the policy is for another node.
+var ErrWrongNode = errors.New("policy is for another node")
+
+// New builds a Proxy with an empty policy (every captured connection is
+// refused until the first Update).
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Lookup == nil || cfg.Callers == nil || cfg.Identities == nil {
+		return nil, errors.New("proxy: lookup, callers and identities are required")
+	}
+	if cfg.TrustDomain.IsZero() {
+		return nil, errors.New("proxy: trust domain is required")
+	}
+	if cfg.GracePeriod == 0 {
+		cfg.GracePeriod = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	sessions, err := session.New(session.Config{Keys: cfg.SessionKeys})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: sessions: %w", err)
+	}
+	p := &Proxy{cfg: cfg}
+	p.local.Store(&localState{})
+	p.dialer = tunnel.NewDialer(tunnel.DialerConfig{Identities: cfg.Identities})
+	p.out, err = outbound.New(outbound.Config{
+		Lookup: cfg.Lookup, Callers: cfg.Callers, Tunnel: p.dialer, Sessions: sessions,
+		Logger: cfg.Logger.With("side", "outbound"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.in, err = inbound.New(inbound.Config{
+		TrustDomain: cfg.TrustDomain, Identities: cfg.Identities, Local: p,
+		Dial: cfg.DialPod, Logger: cfg.Logger.With("side", "inbound"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Update compiles pol and swaps it in. On error nothing changes.
+func (p *Proxy) Update(pol *weftv1.NodePolicy) error {
+	if pol == nil {
+		return errors.New("nil policy")
+	}
+	if p.cfg.Node != "" && pol.GetNode() != p.cfg.Node {
+		return fmt.Errorf("%w: %q, this is %q", ErrWrongNode, pol.GetNode(), p.cfg.Node)
+	}
+	if td := pol.GetTrustDomain(); td != "" && td != p.cfg.TrustDomain.Name() {
+		return fmt.Errorf("policy trust domain %q differs from the proxy's %q", td, p.cfg.TrustDomain.Name())
+	}
+	snap, err := outbound.Compile(pol)
+	if err != nil {
+		return err
+	}
+	local, err := compileLocal(pol)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.out.Store(snap)
+	p.local.Store(local)
+	return nil
+}
+
+// localState is the inbound's view: which pods live here, as whom.
+type localState struct {
+	pods   map[netip.Addr]spiffeid.ID
+	byName map[string]spiffeid.ID
+}
+
+func compileLocal(pol *weftv1.NodePolicy) (*localState, error) {
+	l := &localState{pods: make(map[netip.Addr]spiffeid.ID), byName: make(map[string]spiffeid.ID)}
+	for _, w := range pol.GetWorkloads() {
+		id, err := spiffeid.FromString(w.GetIdentity())
+		if err != nil {
+			return nil, fmt.Errorf("workload %s/%s identity: %w", w.GetNamespace(), w.GetName(), err)
+		}
+		for _, s := range w.GetIps() {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("workload %s/%s ip %q: %w", w.GetNamespace(), w.GetName(), s, err)
+			}
+			l.pods[ip.Unmap()] = id
+		}
+		l.byName[tunnel.ServerName(id)] = id
+	}
+	return l, nil
+}
+
+// PodIdentity implements inbound.Local.
+func (p *Proxy) PodIdentity(a netip.Addr) (spiffeid.ID, bool) {
+	id, ok := p.local.Load().pods[a]
+	return id, ok
+}
+
+// ByServerName implements inbound.Local.
+func (p *Proxy) ByServerName(n string) (spiffeid.ID, bool) {
+	id, ok := p.local.Load().byName[n]
+	return id, ok
+}
+
+// Listen opens a proxy listener with MPTCP off.
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	l, err := outbound.ListenConfig().Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// Serve serves captured connections on out and tunnels on in until
+// Shutdown; it returns the first serving error (nil after Shutdown).
+func (p *Proxy) Serve(out, in net.Listener) error {
+	errc := make(chan error, 2)
+	go func() { errc <- p.out.Serve(out) }()
+	go func() {
+		err := p.in.Serve(in)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	err := <-errc
+	if err != nil {
+		p.Close()
+	}
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	return err
+}
+
+// Run listens on the configured addresses and serves until ctx ends, then
+// drains for the grace period (SIGTERM handling lives in the caller, which
+// cancels ctx).
+func (p *Proxy) Run(ctx context.Context) error {
+	out, err := Listen(ctx, p.cfg.OutboundAddr)
+	if err != nil {
+		return err
+	}
+	in, err := Listen(ctx, p.cfg.InboundAddr)
+	if err != nil {
+		out.Close()
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(out, in) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.GracePeriod)
+	defer cancel()
+	serr := p.Shutdown(sctx)
+	if err := <-done; err != nil {
+		return err
+	}
+	if errors.Is(serr, context.DeadlineExceeded) {
+		p.cfg.Logger.Warn("drain grace period ended with work in flight", "grace", p.cfg.GracePeriod.String())
+		return nil
+	}
+	return serr
+}
+
+// Shutdown drains: stops accepting on both sides, lets in-flight requests,
+// connections and tunnel streams finish until ctx ends, then closes them.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var oerr, ierr error
+	wg.Add(2)
+	go func() { defer wg.Done(); oerr = p.out.Shutdown(ctx) }()
+	go func() { defer wg.Done(); ierr = p.in.Shutdown(ctx) }()
+	wg.Wait()
+	p.dialer.Close()
+	return errors.Join(oerr, ierr)
+}
+
+// Close stops everything at once.
+func (p *Proxy) Close() error {
+	p.out.Close()
+	p.in.Close()
+	p.dialer.Close()
+	return nil
+}
