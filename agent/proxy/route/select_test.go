@@ -143,7 +143,7 @@ func TestSelectHeaderMatches(t *testing.T) {
 		want string
 	}{
 		{[]string{"X-Version", "v2"}, "exact"},
-		{[]string{"x-version", "v2"}, "exact"}, // names are case-insensitive
+		{[]string{"x-version", "v2"}, "exact"},    // names are case-insensitive
 		{[]string{"X-Version", "V2"}, "fallback"}, // values are not
 		{[]string{"X-Canary", "true"}, "regex"},
 		{[]string{"X-Canary", "truex"}, "fallback"}, // regex is a full match
