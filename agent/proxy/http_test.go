@@ -2,13 +2,13 @@ package proxy_test
 
 import (
 	"bufio"
-	"errors"
-	"syscall"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
