@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -320,8 +321,9 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 	for k, v := range resp.Header {
 		h[k] = v
 	}
+	var keys []string // announced trailers
 	if len(resp.Trailer) > 0 {
-		keys := make([]string, 0, len(resp.Trailer))
+		keys = make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
 			keys = append(keys, k)
 		}
@@ -344,9 +346,13 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 		}
 		return
 	}
-	if len(resp.Trailer) > 0 {
-		for k, v := range resp.Trailer {
+	// HTTP/2 backends (gRPC) send trailers they never announced: net/http
+	// fills resp.Trailer at EOF; TrailerPrefix sends them anyway.
+	for k, v := range resp.Trailer {
+		if slices.Contains(keys, k) {
 			h[k] = v
+		} else {
+			h[http.TrailerPrefix+k] = v
 		}
 	}
 }
