@@ -3,7 +3,9 @@ package resolve
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -141,6 +143,10 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 	}
 	slices.SortFunc(keys, func(a, b objKey) int { return cmp.Or(strings.Compare(a.ns, b.ns), strings.Compare(a.name, b.name)) })
 	var out []*weftv1.ServicePort
+	// claimed guards against two Services with one cluster IP (which the
+	// API server never allows, but a bad snapshot might hold): the first
+	// Service by namespace/name keeps the address.
+	claimed := map[string]bool{}
 	for _, k := range keys {
 		svc := r.ix.services[k]
 		vips := serviceVIPs(svc)
@@ -156,12 +162,26 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 			if i > 0 && sps[i-1].Port == sp.Port {
 				continue // duplicate port numbers are invalid; keep the first
 			}
+			if sp.Port < 1 || sp.Port > 65535 {
+				continue
+			}
 			pk := portKey{svc.Namespace, svc.Name, sp.Port}
 			ps := ports[pk]
 			if ps == nil && !r.ix.enrolled[svc.Namespace] {
 				continue
 			}
-			out = append(out, r.servicePort(svc, sp, vips, ps))
+			var free []string
+			for _, v := range vips {
+				a := canonicalIP(v) + "/" + strconv.Itoa(int(sp.Port))
+				if a != "/" && !claimed[a] {
+					claimed[a] = true
+					free = append(free, v)
+				}
+			}
+			if len(free) == 0 {
+				continue
+			}
+			out = append(out, r.servicePort(svc, sp, free, ps))
 		}
 	}
 	return out
@@ -176,14 +196,16 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 		PortName:       sp.Name,
 		DefaultCluster: r.serviceCluster(svc, sp),
 	}
+	// protocol is what callers without a consumer table get: the producer
+	// routes' kind, or else what appProtocol says (TCP when it says
+	// nothing). A consumer table's own kind decides for its callers.
 	app := appProtocol(sp.AppProtocol)
 	switch {
-	case ps == nil:
+	case ps == nil || len(ps.producer) == 0:
 		p.Protocol = app
 		if p.Protocol == weftv1.Protocol_PROTOCOL_UNSPECIFIED {
 			p.Protocol = weftv1.Protocol_PROTOCOL_TCP
 		}
-		return p
 	case ps.winner == kindGRPC:
 		p.Protocol = weftv1.Protocol_PROTOCOL_GRPC
 	case ps.winner == kindHTTP && (app == weftv1.Protocol_PROTOCOL_H2C || app == weftv1.Protocol_PROTOCOL_GRPC):
@@ -192,6 +214,9 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 		p.Protocol = weftv1.Protocol_PROTOCOL_HTTP
 	default:
 		p.Protocol = weftv1.Protocol_PROTOCOL_TCP
+	}
+	if ps == nil {
+		return p
 	}
 	if len(ps.producer) > 0 {
 		p.Producer = buildTable(ps.winner, ps.producer)
@@ -203,4 +228,13 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 		}
 	}
 	return p
+}
+
+// canonicalIP returns the canonical text of an IP address, "" if invalid.
+func canonicalIP(s string) string {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return ""
+	}
+	return a.Unmap().String()
 }

@@ -220,10 +220,16 @@ func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) 
 		}
 		for i := range es.Endpoints {
 			ep := &es.Endpoints[i]
-			pod := r.endpointPod(es.Namespace, ep)
 			for _, ip := range ep.Addresses {
+				ip = canonicalIP(ip)
 				k := ip + "/" + strconv.Itoa(int(port))
 				if ip == "" || seen[k] {
+					continue
+				}
+				// Without its pod the endpoint has no identity to check
+				// over mTLS; it joins once the pod is known.
+				pod := r.endpointPod(es.Namespace, ep, ip)
+				if pod == nil {
 					continue
 				}
 				seen[k] = true
@@ -235,8 +241,11 @@ func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) 
 	return out
 }
 
-func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint) *corev1.Pod {
-	if ep.TargetRef == nil || (ep.TargetRef.Kind != "" && ep.TargetRef.Kind != "Pod") {
+func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint, ip string) *corev1.Pod {
+	if ep.TargetRef == nil {
+		return r.ix.podByIP(ns, ip)
+	}
+	if ep.TargetRef.Kind != "" && ep.TargetRef.Kind != "Pod" {
 		return nil
 	}
 	pns := ep.TargetRef.Namespace
@@ -261,15 +270,10 @@ func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod
 	if ep.NodeName != nil {
 		e.Node = *ep.NodeName
 	}
-	if pod != nil {
-		e.Pod = pod.Namespace + "/" + pod.Name
-		e.Identity = r.spiffeID(pod.Namespace, pod.Spec.ServiceAccountName)
-		if e.Node == "" {
-			e.Node = pod.Spec.NodeName
-		}
-	} else if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-		ns := ep.TargetRef.Namespace
-		e.Pod = ns + "/" + ep.TargetRef.Name
+	e.Pod = pod.Namespace + "/" + pod.Name
+	e.Identity = r.spiffeID(pod.Namespace, pod.Spec.ServiceAccountName)
+	if e.Node == "" {
+		e.Node = pod.Spec.NodeName
 	}
 	return e
 }
@@ -294,6 +298,9 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 		}
 		terminating := p.DeletionTimestamp != nil
 		for _, ip := range podIPs(p) {
+			if ip = canonicalIP(ip); ip == "" {
+				continue
+			}
 			k := ip + "/" + strconv.Itoa(int(port))
 			if seen[k] {
 				continue

@@ -32,6 +32,7 @@ func (c filterContext) where() string {
 func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter) ([]*weftv1.Filter, error) {
 	var out []*weftv1.Filter
 	var redirect, rewrite bool
+	seen := map[string]bool{}
 	for i := range fs {
 		f := &fs[i]
 		var pf *weftv1.Filter
@@ -40,12 +41,18 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 			if f.RequestHeaderModifier == nil {
 				return nil, missingFilterConfig(c, f.Type, "requestHeaderModifier")
 			}
-			pf = &weftv1.Filter{Kind: &weftv1.Filter_RequestHeaderModifier{RequestHeaderModifier: headerModifier(f.RequestHeaderModifier)}}
+			var err error
+			if pf, err = headerFilter(c, "RequestHeaderModifier", f.RequestHeaderModifier, false); err != nil {
+				return nil, err
+			}
 		case gwv1.HTTPRouteFilterResponseHeaderModifier:
 			if f.ResponseHeaderModifier == nil {
 				return nil, missingFilterConfig(c, f.Type, "responseHeaderModifier")
 			}
-			pf = &weftv1.Filter{Kind: &weftv1.Filter_ResponseHeaderModifier{ResponseHeaderModifier: headerModifier(f.ResponseHeaderModifier)}}
+			var err error
+			if pf, err = headerFilter(c, "ResponseHeaderModifier", f.ResponseHeaderModifier, true); err != nil {
+				return nil, err
+			}
 		case gwv1.HTTPRouteFilterRequestRedirect:
 			if f.RequestRedirect == nil {
 				return nil, missingFilterConfig(c, f.Type, "requestRedirect")
@@ -61,8 +68,11 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 				return nil, missingFilterConfig(c, f.Type, "urlRewrite")
 			}
 			rw := &weftv1.URLRewrite{}
-			if f.URLRewrite.Hostname != nil {
-				rw.Hostname = string(*f.URLRewrite.Hostname)
+			if h := f.URLRewrite.Hostname; h != nil {
+				if !validHostname(string(*h)) {
+					return nil, fmt.Errorf("%s URLRewrite: hostname %q is not a valid hostname", c.where(), *h)
+				}
+				rw.Hostname = string(*h)
 			}
 			pm, err := pathModifier(f.URLRewrite.Path)
 			if err != nil {
@@ -84,7 +94,11 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 			if f.CORS == nil {
 				return nil, missingFilterConfig(c, f.Type, "cors")
 			}
-			pf = &weftv1.Filter{Kind: &weftv1.Filter_Cors{Cors: cors(f.CORS)}}
+			cf, err := cors(f.CORS)
+			if err != nil {
+				return nil, fmt.Errorf("%s CORS: %w", c.where(), err)
+			}
+			pf = &weftv1.Filter{Kind: &weftv1.Filter_Cors{Cors: cf}}
 		case gwv1.HTTPRouteFilterExternalAuth:
 			return nil, fmt.Errorf("%s type ExternalAuth is not supported by Weft; remove it (or use a mesh authorization policy)", c.where())
 		case gwv1.HTTPRouteFilterExtensionRef:
@@ -95,6 +109,9 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 			return nil, fmt.Errorf("%s type ExtensionRef (%s) is not supported by Weft: it has no extension filters; remove it", c.where(), ref)
 		default:
 			return nil, fmt.Errorf("%s type %q is unknown; supported types: RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror, CORS", c.where(), f.Type)
+		}
+		if err := checkRepeat(c, seen, string(f.Type)); err != nil {
+			return nil, err
 		}
 		out = append(out, pf)
 	}
@@ -107,6 +124,7 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 // convertGRPCFilters converts GRPCRoute filters.
 func (r *resolver) convertGRPCFilters(c filterContext, fs []gwv1.GRPCRouteFilter) ([]*weftv1.Filter, error) {
 	var out []*weftv1.Filter
+	seen := map[string]bool{}
 	for i := range fs {
 		f := &fs[i]
 		var pf *weftv1.Filter
@@ -115,12 +133,18 @@ func (r *resolver) convertGRPCFilters(c filterContext, fs []gwv1.GRPCRouteFilter
 			if f.RequestHeaderModifier == nil {
 				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "requestHeaderModifier")
 			}
-			pf = &weftv1.Filter{Kind: &weftv1.Filter_RequestHeaderModifier{RequestHeaderModifier: headerModifier(f.RequestHeaderModifier)}}
+			var err error
+			if pf, err = headerFilter(c, "RequestHeaderModifier", f.RequestHeaderModifier, false); err != nil {
+				return nil, err
+			}
 		case gwv1.GRPCRouteFilterResponseHeaderModifier:
 			if f.ResponseHeaderModifier == nil {
 				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "responseHeaderModifier")
 			}
-			pf = &weftv1.Filter{Kind: &weftv1.Filter_ResponseHeaderModifier{ResponseHeaderModifier: headerModifier(f.ResponseHeaderModifier)}}
+			var err error
+			if pf, err = headerFilter(c, "ResponseHeaderModifier", f.ResponseHeaderModifier, true); err != nil {
+				return nil, err
+			}
 		case gwv1.GRPCRouteFilterRequestMirror:
 			if f.RequestMirror == nil {
 				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "requestMirror")
@@ -135,25 +159,69 @@ func (r *resolver) convertGRPCFilters(c filterContext, fs []gwv1.GRPCRouteFilter
 		default:
 			return nil, fmt.Errorf("%s type %q is unknown; supported GRPCRoute filter types: RequestHeaderModifier, ResponseHeaderModifier, RequestMirror", c.where(), f.Type)
 		}
+		if err := checkRepeat(c, seen, string(f.Type)); err != nil {
+			return nil, err
+		}
 		out = append(out, pf)
 	}
 	return out, nil
+}
+
+// checkRepeat rejects a filter type given twice; only RequestMirror may
+// repeat.
+func checkRepeat(c filterContext, seen map[string]bool, t string) error {
+	if t != "RequestMirror" && seen[t] {
+		return fmt.Errorf("%s type %s is given more than once; only RequestMirror may repeat", c.where(), t)
+	}
+	seen[t] = true
+	return nil
 }
 
 func missingFilterConfig(c filterContext, t gwv1.HTTPRouteFilterType, field string) error {
 	return fmt.Errorf("%s type %s has no %s field set", c.where(), t, field)
 }
 
-func headerModifier(f *gwv1.HTTPHeaderFilter) *weftv1.HeaderModifier {
+func headerModifier(f *gwv1.HTTPHeaderFilter) (*weftv1.HeaderModifier, error) {
 	hm := &weftv1.HeaderModifier{}
-	for _, h := range f.Set {
-		hm.Set = append(hm.Set, &weftv1.HeaderModifier_Header{Name: string(h.Name), Value: h.Value})
+	conv := func(hs []gwv1.HTTPHeader) ([]*weftv1.HeaderModifier_Header, error) {
+		var out []*weftv1.HeaderModifier_Header
+		for _, h := range hs {
+			if err := checkHeaderName("header", string(h.Name)); err != nil {
+				return nil, err
+			}
+			if !validHeaderValue(h.Value) {
+				return nil, fmt.Errorf("header %s value contains control characters", h.Name)
+			}
+			out = append(out, &weftv1.HeaderModifier_Header{Name: string(h.Name), Value: h.Value})
+		}
+		return out, nil
 	}
-	for _, h := range f.Add {
-		hm.Add = append(hm.Add, &weftv1.HeaderModifier_Header{Name: string(h.Name), Value: h.Value})
+	var err error
+	if hm.Set, err = conv(f.Set); err != nil {
+		return nil, err
+	}
+	if hm.Add, err = conv(f.Add); err != nil {
+		return nil, err
+	}
+	for _, n := range f.Remove {
+		if err := checkHeaderName("header", n); err != nil {
+			return nil, err
+		}
 	}
 	hm.Remove = append(hm.Remove, f.Remove...)
-	return hm
+	return hm, nil
+}
+
+// headerFilter converts a header modifier filter of either direction.
+func headerFilter(c filterContext, t string, f *gwv1.HTTPHeaderFilter, response bool) (*weftv1.Filter, error) {
+	hm, err := headerModifier(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", c.where(), t, err)
+	}
+	if response {
+		return &weftv1.Filter{Kind: &weftv1.Filter_ResponseHeaderModifier{ResponseHeaderModifier: hm}}, nil
+	}
+	return &weftv1.Filter{Kind: &weftv1.Filter_RequestHeaderModifier{RequestHeaderModifier: hm}}, nil
 }
 
 func pathModifier(p *gwv1.HTTPPathModifier) (*weftv1.PathModifier, error) {
@@ -165,10 +233,16 @@ func pathModifier(p *gwv1.HTTPPathModifier) (*weftv1.PathModifier, error) {
 		if p.ReplaceFullPath == nil {
 			return nil, fmt.Errorf("path type ReplaceFullPath needs replaceFullPath")
 		}
+		if err := validPathValue(*p.ReplaceFullPath); err != nil {
+			return nil, fmt.Errorf("replaceFullPath: %w", err)
+		}
 		return &weftv1.PathModifier{Type: weftv1.PathModifier_TYPE_FULL, Value: *p.ReplaceFullPath}, nil
 	case gwv1.PrefixMatchHTTPPathModifier:
 		if p.ReplacePrefixMatch == nil {
 			return nil, fmt.Errorf("path type ReplacePrefixMatch needs replacePrefixMatch")
+		}
+		if err := validPathValue(*p.ReplacePrefixMatch); err != nil {
+			return nil, fmt.Errorf("replacePrefixMatch: %w", err)
 		}
 		return &weftv1.PathModifier{Type: weftv1.PathModifier_TYPE_PREFIX, Value: *p.ReplacePrefixMatch}, nil
 	}
@@ -185,6 +259,9 @@ func requestRedirect(f *gwv1.HTTPRequestRedirectFilter) (*weftv1.RequestRedirect
 		rd.Scheme = s
 	}
 	if f.Hostname != nil {
+		if !validHostname(string(*f.Hostname)) {
+			return nil, fmt.Errorf("hostname %q is not a valid hostname", *f.Hostname)
+		}
 		rd.Hostname = string(*f.Hostname)
 	}
 	if f.Port != nil {
@@ -236,27 +313,39 @@ func (r *resolver) requestMirror(c filterContext, f *gwv1.HTTPRequestMirrorFilte
 	return m
 }
 
-func cors(f *gwv1.HTTPCORSFilter) *weftv1.CORS {
+func cors(f *gwv1.HTTPCORSFilter) (*weftv1.CORS, error) {
 	c := &weftv1.CORS{MaxAgeSeconds: 5}
 	for _, o := range f.AllowOrigins {
+		if !validOrigin(string(o)) {
+			return nil, fmt.Errorf("allowOrigins entry %q is not * or <scheme>://<host>[:<port>]", o)
+		}
 		c.AllowOrigins = append(c.AllowOrigins, string(o))
 	}
 	if f.AllowCredentials != nil {
 		c.AllowCredentials = *f.AllowCredentials
 	}
 	for _, m := range f.AllowMethods {
+		if m != "*" && !isToken(string(m)) {
+			return nil, fmt.Errorf("allowMethods entry %q is not a method", m)
+		}
 		c.AllowMethods = append(c.AllowMethods, string(m))
 	}
 	for _, h := range f.AllowHeaders {
+		if h != "*" && !isToken(string(h)) {
+			return nil, fmt.Errorf("allowHeaders entry %q is not a header name", h)
+		}
 		c.AllowHeaders = append(c.AllowHeaders, string(h))
 	}
 	for _, h := range f.ExposeHeaders {
+		if h != "*" && !isToken(string(h)) {
+			return nil, fmt.Errorf("exposeHeaders entry %q is not a header name", h)
+		}
 		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
 	}
 	if f.MaxAge > 0 {
 		c.MaxAgeSeconds = uint32(f.MaxAge)
 	}
-	return c
+	return c, nil
 }
 
 // gwDuration matches a Gateway API Duration (GEP-2257).
@@ -283,6 +372,9 @@ func durationProto(d time.Duration) *durationpb.Duration {
 
 // checkRegex compiles an RE2 pattern and says what is wrong with it.
 func checkRegex(what, pattern string) error {
+	if len(pattern) > maxPatternLen {
+		return fmt.Errorf("%s regular expression is longer than %d characters", what, maxPatternLen)
+	}
 	if _, err := regexp.Compile(pattern); err != nil {
 		return fmt.Errorf("%s regular expression %q is not valid RE2: %v", what, pattern, err)
 	}

@@ -17,7 +17,20 @@ import (
 	"sigs.k8s.io/yaml"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/agent/proxy/outbound"
 )
+
+// checkAgentAccepts compiles every node's policy the way the node proxy
+// does: resolution must never produce a policy the agent NACKs (one bad
+// route would otherwise freeze the whole node on its last good policy).
+func checkAgentAccepts(t testing.TB, out Output) {
+	t.Helper()
+	for n, p := range out.Nodes {
+		if _, err := outbound.Compile(p); err != nil {
+			t.Fatalf("node %s: the proxy rejects the policy: %v", n, err)
+		}
+	}
+}
 
 var update = flag.Bool("update", false, "rewrite testdata/*.out.yaml from the current output")
 
@@ -39,6 +52,7 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("load %s: %v", in, err)
 			}
 			out := Resolve(input)
+			checkAgentAccepts(t, out)
 			got, err := render(out)
 			if err != nil {
 				t.Fatal(err)

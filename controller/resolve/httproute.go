@@ -86,6 +86,15 @@ func (r *resolver) compileHTTPRule(rt *route, i int, name string, rule *gwv1.HTT
 		}
 		refs = append(refs, pending{b.BackendRef, bf})
 	}
+	// Check the prefix modifiers before resolving backends, so that a
+	// dropped rule reports no backend problems.
+	probe := &weftv1.Rule{Filters: filters}
+	for _, p := range refs {
+		probe.Backends = append(probe.Backends, &weftv1.BackendRef{Filters: p.filters})
+	}
+	if err := checkPrefixModifiers(probe, cr.matches); err != nil {
+		return nil, err
+	}
 	for _, p := range refs {
 		cr.rule.Backends = append(cr.rule.Backends, r.backendRef(rt, i, p.ref, p.filters))
 	}
@@ -116,13 +125,13 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 		}
 		switch typ {
 		case gwv1.PathMatchExact:
-			if !strings.HasPrefix(val, "/") {
-				return nil, fmt.Errorf("Exact path %q must start with /", val)
+			if err := checkMatchPath(val); err != nil {
+				return nil, err
 			}
 			out.Path = &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_EXACT, Value: val}
 		case gwv1.PathMatchPathPrefix:
-			if !strings.HasPrefix(val, "/") {
-				return nil, fmt.Errorf("PathPrefix %q must start with /", val)
+			if err := checkMatchPath(val); err != nil {
+				return nil, err
 			}
 			out.Path = &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: val}
 		case gwv1.PathMatchRegularExpression:
@@ -137,6 +146,9 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 	seen := map[string]bool{}
 	for _, h := range m.Headers {
 		name := strings.ToLower(string(h.Name))
+		if err := checkHeaderName("header match", name); err != nil {
+			return nil, err
+		}
 		if seen[name] {
 			continue
 		}
@@ -154,6 +166,9 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 	seen = map[string]bool{}
 	for _, q := range m.QueryParams {
 		name := string(q.Name)
+		if name == "" {
+			return nil, errors.New("query parameter match has an empty name")
+		}
 		if seen[name] {
 			continue
 		}
@@ -169,9 +184,48 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 		out.QueryParams = append(out.QueryParams, sm)
 	}
 	if m.Method != nil {
+		if !isToken(string(*m.Method)) {
+			return nil, fmt.Errorf("method %q is not a valid HTTP method", *m.Method)
+		}
 		out.Method = string(*m.Method)
 	}
 	return out, nil
+}
+
+// checkMatchPath checks an Exact or PathPrefix value.
+func checkMatchPath(v string) error {
+	if v == "" || strings.Contains(v, "//") {
+		return fmt.Errorf("path %q must be non-empty and must not contain //", v)
+	}
+	return validPathValue(v)
+}
+
+// checkPrefixModifiers enforces that ReplacePrefixMatch (in a redirect or a
+// rewrite, on the rule or a backendRef) is only used when every match of
+// the rule is a PathPrefix match.
+func checkPrefixModifiers(rule *weftv1.Rule, matches []matchEntry) error {
+	uses := func(fs []*weftv1.Filter) bool {
+		for _, f := range fs {
+			if f.GetRequestRedirect().GetPath().GetType() == weftv1.PathModifier_TYPE_PREFIX ||
+				f.GetUrlRewrite().GetPath().GetType() == weftv1.PathModifier_TYPE_PREFIX {
+				return true
+			}
+		}
+		return false
+	}
+	used := uses(rule.Filters)
+	for _, b := range rule.Backends {
+		used = used || uses(b.Filters)
+	}
+	if !used {
+		return nil
+	}
+	for _, m := range matches {
+		if m.http.GetPath().GetType() != weftv1.MatchType_MATCH_TYPE_PREFIX {
+			return fmt.Errorf("ReplacePrefixMatch needs PathPrefix matches, but match %d is not one", m.index)
+		}
+	}
+	return nil
 }
 
 // stringMatch converts an Exact or RegularExpression header/query/metadata

@@ -32,6 +32,28 @@ type index struct {
 	pods     map[objKey]*corev1.Pod
 	podsByNS map[string][]*corev1.Pod
 	backends map[objKey]*gwxv1a1.XBackend
+	// byIP maps namespace/ip to a pod, built on first use.
+	byIP map[objKey]*corev1.Pod
+}
+
+// podByIP finds the pod that owns an IP in a namespace.
+func (ix *index) podByIP(ns, ip string) *corev1.Pod {
+	if ix.byIP == nil {
+		ix.byIP = map[objKey]*corev1.Pod{}
+		for ns, pods := range ix.podsByNS {
+			for _, p := range pods {
+				if p.Spec.HostNetwork {
+					continue
+				}
+				for _, pip := range podIPs(p) {
+					if k := (objKey{ns, canonicalIP(pip)}); ix.byIP[k] == nil || p.Name < ix.byIP[k].Name {
+						ix.byIP[k] = p
+					}
+				}
+			}
+		}
+	}
+	return ix.byIP[objKey{ns, ip}]
 }
 
 func newIndex(in *Input) *index {

@@ -244,11 +244,11 @@ func serviceVIPs(svc *corev1.Service) []string {
 	}
 	var out []string
 	for _, ip := range svc.Spec.ClusterIPs {
-		if ip != "" && ip != corev1.ClusterIPNone && !containsStr(out, ip) {
+		if ip = canonicalIP(ip); ip != "" && !containsStr(out, ip) {
 			out = append(out, ip)
 		}
 	}
-	if ip := svc.Spec.ClusterIP; ip != "" && !containsStr(out, ip) {
+	if ip := canonicalIP(svc.Spec.ClusterIP); ip != "" && !containsStr(out, ip) {
 		out = append([]string{ip}, out...)
 	}
 	return out

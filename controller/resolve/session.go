@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,11 +46,14 @@ func (r *resolver) convertSession(sp *gwv1.SessionPersistence, owner string) (*w
 		out.Lifetime = weftv1.SessionPersistence_LIFETIME_SESSION
 		if c := sp.Cookie; c != nil {
 			if c.Name != nil && *c.Name != "" {
+				if !isToken(string(*c.Name)) {
+					return nil, fmt.Errorf("cookie name %q is not a valid cookie name", *c.Name)
+				}
 				out.Name = string(*c.Name)
 			}
 			if c.Path != nil && *c.Path != "" {
-				if !strings.HasPrefix(*c.Path, "/") {
-					return nil, fmt.Errorf("cookie path %q must start with /", *c.Path)
+				if !validCookiePath(*c.Path) {
+					return nil, fmt.Errorf("cookie path %q must start with / and contain no ';' or control characters", *c.Path)
 				}
 				out.CookiePath = *c.Path
 			}
@@ -57,8 +61,8 @@ func (r *resolver) convertSession(sp *gwv1.SessionPersistence, owner string) (*w
 				switch *c.LifetimeType {
 				case gwv1.SessionCookieLifetimeType, "":
 				case gwv1.PermanentCookieLifetimeType:
-					if out.AbsoluteTimeout == nil {
-						return nil, errors.New("cookie lifetimeType Permanent requires absoluteTimeout (it sets the cookie's Max-Age)")
+					if out.AbsoluteTimeout == nil || out.AbsoluteTimeout.AsDuration() < time.Second {
+						return nil, errors.New("cookie lifetimeType Permanent requires an absoluteTimeout of at least 1s (it sets the cookie's Max-Age)")
 					}
 					out.Lifetime = weftv1.SessionPersistence_LIFETIME_PERMANENT
 				default:
@@ -75,6 +79,9 @@ func (r *resolver) convertSession(sp *gwv1.SessionPersistence, owner string) (*w
 		}
 		if sp.Header == nil || sp.Header.Name == "" {
 			return nil, errors.New("type Header requires header.name")
+		}
+		if err := checkHeaderName("session header", string(sp.Header.Name)); err != nil {
+			return nil, err
 		}
 		out.Type = weftv1.SessionPersistence_TYPE_HEADER
 		out.Name = strings.ToLower(string(sp.Header.Name))
