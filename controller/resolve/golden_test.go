@@ -16,8 +16,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
-	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 // checkAgentAccepts compiles every node's policy the way the node proxy
