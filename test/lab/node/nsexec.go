@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -116,6 +117,8 @@ type procSpec struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// WaitDelay bounds how long Wait waits for stdio copying after exit.
+	WaitDelay time.Duration
 }
 
 // startProc starts a process in the namespaces and cgroup of spec. With Binds
@@ -158,6 +161,7 @@ func startProc(spec procSpec) (*exec.Cmd, error) {
 	cmd := exec.Command(spec.Argv[0], spec.Argv[1:]...)
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
+	cmd.WaitDelay = spec.WaitDelay
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if cgFD != nil {
 		cmd.SysProcAttr.UseCgroupFD = true

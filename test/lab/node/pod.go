@@ -1,0 +1,395 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// podWorker owns one pod on the node: its sandbox, containers and status.
+type podWorker struct {
+	k   *kubelet
+	uid types.UID
+	key string // namespace/name
+	log *slog.Logger
+
+	notifyCh chan struct{}
+
+	mu       sync.Mutex
+	latest   *corev1.Pod
+	gone     bool // deleted from the apiserver
+	init     []*container
+	main     []*container
+	ready    bool // sandbox, cgroup and volumes are set up
+	vols     *volumes
+	setupMsg string
+
+	// Set once by setup, read-only afterwards.
+	dir       string // state directory of the pod
+	netns     string // netns file the containers join
+	cgroup    string
+	podIP     netip.Addr
+	sb        *sandbox
+	resolv    string // resolv.conf file, "" for the host's
+	startTime metav1.Time
+
+	written *corev1.PodStatus // last status written
+}
+
+func newPodWorker(k *kubelet, pod *corev1.Pod) *podWorker {
+	w := &podWorker{
+		k:         k,
+		uid:       pod.UID,
+		key:       pod.Namespace + "/" + pod.Name,
+		log:       k.log.With("pod", pod.Namespace+"/"+pod.Name),
+		notifyCh:  make(chan struct{}, 1),
+		latest:    pod,
+		dir:       filepath.Join(k.cfg.StateDir, "pods", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID)),
+		cgroup:    podCgroup(k.cfg.CgroupRoot, k.cfg.Name, string(pod.UID)),
+		startTime: metav1.Now().Rfc3339Copy(),
+	}
+	for _, c := range pod.Spec.InitContainers {
+		w.init = append(w.init, newContainer(w, c, true))
+	}
+	for _, c := range pod.Spec.Containers {
+		w.main = append(w.main, newContainer(w, c, false))
+	}
+	return w
+}
+
+func (w *podWorker) pod() *corev1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.latest
+}
+
+func (w *podWorker) setPod(pod *corev1.Pod) {
+	w.mu.Lock()
+	w.latest = pod
+	w.mu.Unlock()
+	w.notify()
+}
+
+func (w *podWorker) setGone() {
+	w.mu.Lock()
+	w.gone = true
+	w.mu.Unlock()
+	w.notify()
+}
+
+func (w *podWorker) notify() {
+	select {
+	case w.notifyCh <- struct{}{}:
+	default:
+	}
+}
+
+// loop syncs the pod on every change and every few seconds until it is
+// deleted or the node stops.
+func (w *podWorker) loop(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			w.teardown(2*time.Second, false)
+			return
+		case <-w.notifyCh:
+		case <-tick.C:
+		}
+		if w.sync(ctx) {
+			return
+		}
+	}
+}
+
+// container finds a container by name.
+func (w *podWorker) container(name string) *container {
+	for _, c := range append(append([]*container{}, w.init...), w.main...) {
+		if c.spec.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// sync moves the pod one step towards its spec and writes its status.
+// It returns true once the pod is gone.
+func (w *podWorker) sync(ctx context.Context) bool {
+	w.mu.Lock()
+	pod, gone := w.latest, w.gone
+	w.mu.Unlock()
+	if gone || pod.DeletionTimestamp != nil {
+		w.teardown(gracePeriod(pod), true)
+		if !gone {
+			uid := pod.UID
+			err := w.k.client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+				GracePeriodSeconds: new(int64),
+				Preconditions:      &metav1.Preconditions{UID: &uid},
+			})
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				w.log.Error("delete pod", "err", err)
+				return false // retried on the next tick
+			}
+		}
+		w.k.forget(w)
+		return true
+	}
+	if !w.ready {
+		if err := w.setup(ctx, pod); err != nil {
+			w.mu.Lock()
+			w.setupMsg = err.Error()
+			w.mu.Unlock()
+			w.log.Warn("set up pod", "err", err)
+			for _, c := range append(append([]*container{}, w.init...), w.main...) {
+				c.update(func(s *containerSnap) {
+					if s.State.Waiting != nil {
+						s.State.Waiting.Message = err.Error()
+					}
+				})
+			}
+			w.writeStatus(ctx)
+			return false
+		}
+		w.ready = true
+	}
+	if err := w.vols.refresh(ctx, pod); err != nil {
+		w.log.Warn("refresh volumes", "err", err)
+	}
+	initDone := true
+	for _, c := range w.init {
+		c.start()
+		s := c.snapshot()
+		if s.State.Terminated != nil && s.State.Terminated.ExitCode == 0 {
+			continue
+		}
+		initDone = false
+		break
+	}
+	if initDone {
+		for _, c := range w.main {
+			c.start()
+		}
+	}
+	w.writeStatus(ctx)
+	return false
+}
+
+// gracePeriod is how long containers get between SIGTERM and SIGKILL.
+func gracePeriod(pod *corev1.Pod) time.Duration {
+	switch {
+	case pod.DeletionGracePeriodSeconds != nil:
+		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// setup creates the pod's cgroup, netns and volumes.
+func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
+	cfg := w.k.cfg
+	if err := os.MkdirAll(w.dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(w.cgroup, 0o755); err != nil {
+		return fmt.Errorf("create pod cgroup: %w", err)
+	}
+	if w.netns == "" {
+		if pod.Spec.HostNetwork {
+			w.podIP, w.netns = cfg.NodeIP, netnsPath(nodeNetns(cfg.Name))
+		} else {
+			ip, err := w.k.allocate(pod)
+			if err != nil {
+				return err
+			}
+			sb, err := createSandbox(cfg.Name, string(pod.UID), ip)
+			if err != nil {
+				w.k.release(ip)
+				return fmt.Errorf("create pod network: %w", err)
+			}
+			w.sb, w.podIP, w.netns = &sb, ip, netnsPath(sb.Netns)
+		}
+	}
+	if content := resolvConf(pod, cfg.ClusterDNS, cfg.ClusterDomain); content != "" {
+		w.resolv = filepath.Join(w.dir, "resolv.conf")
+		if err := os.WriteFile(w.resolv, []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	if w.vols == nil {
+		w.vols = newVolumes(w.k.client, filepath.Join(w.dir, "volumes"), w.podIP, cfg.NodeIP)
+	}
+	return w.vols.refresh(ctx, pod)
+}
+
+// teardown stops the containers and removes the cgroup and netns. With
+// remove the pod's state directory goes too.
+func (w *podWorker) teardown(grace time.Duration, remove bool) {
+	var wg sync.WaitGroup
+	for _, c := range append(append([]*container{}, w.init...), w.main...) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.stop(grace)
+		}()
+	}
+	wg.Wait()
+	if err := removeCgroupTree(w.cgroup); err != nil {
+		w.log.Error("remove pod cgroup", "err", err)
+	}
+	if w.sb != nil {
+		if err := deleteSandbox(*w.sb); err != nil {
+			w.log.Error("remove pod netns", "err", err)
+		}
+		w.k.release(w.sb.IP)
+		w.sb = nil
+	}
+	if remove {
+		_ = os.RemoveAll(w.dir)
+	}
+}
+
+// containerCommand computes argv and env of a container.
+func (w *podWorker) containerCommand(c corev1.Container) ([]string, []string, error) {
+	pod := w.pod()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	envList, env, err := containerEnv(pod, c, envFacts{
+		PodIP:      w.podIP,
+		HostIP:     w.k.cfg.NodeIP,
+		APIService: w.k.apiService(ctx),
+		PathDirs:   w.k.cfg.PathDirs,
+		Lookup: func(kind, name, key string) (string, bool, error) {
+			all, ok, err := w.k.objectData(ctx, pod.Namespace, kind, name)
+			if err != nil || !ok {
+				return "", ok, err
+			}
+			v, ok := all[key]
+			return v, ok, nil
+		},
+		All: func(kind, name string) (map[string]string, bool, error) {
+			return w.k.objectData(ctx, pod.Namespace, kind, name)
+		},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	argv, err := containerArgv(c, w.k.cfg.Images, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, ok := env["HOME"]; !ok {
+		envList = append(envList, "HOME=/root")
+	}
+	return argv, envList, nil
+}
+
+// binds lists the bind mounts of a container's private mount namespace.
+func (w *podWorker) binds(c corev1.Container) ([]bindMount, error) {
+	var out []bindMount
+	if w.resolv != "" {
+		out = append(out, bindMount{Source: w.resolv, Target: "/etc/resolv.conf", ReadOnly: true})
+	}
+	for _, m := range c.VolumeMounts {
+		src, ok := w.vols.path(m.Name)
+		if !ok {
+			return nil, fmt.Errorf("volumeMount %s: no volume %q in the pod", m.MountPath, m.Name)
+		}
+		if m.SubPath != "" {
+			src = filepath.Join(src, m.SubPath)
+		}
+		if filepath.Clean(src) == filepath.Clean(m.MountPath) && !m.ReadOnly {
+			continue // a hostPath at its own path: already visible
+		}
+		st, err := os.Stat(src)
+		if err != nil {
+			return nil, fmt.Errorf("volumeMount %s: %w", m.MountPath, err)
+		}
+		if err := ensureMountPoint(m.MountPath, st.IsDir()); err != nil {
+			return nil, err
+		}
+		out = append(out, bindMount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly})
+	}
+	return out, nil
+}
+
+// ensureMountPoint creates a missing mount point on the host filesystem.
+func ensureMountPoint(p string, dir bool) error {
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	if dir {
+		return os.MkdirAll(p, 0o755)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("create mount point %s: %w", p, err)
+	}
+	return f.Close()
+}
+
+// writeStatus computes the pod status and writes it when it changed.
+func (w *podWorker) writeStatus(ctx context.Context) {
+	pod := w.pod()
+	in := statusInput{
+		Pod:          pod,
+		PodIP:        w.podIP,
+		HostIP:       w.k.cfg.NodeIP,
+		SandboxReady: w.ready,
+		StartTime:    w.startTime,
+		Now:          metav1.Now().Rfc3339Copy(),
+	}
+	if pod.Status.StartTime != nil {
+		in.StartTime = *pod.Status.StartTime
+	}
+	for _, c := range w.init {
+		in.Init = append(in.Init, c.snapshot())
+	}
+	for _, c := range w.main {
+		in.Main = append(in.Main, c.snapshot())
+	}
+	st := podStatus(in)
+	if equality.Semantic.DeepEqual(st, pod.Status) || (w.written != nil && equality.Semantic.DeepEqual(st, *w.written)) {
+		return
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		upd := pod.DeepCopy()
+		upd.Status = st
+		_, err := w.k.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+		if err == nil {
+			w.written = &st
+			return
+		}
+		if apierrors.IsNotFound(err) {
+			return
+		}
+		if !apierrors.IsConflict(err) {
+			w.log.Warn("write pod status", "err", err)
+			return
+		}
+		fresh, gerr := w.k.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if gerr != nil || fresh.UID != pod.UID {
+			return
+		}
+		pod = fresh
+	}
+}
+
+// errPodGone is returned for requests about a pod this node does not run.
+var errPodGone = errors.New("pod not found on this node")
