@@ -181,13 +181,13 @@ func (d *Datapath) load() error {
 	return nil
 }
 
-// pinReplace pins an object at path+".new" and renames it over path, so the
-// pin path never disappears.
+// pinReplace pins an object at a temporary name and renames it over path,
+// so the pin path never disappears. (bpffs rejects names with dots.)
 func pinReplace(path string, pin func(string) error) error {
-	tmp := path + ".new"
+	tmp := path + "_new"
 	_ = os.Remove(tmp)
 	if err := pin(tmp); err != nil {
-		return err
+		return fmt.Errorf("pin %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
@@ -247,7 +247,14 @@ func (d *Datapath) attach() error {
 			l.Close()
 			return fmt.Errorf("pin %s link at %s: %w", h.prog, path, err)
 		}
-		d.links[h.prog] = l
+		// Reopen through the pin: that handle knows it is a cgroup link
+		// (Info reports the cgroup), the raw one does not.
+		typed, err := link.LoadPinnedLink(path, nil)
+		l.Close()
+		if err != nil {
+			return fmt.Errorf("reopen pinned %s link: %w", h.prog, err)
+		}
+		d.links[h.prog] = typed
 		d.log.Info("attached", "program", h.prog, "cgroup", d.cgroupDir)
 	}
 	return nil
