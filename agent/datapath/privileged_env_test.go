@@ -23,13 +23,13 @@ import (
 
 // Addresses inside the test's own network namespaces.
 const (
-	vipMeshed    = "10.96.0.50:80" // meshed VIP:port (a "direct" server also listens here in the node netns)
-	vipOther     = "10.96.0.51:80" // a non-meshed destination
-	proxyAddr1   = "10.77.0.1:15001"
-	proxyAddr2   = "10.77.0.2:15001"
-	testPinRoot  = "/sys/fs/bpf/weft-dptest"
-	directGreet  = "direct 10.96.0.50:80"
-	otherGreet   = "direct 10.96.0.51:80"
+	vipMeshed   = "10.96.0.50:80" // meshed VIP:port (a "direct" server also listens here in the node netns)
+	vipOther    = "10.96.0.51:80" // a non-meshed destination
+	proxyAddr1  = "10.77.0.1:15001"
+	proxyAddr2  = "10.77.0.2:15001"
+	testPinRoot = "/sys/fs/bpf/weft-dptest"
+	directGreet = "direct 10.96.0.50:80"
+	otherGreet  = "direct 10.96.0.51:80"
 )
 
 var topoSeq atomic.Int32
