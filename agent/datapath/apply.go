@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -50,8 +51,9 @@ type Datapath struct {
 	pinDir    string
 	log       *slog.Logger
 
-	coll  *ebpf.Collection
-	links map[string]link.Link
+	coll    *ebpf.Collection
+	links   map[string]link.Link
+	records atomic.Pointer[ebpf.Map] // orig_dsts; nil after Close
 
 	mu      sync.Mutex
 	cookies map[string]uint64 // pod UID -> netns cookie resolved earlier
@@ -162,6 +164,7 @@ func (d *Datapath) load() error {
 		return fmt.Errorf("load redirect programs: %w", err)
 	}
 	d.coll = coll
+	d.records.Store(coll.Maps[bpf.RedirectMapOrigDsts])
 	for _, name := range pinnedMaps {
 		if _, reused := replace[name]; reused {
 			continue
@@ -272,6 +275,9 @@ func sameCgroupLink(l link.Link, cgID uint64, attach ebpf.AttachType) bool {
 // Close releases this process's handles. The pinned links and maps stay, so
 // the redirect keeps working until the next Open adopts them (or Cleanup).
 func (d *Datapath) Close() error {
+	d.records.Store(nil)
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, l := range d.links {
 		l.Close()
 	}
@@ -336,7 +342,7 @@ type Original struct {
 // outbound.OrigDstLookup through a one-line adapter (the Original types are
 // separate to keep the packages independent).
 func (d *Datapath) Lookup(client, proxy netip.AddrPort) (Original, bool) {
-	return lookupRecord(d.coll.Maps[bpf.RedirectMapOrigDsts], client, proxy)
+	return lookupRecord(d.records.Load(), client, proxy)
 }
 
 func lookupRecord(m *ebpf.Map, client, proxy netip.AddrPort) (Original, bool) {

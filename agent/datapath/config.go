@@ -27,6 +27,7 @@ var (
 	ErrNoCgroup2     = errors.New("no cgroup v2 mount")
 	ErrPodNotFound   = errors.New("pod cgroup not found")
 	ErrNoProcess     = errors.New("no process in pod cgroup")
+	ErrClosed        = errors.New("datapath closed")
 )
 
 // Config says where one node's datapath lives. Every path is per node, so

@@ -114,9 +114,14 @@ func dialer() *net.Dialer {
 // getpeername of the socket.
 func dialOnce(network, addr string) (first, peer string, err error) {
 	var c net.Conn
-	if network == "tcp6" {
+	switch network {
+	case "tcp6":
 		c, err = dial6(addr)
-	} else {
+	case "mptcp4":
+		d := dialer()
+		d.SetMultipathTCP(true)
+		c, err = d.Dial("tcp4", addr)
+	default:
 		c, err = dialer().Dial(network, addr)
 	}
 	if err != nil {

@@ -76,6 +76,12 @@ func TestPrivilegedRedirectEnrolled(t *testing.T) {
 			t.Errorf("getpeername = %q, want the VIP %s", peer, vipMeshed)
 		}
 	}
+	// An MPTCP client: the hooks run on its TCP subflow, which is what
+	// reaches the proxy.
+	greet, peer := n.a.dial("mptcp4", vipMeshed)
+	if want := fmt.Sprintf("proxy n1 %s %d", vipMeshed, n.cookieA); greet != want || peer != vipMeshed {
+		t.Errorf("MPTCP client: greeting %q peer %q, want %q from %s", greet, peer, want, vipMeshed)
+	}
 	if !eventually(func() bool { return n.recordCount(t) == 0 }) {
 		t.Errorf("%d records left after the connections closed", n.recordCount(t))
 	}
@@ -313,6 +319,23 @@ func TestPrivilegedCleanupLeavesNothing(t *testing.T) {
 	}
 }
 
+// After Close, Lookup says not found and Sync refuses; nothing panics.
+func TestPrivilegedUseAfterClose(t *testing.T) {
+	requirePrivileged(t)
+	tp := newTopo(t)
+	dp, _ := tp.openDP("n1", "n1/kubepods", proxyAddr1)
+	dp.Close()
+	if _, ok := dp.Lookup(netip.MustParseAddrPort("10.77.1.2:4000"), netip.MustParseAddrPort(proxyAddr1)); ok {
+		t.Error("Lookup after Close found something")
+	}
+	if _, err := dp.Sync(Desired{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Sync after Close = %v, want ErrClosed", err)
+	}
+	if _, err := dp.Sync(Desired{Meshed: []netip.AddrPort{{}}}); !errors.Is(err, ErrInvalidVIP) {
+		t.Errorf("Sync with an invalid VIP = %v, want ErrInvalidVIP", err)
+	}
+}
+
 // Point 7: two agents for two nodes on one kernel, both attached at the same
 // ancestor cgroup: each redirects only its own node's pods to its own proxy,
 // and cleaning up one leaves the other working.
@@ -389,6 +412,18 @@ func TestPrivilegedReopenAdopts(t *testing.T) {
 	if greet, _ := pod.dial("tcp4", vipMeshed); !strings.HasPrefix(greet, "proxy n1 "+vipMeshed) {
 		t.Errorf("after moving the attach point: %q", greet)
 	}
+	// Nothing stays attached at the old cgroup.
+	oldCg, err := os.Open(filepath.Join(tp.cgRoot, "n1/kubepods"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldCg.Close()
+	for _, h := range hooks {
+		q, err := link.QueryPrograms(link.QueryOptions{Target: int(oldCg.Fd()), Attach: h.attach})
+		if err != nil || len(q.Programs) != 0 {
+			t.Errorf("old cgroup still has %s programs: %+v, %v", h.prog, q, err)
+		}
+	}
 	id, _ := cgroupID(filepath.Join(tp.cg2, cfg.CgroupPath))
 	for name, l := range dp2.links {
 		if !sameCgroupLink(l, id, hookAttach(name)) {
@@ -427,5 +462,40 @@ func TestPrivilegedProgTestRun(t *testing.T) {
 	}
 	if err != nil || ret != 1 {
 		t.Errorf("connect4 test run = %d, %v; want 1 (allow)", ret, err)
+	}
+}
+
+// Sync reports per pod: found pods are enrolled, a missing one carries the
+// reason; a pod whose processes are gone keeps its earlier cookie.
+func TestPrivilegedSyncPerPodResults(t *testing.T) {
+	n := setupNode1(t)
+	uidA := "aaaaaaaa-0000-0000-0000-000000000001"
+	missing := "dddddddd-0000-0000-0000-000000000009"
+	meshed := []netip.AddrPort{netip.MustParseAddrPort(vipMeshed)}
+	res, err := n.dp.Sync(Desired{Pods: []Pod{{UID: missing}, {UID: uidA}}, Meshed: meshed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Pods[0]; r.Enrolled || !errors.Is(r.Err, ErrPodNotFound) {
+		t.Errorf("missing pod: %+v, want not enrolled with ErrPodNotFound", r)
+	}
+	if r := res.Pods[1]; !r.Enrolled || r.Err != nil || r.NetnsCookie != n.cookieA {
+		t.Errorf("pod a: %+v", r)
+	}
+	// A pod given by netns path (how a CRI sandbox or the lab runtime knows it).
+	res, err = n.dp.Sync(Desired{Pods: []Pod{{UID: uidA}, {UID: "bbbbbbbb-0000-0000-0000-000000000002", NetnsPath: "/run/netns/" + n.tp.podNS["b"]}}, Meshed: meshed})
+	if err != nil || !res.Pods[1].Enrolled {
+		t.Fatalf("pod b by netns path: %+v, %v", res.Pods, err)
+	}
+	if greet, _ := n.b.dial("tcp4", vipMeshed); !strings.HasPrefix(greet, "proxy n1 "+vipMeshed) {
+		t.Errorf("pod b enrolled by path: %q", greet)
+	}
+	n.a.kill()
+	res, err = n.dp.Sync(Desired{Pods: []Pod{{UID: uidA}}, Meshed: meshed})
+	if err != nil || !res.Pods[0].Enrolled || res.Pods[0].NetnsCookie != n.cookieA {
+		t.Errorf("pod a without processes: %+v, %v; want its cookie kept", res.Pods, err)
+	}
+	if st, _ := n.dp.State(); len(st.Enrolled) != 1 || st.Enrolled[0] != n.cookieA {
+		t.Errorf("enrolled = %v, want only pod a's cookie", st.Enrolled)
 	}
 }

@@ -63,6 +63,9 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.coll == nil {
+		return Result{}, ErrClosed
+	}
 
 	res := Result{SkippedVIPs: skipped, Pods: make([]PodResult, len(want.Pods))}
 	desired := State{Meshed: vips}
@@ -157,6 +160,9 @@ func (d *Datapath) readState() (State, error) {
 func (d *Datapath) State() (State, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.coll == nil {
+		return State{}, ErrClosed
+	}
 	return d.readState()
 }
 
