@@ -171,7 +171,8 @@ func (r *resolver) podEnrolled(p *corev1.Pod) bool {
 	if !r.ix.enrolled[p.Namespace] || p.Annotations[EnrollAnnotation] == "disabled" {
 		return false
 	}
-	if p.Spec.HostNetwork || p.Spec.NodeName == "" || p.DeletionTimestamp != nil {
+	// A terminating pod stays enrolled: it keeps calling out while it drains.
+	if p.Spec.HostNetwork || p.Spec.NodeName == "" {
 		return false
 	}
 	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
