@@ -1,0 +1,119 @@
+// Command weft-lab runs the local lab cluster (see package test/lab).
+//
+//	weft-lab up [--nodes N] [--timeout D]   start a lab (default 2 nodes); returns when every node and CoreDNS is Ready
+//	weft-lab down                           stop the lab and remove everything it created
+//	weft-lab status                         supervisor, memory and nodes
+//	weft-lab kubeconfig                     print the admin kubeconfig path
+//	weft-lab serve --nodes N                the supervisor `up` starts (foreground)
+//
+// Run it from inside the repository (or pass --root); it needs root.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/weft-mesh/weft/test/lab"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-lab:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage: weft-lab up [--nodes N] | down | status | kubeconfig | serve --nodes N")
+
+func run(args []string) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	root := fs.String("root", "", "repository root (default: found from the working directory)")
+	nodes := fs.Int("nodes", 2, "number of nodes (up, serve)")
+	timeout := fs.Duration("timeout", 3*time.Minute, "how long up waits for Ready, and down for the supervisor")
+	if err := fs.Parse(args[1:]); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected %v", errUsage, fs.Args())
+	}
+	if *root == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		if *root, err = lab.FindRoot(wd); err != nil {
+			return fmt.Errorf("%w (run weft-lab inside the weft repository or pass --root)", err)
+		}
+	}
+	abs, err := filepath.Abs(*root)
+	if err != nil {
+		return err
+	}
+	p := lab.PathsFor(abs)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	switch args[0] {
+	case "up":
+		if os.Geteuid() != 0 {
+			return errors.New("the lab needs root (network namespaces, cgroups)")
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		started, err := lab.Up(ctx, lab.UpConfig{
+			Paths: p, Nodes: *nodes, Timeout: *timeout,
+			Supervisor: []string{exe, "serve", "--root", abs},
+			Progress:   os.Stderr,
+		})
+		if err != nil {
+			return err
+		}
+		verb := "is up"
+		if started {
+			verb = fmt.Sprintf("came up in %s", time.Since(t0).Round(100*time.Millisecond))
+		}
+		fmt.Printf("lab %s: %d nodes Ready, CoreDNS Ready\nexport KUBECONFIG=%s\n", verb, *nodes, p.Kubeconfig)
+		return nil
+	case "down":
+		if err := lab.Down(p, *timeout); err != nil {
+			return err
+		}
+		fmt.Println("lab is down")
+		return nil
+	case "status":
+		s, err := lab.Status(ctx, p)
+		if err != nil {
+			return err
+		}
+		fmt.Print(s)
+		if s != "" && s[len(s)-1] != '\n' {
+			fmt.Println()
+		}
+		return nil
+	case "kubeconfig":
+		fmt.Println(p.Kubeconfig)
+		return nil
+	case "serve":
+		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		return lab.Serve(ctx, lab.ServeConfig{Paths: p, Nodes: *nodes, Logger: log})
+	default:
+		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	}
+}

@@ -1,0 +1,268 @@
+// Package cluster runs the lab's control plane: a CA and certificates, etcd,
+// kube-apiserver, kube-controller-manager and kube-scheduler (binaries built by
+// test/lab/k8s/build.sh), the Gateway API experimental CRDs and CoreDNS.
+//
+// Addresses: the apiserver serves https://127.0.0.1:6443 and advertises 172.30.255.1
+// (the node runtime forwards that address inside every node netns to the host
+// listener); the Service CIDR is 10.96.0.0/16 with the `kubernetes` Service at
+// 10.96.0.1 and kube-dns at 10.96.0.10. etcd listens on 127.0.0.1:12379 (plain HTTP,
+// loopback only). The controller manager and scheduler do not serve (secure-port 0).
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// Fixed lab addresses (see the package comment).
+var (
+	APIServerAddr    = netip.MustParseAddrPort("127.0.0.1:6443")
+	AdvertiseAddress = netip.MustParseAddr("172.30.255.1")
+	ServiceCIDR      = netip.MustParsePrefix("10.96.0.0/16")
+	KubernetesSvcIP  = netip.MustParseAddr("10.96.0.1")
+	ClusterDNS       = netip.MustParseAddr("10.96.0.10")
+)
+
+const (
+	ClusterDomain = "cluster.local"
+	// Issuer of ServiceAccount tokens (also the default API audience).
+	Issuer   = "https://kubernetes.default.svc." + ClusterDomain
+	etcdPort = 12379
+	etcdPeer = 12380
+)
+
+// NodeSpec names a node the control plane issues credentials for.
+type NodeSpec struct {
+	Name string
+	IP   netip.Addr
+}
+
+// NodeCredentials are the files a node runtime needs: its kubeconfig (user
+// system:node:<name>, group system:nodes), its kubelet serving pair (SANs 127.0.0.1,
+// the node IP and name) and the CA that signs the apiserver's kubelet client cert.
+type NodeCredentials struct {
+	Kubeconfig  string
+	ServingCert string
+	ServingKey  string
+	ClientCA    string
+}
+
+// Config configures Start.
+type Config struct {
+	BinDir          string // etcd, kube-apiserver, ... (.cache/k8s/bin)
+	StateDir        string // pki/, etcd/, logs/, kubeconfigs; wiped by Start
+	AdminKubeconfig string // where the admin kubeconfig is written (.cache/lab/kubeconfig)
+	CRDDir          string // Gateway API experimental CRD directory
+	Nodes           []NodeSpec
+	Logger          *slog.Logger
+}
+
+// ControlPlane is a running control plane.
+type ControlPlane struct {
+	cfg    Config
+	log    *slog.Logger
+	pki    *pkiFiles
+	etcd   *process
+	api    *process
+	ctrls  []*process // controller manager, scheduler
+	Admin  *rest.Config
+	Client kubernetes.Interface
+	Nodes  map[string]NodeCredentials
+}
+
+// ErrConfig marks an unusable Config.
+var ErrConfig = errors.New("invalid control plane config")
+
+func (c Config) validate() error {
+	switch {
+	case c.BinDir == "" || c.StateDir == "" || c.AdminKubeconfig == "":
+		return fmt.Errorf("%w: BinDir, StateDir and AdminKubeconfig are required", ErrConfig)
+	case c.CRDDir == "":
+		return fmt.Errorf("%w: CRDDir is required", ErrConfig)
+	}
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		if _, err := os.Stat(filepath.Join(c.BinDir, b)); err != nil {
+			return fmt.Errorf("%w: %s not built in %s (run `make lab-binaries`)", ErrConfig, b, c.BinDir)
+		}
+	}
+	seen := map[string]bool{}
+	for _, n := range c.Nodes {
+		if n.Name == "" || !n.IP.IsValid() || seen[n.Name] {
+			return fmt.Errorf("%w: node %q/%v: empty, invalid or duplicate", ErrConfig, n.Name, n.IP)
+		}
+		seen[n.Name] = true
+	}
+	return nil
+}
+
+// Start issues the certificates, starts etcd and kube-apiserver, waits for /readyz,
+// installs the CRDs and the lab's RBAC, then starts the controller manager and the
+// scheduler. On error everything started is stopped.
+func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var absErr error
+	for _, p := range []*string{&cfg.BinDir, &cfg.StateDir, &cfg.AdminKubeconfig, &cfg.CRDDir} {
+		if *p, absErr = filepath.Abs(*p); absErr != nil {
+			return nil, absErr
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := KillStale(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if err := os.RemoveAll(cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("wipe %s: %w", cfg.StateDir, err)
+	}
+	for _, d := range []string{"pki", "etcd", "logs", "apiserver"} {
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkPortsFree(); err != nil {
+		return nil, err
+	}
+	pki, err := writePKI(filepath.Join(cfg.StateDir, "pki"), cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	cp = &ControlPlane{cfg: cfg, log: log, pki: pki, Nodes: map[string]NodeCredentials{}}
+	defer func() {
+		if err != nil {
+			cp.Stop()
+			cp = nil
+		}
+	}()
+	if err := cp.writeKubeconfigs(); err != nil {
+		return cp, err
+	}
+
+	t0 := time.Now()
+	logs := filepath.Join(cfg.StateDir, "logs")
+	if cp.etcd, err = startProcess("etcd", filepath.Join(cfg.BinDir, "etcd"), cp.etcdArgs(), logs); err != nil {
+		return cp, err
+	}
+	if cp.api, err = startProcess("kube-apiserver", filepath.Join(cfg.BinDir, "kube-apiserver"), cp.apiserverArgs(), logs); err != nil {
+		return cp, err
+	}
+	_ = writePIDs(cfg.StateDir, cp.all())
+	if err := cp.waitReady(ctx, 90*time.Second); err != nil {
+		return cp, err
+	}
+	log.Info("apiserver ready", "after", time.Since(t0).Round(time.Millisecond).String())
+	if err := cp.bootstrap(ctx); err != nil {
+		return cp, err
+	}
+	cm, err := startProcess("kube-controller-manager", filepath.Join(cfg.BinDir, "kube-controller-manager"), cp.controllerManagerArgs(), logs)
+	if err != nil {
+		return cp, err
+	}
+	cp.ctrls = append(cp.ctrls, cm)
+	sched, err := startProcess("kube-scheduler", filepath.Join(cfg.BinDir, "kube-scheduler"), cp.schedulerArgs(), logs)
+	if err != nil {
+		return cp, err
+	}
+	cp.ctrls = append(cp.ctrls, sched)
+	if err := writePIDs(cfg.StateDir, cp.all()); err != nil {
+		return cp, fmt.Errorf("record pids: %w", err)
+	}
+	log.Info("control plane started", "after", time.Since(t0).Round(time.Millisecond).String())
+	return cp, nil
+}
+
+func (cp *ControlPlane) all() []*process {
+	var ps []*process
+	for _, p := range append([]*process{cp.etcd, cp.api}, cp.ctrls...) {
+		if p != nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// PIDs lists the control-plane processes.
+func (cp *ControlPlane) PIDs() map[string]int {
+	m := map[string]int{}
+	for _, p := range cp.all() {
+		m[p.name] = p.cmd.Process.Pid
+	}
+	return m
+}
+
+// Err returns an error if a control-plane process has exited.
+func (cp *ControlPlane) Err() error {
+	for _, p := range cp.all() {
+		if done, err := p.exited(); done {
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop ends the controllers, then the apiserver (waiting for it), then etcd.
+func (cp *ControlPlane) Stop() {
+	for _, p := range cp.ctrls {
+		if p != nil {
+			p.stop(10 * time.Second)
+		}
+	}
+	if cp.api != nil {
+		cp.api.stop(20 * time.Second)
+	}
+	if cp.etcd != nil {
+		cp.etcd.stop(10 * time.Second)
+	}
+	_ = os.Remove(filepath.Join(cp.cfg.StateDir, pidsFile))
+}
+
+func (cp *ControlPlane) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if done, err := cp.api.exited(); done {
+			return err
+		}
+		if done, err := cp.etcd.exited(); done {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		body, err := cp.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(rctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		last = fmt.Errorf("%w: %s", err, body)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("apiserver not ready after %s: %v", timeout, last)
+}
+
+// checkPortsFree fails clearly when another lab (or anything else) holds the ports.
+func checkPortsFree() error {
+	for _, a := range []string{APIServerAddr.String(), fmt.Sprintf("127.0.0.1:%d", etcdPort), fmt.Sprintf("127.0.0.1:%d", etcdPeer)} {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("port %s is in use (another lab running? `weft-lab down`): %w", a, err)
+		}
+		l.Close()
+	}
+	return nil
+}

@@ -1,0 +1,153 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// process is one control-plane binary run as a child of the lab supervisor.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // valid once done is closed
+}
+
+// startProcess runs bin with args, stdout and stderr appended to logDir/name.log. The
+// child gets SIGKILL if the supervisor dies (Pdeathsig), and its own process group.
+func startProcess(name, bin string, args []string, logDir string) (*process, error) {
+	logFile := filepath.Join(logDir, name+".log")
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open %s log: %w", name, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// exited reports whether the process has ended, and how.
+func (p *process) exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, fmt.Errorf("%s exited: %v (see %s.log)", p.name, p.err, p.name)
+	default:
+		return false, nil
+	}
+}
+
+// stop sends SIGTERM, waits up to grace, then SIGKILLs and waits.
+func (p *process) stop(grace time.Duration) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(grace):
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// pidRecord is what pids.json holds for each control-plane process, so a later run can
+// end the processes of a crashed lab (and only those: the executable must still match).
+type pidRecord struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid"`
+	Exe  string `json:"exe"`
+}
+
+const pidsFile = "pids.json"
+
+func writePIDs(stateDir string, procs []*process) error {
+	recs := make([]pidRecord, 0, len(procs))
+	for _, p := range procs {
+		exe, err := filepath.EvalSymlinks(p.cmd.Path)
+		if err != nil {
+			exe = p.cmd.Path
+		}
+		recs = append(recs, pidRecord{Name: p.name, PID: p.cmd.Process.Pid, Exe: exe})
+	}
+	b, err := json.MarshalIndent(recs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(stateDir, pidsFile), b, 0o644)
+}
+
+// KillStale ends the control-plane processes a previous lab recorded in stateDir that
+// are still running the recorded executable (SIGKILL: the lab is being thrown away), and
+// waits until they are gone. A missing record is not an error.
+func KillStale(stateDir string) error {
+	b, err := os.ReadFile(filepath.Join(stateDir, pidsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read pid record: %w", err)
+	}
+	var recs []pidRecord
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return fmt.Errorf("parse %s: %w", pidsFile, err)
+	}
+	var alive []pidRecord
+	for _, r := range recs {
+		if runs(r) {
+			_ = syscall.Kill(r.PID, syscall.SIGKILL)
+			alive = append(alive, r)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, r := range alive {
+		for runs(r) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("stale %s (pid %d) did not exit after SIGKILL", r.Name, r.PID)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return os.Remove(filepath.Join(stateDir, pidsFile))
+}
+
+// runs reports whether pid still runs the recorded executable (and is not a zombie).
+func runs(r pidRecord) bool {
+	if r.PID <= 1 {
+		return false
+	}
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(r.PID) + "/exe")
+	if err != nil || strings.TrimSuffix(exe, " (deleted)") != r.Exe {
+		return false
+	}
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(r.PID) + "/stat")
+	if err != nil {
+		return false
+	}
+	// Field 3 is the state; a zombie (Z) has already exited.
+	if i := strings.LastIndexByte(string(st), ')'); i > 0 && i+2 < len(st) && st[i+2] == 'Z' {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,105 @@
+package lab
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+func TestTopology(t *testing.T) {
+	if NodeName(1) != "lab-node-1" || NodeIP(2).String() != "172.30.0.12" || PodCIDR(2).String() != "10.244.2.0/24" || KubeletPort(1) != 10251 {
+		t.Errorf("topology: %s %s %s %d", NodeName(1), NodeIP(2), PodCIDR(2), KubeletPort(1))
+	}
+	p := PathsFor("/repo")
+	cfgs := NodeConfigs(p, 2, "/sys/fs/cgroup", nil)
+	if len(cfgs) != 2 || cfgs[1].Name != "lab-node-2" || cfgs[1].StateDir != "/repo/.cache/lab/nodes/lab-node-2" ||
+		cfgs[0].APIServerVIP.String() != "172.30.255.1:6443" || cfgs[0].APIServerHost != "127.0.0.1:6443" ||
+		cfgs[0].ClusterDNS.String() != "10.96.0.10" || cfgs[0].KubeProxyBin != "/repo/.cache/k8s/bin/kube-proxy" {
+		t.Errorf("node configs: %+v", cfgs)
+	}
+	echo := cfgs[0].Images["ghcr.io/weft-mesh/echo:dev"]
+	if echo.Entrypoint[0] != "/repo/.cache/bin/weft-echo" || echo.Cmd[0] != "serve" {
+		t.Errorf("echo image = %+v", echo)
+	}
+	for _, img := range []string{"ghcr.io/weft-mesh/weft-controller:dev", "ghcr.io/weft-mesh/weft-agent:dev", "ghcr.io/weft-mesh/toolbox:dev", "ghcr.io/weft-mesh/coredns:dev"} {
+		if _, ok := cfgs[0].Images[img]; !ok {
+			t.Errorf("image %s not mapped", img)
+		}
+	}
+	for _, n := range []int{0, -1, MaxNodes + 1} {
+		if err := checkNodes(n); !errors.Is(err, ErrNodes) {
+			t.Errorf("checkNodes(%d) = %v", n, err)
+		}
+	}
+}
+
+func TestParseCgroup2Root(t *testing.T) {
+	hybrid := `25 30 0:22 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,xattr,name=systemd
+`
+	got, err := parseCgroup2Root(strings.NewReader(hybrid))
+	if err != nil || got != "/sys/fs/cgroup/unified" {
+		t.Errorf("hybrid: %q %v", got, err)
+	}
+	if _, err := parseCgroup2Root(strings.NewReader("27 25 0:24 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw\n")); err == nil {
+		t.Error("v1-only host: no error")
+	}
+}
+
+func TestNodesReadyAndDeploymentAvailable(t *testing.T) {
+	node := func(name string, s corev1.ConditionStatus) corev1.Node {
+		return corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: s}}}}
+	}
+	if msg := NodesReady([]corev1.Node{node("lab-node-1", "True"), node("lab-node-2", "True")}, 2); msg != "" {
+		t.Errorf("all ready: %q", msg)
+	}
+	if msg := NodesReady([]corev1.Node{node("lab-node-1", "True"), node("lab-node-2", "Unknown")}, 2); !strings.Contains(msg, "lab-node-2") {
+		t.Errorf("one unknown: %q", msg)
+	}
+	if msg := NodesReady([]corev1.Node{node("lab-node-1", "True")}, 2); !strings.Contains(msg, "lab-node-2") {
+		t.Errorf("one missing: %q", msg)
+	}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Generation: 2}, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)}}
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2}
+	if !DeploymentAvailable(d) {
+		t.Error("available deployment reported unavailable")
+	}
+	d.Status.ObservedGeneration = 1
+	if DeploymentAvailable(d) {
+		t.Error("stale status reported available")
+	}
+	d.Status.ObservedGeneration, d.Status.AvailableReplicas = 2, 1
+	if DeploymentAvailable(d) {
+		t.Error("1/2 available reported available")
+	}
+}
+
+func TestStateAliveAndFindRoot(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ = filepath.EvalSymlinks(exe)
+	if !(State{PID: os.Getpid(), Exe: exe}).Alive() {
+		t.Error("this process is not alive")
+	}
+	if (State{PID: os.Getpid(), Exe: "/bin/other"}).Alive() {
+		t.Error("pid with another executable counted as alive")
+	}
+	if (State{}).Alive() {
+		t.Error("zero state alive")
+	}
+	wd, _ := os.Getwd()
+	root, err := FindRoot(wd)
+	if err != nil || filepath.Join(root, "test", "lab") != wd {
+		t.Errorf("FindRoot(%s) = %s, %v", wd, root, err)
+	}
+}
