@@ -1,0 +1,395 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/weft-mesh/weft/test/kubetest"
+)
+
+const helperEnv = "WEFT_LAB_NODE_TEST_HELPER"
+
+// TestHelperPodServer is not a test: it is the program of the "server"
+// image in the lifecycle test (the test binary re-executed in a pod). It
+// answers every HTTP request on :8080 with what the pod sees.
+func TestHelperPodServer(t *testing.T) {
+	if os.Getenv(helperEnv) != "serve" {
+		t.Skip("helper process for TestPrivilegedPodLifecycle")
+	}
+	fmt.Println("helper server started")
+	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		sa := "/var/run/secrets/kubernetes.io/serviceaccount/"
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"remote":    r.RemoteAddr,
+			"podName":   os.Getenv("POD_NAME"),
+			"podIP":     os.Getenv("POD_IP"),
+			"nodeName":  os.Getenv("NODE_NAME"),
+			"k8sHost":   os.Getenv("KUBERNETES_SERVICE_HOST"),
+			"resolv":    read("/etc/resolv.conf"),
+			"token":     read(sa + "token"),
+			"namespace": read(sa + "namespace"),
+			"ca":        read(sa + "ca.crt"),
+		})
+	})
+	_ = http.ListenAndServe(":8080", nil)
+	os.Exit(0)
+}
+
+// writeKubeconfig turns a rest.Config into a kubeconfig file.
+func writeKubeconfig(t *testing.T, rc *rest.Config) string {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
+	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{ClientCertificateData: rc.CertData, ClientKeyData: rc.KeyData, Token: rc.BearerToken}
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
+	kc.CurrentContext = "c"
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, f func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ok, err := f()
+		if ok {
+			return
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s (last error: %v)", what, lastErr)
+}
+
+func TestPrivilegedPodLifecycle(t *testing.T) {
+	privileged(t)
+	kc := kubetest.Start(t)
+	cs := kc.Client
+	ctx := t.Context()
+	pki := newTestPKI(t)
+	kubeconfig := writeKubeconfig(t, kc.Config)
+	host, err := url.Parse(kc.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, nodes := testNodes(t, 2)
+	for i := range nodes {
+		n := &nodes[i]
+		n.Kubeconfig = kubeconfig
+		n.APIServerHost = host.Host
+		n.KubeletPort = 20250 + os.Getpid()%1000*2 + i
+		n.KubeletServingCert, n.KubeletServingKey, n.ClientCA = pki.ServingCert, pki.ServingKey, pki.CA
+		n.Images = map[string]Image{
+			"lab.test/server:dev": {Entrypoint: []string{os.Args[0], "-test.run=^TestHelperPodServer$"}},
+			"lab.test/sh:dev":     {Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo hello from main; exec sleep 3600"}},
+		}
+	}
+	if err := SetupFabric(nodes); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := Run(runCtx, n); err != nil {
+				t.Errorf("run %s: %v", n.Name, err)
+			}
+		}()
+	}
+	stopped := false
+	stopNodes := func() {
+		if !stopped {
+			stopped = true
+			stop()
+			wg.Wait()
+		}
+	}
+	t.Cleanup(stopNodes)
+
+	// Nodes register Ready with their addresses, podCIDR and a Lease.
+	for _, n := range nodes {
+		waitFor(t, "node "+n.Name+" Ready", 20*time.Second, func() (bool, error) {
+			node, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					return node.Spec.PodCIDR == n.PodCIDR.String() &&
+						node.Status.DaemonEndpoints.KubeletEndpoint.Port == int32(n.KubeletPort), nil
+				}
+			}
+			return false, nil
+		})
+		if _, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, n.Name, metav1.GetOptions{}); err != nil {
+			t.Errorf("node lease: %v", err)
+		}
+	}
+
+	// What the controllers would have created.
+	ns := fmt.Sprintf("lt%d", os.Getpid())
+	mustCreate(t, func() error {
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		return err
+	})
+	mustCreate(t, func() error {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+		return err
+	})
+	mustCreate(t, func() error {
+		_, err := cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kube-root-ca.crt"}, Data: map[string]string{"ca.crt": string(kc.Config.CAData)}}, metav1.CreateOptions{})
+		return err
+	})
+
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	grace := int64(2)
+	server := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "server", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName:                      nodes[1].Name,
+			TerminationGracePeriodSeconds: &grace,
+			Containers: []corev1.Container{{
+				Name:  "main",
+				Image: "lab.test/server:dev",
+				Env:   []corev1.EnvVar{{Name: helperEnv, Value: "serve"}, fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_IP", "status.podIP"), fieldEnv("NODE_NAME", "spec.nodeName")},
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				ReadinessProbe: &corev1.Probe{
+					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}},
+					PeriodSeconds: 1,
+				},
+			}},
+		},
+	}
+	client := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName:                      nodes[0].Name,
+			TerminationGracePeriodSeconds: &grace,
+			Containers:                    []corev1.Container{{Name: "main", Image: "lab.test/sh:dev"}},
+		},
+	}
+	crash := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName:   nodes[0].Name,
+			Containers: []corev1.Container{{Name: "main", Image: "lab.test/sh:dev", Args: []string{"exit 3"}}},
+		},
+	}
+	unmapped := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "unmapped", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName:   nodes[0].Name,
+			Containers: []corev1.Container{{Name: "main", Image: "nginx:1.27"}},
+		},
+	}
+	for _, p := range []*corev1.Pod{server, client, crash, unmapped} {
+		mustCreate(t, func() error {
+			_, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+			return err
+		})
+	}
+	getPod := func(name string) *corev1.Pod {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	isReady := func(name string) (bool, error) {
+		p := getPod(name)
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("status %+v", p.Status)
+	}
+	waitFor(t, "server Ready (readiness probe)", 30*time.Second, func() (bool, error) { return isReady("server") })
+	waitFor(t, "client Ready", 30*time.Second, func() (bool, error) { return isReady("client") })
+	srv, cli := getPod("server"), getPod("client")
+	if srv.Status.Phase != corev1.PodRunning || srv.Status.HostIP != nodes[1].NodeIP.String() {
+		t.Errorf("server status: phase %s hostIP %s", srv.Status.Phase, srv.Status.HostIP)
+	}
+	srvIP, err := netip.ParseAddr(srv.Status.PodIP)
+	if err != nil || !nodes[1].PodCIDR.Contains(srvIP) {
+		t.Fatalf("server podIP %q not in %v", srv.Status.PodIP, nodes[1].PodCIDR)
+	}
+	cliIP, _ := netip.ParseAddr(cli.Status.PodIP)
+
+	// The server process runs in its pod's cgroup and netns.
+	cg := podCgroup(testCgroupRoot, nodes[1].Name, string(srv.UID))
+	pids := cgroupPids(cg)
+	if len(pids) == 0 {
+		t.Fatalf("no process in %s", cg)
+	}
+	var nsSt, procSt syscall.Stat_t
+	if err := syscall.Stat(netnsPath(podNetns(nodes[1].Name, string(srv.UID))), &nsSt); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pids[0]), &procSt); err != nil {
+		t.Fatal(err)
+	}
+	if nsSt.Ino != procSt.Ino {
+		t.Errorf("server process is not in the pod netns")
+	}
+
+	// From the client pod's netns (node 1) to the server pod (node 2).
+	httpc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialInNetns(ctx, netnsPath(podNetns(nodes[0].Name, string(cli.UID))), network, addr)
+	}}}
+	resp, err := httpc.Get("http://" + netip.AddrPortFrom(srvIP, 8080).String() + "/")
+	if err != nil {
+		t.Fatalf("client pod -> server pod: %v", err)
+	}
+	var seen map[string]string
+	if err := json.NewDecoder(resp.Body).Decode(&seen); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for k, want := range map[string]string{
+		"podName": "server", "podIP": srvIP.String(), "nodeName": nodes[1].Name, "k8sHost": "10.96.0.1",
+		"namespace": ns, "ca": string(kc.Config.CAData),
+		"resolv": "nameserver 10.96.0.10\nsearch " + ns + ".svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+	} {
+		if seen[k] != want {
+			t.Errorf("server pod sees %s = %q, want %q", k, seen[k], want)
+		}
+	}
+	if !strings.HasPrefix(seen["remote"], cliIP.String()+":") {
+		t.Errorf("server saw remote %q, want the client pod IP %s", seen["remote"], cliIP)
+	}
+	// The token is a real one bound to the pod.
+	tr, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: seen["token"]}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tr.Status.Authenticated || tr.Status.User.Username != "system:serviceaccount:"+ns+":default" ||
+		len(tr.Status.User.Extra["authentication.kubernetes.io/pod-name"]) != 1 || tr.Status.User.Extra["authentication.kubernetes.io/pod-name"][0] != "server" {
+		t.Errorf("token review: %+v", tr.Status)
+	}
+
+	// Kubelet API: logs and exec.
+	kubeletURL := fmt.Sprintf("https://127.0.0.1:%d", nodes[0].KubeletPort)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.clientTLS(t)}}
+	waitFor(t, "client log line", 10*time.Second, func() (bool, error) {
+		resp, err := hc.Get(kubeletURL + "/containerLogs/" + ns + "/client/main?tailLines=5")
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == 200 && string(b) == "hello from main\n", fmt.Errorf("%d %q", resp.StatusCode, b)
+	})
+	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if resp, err := noCert.Get(kubeletURL + "/containerLogs/" + ns + "/client/main"); err == nil {
+		resp.Body.Close()
+		t.Error("kubelet API answered a client without certificate")
+	}
+	execIn := func(cmd ...string) (string, error) {
+		q := url.Values{"command": cmd, "output": {"1"}, "error": {"1"}}
+		u, _ := url.Parse(kubeletURL + "/exec/" + ns + "/client/main?" + q.Encode())
+		rc := &rest.Config{Host: kubeletURL, TLSClientConfig: rest.TLSClientConfig{CAData: pki.CAPEM, CertData: pki.ClientCert, KeyData: pki.ClientKey}}
+		ex, err := remotecommand.NewSPDYExecutor(rc, "POST", u)
+		if err != nil {
+			return "", err
+		}
+		var out bytes.Buffer
+		err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out})
+		return out.String(), err
+	}
+	out, err := execIn("cat", "/etc/resolv.conf")
+	if err != nil || !strings.Contains(out, "nameserver 10.96.0.10") {
+		t.Errorf("exec cat /etc/resolv.conf: %q, %v", out, err)
+	}
+	out, err = execIn("sh", "-c", "readlink /proc/self/ns/net; cat /proc/self/cgroup")
+	if err != nil || !strings.Contains(out, "/kubepods/pod"+string(cli.UID)) {
+		t.Errorf("exec is not in the pod cgroup: %q, %v", out, err)
+	}
+	if _, err := execIn("sh", "-c", "exit 7"); err == nil || !strings.Contains(err.Error(), "7") {
+		t.Errorf("exec exit 7: %v", err)
+	}
+
+	// Crashing container restarts with back-off; unmapped image waits.
+	waitFor(t, "crash restartCount >= 1", 20*time.Second, func() (bool, error) {
+		p := getPod("crash")
+		if len(p.Status.ContainerStatuses) != 1 {
+			return false, nil
+		}
+		s := p.Status.ContainerStatuses[0]
+		return s.RestartCount >= 1 && s.LastTerminationState.Terminated != nil && s.LastTerminationState.Terminated.ExitCode == 3, fmt.Errorf("%+v", s)
+	})
+	waitFor(t, "unmapped ErrImagePull", 10*time.Second, func() (bool, error) {
+		p := getPod("unmapped")
+		if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Waiting == nil {
+			return false, nil
+		}
+		w := p.Status.ContainerStatuses[0].State.Waiting
+		return w.Reason == "ErrImagePull" && strings.Contains(w.Message, "nginx:1.27") && p.Status.Phase == corev1.PodPending, fmt.Errorf("%+v", w)
+	})
+
+	// Deleting the server: SIGTERM, then the netns, cgroup and object go.
+	srvPid := pids[0]
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, "server", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "server pod object deleted", 20*time.Second, func() (bool, error) {
+		_, err := cs.CoreV1().Pods(ns).Get(ctx, "server", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), err
+	})
+	if _, err := os.Stat(netnsPath(podNetns(nodes[1].Name, string(srv.UID)))); err == nil {
+		t.Error("server netns left after deletion")
+	}
+	if _, err := os.Stat(cg); err == nil {
+		t.Error("server cgroup left after deletion")
+	}
+	if err := syscall.Kill(srvPid, 0); err == nil {
+		t.Errorf("server process %d still alive after deletion", srvPid)
+	}
+
+	// Stopping the nodes and Cleanup leave nothing behind.
+	stopNodes()
+	if err := Cleanup(root); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, nodes, pids)
+}
+
+func mustCreate(t *testing.T, f func() error) {
+	t.Helper()
+	if err := f(); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
