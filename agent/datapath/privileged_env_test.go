@@ -36,7 +36,7 @@ var topoSeq atomic.Int32
 
 // requirePrivileged skips unless root with every kernel feature the
 // redirect needs.
-func requirePrivileged(t *testing.T) {
+func requirePrivileged(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (BPF, network namespaces, cgroups)")
@@ -52,7 +52,7 @@ func requirePrivileged(t *testing.T) {
 // topo is a node netns with pods on veths, and a cgroup tree per node:
 // <cgroup2>/<id>/<node>/kubepods/...
 type topo struct {
-	t      *testing.T
+	t      testing.TB
 	id     string
 	nodeNS string
 	cg2    string
@@ -61,7 +61,7 @@ type topo struct {
 	podIP  map[string]string
 }
 
-func run(t *testing.T, args ...string) {
+func run(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {
@@ -72,7 +72,7 @@ func run(t *testing.T, args ...string) {
 // newTopo builds the node netns and one pod netns per name (10.77.<k>.2 on
 // a veth to the node's 10.77.<k>.1). The node netns holds the proxy IPs
 // 10.77.0.1 and 10.77.0.2 and the VIPs 10.96.0.50/51 on lo.
-func newTopo(t *testing.T, pods ...string) *topo {
+func newTopo(t testing.TB, pods ...string) *topo {
 	t.Helper()
 	cg2, err := Cgroup2Root()
 	if err != nil {
@@ -98,6 +98,10 @@ func newTopo(t *testing.T, pods ...string) *topo {
 		run(t, "ip", "netns", "add", ns)
 		run(t, "ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", "v"+name, "netns", tp.nodeNS)
 		ipn(ns, "link", "set", "lo", "up")
+		// Many short connections (restart loop, benchmark): reuse TIME_WAIT
+		// ports and use a wide port range, as busy clients are tuned.
+		run(t, "ip", "netns", "exec", ns, "sh", "-c",
+			"echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse && echo '10000 65000' > /proc/sys/net/ipv4/ip_local_port_range")
 		ipn(ns, "addr", "add", fmt.Sprintf("10.77.%d.2/24", k+1), "dev", "eth0")
 		ipn(ns, "link", "set", "eth0", "up")
 		ipn(ns, "route", "add", "default", "via", fmt.Sprintf("10.77.%d.1", k+1))
@@ -232,7 +236,7 @@ func (tp *topo) serveProxy(name, addr string, lookup lookupFunc) {
 
 // proc is a helper process (pod or agent) speaking lines on stdin/stdout.
 type proc struct {
-	t   *testing.T
+	t   testing.TB
 	cmd *exec.Cmd
 	in  io.WriteCloser
 	out *bufio.Reader
@@ -240,7 +244,7 @@ type proc struct {
 
 // start runs this test binary in helper mode inside netns ns (the host's
 // when empty) and, from its first instruction, in cgroup cg.
-func start(t *testing.T, mode, ns, cg string, env ...string) *proc {
+func start(t testing.TB, mode, ns, cg string, env ...string) *proc {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -365,7 +369,7 @@ func (tp *topo) openDP(node, cgroupRel, proxy string) (*Datapath, Config) {
 	return dp, cfg
 }
 
-func mustSync(t *testing.T, dp *Datapath, want Desired) Result {
+func mustSync(t testing.TB, dp *Datapath, want Desired) Result {
 	t.Helper()
 	res, err := dp.Sync(want)
 	if err != nil {
