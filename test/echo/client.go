@@ -33,6 +33,9 @@ type ClientConfig struct {
 	GRPC bool
 	// H2C speaks HTTP/2 without TLS (prior knowledge) instead of HTTP/1.1.
 	H2C bool
+	// KeepAlive reuses one connection for every HTTP request; by default each request
+	// opens its own connection, so L4 load balancing (kube-proxy) spreads them.
+	KeepAlive bool
 	// Method is the HTTP method (default GET) or the gRPC method: Echo (default), Ping,
 	// Stream, or a full /service/method name.
 	Method string
@@ -94,7 +97,7 @@ func runHTTP(ctx context.Context, cfg ClientConfig) (Result, error) {
 	if method == "" {
 		method = http.MethodGet
 	}
-	tr := &http.Transport{DisableKeepAlives: false, MaxIdleConnsPerHost: 1}
+	tr := &http.Transport{DisableKeepAlives: !cfg.KeepAlive, MaxIdleConnsPerHost: 1}
 	if cfg.H2C {
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)

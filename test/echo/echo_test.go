@@ -254,6 +254,30 @@ func TestClientSendsHeadersAndKeepsCookies(t *testing.T) {
 	}
 }
 
+func TestClientConnectionPerRequestUnlessKeepAlive(t *testing.T) {
+	var conns []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conns = append(conns, r.RemoteAddr)
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		keepAlive bool
+		want      int
+	}{{false, 3}, {true, 1}} {
+		conns = nil
+		if _, err := Run(context.Background(), ClientConfig{URL: srv.URL, Count: 3, KeepAlive: tc.keepAlive}); err != nil {
+			t.Fatal(err)
+		}
+		distinct := map[string]bool{}
+		for _, c := range conns {
+			distinct[c] = true
+		}
+		if len(conns) != 3 || len(distinct) != tc.want {
+			t.Errorf("keepAlive=%v: %d requests over %d connections, want 3 over %d", tc.keepAlive, len(conns), len(distinct), tc.want)
+		}
+	}
+}
+
 func TestClientGRPC(t *testing.T) {
 	addr := startGRPC(t, Identity{Pod: "pod-g"})
 	for _, m := range []string{"", "Ping", "Stream", echopb.Echo_Echo_FullMethodName} {

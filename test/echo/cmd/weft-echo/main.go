@@ -1,7 +1,7 @@
 // Command weft-echo is the lab's test app (image ghcr.io/weft-mesh/echo:dev).
 //
 //	weft-echo serve [--http-port 8080] [--grpc-port 9090]
-//	weft-echo client --url URL [--count N] [--header K:V]... [--cookies] [--grpc] [--h2c] [--method M] [--timeout D]
+//	weft-echo client --url URL [--count N] [--header K:V]... [--cookies] [--grpc] [--h2c] [--keepalive] [--method M] [--timeout D]
 //	weft-echo idle
 //
 // serve answers HTTP/1.1, h2c and WebSocket (/ws) on the HTTP port and gRPC on the gRPC
@@ -105,6 +105,7 @@ func client(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Cookies, "cookies", false, "keep cookies the answers set and send them back")
 	fs.BoolVar(&cfg.GRPC, "grpc", false, "call the gRPC Echo service at --url host:port")
 	fs.BoolVar(&cfg.H2C, "h2c", false, "HTTP/2 without TLS instead of HTTP/1.1")
+	fs.BoolVar(&cfg.KeepAlive, "keepalive", false, "reuse one HTTP connection (default: a new connection per request)")
 	fs.StringVar(&cfg.Method, "method", "", "HTTP method (GET), or gRPC method Echo|Ping|Stream|/svc/method")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "timeout of each request")
 	if err := fs.Parse(args); err != nil {
