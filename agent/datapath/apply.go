@@ -77,8 +77,15 @@ func Open(cfg Config) (*Datapath, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := ensureBPFFS(cfg.BPFFS); err != nil {
+	mounted, err := ensureBPFFS(cfg.BPFFS)
+	if err != nil {
 		return nil, err
+	}
+	if mounted {
+		// In a private mount namespace this mount (and the pins in it)
+		// dies with the namespace: mount bpffs on the host (or give the
+		// DaemonSet a hostPath /sys/fs/bpf with Bidirectional propagation).
+		cfg.Logger.Warn("mounted bpffs; pins survive agent restarts only if this mount is the host's", "path", cfg.BPFFS)
 	}
 	cg2, err := ensureCgroup2()
 	if err != nil {

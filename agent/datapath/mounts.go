@@ -110,18 +110,19 @@ func isFS(path string, magic int64) bool {
 	return int64(st.Type) == magic
 }
 
-// ensureBPFFS mounts bpffs at dir unless it is mounted already.
-func ensureBPFFS(dir string) error {
+// ensureBPFFS mounts bpffs at dir unless it is mounted already; mounted
+// says it had to.
+func ensureBPFFS(dir string) (mounted bool, err error) {
 	if isFS(dir, unix.BPF_FS_MAGIC) {
-		return nil
+		return false, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+		return false, fmt.Errorf("create %s: %w", dir, err)
 	}
 	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount bpffs at %s: %w", dir, err)
+		return false, fmt.Errorf("mount bpffs at %s: %w", dir, err)
 	}
-	return nil
+	return true, nil
 }
 
 // cgroupID is the id the kernel reports for a cgroup: its inode number.

@@ -59,6 +59,8 @@ type topo struct {
 	cgRoot string
 	podNS  map[string]string // pod name -> netns name
 	podIP  map[string]string
+	// accepted counts connections the stand-in proxies accepted.
+	accepted atomic.Int64
 }
 
 func run(t testing.TB, args ...string) {
@@ -218,6 +220,7 @@ func (tp *topo) serveProxy(name, addr string, lookup lookupFunc) {
 			if err != nil {
 				return
 			}
+			tp.accepted.Add(1)
 			go func() {
 				defer c.Close()
 				client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
