@@ -147,6 +147,9 @@ func (w *podWorker) sync(ctx context.Context) bool {
 		w.k.forget(w)
 		return true
 	}
+	if !w.ready && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) {
+		return false // finished before this node (re)started: never run it again
+	}
 	if !w.ready {
 		if err := w.setup(ctx, pod); err != nil {
 			w.mu.Lock()
@@ -203,6 +206,12 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 	cfg := w.k.cfg
 	if err := os.MkdirAll(w.dir, 0o755); err != nil {
 		return err
+	}
+	if w.netns == "" {
+		// Processes a crashed run of this node left in the pod cgroup.
+		if err := removeCgroupTree(w.cgroup); err != nil {
+			return fmt.Errorf("remove stale pod cgroup: %w", err)
+		}
 	}
 	if err := os.MkdirAll(w.cgroup, 0o755); err != nil {
 		return fmt.Errorf("create pod cgroup: %w", err)
