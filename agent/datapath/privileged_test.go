@@ -504,3 +504,93 @@ func TestPrivilegedSyncPerPodResults(t *testing.T) {
 		t.Errorf("enrolled = %v, want only pod a's cookie", st.Enrolled)
 	}
 }
+
+// The proxy's own address is never meshed: an enrolled pod dialing the
+// capture port still gets no record.
+func TestPrivilegedProxyAddressNeverMeshed(t *testing.T) {
+	n := setupNode1(t)
+	proxy := netip.MustParseAddrPort(proxyAddr1)
+	res, err := n.dp.Sync(Desired{Pods: []Pod{{UID: "aaaaaaaa-0000-0000-0000-000000000001"}},
+		Meshed: []netip.AddrPort{netip.MustParseAddrPort(vipMeshed), proxy, netip.MustParseAddrPort("[fd00::10]:80")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.SkippedVIPs) != 2 || res.SkippedVIPs[1] != proxy {
+		t.Errorf("skipped = %v, want the IPv6 VIP and the proxy address", res.SkippedVIPs)
+	}
+	if st, _ := n.dp.State(); len(st.Meshed) != 1 {
+		t.Errorf("meshed = %v, want only %s", st.Meshed, vipMeshed)
+	}
+	if greet, _ := n.a.dial("tcp4", proxyAddr1); greet != "proxy n1 refused" {
+		t.Errorf("enrolled pod straight to the proxy: %q", greet)
+	}
+}
+
+// Preflight passes on this machine and leaves no temporary cgroup.
+func TestPrivilegedPreflight(t *testing.T) {
+	requirePrivileged(t)
+	r := Preflight()
+	if !r.OK() {
+		t.Fatalf("preflight:\n%s", r.Format())
+	}
+	names := map[string]bool{}
+	for _, c := range r.Checks {
+		names[c.Name] = c.OK
+	}
+	for _, want := range []string{"kernel", "cgroup v2", "bpffs", "program weft_connect4", "program weft_getpeername6",
+		"attach cgroup/connect6", "attach sockops", "netns cookie"} {
+		if !names[want] {
+			t.Errorf("check %q missing or failed:\n%s", want, r.Format())
+		}
+	}
+	cg2, _ := Cgroup2Root()
+	if _, err := os.Stat(filepath.Join(cg2, fmt.Sprintf("weft-preflight-%d", os.Getpid()))); !isNotExist(err) {
+		t.Errorf("preflight cgroup left: %v", err)
+	}
+}
+
+// An upgrade that changed a map's layout: Open replaces the stale pin with
+// a new map and keeps working.
+func TestPrivilegedIncompatiblePinReplaced(t *testing.T) {
+	requirePrivileged(t)
+	tp := newTopo(t, "a")
+	tp.cgroup("n1/kubepods")
+	cfg := Config{Node: tp.id + "-n1", CgroupPath: filepath.Join(tp.id, "n1/kubepods"), PinRoot: testPinRoot,
+		ProxyAddr: netip.MustParseAddrPort(proxyAddr1)}
+	t.Cleanup(func() {
+		if err := Cleanup(cfg); err != nil {
+			t.Errorf("Cleanup: %v", err)
+		}
+	})
+	dir := cfg.withDefaults().pinDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(dir, bpf.RedirectMapEnrolled)); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	dp, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("Open over an incompatible pin: %v", err)
+	}
+	defer dp.Close()
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.RedirectMapEnrolled), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.MaxEntries() == 7 {
+		t.Error("stale map still pinned")
+	}
+	pod := tp.startPod("a", "n1/kubepods/podaaaaaaaa-0000-0000-0000-0000000000ff")
+	tp.serveProxy("n1", proxyAddr1, dp.Lookup)
+	mustSync(t, dp, Desired{Pods: []Pod{{UID: "aaaaaaaa-0000-0000-0000-0000000000ff"}}, Meshed: []netip.AddrPort{netip.MustParseAddrPort(vipMeshed)}})
+	if greet, _ := pod.dial("tcp4", vipMeshed); !strings.HasPrefix(greet, "proxy n1 "+vipMeshed) {
+		t.Errorf("after replacing the stale pin: %q", greet)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/cilium/ebpf"
 
@@ -42,7 +43,8 @@ type PodResult struct {
 // Result of one Sync.
 type Result struct {
 	Pods []PodResult // in Desired.Pods order
-	// SkippedVIPs are IPv6 destinations, which the redirect does not cover.
+	// SkippedVIPs are destinations left out: IPv6 ones (the redirect is
+	// IPv4 and v4-mapped only) and the proxy's own address.
 	SkippedVIPs []netip.AddrPort
 	// Applied are the map writes made.
 	Applied []Op
@@ -67,6 +69,15 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 		return Result{}, ErrClosed
 	}
 
+	// Redirecting the proxy's own address to itself would hand the proxy a
+	// record pointing at itself: never mesh it.
+	vips = slices.DeleteFunc(vips, func(v netip.AddrPort) bool {
+		if v == d.cfg.ProxyAddr {
+			skipped = append(skipped, v)
+			return true
+		}
+		return false
+	})
 	res := Result{SkippedVIPs: skipped, Pods: make([]PodResult, len(want.Pods))}
 	desired := State{Meshed: vips}
 	seen := map[string]bool{}
