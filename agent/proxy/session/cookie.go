@@ -51,7 +51,15 @@ func decodeCookie(v string) (cookieValue, error) {
 	if len(v) == 0 || len(v) > maxCookieValue {
 		return c, ErrMalformedCookie
 	}
-	b, err := base64.RawURLEncoding.DecodeString(v)
+	for i := 0; i < len(v); i++ {
+		// The decoder skips CR and LF; only the alphabet is accepted.
+		if ch := v[i]; !(ch >= 'A' && ch <= 'Z' || ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_') {
+			return c, ErrMalformedCookie
+		}
+	}
+	// Strict: non-zero padding bits would give one value several
+	// spellings.
+	b, err := cookieEncoding.DecodeString(v)
 	if err != nil {
 		return c, ErrMalformedCookie
 	}
@@ -103,8 +111,10 @@ func (m *Manager) encodeCookie(cluster, pod string, addr netip.AddrPort, issued 
 	b = append(b, raw...)
 	b = binary.BigEndian.AppendUint16(b, addr.Port())
 	b = append(b, computeMAC(m.keys[0], cluster, pod, b)...)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return cookieEncoding.EncodeToString(b)
 }
+
+var cookieEncoding = base64.RawURLEncoding.Strict()
 
 // verifyCookie decodes v and returns the endpoint of endpoints it names if
 // the value authenticates for cluster (under any key) and has not expired
