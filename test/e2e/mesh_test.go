@@ -1,0 +1,491 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const colorURL = "http://color.faces.svc.cluster.local/"
+
+// TestPrivilegedMesh runs the end-to-end scenarios in order on one lab with
+// weft installed from manifests/.
+func TestPrivilegedMesh(t *testing.T) {
+	e := setup(t)
+	steps := []struct {
+		name string
+		fn   func(*testing.T, *env)
+	}{
+		{"SeedCanarySplitsAndIsEncrypted", testSeedCanary},
+		{"HeaderCanary", testHeaderCanary},
+		{"BlueGreenFlips", testBlueGreen},
+		{"Statuses", testStatuses},
+		{"NonEnrolledNamespaceUntouched", testNonEnrolled},
+		{"ParentRefPortScopesTheRoute", testParentRefPort},
+		{"ConsumerRoute", testConsumerRoute},
+		{"GRPCRoute", testGRPCRoute},
+		{"SessionPersistence", testSessionPersistence},
+		{"ControllerOutage", testControllerOutage},
+		{"AgentRestart", testAgentRestart},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.fn(t, &env{t: t, root: e.root})
+		})
+	}
+}
+
+// splitWithin checks that v2's share is want±tol points.
+func splitWithin(t *testing.T, v1, v2 int, want, tol float64) {
+	t.Helper()
+	share := 100 * float64(v2) / float64(v1+v2)
+	t.Logf("split: v1=%d v2=%d (v2 %.1f%%, want %.0f±%.0f)", v1, v2, share, want, tol)
+	if math.Abs(share-want) > tol {
+		t.Errorf("v2 share %.1f%%, want %.0f±%.0f", share, want, tol)
+	}
+}
+
+func testSeedCanary(t *testing.T, e *env) {
+	e.apply("canary.yaml")
+	e.eventually(30*time.Second, "both versions answer", func() string {
+		r := e.client("faces", "--url", colorURL, "--count", "40")
+		if v1, v2, _ := versions(r); v1 == 0 || v2 == 0 || r.Errors > 0 {
+			return fmt.Sprintf("%+v", r)
+		}
+		return ""
+	})
+	capture := startCapture(t)
+	r := e.client("faces", "--url", colorURL, "--count", "2000")
+	seen := capture.stop()
+	if r.Errors != 0 || r.Status["200"] != 2000 {
+		t.Fatalf("2000 requests: %+v", r)
+	}
+	v1, v2, other := versions(r)
+	if other != 0 {
+		t.Fatalf("answers from pods outside color/color2: %v", r.Pods)
+	}
+	splitWithin(t, v1, v2, 50, 3)
+
+	// Inter-node traffic is TLS only: the bridge between the node
+	// namespaces carried tunnel traffic, and none of it was plaintext HTTP.
+	if seen.tunnelPackets == 0 {
+		t.Fatalf("no packets to :15008 seen on the fabric: the capture saw %d packets", seen.packets)
+	}
+	if len(seen.plaintext) > 0 {
+		t.Fatalf("plaintext HTTP on the inter-node link: %q", seen.plaintext[:min(3, len(seen.plaintext))])
+	}
+	t.Logf("fabric capture: %d packets, %d to or from :15008, no plaintext HTTP", seen.packets, seen.tunnelPackets)
+}
+
+func testHeaderCanary(t *testing.T, e *env) {
+	e.apply("header-canary.yaml")
+	e.eventually(30*time.Second, "header canary programmed", func() string {
+		r := e.client("faces", "--url", colorURL, "--count", "20", "--header", "traffic:test")
+		if _, v2, _ := versions(r); v2 != 20 {
+			return fmt.Sprintf("with header: %+v", r)
+		}
+		return ""
+	})
+	with := e.client("faces", "--url", colorURL, "--count", "200", "--header", "traffic:test")
+	without := e.client("faces", "--url", colorURL, "--count", "200")
+	if v1, v2, _ := versions(with); v1 != 0 || v2 != 200 {
+		t.Errorf("traffic: test went to v1=%d v2=%d, want all v2", v1, v2)
+	}
+	if v1, v2, _ := versions(without); v1 != 200 || v2 != 0 {
+		t.Errorf("no header went to v1=%d v2=%d, want all v1", v1, v2)
+	}
+}
+
+// testBlueGreen flips 50/50 -> 0/100 and back five times while a client
+// keeps sending, and reports how long each flip took to land everywhere.
+func testBlueGreen(t *testing.T, e *env) {
+	route := func(w1, w2 int) string {
+		return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: color-canary, namespace: faces}
+spec:
+  parentRefs: [{group: "", kind: Service, name: color, port: 80}]
+  rules:
+  - backendRefs: [{name: color, port: 80, weight: %d}, {name: color2, port: 80, weight: %d}]
+`, w1, w2)
+	}
+	applyYAML(t, route(50, 50))
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // background load: every request must succeed
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := e.clientNoFatal("faces", "--url", colorURL, "--count", "50")
+			sent.Add(int64(r.Requests))
+			failed.Add(int64(r.Errors + r.Requests - r.Status["200"]))
+		}
+	}()
+	var took []time.Duration
+	for i := 0; i < 5; i++ {
+		for _, w := range [][2]int{{0, 100}, {50, 50}} {
+			start := time.Now()
+			applyYAML(t, route(w[0], w[1]))
+			e.eventually(30*time.Second, fmt.Sprintf("weights %v land", w), func() string {
+				r := e.client("faces", "--url", colorURL, "--count", "20")
+				v1, v2, _ := versions(r)
+				if w[0] == 0 && v1 != 0 {
+					return fmt.Sprintf("v1 still answers: %+v", r)
+				}
+				if w[0] != 0 && (v1 == 0 || v2 == 0) {
+					return fmt.Sprintf("not split yet: %+v", r)
+				}
+				return ""
+			})
+			if w[0] == 0 {
+				took = append(took, time.Since(start))
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	t.Logf("blue/green: apply -> every request on v2: p50 %s, max %s over %d flips; background load %d requests, %d failed",
+		took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond), len(took), sent.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed during the flips", failed.Load(), sent.Load())
+	}
+	applyYAML(t, route(50, 50))
+}
+
+func testStatuses(t *testing.T, e *env) {
+	for _, c := range []string{"Accepted", "ResolvedRefs"} {
+		e.eventually(30*time.Second, "color-canary "+c, func() string {
+			st, reason, msg := e.routeCondition("httproute", "faces", "color-canary", c)
+			if st != "True" {
+				return fmt.Sprintf("%s=%s (%s) %s", c, st, reason, msg)
+			}
+			return ""
+		})
+	}
+	e.apply("missing-backend.yaml")
+	defer e.remove("missing-backend.yaml")
+	e.eventually(30*time.Second, "missing backend explained", func() string {
+		st, reason, msg := e.routeCondition("httproute", "faces", "broken", "ResolvedRefs")
+		if st != "False" || reason != "BackendNotFound" || !strings.Contains(msg, "does-not-exist") {
+			return fmt.Sprintf("ResolvedRefs=%s reason=%s message=%q", st, reason, msg)
+		}
+		t.Logf("broken route: ResolvedRefs=False BackendNotFound: %s", msg)
+		return ""
+	})
+}
+
+func testNonEnrolled(t *testing.T, e *env) {
+	e.apply("plain.yaml")
+	e.kubectl("-n", "plain", "wait", "--for=condition=Ready", "pod/client", "--timeout=120s")
+	// The 50/50 route is in force for the mesh; a plain caller gets the
+	// Service as kube-proxy serves it: color pods only.
+	r := e.client("plain", "--url", colorURL, "--count", "200")
+	if v1, v2, _ := versions(r); v1 != 200 || v2 != 0 || r.Errors != 0 {
+		t.Errorf("plain namespace: %+v, want all 200 from v1 (no mesh routing)", r)
+	}
+	out := e.kubectl("-n", "plain", "get", "pod", "client", "-o", "jsonpath={.status.conditions[?(@.type=='weft.dev/Enrolled')].status}")
+	if strings.TrimSpace(out) != "" {
+		t.Errorf("pod in a plain namespace has an Enrolled condition: %q", out)
+	}
+}
+
+func testParentRefPort(t *testing.T, e *env) {
+	// The 50/50 route is on port 80 only; port 8080 of the same Service is
+	// plain color.
+	r := e.client("faces", "--url", "http://color.faces.svc.cluster.local:8080/", "--count", "200")
+	if v1, v2, _ := versions(r); v1 != 200 || v2 != 0 || r.Errors != 0 {
+		t.Errorf("port 8080: %+v, want all 200 from v1", r)
+	}
+}
+
+func testConsumerRoute(t *testing.T, e *env) {
+	e.apply("consumer.yaml")
+	defer e.remove("consumer.yaml")
+	e.kubectl("-n", "consumer", "wait", "--for=condition=Ready", "pod/client", "--timeout=120s")
+	e.waitEnrolled("consumer", "client")
+	e.eventually(30*time.Second, "consumer route programmed", func() string {
+		r := e.client("consumer", "--url", colorURL, "--count", "100")
+		if v1, v2, _ := versions(r); v1 != 0 || v2 != 100 {
+			return fmt.Sprintf("consumer: %+v", r)
+		}
+		return ""
+	})
+	// Producer-side callers keep the 50/50 producer route.
+	r := e.client("faces", "--url", colorURL, "--count", "400")
+	v1, v2, _ := versions(r)
+	if v1 == 0 || v2 == 0 {
+		t.Errorf("faces callers changed by the consumer route: %+v", r)
+	}
+}
+
+func testGRPCRoute(t *testing.T, e *env) {
+	e.apply("grpc.yaml")
+	defer e.remove("grpc.yaml")
+	target := "color.faces.svc.cluster.local:9090"
+	e.eventually(30*time.Second, "GRPCRoute programmed", func() string {
+		r := e.client("faces", "--grpc", "--url", target, "--method", "Ping", "--count", "20")
+		if _, v2, _ := versions(r); v2 != 20 {
+			return fmt.Sprintf("Ping: %+v", r)
+		}
+		return ""
+	})
+	echoR := e.client("faces", "--grpc", "--url", target, "--method", "Echo", "--count", "200")
+	pingR := e.client("faces", "--grpc", "--url", target, "--method", "Ping", "--count", "200")
+	if v1, v2, _ := versions(echoR); v1 != 200 || v2 != 0 {
+		t.Errorf("Echo: v1=%d v2=%d, want all v1 (%+v)", v1, v2, echoR)
+	}
+	if v1, v2, _ := versions(pingR); v1 != 0 || v2 != 200 {
+		t.Errorf("Ping: v1=%d v2=%d, want all v2 (%+v)", v1, v2, pingR)
+	}
+	streamR := e.client("faces", "--grpc", "--url", target, "--method", "Stream", "--count", "1000")
+	v1, v2, _ := versions(streamR)
+	if streamR.Errors != 0 {
+		t.Errorf("Stream calls failed: %+v", streamR)
+	}
+	splitWithin(t, v1, v2, 50, 5)
+}
+
+func testSessionPersistence(t *testing.T, e *env) {
+	e.apply("sticky.yaml")
+	defer e.remove("sticky.yaml")
+	e.kubectl("-n", "faces", "rollout", "status", "deployment/sticky", "--timeout=180s")
+	url := "http://sticky.faces.svc.cluster.local/"
+	e.eventually(30*time.Second, "sticky route programmed", func() string {
+		st, reason, msg := e.routeCondition("httproute", "faces", "sticky-cookie", "Accepted")
+		if st != "True" {
+			return fmt.Sprintf("Accepted=%s %s %s", st, reason, msg)
+		}
+		return ""
+	})
+	// Without cookies, the 3 pods share the load; with them, one pod
+	// answers all 200 requests.
+	e.eventually(30*time.Second, "requests spread without a cookie", func() string {
+		if r := e.client("faces", "--url", url, "--count", "60"); len(r.Pods) < 2 {
+			return fmt.Sprintf("%+v", r)
+		}
+		return ""
+	})
+	r := e.client("faces", "--url", url, "--count", "200", "--cookies")
+	if len(r.Pods) != 1 || r.Errors != 0 {
+		t.Errorf("cookie session: %+v, want one pod for all 200", r)
+	}
+	// A Session-lifetime cookie carries no Expires or Max-Age.
+	hdrs, err := e.exec("faces", "client", "curl", "-s", "-D", "-", "-o", "/dev/null", url)
+	if err != nil {
+		t.Fatalf("curl: %v: %s", err, hdrs)
+	}
+	cookie := headerLine(hdrs, "set-cookie")
+	if !strings.HasPrefix(cookie, "sticky-session=") || strings.Contains(strings.ToLower(cookie), "max-age") || strings.Contains(strings.ToLower(cookie), "expires") {
+		t.Errorf("session cookie = %q, want sticky-session=... without Expires/Max-Age", cookie)
+	}
+	// Header type: one x-session value sticks to one pod.
+	hr := e.client("faces", "--url", "http://sticky.faces.svc.cluster.local:8080/", "--count", "100", "--header", "x-session:abc")
+	if len(hr.Pods) != 1 || hr.Errors != 0 {
+		t.Errorf("header session: %+v, want one pod for all 100", hr)
+	}
+
+	// Two backends at 50/50, each with its own cookie: weights still pick
+	// the backend per request; inside each backend one pod answers.
+	e.apply("canary.yaml")
+	e.apply("sticky-split.yaml")
+	defer e.remove("sticky-split.yaml")
+	time.Sleep(2 * time.Second) // let the policies' status settle before counting
+	sr := e.client("faces", "--url", colorURL, "--count", "1000", "--cookies")
+	v1, v2, _ := versions(sr)
+	splitWithin(t, v1, v2, 50, 5)
+	pods := map[string]int{}
+	for p := range sr.Pods {
+		pods[strings.SplitN(p, "-", 2)[0]]++
+	}
+	if pods["color"] != 1 || pods["color2"] != 1 {
+		t.Errorf("each backend should answer from one pod: %v", sr.Pods)
+	}
+	// The Permanent cookie expires at absoluteTimeout (5s).
+	hdrs, err = e.exec("faces", "client", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do curl -s -D - -o /dev/null "+colorURL+"; done")
+	if err != nil {
+		t.Fatalf("curl: %v", err)
+	}
+	perm := ""
+	for _, l := range strings.Split(hdrs, "\n") {
+		if strings.HasPrefix(strings.ToLower(l), "set-cookie: color2-session=") {
+			perm = strings.TrimSpace(l)
+		}
+	}
+	if perm == "" || !strings.Contains(strings.ToLower(perm), "max-age=5") {
+		t.Errorf("permanent cookie = %q, want color2-session=...; Max-Age=5", perm)
+	}
+}
+
+func headerLine(resp, name string) string {
+	for _, l := range strings.Split(resp, "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func testControllerOutage(t *testing.T, e *env) {
+	e.apply("canary.yaml")
+	e.kubectl("-n", "weft-system", "scale", "deployment/weft-controller", "--replicas=0")
+	e.kubectl("-n", "weft-system", "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=weft-controller", "--timeout=120s")
+	deadline := time.Now().Add(60 * time.Second)
+	total, v2total := 0, 0
+	for time.Now().Before(deadline) {
+		r := e.client("faces", "--url", colorURL, "--count", "100")
+		if r.Errors != 0 || r.Status["200"] != r.Requests {
+			t.Errorf("requests failed with the controller down: %+v", r)
+		}
+		_, v2, _ := versions(r)
+		total += r.Requests
+		v2total += v2
+	}
+	t.Logf("controller down for 60s: %d requests, 0 failed expected; v2 share %.1f%%", total, 100*float64(v2total)/float64(total))
+	if share := 100 * float64(v2total) / float64(total); math.Abs(share-50) > 5 {
+		t.Errorf("routing changed while the controller was down: v2 %.1f%%", share)
+	}
+	e.kubectl("-n", "weft-system", "scale", "deployment/weft-controller", "--replicas=2")
+	e.kubectl("-n", "weft-system", "rollout", "status", "deployment/weft-controller", "--timeout=180s")
+	e.apply("header-canary.yaml")
+	e.eventually(30*time.Second, "route change after the controller is back", func() string {
+		r := e.client("faces", "--url", colorURL, "--count", "20")
+		if v1, v2, _ := versions(r); v1 != 20 || v2 != 0 {
+			return fmt.Sprintf("%+v", r)
+		}
+		return ""
+	})
+	e.apply("canary.yaml")
+}
+
+// testAgentRestart deletes node 1's agent pod under load and reports the
+// failed connections (the goal is zero); traffic must recover.
+func testAgentRestart(t *testing.T, e *env) {
+	pod := strings.TrimSpace(e.kubectl("-n", "weft-system", "get", "pod", "-l", "app.kubernetes.io/name=weft-agent",
+		"--field-selector", "spec.nodeName=lab-node-1", "-o", "jsonpath={.items[0].metadata.name}"))
+	var failed, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := e.clientNoFatal("faces", "--url", colorURL, "--count", "20")
+			sent.Add(int64(r.Requests))
+			failed.Add(int64(r.Errors))
+		}
+	}()
+	time.Sleep(2 * time.Second)
+	e.kubectl("-n", "weft-system", "delete", "pod", pod, "--wait=true")
+	e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("agent restart on lab-node-1: %d requests, %d failed (goal 0)", sent.Load(), failed.Load())
+	r := e.client("faces", "--url", colorURL, "--count", "100")
+	if r.Errors != 0 {
+		t.Errorf("traffic did not recover after the agent restart: %+v", r)
+	}
+}
+
+// clientNoFatal is client for background goroutines: errors count as
+// failed requests instead of stopping the test.
+func (e *env) clientNoFatal(ns string, args ...string) echoResult {
+	out, err := e.exec(ns, "client", append([]string{"weft-echo", "client"}, args...)...)
+	if err != nil {
+		return echoResult{Requests: 1, Errors: 1}
+	}
+	return parseResult(out)
+}
+
+func applyYAML(t *testing.T, doc string) {
+	t.Helper()
+	cmd := exec.Command("kubectl", "--kubeconfig", lab.Kubeconfig(), "apply", "--server-side", "--force-conflicts", "-f", "-")
+	cmd.Stdin = strings.NewReader(doc)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+// capture watches the fabric bridge between the node namespaces.
+type capture struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	seen captured
+	done chan struct{}
+}
+
+type captured struct {
+	packets, tunnelPackets int
+	plaintext              []string
+}
+
+// startCapture runs tcpdump on the fabric bridge and scans its ASCII dump
+// for plaintext HTTP.
+func startCapture(t *testing.T) *capture {
+	t.Helper()
+	fab := fabricNetns(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", fab, "tcpdump", "-i", "br0", "-nn", "-l", "-A", "-s", "256", "tcp")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("tcpdump: %v (is tcpdump installed?)", err)
+	}
+	c := &capture{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		defer cancel()
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			c.mu.Lock()
+			switch {
+			case strings.Contains(line, " > ") && strings.Contains(line, " IP "):
+				c.seen.packets++
+				if strings.Contains(line, ".15008 ") || strings.Contains(line, ".15008:") {
+					c.seen.tunnelPackets++
+				}
+			case strings.Contains(line, "HTTP/1.1") || strings.Contains(line, `"pod"`) || strings.Contains(line, "GET / "):
+				c.seen.plaintext = append(c.seen.plaintext, line)
+			}
+			c.mu.Unlock()
+		}
+	}()
+	time.Sleep(time.Second) // tcpdump is listening
+	return c
+}
+
+func (c *capture) stop() captured {
+	time.Sleep(time.Second)
+	c.cmd.Process.Signal(interruptSignal)
+	<-c.done
+	c.cmd.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen
+}
