@@ -95,3 +95,55 @@ func TestFindPodNetns(t *testing.T) {
 		t.Errorf("empty pod: %v", err)
 	}
 }
+
+func TestPodUIDFromCgroupName(t *testing.T) {
+	for name, want := range map[string]string{
+		"pod0b6c7a3e-1f2d-4c5b-9a8e-7d6f5e4c3b2a":                               "0b6c7a3e-1f2d-4c5b-9a8e-7d6f5e4c3b2a",
+		"kubepods-burstable-pod0b6c7a3e_1f2d_4c5b_9a8e_7d6f5e4c3b2a.slice":      "0b6c7a3e-1f2d-4c5b-9a8e-7d6f5e4c3b2a",
+		"kubepods-pod0b6c7a3e_1f2d_4c5b_9a8e_7d6f5e4c3b2a.slice":                "0b6c7a3e-1f2d-4c5b-9a8e-7d6f5e4c3b2a",
+		"pod6d4b8f3e9a0c1b2d3e4f5a6b7c8d9e0f":                                   "6d4b8f3e9a0c1b2d3e4f5a6b7c8d9e0f", // static pod (config hash)
+		"kubepods-besteffort.slice":                                             "",
+		"cri-containerd-0b6c7a3e1f2d4c5b9a8e7d6f5e4c3b2a0b6c7a3e1f2d4c5b.scope": "",
+		"pod123": "",
+		"mypod0b6c7a3e-1f2d-4c5b-9a8e-7d6f5e4c3b2a": "",
+		"podzzzzzzzz-1f2d-4c5b-9a8e-7d6f5e4c3b2a":   "",
+	} {
+		got, ok := podUIDFromCgroupName(name)
+		if got != want || ok != (want != "") {
+			t.Errorf("podUIDFromCgroupName(%q) = %q, %v; want %q", name, got, ok, want)
+		}
+	}
+}
+
+func TestPodCgroupsIndex(t *testing.T) {
+	root := t.TempDir()
+	dirs := []string{
+		"besteffort/pod11111111-2222-3333-4444-555555555555/abc",
+		"kubepods-burstable.slice/kubepods-burstable-pod66666666_2222_3333_4444_555555555555.slice/cri-containerd-x.scope",
+		"system.slice/sshd.service",
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := podCgroups(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"11111111-2222-3333-4444-555555555555": filepath.Join(root, "besteffort/pod11111111-2222-3333-4444-555555555555"),
+		"66666666-2222-3333-4444-555555555555": filepath.Join(root, "kubepods-burstable.slice/kubepods-burstable-pod66666666_2222_3333_4444_555555555555.slice"),
+	}
+	if len(got) != len(want) {
+		t.Fatalf("podCgroups = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("podCgroups[%s] = %q, want %q", k, got[k], v)
+		}
+	}
+	if _, err := podCgroups(filepath.Join(root, "missing")); err == nil {
+		t.Error("podCgroups of a missing parent: no error")
+	}
+}

@@ -34,14 +34,31 @@ func podCgroupMatches(name, uid string) bool {
 	return false
 }
 
-// FindPodNetns returns /proc/<pid>/ns/net of a process in the pod's cgroup,
-// searching the cgroup tree under parent (the node's pod parent cgroup,
-// e.g. <cgroup2>/kubepods.slice). On a real node the pod cgroup holds one
-// child cgroup per container (cri-containerd-<id>.scope, crio-<id>.scope,
-// or <id> with cgroupfs), the sandbox's pause process among them; every
-// non-hostNetwork container shares the sandbox netns, so any process will do.
-func FindPodNetns(parent, uid string) (string, error) {
-	var podDir string
+// podUIDFromCgroupName extracts the pod UID from a pod cgroup's name, with
+// '_' turned back into '-': "pod<uid>" (cgroupfs) or
+// "kubepods-<qos>-pod<uid_>.slice" (systemd). Static pods have a 32-hex
+// config hash as UID; both forms are accepted. Pure.
+func podUIDFromCgroupName(name string) (string, bool) {
+	name = strings.TrimSuffix(name, ".slice")
+	i := strings.LastIndex(name, "pod")
+	if i < 0 || (i > 0 && name[i-1] != '-') {
+		return "", false
+	}
+	uid := name[i+3:]
+	if len(uid) < 32 {
+		return "", false
+	}
+	for _, c := range uid {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '-' || c == '_') {
+			return "", false
+		}
+	}
+	return strings.ToLower(strings.ReplaceAll(uid, "_", "-")), true
+}
+
+// podCgroups walks parent once and returns pod UID -> pod cgroup directory.
+func podCgroups(parent string) (map[string]string, error) {
+	out := map[string]string{}
 	err := filepath.WalkDir(parent, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if path == parent {
@@ -52,18 +69,21 @@ func FindPodNetns(parent, uid string) (string, error) {
 		if !d.IsDir() {
 			return nil
 		}
-		if podCgroupMatches(d.Name(), uid) {
-			podDir = path
-			return fs.SkipAll
+		if uid, ok := podUIDFromCgroupName(d.Name()); ok {
+			out[uid] = path
+			return fs.SkipDir
 		}
 		return nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("search pod cgroups under %s: %w", parent, err)
+		return nil, fmt.Errorf("search pod cgroups under %s: %w", parent, err)
 	}
-	if podDir == "" {
-		return "", fmt.Errorf("%w: pod %s under %s", ErrPodNotFound, uid, parent)
-	}
+	return out, nil
+}
+
+// podNetns returns /proc/<pid>/ns/net of the first process found in the
+// pod cgroup or its children.
+func podNetns(podDir string) (string, error) {
 	var pid int
 	_ = filepath.WalkDir(podDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
@@ -79,6 +99,36 @@ func FindPodNetns(parent, uid string) (string, error) {
 		return "", fmt.Errorf("%w: %s", ErrNoProcess, podDir)
 	}
 	return filepath.Join("/proc", strconv.Itoa(pid), "ns", "net"), nil
+}
+
+// FindPodNetns returns /proc/<pid>/ns/net of a process in the pod's cgroup,
+// searching the cgroup tree under parent (the node's pod parent cgroup,
+// e.g. <cgroup2>/kubepods.slice). On a real node the pod cgroup holds one
+// child cgroup per container (cri-containerd-<id>.scope, crio-<id>.scope,
+// or <id> with cgroupfs), the sandbox's pause process among them; every
+// non-hostNetwork container shares the sandbox netns, so any process will do.
+func FindPodNetns(parent, uid string) (string, error) {
+	var podDir string
+	err := filepath.WalkDir(parent, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if path == parent {
+				return err
+			}
+			return nil // a cgroup removed while walking
+		}
+		if d.IsDir() && podCgroupMatches(d.Name(), uid) {
+			podDir = path
+			return fs.SkipAll
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("search pod cgroups under %s: %w", parent, err)
+	}
+	if podDir == "" {
+		return "", fmt.Errorf("%w: pod %s under %s", ErrPodNotFound, uid, parent)
+	}
+	return podNetns(podDir)
 }
 
 // NetnsCookie returns the cookie the kernel gives the network namespace at

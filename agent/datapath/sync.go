@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 
@@ -81,9 +82,14 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 	res := Result{SkippedVIPs: skipped, Pods: make([]PodResult, len(want.Pods))}
 	desired := State{Meshed: vips}
 	seen := map[string]bool{}
+	var index map[string]string // pod UID -> cgroup, built on first need
+	var indexErr error
 	for i, p := range want.Pods {
 		res.Pods[i] = PodResult{UID: p.UID}
-		cookie, err := d.resolve(p)
+		if p.NetnsPath == "" && index == nil && indexErr == nil {
+			index, indexErr = podCgroups(d.cgroupDir)
+		}
+		cookie, err := resolvePod(p, index, indexErr, d.cgroupDir)
 		if err != nil {
 			prev, ok := d.cookies[p.UID]
 			if !ok {
@@ -133,11 +139,20 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
-func (d *Datapath) resolve(p Pod) (uint64, error) {
+// resolvePod finds a pod's netns cookie: by its netns path, else through
+// its cgroup in index.
+func resolvePod(p Pod, index map[string]string, indexErr error, parent string) (uint64, error) {
 	path := p.NetnsPath
 	if path == "" {
+		if indexErr != nil {
+			return 0, indexErr
+		}
+		dir, ok := index[strings.ToLower(p.UID)]
+		if !ok {
+			return 0, fmt.Errorf("%w: pod %s under %s", ErrPodNotFound, p.UID, parent)
+		}
 		var err error
-		if path, err = FindPodNetns(d.cgroupDir, p.UID); err != nil {
+		if path, err = podNetns(dir); err != nil {
 			return 0, err
 		}
 	}
