@@ -33,7 +33,19 @@
 // address back to the VIP for the application. Everything else is left
 // alone: other netns (including the node netns the proxy dials from),
 // non-meshed destinations, UDP, IPv6 destinations. A connection to the
-// capture port with no record gets false from Lookup and must be refused.
+// capture port with no record gets false from Lookup and must be refused;
+// Sync never meshes the proxy's own address, so such a record cannot exist.
+// MPTCP clients work: the hooks run on the TCP subflow that reaches the
+// proxy.
+//
+// # bpffs
+//
+// Pins must live on the host's bpffs to survive a restart. Open mounts
+// bpffs at Config.BPFFS when nothing is mounted there (and logs a warning):
+// if the agent runs in a private mount namespace, that mount dies with it.
+// On a real node give the DaemonSet a hostPath /sys/fs/bpf with
+// mountPropagation Bidirectional; in the lab, mount bpffs on the host
+// before starting agents.
 //
 // # Several agents on one kernel
 //
@@ -53,7 +65,8 @@
 // # Finding a pod's netns cookie
 //
 // Sync takes a pod UID (and optionally a known netns path). Without a path
-// it walks Config.CgroupPath for the pod's cgroup: "pod<uid>" with the
+// it walks Config.CgroupPath once per Sync, indexing pod cgroups by UID:
+// "pod<uid>" with the
 // cgroupfs driver (kubepods/burstable/pod<uid>/<container-id>), or
 // "kubepods-<qos>-pod<uid with _>.slice" with the systemd driver
 // (kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_>.slice/

@@ -85,6 +85,11 @@ func TestPrivilegedRedirectEnrolled(t *testing.T) {
 	if !eventually(func() bool { return n.recordCount(t) == 0 }) {
 		t.Errorf("%d records left after the connections closed", n.recordCount(t))
 	}
+	var cookie uint64
+	var od bpf.RedirectOrigDst
+	if it := n.dp.coll.Maps[bpf.RedirectMapPending].Iterate(); it.Next(&cookie, &od) {
+		t.Errorf("pending entry left for socket %d: %+v", cookie, od)
+	}
 	if got, _ := n.dp.State(); len(got.Enrolled) != 1 || len(got.Meshed) != 1 {
 		t.Errorf("map state = %+v", got)
 	}
