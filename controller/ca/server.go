@@ -82,4 +82,3 @@ func (c *CA) sign(ctx context.Context, node string, req *weftv1.SignRequest) (*w
 	c.log.Info("svid issued", "node", node, "id", id.String(), "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
 	return &weftv1.SignResponse{CertChain: chain, TrustAnchors: l.st.auth.AnchorsDER()}, id.String(), nil
 }
-
