@@ -206,8 +206,21 @@ func pinReplace(path string, pin func(string) error) error {
 	return nil
 }
 
-// attach adopts or creates each program's link.
-func (d *Datapath) attach() error {
+// attach adopts or creates each program's link. When attaching fails on a
+// node that had no pinned links, the links this call created are removed
+// again: half a set (connect4 without sockops) would send connections to
+// the proxy without records.
+func (d *Datapath) attach() (err error) {
+	var fresh []string
+	defer func() {
+		if err == nil || len(fresh) < len(d.links) {
+			return // success, or some links were adopted: keep them
+		}
+		for _, prog := range fresh {
+			_ = d.links[prog].Detach()
+			_ = os.Remove(linkPin(d.pinDir, prog))
+		}
+	}()
 	cgID, err := cgroupID(d.cgroupDir)
 	if err != nil {
 		return err
@@ -247,8 +260,9 @@ func (d *Datapath) attach() error {
 		}
 		if old != nil {
 			// Attached elsewhere: the new link is live, now drop the old one.
-			err = pinReplace(path, l.Pin)
-			_ = old.Detach()
+			if err = pinReplace(path, l.Pin); err == nil {
+				_ = old.Detach()
+			}
 			old.Close()
 		} else {
 			err = l.Pin(path)
@@ -265,6 +279,9 @@ func (d *Datapath) attach() error {
 			return fmt.Errorf("reopen pinned %s link: %w", h.prog, err)
 		}
 		d.links[h.prog] = typed
+		if old == nil {
+			fresh = append(fresh, h.prog)
+		}
 		d.log.Info("attached", "program", h.prog, "cgroup", d.cgroupDir)
 	}
 	return nil
