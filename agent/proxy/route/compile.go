@@ -84,6 +84,10 @@ func (t *Table) index() {
 			t.prefix.insert(m.path, pos)
 		case t.kind == weftv1.RouteKind_ROUTE_KIND_HTTP && m.pathKind == pathAny:
 			t.prefix.insert("/", pos)
+		case t.kind == weftv1.RouteKind_ROUTE_KIND_HTTP && m.pathKind == pathRegex && regexDir(m.pathLit) != "":
+			// Every path the regex matches starts with pathLit, so the trie
+			// walk of such a path visits the node of pathLit's directory.
+			t.prefix.insert(regexDir(m.pathLit), pos)
 		case t.kind == weftv1.RouteKind_ROUTE_KIND_GRPC && m.svcKind == strExact && m.mKind == strExact:
 			k := m.svc + "/" + m.meth
 			t.grpcExact[k] = append(t.grpcExact[k], pos)
@@ -511,6 +515,7 @@ func compileMatch(kind weftv1.RouteKind, in *weftv1.Match, nrules int, out *matc
 				if out.pathRe, err = compileRegex(p.GetValue()); err != nil {
 					return fmt.Errorf("path: %w", err)
 				}
+				out.pathLit, _ = out.pathRe.LiteralPrefix()
 			default:
 				return fmt.Errorf("path match type %v unsupported", p.GetType())
 			}

@@ -25,7 +25,7 @@ func (s *byteSource) pick(options []string) string { return options[s.next()%len
 
 var (
 	fuzzPaths   = []string{"/", "/a", "/a/", "/a/b", "/ab", "/a//b", "/b/c/d", "", "a", "/a/b/", "/%61", "/a?x", "*"}
-	fuzzRegexes = []string{"/a.*", "/[ab]+", "(", ".*", "/a/b", "[z-a]", "x|y", "", "\\d+"}
+	fuzzRegexes = []string{"/a.*", "/[ab]+", "(", ".*", "/a/b", "[z-a]", "x|y", "", "\\d+", "/a/b/.*", "/a//b.*", "(?i)/a/b", "/b/c/d?", "/a/b|/b/c.*"}
 	fuzzNames   = []string{"x-a", "X-A", "q", "x-b", "x-a", "q", "x-b", "", "bad name"}
 	fuzzValues  = []string{"1", "2", "", "v,w", "\r\n", "a"}
 	fuzzMethods = []string{"", "", "GET", "POST", "GET", "G T"}

@@ -45,6 +45,7 @@ type match struct {
 	pathKind pathKind
 	path     string // exact path, or prefix without trailing "/" ("/" for root)
 	pathRe   *regexp.Regexp
+	pathLit  string // literal prefix every pathRe match starts with
 	method   string
 	headers  []strMatch
 	query    []strMatch
@@ -110,7 +111,7 @@ func (m *match) eval(c *evalCtx) bool {
 				return false
 			}
 		case pathRegex:
-			if !m.pathRe.MatchString(c.path) {
+			if !strings.HasPrefix(c.path, m.pathLit) || !m.pathRe.MatchString(c.path) {
 				return false
 			}
 		}
@@ -176,6 +177,20 @@ func normalisePrefix(p string) string {
 		p = p[:len(p)-1]
 	}
 	return p
+}
+
+// regexDir is the longest path-element prefix every match of a regex with
+// literal prefix lit has: lit up to its last "/" ("/a/b" for "/a/b/c"),
+// or "/" when lit has no inner "/" (the regex is then a root candidate).
+func regexDir(lit string) string {
+	if len(lit) == 0 || lit[0] != '/' {
+		return ""
+	}
+	i := strings.LastIndexByte(lit, '/')
+	if i <= 0 {
+		return "/"
+	}
+	return lit[:i]
 }
 
 // prefixNode is a trie of path prefixes by path element.

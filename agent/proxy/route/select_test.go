@@ -278,3 +278,32 @@ func TestSelectTCP(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// Regex path matches are indexed under their literal prefix's directory;
+// a regex with no usable literal prefix is still found.
+func TestSelectRegexIndexing(t *testing.T) {
+	rules := []*weftv1.Rule{rule("deep"), rule("caseless"), rule("alt"), rule("any")}
+	tb := mustCompile(t, httpTable(rules,
+		hm(0, pathM(regex, "/api/v[0-9]+/items/.*")),
+		hm(1, pathM(regex, "(?i)/admin/.*")),
+		hm(2, pathM(regex, "/x/one|/y/two")),
+		hm(3, pathM(regex, ".*")),
+	))
+	cases := map[string]string{
+		"/api/v2/items/7":  "deep",
+		"/api/v2/items":    "any",
+		"/api/vx/items/7":  "any",
+		"/ADMIN/users":     "caseless",
+		"/admin/users":     "caseless",
+		"/y/two":           "alt",
+		"/x/one":           "alt",
+		"/x/two":           "any",
+		"relative/path":    "any",
+		"/api/v2/items//7": "deep",
+	}
+	for path, want := range cases {
+		if got := selectName(tb, &Request{Path: path}); got != want {
+			t.Errorf("%s: got %q, want %q", path, got, want)
+		}
+	}
+}
