@@ -89,6 +89,14 @@ func runPod() int {
 				}
 			}
 			say("loop %d %d %s", ok, bad, firstBad)
+		case "pair":
+			n, _ := strconv.Atoi(f[4])
+			r, err := benchPair(f[1], f[2], f[3], n)
+			if err != nil {
+				say("err %v", err)
+				continue
+			}
+			say("pair %d %d %d %d", r[0], r[1], r[2], r[3])
 		case "bench":
 			n, _ := strconv.Atoi(f[3])
 			elapsed, cpu, err := bench(f[1], f[2], n)
@@ -224,6 +232,27 @@ func bench(mode, addr string, n int) (time.Duration, time.Duration, error) {
 		return 0, 0, fmt.Errorf("unknown bench mode %q", mode)
 	}
 	return time.Since(start), cpuTime() - cpu0, nil
+}
+
+// benchPair alternates blocks of 50 requests to addrA and addrB, so both
+// see the same machine load, and returns wall and CPU (this process: user
+// + system, which includes the cgroup hooks run in connect) per address:
+// [wallA, cpuA, wallB, cpuB] in ns.
+func benchPair(mode, addrA, addrB string, n int) ([4]int64, error) {
+	var r [4]int64
+	const block = 50
+	for done := 0; done < n; done += block {
+		m := min(block, n-done)
+		for i, addr := range []string{addrA, addrB} {
+			start, cpu0 := time.Now(), cpuTime()
+			if _, _, err := bench(mode, addr, m); err != nil {
+				return r, err
+			}
+			r[2*i] += time.Since(start).Nanoseconds()
+			r[2*i+1] += (cpuTime() - cpu0).Nanoseconds()
+		}
+	}
+	return r, nil
 }
 
 // agentSpec configures a helper agent process.
