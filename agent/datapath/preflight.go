@@ -62,11 +62,11 @@ func Preflight() Report {
 	}
 	r.Checks = append(r.Checks, cg)
 
-	bfs := Check{Name: "bpffs", OK: true, Need: "bpffs (CONFIG_BPF_SYSCALL)"}
+	bfs := Check{Name: "bpffs", Optional: true, Need: "bpffs mounted on the host at " + DefaultBPFFS}
 	if isFS(DefaultBPFFS, unix.BPF_FS_MAGIC) {
-		bfs.Detail = "mounted at " + DefaultBPFFS
+		bfs.OK, bfs.Detail = true, "mounted at "+DefaultBPFFS
 	} else {
-		bfs.Detail = "not mounted at " + DefaultBPFFS + " (Open mounts it)"
+		bfs.Detail = "not mounted at " + DefaultBPFFS + ": Open mounts it, but pins survive agent restarts only if that mount is the host's"
 	}
 	r.Checks = append(r.Checks, bfs)
 
