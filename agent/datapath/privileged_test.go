@@ -542,7 +542,7 @@ func TestPrivilegedPreflight(t *testing.T) {
 	for _, c := range r.Checks {
 		names[c.Name] = c.OK
 	}
-	for _, want := range []string{"kernel", "cgroup v2", "bpffs", "program weft_connect4", "program weft_getpeername6",
+	for _, want := range []string{"kernel", "cgroup v2", "program weft_connect4", "program weft_getpeername6",
 		"attach cgroup/connect6", "attach sockops", "netns cookie"} {
 		if !names[want] {
 			t.Errorf("check %q missing or failed:\n%s", want, r.Format())
