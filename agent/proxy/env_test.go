@@ -3,11 +3,14 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,7 +53,7 @@ func (c *callers) ByCookie(k uint64) (*weftv1.Workload, bool) {
 }
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	ca       *tunneltest.CA
 	ids      *tunneltest.Identities
 	p        *proxy.Proxy
@@ -61,23 +64,55 @@ type env struct {
 	nextIP   int
 	nextPod  int
 	serveErr chan error
+	panics   panicWatch
 }
 
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
+// panicWatch counts log records that report a recovered panic.
+type panicWatch struct{ n atomic.Int32 }
+
+func (w *panicWatch) Enabled(context.Context, slog.Level) bool { return true }
+func (w *panicWatch) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "panic") {
+		w.n.Add(1)
+	}
+	return nil
+}
+func (w *panicWatch) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *panicWatch) WithGroup(string) slog.Handler      { return w }
+
+// goroutines counts live goroutines, leaving out the signal loop the fuzzing
+// engine starts.
+func goroutines() (int, string) {
+	buf := make([]byte, 4<<20)
+	all := string(buf[:runtime.Stack(buf, true)])
+	n := 0
+	for g := range strings.SplitSeq(all, "\n\n") {
+		if !strings.Contains(g, "os/signal.loop") {
+			n++
+		}
+	}
+	return n, all
+}
+
+func checkGoroutines(t testing.TB) {
+	before, _ := goroutines()
 	t.Cleanup(func() {
 		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		for {
+			n, all := goroutines()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("goroutines leaked: %d > %d\n%s", n, before, all)
+				return
+			}
 			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			t.Errorf("goroutines leaked: %d > %d\n%s", n, before, buf[:runtime.Stack(buf, true)])
 		}
 	})
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	checkGoroutines(t)
 	ca, err := tunneltest.NewCA("cluster.local")
@@ -90,7 +125,8 @@ func newEnv(t *testing.T) *env {
 		callers: &callers{m: make(map[uint64]*weftv1.Workload)},
 		nextIP:  1, nextPod: 10,
 	}
-	e.p, err = proxy.New(proxy.Config{Node: node, TrustDomain: ca.TD, Lookup: e.look, Callers: e.callers, Identities: e.ids})
+	e.p, err = proxy.New(proxy.Config{Node: node, TrustDomain: ca.TD, Lookup: e.look, Callers: e.callers, Identities: e.ids,
+		Logger: slog.New(&e.panics)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,9 +145,15 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		var stacks []byte
+		dump := time.AfterFunc(4*time.Second, func() {
+			buf := make([]byte, 1<<20)
+			stacks = buf[:runtime.Stack(buf, true)]
+		})
 		if err := e.p.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+			t.Errorf("shutdown: %v\nstacks while draining:\n%s", err, stacks)
 		}
+		dump.Stop()
 		if err := <-e.serveErr; err != nil {
 			t.Errorf("serve: %v", err)
 		}
@@ -201,10 +243,8 @@ func (e *env) dial(cookie uint64, dst string) net.Conn {
 func (e *env) dialErr(cookie uint64, dst string) (net.Conn, error) {
 	e.look.mu.Lock()
 	e.nextIP++
-	ip := netip.AddrFrom4([4]byte{127, 0, 3, byte(e.nextIP)})
-	if e.nextIP > 250 {
-		ip = netip.AddrFrom4([4]byte{127, 0, 4, byte(e.nextIP - 250)})
-	}
+	n := e.nextIP % (200 * 250)
+	ip := netip.AddrFrom4([4]byte{127, byte(3 + n/250), byte(1 + n%250), 1})
 	e.look.m[ip] = outbound.Original{Dst: netip.MustParseAddrPort(dst), NetnsCookie: cookie}
 	e.look.mu.Unlock()
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)), Timeout: 5 * time.Second}

@@ -49,7 +49,7 @@ const vip = "10.96.0.10:80"
 // routedEnv: service web/web:80 with clusters v1 and v2 and a producer table:
 // header x-canary: yes -> v2; /redirect -> 302; /broken -> invalid backend;
 // /split -> v1:v2 = 1:1; /only -> v1. Everything else: no route (404).
-func routedEnv(t *testing.T) (*env, uint64) {
+func routedEnv(t testing.TB) (*env, uint64) {
 	e := newEnv(t)
 	v1 := e.httpPod("web", "web")
 	v2 := e.httpPod("web", "web")

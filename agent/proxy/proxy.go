@@ -239,13 +239,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 // Shutdown drains: stops accepting on both sides, lets in-flight requests,
 // connections and tunnel streams finish until ctx ends, then closes them.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	var wg sync.WaitGroup
-	var oerr, ierr error
-	wg.Add(2)
-	go func() { defer wg.Done(); oerr = p.out.Shutdown(ctx) }()
-	go func() { defer wg.Done(); ierr = p.in.Shutdown(ctx) }()
-	wg.Wait()
+	// outbound first: its requests may still need this node's inbound
+	oerr := p.out.Shutdown(ctx)
 	p.dialer.Close()
+	ierr := p.in.Shutdown(ctx)
 	return errors.Join(oerr, ierr)
 }
 

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -63,6 +64,8 @@ type Server struct {
 	tlsc *tls.Config
 	mu   sync.Mutex
 	conf map[spiffeid.ID]*tls.Config
+	// streams counts CONNECT streams being served (for the drain).
+	streams atomic.Int64
 }
 
 // New checks cfg and returns a Server.
@@ -135,13 +138,25 @@ func (s *Server) Serve(l net.Listener) error {
 	return s.srv.Serve(tls.NewListener(l, s.tlsc))
 }
 
-// Shutdown stops accepting, lets open streams finish until ctx ends, then
-// closes what is left.
+// Shutdown stops accepting, tells peers (GOAWAY) to open no new streams,
+// lets open streams finish until ctx ends, then closes every connection.
+// Streams are counted by the handler itself: a connection accepted just
+// before the shutdown would otherwise keep http.Server waiting.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		s.srv.Close()
+	done := make(chan struct{})
+	go func() { s.srv.Shutdown(ctx); close(done) }()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	var err error
+	for s.streams.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-t.C:
+		}
 	}
+	s.srv.Close()
+	<-done
 	return err
 }
 
@@ -151,6 +166,8 @@ func (s *Server) Close() error { return s.srv.Close() }
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.streams.Add(1)
+	defer s.streams.Add(-1)
 	if r.Method != http.MethodConnect || r.ProtoMajor != 2 || r.TLS == nil {
 		http.Error(w, "weft tunnel accepts only HTTP/2 CONNECT", http.StatusMethodNotAllowed)
 		return

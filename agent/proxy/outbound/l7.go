@@ -68,6 +68,8 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.requests.Add(1)
+	defer p.requests.Add(-1)
 	info, ok := r.Context().Value(infoKey{}).(*connInfo)
 	if !ok {
 		httpError(w, http.StatusInternalServerError, "no capture record")

@@ -78,6 +78,8 @@ type Proxy struct {
 	l4wg     sync.WaitGroup
 	closing  bool
 	listener []net.Listener
+	// requests counts L7 requests being served (for the drain).
+	requests atomic.Int64
 }
 
 // New checks cfg and returns a Proxy.
@@ -305,7 +307,9 @@ func (p *Proxy) pickEndpoint(snap *Snapshot, cluster string) (*Endpoint, *Cluste
 }
 
 // Shutdown stops accepting, lets in-flight requests and connections finish
-// until ctx ends, then closes everything left.
+// until ctx ends, then closes everything left. Idle keep-alive connections
+// are closed at once; in-flight work is counted here (http.Server alone
+// would wait on connections accepted just before the shutdown).
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.closing = true
@@ -313,20 +317,29 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		l.Close()
 	}
 	p.mu.Unlock()
-	herr := p.http.Shutdown(ctx)
-	done := make(chan struct{})
-	go func() { p.l4wg.Wait(); close(done) }()
+	hdone := make(chan struct{})
+	go func() { p.http.Shutdown(ctx); close(hdone) }()
+	l4done := make(chan struct{})
+	go func() { p.l4wg.Wait(); close(l4done) }()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+			break wait
+		case <-l4done:
+			if p.requests.Load() == 0 {
+				break wait
+			}
+		case <-t.C:
+		}
 	}
 	p.Close()
-	<-done
-	if herr != nil && err == nil {
-		err = herr
-	}
+	<-l4done
+	<-hdone
 	return err
 }
 
