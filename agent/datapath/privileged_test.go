@@ -285,8 +285,19 @@ func TestPrivilegedCleanupLeavesNothing(t *testing.T) {
 		mapIDs = append(mapIDs, id)
 	}
 	dp.Close()
+	pinned, err := Inspect(cfg)
+	if err != nil {
+		t.Fatalf("Inspect: %v", err)
+	}
+	cgID, _ := cgroupID(filepath.Join(tp.cgRoot, "n1/kubepods"))
+	if len(pinned.Links) != len(hooks) || pinned.Links[0].CgroupID != cgID || len(pinned.State.Enrolled) != 1 || len(pinned.State.Meshed) != 1 {
+		t.Errorf("Inspect after Close = %+v, want %d links at cgroup %d, 1 pod, 1 VIP", pinned, len(hooks), cgID)
+	}
 	if err := Cleanup(cfg); err != nil {
 		t.Fatalf("Cleanup: %v", err)
+	}
+	if _, err := Inspect(cfg); !errors.Is(err, ErrNotLoaded) {
+		t.Errorf("Inspect after Cleanup = %v, want ErrNotLoaded", err)
 	}
 	if err := Cleanup(cfg); err != nil {
 		t.Errorf("second Cleanup: %v", err)
