@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"hash"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -25,6 +27,7 @@ const (
 	cookieVersion   = 1
 	macLen          = 16
 	maxCookieValue  = 80 // longest valid value is 44 bytes -> 59 characters
+	maxDecoded      = 60
 	clockSkew       = 5 * time.Minute
 	macLabel        = "weft-session-v1\x00"
 	cookieHeaderKey = "Cookie"
@@ -59,10 +62,15 @@ func decodeCookie(v string) (cookieValue, error) {
 	}
 	// Strict: non-zero padding bits would give one value several
 	// spellings.
-	b, err := cookieEncoding.DecodeString(v)
+	if cookieEncoding.DecodedLen(len(v)) > maxDecoded {
+		return c, ErrMalformedCookie
+	}
+	var buf [maxDecoded]byte
+	nb, err := cookieEncoding.Decode(buf[:], []byte(v))
 	if err != nil {
 		return c, ErrMalformedCookie
 	}
+	b := buf[:nb]
 	if len(b) < 1+8+1 || b[0] != cookieVersion {
 		return c, ErrMalformedCookie
 	}
@@ -85,15 +93,32 @@ func decodeCookie(v string) (cookieValue, error) {
 	return c, nil
 }
 
-func computeMAC(key []byte, cluster, pod string, signed []byte) []byte {
-	h := hmac.New(sha256.New, key)
-	h.Write([]byte(macLabel))
-	h.Write([]byte(cluster))
-	h.Write([]byte{0})
-	h.Write([]byte(pod))
-	h.Write([]byte{0})
-	h.Write(signed)
-	return h.Sum(nil)[:macLen]
+// macKey is one HMAC key with a pool of keyed hashes (hmac.New costs two
+// SHA-256 blocks and several allocations; Reset restores the keyed state).
+type macKey struct {
+	pool sync.Pool
+}
+
+func newMACKey(key []byte) *macKey {
+	k := append([]byte(nil), key...)
+	return &macKey{pool: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}
+}
+
+// mac writes the truncated MAC of (cluster, pod, signed) into out.
+func (k *macKey) mac(out *[macLen]byte, cluster, pod string, signed []byte) {
+	h := k.pool.Get().(hash.Hash)
+	h.Reset()
+	var buf [128]byte
+	b := append(buf[:0], macLabel...)
+	b = append(b, cluster...)
+	b = append(b, 0)
+	b = append(b, pod...)
+	b = append(b, 0)
+	b = append(b, signed...)
+	h.Write(b)
+	var sum [sha256.Size]byte
+	copy(out[:], h.Sum(sum[:0]))
+	k.pool.Put(h)
 }
 
 // encodeCookie returns the authenticated value naming addr of pod in
@@ -110,7 +135,9 @@ func (m *Manager) encodeCookie(cluster, pod string, addr netip.AddrPort, issued 
 	b = append(b, byte(len(raw)))
 	b = append(b, raw...)
 	b = binary.BigEndian.AppendUint16(b, addr.Port())
-	b = append(b, computeMAC(m.keys[0], cluster, pod, b)...)
+	var mac [macLen]byte
+	m.keys[0].mac(&mac, cluster, pod, b)
+	b = append(b, mac[:]...)
 	return cookieEncoding.EncodeToString(b)
 }
 
@@ -130,8 +157,10 @@ func (m *Manager) verifyCookie(v, cluster string, endpoints []*weftv1.Endpoint, 
 		return nil, ErrForgedCookie
 	}
 	ok := false
+	var mac [macLen]byte
 	for _, k := range m.keys {
-		if hmac.Equal(c.mac, computeMAC(k, cluster, ep.GetPod(), c.signed)) {
+		k.mac(&mac, cluster, ep.GetPod(), c.signed)
+		if hmac.Equal(c.mac, mac[:]) {
 			ok = true
 			break
 		}

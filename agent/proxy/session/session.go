@@ -92,7 +92,7 @@ type Config struct {
 
 // Manager resolves session persistence for one node proxy.
 type Manager struct {
-	keys      [][]byte
+	keys      []*macKey
 	headerTTL time.Duration
 	rand      io.Reader
 	randMu    sync.Mutex
@@ -113,14 +113,14 @@ func New(cfg Config) (*Manager, error) {
 		if len(k) < MinKeyLen {
 			return nil, fmt.Errorf("key %d: %w", i, ErrShortKey)
 		}
-		m.keys = append(m.keys, append([]byte(nil), k...))
+		m.keys = append(m.keys, newMACKey(k))
 	}
 	if len(m.keys) == 0 {
 		k := make([]byte, MinKeyLen)
 		if _, err := io.ReadFull(m.rand, k); err != nil {
 			return nil, fmt.Errorf("generate session key: %w", err)
 		}
-		m.keys = [][]byte{k}
+		m.keys = []*macKey{newMACKey(k)}
 	}
 	size := cfg.HeaderTableSize
 	if size <= 0 {
