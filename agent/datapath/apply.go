@@ -57,6 +57,9 @@ type Datapath struct {
 
 	mu      sync.Mutex
 	cookies map[string]uint64 // pod UID -> netns cookie resolved earlier
+	// ownNetns is the agent's (the node's, as a hostNetwork pod) netns
+	// cookie: never enrolled, or the proxy's own dials would loop.
+	ownNetns uint64
 }
 
 // Open loads the node's programs and makes sure they are attached at the
@@ -98,6 +101,9 @@ func Open(cfg Config) (*Datapath, error) {
 		log:       cfg.Logger.With("node", cfg.Node),
 		links:     map[string]link.Link{},
 		cookies:   map[string]uint64{},
+	}
+	if d.ownNetns, err = NetnsCookie("/proc/thread-self/ns/net"); err != nil {
+		return nil, fmt.Errorf("own netns cookie: %w", err)
 	}
 	if st, err := os.Stat(d.cgroupDir); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("attach cgroup %s: not a directory: %w", d.cgroupDir, errOr(err, os.ErrNotExist))

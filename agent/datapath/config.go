@@ -28,6 +28,7 @@ var (
 	ErrPodNotFound   = errors.New("pod cgroup not found")
 	ErrNoProcess     = errors.New("no process in pod cgroup")
 	ErrClosed        = errors.New("datapath closed")
+	ErrNodeNetns     = errors.New("pod shares the agent's network namespace (hostNetwork)")
 )
 
 // Config says where one node's datapath lives. Every path is per node, so

@@ -15,6 +15,11 @@
 //	orig, ok := dp.Lookup(conn.RemoteAddr, conn.LocalAddr)          // proxy accept path; !ok: refuse
 //	dp.Close()                             // agent exit: pins stay, redirect keeps working
 //	datapath.Cleanup(cfg)                  // `weft-agent cleanup`: detach and unpin this node's objects
+//	datapath.Inspect(cfg)                  // read-only: enrolled cookies, meshed VIPs, records, links
+//
+// Sync refuses (PodResult.Err wraps ErrNodeNetns) a pod whose netns is the
+// agent's own: a hostNetwork pod must never be enrolled, or the proxy's own
+// dials would be redirected to itself.
 //
 // The proxy's outbound.OrigDstLookup is satisfied by a one-line adapter
 // converting datapath.Original to outbound.Original (same fields).

@@ -511,6 +511,11 @@ func TestPrivilegedSyncPerPodResults(t *testing.T) {
 	if greet, _ := n.b.dial("tcp4", vipMeshed); !strings.HasPrefix(greet, "proxy n1 "+vipMeshed) {
 		t.Errorf("pod b enrolled by path: %q", greet)
 	}
+	// A hostNetwork pod (the node netns, where the agent runs) is refused.
+	res, err = n.dp.Sync(Desired{Pods: []Pod{{UID: uidA}, {UID: "x", NetnsPath: "/proc/self/ns/net"}}, Meshed: meshed})
+	if err != nil || res.Pods[1].Enrolled || !errors.Is(res.Pods[1].Err, ErrNodeNetns) {
+		t.Errorf("agent's own netns: %+v, %v; want ErrNodeNetns", res.Pods[1], err)
+	}
 	n.a.kill()
 	res, err = n.dp.Sync(Desired{Pods: []Pod{{UID: uidA}}, Meshed: meshed})
 	if err != nil || !res.Pods[0].Enrolled || res.Pods[0].NetnsCookie != n.cookieA {

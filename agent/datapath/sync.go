@@ -90,6 +90,10 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 			index, indexErr = podCgroups(d.cgroupDir)
 		}
 		cookie, err := resolvePod(p, index, indexErr, d.cgroupDir)
+		if err == nil && cookie == d.ownNetns {
+			res.Pods[i].Err = fmt.Errorf("%w: not enrolled", ErrNodeNetns)
+			continue
+		}
 		if err != nil {
 			prev, ok := d.cookies[p.UID]
 			if !ok {
