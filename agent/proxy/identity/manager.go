@@ -18,8 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	mathrand "math/rand/v2"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -32,8 +32,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"k8s.io/utils/clock"
 
-	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 // Defaults for Config.

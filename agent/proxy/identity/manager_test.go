@@ -7,8 +7,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 func TestRotationNewConnectionsUseNewSVIDOldConnectionsFinish(t *testing.T) {
