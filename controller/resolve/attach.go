@@ -58,7 +58,14 @@ func (r *resolver) attach(routes []*route) map[portKey]*portState {
 		}
 	}
 	out := make(map[portKey]*portState, len(claims))
-	for pk, cs := range claims {
+	// Walk ports in order so that messages come out in a stable order.
+	keys := make([]portKey, 0, len(claims))
+	for pk := range claims {
+		keys = append(keys, pk)
+	}
+	slices.SortFunc(keys, comparePortKeys)
+	for _, pk := range keys {
+		cs := claims[pk]
 		ps := &portState{key: pk, consumers: map[string][]*route{}}
 		for _, c := range cs {
 			ps.winner = max(ps.winner, c.rt.kind)

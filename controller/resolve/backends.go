@@ -229,7 +229,7 @@ func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) 
 				// Without its pod the endpoint has no identity to check
 				// over mTLS; it joins once the pod is known.
 				pod := r.endpointPod(es.Namespace, ep, ip)
-				if pod == nil {
+				if pod == nil || r.spiffeID(pod.Namespace, pod.Spec.ServiceAccountName) == "" {
 					continue
 				}
 				seen[k] = true
@@ -297,6 +297,10 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 			}
 		}
 		terminating := p.DeletionTimestamp != nil
+		id := r.spiffeID(p.Namespace, p.Spec.ServiceAccountName)
+		if id == "" {
+			continue
+		}
 		for _, ip := range podIPs(p) {
 			if ip = canonicalIP(ip); ip == "" {
 				continue
@@ -308,7 +312,7 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 			seen[k] = true
 			out = append(out, &weftv1.Endpoint{
 				Ip: ip, Port: uint32(port), Node: p.Spec.NodeName, Pod: p.Namespace + "/" + p.Name,
-				Identity: r.spiffeID(p.Namespace, p.Spec.ServiceAccountName),
+				Identity: id,
 				Ready:    ready && !terminating, Serving: ready, Terminating: terminating,
 			})
 		}

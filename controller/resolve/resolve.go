@@ -2,6 +2,9 @@ package resolve
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -66,10 +69,10 @@ func newIndex(in *Input) *index {
 		podsByNS: map[string][]*corev1.Pod{},
 		backends: map[objKey]*gwxv1a1.XBackend{},
 	}
-	if ix.opts.TrustDomain == "" {
+	if !validTrustDomain(ix.opts.TrustDomain) {
 		ix.opts.TrustDomain = DefaultTrustDomain
 	}
-	if ix.opts.TunnelPort == 0 {
+	if ix.opts.TunnelPort == 0 || ix.opts.TunnelPort > 65535 {
 		ix.opts.TunnelPort = DefaultTunnelPort
 	}
 	for i := range in.Namespaces {
@@ -158,12 +161,61 @@ type resolver struct {
 	clusters map[string]*clusterSource
 }
 
-// spiffeID is the identity of a service account.
+// spiffeID is the identity of a service account; "" when the names cannot
+// form a SPIFFE ID (never the case for names the API server accepted).
 func (r *resolver) spiffeID(ns, sa string) string {
 	if sa == "" {
 		sa = "default"
 	}
+	if !spiffeSegment(ns) || !spiffeSegment(sa) {
+		return ""
+	}
 	return "spiffe://" + r.ix.opts.TrustDomain + "/ns/" + ns + "/sa/" + sa
+}
+
+// spiffeSegment reports whether s is a valid SPIFFE ID path segment.
+func spiffeSegment(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// ErrInvalidTrustDomain is returned by ValidateOptions.
+var ErrInvalidTrustDomain = errors.New("invalid trust domain")
+
+// ValidateOptions checks Options; callers validate their configuration once
+// at startup. Resolve itself falls back to DefaultTrustDomain for an
+// invalid trust domain and to DefaultTunnelPort for an invalid port.
+func ValidateOptions(o Options) error {
+	if o.TrustDomain != "" && !validTrustDomain(o.TrustDomain) {
+		return fmt.Errorf("%w %q: use lower-case letters, digits, '.', '-' and '_'", ErrInvalidTrustDomain, o.TrustDomain)
+	}
+	if o.TunnelPort > 65535 {
+		return fmt.Errorf("tunnel port %d is out of range 1-65535", o.TunnelPort)
+	}
+	return nil
+}
+
+func validTrustDomain(td string) bool {
+	if td == "" || len(td) > 255 {
+		return false
+	}
+	for i := 0; i < len(td); i++ {
+		c := td[i]
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' {
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 // podEnrolled reports whether a pod's traffic is redirected into the proxy.
@@ -205,12 +257,16 @@ func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workl
 		if sa == "" {
 			sa = "default"
 		}
+		id := r.spiffeID(p.Namespace, sa)
+		if id == "" {
+			continue
+		}
 		out[p.Spec.NodeName] = append(out[p.Spec.NodeName], &weftv1.Workload{
 			Namespace:      p.Namespace,
 			Name:           p.Name,
 			Uid:            string(p.UID),
 			ServiceAccount: sa,
-			Identity:       r.spiffeID(p.Namespace, sa),
+			Identity:       id,
 			Ips:            podIPs(p),
 		})
 	}
@@ -222,31 +278,28 @@ func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workl
 	return out
 }
 
-// nodeTunnels maps every node with an InternalIP to its tunnel address.
-// IPv4 addresses are preferred over IPv6 ones.
+// nodeTunnels maps every node with a valid InternalIP to its tunnel
+// address. IPv4 addresses are preferred over IPv6 ones.
 func nodeTunnels(nodes []corev1.Node, port uint32) map[string]string {
 	out := map[string]string{}
 	for i := range nodes {
 		n := &nodes[i]
-		var v4, v6 string
+		var best netip.Addr
 		for _, a := range n.Status.Addresses {
-			if a.Type != corev1.NodeInternalIP || a.Address == "" {
+			if a.Type != corev1.NodeInternalIP {
 				continue
 			}
-			if strings.Contains(a.Address, ":") {
-				if v6 == "" {
-					v6 = a.Address
-				}
-			} else if v4 == "" {
-				v4 = a.Address
+			ip, err := netip.ParseAddr(a.Address)
+			if err != nil || ip.Zone() != "" {
+				continue
+			}
+			ip = ip.Unmap()
+			if !best.IsValid() || (ip.Is4() && !best.Is4()) {
+				best = ip
 			}
 		}
-		switch {
-		case n.Name == "":
-		case v4 != "":
-			out[n.Name] = v4 + ":" + uitoa(port)
-		case v6 != "":
-			out[n.Name] = "[" + v6 + "]:" + uitoa(port)
+		if n.Name != "" && best.IsValid() && port > 0 && port < 65536 {
+			out[n.Name] = netip.AddrPortFrom(best, uint16(port)).String()
 		}
 	}
 	return out
