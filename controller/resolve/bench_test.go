@@ -45,7 +45,7 @@ func genCluster(c benchConfig) Input {
 		ns, name := svcName(i)
 		in.Services = append(in.Services, corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{
 			ClusterIP: fmt.Sprintf("10.96.%d.%d", i/250, i%250+1),
-			Ports: []corev1.ServicePort{{Name: http, Port: 80, AppProtocol: &http}, {Name: grpc, Port: 7070, AppProtocol: &h2c}},
+			Ports:     []corev1.ServicePort{{Name: http, Port: 80, AppProtocol: &http}, {Name: grpc, Port: 7070, AppProtocol: &h2c}},
 		}})
 		es := discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
 			AddressType: discoveryv1.AddressTypeIPv4,
@@ -102,7 +102,9 @@ func genCluster(c benchConfig) Input {
 		ns, refs := parent(i, 7070, false)
 		gr := gwv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("grpc-%d", i), Generation: 1}}
 		gr.Spec.ParentRefs = refs
-		b := func(j int, w int32) gwv1.GRPCBackendRef { return gwv1.GRPCBackendRef{BackendRef: backend(j, 7070, w).BackendRef} }
+		b := func(j int, w int32) gwv1.GRPCBackendRef {
+			return gwv1.GRPCBackendRef{BackendRef: backend(j, 7070, w).BackendRef}
+		}
 		gr.Spec.Rules = []gwv1.GRPCRouteRule{
 			{Matches: []gwv1.GRPCRouteMatch{{Method: &gwv1.GRPCMethodMatch{Service: ptr("echo.Echo"), Method: ptr("Ping")}}}, BackendRefs: []gwv1.GRPCBackendRef{b(i, 70), b(i+3, 30)}},
 			{BackendRefs: []gwv1.GRPCBackendRef{b(i, 1)}},
