@@ -307,3 +307,36 @@ func TestSelectRegexIndexing(t *testing.T) {
 		}
 	}
 }
+
+// conformance/tests/mesh/httproute-matching (v1.7.0), with the matches in
+// the order the controller's precedence sort gives them: longest prefix,
+// then more headers, then rule order. Rule 0 is echo-v1, rule 1 echo-v2.
+func TestMeshHTTPRouteMatching(t *testing.T) {
+	rules := []*weftv1.Rule{rule("echo-v1"), rule("echo-v2")}
+	tb := mustCompile(t, httpTable(rules,
+		hm(1, pathM(prefix, "/v2")),
+		hm(0, pathM(prefix, "/"), withHeader(exact, "version", "one")),
+		hm(1, pathM(prefix, "/"), withHeader(exact, "version", "two")),
+		hm(0, pathM(prefix, "/")),
+	))
+	cases := []struct {
+		path string
+		h    []string
+		want string
+	}{
+		{"/", nil, "echo-v1"},
+		{"/example", nil, "echo-v1"},
+		{"/", []string{"Version", "one"}, "echo-v1"},
+		{"/v2", nil, "echo-v2"},
+		{"/v2/example", nil, "echo-v2"},
+		{"/", []string{"Version", "two"}, "echo-v2"},
+		{"/v2/", nil, "echo-v2"},
+		{"/v2example", nil, "echo-v1"},
+		{"/foo/v2/example", nil, "echo-v1"},
+	}
+	for _, c := range cases {
+		if got := selectName(tb, &Request{Method: "GET", Path: c.path, Header: hdr(c.h...)}); got != c.want {
+			t.Errorf("%s %v: got %q, want %q", c.path, c.h, got, c.want)
+		}
+	}
+}
