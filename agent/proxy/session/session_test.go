@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -345,5 +346,38 @@ func TestValidate(t *testing.T) {
 		if err := Validate(s); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%v accepted (%v)", s, err)
 		}
+	}
+}
+
+// The proxy calls Resolve from many goroutines at once (run with -race).
+func TestResolveConcurrent(t *testing.T) {
+	m := newManager(t, Config{HeaderTableSize: 64})
+	eps := []*weftv1.Endpoint{ep("10.244.1.5", "a"), ep("10.244.2.7", "b")}
+	cookie := cookieCfg(weftv1.SessionPersistence_LIFETIME_SESSION, time.Hour)
+	header := headerCfg(time.Hour)
+	c := m.Resolve(cookie, "c", eps, http.Header{}, t0, (&picker{}).pick).SetCookie
+	done := make(chan bool)
+	for g := range 8 {
+		go func() {
+			ok := true
+			for i := range 200 {
+				pick := func(e []*weftv1.Endpoint) *weftv1.Endpoint { return e[i%len(e)] }
+				if r := m.Resolve(cookie, "c", eps, withCookie(c), t0, pick); !r.Pinned || r.Endpoint != eps[0] {
+					ok = false
+				}
+				v := fmt.Sprintf("s-%d-%d", g, i%10)
+				m.Resolve(header, "c", eps, http.Header{"X-Session-Id": {v}}, t0, pick)
+				m.Resolve(header, "c", eps, http.Header{}, t0, pick)
+			}
+			done <- ok
+		}()
+	}
+	for range 8 {
+		if !<-done {
+			t.Error("a pinned cookie was not honoured under concurrency")
+		}
+	}
+	if n := m.HeaderSessions(); n > 64 {
+		t.Fatalf("header table grew to %d, bound 64", n)
 	}
 }
