@@ -216,10 +216,13 @@ func TestSelectMatchedPrefix(t *testing.T) {
 		hm(1, pathM(prefix, "/p/")),
 		hm(2, nil),
 	))
-	for path, want := range map[string]string{"/e": "", "/p/x": "/p", "/z": "/"} {
-		d, ok := tb.Select(&Request{Path: path})
-		if !ok || d.MatchedPrefix != want {
-			t.Errorf("%s: MatchedPrefix %q (ok %v), want %q", path, d.MatchedPrefix, ok, want)
+	for _, c := range []struct {
+		path, prefix string
+		match        int
+	}{{"/e", "", 0}, {"/p/x", "/p", 1}, {"/z", "/", 2}} {
+		d, ok := tb.Select(&Request{Path: c.path})
+		if !ok || d.MatchedPrefix != c.prefix || d.Match != c.match {
+			t.Errorf("%s: MatchedPrefix %q Match %d (ok %v), want %q %d", c.path, d.MatchedPrefix, d.Match, ok, c.prefix, c.match)
 		}
 	}
 }

@@ -7,6 +7,22 @@
 // Everything that can be wrong in a RouteTable is caught by Compile so that
 // the agent can NACK a bad policy and keep its last good one; Select and the
 // filters never fail on a compiled table.
+//
+// Per request, the proxy does:
+//
+//	d, ok := table.Select(&route.Request{Method: m, Path: requestURI, Header: h})
+//	// !ok: 404
+//	plan, err := d.Process(&route.HTTPRequest{Scheme: "http", Host: host, Port: svcPort,
+//		Path: requestURI, Method: m, Header: h}, rand.IntN)
+//	// plan.Answer != nil: write it (redirect, CORS preflight), nothing is forwarded
+//	// err != nil (ErrNoBackend, ErrInvalidBackend): 500
+//	// else forward the edited request to plan.Backend.Cluster (endpoint chosen by
+//	// session.Manager.Resolve with plan.Backend.Session), send copies to
+//	// plan.Mirrors, bound it with d.Rule.RequestTimeout / BackendRequestTimeout,
+//	// retry per d.Rule.Retry.ShouldRetry, and call plan.ApplyResponse on the
+//	// response headers.
+//
+// TCP tables: Select(&route.Request{}) then PickBackend.
 package route
 
 import (
@@ -111,6 +127,8 @@ type Request struct {
 type Decision struct {
 	// Rule is the rule of the first matching match.
 	Rule *Rule
+	// Match is the position of that match in RouteTable.matches.
+	Match int
 	// MatchedPrefix is the normalised path prefix of the match (no trailing
 	// "/", "/" for the root) when it was a PathPrefix match (or a match with
 	// no path, which is PathPrefix "/"); empty otherwise. ReplacePrefixMatch
@@ -186,7 +204,7 @@ func (t *Table) first(lists [][]int32, ctx *evalCtx) (Decision, bool) {
 		lists[best] = lists[best][1:]
 		m := &t.matches[bestPos]
 		if m.eval(ctx) {
-			return Decision{Rule: &t.rules[m.rule], MatchedPrefix: m.matchedPrefix()}, true
+			return Decision{Rule: &t.rules[m.rule], Match: int(bestPos), MatchedPrefix: m.matchedPrefix()}, true
 		}
 	}
 }
