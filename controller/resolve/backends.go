@@ -35,6 +35,9 @@ type backendResult struct {
 	cluster string
 	svc     *corev1.Service
 	xb      *gwxv1a1.XBackend
+	// proto is the protocol the backend declares (appProtocol, XBackend
+	// protocol); unspecified when it declares none.
+	proto weftv1.Protocol
 	// reason and problem say why it is invalid (ResolvedRefs).
 	reason  string
 	problem string
@@ -75,7 +78,15 @@ func (r *resolver) resolveBackendRef(rt *route, rule int, ref gwv1.BackendObject
 				if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
 					return bad(reasonUnsupportedProtocol, "Service port %d is %s; the mesh carries TCP only", sp.Port, sp.Protocol)
 				}
-				return backendResult{cluster: r.serviceCluster(svc, sp), svc: svc}
+				res := backendResult{cluster: r.serviceCluster(svc, sp), svc: svc, proto: appProtocol(sp.AppProtocol)}
+				if msg := protocolMismatch(rt.kind, res.proto); msg != "" {
+					what := "appProtocol (none)"
+					if sp.AppProtocol != nil {
+						what = fmt.Sprintf("appProtocol %q", *sp.AppProtocol)
+					}
+					return bad(reasonUnsupportedProtocol, "Service port %d has %s, %s", sp.Port, what, msg)
+				}
+				return res
 			}
 		}
 		return bad(reasonBackendNotFound, "Service %s/%s has no port %d", ns, ref.Name, *ref.Port)
@@ -100,7 +111,12 @@ func (r *resolver) resolveBackendRef(rt *route, rule int, ref gwv1.BackendObject
 		if port < 1 || port > 65535 {
 			return bad(reasonUnsupportedValue, "XBackend port %d is out of range 1-65535", port)
 		}
-		return backendResult{cluster: r.xbackendCluster(xb), xb: xb}
+		res := backendResult{cluster: r.xbackendCluster(xb), xb: xb}
+		res.proto, _ = backendProtocol(xb.Spec.Protocol)
+		if msg := protocolMismatch(rt.kind, res.proto); msg != "" {
+			return bad(reasonUnsupportedProtocol, "XBackend protocol %s: %s", *xb.Spec.Protocol, msg)
+		}
+		return res
 	}
 	g := group
 	if g == "" {
@@ -371,4 +387,17 @@ func backendProtocol(p *gwxv1a1.BackendProtocol) (weftv1.Protocol, bool) {
 		return weftv1.Protocol_PROTOCOL_TCP, true
 	}
 	return weftv1.Protocol_PROTOCOL_UNSPECIFIED, false
+}
+
+// protocolMismatch says why a route kind cannot send to a backend that
+// declares protocol p; "" when it can (GEP-1911: the backend is then
+// invalid, ResolvedRefs=False UnsupportedProtocol).
+func protocolMismatch(k routeKind, p weftv1.Protocol) string {
+	switch {
+	case k == kindGRPC && p == weftv1.Protocol_PROTOCOL_HTTP:
+		return "which is HTTP/1.1 and cannot carry gRPC; declare kubernetes.io/h2c or grpc"
+	case (k == kindGRPC || k == kindHTTP) && p == weftv1.Protocol_PROTOCOL_TCP:
+		return fmt.Sprintf("which is not HTTP, so a %s cannot send to it; use a TCPRoute or fix appProtocol", k)
+	}
+	return ""
 }
