@@ -326,9 +326,9 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 		if err != nil {
 			return "", err
 		}
-		var out bytes.Buffer
-		err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &out})
-		return out.String(), err
+		var out, errOut bytes.Buffer
+		err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut})
+		return out.String() + errOut.String(), err
 	}
 	out, err := execIn("cat", "/etc/resolv.conf")
 	if err != nil || !strings.Contains(out, "nameserver 10.96.0.10") {
