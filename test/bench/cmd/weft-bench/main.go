@@ -1,0 +1,61 @@
+// Command weft-bench runs the processes of the mesh-path benchmark
+// (test/bench/run.sh): a backend, Weft's node proxy as a source or a
+// destination node, and a net/http/httputil.ReverseProxy hop, plus the PKI
+// they share. Each role runs until SIGTERM/SIGINT.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: weft-bench pki|backend|weft|rp [flags]")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	var err error
+	switch os.Args[1] {
+	case "pki":
+		dir := fs.String("dir", "", "directory to write the PKI into")
+		fs.Parse(os.Args[2:])
+		err = writePKI(*dir)
+	case "backend":
+		listen := fs.String("listen", "127.0.0.1:18100", "listen address")
+		size := fs.Int("size", 1024, "response body bytes")
+		fs.Parse(os.Args[2:])
+		err = runBackend(ctx, *listen, *size)
+	case "weft":
+		var c weftConfig
+		fs.StringVar(&c.role, "role", "src", "src (outbound side) or dst (inbound side)")
+		fs.StringVar(&c.out, "out", "127.0.0.1:0", "outbound capture listen address")
+		fs.StringVar(&c.in, "in", "127.0.0.1:0", "inbound tunnel listen address")
+		fs.StringVar(&c.peer, "peer", "127.0.0.1:18212", "destination node's tunnel address")
+		fs.StringVar(&c.backend, "backend", "127.0.0.1:18100", "backend pod address")
+		fs.StringVar(&c.pki, "pki", "", "PKI directory (from weft-bench pki)")
+		fs.StringVar(&c.proto, "proto", "http", "service protocol: http or h2c")
+		fs.Parse(os.Args[2:])
+		err = runWeft(ctx, c)
+	case "rp":
+		var c rpConfig
+		fs.StringVar(&c.role, "role", "a", "a: plaintext in, mTLS out; b: mTLS in, plaintext out")
+		fs.StringVar(&c.listen, "listen", "", "listen address")
+		fs.StringVar(&c.upstream, "upstream", "", "upstream address")
+		fs.StringVar(&c.pki, "pki", "", "PKI directory")
+		fs.Parse(os.Args[2:])
+		err = runRP(ctx, c)
+	default:
+		err = fmt.Errorf("unknown role %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weft-bench:", err)
+		os.Exit(1)
+	}
+}

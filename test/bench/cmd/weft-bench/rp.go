@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+type rpConfig struct{ role, listen, upstream, pki string }
+
+// runRP runs one httputil.ReverseProxy hop: role a takes plaintext and sends
+// over TLS 1.3 with a client certificate; role b requires a client
+// certificate and sends plaintext (the same shape as the nginx peer).
+func runRP(ctx context.Context, c rpConfig) error {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(c.pki, "pki", "cert.pem"), filepath.Join(c.pki, "pki", "key.pem"))
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(c.pki, "pki", "cert.pem"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	scheme := "http"
+	if c.role == "a" {
+		scheme = "https"
+		tr.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "mesh", MinVersion: tls.VersionTLS13}
+		// HTTP/1.1 between the hops, like nginx's proxy_pass
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	target, err := url.Parse(scheme + "://" + c.upstream)
+	if err != nil {
+		return err
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(target); r.Out.Host = r.In.Host },
+		Transport: tr,
+	}
+	srv := &http.Server{Handler: rp}
+	l, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	switch c.role {
+	case "a":
+	case "b":
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+		l = tls.NewListener(l, srv.TLSConfig)
+	default:
+		return fmt.Errorf("rp role %q", c.role)
+	}
+	go func() { <-ctx.Done(); sctx, cancel := context.WithTimeout(context.Background(), time.Second); defer cancel(); srv.Shutdown(sctx) }()
+	if err := srv.Serve(l); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Mesh-path benchmark: one run, four paths side by side, interleaved, 3 rounds, medians.
+#   direct : client -> backend
+#   weft   : client -> Weft outbound (src node) -> mTLS 1.3 HTTP/2 CONNECT tunnel -> Weft inbound (dst node) -> backend
+#   nginx  : client -> nginx hop A -> TLS 1.3 mutual auth -> nginx hop B -> backend (../shared/bench/nginx-2hop-mtls.conf)
+#   rp     : client -> httputil.ReverseProxy A -> TLS 1.3 mutual auth -> httputil.ReverseProxy B -> backend
+# Load (fortio): HTTP/1.1, 1 KiB responses, 16 connections; a fixed 1000 req/s for CPU and
+# latency, and max throughput separately. Proxies run as separate processes; CPU comes
+# from /proc/<pid>/stat (utime+stime) of the proxy processes only.
+# Env: ROUNDS (3), FIXED_SECS (10), MAX_SECS (8), NGINX_CONF (shared config path).
+set -euo pipefail
+export GOTOOLCHAIN=auto
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROUNDS=${ROUNDS:-3}
+FIXED_SECS=${FIXED_SECS:-10}
+MAX_SECS=${MAX_SECS:-8}
+NGINX_CONF=${NGINX_CONF:-$ROOT/../shared/bench/nginx-2hop-mtls.conf}
+TOOLS=$ROOT/.cache/bench
+WORK=$(mktemp -d /tmp/weft-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log() { echo "# $*" >&2; }
+
+# --- tools -----------------------------------------------------------------
+if ! command -v nginx >/dev/null; then
+  log "installing nginx (apt)"
+  apt-get update -qq >/dev/null
+  # do not let the package start a system nginx on :80
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
+  [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
+mkdir -p "$TOOLS"
+if [ ! -x "$TOOLS/fortio" ]; then
+  log "installing fortio v1.68.2"
+  GOBIN=$TOOLS go install fortio.org/fortio@v1.68.2
+fi
+FORTIO=$TOOLS/fortio
+log "building weft-bench"
+go build -o "$WORK/weft-bench" "$ROOT/test/bench/cmd/weft-bench"
+B=$WORK/weft-bench
+$B pki -dir "$WORK"
+
+# --- processes -------------------------------------------------------------
+BACKEND=127.0.0.1:18100
+start() { "$@" >"$WORK/$(basename "$1").$RANDOM.log" 2>&1 & PIDS+=($!); echo $!; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+start $B backend -listen $BACKEND -size 1024 >/dev/null
+WEFT_DST=$(start $B weft -role dst -in 127.0.0.1:18212 -out 127.0.0.1:18214 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK")
+WEFT_SRC=$(start $B weft -role src -out 127.0.0.1:18211 -in 127.0.0.1:18213 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK")
+RP_B=$(start $B rp -role b -listen 127.0.0.1:18122 -upstream $BACKEND -pki "$WORK")
+RP_A=$(start $B rp -role a -listen 127.0.0.1:18121 -upstream 127.0.0.1:18122 -pki "$WORK")
+for d in cb pt ft ut st; do mkdir -p "$WORK/$d"; done
+sed -e "s#__DIR__#$WORK#g" -e "s#__BACKEND__#$BACKEND#g" "$NGINX_CONF" >"$WORK/nginx.conf"
+NGINX=$(start nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-stderr.log")
+for p in $BACKEND 127.0.0.1:18211 127.0.0.1:18212 127.0.0.1:18121 127.0.0.1:18122 127.0.0.1:18111; do wait_port $p; done
+sleep 0.5
+NGINX_PIDS="$NGINX $(cat /proc/$NGINX/task/*/children 2>/dev/null)"
+
+declare -A URL=([direct]=http://$BACKEND/ [weft]=http://127.0.0.1:18211/ [nginx]=http://127.0.0.1:18111/ [rp]=http://127.0.0.1:18121/)
+declare -A PROCS=([direct]="" [weft]="$WEFT_SRC $WEFT_DST" [nginx]="$NGINX_PIDS" [rp]="$RP_A $RP_B")
+
+ticks() { local t=0; for p in $1; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+rss_kb() { local t=0; for p in $1; do t=$((t + $(awk '/^VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
+
+# sanity: every path answers 200 with 1 KiB
+for k in direct weft nginx rp; do
+  n=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "${URL[$k]}")
+  [ "$n" = "200 1024" ] || { echo "path $k answers '$n'" >&2; for f in "$WORK"/*.log; do tail -5 "$f" >&2; done; exit 1; }
+done
+for k in weft nginx rp; do echo "idle_rss $k $(rss_kb "${PROCS[$k]}")" >>"$WORK/results"; done
+
+run() { # name qps secs -> json
+  "$FORTIO" load -quiet -c 16 -qps "$2" -t "${3}s" -p "50,99" -json "$WORK/out.json" "${URL[$1]}" >/dev/null 2>&1
+}
+
+for r in $(seq "$ROUNDS"); do
+  for k in direct weft nginx rp; do
+    # rotate the order each round (interleaved)
+    :
+  done
+  order=(direct weft nginx rp); rot=$(( (r - 1) % 4 )); order=("${order[@]:rot}" "${order[@]:0:rot}")
+  for k in "${order[@]}"; do
+    log "round $r $k"
+    run "$k" 0 1 # warm-up
+    t0=$(ticks "${PROCS[$k]}")
+    run "$k" 1000 "$FIXED_SECS"
+    t1=$(ticks "${PROCS[$k]}")
+    python3 - "$WORK/out.json" "$k" "$((t1 - t0))" "$(getconf CLK_TCK)" >>"$WORK/results" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); k = sys.argv[2]; ticks = int(sys.argv[3]); hz = int(sys.argv[4])
+n = d["DurationHistogram"]["Count"]; ok = d.get("RetCodes", {}).get("200", 0)
+p = {int(x["Percentile"]): x["Value"] for x in d["DurationHistogram"]["Percentiles"]}
+print(f"fixed {k} cpu_us_per_req={ticks * 1e6 / hz / max(n, 1):.1f} p50_ms={p[50] * 1e3:.3f} p99_ms={p[99] * 1e3:.3f} qps={d['ActualQPS']:.0f} n={n} ok={ok}")
+PY
+    run "$k" 0 "$MAX_SECS"
+    python3 - "$WORK/out.json" "$k" "$(rss_kb "${PROCS[$k]}")" >>"$WORK/results" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); k = sys.argv[2]
+ok = d.get("RetCodes", {}).get("200", 0)
+print(f"max {k} rps={d['ActualQPS']:.0f} ok={ok} n={d['DurationHistogram']['Count']} rss_kb={sys.argv[3]}")
+PY
+  done
+done
+
+python3 - "$WORK/results" <<'PY'
+import sys, statistics as st, collections
+rows = collections.defaultdict(lambda: collections.defaultdict(list))
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[0] == "idle_rss":
+        rows[f[1]]["idle_rss_kb"].append(float(f[2])); continue
+    kind, name = f[0], f[1]
+    for kv in f[2:]:
+        key, v = kv.split("="); rows[name][f"{kind}_{key}"].append(float(v))
+print("raw per round:"); print(open(sys.argv[1]).read().rstrip())
+med = {k: {m: st.median(v) for m, v in ms.items()} for k, ms in rows.items()}
+def g(k, m): return med.get(k, {}).get(m, float("nan"))
+print()
+print(f"{'path':8} {'cpu_us/req':>11} {'p50_ms':>8} {'p99_ms':>8} {'max_rps':>9} {'rss_MB':>7} {'idle_MB':>8}   (medians of rounds; cpu and rss: proxy processes only)")
+for k in ["direct", "weft", "nginx", "rp"]:
+    print(f"{k:8} {g(k,'fixed_cpu_us_per_req'):11.1f} {g(k,'fixed_p50_ms'):8.3f} {g(k,'fixed_p99_ms'):8.3f} {g(k,'max_rps'):9.0f} {g(k,'max_rss_kb')/1024:7.1f} {g(k,'idle_rss_kb')/1024:8.1f}")
+print()
+print("ratios to nginx:")
+for k in ["weft", "rp"]:
+    print(f"  {k}/nginx cpu_per_req={g(k,'fixed_cpu_us_per_req')/g('nginx','fixed_cpu_us_per_req'):.2f} p50={g(k,'fixed_p50_ms')/g('nginx','fixed_p50_ms'):.2f} p99={g(k,'fixed_p99_ms')/g('nginx','fixed_p99_ms'):.2f} max_rps={g(k,'max_rps')/g('nginx','max_rps'):.2f} rss={g(k,'max_rss_kb')/g('nginx','max_rss_kb'):.2f}")
+print(f"  weft/rp cpu_per_req={g('weft','fixed_cpu_us_per_req')/g('rp','fixed_cpu_us_per_req'):.2f}")
+print(f"weft/nginx cpu_per_req={g('weft','fixed_cpu_us_per_req')/g('nginx','fixed_cpu_us_per_req'):.2f} p50={g('weft','fixed_p50_ms')/g('nginx','fixed_p50_ms'):.2f} p99={g('weft','fixed_p99_ms')/g('nginx','fixed_p99_ms'):.2f} max_rps={g('weft','max_rps')/g('nginx','max_rps'):.2f}")
+PY
