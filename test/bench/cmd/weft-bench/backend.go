@@ -25,7 +25,12 @@ func runBackend(ctx context.Context, listen string, size int) error {
 	if err != nil {
 		return err
 	}
-	go func() { <-ctx.Done(); sctx, c := context.WithTimeout(context.Background(), time.Second); defer c(); srv.Shutdown(sctx) }()
+	go func() {
+		<-ctx.Done()
+		sctx, c := context.WithTimeout(context.Background(), time.Second)
+		defer c()
+		srv.Shutdown(sctx)
+	}()
 	if err := srv.Serve(l); err != http.ErrServerClosed {
 		return err
 	}

@@ -59,7 +59,12 @@ func runRP(ctx context.Context, c rpConfig) error {
 	default:
 		return fmt.Errorf("rp role %q", c.role)
 	}
-	go func() { <-ctx.Done(); sctx, cancel := context.WithTimeout(context.Background(), time.Second); defer cancel(); srv.Shutdown(sctx) }()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
 	if err := srv.Serve(l); err != http.ErrServerClosed {
 		return err
 	}
