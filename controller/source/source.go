@@ -1,0 +1,364 @@
+// Package source watches every object resolution reads (client-go
+// informers) and hands out resolve.Input snapshots on demand. Changes are
+// coalesced into a "dirty" signal that never blocks an informer. Gateway
+// API kinds whose CRD is not installed are skipped (logged once) and picked
+// up when the CRD appears.
+package source
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
+	"github.com/weft-mesh/weft/controller/resolve"
+)
+
+// DefaultRecheckInterval is how often missing Gateway API CRDs are looked
+// for again.
+const DefaultRecheckInterval = 30 * time.Second
+
+// Sentinel errors.
+var (
+	// ErrNoClient: Config.Kube or Config.Gateway is nil.
+	ErrNoClient = errors.New("source: kubernetes and gateway api clients are required")
+	// ErrNotStarted: Snapshot before Start returned.
+	ErrNotStarted = errors.New("source: not started")
+)
+
+// Config configures a Source.
+type Config struct {
+	Kube    kubernetes.Interface
+	Gateway gwclient.Interface
+	// RecheckInterval for missing CRDs; DefaultRecheckInterval when zero.
+	RecheckInterval time.Duration
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// gatewayKind is one Gateway API resource and how to watch it.
+type gatewayKind struct {
+	name         string // Kind, for logs
+	groupVersion string
+	resource     string
+	informer     func(gwinformers.SharedInformerFactory) cache.SharedIndexInformer
+}
+
+var gatewayKinds = []gatewayKind{
+	{"HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Gateway().V1().HTTPRoutes().Informer()
+	}},
+	{"GRPCRoute", "gateway.networking.k8s.io/v1", "grpcroutes", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Gateway().V1().GRPCRoutes().Informer()
+	}},
+	{"TCPRoute", "gateway.networking.k8s.io/v1", "tcproutes", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Gateway().V1().TCPRoutes().Informer()
+	}},
+	{"XBackendTrafficPolicy", "gateway.networking.x-k8s.io/v1alpha1", "xbackendtrafficpolicies", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Experimental().V1alpha1().XBackendTrafficPolicies().Informer()
+	}},
+	{"XBackend", "gateway.networking.x-k8s.io/v1alpha1", "xbackends", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Experimental().V1alpha1().XBackends().Informer()
+	}},
+}
+
+// Source is the controller's view of the cluster.
+type Source struct {
+	kube    kubernetes.Interface
+	recheck time.Duration
+	log     *slog.Logger
+
+	core informers.SharedInformerFactory
+	gw   gwinformers.SharedInformerFactory
+
+	dirty chan struct{}
+
+	mu      sync.Mutex
+	started bool
+	enabled map[string]cache.SharedIndexInformer // Gateway API kind -> informer
+	missing map[string]bool                      // kinds logged as missing
+}
+
+// New returns a Source; call Start before Snapshot.
+func New(cfg Config) (*Source, error) {
+	if cfg.Kube == nil || cfg.Gateway == nil {
+		return nil, ErrNoClient
+	}
+	s := &Source{
+		kube:    cfg.Kube,
+		recheck: cfg.RecheckInterval,
+		log:     cfg.Logger,
+		core:    informers.NewSharedInformerFactoryWithOptions(cfg.Kube, 0, informers.WithTransform(strip)),
+		gw:      gwinformers.NewSharedInformerFactoryWithOptions(cfg.Gateway, 0, gwinformers.WithTransform(strip)),
+		dirty:   make(chan struct{}, 1),
+		enabled: map[string]cache.SharedIndexInformer{},
+		missing: map[string]bool{},
+	}
+	if s.recheck <= 0 {
+		s.recheck = DefaultRecheckInterval
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s, nil
+}
+
+// strip drops what the controller never reads from cached objects
+// (managedFields, the last-applied annotation) to keep memory down.
+func strip(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		if a := m.GetAnnotations(); a != nil {
+			if _, ok := a["kubectl.kubernetes.io/last-applied-configuration"]; ok {
+				delete(a, "kubectl.kubernetes.io/last-applied-configuration")
+				m.SetAnnotations(a)
+			}
+		}
+	}
+	return obj, nil
+}
+
+// Dirty receives a value after something changed since the last receive.
+// Any number of changes between two receives are one signal.
+func (s *Source) Dirty() <-chan struct{} { return s.dirty }
+
+func (s *Source) markDirty() {
+	select {
+	case s.dirty <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Source) handler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { s.markDirty() },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(metav1.Object)
+			n, ok2 := newObj.(metav1.Object)
+			if ok1 && ok2 && o.GetResourceVersion() == n.GetResourceVersion() {
+				return // resync, nothing changed
+			}
+			s.markDirty()
+		},
+		DeleteFunc: func(any) { s.markDirty() },
+	}
+}
+
+// Start starts the informers and returns once their caches are filled (or
+// ctx ends). Missing Gateway API kinds are looked for again every
+// RecheckInterval until ctx ends.
+func (s *Source) Start(ctx context.Context) error {
+	for _, inf := range []cache.SharedIndexInformer{
+		s.core.Core().V1().Namespaces().Informer(),
+		s.core.Core().V1().Nodes().Informer(),
+		s.core.Core().V1().Services().Informer(),
+		s.core.Core().V1().Pods().Informer(),
+		s.core.Discovery().V1().EndpointSlices().Informer(),
+	} {
+		if _, err := inf.AddEventHandler(s.handler()); err != nil {
+			return fmt.Errorf("add event handler: %w", err)
+		}
+	}
+	if err := s.discover(ctx); err != nil {
+		return err
+	}
+	s.core.Start(ctx.Done())
+	s.gw.Start(ctx.Done())
+	for typ, ok := range s.core.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("sync %v cache: %w", typ, context.Cause(ctx))
+		}
+	}
+	for typ, ok := range s.gw.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("sync %v cache: %w", typ, context.Cause(ctx))
+		}
+	}
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
+	s.markDirty()
+	go s.recheckLoop(ctx)
+	return nil
+}
+
+// discover enables the informer of every Gateway API kind whose resource
+// the API server serves. A failed discovery request is an error only for
+// reasons other than the group not existing.
+func (s *Source) discover(ctx context.Context) error {
+	served := map[string]map[string]bool{}
+	for _, k := range gatewayKinds {
+		if _, ok := served[k.groupVersion]; ok {
+			continue
+		}
+		served[k.groupVersion] = map[string]bool{}
+		list, err := s.kube.Discovery().ServerResourcesForGroupVersion(k.groupVersion)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("discover %s: %w", k.groupVersion, err)
+		}
+		for _, r := range list.APIResources {
+			served[k.groupVersion][r.Name] = true
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	added := false
+	for _, k := range gatewayKinds {
+		if _, ok := s.enabled[k.name]; ok {
+			continue
+		}
+		if !served[k.groupVersion][k.resource] {
+			if !s.missing[k.name] {
+				s.log.Warn("custom resource not installed; running without it", "kind", k.name, "groupVersion", k.groupVersion)
+				s.missing[k.name] = true
+			}
+			continue
+		}
+		inf := k.informer(s.gw)
+		if _, err := inf.AddEventHandler(s.handler()); err != nil {
+			return fmt.Errorf("add %s event handler: %w", k.name, err)
+		}
+		s.enabled[k.name] = inf
+		added = true
+		if s.missing[k.name] {
+			s.log.Info("custom resource installed; watching it", "kind", k.name)
+		}
+	}
+	if added && s.started {
+		s.gw.Start(ctx.Done())
+	}
+	return nil
+}
+
+func (s *Source) recheckLoop(ctx context.Context) {
+	t := time.NewTicker(s.recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !s.anyMissing() {
+				continue
+			}
+			if err := s.discover(ctx); err != nil {
+				s.log.Warn("look for gateway api resources", "error", err)
+			}
+		}
+	}
+}
+
+func (s *Source) anyMissing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.enabled) < len(gatewayKinds)
+}
+
+// Kinds returns the Gateway API kinds being watched and synced.
+func (s *Source) Kinds() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for name, inf := range s.enabled {
+		if inf.HasSynced() {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Snapshot returns every watched object, each kind sorted by namespace and
+// name. The objects are shallow copies of the cache's: callers must not
+// modify them (resolution is pure and does not).
+func (s *Source) Snapshot() (resolve.Input, error) {
+	s.mu.Lock()
+	started := s.started
+	gw := map[string]bool{}
+	for name, inf := range s.enabled {
+		gw[name] = inf.HasSynced()
+	}
+	s.mu.Unlock()
+	if !started {
+		return resolve.Input{}, ErrNotStarted
+	}
+	var in resolve.Input
+	var err error
+	if in.Namespaces, err = list(s.core.Core().V1().Namespaces().Lister()); err != nil {
+		return resolve.Input{}, err
+	}
+	if in.Nodes, err = list(s.core.Core().V1().Nodes().Lister()); err != nil {
+		return resolve.Input{}, err
+	}
+	if in.Services, err = list(s.core.Core().V1().Services().Lister()); err != nil {
+		return resolve.Input{}, err
+	}
+	if in.EndpointSlices, err = list(s.core.Discovery().V1().EndpointSlices().Lister()); err != nil {
+		return resolve.Input{}, err
+	}
+	if in.Pods, err = list(s.core.Core().V1().Pods().Lister()); err != nil {
+		return resolve.Input{}, err
+	}
+	if gw["HTTPRoute"] {
+		if in.HTTPRoutes, err = list(s.gw.Gateway().V1().HTTPRoutes().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+	}
+	if gw["GRPCRoute"] {
+		if in.GRPCRoutes, err = list(s.gw.Gateway().V1().GRPCRoutes().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+	}
+	if gw["TCPRoute"] {
+		if in.TCPRoutes, err = list(s.gw.Gateway().V1().TCPRoutes().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+	}
+	if gw["XBackendTrafficPolicy"] {
+		if in.BackendTrafficPolicies, err = list(s.gw.Experimental().V1alpha1().XBackendTrafficPolicies().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+	}
+	if gw["XBackend"] {
+		if in.Backends, err = list(s.gw.Experimental().V1alpha1().XBackends().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+	}
+	return in, nil
+}
+
+type lister[T any] interface {
+	List(labels.Selector) ([]*T, error)
+}
+
+func list[T any](l lister[T]) ([]T, error) {
+	ptrs, err := l.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list from cache: %w", err)
+	}
+	slices.SortFunc(ptrs, func(a, b *T) int {
+		ma, mb := any(a).(metav1.Object), any(b).(metav1.Object)
+		return cmp.Or(cmp.Compare(ma.GetNamespace(), mb.GetNamespace()), cmp.Compare(ma.GetName(), mb.GetName()))
+	})
+	out := make([]T, len(ptrs))
+	for i, p := range ptrs {
+		out[i] = *p
+	}
+	return out, nil
+}

@@ -1,0 +1,154 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+)
+
+// These tests use client-go's fake clientsets for the informer plumbing
+// (sorting, coalescing, CRD discovery); the integration test in controller/
+// runs the same code against a real apiserver.
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func served(kube *kubefake.Clientset, resources map[string][]string) {
+	kube.Resources = nil
+	for gv, rs := range resources {
+		l := &metav1.APIResourceList{GroupVersion: gv}
+		for _, r := range rs {
+			l.APIResources = append(l.APIResources, metav1.APIResource{Name: r})
+		}
+		kube.Resources = append(kube.Resources, l)
+	}
+}
+
+func waitDirty(t *testing.T, s *Source) {
+	t.Helper()
+	select {
+	case <-s.Dirty():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no dirty signal")
+	}
+}
+
+func TestSnapshotAndDirty(t *testing.T) {
+	kube := kubefake.NewClientset(
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "s"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "z", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "b"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "a", Annotations: map[string]string{"weft.dev/mesh": "enabled", "kubectl.kubernetes.io/last-applied-configuration": "{}"}}},
+	)
+	served(kube, map[string][]string{"gateway.networking.k8s.io/v1": {"httproutes", "grpcroutes", "tcproutes"}})
+	gw := gwfake.NewSimpleClientset(&gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "r"}})
+	logs := &lockedBuffer{}
+	s, err := New(Config{Kube: kube, Gateway: gw, Logger: slog.New(slog.NewTextHandler(logs, nil)), RecheckInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Snapshot(); err != ErrNotStarted {
+		t.Fatalf("Snapshot before Start: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitDirty(t, s)
+	in, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, svc := range in.Services {
+		names = append(names, svc.Namespace+"/"+svc.Name)
+		if svc.ManagedFields != nil {
+			t.Errorf("%s kept managedFields", svc.Name)
+		}
+	}
+	if strings.Join(names, ",") != "a/b,a/z,b/s" {
+		t.Fatalf("services %v", names)
+	}
+	if len(in.Namespaces) != 1 || len(in.Namespaces[0].Annotations) != 1 {
+		t.Fatalf("namespaces %+v", in.Namespaces)
+	}
+	if len(in.HTTPRoutes) != 1 || in.HTTPRoutes[0].Name != "r" {
+		t.Fatalf("routes %+v", in.HTTPRoutes)
+	}
+	if got := strings.Join(s.Kinds(), ","); got != "GRPCRoute,HTTPRoute,TCPRoute" {
+		t.Fatalf("kinds %s", got)
+	}
+
+	// A burst of changes is one signal.
+	for i := 0; i < 20; i++ {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "c", Name: "s" + string(rune('a'+i))}}
+		if _, err := kube.CoreV1().Services("c").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		in, _ = s.Snapshot()
+		if len(in.Services) == 23 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(in.Services) != 23 {
+		t.Fatalf("%d services", len(in.Services))
+	}
+	waitDirty(t, s)
+	select {
+	case <-s.Dirty():
+		t.Fatal("a second signal for one burst that was already seen")
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// The x-k8s kinds are missing: logged once each, despite rechecks.
+	time.Sleep(100 * time.Millisecond)
+	out := logs.String()
+	if strings.Count(out, "kind=XBackend ") != 1 || strings.Count(out, "kind=XBackendTrafficPolicy ") != 1 {
+		t.Fatalf("missing kinds not logged exactly once:\n%s", out)
+	}
+
+	// The CRD appears: the kind is watched from then on.
+	served(kube, map[string][]string{
+		"gateway.networking.k8s.io/v1":          {"httproutes", "grpcroutes", "tcproutes"},
+		"gateway.networking.x-k8s.io/v1alpha1": {"xbackends", "xbackendtrafficpolicies"},
+	})
+	deadline = time.Now().Add(5 * time.Second)
+	for len(s.Kinds()) != 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("kinds %v after the CRDs appeared", s.Kinds())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "custom resource installed") {
+		t.Fatal("appearance not logged")
+	}
+}
