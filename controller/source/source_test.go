@@ -138,7 +138,7 @@ func TestSnapshotAndDirty(t *testing.T) {
 
 	// The CRD appears: the kind is watched from then on.
 	served(kube, map[string][]string{
-		"gateway.networking.k8s.io/v1":          {"httproutes", "grpcroutes", "tcproutes"},
+		"gateway.networking.k8s.io/v1":         {"httproutes", "grpcroutes", "tcproutes"},
 		"gateway.networking.x-k8s.io/v1alpha1": {"xbackends", "xbackendtrafficpolicies"},
 	})
 	deadline = time.Now().Add(5 * time.Second)
