@@ -9,6 +9,7 @@ import (
 	"hash"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,21 +17,31 @@ import (
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
-// Cookie value layout, before unpadded base64url:
+// A cookie value is one to maxEntries entries joined by ".", one entry per
+// cluster (backend), so that a rule's single inline sessionPersistence
+// pins an endpoint in each of its weighted backends: when the weights send
+// the client to another backend, that backend's entry is added and the
+// others are kept. Entry layout, before unpadded base64url:
 //
-//	version(1)=1 | issued unix seconds (8, big endian) | address length (1: 4 or 16) |
+//	version(1)=1 | cluster tag (4: FNV-1a of the cluster name) |
+//	issued unix seconds (8, big endian) | address length (1: 4 or 16) |
 //	address | port (2, big endian) | MAC (16)
 //
 // MAC = HMAC-SHA256(key, macLabel | cluster | 0 | pod | 0 | every byte before the MAC),
-// truncated to 128 bits. 32 bytes (43 characters) for IPv4.
+// truncated to 128 bits. 36 bytes (48 characters) for IPv4. The tag only
+// routes entries to their cluster; authentication is the MAC, which covers
+// the cluster name itself.
 const (
 	cookieVersion   = 1
 	macLen          = 16
-	maxCookieValue  = 80 // longest valid value is 44 bytes -> 59 characters
-	maxDecoded      = 60
+	tagLen          = 4
+	maxEntries      = 4
+	maxEntryLen     = 80 // longest valid entry is 48 bytes -> 64 characters
+	maxDecoded      = 64
 	clockSkew       = 5 * time.Minute
 	macLabel        = "weft-session-v1\x00"
 	cookieHeaderKey = "Cookie"
+	entrySep        = "."
 )
 
 // Cookie decoding errors.
@@ -42,6 +53,7 @@ var (
 
 // cookieValue is a decoded, not yet authenticated, cookie value.
 type cookieValue struct {
+	tag    uint32
 	issued int64
 	addr   netip.AddrPort
 	signed []byte // bytes covered by the MAC
@@ -51,7 +63,7 @@ type cookieValue struct {
 // decodeCookie parses a cookie value without authenticating it.
 func decodeCookie(v string) (cookieValue, error) {
 	var c cookieValue
-	if len(v) == 0 || len(v) > maxCookieValue {
+	if len(v) == 0 || len(v) > maxEntryLen {
 		return c, ErrMalformedCookie
 	}
 	for i := 0; i < len(v); i++ {
@@ -71,25 +83,27 @@ func decodeCookie(v string) (cookieValue, error) {
 		return c, ErrMalformedCookie
 	}
 	b := buf[:nb]
-	if len(b) < 1+8+1 || b[0] != cookieVersion {
+	const head = 1 + tagLen + 8 + 1
+	if len(b) < head || b[0] != cookieVersion {
 		return c, ErrMalformedCookie
 	}
-	c.issued = int64(binary.BigEndian.Uint64(b[1:9]))
-	n := int(b[9])
+	c.tag = binary.BigEndian.Uint32(b[1 : 1+tagLen])
+	c.issued = int64(binary.BigEndian.Uint64(b[1+tagLen : head-1]))
+	n := int(b[head-1])
 	if n != 4 && n != 16 {
 		return c, ErrMalformedCookie
 	}
-	if len(b) != 10+n+2+macLen {
+	if len(b) != head+n+2+macLen {
 		return c, ErrMalformedCookie
 	}
-	addr, ok := netip.AddrFromSlice(b[10 : 10+n])
+	addr, ok := netip.AddrFromSlice(b[head : head+n])
 	if !ok {
 		return c, ErrMalformedCookie
 	}
-	port := binary.BigEndian.Uint16(b[10+n : 12+n])
+	port := binary.BigEndian.Uint16(b[head+n : head+n+2])
 	c.addr = netip.AddrPortFrom(addr, port)
-	c.signed = b[:12+n]
-	c.mac = b[12+n:]
+	c.signed = b[:head+n+2]
+	c.mac = b[head+n+2:]
 	return c, nil
 }
 
@@ -129,8 +143,9 @@ func (m *Manager) encodeCookie(cluster, pod string, addr netip.AddrPort, issued 
 		a = a.Unmap()
 	}
 	raw := a.AsSlice()
-	b := make([]byte, 0, 12+len(raw)+macLen)
+	b := make([]byte, 0, 1+tagLen+8+1+len(raw)+2+macLen)
 	b = append(b, cookieVersion)
+	b = binary.BigEndian.AppendUint32(b, clusterTag(cluster))
 	b = binary.BigEndian.AppendUint64(b, uint64(issued.Unix()))
 	b = append(b, byte(len(raw)))
 	b = append(b, raw...)
@@ -143,6 +158,16 @@ func (m *Manager) encodeCookie(cluster, pod string, addr netip.AddrPort, issued 
 
 var cookieEncoding = base64.RawURLEncoding.Strict()
 
+// clusterTag is the FNV-1a hash of the cluster name.
+func clusterTag(cluster string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(cluster); i++ {
+		h ^= uint32(cluster[i])
+		h *= 16777619
+	}
+	return h
+}
+
 // verifyCookie decodes v and returns the endpoint of endpoints it names if
 // the value authenticates for cluster (under any key) and has not expired
 // (timeout zero: no expiry).
@@ -151,6 +176,10 @@ func (m *Manager) verifyCookie(v, cluster string, endpoints []*weftv1.Endpoint, 
 	if err != nil {
 		return nil, err
 	}
+	return m.verifyEntry(&c, cluster, endpoints, now, timeout)
+}
+
+func (m *Manager) verifyEntry(c *cookieValue, cluster string, endpoints []*weftv1.Endpoint, now time.Time, timeout time.Duration) (*weftv1.Endpoint, error) {
 	ep := findEndpoint(endpoints, c.addr)
 	if ep == nil {
 		// Gone from the cluster, or a forged address: both mean no pin.
@@ -239,10 +268,31 @@ func (m *Manager) resolveCookie(cfg *weftv1.SessionPersistence, cluster string, 
 		name = DefaultCookieName
 	}
 	timeout := absoluteTimeout(cfg)
+	tag := clusterTag(cluster)
+	// Entries of other clusters are carried over into a re-issued cookie;
+	// this cluster's entries that failed are dropped.
+	var keep []string
+	var keepTags [maxEntries]uint32
 	for _, v := range cookieValues(h, name) {
-		ep, err := m.verifyCookie(v, cluster, endpoints, now, timeout)
-		if err == nil && usable(ep) {
-			return Result{Endpoint: ep, Pinned: true}
+		n := 0
+		for e := range strings.SplitSeq(v, entrySep) {
+			if n++; n > maxEntries {
+				break
+			}
+			c, err := decodeCookie(e)
+			if err != nil {
+				continue
+			}
+			if c.tag != tag {
+				if len(keep) < maxEntries-1 && !slices.Contains(keepTags[:len(keep)], c.tag) {
+					keepTags[len(keep)] = c.tag
+					keep = append(keep, e)
+				}
+				continue
+			}
+			if ep, err := m.verifyEntry(&c, cluster, endpoints, now, timeout); err == nil && usable(ep) {
+				return Result{Endpoint: ep, Pinned: true}
+			}
 		}
 	}
 	ep := pick(endpoints)
@@ -260,7 +310,7 @@ func (m *Manager) resolveCookie(cfg *weftv1.SessionPersistence, cluster string, 
 	}
 	c := &http.Cookie{
 		Name:     name,
-		Value:    m.encodeCookie(cluster, ep.GetPod(), addr, now),
+		Value:    strings.Join(append([]string{m.encodeCookie(cluster, ep.GetPod(), addr, now)}, keep...), entrySep),
 		Path:     path,
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +33,25 @@ func FuzzDecodeCookie(f *testing.F) {
 	f.Add(base64.RawURLEncoding.EncodeToString(append(append([]byte(nil), raw[:31]...), raw[31]^0x80)))
 	f.Add(base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{0xff}, 44)))
 	f.Add(base64.RawURLEncoding.EncodeToString(append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 16}, make([]byte, 34)...)))
+	f.Add(good + "." + good6)
+	f.Add(good6 + ".." + good + ".x.y.z")
 	f.Fuzz(func(t *testing.T, v string) {
+		// Whole cookie values (several entries) through Resolve: a re-issued
+		// cookie is bounded and made only of well-formed entries.
+		h := http.Header{"Cookie": {"weft-session=" + v}}
+		first := func(e []*weftv1.Endpoint) *weftv1.Endpoint { return e[0] }
+		r := m.Resolve(&weftv1.SessionPersistence{}, "c", eps, h, t0, first)
+		if r.SetCookie != nil {
+			parts := strings.Split(r.SetCookie.Value, ".")
+			if len(parts) > maxEntries {
+				t.Fatalf("%d entries", len(parts))
+			}
+			for _, p := range parts {
+				if _, err := decodeCookie(p); err != nil {
+					t.Fatalf("re-issued entry %q malformed", p)
+				}
+			}
+		}
 		c, err := decodeCookie(v)
 		got, verr := m.verifyCookie(v, "c", eps, t0.Add(time.Minute), time.Hour)
 		if err != nil {
@@ -50,8 +69,7 @@ func FuzzDecodeCookie(f *testing.F) {
 			t.Fatalf("%q authenticated but the key issues %q", v, want)
 		}
 		// Through Resolve too.
-		h := http.Header{"Cookie": {"weft-session=" + v}}
-		r := m.Resolve(&weftv1.SessionPersistence{}, "c", eps, h, t0, func([]*weftv1.Endpoint) *weftv1.Endpoint { return nil })
+		r = m.Resolve(&weftv1.SessionPersistence{}, "c", eps, h, t0, func([]*weftv1.Endpoint) *weftv1.Endpoint { return nil })
 		if r.Endpoint != got {
 			t.Fatalf("Resolve chose %v, verify %v", r.Endpoint, got)
 		}

@@ -13,7 +13,12 @@
 //     IP address reused by another pod does not inherit the session.
 //     Lifetime Session: no Expires/Max-Age on the cookie, absoluteTimeout
 //     (when set) enforced from the issue time inside the value. Lifetime
-//     Permanent: Max-Age and Expires = absoluteTimeout.
+//     Permanent: Max-Age and Expires = absoluteTimeout. One cookie holds an
+//     entry per backend (up to 4), so a rule's inline sessionPersistence
+//     keeps a pin in each of its weighted backends: switching backend adds
+//     an entry instead of destroying the other backend's session. Cookie
+//     attributes: HttpOnly, SameSite=Lax, no Secure (mesh clients speak
+//     plaintext HTTP to the proxy; a Secure cookie would never come back).
 //   - Header type: the request header (gRPC metadata on GRPCRoute) carries
 //     a session value; a bounded LRU table maps (cluster, value) to the
 //     endpoint until absoluteTimeout (DefaultHeaderTTL when unset). A

@@ -146,15 +146,20 @@ func TestCookieRejectsForgery(t *testing.T) {
 	good := m.Resolve(cfg, "c", eps, http.Header{}, t0, (&picker{}).pick).SetCookie.Value
 	raw, _ := base64.RawURLEncoding.DecodeString(good)
 
+	// Layout: version 0, tag 1-4, issued 5-12, address length 13,
+	// address 14-17, port 18-19, MAC 20-35.
 	// Point the value at the other endpoint (10.244.2.7) keeping the MAC.
 	retarget := append([]byte(nil), raw...)
-	copy(retarget[10:14], []byte{10, 244, 2, 7})
+	copy(retarget[14:18], []byte{10, 244, 2, 7})
 	// Flip one MAC bit.
 	flipped := append([]byte(nil), raw...)
 	flipped[len(flipped)-1] ^= 1
 	// Move the issue time back (would extend a timed session).
 	older := append([]byte(nil), raw...)
-	older[8]--
+	older[12]--
+	// Another port on the same pod.
+	port := append([]byte(nil), raw...)
+	port[19]++
 	other := newManager(t, Config{Keys: [][]byte{key2}})
 	otherKey := other.Resolve(cfg, "c", eps, http.Header{}, t0, (&picker{}).pick).SetCookie.Value
 
@@ -168,10 +173,12 @@ func TestCookieRejectsForgery(t *testing.T) {
 		"garbage":        "not-a-cookie",
 		"padded":         good + "==",
 		"empty":          "",
-		"standard b64":   base64.StdEncoding.EncodeToString(raw),
+		"port":           enc(port),
+		"non-url b64":    "+" + good[1:],
 		"version 2":      enc(append([]byte{2}, raw[1:]...)),
 		"long":           strings.Repeat("A", 500),
-		"address length": enc(append(append([]byte(nil), raw[:9]...), append([]byte{5}, raw[10:]...)...)),
+		"address length": enc(append(append([]byte(nil), raw[:13]...), append([]byte{5}, raw[14:]...)...)),
+		"too many dots":  "....." + good,
 	}
 	for name, v := range cases {
 		p := &picker{i: 1}
@@ -379,5 +386,41 @@ func TestResolveConcurrent(t *testing.T) {
 	}
 	if n := m.HeaderSessions(); n > 64 {
 		t.Fatalf("header table grew to %d, bound 64", n)
+	}
+}
+
+// A re-issued cookie keeps one entry per other cluster, at most
+// maxEntries in all, and drops this cluster's stale entries.
+func TestCookieEntriesCarryOver(t *testing.T) {
+	m := newManager(t, Config{})
+	cfg := cookieCfg(weftv1.SessionPersistence_LIFETIME_SESSION, 0)
+	a := []*weftv1.Endpoint{ep("10.244.1.5", "a")}
+	var entries []string
+	for _, cl := range []string{"c1", "c2", "c3", "c4", "c5"} {
+		entries = append(entries, m.Resolve(cfg, cl, a, http.Header{}, t0, (&picker{}).pick).SetCookie.Value)
+	}
+	// Duplicate of c1, and a stale entry of the target cluster (its
+	// endpoint is gone).
+	stale := m.Resolve(cfg, "target", []*weftv1.Endpoint{ep("10.244.9.9", "old")}, http.Header{}, t0, (&picker{}).pick).SetCookie.Value
+	value := strings.Join([]string{stale, entries[0], entries[0], entries[1]}, ".")
+	r := m.Resolve(cfg, "target", a, http.Header{"Cookie": {"sticky=" + value}}, t0, (&picker{}).pick)
+	if r.Pinned || r.SetCookie == nil {
+		t.Fatalf("%+v", r)
+	}
+	got := strings.Split(r.SetCookie.Value, ".")
+	if len(got) != 3 || got[1] != entries[0] || got[2] != entries[1] {
+		t.Fatalf("entries %q, want new + c1 + c2", got)
+	}
+	// The new entry and the carried ones all still pin in their clusters.
+	for i, cl := range []string{"target", "c1", "c2"} {
+		if r := m.Resolve(cfg, cl, a, withCookie(r.SetCookie), t0, (&picker{}).pick); !r.Pinned {
+			t.Errorf("entry %d (%s) no longer pins", i, cl)
+		}
+	}
+	// Never more than maxEntries.
+	value = strings.Join(entries, ".")
+	r = m.Resolve(cfg, "target", a, http.Header{"Cookie": {"sticky=" + value}}, t0, (&picker{}).pick)
+	if n := len(strings.Split(r.SetCookie.Value, ".")); n != maxEntries {
+		t.Fatalf("%d entries, want %d", n, maxEntries)
 	}
 }
