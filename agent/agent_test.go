@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/netip"
+	"testing"
+	"time"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+func TestDesiredTakesWorkloadsAndEveryVIPPort(t *testing.T) {
+	pol := &weftv1.NodePolicy{
+		Workloads: []*weftv1.Workload{{Uid: "u1", Namespace: "a", Name: "p1"}, {Uid: "u2", Namespace: "a", Name: "p2"}},
+		Services: []*weftv1.ServicePort{
+			{Vips: []string{"10.96.0.10", "10.96.0.11"}, Port: 80},
+			{Vips: []string{"10.96.0.12"}, Port: 9090},
+			{Vips: []string{"not-an-ip"}, Port: 80},
+			{Vips: []string{"10.96.0.13"}, Port: 70000},
+		},
+	}
+	d, byUID := desired(pol)
+	if len(d.Pods) != 2 || d.Pods[0].UID != "u1" || d.Pods[1].UID != "u2" || byUID["u2"].GetName() != "p2" {
+		t.Fatalf("pods = %+v", d.Pods)
+	}
+	want := []netip.AddrPort{
+		netip.MustParseAddrPort("10.96.0.10:80"),
+		netip.MustParseAddrPort("10.96.0.11:80"),
+		netip.MustParseAddrPort("10.96.0.12:9090"),
+	}
+	if len(d.Meshed) != len(want) {
+		t.Fatalf("meshed = %v, want %v", d.Meshed, want)
+	}
+	for i := range want {
+		if d.Meshed[i] != want[i] {
+			t.Fatalf("meshed = %v, want %v", d.Meshed, want)
+		}
+	}
+}
+
+func TestEnrolledPatchSetsOnlyOurCondition(t *testing.T) {
+	b, err := enrolledPatch(time.Unix(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Status struct {
+			Conditions []map[string]any `json:"conditions"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Status.Conditions) != 1 || p.Status.Conditions[0]["type"] != string(EnrolledCondition) || p.Status.Conditions[0]["status"] != "True" {
+		t.Fatalf("patch = %s", b)
+	}
+}

@@ -1,0 +1,282 @@
+// Command weft-agent is Weft's node agent (one per node, a DaemonSet):
+//
+//	weft-agent [flags]          run: redirect, proxy, identities, policy
+//	weft-agent check            preflight: what this kernel and host offer
+//	weft-agent cleanup --node N detach and unpin node N's redirect
+//	weft-agent dump --node N    print the last good policy of node N as JSON
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/weft-mesh/weft/agent"
+	"github.com/weft-mesh/weft/agent/datapath"
+	"github.com/weft-mesh/weft/agent/policy"
+)
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	slog.SetDefault(log)
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = run(args, log)
+	case "check":
+		rep := datapath.Preflight()
+		fmt.Print(rep.Format())
+		if !rep.OK() {
+			os.Exit(1)
+		}
+	case "cleanup":
+		err = cleanup(args)
+	case "dump":
+		err = dump(args)
+	default:
+		err = fmt.Errorf("unknown command %q (run, check, cleanup, dump)", cmd)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weft-agent:", err)
+		os.Exit(1)
+	}
+}
+
+type flags struct {
+	node, nodeIP, controller, controllerCA, controllerID string
+	insecure                                             bool
+	tokenFile, stateDir, healthAddr, cgroupPath, pinRoot string
+	trustDomain                                          string
+	grace                                                time.Duration
+}
+
+func parse(name string, args []string) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&f.node, "node", os.Getenv("NODE_NAME"), "this node's name")
+	fs.StringVar(&f.nodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IPv4 address (proxy listens on :15001 and :15008)")
+	fs.StringVar(&f.controller, "controller", "weft-controller.weft-system.svc:15012", "controller gRPC address")
+	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/weft/root-ca/ca.crt", "PEM trust bundle that signed the controller's certificate")
+	fs.StringVar(&f.controllerID, "controller-id", "", "SPIFFE ID the controller must present (default spiffe://<trust-domain>/ns/weft-system/sa/weft-controller)")
+	fs.BoolVar(&f.insecure, "insecure-controller", false, "talk to the controller without TLS (tests only)")
+	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
+	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/weft", "where the last good policy is kept (a subdirectory per node)")
+	fs.StringVar(&f.healthAddr, "health-addr", ":15021", "health, readiness and drain endpoint")
+	fs.StringVar(&f.cgroupPath, "cgroup-path", "", "cgroup (relative to the cgroup2 mount) to attach to and find pods under; default: the kubepods ancestor of the agent's own cgroup")
+	fs.StringVar(&f.pinRoot, "pin-root", datapath.DefaultPinRoot, "bpffs directory for pins (one subdirectory per node)")
+	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.DurationVar(&f.grace, "grace", 20*time.Second, "drain grace period on SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if f.node == "" {
+		return nil, errors.New("--node (or NODE_NAME) is required")
+	}
+	return f, nil
+}
+
+func run(args []string, log *slog.Logger) error {
+	f, err := parse("run", args)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(f.nodeIP)
+	if err != nil || !ip.Is4() {
+		return fmt.Errorf("--node-ip %q: an IPv4 address is required", f.nodeIP)
+	}
+	td, err := spiffeid.TrustDomainFromString(f.trustDomain)
+	if err != nil {
+		return fmt.Errorf("--trust-domain: %w", err)
+	}
+	cg := f.cgroupPath
+	if cg == "" {
+		if cg, err = ownKubepods(); err != nil {
+			return err
+		}
+	}
+	creds, err := controllerCreds(f, td)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(f.controller, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("controller %s: %w", f.controller, err)
+	}
+	defer conn.Close()
+	var kube kubernetes.Interface
+	if rc, err := rest.InClusterConfig(); err == nil {
+		kube, err = kubernetes.NewForConfig(rc)
+		if err != nil {
+			return err
+		}
+	} else {
+		log.Warn("no in-cluster Kubernetes config: pods will not be marked enrolled", "err", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return agent.Run(ctx, agent.Config{
+		Node:        f.node,
+		NodeIP:      ip,
+		Controller:  conn,
+		Token:       func() (string, error) { return readToken(f.tokenFile) },
+		Kube:        kube,
+		StateDir:    f.stateDir,
+		Datapath:    datapath.Config{CgroupPath: cg, PinRoot: f.pinRoot},
+		TrustDomain: td,
+		HealthAddr:  f.healthAddr,
+		GracePeriod: f.grace,
+		Log:         log,
+	})
+}
+
+func controllerCreds(f *flags, td spiffeid.TrustDomain) (credentials.TransportCredentials, error) {
+	if f.insecure {
+		return insecure.NewCredentials(), nil
+	}
+	pem, err := os.ReadFile(f.controllerCA)
+	if err != nil {
+		return nil, fmt.Errorf("controller trust bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("controller trust bundle %s: no PEM certificates", f.controllerCA)
+	}
+	want := f.controllerID
+	if want == "" {
+		want = "spiffe://" + td.Name() + "/ns/weft-system/sa/weft-controller"
+	}
+	id, err := spiffeid.FromString(want)
+	if err != nil {
+		return nil, fmt.Errorf("--controller-id: %w", err)
+	}
+	return credentials.NewTLS(&tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The controller presents an X.509-SVID: verify the chain against
+		// the bundle and its SPIFFE ID instead of a DNS name.
+		InsecureSkipVerify:    true,
+		VerifyPeerCertificate: verifySVID(pool, id),
+	}), nil
+}
+
+func verifySVID(roots *x509.CertPool, want spiffeid.ID) func([][]byte, [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return errors.New("controller presented no certificate")
+		}
+		certs := make([]*x509.Certificate, len(raw))
+		for i, r := range raw {
+			c, err := x509.ParseCertificate(r)
+			if err != nil {
+				return fmt.Errorf("controller certificate: %w", err)
+			}
+			certs[i] = c
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			return fmt.Errorf("controller certificate: %w", err)
+		}
+		for _, u := range certs[0].URIs {
+			if u.String() == want.String() {
+				return nil
+			}
+		}
+		return fmt.Errorf("controller certificate is not %s", want)
+	}
+}
+
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// ownKubepods finds the "kubepods" (or "kubepods.slice") ancestor of this
+// process's cgroup v2 path: the node's pod parent, where the redirect is
+// attached and pods are found.
+func ownKubepods() (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", fmt.Errorf("read own cgroup: %w", err)
+	}
+	p, err := kubepodsAncestor(string(b))
+	if err != nil {
+		return "", fmt.Errorf("%w: pass --cgroup-path", err)
+	}
+	return p, nil
+}
+
+func kubepodsAncestor(procCgroup string) (string, error) {
+	for _, line := range strings.Split(procCgroup, "\n") {
+		path, ok := strings.CutPrefix(line, "0::/")
+		if !ok {
+			continue
+		}
+		parts := strings.Split(path, "/")
+		for i := len(parts) - 1; i >= 0; i-- {
+			if parts[i] == "kubepods" || parts[i] == "kubepods.slice" {
+				return strings.Join(parts[:i+1], "/"), nil
+			}
+		}
+		return "", fmt.Errorf("own cgroup /%s has no kubepods ancestor", path)
+	}
+	return "", errors.New("no cgroup v2 entry in /proc/self/cgroup")
+}
+
+func cleanup(args []string) error {
+	f, err := parse("cleanup", args)
+	if err != nil {
+		return err
+	}
+	cg := f.cgroupPath
+	if cg == "" {
+		cg, _ = ownKubepods()
+	}
+	return datapath.Cleanup(datapath.Config{Node: f.node, CgroupPath: cg, PinRoot: f.pinRoot})
+}
+
+func dump(args []string) error {
+	f, err := parse("dump", args)
+	if err != nil {
+		return err
+	}
+	snap, err := (&policy.Store{Path: filepath.Join(f.stateDir, f.node, "policy.pb")}).Load()
+	if err != nil {
+		return err
+	}
+	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(snap)
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(b))
+	return nil
+}
