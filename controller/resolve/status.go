@@ -68,8 +68,16 @@ func (p *refProblems) add(reason, msg string) {
 // maxMessage bounds a condition message (the API allows 32768 bytes).
 const maxMessage = 8192
 
+// joinMessages joins sentences, each starting with a capital letter.
 func joinMessages(msgs []string) string {
-	s := strings.Join(msgs, "; ")
+	caps := make([]string, len(msgs))
+	for i, m := range msgs {
+		if m != "" && m[0] >= 'a' && m[0] <= 'z' {
+			m = string(m[0]-'a'+'A') + m[1:]
+		}
+		caps[i] = m
+	}
+	s := strings.Join(caps, ". ")
 	if len(s) > maxMessage {
 		s = s[:maxMessage-3] + "..."
 	}
@@ -86,7 +94,7 @@ func routeConditions(rt *route, pr *parentResult) []metav1.Condition {
 			accepted = condFalse(condAccepted, reasonConflicted, joinMessages(pr.lost))
 		case rt.totalRules > 0 && len(rt.rules) == 0:
 			accepted = condFalse(condAccepted, reasonUnsupportedValue,
-				"no rule of this route can be programmed: "+joinMessages(rt.dropped))
+				"No rule of this route can be programmed: "+joinMessages(rt.dropped))
 		default:
 			msg := acceptedMessage(rt, pr)
 			accepted = condTrue(condAccepted, reasonAccepted, msg)
@@ -96,7 +104,7 @@ func routeConditions(rt *route, pr *parentResult) []metav1.Condition {
 	if len(rt.refs.msgs) > 0 {
 		conds = append(conds, *condFalse(condResolvedRefs, rt.refs.reason, joinMessages(rt.refs.msgs)))
 	} else {
-		conds = append(conds, *condTrue(condResolvedRefs, reasonResolvedRefs, "all backend references resolved"))
+		conds = append(conds, *condTrue(condResolvedRefs, reasonResolvedRefs, "All backend references resolved"))
 	}
 	if accepted.Status == metav1.ConditionTrue && len(rt.dropped) > 0 {
 		conds = append(conds, *condTrue(condPartiallyInvalid, reasonUnsupportedValue, joinMessages(rt.dropped)))
