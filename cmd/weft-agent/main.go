@@ -80,7 +80,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.node, "node", os.Getenv("NODE_NAME"), "this node's name")
 	fs.StringVar(&f.nodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IPv4 address (proxy listens on :15001 and :15008)")
 	fs.StringVar(&f.controller, "controller", "weft-controller.weft-system.svc:15012", "controller gRPC address")
-	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/weft/root-ca/ca.crt", "PEM trust bundle that signed the controller's certificate")
+	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/secrets/weft/ca.crt", "PEM trust bundle that signed the controller's certificate")
 	fs.StringVar(&f.controllerID, "controller-id", "", "SPIFFE ID the controller must present (default spiffe://<trust-domain>/ns/weft-system/sa/weft-controller)")
 	fs.BoolVar(&f.insecure, "insecure-controller", false, "talk to the controller without TLS (tests only)")
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
