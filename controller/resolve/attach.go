@@ -162,13 +162,15 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 		}
 		sps := slices.Clone(svc.Spec.Ports)
 		slices.SortStableFunc(sps, func(a, b corev1.ServicePort) int { return cmp.Compare(a.Port, b.Port) })
-		for i, sp := range sps {
+		seenPort := map[int32]bool{}
+		for _, sp := range sps {
 			if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
 				continue
 			}
-			if i > 0 && sps[i-1].Port == sp.Port {
-				continue // duplicate port numbers are invalid; keep the first
+			if seenPort[sp.Port] {
+				continue // two TCP ports with one number are invalid; keep the first
 			}
+			seenPort[sp.Port] = true
 			if sp.Port < 1 || sp.Port > 65535 {
 				continue
 			}

@@ -73,11 +73,12 @@ func (r *resolver) resolveBackendRef(rt *route, rule int, ref gwv1.BackendObject
 		if ref.Port == nil {
 			return bad(reasonUnsupportedValue, "port is required when referring to a Service")
 		}
+		other := corev1.Protocol("")
 		for _, sp := range svc.Spec.Ports {
-			if sp.Port == *ref.Port {
-				if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-					return bad(reasonUnsupportedProtocol, "Service port %d is %s; the mesh carries TCP only", sp.Port, sp.Protocol)
-				}
+			if sp.Port == *ref.Port && sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+				other = sp.Protocol
+			}
+			if sp.Port == *ref.Port && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP) {
 				res := backendResult{cluster: r.serviceCluster(svc, sp), svc: svc, proto: appProtocol(sp.AppProtocol)}
 				if msg := protocolMismatch(rt.kind, res.proto); msg != "" {
 					what := "appProtocol (none)"
@@ -88,6 +89,9 @@ func (r *resolver) resolveBackendRef(rt *route, rule int, ref gwv1.BackendObject
 				}
 				return res
 			}
+		}
+		if other != "" {
+			return bad(reasonUnsupportedProtocol, "Service port %d is %s; the mesh carries TCP only", *ref.Port, other)
 		}
 		return bad(reasonBackendNotFound, "Service %s/%s has no port %d", ns, ref.Name, *ref.Port)
 	case group == xGroup && (kind == "XBackend" || kind == "Backend"):
