@@ -45,6 +45,10 @@
 //
 // # Pods
 //
+// Run runs kube-proxy (Config.KubeProxyBin; empty means none) in the node
+// netns and the system cgroup, nftables mode when nft is installed, else
+// iptables; its log is <StateDir>/kube-proxy.log.
+//
 // Run registers the Node (InternalIP NodeIP, InternalDNS 127.0.0.1, kubelet
 // port KubeletPort, podCIDR, capacity, Ready), renews its Lease in
 // kube-node-lease every 10 s and its status every 10 s. It watches pods with
@@ -77,7 +81,8 @@
 // Status: phase, hostIP, podIP(s), conditions (PodScheduled, Initialized,
 // ContainersReady, Ready; readiness from httpGet/tcpSocket/exec probes run
 // against the pod IP from the node netns), containerStatuses with state,
-// lastState, restartCount and ready. Liveness probes restart the container.
+// lastState, restartCount and ready. Liveness probes restart the container;
+// startup and gRPC probes are not run (a gRPC probe never passes).
 // restartPolicy is honoured with a back-off (1 s doubling to 60 s). Init
 // containers run in order before the others. An image missing from the map
 // leaves the container Waiting with reason ErrImagePull and a message naming
@@ -97,10 +102,12 @@
 //	GET|POST /exec/{ns}/{pod}/{container}?command=...&input=&output=&error=
 //	GET|POST /exec/{ns}/{pod}/{uid}/{container}?...
 //
-// Exec uses k8s.io/cri-streaming's remotecommand (SPDY and WebSocket, as the
-// kubelet does); the command runs in the container's netns, mount namespace
-// and cgroup. TTY exec is served without a terminal (plain pipes).
-// Port-forward and attach are not served.
+// Exec uses k8s.io/cri-streaming's remotecommand over SPDY (v1-v4), which is
+// what the apiserver speaks to kubelets (it translates kubectl's WebSocket
+// requests); the command runs in the container's netns, mount namespace and
+// cgroup with the container's environment. TTY exec is served without a
+// terminal (plain pipes). Port-forward and attach are not served; logs
+// ignore timestamps and sinceSeconds.
 //
 // # For the agent
 //

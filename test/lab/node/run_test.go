@@ -279,8 +279,12 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	apiSvc, err := cs.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for k, want := range map[string]string{
-		"podName": "server", "podIP": srvIP.String(), "nodeName": nodes[1].Name, "k8sHost": "10.96.0.1",
+		"podName": "server", "podIP": srvIP.String(), "nodeName": nodes[1].Name, "k8sHost": apiSvc.Spec.ClusterIP,
 		"namespace": ns, "ca": string(kc.Config.CAData),
 		"resolv": "nameserver 10.96.0.10\nsearch " + ns + ".svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
 	} {
