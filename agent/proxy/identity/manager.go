@@ -211,20 +211,26 @@ func parseAnchors(td spiffeid.TrustDomain, ders [][]byte) (*x509bundle.Bundle, e
 
 // SetPolicy applies a NodePolicy: its trust anchors and the identities of
 // its workloads. It validates everything first; on error nothing changes.
+// A policy with no trust anchors (the controller's CA not loaded yet) keeps
+// the current bundle.
 func (m *Manager) SetPolicy(p *weftv1.NodePolicy) error {
 	td, err := spiffeid.TrustDomainFromString(p.GetTrustDomain())
 	if err != nil {
 		return fmt.Errorf("policy trust domain %q: %w", p.GetTrustDomain(), err)
 	}
-	b, err := parseAnchors(td, p.GetTrustAnchors())
-	if err != nil {
-		return fmt.Errorf("policy: %w", err)
+	var b *x509bundle.Bundle
+	if len(p.GetTrustAnchors()) > 0 {
+		if b, err = parseAnchors(td, p.GetTrustAnchors()); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
 	}
 	ids, err := WantedFromPolicy(p)
 	if err != nil {
 		return err
 	}
-	m.bundle.Store(x509bundle.NewSet(b))
+	if b != nil {
+		m.bundle.Store(x509bundle.NewSet(b))
+	}
 	m.SetWanted(ids)
 	return nil
 }

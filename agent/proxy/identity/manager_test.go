@@ -148,7 +148,6 @@ func TestSetPolicy(t *testing.T) {
 	before := a.m.Bundle()
 	bad := []*weftv1.NodePolicy{
 		{TrustDomain: "cluster.local", TrustAnchors: [][]byte{[]byte("junk")}, Workloads: good.Workloads},
-		{TrustDomain: "cluster.local", Workloads: good.Workloads},
 		{TrustDomain: "", TrustAnchors: env.ca.Bundle(), Workloads: good.Workloads},
 		{TrustDomain: "cluster.local", TrustAnchors: env.ca.Bundle(), Workloads: []*weftv1.Workload{{Identity: "not a spiffe id"}}},
 		{TrustDomain: "cluster.local", TrustAnchors: env.ca.Bundle(), Workloads: []*weftv1.Workload{{Identity: "spiffe://other.org/ns/a/sa/b"}}},
@@ -160,6 +159,16 @@ func TestSetPolicy(t *testing.T) {
 	}
 	if a.m.Bundle() != before || serial(t, a.m, idCart) == "" {
 		t.Fatal("a rejected policy changed the manager")
+	}
+	// No anchors yet (CA not loaded): the bundle is kept, workloads apply.
+	if err := a.m.SetPolicy(&weftv1.NodePolicy{TrustDomain: "cluster.local"}); err != nil {
+		t.Fatal(err)
+	}
+	if a.m.Bundle() != before {
+		t.Fatal("a policy without anchors replaced the bundle")
+	}
+	if _, err := a.m.SVID(idCart); !errors.Is(err, tunnel.ErrNoSVID) {
+		t.Fatal("workload removed by the policy still has an svid")
 	}
 }
 
