@@ -316,7 +316,9 @@ func (m *Manager) resolveCookie(cfg *weftv1.SessionPersistence, cluster string, 
 		SameSite: http.SameSiteLaxMode,
 	}
 	if cfg.GetLifetime() == weftv1.SessionPersistence_LIFETIME_PERMANENT && timeout > 0 {
-		c.MaxAge = int(timeout / time.Second)
+		// Max-Age counts whole seconds: round up so a sub-second
+		// timeout still gives a permanent cookie (Max-Age 0 means none).
+		c.MaxAge = int((timeout + time.Second - 1) / time.Second)
 		c.Expires = now.Add(timeout).UTC()
 	}
 	r.SetCookie = c

@@ -203,8 +203,8 @@ func Validate(s *weftv1.SessionPersistence) error {
 		switch s.GetLifetime() {
 		case weftv1.SessionPersistence_LIFETIME_UNSPECIFIED, weftv1.SessionPersistence_LIFETIME_SESSION:
 		case weftv1.SessionPersistence_LIFETIME_PERMANENT:
-			if timeout < time.Second {
-				return fmt.Errorf("%w: permanent cookie needs an absolute timeout of at least 1s", ErrInvalidConfig)
+			if timeout <= 0 {
+				return fmt.Errorf("%w: permanent cookie needs an absolute timeout", ErrInvalidConfig)
 			}
 		default:
 			return fmt.Errorf("%w: lifetime %v", ErrInvalidConfig, s.GetLifetime())

@@ -122,6 +122,15 @@ func TestCookiePermanentLifetime(t *testing.T) {
 	}
 }
 
+func TestCookiePermanentSubSecondTimeout(t *testing.T) {
+	m := newManager(t, Config{})
+	cfg := cookieCfg(weftv1.SessionPersistence_LIFETIME_PERMANENT, 1500*time.Millisecond)
+	r := m.Resolve(cfg, "c", []*weftv1.Endpoint{ep("10.244.1.5", "a")}, http.Header{}, t0, (&picker{}).pick)
+	if r.SetCookie.MaxAge != 2 {
+		t.Fatalf("Max-Age %d, want 2 (rounded up)", r.SetCookie.MaxAge)
+	}
+}
+
 func TestCookieSessionLifetimeTrackedServerSide(t *testing.T) {
 	m := newManager(t, Config{})
 	eps := []*weftv1.Endpoint{ep("10.244.1.5", "a"), ep("10.244.2.7", "b")}
@@ -328,6 +337,7 @@ func TestValidate(t *testing.T) {
 		{},
 		{Type: weftv1.SessionPersistence_TYPE_COOKIE, Name: "JSESSIONID", CookiePath: "/a", Lifetime: weftv1.SessionPersistence_LIFETIME_PERMANENT, AbsoluteTimeout: d(time.Hour)},
 		{Type: weftv1.SessionPersistence_TYPE_HEADER, Name: "x-session", AbsoluteTimeout: d(time.Minute)},
+		{Lifetime: weftv1.SessionPersistence_LIFETIME_PERMANENT, AbsoluteTimeout: d(500 * time.Millisecond)},
 	}
 	for _, s := range ok {
 		if err := Validate(s); err != nil {
@@ -336,7 +346,6 @@ func TestValidate(t *testing.T) {
 	}
 	bad := []*weftv1.SessionPersistence{
 		{Lifetime: weftv1.SessionPersistence_LIFETIME_PERMANENT},
-		{Lifetime: weftv1.SessionPersistence_LIFETIME_PERMANENT, AbsoluteTimeout: d(time.Millisecond)},
 		{Lifetime: 7},
 		{Name: "a b"},
 		{CookiePath: "rel"},
