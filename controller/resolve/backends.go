@@ -169,10 +169,15 @@ func (r *resolver) backendRef(rt *route, rule int, ref gwv1.BackendRef, filters 
 
 // serviceCluster registers the cluster of one Service port.
 func (r *resolver) serviceCluster(svc *corev1.Service, sp corev1.ServicePort) string {
+	k := svcPort{svc, sp.Port}
+	if name, ok := r.clusterNames[k]; ok {
+		return name
+	}
 	name := svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(sp.Port))
 	if _, ok := r.clusters[name]; !ok {
 		r.clusters[name] = &clusterSource{svc: svc, port: sp}
 	}
+	r.clusterNames[k] = name
 	return name
 }
 

@@ -111,7 +111,7 @@ func newIndex(in *Input) *index {
 // deterministic: the same Input always gives an equal Output.
 func Resolve(in Input) Output {
 	ix := newIndex(&in)
-	r := &resolver{ix: ix, clusters: map[string]*clusterSource{}}
+	r := &resolver{ix: ix, clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
 	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
 
 	routes := make([]*route, 0, len(in.HTTPRoutes)+len(in.GRPCRoutes)+len(in.TCPRoutes))
@@ -159,6 +159,15 @@ type resolver struct {
 	policies *policyIndex
 	// clusters referenced so far, by Cluster.name.
 	clusters map[string]*clusterSource
+	// clusterNames caches the name of a Service port's cluster.
+	clusterNames map[svcPort]string
+	// ids caches SPIFFE IDs by namespace/service account.
+	ids map[objKey]string
+}
+
+type svcPort struct {
+	svc  *corev1.Service
+	port int32
 }
 
 // spiffeID is the identity of a service account; "" when the names cannot
@@ -167,10 +176,16 @@ func (r *resolver) spiffeID(ns, sa string) string {
 	if sa == "" {
 		sa = "default"
 	}
-	if !spiffeSegment(ns) || !spiffeSegment(sa) {
-		return ""
+	k := objKey{ns, sa}
+	if id, ok := r.ids[k]; ok {
+		return id
 	}
-	return "spiffe://" + r.ix.opts.TrustDomain + "/ns/" + ns + "/sa/" + sa
+	id := ""
+	if spiffeSegment(ns) && spiffeSegment(sa) {
+		id = "spiffe://" + r.ix.opts.TrustDomain + "/ns/" + ns + "/sa/" + sa
+	}
+	r.ids[k] = id
+	return id
 }
 
 // spiffeSegment reports whether s is a valid SPIFFE ID path segment.
