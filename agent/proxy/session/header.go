@@ -21,6 +21,17 @@ type headerEntry struct {
 	expires time.Time
 }
 
+// canonical returns the canonical header key of name, cached: configured
+// names are few and http.CanonicalHeaderKey allocates for lower-case ones.
+func (m *Manager) canonical(name string) string {
+	if v, ok := m.names.Load(name); ok {
+		return v.(string)
+	}
+	c := http.CanonicalHeaderKey(name)
+	m.names.Store(name, c)
+	return c
+}
+
 // HeaderSessions is the number of header sessions currently held.
 func (m *Manager) HeaderSessions() int { return m.headers.Len() }
 
@@ -36,7 +47,7 @@ func (m *Manager) newSessionValue() (string, bool) {
 }
 
 func (m *Manager) resolveHeader(cfg *weftv1.SessionPersistence, cluster string, endpoints []*weftv1.Endpoint, h http.Header, now time.Time, pick func([]*weftv1.Endpoint) *weftv1.Endpoint) Result {
-	name := http.CanonicalHeaderKey(cfg.GetName())
+	name := m.canonical(cfg.GetName())
 	value := ""
 	if vs := h[name]; len(vs) > 0 {
 		value = vs[0]

@@ -103,6 +103,7 @@ type Manager struct {
 	randMu    sync.Mutex
 
 	headers *lru.Cache[headerKey, headerEntry]
+	names   sync.Map // configured header name -> canonical key
 }
 
 // New returns a Manager.
@@ -148,7 +149,10 @@ type Result struct {
 	// SetCookie, when non-nil, is added to the response as Set-Cookie.
 	SetCookie *http.Cookie
 	// HeaderName and HeaderValue, when HeaderName is non-empty, are set on
-	// the response (header type: the client's session value).
+	// the response (header type: the client's session value, newly
+	// established). The proxy should also set them on the forwarded request
+	// when the request lacked the header, so the backend sees the session
+	// (GEP-1619: implementations SHOULD forward the persistence header).
 	HeaderName  string
 	HeaderValue string
 }
