@@ -32,6 +32,10 @@ type Rotation struct {
 	Anchors int
 	// Managed: weft created the root and may rotate it.
 	Managed bool
+	// StagedAt: when the staged root joined the bundle (zero when none).
+	StagedAt time.Time
+	// SignerNotAfter: expiry of the signing certificate.
+	SignerNotAfter time.Time
 }
 
 // RotationStatus reports the loaded rotation state.
@@ -41,7 +45,8 @@ func (c *CA) RotationStatus() Rotation {
 		return Rotation{}
 	}
 	st := l.st
-	r := Rotation{Staged: st.next != nil, ActivatedAt: st.activatedAt, Anchors: len(st.auth.Anchors), Managed: st.managed}
+	r := Rotation{Staged: st.next != nil, ActivatedAt: st.activatedAt, Anchors: len(st.auth.Anchors), Managed: st.managed,
+		StagedAt: st.stagedAt, SignerNotAfter: st.auth.Chain[0].NotAfter}
 	if !st.activatedAt.IsZero() {
 		r.RetireAfter = st.activatedAt.Add(c.cfg.SVIDTTL)
 	}
@@ -74,7 +79,7 @@ func (c *CA) StageRoot(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st.next, st.nextKey = cert, key
+		st.next, st.nextKey, st.stagedAt = cert, key, now
 		st.auth.Anchors = append(st.auth.Anchors, cert)
 		c.log.Info("ca rotation: new root staged in the bundle", "subject", cert.Subject.String())
 		return nil
@@ -89,7 +94,7 @@ func (c *CA) ActivateRoot(ctx context.Context) error {
 		}
 		st.auth.Chain = []*x509.Certificate{st.next}
 		st.auth.Key = st.nextKey
-		st.next, st.nextKey = nil, nil
+		st.next, st.nextKey, st.stagedAt = nil, nil, time.Time{}
 		st.activatedAt = now
 		c.log.Info("ca rotation: staged root now signs", "subject", st.auth.Chain[0].Subject.String())
 		return nil
@@ -158,6 +163,7 @@ func (c *CA) update(ctx context.Context, change func(st *rootState, now time.Tim
 		s.Annotations = map[string]string{}
 	}
 	delete(s.Annotations, annActivated)
+	delete(s.Annotations, annStaged)
 	for k, v := range ann {
 		s.Annotations[k] = v
 	}

@@ -26,6 +26,8 @@ const (
 	// annActivated records when the current signer took over (RFC 3339);
 	// the previous root may be retired one SVID lifetime later.
 	annActivated = "weft.dev/ca-activated-at"
+	// annStaged records when the staged root joined the bundle (RFC 3339).
+	annStaged = "weft.dev/ca-staged-at"
 )
 
 // ErrBadSecret: the root Secret's content is unusable.
@@ -38,6 +40,7 @@ type rootState struct {
 	next        *x509.Certificate // staged root, nil when none
 	nextKey     crypto.Signer
 	activatedAt time.Time
+	stagedAt    time.Time
 }
 
 // parseSecret reads the Secret layout. Pure.
@@ -85,12 +88,14 @@ func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 		}
 		st.next, st.nextKey = next[0], nk
 	}
-	if v := s.Annotations[annActivated]; v != "" {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			return nil, fmt.Errorf("%w %s/%s: annotation %s: %v", ErrBadSecret, s.Namespace, s.Name, annActivated, err)
+	for ann, dst := range map[string]*time.Time{annActivated: &st.activatedAt, annStaged: &st.stagedAt} {
+		if v := s.Annotations[ann]; v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return nil, fmt.Errorf("%w %s/%s: annotation %s: %v", ErrBadSecret, s.Namespace, s.Name, ann, err)
+			}
+			*dst = t
 		}
-		st.activatedAt = t
 	}
 	return st, nil
 }
@@ -127,6 +132,9 @@ func secretData(st *rootState) (map[string][]byte, map[string]string, error) {
 	}
 	if !st.activatedAt.IsZero() {
 		ann[annActivated] = st.activatedAt.UTC().Format(time.RFC3339)
+	}
+	if st.next != nil && !st.stagedAt.IsZero() {
+		ann[annStaged] = st.stagedAt.UTC().Format(time.RFC3339)
 	}
 	return data, ann, nil
 }
