@@ -67,6 +67,9 @@ type Config struct {
 	Logger      *slog.Logger
 }
 
+// The proxy consumes a Manager through tunnel.Identities.
+var _ tunnel.Identities = (*Manager)(nil)
+
 // Manager holds the node's SVIDs. Safe for concurrent use.
 type Manager struct {
 	cfg    Config
