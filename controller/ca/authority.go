@@ -87,7 +87,7 @@ func randomSerial() (*big.Int, error) {
 // SignSVID issues an X.509-SVID for id with pub (from a validated CSR): URI
 // SAN id only, not a CA, keyUsage digitalSignature (plus keyEncipherment for
 // RSA keys), extKeyUsage serverAuth and clientAuth, valid from now-backdate
-// until now+ttl or the signer's expiry, whichever is first. It returns the
+// until now+ttl or the expiry of the signer's chain, whichever is first. It returns the
 // DER chain: the SVID, then every certificate of the signer's chain that is
 // not a trust anchor (the signer itself when it is an intermediate).
 func (a *Authority) SignSVID(id spiffeid.ID, pub crypto.PublicKey, now time.Time, ttl time.Duration) ([][]byte, *x509.Certificate, error) {
@@ -99,8 +99,10 @@ func (a *Authority) SignSVID(id spiffeid.ID, pub crypto.PublicKey, now time.Time
 		return nil, nil, fmt.Errorf("%w: signing certificate valid %s to %s", ErrNoSigner, signer.NotBefore.UTC(), signer.NotAfter.UTC())
 	}
 	notAfter := now.Add(ttl)
-	if notAfter.After(signer.NotAfter) {
-		notAfter = signer.NotAfter
+	for _, c := range a.Chain { // never outlive any certificate above it
+		if notAfter.After(c.NotAfter) {
+			notAfter = c.NotAfter
+		}
 	}
 	serial, err := randomSerial()
 	if err != nil {
