@@ -224,6 +224,9 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 	default:
 		p.Protocol = weftv1.Protocol_PROTOCOL_TCP
 	}
+	if ps == nil || len(ps.producer) == 0 {
+		p.Producer = r.policyTable(svc, p)
+	}
 	if ps == nil {
 		return p
 	}
@@ -237,6 +240,38 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 		}
 	}
 	return p
+}
+
+// policyTable makes plain traffic to an L7 Service port (no producer
+// route, appProtocol HTTP, h2c or gRPC) sticky when an
+// XBackendTrafficPolicy with sessionPersistence applies to the Service: a
+// table with one match-everything rule sending to the default cluster with
+// the policy's session. Without it such traffic would bypass the policy.
+func (r *resolver) policyTable(svc *corev1.Service, p *weftv1.ServicePort) *weftv1.RouteTable {
+	e := r.policies.entryFor(objKey{svc.Namespace, svc.Name})
+	if e == nil || e.session == nil {
+		return nil
+	}
+	kind := kindHTTP
+	m := &weftv1.Match{Http: &weftv1.HTTPMatch{Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/"}}}
+	switch p.Protocol {
+	case weftv1.Protocol_PROTOCOL_HTTP, weftv1.Protocol_PROTOCOL_H2C:
+	case weftv1.Protocol_PROTOCOL_GRPC:
+		kind = kindGRPC
+		m = &weftv1.Match{Grpc: &weftv1.GRPCMatch{Type: weftv1.MatchType_MATCH_TYPE_EXACT}}
+	default:
+		return nil
+	}
+	e.plain = append(e.plain, svc.Name+":"+strconv.Itoa(int(p.Port)))
+	return &weftv1.RouteTable{
+		Kind: kind.proto(),
+		Rules: []*weftv1.Rule{{
+			Route:     KindXBackendTrafficPolicy + "/" + e.p.Namespace + "/" + e.p.Name,
+			RouteKind: kind.proto(),
+			Backends:  []*weftv1.BackendRef{{Cluster: p.DefaultCluster, Weight: 1, Session: e.session}},
+		}},
+		Matches: []*weftv1.Match{m},
+	}
 }
 
 // canonicalIP returns the canonical text of an IP address, "" if invalid.

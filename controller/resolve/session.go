@@ -114,6 +114,9 @@ type policyEntry struct {
 	invalid   string
 	notes     []string
 	ancestors []ParentStatus
+	// plain lists the Service ports whose plain traffic (no producer
+	// route) the policy makes sticky.
+	plain []string
 }
 
 // policyIndex holds XBackendTrafficPolicies by the Service they target.
@@ -123,13 +126,18 @@ type policyIndex struct {
 }
 
 func (pi *policyIndex) sessionFor(svc objKey) *weftv1.SessionPersistence {
-	if pi == nil {
-		return nil
-	}
-	if e := pi.byService[svc]; e != nil {
+	if e := pi.entryFor(svc); e != nil {
 		return e.session
 	}
 	return nil
+}
+
+// entryFor is the policy that applies to a Service, nil when none does.
+func (pi *policyIndex) entryFor(svc objKey) *policyEntry {
+	if pi == nil {
+		return nil
+	}
+	return pi.byService[svc]
 }
 
 // indexPolicies validates XBackendTrafficPolicies and picks, for each
@@ -149,7 +157,7 @@ func (r *resolver) indexPolicies(ps []gwxv1a1.XBackendTrafficPolicy) *policyInde
 			e.notes = append(e.notes, "it sets no sessionPersistence, so it changes nothing")
 		}
 		if e.p.Spec.RetryConstraint != nil {
-			e.notes = append(e.notes, "retryConstraint (retry budget) is not supported by Weft yet and is ignored")
+			e.notes = append(e.notes, "the retryConstraint field (retry budget) is not supported by Weft yet and is ignored")
 		}
 		pi.entries = append(pi.entries, e)
 	}
@@ -199,6 +207,14 @@ func (pi *policyIndex) statuses() []ObjectStatus {
 	for _, e := range pi.entries {
 		if len(e.ancestors) == 0 {
 			continue
+		}
+		if len(e.plain) > 0 {
+			for i := range e.ancestors {
+				c := &e.ancestors[i].Conditions[0]
+				if c.Status == metav1.ConditionTrue {
+					c.Message = joinMessages([]string{c.Message, "Plain traffic to " + strings.Join(e.plain, ", ") + " (ports with an HTTP, h2c or gRPC appProtocol and no producer route) is sticky too"})
+				}
+			}
 		}
 		out = append(out, ObjectStatus{
 			Kind: KindXBackendTrafficPolicy, Namespace: e.p.Namespace, Name: e.p.Name,
