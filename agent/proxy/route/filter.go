@@ -138,6 +138,12 @@ func (p *Plan) ApplyResponse(h http.Header) {
 // or ErrInvalidBackend: answer 500.
 func (d *Decision) Process(req *HTTPRequest, rnd func(n int) int) (Plan, error) {
 	var p Plan
+	if d == nil || d.Rule == nil {
+		return p, ErrNoBackend
+	}
+	if req == nil {
+		req = &HTTPRequest{}
+	}
 	if req.Header == nil {
 		req.Header = make(http.Header)
 	}

@@ -357,6 +357,10 @@ func TestMirror(t *testing.T) {
 }
 
 func TestProcessErrors(t *testing.T) {
+	var zero Decision
+	if _, err := zero.Process(&HTTPRequest{}, seq()); !errors.Is(err, ErrNoBackend) {
+		t.Fatalf("zero decision: %v", err)
+	}
 	tb := mustCompile(t, httpTable([]*weftv1.Rule{rule("r", be("a", 0))}, hm(0, nil)))
 	d, _ := tb.Select(&Request{Path: "/"})
 	if _, err := d.Process(&HTTPRequest{Path: "/"}, seq()); !errors.Is(err, ErrNoBackend) {
