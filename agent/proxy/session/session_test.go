@@ -420,6 +420,10 @@ func TestCookieEntriesCarryOver(t *testing.T) {
 	if len(got) != 3 || got[1] != entries[0] || got[2] != entries[1] {
 		t.Fatalf("entries %q, want new + c1 + c2", got)
 	}
+	// net/http keeps the value intact in the Set-Cookie line.
+	if line := r.SetCookie.String(); !strings.HasPrefix(line, "sticky="+r.SetCookie.Value+"; Path=/; HttpOnly; SameSite=Lax") {
+		t.Fatalf("Set-Cookie %q", line)
+	}
 	// The new entry and the carried ones all still pin in their clusters.
 	for i, cl := range []string{"target", "c1", "c2"} {
 		if r := m.Resolve(cfg, cl, a, withCookie(r.SetCookie), t0, (&picker{}).pick); !r.Pinned {
