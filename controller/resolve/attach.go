@@ -22,8 +22,10 @@ type claim struct {
 
 // portState is what attached to one Service port.
 type portState struct {
-	key    portKey
-	winner routeKind
+	key portKey
+	// winners is the winning route kind per class ("" producer, else the
+	// consumer namespace).
+	winners map[string]routeKind
 	// producer and consumers hold the winning-kind routes per class, in
 	// route precedence order, each route once.
 	producer  []*route
@@ -65,43 +67,56 @@ func (r *resolver) attach(routes []*route) map[portKey]*portState {
 	}
 	slices.SortFunc(keys, comparePortKeys)
 	for _, pk := range keys {
-		cs := claims[pk]
-		ps := &portState{key: pk, consumers: map[string][]*route{}}
-		for _, c := range cs {
-			ps.winner = max(ps.winner, c.rt.kind)
+		ps := &portState{key: pk, consumers: map[string][]*route{}, winners: map[string]routeKind{}}
+		// GEP-1294: when routes of different kinds bind to one Service
+		// port, only the most specific kind applies (across producer and
+		// consumer routes alike); routes of one kind merge per class.
+		var win routeKind
+		for _, c := range claims[pk] {
+			win = max(win, c.rt.kind)
 		}
-		// The oldest route of the winning kind per class, for TCP and for
-		// messages.
-		first := map[string]*route{}
-		for _, c := range cs {
-			if c.rt.kind == ps.winner {
-				if _, ok := first[c.pr.consumer]; !ok {
-					first[c.pr.consumer] = c.rt
-				}
+		byClass := map[string][]claim{}
+		var classes []string
+		for _, c := range claims[pk] {
+			if _, ok := byClass[c.pr.consumer]; !ok {
+				classes = append(classes, c.pr.consumer)
 			}
+			byClass[c.pr.consumer] = append(byClass[c.pr.consumer], c)
 		}
-		for _, c := range cs {
-			winner := first[c.pr.consumer]
-			switch {
-			case c.rt.kind < ps.winner:
-				other := winnerOf(cs, ps.winner)
-				c.pr.lost = appendUnique(c.pr.lost, fmt.Sprintf("%s %s is also attached to Service port %s and %s takes precedence over %s (GRPC > HTTP > TLS > TCP); this route is not programmed there",
-					ps.winner, other.id(), pk, ps.winner, c.rt.kind))
-				continue
-			case c.rt.kind == kindTCP && winner != c.rt:
-				c.pr.lost = appendUnique(c.pr.lost, fmt.Sprintf("TCPRoute %s is older (or first by namespace/name) and already routes Service port %s for these callers; a TCP port carries one route",
-					winner.id(), pk))
-				continue
+		for _, class := range classes {
+			cs := byClass[class]
+			ps.winners[class] = win
+			// The oldest route of the winning kind: it names the winner in
+			// messages and is the one route of a TCP port.
+			first := winnerOf(cs, win)
+			if first == nil {
+				first = winnerOf(claims[pk], win)
 			}
-			if !slices.Contains(c.pr.won, pk) {
-				c.pr.won = append(c.pr.won, pk)
+			who := "callers in every namespace"
+			if class != "" {
+				who = "callers in namespace " + class
 			}
-			if c.pr.consumer == "" {
-				if !slices.Contains(ps.producer, c.rt) {
-					ps.producer = append(ps.producer, c.rt)
+			for _, c := range cs {
+				switch {
+				case c.rt.kind < win:
+					c.pr.lost = appendUnique(c.pr.lost, fmt.Sprintf("%s %s is also attached to Service port %s and %s takes precedence over %s (GRPC > HTTP > TLS > TCP, GEP-1294); this route is not programmed there",
+						win, first.id(), pk, win, c.rt.kind))
+					continue
+				case c.rt.kind == kindTCP && first != c.rt:
+					c.pr.lost = appendUnique(c.pr.lost, fmt.Sprintf("TCPRoute %s is older (or first by namespace/name) and already routes Service port %s for %s; a TCP port carries one route",
+						first.id(), pk, who))
+					continue
 				}
-			} else if !slices.Contains(ps.consumers[c.pr.consumer], c.rt) {
-				ps.consumers[c.pr.consumer] = append(ps.consumers[c.pr.consumer], c.rt)
+				if !slices.Contains(c.pr.won, pk) {
+					c.pr.won = append(c.pr.won, pk)
+				}
+				if class == "" {
+					if !slices.Contains(ps.producer, c.rt) {
+						ps.producer = append(ps.producer, c.rt)
+					}
+				} else if !slices.Contains(ps.consumers[class], c.rt) {
+					ps.consumers[class] = append(ps.consumers[class], c.rt)
+				}
 			}
 		}
 		out[pk] = ps
@@ -215,11 +230,11 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 		if p.Protocol == weftv1.Protocol_PROTOCOL_UNSPECIFIED {
 			p.Protocol = weftv1.Protocol_PROTOCOL_TCP
 		}
-	case ps.winner == kindGRPC:
+	case ps.winners[""] == kindGRPC:
 		p.Protocol = weftv1.Protocol_PROTOCOL_GRPC
-	case ps.winner == kindHTTP && (app == weftv1.Protocol_PROTOCOL_H2C || app == weftv1.Protocol_PROTOCOL_GRPC):
+	case ps.winners[""] == kindHTTP && (app == weftv1.Protocol_PROTOCOL_H2C || app == weftv1.Protocol_PROTOCOL_GRPC):
 		p.Protocol = weftv1.Protocol_PROTOCOL_H2C
-	case ps.winner == kindHTTP:
+	case ps.winners[""] == kindHTTP:
 		p.Protocol = weftv1.Protocol_PROTOCOL_HTTP
 	default:
 		p.Protocol = weftv1.Protocol_PROTOCOL_TCP
@@ -231,12 +246,12 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 		return p
 	}
 	if len(ps.producer) > 0 {
-		p.Producer = buildTable(ps.winner, ps.producer)
+		p.Producer = buildTable(ps.winners[""], ps.producer)
 	}
 	if len(ps.consumers) > 0 {
 		p.Consumers = make(map[string]*weftv1.RouteTable, len(ps.consumers))
 		for ns, rts := range ps.consumers {
-			p.Consumers[ns] = buildTable(ps.winner, rts)
+			p.Consumers[ns] = buildTable(ps.winners[ns], rts)
 		}
 	}
 	return p
