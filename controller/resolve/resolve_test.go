@@ -1,0 +1,89 @@
+package resolve
+
+import (
+	"bytes"
+	"errors"
+	"math/rand"
+	"path/filepath"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestInputOrderDoesNotMatter shuffles every list of every golden input:
+// informers hand out objects in no particular order, and the policy and
+// statuses must not depend on it.
+func TestInputOrderDoesNotMatter(t *testing.T) {
+	cases, _ := filepath.Glob("testdata/*.in.yaml")
+	rnd := rand.New(rand.NewSource(7))
+	for _, c := range cases {
+		in, err := loadCase(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := render(Resolve(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ {
+			shuffle(rnd, in.Namespaces)
+			shuffle(rnd, in.Nodes)
+			shuffle(rnd, in.Services)
+			shuffle(rnd, in.EndpointSlices)
+			shuffle(rnd, in.Pods)
+			shuffle(rnd, in.HTTPRoutes)
+			shuffle(rnd, in.GRPCRoutes)
+			shuffle(rnd, in.TCPRoutes)
+			shuffle(rnd, in.BackendTrafficPolicies)
+			shuffle(rnd, in.Backends)
+			got, err := render(Resolve(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s: output depends on input order:\n%s", c, lineDiff(string(want), string(got)))
+			}
+		}
+	}
+}
+
+func shuffle[T any](r *rand.Rand, s []T) {
+	r.Shuffle(len(s), func(i, j int) { s[i], s[j] = s[j], s[i] })
+}
+
+func TestValidateOptions(t *testing.T) {
+	for _, tc := range []struct {
+		o       Options
+		wantErr error
+	}{
+		{Options{}, nil},
+		{Options{TrustDomain: "prod.example.com", TunnelPort: 15009}, nil},
+		{Options{TrustDomain: "Prod.Example"}, ErrInvalidTrustDomain},
+		{Options{TrustDomain: "a/b"}, ErrInvalidTrustDomain},
+	} {
+		err := ValidateOptions(tc.o)
+		if !errors.Is(err, tc.wantErr) {
+			t.Errorf("ValidateOptions(%+v) = %v, want %v", tc.o, err, tc.wantErr)
+		}
+	}
+	if err := ValidateOptions(Options{TunnelPort: 70000}); err == nil {
+		t.Error("ValidateOptions accepted tunnel port 70000")
+	}
+	// Resolve never fails: an invalid trust domain falls back to the default.
+	in := Input{
+		Options:    Options{TrustDomain: "BAD/TD", TunnelPort: 70000},
+		Namespaces: []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "a", Annotations: map[string]string{EnrollAnnotation: "enabled"}}}},
+		Nodes: []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.11"}}}}},
+		Pods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p"}, Spec: corev1.PodSpec{NodeName: "n1"},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.2"}}},
+	}
+	p := Resolve(in).Nodes["n1"]
+	if p.GetTrustDomain() != DefaultTrustDomain || len(p.GetWorkloads()) != 1 || p.GetWorkloads()[0].GetIdentity() != "spiffe://cluster.local/ns/a/sa/default" {
+		t.Fatalf("policy with an invalid trust domain: %v", p)
+	}
+	if got := p.GetNodeTunnels()["n1"]; got != "172.30.0.11:15008" {
+		t.Fatalf("tunnel with an invalid port: %q", got)
+	}
+}
