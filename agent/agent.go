@@ -11,7 +11,6 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -140,9 +139,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.ids = ids
 
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return fmt.Errorf("session key: %w", err)
+	key, err := sessionKey(filepath.Join(cfg.StateDir, cfg.Node, "session.key"))
+	if err != nil {
+		return err
 	}
 	a.px, err = proxy.New(proxy.Config{
 		Node:         cfg.Node,

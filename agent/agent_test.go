@@ -3,6 +3,8 @@ package agent
 import (
 	"encoding/json"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -53,5 +55,23 @@ func TestEnrolledPatchSetsOnlyOurCondition(t *testing.T) {
 	}
 	if len(p.Status.Conditions) != 1 || p.Status.Conditions[0]["type"] != string(EnrolledCondition) || p.Status.Conditions[0]["status"] != "True" {
 		t.Fatalf("patch = %s", b)
+	}
+}
+
+func TestSessionKeySurvivesRestartAndRefusesGarbage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "n1", "session.key")
+	k1, err := sessionKey(path)
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("first key: %x, %v", k1, err)
+	}
+	k2, err := sessionKey(path)
+	if err != nil || string(k1) != string(k2) {
+		t.Fatalf("key changed across restarts: %x then %x (%v)", k1, k2, err)
+	}
+	if err := os.WriteFile(path, []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sessionKey(path); err == nil {
+		t.Fatal("a malformed key was accepted")
 	}
 }
