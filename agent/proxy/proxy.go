@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -188,7 +187,7 @@ func (p *Proxy) Serve(out, in net.Listener) error {
 	go func() { errc <- p.out.Serve(out) }()
 	go func() {
 		err := p.in.Serve(in)
-		if errors.Is(err, http.ErrServerClosed) {
+		if errors.Is(err, inbound.ErrServerClosed) {
 			err = nil
 		}
 		errc <- err

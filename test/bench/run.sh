@@ -21,7 +21,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [ -n "${KEEP:-}" ]; then echo "# kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -50,17 +50,22 @@ $B pki -dir "$WORK"
 
 # --- processes -------------------------------------------------------------
 BACKEND=127.0.0.1:18100
-start() { "$@" >"$WORK/$(basename "$1").$RANDOM.log" 2>&1 & PIDS+=($!); echo $!; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# start VAR cmd...: runs cmd in the background, records its pid in VAR and in PIDS
+start() { local var=$1; shift; "$@" >"$WORK/$var.log" 2>&1 & PIDS+=($!); printf -v "$var" %s $!; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; tail -n 3 "$WORK"/*.log >&2; exit 1; }
+# every port must be free: a leftover listener would be measured instead of ours
+for p in 18100 18111 18112 18121 18122 18211 18212 18213 18214; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "port $p is already in use" >&2; exit 1; fi
+done
 
-start $B backend -listen $BACKEND -size 1024 >/dev/null
-WEFT_DST=$(start $B weft -role dst -in 127.0.0.1:18212 -out 127.0.0.1:18214 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK")
-WEFT_SRC=$(start $B weft -role src -out 127.0.0.1:18211 -in 127.0.0.1:18213 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK")
-RP_B=$(start $B rp -role b -listen 127.0.0.1:18122 -upstream $BACKEND -pki "$WORK")
-RP_A=$(start $B rp -role a -listen 127.0.0.1:18121 -upstream 127.0.0.1:18122 -pki "$WORK")
+start BACKEND_PID $B backend -listen $BACKEND -size 1024
+start WEFT_DST $B weft -role dst -in 127.0.0.1:18212 -out 127.0.0.1:18214 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK"
+start WEFT_SRC $B weft -role src -out 127.0.0.1:18211 -in 127.0.0.1:18213 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK"
+start RP_B $B rp -role b -listen 127.0.0.1:18122 -upstream $BACKEND -pki "$WORK"
+start RP_A $B rp -role a -listen 127.0.0.1:18121 -upstream 127.0.0.1:18122 -pki "$WORK"
 for d in cb pt ft ut st; do mkdir -p "$WORK/$d"; done
 sed -e "s#__DIR__#$WORK#g" -e "s#__BACKEND__#$BACKEND#g" "$NGINX_CONF" >"$WORK/nginx.conf"
-NGINX=$(start nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-stderr.log")
+start NGINX nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-stderr.log"
 for p in $BACKEND 127.0.0.1:18211 127.0.0.1:18212 127.0.0.1:18121 127.0.0.1:18122 127.0.0.1:18111; do wait_port $p; done
 sleep 0.5
 NGINX_PIDS="$NGINX $(cat /proc/$NGINX/task/*/children 2>/dev/null)"
@@ -83,10 +88,7 @@ run() { # name qps secs -> json
 }
 
 for r in $(seq "$ROUNDS"); do
-  for k in direct weft nginx rp; do
-    # rotate the order each round (interleaved)
-    :
-  done
+  # rotate the order each round (interleaved)
   order=(direct weft nginx rp); rot=$(( (r - 1) % 4 )); order=("${order[@]:rot}" "${order[@]:0:rot}")
   for k in "${order[@]}"; do
     log "round $r $k"

@@ -60,13 +60,20 @@ type Config struct {
 // Server serves tunnels; use Serve with a TCP listener and Shutdown to drain.
 type Server struct {
 	cfg  Config
-	srv  *http.Server
 	tlsc *tls.Config
 	mu   sync.Mutex
 	conf map[spiffeid.ID]*tls.Config
+	// live connections and listeners, for the drain
+	conns     map[*tunnel.ServerConn]struct{}
+	listeners map[net.Listener]struct{}
+	closing   bool
+	wg        sync.WaitGroup
 	// streams counts CONNECT streams being served (for the drain).
 	streams atomic.Int64
 }
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("inbound server closed")
 
 // New checks cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
@@ -89,25 +96,11 @@ func New(cfg Config) (*Server, error) {
 		d := &net.Dialer{Timeout: cfg.DialTimeout}
 		cfg.Dial = d.DialContext
 	}
-	s := &Server{cfg: cfg, conf: make(map[spiffeid.ID]*tls.Config)}
+	s := &Server{cfg: cfg, conf: make(map[spiffeid.ID]*tls.Config), conns: make(map[*tunnel.ServerConn]struct{}), listeners: make(map[net.Listener]struct{})}
 	s.tlsc = &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{"h2"},
 		GetConfigForClient: s.configForClient,
-	}
-	var p http.Protocols
-	p.SetHTTP2(true)
-	s.srv = &http.Server{
-		Handler:           s,
-		Protocols:         &p,
-		ReadHeaderTimeout: cfg.HandshakeTimeout,
-		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
-		HTTP2: &http.HTTP2Config{
-			MaxReceiveBufferPerConnection: 16 << 20,
-			MaxReceiveBufferPerStream:     4 << 20,
-			MaxConcurrentStreams:          1000,
-		},
 	}
 	return s, nil
 }
@@ -132,19 +125,95 @@ func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error
 	return c, nil
 }
 
-// Serve accepts TLS tunnels on l until Shutdown; it returns
-// http.ErrServerClosed after Shutdown.
+// Serve accepts TLS tunnels on l until Shutdown or Close, then returns
+// ErrServerClosed.
 func (s *Server) Serve(l net.Listener) error {
-	return s.srv.Serve(tls.NewListener(l, s.tlsc))
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accept tunnels: %w", err)
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.serveConn(nc)
+	}
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	tc := tls.Server(nc, s.tlsc)
+	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		s.cfg.Logger.Debug("tunnel handshake", "peer", nc.RemoteAddr().String(), "err", err)
+		nc.Close()
+		return
+	}
+	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol != "h2" {
+		nc.Close()
+		return
+	}
+	sc, err := tunnel.NewServerConn(tc, func(st *tunnel.Stream, authority string, h http.Header) {
+		s.streams.Add(1)
+		defer s.streams.Add(-1)
+		s.serveStream(&cs, st, authority, h)
+	})
+	if err != nil {
+		s.cfg.Logger.Debug("tunnel preface", "peer", nc.RemoteAddr().String(), "err", err)
+		return
+	}
+	nc.SetDeadline(time.Time{})
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		sc.Close()
+		return
+	}
+	s.conns[sc] = struct{}{}
+	s.mu.Unlock()
+	sc.Serve()
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, tells peers (GOAWAY) to open no new streams,
 // lets open streams finish until ctx ends, then closes every connection.
-// Streams are counted by the handler itself: a connection accepted just
-// before the shutdown would otherwise keep http.Server waiting.
 func (s *Server) Shutdown(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { s.srv.Shutdown(ctx); close(done) }()
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	conns := make([]*tunnel.ServerConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.GoAway()
+	}
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	var err error
@@ -155,102 +224,98 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	s.srv.Close()
-	<-done
+	s.Close()
 	return err
 }
 
-// Close closes the listener and every tunnel at once.
-func (s *Server) Close() error { return s.srv.Close() }
+// Close closes the listeners and every tunnel at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	conns := make([]*tunnel.ServerConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	s.wg.Wait()
+	return nil
+}
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.streams.Add(1)
-	defer s.streams.Add(-1)
-	if r.Method != http.MethodConnect || r.ProtoMajor != 2 || r.TLS == nil {
-		http.Error(w, "weft tunnel accepts only HTTP/2 CONNECT", http.StatusMethodNotAllowed)
-		return
-	}
-	peer, err := peerID(r.TLS)
+func (s *Server) serveStream(cs *tls.ConnectionState, st *tunnel.Stream, authority string, h http.Header) {
+	defer st.Close()
+	peer, err := peerID(cs)
 	if err != nil {
-		http.Error(w, "no peer identity", http.StatusForbidden)
+		st.Respond(http.StatusForbidden)
 		return
 	}
-	local, ok := s.cfg.Local.ByServerName(r.TLS.ServerName)
+	local, ok := s.cfg.Local.ByServerName(cs.ServerName)
 	if !ok {
-		http.Error(w, "unknown server name", http.StatusForbidden)
+		st.Respond(http.StatusForbidden)
 		return
 	}
-	target, err := netip.ParseAddrPort(r.Host)
+	target, err := netip.ParseAddrPort(authority)
 	if err != nil {
-		http.Error(w, "bad target", http.StatusBadRequest)
+		st.Respond(http.StatusBadRequest)
 		return
 	}
 	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
 	podID, ok := s.cfg.Local.PodIdentity(target.Addr())
 	if !ok {
 		s.cfg.Logger.Debug("tunnel refused: not a local pod", "target", target.String(), "peer", peer.String())
-		http.Error(w, "target is not a local pod", http.StatusForbidden)
+		st.Respond(http.StatusForbidden)
 		return
 	}
 	if podID != local {
-		http.Error(w, "target pod identity differs from the requested server identity", http.StatusForbidden)
+		st.Respond(http.StatusForbidden)
 		return
 	}
-	if want := r.Header.Get(tunnel.HeaderDestinationIdentity); want != "" && want != local.String() {
-		http.Error(w, "expected identity differs", http.StatusForbidden)
+	if want := h.Get(tunnel.HeaderDestinationIdentity); want != "" && want != local.String() {
+		st.Respond(http.StatusForbidden)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.DialTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	pod, err := s.cfg.Dial(ctx, "tcp", target.String())
 	cancel()
 	if err != nil {
 		s.cfg.Logger.Debug("dial pod", "target", target.String(), "err", err)
-		http.Error(w, "connect to pod failed", http.StatusServiceUnavailable)
+		st.Respond(http.StatusServiceUnavailable)
 		return
 	}
 	defer pod.Close()
-	rc := http.NewResponseController(w)
-	w.WriteHeader(http.StatusOK)
-	if err := rc.Flush(); err != nil {
+	if err := st.Respond(http.StatusOK); err != nil {
 		return
 	}
 	up := make(chan struct{})
 	go func() {
 		defer close(up)
 		bp := bufPool.Get().(*[]byte)
-		io.CopyBuffer(pod, r.Body, *bp)
+		_, err := io.CopyBuffer(pod, st, *bp)
 		bufPool.Put(bp)
+		if err != nil {
+			pod.Close()
+			return
+		}
 		if cw, ok := pod.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
 	}()
 	bp := bufPool.Get().(*[]byte)
-	copyFlush(w, rc, pod, *bp)
+	_, err = io.CopyBuffer(st, pod, *bp)
 	bufPool.Put(bp)
-	pod.Close()
-	r.Body.Close()
-	<-up
-}
-
-// copyFlush copies src to the stream, flushing every chunk so nothing waits
-// in a buffer (server-first protocols, interactive traffic).
-func copyFlush(w io.Writer, rc *http.ResponseController, src io.Reader, buf []byte) {
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			if rc.Flush() != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
+	if err == nil {
+		st.CloseWrite()
+	} else {
+		st.Close()
 	}
+	<-up
 }
 
 func peerID(cs *tls.ConnectionState) (spiffeid.ID, error) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -108,7 +107,7 @@ func startWithCA(t *testing.T, ca *tunneltest.CA, podID spiffeid.ID, serverSVID 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		if err := <-done; !errors.Is(err, inbound.ErrServerClosed) {
 			t.Errorf("serve: %v", err)
 		}
 	})

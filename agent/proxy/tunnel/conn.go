@@ -1,12 +1,9 @@
 package tunnel
 
 import (
-	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 )
 
@@ -15,31 +12,21 @@ import (
 // stream: the Set*Deadline methods return ErrNoDeadline, callers bound it
 // with contexts or by closing it.
 type Conn struct {
-	r      io.ReadCloser
-	w      *io.PipeWriter
-	cancel context.CancelFunc
+	s      *Stream
 	target Target
-	once   sync.Once
 }
 
 // ErrNoDeadline: deadlines are not supported on tunnel streams.
 var ErrNoDeadline = errors.New("tunnel stream has no deadlines")
 
-func (c *Conn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *Conn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *Conn) Read(p []byte) (int, error)  { return c.s.Read(p) }
+func (c *Conn) Write(p []byte) (int, error) { return c.s.Write(p) }
 
 // CloseWrite ends the sending direction; the peer reads EOF.
-func (c *Conn) CloseWrite() error { return c.w.Close() }
+func (c *Conn) CloseWrite() error { return c.s.CloseWrite() }
 
 // Close ends the stream in both directions.
-func (c *Conn) Close() error {
-	c.once.Do(func() {
-		c.w.Close()
-		c.r.Close()
-		c.cancel()
-	})
-	return nil
-}
+func (c *Conn) Close() error { return c.s.Close() }
 
 // LocalAddr is unspecified: a stream has no local socket address.
 func (c *Conn) LocalAddr() net.Addr { return streamAddr{} }

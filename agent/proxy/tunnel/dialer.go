@@ -5,11 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"sync"
 	"time"
 
@@ -43,16 +41,29 @@ type DialerConfig struct {
 var ErrRefused = errors.New("tunnel refused")
 
 // Dialer opens CONNECT streams to node proxies. TLS connections are pooled
-// and multiplexed per (source identity, destination identity, node): one
-// HTTP/2 transport per identity pair, whose pool is keyed by node address.
+// and multiplexed per (source identity, destination node, destination
+// identity).
 type Dialer struct {
-	cfg  DialerConfig
-	mu   sync.Mutex
-	tr   map[pairKey]*http.Transport
-	done bool
+	cfg     DialerConfig
+	mu      sync.Mutex
+	pools   map[poolKey][]*h2conn
+	dialing map[poolKey]*dialCall
+	tls     map[pairKey]*tls.Config
+	done    bool
 }
 
 type pairKey struct{ src, dst spiffeid.ID }
+
+type poolKey struct {
+	pairKey
+	node string
+}
+
+type dialCall struct {
+	done chan struct{}
+	c    *h2conn
+	err  error
+}
 
 // NewDialer returns a Dialer; Close releases its pooled connections.
 func NewDialer(cfg DialerConfig) *Dialer {
@@ -62,105 +73,158 @@ func NewDialer(cfg DialerConfig) *Dialer {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 90 * time.Second
 	}
-	return &Dialer{cfg: cfg, tr: make(map[pairKey]*http.Transport)}
+	return &Dialer{cfg: cfg, pools: make(map[poolKey][]*h2conn), dialing: make(map[poolKey]*dialCall), tls: make(map[pairKey]*tls.Config)}
 }
 
 var errClosed = errors.New("tunnel dialer closed")
 
-func (d *Dialer) transport(src, dst spiffeid.ID) (*http.Transport, error) {
-	k := pairKey{src, dst}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.done {
-		return nil, errClosed
+func (d *Dialer) tlsConfigLocked(k pairKey) *tls.Config {
+	if c, ok := d.tls[k]; ok {
+		return c
 	}
-	if t, ok := d.tr[k]; ok {
-		return t, nil
-	}
-	tc := tlsconfig.MTLSClientConfig(SVIDSource(d.cfg.Identities, src), BundleSource(d.cfg.Identities), tlsconfig.AuthorizeID(dst))
-	tc.MinVersion = tls.VersionTLS13
-	tc.ServerName = ServerName(dst)
-	tc.ClientSessionCache = tls.NewLRUClientSessionCache(64)
-	var p http.Protocols
-	p.SetHTTP2(true)
-	nd := &net.Dialer{Timeout: d.cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
-		DialContext:         nd.DialContext,
-		TLSClientConfig:     tc,
-		TLSHandshakeTimeout: d.cfg.DialTimeout,
-		IdleConnTimeout:     d.cfg.IdleTimeout,
-		Protocols:           &p,
-		DisableCompression:  true,
-		HTTP2: &http.HTTP2Config{
-			MaxReceiveBufferPerConnection: 16 << 20,
-			MaxReceiveBufferPerStream:     4 << 20,
-			PingTimeout:                   15 * time.Second,
-			SendPingTimeout:               30 * time.Second,
-		},
-	}
-	d.tr[k] = t
-	return t, nil
+	c := tlsconfig.MTLSClientConfig(SVIDSource(d.cfg.Identities, k.src), BundleSource(d.cfg.Identities), tlsconfig.AuthorizeID(k.dst))
+	c.MinVersion = tls.VersionTLS13
+	c.ServerName = ServerName(k.dst)
+	c.NextProtos = []string{"h2"}
+	c.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+	d.tls[k] = c
+	return c
 }
 
 // Dial opens one CONNECT stream to t.Addr through t.Node. ctx bounds the
 // dial only; the stream lives until the returned conn is closed.
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
-	tr, err := d.transport(t.Source, t.Dest)
+	k := poolKey{pairKey{t.Source, t.Dest}, t.Node}
+	hdr := http.Header{HeaderDestinationIdentity: {t.Dest.String()}}
+	for try := 0; ; try++ {
+		c, err := d.conn(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel to %s via %s: %w", t.Addr, t.Node, err)
+		}
+		s, err := c.open(ctx, t.Addr.String(), hdr)
+		if err == nil {
+			return &Conn{s: s, target: t}, nil
+		}
+		// a pooled connection that went away under us: once more, fresh
+		if try == 0 && (errors.Is(err, errGoingAway) || errors.Is(err, errConnClosed)) && ctx.Err() == nil {
+			continue
+		}
+		return nil, fmt.Errorf("tunnel to %s via %s: %w", t.Addr, t.Node, err)
+	}
+}
+
+// conn returns a pooled connection with room for a stream, dialing one
+// (once per key at a time) when there is none.
+func (d *Dialer) conn(ctx context.Context, k poolKey) (*h2conn, error) {
+	d.mu.Lock()
+	if d.done {
+		d.mu.Unlock()
+		return nil, errClosed
+	}
+	live := d.pools[k][:0]
+	var pick *h2conn
+	for _, c := range d.pools[k] {
+		if c.usable() {
+			live = append(live, c)
+			if pick == nil {
+				pick = c
+			}
+		}
+	}
+	d.pools[k] = live
+	if pick != nil {
+		d.mu.Unlock()
+		return pick, nil
+	}
+	call, ok := d.dialing[k]
+	if !ok {
+		call = &dialCall{done: make(chan struct{})}
+		d.dialing[k] = call
+		tc := d.tlsConfigLocked(k.pairKey)
+		go func() {
+			dctx, cancel := context.WithTimeout(context.Background(), d.cfg.DialTimeout)
+			defer cancel()
+			call.c, call.err = d.dial(dctx, k.node, tc)
+			d.mu.Lock()
+			delete(d.dialing, k)
+			if call.err == nil {
+				if d.done {
+					call.c.fail(errClosed)
+					call.err = errClosed
+				} else {
+					d.pools[k] = append(d.pools[k], call.c)
+				}
+			}
+			d.mu.Unlock()
+			close(call.done)
+		}()
+	}
+	d.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.c, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (d *Dialer) dial(ctx context.Context, node string, tc *tls.Config) (*h2conn, error) {
+	nd := &net.Dialer{KeepAlive: 30 * time.Second}
+	raw, err := nd.DialContext(ctx, "tcp", node)
 	if err != nil {
 		return nil, err
 	}
-	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, cancel)
-	pr, pw := io.Pipe()
-	req := (&http.Request{
-		Method:        http.MethodConnect,
-		URL:           &url.URL{Scheme: "https", Host: t.Node},
-		Host:          t.Addr.String(),
-		Header:        http.Header{HeaderDestinationIdentity: {t.Dest.String()}},
-		Body:          pr,
-		ContentLength: -1,
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-	}).WithContext(streamCtx)
-	resp, err := tr.RoundTrip(req)
-	if !stop() {
-		// the dial deadline fired: the stream (if any) is already cancelled
-		if err == nil {
-			resp.Body.Close()
-		}
-		pw.Close()
-		cancel()
-		return nil, fmt.Errorf("tunnel to %s via %s: %w", t.Addr, t.Node, context.Cause(ctx))
+	tconn := tls.Client(raw, tc)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
 	}
-	if err != nil {
-		pw.Close()
-		cancel()
-		return nil, fmt.Errorf("tunnel to %s via %s: %w", t.Addr, t.Node, err)
+	if p := tconn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		raw.Close()
+		return nil, fmt.Errorf("node proxy %s negotiated %q, want h2", node, p)
 	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		pw.Close()
-		cancel()
-		return nil, fmt.Errorf("tunnel to %s via %s: %w: %s", t.Addr, t.Node, ErrRefused, resp.Status)
+	c := newH2Conn(tconn, false)
+	c.idleTimeout = d.cfg.IdleTimeout
+	if err := c.start(); err != nil {
+		tconn.Close()
+		return nil, err
 	}
-	return &Conn{r: resp.Body, w: pw, cancel: cancel, target: t}, nil
+	go c.readLoop()
+	return c, nil
 }
 
 // Close closes every pooled connection; later Dials fail.
 func (d *Dialer) Close() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.done = true
-	for _, t := range d.tr {
-		t.CloseIdleConnections()
+	var all []*h2conn
+	for _, cs := range d.pools {
+		all = append(all, cs...)
+	}
+	d.pools = map[poolKey][]*h2conn{}
+	d.mu.Unlock()
+	for _, c := range all {
+		c.fail(errClosed)
 	}
 }
 
 // CloseIdle closes pooled connections that carry no stream.
 func (d *Dialer) CloseIdle() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, t := range d.tr {
-		t.CloseIdleConnections()
+	var idle []*h2conn
+	for k, cs := range d.pools {
+		live := cs[:0]
+		for _, c := range cs {
+			if c.activeStreams() == 0 {
+				idle = append(idle, c)
+			} else {
+				live = append(live, c)
+			}
+		}
+		d.pools[k] = live
+	}
+	d.mu.Unlock()
+	for _, c := range idle {
+		c.fail(errGoingAway)
 	}
 }

@@ -41,6 +41,7 @@ func main() {
 		fs.StringVar(&c.backend, "backend", "127.0.0.1:18100", "backend pod address")
 		fs.StringVar(&c.pki, "pki", "", "PKI directory (from weft-bench pki)")
 		fs.StringVar(&c.proto, "proto", "http", "service protocol: http or h2c")
+		fs.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (profiling the proxy)")
 		fs.Parse(os.Args[2:])
 		err = runWeft(ctx, c)
 	case "rp":

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof"
 	"net/netip"
 	"path/filepath"
 
@@ -17,7 +19,7 @@ import (
 )
 
 type weftConfig struct {
-	role, out, in, peer, backend, pki, proto string
+	role, out, in, peer, backend, pki, proto, pprof string
 }
 
 // benchVIP is the Service address every captured connection "was sent to".
@@ -123,6 +125,9 @@ func runWeft(ctx context.Context, c weftConfig) error {
 	}
 	if err := p.Update(pol); err != nil {
 		return err
+	}
+	if c.pprof != "" {
+		go http.ListenAndServe(c.pprof, nil)
 	}
 	return p.Run(ctx)
 }

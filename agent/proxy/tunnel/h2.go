@@ -1,0 +1,774 @@
+package tunnel
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// This file is a small HTTP/2 implementation for CONNECT streams only (RFC
+// 9113 section 8.5), both ends. It exists because the general net/http
+// HTTP/2 stack moves every frame through several goroutines (frame reader,
+// connection loop, handler, request-body pipe); here a stream's writes go
+// straight to the connection (one mutex, one flush) and a connection's
+// single reader hands data to the Stream reading it. That is most of the
+// node proxy's CPU per request.
+
+const (
+	// initialWindow is the per-Stream receive window we advertise.
+	initialWindow = 4 << 20
+	// connWindow is the connection receive window we keep.
+	connWindow = 16 << 20
+	// maxStreams is how many concurrent streams a server accepts per conn.
+	maxStreams = 1000
+	// maxFrame is the largest DATA frame we send (the peer's limit applies
+	// when smaller).
+	maxFrame = 16 << 10
+	// maxHeaderList bounds a peer's header block.
+	maxHeaderList = 16 << 10
+)
+
+var (
+	errConnClosed   = errors.New("tunnel connection closed")
+	errStreamReset  = errors.New("tunnel Stream reset")
+	errGoingAway    = errors.New("tunnel connection going away")
+	errFlowControl  = errors.New("peer exceeded the flow-control window")
+	errProtocol     = errors.New("http2 protocol error")
+	clientPreface   = []byte(http2.ClientPreface)
+	errStreamClosed = errors.New("tunnel Stream closed")
+)
+
+// h2conn is one HTTP/2 connection carrying CONNECT streams.
+type h2conn struct {
+	nc     net.Conn
+	server bool
+
+	wmu  sync.Mutex // serialises frame writes
+	bw   *bufio.Writer
+	fr   *http2.Framer
+	henc *hpack.Encoder
+	hbuf bytes.Buffer
+
+	mu          sync.Mutex
+	cond        *sync.Cond // send-window waits
+	streams     map[uint32]*Stream
+	nextID      uint32
+	lastPeerID  uint32
+	sendWindow  int64 // connection send window
+	peerInitWin int64
+	peerMaxFrm  uint32
+	goingAway   bool
+	closed      bool
+	closeErr    error
+	recvUnacked int64 // connection bytes consumed, not yet returned
+	idleTimer   *time.Timer
+	idleTimeout time.Duration
+	onIdle      func(*h2conn)
+
+	// server side: called (in its own goroutine) for each new stream
+	handle func(s *Stream, authority string, h http.Header)
+	done   chan struct{}
+}
+
+// Stream is one CONNECT stream.
+type Stream struct {
+	c  *h2conn
+	id uint32
+
+	// receive side, guarded by rmu
+	rmu      sync.Mutex
+	rcond    *sync.Cond
+	rbuf     []byte
+	roff     int
+	rEOF     bool
+	rErr     error
+	unacked  int64
+	response chan int // client: the response :status (closed on failure)
+
+	// send side, window guarded by c.mu
+	sendWindow int64
+	sentEnd    bool // guarded by c.wmu
+	reset      bool // guarded by c.mu
+}
+
+func newH2Conn(nc net.Conn, server bool) *h2conn {
+	c := &h2conn{
+		nc: nc, server: server, bw: bufio.NewWriterSize(nc, 32<<10),
+		streams: make(map[uint32]*Stream), sendWindow: 65535, peerInitWin: 65535, peerMaxFrm: 16384,
+		done: make(chan struct{}),
+	}
+	c.cond = sync.NewCond(&c.mu)
+	c.fr = newFramer(c, bufio.NewReaderSize(nc, 32<<10))
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	if server {
+		c.nextID = 2
+	} else {
+		c.nextID = 1
+	}
+	return c
+}
+
+func newFramer(c *h2conn, r io.Reader) *http2.Framer {
+	fr := http2.NewFramer(c.bw, r)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = maxHeaderList
+	fr.SetMaxReadFrameSize(1 << 20)
+	return fr
+}
+
+// start writes our preface and settings; the caller then runs readLoop.
+func (c *h2conn) start() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.server {
+		if _, err := c.bw.Write(clientPreface); err != nil {
+			return err
+		}
+	}
+	settings := []http2.Setting{
+		{ID: http2.SettingInitialWindowSize, Val: initialWindow},
+		{ID: http2.SettingMaxFrameSize, Val: 1 << 20},
+		{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
+		{ID: http2.SettingEnablePush, Val: 0},
+	}
+	if c.server {
+		settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams})
+	}
+	if err := c.fr.WriteSettings(settings...); err != nil {
+		return err
+	}
+	if err := c.fr.WriteWindowUpdate(0, connWindow-65535); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// readPreface consumes the client preface (server side).
+func (c *h2conn) readPreface(r io.Reader) error {
+	buf := make([]byte, len(clientPreface))
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return fmt.Errorf("read preface: %w", err)
+	}
+	if !bytes.Equal(buf, clientPreface) {
+		return fmt.Errorf("%w: bad client preface", errProtocol)
+	}
+	return nil
+}
+
+// fail closes the connection and every Stream with err.
+func (c *h2conn) fail(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.closeErr = err
+	streams := make([]*Stream, 0, len(c.streams))
+	for _, s := range c.streams {
+		streams = append(streams, s)
+	}
+	c.streams = map[uint32]*Stream{}
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.nc.Close()
+	for _, s := range streams {
+		s.abort(errConnClosed)
+	}
+	close(c.done)
+}
+
+// connError sends GOAWAY with code and closes.
+func (c *h2conn) connError(code http2.ErrCode, err error) {
+	c.wmu.Lock()
+	c.mu.Lock()
+	last := c.lastPeerID
+	c.mu.Unlock()
+	c.fr.WriteGoAway(last, code, nil)
+	c.bw.Flush()
+	c.wmu.Unlock()
+	c.fail(err)
+}
+
+// readLoop reads frames until the connection fails.
+func (c *h2conn) readLoop() {
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.resetStream(se.StreamID, se.Code)
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.connError(http2.ErrCode(ce), fmt.Errorf("%w: %v", errProtocol, err))
+				return
+			}
+			c.fail(err)
+			return
+		}
+		if err := c.process(f); err != nil {
+			c.connError(http2.ErrCodeProtocol, err)
+			return
+		}
+	}
+}
+
+func (c *h2conn) process(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if err := c.onSettings(f); err != nil {
+			return err
+		}
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		if err := c.fr.WriteSettingsAck(); err != nil {
+			return err
+		}
+		return c.bw.Flush()
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		if err := c.fr.WritePing(true, f.Data); err != nil {
+			return err
+		}
+		return c.bw.Flush()
+	case *http2.WindowUpdateFrame:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if f.StreamID == 0 {
+			c.sendWindow += int64(f.Increment)
+		} else if s, ok := c.streams[f.StreamID]; ok {
+			s.sendWindow += int64(f.Increment)
+		}
+		c.cond.Broadcast()
+		return nil
+	case *http2.RSTStreamFrame:
+		c.mu.Lock()
+		s, ok := c.streams[f.StreamID]
+		if ok {
+			delete(c.streams, f.StreamID)
+			s.reset = true
+			c.cond.Broadcast()
+		}
+		c.mu.Unlock()
+		if ok {
+			s.abort(fmt.Errorf("%w: %v", errStreamReset, f.ErrCode))
+			c.noteIdle()
+		}
+		return nil
+	case *http2.GoAwayFrame:
+		c.mu.Lock()
+		c.goingAway = true
+		n := len(c.streams)
+		c.mu.Unlock()
+		if n == 0 {
+			c.fail(errGoingAway)
+		}
+		return nil
+	case *http2.PushPromiseFrame:
+		return fmt.Errorf("%w: push promise", errProtocol)
+	default: // PRIORITY and unknown frames are ignored
+		return nil
+	}
+}
+
+func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.peerInitWin
+			c.peerInitWin = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWindow += delta
+			}
+			c.cond.Broadcast()
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrm = s.Val
+		}
+		return nil
+	})
+}
+
+func (c *h2conn) onData(f *http2.DataFrame) error {
+	n := int64(f.Length)
+	c.mu.Lock()
+	s, ok := c.streams[f.StreamID]
+	c.mu.Unlock()
+	if !ok {
+		// data for a Stream we already forgot: return its window at once
+		if n > 0 {
+			c.returnConnWindow(n)
+		}
+		return nil
+	}
+	s.rmu.Lock()
+	if s.rEOF || s.rErr != nil {
+		s.rmu.Unlock()
+		c.returnConnWindow(n)
+		return nil
+	}
+	if int64(len(s.rbuf)-s.roff)+int64(len(f.Data())) > initialWindow+maxFrame {
+		s.rmu.Unlock()
+		return errFlowControl
+	}
+	if s.roff > 0 && s.roff == len(s.rbuf) {
+		s.rbuf, s.roff = s.rbuf[:0], 0
+	}
+	s.rbuf = append(s.rbuf, f.Data()...)
+	// padding counts against the window but never reaches the reader
+	if pad := n - int64(len(f.Data())); pad > 0 {
+		s.unacked += pad
+	}
+	if f.StreamEnded() {
+		s.rEOF = true
+	}
+	s.rcond.Broadcast()
+	s.rmu.Unlock()
+	if f.StreamEnded() {
+		c.maybeForget(s)
+	}
+	return nil
+}
+
+// onHeaders: a new CONNECT Stream (server) or the response (client).
+func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	if !c.server {
+		c.mu.Lock()
+		s, ok := c.streams[f.StreamID]
+		c.mu.Unlock()
+		if !ok || s.response == nil {
+			return nil
+		}
+		code, err := strconv.Atoi(f.PseudoValue("status"))
+		if err != nil {
+			return fmt.Errorf("%w: bad :status", errProtocol)
+		}
+		if code >= 100 && code < 200 {
+			return nil
+		}
+		select {
+		case s.response <- code:
+		default:
+		}
+		if f.StreamEnded() {
+			s.rmu.Lock()
+			s.rEOF = true
+			s.rcond.Broadcast()
+			s.rmu.Unlock()
+			c.maybeForget(s)
+		}
+		return nil
+	}
+	id := f.StreamID
+	c.mu.Lock()
+	if id%2 == 0 || id <= c.lastPeerID {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: Stream id %d", errProtocol, id)
+	}
+	c.lastPeerID = id
+	if c.goingAway || len(c.streams) >= maxStreams {
+		c.mu.Unlock()
+		c.resetStream(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	if f.PseudoValue("method") != http.MethodConnect || f.PseudoValue("path") != "" || f.PseudoValue("scheme") != "" || f.PseudoValue("authority") == "" || f.StreamEnded() {
+		c.mu.Unlock()
+		c.respondAndEnd(id, http.StatusBadRequest)
+		return nil
+	}
+	s := c.newStreamLocked(id)
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	c.mu.Unlock()
+	h := make(http.Header, len(f.RegularFields()))
+	for _, hf := range f.RegularFields() {
+		h.Add(hf.Name, hf.Value)
+	}
+	go c.handle(s, f.PseudoValue("authority"), h)
+	return nil
+}
+
+func (c *h2conn) newStreamLocked(id uint32) *Stream {
+	s := &Stream{c: c, id: id, sendWindow: c.peerInitWin}
+	s.rcond = sync.NewCond(&s.rmu)
+	c.streams[id] = s
+	return s
+}
+
+// respondAndEnd answers a Stream with a status and no body.
+func (c *h2conn) respondAndEnd(id uint32, status int) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.writeHeadersLocked(id, true, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	c.bw.Flush()
+}
+
+func (c *h2conn) writeHeadersLocked(id uint32, end bool, fields ...hpack.HeaderField) error {
+	c.hbuf.Reset()
+	for _, f := range fields {
+		if err := c.henc.WriteField(f); err != nil {
+			return err
+		}
+	}
+	return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true, EndStream: end})
+}
+
+func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
+	c.mu.Lock()
+	s, ok := c.streams[id]
+	if ok {
+		delete(c.streams, id)
+		s.reset = true
+		c.cond.Broadcast()
+	}
+	c.mu.Unlock()
+	c.wmu.Lock()
+	c.fr.WriteRSTStream(id, code)
+	c.bw.Flush()
+	c.wmu.Unlock()
+	if ok {
+		s.abort(errStreamReset)
+		c.noteIdle()
+	}
+}
+
+func (c *h2conn) returnConnWindow(n int64) {
+	c.mu.Lock()
+	c.recvUnacked += n
+	send := c.recvUnacked >= connWindow/4
+	var inc int64
+	if send {
+		inc, c.recvUnacked = c.recvUnacked, 0
+	}
+	c.mu.Unlock()
+	if send {
+		c.wmu.Lock()
+		c.fr.WriteWindowUpdate(0, uint32(inc))
+		c.bw.Flush()
+		c.wmu.Unlock()
+	}
+}
+
+// maybeForget drops a Stream from the table once both directions ended.
+func (c *h2conn) maybeForget(s *Stream) {
+	c.wmu.Lock()
+	sent := s.sentEnd
+	c.wmu.Unlock()
+	s.rmu.Lock()
+	got := s.rEOF
+	s.rmu.Unlock()
+	if !sent || !got {
+		return
+	}
+	c.mu.Lock()
+	_, ok := c.streams[s.id]
+	delete(c.streams, s.id)
+	c.mu.Unlock()
+	if ok {
+		c.noteIdle()
+	}
+}
+
+// noteIdle closes a going-away connection with no streams left, and arms
+// the idle timer of a client connection with none.
+func (c *h2conn) noteIdle() {
+	c.mu.Lock()
+	n := len(c.streams)
+	away := c.goingAway
+	if n == 0 && !away && c.idleTimeout > 0 && !c.closed {
+		if c.idleTimer == nil {
+			c.idleTimer = time.AfterFunc(c.idleTimeout, c.idleCheck)
+		} else {
+			c.idleTimer.Reset(c.idleTimeout)
+		}
+	}
+	c.mu.Unlock()
+	if n == 0 && away {
+		c.fail(errGoingAway)
+	}
+}
+
+func (c *h2conn) idleCheck() {
+	c.mu.Lock()
+	idle := len(c.streams) == 0 && !c.closed
+	if idle {
+		c.goingAway = true
+	}
+	c.mu.Unlock()
+	if idle {
+		if c.onIdle != nil {
+			c.onIdle(c)
+		}
+		c.fail(errGoingAway)
+	}
+}
+
+// goAway (server) tells the peer to open no new streams.
+func (c *h2conn) goAway() {
+	c.mu.Lock()
+	c.goingAway = true
+	last := c.lastPeerID
+	n := len(c.streams)
+	c.mu.Unlock()
+	c.wmu.Lock()
+	c.fr.WriteGoAway(last, http2.ErrCodeNo, nil)
+	c.bw.Flush()
+	c.wmu.Unlock()
+	if n == 0 {
+		c.fail(errGoingAway)
+	}
+}
+
+// activeStreams counts open streams.
+func (c *h2conn) activeStreams() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.streams)
+}
+
+// usable reports whether a client connection can take another stream.
+func (c *h2conn) usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closed && !c.goingAway && len(c.streams) < maxStreams && c.nextID < 1<<31-1
+}
+
+// open starts a CONNECT Stream (client side) and waits for the response.
+func (c *h2conn) open(ctx context.Context, authority string, h http.Header) (*Stream, error) {
+	fields := make([]hpack.HeaderField, 0, 2+len(h))
+	fields = append(fields, hpack.HeaderField{Name: ":method", Value: http.MethodConnect}, hpack.HeaderField{Name: ":authority", Value: authority})
+	for k, vs := range h {
+		for _, v := range vs {
+			fields = append(fields, hpack.HeaderField{Name: lower(k), Value: v})
+		}
+	}
+	// ids must reach the wire in allocation order: allocate under wmu
+	c.wmu.Lock()
+	c.mu.Lock()
+	if c.closed || c.goingAway {
+		c.mu.Unlock()
+		c.wmu.Unlock()
+		return nil, errGoingAway
+	}
+	id := c.nextID
+	c.nextID += 2
+	s := c.newStreamLocked(id)
+	s.response = make(chan int, 1)
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	c.mu.Unlock()
+	err := c.writeHeadersLocked(id, false, fields...)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(err)
+		return nil, err
+	}
+	select {
+	case code := <-s.response:
+		if code != http.StatusOK {
+			s.Close()
+			return nil, fmt.Errorf("%w: status %d", ErrRefused, code)
+		}
+		return s, nil
+	case <-c.done:
+		return nil, fmt.Errorf("%w: %v", errConnClosed, c.err())
+	case <-ctx.Done():
+		s.Close()
+		return nil, ctx.Err()
+	}
+}
+
+func (c *h2conn) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeErr
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, ch := range b {
+		if 'A' <= ch && ch <= 'Z' {
+			b[i] = ch + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// Respond sends the response headers of a server stream: 200 opens the
+// tunnel, anything else refuses it (and ends the stream).
+func (s *Stream) Respond(status int) error {
+	c := s.c
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	end := status != http.StatusOK
+	if err := c.writeHeadersLocked(s.id, end, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)}); err != nil {
+		return err
+	}
+	if end {
+		s.sentEnd = true
+	}
+	return c.bw.Flush()
+}
+
+func (s *Stream) abort(err error) {
+	s.rmu.Lock()
+	if s.rErr == nil {
+		s.rErr = err
+	}
+	s.rcond.Broadcast()
+	s.rmu.Unlock()
+	if s.response != nil {
+		select {
+		case s.response <- 0:
+		default:
+		}
+	}
+}
+
+// Read reads the stream's data.
+func (s *Stream) Read(p []byte) (int, error) {
+	s.rmu.Lock()
+	for s.roff == len(s.rbuf) && !s.rEOF && s.rErr == nil {
+		s.rcond.Wait()
+	}
+	if s.roff < len(s.rbuf) {
+		n := copy(p, s.rbuf[s.roff:])
+		s.roff += n
+		s.unacked += int64(n)
+		inc := int64(0)
+		if s.unacked >= initialWindow/4 && !s.rEOF {
+			inc, s.unacked = s.unacked, 0
+		}
+		s.rmu.Unlock()
+		if inc > 0 {
+			s.c.wmu.Lock()
+			s.c.fr.WriteWindowUpdate(s.id, uint32(inc))
+			s.c.bw.Flush()
+			s.c.wmu.Unlock()
+		}
+		s.c.returnConnWindow(int64(n))
+		return n, nil
+	}
+	err := s.rErr
+	if err == nil {
+		err = io.EOF
+	}
+	s.rmu.Unlock()
+	return 0, err
+}
+
+// Write sends p as DATA frames within the flow-control windows.
+func (s *Stream) Write(p []byte) (int, error) {
+	c := s.c
+	written := 0
+	for len(p) > 0 {
+		c.mu.Lock()
+		for !c.closed && !s.reset && (s.sendWindow <= 0 || c.sendWindow <= 0) {
+			c.cond.Wait()
+		}
+		if c.closed {
+			c.mu.Unlock()
+			return written, errConnClosed
+		}
+		if s.reset {
+			c.mu.Unlock()
+			return written, errStreamReset
+		}
+		n := int64(len(p))
+		n = min(n, s.sendWindow, c.sendWindow, int64(c.peerMaxFrm), maxFrame)
+		s.sendWindow -= n
+		c.sendWindow -= n
+		c.mu.Unlock()
+		c.wmu.Lock()
+		if s.sentEnd {
+			c.wmu.Unlock()
+			return written, errStreamClosed
+		}
+		err := c.fr.WriteData(s.id, false, p[:n])
+		if err == nil {
+			err = c.bw.Flush()
+		}
+		c.wmu.Unlock()
+		if err != nil {
+			c.fail(err)
+			return written, err
+		}
+		written += int(n)
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// CloseWrite ends the sending direction (END_STREAM).
+func (s *Stream) CloseWrite() error {
+	c := s.c
+	c.wmu.Lock()
+	if s.sentEnd {
+		c.wmu.Unlock()
+		return nil
+	}
+	s.sentEnd = true
+	err := c.fr.WriteData(s.id, true, nil)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	c.maybeForget(s)
+	return err
+}
+
+// Close ends the Stream in both directions: a reset when the peer has not
+// finished, an END_STREAM when only our side was open.
+func (s *Stream) Close() error {
+	s.rmu.Lock()
+	peerDone := s.rEOF || s.rErr != nil
+	s.rmu.Unlock()
+	c := s.c
+	c.mu.Lock()
+	_, open := c.streams[s.id]
+	c.mu.Unlock()
+	if !open {
+		s.abort(errStreamClosed)
+		return nil
+	}
+	if peerDone {
+		err := s.CloseWrite()
+		s.abort(errStreamClosed)
+		return err
+	}
+	c.resetStream(s.id, http2.ErrCodeCancel)
+	return nil
+}
