@@ -45,11 +45,13 @@ lab-up: build lab-binaries ## start a local lab cluster (2 nodes); KUBECONFIG=.c
 lab-down: ## stop the lab and remove everything it created
 	$(BIN)/weft-lab down
 
-lab-install: ## install weft into the running lab from manifests/
-	@if [ -f manifests/kustomization.yaml ]; then KUBECONFIG=$(CACHE)/lab/kubeconfig kubectl apply -k manifests/; else echo "manifests/ is not written yet"; exit 1; fi
+lab-install: ## install weft into the running lab from manifests/ and wait until it is Ready
+	KUBECONFIG=$(CACHE)/lab/kubeconfig kubectl apply --server-side --force-conflicts -k manifests/
+	KUBECONFIG=$(CACHE)/lab/kubeconfig kubectl -n weft-system rollout status deployment/weft-controller --timeout=300s
+	KUBECONFIG=$(CACHE)/lab/kubeconfig kubectl -n weft-system rollout status daemonset/weft-agent --timeout=300s
 
 demo: lab-up lab-install ## the lab, weft installed from manifests, a canary with real traffic
-	@if [ -f test/demo/demo.sh ]; then bash test/demo/demo.sh; else echo "the demo script is not written yet"; exit 1; fi
+	bash test/demo/demo.sh
 
 bench: build ## run the benchmarks against their peers (ratios)
 	@if [ -f test/bench/run.sh ]; then bash test/bench/run.sh; else go test -run '^$$' -bench . -benchmem ./...; fi
