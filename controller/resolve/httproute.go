@@ -20,20 +20,26 @@ const hostnamesNote = "spec.hostnames is ignored for mesh routes: traffic is mat
 const defaultRetryAttempts = 1
 
 func (r *resolver) compileHTTPRoute(hr *gwv1.HTTPRoute) *route {
+	rules := hr.Spec.Rules
+	if len(rules) == 0 {
+		// The API server defaults rules to one PathPrefix "/" rule; a
+		// snapshot that skipped defaulting means the same.
+		rules = []gwv1.HTTPRouteRule{{}}
+	}
 	rt := &route{
 		kind: kindHTTP, ns: hr.Namespace, name: hr.Name, generation: hr.Generation,
-		created: hr.CreationTimestamp, parentRefs: hr.Spec.ParentRefs, totalRules: len(hr.Spec.Rules),
+		created: hr.CreationTimestamp, parentRefs: hr.Spec.ParentRefs, totalRules: len(rules),
 	}
 	if len(hr.Spec.Hostnames) > 0 {
 		rt.notes = append(rt.notes, hostnamesNote)
 	}
-	names := make([]*gwv1.SectionName, len(hr.Spec.Rules))
-	for i := range hr.Spec.Rules {
-		names[i] = hr.Spec.Rules[i].Name
+	names := make([]*gwv1.SectionName, len(rules))
+	for i := range rules {
+		names[i] = rules[i].Name
 	}
 	unique := rt.ruleNames(names)
-	for i := range hr.Spec.Rules {
-		rule := &hr.Spec.Rules[i]
+	for i := range rules {
+		rule := &rules[i]
 		cr, err := r.compileHTTPRule(rt, i, unique[i], rule)
 		if err != nil {
 			rt.drop(i, rule.Name, err.Error())
