@@ -176,16 +176,27 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
 	grace := int64(2)
+	// envtest runs without the ServiceAccount admission plugin: add the
+	// volume it injects on a real cluster.
+	expiry := int64(3607)
+	apiAccess := corev1.Volume{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+		{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: &expiry}},
+		{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+		{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}}},
+	}}}}
 	server := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "server", Namespace: ns},
 		Spec: corev1.PodSpec{
 			NodeName:                      nodes[1].Name,
+			ServiceAccountName:            "default",
 			TerminationGracePeriodSeconds: &grace,
+			Volumes:                       []corev1.Volume{apiAccess},
 			Containers: []corev1.Container{{
-				Name:  "main",
-				Image: "lab.test/server:dev",
-				Env:   []corev1.EnvVar{{Name: helperEnv, Value: "serve"}, fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_IP", "status.podIP"), fieldEnv("NODE_NAME", "spec.nodeName")},
-				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+				Name:         "main",
+				Image:        "lab.test/server:dev",
+				VolumeMounts: []corev1.VolumeMount{{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}},
+				Env:          []corev1.EnvVar{{Name: helperEnv, Value: "serve"}, fieldEnv("POD_NAME", "metadata.name"), fieldEnv("POD_IP", "status.podIP"), fieldEnv("NODE_NAME", "spec.nodeName")},
+				Ports:        []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
 				ReadinessProbe: &corev1.Probe{
 					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}},
 					PeriodSeconds: 1,
