@@ -246,7 +246,6 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	if upgrade != "" {
 		h2 = false
 	}
-	tr := p.up.get(rq.info.src, ep.Identity, h2)
 	out := &http.Request{
 		Method:        r.Method,
 		URL:           &url.URL{Scheme: "http", Host: ep.Addr.String(), Opaque: target},
@@ -270,7 +269,13 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 		out.Body = r.Body
 	}
 	out = out.WithContext(ctx)
-	resp, err := tr.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	if !h2 && upgrade == "" && out.ContentLength >= 0 {
+		resp, err = p.h1.roundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr}, out)
+	} else {
+		resp, err = p.up.get(rq.info.src, ep.Identity, h2).RoundTrip(out)
+	}
 	if err != nil {
 		if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
 			c()

@@ -72,6 +72,7 @@ type Proxy struct {
 	l7   *connListener
 	http *http.Server
 	up   *upstreams
+	h1   *h1pool
 
 	mu       sync.Mutex
 	l4       map[net.Conn]struct{}
@@ -109,6 +110,7 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{cfg: cfg, l4: make(map[net.Conn]struct{})}
 	p.l7 = newConnListener()
 	p.up = newUpstreams(cfg.Tunnel, cfg.DialTimeout)
+	p.h1 = newH1Pool(cfg.Tunnel)
 	p.http = newHTTPServer(p)
 	go p.http.Serve(p.l7)
 	p.snap.Store(&Snapshot{})
@@ -357,6 +359,7 @@ func (p *Proxy) Close() error {
 	p.http.Close()
 	p.l7.Close()
 	p.up.close()
+	p.h1.closeAll()
 	return nil
 }
 
