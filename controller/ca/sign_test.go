@@ -78,7 +78,7 @@ type fixture struct {
 	now time.Time
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{now: time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)}
 	c, err := New(Config{
