@@ -219,7 +219,7 @@ func (r *resolver) buildClusters() []*weftv1.Cluster {
 func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) []*weftv1.Endpoint {
 	esl := slices.Clone(r.ix.slices[objKey{svc.Namespace, svc.Name}])
 	slices.SortFunc(esl, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
-	seen := map[string]bool{}
+	seen := map[ipPort]bool{}
 	var out []*weftv1.Endpoint
 	for _, es := range esl {
 		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
@@ -247,7 +247,7 @@ func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) 
 			ep := &es.Endpoints[i]
 			for _, ip := range ep.Addresses {
 				ip = canonicalIP(ip)
-				k := ip + "/" + strconv.Itoa(int(port))
+				k := ipPort{ip, port}
 				if ip == "" || seen[k] {
 					continue
 				}
@@ -303,11 +303,16 @@ func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod
 	return e
 }
 
+type ipPort struct {
+	ip   string
+	port int32
+}
+
 // selectorEndpoints lists the pods an EndpointSelector XBackend selects.
 func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 	port := int32(xb.Spec.Port.Number)
 	var out []*weftv1.Endpoint
-	seen := map[string]bool{}
+	seen := map[ipPort]bool{}
 	for _, p := range r.ix.podsByNS[xb.Namespace] {
 		if !selects(xb.Spec.EndpointSelector.MatchLabels, p.Labels) {
 			continue
@@ -330,7 +335,7 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 			if ip = canonicalIP(ip); ip == "" {
 				continue
 			}
-			k := ip + "/" + strconv.Itoa(int(port))
+			k := ipPort{ip, port}
 			if seen[k] {
 				continue
 			}
