@@ -133,6 +133,9 @@ type parentResult struct {
 	accepted *metav1.Condition
 	// consumer is the caller namespace of a consumer route, "" for producer.
 	consumer string
+	// idle is set for a consumer route whose namespace is not enrolled:
+	// its callers' traffic is not captured, so the route has no effect.
+	idle bool
 	// ports the parentRef selected on the Service.
 	ports []portKey
 	// lost explains ports that another route kind (or an older TCPRoute)
@@ -173,6 +176,7 @@ func (r *resolver) resolveParent(rt *route, ref gwv1.ParentReference) *parentRes
 	}
 	if ns != rt.ns {
 		pr.consumer = rt.ns
+		pr.idle = !r.ix.enrolled[rt.ns]
 	}
 	svc := r.ix.services[objKey{ns, string(ref.Name)}]
 	switch {

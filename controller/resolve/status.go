@@ -127,6 +127,9 @@ func acceptedMessage(rt *route, pr *parentResult) string {
 		msg += " as a producer route for callers in every namespace"
 	}
 	msgs := []string{msg}
+	if pr.idle {
+		msgs = append(msgs, fmt.Sprintf("namespace %s is not enrolled (annotation %s: enabled), so its pods' traffic does not reach the mesh and this consumer route has no effect until it is", pr.consumer, EnrollAnnotation))
+	}
 	msgs = append(msgs, pr.lost...)
 	msgs = append(msgs, rt.notes...)
 	return joinMessages(msgs)
