@@ -40,6 +40,7 @@ type container struct {
 	env      []string      // environment of the current process (exec uses it)
 	started  bool          // run was called
 	liveKill bool          // the current process was killed by its liveness probe
+	alive    bool          // the current process has not been reaped
 }
 
 func newContainer(w *podWorker, spec corev1.Container, init bool) *container {
@@ -180,6 +181,9 @@ func (c *container) run() {
 			c.w.startProbes(probeCtx, c)
 		}
 		werr := cmd.Wait()
+		c.mu.Lock()
+		c.alive = false
+		c.mu.Unlock()
 		cancelProbes()
 		close(exited)
 		code := exitCode(cmd, werr)
@@ -291,7 +295,7 @@ func (c *container) launch(argv, env []string, instance int) (*exec.Cmd, chan st
 	}
 	exited := make(chan struct{})
 	c.mu.Lock()
-	c.cmd, c.env, c.exited = cmd, env, exited
+	c.cmd, c.env, c.exited, c.alive = cmd, env, exited, true
 	c.mu.Unlock()
 	if c.stopping() { // stop ran while this process started
 		c.kill(syscall.SIGTERM)
@@ -313,7 +317,7 @@ func (c *container) running() (int, []string) {
 func (c *container) kill(sig syscall.Signal) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cmd != nil && c.cmd.ProcessState == nil {
+	if c.cmd != nil && c.alive {
 		_ = syscall.Kill(-c.cmd.Process.Pid, sig)
 	}
 }

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -170,13 +169,17 @@ func TestPrivilegedProcessRunsInNetnsCgroupAndMounts(t *testing.T) {
 	if err := os.WriteFile(resolv, []byte("nameserver 10.96.0.10\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
+	outFile, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outFile.Close()
 	cmd, err := startProc(procSpec{
 		Argv:   []string{"/bin/sh", "-c", "cat /etc/resolv.conf; cat /proc/self/cgroup; readlink /proc/self/ns/net; sleep 30"},
 		Netns:  netnsPath(sb.Netns),
 		Cgroup: cg,
 		Binds:  []bindMount{{Source: resolv, Target: "/etc/resolv.conf", ReadOnly: true}},
-		Stdout: &out,
+		Stdout: outFile,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -186,10 +189,11 @@ func TestPrivilegedProcessRunsInNetnsCgroupAndMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(out.String(), "net:[") && time.Now().Before(deadline) {
+	read := func() string { b, _ := os.ReadFile(outFile.Name()); return string(b) }
+	for !strings.Contains(read(), "net:[") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	got := out.String()
+	got := read()
 	for _, want := range []string{
 		"nameserver 10.96.0.10",
 		"0::/weft-lab/" + nodes[0].Name + "/kubepods/poduid-p",
