@@ -21,6 +21,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -112,6 +113,17 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 			"lab.test/server:dev": {Entrypoint: []string{os.Args[0], "-test.run=^TestHelperPodServer$"}},
 			"lab.test/sh:dev":     {Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo hello from main; exec sleep 3600"}},
 		}
+	}
+	binDir, err := kubetest.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeProxy := filepath.Join(binDir, "kube-proxy")
+	if _, err := os.Stat(kubeProxy); err != nil {
+		t.Fatalf("kube-proxy not built beside kube-apiserver: %v", err)
+	}
+	for i := range nodes {
+		nodes[i].KubeProxyBin = kubeProxy
 	}
 	if err := SetupFabric(nodes); err != nil {
 		t.Fatal(err)
@@ -306,6 +318,35 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 	if !strings.HasPrefix(seen["remote"], cliIP.String()+":") {
 		t.Errorf("server saw remote %q, want the client pod IP %s", seen["remote"], cliIP)
 	}
+	// kube-proxy in the node netns serves a ClusterIP (the EndpointSlice is
+	// written here: envtest runs no controllers).
+	svc, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "server"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	portName, port, ready := "", int32(8080), true
+	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "server-1", Labels: map[string]string{discoveryv1.LabelServiceName: "server"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{srvIP.String()}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}, NodeName: &nodes[1].Name}},
+		Ports:       []discoveryv1.EndpointPort{{Name: &portName, Port: &port}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ClusterIP "+svc.Spec.ClusterIP+" through kube-proxy", 30*time.Second, func() (bool, error) {
+		resp, err := httpc.Get("http://" + svc.Spec.ClusterIP + ":80/")
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		var got map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		return got["podName"] == "server", err
+	})
+
 	// The token is a real one bound to the pod.
 	tr, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: seen["token"]}}, metav1.CreateOptions{})
 	if err != nil {
