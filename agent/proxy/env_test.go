@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -275,3 +276,5 @@ func backends(pairs ...any) []*weftv1.BackendRef {
 }
 
 func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
