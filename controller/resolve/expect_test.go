@@ -10,8 +10,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	proxyroute "github.com/weft-mesh/weft/agent/proxy/route"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 // caseExpectations is an optional document of a test case that states what
