@@ -112,6 +112,7 @@ func run(args []string) error {
 		return nil
 	case "serve":
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+		slog.SetDefault(log) // the node runtimes log through the default logger
 		return lab.Serve(ctx, lab.ServeConfig{Paths: p, Nodes: *nodes, Logger: log})
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])

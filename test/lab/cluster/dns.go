@@ -145,6 +145,11 @@ func (cp *ControlPlane) InstallDNS(ctx context.Context) error {
 			return err
 		}},
 		{"service", func(ctx context.Context) error {
+			// A second create of a Service with a fixed ClusterIP fails on the IP
+			// allocation before it could say AlreadyExists.
+			if _, err := c.CoreV1().Services(o.Service.Namespace).Get(ctx, o.Service.Name, metav1.GetOptions{}); err == nil {
+				return nil
+			}
 			_, err := c.CoreV1().Services(o.Service.Namespace).Create(ctx, o.Service, metav1.CreateOptions{})
 			return err
 		}},

@@ -34,7 +34,11 @@ import (
 // Options configures Start.
 type Options struct {
 	Nodes int // default 2
-	// SkipBuild does not run `go build` of the weft binaries into .cache/bin first.
+	// Build lists the packages built into .cache/bin before the lab starts, so pods run
+	// the code under test. Default: ./cmd/weft-lab and ./test/echo/cmd/weft-echo; e2e
+	// suites add ./cmd/weft-controller, ./cmd/weft-agent. Empty after defaults: none.
+	Build []string
+	// SkipBuild builds nothing (the binaries in .cache/bin are used as they are).
 	SkipBuild bool
 }
 
@@ -95,7 +99,11 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 func (l *Lab) start(ctx context.Context, opts Options) error {
 	p := l.Paths
 	if !opts.SkipBuild {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", p.BinDir+"/", "./cmd/...", "./test/echo/cmd/weft-echo")
+		pkgs := opts.Build
+		if len(pkgs) == 0 {
+			pkgs = []string{"./cmd/weft-lab", "./test/echo/cmd/weft-echo"}
+		}
+		cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", p.BinDir + "/"}, pkgs...)...)
 		cmd.Dir = p.Root
 		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=auto", "GOFLAGS=-buildvcs=false")
 		if out, err := cmd.CombinedOutput(); err != nil {
