@@ -87,10 +87,17 @@ func randomSerial() (*big.Int, error) {
 // SignSVID issues an X.509-SVID for id with pub (from a validated CSR): URI
 // SAN id only, not a CA, keyUsage digitalSignature (plus keyEncipherment for
 // RSA keys), extKeyUsage serverAuth and clientAuth, valid from now-backdate
-// until now+ttl or the expiry of the signer's chain, whichever is first. It returns the
-// DER chain: the SVID, then every certificate of the signer's chain that is
+// until now+ttl or the expiry of the signer's chain, whichever is first. It
+// returns the DER chain: the SVID, then every certificate of the signer's chain that is
 // not a trust anchor (the signer itself when it is an intermediate).
 func (a *Authority) SignSVID(id spiffeid.ID, pub crypto.PublicKey, now time.Time, ttl time.Duration) ([][]byte, *x509.Certificate, error) {
+	return a.sign(id, nil, pub, now, ttl)
+}
+
+// sign is SignSVID with optional DNS SANs (the X509-SVID spec allows them
+// besides the one URI SAN; only the controller's serving certificate has
+// them).
+func (a *Authority) sign(id spiffeid.ID, dnsNames []string, pub crypto.PublicKey, now time.Time, ttl time.Duration) ([][]byte, *x509.Certificate, error) {
 	if a == nil || len(a.Chain) == 0 || a.Key == nil {
 		return nil, nil, ErrNoSigner
 	}
@@ -123,6 +130,7 @@ func (a *Authority) SignSVID(id spiffeid.ID, pub crypto.PublicKey, now time.Time
 		BasicConstraintsValid: true,
 		IsCA:                  false,
 		URIs:                  []*url.URL{id.URL()},
+		DNSNames:              dnsNames,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, pub, a.Key)
 	if err != nil {

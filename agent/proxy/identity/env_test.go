@@ -77,6 +77,7 @@ func (cluster) Namespace(_ context.Context, name string) (*corev1.Namespace, err
 // caEnv is the controller's CA served over an in-memory gRPC connection.
 type caEnv struct {
 	ca     *ca.CA
+	kube   *fake.Clientset
 	client weftv1.IdentityClient
 	down   *atomic.Bool
 	caNow  atomic.Int64 // offset added to the CA's clock (ns)
@@ -97,9 +98,9 @@ func (f flaky) Sign(ctx context.Context, in *weftv1.SignRequest, opts ...grpc.Ca
 
 func startCA(t *testing.T, svidTTL time.Duration) *caEnv {
 	t.Helper()
-	env := &caEnv{down: &atomic.Bool{}}
+	env := &caEnv{down: &atomic.Bool{}, kube: fake.NewClientset()}
 	c, err := ca.New(ca.Config{
-		Client:        fake.NewClientset(),
+		Client:        env.kube,
 		Namespace:     "weft-system",
 		SVIDTTL:       svidTTL,
 		Authenticator: tokenNodes{"token-1": "node-1", "token-2": "node-2"},
