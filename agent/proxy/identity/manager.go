@@ -21,6 +21,7 @@ import (
 	mathrand "math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,7 +88,42 @@ type entry struct {
 	rotateAt time.Time // when to fetch a successor
 	retryAt  time.Time // earliest next attempt after a failure
 	failures int
+	lastErr  string
 	inFlight bool
+}
+
+// Status describes one wanted identity, for logs and debugging endpoints.
+type Status struct {
+	ID spiffeid.ID
+	// Serial (hex) and NotAfter of the current SVID; empty when none.
+	Serial   string
+	NotAfter time.Time
+	// RotateAt: when a successor is fetched.
+	RotateAt time.Time
+	// Failures in a row and the last error, while fetching fails.
+	Failures  int
+	LastError string
+}
+
+// Status lists the wanted identities, sorted by ID.
+func (m *Manager) Status() []Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Status, 0, len(m.wanted))
+	for id := range m.wanted {
+		st := Status{ID: id}
+		if e := m.entries[id]; e != nil {
+			st.Failures, st.LastError = e.failures, e.lastErr
+			if e.svid != nil {
+				st.Serial = e.svid.Certificates[0].SerialNumber.Text(16)
+				st.NotAfter = e.svid.Certificates[0].NotAfter
+				st.RotateAt = e.rotateAt
+			}
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.ID.String(), b.ID.String()) })
+	return out
 }
 
 // New returns a Manager; call Run to start fetching.
@@ -371,6 +407,7 @@ func (m *Manager) fetch(ctx context.Context, id spiffeid.ID) {
 			return
 		}
 		e.failures++
+		e.lastErr = err.Error()
 		backoff := min(m.cfg.RetryMin<<min(e.failures-1, 16), m.cfg.RetryMax)
 		backoff = backoff/2 + mathrand.N(backoff/2+1)
 		e.retryAt = now.Add(backoff)
@@ -382,7 +419,7 @@ func (m *Manager) fetch(ctx context.Context, id spiffeid.ID) {
 		return
 	}
 	e.svid = svid
-	e.failures = 0
+	e.failures, e.lastErr = 0, ""
 	e.retryAt = time.Time{}
 	e.rotateAt = rotationTime(svid.Certificates[0], now, mathrand.Float64())
 	m.log.Info("svid issued", "id", id.String(), "serial", svid.Certificates[0].SerialNumber.Text(16),

@@ -79,6 +79,10 @@ func TestControllerUnreachable(t *testing.T) {
 	if _, err := b.m.SVID(idShip); !errors.Is(err, tunnel.ErrNoSVID) {
 		t.Fatalf("new identity while the controller is down: err = %v, want ErrNoSVID", err)
 	}
+	st := b.m.Status()
+	if len(st) != 2 || st[0].ID != idPay || st[1].ID != idShip || st[1].Serial != "" || st[1].Failures == 0 || st[1].LastError == "" || st[0].Serial == "" {
+		t.Fatalf("status while the controller is down: %+v", st)
+	}
 	if serial(t, b.m, idPay) != first {
 		t.Fatal("svid changed while the controller was down")
 	}
