@@ -280,15 +280,16 @@ func (c *container) launch(argv, env []string, instance int) (*exec.Cmd, chan st
 	}
 	defer devnull.Close()
 	cmd, err := startProc(procSpec{
-		Argv:   append([]string{path}, argv[1:]...),
-		Env:    env,
-		Dir:    dir,
-		Netns:  c.w.netns,
-		Binds:  binds,
-		Cgroup: c.w.cgroup,
-		Stdin:  devnull,
-		Stdout: logf,
-		Stderr: logf,
+		Argv:     append([]string{path}, argv[1:]...),
+		Env:      env,
+		Dir:      dir,
+		Netns:    c.w.netns,
+		Hostname: c.w.hostname(),
+		Binds:    binds,
+		Cgroup:   c.w.cgroup,
+		Stdin:    devnull,
+		Stdout:   logf,
+		Stderr:   logf,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -107,16 +107,19 @@ type bindMount struct {
 
 // procSpec describes a process started inside lab namespaces.
 type procSpec struct {
-	Argv   []string
-	Env    []string
-	Dir    string
-	Netns  string // netns file to join; "" keeps the host netns
-	Mntns  string // mount namespace file to join (exec into a container); exclusive with Binds
-	Binds  []bindMount
-	Cgroup string // cgroup v2 directory the process starts in
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
+	Argv  []string
+	Env   []string
+	Dir   string
+	Netns string // netns file to join; "" keeps the host netns
+	Mntns string // mount namespace file to join (exec into a container); exclusive with Binds
+	// Hostname, when set, gives the process a new UTS namespace with it.
+	Hostname string
+	Utsns    string // UTS namespace file to join (exec into a container)
+	Binds    []bindMount
+	Cgroup   string // cgroup v2 directory the process starts in
+	Stdin    io.Reader
+	Stdout   io.Writer
+	Stderr   io.Writer
 	// WaitDelay bounds how long Wait waits for stdio copying after exit.
 	WaitDelay time.Duration
 }
@@ -153,6 +156,12 @@ func startProc(spec procSpec) (*exec.Cmd, error) {
 			return nil, fmt.Errorf("open mount namespace: %w", err)
 		}
 	}
+	var utsFD *os.File
+	if spec.Utsns != "" {
+		if utsFD, err = open(spec.Utsns, os.O_RDONLY); err != nil {
+			return nil, fmt.Errorf("open uts namespace: %w", err)
+		}
+	}
 	if spec.Cgroup != "" {
 		if cgFD, err = open(spec.Cgroup, os.O_RDONLY|syscall.O_DIRECTORY); err != nil {
 			return nil, fmt.Errorf("open cgroup: %w", err)
@@ -185,6 +194,18 @@ func startProc(spec procSpec) (*exec.Cmd, error) {
 			} else if len(spec.Binds) > 0 {
 				if err := privateMounts(spec.Binds); err != nil {
 					return err
+				}
+			}
+			if utsFD != nil {
+				if err := unix.Setns(int(utsFD.Fd()), unix.CLONE_NEWUTS); err != nil {
+					return fmt.Errorf("join uts namespace: %w", err)
+				}
+			} else if spec.Hostname != "" {
+				if err := unix.Unshare(unix.CLONE_NEWUTS); err != nil {
+					return fmt.Errorf("unshare uts namespace: %w", err)
+				}
+				if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
+					return fmt.Errorf("set hostname: %w", err)
 				}
 			}
 			if netFD != nil {

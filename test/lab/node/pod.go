@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -269,6 +270,23 @@ func (w *podWorker) teardown(grace time.Duration, remove bool) {
 	if remove {
 		_ = os.RemoveAll(w.dir)
 	}
+}
+
+// hostname is the hostname of the pod's containers: spec.hostname or the
+// pod name, truncated to 63 bytes; "" (the host's) for hostNetwork pods.
+func (w *podWorker) hostname() string {
+	pod := w.pod()
+	if pod.Spec.HostNetwork {
+		return ""
+	}
+	h := pod.Spec.Hostname
+	if h == "" {
+		h = pod.Name
+	}
+	if len(h) > 63 {
+		h = strings.TrimRight(h[:63], "-.")
+	}
+	return h
 }
 
 // containerCommand computes argv and env of a container.

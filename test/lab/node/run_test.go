@@ -46,7 +46,9 @@ func TestHelperPodServer(t *testing.T) {
 	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		sa := "/var/run/secrets/kubernetes.io/serviceaccount/"
+		hostname, _ := os.Hostname()
 		_ = json.NewEncoder(w).Encode(map[string]string{
+			"hostname":  hostname,
 			"remote":    r.RemoteAddr,
 			"podName":   os.Getenv("POD_NAME"),
 			"podIP":     os.Getenv("POD_IP"),
@@ -307,7 +309,7 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for k, want := range map[string]string{
-		"podName": "server", "podIP": srvIP.String(), "nodeName": nodes[1].Name, "k8sHost": apiSvc.Spec.ClusterIP,
+		"podName": "server", "hostname": "server", "podIP": srvIP.String(), "nodeName": nodes[1].Name, "k8sHost": apiSvc.Spec.ClusterIP,
 		"namespace": ns, "ca": string(kc.Config.CAData),
 		"resolv": "nameserver 10.96.0.10\nsearch " + ns + ".svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
 	} {
@@ -390,8 +392,8 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 	if err != nil || !strings.Contains(out, "nameserver 10.96.0.10") {
 		t.Errorf("exec cat /etc/resolv.conf: %q, %v", out, err)
 	}
-	out, err = execIn("sh", "-c", "readlink /proc/self/ns/net; cat /proc/self/cgroup")
-	if err != nil || !strings.Contains(out, "/kubepods/pod"+string(cli.UID)) {
+	out, err = execIn("sh", "-c", "hostname; cat /proc/self/cgroup")
+	if err != nil || !strings.HasPrefix(out, "client\n") || !strings.Contains(out, "/kubepods/pod"+string(cli.UID)) {
 		t.Errorf("exec is not in the pod cgroup: %q, %v", out, err)
 	}
 	if _, err := execIn("sh", "-c", "exit 7"); err == nil || !strings.Contains(err.Error(), "7") {

@@ -245,6 +245,7 @@ func (w *podWorker) execInContainer(ctx context.Context, c *container, cmd []str
 		Dir:       "/",
 		Netns:     fmt.Sprintf("/proc/%d/ns/net", pid),
 		Mntns:     fmt.Sprintf("/proc/%d/ns/mnt", pid),
+		Utsns:     fmt.Sprintf("/proc/%d/ns/uts", pid),
 		Cgroup:    w.cgroup,
 		Stdin:     in,
 		Stdout:    out,
