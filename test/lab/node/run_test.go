@@ -240,7 +240,16 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 			Containers: []corev1.Container{{Name: "main", Image: "nginx:1.27"}},
 		},
 	}
-	for _, p := range []*corev1.Pod{server, client, crash, unmapped} {
+	hostnet := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "hostnet", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName:                      nodes[0].Name,
+			HostNetwork:                   true,
+			TerminationGracePeriodSeconds: &grace,
+			Containers:                    []corev1.Container{{Name: "main", Image: "lab.test/sh:dev"}},
+		},
+	}
+	for _, p := range []*corev1.Pod{server, client, crash, unmapped, hostnet} {
 		mustCreate(t, func() error {
 			_, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 			return err
@@ -357,6 +366,26 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 	if !tr.Status.Authenticated || tr.Status.User.Username != "system:serviceaccount:"+ns+":default" ||
 		len(tr.Status.User.Extra["authentication.kubernetes.io/pod-name"]) != 1 || tr.Status.User.Extra["authentication.kubernetes.io/pod-name"][0] != "server" {
 		t.Errorf("token review: %+v", tr.Status)
+	}
+
+	// A hostNetwork pod runs in the node netns, in its own cgroup.
+	waitFor(t, "hostnet Ready", 30*time.Second, func() (bool, error) { return isReady("hostnet") })
+	hn := getPod("hostnet")
+	if hn.Status.PodIP != nodes[0].NodeIP.String() {
+		t.Errorf("hostNetwork pod IP %s, want the node IP %s", hn.Status.PodIP, nodes[0].NodeIP)
+	}
+	hnPids := cgroupPids(podCgroup(testCgroupRoot, nodes[0].Name, string(hn.UID)))
+	if len(hnPids) == 0 {
+		t.Fatal("no process in the hostNetwork pod's cgroup")
+	}
+	if err := syscall.Stat(netnsPath(nodeNetns(nodes[0].Name)), &nsSt); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", hnPids[0]), &procSt); err != nil {
+		t.Fatal(err)
+	}
+	if nsSt.Ino != procSt.Ino {
+		t.Error("hostNetwork pod process is not in the node netns")
 	}
 
 	// Kubelet API: logs and exec.
