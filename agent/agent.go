@@ -11,6 +11,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weft-mesh/weft/agent/datapath"
@@ -38,8 +41,15 @@ import (
 type Config struct {
 	Node   string
 	NodeIP netip.Addr
-	// Controller is the gRPC connection to weft-controller.
-	Controller *grpc.ClientConn
+	// ControllerAddr is weft-controller's gRPC address (host:port); its
+	// certificate must be valid for host and chain to the mesh root.
+	ControllerAddr string
+	// ControllerCAFile is the mesh root bundle (PEM) published by the
+	// controller (ConfigMap weft-ca-bundle), used until policy brings the
+	// trust bundle.
+	ControllerCAFile string
+	// InsecureController talks to the controller without TLS (tests only).
+	InsecureController bool
 	// Token returns the agent's projected ServiceAccount token (audience weft).
 	Token func() (string, error)
 	// Kube marks pods enrolled; nil: pods are not marked (tests).
@@ -128,8 +138,31 @@ func Run(ctx context.Context, cfg Config) error {
 	a.dp = dp
 	defer dp.Close()
 
-	ids, err := identity.New(identity.Config{
-		Client: weftv1.NewIdentityClient(cfg.Controller),
+	// The connection verifies the controller with the identity manager's
+	// trust bundle, and the manager signs through the connection: build
+	// the manager on a lazily dialled connection.
+	var ids *identity.Manager
+	creds := insecure.NewCredentials()
+	if !cfg.InsecureController {
+		host, _, err := net.SplitHostPort(cfg.ControllerAddr)
+		if err != nil {
+			return fmt.Errorf("controller address %q: %w", cfg.ControllerAddr, err)
+		}
+		creds = credentials.NewTLS(&tls.Config{
+			MinVersion:         tls.VersionTLS13,
+			InsecureSkipVerify: true, // verified in VerifyConnection, with roots that follow rotation
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				return ids.ControllerTLSConfig(host, cfg.ControllerCAFile).VerifyConnection(cs)
+			},
+		})
+	}
+	conn, err := grpc.NewClient(cfg.ControllerAddr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("controller %s: %w", cfg.ControllerAddr, err)
+	}
+	defer conn.Close()
+	ids, err = identity.New(identity.Config{
+		Client: weftv1.NewIdentityClient(conn),
 		Token:  cfg.Token,
 		Node:   cfg.Node,
 		Logger: log,
@@ -163,7 +196,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.pol, err = policy.New(policy.Config{
 		Node:  cfg.Node,
-		Conn:  cfg.Controller,
+		Conn:  conn,
 		Token: cfg.Token,
 		Store: &policy.Store{Path: filepath.Join(cfg.StateDir, cfg.Node, "policy.pb")},
 		Apply: a.apply,

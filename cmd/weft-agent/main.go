@@ -8,8 +8,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,9 +21,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -67,7 +62,7 @@ func main() {
 }
 
 type flags struct {
-	node, nodeIP, controller, controllerCA, controllerID string
+	node, nodeIP, controller, controllerCA               string
 	insecure                                             bool
 	tokenFile, stateDir, healthAddr, cgroupPath, pinRoot string
 	trustDomain                                          string
@@ -80,8 +75,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.node, "node", os.Getenv("NODE_NAME"), "this node's name")
 	fs.StringVar(&f.nodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IPv4 address (proxy listens on :15001 and :15008)")
 	fs.StringVar(&f.controller, "controller", "weft-controller.weft-system.svc:15012", "controller gRPC address")
-	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/secrets/weft/ca.crt", "PEM trust bundle that signed the controller's certificate")
-	fs.StringVar(&f.controllerID, "controller-id", "", "SPIFFE ID the controller must present (default spiffe://<trust-domain>/ns/weft-system/sa/weft-controller)")
+	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/secrets/weft/ca.crt", "mesh root bundle (PEM, ConfigMap weft-ca-bundle) the controller's certificate chains to")
 	fs.BoolVar(&f.insecure, "insecure-controller", false, "talk to the controller without TLS (tests only)")
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/weft", "where the last good policy is kept (a subdirectory per node)")
@@ -118,15 +112,6 @@ func run(args []string, log *slog.Logger) error {
 			return err
 		}
 	}
-	creds, err := controllerCreds(f, td)
-	if err != nil {
-		return err
-	}
-	conn, err := grpc.NewClient(f.controller, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		return fmt.Errorf("controller %s: %w", f.controller, err)
-	}
-	defer conn.Close()
 	var kube kubernetes.Interface
 	if rc, err := rest.InClusterConfig(); err == nil {
 		kube, err = kubernetes.NewForConfig(rc)
@@ -139,77 +124,20 @@ func run(args []string, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return agent.Run(ctx, agent.Config{
-		Node:        f.node,
-		NodeIP:      ip,
-		Controller:  conn,
-		Token:       func() (string, error) { return readToken(f.tokenFile) },
-		Kube:        kube,
-		StateDir:    f.stateDir,
-		Datapath:    datapath.Config{CgroupPath: cg, PinRoot: f.pinRoot},
-		TrustDomain: td,
-		HealthAddr:  f.healthAddr,
-		GracePeriod: f.grace,
-		Log:         log,
+		Node:               f.node,
+		NodeIP:             ip,
+		ControllerAddr:     f.controller,
+		ControllerCAFile:   f.controllerCA,
+		InsecureController: f.insecure,
+		Token:              func() (string, error) { return readToken(f.tokenFile) },
+		Kube:               kube,
+		StateDir:           f.stateDir,
+		Datapath:           datapath.Config{CgroupPath: cg, PinRoot: f.pinRoot},
+		TrustDomain:        td,
+		HealthAddr:         f.healthAddr,
+		GracePeriod:        f.grace,
+		Log:                log,
 	})
-}
-
-func controllerCreds(f *flags, td spiffeid.TrustDomain) (credentials.TransportCredentials, error) {
-	if f.insecure {
-		return insecure.NewCredentials(), nil
-	}
-	pem, err := os.ReadFile(f.controllerCA)
-	if err != nil {
-		return nil, fmt.Errorf("controller trust bundle: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("controller trust bundle %s: no PEM certificates", f.controllerCA)
-	}
-	want := f.controllerID
-	if want == "" {
-		want = "spiffe://" + td.Name() + "/ns/weft-system/sa/weft-controller"
-	}
-	id, err := spiffeid.FromString(want)
-	if err != nil {
-		return nil, fmt.Errorf("--controller-id: %w", err)
-	}
-	return credentials.NewTLS(&tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// The controller presents an X.509-SVID: verify the chain against
-		// the bundle and its SPIFFE ID instead of a DNS name.
-		InsecureSkipVerify:    true,
-		VerifyPeerCertificate: verifySVID(pool, id),
-	}), nil
-}
-
-func verifySVID(roots *x509.CertPool, want spiffeid.ID) func([][]byte, [][]*x509.Certificate) error {
-	return func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if len(raw) == 0 {
-			return errors.New("controller presented no certificate")
-		}
-		certs := make([]*x509.Certificate, len(raw))
-		for i, r := range raw {
-			c, err := x509.ParseCertificate(r)
-			if err != nil {
-				return fmt.Errorf("controller certificate: %w", err)
-			}
-			certs[i] = c
-		}
-		inter := x509.NewCertPool()
-		for _, c := range certs[1:] {
-			inter.AddCert(c)
-		}
-		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-			return fmt.Errorf("controller certificate: %w", err)
-		}
-		for _, u := range certs[0].URIs {
-			if u.String() == want.String() {
-				return nil
-			}
-		}
-		return fmt.Errorf("controller certificate is not %s", want)
-	}
 }
 
 func readToken(path string) (string, error) {
