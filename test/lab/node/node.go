@@ -111,7 +111,11 @@ func (k *kubelet) register(ctx context.Context) error {
 		n, err := nodes.Get(ctx, want.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			n, err = nodes.Create(ctx, want, metav1.CreateOptions{})
+			// Created with its Ready status, as the kubelet does, so the
+			// node-lifecycle controller never sees it not ready.
+			create := want.DeepCopy()
+			create.Status = nodeStatus(k.cfg, corev1.NodeStatus{}, metav1.Now())
+			n, err = nodes.Create(ctx, create, metav1.CreateOptions{})
 			if err != nil {
 				return fmt.Errorf("create node: %w", err)
 			}
