@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 )
 
 // Handler serves one CONNECT stream: authority is the :authority (target
@@ -20,6 +21,8 @@ type ServerConn struct{ c *h2conn }
 func NewServerConn(nc net.Conn, handle Handler) (*ServerConn, error) {
 	c := newH2Conn(nc, true)
 	c.handle = handle
+	// a client that keeps a connection with no stream open is dropped
+	c.idleTimeout = serverIdleTimeout
 	br := bufio.NewReaderSize(nc, 32<<10)
 	if err := c.readPreface(br); err != nil {
 		nc.Close()
@@ -30,8 +33,12 @@ func NewServerConn(nc net.Conn, handle Handler) (*ServerConn, error) {
 		nc.Close()
 		return nil, fmt.Errorf("tunnel settings: %w", err)
 	}
+	c.noteIdle()
 	return &ServerConn{c: c}, nil
 }
+
+// serverIdleTimeout closes server connections that carry no stream.
+const serverIdleTimeout = 5 * time.Minute
 
 // Serve reads frames until the connection ends.
 func (s *ServerConn) Serve() { s.c.readLoop() }
