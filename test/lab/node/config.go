@@ -30,7 +30,7 @@ type Config struct {
 	KubeletServingCert, KubeletServingKey, ClientCA string
 	Images                                          map[string]Image // image reference -> what to run
 	PathDirs                                        []string         // prepended to every container's PATH
-	CgroupRoot                                      string           // cgroup v2 mount, e.g. /sys/fs/cgroup/unified
+	CgroupRoot                                      string           // cgroup v2 mount (or a cgroup below it), e.g. /sys/fs/cgroup/unified
 	KubeProxyBin                                    string           // kube-proxy binary
 }
 

@@ -15,7 +15,21 @@ import (
 	"time"
 )
 
-const testCgroupRoot = "/sys/fs/cgroup/unified"
+// cgroup2Mount finds the cgroup v2 mount point ("" when there is none).
+func cgroup2Mount() string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, " - ", 2)
+		fields := strings.Fields(parts[0])
+		if len(parts) == 2 && strings.HasPrefix(parts[1], "cgroup2 ") && len(fields) >= 5 {
+			return fields[4]
+		}
+	}
+	return ""
+}
 
 // privileged skips unless the test can create namespaces and cgroups.
 func privileged(t *testing.T) {
@@ -26,14 +40,25 @@ func privileged(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs ip(8) from iproute2")
 	}
-	if _, err := os.Stat(filepath.Join(testCgroupRoot, "cgroup.controllers")); err != nil {
-		t.Skipf("needs cgroup v2 at %s", testCgroupRoot)
+	if cgroup2Mount() == "" {
+		t.Skip("needs a cgroup v2 mount")
 	}
 }
 
 // testNodes returns n node configs with names unique to this test process.
+// The nodes' CgroupRoot is a cgroup of its own below the cgroup v2 mount,
+// so the test's processes never appear under the lab's <mount>/weft-lab.
 func testNodes(t *testing.T, n int) (string, []Config) {
 	root := t.TempDir()
+	cgRoot := filepath.Join(cgroup2Mount(), fmt.Sprintf("wl-nodetest-%d", os.Getpid()))
+	if err := os.MkdirAll(cgRoot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Rmdir(cgRoot); err != nil && !os.IsNotExist(err) {
+			t.Errorf("remove test cgroup root: %v", err)
+		}
+	})
 	var nodes []Config
 	for i := 1; i <= n; i++ {
 		nodes = append(nodes, Config{
@@ -48,7 +73,7 @@ func testNodes(t *testing.T, n int) (string, []Config) {
 			APIServerVIP:  netip.MustParseAddrPort("172.30.255.1:6443"),
 			APIServerHost: "127.0.0.1:6443",
 			KubeletPort:   10250 + i,
-			CgroupRoot:    testCgroupRoot,
+			CgroupRoot:    cgRoot,
 		})
 	}
 	t.Cleanup(func() {
@@ -161,7 +186,7 @@ func TestPrivilegedProcessRunsInNetnsCgroupAndMounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cg := podCgroup(testCgroupRoot, nodes[0].Name, "uid-p")
+	cg := podCgroup(nodes[0].CgroupRoot, nodes[0].Name, "uid-p")
 	if err := os.MkdirAll(cg, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +221,7 @@ func TestPrivilegedProcessRunsInNetnsCgroupAndMounts(t *testing.T) {
 	got := read()
 	for _, want := range []string{
 		"nameserver 10.96.0.10",
-		"0::/weft-lab/" + nodes[0].Name + "/kubepods/poduid-p",
+		"0::" + strings.TrimPrefix(cg, cgroup2Mount()) + "\n",
 		fmt.Sprintf("net:[%d]", nsIno.Ino),
 	} {
 		if !strings.Contains(got, want) {

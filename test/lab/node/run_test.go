@@ -284,7 +284,7 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 	cliIP, _ := netip.ParseAddr(cli.Status.PodIP)
 
 	// The server process runs in its pod's cgroup and netns.
-	cg := podCgroup(testCgroupRoot, nodes[1].Name, string(srv.UID))
+	cg := podCgroup(nodes[1].CgroupRoot, nodes[1].Name, string(srv.UID))
 	pids := cgroupPids(cg)
 	if len(pids) == 0 {
 		t.Fatalf("no process in %s", cg)
@@ -374,7 +374,7 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 	if hn.Status.PodIP != nodes[0].NodeIP.String() {
 		t.Errorf("hostNetwork pod IP %s, want the node IP %s", hn.Status.PodIP, nodes[0].NodeIP)
 	}
-	hnPids := cgroupPids(podCgroup(testCgroupRoot, nodes[0].Name, string(hn.UID)))
+	hnPids := cgroupPids(podCgroup(nodes[0].CgroupRoot, nodes[0].Name, string(hn.UID)))
 	if len(hnPids) == 0 {
 		t.Fatal("no process in the hostNetwork pod's cgroup")
 	}
