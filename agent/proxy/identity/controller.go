@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 )
 
 // ControllerTLSConfig returns the TLS client configuration for the agent's
@@ -13,9 +15,10 @@ import (
 // must not be plaintext). The controller's certificate must be valid for
 // serverName and chain to a trust anchor read from bootstrapFile (the CA
 // bundle ConfigMap mounted into the agent, PEM; re-read on every handshake,
-// so it follows root rotation) or to the manager's current bundle (from
-// policy). bootstrapFile may be empty once policy is known.
-func (m *Manager) ControllerTLSConfig(serverName, bootstrapFile string) *tls.Config {
+// so it follows root rotation) or to one of bundles() (the Manager's Bundle,
+// from policy; bundles may be nil or return nil). The same connection then
+// serves the Policy stream and Identity.Sign.
+func ControllerTLSConfig(serverName, bootstrapFile string, bundles func() *x509bundle.Set) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ServerName: serverName,
@@ -23,12 +26,12 @@ func (m *Manager) ControllerTLSConfig(serverName, bootstrapFile string) *tls.Con
 		// at run time; crypto/tls's own check needs a fixed pool.
 		InsecureSkipVerify: true, //nolint:gosec // replaced by VerifyConnection below
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return m.verifyController(cs, serverName, bootstrapFile)
+			return verifyController(cs, serverName, bootstrapFile, bundles)
 		},
 	}
 }
 
-func (m *Manager) verifyController(cs tls.ConnectionState, serverName, bootstrapFile string) error {
+func verifyController(cs tls.ConnectionState, serverName, bootstrapFile string, bundles func() *x509bundle.Set) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("controller presented no certificate")
 	}
@@ -39,10 +42,14 @@ func (m *Manager) verifyController(cs tls.ConnectionState, serverName, bootstrap
 			n++
 		}
 	}
-	for _, b := range m.Bundle().Bundles() {
-		for _, c := range b.X509Authorities() {
-			roots.AddCert(c)
-			n++
+	if bundles != nil {
+		if set := bundles(); set != nil {
+			for _, b := range set.Bundles() {
+				for _, c := range b.X509Authorities() {
+					roots.AddCert(c)
+					n++
+				}
+			}
 		}
 	}
 	if n == 0 {
@@ -54,7 +61,6 @@ func (m *Manager) verifyController(cs tls.ConnectionState, serverName, bootstrap
 	}
 	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
 		DNSName: serverName, Roots: roots, Intermediates: inter,
-		CurrentTime: m.cfg.Clock.Now(),
 		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {

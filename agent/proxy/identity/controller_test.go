@@ -6,9 +6,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -51,24 +53,30 @@ func TestControllerTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dialWith := func(m *Manager, name, file string) (weftv1.IdentityClient, func()) {
-		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(m.ControllerTLSConfig(name, file))))
+	dialWith := func(name, file string, bundles func() *x509bundle.Set) (weftv1.IdentityClient, func()) {
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(ControllerTLSConfig(name, file, bundles))))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return weftv1.NewIdentityClient(conn), func() { conn.Close() }
 	}
-	// A manager with no policy yet: trust comes from the bootstrap file.
-	probe, err := New(Config{Client: env.client, Token: func() (string, error) { return "token-1", nil }, Logger: discard})
-	if err != nil {
-		t.Fatal(err)
+	// The manager has no policy yet: trust comes from the bootstrap file
+	// (the agent wires bundles to its manager through a pointer set after
+	// New, as here).
+	var mp atomic.Pointer[Manager]
+	bundles := func() *x509bundle.Set {
+		if m := mp.Load(); m != nil {
+			return m.Bundle()
+		}
+		return nil
 	}
-	client, closeConn := dialWith(probe, "weft-controller.weft-system.svc", bundleFile)
+	client, closeConn := dialWith("weft-controller.weft-system.svc", bundleFile, bundles)
 	defer closeConn()
 	m, err := New(Config{Client: client, Node: "node-1", Token: func() (string, error) { return "token-1", nil }, Logger: discard})
 	if err != nil {
 		t.Fatal(err)
 	}
+	mp.Store(m)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = m.Run(ctx); close(done) }()
@@ -76,12 +84,28 @@ func TestControllerTLS(t *testing.T) {
 	m.SetWanted([]spiffeid.ID{idCart})
 	eventually(t, "svid over TLS", func() bool { return serial(t, m, idCart) != "" })
 
+	// Without the bootstrap file, the policy's bundle is enough.
+	if err := m.SetTrustAnchors(td, env.ca.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	c, closeC := dialWith("weft-controller.weft-system.svc", "", bundles)
+	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, err = c.Sign(callCtx, &weftv1.SignRequest{})
+	callCancel()
+	closeC()
+	if status.Code(err) != codes.Unauthenticated { // TLS worked; no token sent
+		t.Fatalf("with the policy bundle only: %v, want Unauthenticated from the CA", err)
+	}
+
 	// Wrong name, or no anchors at all: the connection is refused.
-	for _, tc := range []struct{ name, file string }{
-		{"weft-controller.other.svc", bundleFile},
-		{"weft-controller.weft-system.svc", filepath.Join(t.TempDir(), "missing")},
+	for _, tc := range []struct {
+		name, file string
+		bundles    func() *x509bundle.Set
+	}{
+		{"weft-controller.other.svc", bundleFile, nil},
+		{"weft-controller.weft-system.svc", filepath.Join(t.TempDir(), "missing"), nil},
 	} {
-		c, closeC := dialWith(probe, tc.name, tc.file)
+		c, closeC := dialWith(tc.name, tc.file, tc.bundles)
 		callCtx, callCancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := c.Sign(callCtx, &weftv1.SignRequest{})
 		callCancel()
