@@ -61,7 +61,7 @@ func verifyController(cs tls.ConnectionState, serverName, bootstrapFile string, 
 	}
 	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
 		DNSName: serverName, Roots: roots, Intermediates: inter,
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
 		return fmt.Errorf("verify controller certificate: %w", err)
