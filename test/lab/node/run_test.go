@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -405,8 +406,11 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 		resp.Body.Close()
 		t.Error("kubelet API answered a client without certificate")
 	}
-	execIn := func(cmd ...string) (string, error) {
+	execStdin := func(stdin io.Reader, cmd ...string) (string, error) {
 		q := url.Values{"command": cmd, "output": {"1"}, "error": {"1"}}
+		if stdin != nil {
+			q.Set("input", "1")
+		}
 		u, _ := url.Parse(kubeletURL + "/exec/" + ns + "/client/main?" + q.Encode())
 		rc := &rest.Config{Host: kubeletURL, TLSClientConfig: rest.TLSClientConfig{CAData: pki.CAPEM, CertData: pki.ClientCert, KeyData: pki.ClientKey}}
 		ex, err := remotecommand.NewSPDYExecutor(rc, "POST", u)
@@ -414,9 +418,36 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 			return "", err
 		}
 		var out, errOut bytes.Buffer
-		err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut})
+		err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Stderr: &errOut})
 		return out.String() + errOut.String(), err
 	}
+	execIn := func(cmd ...string) (string, error) { return execStdin(nil, cmd...) }
+	if out, err := execStdin(strings.NewReader("piped\n"), "cat"); err != nil || out != "piped\n" {
+		t.Errorf("exec with stdin: %q, %v", out, err)
+	}
+	// follow streams what the container writes later.
+	fctx, fcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer fcancel()
+	freq, _ := http.NewRequestWithContext(fctx, http.MethodGet, kubeletURL+"/containerLogs/"+ns+"/client/main?follow=true", nil)
+	fresp, err := hc.Do(freq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewReader(fresp.Body)
+	if l, err := lines.ReadString('\n'); l != "hello from main\n" {
+		t.Errorf("follow: first line %q, %v", l, err)
+	}
+	cliPids := cgroupPids(podCgroup(nodes[0].CgroupRoot, nodes[0].Name, string(cli.UID)))
+	if len(cliPids) == 0 {
+		t.Fatal("no client process")
+	}
+	if _, err := execIn("sh", "-c", fmt.Sprintf("echo later >> /proc/%d/fd/1", cliPids[0])); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := lines.ReadString('\n'); l != "later\n" {
+		t.Errorf("follow: next line %q, %v", l, err)
+	}
+	fresp.Body.Close()
 	out, err := execIn("cat", "/etc/resolv.conf")
 	if err != nil || !strings.Contains(out, "nameserver 10.96.0.10") {
 		t.Errorf("exec cat /etc/resolv.conf: %q, %v", out, err)
