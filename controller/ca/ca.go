@@ -239,9 +239,15 @@ func (c *CA) Watch(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
-		if err != nil {
-			c.log.Warn("ca secret watch failed, retrying", "err", err, "backoff", backoff)
+		if err == nil { // the watch ended normally: resync soon
+			backoff = time.Second
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
+		c.log.Warn("ca secret watch failed, retrying", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
