@@ -53,6 +53,9 @@ func PathsFor(root string) Paths {
 	}
 }
 
+// cliLock serializes weft-lab up and down of one repository's lab.
+func (p Paths) cliLock() string { return filepath.Join(p.Dir, ".lock") }
+
 // FindRoot walks up from dir to the directory holding the weft go.mod.
 func FindRoot(dir string) (string, error) {
 	for {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -13,11 +14,23 @@ import (
 // packages in parallel, and there is one lab per machine.
 const SuiteLockPath = "/run/weft-lab-suite.lock"
 
+// machineLockPath is held by a running supervisor: one lab per machine.
+const machineLockPath = "/run/weft-lab.lock"
+
+// ErrLocked means another process holds a lab lock.
+var ErrLocked = errors.New("lab lock held by another process")
+
 // LockSuite blocks until it holds the machine-wide lab suite lock (or ctx ends).
 func LockSuite(ctx context.Context) (unlock func(), err error) {
-	f, err := os.OpenFile(SuiteLockPath, os.O_CREATE|os.O_RDWR, 0o644)
+	return lockFile(ctx, SuiteLockPath, true)
+}
+
+// lockFile takes an exclusive flock on path, waiting for it when wait is set. The
+// descriptor is close-on-exec, so children never inherit the lock.
+func lockFile(ctx context.Context, path string, wait bool) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open lab suite lock: %w", err)
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
@@ -29,12 +42,16 @@ func LockSuite(ctx context.Context) (unlock func(), err error) {
 		}
 		if err != syscall.EWOULDBLOCK {
 			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", SuiteLockPath, err)
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !wait {
+			f.Close()
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("wait for lab suite lock %s: %w", SuiteLockPath, ctx.Err())
+			return nil, fmt.Errorf("wait for lock %s: %w", path, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

@@ -118,6 +118,12 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if exe, err = filepath.EvalSymlinks(exe); err != nil {
 		return err
 	}
+	// One lab per machine: ports, netns and cgroup names are machine-wide.
+	unlock, err := lockFile(ctx, machineLockPath, false)
+	if err != nil {
+		return fmt.Errorf("another lab runs on this machine: %w", err)
+	}
+	defer unlock()
 	st := State{PID: os.Getpid(), Exe: exe, Nodes: cfg.Nodes, Phase: PhaseStarting, Started: time.Now().UTC()}
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
 		return err
@@ -176,6 +182,9 @@ func serve(ctx context.Context, p Paths, n int, log *slog.Logger, phase func(Pha
 		}
 	}()
 
+	crdsDone := make(chan error, 1)
+	go func() { crdsDone <- cp.InstallCRDs(ctx) }()
+
 	cfgs := NodeConfigs(p, n, cgroupRoot, cp.Nodes)
 	if err := node.SetupFabric(cfgs); err != nil {
 		return fmt.Errorf("set up node fabric: %w", err)
@@ -207,6 +216,9 @@ func serve(ctx context.Context, p Paths, n int, log *slog.Logger, phase func(Pha
 	}()
 	if err := cp.InstallDNS(ctx); err != nil {
 		return err
+	}
+	if err := <-crdsDone; err != nil {
+		return fmt.Errorf("install Gateway API CRDs: %w", err)
 	}
 	phase(PhaseRunning)
 	log.Info("lab running", "nodes", n, "after", time.Since(t0).Round(time.Millisecond).String(), "pids", fmt.Sprint(cp.PIDs()))

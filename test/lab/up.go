@@ -58,15 +58,21 @@ func Up(ctx context.Context, cfg UpConfig) (started bool, err error) {
 	if _, err := os.Stat(filepath.Join(p.K8sBinDir, "kube-apiserver")); err != nil {
 		return false, fmt.Errorf("control-plane binaries missing in %s: run `make lab-binaries`", p.K8sBinDir)
 	}
+	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+		return false, err
+	}
+	// Concurrent up/down of the same lab take turns; a second up then finds the lab running.
+	unlock, err := lockFile(ctx, p.cliLock(), true)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
 	if st, err := ReadState(p); err == nil && st.Alive() {
 		if st.Nodes != cfg.Nodes {
 			return false, fmt.Errorf("%w with %d nodes (pid %d): `weft-lab down` first", ErrRunning, st.Nodes, st.PID)
 		}
 		fmt.Fprintf(progress, "lab already running (pid %d)\n", st.PID)
 		return false, WaitReady(ctx, p, cfg.Nodes, cfg.Timeout)
-	}
-	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
-		return false, err
 	}
 	_ = os.Remove(p.State)
 	_ = os.Remove(p.Kubeconfig)
@@ -203,6 +209,16 @@ func Down(p Paths, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = 2 * time.Minute
 	}
+	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Minute)
+	defer cancel()
+	unlock, err := lockFile(ctx, p.cliLock(), true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if st, err := ReadState(p); err == nil && st.Alive() {
 		_ = syscall.Kill(st.PID, syscall.SIGTERM)
 		deadline := time.Now().Add(timeout)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,6 +77,12 @@ func TestPrivilegedLab(t *testing.T) {
 			t.Fatalf("%s failed; later steps depend on it", s.name)
 		}
 	}
+	t.Run("CrashedLabIsCleanedUpByNextUp", func(t *testing.T) {
+		if !l.Owned() {
+			t.Skip("the lab was started outside this test (`weft-lab up`); not crashing it")
+		}
+		testCrashRecovery(t, ctx, l)
+	})
 	t.Run("DownLeavesNothingBehind", func(t *testing.T) {
 		if !l.Owned() {
 			t.Skip("the lab was started outside this test (`weft-lab up`); not taking it down")
@@ -274,6 +281,20 @@ func testExecAcrossNodes(t *testing.T, ctx context.Context, l *labtest.Lab, ns s
 	for _, p := range pods.Items {
 		nodeOf[p.Name] = p.Spec.NodeName
 	}
+	// Endpoints being ready precede kube-proxy programming them on every node by up
+	// to its sync period: wait until the Service answers once, as a user would.
+	url := "http://echo." + ns + ".svc.cluster.local/"
+	err = labtest.Poll(ctx, 30*time.Second, func(ctx context.Context) (bool, string, error) {
+		stdout, _, err := l.Exec(ctx, ns, "toolbox", "weft-echo", "client", "--url", url, "--count", "1", "--timeout", "2s")
+		var res echo.Result
+		if err != nil || json.Unmarshal([]byte(stdout), &res) != nil {
+			return false, fmt.Sprintf("%v %s", err, stdout), nil
+		}
+		return res.Status["200"] == 1, stdout, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, host := range []string{"echo." + ns + ".svc.cluster.local", "echo." + ns, "echo"} {
 		stdout, _, err := l.Exec(ctx, ns, "toolbox", "weft-echo", "client", "--url", "http://"+host+"/", "--count", "20")
 		if err != nil {
@@ -383,6 +404,50 @@ func testRestart(t *testing.T, ctx context.Context, l *labtest.Lab, ns string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testCrashRecovery SIGKILLs the supervisor (as a crash would) and checks that the next
+// up removes everything the crashed lab left and comes up again.
+func testCrashRecovery(t *testing.T, ctx context.Context, l *labtest.Lab) {
+	before := snapshotLab(t, l)
+	st, err := lab.ReadState(l.Paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := labtest.Poll(ctx, 10*time.Second, func(context.Context) (bool, string, error) {
+		return !st.Alive(), "supervisor still alive", nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	started, err := lab.Up(ctx, lab.UpConfig{
+		Paths:      l.Paths,
+		Nodes:      l.Nodes,
+		Supervisor: []string{filepath.Join(l.Paths.BinDir, "weft-lab"), "serve", "--root", l.Paths.Root},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !started {
+		t.Fatal("up reused the crashed lab")
+	}
+	if err := l.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range before.procs {
+		if running(p) {
+			t.Errorf("process %d of the crashed lab still runs", p.pid)
+		}
+	}
+	nodes, err := l.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg := lab.NodesReady(nodes.Items, l.Nodes); msg != "" {
+		t.Error(msg)
 	}
 }
 

@@ -18,9 +18,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// bootstrap installs what the lab needs before controllers and nodes start: RBAC for
-// kube-proxy running with the node identity, and the Gateway API CRDs.
-func (cp *ControlPlane) bootstrap(ctx context.Context) error {
+// bootstrapRBAC installs what the lab needs before nodes start: RBAC for kube-proxy
+// running with the node identity.
+func (cp *ControlPlane) bootstrapRBAC(ctx context.Context) error {
 	// kube-proxy runs in each node netns with that node's credentials (group
 	// system:nodes); grant it what the real kube-proxy identity gets.
 	crb := &rbacv1.ClusterRoleBinding{
@@ -34,11 +34,21 @@ func (cp *ControlPlane) bootstrap(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("create node-proxier binding: %w", err)
 	}
+	return nil
+}
+
+// InstallCRDs installs the Gateway API CRDs of Config.CRDDir and waits until they are
+// Established.
+func (cp *ControlPlane) InstallCRDs(ctx context.Context) error {
 	crds, err := LoadCRDs(cp.cfg.CRDDir)
 	if err != nil {
 		return err
 	}
-	return InstallCRDs(ctx, apiext.NewForConfigOrDie(cp.AdminConfig()), crds)
+	c, err := apiext.NewForConfig(cp.AdminConfig())
+	if err != nil {
+		return err
+	}
+	return InstallCRDs(ctx, c, crds)
 }
 
 // create retries fn until the object exists: RBAC and CRD creation can fail for a
@@ -104,13 +114,27 @@ func LoadCRDs(dir string) ([]*apiextv1.CustomResourceDefinition, error) {
 
 // InstallCRDs creates the CRDs and waits until each is Established.
 func InstallCRDs(ctx context.Context, c apiext.Interface, crds []*apiextv1.CustomResourceDefinition) error {
+	errs := make(chan error, len(crds))
 	for _, crd := range crds {
-		if err := create(ctx, func(ctx context.Context) error {
-			_, err := c.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd, metav1.CreateOptions{})
-			return err
-		}); err != nil {
-			return fmt.Errorf("create CRD %s: %w", crd.Name, err)
+		go func() {
+			err := create(ctx, func(ctx context.Context) error {
+				_, err := c.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, crd, metav1.CreateOptions{})
+				return err
+			})
+			if err != nil {
+				err = fmt.Errorf("create CRD %s: %w", crd.Name, err)
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range crds {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
+	}
+	if first != nil {
+		return first
 	}
 	for _, crd := range crds {
 		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {

@@ -106,8 +106,9 @@ func (c Config) validate() error {
 }
 
 // Start issues the certificates, starts etcd and kube-apiserver, waits for /readyz,
-// installs the CRDs and the lab's RBAC, then starts the controller manager and the
-// scheduler. On error everything started is stopped.
+// installs the lab's RBAC, then starts the controller manager and the scheduler. On
+// error everything started is stopped. The Gateway API CRDs and CoreDNS come next,
+// from InstallCRDs and InstallDNS (they can run while the nodes start).
 func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -164,7 +165,7 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 		return cp, err
 	}
 	log.Info("apiserver ready", "after", time.Since(t0).Round(time.Millisecond).String())
-	if err := cp.bootstrap(ctx); err != nil {
+	if err := cp.bootstrapRBAC(ctx); err != nil {
 		return cp, err
 	}
 	cm, err := startProcess("kube-controller-manager", filepath.Join(cfg.BinDir, "kube-controller-manager"), cp.controllerManagerArgs(), logs)

@@ -69,6 +69,9 @@ func TestControlPlaneStartsAndStops(t *testing.T) {
 			cp.Stop()
 		}
 	}()
+	if err := cp.InstallCRDs(ctx); err != nil {
+		t.Fatal(err)
+	}
 	v, err := cp.Client.Discovery().ServerVersion()
 	if err != nil || v.GitVersion != "v1.37.0" {
 		t.Errorf("version %v, %v; want v1.37.0", v, err)

@@ -123,7 +123,13 @@ func (l *Lab) start(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", p.Kubeconfig)
+	return l.Reload()
+}
+
+// Reload rebuilds Config and Client from the kubeconfig (a lab brought up again has a
+// new CA and credentials).
+func (l *Lab) Reload() error {
+	cfg, err := clientcmd.BuildConfigFromFlags("", l.Paths.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("load lab kubeconfig: %w", err)
 	}
