@@ -224,7 +224,23 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 		Spec: corev1.PodSpec{
 			NodeName:                      nodes[0].Name,
 			TerminationGracePeriodSeconds: &grace,
-			Containers:                    []corev1.Container{{Name: "main", Image: "lab.test/sh:dev"}},
+			Volumes:                       []corev1.Volume{{Name: "shared", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			InitContainers: []corev1.Container{{
+				Name: "init", Image: "lab.test/sh:dev", Args: []string{"echo from-init > /mnt/flag"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "shared", MountPath: "/mnt"}},
+			}},
+			Containers: []corev1.Container{{
+				Name: "main", Image: "lab.test/sh:dev",
+				VolumeMounts: []corev1.VolumeMount{{Name: "shared", MountPath: "/mnt"}},
+			}},
+		},
+	}
+	stubborn := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "stubborn", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName:                      nodes[1].Name,
+			TerminationGracePeriodSeconds: &grace,
+			Containers:                    []corev1.Container{{Name: "main", Image: "lab.test/sh:dev", Args: []string{"trap '' TERM; while true; do sleep 1; done"}}},
 		},
 	}
 	crash := &corev1.Pod{
@@ -250,7 +266,7 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 			Containers:                    []corev1.Container{{Name: "main", Image: "lab.test/sh:dev"}},
 		},
 	}
-	for _, p := range []*corev1.Pod{server, client, crash, unmapped, hostnet} {
+	for _, p := range []*corev1.Pod{server, client, crash, unmapped, hostnet, stubborn} {
 		mustCreate(t, func() error {
 			_, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 			return err
@@ -422,6 +438,13 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 		return out.String() + errOut.String(), err
 	}
 	execIn := func(cmd ...string) (string, error) { return execStdin(nil, cmd...) }
+	// The init container ran first, into the shared emptyDir.
+	if out, err := execIn("cat", "/mnt/flag"); err != nil || out != "from-init\n" {
+		t.Errorf("init container output: %q, %v", out, err)
+	}
+	if st := cli.Status.InitContainerStatuses; len(st) != 1 || st[0].State.Terminated == nil || st[0].State.Terminated.Reason != "Completed" {
+		t.Errorf("init container status %+v", st)
+	}
 	if out, err := execStdin(strings.NewReader("piped\n"), "cat"); err != nil || out != "piped\n" {
 		t.Errorf("exec with stdin: %q, %v", out, err)
 	}
@@ -495,6 +518,20 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 	}
 	if err := syscall.Kill(srvPid, 0); err == nil {
 		t.Errorf("server process %d still alive after deletion", srvPid)
+	}
+
+	// A container ignoring SIGTERM is killed after the grace period.
+	waitFor(t, "stubborn Ready", 30*time.Second, func() (bool, error) { return isReady("stubborn") })
+	start := time.Now()
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, "stubborn", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "stubborn pod object deleted", 20*time.Second, func() (bool, error) {
+		_, err := cs.CoreV1().Pods(ns).Get(ctx, "stubborn", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), err
+	})
+	if took := time.Since(start); took < time.Duration(grace)*time.Second {
+		t.Errorf("stubborn pod gone after %v, before its %ds grace period", took, grace)
 	}
 
 	// Stopping the nodes and Cleanup leave nothing behind.
