@@ -6,14 +6,26 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 func TestShutdownDrainsInFlight(t *testing.T) {
-	e, caller := routedEnv(t)
+	e := newEnv(t)
+	arrived := make(chan struct{}, 1)
+	ep := e.handlerPod("web", "web", func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		time.Sleep(400 * time.Millisecond)
+		io.WriteString(w, "done")
+	})
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+	e.service("web", "web", "10.96.0.10", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+	e.apply()
+	caller := e.caller("app")
 	c := e.client(caller, vip)
 	got := make(chan int, 1)
 	go func() {
-		resp, err := c.Get("http://" + vip + "/only?delay=400ms")
+		resp, err := c.Get("http://" + vip + "/slow")
 		if err != nil {
 			got <- -1
 			return
@@ -22,7 +34,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 		resp.Body.Close()
 		got <- resp.StatusCode
 	}()
-	time.Sleep(150 * time.Millisecond) // the request is in flight
+	<-arrived // the request is in flight at the backend
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -41,18 +53,29 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 }
 
 func TestShutdownGracePeriodEnds(t *testing.T) {
-	e, caller := routedEnv(t)
-	c := e.client(caller, vip)
+	e := newEnv(t)
+	arrived := make(chan struct{}, 1)
+	ep := e.handlerPod("web", "web", func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(30 * time.Second):
+		}
+	})
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+	e.service("web", "web", "10.96.0.10", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+	e.apply()
+	c := e.client(e.caller("app"), vip)
 	errc := make(chan error, 1)
 	go func() {
-		resp, err := c.Get("http://" + vip + "/only?delay=30s")
+		resp, err := c.Get("http://" + vip + "/forever")
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
 		errc <- err
 	}()
-	time.Sleep(150 * time.Millisecond)
+	<-arrived
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := e.p.Shutdown(ctx); err == nil {

@@ -319,29 +319,37 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		l.Close()
 	}
 	p.mu.Unlock()
-	hdone := make(chan struct{})
-	go func() { p.http.Shutdown(ctx); close(hdone) }()
-	l4done := make(chan struct{})
-	go func() { p.l4wg.Wait(); close(l4done) }()
+	httpClosed := make(chan struct{})
+	go func() { p.http.Shutdown(ctx); close(httpClosed) }()
+	hdone := (<-chan struct{})(httpClosed)
+	l4ch := make(chan struct{})
+	go func() { p.l4wg.Wait(); close(l4ch) }()
+	l4done := (<-chan struct{})(l4ch)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	var err error
+	// done when the HTTP server has no active connection left, every L4
+	// connection ended and no request (hijacked upgrades included) runs
+	var httpDone, l4Done bool
 wait:
 	for {
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
 			break wait
+		case <-hdone:
+			httpDone, hdone = true, nil
 		case <-l4done:
-			if p.requests.Load() == 0 {
-				break wait
-			}
+			l4Done, l4done = true, nil
 		case <-t.C:
+		}
+		if httpDone && l4Done && p.requests.Load() == 0 {
+			break wait
 		}
 	}
 	p.Close()
-	<-l4done
-	<-hdone
+	p.l4wg.Wait()
+	<-httpClosed
 	return err
 }
 
