@@ -68,3 +68,9 @@ func verifyController(cs tls.ConnectionState, serverName, bootstrapFile string, 
 	}
 	return nil
 }
+
+// ControllerTLSConfig is ControllerTLSConfig with the Manager's bundle as
+// the policy-side source of trust anchors.
+func (m *Manager) ControllerTLSConfig(serverName, bootstrapFile string) *tls.Config {
+	return ControllerTLSConfig(serverName, bootstrapFile, m.Bundle)
+}
