@@ -21,6 +21,9 @@
 //	cgroup <CgroupRoot>/weft-lab/<node>/system             kube-proxy
 //	files  <StateDir>/pods/<ns>_<name>_<uid>/              logs, volumes, resolv.conf
 //
+// CgroupRoot is normally the cgroup v2 mount; any cgroup directory below it
+// works too (the package's tests use one of their own).
+//
 // Nothing is created in the host network namespace: every link lives in a lab
 // netns, so deleting the namespaces removes every veth and route.
 //
@@ -55,7 +58,9 @@
 // spec.nodeName == Name. A container's process is started in the pod netns
 // (the node netns for hostNetwork pods), in the pod cgroup and in a private
 // mount namespace where /etc/resolv.conf and every volumeMount are bind
-// mounts. The command is the container's command/args over the image's
+// mounts, and (except hostNetwork pods) in a UTS namespace whose hostname is
+// the pod's spec.hostname or name. There is no PID namespace: /proc is the
+// host's, so the agent can read /proc/<pid>/ns/net of any pod process. The command is the container's command/args over the image's
 // Entrypoint/Cmd (Config.Images); a bare program name is looked up in
 // PathDirs then the usual system directories, and PATH is PathDirs + those.
 //

@@ -270,8 +270,9 @@ func (k *kubelet) runKubeProxy(ctx context.Context) {
 	if _, err := lookPath("nft", systemPath); err != nil {
 		mode = "iptables"
 	}
-	clusterCIDR := fmt.Sprintf("%s", cfg.PodCIDR.Addr().String())
-	if p, err := cfg.PodCIDR.Addr().Prefix(16); err == nil {
+	// The cluster CIDR is the /16 holding the node PodCIDRs (10.244.0.0/16).
+	clusterCIDR := cfg.PodCIDR.Masked().String()
+	if p, err := cfg.PodCIDR.Addr().Prefix(16); err == nil && cfg.PodCIDR.Bits() >= 16 {
 		clusterCIDR = p.String()
 	}
 	args := []string{cfg.KubeProxyBin,
@@ -284,7 +285,7 @@ func (k *kubelet) runKubeProxy(ctx context.Context) {
 		"--conntrack-tcp-timeout-close-wait=0",
 		"--metrics-bind-address=127.0.0.1:10249",
 		"--healthz-bind-address=127.0.0.1:10256",
-		"--nodeport-addresses=" + netipPrefix32(cfg),
+		"--nodeport-addresses=" + cfg.NodeIP.String() + "/32",
 	}
 	cg := nodeCgroup(cfg.CgroupRoot, cfg.Name) + "/system"
 	backoff := time.Second
@@ -334,6 +335,3 @@ func (k *kubelet) runKubeProxy(ctx context.Context) {
 		backoff = min(2*backoff, 30*time.Second)
 	}
 }
-
-// netipPrefix32 is the node IP as a /32, where NodePorts are served.
-func netipPrefix32(cfg Config) string { return cfg.NodeIP.String() + "/32" }
