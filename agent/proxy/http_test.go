@@ -253,14 +253,24 @@ func TestTimeoutsAndRetries(t *testing.T) {
 		Rules: []*weftv1.Rule{
 			{Route: "web/r", Backends: backends("web/web:80", 1), RequestTimeout: dur(200 * time.Millisecond)},
 			{Route: "web/r", Index: 1, Backends: backends("web/web:80", 1), Retry: &weftv1.Retry{Codes: []uint32{503}, Attempts: 2, Backoff: dur(time.Millisecond)}},
+			{Route: "web/r", Index: 2, Backends: backends("web/web:80", 1), BackendRequestTimeout: dur(200 * time.Millisecond)},
 		},
-		Matches: []*weftv1.Match{{Rule: 0, Http: prefix("/slow")}, {Rule: 1, Http: prefix("/status")}}}
+		Matches: []*weftv1.Match{{Rule: 0, Http: prefix("/slow")}, {Rule: 1, Http: prefix("/status")}, {Rule: 2, Http: prefix("/bslow")}}}
 	e.apply()
 	c := e.client(e.caller("app"), vip)
 	start := time.Now()
 	resp, _ := get(t, c, "http://"+vip+"/slow?delay=3s")
 	if resp.StatusCode != http.StatusGatewayTimeout || time.Since(start) > 2*time.Second {
 		t.Errorf("request timeout: %d after %v", resp.StatusCode, time.Since(start))
+	}
+	start = time.Now()
+	resp, _ = get(t, c, "http://"+vip+"/bslow?delay=3s")
+	if resp.StatusCode != http.StatusGatewayTimeout || time.Since(start) > 2*time.Second {
+		t.Errorf("backend request timeout: %d after %v", resp.StatusCode, time.Since(start))
+	}
+	resp, a := get(t, c, "http://"+vip+"/bslow?delay=10ms")
+	if resp.StatusCode != 200 || a.Path != "/bslow?delay=10ms" {
+		t.Errorf("fast enough request: %d", resp.StatusCode)
 	}
 	// the echo pod always answers 503 here: three tries, then the 503 is
 	// passed on

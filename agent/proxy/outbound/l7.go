@@ -237,8 +237,8 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	if rule != nil && rule.BackendRequestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, rule.BackendRequestTimeout)
-		// the body is read after we return; cancel when it is closed
-		_ = cancel
+		// the body is read after we return: cancel when it is closed (or
+		// at once when the attempt fails)
 		ctx = withCancelOnClose(ctx, cancel)
 	}
 	ctx = context.WithValue(ctx, dialKey{}, &dialInfo{node: node, addr: ep.Addr})
