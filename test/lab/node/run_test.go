@@ -216,6 +216,11 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 					ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}},
 					PeriodSeconds: 1,
 				},
+				LivenessProbe: &corev1.Probe{
+					ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}},
+					PeriodSeconds:    1,
+					FailureThreshold: 1,
+				},
 			}},
 		},
 	}
@@ -243,6 +248,17 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 			Containers:                    []corev1.Container{{Name: "main", Image: "lab.test/sh:dev", Args: []string{"trap '' TERM; while true; do sleep 1; done"}}},
 		},
 	}
+	unhealthy := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "unhealthy", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeName: nodes[1].Name,
+			Containers: []corev1.Container{{Name: "main", Image: "lab.test/sh:dev", LivenessProbe: &corev1.Probe{
+				ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(9)}},
+				PeriodSeconds:    1,
+				FailureThreshold: 1,
+			}}},
+		},
+	}
 	crash := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: ns},
 		Spec: corev1.PodSpec{
@@ -266,7 +282,7 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 			Containers:                    []corev1.Container{{Name: "main", Image: "lab.test/sh:dev"}},
 		},
 	}
-	for _, p := range []*corev1.Pod{server, client, crash, unmapped, hostnet, stubborn} {
+	for _, p := range []*corev1.Pod{server, client, crash, unmapped, hostnet, stubborn, unhealthy} {
 		mustCreate(t, func() error {
 			_, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 			return err
@@ -492,6 +508,17 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 		s := p.Status.ContainerStatuses[0]
 		return s.RestartCount >= 1 && s.LastTerminationState.Terminated != nil && s.LastTerminationState.Terminated.ExitCode == 3, fmt.Errorf("%+v", s)
 	})
+	waitFor(t, "unhealthy restarted by its liveness probe", 20*time.Second, func() (bool, error) {
+		p := getPod("unhealthy")
+		if len(p.Status.ContainerStatuses) != 1 {
+			return false, nil
+		}
+		s := p.Status.ContainerStatuses[0]
+		return s.RestartCount >= 1 && s.LastTerminationState.Terminated != nil && strings.Contains(s.LastTerminationState.Terminated.Message, "liveness"), fmt.Errorf("%+v", s)
+	})
+	if s := getPod("server").Status.ContainerStatuses; len(s) != 1 || s[0].RestartCount != 0 {
+		t.Errorf("server restarted although its liveness probe passes: %+v", s)
+	}
 	waitFor(t, "unmapped ErrImagePull", 10*time.Second, func() (bool, error) {
 		p := getPod("unmapped")
 		if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Waiting == nil {
