@@ -59,7 +59,7 @@ func TestPrivilegedLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer deleteNS()
+	defer func() { deleteNS() }()
 
 	steps := []struct {
 		name string
