@@ -69,6 +69,7 @@ func TestPrivilegedLab(t *testing.T) {
 		{"NodesReady", testNodesReady},
 		{"EchoSpreadsWithEndpoints", testEchoDeployment},
 		{"ExecAcrossNodesThroughDNS", testExecAcrossNodes},
+		{"LogsThroughAPIServer", testLogs},
 		{"DeletedPodIsGoneAndReplaced", testDeletePod},
 		{"FailingContainerRestarts", testRestart},
 	}
@@ -328,6 +329,21 @@ func testExecAcrossNodes(t *testing.T, ctx context.Context, l *labtest.Lab, ns s
 	var res echo.Result
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Status["OK"] != 5 {
 		t.Errorf("grpc: %q %v", stdout, err)
+	}
+}
+
+func testLogs(t *testing.T, ctx context.Context, l *labtest.Lab, ns string) {
+	pods, err := l.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pods.Items[0]
+	b, err := l.Client.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: "echo"}).DoRaw(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "weft-echo serving") || !strings.Contains(string(b), p.Name) {
+		t.Errorf("logs of %s: %q", p.Name, b)
 	}
 }
 
