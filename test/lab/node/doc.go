@@ -106,13 +106,14 @@
 //	GET  /containerLogs/{ns}/{pod}/{container}?follow=&tailLines=&previous=
 //	GET|POST /exec/{ns}/{pod}/{container}?command=...&input=&output=&error=
 //	GET|POST /exec/{ns}/{pod}/{uid}/{container}?...
+//	GET|POST /portForward/{ns}/{pod}[/{uid}]   (SPDY; to localhost:port in the pod netns)
 //
 // Exec uses k8s.io/cri-streaming's remotecommand over SPDY (v1-v4), which is
 // what the apiserver speaks to kubelets (it translates kubectl's WebSocket
 // requests); the command runs in the container's netns, mount namespace and
 // cgroup with the container's environment. TTY exec is served without a
-// terminal (plain pipes). Port-forward and attach are not served; logs
-// ignore timestamps and sinceSeconds.
+// terminal (plain pipes). Attach is not served; logs ignore timestamps and
+// sinceSeconds.
 //
 // # For the agent
 //

@@ -217,9 +217,11 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 	if err := os.MkdirAll(w.cgroup, 0o755); err != nil {
 		return fmt.Errorf("create pod cgroup: %w", err)
 	}
-	if w.netns == "" {
+	if w.netnsFile() == "" {
 		if pod.Spec.HostNetwork {
+			w.mu.Lock()
 			w.podIP, w.netns = cfg.NodeIP, netnsPath(nodeNetns(cfg.Name))
+			w.mu.Unlock()
 		} else {
 			ip, err := w.k.allocate(pod)
 			if err != nil {
@@ -230,7 +232,9 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 				w.k.release(ip)
 				return fmt.Errorf("create pod network: %w", err)
 			}
+			w.mu.Lock()
 			w.sb, w.podIP, w.netns = &sb, ip, netnsPath(sb.Netns)
+			w.mu.Unlock()
 		}
 	}
 	if content := resolvConf(pod, cfg.ClusterDNS, cfg.ClusterDomain); content != "" {
@@ -243,6 +247,13 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 		w.vols = newVolumes(w.k.client, filepath.Join(w.dir, "volumes"), w.podIP, cfg.NodeIP)
 	}
 	return w.vols.refresh(ctx, pod)
+}
+
+// netnsFile is the netns file of the pod ("" before setup).
+func (w *podWorker) netnsFile() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.netns
 }
 
 // teardown stops the containers and removes the cgroup and netns. With

@@ -29,7 +29,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/transport/spdy"
 
 	"github.com/weft-mesh/weft/test/kubetest"
 )
@@ -498,6 +500,42 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 	if _, err := execIn("sh", "-c", "exit 7"); err == nil || !strings.Contains(err.Error(), "7") {
 		t.Errorf("exec exit 7: %v", err)
 	}
+
+	// Port-forward to the server pod (node 2's kubelet API).
+	rc := &rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: pki.CAPEM, CertData: pki.ClientCert, KeyData: pki.ClientKey}}
+	rt, upgrader, err := spdy.RoundTripperFor(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfURL, _ := url.Parse(fmt.Sprintf("https://127.0.0.1:%d/portForward/%s/server", nodes[1].KubeletPort, ns))
+	stopPF, readyPF := make(chan struct{}), make(chan struct{})
+	pf, err := portforward.NewOnAddresses(spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, pfURL),
+		[]string{"127.0.0.1"}, []string{"0:8080"}, stopPF, readyPF, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfErr := make(chan error, 1)
+	go func() { pfErr <- pf.ForwardPorts() }()
+	select {
+	case <-readyPF:
+	case err := <-pfErr:
+		t.Fatalf("port-forward: %v", err)
+	}
+	fwdPorts, err := pf.GetPorts()
+	if err != nil || len(fwdPorts) != 1 {
+		t.Fatalf("port-forward ports: %v, %v", fwdPorts, err)
+	}
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", fwdPorts[0].Local)); err != nil {
+		t.Errorf("GET through port-forward: %v", err)
+	} else {
+		var got map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if got["podName"] != "server" {
+			t.Errorf("port-forward reached %q, want the server pod", got["podName"])
+		}
+	}
+	close(stopPF)
 
 	// Crashing container restarts with back-off; unmapped image waits.
 	waitFor(t, "crash restartCount >= 1", 20*time.Second, func() (bool, error) {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"k8s.io/cri-streaming/pkg/streaming/portforward"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
 )
@@ -39,6 +40,10 @@ func (k *kubelet) serveAPI() (*http.Server, error) {
 	for _, p := range []string{"/exec/{ns}/{pod}/{container}", "/exec/{ns}/{pod}/{uid}/{container}"} {
 		mux.HandleFunc("GET "+p, k.handleExec)
 		mux.HandleFunc("POST "+p, k.handleExec)
+	}
+	for _, p := range []string{"/portForward/{ns}/{pod}", "/portForward/{ns}/{pod}/{uid}"} {
+		mux.HandleFunc("GET "+p, k.handlePortForward)
+		mux.HandleFunc("POST "+p, k.handlePortForward)
 	}
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", cfg.KubeletPort))
 	if err != nil {
@@ -269,4 +274,53 @@ func (w *podWorker) execInContainer(ctx context.Context, c *container, cmd []str
 		return 0, werr
 	}
 	return exitCode(p, werr), nil
+}
+
+// handlePortForward serves the port-forward protocol (SPDY, as the apiserver
+// speaks it to kubelets): each stream is connected to localhost:port inside
+// the pod's netns, as container runtimes do.
+func (k *kubelet) handlePortForward(rw http.ResponseWriter, r *http.Request) {
+	w, err := k.findPod(r.PathValue("ns"), r.PathValue("pod"), r.PathValue("uid"))
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusNotFound)
+		return
+	}
+	opts, err := portforward.NewV4Options(r)
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+		return
+	}
+	portforward.ServePortForward(rw, r, forwarder{w: w}, w.key, string(w.uid), opts,
+		4*time.Hour, remotecommand.DefaultStreamCreationTimeout, portforward.SupportedProtocols)
+}
+
+type forwarder struct{ w *podWorker }
+
+func (f forwarder) PortForward(ctx context.Context, _, _ string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	netns := f.w.netnsFile()
+	if netns == "" {
+		return fmt.Errorf("pod %s has no network yet", f.w.key)
+	}
+	conn, err := dialInNetns(ctx, netns, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil {
+		return fmt.Errorf("port-forward to %s port %d: %w", f.w.key, port, err)
+	}
+	defer conn.Close()
+	go func() {
+		_, _ = io.Copy(conn, stream)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	}()
+	toClient := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(stream, conn)
+		close(toClient)
+	}()
+	select {
+	case <-toClient:
+	case <-ctx.Done():
+	}
+	return nil
 }
