@@ -187,6 +187,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c.grpc = grpc.NewServer(
+		push.ServerCodec(),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)

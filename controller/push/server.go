@@ -3,6 +3,9 @@
 // increasing within one controller process and the process's nonce. Only
 // nodes whose policy changed get a new snapshot; a stream that falls too far
 // behind is closed and the agent resyncs in full when it reconnects.
+//
+// Register the server on a grpc.Server built with ServerCodec() so each
+// snapshot is encoded once per change rather than once per stream.
 package push
 
 import (
@@ -21,7 +24,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -75,11 +77,13 @@ type NodeState struct {
 type snapshot struct {
 	version uint64
 	policy  *weftv1.NodePolicy
+	enc     encoded
+	msg     *wireSnapshot
 }
 
 type subscriber struct {
 	node    string
-	ch      chan *weftv1.PolicySnapshot
+	ch      chan *wireSnapshot
 	evicted chan struct{}
 	once    sync.Once
 }
@@ -148,13 +152,14 @@ func (s *Server) Ready() bool {
 }
 
 // Update replaces the desired policy of every node. Nodes whose policy is
-// proto.Equal to their current one get nothing; changed nodes get a new
+// equal to their current one (same deterministic encoding) get nothing; changed nodes get a new
 // version pushed to every stream; nodes missing from policies keep their
 // last snapshot while an agent of theirs is connected (it keeps its last
 // good policy) and are forgotten otherwise. The policies must not be modified after the call.
 // Update never blocks on a stream: a stream whose buffer is full is closed.
 // It returns the number of nodes that got a new version.
 func (s *Server) Update(policies map[string]*weftv1.NodePolicy) int {
+	enc := &encoder{}
 	names := make([]string, 0, len(policies))
 	for n := range policies {
 		names = append(names, n)
@@ -175,15 +180,19 @@ func (s *Server) Update(policies map[string]*weftv1.NodePolicy) int {
 			e = &nodeEntry{subs: map[*subscriber]struct{}{}}
 			s.nodes[name] = e
 		}
-		if e.snap.policy != nil && proto.Equal(e.snap.policy, p) {
+		body, err := enc.encode(p)
+		if err != nil {
+			s.log.Error("cannot encode node policy; the node keeps its last one", "node", name, "error", err)
+			continue
+		}
+		if e.snap.policy != nil && e.snap.enc.equal(body) {
 			continue
 		}
 		s.version++
-		e.snap = snapshot{version: s.version, policy: p}
+		e.snap = snapshot{version: s.version, policy: p, enc: body, msg: newWireSnapshot(s.version, s.nonce, p, body)}
 		changed++
-		msg := s.message(e.snap)
 		for sub := range e.subs {
-			s.enqueue(sub, msg)
+			s.enqueue(sub, e.snap.msg)
 		}
 	}
 	for name, e := range s.nodes {
@@ -213,13 +222,9 @@ func (s *Server) Nodes() []NodeState {
 	return out
 }
 
-func (s *Server) message(snap snapshot) *weftv1.PolicySnapshot {
-	return &weftv1.PolicySnapshot{Version: snap.version, ControllerNonce: s.nonce, Policy: snap.policy}
-}
-
 // enqueue hands msg to sub without blocking; a full buffer evicts the
 // stream (Linkerd's enqueueUpdate). Called with s.mu held.
-func (s *Server) enqueue(sub *subscriber, msg *weftv1.PolicySnapshot) {
+func (s *Server) enqueue(sub *subscriber, msg *wireSnapshot) {
 	select {
 	case <-sub.evicted:
 	case sub.ch <- msg:
@@ -267,7 +272,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 	}
 	node := authNode
 
-	sub := &subscriber{node: node, ch: make(chan *weftv1.PolicySnapshot, s.buffer), evicted: make(chan struct{})}
+	sub := &subscriber{node: node, ch: make(chan *wireSnapshot, s.buffer), evicted: make(chan struct{})}
 	s.subscribe(sub)
 	defer s.unsubscribe(sub)
 	s.log.Info("agent subscribed", "node", node)
@@ -284,7 +289,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 		case <-sub.evicted:
 			return status.Errorf(codes.ResourceExhausted, "policy stream for node %q fell behind; reconnect for a full snapshot", node)
 		case msg := <-sub.ch:
-			if err := stream.Send(msg); err != nil {
+			if err := stream.SendMsg(msg); err != nil {
 				return err
 			}
 		}
@@ -340,7 +345,7 @@ func (s *Server) subscribe(sub *subscriber) {
 	}
 	e.subs[sub] = struct{}{}
 	if e.snap.policy != nil {
-		s.enqueue(sub, s.message(e.snap))
+		s.enqueue(sub, e.snap.msg)
 	}
 }
 

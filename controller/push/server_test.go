@@ -53,6 +53,11 @@ func (b *logSink) Write(p []byte) (int, error) {
 
 func start(t *testing.T, cfg Config) (*harness, chan string) {
 	t.Helper()
+	return startWith(t, cfg, ServerCodec())
+}
+
+func startWith(t *testing.T, cfg Config, opts ...grpc.ServerOption) (*harness, chan string) {
+	t.Helper()
 	before := runtime.NumGoroutine()
 	logs := make(chan string, 100)
 	cfg.Logger = slog.New(slog.NewTextHandler(&logSink{ch: logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -64,7 +69,7 @@ func start(t *testing.T, cfg Config) (*harness, chan string) {
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	weftv1.RegisterPolicyServer(gs, srv)
 	go func() { _ = gs.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
