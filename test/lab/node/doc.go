@@ -60,7 +60,9 @@
 // mount namespace where /etc/resolv.conf and every volumeMount are bind
 // mounts, and (except hostNetwork pods) in a UTS namespace whose hostname is
 // the pod's spec.hostname or name. There is no PID namespace: /proc is the
-// host's, so the agent can read /proc/<pid>/ns/net of any pod process. The command is the container's command/args over the image's
+// host's, so the agent can read /proc/<pid>/ns/net of any pod process.
+//
+// The command is the container's command/args over the image's
 // Entrypoint/Cmd (Config.Images); a bare program name is looked up in
 // PathDirs then the usual system directories, and PATH is PathDirs + those.
 //
@@ -95,7 +97,11 @@
 //
 // Deletion: on deletionTimestamp the containers get SIGTERM, then SIGKILL
 // after the grace period; the netns, veth and cgroup are removed and the pod
-// is deleted with grace 0 (uid precondition), as the kubelet does.
+// is deleted with grace 0 (uid precondition), as the kubelet does; the pod's
+// state directory (logs, volumes) goes too. When Run's ctx ends, every pod
+// is stopped (2 s grace) and its netns and cgroup removed, but the Node and
+// Pod objects stay; a later Run starts them again (finished pods stay
+// finished).
 //
 // # Kubelet API
 //
