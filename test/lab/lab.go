@@ -19,9 +19,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/weft-mesh/weft/test/lab/cluster"
 )
 
 // Paths are the lab's files, derived from the repository root.
@@ -84,7 +85,7 @@ const (
 // State is what the supervisor records in state.json.
 type State struct {
 	PID     int       `json:"pid"`
-	Exe     string    `json:"exe"`
+	Start   string    `json:"start"` // the supervisor's /proc start time (see cluster.ProcessStart)
 	Nodes   int       `json:"nodes"`
 	Phase   Phase     `json:"phase"`
 	Started time.Time `json:"started"`
@@ -116,22 +117,11 @@ func writeState(p Paths, st State) error {
 	return os.Rename(tmp, p.State)
 }
 
-// Alive reports whether the recorded supervisor still runs (same executable, not a zombie).
+// Alive reports whether the recorded supervisor still runs (same pid and start time,
+// not a zombie).
 func (st State) Alive() bool {
-	if st.PID <= 1 || st.Exe == "" {
-		return false
-	}
-	proc := "/proc/" + strconv.Itoa(st.PID)
-	exe, err := os.Readlink(proc + "/exe")
-	if err != nil || strings.TrimSuffix(exe, " (deleted)") != st.Exe {
-		return false
-	}
-	stat, err := os.ReadFile(proc + "/stat")
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return !(i > 0 && i+2 < len(stat) && stat[i+2] == 'Z')
+	start, ok := cluster.ProcessStart(st.PID)
+	return ok && st.Start != "" && start == st.Start
 }
 
 // NodeName is the name of node i (1-based).

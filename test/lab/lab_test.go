@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/weft-mesh/weft/test/lab/cluster"
 )
 
 func TestTopology(t *testing.T) {
@@ -83,16 +85,15 @@ func TestNodesReadyAndDeploymentAvailable(t *testing.T) {
 }
 
 func TestStateAliveAndFindRoot(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
+	start, ok := cluster.ProcessStart(os.Getpid())
+	if !ok || start == "" {
+		t.Fatal("ProcessStart of this process")
 	}
-	exe, _ = filepath.EvalSymlinks(exe)
-	if !(State{PID: os.Getpid(), Exe: exe}).Alive() {
+	if !(State{PID: os.Getpid(), Start: start}).Alive() {
 		t.Error("this process is not alive")
 	}
-	if (State{PID: os.Getpid(), Exe: "/bin/other"}).Alive() {
-		t.Error("pid with another executable counted as alive")
+	if (State{PID: os.Getpid(), Start: start + "1"}).Alive() {
+		t.Error("pid with another start time (reused pid) counted as alive")
 	}
 	if (State{}).Alive() {
 		t.Error("zero state alive")

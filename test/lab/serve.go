@@ -111,20 +111,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err := checkNodes(cfg.Nodes); err != nil {
 		return err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	if exe, err = filepath.EvalSymlinks(exe); err != nil {
-		return err
-	}
+	start, _ := cluster.ProcessStart(os.Getpid())
 	// One lab per machine: ports, netns and cgroup names are machine-wide.
 	unlock, err := lockFile(ctx, machineLockPath, false)
 	if err != nil {
 		return fmt.Errorf("another lab runs on this machine: %w", err)
 	}
 	defer unlock()
-	st := State{PID: os.Getpid(), Exe: exe, Nodes: cfg.Nodes, Phase: PhaseStarting, Started: time.Now().UTC()}
+	st := State{PID: os.Getpid(), Start: start, Nodes: cfg.Nodes, Phase: PhaseStarting, Started: time.Now().UTC()}
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
 		return err
 	}

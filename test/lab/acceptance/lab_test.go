@@ -282,43 +282,52 @@ func testExecAcrossNodes(t *testing.T, ctx context.Context, l *labtest.Lab, ns s
 	for _, p := range pods.Items {
 		nodeOf[p.Name] = p.Spec.NodeName
 	}
-	// Endpoints being ready precede kube-proxy programming them on every node by up
-	// to its sync period: wait until the Service answers once, as a user would.
-	url := "http://echo." + ns + ".svc.cluster.local/"
-	err = labtest.Poll(ctx, 30*time.Second, func(ctx context.Context) (bool, string, error) {
-		stdout, _, err := l.Exec(ctx, ns, "toolbox", "weft-echo", "client", "--url", url, "--count", "1", "--timeout", "2s")
-		var res echo.Result
-		if err != nil || json.Unmarshal([]byte(stdout), &res) != nil {
-			return false, fmt.Sprintf("%v %s", err, stdout), nil
-		}
-		return res.Status["200"] == 1, stdout, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, host := range []string{"echo." + ns + ".svc.cluster.local", "echo." + ns, "echo"} {
-		stdout, _, err := l.Exec(ctx, ns, "toolbox", "weft-echo", "client", "--url", "http://"+host+"/", "--count", "20")
+	client := func(ctx context.Context, url string, count int) (echo.Result, error) {
+		stdout, _, err := l.Exec(ctx, ns, "toolbox", "weft-echo", "client", "--url", url, "--count", fmt.Sprint(count), "--timeout", "2s")
 		if err != nil {
-			t.Fatalf("%s: %v", host, err)
+			return echo.Result{}, err
 		}
 		var res echo.Result
 		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
-			t.Fatalf("%s: client output %q: %v", host, stdout, err)
+			return echo.Result{}, fmt.Errorf("client output %q: %w", stdout, err)
+		}
+		return res, nil
+	}
+	fromNode := func(res echo.Result, node string) int {
+		n := 0
+		for pod, c := range res.Pods {
+			if nodeOf[pod] == node {
+				n += c
+			}
+		}
+		return n
+	}
+	// Ready endpoints precede kube-proxy programming them on every node by up to its
+	// sync period: wait until node 1 reaches a pod on node 2 through the Service, by
+	// its full DNS name, as a user would.
+	url := "http://echo." + ns + ".svc.cluster.local/"
+	err = labtest.Poll(ctx, 30*time.Second, func(ctx context.Context) (bool, string, error) {
+		res, err := client(ctx, url, 10)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return res.Errors == 0 && fromNode(res, lab.NodeName(2)) > 0, fmt.Sprintf("%+v", res), nil
+	})
+	if err != nil {
+		t.Fatalf("no answer from a pod on %s: %v", lab.NodeName(2), err)
+	}
+	for _, host := range []string{"echo." + ns + ".svc.cluster.local", "echo." + ns, "echo"} {
+		res, err := client(ctx, "http://"+host+"/", 20)
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
 		}
 		if res.Requests != 20 || res.Errors != 0 || res.Status["200"] != 20 {
 			t.Fatalf("%s: %+v", host, res)
 		}
-		fromNode2 := 0
-		for pod, n := range res.Pods {
+		for pod := range res.Pods {
 			if nodeOf[pod] == "" {
 				t.Errorf("%s: answer from unknown pod %s", host, pod)
 			}
-			if nodeOf[pod] == lab.NodeName(2) {
-				fromNode2 += n
-			}
-		}
-		if fromNode2 == 0 {
-			t.Errorf("%s: no answer from a pod on %s: %v", host, lab.NodeName(2), res.Pods)
 		}
 	}
 	// The answer is JSON with the echo-basic fields; gRPC goes through the Service too.

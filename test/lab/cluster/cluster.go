@@ -134,7 +134,7 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 			return nil, err
 		}
 	}
-	if err := checkPortsFree(); err != nil {
+	if err := checkPortsFree(ctx); err != nil {
 		return nil, err
 	}
 	pki, err := writePKI(filepath.Join(cfg.StateDir, "pki"), cfg.Nodes)
@@ -256,8 +256,24 @@ func (cp *ControlPlane) waitReady(ctx context.Context, timeout time.Duration) er
 	return fmt.Errorf("apiserver not ready after %s: %v", timeout, last)
 }
 
-// checkPortsFree fails clearly when another lab (or anything else) holds the ports.
-func checkPortsFree() error {
+// checkPortsFree fails clearly when another lab (or anything else) holds the ports. It
+// gives a process that is still exiting a few seconds to release them.
+func checkPortsFree(ctx context.Context) error {
+	var err error
+	for try := 0; try < 50; try++ {
+		if err = portsFree(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func portsFree() error {
 	for _, a := range []string{APIServerAddr.String(), fmt.Sprintf("127.0.0.1:%d", etcdPort), fmt.Sprintf("127.0.0.1:%d", etcdPeer)} {
 		l, err := net.Listen("tcp", a)
 		if err != nil {

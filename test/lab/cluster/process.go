@@ -105,11 +105,11 @@ func (p *process) stop(grace time.Duration) {
 }
 
 // pidRecord is what pids.json holds for each control-plane process, so a later run can
-// end the processes of a crashed lab (and only those: the executable must still match).
+// end the processes of a crashed lab (and only those: pid and start time must match).
 type pidRecord struct {
-	Name string `json:"name"`
-	PID  int    `json:"pid"`
-	Exe  string `json:"exe"`
+	Name  string `json:"name"`
+	PID   int    `json:"pid"`
+	Start string `json:"start"` // /proc/<pid>/stat start time
 }
 
 const pidsFile = "pids.json"
@@ -117,11 +117,8 @@ const pidsFile = "pids.json"
 func writePIDs(stateDir string, procs []*process) error {
 	recs := make([]pidRecord, 0, len(procs))
 	for _, p := range procs {
-		exe, err := filepath.EvalSymlinks(p.cmd.Path)
-		if err != nil {
-			exe = p.cmd.Path
-		}
-		recs = append(recs, pidRecord{Name: p.name, PID: p.cmd.Process.Pid, Exe: exe})
+		start, _ := ProcessStart(p.cmd.Process.Pid)
+		recs = append(recs, pidRecord{Name: p.name, PID: p.cmd.Process.Pid, Start: start})
 	}
 	b, err := json.MarshalIndent(recs, "", "  ")
 	if err != nil {
@@ -164,22 +161,32 @@ func KillStale(stateDir string) error {
 	return os.Remove(filepath.Join(stateDir, pidsFile))
 }
 
-// runs reports whether pid still runs the recorded executable (and is not a zombie).
+// runs reports whether the recorded process still runs (a zombie has exited).
 func runs(r pidRecord) bool {
-	if r.PID <= 1 {
-		return false
+	start, ok := ProcessStart(r.PID)
+	return ok && r.Start != "" && start == r.Start
+}
+
+// ProcessStart returns the start time of pid (field 22 of /proc/<pid>/stat, clock ticks
+// since boot) and whether it still runs. Together with the pid it identifies a process
+// across pid reuse, and unlike /proc/<pid>/exe it stays readable until the process is
+// gone: an exiting process drops its memory (and exe link) before it closes its files.
+func ProcessStart(pid int) (start string, running bool) {
+	if pid <= 0 {
+		return "", false
 	}
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(r.PID) + "/exe")
-	if err != nil || strings.TrimSuffix(exe, " (deleted)") != r.Exe {
-		return false
-	}
-	st, err := os.ReadFile("/proc/" + strconv.Itoa(r.PID) + "/stat")
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return false
+		return "", false
 	}
-	// Field 3 is the state; a zombie (Z) has already exited.
-	if i := strings.LastIndexByte(string(st), ')'); i > 0 && i+2 < len(st) && st[i+2] == 'Z' {
-		return false
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return "", false
 	}
-	return true
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state), f[19] field 22 (starttime).
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return "", false
+	}
+	return f[19], true
 }
