@@ -78,6 +78,8 @@ type Config struct {
 	Authenticator push.Authenticator
 	// Register adds more services (the CA's Identity) to the gRPC server.
 	Register func(*grpc.Server)
+	// ServerOptions are added to the gRPC server's (e.g. its TLS credentials).
+	ServerOptions []grpc.ServerOption
 	// TrustAnchors returns the DER CA certificates put in every node's
 	// policy; none when nil.
 	TrustAnchors func() [][]byte
@@ -186,11 +188,11 @@ func New(cfg Config) (*Controller, error) {
 	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	c.grpc = grpc.NewServer(
+	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		push.ServerCodec(),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, cfg.ServerOptions...)...)
 	weftv1.RegisterPolicyServer(c.grpc, c.push)
 	if cfg.Register != nil {
 		cfg.Register(c.grpc)
@@ -334,8 +336,13 @@ func (c *Controller) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		// Changes signalled during the window are in the snapshot below.
 		select {
 		case <-c.kick:
+		default:
+		}
+		select {
+		case <-c.src.Dirty():
 		default:
 		}
 		c.round()

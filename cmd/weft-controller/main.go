@@ -5,15 +5,19 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -44,6 +48,8 @@ func run() error {
 		agentNS     = flag.String("agent-namespace", "", "namespace of the weft-agent ServiceAccount (default: --namespace)")
 		agentSA     = flag.String("agent-service-account", agentauth.DefaultServiceAccount, "ServiceAccount of weft-agent pods")
 		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
+		serveTLS    = flag.Bool("tls", true, "serve gRPC over TLS 1.3 with a certificate from the mesh CA (agents send tokens: never disable outside tests)")
+		dnsNames    = flag.String("dns-names", "", "comma-separated DNS names of the gRPC serving certificate (default weft-controller.<namespace>.svc)")
 	)
 	flag.Parse()
 
@@ -70,6 +76,7 @@ func run() error {
 		return err
 	}
 	var ctl atomic.Pointer[controller.Controller]
+	bundleChanged := make(chan struct{}, 1)
 	authority, err := ca.New(ca.Config{
 		Client:        kube,
 		Namespace:     *namespace,
@@ -80,11 +87,30 @@ func run() error {
 			if c := ctl.Load(); c != nil {
 				c.Kick()
 			}
+			select {
+			case bundleChanged <- struct{}{}:
+			default: // one pending publish covers this change too
+			}
 		},
 		Logger: log,
 	})
 	if err != nil {
 		return err
+	}
+	var serverOpts []grpc.ServerOption
+	if *serveTLS {
+		names := *dnsNames
+		if names == "" {
+			names = "weft-controller." + *namespace + ".svc"
+		}
+		getCert, err := authority.ServingCertificate(ca.ServingConfig{DNSNames: strings.Split(names, ",")})
+		if err != nil {
+			return err
+		}
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(&tls.Config{
+			MinVersion:     tls.VersionTLS13,
+			GetCertificate: getCert,
+		})))
 	}
 	c, err := controller.New(controller.Config{
 		Kube:          rc,
@@ -97,9 +123,17 @@ func run() error {
 		ID:            *id,
 		Authenticator: auth,
 		Register:      authority.Register,
+		ServerOptions: serverOpts,
 		TrustAnchors:  authority.Bundle,
-		OnLeader:      authority.EnsureRoot,
-		Logger:        log,
+		OnLeader: func(ctx context.Context) error {
+			if err := authority.EnsureRoot(ctx); err != nil {
+				return err
+			}
+			// Agents mount the bundle to verify this server before
+			// their first policy arrives.
+			return authority.PublishBundle(ctx, ca.DefaultBundleConfigMap)
+		},
+		Logger: log,
 	})
 	if err != nil {
 		return err
@@ -113,6 +147,21 @@ func run() error {
 		log.Warn("load ca root", "error", err)
 	}
 	go func() { _ = authority.Watch(ctx) }()
+	go func() {
+		// Keep the published bundle current through root rotations.
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-bundleChanged:
+			}
+			if c := ctl.Load(); c != nil && c.IsLeader() {
+				if err := authority.PublishBundle(ctx, ca.DefaultBundleConfigMap); err != nil {
+					log.Warn("publish ca bundle", "error", err)
+				}
+			}
+		}
+	}()
 	return c.Run(ctx)
 }
 
