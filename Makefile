@@ -25,6 +25,7 @@ tools: ## install the pinned code generators into .cache/tools
 generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs)
 	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 	cd api && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. weft/v1/*.proto
+	cd test/echo && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. echopb/echo.proto
 	@if [ -f bpf/gen.sh ]; then bash bpf/gen.sh; fi
 	@if [ -f manifests/gen.sh ]; then bash manifests/gen.sh; fi
 

@@ -439,13 +439,16 @@ type captured struct {
 	plaintext              []string
 }
 
-// startCapture runs tcpdump on the fabric bridge and scans its ASCII dump
+// startCapture runs tcpdump on every port of the fabric bridge and scans its ASCII dump
 // for plaintext HTTP.
 func startCapture(t *testing.T) *capture {
 	t.Helper()
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Fatalf("tcpdump is needed to check the inter-node link (apt-get install tcpdump; .ci/run installs it): %v", err)
+	}
 	fab := fabricNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", fab, "tcpdump", "-i", "br0", "-nn", "-l", "-A", "-s", "256", "tcp")
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", fab, "tcpdump", "-i", "any", "-nn", "-l", "-A", "-s", "256", "tcp")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()
