@@ -113,7 +113,12 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	start, _ := cluster.ProcessStart(os.Getpid())
 	// One lab per machine: ports, netns and cgroup names are machine-wide.
-	unlock, err := lockFile(ctx, machineLockPath, false)
+	// Wait a few seconds for the lock: a SIGKILLed supervisor's leader
+	// thread is gone (and reported dead) before its other threads have
+	// exited and released the lock.
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	unlock, err := lockFile(lctx, machineLockPath, true)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("another lab runs on this machine: %w", err)
 	}
