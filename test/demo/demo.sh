@@ -23,7 +23,7 @@ for pod, n in sorted(r["pods"].items()):
     print(f"  {pod:<34} {n:>5}")
 for k, n in v.items():
     print(f"  {k:<34} {n:>5}  {100*n/tot:5.1f}%")
-print(f"  errors: {r[\"errors\"]}  status: {r[\"status\"]}")
+print("  errors: %d  status: %s" % (r["errors"], r["status"]))
 ' "$1"
 }
 
