@@ -11,6 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/kubernetes"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
@@ -37,14 +40,40 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func served(kube *kubefake.Clientset, resources map[string][]string) {
-	kube.Resources = nil
+// kubeWithDiscovery lets the test change the served resources while the
+// Source reads them (the fake discovery has no lock of its own).
+type kubeWithDiscovery struct {
+	kubernetes.Interface
+	d *lockedDiscovery
+}
+
+func (k kubeWithDiscovery) Discovery() discovery.DiscoveryInterfaces { return k.d }
+
+// IsWatchListSemanticsUnSupported passes on the fake clientset's marker:
+// its watches send no initial-events bookmark.
+func (k kubeWithDiscovery) IsWatchListSemanticsUnSupported() bool { return true }
+
+type lockedDiscovery struct {
+	*fakediscovery.FakeDiscovery
+	mu sync.Mutex
+}
+
+func (l *lockedDiscovery) ServerResourcesForGroupVersion(gv string) (*metav1.APIResourceList, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.FakeDiscovery.ServerResourcesForGroupVersion(gv)
+}
+
+func (l *lockedDiscovery) serve(resources map[string][]string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.Resources = nil
 	for gv, rs := range resources {
-		l := &metav1.APIResourceList{GroupVersion: gv}
+		list := &metav1.APIResourceList{GroupVersion: gv}
 		for _, r := range rs {
-			l.APIResources = append(l.APIResources, metav1.APIResource{Name: r})
+			list.APIResources = append(list.APIResources, metav1.APIResource{Name: r})
 		}
-		kube.Resources = append(kube.Resources, l)
+		l.Resources = append(l.Resources, list)
 	}
 }
 
@@ -64,10 +93,11 @@ func TestSnapshotAndDirty(t *testing.T) {
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "b"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "a", Annotations: map[string]string{"weft.dev/mesh": "enabled", "kubectl.kubernetes.io/last-applied-configuration": "{}"}}},
 	)
-	served(kube, map[string][]string{"gateway.networking.k8s.io/v1": {"httproutes", "grpcroutes", "tcproutes"}})
+	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
+	disc.serve(map[string][]string{"gateway.networking.k8s.io/v1": {"httproutes", "grpcroutes", "tcproutes"}})
 	gw := gwfake.NewSimpleClientset(&gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "r"}})
 	logs := &lockedBuffer{}
-	s, err := New(Config{Kube: kube, Gateway: gw, Logger: slog.New(slog.NewTextHandler(logs, nil)), RecheckInterval: 20 * time.Millisecond})
+	s, err := New(Config{Kube: kubeWithDiscovery{Interface: kube, d: disc}, Gateway: gw, Logger: slog.New(slog.NewTextHandler(logs, nil)), RecheckInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +167,7 @@ func TestSnapshotAndDirty(t *testing.T) {
 	}
 
 	// The CRD appears: the kind is watched from then on.
-	served(kube, map[string][]string{
+	disc.serve(map[string][]string{
 		"gateway.networking.k8s.io/v1":         {"httproutes", "grpcroutes", "tcproutes"},
 		"gateway.networking.x-k8s.io/v1alpha1": {"xbackends", "xbackendtrafficpolicies"},
 	})
