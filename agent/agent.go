@@ -67,7 +67,11 @@ type Config struct {
 	GracePeriod time.Duration
 	// Resync retries pods whose redirect is not in place yet.
 	Resync time.Duration
-	Log    *slog.Logger
+	// Uninstalling is asked once the agent stops: true means weft is being
+	// removed from the node (its DaemonSet is gone), so the redirect is
+	// detached and unpinned instead of kept for the next agent. Nil: never.
+	Uninstalling func(context.Context) bool
+	Log          *slog.Logger
 }
 
 // Agent is a running node agent.
@@ -156,7 +160,10 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 		})
 	}
-	conn, err := grpc.NewClient(cfg.ControllerAddr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(cfg.ControllerAddr, grpc.WithTransportCredentials(creds),
+		// A node's policy carries every meshed Service and cluster: about
+		// 1 MiB at 1k Services, so leave room above gRPC's 4 MiB default.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 	if err != nil {
 		return fmt.Errorf("controller %s: %w", cfg.ControllerAddr, err)
 	}
@@ -242,6 +249,17 @@ func Run(ctx context.Context, cfg Config) error {
 	a.ready.Store(false)
 	cancel()
 	wg.Wait()
+	if cfg.Uninstalling != nil {
+		uctx, ucancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ucancel()
+		if cfg.Uninstalling(uctx) {
+			dp.Close()
+			if err := datapath.Cleanup(dcfg); err != nil {
+				return fmt.Errorf("uninstall: remove the redirect: %w", err)
+			}
+			log.Info("weft is being uninstalled: redirect detached and unpinned", "node", cfg.Node)
+		}
+	}
 	return runErr
 }
 

@@ -235,8 +235,15 @@ func (c *Client) check(snap *weftv1.PolicySnapshot) error {
 		return fmt.Errorf("snapshot is for node %q, not %q", n, c.cfg.Node)
 	}
 	cur := c.Current()
-	if cur != nil && cur.GetControllerNonce() == snap.GetControllerNonce() && snap.GetVersion() <= cur.GetVersion() {
-		return fmt.Errorf("version %d is not newer than %d in force", snap.GetVersion(), cur.GetVersion())
+	if cur != nil && cur.GetControllerNonce() == snap.GetControllerNonce() {
+		// On reconnect the controller resends the version in force: fine
+		// when it is the same policy.
+		if snap.GetVersion() < cur.GetVersion() {
+			return fmt.Errorf("version %d is older than %d in force", snap.GetVersion(), cur.GetVersion())
+		}
+		if snap.GetVersion() == cur.GetVersion() && !proto.Equal(snap.GetPolicy(), cur.GetPolicy()) {
+			return fmt.Errorf("version %d differs from the version %d in force", snap.GetVersion(), cur.GetVersion())
+		}
 	}
 	return nil
 }

@@ -162,6 +162,16 @@ func TestClientACKsAppliedAndNACKsRefusedKeepingLastGood(t *testing.T) {
 	if r := recv(t, ctl.reqs); r.GetError() == "" {
 		t.Fatalf("stale version ACKed: %v", r)
 	}
+	// The version in force resent (as after a reconnect) is ACKed; the
+	// same version with another policy is refused.
+	ctl.send <- snapshot(1, "good")
+	if r := recv(t, ctl.reqs); r.GetVersion() != 1 || r.GetError() != "" {
+		t.Fatalf("resent version in force: want ACK, got %v", r)
+	}
+	ctl.send <- snapshot(1, "other")
+	if r := recv(t, ctl.reqs); r.GetError() == "" {
+		t.Fatalf("same version, different policy ACKed: %v", r)
+	}
 	ctl.send <- snapshot(3, "next")
 	if r := recv(t, ctl.reqs); r.GetVersion() != 3 || r.GetError() != "" {
 		t.Fatalf("want ACK of 3, got %v", r)

@@ -22,6 +22,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -67,6 +69,7 @@ type flags struct {
 	tokenFile, stateDir, healthAddr, cgroupPath, pinRoot string
 	trustDomain                                          string
 	grace                                                time.Duration
+	namespace, daemonSet                                 string
 }
 
 func parse(name string, args []string) (*flags, error) {
@@ -84,6 +87,8 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.pinRoot, "pin-root", datapath.DefaultPinRoot, "bpffs directory for pins (one subdirectory per node)")
 	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
 	fs.DurationVar(&f.grace, "grace", 20*time.Second, "drain grace period on SIGTERM")
+	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace of the agent's DaemonSet")
+	fs.StringVar(&f.daemonSet, "daemonset", "weft-agent", "the agent's DaemonSet: when it is gone at shutdown, the redirect is removed")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -137,6 +142,9 @@ func run(args []string, log *slog.Logger) error {
 		HealthAddr:         f.healthAddr,
 		GracePeriod:        f.grace,
 		Log:                log,
+		Uninstalling: func(ctx context.Context) bool {
+			return kube != nil && daemonSetGone(ctx, kube, f.namespace, f.daemonSet, log)
+		},
 	})
 }
 
@@ -207,4 +215,48 @@ func dump(args []string) error {
 	}
 	fmt.Println(string(b))
 	return nil
+}
+
+// daemonSetGone reports whether the agent's DaemonSet is deleted or being
+// deleted (kubectl delete -k manifests/). A 401 or 403 means the agent's
+// ServiceAccount or its Role went with the install. Any other error keeps
+// the redirect: a restart must never leave a node without it.
+func daemonSetGone(ctx context.Context, kube kubernetes.Interface, ns, name string, log *slog.Logger) bool {
+	ds, err := kube.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
+		log.Info("agent DaemonSet is gone: removing the redirect", "daemonset", ns+"/"+name, "err", err)
+		return true
+	case err != nil:
+		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", "err", err)
+		return false
+	}
+	if ds.DeletionTimestamp != nil {
+		log.Info("agent DaemonSet is being deleted: removing the redirect", "daemonset", ns+"/"+name)
+		return true
+	}
+	// kubectl delete -k deletes the namespace first: its pods go before
+	// the DaemonSet object does.
+	n, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
+		log.Info("agent namespace is gone: removing the redirect", "namespace", ns, "err", err)
+		return true
+	case err != nil:
+		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", "err", err)
+		return false
+	}
+	if n.DeletionTimestamp != nil {
+		log.Info("agent namespace is being deleted: removing the redirect", "namespace", ns)
+		return true
+	}
+	log.Info("agent stopping for a restart: the redirect stays pinned for the next agent")
+	return false
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -35,6 +36,8 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"SessionPersistence", testSessionPersistence},
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
+		{"LeastPrivilegeRBAC", testRBAC},
+		{"UninstallRemovesTheRedirect", testUninstall},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -491,4 +494,75 @@ func (c *capture) stop() captured {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.seen
+}
+
+// testRBAC checks the install's least privilege with kubectl auth can-i.
+func testRBAC(t *testing.T, e *env) {
+	agent := "system:serviceaccount:weft-system:weft-agent"
+	ctl := "system:serviceaccount:weft-system:weft-controller"
+	for _, c := range []struct {
+		as, verb, resource, ns string
+		want                   bool
+	}{
+		{agent, "get", "secrets", "weft-system", false},
+		{agent, "list", "secrets", "faces", false},
+		{agent, "create", "httproutes.gateway.networking.k8s.io", "faces", false},
+		{agent, "update", "httproutes.gateway.networking.k8s.io", "faces", false},
+		{agent, "patch", "httproutes.gateway.networking.k8s.io", "faces", false},
+		{agent, "delete", "grpcroutes.gateway.networking.k8s.io", "faces", false},
+		{agent, "patch", "pods/status", "faces", true},
+		{agent, "patch", "pods", "faces", false},
+		{ctl, "create", "pods/exec", "faces", false},
+		{ctl, "get", "pods/exec", "faces", false},
+		{ctl, "get", "secrets", "faces", false},
+		{ctl, "patch", "httproutes.gateway.networking.k8s.io/status", "faces", true},
+		{ctl, "update", "httproutes.gateway.networking.k8s.io", "faces", false},
+		{ctl, "create", "tokenreviews.authentication.k8s.io", "", true},
+	} {
+		resource, sub, _ := strings.Cut(c.resource, "/")
+		args := []string{"auth", "can-i", c.verb, resource, "--as", c.as}
+		if sub != "" {
+			args = append(args, "--subresource", sub)
+		}
+		if c.ns != "" {
+			args = append(args, "-n", c.ns)
+		}
+		out, _ := e.kubectlErr(args...)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		got := strings.TrimSpace(lines[len(lines)-1]) == "yes"
+		if got != c.want {
+			t.Errorf("%s can-i %s %s -n %s = %q, want %v", c.as, c.verb, c.resource, c.ns, strings.TrimSpace(out), c.want)
+		}
+	}
+}
+
+// testUninstall removes weft the documented way and checks that every
+// node's redirect (pinned BPF links and maps) is gone and traffic takes the
+// ordinary path again.
+func testUninstall(t *testing.T, e *env) {
+	e.kubectl("delete", "--wait=true", "--ignore-not-found", "-k", e.root+"/manifests")
+	e.eventually(2*time.Minute, "agent pods gone", func() string {
+		out, _ := e.kubectlErr("get", "pods", "-A", "-l", "app.kubernetes.io/name=weft-agent", "-o", "name")
+		if strings.TrimSpace(out) != "" && !strings.Contains(out, "No resources") {
+			return out
+		}
+		return ""
+	})
+	installed = false
+	for _, node := range []string{"lab-node-1", "lab-node-2"} {
+		pins := "/sys/fs/bpf/weft/" + node
+		e.eventually(30*time.Second, "pins of "+node+" removed", func() string {
+			if entries, err := os.ReadDir(pins); err == nil {
+				return fmt.Sprintf("%s still holds %d pins", pins, len(entries))
+			}
+			return ""
+		})
+	}
+	r := e.client("faces", "--url", colorURL, "--count", "50")
+	if r.Errors != 0 {
+		t.Errorf("traffic after uninstall: %+v", r)
+	}
+	if v1, v2, _ := versions(r); v2 != 0 || v1 != 50 {
+		t.Errorf("routes still applied after uninstall: %+v", r)
+	}
 }

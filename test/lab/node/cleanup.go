@@ -1,6 +1,8 @@
 package node
 
 import (
+	"github.com/weft-mesh/weft/agent/datapath"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,8 +70,21 @@ func findStates(root string) ([]nodeState, error) {
 }
 
 // cleanupNode kills the node's processes, then removes its cgroups and netns.
+// A weft agent that ran on the node may have left its redirect pinned (it
+// keeps pins across restarts by design): those are removed first, the way
+// `weft-agent cleanup` does it.
 func cleanupNode(st nodeState) error {
 	var errs []error
+	if err := datapath.Cleanup(datapath.Config{Node: st.Name,
+		CgroupPath: filepath.Join(nodeCgroup(st.CgroupRoot, st.Name), "kubepods")}); err != nil {
+		errs = append(errs, fmt.Errorf("remove weft redirect pins: %w", err))
+	}
+	// The agent DaemonSet keeps its state in the hostPath /var/lib/weft,
+	// one directory per node (manifests/agent.yaml): the node's disk goes
+	// with the node.
+	if err := os.RemoveAll(filepath.Join("/var/lib/weft", st.Name)); err != nil {
+		errs = append(errs, fmt.Errorf("remove weft agent state: %w", err))
+	}
 	if err := removeCgroupTree(nodeCgroup(st.CgroupRoot, st.Name)); err != nil {
 		errs = append(errs, err)
 	}
