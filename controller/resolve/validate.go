@@ -1,6 +1,8 @@
 package resolve
 
 import (
+	"golang.org/x/net/http/httpguts"
+
 	"fmt"
 	"strconv"
 	"strings"
@@ -14,24 +16,6 @@ import (
 
 // maxPatternLen bounds regular expressions and paths.
 const maxPatternLen = 1024
-
-// isToken reports whether s is an RFC 7230 token (header names, methods,
-// cookie names).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
-		}
-	}
-	return true
-}
 
 func validHeaderValue(v string) bool {
 	for i := 0; i < len(v); i++ {
@@ -77,7 +61,7 @@ func validPathValue(p string) error {
 
 // checkHeaderName checks a header name used in a match or modifier.
 func checkHeaderName(what, name string) error {
-	if !isToken(name) {
+	if !httpguts.ValidHeaderFieldName(name) {
 		return fmt.Errorf("%s name %q is not a valid HTTP header name", what, name)
 	}
 	return nil
@@ -129,3 +113,7 @@ func validCookiePath(p string) bool {
 	}
 	return true
 }
+
+// isToken reports whether s is an RFC 9110 token (header names, methods,
+// cookie names).
+var isToken = httpguts.ValidHeaderFieldName

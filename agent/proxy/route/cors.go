@@ -1,6 +1,8 @@
 package route
 
 import (
+	"golang.org/x/net/http/httpguts"
+
 	"fmt"
 	"net/http"
 	"strconv"
@@ -56,7 +58,7 @@ func compileCORS(in []string, creds bool, methods, headers, expose []string, max
 			c.anyMethod = true
 			continue
 		}
-		if !isToken(m) {
+		if !httpguts.ValidHeaderFieldName(m) {
 			return nil, fmt.Errorf("cors allowMethod %q: not a method token", m)
 		}
 		ms = append(ms, m)
@@ -68,7 +70,7 @@ func compileCORS(in []string, creds bool, methods, headers, expose []string, max
 			c.anyHeader = true
 			continue
 		}
-		if !isToken(h) {
+		if !httpguts.ValidHeaderFieldName(h) {
 			return nil, fmt.Errorf("cors allowHeader %q: not a header name", h)
 		}
 		hs = append(hs, h)
@@ -84,7 +86,7 @@ func compileCORS(in []string, creds bool, methods, headers, expose []string, max
 			}
 			continue
 		}
-		if !isToken(h) {
+		if !httpguts.ValidHeaderFieldName(h) {
 			return nil, fmt.Errorf("cors exposeHeader %q: not a header name", h)
 		}
 		es = append(es, h)
@@ -238,18 +240,4 @@ func first(v []string) string {
 }
 
 // isToken reports whether s is an RFC 9110 token (method, header name).
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
-		}
-	}
-	return true
-}
+var isToken = httpguts.ValidHeaderFieldName

@@ -42,6 +42,8 @@
 package session
 
 import (
+	"golang.org/x/net/http/httpguts"
+
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -198,7 +200,7 @@ func Validate(s *weftv1.SessionPersistence) error {
 	}
 	switch s.GetType() {
 	case weftv1.SessionPersistence_TYPE_COOKIE, weftv1.SessionPersistence_TYPE_UNSPECIFIED:
-		if n := s.GetName(); n != "" && !validToken(n) {
+		if n := s.GetName(); n != "" && !httpguts.ValidHeaderFieldName(n) {
 			return fmt.Errorf("%w: cookie name %q", ErrInvalidConfig, n)
 		}
 		if p := s.GetCookiePath(); p != "" && (p[0] != '/' || strings.ContainsAny(p, ";\x7f") || hasCTL(p)) {
@@ -214,7 +216,7 @@ func Validate(s *weftv1.SessionPersistence) error {
 			return fmt.Errorf("%w: lifetime %v", ErrInvalidConfig, s.GetLifetime())
 		}
 	case weftv1.SessionPersistence_TYPE_HEADER:
-		if !validToken(s.GetName()) {
+		if !httpguts.ValidHeaderFieldName(s.GetName()) {
 			return fmt.Errorf("%w: header name %q", ErrInvalidConfig, s.GetName())
 		}
 		if s.GetLifetime() == weftv1.SessionPersistence_LIFETIME_PERMANENT {
@@ -233,20 +235,4 @@ func hasCTL(s string) bool {
 		}
 	}
 	return false
-}
-
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			continue
-		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
-		}
-	}
-	return true
 }
