@@ -425,7 +425,14 @@ func (w *podWorker) writeStatus(ctx context.Context) {
 		if gerr != nil || fresh.UID != pod.UID {
 			return
 		}
+		// Recompute from the fresh pod: conditions others set meanwhile
+		// (readiness gates, weft.dev/Enrolled) must survive the retry.
 		pod = fresh
+		in.Pod = fresh
+		if fresh.Status.StartTime != nil {
+			in.StartTime = *fresh.Status.StartTime
+		}
+		st = podStatus(in)
 	}
 }
 
