@@ -1,6 +1,8 @@
 package resolve
 
 import (
+	proxyroute "github.com/weft-mesh/weft/agent/proxy/route"
+
 	"fmt"
 	"regexp"
 	"strings"
@@ -69,7 +71,7 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 			}
 			rw := &weftv1.URLRewrite{}
 			if h := f.URLRewrite.Hostname; h != nil {
-				if !validHostname(string(*h)) {
+				if !proxyroute.ValidHostname(string(*h)) {
 					return nil, fmt.Errorf("%s URLRewrite: hostname %q is not a valid hostname", c.where(), *h)
 				}
 				rw.Hostname = string(*h)
@@ -189,7 +191,7 @@ func headerModifier(f *gwv1.HTTPHeaderFilter) (*weftv1.HeaderModifier, error) {
 			if err := checkHeaderName("header", string(h.Name)); err != nil {
 				return nil, err
 			}
-			if !validHeaderValue(h.Value) {
+			if !proxyroute.ValidHeaderValue(h.Value) {
 				return nil, fmt.Errorf("header %s value contains control characters", h.Name)
 			}
 			out = append(out, &weftv1.HeaderModifier_Header{Name: string(h.Name), Value: h.Value})
@@ -259,7 +261,7 @@ func requestRedirect(f *gwv1.HTTPRequestRedirectFilter) (*weftv1.RequestRedirect
 		rd.Scheme = s
 	}
 	if f.Hostname != nil {
-		if !validHostname(string(*f.Hostname)) {
+		if !proxyroute.ValidHostname(string(*f.Hostname)) {
 			return nil, fmt.Errorf("hostname %q is not a valid hostname", *f.Hostname)
 		}
 		rd.Hostname = string(*f.Hostname)

@@ -17,29 +17,6 @@ import (
 // maxPatternLen bounds regular expressions and paths.
 const maxPatternLen = 1024
 
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func validHostname(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' {
-			continue
-		}
-		return false
-	}
-	return true
-}
-
 // validPathValue checks a path used in a match or a path modifier.
 func validPathValue(p string) error {
 	if p == "" {

@@ -296,7 +296,7 @@ func compileHeaderModifier(in *weftv1.HeaderModifier) (*HeaderModifier, error) {
 			if !isToken(h.GetName()) {
 				return nil, fmt.Errorf("header name %q invalid", h.GetName())
 			}
-			if !validHeaderValue(h.GetValue()) {
+			if !ValidHeaderValue(h.GetValue()) {
 				return nil, fmt.Errorf("header %s: value has control characters", h.GetName())
 			}
 			out = append(out, Header{Name: http.CanonicalHeaderKey(h.GetName()), Value: h.GetValue()})
@@ -319,7 +319,9 @@ func compileHeaderModifier(in *weftv1.HeaderModifier) (*HeaderModifier, error) {
 	return m, nil
 }
 
-func validHeaderValue(v string) bool {
+// ValidHeaderValue reports whether v can be sent as an HTTP header value
+// (no control characters but tab). The controller applies the same check.
+func ValidHeaderValue(v string) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
@@ -328,7 +330,9 @@ func validHeaderValue(v string) bool {
 	return true
 }
 
-func validHostname(h string) bool {
+// ValidHostname reports whether h is a host name the proxy accepts in a
+// redirect or rewrite. The controller applies the same check.
+func ValidHostname(h string) bool {
 	if h == "" || len(h) > 253 {
 		return false
 	}
@@ -383,7 +387,7 @@ func compileRedirect(in *weftv1.RequestRedirect) (*Redirect, error) {
 	default:
 		return nil, fmt.Errorf("redirect scheme %q unsupported", r.Scheme)
 	}
-	if r.Hostname != "" && !validHostname(r.Hostname) {
+	if r.Hostname != "" && !ValidHostname(r.Hostname) {
 		return nil, fmt.Errorf("redirect hostname %q invalid", r.Hostname)
 	}
 	if r.Port > 65535 {
@@ -408,7 +412,7 @@ func compileRewrite(in *weftv1.URLRewrite) (*Rewrite, error) {
 		return nil, fmt.Errorf("empty rewrite")
 	}
 	r := &Rewrite{Hostname: in.GetHostname()}
-	if r.Hostname != "" && !validHostname(r.Hostname) {
+	if r.Hostname != "" && !ValidHostname(r.Hostname) {
 		return nil, fmt.Errorf("rewrite hostname %q invalid", r.Hostname)
 	}
 	var err error
