@@ -7,6 +7,10 @@
 // that does not compile is NACKed and nothing changes), then the identities
 // and the redirect maps follow. A pod is marked enrolled (pod condition
 // weft.dev/Enrolled) only once its redirect is in place.
+//
+// Restarts and upgrades hand the node's listening sockets from the old
+// agent to the new one (listeners.go, package handoff), so redirected
+// connections are never refused while agents change.
 package agent
 
 import (
@@ -30,6 +34,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weft-mesh/weft/agent/datapath"
+	"github.com/weft-mesh/weft/agent/handoff"
 	"github.com/weft-mesh/weft/agent/policy"
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/identity"
@@ -61,15 +66,23 @@ type Config struct {
 	Datapath datapath.Config
 	// TrustDomain of workload identities.
 	TrustDomain spiffeid.TrustDomain
-	// HealthAddr serves /healthz, /readyz and /drain.
+	// HealthAddr serves /healthz and /readyz.
 	HealthAddr string
 	// GracePeriod for draining the proxy on shutdown.
 	GracePeriod time.Duration
+	// HandoffWait is how long a stopping agent keeps serving while it
+	// waits for the next agent on its node to take its listeners over
+	// (package handoff); not when weft is being uninstalled. 0: 25s;
+	// negative: no wait. Keep HandoffWait + GracePeriod (+ a few seconds)
+	// within the pod's terminationGracePeriodSeconds.
+	HandoffWait time.Duration
 	// Resync retries pods whose redirect is not in place yet.
 	Resync time.Duration
-	// Uninstalling is asked once the agent stops: true means weft is being
-	// removed from the node (its DaemonSet is gone), so the redirect is
-	// detached and unpinned instead of kept for the next agent. Nil: never.
+	// Uninstalling is asked once, when the agent is told to stop (never
+	// after it handed its listeners over): true means weft is being removed
+	// from the node (its DaemonSet is gone), so the agent waits for no
+	// successor and the redirect is detached and unpinned instead of kept
+	// for the next agent. Nil: never.
 	Uninstalling func(context.Context) bool
 	Log          *slog.Logger
 }
@@ -84,8 +97,11 @@ type Agent struct {
 	pol      *policy.Client
 	callers  atomic.Pointer[map[uint64]*weftv1.Workload]
 	marker   *marker
-	ready    atomic.Bool
-	draining atomic.Bool
+	ready    atomic.Bool // serving
+	stopping atomic.Bool // stopping or handed over: not ready
+
+	uninstallOnce sync.Once
+	uninstall     bool
 
 	mu      sync.Mutex // serialises apply and resync
 	current *weftv1.NodePolicy
@@ -111,6 +127,14 @@ func (l datapathLookup) Lookup(client, proxyAddr netip.AddrPort) (outbound.Origi
 
 // Run starts everything and blocks until ctx ends, then drains the proxy
 // and closes the datapath (leaving the redirect pinned for the next agent).
+//
+// The node's listeners (capture, tunnel, health) are never closed while
+// another agent takes over: a starting agent that finds one serving on the
+// node gets ready first, then takes the very same sockets over (package
+// handoff). An agent whose ctx ends keeps serving until the next agent has
+// taken them, for at most Config.HandoffWait, unless weft is being
+// uninstalled; one that has handed them over drains and, if ctx has not
+// ended, waits for it without serving.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Node == "" || !cfg.NodeIP.Is4() {
 		return errors.New("agent: node name and IPv4 node IP are required")
@@ -120,6 +144,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.GracePeriod == 0 {
 		cfg.GracePeriod = 20 * time.Second
+	}
+	if cfg.HandoffWait == 0 {
+		cfg.HandoffWait = 25 * time.Second
 	}
 	log := cfg.Log
 	if log == nil {
@@ -218,49 +245,162 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("last good policy not restored", "err", err)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	// The loops that keep the node in sync run until this agent stops or
+	// hands over (a successor owns the node then).
+	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	var loops sync.WaitGroup
+	errc := make(chan error, 8)
 	run := func(name string, f func(context.Context) error) {
-		wg.Add(1)
+		loops.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			defer loops.Done()
+			if err := f(loopCtx); err != nil && !errors.Is(err, context.Canceled) {
 				errc <- fmt.Errorf("%s: %w", name, err)
 			}
 		}()
 	}
-	run("proxy", a.px.Run)
 	run("policy", a.pol.Run)
 	run("identity", ids.Run)
 	run("resync", a.resyncLoop)
-	if cfg.HealthAddr != "" {
-		run("health", a.serveHealth)
+
+	ls, succ, err := a.acquire(ctx)
+	if err != nil {
+		stopLoops()
+		loops.Wait()
+		if ctx.Err() == nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		// Stopped before serving: the agent being replaced (if any) still
+		// serves. The redirect stays unless weft is being uninstalled.
+		log.Info("agent stopped before it served", "node", cfg.Node)
+		return a.finish(dcfg)
+	}
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- a.px.Serve(ls[lnOutbound], ls[lnInbound]) }()
+	var health *http.Server
+	healthDone := make(chan error, 1)
+	if hl := ls[lnHealth]; hl != nil {
+		health = a.healthServer()
+		go func() { healthDone <- health.Serve(hl) }()
+	}
+	if succ != nil {
+		// Both agents accept on the same sockets now; the old one stops
+		// once it reads this.
+		if err := succ.Serving(); err != nil {
+			log.Warn("handoff: the previous agent did not hear that this one serves; both accept until it stops", "err", err)
+		}
+		succ.Close()
+	}
+	holder, err := handoff.Hold(a.handoffPath(), ls, log.With("component", "handoff"))
+	if err != nil {
+		log.Warn("no handoff socket: the next agent will bind once this one has exited", "err", err)
+	}
+	var released <-chan struct{}
+	if holder != nil {
+		released = holder.Released()
 	}
 	a.ready.Store(true)
-	log.Info("agent started", "node", cfg.Node, "proxy", dcfg.ProxyAddr.String())
+	log.Info("agent serving", "node", cfg.Node, "proxy", dcfg.ProxyAddr.String(), "took_over", succ != nil)
 
 	var runErr error
+	handedOver := false
 	select {
 	case <-ctx.Done():
+	case <-released:
+		handedOver = true
 	case runErr = <-errc:
+	case runErr = <-serveDone:
+		runErr = fmt.Errorf("proxy: %w", errOr(runErr, errors.New("stopped serving")))
+		serveDone <- nil
+	case runErr = <-healthDone:
+		runErr = fmt.Errorf("health: %w", runErr)
 	}
-	a.ready.Store(false)
-	cancel()
-	wg.Wait()
-	if cfg.Uninstalling != nil {
-		uctx, ucancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ucancel()
-		if cfg.Uninstalling(uctx) {
-			dp.Close()
-			if err := datapath.Cleanup(dcfg); err != nil {
-				return fmt.Errorf("uninstall: remove the redirect: %w", err)
-			}
-			log.Info("weft is being uninstalled: redirect detached and unpinned", "node", cfg.Node)
+	a.stopping.Store(true) // not ready from now on
+	if !handedOver && runErr == nil && holder != nil && !a.uninstalling() && cfg.HandoffWait > 0 {
+		// Restart or upgrade: the next agent is starting on this node; keep
+		// serving until it has taken the listeners over.
+		log.Info("stopping: serving until the next agent takes the listeners over", "wait", cfg.HandoffWait.String())
+		t := time.NewTimer(cfg.HandoffWait)
+		select {
+		case <-released:
+			handedOver = true
+		case <-t.C:
+			log.Warn("no agent took the listeners over; closing them", "waited", cfg.HandoffWait.String())
+		case runErr = <-errc:
 		}
+		t.Stop()
+	}
+	if !handedOver && holder != nil {
+		holder.Close() // the sockets close with this agent: offer them no more
+	}
+	// From here the node belongs to the successor (or to nobody): stop
+	// writing the redirect maps, stop accepting and drain.
+	stopLoops()
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.GracePeriod)
+	defer scancel()
+	if health != nil {
+		health.Shutdown(sctx)
+	}
+	serr := a.px.Shutdown(sctx)
+	if err := <-serveDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	if errors.Is(serr, context.DeadlineExceeded) {
+		log.Warn("drain grace period ended with work in flight", "grace", cfg.GracePeriod.String())
+	}
+	loops.Wait()
+	if holder != nil {
+		holder.Close()
+	}
+	if handedOver {
+		log.Info("listeners handed over and drained", "node", cfg.Node)
+		if ctx.Err() == nil && runErr == nil {
+			// Exiting would have the kubelet restart this container, which
+			// would take the listeners back: wait to be stopped.
+			log.Info("retired: waiting to be stopped")
+			<-ctx.Done()
+		}
+		return runErr
+	}
+	if err := a.finish(dcfg); err != nil {
+		return err
 	}
 	return runErr
+}
+
+// uninstalling asks Config.Uninstalling once and remembers the answer.
+func (a *Agent) uninstalling() bool {
+	a.uninstallOnce.Do(func() {
+		if a.cfg.Uninstalling == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.uninstall = a.cfg.Uninstalling(ctx)
+	})
+	return a.uninstall
+}
+
+// finish removes the redirect when weft is being uninstalled; otherwise it
+// stays pinned for the next agent.
+func (a *Agent) finish(dcfg datapath.Config) error {
+	if !a.uninstalling() {
+		return nil
+	}
+	a.dp.Close()
+	if err := datapath.Cleanup(dcfg); err != nil {
+		return fmt.Errorf("uninstall: remove the redirect: %w", err)
+	}
+	a.log.Info("weft is being uninstalled: redirect detached and unpinned", "node", a.cfg.Node)
+	return nil
+}
+
+func errOr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
 }
 
 // apply is the policy client's Applier.
@@ -352,11 +492,15 @@ func desired(pol *weftv1.NodePolicy) (datapath.Desired, map[string]*weftv1.Workl
 	return d, byUID
 }
 
-func (a *Agent) serveHealth(ctx context.Context) error {
+// healthServer serves /healthz and /readyz. Ready means serving: this
+// agent accepts on the node's listeners, has a policy and is not stopping.
+// (A hostNetwork agent pod's probes reach whichever agent holds the health
+// listener: during a handoff that is the old one until the new one serves.)
+func (a *Agent) healthServer() *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.ready.Load() || a.draining.Load() {
+		if !a.ready.Load() || a.stopping.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
@@ -367,23 +511,5 @@ func (a *Agent) serveHealth(ctx context.Context) error {
 		st := a.pol.Status()
 		fmt.Fprintf(w, "ok version=%d\n", st.Version)
 	})
-	// preStop: report not ready so nothing new is sent here, then let
-	// the kubelet's SIGTERM start the proxy's drain.
-	mux.HandleFunc("/drain", func(w http.ResponseWriter, _ *http.Request) {
-		a.draining.Store(true)
-		w.Write([]byte("draining\n"))
-	})
-	srv := &http.Server{Addr: a.cfg.HealthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	lis, err := net.Listen("tcp", a.cfg.HealthAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", a.cfg.HealthAddr, err)
-	}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }

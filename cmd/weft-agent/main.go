@@ -68,7 +68,7 @@ type flags struct {
 	insecure                                             bool
 	tokenFile, stateDir, healthAddr, cgroupPath, pinRoot string
 	trustDomain                                          string
-	grace                                                time.Duration
+	grace, handoffWait                                   time.Duration
 	namespace, daemonSet                                 string
 }
 
@@ -82,11 +82,12 @@ func parse(name string, args []string) (*flags, error) {
 	fs.BoolVar(&f.insecure, "insecure-controller", false, "talk to the controller without TLS (tests only)")
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/weft", "where the last good policy is kept (a subdirectory per node)")
-	fs.StringVar(&f.healthAddr, "health-addr", ":15021", "health, readiness and drain endpoint")
+	fs.StringVar(&f.healthAddr, "health-addr", ":15021", "health and readiness endpoint")
 	fs.StringVar(&f.cgroupPath, "cgroup-path", "", "cgroup (relative to the cgroup2 mount) to attach to and find pods under; default: the kubepods ancestor of the agent's own cgroup")
 	fs.StringVar(&f.pinRoot, "pin-root", datapath.DefaultPinRoot, "bpffs directory for pins (one subdirectory per node)")
 	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
 	fs.DurationVar(&f.grace, "grace", 20*time.Second, "drain grace period on SIGTERM")
+	fs.DurationVar(&f.handoffWait, "handoff-wait", 25*time.Second, "on SIGTERM, keep serving up to this long until the next agent on the node takes the listeners over (not when weft is being uninstalled; 0: no wait); --handoff-wait + --grace must fit in terminationGracePeriodSeconds")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace of the agent's DaemonSet")
 	fs.StringVar(&f.daemonSet, "daemonset", "weft-agent", "the agent's DaemonSet: when it is gone at shutdown, the redirect is removed")
 	if err := fs.Parse(args); err != nil {
@@ -141,11 +142,21 @@ func run(args []string, log *slog.Logger) error {
 		TrustDomain:        td,
 		HealthAddr:         f.healthAddr,
 		GracePeriod:        f.grace,
+		HandoffWait:        handoffWait(f.handoffWait),
 		Log:                log,
 		Uninstalling: func(ctx context.Context) bool {
 			return kube != nil && daemonSetGone(ctx, kube, f.namespace, f.daemonSet, log)
 		},
 	})
+}
+
+// handoffWait maps the flag (0: no wait) to agent.Config.HandoffWait
+// (0: the default, negative: no wait).
+func handoffWait(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 func readToken(path string) (string, error) {

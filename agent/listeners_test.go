@@ -1,0 +1,178 @@
+package agent
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/weft-mesh/weft/agent/handoff"
+	"github.com/weft-mesh/weft/agent/proxy/identity"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+func TestSameAddrMatchesHandedOverListeners(t *testing.T) {
+	tcp := func(s string) net.Addr {
+		a, err := net.ResolveTCPAddr("tcp", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	for _, tc := range []struct {
+		want, got string
+		ok        bool
+	}{
+		{"172.30.0.11:15001", "172.30.0.11:15001", true},
+		{"172.30.0.11:15001", "172.30.0.12:15001", false},
+		{"172.30.0.11:15001", "172.30.0.11:15008", false},
+		{":15021", "[::]:15021", true},
+		{":15021", "0.0.0.0:15021", true},
+		{":15021", "172.30.0.11:15021", false},
+		{"localhost:15021", "127.0.0.1:15021", true},
+		{"localhost:15021", "127.0.0.1:15022", false},
+		{"no-port", "127.0.0.1:15021", false},
+	} {
+		if got := sameAddr(tc.want, tcp(tc.got)); got != tc.ok {
+			t.Errorf("sameAddr(%q, %s) = %v, want %v", tc.want, tc.got, got, tc.ok)
+		}
+	}
+}
+
+// testAgent is an agent with just what acquire needs, serving on a
+// loopback address of its own (the proxy ports are fixed).
+func testAgent(t *testing.T, stateDir string) *Agent {
+	t.Helper()
+	ids, err := identity.New(identity.Config{
+		Client: weftv1.NewIdentityClient(nil), // never called: Run is not started
+		Token:  func() (string, error) { return "", nil },
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Agent{
+		cfg: Config{Node: "n1", NodeIP: netip.MustParseAddr("127.77.0.1"), StateDir: stateDir, HealthAddr: "127.77.0.1:15021"},
+		log: slog.New(slog.DiscardHandler),
+		ids: ids,
+	}
+}
+
+// requireAddrs skips, not fails, where the test agents' addresses are
+// taken on this host.
+func requireAddrs(t *testing.T) {
+	t.Helper()
+	a := testAgent(t, t.TempDir())
+	ls, err := a.bindAll(t.Context(), a.listenAddrs())
+	if err != nil {
+		t.Skipf("test addresses unavailable here: %v", err)
+	}
+	closeAll(ls)
+}
+
+func acquired(t *testing.T, a *Agent) (map[string]net.Listener, *handoff.Successor) {
+	t.Helper()
+	ls, s, err := a.acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		closeAll(ls)
+		if s != nil {
+			s.Close()
+		}
+	})
+	for name, addr := range a.listenAddrs() {
+		if ls[name] == nil || !sameAddr(addr, ls[name].Addr()) {
+			t.Fatalf("listener %s: %v, want %s", name, ls[name], addr)
+		}
+	}
+	return ls, s
+}
+
+// A socket file left by a crashed agent: the next one binds.
+func TestAcquireBindsOverAStaleHandoffSocket(t *testing.T) {
+	requireAddrs(t)
+	a := testAgent(t, t.TempDir())
+	if err := os.MkdirAll(filepath.Dir(a.handoffPath()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: a.handoffPath(), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	if _, s := acquired(t, a); s != nil {
+		t.Fatal("took over from a stale socket")
+	}
+}
+
+// With an agent serving, the new one is not servable before it has a
+// policy, then takes the same sockets over: a connection queued on the old
+// agent's listener (which never accepts here) is accepted by the new one.
+func TestAcquireTakesTheSocketsOnceServable(t *testing.T) {
+	requireAddrs(t)
+	dir := t.TempDir()
+	old := testAgent(t, dir)
+	ls, _ := acquired(t, old)
+	h, err := handoff.Hold(old.handoffPath(), ls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	queued, err := net.Dial("tcp", ls[lnOutbound].Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+
+	a := testAgent(t, dir)
+	if ok, why := a.servable(); ok {
+		t.Fatal("servable without a policy")
+	} else {
+		t.Log(why)
+	}
+	a.current = &weftv1.NodePolicy{Node: "n1", TrustDomain: "cluster.local"}
+	got, s := acquired(t, a)
+	if s == nil {
+		t.Fatal("bound instead of taking over")
+	}
+	c, err := got[lnOutbound].Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := s.Serving(); err != nil {
+		t.Fatal(err)
+	}
+	<-h.Released()
+}
+
+// An address held by an agent that does not hand over (an older version)
+// is bound once that agent has let it go.
+func TestAcquireWaitsForAnAddressInUse(t *testing.T) {
+	requireAddrs(t)
+	a := testAgent(t, t.TempDir())
+	busy, err := net.Listen("tcp", a.listenAddrs()[lnInbound])
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ls  map[string]net.Listener
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ls, _, err := a.acquire(t.Context())
+		done <- result{ls, err}
+	}()
+	busy.Close()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	closeAll(r.ls)
+}
