@@ -375,12 +375,21 @@ func testControllerOutage(t *testing.T, e *env) {
 	e.apply("canary.yaml")
 }
 
-// testAgentRestart deletes node 1's agent pod under load and reports the
-// failed connections (the goal is zero); traffic must recover.
+// testAgentRestart deletes node 1's agent pod under load: every request
+// must succeed (the replacement agent takes the old one's listening sockets
+// over, see agent/handoff), and traffic must go on afterwards.
 func testAgentRestart(t *testing.T, e *env) {
-	pod := strings.TrimSpace(e.kubectl("-n", "weft-system", "get", "pod", "-l", "app.kubernetes.io/name=weft-agent",
-		"--field-selector", "spec.nodeName=lab-node-1", "-o", "jsonpath={.items[0].metadata.name}"))
+	agentOn := func(node string) []string {
+		return strings.Fields(e.kubectl("-n", "weft-system", "get", "pod", "-l", "app.kubernetes.io/name=weft-agent",
+			"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[*].metadata.name}"))
+	}
+	old := agentOn("lab-node-1")
+	if len(old) != 1 {
+		t.Fatalf("agent pods on lab-node-1: %v, want one", old)
+	}
 	var failed, sent atomic.Int64
+	var mu sync.Mutex
+	var lastErr string
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -393,19 +402,41 @@ func testAgentRestart(t *testing.T, e *env) {
 			default:
 			}
 			r := e.clientNoFatal("faces", "--url", colorURL, "--count", "20")
+			bad := r.Errors
+			for code, n := range r.Status {
+				if code != "200" {
+					bad += n
+				}
+			}
 			sent.Add(int64(r.Requests))
-			failed.Add(int64(r.Errors))
+			failed.Add(int64(bad))
+			if bad > 0 {
+				mu.Lock()
+				lastErr = fmt.Sprintf("%+v", r)
+				mu.Unlock()
+			}
 		}
 	}()
 	time.Sleep(2 * time.Second)
-	e.kubectl("-n", "weft-system", "delete", "pod", pod, "--wait=true")
+	e.kubectl("-n", "weft-system", "delete", "pod", old[0], "--wait=true")
 	e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
 	time.Sleep(3 * time.Second)
 	close(stop)
 	wg.Wait()
-	t.Logf("agent restart on lab-node-1: %d requests, %d failed (goal 0)", sent.Load(), failed.Load())
+	t.Logf("agent restart on lab-node-1: %d requests, %d failed (transport errors and non-200 answers; goal 0)", sent.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed while the agent restarted; last bad tally: %s", failed.Load(), sent.Load(), lastErr)
+	}
+	if now := agentOn("lab-node-1"); len(now) == 1 && now[0] != old[0] {
+		logs := e.kubectl("-n", "weft-system", "logs", now[0])
+		if !strings.Contains(logs, "took the listeners over") {
+			t.Errorf("agent %s did not take the listeners over from %s:\n%s", now[0], old[0], logs)
+		}
+	} else {
+		t.Errorf("agent pods on lab-node-1 after the restart: %v", now)
+	}
 	r := e.client("faces", "--url", colorURL, "--count", "100")
-	if r.Errors != 0 {
+	if r.Errors != 0 || r.Status["200"] != 100 {
 		t.Errorf("traffic did not recover after the agent restart: %+v", r)
 	}
 }
