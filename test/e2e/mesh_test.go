@@ -387,6 +387,15 @@ func testAgentRestart(t *testing.T, e *env) {
 	if len(old) != 1 {
 		t.Fatalf("agent pods on lab-node-1: %v, want one", old)
 	}
+	// Precondition, so that what is counted below is the restart: the mesh
+	// serves every request now (right after an install the agents may still
+	// be fetching their SVIDs).
+	e.eventually(2*time.Minute, "traffic flows before the restart", func() string {
+		if r := e.client("faces", "--url", colorURL, "--count", "20"); r.Errors != 0 || r.Status["200"] != 20 {
+			return fmt.Sprintf("%+v", r)
+		}
+		return ""
+	})
 	var failed, sent atomic.Int64
 	var mu sync.Mutex
 	var lastErr string
