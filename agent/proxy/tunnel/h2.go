@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -55,7 +56,10 @@ type h2conn struct {
 	server bool
 
 	wmu  sync.Mutex // serialises frame writes
-	bw   *bufio.Writer
+	// writers counts the hot-path writers holding or queued for wmu (see
+	// lockW): the last one of a burst flushes for all of them.
+	writers atomic.Int32
+	bw      *bufio.Writer
 	fr   *http2.Framer
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
@@ -125,6 +129,27 @@ func newFramer(c *h2conn, r io.Reader) *http2.Framer {
 	fr.MaxHeaderListSize = maxHeaderList
 	fr.SetMaxReadFrameSize(1 << 20)
 	return fr
+}
+
+// lockW takes the write lock for a frame write that unlockW will flush.
+// Under load many streams write at once; a writer that sees others queued
+// behind it leaves the flush to the last of them, so a burst of frames
+// leaves in one TLS record and one write(2) instead of one each. The wait
+// is only as long as the queued writers' own frame writes.
+func (c *h2conn) lockW() {
+	c.writers.Add(1)
+	c.wmu.Lock()
+}
+
+// unlockW flushes unless another writer is queued, and releases the lock.
+// A failed flush fails the connection, so the writers that left their
+// frames to it learn of it on their next call.
+func (c *h2conn) unlockW(err error) error {
+	if c.writers.Add(-1) == 0 && err == nil {
+		err = c.bw.Flush()
+	}
+	c.wmu.Unlock()
+	return err
 }
 
 // start writes our preface and settings; the caller then runs readLoop.
@@ -572,11 +597,11 @@ func (c *h2conn) open(ctx context.Context, authority string, h http.Header) (*St
 		}
 	}
 	// ids must reach the wire in allocation order: allocate under wmu
-	c.wmu.Lock()
+	c.lockW()
 	c.mu.Lock()
 	if c.closed || c.goingAway {
 		c.mu.Unlock()
-		c.wmu.Unlock()
+		c.unlockW(nil)
 		return nil, errGoingAway
 	}
 	id := c.nextID
@@ -587,11 +612,7 @@ func (c *h2conn) open(ctx context.Context, authority string, h http.Header) (*St
 		c.idleTimer.Stop()
 	}
 	c.mu.Unlock()
-	err := c.writeHeadersLocked(id, false, fields...)
-	if err == nil {
-		err = c.bw.Flush()
-	}
-	c.wmu.Unlock()
+	err := c.unlockW(c.writeHeadersLocked(id, false, fields...))
 	if err != nil {
 		c.fail(err)
 		return nil, err
@@ -631,16 +652,13 @@ func lower(s string) string {
 // tunnel, anything else refuses it (and ends the stream).
 func (s *Stream) Respond(status int) error {
 	c := s.c
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.lockW()
 	end := status != http.StatusOK
-	if err := c.writeHeadersLocked(s.id, end, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)}); err != nil {
-		return err
-	}
-	if end {
+	err := c.writeHeadersLocked(s.id, end, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+	if err == nil && end {
 		s.sentEnd = true
 	}
-	return c.bw.Flush()
+	return c.unlockW(err)
 }
 
 func (s *Stream) abort(err error) {
@@ -712,16 +730,12 @@ func (s *Stream) Write(p []byte) (int, error) {
 		s.sendWindow -= n
 		c.sendWindow -= n
 		c.mu.Unlock()
-		c.wmu.Lock()
+		c.lockW()
 		if s.sentEnd {
-			c.wmu.Unlock()
+			c.unlockW(nil)
 			return written, errStreamClosed
 		}
-		err := c.fr.WriteData(s.id, false, p[:n])
-		if err == nil {
-			err = c.bw.Flush()
-		}
-		c.wmu.Unlock()
+		err := c.unlockW(c.fr.WriteData(s.id, false, p[:n]))
 		if err != nil {
 			c.fail(err)
 			return written, err
@@ -735,17 +749,13 @@ func (s *Stream) Write(p []byte) (int, error) {
 // CloseWrite ends the sending direction (END_STREAM).
 func (s *Stream) CloseWrite() error {
 	c := s.c
-	c.wmu.Lock()
+	c.lockW()
 	if s.sentEnd {
-		c.wmu.Unlock()
+		c.unlockW(nil)
 		return nil
 	}
 	s.sentEnd = true
-	err := c.fr.WriteData(s.id, true, nil)
-	if err == nil {
-		err = c.bw.Flush()
-	}
-	c.wmu.Unlock()
+	err := c.unlockW(c.fr.WriteData(s.id, true, nil))
 	c.maybeForget(s)
 	return err
 }

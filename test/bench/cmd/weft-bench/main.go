@@ -34,7 +34,7 @@ func main() {
 		err = runBackend(ctx, *listen, *size)
 	case "weft":
 		var c weftConfig
-		fs.StringVar(&c.role, "role", "src", "src (outbound side) or dst (inbound side)")
+		fs.StringVar(&c.role, "role", "src", "src (outbound side), dst (inbound side) or node (one proxy doing both hops: the same-node path, and the shape of the nginx peer, one process with both server blocks)")
 		fs.StringVar(&c.out, "out", "127.0.0.1:0", "outbound capture listen address")
 		fs.StringVar(&c.in, "in", "127.0.0.1:0", "inbound tunnel listen address")
 		fs.StringVar(&c.peer, "peer", "127.0.0.1:18212", "destination node's tunnel address")

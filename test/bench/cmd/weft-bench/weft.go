@@ -72,7 +72,9 @@ func loadIdentities(dir string) (*files, error) {
 }
 
 // benchPolicy: the client workload on node "src", the server workload
-// (the backend) on node "dst", one HTTP service with a one-rule route.
+// (the backend) on node "dst", one HTTP service with a one-rule route. For
+// node "node" both workloads live on it: its outbound side tunnels to its
+// own inbound side (peer is its own inbound address).
 func benchPolicy(node, peer, backend, proto string) (*weftv1.NodePolicy, error) {
 	be, err := netip.ParseAddrPort(backend)
 	if err != nil {
@@ -84,11 +86,15 @@ func benchPolicy(node, peer, backend, proto string) (*weftv1.NodePolicy, error) 
 	}
 	client := &weftv1.Workload{Namespace: "bench", Name: "client", ServiceAccount: "client", Identity: clientID, Ips: []string{"127.0.0.2"}}
 	server := &weftv1.Workload{Namespace: "bench", Name: "server", ServiceAccount: "server", Identity: serverID, Ips: []string{be.Addr().String()}}
+	dstNode := "dst"
+	if node == "node" {
+		dstNode = "node"
+	}
 	pol := &weftv1.NodePolicy{
 		Node: node, TrustDomain: trustDomain,
-		NodeTunnels: map[string]string{"dst": peer},
+		NodeTunnels: map[string]string{dstNode: peer},
 		Clusters: []*weftv1.Cluster{{Name: "bench/server:80", Protocol: p, Endpoints: []*weftv1.Endpoint{{
-			Ip: be.Addr().String(), Port: uint32(be.Port()), Node: "dst", Pod: "bench/server", Identity: serverID, Ready: true, Serving: true,
+			Ip: be.Addr().String(), Port: uint32(be.Port()), Node: dstNode, Pod: "bench/server", Identity: serverID, Ready: true, Serving: true,
 		}}}},
 		Services: []*weftv1.ServicePort{{
 			Namespace: "bench", Name: "server", Vips: []string{benchVIP.Addr().String()}, Port: uint32(benchVIP.Port()), Protocol: p,
@@ -98,10 +104,15 @@ func benchPolicy(node, peer, backend, proto string) (*weftv1.NodePolicy, error) 
 				Matches: []*weftv1.Match{{Rule: 0, Http: &weftv1.HTTPMatch{Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/"}}}}},
 		}},
 	}
-	if node == "src" {
+	switch node {
+	case "src":
 		pol.Workloads = []*weftv1.Workload{client}
-	} else {
+	case "dst":
 		pol.Workloads = []*weftv1.Workload{server}
+	case "node":
+		pol.Workloads = []*weftv1.Workload{client, server}
+	default:
+		return nil, fmt.Errorf("unknown role %q", node)
 	}
 	return pol, nil
 }
