@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,14 +68,22 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	io.WriteString(w, msg+"\n")
 }
 
+// ServeHTTP serves the requests net/http's server reads (cleartext
+// HTTP/2); HTTP/1.1 comes through serveClient.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.requests.Add(1)
-	defer p.requests.Add(-1)
 	info, ok := r.Context().Value(infoKey{}).(*connInfo)
 	if !ok {
 		httpError(w, http.StatusInternalServerError, "no capture record")
 		return
 	}
+	p.serve(w, r, r.Context(), info)
+}
+
+// serve routes and forwards one request of a captured client. reqCtx ends
+// when the client is known to be gone.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Context, info *connInfo) {
+	p.requests.Add(1)
+	defer p.requests.Add(-1)
 	rq := request{info: info, snap: p.snap.Load()}
 	rq.svc = rq.snap.Services[info.orig.Dst]
 	if rq.svc == nil {
@@ -143,7 +152,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	replayable := !rq.hasBody || rq.body != nil
 
-	ctx := r.Context()
+	ctx := reqCtx
 	if rule != nil && rule.RequestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, rule.RequestTimeout)
@@ -196,7 +205,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusServiceUnavailable, "no healthy endpoint")
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 			httpError(w, http.StatusGatewayTimeout, "upstream timeout")
-		case r.Context().Err() != nil:
+		case reqCtx.Err() != nil:
 			// the client went away
 		default:
 			p.cfg.Logger.Debug("upstream", "cluster", cluster, "err", err)
@@ -204,7 +213,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	p.writeResponse(w, r, resp, &plan, &rq.result)
+	p.writeResponse(w, r, reqCtx, resp, &plan, &rq.result)
 }
 
 var errNoEndpoint = errors.New("no endpoint")
@@ -308,7 +317,7 @@ func (b *cancelBody) Close() error {
 // writeResponse copies the backend's response to the client: headers
 // without hop-by-hop ones, the filters' response edits, the body (flushed
 // as it comes when it is a stream) and the trailers.
-func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, plan *route.Plan, sess *session.Result) {
+func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx context.Context, resp *http.Response, plan *route.Plan, sess *session.Result) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		p.upgrade(w, r, resp, plan)
 		return
@@ -327,6 +336,9 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 	h := w.Header()
 	for k, v := range resp.Header {
 		h[k] = v
+	}
+	if _, ok := h["Content-Length"]; !ok && resp.ContentLength > 0 && r.Method != http.MethodHead {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 	}
 	var keys []string // announced trailers
 	if len(resp.Trailer) > 0 {
@@ -348,7 +360,7 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, resp *http
 	if err != nil {
 		// the backend or the client failed mid-response: abort so the client
 		// sees a reset, not a truncated success
-		if r.Context().Err() == nil {
+		if reqCtx.Err() == nil {
 			panic(http.ErrAbortHandler)
 		}
 		return

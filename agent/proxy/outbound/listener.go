@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"io"
 	"net"
 	"sync"
 )
@@ -10,7 +11,10 @@ import (
 type capturedConn struct {
 	net.Conn
 	info *connInfo
+	r    io.Reader // what was read ahead, then the connection
 }
+
+func (c *capturedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // connListener feeds accepted-and-classified connections to http.Server.
 type connListener struct {

@@ -77,7 +77,10 @@ type Proxy struct {
 	mu       sync.Mutex
 	l4       map[net.Conn]struct{}
 	l4wg     sync.WaitGroup
+	clients  map[net.Conn]*clientState // HTTP/1.1 client connections
+	clientWG sync.WaitGroup
 	closing  bool
+	draining atomic.Bool // closing, readable without mu
 	listener []net.Listener
 	// requests counts L7 requests being served (for the drain).
 	requests atomic.Int64
@@ -107,7 +110,7 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		cfg.Sessions = m
 	}
-	p := &Proxy{cfg: cfg, l4: make(map[net.Conn]struct{})}
+	p := &Proxy{cfg: cfg, l4: make(map[net.Conn]struct{}), clients: make(map[net.Conn]*clientState)}
 	p.l7 = newConnListener()
 	p.up = newUpstreams(cfg.Tunnel, cfg.DialTimeout)
 	p.h1 = newH1Pool(cfg.Tunnel)
@@ -205,9 +208,7 @@ func (p *Proxy) handle(c net.Conn) {
 		return
 	}
 	if svc.L7(svc.Table(info.callerN)) {
-		if !p.l7.push(&capturedConn{Conn: c, info: info}) {
-			c.Close()
-		}
+		p.serveClient(c, info)
 		return
 	}
 	p.serveL4(c, info, snap, svc)
@@ -315,10 +316,19 @@ func (p *Proxy) pickEndpoint(snap *Snapshot, cluster string) (*Endpoint, *Cluste
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.closing = true
+	p.draining.Store(true)
 	for _, l := range p.listener {
 		l.Close()
 	}
+	for c, st := range p.clients {
+		if st.idle {
+			c.Close()
+		}
+	}
 	p.mu.Unlock()
+	clientCh := make(chan struct{})
+	go func() { p.clientWG.Wait(); close(clientCh) }()
+	clientsDone := (<-chan struct{})(clientCh)
 	httpClosed := make(chan struct{})
 	go func() { p.http.Shutdown(ctx); close(httpClosed) }()
 	hdone := (<-chan struct{})(httpClosed)
@@ -330,7 +340,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	var err error
 	// done when the HTTP server has no active connection left, every L4
 	// connection ended and no request (hijacked upgrades included) runs
-	var httpDone, l4Done bool
+	var httpDone, l4Done, clDone bool
 wait:
 	for {
 		select {
@@ -341,14 +351,17 @@ wait:
 			httpDone, hdone = true, nil
 		case <-l4done:
 			l4Done, l4done = true, nil
+		case <-clientsDone:
+			clDone, clientsDone = true, nil
 		case <-t.C:
 		}
-		if httpDone && l4Done && p.requests.Load() == 0 {
+		if httpDone && l4Done && clDone && p.requests.Load() == 0 {
 			break wait
 		}
 	}
 	p.Close()
 	p.l4wg.Wait()
+	p.clientWG.Wait()
 	<-httpClosed
 	return err
 }
@@ -357,10 +370,15 @@ wait:
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closing = true
+	p.draining.Store(true)
 	for _, l := range p.listener {
 		l.Close()
 	}
 	for c := range p.l4 {
+		c.Close()
+	}
+	for c, st := range p.clients {
+		st.cancel()
 		c.Close()
 	}
 	p.mu.Unlock()

@@ -55,14 +55,14 @@ type h2conn struct {
 	nc     net.Conn
 	server bool
 
-	wmu  sync.Mutex // serialises frame writes
+	wmu sync.Mutex // serialises frame writes
 	// writers counts the hot-path writers holding or queued for wmu (see
 	// lockW): the last one of a burst flushes for all of them.
 	writers atomic.Int32
 	bw      *bufio.Writer
-	fr   *http2.Framer
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	fr      *http2.Framer
+	henc    *hpack.Encoder
+	hbuf    bytes.Buffer
 
 	mu          sync.Mutex
 	cond        *sync.Cond // send-window waits
