@@ -163,7 +163,8 @@ func (p *Proxy) serveClient(c net.Conn, info *connInfo) {
 			}
 			c.SetReadDeadline(time.Now().Add(readHeaderTimeout))
 		}
-		lc.n = maxHeaderBytes + 4096
+		// what is already buffered counts against the header's bound
+		lc.n = max(maxHeaderBytes+4096-int64(br.Buffered()), 1)
 		req, err := http.ReadRequest(br)
 		tooLarge := lc.n == 0
 		lc.n = -1
@@ -539,7 +540,7 @@ func (w *h1response) finish() error {
 		}
 		w.bw.WriteString("\r\n")
 	}
-	if w.remaining > 0 {
+	if w.remaining > 0 && !w.noBody {
 		w.closeAfter = true // shorter than declared: the client cannot tell where it ends
 	}
 	if err := w.bw.Flush(); err != nil {
