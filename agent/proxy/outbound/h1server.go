@@ -375,13 +375,7 @@ func (w *h1response) writeFields(final bool) {
 			continue
 		}
 		for _, v := range vv {
-			if strings.ContainsAny(v, "\r\n") {
-				v = headerNewlines.Replace(v)
-			}
-			w.bw.WriteString(k)
-			w.bw.WriteString(": ")
-			w.bw.WriteString(v)
-			w.bw.WriteString("\r\n")
+			w.writeField(k, v)
 		}
 	}
 	if !final {
@@ -550,9 +544,14 @@ func (w *h1response) finish() error {
 }
 
 func (w *h1response) writeTrailer(k, v string) {
-	if !httpguts.ValidHeaderFieldName(k) {
-		return
+	if httpguts.ValidHeaderFieldName(k) {
+		w.writeField(k, v)
 	}
+}
+
+// writeField writes one "name: value" line; line breaks in a value become
+// spaces (as net/http does), so a value can never start a new field.
+func (w *h1response) writeField(k, v string) {
 	if strings.ContainsAny(v, "\r\n") {
 		v = headerNewlines.Replace(v)
 	}
