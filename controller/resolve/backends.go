@@ -297,6 +297,7 @@ func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod
 	}
 	e.Pod = pod.Namespace + "/" + pod.Name
 	e.Identity = r.spiffeID(pod.Namespace, pod.Spec.ServiceAccountName)
+	e.Plaintext = !r.podEnrolled(pod)
 	if e.Node == "" {
 		e.Node = pod.Spec.NodeName
 	}
@@ -342,8 +343,8 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 			seen[k] = true
 			out = append(out, &weftv1.Endpoint{
 				Ip: ip, Port: uint32(port), Node: p.Spec.NodeName, Pod: p.Namespace + "/" + p.Name,
-				Identity: id,
-				Ready:    ready && !terminating, Serving: ready, Terminating: terminating,
+				Identity: id, Plaintext: !r.podEnrolled(p),
+				Ready: ready && !terminating, Serving: ready, Terminating: terminating,
 			})
 		}
 	}

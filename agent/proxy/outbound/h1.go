@@ -5,19 +5,18 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 )
 
 // HTTP/1.1 to a backend without net/http's Transport: the request is written
 // and the response read in the handler's own goroutine, over a kept-alive
-// tunnel stream. The Transport would hand each request to a writer goroutine
+// tunnel stream (or direct connection, to a pod not in the mesh). The Transport would hand each request to a writer goroutine
 // and each response to a reader goroutine; on a proxy those two hand-offs
 // are a large share of the CPU per request. Used for requests with a known
 // body length and no protocol upgrade; everything else takes the Transport.
@@ -29,24 +28,25 @@ type h1key struct {
 	src, dst spiffeid.ID
 	node     string
 	addr     netip.AddrPort
+	plain    bool
 }
 
 type h1conn struct {
 	key h1key
-	c   *tunnel.Conn
+	c   net.Conn
 	br  *bufio.Reader
 	bw  *bufio.Writer
 }
 
 type h1pool struct {
-	d    *tunnel.Dialer
+	dial dialFunc
 	mu   sync.Mutex
 	idle map[h1key][]*h1conn
 	done bool
 }
 
-func newH1Pool(d *tunnel.Dialer) *h1pool {
-	return &h1pool{d: d, idle: make(map[h1key][]*h1conn)}
+func newH1Pool(dial dialFunc) *h1pool {
+	return &h1pool{dial: dial, idle: make(map[h1key][]*h1conn)}
 }
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
@@ -62,7 +62,7 @@ func (p *h1pool) get(ctx context.Context, k h1key) (*h1conn, bool, error) {
 		return c, true, nil
 	}
 	p.mu.Unlock()
-	tc, err := p.d.Dial(ctx, tunnel.Target{Node: k.node, Addr: k.addr, Source: k.src, Dest: k.dst})
+	tc, err := p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
 	if err != nil {
 		return nil, false, err
 	}

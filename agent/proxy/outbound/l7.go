@@ -240,7 +240,7 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 		rq.result = res
 	}
 	node, ok := rq.snap.Tunnels[ep.Node]
-	if !ok {
+	if !ok && !ep.Plaintext {
 		return nil, errNoEndpoint
 	}
 	if rule != nil && rule.BackendRequestTimeout > 0 {
@@ -250,7 +250,7 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 		// at once when the attempt fails)
 		ctx = withCancelOnClose(ctx, cancel)
 	}
-	ctx = context.WithValue(ctx, dialKey{}, &dialInfo{node: node, addr: ep.Addr})
+	ctx = context.WithValue(ctx, dialKey{}, &dialInfo{node: node, addr: ep.Addr, plain: ep.Plaintext})
 	h2 := rq.grpc || cl.Protocol == weftv1.Protocol_PROTOCOL_GRPC || cl.Protocol == weftv1.Protocol_PROTOCOL_H2C
 	if upgrade != "" {
 		h2 = false
@@ -281,7 +281,7 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	var resp *http.Response
 	var err error
 	if !h2 && upgrade == "" && out.ContentLength >= 0 {
-		resp, err = p.h1.roundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr}, out)
+		resp, err = p.h1.roundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
 	} else {
 		resp, err = p.up.get(rq.info.src, ep.Identity, h2).RoundTrip(out)
 	}

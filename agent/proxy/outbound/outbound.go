@@ -73,6 +73,7 @@ type Proxy struct {
 	http *http.Server
 	up   *upstreams
 	h1   *h1pool
+	dial dialFunc
 
 	mu       sync.Mutex
 	l4       map[net.Conn]struct{}
@@ -112,8 +113,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{cfg: cfg, l4: make(map[net.Conn]struct{}), clients: make(map[net.Conn]*clientState)}
 	p.l7 = newConnListener()
-	p.up = newUpstreams(cfg.Tunnel, cfg.DialTimeout)
-	p.h1 = newH1Pool(cfg.Tunnel)
+	p.dial = endpointDialer(cfg.Tunnel)
+	p.up = newUpstreams(p.dial, cfg.DialTimeout)
+	p.h1 = newH1Pool(p.dial)
 	p.http = newHTTPServer(p)
 	go p.http.Serve(p.l7)
 	p.snap.Store(&Snapshot{})
@@ -257,24 +259,36 @@ func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service
 		return
 	}
 	node, ok := snap.Tunnels[ep.Node]
-	if !ok {
+	if !ok && !ep.Plaintext {
 		p.cfg.Logger.Debug("l4: no tunnel address", "node", ep.Node)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
-	up, err := p.cfg.Tunnel.Dial(ctx, tunnel.Target{Node: node, Addr: ep.Addr, Source: info.src, Dest: ep.Identity})
+	up, err := p.dial(ctx, info.src, ep.Identity, node, ep.Addr, ep.Plaintext)
 	cancel()
 	if err != nil {
-		p.cfg.Logger.Debug("l4: tunnel", "cluster", cl.Name, "endpoint", ep.Addr.String(), "err", err)
+		p.cfg.Logger.Debug("l4: upstream", "cluster", cl.Name, "endpoint", ep.Addr.String(), "plaintext", ep.Plaintext, "err", err)
 		return
 	}
 	defer up.Close()
-	splice(c, up)
+	hc, ok := up.(halfCloser)
+	if !ok {
+		p.cfg.Logger.Warn("l4: upstream cannot half-close", "type", fmt.Sprintf("%T", up))
+		return
+	}
+	splice(c, hc)
+}
+
+// halfCloser is a connection that can end its sending side alone: a tunnel
+// stream or a TCP connection.
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
 }
 
 // splice copies both directions, propagating half-closes, and returns when
 // both are done (or one side fails, which closes both).
-func splice(c net.Conn, up *tunnel.Conn) {
+func splice(c net.Conn, up halfCloser) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -56,6 +56,8 @@ type Endpoint struct {
 	Ready       bool
 	Serving     bool
 	Terminating bool
+	// Plaintext: the pod is not in the mesh; it is dialled directly.
+	Plaintext bool
 }
 
 // ErrInvalidPolicy wraps every reason Compile rejects a policy.
@@ -151,6 +153,7 @@ func compileCluster(c *weftv1.Cluster) (*Cluster, error) {
 		ep := Endpoint{
 			Addr: netip.AddrPortFrom(ip.Unmap(), uint16(e.GetPort())), Node: e.GetNode(), Pod: e.GetPod(),
 			Identity: id, Ready: e.GetReady(), Serving: e.GetServing(), Terminating: e.GetTerminating(),
+			Plaintext: e.GetPlaintext(),
 		}
 		cl.index[e] = len(cl.Endpoints)
 		cl.Endpoints = append(cl.Endpoints, ep)

@@ -20,7 +20,7 @@ import (
 // destination node only splices bytes. Transports are per (source identity,
 // destination identity); each pools by endpoint address.
 type upstreams struct {
-	d           *tunnel.Dialer
+	dial        dialFunc
 	dialTimeout time.Duration
 	mu          sync.Mutex
 	m           map[pairKey]*pair
@@ -34,14 +34,31 @@ type pair struct{ h1, h2 *http.Transport }
 type dialKey struct{}
 
 type dialInfo struct {
-	node string
-	addr netip.AddrPort
+	node  string
+	addr  netip.AddrPort
+	plain bool
+}
+
+// dialFunc opens an upstream connection to addr: a tunnel stream through
+// node's inbound proxy, or (plain) a direct TCP connection to a pod that is
+// not in the mesh.
+type dialFunc func(ctx context.Context, src, dst spiffeid.ID, node string, addr netip.AddrPort, plain bool) (net.Conn, error)
+
+// endpointDialer is the dialFunc over a tunnel dialer.
+func endpointDialer(d *tunnel.Dialer) dialFunc {
+	var direct net.Dialer
+	return func(ctx context.Context, src, dst spiffeid.ID, node string, addr netip.AddrPort, plain bool) (net.Conn, error) {
+		if plain {
+			return direct.DialContext(ctx, "tcp", addr.String())
+		}
+		return d.Dial(ctx, tunnel.Target{Node: node, Addr: addr, Source: src, Dest: dst})
+	}
 }
 
 var errNoDialInfo = errors.New("upstream dial without a tunnel target")
 
-func newUpstreams(d *tunnel.Dialer, dialTimeout time.Duration) *upstreams {
-	return &upstreams{d: d, dialTimeout: dialTimeout, m: make(map[pairKey]*pair)}
+func newUpstreams(dial dialFunc, dialTimeout time.Duration) *upstreams {
+	return &upstreams{dial: dial, dialTimeout: dialTimeout, m: make(map[pairKey]*pair)}
 }
 
 func (u *upstreams) get(src, dst spiffeid.ID, h2 bool) *http.Transport {
@@ -67,7 +84,7 @@ func (u *upstreams) newTransport(src, dst spiffeid.ID, h2 bool) *http.Transport 
 		}
 		ctx, cancel := context.WithTimeout(ctx, u.dialTimeout)
 		defer cancel()
-		return u.d.Dial(ctx, tunnel.Target{Node: di.node, Addr: di.addr, Source: src, Dest: dst})
+		return u.dial(ctx, src, dst, di.node, di.addr, di.plain)
 	}
 	var p http.Protocols
 	if h2 {

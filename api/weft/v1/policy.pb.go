@@ -2027,10 +2027,15 @@ type Endpoint struct {
 	// "namespace/name" of the pod.
 	Pod string `protobuf:"bytes,4,opt,name=pod,proto3" json:"pod,omitempty"`
 	// SPIFFE ID the endpoint must present.
-	Identity      string `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
-	Ready         bool   `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
-	Serving       bool   `protobuf:"varint,7,opt,name=serving,proto3" json:"serving,omitempty"`
-	Terminating   bool   `protobuf:"varint,8,opt,name=terminating,proto3" json:"terminating,omitempty"`
+	Identity    string `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
+	Ready       bool   `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
+	Serving     bool   `protobuf:"varint,7,opt,name=serving,proto3" json:"serving,omitempty"`
+	Terminating bool   `protobuf:"varint,8,opt,name=terminating,proto3" json:"terminating,omitempty"`
+	// The pod is not in the mesh (its namespace is not enrolled, enrollment
+	// is disabled on it, or it uses the host network): no proxy on its node
+	// answers for it, so the caller's proxy connects to it directly, in
+	// plaintext, as the caller would without Weft.
+	Plaintext     bool `protobuf:"varint,9,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2117,6 +2122,13 @@ func (x *Endpoint) GetServing() bool {
 func (x *Endpoint) GetTerminating() bool {
 	if x != nil {
 		return x.Terminating
+	}
+	return false
+}
+
+func (x *Endpoint) GetPlaintext() bool {
+	if x != nil {
+		return x.Plaintext
 	}
 	return false
 }
@@ -2435,7 +2447,7 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\bprotocol\x18\x02 \x01(\x0e2\x11.weft.v1.ProtocolR\bprotocol\x12/\n" +
-	"\tendpoints\x18\x03 \x03(\v2\x11.weft.v1.EndpointR\tendpoints\"\xc2\x01\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x11.weft.v1.EndpointR\tendpoints\"\xe0\x01\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\rR\x04port\x12\x12\n" +
@@ -2444,7 +2456,8 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\bidentity\x18\x05 \x01(\tR\bidentity\x12\x14\n" +
 	"\x05ready\x18\x06 \x01(\bR\x05ready\x12\x18\n" +
 	"\aserving\x18\a \x01(\bR\aserving\x12 \n" +
-	"\vterminating\x18\b \x01(\bR\vterminating\"3\n" +
+	"\vterminating\x18\b \x01(\bR\vterminating\x12\x1c\n" +
+	"\tplaintext\x18\t \x01(\bR\tplaintext\"3\n" +
 	"\vSignRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\"R\n" +
