@@ -31,6 +31,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"Statuses", testStatuses},
 		{"NonEnrolledNamespaceUntouched", testNonEnrolled},
 		{"ParentRefPortScopesTheRoute", testParentRefPort},
+		{"OptedOutEndpointsReachedDirectly", testOptedOut},
 		{"ConsumerRoute", testConsumerRoute},
 		{"GRPCRoute", testGRPCRoute},
 		{"SessionPersistence", testSessionPersistence},
@@ -214,6 +215,22 @@ func testParentRefPort(t *testing.T, e *env) {
 	if v1, v2, _ := versions(r); v1 != 200 || v2 != 0 || r.Errors != 0 {
 		t.Errorf("port 8080: %+v, want all 200 from v1", r)
 	}
+}
+
+// testOptedOut: a meshed caller reaches a Service of its enrolled namespace
+// whose pods (on both nodes) opted out of the mesh; the proxy connects to
+// them directly since no proxy answers for them.
+func testOptedOut(t *testing.T, e *env) {
+	e.apply("opted-out.yaml")
+	defer e.remove("opted-out.yaml")
+	e.kubectl("-n", "faces", "rollout", "status", "deployment/legacy", "--timeout=120s")
+	e.eventually(30*time.Second, "both opted-out pods answer meshed callers", func() string {
+		r := e.client("faces", "--url", "http://legacy.faces.svc.cluster.local/", "--count", "200")
+		if r.Errors != 0 || r.Status["200"] != 200 || len(r.Pods) != 2 {
+			return fmt.Sprintf("legacy: %+v", r)
+		}
+		return ""
+	})
 }
 
 func testConsumerRoute(t *testing.T, e *env) {
