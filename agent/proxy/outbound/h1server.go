@@ -74,23 +74,25 @@ func (l *limitedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// trackClient registers (add) or forgets an HTTP/1.1 client connection;
-// false when the proxy is closing.
-// cancel ends the connection's requests' upstream work (Close).
+// trackClient registers an HTTP/1.1 client connection, busy; cancel ends
+// its requests' upstream work (Close). False when the proxy is closing.
 func (p *Proxy) trackClient(c net.Conn, cancel context.CancelFunc) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if cancel == nil {
-		delete(p.clients, c)
-		p.clientWG.Done()
-		return true
-	}
 	if p.closing {
 		return false
 	}
 	p.clients[c] = &clientState{cancel: cancel}
 	p.clientWG.Add(1)
 	return true
+}
+
+// untrackClient forgets a client connection that ended.
+func (p *Proxy) untrackClient(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.clients, c)
+	p.clientWG.Done()
 }
 
 type clientState struct {
@@ -139,7 +141,7 @@ func (p *Proxy) serveClient(c net.Conn, info *connInfo) {
 	bw.Reset(c)
 	hijacked := false
 	defer func() {
-		p.trackClient(c, nil)
+		p.untrackClient(c)
 		if hijacked {
 			return // the upgrade owns (and closed) the connection and buffers
 		}
