@@ -292,7 +292,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		succ.Close()
 	}
-	holder, err := handoff.Hold(a.handoffPath(), ls, log.With("component", "handoff"))
+	holder, err := handoff.Hold(a.handoffPath(), handoff.Offer{Listeners: ls, State: a.ids.Export}, log.With("component", "handoff"))
 	if err != nil {
 		log.Warn("no handoff socket: the next agent will bind once this one has exited", "err", err)
 	}

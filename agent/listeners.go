@@ -100,6 +100,20 @@ func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.
 // configuration) are replaced by bound ones; missing ones are bound.
 func (a *Agent) take(ctx context.Context, s *handoff.Successor) (map[string]net.Listener, error) {
 	a.log.Info("an agent serves this node: taking its listeners over once this one can serve", "path", a.handoffPath())
+	// Its SVIDs first: with them and the policy restored from disk this
+	// agent can serve even while the controller is unreachable.
+	if recs, err := s.State(ctx); err != nil {
+		if errors.Is(err, handoff.ErrHolderGone) || ctx.Err() != nil {
+			return nil, err
+		}
+		a.log.Warn("handoff: no identities from the previous agent; waiting for the controller to issue them", "err", err)
+	} else {
+		n, err := a.ids.Import(recs)
+		if err != nil {
+			a.log.Warn("handoff: some identities of the previous agent not taken", "err", err)
+		}
+		a.log.Info("identities handed over", "taken", n, "offered", len(recs))
+	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	since, lastLog := time.Now(), time.Now()

@@ -1,12 +1,24 @@
 package agent
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weft-mesh/weft/agent/handoff"
 	"github.com/weft-mesh/weft/agent/proxy/identity"
@@ -118,7 +130,7 @@ func TestAcquireTakesTheSocketsOnceServable(t *testing.T) {
 	dir := t.TempDir()
 	old := testAgent(t, dir)
 	ls, _ := acquired(t, old)
-	h, err := handoff.Hold(old.handoffPath(), ls, nil)
+	h, err := handoff.Hold(old.handoffPath(), handoff.Offer{Listeners: ls}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,4 +187,88 @@ func TestAcquireWaitsForAnAddressInUse(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	closeAll(r.ls)
+}
+
+// testSVID returns a CA (DER) and, signed by it, an SVID for id as an
+// identity export record.
+func testSVID(t *testing.T, id string) (caDER []byte, rec []byte) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+		URIs: []*url.URL{{Scheme: "spiffe", Host: "cluster.local"}},
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id)
+	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, URIs: []*url.URL{u},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	rec, _ = json.Marshal(map[string][]byte{"chain": leafDER, "key": keyDER})
+	return caDER, rec
+}
+
+// The new agent gets the old one's SVIDs over the handoff socket before it
+// waits to be servable: with the policy on disk and no controller, it
+// takes over at once.
+func TestAcquireTakesTheSVIDsWithTheSockets(t *testing.T) {
+	requireAddrs(t)
+	const id = "spiffe://cluster.local/ns/shop/sa/pay"
+	caDER, rec := testSVID(t, id)
+	pol := &weftv1.NodePolicy{
+		Node: "n1", TrustDomain: "cluster.local", TrustAnchors: [][]byte{caDER},
+		Workloads: []*weftv1.Workload{{Namespace: "shop", Name: "pay-1", Identity: id}},
+	}
+	dir := t.TempDir()
+	old := testAgent(t, dir)
+	if err := old.ids.SetPolicy(pol); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := old.ids.Import([][]byte{rec}); n != 1 {
+		t.Fatalf("old agent's svid: %d, %v", n, err)
+	}
+	ls, _ := acquired(t, old)
+	h, err := handoff.Hold(old.handoffPath(), handoff.Offer{Listeners: ls, State: old.ids.Export}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+
+	a := testAgent(t, dir)
+	if err := a.ids.SetPolicy(pol); err != nil {
+		t.Fatal(err)
+	}
+	a.current = pol
+	if ok, _ := a.servable(); ok {
+		t.Fatal("servable before it has an SVID")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got, s, err := a.acquire(ctx)
+	if err != nil {
+		t.Fatalf("acquire with the predecessor's svids: %v", err)
+	}
+	t.Cleanup(func() { closeAll(got); s.Close() })
+	if s == nil {
+		t.Fatal("bound instead of taking over")
+	}
+	svid, err := a.ids.SVID(spiffeid.RequireFromString(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svid.Certificates[0].SerialNumber.Int64() != 2 {
+		t.Fatalf("serial %v, want the predecessor's", svid.Certificates[0].SerialNumber)
+	}
 }

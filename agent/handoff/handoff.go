@@ -13,8 +13,17 @@
 // in the successor), drains and exits. Until Serving the holder keeps
 // accepting, so a successor that dies halfway changes nothing.
 //
+// Besides its listeners a holder may pass state the successor needs to
+// serve at once (Offer.State: the SVIDs the node holds, so that an agent
+// restarted while the controller is unreachable can still do mTLS). The
+// socket is 0600 in a 0700 directory and the holder only talks to peers
+// of its own user (SO_PEERCRED).
+//
 // Protocol, one JSON message per packet on a SOCK_SEQPACKET socket:
 //
+//	successor -> holder  {"op":"state"} (optional, before take)
+//	holder -> successor  {"op":"record","data":..} per record, then
+//	                     {"op":"state","count":n}
 //	successor -> holder  {"op":"take"}
 //	holder -> successor  {"op":"listeners","listeners":[{"name":..,"addr":..},...]}
 //	                     with one descriptor per listener (SCM_RIGHTS), in order,
@@ -52,8 +61,11 @@ var (
 // listeners; it keeps serving either way.
 const AckTimeout = 30 * time.Second
 
+// MaxRecord is the largest state record a holder passes.
+const MaxRecord = 64 << 10
+
 const (
-	maxMessage = 64 << 10
+	maxMessage = 2 * MaxRecord // a record travels base64-encoded
 	maxFDs     = 16
 )
 
@@ -61,6 +73,8 @@ type message struct {
 	Op        string     `json:"op"`
 	Listeners []listener `json:"listeners,omitempty"`
 	Reason    string     `json:"reason,omitempty"`
+	Data      []byte     `json:"data,omitempty"`
+	Count     int        `json:"count,omitempty"`
 
 	fds []int // received with the message
 }
@@ -77,6 +91,15 @@ type Passable interface {
 	syscall.Conn
 }
 
+// Offer is what a holder passes on.
+type Offer struct {
+	// Listeners by name; each must be Passable.
+	Listeners map[string]net.Listener
+	// State, when set, returns the records a successor that asks receives,
+	// each at most MaxRecord bytes. It is called once per asking successor.
+	State func() ([][]byte, error)
+}
+
 // Holder offers its listeners to a successor.
 type Holder struct {
 	path  string
@@ -84,6 +107,7 @@ type Holder struct {
 	file  os.FileInfo // the socket file as bound, to remove only our own
 	names []string
 	ls    map[string]Passable
+	state func() ([][]byte, error)
 	log   *slog.Logger
 
 	handoff  sync.Mutex // one handoff at a time
@@ -95,22 +119,23 @@ type Holder struct {
 	wg     sync.WaitGroup
 }
 
-// Hold serves handoff requests for ls on a unix socket at path until
+// Hold serves handoff requests for o on a unix socket at path until
 // Close. The socket is bound under a temporary name and renamed over path,
 // so a successor always finds one: an older holder's (until this one is
 // in place) or this one; a stale file from a crashed agent is replaced.
-func Hold(path string, ls map[string]net.Listener, log *slog.Logger) (*Holder, error) {
+func Hold(path string, o Offer, log *slog.Logger) (*Holder, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &Holder{
 		path:     path,
-		ls:       make(map[string]Passable, len(ls)),
+		ls:       make(map[string]Passable, len(o.Listeners)),
+		state:    o.State,
 		log:      log,
 		released: make(chan struct{}),
 		conns:    map[*net.UnixConn]struct{}{},
 	}
-	for name, l := range ls {
+	for name, l := range o.Listeners {
 		p, ok := l.(Passable)
 		if !ok {
 			return nil, fmt.Errorf("handoff: listener %s (%T) has no descriptor to pass", name, l)
@@ -211,16 +236,29 @@ func (h *Holder) serve() {
 }
 
 // handle serves one successor: it may wait long (until the successor can
-// serve) before asking.
+// serve) before asking for the listeners.
 func (h *Holder) handle(c *net.UnixConn) {
-	m, err := readMessage(c)
-	if err != nil {
-		return // gone before asking
-	}
-	closeFDs(m.fds)
-	if m.Op != "take" {
-		h.log.Warn("handoff socket: unexpected message", "op", m.Op)
+	if err := sameUser(c); err != nil {
+		h.log.Warn("handoff socket: peer refused", "err", err)
 		return
+	}
+	for {
+		m, err := readMessage(c)
+		if err != nil {
+			return // gone before asking
+		}
+		closeFDs(m.fds)
+		if m.Op == "take" {
+			break
+		}
+		if m.Op != "state" {
+			h.log.Warn("handoff socket: unexpected message", "op", m.Op)
+			return
+		}
+		if err := h.sendState(c); err != nil {
+			h.log.Warn("handoff: send state", "err", err)
+			return
+		}
 	}
 	h.handoff.Lock()
 	defer h.handoff.Unlock()
@@ -242,7 +280,7 @@ func (h *Holder) handle(c *net.UnixConn) {
 		ps = append(ps, h.ls[name])
 		reply.Listeners = append(reply.Listeners, listener{Name: name, Addr: h.ls[name].Addr().String()})
 	}
-	err = withFDs(ps, nil, func(fds []int) error { return writeMessage(c, reply, fds) })
+	err := withFDs(ps, nil, func(fds []int) error { return writeMessage(c, reply, fds) })
 	if err != nil {
 		h.log.Warn("handoff: send listeners", "err", err)
 		return
@@ -256,6 +294,51 @@ func (h *Holder) handle(c *net.UnixConn) {
 	}
 	close(h.released)
 	h.log.Info("handoff: listeners handed over", "listeners", h.names)
+}
+
+// sendState sends the holder's state records and the closing count.
+func (h *Holder) sendState(c *net.UnixConn) error {
+	var recs [][]byte
+	if h.state != nil {
+		var err error
+		if recs, err = h.state(); err != nil {
+			return err
+		}
+	}
+	for i, r := range recs {
+		if len(r) > MaxRecord {
+			return fmt.Errorf("state record %d: %d bytes, at most %d", i, len(r), MaxRecord)
+		}
+	}
+	for _, r := range recs {
+		if err := writeMessage(c, message{Op: "record", Data: r}, nil); err != nil {
+			return err
+		}
+	}
+	return writeMessage(c, message{Op: "state", Count: len(recs)}, nil)
+}
+
+// sameUser checks that the peer of c runs as this process's user: the
+// socket hands out listeners and keys.
+func sameUser(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *syscall.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return fmt.Errorf("peer credentials: %w", cerr)
+	}
+	if int(cred.Uid) != os.Geteuid() {
+		return fmt.Errorf("peer pid %d runs as uid %d, not %d", cred.Pid, cred.Uid, os.Geteuid())
+	}
+	return nil
 }
 
 // withFDs calls f with the descriptors of ls, each kept open meanwhile.
@@ -328,6 +411,37 @@ func (s *Successor) read() {
 // Gone is closed when the holder closed the connection (or Close was
 // called).
 func (s *Successor) Gone() <-chan struct{} { return s.gone }
+
+// State asks the holder for its state records (Offer.State). A holder
+// that does not know the request closes the connection: ErrHolderGone.
+func (s *Successor) State(ctx context.Context) ([][]byte, error) {
+	if err := writeMessage(s.c, message{Op: "state"}, nil); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrHolderGone, err)
+	}
+	var recs [][]byte
+	for {
+		var m message
+		select {
+		case m = <-s.msgs:
+		case <-s.gone:
+			return nil, ErrHolderGone
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		closeFDs(m.fds)
+		switch m.Op {
+		case "record":
+			recs = append(recs, m.Data)
+		case "state":
+			if m.Count != len(recs) {
+				return nil, fmt.Errorf("handoff: state of %d records, %d received", m.Count, len(recs))
+			}
+			return recs, nil
+		default:
+			return nil, fmt.Errorf("handoff: unexpected message %q", m.Op)
+		}
+	}
+}
 
 // Take asks for the listeners, by name. The holder keeps accepting on them
 // too until Serving.

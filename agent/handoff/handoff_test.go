@@ -158,7 +158,7 @@ func (c *client) check(t *testing.T) {
 
 func hold(t *testing.T, path string, ls map[string]net.Listener) *Holder {
 	t.Helper()
-	h, err := Hold(path, ls, nil)
+	h, err := Hold(path, Offer{Listeners: ls}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,4 +335,63 @@ func TestHolderCloseTellsSuccessor(t *testing.T) {
 	if _, err := Dial(context.Background(), path); !errors.Is(err, ErrNoHolder) {
 		t.Fatalf("dial after the holder closed: %v, want ErrNoHolder", err)
 	}
+}
+
+// State records travel in order before the listeners; a holder without
+// state sends none; one whose state cannot be sent ends the connection and
+// keeps its listeners.
+func TestStateBeforeTake(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "handoff.sock")
+	ls := bind(t, "outbound")
+	serve(t, "A", ls)
+	want := [][]byte{[]byte("svid one"), make([]byte, MaxRecord), []byte("svid three")}
+	want[1][0], want[1][MaxRecord-1] = 1, 2
+	calls := 0
+	h, err := Hold(path, Offer{Listeners: ls, State: func() ([][]byte, error) { calls++; return want, nil }}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	s := dial(t, path)
+	got, err := s.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if string(got[i]) != string(want[i]) {
+			t.Fatalf("record %d differs (%d bytes, want %d)", i, len(got[i]), len(want[i]))
+		}
+	}
+	// Asking twice is allowed; the listeners follow on the same connection.
+	if again, err := s.State(context.Background()); err != nil || len(again) != len(want) || calls != 2 {
+		t.Fatalf("second State: %d records, %v, %d calls", len(again), err, calls)
+	}
+	sameAddrs(t, take(t, s), ls)
+
+	// No State func: an empty answer.
+	path2 := filepath.Join(t.TempDir(), "handoff.sock")
+	ls2 := bind(t, "outbound")
+	serve(t, "B", ls2)
+	hold(t, path2, ls2)
+	if recs, err := dial(t, path2).State(context.Background()); err != nil || len(recs) != 0 {
+		t.Fatalf("state of a holder without any: %d records, %v", len(recs), err)
+	}
+
+	// An oversized record: nothing is sent, the successor learns the holder
+	// gave up on it, and the holder still hands its listeners to the next.
+	path3 := filepath.Join(t.TempDir(), "handoff.sock")
+	ls3 := bind(t, "outbound")
+	serve(t, "C", ls3)
+	h3, err := Hold(path3, Offer{Listeners: ls3, State: func() ([][]byte, error) { return [][]byte{make([]byte, MaxRecord+1)}, nil }}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h3.Close() })
+	if _, err := dial(t, path3).State(context.Background()); !errors.Is(err, ErrHolderGone) {
+		t.Fatalf("oversized state: %v, want ErrHolderGone", err)
+	}
+	sameAddrs(t, take(t, dial(t, path3)), ls3)
 }

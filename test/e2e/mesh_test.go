@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"SessionPersistence", testSessionPersistence},
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
+		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
 		{"LeastPrivilegeRBAC", testRBAC},
 		{"UninstallRemovesTheRedirect", testUninstall},
 	}
@@ -396,6 +398,45 @@ func testControllerOutage(t *testing.T, e *env) {
 // must succeed (the replacement agent takes the old one's listening sockets
 // over, see agent/handoff), and traffic must go on afterwards.
 func testAgentRestart(t *testing.T, e *env) {
+	restartAgentUnderLoad(t, e)
+}
+
+// testAgentRestartControllerDown restarts node 1's agent while no
+// controller runs: the new agent restores the policy from disk and gets
+// the SVIDs from the old one over the handoff socket, so it takes over
+// without a controller and no request fails.
+func testAgentRestartControllerDown(t *testing.T, e *env) {
+	e.kubectl("-n", "weft-system", "scale", "deployment/weft-controller", "--replicas=0")
+	e.kubectl("-n", "weft-system", "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=weft-controller", "--timeout=120s")
+	scaledBack := false
+	scaleBack := func() {
+		if !scaledBack {
+			scaledBack = true
+			e.kubectl("-n", "weft-system", "scale", "deployment/weft-controller", "--replicas=2")
+			e.kubectl("-n", "weft-system", "rollout", "status", "deployment/weft-controller", "--timeout=180s")
+		}
+	}
+	defer scaleBack()
+	logs := restartAgentUnderLoad(t, e)
+	if m := regexp.MustCompile(`"msg":"identities handed over","taken":(\d+)`).FindStringSubmatch(logs); m == nil || m[1] == "0" {
+		t.Errorf("the new agent did not take the SVIDs over:\n%s", logs)
+	}
+	scaleBack()
+	e.apply("header-canary.yaml")
+	e.eventually(30*time.Second, "route change reaches the restarted agent once the controller is back", func() string {
+		r := e.client("faces", "--url", colorURL, "--count", "20")
+		if v1, v2, _ := versions(r); v1 != 20 || v2 != 0 {
+			return fmt.Sprintf("%+v", r)
+		}
+		return ""
+	})
+	e.apply("canary.yaml")
+}
+
+// restartAgentUnderLoad deletes node 1's agent pod while a client sends
+// requests, checks that none failed and that the new agent took the
+// sockets over, and returns the new agent's log.
+func restartAgentUnderLoad(t *testing.T, e *env) string {
 	agentOn := func(node string) []string {
 		return strings.Fields(e.kubectl("-n", "weft-system", "get", "pod", "-l", "app.kubernetes.io/name=weft-agent",
 			"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[*].metadata.name}"))
@@ -444,17 +485,20 @@ func testAgentRestart(t *testing.T, e *env) {
 		}
 	}()
 	time.Sleep(2 * time.Second)
+	start := time.Now()
 	e.kubectl("-n", "weft-system", "delete", "pod", old[0], "--wait=true")
 	e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
 	time.Sleep(3 * time.Second)
 	close(stop)
 	wg.Wait()
-	t.Logf("agent restart on lab-node-1: %d requests, %d failed (transport errors and non-200 answers; goal 0)", sent.Load(), failed.Load())
+	t.Logf("agent restart on lab-node-1 (old pod gone after %s): %d requests, %d failed (transport errors and non-200 answers; goal 0)",
+		time.Since(start).Round(100*time.Millisecond), sent.Load(), failed.Load())
 	if failed.Load() != 0 {
 		t.Errorf("%d of %d requests failed while the agent restarted; last bad tally: %s", failed.Load(), sent.Load(), lastErr)
 	}
+	logs := ""
 	if now := agentOn("lab-node-1"); len(now) == 1 && now[0] != old[0] {
-		logs := e.kubectl("-n", "weft-system", "logs", now[0])
+		logs = e.kubectl("-n", "weft-system", "logs", now[0])
 		if !strings.Contains(logs, "took the listeners over") {
 			t.Errorf("agent %s did not take the listeners over from %s:\n%s", now[0], old[0], logs)
 		}
@@ -465,6 +509,7 @@ func testAgentRestart(t *testing.T, e *env) {
 	if r.Errors != 0 || r.Status["200"] != 100 {
 		t.Errorf("traffic did not recover after the agent restart: %+v", r)
 	}
+	return logs
 }
 
 // clientNoFatal is client for background goroutines: errors count as

@@ -6,6 +6,8 @@
 //
 // When the controller is unreachable, SVIDs already held keep being served
 // until they expire and new identities wait: there is no plaintext fallback.
+// An agent that replaces another on the node takes its SVIDs over (Export,
+// Import; handoff.go), so a restart does not depend on the controller.
 // Manager implements the proxy's tunnel.Identities.
 package identity
 
