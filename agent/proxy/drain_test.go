@@ -1,8 +1,10 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -85,5 +87,66 @@ func TestShutdownGracePeriodEnds(t *testing.T) {
 	case <-errc:
 	case <-time.After(5 * time.Second):
 		t.Fatal("request still running after the grace period")
+	}
+}
+
+// A connection the proxy accepted just before the drain began (not even
+// classified yet) is served, not closed: its client never sent a request
+// and could not retry. Its answer closes the connection.
+func TestShutdownServesConnectionsAcceptedBeforeIt(t *testing.T) {
+	e := newEnv(t)
+	ep := e.handlerPod("web", "web", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+	e.service("web", "web", "10.96.0.10", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+	e.apply()
+	caller := e.caller("app")
+	hold := make(chan struct{})
+	e.look.mu.Lock()
+	e.look.hold, e.look.entered = hold, make(chan struct{}, 1)
+	entered := e.look.entered
+	e.look.mu.Unlock()
+	c := e.dial(caller, vip)
+	defer c.Close()
+	<-entered // accepted, being classified
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- e.p.Shutdown(ctx)
+	}()
+	// the drain has begun once the listener refuses
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d, err := net.DialTimeout("tcp", e.out, time.Second)
+		if err != nil {
+			break
+		}
+		d.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener still accepts after Shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.look.mu.Lock()
+	e.look.hold = nil
+	e.look.mu.Unlock()
+	close(hold)
+
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("connection accepted before the drain: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "hello" || !resp.Close {
+		t.Fatalf("got %d %q close=%v, want 200 hello with Connection: close", resp.StatusCode, body, resp.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
 	}
 }

@@ -32,12 +32,20 @@ const node = "lab-node-1"
 type lookup struct {
 	mu sync.Mutex
 	m  map[netip.Addr]outbound.Original
+	// hold, when set, stops every lookup (after a send on entered) until
+	// it is closed: a connection accepted but not classified yet.
+	hold, entered chan struct{}
 }
 
 func (l *lookup) Lookup(client, _ netip.AddrPort) (outbound.Original, bool) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	o, ok := l.m[client.Addr()]
+	hold, entered := l.hold, l.entered
+	l.mu.Unlock()
+	if hold != nil {
+		entered <- struct{}{}
+		<-hold
+	}
 	return o, ok
 }
 

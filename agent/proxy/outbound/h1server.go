@@ -75,15 +75,15 @@ func (l *limitedConn) Read(b []byte) (int, error) {
 }
 
 // trackClient registers an HTTP/1.1 client connection, busy; cancel ends
-// its requests' upstream work (Close). False when the proxy is closing.
+// its requests' upstream work (Close). False when the proxy is closed; a
+// connection accepted before a Shutdown began is served.
 func (p *Proxy) trackClient(c net.Conn, cancel context.CancelFunc) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closing {
+	if p.closed {
 		return false
 	}
 	p.clients[c] = &clientState{cancel: cancel}
-	p.clientWG.Add(1)
 	return true
 }
 
@@ -92,7 +92,6 @@ func (p *Proxy) untrackClient(c net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.clients, c)
-	p.clientWG.Done()
 }
 
 type clientState struct {
@@ -186,7 +185,7 @@ func (p *Proxy) serveClient(c net.Conn, info *connInfo) {
 			badRequest(bw, code, msg)
 			return
 		}
-		w := &h1response{bw: bw, br: br, conn: c, req: req, header: make(http.Header), status: 0, remaining: -1}
+		w := &h1response{bw: bw, br: br, conn: c, req: req, header: make(http.Header), status: 0, remaining: -1, draining: &p.draining}
 		w.closeAfter = req.Close
 		if req.ProtoMajor == 1 && req.ProtoMinor == 0 {
 			// HTTP/1.0 keeps the connection only when it asked to
@@ -328,6 +327,7 @@ type h1response struct {
 	keepAlive10 bool
 	hijacked    bool
 	err         error
+	draining    *atomic.Bool // the proxy's: answers close the connection
 }
 
 func (w *h1response) Header() http.Header { return w.header }
@@ -409,7 +409,7 @@ func (w *h1response) commit(known bool) {
 		w.WriteHeader(http.StatusOK)
 	}
 	w.committed = true
-	if vv := w.header["Connection"]; httpguts.HeaderValuesContainsToken(vv, "close") {
+	if vv := w.header["Connection"]; httpguts.HeaderValuesContainsToken(vv, "close") || w.draining.Load() {
 		w.closeAfter = true
 	}
 	if !w.noBody && w.remaining < 0 {

@@ -75,14 +75,18 @@ type Proxy struct {
 	h1   *h1pool
 	dial dialFunc
 
-	mu       sync.Mutex
-	l4       map[net.Conn]struct{}
-	l4wg     sync.WaitGroup
-	clients  map[net.Conn]*clientState // HTTP/1.1 client connections
-	clientWG sync.WaitGroup
-	closing  bool
-	draining atomic.Bool // closing, readable without mu
-	listener []net.Listener
+	mu      sync.Mutex
+	l4      map[net.Conn]struct{}
+	clients map[net.Conn]*clientState // HTTP/1.1 client connections
+	// closing: Shutdown or Close began, accept no more. closed: Close
+	// began, serve nothing more. A connection accepted just before
+	// Shutdown is still served (its requests with Connection: close).
+	closing, closed bool
+	draining        atomic.Bool // closing, readable without mu
+	listener        []net.Listener
+	// live counts accepted connections whose handler has not returned
+	// (for the drain: it includes those not classified yet).
+	live atomic.Int64
 	// requests counts L7 requests being served (for the drain).
 	requests atomic.Int64
 }
@@ -159,7 +163,11 @@ func (p *Proxy) Serve(l net.Listener) error {
 			return fmt.Errorf("accept captured connections: %w", err)
 		}
 		delay = 0
-		go p.handle(c)
+		p.live.Add(1)
+		go func() {
+			defer p.live.Add(-1)
+			p.handle(c)
+		}()
 	}
 }
 
@@ -220,15 +228,13 @@ func (p *Proxy) trackL4(c net.Conn, add bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if add {
-		if p.closing {
+		if p.closed {
 			return false
 		}
 		p.l4[c] = struct{}{}
-		p.l4wg.Add(1)
 		return true
 	}
 	delete(p.l4, c)
-	p.l4wg.Done()
 	return true
 }
 
@@ -340,21 +346,16 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 	}
 	p.mu.Unlock()
-	clientCh := make(chan struct{})
-	go func() { p.clientWG.Wait(); close(clientCh) }()
-	clientsDone := (<-chan struct{})(clientCh)
 	httpClosed := make(chan struct{})
 	go func() { p.http.Shutdown(ctx); close(httpClosed) }()
 	hdone := (<-chan struct{})(httpClosed)
-	l4ch := make(chan struct{})
-	go func() { p.l4wg.Wait(); close(l4ch) }()
-	l4done := (<-chan struct{})(l4ch)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	var err error
-	// done when the HTTP server has no active connection left, every L4
-	// connection ended and no request (hijacked upgrades included) runs
-	var httpDone, l4Done, clDone bool
+	// done when the HTTP server has no active connection left, every
+	// accepted connection (L4, HTTP/1.1, not classified yet) ended and no
+	// request (hijacked upgrades included) runs
+	httpDone := false
 wait:
 	for {
 		select {
@@ -363,19 +364,16 @@ wait:
 			break wait
 		case <-hdone:
 			httpDone, hdone = true, nil
-		case <-l4done:
-			l4Done, l4done = true, nil
-		case <-clientsDone:
-			clDone, clientsDone = true, nil
 		case <-t.C:
 		}
-		if httpDone && l4Done && clDone && p.requests.Load() == 0 {
+		if httpDone && p.live.Load() == 0 && p.requests.Load() == 0 {
 			break wait
 		}
 	}
 	p.Close()
-	p.l4wg.Wait()
-	p.clientWG.Wait()
+	for p.live.Load() > 0 { // closed under them: they end at once
+		time.Sleep(5 * time.Millisecond)
+	}
 	<-httpClosed
 	return err
 }
@@ -383,7 +381,7 @@ wait:
 // Close closes listeners and every connection at once.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
-	p.closing = true
+	p.closing, p.closed = true, true
 	p.draining.Store(true)
 	for _, l := range p.listener {
 		l.Close()
