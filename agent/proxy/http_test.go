@@ -317,3 +317,66 @@ func TestBadPolicyKeepsPrevious(t *testing.T) {
 		t.Fatalf("previous policy lost: %d", resp.StatusCode)
 	}
 }
+
+// A streamed answer reaches the client as it comes (the proxy's delayed
+// flush), and trailers, announced or not, survive even when the whole
+// answer is in before the proxy's first flush.
+func TestHTTPStreamedAnswersAndTrailers(t *testing.T) {
+	e := newEnv(t)
+	next := make(chan struct{})
+	ep := e.handlerPod("web", "web", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/stream":
+			io.WriteString(w, "first\n")
+			w.(http.Flusher).Flush()
+			select {
+			case <-next: // the client read "first"
+			case <-time.After(5 * time.Second):
+			}
+			io.WriteString(w, "second\n")
+		case "/trailers":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "body")
+			w.Header().Set("X-Sum", "42")
+			w.Header().Set(http.TrailerPrefix+"X-Late", "yes")
+		}
+	})
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+	e.service("web", "web", "10.96.0.10", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+	e.apply()
+	c := e.client(e.caller("app"), vip)
+
+	resp, err := c.Get("http://" + vip + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	got := make(chan string, 1)
+	go func() { l, _ := br.ReadString('\n'); got <- l }()
+	select {
+	case l := <-got:
+		if l != "first\n" {
+			t.Fatalf("first line %q", l)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the first chunk did not reach the client while the backend held the rest")
+	}
+	close(next)
+	rest, _ := io.ReadAll(br)
+	resp.Body.Close()
+	if string(rest) != "second\n" {
+		t.Fatalf("rest %q", rest)
+	}
+
+	for range 20 { // the answer is complete at once: no flush ran before the end
+		resp, err = c.Get("http://" + vip + "/trailers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "body" || resp.Trailer.Get("X-Sum") != "42" || resp.Trailer.Get("X-Late") != "yes" {
+			t.Fatalf("body %q trailers %v", body, resp.Trailer)
+		}
+	}
+}
