@@ -412,6 +412,18 @@ func (s *Successor) read() {
 // called).
 func (s *Successor) Gone() <-chan struct{} { return s.gone }
 
+// next returns the holder's next message; the caller owns its descriptors.
+func (s *Successor) next(ctx context.Context) (message, error) {
+	select {
+	case m := <-s.msgs:
+		return m, nil
+	case <-s.gone:
+		return message{}, ErrHolderGone
+	case <-ctx.Done():
+		return message{}, ctx.Err()
+	}
+}
+
 // State asks the holder for its state records (Offer.State). A holder
 // that does not know the request closes the connection: ErrHolderGone.
 func (s *Successor) State(ctx context.Context) ([][]byte, error) {
@@ -420,13 +432,9 @@ func (s *Successor) State(ctx context.Context) ([][]byte, error) {
 	}
 	var recs [][]byte
 	for {
-		var m message
-		select {
-		case m = <-s.msgs:
-		case <-s.gone:
-			return nil, ErrHolderGone
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		m, err := s.next(ctx)
+		if err != nil {
+			return nil, err
 		}
 		closeFDs(m.fds)
 		switch m.Op {
@@ -449,13 +457,9 @@ func (s *Successor) Take(ctx context.Context) (map[string]net.Listener, error) {
 	if err := writeMessage(s.c, message{Op: "take"}, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHolderGone, err)
 	}
-	var m message
-	select {
-	case m = <-s.msgs:
-	case <-s.gone:
-		return nil, ErrHolderGone
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	m, err := s.next(ctx)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case m.Op == "refused":

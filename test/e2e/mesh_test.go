@@ -383,8 +383,14 @@ func testControllerOutage(t *testing.T, e *env) {
 	}
 	e.kubectl("-n", "weft-system", "scale", "deployment/weft-controller", "--replicas=2")
 	e.kubectl("-n", "weft-system", "rollout", "status", "deployment/weft-controller", "--timeout=180s")
+	routeChangeTakesEffect(e, "route change after the controller is back")
+}
+
+// routeChangeTakesEffect applies the header canary, waits until every
+// request without the header lands on v1, and puts the 50/50 canary back.
+func routeChangeTakesEffect(e *env, what string) {
 	e.apply("header-canary.yaml")
-	e.eventually(30*time.Second, "route change after the controller is back", func() string {
+	e.eventually(30*time.Second, what, func() string {
 		r := e.client("faces", "--url", colorURL, "--count", "20")
 		if v1, v2, _ := versions(r); v1 != 20 || v2 != 0 {
 			return fmt.Sprintf("%+v", r)
@@ -422,15 +428,7 @@ func testAgentRestartControllerDown(t *testing.T, e *env) {
 		t.Errorf("the new agent did not take the SVIDs over:\n%s", logs)
 	}
 	scaleBack()
-	e.apply("header-canary.yaml")
-	e.eventually(30*time.Second, "route change reaches the restarted agent once the controller is back", func() string {
-		r := e.client("faces", "--url", colorURL, "--count", "20")
-		if v1, v2, _ := versions(r); v1 != 20 || v2 != 0 {
-			return fmt.Sprintf("%+v", r)
-		}
-		return ""
-	})
-	e.apply("canary.yaml")
+	routeChangeTakesEffect(e, "route change reaches the restarted agent once the controller is back")
 }
 
 // restartAgentUnderLoad deletes node 1's agent pod while a client sends
