@@ -23,7 +23,7 @@ tools: ## install the pinned code generators into .cache/tools
 	GOBIN=$(TOOLS) go install tool
 
 generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs)
-	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+	@bash test/deps.sh generate
 	cd api && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. weft/v1/*.proto
 	cd test/echo && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. echopb/echo.proto
 	@if [ -f bpf/gen.sh ]; then bash bpf/gen.sh; fi
@@ -37,10 +37,12 @@ lab-binaries: ## build etcd, kube-apiserver, controllers, kube-proxy, kubectl, c
 	bash test/lab/k8s/build.sh
 
 test: lint build lab-binaries ## run everything CI runs: unit, integration, privileged, end-to-end
+	@bash test/deps.sh test
 	@mkdir -p $(CACHE)
 	go test -json -count=1 -timeout 40m ./... > $(CACHE)/test.json; go run ./test/summary -require-privileged < $(CACHE)/test.json
 
 lab-up: build lab-binaries ## start a local lab cluster (2 nodes); KUBECONFIG=.cache/lab/kubeconfig
+	@bash test/deps.sh lab
 	$(BIN)/weft-lab up
 
 lab-down: ## stop the lab and remove everything it created
@@ -55,4 +57,5 @@ demo: lab-up lab-install ## the lab, weft installed from manifests, a canary wit
 	bash test/demo/demo.sh
 
 bench: build ## run the benchmarks against their peers (ratios)
+	@bash test/deps.sh bench
 	@if [ -f test/bench/run.sh ]; then bash test/bench/run.sh; else go test -run '^$$' -bench . -benchmem ./...; fi

@@ -36,15 +36,7 @@ trap cleanup EXIT
 log() { echo "# $*" >&2; }
 
 # --- tools -----------------------------------------------------------------
-if ! command -v nginx >/dev/null; then
-  log "installing nginx (apt)"
-  apt-get update -qq >/dev/null
-  # do not let the package start a system nginx on :80
-  made_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
-  [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
-fi
+bash "$(dirname "$0")/../deps.sh" bench
 mkdir -p "$TOOLS"
 if [ ! -x "$TOOLS/fortio" ]; then
   log "installing fortio v1.68.2"
