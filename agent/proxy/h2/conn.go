@@ -302,17 +302,33 @@ func (c *Conn) Serve() {
 				continue
 			}
 			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
+			switch {
+			case errors.As(err, &ce):
 				c.connError(http2.ErrCode(ce), fmt.Errorf("%w: %v", ErrProtocol, err))
-				return
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				c.connError(http2.ErrCodeFrameSize, fmt.Errorf("%w: %v", ErrProtocol, err))
+			default:
+				c.fail(err)
 			}
-			c.fail(err)
 			return
 		}
 		if err := c.process(f); err != nil {
-			c.connError(http2.ErrCodeProtocol, err)
+			c.connError(errCode(err), err)
 			return
 		}
+	}
+}
+
+// errCode is the GOAWAY code for an error of process.
+func errCode(err error) http2.ErrCode {
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		return http2.ErrCode(ce)
+	case errors.Is(err, ErrFlowControl):
+		return http2.ErrCodeFlowControl
+	default:
+		return http2.ErrCodeProtocol
 	}
 }
 
@@ -389,6 +405,9 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
 			delta := int64(s.Val) - c.peerInitWin
@@ -484,6 +503,11 @@ func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if c.goingAway || len(c.streams) >= maxStreams {
 		c.mu.Unlock()
 		c.resetStream(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	if f.Truncated { // over maxHeaderList: fields were dropped
+		c.mu.Unlock()
+		c.respondAndEnd(id, http.StatusRequestHeaderFieldsTooLarge)
 		return nil
 	}
 	if f.PseudoValue("method") != http.MethodConnect || f.PseudoValue("path") != "" || f.PseudoValue("scheme") != "" || f.PseudoValue("authority") == "" || f.StreamEnded() {
@@ -681,6 +705,12 @@ func (c *Conn) Open(ctx context.Context, authority string, h http.Header) (*Stre
 	}
 	select {
 	case code := <-s.response:
+		if code == 0 { // aborted: reset, or the connection closed
+			s.rmu.Lock()
+			err := s.rErr
+			s.rmu.Unlock()
+			return nil, err
+		}
 		if code != http.StatusOK {
 			s.Close()
 			return nil, fmt.Errorf("%w: status %d", ErrRefused, code)
