@@ -281,7 +281,7 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	var resp *http.Response
 	var err error
 	if !h2 && upgrade == "" && out.ContentLength >= 0 {
-		resp, err = p.h1.roundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
+		resp, err = p.h1.RoundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
 	} else {
 		resp, err = p.up.get(rq.info.src, ep.Identity, h2).RoundTrip(out)
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -72,12 +73,14 @@ type Proxy struct {
 	l7   *connListener
 	http *http.Server
 	up   *upstreams
-	h1   *h1pool
-	dial dialFunc
+	h1   *http1.Client[h1key]
+	// h1srv serves captured HTTP/1.1 clients (h2c goes to http)
+	h1srv *http1.Server
+	dial  dialFunc
 
 	mu      sync.Mutex
 	l4      map[net.Conn]struct{}
-	clients map[net.Conn]*clientState // HTTP/1.1 client connections
+	clients map[*clientConn]*clientState // HTTP/1.1 client connections
 	// closing: Shutdown or Close began, accept no more. closed: Close
 	// began, serve nothing more. A connection accepted just before
 	// Shutdown is still served (its requests with Connection: close).
@@ -115,11 +118,20 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		cfg.Sessions = m
 	}
-	p := &Proxy{cfg: cfg, l4: make(map[net.Conn]struct{}), clients: make(map[net.Conn]*clientState)}
+	p := &Proxy{cfg: cfg, l4: make(map[net.Conn]struct{}), clients: make(map[*clientConn]*clientState)}
 	p.l7 = newConnListener()
 	p.dial = endpointDialer(cfg.Tunnel)
 	p.up = newUpstreams(p.dial, cfg.DialTimeout)
-	p.h1 = newH1Pool(p.dial)
+	p.h1 = http1.NewClient(func(ctx context.Context, k h1key) (net.Conn, error) {
+		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
+	}, maxIdlePerKey)
+	p.h1srv = http1.NewServer(http1.Config{
+		Handler:     p.serveH1,
+		H2C:         p.h2c,
+		IdleTimeout: cfg.IdleTimeout,
+		Idle:        p.setIdle,
+		Draining:    p.draining.Load,
+	})
 	p.http = newHTTPServer(p)
 	go p.http.Serve(p.l7)
 	p.snap.Store(&Snapshot{})
@@ -389,15 +401,14 @@ func (p *Proxy) Close() error {
 	for c := range p.l4 {
 		c.Close()
 	}
-	for c, st := range p.clients {
-		st.cancel()
+	for c := range p.clients {
 		c.Close()
 	}
 	p.mu.Unlock()
 	p.http.Close()
 	p.l7.Close()
 	p.up.close()
-	p.h1.closeAll()
+	p.h1.Close()
 	return nil
 }
 
