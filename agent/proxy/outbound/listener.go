@@ -88,14 +88,19 @@ func (c *clientConn) Close() error {
 func (p *Proxy) serveClient(c net.Conn, info *connInfo) {
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), infoKey{}, info))
 	defer cancel()
+	// tracked: a drain closes it while idle, Close at once; a connection
+	// accepted before a Shutdown began is served
 	cc := &clientConn{Conn: c, cancel: cancel}
-	if !p.trackClient(cc) {
+	if !p.conns.Track(cc) {
 		c.Close()
 		return
 	}
-	defer p.untrackClient(cc)
+	defer p.conns.Untrack(cc)
 	p.h1srv.ServeConn(ctx, cc)
 }
+
+// setIdle is the HTTP/1.1 server's Idle hook.
+func (p *Proxy) setIdle(c net.Conn, idle bool) bool { return p.conns.SetIdle(c.(*clientConn), idle) }
 
 // serveH1 serves one request of the HTTP/1.1 server.
 func (p *Proxy) serveH1(ctx context.Context, w http.ResponseWriter, r *http.Request) {
@@ -115,38 +120,4 @@ func (p *Proxy) h2c(ctx context.Context, c net.Conn, r io.Reader) {
 	if !p.l7.push(&capturedConn{Conn: c, info: ctx.Value(infoKey{}).(*connInfo), r: r}) {
 		c.Close()
 	}
-}
-
-// trackClient registers an HTTP/1.1 client connection, busy. False when
-// the proxy is closed; a connection accepted before a Shutdown began is
-// served.
-func (p *Proxy) trackClient(c *clientConn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.clients[c] = &clientState{}
-	return true
-}
-
-// untrackClient forgets a client connection that ended.
-func (p *Proxy) untrackClient(c *clientConn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.clients, c)
-}
-
-type clientState struct{ idle bool }
-
-// setIdle marks c idle between requests (the drain closes idle ones) or
-// busy; false when the proxy is closing and c must not take a request.
-func (p *Proxy) setIdle(c net.Conn, idle bool) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closing {
-		return false
-	}
-	p.clients[c.(*clientConn)].idle = idle
-	return true
 }
