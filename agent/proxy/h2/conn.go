@@ -214,7 +214,7 @@ func (c *Conn) unlockW(err error) error {
 	return err
 }
 
-// start writes our preface and settings; the caller then runs readLoop.
+// start writes our preface and settings; the caller then runs Serve.
 func (c *Conn) start() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

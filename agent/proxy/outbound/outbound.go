@@ -10,6 +10,7 @@
 package outbound
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,12 +93,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Lookup == nil || cfg.Callers == nil || cfg.Tunnel == nil {
 		return nil, errors.New("outbound: lookup, callers and tunnel are required")
 	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 5 * time.Minute
-	}
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 5*time.Minute)
 	if cfg.Rand == nil {
 		cfg.Rand = rand.IntN
 	}

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -70,12 +71,8 @@ type dialCall struct {
 
 // NewDialer returns a Dialer; Close releases its pooled connections.
 func NewDialer(cfg DialerConfig) *Dialer {
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 90 * time.Second
-	}
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 90*time.Second)
 	return &Dialer{cfg: cfg, pools: make(map[poolKey][]*h2.Conn), dialing: make(map[poolKey]*dialCall), tls: make(map[pairKey]*tls.Config)}
 }
 
