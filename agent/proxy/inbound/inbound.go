@@ -12,6 +12,7 @@
 package inbound
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -29,6 +30,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 )
 
@@ -63,11 +65,9 @@ type Server struct {
 	tlsc *tls.Config
 	mu   sync.Mutex
 	conf map[spiffeid.ID]*tls.Config
-	// live connections and listeners, for the drain
-	conns     map[*tunnel.ServerConn]struct{}
-	listeners map[net.Listener]struct{}
-	closing   bool
-	wg        sync.WaitGroup
+	// conns holds the listeners, the tunnel connections and their
+	// handlers, for the drain
+	conns drain.Group
 	// streams counts CONNECT streams being served (for the drain).
 	streams atomic.Int64
 }
@@ -83,12 +83,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("inbound: trust domain is required")
 	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.HandshakeTimeout == 0 {
-		cfg.HandshakeTimeout = 10 * time.Second
-	}
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
+	cfg.HandshakeTimeout = cmp.Or(cfg.HandshakeTimeout, 10*time.Second)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -96,7 +92,7 @@ func New(cfg Config) (*Server, error) {
 		d := &net.Dialer{Timeout: cfg.DialTimeout}
 		cfg.Dial = d.DialContext
 	}
-	s := &Server{cfg: cfg, conf: make(map[spiffeid.ID]*tls.Config), conns: make(map[*tunnel.ServerConn]struct{}), listeners: make(map[net.Listener]struct{})}
+	s := &Server{cfg: cfg, conf: make(map[spiffeid.ID]*tls.Config)}
 	s.tlsc = &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{"h2"},
@@ -128,40 +124,21 @@ func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error
 // Serve accepts TLS tunnels on l until Shutdown or Close, then returns
 // ErrServerClosed.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		l.Close()
+	err := s.conns.Serve(l, s.serveConn)
+	if errors.Is(err, drain.ErrClosed) {
 		return ErrServerClosed
 	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	var delay time.Duration
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("accept tunnels: %w", err)
-		}
-		delay = 0
-		s.wg.Add(1)
-		go s.serveConn(nc)
-	}
+	return fmt.Errorf("accept tunnels: %w", err)
 }
 
+// tunnelConn is a tunnel connection as the drain sees it: draining it
+// sends GOAWAY.
+type tunnelConn struct{ *tunnel.ServerConn }
+
+func (c tunnelConn) Close() error { c.ServerConn.Close(); return nil }
+func (c tunnelConn) Drain()       { c.GoAway() }
+
 func (s *Server) serveConn(nc net.Conn) {
-	defer s.wg.Done()
 	tc := tls.Server(nc, s.tlsc)
 	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
@@ -184,66 +161,29 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	nc.SetDeadline(time.Time{})
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	// one that completed its handshake after a Shutdown began is told
+	// GOAWAY at once
+	tconn := tunnelConn{sc}
+	if !s.conns.Track(tconn) {
 		sc.Close()
 		return
 	}
-	s.conns[sc] = struct{}{}
-	s.mu.Unlock()
+	defer s.conns.Untrack(tconn)
 	sc.Serve()
-	s.mu.Lock()
-	delete(s.conns, sc)
-	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, tells peers (GOAWAY) to open no new streams,
 // lets open streams finish until ctx ends, then closes every connection.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	conns := make([]*tunnel.ServerConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.GoAway()
-	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	var err error
-	for s.streams.Load() > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-t.C:
-		}
-	}
+	err := s.conns.Drain(ctx, func() bool { return s.streams.Load() == 0 })
 	s.Close()
 	return err
 }
 
 // Close closes the listeners and every tunnel at once.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.listeners {
-		l.Close()
-	}
-	conns := make([]*tunnel.ServerConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
-	s.wg.Wait()
+	s.conns.Close()
+	s.conns.Wait()
 	return nil
 }
 

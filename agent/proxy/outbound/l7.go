@@ -95,125 +95,166 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 		httpError(w, http.StatusMethodNotAllowed, "CONNECT is not proxied")
 		return
 	}
-	target := r.RequestURI
-	if r.ProtoMajor == 2 || target == "" || target[0] != '/' {
-		target = r.URL.RequestURI()
+	rt, ok := p.pickRoute(w, r, &rq)
+	if !ok {
+		return
 	}
-
-	table := rq.svc.Table(info.callerN)
-	var (
-		plan    route.Plan
-		rule    *route.Rule
-		cluster string
-	)
-	if table == nil || len(table.Rules()) == 0 {
-		cluster = rq.svc.DefaultCluster
-	} else {
-		dec, ok := table.Select(&route.Request{Method: r.Method, Path: target, Header: r.Header})
-		if !ok {
-			httpError(w, http.StatusNotFound, "no route matches")
-			return
-		}
-		rule = dec.Rule
-		hr := route.HTTPRequest{Scheme: "http", Host: r.Host, Port: rq.svc.Port, Path: target, Method: r.Method, Header: r.Header}
-		var err error
-		plan, err = dec.Process(&hr, p.cfg.Rand)
-		if plan.Answer != nil {
-			for k, v := range plan.Answer.Header {
-				w.Header()[k] = v
-			}
-			plan.ApplyResponse(w.Header())
-			w.WriteHeader(plan.Answer.Status)
-			return
-		}
-		if err != nil {
-			httpError(w, http.StatusInternalServerError, "no valid backend")
-			return
-		}
-		r.Host, target = hr.Host, hr.Path
-		cluster = plan.Backend.Cluster
-		rq.session = plan.Backend.Session
-	}
-
 	upgrade := prepareRequestHeaders(r.Header)
-	// Body: buffered when small and known-length so retries and mirrors can
-	// replay it.
-	rq.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-	needReplay := rule != nil && (rule.Retry != nil && rule.Retry.Attempts > 0 || len(plan.Mirrors) > 0)
-	if rq.hasBody && needReplay && r.ContentLength > 0 && r.ContentLength <= maxReplayBody {
-		buf := replayPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		defer replayPool.Put(buf)
-		if _, err := io.Copy(buf, io.LimitReader(r.Body, r.ContentLength)); err != nil {
-			httpError(w, http.StatusBadRequest, "reading request body")
-			return
-		}
-		rq.body = buf.Bytes()
+	release, ok := bufferBody(w, r, &rq, rt)
+	if !ok {
+		return
 	}
-	replayable := !rq.hasBody || rq.body != nil
+	defer release()
 
 	ctx := reqCtx
-	if rule != nil && rule.RequestTimeout > 0 {
+	if rt.rule != nil && rt.rule.RequestTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, rule.RequestTimeout)
+		ctx, cancel = context.WithTimeout(ctx, rt.rule.RequestTimeout)
 		defer cancel()
 	}
-	if len(plan.Mirrors) > 0 && replayable {
-		for _, m := range plan.Mirrors {
-			p.mirror(rq, m, r, target)
+	if len(rt.plan.Mirrors) > 0 && rq.replayable() {
+		for _, m := range rt.plan.Mirrors {
+			p.mirror(rq, m, r, rt.target)
 		}
 	}
-
-	var (
-		resp    *http.Response
-		err     error
-		attempt int
-	)
-	for {
-		resp, err = p.attempt(ctx, &rq, rule, cluster, r, target, upgrade)
-		if !replayable || rule == nil || rule.Retry == nil {
-			break
+	resp, err := p.forward(ctx, &rq, rt, r, upgrade)
+	if err != nil {
+		code, msg := errorAnswer(err, ctx, reqCtx)
+		if code == http.StatusBadGateway {
+			p.cfg.Logger.Debug("upstream", "cluster", rt.cluster, "err", err)
 		}
-		status := 0
+		if code != 0 {
+			httpError(w, code, msg)
+		}
+		return
+	}
+	p.writeResponse(w, r, reqCtx, resp, &rt.plan, &rq.result)
+}
+
+// routed is where a request goes: the rule that matched (nil: the
+// Service's default backend), what its filters decided, the cluster and
+// the request target after rewrites.
+type routed struct {
+	plan    route.Plan
+	rule    *route.Rule
+	cluster string
+	target  string
+}
+
+// pickRoute selects the rule and backend of a request and applies the
+// rule's request filters (r.Host may change). False when the request was
+// answered here (no match, a redirect or direct answer, no valid backend).
+func (p *Proxy) pickRoute(w http.ResponseWriter, r *http.Request, rq *request) (*routed, bool) {
+	rt := &routed{target: r.RequestURI}
+	if r.ProtoMajor == 2 || rt.target == "" || rt.target[0] != '/' {
+		rt.target = r.URL.RequestURI()
+	}
+	table := rq.svc.Table(rq.info.callerN)
+	if table == nil || len(table.Rules()) == 0 {
+		rt.cluster = rq.svc.DefaultCluster
+		return rt, true
+	}
+	dec, ok := table.Select(&route.Request{Method: r.Method, Path: rt.target, Header: r.Header})
+	if !ok {
+		httpError(w, http.StatusNotFound, "no route matches")
+		return nil, false
+	}
+	rt.rule = dec.Rule
+	hr := route.HTTPRequest{Scheme: "http", Host: r.Host, Port: rq.svc.Port, Path: rt.target, Method: r.Method, Header: r.Header}
+	var err error
+	rt.plan, err = dec.Process(&hr, p.cfg.Rand)
+	if rt.plan.Answer != nil {
+		for k, v := range rt.plan.Answer.Header {
+			w.Header()[k] = v
+		}
+		rt.plan.ApplyResponse(w.Header())
+		w.WriteHeader(rt.plan.Answer.Status)
+		return nil, false
+	}
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, "no valid backend")
+		return nil, false
+	}
+	r.Host, rt.target = hr.Host, hr.Path
+	rt.cluster = rt.plan.Backend.Cluster
+	rq.session = rt.plan.Backend.Session
+	return rt, true
+}
+
+// bufferBody reads a small, known-length body into memory when retries or
+// mirrors may replay it. release returns the buffer; false when the body
+// could not be read (answered 400).
+func bufferBody(w http.ResponseWriter, r *http.Request, rq *request, rt *routed) (release func(), ok bool) {
+	rq.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	needReplay := rt.rule != nil && (rt.rule.Retry != nil && rt.rule.Retry.Attempts > 0 || len(rt.plan.Mirrors) > 0)
+	if !rq.hasBody || !needReplay || r.ContentLength <= 0 || r.ContentLength > maxReplayBody {
+		return noRelease, true
+	}
+	buf := replayPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := io.Copy(buf, io.LimitReader(r.Body, r.ContentLength)); err != nil {
+		replayPool.Put(buf)
+		httpError(w, http.StatusBadRequest, "reading request body")
+		return nil, false
+	}
+	rq.body = buf.Bytes()
+	return func() { replayPool.Put(buf) }, true
+}
+
+func noRelease() {}
+
+// replayable reports whether the request can be sent more than once.
+func (rq *request) replayable() bool { return !rq.hasBody || rq.body != nil }
+
+// errRetryWait: the request's time ran out while waiting to retry.
+var errRetryWait = errors.New("request timeout while waiting to retry")
+
+// forward sends the request, retrying as the rule's retry policy says when
+// the request can be replayed. Connect failures count as 503.
+func (p *Proxy) forward(ctx context.Context, rq *request, rt *routed, r *http.Request, upgrade string) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		resp, err := p.attempt(ctx, rq, rt.rule, rt.cluster, r, rt.target, upgrade)
+		if !rq.replayable() || rt.rule == nil || rt.rule.Retry == nil {
+			return resp, err
+		}
+		status := http.StatusServiceUnavailable
 		if err == nil {
 			status = resp.StatusCode
 		} else if ctx.Err() != nil {
-			break
-		} else {
-			status = http.StatusServiceUnavailable // connect failures count as 503
+			return resp, err
 		}
-		retry, wait := rule.Retry.ShouldRetry(status, attempt)
+		retry, wait := rt.rule.Retry.ShouldRetry(status, attempt)
 		if !retry {
-			break
+			return resp, err
 		}
 		if err == nil {
 			resp.Body.Close()
 		}
-		attempt++
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			httpError(w, http.StatusGatewayTimeout, "request timeout")
-			return
+			return nil, errRetryWait
 		}
 	}
-	if err != nil {
-		switch {
-		case errors.Is(err, errNoEndpoint):
-			httpError(w, http.StatusServiceUnavailable, "no healthy endpoint")
-		case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-			httpError(w, http.StatusGatewayTimeout, "upstream timeout")
-		case reqCtx.Err() != nil:
-			// the client went away
-		default:
-			p.cfg.Logger.Debug("upstream", "cluster", cluster, "err", err)
-			httpError(w, http.StatusBadGateway, "upstream failed")
-		}
-		return
+}
+
+// errorAnswer maps a failed forward to the client's answer; code 0 when
+// the client went away and nothing is to be answered.
+func errorAnswer(err error, ctx, reqCtx context.Context) (code int, msg string) {
+	switch {
+	case errors.Is(err, errRetryWait):
+		return http.StatusGatewayTimeout, "request timeout"
+	case errors.Is(err, errNoEndpoint):
+		return http.StatusServiceUnavailable, "no healthy endpoint"
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "upstream timeout"
+	case reqCtx.Err() != nil:
+		return 0, ""
+	default:
+		return http.StatusBadGateway, "upstream failed"
 	}
-	p.writeResponse(w, r, reqCtx, resp, &plan, &rq.result)
 }
 
 var errNoEndpoint = errors.New("no endpoint")
@@ -281,7 +322,7 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	var resp *http.Response
 	var err error
 	if !h2 && upgrade == "" && out.ContentLength >= 0 {
-		resp, err = p.h1.roundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
+		resp, err = p.h1.RoundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
 	} else {
 		resp, err = p.up.get(rq.info.src, ep.Identity, h2).RoundTrip(out)
 	}

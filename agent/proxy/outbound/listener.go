@@ -1,9 +1,15 @@
 package outbound
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"sync"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // capturedConn is an L7 connection handed to the HTTP server, with what the
@@ -52,3 +58,66 @@ func (l *connListener) Close() error {
 }
 
 func (l *connListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// maxIdlePerKey bounds the idle upstream HTTP/1.1 connections kept per
+// endpoint.
+const maxIdlePerKey = 64
+
+// h1key names an upstream HTTP/1.1 connection: who dials, through which
+// node, to which endpoint.
+type h1key struct {
+	src, dst spiffeid.ID
+	node     string
+	addr     netip.AddrPort
+	plain    bool
+}
+
+// clientConn is a captured HTTP/1.1 client connection; closing it also
+// ends its requests' upstream work.
+type clientConn struct {
+	net.Conn
+	cancel context.CancelFunc
+}
+
+func (c *clientConn) Close() error {
+	c.cancel()
+	return c.Conn.Close()
+}
+
+// serveClient serves a captured L7 connection until it closes.
+func (p *Proxy) serveClient(c net.Conn, info *connInfo) {
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), infoKey{}, info))
+	defer cancel()
+	// tracked: a drain closes it while idle, Close at once; a connection
+	// accepted before a Shutdown began is served
+	cc := &clientConn{Conn: c, cancel: cancel}
+	if !p.conns.Track(cc) {
+		c.Close()
+		return
+	}
+	defer p.conns.Untrack(cc)
+	p.h1srv.ServeConn(ctx, cc)
+}
+
+// setIdle is the HTTP/1.1 server's Idle hook.
+func (p *Proxy) setIdle(c net.Conn, idle bool) bool { return p.conns.SetIdle(c.(*clientConn), idle) }
+
+// serveH1 serves one request of the HTTP/1.1 server.
+func (p *Proxy) serveH1(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				p.cfg.Logger.Error("panic serving a request", "panic", fmt.Sprint(v))
+			}
+			panic(http.ErrAbortHandler)
+		}
+	}()
+	p.serve(w, r, ctx, ctx.Value(infoKey{}).(*connInfo))
+}
+
+// h2c hands a cleartext HTTP/2 connection to net/http's server.
+func (p *Proxy) h2c(ctx context.Context, c net.Conn, r io.Reader) {
+	if !p.l7.push(&capturedConn{Conn: c, info: ctx.Value(infoKey{}).(*connInfo), r: r}) {
+		c.Close()
+	}
+}

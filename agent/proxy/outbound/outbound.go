@@ -10,6 +10,7 @@
 package outbound
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/agent/proxy/drain"
+	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -72,21 +75,15 @@ type Proxy struct {
 	l7   *connListener
 	http *http.Server
 	up   *upstreams
-	h1   *h1pool
-	dial dialFunc
+	h1   *http1.Client[h1key]
+	// h1srv serves captured HTTP/1.1 clients (h2c goes to http)
+	h1srv *http1.Server
+	dial  dialFunc
 
-	mu      sync.Mutex
-	l4      map[net.Conn]struct{}
-	clients map[net.Conn]*clientState // HTTP/1.1 client connections
-	// closing: Shutdown or Close began, accept no more. closed: Close
-	// began, serve nothing more. A connection accepted just before
-	// Shutdown is still served (its requests with Connection: close).
-	closing, closed bool
-	draining        atomic.Bool // closing, readable without mu
-	listener        []net.Listener
-	// live counts accepted connections whose handler has not returned
-	// (for the drain: it includes those not classified yet).
-	live atomic.Int64
+	// conns holds the listeners, the L4 and HTTP/1.1 client connections
+	// and the accepted connections' handlers (for the drain: it includes
+	// those not classified yet).
+	conns drain.Group
 	// requests counts L7 requests being served (for the drain).
 	requests atomic.Int64
 }
@@ -96,12 +93,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Lookup == nil || cfg.Callers == nil || cfg.Tunnel == nil {
 		return nil, errors.New("outbound: lookup, callers and tunnel are required")
 	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 5 * time.Minute
-	}
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 5*time.Minute)
 	if cfg.Rand == nil {
 		cfg.Rand = rand.IntN
 	}
@@ -115,11 +108,20 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		cfg.Sessions = m
 	}
-	p := &Proxy{cfg: cfg, l4: make(map[net.Conn]struct{}), clients: make(map[net.Conn]*clientState)}
+	p := &Proxy{cfg: cfg}
 	p.l7 = newConnListener()
 	p.dial = endpointDialer(cfg.Tunnel)
 	p.up = newUpstreams(p.dial, cfg.DialTimeout)
-	p.h1 = newH1Pool(p.dial)
+	p.h1 = http1.NewClient(func(ctx context.Context, k h1key) (net.Conn, error) {
+		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
+	}, maxIdlePerKey)
+	p.h1srv = http1.NewServer(http1.Config{
+		Handler:     p.serveH1,
+		H2C:         p.h2c,
+		IdleTimeout: cfg.IdleTimeout,
+		Idle:        p.setIdle,
+		Draining:    p.conns.Draining,
+	})
 	p.http = newHTTPServer(p)
 	go p.http.Serve(p.l7)
 	p.snap.Store(&Snapshot{})
@@ -136,39 +138,11 @@ func (p *Proxy) Snapshot() *Snapshot { return p.snap.Load() }
 // Serve accepts captured connections on l until Shutdown or Close. It
 // returns nil after Shutdown.
 func (p *Proxy) Serve(l net.Listener) error {
-	p.mu.Lock()
-	if p.closing {
-		p.mu.Unlock()
-		l.Close()
+	err := p.conns.Serve(l, p.handle)
+	if errors.Is(err, drain.ErrClosed) {
 		return nil
 	}
-	p.listener = append(p.listener, l)
-	p.mu.Unlock()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			p.mu.Lock()
-			closing := p.closing
-			p.mu.Unlock()
-			if closing {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("accept captured connections: %w", err)
-		}
-		delay = 0
-		p.live.Add(1)
-		go func() {
-			defer p.live.Add(-1)
-			p.handle(c)
-		}()
-	}
+	return fmt.Errorf("accept captured connections: %w", err)
 }
 
 // connInfo is what the outbound knows about one captured connection.
@@ -224,30 +198,16 @@ func (p *Proxy) handle(c net.Conn) {
 	p.serveL4(c, info, snap, svc)
 }
 
-func (p *Proxy) trackL4(c net.Conn, add bool) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if add {
-		if p.closed {
-			return false
-		}
-		p.l4[c] = struct{}{}
-		return true
-	}
-	delete(p.l4, c)
-	return true
-}
-
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // serveL4 forwards bytes both ways at once: no sniffing, nothing waits for
 // the client to speak first.
 func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service) {
-	if !p.trackL4(c, true) {
+	if !p.conns.Track(c) {
 		c.Close()
 		return
 	}
-	defer p.trackL4(c, false)
+	defer p.conns.Untrack(c)
 	defer c.Close()
 	clusterName := svc.DefaultCluster
 	if t := svc.Table(info.callerN); t != nil && len(t.Rules()) > 0 {
@@ -334,70 +294,32 @@ func (p *Proxy) pickEndpoint(snap *Snapshot, cluster string) (*Endpoint, *Cluste
 // are closed at once; in-flight work is counted here (http.Server alone
 // would wait on connections accepted just before the shutdown).
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.mu.Lock()
-	p.closing = true
-	p.draining.Store(true)
-	for _, l := range p.listener {
-		l.Close()
-	}
-	for c, st := range p.clients {
-		if st.idle {
-			c.Close()
-		}
-	}
-	p.mu.Unlock()
 	httpClosed := make(chan struct{})
 	go func() { p.http.Shutdown(ctx); close(httpClosed) }()
-	hdone := (<-chan struct{})(httpClosed)
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	var err error
 	// done when the HTTP server has no active connection left, every
 	// accepted connection (L4, HTTP/1.1, not classified yet) ended and no
 	// request (hijacked upgrades included) runs
-	httpDone := false
-wait:
-	for {
+	err := p.conns.Drain(ctx, func() bool {
 		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-			break wait
-		case <-hdone:
-			httpDone, hdone = true, nil
-		case <-t.C:
+		case <-httpClosed:
+			return p.conns.Live() == 0 && p.requests.Load() == 0
+		default:
+			return false
 		}
-		if httpDone && p.live.Load() == 0 && p.requests.Load() == 0 {
-			break wait
-		}
-	}
+	})
 	p.Close()
-	for p.live.Load() > 0 { // closed under them: they end at once
-		time.Sleep(5 * time.Millisecond)
-	}
+	p.conns.Wait() // closed under them: they end at once
 	<-httpClosed
 	return err
 }
 
 // Close closes listeners and every connection at once.
 func (p *Proxy) Close() error {
-	p.mu.Lock()
-	p.closing, p.closed = true, true
-	p.draining.Store(true)
-	for _, l := range p.listener {
-		l.Close()
-	}
-	for c := range p.l4 {
-		c.Close()
-	}
-	for c, st := range p.clients {
-		st.cancel()
-		c.Close()
-	}
-	p.mu.Unlock()
+	p.conns.Close()
 	p.http.Close()
 	p.l7.Close()
 	p.up.close()
-	p.h1.closeAll()
+	p.h1.Close()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/weft-mesh/weft/agent/proxy/h2"
 )
 
 // Target is one tunnelled connection: the pod address to reach, the node
@@ -37,8 +40,9 @@ type DialerConfig struct {
 	IdleTimeout time.Duration
 }
 
-// ErrRefused: the destination proxy answered the CONNECT with a non-200 status.
-var ErrRefused = errors.New("tunnel refused")
+// ErrRefused: the destination proxy answered the CONNECT with a non-200
+// status (it is h2.ErrRefused).
+var ErrRefused = h2.ErrRefused
 
 // Dialer opens CONNECT streams to node proxies. TLS connections are pooled
 // and multiplexed per (source identity, destination node, destination
@@ -46,7 +50,7 @@ var ErrRefused = errors.New("tunnel refused")
 type Dialer struct {
 	cfg     DialerConfig
 	mu      sync.Mutex
-	pools   map[poolKey][]*h2conn
+	pools   map[poolKey][]*h2.Conn
 	dialing map[poolKey]*dialCall
 	tls     map[pairKey]*tls.Config
 	done    bool
@@ -61,19 +65,15 @@ type poolKey struct {
 
 type dialCall struct {
 	done chan struct{}
-	c    *h2conn
+	c    *h2.Conn
 	err  error
 }
 
 // NewDialer returns a Dialer; Close releases its pooled connections.
 func NewDialer(cfg DialerConfig) *Dialer {
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 90 * time.Second
-	}
-	return &Dialer{cfg: cfg, pools: make(map[poolKey][]*h2conn), dialing: make(map[poolKey]*dialCall), tls: make(map[pairKey]*tls.Config)}
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 90*time.Second)
+	return &Dialer{cfg: cfg, pools: make(map[poolKey][]*h2.Conn), dialing: make(map[poolKey]*dialCall), tls: make(map[pairKey]*tls.Config)}
 }
 
 var errClosed = errors.New("tunnel dialer closed")
@@ -101,12 +101,12 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tunnel to %s via %s: %w", t.Addr, t.Node, err)
 		}
-		s, err := c.open(ctx, t.Addr.String(), hdr)
+		s, err := c.Open(ctx, t.Addr.String(), hdr)
 		if err == nil {
 			return &Conn{s: s, target: t}, nil
 		}
 		// a pooled connection that went away under us: once more, fresh
-		if try == 0 && (errors.Is(err, errGoingAway) || errors.Is(err, errConnClosed)) && ctx.Err() == nil {
+		if try == 0 && (errors.Is(err, h2.ErrGoingAway) || errors.Is(err, h2.ErrConnClosed)) && ctx.Err() == nil {
 			continue
 		}
 		return nil, fmt.Errorf("tunnel to %s via %s: %w", t.Addr, t.Node, err)
@@ -115,16 +115,16 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 
 // conn returns a pooled connection with room for a stream, dialing one
 // (once per key at a time) when there is none.
-func (d *Dialer) conn(ctx context.Context, k poolKey) (*h2conn, error) {
+func (d *Dialer) conn(ctx context.Context, k poolKey) (*h2.Conn, error) {
 	d.mu.Lock()
 	if d.done {
 		d.mu.Unlock()
 		return nil, errClosed
 	}
 	live := d.pools[k][:0]
-	var pick *h2conn
+	var pick *h2.Conn
 	for _, c := range d.pools[k] {
-		if c.usable() {
+		if c.Usable() {
 			live = append(live, c)
 			if pick == nil {
 				pick = c
@@ -149,7 +149,7 @@ func (d *Dialer) conn(ctx context.Context, k poolKey) (*h2conn, error) {
 			delete(d.dialing, k)
 			if call.err == nil {
 				if d.done {
-					call.c.fail(errClosed)
+					call.c.Close()
 					call.err = errClosed
 				} else {
 					d.pools[k] = append(d.pools[k], call.c)
@@ -168,7 +168,7 @@ func (d *Dialer) conn(ctx context.Context, k poolKey) (*h2conn, error) {
 	}
 }
 
-func (d *Dialer) dial(ctx context.Context, node string, tc *tls.Config) (*h2conn, error) {
+func (d *Dialer) dial(ctx context.Context, node string, tc *tls.Config) (*h2.Conn, error) {
 	nd := &net.Dialer{KeepAlive: 30 * time.Second}
 	raw, err := nd.DialContext(ctx, "tcp", node)
 	if err != nil {
@@ -183,13 +183,11 @@ func (d *Dialer) dial(ctx context.Context, node string, tc *tls.Config) (*h2conn
 		raw.Close()
 		return nil, fmt.Errorf("node proxy %s negotiated %q, want h2", node, p)
 	}
-	c := newH2Conn(tconn, false)
-	c.idleTimeout = d.cfg.IdleTimeout
-	if err := c.start(); err != nil {
-		tconn.Close()
+	c, err := h2.NewClient(tconn, h2.Config{IdleTimeout: d.cfg.IdleTimeout})
+	if err != nil {
 		return nil, err
 	}
-	go c.readLoop()
+	go c.Serve()
 	return c, nil
 }
 
@@ -197,25 +195,25 @@ func (d *Dialer) dial(ctx context.Context, node string, tc *tls.Config) (*h2conn
 func (d *Dialer) Close() {
 	d.mu.Lock()
 	d.done = true
-	var all []*h2conn
+	var all []*h2.Conn
 	for _, cs := range d.pools {
 		all = append(all, cs...)
 	}
-	d.pools = map[poolKey][]*h2conn{}
+	d.pools = map[poolKey][]*h2.Conn{}
 	d.mu.Unlock()
 	for _, c := range all {
-		c.fail(errClosed)
+		c.Close()
 	}
 }
 
 // CloseIdle closes pooled connections that carry no stream.
 func (d *Dialer) CloseIdle() {
 	d.mu.Lock()
-	var idle []*h2conn
+	var idle []*h2.Conn
 	for k, cs := range d.pools {
 		live := cs[:0]
 		for _, c := range cs {
-			if c.activeStreams() == 0 {
+			if c.Streams() == 0 {
 				idle = append(idle, c)
 			} else {
 				live = append(live, c)
@@ -225,6 +223,6 @@ func (d *Dialer) CloseIdle() {
 	}
 	d.mu.Unlock()
 	for _, c := range idle {
-		c.fail(errGoingAway)
+		c.Close()
 	}
 }

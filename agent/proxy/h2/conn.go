@@ -1,4 +1,16 @@
-package tunnel
+// Package h2 is a small HTTP/2 implementation for CONNECT streams only
+// (RFC 9113 section 8.5), both ends: the framing of the node proxies' mTLS
+// tunnel. It exists because the general net/http HTTP/2 stack moves every
+// frame through several goroutines (frame reader, connection loop, handler,
+// request-body pipe); here a stream's writes go straight to the connection
+// (one mutex, one flush) and a connection's single reader hands data to the
+// Stream reading it. That is most of the node proxy's CPU per request.
+//
+// A client opens streams with Conn.Open; a server hands each stream a peer
+// opens to its Handler. Either side runs Conn.Serve to read frames. Frames
+// are parsed by golang.org/x/net/http2's Framer; this package keeps the
+// connection and stream state, flow control and the CONNECT rules.
+package h2
 
 import (
 	"bufio"
@@ -18,16 +30,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// This file is a small HTTP/2 implementation for CONNECT streams only (RFC
-// 9113 section 8.5), both ends. It exists because the general net/http
-// HTTP/2 stack moves every frame through several goroutines (frame reader,
-// connection loop, handler, request-body pipe); here a stream's writes go
-// straight to the connection (one mutex, one flush) and a connection's
-// single reader hands data to the Stream reading it. That is most of the
-// node proxy's CPU per request.
-
 const (
-	// initialWindow is the per-Stream receive window we advertise.
+	// initialWindow is the per-stream receive window we advertise.
 	initialWindow = 4 << 20
 	// connWindow is the connection receive window we keep.
 	connWindow = 16 << 20
@@ -40,18 +44,29 @@ const (
 	maxHeaderList = 16 << 10
 )
 
+// Errors of connections and streams; the reasons are wrapped after them.
 var (
-	errConnClosed   = errors.New("tunnel connection closed")
-	errStreamReset  = errors.New("tunnel Stream reset")
-	errGoingAway    = errors.New("tunnel connection going away")
-	errFlowControl  = errors.New("peer exceeded the flow-control window")
-	errProtocol     = errors.New("http2 protocol error")
-	clientPreface   = []byte(http2.ClientPreface)
-	errStreamClosed = errors.New("tunnel Stream closed")
+	// ErrConnClosed: the connection is closed.
+	ErrConnClosed = errors.New("http2 connection closed")
+	// ErrGoingAway: the connection takes no new stream (GOAWAY sent or
+	// received, or idle).
+	ErrGoingAway = errors.New("http2 connection going away")
+	// ErrStreamReset: the stream was reset (RST_STREAM either way).
+	ErrStreamReset = errors.New("http2 stream reset")
+	// ErrStreamClosed: the stream was closed by this side.
+	ErrStreamClosed = errors.New("http2 stream closed")
+	// ErrRefused: the server answered the CONNECT with a non-200 status.
+	ErrRefused = errors.New("connect refused")
+	// ErrProtocol: the peer broke the protocol; the connection is closed.
+	ErrProtocol = errors.New("http2 protocol error")
+	// ErrFlowControl: the peer sent more than its flow-control window.
+	ErrFlowControl = errors.New("peer exceeded the flow-control window")
 )
 
-// h2conn is one HTTP/2 connection carrying CONNECT streams.
-type h2conn struct {
+var clientPreface = []byte(http2.ClientPreface)
+
+// Conn is one HTTP/2 connection carrying CONNECT streams.
+type Conn struct {
 	nc     net.Conn
 	server bool
 
@@ -60,6 +75,7 @@ type h2conn struct {
 	// lockW): the last one of a burst flushes for all of them.
 	writers atomic.Int32
 	bw      *bufio.Writer
+	br      *bufio.Reader
 	fr      *http2.Framer
 	henc    *hpack.Encoder
 	hbuf    bytes.Buffer
@@ -78,16 +94,31 @@ type h2conn struct {
 	recvUnacked int64 // connection bytes consumed, not yet returned
 	idleTimer   *time.Timer
 	idleTimeout time.Duration
-	onIdle      func(*h2conn)
 
 	// server side: called (in its own goroutine) for each new stream
-	handle func(s *Stream, authority string, h http.Header)
+	handle Handler
 	done   chan struct{}
 }
 
-// Stream is one CONNECT stream.
+// Handler serves one CONNECT stream a client opened: authority is the
+// :authority and h the request's regular header fields. It runs in its own
+// goroutine, must call s.Respond before writing, and Close the stream when
+// done.
+type Handler func(s *Stream, authority string, h http.Header)
+
+// Config configures a Conn.
+type Config struct {
+	// Handler serves the streams a client opens (server side only).
+	Handler Handler
+	// IdleTimeout closes the connection once it carried no stream for this
+	// long; never when zero.
+	IdleTimeout time.Duration
+}
+
+// Stream is one CONNECT stream: a reliable byte stream each way, with
+// half-close (CloseWrite) and flow control.
 type Stream struct {
-	c  *h2conn
+	c  *Conn
 	id uint32
 
 	// receive side, guarded by rmu
@@ -106,14 +137,45 @@ type Stream struct {
 	reset      bool // guarded by c.mu
 }
 
-func newH2Conn(nc net.Conn, server bool) *h2conn {
-	c := &h2conn{
-		nc: nc, server: server, bw: bufio.NewWriterSize(nc, 32<<10),
+// NewClient starts the client end of an HTTP/2 connection over nc (an
+// established TLS connection, or any reliable stream): it sends the client
+// preface and our settings. Run Serve to read the server's frames, and
+// Open streams. On error nc is closed.
+func NewClient(nc net.Conn, cfg Config) (*Conn, error) {
+	c := newConn(nc, false, cfg)
+	if err := c.start(); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("http2 client start: %w", err)
+	}
+	return c, nil
+}
+
+// NewServer starts the server end of an HTTP/2 connection over nc: it
+// reads the client preface and sends our settings. Run Serve to read the
+// client's frames; each stream opened goes to cfg.Handler. On error nc is
+// closed.
+func NewServer(nc net.Conn, cfg Config) (*Conn, error) {
+	c := newConn(nc, true, cfg)
+	if err := c.readPreface(c.br); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := c.start(); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("http2 server settings: %w", err)
+	}
+	c.noteIdle()
+	return c, nil
+}
+
+func newConn(nc net.Conn, server bool, cfg Config) *Conn {
+	c := &Conn{
+		nc: nc, server: server, bw: bufio.NewWriterSize(nc, 32<<10), br: bufio.NewReaderSize(nc, 32<<10),
 		streams: make(map[uint32]*Stream), sendWindow: 65535, peerInitWin: 65535, peerMaxFrm: 16384,
-		done: make(chan struct{}),
+		done: make(chan struct{}), handle: cfg.Handler, idleTimeout: cfg.IdleTimeout,
 	}
 	c.cond = sync.NewCond(&c.mu)
-	c.fr = newFramer(c, bufio.NewReaderSize(nc, 32<<10))
+	c.fr = newFramer(c, c.br)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	if server {
 		c.nextID = 2
@@ -123,7 +185,7 @@ func newH2Conn(nc net.Conn, server bool) *h2conn {
 	return c
 }
 
-func newFramer(c *h2conn, r io.Reader) *http2.Framer {
+func newFramer(c *Conn, r io.Reader) *http2.Framer {
 	fr := http2.NewFramer(c.bw, r)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	fr.MaxHeaderListSize = maxHeaderList
@@ -136,7 +198,7 @@ func newFramer(c *h2conn, r io.Reader) *http2.Framer {
 // behind it leaves the flush to the last of them, so a burst of frames
 // leaves in one TLS record and one write(2) instead of one each. The wait
 // is only as long as the queued writers' own frame writes.
-func (c *h2conn) lockW() {
+func (c *Conn) lockW() {
 	c.writers.Add(1)
 	c.wmu.Lock()
 }
@@ -144,7 +206,7 @@ func (c *h2conn) lockW() {
 // unlockW flushes unless another writer is queued, and releases the lock.
 // A failed flush fails the connection, so the writers that left their
 // frames to it learn of it on their next call.
-func (c *h2conn) unlockW(err error) error {
+func (c *Conn) unlockW(err error) error {
 	if c.writers.Add(-1) == 0 && err == nil {
 		err = c.bw.Flush()
 	}
@@ -152,8 +214,8 @@ func (c *h2conn) unlockW(err error) error {
 	return err
 }
 
-// start writes our preface and settings; the caller then runs readLoop.
-func (c *h2conn) start() error {
+// start writes our preface and settings; the caller then runs Serve.
+func (c *Conn) start() error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if !c.server {
@@ -180,19 +242,19 @@ func (c *h2conn) start() error {
 }
 
 // readPreface consumes the client preface (server side).
-func (c *h2conn) readPreface(r io.Reader) error {
+func (c *Conn) readPreface(r io.Reader) error {
 	buf := make([]byte, len(clientPreface))
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return fmt.Errorf("read preface: %w", err)
+		return fmt.Errorf("read http2 preface: %w", err)
 	}
 	if !bytes.Equal(buf, clientPreface) {
-		return fmt.Errorf("%w: bad client preface", errProtocol)
+		return fmt.Errorf("%w: bad client preface", ErrProtocol)
 	}
 	return nil
 }
 
-// fail closes the connection and every Stream with err.
-func (c *h2conn) fail(err error) {
+// fail closes the connection and every stream with err.
+func (c *Conn) fail(err error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -212,13 +274,13 @@ func (c *h2conn) fail(err error) {
 	c.mu.Unlock()
 	c.nc.Close()
 	for _, s := range streams {
-		s.abort(errConnClosed)
+		s.abort(ErrConnClosed)
 	}
 	close(c.done)
 }
 
 // connError sends GOAWAY with code and closes.
-func (c *h2conn) connError(code http2.ErrCode, err error) {
+func (c *Conn) connError(code http2.ErrCode, err error) {
 	c.wmu.Lock()
 	c.mu.Lock()
 	last := c.lastPeerID
@@ -229,8 +291,8 @@ func (c *h2conn) connError(code http2.ErrCode, err error) {
 	c.fail(err)
 }
 
-// readLoop reads frames until the connection fails.
-func (c *h2conn) readLoop() {
+// Serve reads frames until the connection ends (both sides run it).
+func (c *Conn) Serve() {
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
@@ -240,21 +302,37 @@ func (c *h2conn) readLoop() {
 				continue
 			}
 			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				c.connError(http2.ErrCode(ce), fmt.Errorf("%w: %v", errProtocol, err))
-				return
+			switch {
+			case errors.As(err, &ce):
+				c.connError(http2.ErrCode(ce), fmt.Errorf("%w: %v", ErrProtocol, err))
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				c.connError(http2.ErrCodeFrameSize, fmt.Errorf("%w: %v", ErrProtocol, err))
+			default:
+				c.fail(err)
 			}
-			c.fail(err)
 			return
 		}
 		if err := c.process(f); err != nil {
-			c.connError(http2.ErrCodeProtocol, err)
+			c.connError(errCode(err), err)
 			return
 		}
 	}
 }
 
-func (c *h2conn) process(f http2.Frame) error {
+// errCode is the GOAWAY code for an error of process.
+func errCode(err error) http2.ErrCode {
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		return http2.ErrCode(ce)
+	case errors.Is(err, ErrFlowControl):
+		return http2.ErrCodeFlowControl
+	default:
+		return http2.ErrCodeProtocol
+	}
+}
+
+func (c *Conn) process(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return c.onData(f)
@@ -303,7 +381,7 @@ func (c *h2conn) process(f http2.Frame) error {
 		}
 		c.mu.Unlock()
 		if ok {
-			s.abort(fmt.Errorf("%w: %v", errStreamReset, f.ErrCode))
+			s.abort(fmt.Errorf("%w: %v", ErrStreamReset, f.ErrCode))
 			c.noteIdle()
 		}
 		return nil
@@ -313,20 +391,23 @@ func (c *h2conn) process(f http2.Frame) error {
 		n := len(c.streams)
 		c.mu.Unlock()
 		if n == 0 {
-			c.fail(errGoingAway)
+			c.fail(ErrGoingAway)
 		}
 		return nil
 	case *http2.PushPromiseFrame:
-		return fmt.Errorf("%w: push promise", errProtocol)
+		return fmt.Errorf("%w: push promise", ErrProtocol)
 	default: // PRIORITY and unknown frames are ignored
 		return nil
 	}
 }
 
-func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
+func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
 			delta := int64(s.Val) - c.peerInitWin
@@ -342,13 +423,13 @@ func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
 	})
 }
 
-func (c *h2conn) onData(f *http2.DataFrame) error {
+func (c *Conn) onData(f *http2.DataFrame) error {
 	n := int64(f.Length)
 	c.mu.Lock()
 	s, ok := c.streams[f.StreamID]
 	c.mu.Unlock()
 	if !ok {
-		// data for a Stream we already forgot: return its window at once
+		// data for a stream we already forgot: return its window at once
 		if n > 0 {
 			c.returnConnWindow(n)
 		}
@@ -362,7 +443,7 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 	}
 	if int64(len(s.rbuf)-s.roff)+int64(len(f.Data())) > initialWindow+maxFrame {
 		s.rmu.Unlock()
-		return errFlowControl
+		return ErrFlowControl
 	}
 	if s.roff > 0 && s.roff == len(s.rbuf) {
 		s.rbuf, s.roff = s.rbuf[:0], 0
@@ -383,8 +464,8 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 	return nil
 }
 
-// onHeaders: a new CONNECT Stream (server) or the response (client).
-func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
+// onHeaders: a new CONNECT stream (server) or the response (client).
+func (c *Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if !c.server {
 		c.mu.Lock()
 		s, ok := c.streams[f.StreamID]
@@ -394,7 +475,7 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		code, err := strconv.Atoi(f.PseudoValue("status"))
 		if err != nil {
-			return fmt.Errorf("%w: bad :status", errProtocol)
+			return fmt.Errorf("%w: bad :status", ErrProtocol)
 		}
 		if code >= 100 && code < 200 {
 			return nil
@@ -416,12 +497,17 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	if id%2 == 0 || id <= c.lastPeerID {
 		c.mu.Unlock()
-		return fmt.Errorf("%w: Stream id %d", errProtocol, id)
+		return fmt.Errorf("%w: stream id %d", ErrProtocol, id)
 	}
 	c.lastPeerID = id
 	if c.goingAway || len(c.streams) >= maxStreams {
 		c.mu.Unlock()
 		c.resetStream(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	if f.Truncated { // over maxHeaderList: fields were dropped
+		c.mu.Unlock()
+		c.respondAndEnd(id, http.StatusRequestHeaderFieldsTooLarge)
 		return nil
 	}
 	if f.PseudoValue("method") != http.MethodConnect || f.PseudoValue("path") != "" || f.PseudoValue("scheme") != "" || f.PseudoValue("authority") == "" || f.StreamEnded() {
@@ -442,22 +528,22 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	return nil
 }
 
-func (c *h2conn) newStreamLocked(id uint32) *Stream {
+func (c *Conn) newStreamLocked(id uint32) *Stream {
 	s := &Stream{c: c, id: id, sendWindow: c.peerInitWin}
 	s.rcond = sync.NewCond(&s.rmu)
 	c.streams[id] = s
 	return s
 }
 
-// respondAndEnd answers a Stream with a status and no body.
-func (c *h2conn) respondAndEnd(id uint32, status int) {
+// respondAndEnd answers a stream with a status and no body.
+func (c *Conn) respondAndEnd(id uint32, status int) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.writeHeadersLocked(id, true, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	c.bw.Flush()
 }
 
-func (c *h2conn) writeHeadersLocked(id uint32, end bool, fields ...hpack.HeaderField) error {
+func (c *Conn) writeHeadersLocked(id uint32, end bool, fields ...hpack.HeaderField) error {
 	c.hbuf.Reset()
 	for _, f := range fields {
 		if err := c.henc.WriteField(f); err != nil {
@@ -467,7 +553,7 @@ func (c *h2conn) writeHeadersLocked(id uint32, end bool, fields ...hpack.HeaderF
 	return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true, EndStream: end})
 }
 
-func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
+func (c *Conn) resetStream(id uint32, code http2.ErrCode) {
 	c.mu.Lock()
 	s, ok := c.streams[id]
 	if ok {
@@ -481,12 +567,12 @@ func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
 	c.bw.Flush()
 	c.wmu.Unlock()
 	if ok {
-		s.abort(errStreamReset)
+		s.abort(ErrStreamReset)
 		c.noteIdle()
 	}
 }
 
-func (c *h2conn) returnConnWindow(n int64) {
+func (c *Conn) returnConnWindow(n int64) {
 	c.mu.Lock()
 	c.recvUnacked += n
 	send := c.recvUnacked >= connWindow/4
@@ -503,8 +589,8 @@ func (c *h2conn) returnConnWindow(n int64) {
 	}
 }
 
-// maybeForget drops a Stream from the table once both directions ended.
-func (c *h2conn) maybeForget(s *Stream) {
+// maybeForget drops a stream from the table once both directions ended.
+func (c *Conn) maybeForget(s *Stream) {
 	c.wmu.Lock()
 	sent := s.sentEnd
 	c.wmu.Unlock()
@@ -525,7 +611,7 @@ func (c *h2conn) maybeForget(s *Stream) {
 
 // noteIdle closes a going-away connection with no streams left, and arms
 // the idle timer of a client connection with none.
-func (c *h2conn) noteIdle() {
+func (c *Conn) noteIdle() {
 	c.mu.Lock()
 	n := len(c.streams)
 	away := c.goingAway
@@ -538,11 +624,11 @@ func (c *h2conn) noteIdle() {
 	}
 	c.mu.Unlock()
 	if n == 0 && away {
-		c.fail(errGoingAway)
+		c.fail(ErrGoingAway)
 	}
 }
 
-func (c *h2conn) idleCheck() {
+func (c *Conn) idleCheck() {
 	c.mu.Lock()
 	idle := len(c.streams) == 0 && !c.closed
 	if idle {
@@ -550,15 +636,13 @@ func (c *h2conn) idleCheck() {
 	}
 	c.mu.Unlock()
 	if idle {
-		if c.onIdle != nil {
-			c.onIdle(c)
-		}
-		c.fail(errGoingAway)
+		c.fail(ErrGoingAway)
 	}
 }
 
-// goAway (server) tells the peer to open no new streams.
-func (c *h2conn) goAway() {
+// GoAway tells the peer to open no new streams; the connection closes once
+// its streams are done.
+func (c *Conn) GoAway() {
 	c.mu.Lock()
 	c.goingAway = true
 	last := c.lastPeerID
@@ -569,26 +653,28 @@ func (c *h2conn) goAway() {
 	c.bw.Flush()
 	c.wmu.Unlock()
 	if n == 0 {
-		c.fail(errGoingAway)
+		c.fail(ErrGoingAway)
 	}
 }
 
-// activeStreams counts open streams.
-func (c *h2conn) activeStreams() int {
+// Streams counts open streams.
+func (c *Conn) Streams() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.streams)
 }
 
-// usable reports whether a client connection can take another stream.
-func (c *h2conn) usable() bool {
+// Usable reports whether a client connection can take another stream.
+func (c *Conn) Usable() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return !c.closed && !c.goingAway && len(c.streams) < maxStreams && c.nextID < 1<<31-1
 }
 
-// open starts a CONNECT Stream (client side) and waits for the response.
-func (c *h2conn) open(ctx context.Context, authority string, h http.Header) (*Stream, error) {
+// Open starts a CONNECT stream to authority (client side) and waits for
+// the response: a non-200 status is an error wrapping ErrRefused. ctx
+// bounds the wait only.
+func (c *Conn) Open(ctx context.Context, authority string, h http.Header) (*Stream, error) {
 	fields := make([]hpack.HeaderField, 0, 2+len(h))
 	fields = append(fields, hpack.HeaderField{Name: ":method", Value: http.MethodConnect}, hpack.HeaderField{Name: ":authority", Value: authority})
 	for k, vs := range h {
@@ -602,7 +688,7 @@ func (c *h2conn) open(ctx context.Context, authority string, h http.Header) (*St
 	if c.closed || c.goingAway {
 		c.mu.Unlock()
 		c.unlockW(nil)
-		return nil, errGoingAway
+		return nil, ErrGoingAway
 	}
 	id := c.nextID
 	c.nextID += 2
@@ -619,24 +705,36 @@ func (c *h2conn) open(ctx context.Context, authority string, h http.Header) (*St
 	}
 	select {
 	case code := <-s.response:
+		if code == 0 { // aborted: reset, or the connection closed
+			s.rmu.Lock()
+			err := s.rErr
+			s.rmu.Unlock()
+			return nil, err
+		}
 		if code != http.StatusOK {
 			s.Close()
 			return nil, fmt.Errorf("%w: status %d", ErrRefused, code)
 		}
 		return s, nil
 	case <-c.done:
-		return nil, fmt.Errorf("%w: %v", errConnClosed, c.err())
+		return nil, fmt.Errorf("%w: %v", ErrConnClosed, c.err())
 	case <-ctx.Done():
 		s.Close()
 		return nil, ctx.Err()
 	}
 }
 
-func (c *h2conn) err() error {
+func (c *Conn) err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closeErr
 }
+
+// Close closes the connection and its streams at once.
+func (c *Conn) Close() { c.fail(ErrConnClosed) }
+
+// Done is closed when the connection is closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
 
 func lower(s string) string {
 	b := []byte(s)
@@ -719,11 +817,11 @@ func (s *Stream) Write(p []byte) (int, error) {
 		}
 		if c.closed {
 			c.mu.Unlock()
-			return written, errConnClosed
+			return written, ErrConnClosed
 		}
 		if s.reset {
 			c.mu.Unlock()
-			return written, errStreamReset
+			return written, ErrStreamReset
 		}
 		n := int64(len(p))
 		n = min(n, s.sendWindow, c.sendWindow, int64(c.peerMaxFrm), maxFrame)
@@ -733,7 +831,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		c.lockW()
 		if s.sentEnd {
 			c.unlockW(nil)
-			return written, errStreamClosed
+			return written, ErrStreamClosed
 		}
 		err := c.unlockW(c.fr.WriteData(s.id, false, p[:n]))
 		if err != nil {
@@ -760,7 +858,7 @@ func (s *Stream) CloseWrite() error {
 	return err
 }
 
-// Close ends the Stream in both directions: a reset when the peer has not
+// Close ends the stream in both directions: a reset when the peer has not
 // finished, an END_STREAM when only our side was open.
 func (s *Stream) Close() error {
 	s.rmu.Lock()
@@ -771,12 +869,12 @@ func (s *Stream) Close() error {
 	_, open := c.streams[s.id]
 	c.mu.Unlock()
 	if !open {
-		s.abort(errStreamClosed)
+		s.abort(ErrStreamClosed)
 		return nil
 	}
 	if peerDone {
 		err := s.CloseWrite()
-		s.abort(errStreamClosed)
+		s.abort(ErrStreamClosed)
 		return err
 	}
 	c.resetStream(s.id, http2.ErrCodeCancel)

@@ -1,0 +1,201 @@
+package http1
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// Client sends HTTP/1.1 requests without net/http's Transport: the request
+// is written and the response read in the caller's own goroutine, over a
+// kept-alive connection pooled per key K (whatever names an endpoint). The
+// Transport would hand each request to a writer goroutine and each
+// response to a reader goroutine; on a proxy those two hand-offs are a large
+// share of the CPU per request. It suits requests with a known body length
+// and no protocol upgrade.
+type Client[K comparable] struct {
+	dial    func(ctx context.Context, k K) (net.Conn, error)
+	maxIdle int
+	mu      sync.Mutex
+	idle    map[K][]*clientConn[K]
+	done    bool
+}
+
+// NewClient returns a Client that connects with dial and keeps up to
+// maxIdlePerKey idle connections per key (64 when zero).
+func NewClient[K comparable](dial func(ctx context.Context, k K) (net.Conn, error), maxIdlePerKey int) *Client[K] {
+	return &Client[K]{dial: dial, maxIdle: cmp.Or(maxIdlePerKey, 64), idle: make(map[K][]*clientConn[K])}
+}
+
+type clientConn[K comparable] struct {
+	key K
+	c   net.Conn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+}
+
+var (
+	clientReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+	clientWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+)
+
+// get returns an idle connection (reused=true) or dials a new one.
+func (p *Client[K]) get(ctx context.Context, k K) (*clientConn[K], bool, error) {
+	p.mu.Lock()
+	if l := p.idle[k]; len(l) > 0 {
+		c := l[len(l)-1]
+		p.idle[k] = l[:len(l)-1]
+		p.mu.Unlock()
+		return c, true, nil
+	}
+	p.mu.Unlock()
+	tc, err := p.dial(ctx, k)
+	if err != nil {
+		return nil, false, err
+	}
+	br := clientReaderPool.Get().(*bufio.Reader)
+	br.Reset(tc)
+	bw := clientWriterPool.Get().(*bufio.Writer)
+	bw.Reset(tc)
+	return &clientConn[K]{key: k, c: tc, br: br, bw: bw}, false, nil
+}
+
+func (p *Client[K]) put(c *clientConn[K]) {
+	p.mu.Lock()
+	if !p.done && len(p.idle[c.key]) < p.maxIdle && c.br.Buffered() == 0 {
+		p.idle[c.key] = append(p.idle[c.key], c)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	c.close()
+}
+
+func (c *clientConn[K]) close() {
+	c.c.Close()
+	c.br.Reset(nil)
+	clientReaderPool.Put(c.br)
+	c.bw.Reset(nil)
+	clientWriterPool.Put(c.bw)
+}
+
+// Close closes the idle connections; connections in use close when their
+// response body is closed.
+func (p *Client[K]) Close() {
+	p.mu.Lock()
+	p.done = true
+	var all []*clientConn[K]
+	for k, l := range p.idle {
+		all = append(all, l...)
+		delete(p.idle, k)
+	}
+	p.mu.Unlock()
+	for _, c := range all {
+		c.close()
+	}
+}
+
+// errStale: a reused connection was closed by the server before it
+// answered (it timed out idle), so the request can be sent again.
+var errStale = errors.New("reused upstream connection closed before answering")
+
+// RoundTrip sends out on a pooled connection to k and reads the response;
+// interim (1xx) responses other than 101 are skipped. The response body
+// returns the connection to the pool when read to the end and closed. A
+// reused connection that turns out closed is retried once on a fresh one
+// when the body can be replayed (out.GetBody, or no body). ctx ending
+// closes the connection.
+func (p *Client[K]) RoundTrip(ctx context.Context, k K, out *http.Request) (*http.Response, error) {
+	for try := 0; ; try++ {
+		c, reused, err := p.get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.exchange(ctx, out)
+		if err == nil {
+			resp.Body.(*clientBody[K]).pool = p
+			return resp, nil
+		}
+		if reused && try == 0 && errors.Is(err, errStale) && (out.GetBody != nil || out.Body == nil || out.Body == http.NoBody) {
+			if out.GetBody != nil {
+				if out.Body, err = out.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		return nil, err
+	}
+}
+
+func (c *clientConn[K]) exchange(ctx context.Context, out *http.Request) (*http.Response, error) {
+	var aborted atomic.Bool
+	stop := context.AfterFunc(ctx, func() { aborted.Store(true); c.c.Close() })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		c.close()
+		if aborted.Load() {
+			return nil, context.Cause(ctx)
+		}
+		return nil, err
+	}
+	if err := out.Write(c.bw); err != nil {
+		return fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	for {
+		resp, err := http.ReadResponse(c.br, out)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = errors.Join(errStale, err)
+			}
+			return fail(err)
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue // interim responses are not forwarded
+		}
+		resp.Body = &clientBody[K]{ReadCloser: resp.Body, c: c, stop: stop, keep: !resp.Close && !out.Close}
+		return resp, nil
+	}
+}
+
+// clientBody gives the connection back once the body was read to its end.
+type clientBody[K comparable] struct {
+	io.ReadCloser
+	c    *clientConn[K]
+	stop func() bool
+	keep bool
+	eof  bool
+	done bool
+	pool *Client[K]
+}
+
+func (b *clientBody[K]) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *clientBody[K]) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	err := b.ReadCloser.Close()
+	if b.stop() && b.eof && b.keep && err == nil && b.pool != nil {
+		b.pool.put(b.c)
+		return nil
+	}
+	b.c.close()
+	return err
+}

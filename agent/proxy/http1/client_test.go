@@ -1,0 +1,189 @@
+package http1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// backend is a loopback server running fn on each accepted connection.
+func backend(t *testing.T, fn func(c net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go fn(c)
+		}
+	}()
+	return l.Addr().String()
+}
+
+// counting returns a Client dialing addr and the number of dials.
+func counting(t *testing.T) (*Client[string], *atomic.Int32) {
+	var dials atomic.Int32
+	c := NewClient(func(ctx context.Context, addr string) (net.Conn, error) {
+		dials.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}, 0)
+	t.Cleanup(c.Close)
+	return c, &dials
+}
+
+func request(method, body string) *http.Request {
+	r, _ := http.NewRequest(method, "http://backend/path", strings.NewReader(body))
+	if body == "" {
+		r.Body = http.NoBody
+	} else {
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+	}
+	return r
+}
+
+// serveN answers n requests on c (200, body "ok"), skipping 1xx first
+// when interim is set, then closes c.
+func serveN(n int, interim bool) func(net.Conn) {
+	return func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for range n {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, r.Body)
+			if interim {
+				io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	}
+}
+
+func roundTrip(t *testing.T, c *Client[string], addr string, r *http.Request) string {
+	t.Helper()
+	resp, err := c.RoundTrip(context.Background(), addr, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestClientKeepAlive(t *testing.T) {
+	addr := backend(t, serveN(10, true))
+	c, dials := counting(t)
+	for range 3 {
+		if b := roundTrip(t, c, addr, request("POST", "body")); b != "ok" {
+			t.Fatalf("body %q", b)
+		}
+	}
+	if dials.Load() != 1 {
+		t.Fatalf("%d dials for 3 sequential requests", dials.Load())
+	}
+	// a body closed before its end: the connection is not reused
+	resp, err := c.RoundTrip(context.Background(), addr, request("GET", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	roundTrip(t, c, addr, request("GET", ""))
+	if dials.Load() != 2 {
+		t.Fatalf("%d dials, want 2", dials.Load())
+	}
+}
+
+// TestClientStaleRetry: a kept-alive connection the server closed is
+// retried once on a fresh one when the body can be replayed.
+func TestClientStaleRetry(t *testing.T) {
+	addr := backend(t, serveN(1, false))
+	c, dials := counting(t)
+	roundTrip(t, c, addr, request("GET", ""))
+	time.Sleep(50 * time.Millisecond) // the server closed it
+	if b := roundTrip(t, c, addr, request("POST", "again")); b != "ok" {
+		t.Fatalf("retry: %q", b)
+	}
+	if dials.Load() != 2 {
+		t.Fatalf("%d dials, want 2", dials.Load())
+	}
+	// a body that cannot be replayed is not retried
+	roundTrip(t, c, addr, request("GET", ""))
+	time.Sleep(50 * time.Millisecond)
+	r := request("POST", "once")
+	r.GetBody = nil
+	if _, err := c.RoundTrip(context.Background(), addr, r); !errors.Is(err, errStale) {
+		t.Fatalf("want errStale, got %v", err)
+	}
+}
+
+func TestClientCancel(t *testing.T) {
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	addr := backend(t, func(c net.Conn) { <-hold; c.Close() })
+	c, _ := counting(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.RoundTrip(ctx, addr, request("GET", "")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the context's error, got %v", err)
+	}
+}
+
+// TestClientBadResponse: a malformed answer fails the round trip and the
+// connection is not kept.
+func TestClientBadResponse(t *testing.T) {
+	addr := backend(t, func(c net.Conn) {
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.1 abc Nope\r\n\r\n")
+	})
+	c, _ := counting(t)
+	if _, err := c.RoundTrip(context.Background(), addr, request("GET", "")); err == nil {
+		t.Fatal("malformed status accepted")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.idle[addr]); n != 0 {
+		t.Fatalf("%d idle connections kept", n)
+	}
+}
+
+// TestClientWire: the request goes out as written, hop-by-hop framing
+// included.
+func TestClientWire(t *testing.T) {
+	got := make(chan string, 1)
+	addr := backend(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		var buf bytes.Buffer
+		r, _ := http.ReadRequest(br)
+		b, _ := io.ReadAll(r.Body)
+		buf.WriteString(r.Method + " " + r.RequestURI + " " + r.Host + " " + string(b))
+		got <- buf.String()
+		io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+	})
+	c, _ := counting(t)
+	roundTrip(t, c, addr, request("PUT", "data"))
+	if s := <-got; s != "PUT /path backend data" {
+		t.Fatalf("backend saw %q", s)
+	}
+}
