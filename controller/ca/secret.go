@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -47,7 +48,7 @@ type rootState struct {
 func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 	chain, err := parseCerts(s.Data[keyCert])
 	if err != nil || len(chain) == 0 {
-		return nil, fmt.Errorf("%w %s/%s: %s: %v", ErrBadSecret, s.Namespace, s.Name, keyCert, orEmpty(err))
+		return nil, fmt.Errorf("%w %s/%s: %s: %v", ErrBadSecret, s.Namespace, s.Name, keyCert, cmp.Or(err, errNoCertificate))
 	}
 	key, err := parseKey(s.Data[keyKey])
 	if err != nil {
@@ -73,7 +74,7 @@ func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 	if len(s.Data[keyNextCrt]) > 0 {
 		next, err := parseCerts(s.Data[keyNextCrt])
 		if err != nil || len(next) != 1 {
-			return nil, fmt.Errorf("%w %s/%s: %s: want one certificate: %v", ErrBadSecret, s.Namespace, s.Name, keyNextCrt, orEmpty(err))
+			return nil, fmt.Errorf("%w %s/%s: %s: want one certificate: %v", ErrBadSecret, s.Namespace, s.Name, keyNextCrt, cmp.Or(err, errNoCertificate))
 		}
 		nk, err := parseKey(s.Data[keyNextKey])
 		if err != nil {
@@ -100,12 +101,8 @@ func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 	return st, nil
 }
 
-func orEmpty(err error) error {
-	if err == nil {
-		return errors.New("no certificate")
-	}
-	return err
-}
+// errNoCertificate explains a PEM field that parsed to nothing.
+var errNoCertificate = errors.New("no certificate")
 
 // secretData renders a state into Secret data and annotations. Pure.
 func secretData(st *rootState) (map[string][]byte, map[string]string, error) {
