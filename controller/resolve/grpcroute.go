@@ -114,7 +114,7 @@ func grpcMatch(m *gwv1.GRPCRouteMatch) (*weftv1.GRPCMatch, error) {
 	seen := map[string]bool{}
 	for _, h := range m.Headers {
 		name := strings.ToLower(string(h.Name))
-		if err := checkHeaderName("header match", name); err != nil {
+		if err := weftv1.ValidateHeaderName(name); err != nil {
 			return nil, err
 		}
 		if seen[name] {

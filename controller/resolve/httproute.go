@@ -131,12 +131,12 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 		}
 		switch typ {
 		case gwv1.PathMatchExact:
-			if err := checkMatchPath(val); err != nil {
+			if err := weftv1.ValidateMatchPath(val); err != nil {
 				return nil, err
 			}
 			out.Path = &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_EXACT, Value: val}
 		case gwv1.PathMatchPathPrefix:
-			if err := checkMatchPath(val); err != nil {
+			if err := weftv1.ValidateMatchPath(val); err != nil {
 				return nil, err
 			}
 			out.Path = &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: val}
@@ -152,7 +152,7 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 	seen := map[string]bool{}
 	for _, h := range m.Headers {
 		name := strings.ToLower(string(h.Name))
-		if err := checkHeaderName("header match", name); err != nil {
+		if err := weftv1.ValidateHeaderName(name); err != nil {
 			return nil, err
 		}
 		if seen[name] {
@@ -190,20 +190,12 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 		out.QueryParams = append(out.QueryParams, sm)
 	}
 	if m.Method != nil {
-		if !isToken(string(*m.Method)) {
-			return nil, fmt.Errorf("method %q is not a valid HTTP method", *m.Method)
+		if err := weftv1.ValidateMethod(string(*m.Method)); err != nil {
+			return nil, err
 		}
 		out.Method = string(*m.Method)
 	}
 	return out, nil
-}
-
-// checkMatchPath checks an Exact or PathPrefix value.
-func checkMatchPath(v string) error {
-	if v == "" || strings.Contains(v, "//") {
-		return fmt.Errorf("path %q must be non-empty and must not contain //", v)
-	}
-	return validPathValue(v)
 }
 
 // checkPrefixModifiers enforces that ReplacePrefixMatch (in a redirect or a
