@@ -121,50 +121,27 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 	return out, nil
 }
 
-// convertGRPCFilters converts GRPCRoute filters.
+// convertGRPCFilters converts GRPCRoute filters: the kinds a GRPCRoute
+// has are HTTPRoute filter kinds, converted by convertHTTPFilters.
 func (r *resolver) convertGRPCFilters(c filterContext, fs []gwv1.GRPCRouteFilter) ([]*weftv1.Filter, error) {
-	var out []*weftv1.Filter
-	seen := map[string]bool{}
+	hfs := make([]gwv1.HTTPRouteFilter, len(fs))
 	for i := range fs {
 		f := &fs[i]
-		var pf *weftv1.Filter
 		switch f.Type {
-		case gwv1.GRPCRouteFilterRequestHeaderModifier:
-			if f.RequestHeaderModifier == nil {
-				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "requestHeaderModifier")
+		case gwv1.GRPCRouteFilterRequestHeaderModifier, gwv1.GRPCRouteFilterResponseHeaderModifier, gwv1.GRPCRouteFilterRequestMirror:
+			hfs[i] = gwv1.HTTPRouteFilter{
+				Type:                   gwv1.HTTPRouteFilterType(f.Type),
+				RequestHeaderModifier:  f.RequestHeaderModifier,
+				ResponseHeaderModifier: f.ResponseHeaderModifier,
+				RequestMirror:          f.RequestMirror,
 			}
-			var err error
-			if pf, err = headerFilter(c, "RequestHeaderModifier", f.RequestHeaderModifier, false); err != nil {
-				return nil, err
-			}
-		case gwv1.GRPCRouteFilterResponseHeaderModifier:
-			if f.ResponseHeaderModifier == nil {
-				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "responseHeaderModifier")
-			}
-			var err error
-			if pf, err = headerFilter(c, "ResponseHeaderModifier", f.ResponseHeaderModifier, true); err != nil {
-				return nil, err
-			}
-		case gwv1.GRPCRouteFilterRequestMirror:
-			if f.RequestMirror == nil {
-				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "requestMirror")
-			}
-			m := r.requestMirror(c, f.RequestMirror)
-			if m == nil {
-				continue
-			}
-			pf = &weftv1.Filter{Kind: &weftv1.Filter_RequestMirror{RequestMirror: m}}
 		case gwv1.GRPCRouteFilterExtensionRef:
 			return nil, fmt.Errorf("%s type ExtensionRef is not supported by Weft: it has no extension filters; remove it", c.where())
 		default:
 			return nil, fmt.Errorf("%s type %q is unknown; supported GRPCRoute filter types: RequestHeaderModifier, ResponseHeaderModifier, RequestMirror", c.where(), f.Type)
 		}
-		if err := checkRepeat(c, seen, string(f.Type)); err != nil {
-			return nil, err
-		}
-		out = append(out, pf)
 	}
-	return out, nil
+	return r.convertHTTPFilters(c, hfs)
 }
 
 // checkRepeat rejects a filter type given twice; only RequestMirror may

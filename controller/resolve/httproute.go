@@ -33,86 +33,40 @@ func (r *resolver) compileHTTPRoute(hr *gwv1.HTTPRoute) *route {
 	if len(hr.Spec.Hostnames) > 0 {
 		rt.notes = append(rt.notes, hostnamesNote)
 	}
-	names := make([]*gwv1.SectionName, len(rules))
-	for i := range rules {
-		names[i] = rules[i].Name
-	}
-	unique := rt.ruleNames(names)
-	for i := range rules {
+	r.compileRoute(rt, len(rules), func(i int) ruleSource {
 		rule := &rules[i]
-		cr, err := r.compileHTTPRule(rt, i, unique[i], rule)
-		if err != nil {
-			rt.drop(i, rule.Name, err.Error())
-			continue
+		refs := make([]gwv1.BackendRef, len(rule.BackendRefs))
+		for j := range rule.BackendRefs {
+			refs[j] = rule.BackendRefs[j].BackendRef
 		}
-		rt.rules = append(rt.rules, cr)
-	}
+		return ruleSource{
+			name:    rule.Name,
+			matches: len(rule.Matches),
+			match: func(j int) (matchEntry, error) {
+				m := &gwv1.HTTPRouteMatch{}
+				if j >= 0 {
+					m = &rule.Matches[j]
+				}
+				hm, err := httpMatch(m)
+				return matchEntry{http: hm}, err
+			},
+			settings: func(pr *weftv1.Rule) error {
+				if err := httpTimeouts(pr, rule.Timeouts); err != nil {
+					return err
+				}
+				return httpRetry(pr, rule.Retry)
+			},
+			session: rule.SessionPersistence,
+			refs:    refs,
+			filters: func(c filterContext, backend int) ([]*weftv1.Filter, error) {
+				if backend < 0 {
+					return r.convertHTTPFilters(c, rule.Filters)
+				}
+				return r.convertHTTPFilters(c, rule.BackendRefs[backend].Filters)
+			},
+		}
+	})
 	return rt
-}
-
-func (r *resolver) compileHTTPRule(rt *route, i int, name string, rule *gwv1.HTTPRouteRule) (*compiledRule, error) {
-	cr := &compiledRule{rule: &weftv1.Rule{
-		Route: rt.id(), RouteKind: weftv1.RouteKind_ROUTE_KIND_HTTP, Name: name, Index: uint32(i),
-	}}
-	matches := rule.Matches
-	if len(matches) == 0 {
-		matches = []gwv1.HTTPRouteMatch{{}}
-	}
-	for j := range matches {
-		m, err := httpMatch(&matches[j])
-		if err != nil {
-			return nil, fmt.Errorf("match %d: %w", j, err)
-		}
-		cr.matches = append(cr.matches, matchEntry{http: m, index: j})
-	}
-	if err := httpTimeouts(cr.rule, rule.Timeouts); err != nil {
-		return nil, err
-	}
-	if err := httpRetry(cr.rule, rule.Retry); err != nil {
-		return nil, err
-	}
-	if err := r.inlineSession(rt, i, name, cr.rule, rule.SessionPersistence, httpBackendObjects(rule.BackendRefs)); err != nil {
-		return nil, err
-	}
-	filters, err := r.convertHTTPFilters(filterContext{rt: rt, rule: i}, rule.Filters)
-	if err != nil {
-		return nil, err
-	}
-	cr.rule.Filters = filters
-	type pending struct {
-		ref     gwv1.BackendRef
-		filters []*weftv1.Filter
-	}
-	var refs []pending
-	for j := range rule.BackendRefs {
-		b := &rule.BackendRefs[j]
-		bf, err := r.convertHTTPFilters(filterContext{rt: rt, rule: i, onBackend: string(b.Name)}, b.Filters)
-		if err != nil {
-			return nil, err
-		}
-		refs = append(refs, pending{b.BackendRef, bf})
-	}
-	// Check the prefix modifiers before resolving backends, so that a
-	// dropped rule reports no backend problems.
-	probe := &weftv1.Rule{Filters: filters}
-	for _, p := range refs {
-		probe.Backends = append(probe.Backends, &weftv1.BackendRef{Filters: p.filters})
-	}
-	if err := checkPrefixModifiers(probe, cr.matches); err != nil {
-		return nil, err
-	}
-	for _, p := range refs {
-		cr.rule.Backends = append(cr.rule.Backends, r.backendRef(rt, i, p.ref, p.filters))
-	}
-	return cr, nil
-}
-
-func httpBackendObjects(refs []gwv1.HTTPBackendRef) []gwv1.BackendObjectReference {
-	out := make([]gwv1.BackendObjectReference, len(refs))
-	for i := range refs {
-		out[i] = refs[i].BackendObjectReference
-	}
-	return out
 }
 
 // httpMatch converts and validates one HTTPRouteMatch. Header names are
