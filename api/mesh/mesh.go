@@ -28,6 +28,20 @@ const ConditionEnrolled corev1.PodConditionType = "weft.dev/Enrolled"
 // and policy ancestor status it owns.
 const ControllerName = "weft.dev/mesh-controller"
 
+// Annotations on the CA root Secret. A Secret the user provides (the
+// cert-manager layout: tls.crt, tls.key, ca.crt) carries none of them and is
+// never rotated by Weft.
+const (
+	// AnnotationCAManaged marks a root Secret Weft created and may rotate.
+	AnnotationCAManaged = "weft.dev/ca-managed"
+	// AnnotationCAActivatedAt records when the current signer took over
+	// (RFC 3339); the previous root may be retired one SVID lifetime later.
+	AnnotationCAActivatedAt = "weft.dev/ca-activated-at"
+	// AnnotationCAStagedAt records when the staged root joined the trust
+	// bundle (RFC 3339).
+	AnnotationCAStagedAt = "weft.dev/ca-staged-at"
+)
+
 // Labels and names of Weft's own components, as the install manifests set them.
 const (
 	// LabelPartOf carries PartOf on every Weft pod (controller and agents).
