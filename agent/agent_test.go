@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -53,7 +54,7 @@ func TestEnrolledPatchSetsOnlyOurCondition(t *testing.T) {
 	if err := json.Unmarshal(b, &p); err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Status.Conditions) != 1 || p.Status.Conditions[0]["type"] != string(EnrolledCondition) || p.Status.Conditions[0]["status"] != "True" {
+	if len(p.Status.Conditions) != 1 || p.Status.Conditions[0]["type"] != string(mesh.ConditionEnrolled) || p.Status.Conditions[0]["status"] != "True" {
 		t.Fatalf("patch = %s", b)
 	}
 }

@@ -12,14 +12,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
-// EnrolledCondition is the pod condition the agent sets once the pod's
-// redirect is in place (`kubectl get pod -o yaml` shows it).
-const EnrolledCondition corev1.PodConditionType = "weft.dev/Enrolled"
-
-// marker patches EnrolledCondition onto pods, once per pod UID.
+// marker patches mesh.ConditionEnrolled onto pods, once per pod UID.
 type marker struct {
 	kube kubernetes.Interface
 	log  *slog.Logger
@@ -33,7 +30,7 @@ func enrolledPatch(now time.Time) ([]byte, error) {
 	return json.Marshal(map[string]any{
 		"status": map[string]any{
 			"conditions": []corev1.PodCondition{{
-				Type:               EnrolledCondition,
+				Type:               mesh.ConditionEnrolled,
 				Status:             corev1.ConditionTrue,
 				Reason:             "RedirectInPlace",
 				Message:            "connections to meshed Services go through this node's weft proxy",

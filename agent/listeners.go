@@ -18,8 +18,8 @@ import (
 
 // The agent's listeners, by handoff name.
 const (
-	lnOutbound = "outbound" // proxy capture, <node ip>:15001
-	lnInbound  = "inbound"  // proxy mTLS tunnel, <node ip>:15008
+	lnOutbound = "outbound" // proxy capture, <node ip>:proxy.OutboundPort
+	lnInbound  = "inbound"  // proxy mTLS tunnel, <node ip>:proxy.InboundPort
 	lnHealth   = "health"   // /healthz, /readyz
 )
 

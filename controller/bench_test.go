@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/push"
 	"github.com/weft-mesh/weft/controller/resolve"
@@ -53,7 +54,7 @@ func benchInput() resolve.Input {
 	}
 	for i := 0; i < benchNamespaces; i++ {
 		in.Namespaces = append(in.Namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ns-%d", i),
-			Annotations: map[string]string{resolve.EnrollAnnotation: "enabled"}}})
+			Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}})
 	}
 	created := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	podN := 0

@@ -23,6 +23,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/resolve"
 	"github.com/weft-mesh/weft/test/kubetest"
@@ -61,7 +62,7 @@ func fixture(t *testing.T, ctx context.Context, kube kubernetes.Interface) {
 		}
 	}
 	must(kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system"}}, metav1.CreateOptions{}))
-	must(kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS, Annotations: map[string]string{resolve.EnrollAnnotation: "enabled"}}}, metav1.CreateOptions{}))
+	must(kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS, Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}, metav1.CreateOptions{}))
 	for i := 1; i <= 2; i++ {
 		must(kube.CoreV1().Nodes().Create(ctx, &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node-%d", i)},

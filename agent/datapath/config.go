@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // Defaults for Config fields left empty.
@@ -14,7 +16,7 @@ const (
 	DefaultBPFFS   = "/sys/fs/bpf"
 	DefaultPinRoot = DefaultBPFFS + "/weft"
 	// DefaultCapturePort is the node proxy's outbound capture port.
-	DefaultCapturePort = 15001
+	DefaultCapturePort = mesh.CapturePort
 	// MinKernel is the oldest kernel with every hook the redirect needs
 	// (getpeername4/6 arrived in 5.8).
 	MinKernel = "5.8"
@@ -48,7 +50,7 @@ type Config struct {
 	// BPFFS is the bpffs mount point, mounted if needed; default /sys/fs/bpf.
 	BPFFS string
 	// ProxyAddr is the node proxy's outbound capture address (node IP and
-	// port 15001 by default): redirected connections go there. IPv4.
+	// port mesh.CapturePort by default): redirected connections go there. IPv4.
 	ProxyAddr netip.AddrPort
 	// Logger for load/attach/adopt events; default slog.Default().
 	Logger *slog.Logger

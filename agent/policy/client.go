@@ -107,6 +107,9 @@ func (c *Client) Restore() error {
 	if snap.GetPolicy().GetNode() != c.cfg.Node {
 		return fmt.Errorf("restore last good policy: stored snapshot is for node %q, not %q", snap.GetPolicy().GetNode(), c.cfg.Node)
 	}
+	if err := snap.GetPolicy().Validate(); err != nil {
+		return fmt.Errorf("restore last good policy version %d: %w", snap.GetVersion(), err)
+	}
 	if err := c.cfg.Apply(snap.GetPolicy()); err != nil {
 		return fmt.Errorf("apply stored policy version %d: %w", snap.GetVersion(), err)
 	}
@@ -233,6 +236,11 @@ func (c *Client) check(snap *weftv1.PolicySnapshot) error {
 	}
 	if n := snap.GetPolicy().GetNode(); n != c.cfg.Node {
 		return fmt.Errorf("snapshot is for node %q, not %q", n, c.cfg.Node)
+	}
+	// Validity is the one definition the controller checked before it
+	// pushed; a policy that fails it never reaches the applier.
+	if err := snap.GetPolicy().Validate(); err != nil {
+		return fmt.Errorf("invalid policy: %w", err)
 	}
 	cur := c.Current()
 	if cur != nil && cur.GetControllerNonce() == snap.GetControllerNonce() {

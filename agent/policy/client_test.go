@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -239,5 +240,35 @@ func TestClientAcceptsANewControllerStartingOver(t *testing.T) {
 	}
 	if c.Status().ControllerNonce != "c2" {
 		t.Fatalf("status = %+v", c.Status())
+	}
+}
+
+func TestClientNACKsAnInvalidPolicyWithoutApplyingIt(t *testing.T) {
+	applied := make(chan uint64, 8)
+	ctl, c, _ := start(t, func(p *weftv1.NodePolicy) error {
+		applied <- uint64(len(p.GetServices()))
+		return nil
+	}, nil)
+	recv(t, ctl.reqs)
+	s := snapshot(1, "a")
+	s.Policy.Services[0].Producer = &weftv1.RouteTable{
+		Kind:  weftv1.RouteKind_ROUTE_KIND_HTTP,
+		Rules: []*weftv1.Rule{{Backends: []*weftv1.BackendRef{{Cluster: "c", Weight: 1}}}},
+		Matches: []*weftv1.Match{{Http: &weftv1.HTTPMatch{
+			Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_REGEX, Value: "(("},
+		}}},
+	}
+	ctl.send <- s
+	r := recv(t, ctl.reqs)
+	if !strings.Contains(r.GetError(), "invalid regular expression") {
+		t.Fatalf("invalid policy answered %v, want a NACK naming the regular expression", r)
+	}
+	select {
+	case <-applied:
+		t.Fatal("an invalid policy reached the applier")
+	default:
+	}
+	if st := c.Status(); st.LastNACK != 1 {
+		t.Fatalf("status = %+v", st)
 	}
 }

@@ -1,5 +1,5 @@
 // Package proxy assembles the node proxy: the outbound capture listener
-// (:15001), the inbound mTLS tunnel listener (:15008) and the tunnel dialer
+// (mesh.CapturePort), the inbound mTLS tunnel listener (mesh.TunnelPort) and the tunnel dialer
 // between them, all fed by one NodePolicy snapshot.
 //
 // Update compiles a policy completely before anything changes: a policy
@@ -24,13 +24,14 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
-// Default ports on the node IP.
+// Default ports on the node IP (the mesh contract's well-known ports).
 const (
-	OutboundPort = 15001
-	InboundPort  = 15008
+	OutboundPort = mesh.CapturePort
+	InboundPort  = mesh.TunnelPort
 )
 
 // Config configures a Proxy.
@@ -38,7 +39,7 @@ type Config struct {
 	// Node is this node's name (policy.node must match).
 	Node string
 	// OutboundAddr and InboundAddr are the listen addresses
-	// ("<node ip>:15001", "<node ip>:15008") used by Run.
+	// (<node ip>:OutboundPort, <node ip>:InboundPort) used by Run.
 	OutboundAddr string
 	InboundAddr  string
 	TrustDomain  spiffeid.TrustDomain

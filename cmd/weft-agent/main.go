@@ -30,6 +30,7 @@ import (
 	"github.com/weft-mesh/weft/agent"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 func main() {
@@ -76,16 +77,16 @@ func parse(name string, args []string) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.StringVar(&f.node, "node", os.Getenv("NODE_NAME"), "this node's name")
-	fs.StringVar(&f.nodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IPv4 address (proxy listens on :15001 and :15008)")
+	fs.StringVar(&f.nodeIP, "node-ip", os.Getenv("NODE_IP"), fmt.Sprintf("this node's IPv4 address (proxy listens on :%d and :%d)", mesh.CapturePort, mesh.TunnelPort))
 	fs.StringVar(&f.controller, "controller", "weft-controller.weft-system.svc:15012", "controller gRPC address")
 	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/secrets/weft/ca.crt", "mesh root bundle (PEM, ConfigMap weft-ca-bundle) the controller's certificate chains to")
 	fs.BoolVar(&f.insecure, "insecure-controller", false, "talk to the controller without TLS (tests only)")
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/weft", "where the last good policy is kept (a subdirectory per node)")
-	fs.StringVar(&f.healthAddr, "health-addr", ":15021", "health and readiness endpoint")
+	fs.StringVar(&f.healthAddr, "health-addr", fmt.Sprintf(":%d", mesh.HealthPort), "health and readiness endpoint")
 	fs.StringVar(&f.cgroupPath, "cgroup-path", "", "cgroup (relative to the cgroup2 mount) to attach to and find pods under; default: the kubepods ancestor of the agent's own cgroup")
 	fs.StringVar(&f.pinRoot, "pin-root", datapath.DefaultPinRoot, "bpffs directory for pins (one subdirectory per node)")
-	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	fs.StringVar(&f.trustDomain, "trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.DurationVar(&f.grace, "grace", 20*time.Second, "drain grace period on SIGTERM")
 	fs.DurationVar(&f.handoffWait, "handoff-wait", 25*time.Second, "on SIGTERM, keep serving up to this long until the next agent on the node takes the listeners over (not when weft is being uninstalled; 0: no wait); --handoff-wait + --grace must fit in terminationGracePeriodSeconds")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace of the agent's DaemonSet")

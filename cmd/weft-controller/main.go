@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/controller"
 	"github.com/weft-mesh/weft/controller/agentauth"
 	"github.com/weft-mesh/weft/controller/ca"
@@ -42,7 +43,7 @@ func run() error {
 		grpcAddr    = flag.String("grpc-addr", controller.DefaultGRPCAddr, "address of the Policy and Identity gRPC server")
 		healthAddr  = flag.String("health-addr", controller.DefaultHealthAddr, "address of /healthz, /readyz and /debug/nodes (\"-\": none)")
 		debounce    = flag.Duration("debounce", controller.DefaultDebounce, "how long a change waits for more before one resolution")
-		trustDomain = flag.String("trust-domain", ca.DefaultTrustDomain, "SPIFFE trust domain")
+		trustDomain = flag.String("trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
 		leaderElect = flag.Bool("leader-elect", true, "write statuses only while holding the Lease")
 		id          = flag.String("id", envOr("POD_NAME", hostname), "identity of this replica in the Lease")
 		agentNS     = flag.String("agent-namespace", "", "namespace of the weft-agent ServiceAccount (default: --namespace)")

@@ -26,6 +26,7 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/agent/datapath"
+	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -125,7 +126,7 @@ func status(args []string, w io.Writer) error {
 	}
 	printRoutes(w, rows)
 
-	agents, err := kc.CoreV1().Pods("weft-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=weft"})
+	agents, err := kc.CoreV1().Pods(mesh.SystemNamespace).List(ctx, metav1.ListOptions{LabelSelector: mesh.LabelPartOf + "=" + mesh.PartOf})
 	if err != nil {
 		return fmt.Errorf("list weft pods: %w", err)
 	}
@@ -136,7 +137,7 @@ func status(args []string, w io.Writer) error {
 	enrolled := map[string]int{}
 	for _, p := range pods.Items {
 		for _, c := range p.Status.Conditions {
-			if c.Type == "weft.dev/Enrolled" && c.Status == corev1.ConditionTrue {
+			if c.Type == mesh.ConditionEnrolled && c.Status == corev1.ConditionTrue {
 				enrolled[p.Spec.NodeName]++
 			}
 		}
@@ -236,15 +237,15 @@ func dump(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pods, err := kc.CoreV1().Pods("weft-system").List(ctx, metav1.ListOptions{
-		LabelSelector: "app.kubernetes.io/name=weft-agent", FieldSelector: "spec.nodeName=" + *node})
+	pods, err := kc.CoreV1().Pods(mesh.SystemNamespace).List(ctx, metav1.ListOptions{
+		LabelSelector: mesh.LabelName + "=" + mesh.AgentName, FieldSelector: "spec.nodeName=" + *node})
 	if err != nil {
 		return fmt.Errorf("find agent on %s: %w", *node, err)
 	}
 	if len(pods.Items) == 0 {
 		return fmt.Errorf("no weft-agent pod on node %s", *node)
 	}
-	kargs := []string{"exec", "-n", "weft-system", pods.Items[0].Name, "--", "weft-agent", "dump", "--node", *node}
+	kargs := []string{"exec", "-n", mesh.SystemNamespace, pods.Items[0].Name, "--", "weft-agent", "dump", "--node", *node}
 	if *kubeconfig != "" {
 		kargs = append([]string{"--kubeconfig", *kubeconfig}, kargs...)
 	}

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/agentauth"
 	"github.com/weft-mesh/weft/test/kubetest"
@@ -90,7 +91,7 @@ func TestSignAgainstAPIServer(t *testing.T) {
 	cl := kubetest.Start(t)
 	k := kube{t: t, cs: cl.Client}
 	k.ns("weft-system", nil)
-	k.ns("shop", map[string]string{AnnotationMesh: "enabled"})
+	k.ns("shop", map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled})
 	k.ns("plain", nil)
 	for _, s := range [][2]string{{"weft-system", "weft-agent"}, {"weft-system", "intruder"}, {"shop", "cart"}, {"shop", "pay"}, {"shop", "quiet"}, {"plain", "app"}} {
 		k.sa(s[0], s[1])
@@ -104,7 +105,7 @@ func TestSignAgainstAPIServer(t *testing.T) {
 	intruder := k.pod("weft-system", "intruder", "intruder", "lab-node-1", nil)
 	cart := k.pod("shop", "cart-1", "cart", "lab-node-1", nil)
 	k.pod("shop", "pay-1", "pay", "lab-node-2", nil)
-	k.pod("shop", "quiet-1", "quiet", "lab-node-1", map[string]string{AnnotationMesh: "disabled"})
+	k.pod("shop", "quiet-1", "quiet", "lab-node-1", map[string]string{mesh.AnnotationMesh: mesh.MeshDisabled})
 	k.pod("plain", "app-1", "app", "lab-node-1", nil)
 
 	tok1 := k.token("weft-system", "weft-agent", "weft", agent1)

@@ -10,13 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
-)
 
-// Mesh enrollment annotation (namespace: enabled; pod: disabled opts out).
-const (
-	AnnotationMesh = "weft.dev/mesh"
-	meshEnabled    = "enabled"
-	meshDisabled   = "disabled"
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // ErrNotAuthorized: the node has no enrolled pod running as the requested
@@ -61,39 +56,34 @@ func (a apiPods) Namespace(ctx context.Context, name string) (*corev1.Namespace,
 
 // authorize decides whether node may hold the identity of serviceAccount in
 // namespace ns, given the namespace object (nil when it does not exist) and
-// the pods of ns bound to node. Pure.
+// the pods of ns bound to node: only a pod in the mesh (mesh.PodEnrolled,
+// the predicate the resolver hands out identities by) entitles its node to
+// its service account's identity. Pure.
 func authorize(node, namespace string, ns *corev1.Namespace, serviceAccount string, pods []*corev1.Pod) error {
 	if ns == nil {
 		return fmt.Errorf("%w: namespace %s does not exist", ErrNotAuthorized, namespace)
 	}
-	if ns.Annotations[AnnotationMesh] != meshEnabled {
-		return fmt.Errorf("%w: namespace %s is not enrolled (annotation %s: %s)", ErrNotAuthorized, ns.Name, AnnotationMesh, meshEnabled)
+	if !mesh.NamespaceEnrolled(ns) {
+		return fmt.Errorf("%w: namespace %s is not enrolled (annotation %s: %s)", ErrNotAuthorized, ns.Name, mesh.AnnotationMesh, mesh.MeshEnabled)
 	}
-	optedOut := 0
+	notInMesh := 0
 	for _, p := range pods {
-		if p.Spec.NodeName != node || p.Namespace != ns.Name || podServiceAccount(p) != serviceAccount {
+		if p.Spec.NodeName != node || p.Namespace != ns.Name || mesh.PodServiceAccount(p) != serviceAccount {
 			continue
 		}
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		if p.Annotations[AnnotationMesh] == meshDisabled {
-			optedOut++
+		if !mesh.PodEnrolled(true, p) {
+			notInMesh++
 			continue
 		}
 		return nil
 	}
-	if optedOut > 0 {
-		return fmt.Errorf("%w: the %d pod(s) of service account %s/%s on node %s opted out of the mesh", ErrNotAuthorized, optedOut, ns.Name, serviceAccount, node)
+	if notInMesh > 0 {
+		return fmt.Errorf("%w: the %d pod(s) of service account %s/%s on node %s are not in the mesh (opted out with %s: %s, or hostNetwork)", ErrNotAuthorized, notInMesh, ns.Name, serviceAccount, node, mesh.AnnotationMesh, mesh.MeshDisabled)
 	}
 	return fmt.Errorf("%w: no running pod of service account %s/%s is bound to node %s", ErrNotAuthorized, ns.Name, serviceAccount, node)
-}
-
-func podServiceAccount(p *corev1.Pod) string {
-	if p.Spec.ServiceAccountName == "" {
-		return "default"
-	}
-	return p.Spec.ServiceAccountName
 }
 
 // lookupAndAuthorize fetches what authorize needs through pods.

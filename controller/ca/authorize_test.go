@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 func pod(ns, name, sa, node string, phase corev1.PodPhase, ann map[string]string) *corev1.Pod {
@@ -17,9 +19,11 @@ func pod(ns, name, sa, node string, phase corev1.PodPhase, ann map[string]string
 }
 
 func TestAuthorize(t *testing.T) {
-	enrolled := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{AnnotationMesh: "enabled"}}}
+	enrolled := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}
 	plain := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
-	optOut := map[string]string{AnnotationMesh: "disabled"}
+	optOut := map[string]string{mesh.AnnotationMesh: mesh.MeshDisabled}
+	hostNet := pod("shop", "h", "cart", "n1", corev1.PodRunning, nil)
+	hostNet.Spec.HostNetwork = true
 	tests := []struct {
 		name string
 		ns   *corev1.Namespace
@@ -37,6 +41,10 @@ func TestAuthorize(t *testing.T) {
 		{"finished pods", enrolled, "cart", []*corev1.Pod{pod("shop", "a", "cart", "n1", corev1.PodSucceeded, nil), pod("shop", "b", "cart", "n1", corev1.PodFailed, nil)}, false},
 		{"opted out", enrolled, "cart", []*corev1.Pod{pod("shop", "a", "cart", "n1", corev1.PodRunning, optOut)}, false},
 		{"one opted out one not", enrolled, "cart", []*corev1.Pod{pod("shop", "a", "cart", "n1", corev1.PodRunning, optOut), pod("shop", "b", "cart", "n1", corev1.PodRunning, nil)}, true},
+		// The resolver never hands a hostNetwork pod an identity (it shares
+		// the node proxy's netns), so the CA must not sign one either.
+		{"hostNetwork pod refused", enrolled, "cart", []*corev1.Pod{hostNet}, false},
+		{"hostNetwork pod and a meshed one", enrolled, "cart", []*corev1.Pod{hostNet, pod("shop", "b", "cart", "n1", corev1.PodRunning, nil)}, true},
 		{"namespace not enrolled", plain, "cart", []*corev1.Pod{pod("shop", "a", "cart", "n1", corev1.PodRunning, nil)}, false},
 		{"namespace missing", nil, "cart", []*corev1.Pod{pod("shop", "a", "cart", "n1", corev1.PodRunning, nil)}, false},
 	}

@@ -20,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // DefaultSecretName is the root Secret's name when Config sets none.
@@ -44,7 +46,7 @@ type Config struct {
 	// SecretName of the root (default weft-ca). A Secret the user creates
 	// with tls.crt, tls.key and ca.crt (cert-manager layout) is used as is.
 	SecretName string
-	// TrustDomain of issued IDs (default cluster.local).
+	// TrustDomain of issued IDs (default mesh.DefaultTrustDomain).
 	TrustDomain string
 	// SVIDTTL is the lifetime of issued SVIDs (default 24h).
 	SVIDTTL time.Duration
@@ -90,7 +92,7 @@ func New(cfg Config) (*CA, error) {
 		cfg.SecretName = DefaultSecretName
 	}
 	if cfg.TrustDomain == "" {
-		cfg.TrustDomain = DefaultTrustDomain
+		cfg.TrustDomain = mesh.DefaultTrustDomain
 	}
 	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
 	if err != nil {

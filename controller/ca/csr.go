@@ -14,6 +14,8 @@ import (
 	"net/url"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // MaxCSRSize bounds a CSR (PEM or DER) in bytes. A CSR for an RSA-4096 key
@@ -71,7 +73,7 @@ func ValidateCSR(data []byte, td spiffeid.TrustDomain) (*x509.CertificateRequest
 	if err != nil {
 		return nil, none, err
 	}
-	if _, _, err := ParseWorkloadID(td, id); err != nil {
+	if _, _, err := mesh.ParseWorkloadID(td, id); err != nil {
 		return nil, none, fmt.Errorf("%w: %v", ErrCSRTrustDomain, err)
 	}
 	return csr, id, nil

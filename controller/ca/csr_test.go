@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 var testTD = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -184,7 +186,7 @@ func FuzzValidateCSR(f *testing.F) {
 		if len(csr.URIs) != 1 || len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.EmailAddresses) != 0 {
 			t.Fatalf("accepted csr with SANs %v %v %v %v", csr.URIs, csr.DNSNames, csr.IPAddresses, csr.EmailAddresses)
 		}
-		if _, _, err := ParseWorkloadID(testTD, id); err != nil {
+		if _, _, err := mesh.ParseWorkloadID(testTD, id); err != nil {
 			t.Fatalf("accepted id %s: %v", id, err)
 		}
 		if err := csr.CheckSignature(); err != nil {

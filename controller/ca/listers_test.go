@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 func TestListerPods(t *testing.T) {
@@ -23,7 +25,7 @@ func TestListerPods(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := nss.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{AnnotationMesh: "enabled"}}}); err != nil {
+	if err := nss.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}); err != nil {
 		t.Fatal(err)
 	}
 	l := NewListerPods(corelisters.NewPodLister(pods), corelisters.NewNamespaceLister(nss))

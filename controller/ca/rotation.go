@@ -8,6 +8,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // Rotation errors.
@@ -162,8 +164,8 @@ func (c *CA) update(ctx context.Context, change func(st *rootState, now time.Tim
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}
-	delete(s.Annotations, annActivated)
-	delete(s.Annotations, annStaged)
+	delete(s.Annotations, mesh.AnnotationCAActivatedAt)
+	delete(s.Annotations, mesh.AnnotationCAStagedAt)
 	for k, v := range ann {
 		s.Annotations[k] = v
 	}

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // Keys of the root Secret. tls.crt, tls.key and ca.crt are the layout
@@ -20,14 +23,6 @@ const (
 	keyAnchors = "ca.crt"                // trust anchors (PEM, one or more)
 	keyNextCrt = "next.crt"              // staged root during a rotation
 	keyNextKey = "next.key"
-
-	// annManaged marks a Secret weft created and may rotate.
-	annManaged = "weft.dev/ca-managed"
-	// annActivated records when the current signer took over (RFC 3339);
-	// the previous root may be retired one SVID lifetime later.
-	annActivated = "weft.dev/ca-activated-at"
-	// annStaged records when the staged root joined the bundle (RFC 3339).
-	annStaged = "weft.dev/ca-staged-at"
 )
 
 // ErrBadSecret: the root Secret's content is unusable.
@@ -47,7 +42,7 @@ type rootState struct {
 func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 	chain, err := parseCerts(s.Data[keyCert])
 	if err != nil || len(chain) == 0 {
-		return nil, fmt.Errorf("%w %s/%s: %s: %v", ErrBadSecret, s.Namespace, s.Name, keyCert, orEmpty(err))
+		return nil, fmt.Errorf("%w %s/%s: %s: %v", ErrBadSecret, s.Namespace, s.Name, keyCert, cmp.Or(err, errNoCertificate))
 	}
 	key, err := parseKey(s.Data[keyKey])
 	if err != nil {
@@ -65,7 +60,7 @@ func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 	}
 	st := &rootState{
 		auth:    &Authority{Chain: chain, Key: key, Anchors: anchors},
-		managed: s.Annotations[annManaged] == "true",
+		managed: s.Annotations[mesh.AnnotationCAManaged] == "true",
 	}
 	if err := st.auth.Check(now); err != nil {
 		return nil, fmt.Errorf("%w %s/%s: %v", ErrBadSecret, s.Namespace, s.Name, err)
@@ -73,7 +68,7 @@ func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 	if len(s.Data[keyNextCrt]) > 0 {
 		next, err := parseCerts(s.Data[keyNextCrt])
 		if err != nil || len(next) != 1 {
-			return nil, fmt.Errorf("%w %s/%s: %s: want one certificate: %v", ErrBadSecret, s.Namespace, s.Name, keyNextCrt, orEmpty(err))
+			return nil, fmt.Errorf("%w %s/%s: %s: want one certificate: %v", ErrBadSecret, s.Namespace, s.Name, keyNextCrt, cmp.Or(err, errNoCertificate))
 		}
 		nk, err := parseKey(s.Data[keyNextKey])
 		if err != nil {
@@ -88,7 +83,7 @@ func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 		}
 		st.next, st.nextKey = next[0], nk
 	}
-	for ann, dst := range map[string]*time.Time{annActivated: &st.activatedAt, annStaged: &st.stagedAt} {
+	for ann, dst := range map[string]*time.Time{mesh.AnnotationCAActivatedAt: &st.activatedAt, mesh.AnnotationCAStagedAt: &st.stagedAt} {
 		if v := s.Annotations[ann]; v != "" {
 			t, err := time.Parse(time.RFC3339, v)
 			if err != nil {
@@ -100,12 +95,8 @@ func parseSecret(s *corev1.Secret, now time.Time) (*rootState, error) {
 	return st, nil
 }
 
-func orEmpty(err error) error {
-	if err == nil {
-		return errors.New("no certificate")
-	}
-	return err
-}
+// errNoCertificate explains a PEM field that parsed to nothing.
+var errNoCertificate = errors.New("no certificate")
 
 // secretData renders a state into Secret data and annotations. Pure.
 func secretData(st *rootState) (map[string][]byte, map[string]string, error) {
@@ -128,13 +119,13 @@ func secretData(st *rootState) (map[string][]byte, map[string]string, error) {
 	}
 	ann := map[string]string{}
 	if st.managed {
-		ann[annManaged] = "true"
+		ann[mesh.AnnotationCAManaged] = "true"
 	}
 	if !st.activatedAt.IsZero() {
-		ann[annActivated] = st.activatedAt.UTC().Format(time.RFC3339)
+		ann[mesh.AnnotationCAActivatedAt] = st.activatedAt.UTC().Format(time.RFC3339)
 	}
 	if st.next != nil && !st.stagedAt.IsZero() {
-		ann[annStaged] = st.stagedAt.UTC().Format(time.RFC3339)
+		ann[mesh.AnnotationCAStagedAt] = st.stagedAt.UTC().Format(time.RFC3339)
 	}
 	return data, ann, nil
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/agentauth"
 )
@@ -61,7 +62,7 @@ func (c *CA) sign(ctx context.Context, node string, req *weftv1.SignRequest) (*w
 	if err != nil {
 		return nil, "", status.Errorf(codes.InvalidArgument, "refused csr: %v", err)
 	}
-	ns, sa, err := ParseWorkloadID(c.td, id)
+	ns, sa, err := mesh.ParseWorkloadID(c.td, id)
 	if err != nil { // ValidateCSR already checked it
 		return nil, id.String(), status.Errorf(codes.InvalidArgument, "refused csr: %v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // ServingConfig describes the controller's own gRPC serving certificate.
@@ -44,7 +46,7 @@ func (c *CA) ServingCertificate(sc ServingConfig) (func(*tls.ClientHelloInfo) (*
 	if sc.TTL <= 0 {
 		sc.TTL = c.cfg.SVIDTTL
 	}
-	id, err := WorkloadID(c.td, c.cfg.Namespace, sc.ServiceAccount)
+	id, err := mesh.WorkloadID(c.td, c.cfg.Namespace, sc.ServiceAccount)
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving certificate id: %w", err)
 	}

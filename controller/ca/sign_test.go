@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -64,7 +65,7 @@ func (p podTable) Namespace(_ context.Context, name string) (*corev1.Namespace, 
 func testCluster() podTable {
 	return podTable{
 		ns: []*corev1.Namespace{
-			{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{AnnotationMesh: "enabled"}}},
+			{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}},
 		},
 		pods: []*corev1.Pod{
 			pod("shop", "cart-1", "cart", "node-1", corev1.PodRunning, nil),

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -32,7 +33,7 @@ func genCluster(c benchConfig) Input {
 	var in Input
 	for i := 0; i < c.Namespaces; i++ {
 		in.Namespaces = append(in.Namespaces, corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-			Name: fmt.Sprintf("ns-%d", i), Annotations: map[string]string{EnrollAnnotation: "enabled"}}})
+			Name: fmt.Sprintf("ns-%d", i), Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}})
 	}
 	for i := 0; i < c.Nodes; i++ {
 		in.Nodes = append(in.Nodes, corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("node-%d", i)},

@@ -1,8 +1,6 @@
 package resolve
 
 import (
-	proxyroute "github.com/weft-mesh/weft/agent/proxy/route"
-
 	"fmt"
 	"regexp"
 	"strings"
@@ -71,8 +69,8 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 			}
 			rw := &weftv1.URLRewrite{}
 			if h := f.URLRewrite.Hostname; h != nil {
-				if !proxyroute.ValidHostname(string(*h)) {
-					return nil, fmt.Errorf("%s URLRewrite: hostname %q is not a valid hostname", c.where(), *h)
+				if err := weftv1.ValidateHostname(string(*h)); err != nil {
+					return nil, fmt.Errorf("%s URLRewrite: %w", c.where(), err)
 				}
 				rw.Hostname = string(*h)
 			}
@@ -123,50 +121,27 @@ func (r *resolver) convertHTTPFilters(c filterContext, fs []gwv1.HTTPRouteFilter
 	return out, nil
 }
 
-// convertGRPCFilters converts GRPCRoute filters.
+// convertGRPCFilters converts GRPCRoute filters: the kinds a GRPCRoute
+// has are HTTPRoute filter kinds, converted by convertHTTPFilters.
 func (r *resolver) convertGRPCFilters(c filterContext, fs []gwv1.GRPCRouteFilter) ([]*weftv1.Filter, error) {
-	var out []*weftv1.Filter
-	seen := map[string]bool{}
+	hfs := make([]gwv1.HTTPRouteFilter, len(fs))
 	for i := range fs {
 		f := &fs[i]
-		var pf *weftv1.Filter
 		switch f.Type {
-		case gwv1.GRPCRouteFilterRequestHeaderModifier:
-			if f.RequestHeaderModifier == nil {
-				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "requestHeaderModifier")
+		case gwv1.GRPCRouteFilterRequestHeaderModifier, gwv1.GRPCRouteFilterResponseHeaderModifier, gwv1.GRPCRouteFilterRequestMirror:
+			hfs[i] = gwv1.HTTPRouteFilter{
+				Type:                   gwv1.HTTPRouteFilterType(f.Type),
+				RequestHeaderModifier:  f.RequestHeaderModifier,
+				ResponseHeaderModifier: f.ResponseHeaderModifier,
+				RequestMirror:          f.RequestMirror,
 			}
-			var err error
-			if pf, err = headerFilter(c, "RequestHeaderModifier", f.RequestHeaderModifier, false); err != nil {
-				return nil, err
-			}
-		case gwv1.GRPCRouteFilterResponseHeaderModifier:
-			if f.ResponseHeaderModifier == nil {
-				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "responseHeaderModifier")
-			}
-			var err error
-			if pf, err = headerFilter(c, "ResponseHeaderModifier", f.ResponseHeaderModifier, true); err != nil {
-				return nil, err
-			}
-		case gwv1.GRPCRouteFilterRequestMirror:
-			if f.RequestMirror == nil {
-				return nil, missingFilterConfig(c, gwv1.HTTPRouteFilterType(f.Type), "requestMirror")
-			}
-			m := r.requestMirror(c, f.RequestMirror)
-			if m == nil {
-				continue
-			}
-			pf = &weftv1.Filter{Kind: &weftv1.Filter_RequestMirror{RequestMirror: m}}
 		case gwv1.GRPCRouteFilterExtensionRef:
 			return nil, fmt.Errorf("%s type ExtensionRef is not supported by Weft: it has no extension filters; remove it", c.where())
 		default:
 			return nil, fmt.Errorf("%s type %q is unknown; supported GRPCRoute filter types: RequestHeaderModifier, ResponseHeaderModifier, RequestMirror", c.where(), f.Type)
 		}
-		if err := checkRepeat(c, seen, string(f.Type)); err != nil {
-			return nil, err
-		}
-		out = append(out, pf)
 	}
-	return out, nil
+	return r.convertHTTPFilters(c, hfs)
 }
 
 // checkRepeat rejects a filter type given twice; only RequestMirror may
@@ -188,11 +163,11 @@ func headerModifier(f *gwv1.HTTPHeaderFilter) (*weftv1.HeaderModifier, error) {
 	conv := func(hs []gwv1.HTTPHeader) ([]*weftv1.HeaderModifier_Header, error) {
 		var out []*weftv1.HeaderModifier_Header
 		for _, h := range hs {
-			if err := checkHeaderName("header", string(h.Name)); err != nil {
+			if err := weftv1.ValidateHeaderName(string(h.Name)); err != nil {
 				return nil, err
 			}
-			if !proxyroute.ValidHeaderValue(h.Value) {
-				return nil, fmt.Errorf("header %s value contains control characters", h.Name)
+			if err := weftv1.ValidateHeaderValue(h.Value); err != nil {
+				return nil, fmt.Errorf("header %s: %w", h.Name, err)
 			}
 			out = append(out, &weftv1.HeaderModifier_Header{Name: string(h.Name), Value: h.Value})
 		}
@@ -206,7 +181,7 @@ func headerModifier(f *gwv1.HTTPHeaderFilter) (*weftv1.HeaderModifier, error) {
 		return nil, err
 	}
 	for _, n := range f.Remove {
-		if err := checkHeaderName("header", n); err != nil {
+		if err := weftv1.ValidateHeaderName(n); err != nil {
 			return nil, err
 		}
 	}
@@ -235,7 +210,7 @@ func pathModifier(p *gwv1.HTTPPathModifier) (*weftv1.PathModifier, error) {
 		if p.ReplaceFullPath == nil {
 			return nil, fmt.Errorf("path type ReplaceFullPath needs replaceFullPath")
 		}
-		if err := validPathValue(*p.ReplaceFullPath); err != nil {
+		if err := weftv1.ValidatePath(*p.ReplaceFullPath); err != nil {
 			return nil, fmt.Errorf("replaceFullPath: %w", err)
 		}
 		return &weftv1.PathModifier{Type: weftv1.PathModifier_TYPE_FULL, Value: *p.ReplaceFullPath}, nil
@@ -243,7 +218,7 @@ func pathModifier(p *gwv1.HTTPPathModifier) (*weftv1.PathModifier, error) {
 		if p.ReplacePrefixMatch == nil {
 			return nil, fmt.Errorf("path type ReplacePrefixMatch needs replacePrefixMatch")
 		}
-		if err := validPathValue(*p.ReplacePrefixMatch); err != nil {
+		if err := weftv1.ValidatePath(*p.ReplacePrefixMatch); err != nil {
 			return nil, fmt.Errorf("replacePrefixMatch: %w", err)
 		}
 		return &weftv1.PathModifier{Type: weftv1.PathModifier_TYPE_PREFIX, Value: *p.ReplacePrefixMatch}, nil
@@ -261,8 +236,8 @@ func requestRedirect(f *gwv1.HTTPRequestRedirectFilter) (*weftv1.RequestRedirect
 		rd.Scheme = s
 	}
 	if f.Hostname != nil {
-		if !proxyroute.ValidHostname(string(*f.Hostname)) {
-			return nil, fmt.Errorf("hostname %q is not a valid hostname", *f.Hostname)
+		if err := weftv1.ValidateHostname(string(*f.Hostname)); err != nil {
+			return nil, err
 		}
 		rd.Hostname = string(*f.Hostname)
 	}
@@ -318,8 +293,10 @@ func (r *resolver) requestMirror(c filterContext, f *gwv1.HTTPRequestMirrorFilte
 func cors(f *gwv1.HTTPCORSFilter) (*weftv1.CORS, error) {
 	c := &weftv1.CORS{MaxAgeSeconds: 5}
 	for _, o := range f.AllowOrigins {
-		if !validOrigin(string(o)) {
-			return nil, fmt.Errorf("allowOrigins entry %q is not * or <scheme>://<host>[:<port>]", o)
+		if o != "*" {
+			if _, err := weftv1.ParseOrigin(string(o)); err != nil {
+				return nil, fmt.Errorf("allowOrigins: %w", err)
+			}
 		}
 		c.AllowOrigins = append(c.AllowOrigins, string(o))
 	}
@@ -327,20 +304,26 @@ func cors(f *gwv1.HTTPCORSFilter) (*weftv1.CORS, error) {
 		c.AllowCredentials = *f.AllowCredentials
 	}
 	for _, m := range f.AllowMethods {
-		if m != "*" && !isToken(string(m)) {
-			return nil, fmt.Errorf("allowMethods entry %q is not a method", m)
+		if m != "*" {
+			if err := weftv1.ValidateMethod(string(m)); err != nil {
+				return nil, fmt.Errorf("allowMethods: %w", err)
+			}
 		}
 		c.AllowMethods = append(c.AllowMethods, string(m))
 	}
 	for _, h := range f.AllowHeaders {
-		if h != "*" && !isToken(string(h)) {
-			return nil, fmt.Errorf("allowHeaders entry %q is not a header name", h)
+		if h != "*" {
+			if err := weftv1.ValidateHeaderName(string(h)); err != nil {
+				return nil, fmt.Errorf("allowHeaders: %w", err)
+			}
 		}
 		c.AllowHeaders = append(c.AllowHeaders, string(h))
 	}
 	for _, h := range f.ExposeHeaders {
-		if h != "*" && !isToken(string(h)) {
-			return nil, fmt.Errorf("exposeHeaders entry %q is not a header name", h)
+		if h != "*" {
+			if err := weftv1.ValidateHeaderName(string(h)); err != nil {
+				return nil, fmt.Errorf("exposeHeaders: %w", err)
+			}
 		}
 		c.ExposeHeaders = append(c.ExposeHeaders, string(h))
 	}
@@ -372,13 +355,11 @@ func durationProto(d time.Duration) *durationpb.Duration {
 	return durationpb.New(d)
 }
 
-// checkRegex compiles an RE2 pattern and says what is wrong with it.
+// checkRegex checks an RE2 pattern as the proxy compiles it and says where
+// it is.
 func checkRegex(what, pattern string) error {
-	if len(pattern) > maxPatternLen {
-		return fmt.Errorf("%s regular expression is longer than %d characters", what, maxPatternLen)
-	}
-	if _, err := regexp.Compile(pattern); err != nil {
-		return fmt.Errorf("%s regular expression %q is not valid RE2: %v", what, pattern, err)
+	if _, err := weftv1.CompileRegex(pattern); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }

@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // FuzzResolve feeds Resolve objects built from the fuzz input: when the
@@ -105,7 +107,7 @@ func generate(s *byteSource) Input {
 	for i, ns := range fzNamespaces {
 		n := corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
 		if s.flip() {
-			n.Annotations = map[string]string{EnrollAnnotation: pick(s, "enabled", "disabled", "")}
+			n.Annotations = map[string]string{mesh.AnnotationMesh: pick(s, mesh.MeshEnabled, mesh.MeshDisabled, "")}
 		}
 		_ = i
 		in.Namespaces = append(in.Namespaces, n)

@@ -10,68 +10,42 @@ import (
 )
 
 func (r *resolver) compileGRPCRoute(gr *gwv1.GRPCRoute) *route {
+	rules := gr.Spec.Rules
 	rt := &route{
 		kind: kindGRPC, ns: gr.Namespace, name: gr.Name, generation: gr.Generation,
-		created: gr.CreationTimestamp, parentRefs: gr.Spec.ParentRefs, totalRules: len(gr.Spec.Rules),
+		created: gr.CreationTimestamp, parentRefs: gr.Spec.ParentRefs, totalRules: len(rules),
 	}
 	if len(gr.Spec.Hostnames) > 0 {
 		rt.notes = append(rt.notes, hostnamesNote)
 	}
-	names := make([]*gwv1.SectionName, len(gr.Spec.Rules))
-	for i := range gr.Spec.Rules {
-		names[i] = gr.Spec.Rules[i].Name
-	}
-	unique := rt.ruleNames(names)
-	for i := range gr.Spec.Rules {
-		rule := &gr.Spec.Rules[i]
-		cr, err := r.compileGRPCRule(rt, i, unique[i], rule)
-		if err != nil {
-			rt.drop(i, rule.Name, err.Error())
-			continue
+	r.compileRoute(rt, len(rules), func(i int) ruleSource {
+		rule := &rules[i]
+		refs := make([]gwv1.BackendRef, len(rule.BackendRefs))
+		for j := range rule.BackendRefs {
+			refs[j] = rule.BackendRefs[j].BackendRef
 		}
-		rt.rules = append(rt.rules, cr)
-	}
+		return ruleSource{
+			name:    rule.Name,
+			matches: len(rule.Matches),
+			match: func(j int) (matchEntry, error) {
+				m := &gwv1.GRPCRouteMatch{}
+				if j >= 0 {
+					m = &rule.Matches[j]
+				}
+				gm, err := grpcMatch(m)
+				return matchEntry{grpc: gm}, err
+			},
+			session: rule.SessionPersistence,
+			refs:    refs,
+			filters: func(c filterContext, backend int) ([]*weftv1.Filter, error) {
+				if backend < 0 {
+					return r.convertGRPCFilters(c, rule.Filters)
+				}
+				return r.convertGRPCFilters(c, rule.BackendRefs[backend].Filters)
+			},
+		}
+	})
 	return rt
-}
-
-func (r *resolver) compileGRPCRule(rt *route, i int, name string, rule *gwv1.GRPCRouteRule) (*compiledRule, error) {
-	cr := &compiledRule{rule: &weftv1.Rule{
-		Route: rt.id(), RouteKind: weftv1.RouteKind_ROUTE_KIND_GRPC, Name: name, Index: uint32(i),
-	}}
-	matches := rule.Matches
-	if len(matches) == 0 {
-		matches = []gwv1.GRPCRouteMatch{{}}
-	}
-	for j := range matches {
-		m, err := grpcMatch(&matches[j])
-		if err != nil {
-			return nil, fmt.Errorf("match %d: %w", j, err)
-		}
-		cr.matches = append(cr.matches, matchEntry{grpc: m, index: j})
-	}
-	objs := make([]gwv1.BackendObjectReference, len(rule.BackendRefs))
-	for j := range rule.BackendRefs {
-		objs[j] = rule.BackendRefs[j].BackendObjectReference
-	}
-	if err := r.inlineSession(rt, i, name, cr.rule, rule.SessionPersistence, objs); err != nil {
-		return nil, err
-	}
-	filters, err := r.convertGRPCFilters(filterContext{rt: rt, rule: i}, rule.Filters)
-	if err != nil {
-		return nil, err
-	}
-	cr.rule.Filters = filters
-	bfs := make([][]*weftv1.Filter, len(rule.BackendRefs))
-	for j := range rule.BackendRefs {
-		b := &rule.BackendRefs[j]
-		if bfs[j], err = r.convertGRPCFilters(filterContext{rt: rt, rule: i, onBackend: string(b.Name)}, b.Filters); err != nil {
-			return nil, err
-		}
-	}
-	for j := range rule.BackendRefs {
-		cr.rule.Backends = append(cr.rule.Backends, r.backendRef(rt, i, rule.BackendRefs[j].BackendRef, bfs[j]))
-	}
-	return cr, nil
 }
 
 // grpcMatch converts and validates one GRPCRouteMatch. With type Exact the
@@ -114,7 +88,7 @@ func grpcMatch(m *gwv1.GRPCRouteMatch) (*weftv1.GRPCMatch, error) {
 	seen := map[string]bool{}
 	for _, h := range m.Headers {
 		name := strings.ToLower(string(h.Name))
-		if err := checkHeaderName("header match", name); err != nil {
+		if err := weftv1.ValidateHeaderName(name); err != nil {
 			return nil, err
 		}
 		if seen[name] {

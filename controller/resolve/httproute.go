@@ -33,86 +33,40 @@ func (r *resolver) compileHTTPRoute(hr *gwv1.HTTPRoute) *route {
 	if len(hr.Spec.Hostnames) > 0 {
 		rt.notes = append(rt.notes, hostnamesNote)
 	}
-	names := make([]*gwv1.SectionName, len(rules))
-	for i := range rules {
-		names[i] = rules[i].Name
-	}
-	unique := rt.ruleNames(names)
-	for i := range rules {
+	r.compileRoute(rt, len(rules), func(i int) ruleSource {
 		rule := &rules[i]
-		cr, err := r.compileHTTPRule(rt, i, unique[i], rule)
-		if err != nil {
-			rt.drop(i, rule.Name, err.Error())
-			continue
+		refs := make([]gwv1.BackendRef, len(rule.BackendRefs))
+		for j := range rule.BackendRefs {
+			refs[j] = rule.BackendRefs[j].BackendRef
 		}
-		rt.rules = append(rt.rules, cr)
-	}
+		return ruleSource{
+			name:    rule.Name,
+			matches: len(rule.Matches),
+			match: func(j int) (matchEntry, error) {
+				m := &gwv1.HTTPRouteMatch{}
+				if j >= 0 {
+					m = &rule.Matches[j]
+				}
+				hm, err := httpMatch(m)
+				return matchEntry{http: hm}, err
+			},
+			settings: func(pr *weftv1.Rule) error {
+				if err := httpTimeouts(pr, rule.Timeouts); err != nil {
+					return err
+				}
+				return httpRetry(pr, rule.Retry)
+			},
+			session: rule.SessionPersistence,
+			refs:    refs,
+			filters: func(c filterContext, backend int) ([]*weftv1.Filter, error) {
+				if backend < 0 {
+					return r.convertHTTPFilters(c, rule.Filters)
+				}
+				return r.convertHTTPFilters(c, rule.BackendRefs[backend].Filters)
+			},
+		}
+	})
 	return rt
-}
-
-func (r *resolver) compileHTTPRule(rt *route, i int, name string, rule *gwv1.HTTPRouteRule) (*compiledRule, error) {
-	cr := &compiledRule{rule: &weftv1.Rule{
-		Route: rt.id(), RouteKind: weftv1.RouteKind_ROUTE_KIND_HTTP, Name: name, Index: uint32(i),
-	}}
-	matches := rule.Matches
-	if len(matches) == 0 {
-		matches = []gwv1.HTTPRouteMatch{{}}
-	}
-	for j := range matches {
-		m, err := httpMatch(&matches[j])
-		if err != nil {
-			return nil, fmt.Errorf("match %d: %w", j, err)
-		}
-		cr.matches = append(cr.matches, matchEntry{http: m, index: j})
-	}
-	if err := httpTimeouts(cr.rule, rule.Timeouts); err != nil {
-		return nil, err
-	}
-	if err := httpRetry(cr.rule, rule.Retry); err != nil {
-		return nil, err
-	}
-	if err := r.inlineSession(rt, i, name, cr.rule, rule.SessionPersistence, httpBackendObjects(rule.BackendRefs)); err != nil {
-		return nil, err
-	}
-	filters, err := r.convertHTTPFilters(filterContext{rt: rt, rule: i}, rule.Filters)
-	if err != nil {
-		return nil, err
-	}
-	cr.rule.Filters = filters
-	type pending struct {
-		ref     gwv1.BackendRef
-		filters []*weftv1.Filter
-	}
-	var refs []pending
-	for j := range rule.BackendRefs {
-		b := &rule.BackendRefs[j]
-		bf, err := r.convertHTTPFilters(filterContext{rt: rt, rule: i, onBackend: string(b.Name)}, b.Filters)
-		if err != nil {
-			return nil, err
-		}
-		refs = append(refs, pending{b.BackendRef, bf})
-	}
-	// Check the prefix modifiers before resolving backends, so that a
-	// dropped rule reports no backend problems.
-	probe := &weftv1.Rule{Filters: filters}
-	for _, p := range refs {
-		probe.Backends = append(probe.Backends, &weftv1.BackendRef{Filters: p.filters})
-	}
-	if err := checkPrefixModifiers(probe, cr.matches); err != nil {
-		return nil, err
-	}
-	for _, p := range refs {
-		cr.rule.Backends = append(cr.rule.Backends, r.backendRef(rt, i, p.ref, p.filters))
-	}
-	return cr, nil
-}
-
-func httpBackendObjects(refs []gwv1.HTTPBackendRef) []gwv1.BackendObjectReference {
-	out := make([]gwv1.BackendObjectReference, len(refs))
-	for i := range refs {
-		out[i] = refs[i].BackendObjectReference
-	}
-	return out
 }
 
 // httpMatch converts and validates one HTTPRouteMatch. Header names are
@@ -131,12 +85,12 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 		}
 		switch typ {
 		case gwv1.PathMatchExact:
-			if err := checkMatchPath(val); err != nil {
+			if err := weftv1.ValidateMatchPath(val); err != nil {
 				return nil, err
 			}
 			out.Path = &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_EXACT, Value: val}
 		case gwv1.PathMatchPathPrefix:
-			if err := checkMatchPath(val); err != nil {
+			if err := weftv1.ValidateMatchPath(val); err != nil {
 				return nil, err
 			}
 			out.Path = &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: val}
@@ -152,7 +106,7 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 	seen := map[string]bool{}
 	for _, h := range m.Headers {
 		name := strings.ToLower(string(h.Name))
-		if err := checkHeaderName("header match", name); err != nil {
+		if err := weftv1.ValidateHeaderName(name); err != nil {
 			return nil, err
 		}
 		if seen[name] {
@@ -190,20 +144,12 @@ func httpMatch(m *gwv1.HTTPRouteMatch) (*weftv1.HTTPMatch, error) {
 		out.QueryParams = append(out.QueryParams, sm)
 	}
 	if m.Method != nil {
-		if !isToken(string(*m.Method)) {
-			return nil, fmt.Errorf("method %q is not a valid HTTP method", *m.Method)
+		if err := weftv1.ValidateMethod(string(*m.Method)); err != nil {
+			return nil, err
 		}
 		out.Method = string(*m.Method)
 	}
 	return out, nil
-}
-
-// checkMatchPath checks an Exact or PathPrefix value.
-func checkMatchPath(v string) error {
-	if v == "" || strings.Contains(v, "//") {
-		return fmt.Errorf("path %q must be non-empty and must not contain //", v)
-	}
-	return validPathValue(v)
 }
 
 // checkPrefixModifiers enforces that ReplacePrefixMatch (in a redirect or a

@@ -8,18 +8,14 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
-
-// DefaultTrustDomain is used when Options.TrustDomain is empty.
-const DefaultTrustDomain = "cluster.local"
-
-// DefaultTunnelPort is used when Options.TunnelPort is zero.
-const DefaultTunnelPort = 15008
 
 // objKey names a namespaced object.
 type objKey struct{ ns, name string }
@@ -29,6 +25,7 @@ func (k objKey) String() string { return k.ns + "/" + k.name }
 // index holds the input objects keyed the way resolution looks them up.
 type index struct {
 	opts     Options
+	td       spiffeid.TrustDomain
 	enrolled map[string]bool
 	services map[objKey]*corev1.Service
 	slices   map[objKey][]*discoveryv1.EndpointSlice
@@ -69,15 +66,17 @@ func newIndex(in *Input) *index {
 		podsByNS: map[string][]*corev1.Pod{},
 		backends: map[objKey]*gwxv1a1.XBackend{},
 	}
-	if !validTrustDomain(ix.opts.TrustDomain) {
-		ix.opts.TrustDomain = DefaultTrustDomain
+	td, err := mesh.ParseTrustDomain(ix.opts.TrustDomain)
+	if err != nil {
+		td, _ = mesh.ParseTrustDomain("")
 	}
+	ix.td, ix.opts.TrustDomain = td, td.Name()
 	if ix.opts.TunnelPort == 0 || ix.opts.TunnelPort > 65535 {
-		ix.opts.TunnelPort = DefaultTunnelPort
+		ix.opts.TunnelPort = mesh.TunnelPort
 	}
 	for i := range in.Namespaces {
 		ns := &in.Namespaces[i]
-		if ns.Annotations[EnrollAnnotation] == "enabled" {
+		if mesh.NamespaceEnrolled(ns) {
 			ix.enrolled[ns.Name] = true
 		}
 	}
@@ -174,44 +173,29 @@ type svcPort struct {
 // form a SPIFFE ID (never the case for names the API server accepted).
 func (r *resolver) spiffeID(ns, sa string) string {
 	if sa == "" {
-		sa = "default"
+		sa = mesh.DefaultServiceAccount
 	}
 	k := objKey{ns, sa}
 	if id, ok := r.ids[k]; ok {
 		return id
 	}
 	id := ""
-	if spiffeSegment(ns) && spiffeSegment(sa) {
-		id = "spiffe://" + r.ix.opts.TrustDomain + "/ns/" + ns + "/sa/" + sa
+	if sid, err := mesh.WorkloadID(r.ix.td, ns, sa); err == nil {
+		id = sid.String()
 	}
 	r.ids[k] = id
 	return id
-}
-
-// spiffeSegment reports whether s is a valid SPIFFE ID path segment.
-func spiffeSegment(s string) bool {
-	if s == "" || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' {
-			continue
-		}
-		return false
-	}
-	return true
 }
 
 // ErrInvalidTrustDomain is returned by ValidateOptions.
 var ErrInvalidTrustDomain = errors.New("invalid trust domain")
 
 // ValidateOptions checks Options; callers validate their configuration once
-// at startup. Resolve itself falls back to DefaultTrustDomain for an
-// invalid trust domain and to DefaultTunnelPort for an invalid port.
+// at startup. Resolve itself falls back to mesh.DefaultTrustDomain for an
+// invalid trust domain and to mesh.TunnelPort for an invalid port.
 func ValidateOptions(o Options) error {
-	if o.TrustDomain != "" && !validTrustDomain(o.TrustDomain) {
-		return fmt.Errorf("%w %q: use lower-case letters, digits, '.', '-' and '_'", ErrInvalidTrustDomain, o.TrustDomain)
+	if _, err := mesh.ParseTrustDomain(o.TrustDomain); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidTrustDomain, err)
 	}
 	if o.TunnelPort > 65535 {
 		return fmt.Errorf("tunnel port %d is out of range 1-65535", o.TunnelPort)
@@ -219,33 +203,11 @@ func ValidateOptions(o Options) error {
 	return nil
 }
 
-func validTrustDomain(td string) bool {
-	if td == "" || len(td) > 255 {
-		return false
-	}
-	for i := 0; i < len(td); i++ {
-		c := td[i]
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' {
-			continue
-		}
-		return false
-	}
-	return true
-}
-
-// podEnrolled reports whether a pod's traffic is redirected into the proxy.
+// podEnrolled reports whether a pod's traffic is redirected into the proxy:
+// it is in the mesh (mesh.PodEnrolled, the predicate the CA authorizes by)
+// and has an address to redirect from yet.
 func (r *resolver) podEnrolled(p *corev1.Pod) bool {
-	if !r.ix.enrolled[p.Namespace] || p.Annotations[EnrollAnnotation] == "disabled" {
-		return false
-	}
-	// A terminating pod stays enrolled: it keeps calling out while it drains.
-	if p.Spec.HostNetwork || p.Spec.NodeName == "" {
-		return false
-	}
-	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-		return false
-	}
-	return len(podIPs(p)) > 0
+	return mesh.PodEnrolled(r.ix.enrolled[p.Namespace], p) && len(podIPs(p)) > 0
 }
 
 func podIPs(p *corev1.Pod) []string {
@@ -268,10 +230,7 @@ func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workl
 		if !r.podEnrolled(p) {
 			continue
 		}
-		sa := p.Spec.ServiceAccountName
-		if sa == "" {
-			sa = "default"
-		}
+		sa := mesh.PodServiceAccount(p)
 		id := r.spiffeID(p.Namespace, sa)
 		if id == "" {
 			continue

@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // TestInputOrderDoesNotMatter shuffles every list of every golden input:
@@ -73,14 +75,14 @@ func TestValidateOptions(t *testing.T) {
 	// Resolve never fails: an invalid trust domain falls back to the default.
 	in := Input{
 		Options:    Options{TrustDomain: "BAD/TD", TunnelPort: 70000},
-		Namespaces: []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "a", Annotations: map[string]string{EnrollAnnotation: "enabled"}}}},
+		Namespaces: []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "a", Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}},
 		Nodes: []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"},
 			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.11"}}}}},
 		Pods: []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p"}, Spec: corev1.PodSpec{NodeName: "n1"},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.2"}}},
 	}
 	p := Resolve(in).Nodes["n1"]
-	if p.GetTrustDomain() != DefaultTrustDomain || len(p.GetWorkloads()) != 1 || p.GetWorkloads()[0].GetIdentity() != "spiffe://cluster.local/ns/a/sa/default" {
+	if p.GetTrustDomain() != mesh.DefaultTrustDomain || len(p.GetWorkloads()) != 1 || p.GetWorkloads()[0].GetIdentity() != "spiffe://cluster.local/ns/a/sa/default" {
 		t.Fatalf("policy with an invalid trust domain: %v", p)
 	}
 	if got := p.GetNodeTunnels()["n1"]; got != "172.30.0.11:15008" {

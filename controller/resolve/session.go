@@ -46,14 +46,14 @@ func (r *resolver) convertSession(sp *gwv1.SessionPersistence, owner string) (*w
 		out.Lifetime = weftv1.SessionPersistence_LIFETIME_SESSION
 		if c := sp.Cookie; c != nil {
 			if c.Name != nil && *c.Name != "" {
-				if !isToken(string(*c.Name)) {
-					return nil, fmt.Errorf("cookie name %q is not a valid cookie name", *c.Name)
+				if err := weftv1.ValidateCookieName(string(*c.Name)); err != nil {
+					return nil, err
 				}
 				out.Name = string(*c.Name)
 			}
 			if c.Path != nil && *c.Path != "" {
-				if !validCookiePath(*c.Path) {
-					return nil, fmt.Errorf("cookie path %q must start with / and contain no ';' or control characters", *c.Path)
+				if err := weftv1.ValidateCookiePath(*c.Path); err != nil {
+					return nil, err
 				}
 				out.CookiePath = *c.Path
 			}
@@ -80,8 +80,8 @@ func (r *resolver) convertSession(sp *gwv1.SessionPersistence, owner string) (*w
 		if sp.Header == nil || sp.Header.Name == "" {
 			return nil, errors.New("type Header requires header.name")
 		}
-		if err := checkHeaderName("session header", string(sp.Header.Name)); err != nil {
-			return nil, err
+		if err := weftv1.ValidateHeaderName(string(sp.Header.Name)); err != nil {
+			return nil, fmt.Errorf("header: %w", err)
 		}
 		out.Type = weftv1.SessionPersistence_TYPE_HEADER
 		out.Name = strings.ToLower(string(sp.Header.Name))

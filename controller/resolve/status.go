@@ -8,6 +8,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 // Condition types and reasons, from the Gateway API constants.
@@ -128,7 +130,7 @@ func acceptedMessage(rt *route, pr *parentResult) string {
 	}
 	msgs := []string{msg}
 	if pr.idle {
-		msgs = append(msgs, fmt.Sprintf("namespace %s is not enrolled (annotation %s: enabled), so its pods' traffic does not reach the mesh and this consumer route has no effect until it is", pr.consumer, EnrollAnnotation))
+		msgs = append(msgs, fmt.Sprintf("namespace %s is not enrolled (annotation %s: %s), so its pods' traffic does not reach the mesh and this consumer route has no effect until it is", pr.consumer, mesh.AnnotationMesh, mesh.MeshEnabled))
 	}
 	msgs = append(msgs, pr.lost...)
 	msgs = append(msgs, rt.notes...)

@@ -10,21 +10,19 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
-// ControllerName is written into every route parent status Weft owns.
-const ControllerName gwv1.GatewayController = "weft.dev/mesh-controller"
-
-// EnrollAnnotation on a Namespace ("enabled") enrolls its pods; on a Pod,
-// "disabled" opts that pod out.
-const EnrollAnnotation = "weft.dev/mesh"
+// ControllerName is mesh.ControllerName as the Gateway API type the status
+// writer compares and writes.
+const ControllerName gwv1.GatewayController = mesh.ControllerName
 
 // Options are the settings of one resolution.
 type Options struct {
-	// TrustDomain of SPIFFE IDs; "cluster.local" when empty.
+	// TrustDomain of SPIFFE IDs; mesh.DefaultTrustDomain when empty.
 	TrustDomain string
-	// TunnelPort of every node's inbound proxy; 15008 when zero.
+	// TunnelPort of every node's inbound proxy; mesh.TunnelPort when zero.
 	TunnelPort uint32
 }
 

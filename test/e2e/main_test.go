@@ -17,6 +17,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/test/echo"
 	"github.com/weft-mesh/weft/test/lab/labtest"
 )
@@ -97,7 +98,7 @@ func (e *env) remove(file string) {
 // waitEnrolled waits until the agent has marked the pod enrolled.
 func (e *env) waitEnrolled(ns, pod string) {
 	e.t.Helper()
-	e.kubectl("-n", ns, "wait", "--for=condition=weft.dev/Enrolled", "pod/"+pod, "--timeout=120s")
+	e.kubectl("-n", ns, "wait", "--for=condition="+string(mesh.ConditionEnrolled), "pod/"+pod, "--timeout=120s")
 }
 
 // client runs weft-echo client in ns/client and returns its tally.
@@ -174,7 +175,7 @@ func (e *env) routeCondition(kind, ns, name, cond string) (status, reason, messa
 		e.t.Fatalf("decode %s %s/%s: %v", kind, ns, name, err)
 	}
 	for _, p := range obj.Status.Parents {
-		if p.ControllerName != "weft.dev/mesh-controller" {
+		if p.ControllerName != mesh.ControllerName {
 			continue
 		}
 		for _, c := range p.Conditions {

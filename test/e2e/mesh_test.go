@@ -9,11 +9,14 @@ import (
 	"os/exec"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 const colorURL = "http://color.faces.svc.cluster.local/"
@@ -83,12 +86,12 @@ func testSeedCanary(t *testing.T, e *env) {
 	// Inter-node traffic is TLS only: the bridge between the node
 	// namespaces carried tunnel traffic, and none of it was plaintext HTTP.
 	if seen.tunnelPackets == 0 {
-		t.Fatalf("no packets to :15008 seen on the fabric: the capture saw %d packets", seen.packets)
+		t.Fatalf("no packets to :%d seen on the fabric: the capture saw %d packets", mesh.TunnelPort, seen.packets)
 	}
 	if len(seen.plaintext) > 0 {
 		t.Fatalf("plaintext HTTP on the inter-node link: %q", seen.plaintext[:min(3, len(seen.plaintext))])
 	}
-	t.Logf("fabric capture: %d packets, %d to or from :15008, no plaintext HTTP", seen.packets, seen.tunnelPackets)
+	t.Logf("fabric capture: %d packets, %d to or from :%d, no plaintext HTTP", seen.packets, seen.tunnelPackets, mesh.TunnelPort)
 }
 
 func testHeaderCanary(t *testing.T, e *env) {
@@ -204,7 +207,7 @@ func testNonEnrolled(t *testing.T, e *env) {
 	if v1, v2, _ := versions(r); v1 != 200 || v2 != 0 || r.Errors != 0 {
 		t.Errorf("plain namespace: %+v, want all 200 from v1 (no mesh routing)", r)
 	}
-	out := e.kubectl("-n", "plain", "get", "pod", "client", "-o", "jsonpath={.status.conditions[?(@.type=='weft.dev/Enrolled')].status}")
+	out := e.kubectl("-n", "plain", "get", "pod", "client", "-o", "jsonpath={.status.conditions[?(@.type=='"+string(mesh.ConditionEnrolled)+"')].status}")
 	if strings.TrimSpace(out) != "" {
 		t.Errorf("pod in a plain namespace has an Enrolled condition: %q", out)
 	}
@@ -573,7 +576,7 @@ func startCapture(t *testing.T) *capture {
 			switch {
 			case strings.Contains(line, " > ") && strings.Contains(line, " IP "):
 				c.seen.packets++
-				if strings.Contains(line, ".15008 ") || strings.Contains(line, ".15008:") {
+				if tp := "." + strconv.Itoa(mesh.TunnelPort); strings.Contains(line, tp+" ") || strings.Contains(line, tp+":") {
 					c.seen.tunnelPackets++
 				}
 			case strings.Contains(line, "HTTP/1.1") || strings.Contains(line, `"pod"`) || strings.Contains(line, "GET / "):

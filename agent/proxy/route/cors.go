@@ -1,12 +1,12 @@
 package route
 
 import (
-	"golang.org/x/net/http/httpguts"
-
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 // CORS is a compiled HTTPCORSFilter.
@@ -19,7 +19,7 @@ type CORS struct {
 	// MaxAge in seconds; the filter's default 5 when zero.
 	MaxAge uint32
 
-	origins     []originPattern
+	origins     []weftv1.Origin
 	anyOrigin   bool
 	anyMethod   bool
 	anyHeader   bool
@@ -29,16 +29,9 @@ type CORS struct {
 	maxAgeValue string
 }
 
-type originPattern struct {
-	scheme string
-	host   string // exact host; "" with anyHost
-	suffix string // ".bar.com" for "*.bar.com"
-	any    bool   // host "*"
-	port   uint32 // explicit or scheme default
-}
-
 const corsDefaultMaxAge = 5
 
+// compileCORS compiles a CORS filter weftv1.CORS.Validate accepted.
 func compileCORS(in []string, creds bool, methods, headers, expose []string, maxAge uint32) (*CORS, error) {
 	c := &CORS{AllowOrigins: in, AllowCredentials: creds, AllowMethods: methods, AllowHeaders: headers, ExposeHeaders: expose, MaxAge: maxAge}
 	for _, o := range in {
@@ -46,9 +39,9 @@ func compileCORS(in []string, creds bool, methods, headers, expose []string, max
 			c.anyOrigin = true
 			continue
 		}
-		p, ok := parseOrigin(o, true)
-		if !ok {
-			return nil, fmt.Errorf("cors allowOrigin %q: not <scheme>://<host>[:<port>] or *", o)
+		p, err := weftv1.ParseOrigin(o)
+		if err != nil {
+			return nil, fmt.Errorf("cors allowOrigins: %w", err)
 		}
 		c.origins = append(c.origins, p)
 	}
@@ -58,9 +51,6 @@ func compileCORS(in []string, creds bool, methods, headers, expose []string, max
 			c.anyMethod = true
 			continue
 		}
-		if !httpguts.ValidHeaderFieldName(m) {
-			return nil, fmt.Errorf("cors allowMethod %q: not a method token", m)
-		}
 		ms = append(ms, m)
 	}
 	c.methods = strings.Join(ms, ", ")
@@ -69,9 +59,6 @@ func compileCORS(in []string, creds bool, methods, headers, expose []string, max
 		if h == "*" {
 			c.anyHeader = true
 			continue
-		}
-		if !httpguts.ValidHeaderFieldName(h) {
-			return nil, fmt.Errorf("cors allowHeader %q: not a header name", h)
 		}
 		hs = append(hs, h)
 	}
@@ -86,9 +73,6 @@ func compileCORS(in []string, creds bool, methods, headers, expose []string, max
 			}
 			continue
 		}
-		if !httpguts.ValidHeaderFieldName(h) {
-			return nil, fmt.Errorf("cors exposeHeader %q: not a header name", h)
-		}
 		es = append(es, h)
 	}
 	c.expose = strings.Join(es, ", ")
@@ -99,48 +83,6 @@ func compileCORS(in []string, creds bool, methods, headers, expose []string, max
 	return c, nil
 }
 
-// parseOrigin parses "<scheme>://<host>[:<port>]"; pattern allows a "*"
-// host or a "*." host prefix.
-func parseOrigin(s string, pattern bool) (originPattern, bool) {
-	var p originPattern
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
-		return p, false
-	}
-	p.scheme = strings.ToLower(scheme)
-	if p.scheme != "http" && p.scheme != "https" {
-		return p, false
-	}
-	host := rest
-	p.port = wellKnownPort(p.scheme)
-	if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.HasSuffix(rest, "]") {
-		n, err := strconv.ParseUint(rest[i+1:], 10, 16)
-		if err != nil || n == 0 {
-			return p, false
-		}
-		host, p.port = rest[:i], uint32(n)
-	}
-	if host == "" || strings.ContainsAny(host, "/?#@ \t") {
-		return p, false
-	}
-	host = strings.ToLower(host)
-	switch {
-	case pattern && host == "*":
-		p.any = true
-	case pattern && strings.HasPrefix(host, "*."):
-		p.suffix = host[1:]
-		if strings.Contains(p.suffix, "*") || len(p.suffix) < 2 {
-			return p, false
-		}
-	default:
-		if strings.Contains(host, "*") {
-			return p, false
-		}
-		p.host = host
-	}
-	return p, true
-}
-
 func (c *CORS) originAllowed(origin string) bool {
 	if origin == "" {
 		return false
@@ -148,22 +90,22 @@ func (c *CORS) originAllowed(origin string) bool {
 	if c.anyOrigin {
 		return true
 	}
-	o, ok := parseOrigin(origin, false)
-	if !ok {
+	o, err := weftv1.ParseOrigin(origin)
+	if err != nil || o.IsPattern() {
 		return false
 	}
 	for _, p := range c.origins {
-		if p.scheme != o.scheme || p.port != o.port {
+		if p.Scheme != o.Scheme || p.Port != o.Port {
 			continue
 		}
 		switch {
-		case p.any:
+		case p.AnyHost:
 			return true
-		case p.suffix != "":
-			if len(o.host) > len(p.suffix) && strings.HasSuffix(o.host, p.suffix) {
+		case p.HostSuffix != "":
+			if len(o.Host) > len(p.HostSuffix) && strings.HasSuffix(o.Host, p.HostSuffix) {
 				return true
 			}
-		case p.host == o.host:
+		case p.Host == o.Host:
 			return true
 		}
 	}
@@ -238,6 +180,3 @@ func first(v []string) string {
 	}
 	return v[0]
 }
-
-// isToken reports whether s is an RFC 9110 token (method, header name).
-var isToken = httpguts.ValidHeaderFieldName

@@ -42,14 +42,11 @@
 package session
 
 import (
-	"golang.org/x/net/http/httpguts"
-
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -75,8 +72,7 @@ const (
 
 // Sentinel errors.
 var (
-	ErrInvalidConfig = errors.New("invalid session persistence")
-	ErrShortKey      = errors.New("session key shorter than 32 bytes")
+	ErrShortKey = errors.New("session key shorter than 32 bytes")
 )
 
 // Config configures a Manager.
@@ -180,59 +176,4 @@ func (m *Manager) Resolve(cfg *weftv1.SessionPersistence, cluster string, endpoi
 // usable reports whether a pinned endpoint may keep its sessions.
 func usable(ep *weftv1.Endpoint) bool {
 	return ep.GetReady() || ep.GetServing()
-}
-
-// Validate checks a SessionPersistence the way the proxy uses it; route's
-// Compile calls it so that a bad value NACKs the policy.
-func Validate(s *weftv1.SessionPersistence) error {
-	if s == nil {
-		return nil
-	}
-	timeout := time.Duration(0)
-	if d := s.GetAbsoluteTimeout(); d != nil {
-		if err := d.CheckValid(); err != nil {
-			return fmt.Errorf("%w: absolute timeout: %v", ErrInvalidConfig, err)
-		}
-		timeout = d.AsDuration()
-		if timeout < 0 {
-			return fmt.Errorf("%w: negative absolute timeout", ErrInvalidConfig)
-		}
-	}
-	switch s.GetType() {
-	case weftv1.SessionPersistence_TYPE_COOKIE, weftv1.SessionPersistence_TYPE_UNSPECIFIED:
-		if n := s.GetName(); n != "" && !httpguts.ValidHeaderFieldName(n) {
-			return fmt.Errorf("%w: cookie name %q", ErrInvalidConfig, n)
-		}
-		if p := s.GetCookiePath(); p != "" && (p[0] != '/' || strings.ContainsAny(p, ";\x7f") || hasCTL(p)) {
-			return fmt.Errorf("%w: cookie path %q", ErrInvalidConfig, p)
-		}
-		switch s.GetLifetime() {
-		case weftv1.SessionPersistence_LIFETIME_UNSPECIFIED, weftv1.SessionPersistence_LIFETIME_SESSION:
-		case weftv1.SessionPersistence_LIFETIME_PERMANENT:
-			if timeout <= 0 {
-				return fmt.Errorf("%w: permanent cookie needs an absolute timeout", ErrInvalidConfig)
-			}
-		default:
-			return fmt.Errorf("%w: lifetime %v", ErrInvalidConfig, s.GetLifetime())
-		}
-	case weftv1.SessionPersistence_TYPE_HEADER:
-		if !httpguts.ValidHeaderFieldName(s.GetName()) {
-			return fmt.Errorf("%w: header name %q", ErrInvalidConfig, s.GetName())
-		}
-		if s.GetLifetime() == weftv1.SessionPersistence_LIFETIME_PERMANENT {
-			return fmt.Errorf("%w: lifetime Permanent on a header session", ErrInvalidConfig)
-		}
-	default:
-		return fmt.Errorf("%w: type %v", ErrInvalidConfig, s.GetType())
-	}
-	return nil
-}
-
-func hasCTL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' {
-			return true
-		}
-	}
-	return false
 }

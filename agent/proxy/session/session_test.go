@@ -330,41 +330,6 @@ func TestNewRejectsShortKey(t *testing.T) {
 	}
 }
 
-func TestValidate(t *testing.T) {
-	d := durationpb.New
-	ok := []*weftv1.SessionPersistence{
-		nil,
-		{},
-		{Type: weftv1.SessionPersistence_TYPE_COOKIE, Name: "JSESSIONID", CookiePath: "/a", Lifetime: weftv1.SessionPersistence_LIFETIME_PERMANENT, AbsoluteTimeout: d(time.Hour)},
-		{Type: weftv1.SessionPersistence_TYPE_HEADER, Name: "x-session", AbsoluteTimeout: d(time.Minute)},
-		{Lifetime: weftv1.SessionPersistence_LIFETIME_PERMANENT, AbsoluteTimeout: d(500 * time.Millisecond)},
-	}
-	for _, s := range ok {
-		if err := Validate(s); err != nil {
-			t.Errorf("%v: %v", s, err)
-		}
-	}
-	bad := []*weftv1.SessionPersistence{
-		{Lifetime: weftv1.SessionPersistence_LIFETIME_PERMANENT},
-		{Lifetime: 7},
-		{Name: "a b"},
-		{CookiePath: "rel"},
-		{CookiePath: "/a;Domain=evil"},
-		{CookiePath: "/a\n"},
-		{AbsoluteTimeout: d(-time.Second)},
-		{AbsoluteTimeout: &durationpb.Duration{Seconds: 1, Nanos: -5}},
-		{Type: weftv1.SessionPersistence_TYPE_HEADER},
-		{Type: weftv1.SessionPersistence_TYPE_HEADER, Name: "x:y"},
-		{Type: weftv1.SessionPersistence_TYPE_HEADER, Name: "x", Lifetime: weftv1.SessionPersistence_LIFETIME_PERMANENT, AbsoluteTimeout: d(time.Hour)},
-		{Type: 5},
-	}
-	for _, s := range bad {
-		if err := Validate(s); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("%v accepted (%v)", s, err)
-		}
-	}
-}
-
 // The proxy calls Resolve from many goroutines at once (run with -race).
 func TestResolveConcurrent(t *testing.T) {
 	m := newManager(t, Config{HeaderTableSize: 64})

@@ -14,12 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/weft-mesh/weft/api/mesh"
 )
 
 const (
-	trustDomain = "cluster.local"
-	clientID    = "spiffe://cluster.local/ns/bench/sa/client"
-	serverID    = "spiffe://cluster.local/ns/bench/sa/server"
+	trustDomain = mesh.DefaultTrustDomain
+	clientID    = "spiffe://" + trustDomain + "/ns/bench/sa/client" // mesh.WorkloadID's shape
+	serverID    = "spiffe://" + trustDomain + "/ns/bench/sa/server"
 )
 
 // writePKI writes a SPIFFE CA with a client and a server SVID (Weft), and one
