@@ -39,6 +39,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/identity"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -220,7 +221,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Identities:   ids,
 		SessionKeys:  [][]byte{key},
 		GracePeriod:  cfg.GracePeriod,
-		Logger:       log.With("component", "proxy"),
+		Logger:       log.With(logkey.Component, "proxy"),
 	})
 	if err != nil {
 		return fmt.Errorf("build proxy: %w", err)
@@ -234,7 +235,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Token: cfg.Token,
 		Store: &policy.Store{Path: filepath.Join(cfg.StateDir, cfg.Node, "policy.pb")},
 		Apply: a.apply,
-		Log:   log.With("component", "policy"),
+		Log:   log.With(logkey.Component, "policy"),
 	})
 	if err != nil {
 		return err
@@ -242,7 +243,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := a.pol.Restore(); err != nil {
 		// A stale or foreign copy must not block start: the controller
 		// sends a full snapshot on connect.
-		log.Warn("last good policy not restored", "err", err)
+		log.Warn("last good policy not restored", logkey.Error, err)
 	}
 
 	// The loops that keep the node in sync run until this agent stops or
@@ -273,7 +274,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		// Stopped before serving: the agent being replaced (if any) still
 		// serves. The redirect stays unless weft is being uninstalled.
-		log.Info("agent stopped before it served", "node", cfg.Node)
+		log.Info("agent stopped before it served", logkey.Node, cfg.Node)
 		return a.finish(dcfg)
 	}
 	serveDone := make(chan error, 1)
@@ -288,20 +289,20 @@ func Run(ctx context.Context, cfg Config) error {
 		// Both agents accept on the same sockets now; the old one stops
 		// once it reads this.
 		if err := succ.Serving(); err != nil {
-			log.Warn("handoff: the previous agent did not hear that this one serves; both accept until it stops", "err", err)
+			log.Warn("handoff: the previous agent did not hear that this one serves; both accept until it stops", logkey.Error, err)
 		}
 		succ.Close()
 	}
-	holder, err := handoff.Hold(a.handoffPath(), handoff.Offer{Listeners: ls, State: a.ids.Export}, log.With("component", "handoff"))
+	holder, err := handoff.Hold(a.handoffPath(), handoff.Offer{Listeners: ls, State: a.ids.Export}, log.With(logkey.Component, "handoff"))
 	if err != nil {
-		log.Warn("no handoff socket: the next agent will bind once this one has exited", "err", err)
+		log.Warn("no handoff socket: the next agent will bind once this one has exited", logkey.Error, err)
 	}
 	var released <-chan struct{}
 	if holder != nil {
 		released = holder.Released()
 	}
 	a.ready.Store(true)
-	log.Info("agent serving", "node", cfg.Node, "proxy", dcfg.ProxyAddr.String(), "took_over", succ != nil)
+	log.Info("agent serving", logkey.Node, cfg.Node, logkey.Proxy, dcfg.ProxyAddr.String(), logkey.TookOver, succ != nil)
 
 	var runErr error
 	handedOver := false
@@ -320,13 +321,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if !handedOver && runErr == nil && holder != nil && !a.uninstalling() && cfg.HandoffWait > 0 {
 		// Restart or upgrade: the next agent is starting on this node; keep
 		// serving until it has taken the listeners over.
-		log.Info("stopping: serving until the next agent takes the listeners over", "wait", cfg.HandoffWait.String())
+		log.Info("stopping: serving until the next agent takes the listeners over", logkey.Wait, cfg.HandoffWait.String())
 		t := time.NewTimer(cfg.HandoffWait)
 		select {
 		case <-released:
 			handedOver = true
 		case <-t.C:
-			log.Warn("no agent took the listeners over; closing them", "waited", cfg.HandoffWait.String())
+			log.Warn("no agent took the listeners over; closing them", logkey.Waited, cfg.HandoffWait.String())
 		case runErr = <-errc:
 		}
 		t.Stop()
@@ -347,14 +348,14 @@ func Run(ctx context.Context, cfg Config) error {
 		runErr = err
 	}
 	if errors.Is(serr, context.DeadlineExceeded) {
-		log.Warn("drain grace period ended with work in flight", "grace", cfg.GracePeriod.String())
+		log.Warn("drain grace period ended with work in flight", logkey.Grace, cfg.GracePeriod.String())
 	}
 	loops.Wait()
 	if holder != nil {
 		holder.Close()
 	}
 	if handedOver {
-		log.Info("listeners handed over and drained", "node", cfg.Node)
+		log.Info("listeners handed over and drained", logkey.Node, cfg.Node)
 		if ctx.Err() == nil && runErr == nil {
 			// Exiting would have the kubelet restart this container, which
 			// would take the listeners back: wait to be stopped.
@@ -392,7 +393,7 @@ func (a *Agent) finish(dcfg datapath.Config) error {
 	if err := datapath.Cleanup(dcfg); err != nil {
 		return fmt.Errorf("uninstall: remove the redirect: %w", err)
 	}
-	a.log.Info("weft is being uninstalled: redirect detached and unpinned", "node", a.cfg.Node)
+	a.log.Info("weft is being uninstalled: redirect detached and unpinned", logkey.Node, a.cfg.Node)
 	return nil
 }
 
@@ -418,7 +419,7 @@ func (a *Agent) apply(pol *weftv1.NodePolicy) error {
 			prev = &weftv1.NodePolicy{Node: a.cfg.Node, TrustDomain: a.cfg.TrustDomain.Name()}
 		}
 		if rerr := a.px.Update(prev); rerr != nil {
-			a.log.Error("restore previous proxy policy", "err", rerr)
+			a.log.Error("restore previous proxy policy", logkey.Error, rerr)
 		}
 		return fmt.Errorf("identities: %w", err)
 	}
@@ -451,13 +452,13 @@ func (a *Agent) syncDatapath(pol *weftv1.NodePolicy) {
 	want, byUID := desired(pol)
 	res, err := a.dp.Sync(want)
 	if err != nil {
-		a.log.Error("sync redirect maps", "err", err)
+		a.log.Error("sync redirect maps", logkey.Error, err)
 	}
 	callers := make(map[uint64]*weftv1.Workload, len(res.Pods))
 	for _, p := range res.Pods {
 		w := byUID[p.UID]
 		if !p.Enrolled {
-			a.log.Warn("pod not enrolled yet", "pod", w.GetNamespace()+"/"+w.GetName(), "err", p.Err)
+			a.log.Warn("pod not enrolled yet", logkey.Pod, w.GetNamespace()+"/"+w.GetName(), logkey.Error, p.Err)
 			continue
 		}
 		callers[p.NetnsCookie] = w

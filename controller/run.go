@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/push"
 	"github.com/weft-mesh/weft/controller/resolve"
@@ -294,7 +295,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
-	c.log.Info("weft-controller starting", "grpc", c.GRPCAddr().String(), "namespace", c.cfg.Namespace, "id", c.cfg.ID)
+	c.log.Info("weft-controller starting", logkey.GRPC, c.GRPCAddr().String(), logkey.Namespace, c.cfg.Namespace, logkey.ID, c.cfg.ID)
 
 	if err := c.src.Start(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -354,7 +355,7 @@ func (c *Controller) Run(ctx context.Context) error {
 func (c *Controller) round() {
 	in, err := c.src.Snapshot()
 	if err != nil {
-		c.log.Error("snapshot", "error", err)
+		c.log.Error("snapshot", logkey.Error, err)
 		return
 	}
 	in.Options.TrustDomain = c.cfg.TrustDomain
@@ -374,7 +375,7 @@ func (c *Controller) round() {
 		}
 	}
 	changed := c.push.Update(out.Nodes)
-	c.log.Debug("resolved", "nodes", len(out.Nodes), "changed", changed, "statuses", len(out.Statuses), "took", time.Since(start))
+	c.log.Debug("resolved", logkey.Nodes, len(out.Nodes), logkey.Changed, changed, logkey.Statuses, len(out.Statuses), logkey.Took, time.Since(start))
 	c.statusMu.Lock()
 	c.latest = &statusWork{in: in, statuses: out.Statuses}
 	c.statusMu.Unlock()
@@ -389,7 +390,7 @@ func (c *Controller) round() {
 func (c *Controller) safeResolve(in resolve.Input) (out resolve.Output, ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.log.Error("resolve panicked; keeping the last policy", "panic", fmt.Sprint(r))
+			c.log.Error("resolve panicked; keeping the last policy", logkey.Panic, fmt.Sprint(r))
 			ok = false
 		}
 	}()
@@ -418,7 +419,7 @@ func (c *Controller) statusLoop(ctx context.Context) {
 		n, err := c.status.Write(ctx, w.in, w.statuses)
 		c.writes.Add(uint64(n))
 		if n > 0 {
-			c.log.Info("wrote statuses", "objects", n)
+			c.log.Info("wrote statuses", logkey.Objects, n)
 		}
 		if err == nil {
 			backoff = time.Second
@@ -427,7 +428,7 @@ func (c *Controller) statusLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.log.Warn("write statuses", "error", err, "retry_in", backoff)
+		c.log.Warn("write statuses", logkey.Error, err, logkey.RetryIn, backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -449,7 +450,7 @@ func (c *Controller) becomeLeader(ctx context.Context) {
 	c.leader.Store(true)
 	if c.cfg.OnLeader != nil {
 		if err := c.cfg.OnLeader(ctx); err != nil {
-			c.log.Error("leader start hook", "error", err)
+			c.log.Error("leader start hook", logkey.Error, err)
 		}
 	}
 	c.signalStatus()
@@ -473,22 +474,22 @@ func (c *Controller) elect(ctx context.Context) {
 			Name:            c.cfg.LeaseName,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: func(lctx context.Context) {
-					c.log.Info("became leader; writing statuses", "id", c.cfg.ID)
+					c.log.Info("became leader; writing statuses", logkey.ID, c.cfg.ID)
 					c.becomeLeader(lctx)
 				},
 				OnStoppedLeading: func() {
 					c.leader.Store(false)
-					c.log.Info("lost leadership; no longer writing statuses", "id", c.cfg.ID)
+					c.log.Info("lost leadership; no longer writing statuses", logkey.ID, c.cfg.ID)
 				},
 				OnNewLeader: func(id string) {
 					if id != c.cfg.ID {
-						c.log.Info("leader", "id", id)
+						c.log.Info("leader", logkey.ID, id)
 					}
 				},
 			},
 		})
 		if err != nil {
-			c.log.Error("leader election config", "error", err)
+			c.log.Error("leader election config", logkey.Error, err)
 			return
 		}
 		le.Run(ctx)

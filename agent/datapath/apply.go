@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/bpf"
 )
 
@@ -88,7 +89,7 @@ func Open(cfg Config) (*Datapath, error) {
 		// In a private mount namespace this mount (and the pins in it)
 		// dies with the namespace: mount bpffs on the host (or give the
 		// DaemonSet a hostPath /sys/fs/bpf with Bidirectional propagation).
-		cfg.Logger.Warn("mounted bpffs; pins survive agent restarts only if this mount is the host's", "path", cfg.BPFFS)
+		cfg.Logger.Warn("mounted bpffs; pins survive agent restarts only if this mount is the host's", logkey.Path, cfg.BPFFS)
 	}
 	cg2, err := ensureCgroup2()
 	if err != nil {
@@ -98,7 +99,7 @@ func Open(cfg Config) (*Datapath, error) {
 		cfg:       cfg,
 		cgroupDir: cfg.cgroupDir(cg2),
 		pinDir:    cfg.pinDir(),
-		log:       cfg.Logger.With("node", cfg.Node),
+		log:       cfg.Logger.With(logkey.Node, cfg.Node),
 		links:     map[string]link.Link{},
 		cookies:   map[string]uint64{},
 	}
@@ -160,7 +161,7 @@ func (d *Datapath) load() error {
 			return fmt.Errorf("load pinned map %s: %w", path, err)
 		}
 		if err := spec.Maps[name].Compatible(m); err != nil {
-			d.log.Warn("pinned map layout changed, replacing it", "map", name, "error", err)
+			d.log.Warn("pinned map layout changed, replacing it", logkey.Map, name, logkey.Error, err)
 			m.Close()
 			stale[name] = true
 			continue
@@ -193,7 +194,7 @@ func (d *Datapath) load() error {
 			return fmt.Errorf("pin map %s: %w", path, err)
 		}
 	}
-	d.log.Info("loaded redirect", "adopted_maps", len(replace), "proxy", d.cfg.ProxyAddr.String())
+	d.log.Info("loaded redirect", logkey.AdoptedMaps, len(replace), logkey.Proxy, d.cfg.ProxyAddr.String())
 	return nil
 }
 
@@ -248,7 +249,7 @@ func (d *Datapath) attach() (err error) {
 					return fmt.Errorf("update pinned %s link: %w", h.prog, err)
 				}
 				d.links[h.prog] = old
-				d.log.Info("adopted pinned link", "program", h.prog)
+				d.log.Info("adopted pinned link", logkey.Program, h.prog)
 				continue
 			}
 		case errors.Is(err, os.ErrNotExist):
@@ -288,7 +289,7 @@ func (d *Datapath) attach() (err error) {
 		if old == nil {
 			fresh = append(fresh, h.prog)
 		}
-		d.log.Info("attached", "program", h.prog, "cgroup", d.cgroupDir)
+		d.log.Info("attached", logkey.Program, h.prog, logkey.Cgroup, d.cgroupDir)
 	}
 	return nil
 }

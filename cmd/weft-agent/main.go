@@ -30,6 +30,7 @@ import (
 	"github.com/weft-mesh/weft/agent"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 func main() {
@@ -125,7 +126,7 @@ func run(args []string, log *slog.Logger) error {
 			return err
 		}
 	} else {
-		log.Warn("no in-cluster Kubernetes config: pods will not be marked enrolled", "err", err)
+		log.Warn("no in-cluster Kubernetes config: pods will not be marked enrolled", logkey.Error, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -236,14 +237,14 @@ func daemonSetGone(ctx context.Context, kube kubernetes.Interface, ns, name stri
 	ds, err := kube.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
-		log.Info("agent DaemonSet is gone: removing the redirect", "daemonset", ns+"/"+name, "err", err)
+		log.Info("agent DaemonSet is gone: removing the redirect", logkey.DaemonSet, ns+"/"+name, logkey.Error, err)
 		return true
 	case err != nil:
-		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", "err", err)
+		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", logkey.Error, err)
 		return false
 	}
 	if ds.DeletionTimestamp != nil {
-		log.Info("agent DaemonSet is being deleted: removing the redirect", "daemonset", ns+"/"+name)
+		log.Info("agent DaemonSet is being deleted: removing the redirect", logkey.DaemonSet, ns+"/"+name)
 		return true
 	}
 	// kubectl delete -k deletes the namespace first: its pods go before
@@ -251,14 +252,14 @@ func daemonSetGone(ctx context.Context, kube kubernetes.Interface, ns, name stri
 	n, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
-		log.Info("agent namespace is gone: removing the redirect", "namespace", ns, "err", err)
+		log.Info("agent namespace is gone: removing the redirect", logkey.Namespace, ns, logkey.Error, err)
 		return true
 	case err != nil:
-		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", "err", err)
+		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", logkey.Error, err)
 		return false
 	}
 	if n.DeletionTimestamp != nil {
-		log.Info("agent namespace is being deleted: removing the redirect", "namespace", ns)
+		log.Info("agent namespace is being deleted: removing the redirect", logkey.Namespace, ns)
 		return true
 	}
 	log.Info("agent stopping for a restart: the redirect stays pinned for the next agent")

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/controller"
 	"github.com/weft-mesh/weft/controller/agentauth"
 	"github.com/weft-mesh/weft/controller/ca"
@@ -144,7 +145,7 @@ func run() error {
 	defer stop()
 	// Every replica follows the root Secret; the leader creates it.
 	if err := authority.Load(ctx); err != nil && !errors.Is(err, ca.ErrNoRoot) {
-		log.Warn("load ca root", "error", err)
+		log.Warn("load ca root", logkey.Error, err)
 	}
 	go func() { _ = authority.Watch(ctx) }()
 	go func() {
@@ -157,7 +158,7 @@ func run() error {
 			}
 			if c := ctl.Load(); c != nil && c.IsLeader() {
 				if err := authority.PublishBundle(ctx, ca.DefaultBundleConfigMap); err != nil {
-					log.Warn("publish ca bundle", "error", err)
+					log.Warn("publish ca bundle", logkey.Error, err)
 				}
 			}
 		}
