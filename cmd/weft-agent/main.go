@@ -144,7 +144,7 @@ func run(args []string, log *slog.Logger) error {
 		HealthAddr:         f.healthAddr,
 		GracePeriod:        f.grace,
 		HandoffWait:        handoffWait(f.handoffWait),
-		Log:                log,
+		Logger:             log,
 		Uninstalling: func(ctx context.Context) bool {
 			return kube != nil && daemonSetGone(ctx, kube, f.namespace, f.daemonSet, log)
 		},
