@@ -66,7 +66,7 @@ func main() {
 
 type flags struct {
 	node, nodeIP, controller, controllerCA               string
-	insecure                                             bool
+	insecure                                             *bool
 	tokenFile, stateDir, healthAddr, cgroupPath, pinRoot string
 	trustDomain                                          string
 	grace, handoffWait                                   time.Duration
@@ -80,7 +80,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.nodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IPv4 address (proxy listens on :15001 and :15008)")
 	fs.StringVar(&f.controller, "controller", "weft-controller.weft-system.svc:15012", "controller gRPC address")
 	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/secrets/weft/ca.crt", "mesh root bundle (PEM, ConfigMap weft-ca-bundle) the controller's certificate chains to")
-	fs.BoolVar(&f.insecure, "insecure-controller", false, "talk to the controller without TLS (tests only)")
+	f.insecure = insecureFlag(fs)
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/weft", "where the last good policy is kept (a subdirectory per node)")
 	fs.StringVar(&f.healthAddr, "health-addr", ":15021", "health and readiness endpoint")
@@ -135,7 +135,7 @@ func run(args []string, log *slog.Logger) error {
 		NodeIP:             ip,
 		ControllerAddr:     f.controller,
 		ControllerCAFile:   f.controllerCA,
-		InsecureController: f.insecure,
+		InsecureController: *f.insecure,
 		Token:              func() (string, error) { return readToken(f.tokenFile) },
 		Kube:               kube,
 		StateDir:           f.stateDir,
