@@ -29,9 +29,11 @@ generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs)
 	@if [ -f bpf/gen.sh ]; then bash bpf/gen.sh; fi
 	@if [ -f manifests/gen.sh ]; then bash manifests/gen.sh; fi
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	go tool staticcheck ./...
+	go tool staticcheck -tags weft_insecure ./cmd/weft-agent
 
 lab-binaries: ## build etcd, kube-apiserver, controllers, kube-proxy, kubectl, coredns into .cache/k8s (once)
 	bash test/lab/k8s/build.sh

@@ -35,10 +35,12 @@ import (
 
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/handoff"
+	"github.com/weft-mesh/weft/agent/lifecycle"
 	"github.com/weft-mesh/weft/agent/policy"
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/identity"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -62,7 +64,7 @@ type Config struct {
 	// StateDir keeps the last good policy (per node, so several agents can
 	// share a host directory in the lab).
 	StateDir string
-	// Datapath configuration (Node and ProxyAddr are filled in).
+	// Datapath configuration (Node, ProxyAddr and Logger are filled in).
 	Datapath datapath.Config
 	// TrustDomain of workload identities.
 	TrustDomain spiffeid.TrustDomain
@@ -84,19 +86,34 @@ type Config struct {
 	// successor and the redirect is detached and unpinned instead of kept
 	// for the next agent. Nil: never.
 	Uninstalling func(context.Context) bool
-	Log          *slog.Logger
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
 }
 
 // Agent is a running node agent.
 type Agent struct {
-	cfg      Config
-	log      *slog.Logger
-	dp       *datapath.Datapath
-	px       *proxy.Proxy
-	ids      *identity.Manager
-	pol      *policy.Client
-	callers  atomic.Pointer[map[uint64]*weftv1.Workload]
-	marker   *marker
+	cfg     Config
+	log     *slog.Logger
+	conn    *grpc.ClientConn
+	dp      *datapath.Datapath
+	px      *proxy.Proxy
+	ids     *identity.Manager
+	pol     *policy.Client
+	marker  *marker
+	callers atomic.Pointer[map[uint64]*weftv1.Workload]
+
+	loops       sync.WaitGroup
+	cancelLoops context.CancelFunc
+	errc        chan error // a loop failed
+
+	ls         map[string]net.Listener // by handoff name; nil until serving
+	tookOver   bool                    // ls came from the previous agent
+	serveDone  chan error
+	health     *http.Server
+	healthDone chan error
+	holder     *handoff.Holder
+	handedOver bool // a successor took ls over
+
 	ready    atomic.Bool // serving
 	stopping atomic.Bool // stopping or handed over: not ready
 
@@ -117,11 +134,12 @@ func (a *Agent) ByCookie(cookie uint64) (*weftv1.Workload, bool) {
 	return w, ok
 }
 
-// datapathLookup adapts the datapath's record lookup to the proxy's.
-type datapathLookup struct{ dp *datapath.Datapath }
+// datapathLookup adapts the datapath's record lookup to the proxy's. The
+// proxy serves only once the datapath is open.
+type datapathLookup struct{ a *Agent }
 
 func (l datapathLookup) Lookup(client, proxyAddr netip.AddrPort) (outbound.Original, bool) {
-	o, ok := l.dp.Lookup(client, proxyAddr)
+	o, ok := l.a.dp.Lookup(client, proxyAddr)
 	return outbound.Original{Dst: o.Dst, NetnsCookie: o.NetnsCookie}, ok
 }
 
@@ -136,54 +154,108 @@ func (l datapathLookup) Lookup(client, proxyAddr netip.AddrPort) (outbound.Origi
 // uninstalled; one that has handed them over drains and, if ctx has not
 // ended, waits for it without serving.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.Node == "" || !cfg.NodeIP.Is4() {
-		return errors.New("agent: node name and IPv4 node IP are required")
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
 	}
-	if cfg.Resync == 0 {
-		cfg.Resync = 2 * time.Second
-	}
-	if cfg.GracePeriod == 0 {
-		cfg.GracePeriod = 20 * time.Second
-	}
-	if cfg.HandoffWait == 0 {
-		cfg.HandoffWait = 25 * time.Second
-	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.Default()
-	}
-	a := &Agent{cfg: cfg, log: log}
-
-	rep := datapath.Preflight()
-	if !rep.OK() {
+	if rep := datapath.Preflight(); !rep.OK() {
 		return fmt.Errorf("preflight failed:\n%s", rep.Format())
 	}
-	dcfg := cfg.Datapath
-	dcfg.Node = cfg.Node
-	dcfg.ProxyAddr = netip.AddrPortFrom(cfg.NodeIP, proxy.OutboundPort)
-	dcfg.Logger = log
-	dp, err := datapath.Open(dcfg)
+	a, err := build(cfg)
 	if err != nil {
-		return fmt.Errorf("open datapath: %w", err)
+		return err
 	}
-	a.dp = dp
-	defer dp.Close()
+	// Stops run in reverse: the handoff offer goes first, then the sync
+	// loops (the node may belong to a successor now: stop writing its
+	// maps), then the proxy drains; the datapath closes last.
+	var lc lifecycle.Lifecycle
+	lc.Append(lifecycle.Hook{Name: "controller connection", Stop: a.closeConn})
+	lc.Append(lifecycle.Hook{Name: "datapath", Start: a.openDatapath, Stop: a.closeDatapath})
+	lc.Append(lifecycle.Hook{Name: "proxy", Stop: a.drain})
+	lc.Append(lifecycle.Hook{Name: "sync loops", Start: a.startLoops, Stop: a.stopLoops})
+	lc.Append(lifecycle.Hook{Name: "listeners", Start: a.serve})
+	lc.Append(lifecycle.Hook{Name: "handoff", Start: a.offer, Stop: a.withdraw})
+	if err := lc.Start(ctx); err != nil {
+		return err
+	}
+	if !a.serving() {
+		// Stopped before serving: the agent being replaced (if any) still
+		// serves. The redirect stays unless weft is being uninstalled.
+		a.log.Info("agent stopped before it served", logkey.Node, cfg.Node)
+		return lc.Stop(context.WithoutCancel(ctx))
+	}
+	a.ready.Store(true)
+	a.log.Info("agent serving", logkey.Node, cfg.Node, logkey.Proxy, cfg.Datapath.ProxyAddr.String(), logkey.TookOver, a.tookOver)
+	runErr := a.wait(ctx)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.GracePeriod)
+	defer cancel()
+	if err := errors.Join(runErr, lc.Stop(sctx)); err != nil || !a.handedOver {
+		return err
+	}
+	a.log.Info("listeners handed over and drained", logkey.Node, cfg.Node)
+	if ctx.Err() == nil {
+		// Exiting would have the kubelet restart this container, which
+		// would take the listeners back: wait to be stopped.
+		a.log.Info("retired: waiting to be stopped")
+		<-ctx.Done()
+	}
+	return nil
+}
 
-	// The connection verifies the controller with the identity manager's
-	// trust bundle, and the manager signs through the connection: build
-	// the manager on a lazily dialled connection.
-	var ids *identity.Manager
+func (c Config) withDefaults() (Config, error) {
+	if c.Node == "" || !c.NodeIP.Is4() {
+		return c, errors.New("agent: node name and IPv4 node IP are required")
+	}
+	if c.Resync == 0 {
+		c.Resync = 2 * time.Second
+	}
+	if c.GracePeriod == 0 {
+		c.GracePeriod = 20 * time.Second
+	}
+	if c.HandoffWait == 0 {
+		c.HandoffWait = 25 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Datapath.Node = c.Node
+	c.Datapath.ProxyAddr = netip.AddrPortFrom(c.NodeIP, proxy.OutboundPort)
+	c.Datapath.Logger = c.Logger
+	return c, nil
+}
+
+// build makes the agent's components; none of them serves or touches the
+// node yet.
+func build(cfg Config) (*Agent, error) {
+	a := &Agent{cfg: cfg, log: cfg.Logger, errc: make(chan error, 4)}
+	conn, err := a.dial()
+	if err != nil {
+		return nil, err
+	}
+	a.conn = conn
+	if err := a.buildComponents(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// dial makes the (lazily connecting) controller connection. It verifies the
+// controller with the identity manager's trust bundle, and the manager
+// signs through the connection: the manager is built on it afterwards.
+func (a *Agent) dial() (*grpc.ClientConn, error) {
+	cfg := a.cfg
 	creds := insecure.NewCredentials()
 	if !cfg.InsecureController {
 		host, _, err := net.SplitHostPort(cfg.ControllerAddr)
 		if err != nil {
-			return fmt.Errorf("controller address %q: %w", cfg.ControllerAddr, err)
+			return nil, fmt.Errorf("controller address %q: %w", cfg.ControllerAddr, err)
 		}
 		creds = credentials.NewTLS(&tls.Config{
 			MinVersion:         tls.VersionTLS13,
 			InsecureSkipVerify: true, // verified in VerifyConnection, with roots that follow rotation
 			VerifyConnection: func(cs tls.ConnectionState) error {
-				return ids.ControllerTLSConfig(host, cfg.ControllerCAFile).VerifyConnection(cs)
+				return a.ids.ControllerTLSConfig(host, cfg.ControllerCAFile).VerifyConnection(cs)
 			},
 		})
 	}
@@ -192,20 +264,25 @@ func Run(ctx context.Context, cfg Config) error {
 		// 1 MiB at 1k Services, so leave room above gRPC's 4 MiB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 	if err != nil {
-		return fmt.Errorf("controller %s: %w", cfg.ControllerAddr, err)
+		return nil, fmt.Errorf("controller %s: %w", cfg.ControllerAddr, err)
 	}
-	defer conn.Close()
-	ids, err = identity.New(identity.Config{
-		Client: weftv1.NewIdentityClient(conn),
+	return conn, nil
+}
+
+// buildComponents makes the identity manager, the proxy, the pod marker
+// and the policy client.
+func (a *Agent) buildComponents() error {
+	cfg, log := a.cfg, a.log
+	ids, err := identity.New(identity.Config{
+		Client: weftv1.NewIdentityClient(a.conn),
 		Token:  cfg.Token,
 		Node:   cfg.Node,
 		Logger: log,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("build identity manager: %w", err)
 	}
 	a.ids = ids
-
 	key, err := sessionKey(filepath.Join(cfg.StateDir, cfg.Node, "session.key"))
 	if err != nil {
 		return err
@@ -215,12 +292,12 @@ func Run(ctx context.Context, cfg Config) error {
 		OutboundAddr: netip.AddrPortFrom(cfg.NodeIP, proxy.OutboundPort).String(),
 		InboundAddr:  netip.AddrPortFrom(cfg.NodeIP, proxy.InboundPort).String(),
 		TrustDomain:  cfg.TrustDomain,
-		Lookup:       datapathLookup{dp},
+		Lookup:       datapathLookup{a},
 		Callers:      a,
 		Identities:   ids,
 		SessionKeys:  [][]byte{key},
 		GracePeriod:  cfg.GracePeriod,
-		Logger:       log.With("component", "proxy"),
+		Logger:       log.With(logkey.Component, "proxy"),
 	})
 	if err != nil {
 		return fmt.Errorf("build proxy: %w", err)
@@ -230,143 +307,184 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a.pol, err = policy.New(policy.Config{
 		Node:  cfg.Node,
-		Conn:  conn,
+		Conn:  a.conn,
 		Token: cfg.Token,
 		Store: &policy.Store{Path: filepath.Join(cfg.StateDir, cfg.Node, "policy.pb")},
 		Apply: a.apply,
-		Log:   log.With("component", "policy"),
+		Log:   log.With(logkey.Component, "policy"),
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("build policy client: %w", err)
 	}
+	return nil
+}
+
+func (a *Agent) closeConn(context.Context) error { return a.conn.Close() }
+
+func (a *Agent) openDatapath(context.Context) error {
+	dp, err := datapath.Open(a.cfg.Datapath)
+	if err != nil {
+		return fmt.Errorf("open datapath: %w", err)
+	}
+	a.dp = dp
+	return nil
+}
+
+// closeDatapath closes the datapath. The redirect stays pinned for the next
+// agent, unless weft is being uninstalled and no successor took the node:
+// then it is detached and unpinned.
+func (a *Agent) closeDatapath(context.Context) error {
+	a.dp.Close()
+	if a.handedOver || !a.uninstalling() {
+		return nil
+	}
+	if err := datapath.Cleanup(a.cfg.Datapath); err != nil {
+		return fmt.Errorf("uninstall: remove the redirect: %w", err)
+	}
+	a.log.Info("weft is being uninstalled: redirect detached and unpinned", logkey.Node, a.cfg.Node)
+	return nil
+}
+
+// startLoops restores the last good policy and starts the loops that keep
+// the node in sync. They run until this agent stops or hands over (a
+// successor owns the node then), not until ctx ends.
+func (a *Agent) startLoops(ctx context.Context) error {
 	if err := a.pol.Restore(); err != nil {
 		// A stale or foreign copy must not block start: the controller
 		// sends a full snapshot on connect.
-		log.Warn("last good policy not restored", "err", err)
+		a.log.Warn("last good policy not restored", logkey.Error, err)
 	}
-
-	// The loops that keep the node in sync run until this agent stops or
-	// hands over (a successor owns the node then).
-	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopLoops()
-	var loops sync.WaitGroup
-	errc := make(chan error, 8)
-	run := func(name string, f func(context.Context) error) {
-		loops.Add(1)
-		go func() {
-			defer loops.Done()
-			if err := f(loopCtx); err != nil && !errors.Is(err, context.Canceled) {
-				errc <- fmt.Errorf("%s: %w", name, err)
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.cancelLoops = cancel
+	for _, l := range []struct {
+		name string
+		run  func(context.Context) error
+	}{{"policy", a.pol.Run}, {"identity", a.ids.Run}, {"resync", a.resyncLoop}} {
+		a.loops.Go(func() {
+			if err := l.run(loopCtx); err != nil && !errors.Is(err, context.Canceled) {
+				a.errc <- fmt.Errorf("%s: %w", l.name, err)
 			}
-		}()
+		})
 	}
-	run("policy", a.pol.Run)
-	run("identity", ids.Run)
-	run("resync", a.resyncLoop)
+	return nil
+}
 
+func (a *Agent) stopLoops(context.Context) error {
+	a.cancelLoops()
+	a.loops.Wait()
+	return nil
+}
+
+// serve acquires the node's listeners (binding them, or taking them over
+// from the agent serving the node) and serves them. When ctx ends first it
+// returns without serving.
+func (a *Agent) serve(ctx context.Context) error {
 	ls, succ, err := a.acquire(ctx)
 	if err != nil {
-		stopLoops()
-		loops.Wait()
-		if ctx.Err() == nil {
-			return fmt.Errorf("listen: %w", err)
+		if ctx.Err() != nil {
+			return nil
 		}
-		// Stopped before serving: the agent being replaced (if any) still
-		// serves. The redirect stays unless weft is being uninstalled.
-		log.Info("agent stopped before it served", "node", cfg.Node)
-		return a.finish(dcfg)
+		return fmt.Errorf("listen: %w", err)
 	}
-	serveDone := make(chan error, 1)
-	go func() { serveDone <- a.px.Serve(ls[lnOutbound], ls[lnInbound]) }()
-	var health *http.Server
-	healthDone := make(chan error, 1)
+	a.ls = ls
+	a.serveDone = make(chan error, 1)
+	go func() { a.serveDone <- a.px.Serve(ls[lnOutbound], ls[lnInbound]) }()
 	if hl := ls[lnHealth]; hl != nil {
-		health = a.healthServer()
-		go func() { healthDone <- health.Serve(hl) }()
+		a.health = a.healthServer()
+		a.healthDone = make(chan error, 1)
+		go func() { a.healthDone <- a.health.Serve(hl) }()
 	}
 	if succ != nil {
+		a.tookOver = true
 		// Both agents accept on the same sockets now; the old one stops
 		// once it reads this.
 		if err := succ.Serving(); err != nil {
-			log.Warn("handoff: the previous agent did not hear that this one serves; both accept until it stops", "err", err)
+			a.log.Warn("handoff: the previous agent did not hear that this one serves; both accept until it stops", logkey.Error, err)
 		}
 		succ.Close()
 	}
-	holder, err := handoff.Hold(a.handoffPath(), handoff.Offer{Listeners: ls, State: a.ids.Export}, log.With("component", "handoff"))
-	if err != nil {
-		log.Warn("no handoff socket: the next agent will bind once this one has exited", "err", err)
-	}
-	var released <-chan struct{}
-	if holder != nil {
-		released = holder.Released()
-	}
-	a.ready.Store(true)
-	log.Info("agent serving", "node", cfg.Node, "proxy", dcfg.ProxyAddr.String(), "took_over", succ != nil)
+	return nil
+}
 
-	var runErr error
-	handedOver := false
+func (a *Agent) serving() bool { return a.ls != nil }
+
+// drain stops accepting and finishes the work in flight within ctx.
+func (a *Agent) drain(ctx context.Context) error {
+	if !a.serving() {
+		return nil
+	}
+	if a.health != nil {
+		a.health.Shutdown(ctx)
+	}
+	serr := a.px.Shutdown(ctx)
+	if errors.Is(serr, context.DeadlineExceeded) {
+		a.log.Warn("drain grace period ended with work in flight", logkey.Grace, a.cfg.GracePeriod.String())
+	}
+	if err := <-a.serveDone; err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	return nil
+}
+
+// offer offers the listeners (and this agent's SVIDs) to the next agent on
+// the node, over the handoff socket.
+func (a *Agent) offer(context.Context) error {
+	if !a.serving() {
+		return nil
+	}
+	holder, err := handoff.Hold(a.handoffPath(), handoff.Offer{Listeners: a.ls, State: a.ids.Export}, a.log.With(logkey.Component, "handoff"))
+	if err != nil {
+		a.log.Warn("no handoff socket: the next agent will bind once this one has exited", logkey.Error, err)
+		return nil
+	}
+	a.holder = holder
+	return nil
+}
+
+// withdraw closes the handoff socket: unless handed over, the sockets close
+// with this agent.
+func (a *Agent) withdraw(context.Context) error {
+	if a.holder != nil {
+		a.holder.Close()
+	}
+	return nil
+}
+
+// wait serves until ctx ends, the listeners are handed over or something
+// fails. When ctx ends it keeps serving until the next agent takes the
+// listeners over (restart or upgrade), for at most Config.HandoffWait.
+func (a *Agent) wait(ctx context.Context) error {
+	var released <-chan struct{}
+	if a.holder != nil {
+		released = a.holder.Released()
+	}
+	var err error
 	select {
 	case <-ctx.Done():
 	case <-released:
-		handedOver = true
-	case runErr = <-errc:
-	case runErr = <-serveDone:
-		runErr = fmt.Errorf("proxy: %w", errOr(runErr, errors.New("stopped serving")))
-		serveDone <- nil
-	case runErr = <-healthDone:
-		runErr = fmt.Errorf("health: %w", runErr)
+		a.handedOver = true
+	case err = <-a.errc:
+	case err = <-a.serveDone:
+		err = fmt.Errorf("proxy: %w", errOr(err, errors.New("stopped serving")))
+		a.serveDone <- nil // for drain
+	case err = <-a.healthDone:
+		err = fmt.Errorf("health: %w", err)
 	}
 	a.stopping.Store(true) // not ready from now on
-	if !handedOver && runErr == nil && holder != nil && !a.uninstalling() && cfg.HandoffWait > 0 {
-		// Restart or upgrade: the next agent is starting on this node; keep
-		// serving until it has taken the listeners over.
-		log.Info("stopping: serving until the next agent takes the listeners over", "wait", cfg.HandoffWait.String())
-		t := time.NewTimer(cfg.HandoffWait)
-		select {
-		case <-released:
-			handedOver = true
-		case <-t.C:
-			log.Warn("no agent took the listeners over; closing them", "waited", cfg.HandoffWait.String())
-		case runErr = <-errc:
-		}
-		t.Stop()
-	}
-	if !handedOver && holder != nil {
-		holder.Close() // the sockets close with this agent: offer them no more
-	}
-	// From here the node belongs to the successor (or to nobody): stop
-	// writing the redirect maps, stop accepting and drain.
-	stopLoops()
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.GracePeriod)
-	defer scancel()
-	if health != nil {
-		health.Shutdown(sctx)
-	}
-	serr := a.px.Shutdown(sctx)
-	if err := <-serveDone; err != nil && runErr == nil {
-		runErr = err
-	}
-	if errors.Is(serr, context.DeadlineExceeded) {
-		log.Warn("drain grace period ended with work in flight", "grace", cfg.GracePeriod.String())
-	}
-	loops.Wait()
-	if holder != nil {
-		holder.Close()
-	}
-	if handedOver {
-		log.Info("listeners handed over and drained", "node", cfg.Node)
-		if ctx.Err() == nil && runErr == nil {
-			// Exiting would have the kubelet restart this container, which
-			// would take the listeners back: wait to be stopped.
-			log.Info("retired: waiting to be stopped")
-			<-ctx.Done()
-		}
-		return runErr
-	}
-	if err := a.finish(dcfg); err != nil {
+	if a.handedOver || err != nil || a.holder == nil || a.cfg.HandoffWait <= 0 || a.uninstalling() {
 		return err
 	}
-	return runErr
+	a.log.Info("stopping: serving until the next agent takes the listeners over", logkey.Wait, a.cfg.HandoffWait.String())
+	t := time.NewTimer(a.cfg.HandoffWait)
+	defer t.Stop()
+	select {
+	case <-released:
+		a.handedOver = true
+	case <-t.C:
+		a.log.Warn("no agent took the listeners over; closing them", logkey.Waited, a.cfg.HandoffWait.String())
+	case err = <-a.errc:
+	}
+	return err
 }
 
 // uninstalling asks Config.Uninstalling once and remembers the answer.
@@ -380,20 +498,6 @@ func (a *Agent) uninstalling() bool {
 		a.uninstall = a.cfg.Uninstalling(ctx)
 	})
 	return a.uninstall
-}
-
-// finish removes the redirect when weft is being uninstalled; otherwise it
-// stays pinned for the next agent.
-func (a *Agent) finish(dcfg datapath.Config) error {
-	if !a.uninstalling() {
-		return nil
-	}
-	a.dp.Close()
-	if err := datapath.Cleanup(dcfg); err != nil {
-		return fmt.Errorf("uninstall: remove the redirect: %w", err)
-	}
-	a.log.Info("weft is being uninstalled: redirect detached and unpinned", "node", a.cfg.Node)
-	return nil
 }
 
 func errOr(err, def error) error {
@@ -418,7 +522,7 @@ func (a *Agent) apply(pol *weftv1.NodePolicy) error {
 			prev = &weftv1.NodePolicy{Node: a.cfg.Node, TrustDomain: a.cfg.TrustDomain.Name()}
 		}
 		if rerr := a.px.Update(prev); rerr != nil {
-			a.log.Error("restore previous proxy policy", "err", rerr)
+			a.log.Error("restore previous proxy policy", logkey.Error, rerr)
 		}
 		return fmt.Errorf("identities: %w", err)
 	}
@@ -451,13 +555,13 @@ func (a *Agent) syncDatapath(pol *weftv1.NodePolicy) {
 	want, byUID := desired(pol)
 	res, err := a.dp.Sync(want)
 	if err != nil {
-		a.log.Error("sync redirect maps", "err", err)
+		a.log.Error("sync redirect maps", logkey.Error, err)
 	}
 	callers := make(map[uint64]*weftv1.Workload, len(res.Pods))
 	for _, p := range res.Pods {
 		w := byUID[p.UID]
 		if !p.Enrolled {
-			a.log.Warn("pod not enrolled yet", "pod", w.GetNamespace()+"/"+w.GetName(), "err", p.Err)
+			a.log.Warn("pod not enrolled yet", logkey.Pod, w.GetNamespace()+"/"+w.GetName(), logkey.Error, p.Err)
 			continue
 		}
 		callers[p.NetnsCookie] = w

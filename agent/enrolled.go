@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -57,7 +58,7 @@ func (m *marker) enrolled(w *weftv1.Workload) {
 				types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 		}
 		if err != nil {
-			m.log.Warn("mark pod enrolled", "pod", w.GetNamespace()+"/"+w.GetName(), "err", err)
+			m.log.Warn("mark pod enrolled", logkey.Pod, w.GetNamespace()+"/"+w.GetName(), logkey.Error, err)
 			m.mu.Lock()
 			delete(m.done, w.GetUid()) // try again at the next sync
 			m.mu.Unlock()

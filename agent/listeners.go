@@ -14,6 +14,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/handoff"
 	"github.com/weft-mesh/weft/agent/proxy"
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // The agent's listeners, by handoff name.
@@ -59,7 +60,7 @@ func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.
 				return nil, nil, ctx.Err()
 			}
 			if !errors.Is(err, handoff.ErrNoHolder) {
-				a.log.Warn("handoff socket unusable; binding the listeners", "path", path, "err", err)
+				a.log.Warn("handoff socket unusable; binding the listeners", logkey.Path, path, logkey.Error, err)
 			}
 			ls, err := a.bindAll(ctx, a.listenAddrs())
 			if err == nil {
@@ -72,7 +73,7 @@ func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.
 			// whose holder just went away) still listens: wait for it, and
 			// look for a holder again.
 			if !waitLogged {
-				a.log.Warn("proxy addresses in use and no agent offers them; retrying until they are free", "err", err)
+				a.log.Warn("proxy addresses in use and no agent offers them; retrying until they are free", logkey.Error, err)
 				waitLogged = true
 			}
 			if !sleep(ctx, 200*time.Millisecond) {
@@ -88,7 +89,7 @@ func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
-		a.log.Info("listener handoff did not complete; trying again", "err", err)
+		a.log.Info("listener handoff did not complete; trying again", logkey.Error, err)
 		if !sleep(ctx, 100*time.Millisecond) {
 			return nil, nil, ctx.Err()
 		}
@@ -99,20 +100,20 @@ func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.
 // listeners. Listeners with another address than this agent's (a changed
 // configuration) are replaced by bound ones; missing ones are bound.
 func (a *Agent) take(ctx context.Context, s *handoff.Successor) (map[string]net.Listener, error) {
-	a.log.Info("an agent serves this node: taking its listeners over once this one can serve", "path", a.handoffPath())
+	a.log.Info("an agent serves this node: taking its listeners over once this one can serve", logkey.Path, a.handoffPath())
 	// Its SVIDs first: with them and the policy restored from disk this
 	// agent can serve even while the controller is unreachable.
 	if recs, err := s.State(ctx); err != nil {
 		if errors.Is(err, handoff.ErrHolderGone) || ctx.Err() != nil {
 			return nil, err
 		}
-		a.log.Warn("handoff: no identities from the previous agent; waiting for the controller to issue them", "err", err)
+		a.log.Warn("handoff: no identities from the previous agent; waiting for the controller to issue them", logkey.Error, err)
 	} else {
 		n, err := a.ids.Import(recs)
 		if err != nil {
-			a.log.Warn("handoff: some identities of the previous agent not taken", "err", err)
+			a.log.Warn("handoff: some identities of the previous agent not taken", logkey.Error, err)
 		}
-		a.log.Info("identities handed over", "taken", n, "offered", len(recs))
+		a.log.Info("identities handed over", logkey.Taken, n, logkey.Offered, len(recs))
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -123,7 +124,7 @@ func (a *Agent) take(ctx context.Context, s *handoff.Successor) (map[string]net.
 			break
 		}
 		if time.Since(lastLog) >= 5*time.Second {
-			a.log.Info("not ready to take over yet", "reason", why, "waited", time.Since(since).Round(time.Second).String())
+			a.log.Info("not ready to take over yet", logkey.Reason, why, logkey.Waited, time.Since(since).Round(time.Second).String())
 			lastLog = time.Now()
 		}
 		select {
@@ -145,7 +146,7 @@ func (a *Agent) take(ctx context.Context, s *handoff.Successor) (map[string]net.
 			ls[name] = l
 			continue
 		}
-		a.log.Warn("handed-over listener not used: address differs", "listener", name, "addr", l.Addr().String(), "want", want[name])
+		a.log.Warn("handed-over listener not used: address differs", logkey.Listener, name, logkey.Addr, l.Addr().String(), logkey.Want, want[name])
 		l.Close()
 	}
 	missing := map[string]string{}
@@ -164,7 +165,7 @@ func (a *Agent) take(ctx context.Context, s *handoff.Successor) (map[string]net.
 			ls[name] = l
 		}
 	}
-	a.log.Info("took the listeners over", "waited", time.Since(since).Round(time.Millisecond).String())
+	a.log.Info("took the listeners over", logkey.Waited, time.Since(since).Round(time.Millisecond).String())
 	return ls, nil
 }
 

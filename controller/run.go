@@ -1,523 +1,216 @@
-// Package controller wires Weft's controller together: informers (source)
-// -> resolve.Resolve -> per-node policy push to agents (every replica) and
-// route status writes (the elected leader only), plus the CA's Identity
-// service on the same gRPC server.
 package controller
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"google.golang.org/grpc/credentials"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
-	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
-	"github.com/weft-mesh/weft/controller/push"
-	"github.com/weft-mesh/weft/controller/resolve"
-	"github.com/weft-mesh/weft/controller/source"
-	"github.com/weft-mesh/weft/controller/status"
+	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/controller/agentauth"
+	"github.com/weft-mesh/weft/controller/ca"
 )
 
-// Defaults for Config.
-const (
-	DefaultNamespace     = "weft-system"
-	DefaultGRPCAddr      = ":15012"
-	DefaultHealthAddr    = ":15021"
-	DefaultDebounce      = 100 * time.Millisecond
-	DefaultLeaseName     = "weft-controller"
-	DefaultLeaseDuration = 15 * time.Second
-	DefaultRenewDeadline = 10 * time.Second
-	DefaultRetryPeriod   = 2 * time.Second
-)
-
-// Config configures a Controller.
-type Config struct {
-	// Kube is the apiserver connection. Required.
-	Kube *rest.Config
-	// Namespace the controller runs in (its Lease lives there);
-	// DefaultNamespace when empty.
-	Namespace string
-	// GRPCAddr serves the Policy (and Identity) services; DefaultGRPCAddr
-	// when empty.
-	GRPCAddr string
-	// HealthAddr serves /healthz, /readyz and /debug/nodes;
-	// DefaultHealthAddr when empty, "-" for none.
-	HealthAddr string
-	// Debounce is how long a change waits for more changes before one
-	// resolution; DefaultDebounce when zero.
-	Debounce time.Duration
-	// TrustDomain of SPIFFE IDs; "cluster.local" when empty.
-	TrustDomain string
-	// LeaderElect: write statuses only while holding the Lease. When false
-	// this replica always writes.
-	LeaderElect bool
-	// ID of this replica in the Lease (the pod name); required with
-	// LeaderElect.
-	ID string
-	// LeaseName, LeaseDuration, RenewDeadline, RetryPeriod tune the
-	// election; defaults above when zero.
-	LeaseName     string
-	LeaseDuration time.Duration
-	RenewDeadline time.Duration
-	RetryPeriod   time.Duration
-	// Authenticator checks agents' bearer tokens. Required.
-	Authenticator push.Authenticator
-	// Register adds more services (the CA's Identity) to the gRPC server.
-	Register func(*grpc.Server)
-	// ServerOptions are added to the gRPC server's (e.g. its TLS credentials).
-	ServerOptions []grpc.ServerOption
-	// TrustAnchors returns the DER CA certificates put in every node's
-	// policy; none when nil.
-	TrustAnchors func() [][]byte
-	// OnLeader runs each time this replica becomes the leader (the CA
-	// ensures its root there); errors are logged.
-	OnLeader func(ctx context.Context) error
-	// Resolve is resolve.Resolve when nil (tests and benchmarks replace it).
-	Resolve func(resolve.Input) resolve.Output
-	// SendBuffer per agent stream; push.DefaultSendBuffer when zero.
-	SendBuffer int
-	// QPS and Burst of the apiserver client (status writes);
-	// 50 and 100 when zero.
-	QPS   float32
-	Burst int
-	// Logger; slog.Default() when nil.
-	Logger *slog.Logger
+// ReplicaConfig configures Run.
+type ReplicaConfig struct {
+	// Controller configures the replica's Controller. Run fills in its
+	// Authenticator, Register, TrustAnchors and OnLeader, and adds the TLS
+	// credentials to its ServerOptions.
+	Controller Config
+	// AgentNamespace is the namespace of the weft-agent ServiceAccount;
+	// the controller's namespace when empty.
+	AgentNamespace string
+	// AgentServiceAccount is the ServiceAccount of weft-agent pods;
+	// agentauth.DefaultServiceAccount when empty.
+	AgentServiceAccount string
+	// TLS serves gRPC over TLS 1.3 with a certificate from the mesh CA.
+	// Agents send their tokens on it: never disable outside tests.
+	TLS bool
+	// DNSNames of the gRPC serving certificate;
+	// weft-controller.<namespace>.svc when empty.
+	DNSNames []string
 }
 
-// Controller is one running replica.
-type Controller struct {
-	cfg     Config
-	log     *slog.Logger
-	kube    kubernetes.Interface
-	src     *source.Source
-	push    *push.Server
-	status  *status.Writer
-	grpc    *grpc.Server
-	grpcLis net.Listener
-	health  *http.Server
-	hlLis   net.Listener
-
-	kick     chan struct{} // resolve again (bundle changed)
-	leader   atomic.Bool
-	synced   atomic.Bool
-	statusMu sync.Mutex
-	latest   *statusWork
-	statusCh chan struct{}
-
-	resolves atomic.Uint64
-	writes   atomic.Uint64
-}
-
-type statusWork struct {
-	in       resolve.Input
-	statuses []resolve.ObjectStatus
-}
-
-// New checks cfg, builds the clients and opens the listeners (so the
-// addresses are known before Run).
-func New(cfg Config) (*Controller, error) {
-	if cfg.Kube == nil {
-		return nil, errors.New("controller: no apiserver config")
-	}
-	if cfg.Authenticator == nil {
-		return nil, errors.New("controller: no agent authenticator")
-	}
-	if cfg.LeaderElect && cfg.ID == "" {
-		return nil, errors.New("controller: leader election needs an id")
-	}
-	cfg.Namespace = or(cfg.Namespace, DefaultNamespace)
-	cfg.GRPCAddr = or(cfg.GRPCAddr, DefaultGRPCAddr)
-	cfg.HealthAddr = or(cfg.HealthAddr, DefaultHealthAddr)
-	cfg.LeaseName = or(cfg.LeaseName, DefaultLeaseName)
-	if cfg.Debounce <= 0 {
-		cfg.Debounce = DefaultDebounce
-	}
-	if cfg.LeaseDuration <= 0 {
-		cfg.LeaseDuration = DefaultLeaseDuration
-	}
-	if cfg.RenewDeadline <= 0 {
-		cfg.RenewDeadline = DefaultRenewDeadline
-	}
-	if cfg.RetryPeriod <= 0 {
-		cfg.RetryPeriod = DefaultRetryPeriod
-	}
-	if cfg.Resolve == nil {
-		cfg.Resolve = resolve.Resolve
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	rc := rest.CopyConfig(cfg.Kube)
-	rc.QPS, rc.Burst = cfg.QPS, cfg.Burst
-	if rc.QPS == 0 {
-		rc.QPS = 50
-	}
-	if rc.Burst == 0 {
-		rc.Burst = 100
-	}
-	rc.UserAgent = "weft-controller"
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	gw, err := gwclient.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("gateway api client: %w", err)
-	}
-	c := &Controller{cfg: cfg, log: cfg.Logger, kube: kube, kick: make(chan struct{}, 1), statusCh: make(chan struct{}, 1)}
-	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Logger: cfg.Logger}); err != nil {
-		return nil, err
-	}
-	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, SendBuffer: cfg.SendBuffer, Logger: cfg.Logger}); err != nil {
-		return nil, err
-	}
-	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
-		return nil, err
-	}
-	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
-		push.ServerCodec(),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}, cfg.ServerOptions...)...)
-	weftv1.RegisterPolicyServer(c.grpc, c.push)
-	if cfg.Register != nil {
-		cfg.Register(c.grpc)
-	}
-	if c.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("listen grpc on %s: %w", cfg.GRPCAddr, err)
-	}
-	if cfg.HealthAddr != "-" {
-		if c.hlLis, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
-			c.grpcLis.Close()
-			return nil, fmt.Errorf("listen health on %s: %w", cfg.HealthAddr, err)
-		}
-		c.health = &http.Server{Handler: c.healthMux(), ReadHeaderTimeout: 5 * time.Second}
-	}
-	return c, nil
-}
-
-func or(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
-// GRPCAddr is the address agents connect to.
-func (c *Controller) GRPCAddr() net.Addr { return c.grpcLis.Addr() }
-
-// HealthAddr is the health server's address; nil when disabled.
-func (c *Controller) HealthAddr() net.Addr {
-	if c.hlLis == nil {
-		return nil
-	}
-	return c.hlLis.Addr()
-}
-
-// Nodes is the push state of every node (versions, ACKs, NACKs).
-func (c *Controller) Nodes() []push.NodeState { return c.push.Nodes() }
-
-// IsLeader reports whether this replica writes statuses.
-func (c *Controller) IsLeader() bool { return c.leader.Load() }
-
-// Stats counts resolutions and status writes since start.
-type Stats struct {
-	Resolves     uint64
-	StatusWrites uint64
-}
-
-// Stats returns the counters.
-func (c *Controller) Stats() Stats {
-	return Stats{Resolves: c.resolves.Load(), StatusWrites: c.writes.Load()}
-}
-
-// Kick asks for a new resolution (for example after the CA's trust bundle
-// changed). It never blocks.
-func (c *Controller) Kick() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Run runs the replica until ctx ends.
-func Run(ctx context.Context, cfg Config) error {
-	c, err := New(cfg)
+// Run runs one replica until ctx ends: the Controller, the agent
+// authenticator and the mesh CA, with the CA's watch of its root Secret and
+// the publisher of its bundle. When any of them fails, the others stop and
+// Run returns the first error.
+func Run(ctx context.Context, cfg ReplicaConfig) error {
+	r, err := newReplica(cfg)
 	if err != nil {
 		return err
 	}
-	return c.Run(ctx)
+	return r.run(ctx)
 }
 
-// Run serves until ctx ends, then stops everything it started and returns
-// nil (or the first fatal error).
-func (c *Controller) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := c.grpc.Serve(c.grpcLis); err != nil {
-			errc <- fmt.Errorf("serve grpc: %w", err)
-		}
-	}()
-	if c.health != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.health.Serve(c.hlLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serve health: %w", err)
-			}
-		}()
-	}
-	defer func() {
-		cancel()
-		c.grpc.Stop()
-		if c.health != nil {
-			_ = c.health.Close()
-		}
-		wg.Wait()
-	}()
-	c.log.Info("weft-controller starting", "grpc", c.GRPCAddr().String(), "namespace", c.cfg.Namespace, "id", c.cfg.ID)
-
-	if err := c.src.Start(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("start informers: %w", err)
-	}
-	c.synced.Store(true)
-
-	if c.cfg.LeaderElect {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.elect(ctx)
-		}()
-	} else {
-		c.becomeLeader(ctx)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.statusLoop(ctx)
-	}()
-
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			return err
-		case <-c.src.Dirty():
-		case <-c.kick:
-		}
-		// Debounce: absorb every change of the next window into one round.
-		t := time.NewTimer(c.cfg.Debounce)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		// Changes signalled during the window are in the snapshot below.
-		select {
-		case <-c.kick:
-		default:
-		}
-		select {
-		case <-c.src.Dirty():
-		default:
-		}
-		c.round()
-	}
+// replica is a Controller with its CA.
+type replica struct {
+	log    *slog.Logger
+	ca     *ca.CA
+	ctl    *Controller // set before the CA is loaded, so before it calls back
+	bundle *bundlePublisher
 }
 
-// round resolves the current snapshot, pushes it and hands the statuses to
-// the status writer.
-func (c *Controller) round() {
-	in, err := c.src.Snapshot()
+func newReplica(cfg ReplicaConfig) (*replica, error) {
+	c := cfg.Controller
+	if c.Kube == nil {
+		return nil, errors.New("controller: no apiserver config")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Namespace = or(c.Namespace, DefaultNamespace)
+	kube, err := kubernetes.NewForConfig(c.Kube)
 	if err != nil {
-		c.log.Error("snapshot", "error", err)
-		return
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	in.Options.TrustDomain = c.cfg.TrustDomain
-	start := time.Now()
-	out, ok := c.safeResolve(in)
-	if !ok {
-		return
+	auth, err := agentauth.New(agentauth.Config{
+		Client:         kube,
+		Namespace:      or(cfg.AgentNamespace, c.Namespace),
+		ServiceAccount: cfg.AgentServiceAccount,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent authenticator: %w", err)
 	}
-	c.resolves.Add(1)
-	var anchors [][]byte
-	if c.cfg.TrustAnchors != nil {
-		anchors = c.cfg.TrustAnchors()
+	r := &replica{log: c.Logger}
+	r.ca, err = ca.New(ca.Config{
+		Client:         kube,
+		Namespace:      c.Namespace,
+		TrustDomain:    c.TrustDomain,
+		Authenticator:  auth,
+		Pods:           ca.NewAPIPods(kube),
+		OnBundleChange: r.bundleChanged,
+		Logger:         c.Logger,
+	})
+	if err != nil {
+		return nil, err
 	}
-	for _, p := range out.Nodes {
-		if p != nil && len(anchors) > 0 {
-			p.TrustAnchors = anchors
+	r.bundle = newBundlePublisher(func(ctx context.Context) error {
+		return r.ca.PublishBundle(ctx, ca.DefaultBundleConfigMap)
+	}, func() bool { return r.ctl.IsLeader() }, c.Logger)
+	if cfg.TLS {
+		names := cfg.DNSNames
+		if len(names) == 0 {
+			names = []string{"weft-controller." + c.Namespace + ".svc"}
 		}
+		getCert, err := r.ca.ServingCertificate(ca.ServingConfig{DNSNames: names})
+		if err != nil {
+			return nil, fmt.Errorf("serving certificate: %w", err)
+		}
+		c.ServerOptions = append(c.ServerOptions, grpc.Creds(credentials.NewTLS(&tls.Config{
+			MinVersion:     tls.VersionTLS13,
+			GetCertificate: getCert,
+		})))
 	}
-	changed := c.push.Update(out.Nodes)
-	c.log.Debug("resolved", "nodes", len(out.Nodes), "changed", changed, "statuses", len(out.Statuses), "took", time.Since(start))
-	c.statusMu.Lock()
-	c.latest = &statusWork{in: in, statuses: out.Statuses}
-	c.statusMu.Unlock()
+	c.Authenticator = auth
+	c.Register = r.ca.Register
+	c.TrustAnchors = r.ca.Bundle
+	c.OnLeader = r.onLeader
+	if r.ctl, err = New(c); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// bundleChanged is the CA's OnBundleChange: push the new anchors with
+// policy and publish them.
+func (r *replica) bundleChanged() {
+	r.ctl.Kick()
+	r.bundle.request()
+}
+
+// onLeader makes sure the root exists and has its bundle published: agents
+// mount it to verify this server before their first policy arrives.
+func (r *replica) onLeader(ctx context.Context) error {
+	if err := r.ca.EnsureRoot(ctx); err != nil {
+		return fmt.Errorf("ensure ca root: %w", err)
+	}
+	r.bundle.request()
+	return nil
+}
+
+func (r *replica) run(ctx context.Context) error {
+	// Every replica follows the root Secret; the leader creates it.
+	if err := r.ca.Load(ctx); err != nil && !errors.Is(err, ca.ErrNoRoot) {
+		r.log.Warn("load ca root", logkey.Error, err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := r.ca.Watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("watch ca root: %w", errOr(err, errors.New("stopped")))
+	})
+	g.Go(func() error { return r.bundle.run(ctx) })
+	g.Go(func() error { return r.ctl.Run(ctx) })
+	err := g.Wait()
+	if err != nil {
+		r.log.Error("weft-controller stopped", logkey.Error, err)
+	}
+	return err
+}
+
+func errOr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
+}
+
+// bundlePublisher is the only writer of the CA bundle ConfigMap. Requests
+// (leadership gained, bundle changed) coalesce into one pending publish
+// and publishes run one at a time: two writers that both find the
+// ConfigMap missing would both create it, and one would fail with
+// AlreadyExists.
+type bundlePublisher struct {
+	publish func(context.Context) error
+	leader  func() bool
+	log     *slog.Logger
+	retry   time.Duration // after a failed publish
+	pending chan struct{}
+}
+
+func newBundlePublisher(publish func(context.Context) error, leader func() bool, log *slog.Logger) *bundlePublisher {
+	return &bundlePublisher{publish: publish, leader: leader, log: log, retry: 5 * time.Second, pending: make(chan struct{}, 1)}
+}
+
+// request asks for a publish; it never blocks.
+func (p *bundlePublisher) request() {
 	select {
-	case c.statusCh <- struct{}{}:
-	default:
+	case p.pending <- struct{}{}:
+	default: // the pending publish covers this request too
 	}
 }
 
-// safeResolve keeps a bug in resolution from taking the controller down:
-// the agents keep the last good policy and the error is logged.
-func (c *Controller) safeResolve(in resolve.Input) (out resolve.Output, ok bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			c.log.Error("resolve panicked; keeping the last policy", "panic", fmt.Sprint(r))
-			ok = false
-		}
-	}()
-	return c.cfg.Resolve(in), true
-}
-
-// statusLoop writes the newest statuses while this replica leads. A failed
-// write is retried with backoff on the newest statuses.
-func (c *Controller) statusLoop(ctx context.Context) {
-	backoff := time.Second
+// run publishes on request while this replica leads, retrying failures,
+// until ctx ends.
+func (p *bundlePublisher) run(ctx context.Context) error {
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-c.statusCh:
+			return nil
+		case <-p.pending:
+		case <-retry:
 		}
-		if !c.leader.Load() {
+		retry = nil
+		if !p.leader() {
 			continue
 		}
-		c.statusMu.Lock()
-		w := c.latest
-		c.statusMu.Unlock()
-		if w == nil {
-			continue
-		}
-		n, err := c.status.Write(ctx, w.in, w.statuses)
-		c.writes.Add(uint64(n))
-		if n > 0 {
-			c.log.Info("wrote statuses", "objects", n)
-		}
-		if err == nil {
-			backoff = time.Second
-			continue
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		c.log.Warn("write statuses", "error", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-		c.signalStatus()
-	}
-}
-
-func (c *Controller) signalStatus() {
-	select {
-	case c.statusCh <- struct{}{}:
-	default:
-	}
-}
-
-func (c *Controller) becomeLeader(ctx context.Context) {
-	c.leader.Store(true)
-	if c.cfg.OnLeader != nil {
-		if err := c.cfg.OnLeader(ctx); err != nil {
-			c.log.Error("leader start hook", "error", err)
+		if err := p.publish(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Warn("publish ca bundle", logkey.Error, err, logkey.RetryIn, p.retry.String())
+			retry = time.After(p.retry)
 		}
 	}
-	c.signalStatus()
-}
-
-// elect campaigns for the Lease until ctx ends; after losing it, it
-// campaigns again.
-func (c *Controller) elect(ctx context.Context) {
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: c.cfg.Namespace, Name: c.cfg.LeaseName},
-		Client:     c.kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.ID},
-	}
-	for ctx.Err() == nil {
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock:            lock,
-			LeaseDuration:   c.cfg.LeaseDuration,
-			RenewDeadline:   c.cfg.RenewDeadline,
-			RetryPeriod:     c.cfg.RetryPeriod,
-			ReleaseOnCancel: true,
-			Name:            c.cfg.LeaseName,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(lctx context.Context) {
-					c.log.Info("became leader; writing statuses", "id", c.cfg.ID)
-					c.becomeLeader(lctx)
-				},
-				OnStoppedLeading: func() {
-					c.leader.Store(false)
-					c.log.Info("lost leadership; no longer writing statuses", "id", c.cfg.ID)
-				},
-				OnNewLeader: func(id string) {
-					if id != c.cfg.ID {
-						c.log.Info("leader", "id", id)
-					}
-				},
-			},
-		})
-		if err != nil {
-			c.log.Error("leader election config", "error", err)
-			return
-		}
-		le.Run(ctx)
-	}
-}
-
-func (c *Controller) healthMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case !c.synced.Load():
-			http.Error(w, "informers not synced", http.StatusServiceUnavailable)
-		case !c.push.Ready():
-			http.Error(w, "no policy resolved yet", http.StatusServiceUnavailable)
-		default:
-			_, _ = w.Write([]byte("ok\n"))
-		}
-	})
-	mux.HandleFunc("GET /debug/nodes", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(struct {
-			Leader bool             `json:"leader"`
-			Nonce  string           `json:"controllerNonce"`
-			Nodes  []push.NodeState `json:"nodes"`
-			Kinds  []string         `json:"kinds"`
-		}{c.leader.Load(), c.push.Nonce(), c.push.Nodes(), c.src.Kinds()})
-	})
-	return mux
 }

@@ -91,7 +91,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: pin root %q and bpffs %q must be absolute", ErrInvalidConfig, c.PinRoot, c.BPFFS)
 	}
 	if strings.Contains(c.CgroupPath, "..") {
-		return fmt.Errorf("%w: cgroup path %q must not contain ..", ErrInvalidConfig, c.CgroupPath)
+		return fmt.Errorf("%w: cgroup path %q must not contain \"..\"", ErrInvalidConfig, c.CgroupPath)
 	}
 	return nil
 }

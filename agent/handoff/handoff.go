@@ -43,6 +43,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // Errors.
@@ -211,7 +213,7 @@ func (h *Holder) serve() {
 			closed := h.closed
 			h.mu.Unlock()
 			if !closed {
-				h.log.Error("handoff socket: accept", "err", err)
+				h.log.Error("handoff socket: accept", logkey.Error, err)
 			}
 			return
 		}
@@ -239,7 +241,7 @@ func (h *Holder) serve() {
 // serve) before asking for the listeners.
 func (h *Holder) handle(c *net.UnixConn) {
 	if err := sameUser(c); err != nil {
-		h.log.Warn("handoff socket: peer refused", "err", err)
+		h.log.Warn("handoff socket: peer refused", logkey.Error, err)
 		return
 	}
 	for {
@@ -252,11 +254,11 @@ func (h *Holder) handle(c *net.UnixConn) {
 			break
 		}
 		if m.Op != "state" {
-			h.log.Warn("handoff socket: unexpected message", "op", m.Op)
+			h.log.Warn("handoff socket: unexpected message", logkey.Op, m.Op)
 			return
 		}
 		if err := h.sendState(c); err != nil {
-			h.log.Warn("handoff: send state", "err", err)
+			h.log.Warn("handoff: send state", logkey.Error, err)
 			return
 		}
 	}
@@ -282,18 +284,18 @@ func (h *Holder) handle(c *net.UnixConn) {
 	}
 	err := withFDs(ps, nil, func(fds []int) error { return writeMessage(c, reply, fds) })
 	if err != nil {
-		h.log.Warn("handoff: send listeners", "err", err)
+		h.log.Warn("handoff: send listeners", logkey.Error, err)
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(AckTimeout))
 	ack, err := readMessage(c)
 	if err != nil || ack.Op != "serving" {
 		closeFDs(ack.fds)
-		h.log.Warn("handoff: the successor did not take over; still serving", "err", err, "op", ack.Op)
+		h.log.Warn("handoff: the successor did not take over; still serving", logkey.Error, err, logkey.Op, ack.Op)
 		return
 	}
 	close(h.released)
-	h.log.Info("handoff: listeners handed over", "listeners", h.names)
+	h.log.Info("handoff: listeners handed over", logkey.Listeners, h.names)
 }
 
 // sendState sends the holder's state records and the closing count.

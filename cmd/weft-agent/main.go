@@ -30,6 +30,7 @@ import (
 	"github.com/weft-mesh/weft/agent"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 )
 
@@ -66,7 +67,7 @@ func main() {
 
 type flags struct {
 	node, nodeIP, controller, controllerCA               string
-	insecure                                             bool
+	insecure                                             *bool
 	tokenFile, stateDir, healthAddr, cgroupPath, pinRoot string
 	trustDomain                                          string
 	grace, handoffWait                                   time.Duration
@@ -80,7 +81,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.nodeIP, "node-ip", os.Getenv("NODE_IP"), fmt.Sprintf("this node's IPv4 address (proxy listens on :%d and :%d)", mesh.CapturePort, mesh.TunnelPort))
 	fs.StringVar(&f.controller, "controller", "weft-controller.weft-system.svc:15012", "controller gRPC address")
 	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/secrets/weft/ca.crt", "mesh root bundle (PEM, ConfigMap weft-ca-bundle) the controller's certificate chains to")
-	fs.BoolVar(&f.insecure, "insecure-controller", false, "talk to the controller without TLS (tests only)")
+	f.insecure = insecureFlag(fs)
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/weft", "where the last good policy is kept (a subdirectory per node)")
 	fs.StringVar(&f.healthAddr, "health-addr", fmt.Sprintf(":%d", mesh.HealthPort), "health and readiness endpoint")
@@ -126,7 +127,7 @@ func run(args []string, log *slog.Logger) error {
 			return err
 		}
 	} else {
-		log.Warn("no in-cluster Kubernetes config: pods will not be marked enrolled", "err", err)
+		log.Warn("no in-cluster Kubernetes config: pods will not be marked enrolled", logkey.Error, err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -135,7 +136,7 @@ func run(args []string, log *slog.Logger) error {
 		NodeIP:             ip,
 		ControllerAddr:     f.controller,
 		ControllerCAFile:   f.controllerCA,
-		InsecureController: f.insecure,
+		InsecureController: *f.insecure,
 		Token:              func() (string, error) { return readToken(f.tokenFile) },
 		Kube:               kube,
 		StateDir:           f.stateDir,
@@ -144,7 +145,7 @@ func run(args []string, log *slog.Logger) error {
 		HealthAddr:         f.healthAddr,
 		GracePeriod:        f.grace,
 		HandoffWait:        handoffWait(f.handoffWait),
-		Log:                log,
+		Logger:             log,
 		Uninstalling: func(ctx context.Context) bool {
 			return kube != nil && daemonSetGone(ctx, kube, f.namespace, f.daemonSet, log)
 		},
@@ -237,14 +238,14 @@ func daemonSetGone(ctx context.Context, kube kubernetes.Interface, ns, name stri
 	ds, err := kube.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
-		log.Info("agent DaemonSet is gone: removing the redirect", "daemonset", ns+"/"+name, "err", err)
+		log.Info("agent DaemonSet is gone: removing the redirect", logkey.DaemonSet, ns+"/"+name, logkey.Error, err)
 		return true
 	case err != nil:
-		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", "err", err)
+		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", logkey.Error, err)
 		return false
 	}
 	if ds.DeletionTimestamp != nil {
-		log.Info("agent DaemonSet is being deleted: removing the redirect", "daemonset", ns+"/"+name)
+		log.Info("agent DaemonSet is being deleted: removing the redirect", logkey.DaemonSet, ns+"/"+name)
 		return true
 	}
 	// kubectl delete -k deletes the namespace first: its pods go before
@@ -252,14 +253,14 @@ func daemonSetGone(ctx context.Context, kube kubernetes.Interface, ns, name stri
 	n, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
-		log.Info("agent namespace is gone: removing the redirect", "namespace", ns, "err", err)
+		log.Info("agent namespace is gone: removing the redirect", logkey.Namespace, ns, logkey.Error, err)
 		return true
 	case err != nil:
-		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", "err", err)
+		log.Warn("cannot tell whether weft is being uninstalled; keeping the redirect", logkey.Error, err)
 		return false
 	}
 	if n.DeletionTimestamp != nil {
-		log.Info("agent namespace is being deleted: removing the redirect", "namespace", ns)
+		log.Info("agent namespace is being deleted: removing the redirect", logkey.Namespace, ns)
 		return true
 	}
 	log.Info("agent stopping for a restart: the redirect stays pinned for the next agent")

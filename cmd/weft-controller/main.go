@@ -5,27 +5,20 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/controller"
 	"github.com/weft-mesh/weft/controller/agentauth"
-	"github.com/weft-mesh/weft/controller/ca"
 )
 
 func main() {
@@ -60,110 +53,33 @@ func run() error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
-
 	rc, err := restConfig(*kubeconfig)
 	if err != nil {
 		return err
 	}
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+	var names []string
+	if *dnsNames != "" {
+		names = strings.Split(*dnsNames, ",")
 	}
-	if *agentNS == "" {
-		*agentNS = *namespace
-	}
-	auth, err := agentauth.New(agentauth.Config{Client: kube, Namespace: *agentNS, ServiceAccount: *agentSA})
-	if err != nil {
-		return err
-	}
-	var ctl atomic.Pointer[controller.Controller]
-	bundleChanged := make(chan struct{}, 1)
-	authority, err := ca.New(ca.Config{
-		Client:        kube,
-		Namespace:     *namespace,
-		TrustDomain:   *trustDomain,
-		Authenticator: auth,
-		Pods:          ca.NewAPIPods(kube),
-		OnBundleChange: func() {
-			if c := ctl.Load(); c != nil {
-				c.Kick()
-			}
-			select {
-			case bundleChanged <- struct{}{}:
-			default: // one pending publish covers this change too
-			}
-		},
-		Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	var serverOpts []grpc.ServerOption
-	if *serveTLS {
-		names := *dnsNames
-		if names == "" {
-			names = "weft-controller." + *namespace + ".svc"
-		}
-		getCert, err := authority.ServingCertificate(ca.ServingConfig{DNSNames: strings.Split(names, ",")})
-		if err != nil {
-			return err
-		}
-		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(&tls.Config{
-			MinVersion:     tls.VersionTLS13,
-			GetCertificate: getCert,
-		})))
-	}
-	c, err := controller.New(controller.Config{
-		Kube:          rc,
-		Namespace:     *namespace,
-		GRPCAddr:      *grpcAddr,
-		HealthAddr:    *healthAddr,
-		Debounce:      *debounce,
-		TrustDomain:   *trustDomain,
-		LeaderElect:   *leaderElect,
-		ID:            *id,
-		Authenticator: auth,
-		Register:      authority.Register,
-		ServerOptions: serverOpts,
-		TrustAnchors:  authority.Bundle,
-		OnLeader: func(ctx context.Context) error {
-			if err := authority.EnsureRoot(ctx); err != nil {
-				return err
-			}
-			// Agents mount the bundle to verify this server before
-			// their first policy arrives.
-			return authority.PublishBundle(ctx, ca.DefaultBundleConfigMap)
-		},
-		Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	ctl.Store(c)
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// Every replica follows the root Secret; the leader creates it.
-	if err := authority.Load(ctx); err != nil && !errors.Is(err, ca.ErrNoRoot) {
-		log.Warn("load ca root", "error", err)
-	}
-	go func() { _ = authority.Watch(ctx) }()
-	go func() {
-		// Keep the published bundle current through root rotations.
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-bundleChanged:
-			}
-			if c := ctl.Load(); c != nil && c.IsLeader() {
-				if err := authority.PublishBundle(ctx, ca.DefaultBundleConfigMap); err != nil {
-					log.Warn("publish ca bundle", "error", err)
-				}
-			}
-		}
-	}()
-	return c.Run(ctx)
+	return controller.Run(ctx, controller.ReplicaConfig{
+		Controller: controller.Config{
+			Kube:        rc,
+			Namespace:   *namespace,
+			GRPCAddr:    *grpcAddr,
+			HealthAddr:  *healthAddr,
+			Debounce:    *debounce,
+			TrustDomain: *trustDomain,
+			LeaderElect: *leaderElect,
+			ID:          *id,
+			Logger:      log,
+		},
+		AgentNamespace:      *agentNS,
+		AgentServiceAccount: *agentSA,
+		TLS:                 *serveTLS,
+		DNSNames:            names,
+	})
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -182,7 +183,7 @@ func (s *Server) Update(policies map[string]*weftv1.NodePolicy) int {
 		}
 		body, err := enc.encode(p)
 		if err != nil {
-			s.log.Error("cannot encode node policy; the node keeps its last one", "node", name, "error", err)
+			s.log.Error("cannot encode node policy; the node keeps its last one", logkey.Node, name, logkey.Error, err)
 			continue
 		}
 		if e.snap.policy != nil && e.snap.enc.equal(body) {
@@ -229,7 +230,7 @@ func (s *Server) enqueue(sub *subscriber, msg *wireSnapshot) {
 	case <-sub.evicted:
 	case sub.ch <- msg:
 	default:
-		s.log.Warn("policy stream fell behind, closing it", "node", sub.node, "version", msg.Version, "buffer", cap(sub.ch))
+		s.log.Warn("policy stream fell behind, closing it", logkey.Node, sub.node, logkey.Version, msg.Version, logkey.Buffer, cap(sub.ch))
 		sub.evict()
 	}
 }
@@ -257,7 +258,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 	}
 	authNode, err := s.auth.Authenticate(ctx, token)
 	if err != nil {
-		s.log.Info("policy stream authentication failed", "error", err)
+		s.log.Info("policy stream authentication failed", logkey.Error, err)
 		return status.Errorf(codes.Unauthenticated, "authenticate agent: %v", err)
 	}
 	first, err := stream.Recv()
@@ -275,7 +276,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 	sub := &subscriber{node: node, ch: make(chan *wireSnapshot, s.buffer), evicted: make(chan struct{})}
 	s.subscribe(sub)
 	defer s.unsubscribe(sub)
-	s.log.Info("agent subscribed", "node", node)
+	s.log.Info("agent subscribed", logkey.Node, node)
 
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- s.receive(stream, node) }()
@@ -329,9 +330,9 @@ func (s *Server) ack(node string, version uint64, reason string) {
 	}
 	s.mu.Unlock()
 	if reason != "" {
-		s.log.Warn("agent rejected policy", "node", node, "version", version, "reason", reason)
+		s.log.Warn("agent rejected policy", logkey.Node, node, logkey.Version, version, logkey.Reason, reason)
 	} else {
-		s.log.Debug("agent applied policy", "node", node, "version", version)
+		s.log.Debug("agent applied policy", logkey.Node, node, logkey.Version, version)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -225,7 +226,7 @@ func (s *Source) discover(ctx context.Context) error {
 		}
 		if !served[k.groupVersion][k.resource] {
 			if !s.missing[k.name] {
-				s.log.Warn("custom resource not installed; running without it", "kind", k.name, "groupVersion", k.groupVersion)
+				s.log.Warn("custom resource not installed; running without it", logkey.Kind, k.name, logkey.GroupVersion, k.groupVersion)
 				s.missing[k.name] = true
 			}
 			continue
@@ -237,7 +238,7 @@ func (s *Source) discover(ctx context.Context) error {
 		s.enabled[k.name] = inf
 		added = true
 		if s.missing[k.name] {
-			s.log.Info("custom resource installed; watching it", "kind", k.name)
+			s.log.Info("custom resource installed; watching it", logkey.Kind, k.name)
 		}
 	}
 	if added && s.started {
@@ -258,7 +259,7 @@ func (s *Source) recheckLoop(ctx context.Context) {
 				continue
 			}
 			if err := s.discover(ctx); err != nil {
-				s.log.Warn("look for gateway api resources", "error", err)
+				s.log.Warn("look for gateway api resources", logkey.Error, err)
 			}
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -210,7 +211,7 @@ func writeOne[T any](ctx context.Context, w *Writer, k kind[T], cached *T, desir
 		return false, fmt.Errorf("write status of %s %s/%s: %w", k.name, m.Namespace, m.Name, err)
 	}
 	if wrote {
-		w.log.Debug("wrote status", "kind", k.name, "namespace", m.Namespace, "name", m.Name)
+		w.log.Debug("wrote status", logkey.Kind, k.name, logkey.Namespace, m.Namespace, logkey.Name, m.Name)
 	}
 	return wrote, nil
 }

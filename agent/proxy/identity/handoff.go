@@ -7,6 +7,8 @@ import (
 	mathrand "math/rand/v2"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // record is one exported SVID: its certificate chain and private key, DER.
@@ -91,8 +93,8 @@ func (m *Manager) Import(recs [][]byte) (int, error) {
 		e.failures, e.lastErr, e.retryAt = 0, "", now
 		e.rotateAt = rotationTime(leaf, leaf.NotBefore, mathrand.Float64())
 		n++
-		m.log.Info("svid taken over from the previous agent", "id", id.String(), "serial", leaf.SerialNumber.Text(16),
-			"expires", leaf.NotAfter, "rotate_at", e.rotateAt)
+		m.log.Info("svid taken over from the previous agent", logkey.ID, id.String(), logkey.Serial, leaf.SerialNumber.Text(16),
+			logkey.Expires, leaf.NotAfter, logkey.RotateAt, e.rotateAt)
 	}
 	if n > 0 {
 		m.wake()

@@ -36,6 +36,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -150,7 +151,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg:     cfg,
-		log:     cfg.Logger.With("component", "identity"),
+		log:     cfg.Logger.With(logkey.Component, "identity"),
 		kick:    make(chan struct{}, 1),
 		wanted:  map[spiffeid.ID]bool{},
 		entries: map[spiffeid.ID]*entry{},
@@ -209,7 +210,7 @@ func (m *Manager) SetWanted(ids []spiffeid.ID) {
 	for id := range m.entries {
 		if !next[id] {
 			delete(m.entries, id)
-			m.log.Info("svid dropped: no pod of the identity left on the node", "id", id.String())
+			m.log.Info("svid dropped: no pod of the identity left on the node", logkey.ID, id.String())
 		}
 	}
 	m.wanted = next
@@ -413,9 +414,9 @@ func (m *Manager) fetch(ctx context.Context, id spiffeid.ID) {
 		backoff := min(m.cfg.RetryMin<<min(e.failures-1, 16), m.cfg.RetryMax)
 		backoff = backoff/2 + mathrand.N(backoff/2+1)
 		e.retryAt = now.Add(backoff)
-		attrs := []any{"id", id.String(), "err", err, "retry_in", backoff, "failures", e.failures}
+		attrs := []any{logkey.ID, id.String(), logkey.Error, err, logkey.RetryIn, backoff, logkey.Failures, e.failures}
 		if e.svid != nil {
-			attrs = append(attrs, "current_expires", e.svid.Certificates[0].NotAfter)
+			attrs = append(attrs, logkey.CurrentExpires, e.svid.Certificates[0].NotAfter)
 		}
 		m.log.Warn("svid fetch failed", attrs...)
 		return
@@ -424,8 +425,8 @@ func (m *Manager) fetch(ctx context.Context, id spiffeid.ID) {
 	e.failures, e.lastErr = 0, ""
 	e.retryAt = time.Time{}
 	e.rotateAt = rotationTime(svid.Certificates[0], now, mathrand.Float64())
-	m.log.Info("svid issued", "id", id.String(), "serial", svid.Certificates[0].SerialNumber.Text(16),
-		"expires", svid.Certificates[0].NotAfter, "rotate_at", e.rotateAt)
+	m.log.Info("svid issued", logkey.ID, id.String(), logkey.Serial, svid.Certificates[0].SerialNumber.Text(16),
+		logkey.Expires, svid.Certificates[0].NotAfter, logkey.RotateAt, e.rotateAt)
 }
 
 // rotationTime is the time to fetch a successor of leaf, received at now:

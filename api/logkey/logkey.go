@@ -1,0 +1,79 @@
+// Package logkey names the keys of Weft's structured logs (log/slog), in the
+// manner of Cilium's logfields: one constant per key, so a key is spelled
+// one way everywhere ("error", never sometimes "err") and the operators'
+// log queries and alerts keep working across components and releases.
+//
+// It sits under api/ because log keys are part of Weft's contract with the
+// people who run it, next to the protocol agents and controllers speak; it
+// is a leaf (it imports nothing), so agent/..., controller/... and cmd/...
+// can all use it.
+//
+// Use: log.Warn("svid fetch failed", logkey.ID, id.String(), logkey.Error, err).
+// Keys are lower snake_case. To convert a package, replace each literal key
+// of its slog calls with the constant of the same meaning below, adding one
+// here when none fits; a logger's Config field is named Logger everywhere.
+package logkey
+
+// Errors and outcomes.
+const (
+	Error    = "error"    // an error value
+	Reason   = "reason"   // why, in words (a NACK's reason, a pending readiness)
+	Panic    = "panic"    // a recovered panic value
+	Failures = "failures" // consecutive failures so far
+	Changed  = "changed"  // how many things changed
+)
+
+// Where: components and the Kubernetes objects they act on.
+const (
+	Component    = "component"     // the part of a process that logs (proxy, policy, identity, handoff)
+	Node         = "node"          // Kubernetes Node name
+	Namespace    = "namespace"     // Kubernetes namespace
+	Name         = "name"          // object name (with Namespace and Kind)
+	Kind         = "kind"          // object kind (HTTPRoute, ...)
+	GroupVersion = "group_version" // API group/version of a kind
+	Pod          = "pod"           // namespace/name of a pod
+	DaemonSet    = "daemonset"     // namespace/name of a DaemonSet
+	Leader       = "leader"        // identity of the replica holding the Lease
+	ID           = "id"            // a replica's identity in the Lease, or a SPIFFE ID
+)
+
+// Network, files and the datapath.
+const (
+	Addr        = "addr"         // an address a socket has
+	Want        = "want"         // the address, or value, that was expected instead
+	GRPC        = "grpc"         // gRPC serving address
+	Proxy       = "proxy"        // the node proxy's capture address
+	Listener    = "listener"     // one listener's handoff name
+	Listeners   = "listeners"    // listener handoff names
+	Path        = "path"         // a file or socket path
+	Program     = "program"      // BPF program name
+	Map         = "map"          // BPF map name
+	Cgroup      = "cgroup"       // cgroup v2 path
+	AdoptedMaps = "adopted_maps" // pinned BPF maps kept from a previous agent
+	Op          = "op"           // a protocol message's operation
+	TookOver    = "took_over"    // whether listeners came from a previous agent
+	Taken       = "taken"        // how many were taken
+	Offered     = "offered"      // how many were offered
+	Buffer      = "buffer"       // a buffer's capacity
+)
+
+// Policy, status and identities.
+const (
+	Version        = "version"         // a node policy version
+	Nodes          = "nodes"           // how many nodes
+	Statuses       = "statuses"        // how many route statuses
+	Objects        = "objects"         // how many objects
+	Serial         = "serial"          // certificate serial number (hex)
+	Expires        = "expires"         // certificate NotAfter
+	CurrentExpires = "current_expires" // NotAfter of the certificate still in use
+	RotateAt       = "rotate_at"       // when a certificate will be renewed
+)
+
+// Time.
+const (
+	Took    = "took"     // how long something took
+	Wait    = "wait"     // how long something will be waited for
+	Waited  = "waited"   // how long something was waited for
+	Grace   = "grace"    // a drain's grace period
+	RetryIn = "retry_in" // delay before the next attempt
+)

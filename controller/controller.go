@@ -1,0 +1,519 @@
+// Package controller wires Weft's controller together: informers (source)
+// -> resolve.Resolve -> per-node policy push to agents (every replica) and
+// route status writes (the elected leader only), plus the CA's Identity
+// service on the same gRPC server.
+//
+// Run (run.go) runs one replica as weft-controller does: the Controller
+// (controller.go), the agent authenticator and the mesh CA with its
+// background loops, all waited on.
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/weft-mesh/weft/api/logkey"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/controller/push"
+	"github.com/weft-mesh/weft/controller/resolve"
+	"github.com/weft-mesh/weft/controller/source"
+	"github.com/weft-mesh/weft/controller/status"
+)
+
+// Defaults for Config.
+const (
+	DefaultNamespace     = "weft-system"
+	DefaultGRPCAddr      = ":15012"
+	DefaultHealthAddr    = ":15021"
+	DefaultDebounce      = 100 * time.Millisecond
+	DefaultLeaseName     = "weft-controller"
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = 10 * time.Second
+	DefaultRetryPeriod   = 2 * time.Second
+)
+
+// Config configures a Controller.
+type Config struct {
+	// Kube is the apiserver connection. Required.
+	Kube *rest.Config
+	// Namespace the controller runs in (its Lease lives there);
+	// DefaultNamespace when empty.
+	Namespace string
+	// GRPCAddr serves the Policy (and Identity) services; DefaultGRPCAddr
+	// when empty.
+	GRPCAddr string
+	// HealthAddr serves /healthz, /readyz and /debug/nodes;
+	// DefaultHealthAddr when empty, "-" for none.
+	HealthAddr string
+	// Debounce is how long a change waits for more changes before one
+	// resolution; DefaultDebounce when zero.
+	Debounce time.Duration
+	// TrustDomain of SPIFFE IDs; "cluster.local" when empty.
+	TrustDomain string
+	// LeaderElect: write statuses only while holding the Lease. When false
+	// this replica always writes.
+	LeaderElect bool
+	// ID of this replica in the Lease (the pod name); required with
+	// LeaderElect.
+	ID string
+	// LeaseName, LeaseDuration, RenewDeadline, RetryPeriod tune the
+	// election; defaults above when zero.
+	LeaseName     string
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+	// Authenticator checks agents' bearer tokens. Required.
+	Authenticator push.Authenticator
+	// Register adds more services (the CA's Identity) to the gRPC server.
+	Register func(*grpc.Server)
+	// ServerOptions are added to the gRPC server's (e.g. its TLS credentials).
+	ServerOptions []grpc.ServerOption
+	// TrustAnchors returns the DER CA certificates put in every node's
+	// policy; none when nil.
+	TrustAnchors func() [][]byte
+	// OnLeader runs each time this replica becomes the leader (the CA
+	// ensures its root there); errors are logged.
+	OnLeader func(ctx context.Context) error
+	// Resolve is resolve.Resolve when nil (tests and benchmarks replace it).
+	Resolve func(resolve.Input) resolve.Output
+	// SendBuffer per agent stream; push.DefaultSendBuffer when zero.
+	SendBuffer int
+	// QPS and Burst of the apiserver client (status writes);
+	// 50 and 100 when zero.
+	QPS   float32
+	Burst int
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// Controller is one running replica.
+type Controller struct {
+	cfg     Config
+	log     *slog.Logger
+	kube    kubernetes.Interface
+	src     *source.Source
+	push    *push.Server
+	status  *status.Writer
+	grpc    *grpc.Server
+	grpcLis net.Listener
+	health  *http.Server
+	hlLis   net.Listener
+
+	kick     chan struct{} // resolve again (bundle changed)
+	leader   atomic.Bool
+	synced   atomic.Bool
+	statusMu sync.Mutex
+	latest   *statusWork
+	statusCh chan struct{}
+
+	resolves atomic.Uint64
+	writes   atomic.Uint64
+}
+
+type statusWork struct {
+	in       resolve.Input
+	statuses []resolve.ObjectStatus
+}
+
+// New checks cfg, builds the clients and opens the listeners (so the
+// addresses are known before Run).
+func New(cfg Config) (*Controller, error) {
+	if cfg.Kube == nil {
+		return nil, errors.New("controller: no apiserver config")
+	}
+	if cfg.Authenticator == nil {
+		return nil, errors.New("controller: no agent authenticator")
+	}
+	if cfg.LeaderElect && cfg.ID == "" {
+		return nil, errors.New("controller: leader election needs an id")
+	}
+	cfg.Namespace = or(cfg.Namespace, DefaultNamespace)
+	cfg.GRPCAddr = or(cfg.GRPCAddr, DefaultGRPCAddr)
+	cfg.HealthAddr = or(cfg.HealthAddr, DefaultHealthAddr)
+	cfg.LeaseName = or(cfg.LeaseName, DefaultLeaseName)
+	if cfg.Debounce <= 0 {
+		cfg.Debounce = DefaultDebounce
+	}
+	if cfg.LeaseDuration <= 0 {
+		cfg.LeaseDuration = DefaultLeaseDuration
+	}
+	if cfg.RenewDeadline <= 0 {
+		cfg.RenewDeadline = DefaultRenewDeadline
+	}
+	if cfg.RetryPeriod <= 0 {
+		cfg.RetryPeriod = DefaultRetryPeriod
+	}
+	if cfg.Resolve == nil {
+		cfg.Resolve = resolve.Resolve
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	rc := rest.CopyConfig(cfg.Kube)
+	rc.QPS, rc.Burst = cfg.QPS, cfg.Burst
+	if rc.QPS == 0 {
+		rc.QPS = 50
+	}
+	if rc.Burst == 0 {
+		rc.Burst = 100
+	}
+	rc.UserAgent = "weft-controller"
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	gw, err := gwclient.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("gateway api client: %w", err)
+	}
+	c := &Controller{cfg: cfg, log: cfg.Logger, kube: kube, kick: make(chan struct{}, 1), statusCh: make(chan struct{}, 1)}
+	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, SendBuffer: cfg.SendBuffer, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
+		push.ServerCodec(),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}, cfg.ServerOptions...)...)
+	weftv1.RegisterPolicyServer(c.grpc, c.push)
+	if cfg.Register != nil {
+		cfg.Register(c.grpc)
+	}
+	if c.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("listen grpc on %s: %w", cfg.GRPCAddr, err)
+	}
+	if cfg.HealthAddr != "-" {
+		if c.hlLis, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
+			c.grpcLis.Close()
+			return nil, fmt.Errorf("listen health on %s: %w", cfg.HealthAddr, err)
+		}
+		c.health = &http.Server{Handler: c.healthMux(), ReadHeaderTimeout: 5 * time.Second}
+	}
+	return c, nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// GRPCAddr is the address agents connect to.
+func (c *Controller) GRPCAddr() net.Addr { return c.grpcLis.Addr() }
+
+// HealthAddr is the health server's address; nil when disabled.
+func (c *Controller) HealthAddr() net.Addr {
+	if c.hlLis == nil {
+		return nil
+	}
+	return c.hlLis.Addr()
+}
+
+// Nodes is the push state of every node (versions, ACKs, NACKs).
+func (c *Controller) Nodes() []push.NodeState { return c.push.Nodes() }
+
+// IsLeader reports whether this replica writes statuses.
+func (c *Controller) IsLeader() bool { return c.leader.Load() }
+
+// Stats counts resolutions and status writes since start.
+type Stats struct {
+	Resolves     uint64
+	StatusWrites uint64
+}
+
+// Stats returns the counters.
+func (c *Controller) Stats() Stats {
+	return Stats{Resolves: c.resolves.Load(), StatusWrites: c.writes.Load()}
+}
+
+// Kick asks for a new resolution (for example after the CA's trust bundle
+// changed). It never blocks.
+func (c *Controller) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves until ctx ends, then stops everything it started and returns
+// nil (or the first fatal error).
+func (c *Controller) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := c.grpc.Serve(c.grpcLis); err != nil {
+			errc <- fmt.Errorf("serve grpc: %w", err)
+		}
+	}()
+	if c.health != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.health.Serve(c.hlLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve health: %w", err)
+			}
+		}()
+	}
+	defer func() {
+		cancel()
+		c.grpc.Stop()
+		if c.health != nil {
+			_ = c.health.Close()
+		}
+		wg.Wait()
+	}()
+	c.log.Info("weft-controller starting", logkey.GRPC, c.GRPCAddr().String(), logkey.Namespace, c.cfg.Namespace, logkey.ID, c.cfg.ID)
+
+	if err := c.src.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("start informers: %w", err)
+	}
+	c.synced.Store(true)
+
+	if c.cfg.LeaderElect {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.elect(ctx)
+		}()
+	} else {
+		c.becomeLeader(ctx)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.statusLoop(ctx)
+	}()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return err
+		case <-c.src.Dirty():
+		case <-c.kick:
+		}
+		// Debounce: absorb every change of the next window into one round.
+		t := time.NewTimer(c.cfg.Debounce)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		// Changes signalled during the window are in the snapshot below.
+		select {
+		case <-c.kick:
+		default:
+		}
+		select {
+		case <-c.src.Dirty():
+		default:
+		}
+		c.round()
+	}
+}
+
+// round resolves the current snapshot, pushes it and hands the statuses to
+// the status writer.
+func (c *Controller) round() {
+	in, err := c.src.Snapshot()
+	if err != nil {
+		c.log.Error("snapshot", logkey.Error, err)
+		return
+	}
+	in.Options.TrustDomain = c.cfg.TrustDomain
+	start := time.Now()
+	out, ok := c.safeResolve(in)
+	if !ok {
+		return
+	}
+	c.resolves.Add(1)
+	var anchors [][]byte
+	if c.cfg.TrustAnchors != nil {
+		anchors = c.cfg.TrustAnchors()
+	}
+	for _, p := range out.Nodes {
+		if p != nil && len(anchors) > 0 {
+			p.TrustAnchors = anchors
+		}
+	}
+	changed := c.push.Update(out.Nodes)
+	c.log.Debug("resolved", logkey.Nodes, len(out.Nodes), logkey.Changed, changed, logkey.Statuses, len(out.Statuses), logkey.Took, time.Since(start))
+	c.statusMu.Lock()
+	c.latest = &statusWork{in: in, statuses: out.Statuses}
+	c.statusMu.Unlock()
+	select {
+	case c.statusCh <- struct{}{}:
+	default:
+	}
+}
+
+// safeResolve keeps a bug in resolution from taking the controller down:
+// the agents keep the last good policy and the error is logged.
+func (c *Controller) safeResolve(in resolve.Input) (out resolve.Output, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("resolve panicked; keeping the last policy", logkey.Panic, fmt.Sprint(r))
+			ok = false
+		}
+	}()
+	return c.cfg.Resolve(in), true
+}
+
+// statusLoop writes the newest statuses while this replica leads. A failed
+// write is retried with backoff on the newest statuses.
+func (c *Controller) statusLoop(ctx context.Context) {
+	backoff := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.statusCh:
+		}
+		if !c.leader.Load() {
+			continue
+		}
+		c.statusMu.Lock()
+		w := c.latest
+		c.statusMu.Unlock()
+		if w == nil {
+			continue
+		}
+		n, err := c.status.Write(ctx, w.in, w.statuses)
+		c.writes.Add(uint64(n))
+		if n > 0 {
+			c.log.Info("wrote statuses", logkey.Objects, n)
+		}
+		if err == nil {
+			backoff = time.Second
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("write statuses", logkey.Error, err, logkey.RetryIn, backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		c.signalStatus()
+	}
+}
+
+func (c *Controller) signalStatus() {
+	select {
+	case c.statusCh <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Controller) becomeLeader(ctx context.Context) {
+	c.leader.Store(true)
+	if c.cfg.OnLeader != nil {
+		if err := c.cfg.OnLeader(ctx); err != nil {
+			c.log.Error("leader start hook", logkey.Error, err)
+		}
+	}
+	c.signalStatus()
+}
+
+// elect campaigns for the Lease until ctx ends; after losing it, it
+// campaigns again.
+func (c *Controller) elect(ctx context.Context) {
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: c.cfg.Namespace, Name: c.cfg.LeaseName},
+		Client:     c.kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.ID},
+	}
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock:            lock,
+			LeaseDuration:   c.cfg.LeaseDuration,
+			RenewDeadline:   c.cfg.RenewDeadline,
+			RetryPeriod:     c.cfg.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            c.cfg.LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(lctx context.Context) {
+					c.log.Info("became leader; writing statuses", logkey.ID, c.cfg.ID)
+					c.becomeLeader(lctx)
+				},
+				OnStoppedLeading: func() {
+					c.leader.Store(false)
+					c.log.Info("lost leadership; no longer writing statuses", logkey.ID, c.cfg.ID)
+				},
+				OnNewLeader: func(id string) {
+					if id != c.cfg.ID {
+						c.log.Info("leader", logkey.ID, id)
+					}
+				},
+			},
+		})
+		if err != nil {
+			c.log.Error("leader election config", logkey.Error, err)
+			return
+		}
+		le.Run(ctx)
+	}
+}
+
+func (c *Controller) healthMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !c.synced.Load():
+			http.Error(w, "informers not synced", http.StatusServiceUnavailable)
+		case !c.push.Ready():
+			http.Error(w, "no policy resolved yet", http.StatusServiceUnavailable)
+		default:
+			_, _ = w.Write([]byte("ok\n"))
+		}
+	})
+	mux.HandleFunc("GET /debug/nodes", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(struct {
+			Leader bool             `json:"leader"`
+			Nonce  string           `json:"controllerNonce"`
+			Nodes  []push.NodeState `json:"nodes"`
+			Kinds  []string         `json:"kinds"`
+		}{c.leader.Load(), c.push.Nonce(), c.push.Nodes(), c.src.Kinds()})
+	})
+	return mux
+}
