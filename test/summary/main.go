@@ -26,7 +26,6 @@ type result struct {
 	passed, failed, skipped int
 	privileged              int
 	failedPkgs              []string
-	failures                []string
 	skips                   []string
 }
 
