@@ -14,6 +14,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -465,7 +466,7 @@ func (a *Agent) wait(ctx context.Context) error {
 		a.handedOver = true
 	case err = <-a.errc:
 	case err = <-a.serveDone:
-		err = fmt.Errorf("proxy: %w", errOr(err, errors.New("stopped serving")))
+		err = fmt.Errorf("proxy: %w", cmp.Or(err, errors.New("stopped serving")))
 		a.serveDone <- nil // for drain
 	case err = <-a.healthDone:
 		err = fmt.Errorf("health: %w", err)
@@ -498,13 +499,6 @@ func (a *Agent) uninstalling() bool {
 		a.uninstall = a.cfg.Uninstalling(ctx)
 	})
 	return a.uninstall
-}
-
-func errOr(err, def error) error {
-	if err != nil {
-		return err
-	}
-	return def
 }
 
 // apply is the policy client's Applier.

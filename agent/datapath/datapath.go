@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"os"
@@ -77,7 +78,7 @@ func Open(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("own netns cookie: %w", err)
 	}
 	if st, err := os.Stat(d.cgroupDir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("attach cgroup %s: not a directory: %w", d.cgroupDir, errOr(err, os.ErrNotExist))
+		return nil, fmt.Errorf("attach cgroup %s: not a directory: %w", d.cgroupDir, cmp.Or(err, os.ErrNotExist))
 	}
 	if err := os.MkdirAll(d.pinDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create pin dir %s: %w", d.pinDir, err)
@@ -91,13 +92,6 @@ func Open(cfg Config) (*Datapath, error) {
 		return nil, err
 	}
 	return d, nil
-}
-
-func errOr(err, def error) error {
-	if err != nil {
-		return err
-	}
-	return def
 }
 
 // Close releases this process's handles. The pinned links and maps stay, so

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -90,7 +91,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.trustDomain, "trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.DurationVar(&f.grace, "grace", 20*time.Second, "drain grace period on SIGTERM")
 	fs.DurationVar(&f.handoffWait, "handoff-wait", 25*time.Second, "on SIGTERM, keep serving up to this long until the next agent on the node takes the listeners over (not when weft is being uninstalled; 0: no wait); --handoff-wait + --grace must fit in terminationGracePeriodSeconds")
-	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace of the agent's DaemonSet")
+	fs.StringVar(&f.namespace, "namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "weft-system"), "namespace of the agent's DaemonSet")
 	fs.StringVar(&f.daemonSet, "daemonset", "weft-agent", "the agent's DaemonSet: when it is gone at shutdown, the redirect is removed")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -265,11 +266,4 @@ func daemonSetGone(ctx context.Context, kube kubernetes.Interface, ns, name stri
 	}
 	log.Info("agent stopping for a restart: the redirect stays pinned for the next agent")
 	return false
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

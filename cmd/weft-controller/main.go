@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -32,13 +33,13 @@ func run() error {
 	hostname, _ := os.Hostname()
 	var (
 		kubeconfig  = flag.String("kubeconfig", "", "kubeconfig file; in-cluster config when empty (then $KUBECONFIG)")
-		namespace   = flag.String("namespace", envOr("POD_NAMESPACE", controller.DefaultNamespace), "namespace the controller runs in (Lease, CA Secret)")
+		namespace   = flag.String("namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), controller.DefaultNamespace), "namespace the controller runs in (Lease, CA Secret)")
 		grpcAddr    = flag.String("grpc-addr", controller.DefaultGRPCAddr, "address of the Policy and Identity gRPC server")
 		healthAddr  = flag.String("health-addr", controller.DefaultHealthAddr, "address of /healthz, /readyz and /debug/nodes (\"-\": none)")
 		debounce    = flag.Duration("debounce", controller.DefaultDebounce, "how long a change waits for more before one resolution")
 		trustDomain = flag.String("trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
 		leaderElect = flag.Bool("leader-elect", true, "write statuses only while holding the Lease")
-		id          = flag.String("id", envOr("POD_NAME", hostname), "identity of this replica in the Lease")
+		id          = flag.String("id", cmp.Or(os.Getenv("POD_NAME"), hostname), "identity of this replica in the Lease")
 		agentNS     = flag.String("agent-namespace", "", "namespace of the weft-agent ServiceAccount (default: --namespace)")
 		agentSA     = flag.String("agent-service-account", agentauth.DefaultServiceAccount, "ServiceAccount of weft-agent pods")
 		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
@@ -102,11 +103,4 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return rc, nil
 	}
 	return nil, fmt.Errorf("not in a cluster (%v) and no --kubeconfig given", err)
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

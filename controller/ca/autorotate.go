@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // AutoRotation drives root rotation on a schedule (leader only).
@@ -94,7 +96,7 @@ func (c *CA) RunAutoRotation(ctx context.Context, a AutoRotation) error {
 		step, err := c.RotateIfDue(ctx, a)
 		switch {
 		case err != nil && !errors.Is(err, ErrRetireTooEarly):
-			c.log.Error("ca rotation step failed", "step", step, "err", err)
+			c.log.Error("ca rotation step failed", "step", step, logkey.Error, err)
 		case step != stepNone:
 			c.log.Info("ca rotation step done", "step", step)
 		}

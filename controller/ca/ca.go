@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 )
 
@@ -249,7 +250,7 @@ func (c *CA) Watch(ctx context.Context) error {
 			}
 			continue
 		}
-		c.log.Warn("ca secret watch failed, retrying", "err", err, "backoff", backoff)
+		c.log.Warn("ca secret watch failed, retrying", logkey.Error, err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
@@ -266,7 +267,7 @@ func (c *CA) watchOnce(ctx context.Context) error {
 	}
 	for i := range list.Items {
 		if err := c.install(&list.Items[i]); err != nil {
-			c.log.Error("ca secret unusable, keeping the previous root", "err", err)
+			c.log.Error("ca secret unusable, keeping the previous root", logkey.Error, err)
 		}
 	}
 	w, err := c.secrets().Watch(ctx, metav1.ListOptions{
@@ -285,7 +286,7 @@ func (c *CA) watchOnce(ctx context.Context) error {
 		switch ev.Type {
 		case "ADDED", "MODIFIED":
 			if err := c.install(s); err != nil {
-				c.log.Error("ca secret unusable, keeping the previous root", "err", err)
+				c.log.Error("ca secret unusable, keeping the previous root", logkey.Error, err)
 			}
 		case "DELETED":
 			c.log.Error("ca secret deleted, keeping the loaded root in memory", "secret", c.cfg.SecretName)
