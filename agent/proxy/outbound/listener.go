@@ -77,6 +77,7 @@ type h1key struct {
 type clientConn struct {
 	net.Conn
 	cancel context.CancelFunc
+	info   *connInfo
 }
 
 func (c *clientConn) Close() error {
@@ -90,7 +91,7 @@ func (p *Proxy) serveClient(c net.Conn, info *connInfo) {
 	defer cancel()
 	// tracked: a drain closes it while idle, Close at once; a connection
 	// accepted before a Shutdown began is served
-	cc := &clientConn{Conn: c, cancel: cancel}
+	cc := &clientConn{Conn: c, cancel: cancel, info: info}
 	if !p.conns.Track(cc) {
 		c.Close()
 		return
