@@ -69,7 +69,7 @@ type Proxy struct {
 	// refusals counts (and logs) the refusals of both sides
 	refusals *limits.Refusals
 	local    atomic.Pointer[localState]
-	mu     sync.Mutex // serialises Update
+	mu       sync.Mutex // serialises Update
 }
 
 // ErrWrongNode: the policy is for another node.

@@ -177,6 +177,27 @@ type conn struct {
 	lc  *limitedConn
 	br  *bufio.Reader
 	bw  *bufio.Writer
+	// refused: the server answered a request itself and closes
+	refused bool
+}
+
+// lingerMax and lingerTime bound what is read past, and for how long,
+// after a refusal, so that the client reads the answer instead of a reset
+// (closing with unread input sends RST), as net/http does.
+const (
+	lingerMax  = 256 << 10
+	lingerTime = 500 * time.Millisecond
+)
+
+// lingerClose half-closes c and reads past what the client still sends,
+// within lingerMax and lingerTime; the caller closes c.
+func lingerClose(c net.Conn) {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, c, lingerMax)
 }
 
 // ServeConn serves requests on c until it closes, and closes it (unless a
@@ -209,6 +230,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	lc.release()
 	if hijacked {
 		return // the upgrade owns (and closes) the connection and buffers
+	}
+	if cn.refused {
+		lingerClose(c)
 	}
 	c.Close()
 	br.Reset(nil)
@@ -311,6 +335,7 @@ func (cn *conn) readRequest(first bool) (*http.Request, bool) {
 // refuse answers a request the server itself refuses; the connection is
 // to close.
 func (cn *conn) refuse(code int, msg string) {
+	cn.refused = true
 	if cn.srv.cfg.Refused != nil {
 		cn.srv.cfg.Refused(cn.c, code, cmp.Or(msg, http.StatusText(code)))
 	}

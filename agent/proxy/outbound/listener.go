@@ -2,6 +2,7 @@ package outbound
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -83,6 +84,14 @@ type clientConn struct {
 func (c *clientConn) Close() error {
 	c.cancel()
 	return c.Conn.Close()
+}
+
+// CloseWrite half-closes the client connection.
+func (c *clientConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // serveClient serves a captured L7 connection until it closes.
