@@ -104,6 +104,7 @@ func run(args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(log)
 	ip, err := netip.ParseAddr(f.nodeIP)
 	if err != nil || !ip.Is4() {
 		return fmt.Errorf("--node-ip %q: an IPv4 address is required", f.nodeIP)
