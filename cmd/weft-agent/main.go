@@ -30,6 +30,7 @@ import (
 	"github.com/weft-mesh/weft/agent"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 )
 
 func main() {
@@ -70,6 +71,7 @@ type flags struct {
 	trustDomain                                          string
 	grace, handoffWait                                   time.Duration
 	namespace, daemonSet                                 string
+	limits                                               *limits.Limits
 }
 
 func parse(name string, args []string) (*flags, error) {
@@ -90,6 +92,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.DurationVar(&f.handoffWait, "handoff-wait", 25*time.Second, "on SIGTERM, keep serving up to this long until the next agent on the node takes the listeners over (not when weft is being uninstalled; 0: no wait); --handoff-wait + --grace must fit in terminationGracePeriodSeconds")
 	fs.StringVar(&f.namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace of the agent's DaemonSet")
 	fs.StringVar(&f.daemonSet, "daemonset", "weft-agent", "the agent's DaemonSet: when it is gone at shutdown, the redirect is removed")
+	f.limits = limitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -144,6 +147,7 @@ func run(args []string, log *slog.Logger) error {
 		HealthAddr:         f.healthAddr,
 		GracePeriod:        f.grace,
 		HandoffWait:        handoffWait(f.handoffWait),
+		ProxyLimits:        *f.limits,
 		Log:                log,
 		Uninstalling: func(ctx context.Context) bool {
 			return kube != nil && daemonSetGone(ctx, kube, f.namespace, f.daemonSet, log)

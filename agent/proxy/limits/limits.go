@@ -8,8 +8,6 @@
 // beyond the logger it is given.
 package limits
 
-import "cmp"
-
 // Defaults of Limits (README.md, "Limits").
 const (
 	// DefaultHeaderBytes is Envoy's default max_request_headers_kb (60 KiB).
@@ -54,14 +52,21 @@ type Limits struct {
 	RetryBodyBytes int64
 }
 
-// WithDefaults returns l with its zero fields set to the defaults; a pod
-// share larger than the node budget is cut to it.
+// WithDefaults returns l with its zero (or negative) fields set to the
+// defaults; a pod share larger than the node budget is cut to it.
 func (l Limits) WithDefaults() Limits {
-	l.HeaderBytes = cmp.Or(l.HeaderBytes, DefaultHeaderBytes)
-	l.TunnelHeaderBytes = cmp.Or(l.TunnelHeaderBytes, DefaultTunnelHeaderBytes)
-	l.BufferBytes = cmp.Or(l.BufferBytes, DefaultBufferBytes)
-	l.PodBufferBytes = min(cmp.Or(l.PodBufferBytes, DefaultPodBufferBytes), l.BufferBytes)
-	l.PodConns = cmp.Or(l.PodConns, DefaultPodConns)
-	l.RetryBodyBytes = cmp.Or(l.RetryBodyBytes, DefaultRetryBodyBytes)
+	l.HeaderBytes = orDefault(l.HeaderBytes, DefaultHeaderBytes)
+	l.TunnelHeaderBytes = orDefault(l.TunnelHeaderBytes, DefaultTunnelHeaderBytes)
+	l.BufferBytes = orDefault(l.BufferBytes, DefaultBufferBytes)
+	l.PodBufferBytes = min(orDefault(l.PodBufferBytes, DefaultPodBufferBytes), l.BufferBytes)
+	l.PodConns = orDefault(l.PodConns, DefaultPodConns)
+	l.RetryBodyBytes = orDefault(l.RetryBodyBytes, DefaultRetryBodyBytes)
 	return l
+}
+
+func orDefault[T int | int64](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
