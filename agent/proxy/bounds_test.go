@@ -365,3 +365,46 @@ func TestTricklingPodIsBounded(t *testing.T) {
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }
+
+// TestRetryBodyOverBudgetIsSentOnce: a body the pod's share of the buffer
+// budget cannot hold is not buffered; the request goes once, without
+// retries (as Envoy does past its buffer limit), and that is counted.
+func TestRetryBodyOverBudgetIsSentOnce(t *testing.T) {
+	// 16 KiB share: a 32 KiB body (under the 64 KiB retry limit) does not fit
+	e := newEnv(t, func(c *proxy.Config) { c.Limits = limits.Limits{PodBufferBytes: 16 << 10} })
+	var calls atomic.Int32
+	ep := e.handlerPod("web", "web", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		calls.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+	sp := e.service("web", "web", "10.96.0.10", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+	sp.Producer = &weftv1.RouteTable{Kind: weftv1.RouteKind_ROUTE_KIND_HTTP,
+		Rules:   []*weftv1.Rule{{Route: "web/r", Backends: backends("web/web:80", 1), Retry: &weftv1.Retry{Codes: []uint32{503}, Attempts: 2, Backoff: dur(time.Millisecond)}}},
+		Matches: []*weftv1.Match{{Rule: 0, Http: prefix("/")}}}
+	e.apply()
+	c := e.client(e.caller("app"), vip)
+	resp, err := c.Post("http://"+vip+"/", "text/plain", strings.NewReader(strings.Repeat("b", 32<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || calls.Load() != 1 {
+		t.Fatalf("status %d after %d calls, want the backend's 503 after one call", resp.StatusCode, calls.Load())
+	}
+	if n := e.p.Refusals().Count(limits.RetryUnbuffered); n != 1 {
+		t.Fatalf("retry_unbuffered counted %d, want 1", n)
+	}
+	// a small body still fits and is retried
+	calls.Store(0)
+	resp, err = c.Post("http://"+vip+"/", "text/plain", strings.NewReader("small"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if calls.Load() != 3 {
+		t.Fatalf("small body: %d calls, want 3 (two retries)", calls.Load())
+	}
+}

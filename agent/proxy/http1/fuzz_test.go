@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 )
 
 // wireConn is a net.Conn that reads a fixed input and collects writes.
@@ -89,16 +91,30 @@ func FuzzClient(f *testing.F) {
 }
 
 // checkBudget is a Budget that fails the test when its bound is exceeded.
+// With a lease it reserves from the lease too and checks the node
+// budget's accounting invariant (limits.Budget.Check) at each step.
 type checkBudget struct {
 	t         *testing.T
 	max, held int64
 	refused   int
+	lease     *limits.Lease
+	node      *limits.Budget
 }
 
 func (b *checkBudget) Reserve(n int64) bool {
 	if b.held+n > b.max {
 		b.refused++
 		return false
+	}
+	if b.lease != nil {
+		ok := b.lease.Reserve(n)
+		if !b.node.Check() || b.lease.Held() > b.max {
+			b.t.Fatalf("budget invariant broken: %+v", b.node.Usage())
+		}
+		if !ok {
+			b.refused++
+			return false
+		}
 	}
 	b.held += n
 	return true
@@ -108,6 +124,12 @@ func (b *checkBudget) Release(n int64) {
 	b.held -= n
 	if b.held < 0 {
 		b.t.Fatalf("released more than reserved: held %d", b.held)
+	}
+	if b.lease != nil {
+		b.lease.Release(n)
+		if !b.node.Check() || b.lease.Held() != b.held {
+			b.t.Fatalf("lease holds %d, the server %d: %+v", b.lease.Held(), b.held, b.node.Usage())
+		}
 	}
 }
 
@@ -138,7 +160,9 @@ func FuzzHeaderBudget(f *testing.F) {
 			}
 			in.WriteString("\r\n")
 		}
-		b := &checkBudget{t: t, max: int64(budget)}
+		node := limits.NewBudget(limits.Limits{BufferBytes: int64(budget) + 1, PodBufferBytes: int64(budget) + 1, PodConns: 1})
+		lease, _ := node.Open(1)
+		b := &checkBudget{t: t, max: int64(budget), lease: lease, node: node}
 		var served int
 		nc := &wireConn{r: &in}
 		srv := NewServer(Config{
@@ -152,8 +176,8 @@ func FuzzHeaderBudget(f *testing.F) {
 			},
 		})
 		srv.ServeConn(context.Background(), nc)
-		if b.held != 0 {
-			t.Fatalf("%d bytes still held after the connection ended", b.held)
+		if b.held != 0 || node.Usage().Held != 0 {
+			t.Fatalf("%d bytes still held after the connection ended (%+v)", b.held, node.Usage())
 		}
 		out := nc.w.String()
 		if b.refused > 0 && !bytes.Contains([]byte(out), []byte("HTTP/1.1 503")) && !bytes.Contains([]byte(out), []byte("HTTP/1.1 431")) {

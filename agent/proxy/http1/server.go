@@ -299,12 +299,13 @@ func (cn *conn) waitNext() bool {
 // readRequest reads and checks one request header; when it fails the
 // client got its answer (if any) and the connection is to close.
 func (cn *conn) readRequest(first bool) (*http.Request, bool) {
-	// what is already buffered counts against the header's bound (and,
-	// read when the connection was classified, against the budget)
+	// what is already buffered counts against the header's bound and the
+	// budget (read ahead: when the connection was classified, or with the
+	// previous request)
 	cn.lc.n = max(int64(cn.srv.cfg.MaxHeaderBytes)+4096-int64(cn.br.Buffered()), 1)
 	var req *http.Request
 	var err error
-	if first && !cn.lc.charge(cn.br.Buffered()) {
+	if !cn.lc.charge(cn.br.Buffered()) {
 		err = errOverBudget
 	} else {
 		req, err = http.ReadRequest(cn.br)
@@ -323,6 +324,12 @@ func (cn *conn) readRequest(first bool) (*http.Request, bool) {
 			cn.refuse(http.StatusBadRequest, "")
 		}
 		return nil, false
+	}
+	// what the reader holds past the header is body (or the next request):
+	// not header bytes, and the buffer is the connection's own anyway
+	if n := min(int64(cn.br.Buffered()), cn.lc.held); n > 0 {
+		cn.lc.budget.Release(n)
+		cn.lc.held -= n
 	}
 	cn.c.SetReadDeadline(time.Time{})
 	if code, msg := checkRequest(req); code != 0 {
