@@ -183,8 +183,8 @@ func h2cRequest(t *testing.T, c net.Conn, fields ...string) h2Answer {
 // no error; every trickling connection is refused (closed at accept over
 // the pod's connection cap, 503 over its buffer share, or 431 over the
 // header limit) and none reaches the backend; the heap grows by less than
-// what the limits allow, where unbounded the same load holds about 500 x
-// 64 KiB x 2.
+// what the limits allow (about 6 MiB against a 16 MiB bound here; with the
+// limits lifted the same load grew it by about 208 MiB).
 func TestTricklingPodIsBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("500 connections")
@@ -194,12 +194,13 @@ func TestTricklingPodIsBounded(t *testing.T) {
 	steadyPod, badPod := e.caller("shop"), e.caller("noisy")
 
 	// the bound: the reserved header bytes, twice (the header parser's
-	// growing line buffer), plus per connection its fixed buffers and
-	// state (two 8 KiB bufio buffers, the request, a goroutine's heap
-	// share: 64 KiB is generous), plus 4 MiB for the steady client and
-	// the test's own trickling goroutines and their connections
-	const perConn = 64 << 10
-	bound := uint64(2*l.PodBufferBytes + int64(l.PodConns)*perConn + 4<<20)
+	// growing line buffer), plus per admitted connection its fixed
+	// buffers and state (two 8 KiB bufio buffers, the request, a
+	// goroutine's heap share: 64 KiB is generous), plus the test's own
+	// side of each of the 500 connections (its reader: 8 KiB), plus 4 MiB
+	// for the steady client
+	const conns, perConn, perClient = 500, 64 << 10, 8 << 10
+	bound := uint64(2*l.PodBufferBytes + int64(l.PodConns)*perConn + conns*perClient + 4<<20)
 
 	stop := make(chan struct{})
 	var steadyOK, steadyErr atomic.Int64
@@ -264,8 +265,8 @@ func TestTricklingPodIsBounded(t *testing.T) {
 		}
 	}()
 
-	const conns, chunk, holdChunks, allChunks = 500, 4 << 10, 14, 17 // 56 KiB held, 68 KiB in all
-	var reached sync.WaitGroup                                       // a trickler wrote its first 56 KiB or was refused
+	const chunk, holdChunks, allChunks = 4 << 10, 14, 17 // 56 KiB held, 68 KiB in all
+	var reached sync.WaitGroup                           // a trickler wrote its first 56 KiB or was refused
 	reached.Add(conns)
 	release := make(chan struct{})
 	var status431, status503, closed, other atomic.Int64
