@@ -220,7 +220,7 @@ func (s *Server) refuseStream(r limits.Reason, status int, peer net.Addr, claime
 		attrs = append(attrs, slog.String(limits.KeyIdentity, claimed))
 	}
 	if target != "" {
-		attrs = append(attrs, slog.String("target", target))
+		attrs = append(attrs, slog.String(limits.KeyTarget, target))
 	}
 	s.cfg.Refusals.Refuse(r, "tunnel stream refused", attrs...)
 }

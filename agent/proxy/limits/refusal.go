@@ -80,6 +80,8 @@ const (
 	KeyStatus     = "status"
 	KeySuppressed = "suppressed"
 	KeyError      = "error"
+	KeyTarget     = "target"
+	KeyDetail     = "detail"
 )
 
 // Refusals counts refusals per reason and logs them at Warn, at most

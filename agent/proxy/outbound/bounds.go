@@ -77,7 +77,7 @@ func (p *Proxy) refuse(r limits.Reason, status int, peer net.Addr, info *connInf
 			slog.String(limits.KeyIdentity, info.src.String()))
 	}
 	if msg != "" {
-		attrs = append(attrs, slog.String("detail", msg))
+		attrs = append(attrs, slog.String(limits.KeyDetail, msg))
 	}
 	p.cfg.Refusals.Refuse(r, "request refused", attrs...)
 }
