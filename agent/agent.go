@@ -40,6 +40,7 @@ import (
 	"github.com/weft-mesh/weft/agent/policy"
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/identity"
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -81,6 +82,9 @@ type Config struct {
 	HandoffWait time.Duration
 	// Resync retries pods whose redirect is not in place yet.
 	Resync time.Duration
+	// ProxyLimits bound what one client can make the node proxy hold
+	// (README.md, "Limits"); zero fields take the defaults.
+	ProxyLimits limits.Limits
 	// Uninstalling is asked once, when the agent is told to stop (never
 	// after it handed its listeners over): true means weft is being removed
 	// from the node (its DaemonSet is gone), so the agent waits for no
@@ -298,6 +302,7 @@ func (a *Agent) buildComponents() error {
 		Identities:   ids,
 		SessionKeys:  [][]byte{key},
 		GracePeriod:  cfg.GracePeriod,
+		Limits:       cfg.ProxyLimits,
 		Logger:       log.With(logkey.Component, "proxy"),
 	})
 	if err != nil {

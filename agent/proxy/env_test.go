@@ -121,7 +121,7 @@ func checkGoroutines(t testing.TB) {
 	})
 }
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB, opts ...func(*proxy.Config)) *env {
 	t.Helper()
 	checkGoroutines(t)
 	ca, err := tunneltest.NewCA("cluster.local")
@@ -134,8 +134,12 @@ func newEnv(t testing.TB) *env {
 		callers: &callers{m: make(map[uint64]*weftv1.Workload)},
 		nextIP:  1, nextPod: 10,
 	}
-	e.p, err = proxy.New(proxy.Config{Node: node, TrustDomain: ca.TD, Lookup: e.look, Callers: e.callers, Identities: e.ids,
-		Logger: slog.New(&e.panics)})
+	cfg := proxy.Config{Node: node, TrustDomain: ca.TD, Lookup: e.look, Callers: e.callers, Identities: e.ids,
+		Logger: slog.New(&e.panics)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e.p, err = proxy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weft-mesh/weft/agent/proxy/inbound"
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
@@ -54,7 +55,10 @@ type Config struct {
 	GracePeriod time.Duration
 	// DialPod connects the inbound side to local pods; net.Dialer when nil.
 	DialPod func(ctx context.Context, network, addr string) (net.Conn, error)
-	Logger  *slog.Logger
+	// Limits bound what one client can make the proxy hold (README.md,
+	// "Limits"); zero fields take the defaults.
+	Limits limits.Limits
+	Logger *slog.Logger
 }
 
 // Proxy is the node proxy.
@@ -63,8 +67,10 @@ type Proxy struct {
 	dialer *tunnel.Dialer
 	out    *outbound.Proxy
 	in     *inbound.Server
-	local  atomic.Pointer[localState]
-	mu     sync.Mutex // serialises Update
+	// refusals counts (and logs) the refusals of both sides
+	refusals *limits.Refusals
+	local    atomic.Pointer[localState]
+	mu       sync.Mutex // serialises Update
 }
 
 // ErrWrongNode: the policy is for another node.
@@ -89,25 +95,34 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: sessions: %w", err)
 	}
-	p := &Proxy{cfg: cfg}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	p := &Proxy{cfg: cfg, refusals: limits.NewRefusals(limits.RefusalsConfig{Logger: cfg.Logger})}
 	p.local.Store(&localState{})
 	p.dialer = tunnel.NewDialer(tunnel.DialerConfig{Identities: cfg.Identities})
 	p.out, err = outbound.New(outbound.Config{
 		Lookup: cfg.Lookup, Callers: cfg.Callers, Tunnel: p.dialer, Sessions: sessions,
-		Logger: cfg.Logger.With("side", "outbound"),
+		Limits: cfg.Limits, Refusals: p.refusals, Logger: cfg.Logger.With("side", "outbound"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	p.in, err = inbound.New(inbound.Config{
 		TrustDomain: cfg.TrustDomain, Identities: cfg.Identities, Local: p,
-		Dial: cfg.DialPod, Logger: cfg.Logger.With("side", "inbound"),
+		Dial: cfg.DialPod, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, Refusals: p.refusals,
+		Logger: cfg.Logger.With("side", "inbound"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return p, nil
 }
+
+// Refusals returns the counters of the proxy's refusals (both sides), by
+// reason.
+func (p *Proxy) Refusals() *limits.Refusals { return p.refusals }
+
+// Budget returns the outbound's budget of buffered bytes and connections.
+func (p *Proxy) Budget() *limits.Budget { return p.out.Budget() }
 
 // Update compiles pol and swaps it in. On error nothing changes.
 func (p *Proxy) Update(pol *weftv1.NodePolicy) error {

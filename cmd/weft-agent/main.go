@@ -31,6 +31,7 @@ import (
 	"github.com/weft-mesh/weft/agent"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 )
@@ -73,6 +74,7 @@ type flags struct {
 	trustDomain                                          string
 	grace, handoffWait                                   time.Duration
 	namespace, daemonSet                                 string
+	limits                                               *limits.Limits
 }
 
 func parse(name string, args []string) (*flags, error) {
@@ -93,6 +95,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.DurationVar(&f.handoffWait, "handoff-wait", 25*time.Second, "on SIGTERM, keep serving up to this long until the next agent on the node takes the listeners over (not when weft is being uninstalled; 0: no wait); --handoff-wait + --grace must fit in terminationGracePeriodSeconds")
 	fs.StringVar(&f.namespace, "namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "weft-system"), "namespace of the agent's DaemonSet")
 	fs.StringVar(&f.daemonSet, "daemonset", "weft-agent", "the agent's DaemonSet: when it is gone at shutdown, the redirect is removed")
+	f.limits = limitFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -107,6 +110,7 @@ func run(args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(log)
 	ip, err := netip.ParseAddr(f.nodeIP)
 	if err != nil || !ip.Is4() {
 		return fmt.Errorf("--node-ip %q: an IPv4 address is required", f.nodeIP)
@@ -146,6 +150,7 @@ func run(args []string, log *slog.Logger) error {
 		HealthAddr:         f.healthAddr,
 		GracePeriod:        f.grace,
 		HandoffWait:        handoffWait(f.handoffWait),
+		ProxyLimits:        *f.limits,
 		Logger:             log,
 		Uninstalling: func(ctx context.Context) bool {
 			return kube != nil && daemonSetGone(ctx, kube, f.namespace, f.daemonSet, log)

@@ -15,6 +15,7 @@ package h2
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +41,8 @@ const (
 	// maxFrame is the largest DATA frame we send (the peer's limit applies
 	// when smaller).
 	maxFrame = 16 << 10
-	// maxHeaderList bounds a peer's header block.
+	// maxHeaderList bounds a peer's header block unless
+	// Config.MaxHeaderListSize says otherwise.
 	maxHeaderList = 16 << 10
 )
 
@@ -94,6 +96,10 @@ type Conn struct {
 	recvUnacked int64 // connection bytes consumed, not yet returned
 	idleTimer   *time.Timer
 	idleTimeout time.Duration
+	// maxHeaderList is the SETTINGS_MAX_HEADER_LIST_SIZE we announce and
+	// enforce; refused is Config.Refused.
+	maxHeaderList uint32
+	refused       func(status int)
 
 	// server side: called (in its own goroutine) for each new stream
 	handle Handler
@@ -113,6 +119,13 @@ type Config struct {
 	// IdleTimeout closes the connection once it carried no stream for this
 	// long; never when zero.
 	IdleTimeout time.Duration
+	// MaxHeaderListSize bounds a peer's header block (announced as
+	// SETTINGS_MAX_HEADER_LIST_SIZE, counted as RFC 9113 6.5.2 says); a
+	// server answers a larger request 431. 16 KiB when zero.
+	MaxHeaderListSize uint32
+	// Refused, when set, is told (server side) of each stream the
+	// connection answered itself: 400 or 431.
+	Refused func(status int)
 }
 
 // Stream is one CONNECT stream: a reliable byte stream each way, with
@@ -173,6 +186,7 @@ func newConn(nc net.Conn, server bool, cfg Config) *Conn {
 		nc: nc, server: server, bw: bufio.NewWriterSize(nc, 32<<10), br: bufio.NewReaderSize(nc, 32<<10),
 		streams: make(map[uint32]*Stream), sendWindow: 65535, peerInitWin: 65535, peerMaxFrm: 16384,
 		done: make(chan struct{}), handle: cfg.Handler, idleTimeout: cfg.IdleTimeout,
+		maxHeaderList: cmp.Or(cfg.MaxHeaderListSize, maxHeaderList), refused: cfg.Refused,
 	}
 	c.cond = sync.NewCond(&c.mu)
 	c.fr = newFramer(c, c.br)
@@ -188,7 +202,7 @@ func newConn(nc net.Conn, server bool, cfg Config) *Conn {
 func newFramer(c *Conn, r io.Reader) *http2.Framer {
 	fr := http2.NewFramer(c.bw, r)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	fr.MaxHeaderListSize = maxHeaderList
+	fr.MaxHeaderListSize = c.maxHeaderList
 	fr.SetMaxReadFrameSize(1 << 20)
 	return fr
 }
@@ -226,7 +240,7 @@ func (c *Conn) start() error {
 	settings := []http2.Setting{
 		{ID: http2.SettingInitialWindowSize, Val: initialWindow},
 		{ID: http2.SettingMaxFrameSize, Val: 1 << 20},
-		{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
+		{ID: http2.SettingMaxHeaderListSize, Val: c.maxHeaderList},
 		{ID: http2.SettingEnablePush, Val: 0},
 	}
 	if c.server {
@@ -537,6 +551,9 @@ func (c *Conn) newStreamLocked(id uint32) *Stream {
 
 // respondAndEnd answers a stream with a status and no body.
 func (c *Conn) respondAndEnd(id uint32, status int) {
+	if c.refused != nil {
+		c.refused(status)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.writeHeadersLocked(id, true, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})

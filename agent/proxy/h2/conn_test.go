@@ -384,6 +384,29 @@ func TestServerHeaderListLimit(t *testing.T) {
 	}
 }
 
+// TestServerHeaderListConfigured: a configured limit is announced, enforced
+// with 431, and the refusal is reported.
+func TestServerHeaderListConfigured(t *testing.T) {
+	refused := make(chan int, 1)
+	_, p, _ := serverPair(t, Config{MaxHeaderListSize: 1 << 10, Refused: func(code int) { refused <- code }})
+	f := p.next(http2.FrameSettings)
+	for _, st := range f.settings {
+		if st.ID == http2.SettingMaxHeaderListSize && st.Val != 1<<10 {
+			t.Fatalf("announced SETTINGS_MAX_HEADER_LIST_SIZE %d, want 1024", st.Val)
+		}
+	}
+	// fields under the limit each, over it together (a single field over
+	// it is a connection error of the hpack decoder: COMPRESSION_ERROR)
+	v := strings.Repeat("v", 600)
+	p.headers(1, false, ":method", "CONNECT", ":authority", "a:1", "x-a", v, "x-b", v)
+	if f := p.next(http2.FrameHeaders); f.stream != 1 || f.fields[":status"] != "431" {
+		t.Fatalf("want 431 on stream 1, got %+v", f)
+	}
+	if code := <-refused; code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("reported %d, want 431", code)
+	}
+}
+
 // TestServerWindowExhaustion: a peer that sends beyond the stream window
 // while nobody reads loses the connection; one that a reader keeps up with
 // gets its window back.

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 )
 
 // wireConn is a net.Conn that reads a fixed input and collects writes.
@@ -85,5 +87,101 @@ func FuzzClient(f *testing.F) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	})
+}
+
+// checkBudget is a Budget that fails the test when its bound is exceeded.
+// With a lease it reserves from the lease too and checks the node
+// budget's accounting invariant (limits.Budget.Check) at each step.
+type checkBudget struct {
+	t         *testing.T
+	max, held int64
+	refused   int
+	lease     *limits.Lease
+	node      *limits.Budget
+}
+
+func (b *checkBudget) Reserve(n int64) bool {
+	if b.held+n > b.max {
+		b.refused++
+		return false
+	}
+	if b.lease != nil {
+		ok := b.lease.Reserve(n)
+		if !b.node.Check() || b.lease.Held() > b.max {
+			b.t.Fatalf("budget invariant broken: %+v", b.node.Usage())
+		}
+		if !ok {
+			b.refused++
+			return false
+		}
+	}
+	b.held += n
+	return true
+}
+
+func (b *checkBudget) Release(n int64) {
+	b.held -= n
+	if b.held < 0 {
+		b.t.Fatalf("released more than reserved: held %d", b.held)
+	}
+	if b.lease != nil {
+		b.lease.Release(n)
+		if !b.node.Check() || b.lease.Held() != b.held {
+			b.t.Fatalf("lease holds %d, the server %d: %+v", b.lease.Held(), b.held, b.node.Usage())
+		}
+	}
+}
+
+// FuzzHeaderBudget sends pipelined requests with random header counts and
+// sizes through a server with a header budget: the bytes held never exceed
+// the budget (checkBudget refuses them), every byte reserved is returned
+// when the connection ends, and a request is refused (431 or 503) rather
+// than served when its header does not fit.
+func FuzzHeaderBudget(f *testing.F) {
+	f.Add(uint16(1000), []byte{3, 10, 200, 1, 5, 250})
+	f.Add(uint16(64), []byte{1, 255})
+	f.Add(uint16(9000), []byte{8, 255, 255, 255, 255, 255, 255, 255, 255, 0})
+	f.Fuzz(func(t *testing.T, budget uint16, shape []byte) {
+		var in bytes.Buffer
+		for i := 0; i < len(shape); {
+			fields := int(shape[i]) % 16
+			i++
+			in.WriteString("GET / HTTP/1.1\r\nHost: x\r\n")
+			for range fields {
+				size := 0
+				if i < len(shape) {
+					size = int(shape[i]) * 16
+					i++
+				}
+				in.WriteString("X-F: ")
+				in.Write(bytes.Repeat([]byte{'a'}, size))
+				in.WriteString("\r\n")
+			}
+			in.WriteString("\r\n")
+		}
+		node := limits.NewBudget(limits.Limits{BufferBytes: int64(budget) + 1, PodBufferBytes: int64(budget) + 1, PodConns: 1})
+		lease, _ := node.Open(1)
+		b := &checkBudget{t: t, max: int64(budget), lease: lease, node: node}
+		var served int
+		nc := &wireConn{r: &in}
+		srv := NewServer(Config{
+			MaxHeaderBytes: 2 << 10,
+			Budget:         func(net.Conn) Budget { return b },
+			Handler: func(_ context.Context, w http.ResponseWriter, r *http.Request) {
+				served++
+				if b.held > b.max {
+					t.Fatalf("held %d over the budget %d while serving", b.held, b.max)
+				}
+			},
+		})
+		srv.ServeConn(context.Background(), nc)
+		if b.held != 0 || node.Usage().Held != 0 {
+			t.Fatalf("%d bytes still held after the connection ended (%+v)", b.held, node.Usage())
+		}
+		out := nc.w.String()
+		if b.refused > 0 && !bytes.Contains([]byte(out), []byte("HTTP/1.1 503")) && !bytes.Contains([]byte(out), []byte("HTTP/1.1 431")) {
+			t.Fatalf("the budget refused bytes but no 503 or 431 was answered (served %d):\n%.300s", served, out)
+		}
 	})
 }

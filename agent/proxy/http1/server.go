@@ -10,7 +10,10 @@
 // What net/http's server refuses, this refuses the same way: a missing or
 // malformed Host, invalid header names or values (400), a header over
 // Config.MaxHeaderBytes (431), versions other than HTTP/1.x (505), an Expect
-// other than 100-continue (417); each answer closes the connection.
+// other than 100-continue (417); each answer closes the connection. With a
+// Config.Budget, the header bytes a connection reads are reserved from it
+// as they arrive and held until its request is done; a header the budget
+// cannot hold is answered 503.
 // Cleartext HTTP/2 (the prior-knowledge preface) goes to Config.H2C.
 //
 // Given up: a client that closes its connection while its request waits
@@ -66,6 +69,21 @@ type Config struct {
 	Idle func(c net.Conn, idle bool) bool
 	// Draining, when set and true, makes every answer close its connection.
 	Draining func() bool
+	// Budget, when set, returns the budget that c's request headers are
+	// reserved from (nil: none).
+	Budget func(c net.Conn) Budget
+	// Refused, when set, is told of each answer the server produces
+	// itself (400, 417, 431, 503, 505) before it closes c.
+	Refused func(c net.Conn, status int, reason string)
+}
+
+// Budget accounts the bytes a connection's request headers hold
+// (limits.Lease implements it).
+type Budget interface {
+	// Reserve takes n bytes; false when they are not available.
+	Reserve(n int64) bool
+	// Release returns n bytes.
+	Release(n int64)
 }
 
 const (
@@ -96,27 +114,59 @@ var (
 	readerPool        = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
 	writerPool        = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 8<<10) }}
 	errHeaderTooLarge = errors.New("request header too large")
+	errOverBudget     = errors.New("request header over the buffer budget")
 )
 
-// limitedConn bounds what one request's header may read (n < 0: no bound).
+// limitedConn bounds what one request's header may read (n < 0: no bound)
+// and reserves what it reads from the budget.
 type limitedConn struct {
 	net.Conn
 	n int64
+	// budget, when set, holds held bytes read while reading a header;
+	// over is set when it could not take more.
+	budget Budget
+	held   int64
+	over   bool
 }
 
 func (l *limitedConn) Read(b []byte) (int, error) {
 	if l.n < 0 {
 		return l.Conn.Read(b)
 	}
-	if l.n == 0 {
+	if l.n == 0 || l.over {
 		return 0, errHeaderTooLarge
 	}
 	if int64(len(b)) > l.n {
 		b = b[:l.n]
 	}
 	n, err := l.Conn.Read(b)
+	if !l.charge(n) {
+		return 0, errOverBudget
+	}
 	l.n -= int64(n)
 	return n, err
+}
+
+// charge reserves n bytes read for a header; false (over set) when the
+// budget cannot take them.
+func (l *limitedConn) charge(n int) bool {
+	if l.budget == nil || n <= 0 {
+		return true
+	}
+	if !l.budget.Reserve(int64(n)) {
+		l.over = true
+		return false
+	}
+	l.held += int64(n)
+	return true
+}
+
+// release returns the bytes held for the last header.
+func (l *limitedConn) release() {
+	if l.budget != nil && l.held > 0 {
+		l.budget.Release(l.held)
+	}
+	l.held = 0
 }
 
 // conn is one client connection being served.
@@ -127,12 +177,38 @@ type conn struct {
 	lc  *limitedConn
 	br  *bufio.Reader
 	bw  *bufio.Writer
+	// refused: the server answered a request itself and closes
+	refused bool
+}
+
+// lingerMax and lingerTime bound what is read past, and for how long,
+// after a refusal, so that the client reads the answer instead of a reset
+// (closing with unread input sends RST), as net/http does.
+const (
+	lingerMax  = 256 << 10
+	lingerTime = 500 * time.Millisecond
+)
+
+// lingerClose half-closes c and reads past what the client still sends,
+// within lingerMax and lingerTime; the caller closes c.
+func lingerClose(c net.Conn) {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, c, lingerMax)
 }
 
 // ServeConn serves requests on c until it closes, and closes it (unless a
 // handler hijacked it or H2C took it).
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	lc := &limitedConn{Conn: c, n: -1}
+	if s.cfg.Budget != nil {
+		if b := s.cfg.Budget(c); b != nil {
+			lc.budget = b
+		}
+	}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(lc)
 	c.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
@@ -150,8 +226,13 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	bw := writerPool.Get().(*bufio.Writer)
 	bw.Reset(c)
 	cn := &conn{srv: s, ctx: ctx, c: c, lc: lc, br: br, bw: bw}
-	if cn.serve() {
+	hijacked := cn.serve()
+	lc.release()
+	if hijacked {
 		return // the upgrade owns (and closes) the connection and buffers
+	}
+	if cn.refused {
+		lingerClose(c)
 	}
 	c.Close()
 	br.Reset(nil)
@@ -191,6 +272,7 @@ func (cn *conn) serve() (hijacked bool) {
 		if !skipBody(req, ec) {
 			return false
 		}
+		cn.lc.release() // the request is done: its header is no longer held
 	}
 }
 
@@ -217,28 +299,54 @@ func (cn *conn) waitNext() bool {
 // readRequest reads and checks one request header; when it fails the
 // client got its answer (if any) and the connection is to close.
 func (cn *conn) readRequest(first bool) (*http.Request, bool) {
-	// what is already buffered counts against the header's bound
+	// what is already buffered counts against the header's bound and the
+	// budget (read ahead: when the connection was classified, or with the
+	// previous request)
 	cn.lc.n = max(int64(cn.srv.cfg.MaxHeaderBytes)+4096-int64(cn.br.Buffered()), 1)
-	req, err := http.ReadRequest(cn.br)
-	tooLarge := cn.lc.n == 0
+	var req *http.Request
+	var err error
+	if !cn.lc.charge(cn.br.Buffered()) {
+		err = errOverBudget
+	} else {
+		req, err = http.ReadRequest(cn.br)
+	}
+	tooLarge, over := cn.lc.n == 0, cn.lc.over
 	cn.lc.n = -1
 	if err != nil {
 		switch {
+		case over:
+			cn.refuse(http.StatusServiceUnavailable, "request header buffer budget exhausted")
 		case tooLarge:
-			badRequest(cn.bw, http.StatusRequestHeaderFieldsTooLarge, "")
+			cn.refuse(http.StatusRequestHeaderFieldsTooLarge, "")
 		case errors.Is(err, io.EOF) && !first:
 		case isTimeout(err):
 		default:
-			badRequest(cn.bw, http.StatusBadRequest, "")
+			cn.refuse(http.StatusBadRequest, "")
 		}
 		return nil, false
 	}
+	// what the reader holds past the header is body (or the next request):
+	// not header bytes, and the buffer is the connection's own anyway
+	if n := min(int64(cn.br.Buffered()), cn.lc.held); n > 0 {
+		cn.lc.budget.Release(n)
+		cn.lc.held -= n
+	}
 	cn.c.SetReadDeadline(time.Time{})
 	if code, msg := checkRequest(req); code != 0 {
-		badRequest(cn.bw, code, msg)
+		cn.refuse(code, msg)
 		return nil, false
 	}
 	return req, true
+}
+
+// refuse answers a request the server itself refuses; the connection is
+// to close.
+func (cn *conn) refuse(code int, msg string) {
+	cn.refused = true
+	if cn.srv.cfg.Refused != nil {
+		cn.srv.cfg.Refused(cn.c, code, cmp.Or(msg, http.StatusText(code)))
+	}
+	badRequest(cn.bw, code, msg)
 }
 
 func (cn *conn) newResponse(req *http.Request) *response {
@@ -264,7 +372,7 @@ func (cn *conn) expect(req *http.Request, w *response) (*expectContinue, bool) {
 		req.Body = ec
 		return ec, true
 	}
-	badRequest(cn.bw, http.StatusExpectationFailed, "")
+	cn.refuse(http.StatusExpectationFailed, "")
 	return nil, false
 }
 

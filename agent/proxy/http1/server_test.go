@@ -336,3 +336,23 @@ func TestHijack(t *testing.T) {
 		t.Fatalf("after the upgrade: %q", line)
 	}
 }
+
+// A header the budget cannot hold is answered 503 and reported; what was
+// reserved is returned when the connection ends.
+func TestServerHeaderBudget(t *testing.T) {
+	b := &checkBudget{t: t, max: 2 << 10}
+	var refused atomic.Int32
+	var status atomic.Int32
+	c, br := serve(t, Config{
+		Budget: func(net.Conn) Budget { return b },
+		Refused: func(_ net.Conn, code int, _ string) {
+			refused.Add(1)
+			status.Store(int32(code))
+		},
+	})
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 4<<10))
+	resp := read(t, br, "GET")
+	if resp.StatusCode != http.StatusServiceUnavailable || refused.Load() != 1 || status.Load() != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, refused %d (%d), want 503 reported once", resp.StatusCode, refused.Load(), status.Load())
+	}
+}

@@ -9,12 +9,17 @@
 // CONNECT :authority is the ip:port of a pod on this node whose identity is
 // that same identity, and the request's expected-identity header (if sent)
 // agrees. Anything else is refused before a byte reaches a pod.
+//
+// Every refusal is counted and logged at Warn (rate-limited, see
+// limits.Refusals) with its reason, the peer address and the identity the
+// peer claimed when it presented one.
 package inbound
 
 import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +37,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weft-mesh/weft/agent/proxy/drain"
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 )
 
@@ -56,7 +63,13 @@ type Config struct {
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake; 10s when zero.
 	HandshakeTimeout time.Duration
-	Logger           *slog.Logger
+	// MaxHeaderBytes bounds a CONNECT request's header block; a larger one
+	// is answered 431. limits.DefaultTunnelHeaderBytes when zero.
+	MaxHeaderBytes int
+	// Refusals counts and logs refused handshakes and streams; one that
+	// logs to Logger when nil.
+	Refusals *limits.Refusals
+	Logger   *slog.Logger
 }
 
 // Server serves tunnels; use Serve with a TCP listener and Shutdown to drain.
@@ -85,8 +98,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
 	cfg.HandshakeTimeout = cmp.Or(cfg.HandshakeTimeout, 10*time.Second)
+	cfg.MaxHeaderBytes = cmp.Or(cfg.MaxHeaderBytes, limits.DefaultTunnelHeaderBytes)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Refusals == nil {
+		cfg.Refusals = limits.NewRefusals(limits.RefusalsConfig{Logger: cfg.Logger})
 	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{Timeout: cfg.DialTimeout}
@@ -94,11 +111,118 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, conf: make(map[spiffeid.ID]*tls.Config)}
 	s.tlsc = &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		NextProtos:         []string{"h2"},
-		GetConfigForClient: s.configForClient,
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"},
 	}
 	return s, nil
+}
+
+// Refusals returns the server's refusal counters.
+func (s *Server) Refusals() *limits.Refusals { return s.cfg.Refusals }
+
+// handshake is what one handshake learned about its peer, to say why it
+// was refused.
+type handshake struct {
+	reason  limits.Reason
+	known   bool   // reason is set
+	claimed string // the SPIFFE ID the peer's certificate claims
+}
+
+func (h *handshake) refuse(r limits.Reason) {
+	if !h.known {
+		h.reason, h.known = r, true
+	}
+}
+
+// tlsConfig is the server config of one handshake: the per-identity config
+// the SNI picks, with a certificate check that records why it refused.
+func (s *Server) tlsConfig(h *handshake) *tls.Config {
+	c := s.tlsc.Clone()
+	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		base, err := s.configForClient(hello)
+		if err != nil {
+			h.refuse(limits.UnknownServerName)
+			return nil, err
+		}
+		c := base.Clone()
+		verify := base.VerifyPeerCertificate
+		c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			return s.checkPeer(h, verify, raw, chains)
+		}
+		return c, nil
+	}
+	return c
+}
+
+// checkPeer classifies the peer's certificate before go-spiffe's check
+// (verify) decides.
+func (s *Server) checkPeer(h *handshake, verify func([][]byte, [][]*x509.Certificate) error, raw [][]byte, chains [][]*x509.Certificate) error {
+	if len(raw) == 0 {
+		h.refuse(limits.NoClientCert)
+		return errors.New("no client certificate")
+	}
+	leaf, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		h.refuse(limits.UntrustedCert)
+		return fmt.Errorf("parse client certificate: %w", err)
+	}
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		h.refuse(limits.BadSPIFFEID)
+		return fmt.Errorf("client certificate: %w", err)
+	}
+	h.claimed = id.String()
+	if !id.MemberOf(s.cfg.TrustDomain) {
+		h.refuse(limits.BadSPIFFEID)
+		return fmt.Errorf("client %s is not in trust domain %s", id, s.cfg.TrustDomain)
+	}
+	if err := verify(raw, chains); err != nil {
+		h.refuse(limits.UntrustedCert)
+		return fmt.Errorf("client certificate of %s: %w", id, err)
+	}
+	return nil
+}
+
+// handshakeReason names why a handshake failed with err.
+func handshakeReason(h *handshake, err error) limits.Reason {
+	if h.known {
+		return h.reason
+	}
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		return limits.NotTLS
+	}
+	// crypto/tls fails a required certificate that is missing before any
+	// check of ours runs (it sends certificate_required, which peers
+	// expect); its error has no type to test but this text
+	if strings.Contains(err.Error(), "didn't provide a certificate") {
+		return limits.NoClientCert
+	}
+	return limits.HandshakeFailed
+}
+
+// refuseConn counts and logs a refused tunnel connection.
+func (s *Server) refuseConn(r limits.Reason, peer net.Addr, claimed string, err error) {
+	attrs := []slog.Attr{slog.String(limits.KeyPeer, peer.String())}
+	if claimed != "" {
+		attrs = append(attrs, slog.String(limits.KeyIdentity, claimed))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String(limits.KeyError, err.Error()))
+	}
+	s.cfg.Refusals.Refuse(r, "tunnel handshake refused", attrs...)
+}
+
+// refuseStream counts and logs a CONNECT stream answered status here.
+func (s *Server) refuseStream(r limits.Reason, status int, peer net.Addr, claimed, target string) {
+	attrs := []slog.Attr{slog.Int(limits.KeyStatus, status), slog.String(limits.KeyPeer, peer.String())}
+	if claimed != "" {
+		attrs = append(attrs, slog.String(limits.KeyIdentity, claimed))
+	}
+	if target != "" {
+		attrs = append(attrs, slog.String(limits.KeyTarget, target))
+	}
+	s.cfg.Refusals.Refuse(r, "tunnel stream refused", attrs...)
 }
 
 // configForClient picks the local identity named by the SNI and returns an
@@ -139,25 +263,37 @@ func (c tunnelConn) Close() error { c.ServerConn.Close(); return nil }
 func (c tunnelConn) Drain()       { c.GoAway() }
 
 func (s *Server) serveConn(nc net.Conn) {
-	tc := tls.Server(nc, s.tlsc)
+	var hs handshake
+	tc := tls.Server(nc, s.tlsConfig(&hs))
 	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
-		s.cfg.Logger.Debug("tunnel handshake", "peer", nc.RemoteAddr().String(), "err", err)
+		s.refuseConn(handshakeReason(&hs, err), nc.RemoteAddr(), hs.claimed, err)
 		nc.Close()
 		return
 	}
 	cs := tc.ConnectionState()
 	if cs.NegotiatedProtocol != "h2" {
+		s.refuseConn(limits.HandshakeFailed, nc.RemoteAddr(), hs.claimed, errors.New("no h2 protocol negotiated"))
 		nc.Close()
 		return
 	}
+	peer := nc.RemoteAddr()
 	sc, err := tunnel.NewServerConn(tc, func(st *tunnel.Stream, authority string, h http.Header) {
 		s.streams.Add(1)
 		defer s.streams.Add(-1)
-		s.serveStream(&cs, st, authority, h)
+		s.serveStream(&cs, peer, st, authority, h)
+	}, tunnel.ServerConfig{
+		MaxHeaderBytes: s.cfg.MaxHeaderBytes,
+		Refused: func(status int) {
+			r := limits.BadRequest
+			if status == http.StatusRequestHeaderFieldsTooLarge {
+				r = limits.HeaderTooLarge
+			}
+			s.refuseStream(r, status, peer, hs.claimed, "")
+		},
 	})
 	if err != nil {
-		s.cfg.Logger.Debug("tunnel preface", "peer", nc.RemoteAddr().String(), "err", err)
+		s.cfg.Logger.Debug("tunnel preface", "peer", peer.String(), "error", err)
 		return
 	}
 	nc.SetDeadline(time.Time{})
@@ -189,43 +325,44 @@ func (s *Server) Close() error {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-func (s *Server) serveStream(cs *tls.ConnectionState, st *tunnel.Stream, authority string, h http.Header) {
+func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.Stream, authority string, h http.Header) {
 	defer st.Close()
 	peer, err := peerID(cs)
 	if err != nil {
+		s.refuseStream(limits.Forbidden, http.StatusForbidden, addr, "", authority)
 		st.Respond(http.StatusForbidden)
 		return
 	}
+	refuse := func(r limits.Reason, status int) {
+		s.refuseStream(r, status, addr, peer.String(), authority)
+		st.Respond(status)
+	}
 	local, ok := s.cfg.Local.ByServerName(cs.ServerName)
 	if !ok {
-		st.Respond(http.StatusForbidden)
+		refuse(limits.Forbidden, http.StatusForbidden)
 		return
 	}
 	target, err := netip.ParseAddrPort(authority)
 	if err != nil {
-		st.Respond(http.StatusBadRequest)
+		refuse(limits.BadRequest, http.StatusBadRequest)
 		return
 	}
 	target = netip.AddrPortFrom(target.Addr().Unmap(), target.Port())
 	podID, ok := s.cfg.Local.PodIdentity(target.Addr())
-	if !ok {
-		s.cfg.Logger.Debug("tunnel refused: not a local pod", "target", target.String(), "peer", peer.String())
-		st.Respond(http.StatusForbidden)
-		return
-	}
-	if podID != local {
-		st.Respond(http.StatusForbidden)
+	if !ok || podID != local {
+		// not a local pod, or not the one whose identity the SNI named
+		refuse(limits.Forbidden, http.StatusForbidden)
 		return
 	}
 	if want := h.Get(tunnel.HeaderDestinationIdentity); want != "" && want != local.String() {
-		st.Respond(http.StatusForbidden)
+		refuse(limits.Forbidden, http.StatusForbidden)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	pod, err := s.cfg.Dial(ctx, "tcp", target.String())
 	cancel()
 	if err != nil {
-		s.cfg.Logger.Debug("dial pod", "target", target.String(), "err", err)
+		s.cfg.Logger.Debug("dial pod", "target", target.String(), "error", err)
 		st.Respond(http.StatusServiceUnavailable)
 		return
 	}

@@ -80,7 +80,7 @@ func start(t *testing.T, podID spiffeid.ID, serverSVID *x509svid.SVID) *fixture 
 	return startWithCA(t, ca, podID, serverSVID)
 }
 
-func startWithCA(t *testing.T, ca *tunneltest.CA, podID spiffeid.ID, serverSVID *x509svid.SVID) *fixture {
+func startWithCA(t *testing.T, ca *tunneltest.CA, podID spiffeid.ID, serverSVID *x509svid.SVID, opts ...func(*inbound.Config)) *fixture {
 	t.Helper()
 	pod := echoServer(t)
 	if serverSVID == nil {
@@ -89,11 +89,15 @@ func startWithCA(t *testing.T, ca *tunneltest.CA, podID spiffeid.ID, serverSVID 
 	ids := tunneltest.NewIdentities(ca.Bundle())
 	// the server presents serverSVID whatever identity the SNI names
 	srvIDs := &fixedIdentities{Identities: ids, svid: serverSVID}
-	s, err := inbound.New(inbound.Config{
+	cfg := inbound.Config{
 		TrustDomain: ca.TD,
 		Identities:  srvIDs,
 		Local:       local{pods: map[netip.Addr]spiffeid.ID{pod.Addr(): podID}, ids: []spiffeid.ID{serverID, otherID}},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := inbound.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

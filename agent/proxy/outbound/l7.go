@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/route"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -27,8 +28,11 @@ func newHTTPServer(p *Proxy) *http.Server {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Handler:           p,
-		Protocols:         &protos,
+		Handler:   p,
+		Protocols: &protos,
+		// announced as SETTINGS_MAX_HEADER_LIST_SIZE (plus 320 bytes of
+		// slack); a larger header block is answered 431
+		MaxHeaderBytes:    p.cfg.Limits.HeaderBytes,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
@@ -40,10 +44,6 @@ func newHTTPServer(p *Proxy) *http.Server {
 		},
 	}
 }
-
-// maxReplayBody is the largest request body buffered so that the request
-// can be retried or mirrored; larger or unknown-length bodies stream once.
-const maxReplayBody = 64 << 10
 
 var replayPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
@@ -76,6 +76,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "no capture record")
 		return
 	}
+	// net/http holds the header of each open stream: the pod's share
+	// of the budget bounds them (HTTP/1.1 reserves as it reads)
+	n := h2HeaderBytes(r)
+	if !info.lease.Reserve(n) {
+		p.refuse(limits.BufferBudget, http.StatusServiceUnavailable, nil, info, "request header buffer budget exhausted")
+		httpError(w, http.StatusServiceUnavailable, "request header buffer budget exhausted")
+		return
+	}
+	defer info.lease.Release(n)
 	p.serve(w, r, r.Context(), info)
 }
 
@@ -100,7 +109,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 		return
 	}
 	upgrade := prepareRequestHeaders(r.Header)
-	release, ok := bufferBody(w, r, &rq, rt)
+	release, ok := p.bufferBody(w, r, &rq, rt)
 	if !ok {
 		return
 	}
@@ -121,7 +130,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 	if err != nil {
 		code, msg := errorAnswer(err, ctx, reqCtx)
 		if code == http.StatusBadGateway {
-			p.cfg.Logger.Debug("upstream", "cluster", rt.cluster, "err", err)
+			p.cfg.Logger.Debug("upstream", "cluster", rt.cluster, "error", err)
 		}
 		if code != 0 {
 			httpError(w, code, msg)
@@ -182,23 +191,32 @@ func (p *Proxy) pickRoute(w http.ResponseWriter, r *http.Request, rq *request) (
 }
 
 // bufferBody reads a small, known-length body into memory when retries or
-// mirrors may replay it. release returns the buffer; false when the body
-// could not be read (answered 400).
-func bufferBody(w http.ResponseWriter, r *http.Request, rq *request, rt *routed) (release func(), ok bool) {
+// mirrors may replay it, if the pod's share of the buffer budget holds it
+// (else the request is sent once, as Envoy does past its buffer limit).
+// release returns the buffer; false when the body could not be read
+// (answered 400).
+func (p *Proxy) bufferBody(w http.ResponseWriter, r *http.Request, rq *request, rt *routed) (release func(), ok bool) {
 	rq.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	needReplay := rt.rule != nil && (rt.rule.Retry != nil && rt.rule.Retry.Attempts > 0 || len(rt.plan.Mirrors) > 0)
-	if !rq.hasBody || !needReplay || r.ContentLength <= 0 || r.ContentLength > maxReplayBody {
+	if !rq.hasBody || !needReplay || r.ContentLength <= 0 || r.ContentLength > p.cfg.Limits.RetryBodyBytes {
+		return noRelease, true
+	}
+	lease, n := rq.info.lease, r.ContentLength
+	if !lease.Reserve(n) {
+		p.cfg.Refusals.Refuse(limits.RetryUnbuffered, "")
 		return noRelease, true
 	}
 	buf := replayPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	if _, err := io.Copy(buf, io.LimitReader(r.Body, r.ContentLength)); err != nil {
 		replayPool.Put(buf)
+		lease.Release(n)
+		p.refuse(limits.BadRequest, http.StatusBadRequest, nil, rq.info, "reading request body")
 		httpError(w, http.StatusBadRequest, "reading request body")
 		return nil, false
 	}
 	rq.body = buf.Bytes()
-	return func() { replayPool.Put(buf) }, true
+	return func() { replayPool.Put(buf); lease.Release(n) }, true
 }
 
 func noRelease() {}

@@ -2,6 +2,7 @@ package outbound
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -77,11 +78,20 @@ type h1key struct {
 type clientConn struct {
 	net.Conn
 	cancel context.CancelFunc
+	info   *connInfo
 }
 
 func (c *clientConn) Close() error {
 	c.cancel()
 	return c.Conn.Close()
+}
+
+// CloseWrite half-closes the client connection.
+func (c *clientConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // serveClient serves a captured L7 connection until it closes.
@@ -90,7 +100,7 @@ func (p *Proxy) serveClient(c net.Conn, info *connInfo) {
 	defer cancel()
 	// tracked: a drain closes it while idle, Close at once; a connection
 	// accepted before a Shutdown began is served
-	cc := &clientConn{Conn: c, cancel: cancel}
+	cc := &clientConn{Conn: c, cancel: cancel, info: info}
 	if !p.conns.Track(cc) {
 		c.Close()
 		return

@@ -28,6 +28,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
+	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -64,8 +65,14 @@ type Config struct {
 	// IdleTimeout closes idle client keep-alive connections at L7; 5m when zero.
 	IdleTimeout time.Duration
 	// Rand returns a value in [0, n); math/rand/v2.IntN when nil.
-	Rand   func(n int) int
-	Logger *slog.Logger
+	Rand func(n int) int
+	// Limits bound request headers, buffered bytes and each source pod's
+	// connections (limits.Limits; zero fields take the defaults).
+	Limits limits.Limits
+	// Refusals counts and logs the proxy's own refusals; one that logs to
+	// Logger when nil.
+	Refusals *limits.Refusals
+	Logger   *slog.Logger
 }
 
 // Proxy is the outbound proxy. Store a Snapshot before serving.
@@ -79,6 +86,8 @@ type Proxy struct {
 	// h1srv serves captured HTTP/1.1 clients (h2c goes to http)
 	h1srv *http1.Server
 	dial  dialFunc
+	// budget holds the buffered bytes and connection slots of source pods
+	budget *limits.Budget
 
 	// conns holds the listeners, the L4 and HTTP/1.1 client connections
 	// and the accepted connections' handlers (for the drain: it includes
@@ -101,6 +110,10 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.Refusals == nil {
+		cfg.Refusals = limits.NewRefusals(limits.RefusalsConfig{Logger: cfg.Logger})
+	}
 	if cfg.Sessions == nil {
 		m, err := session.New(session.Config{})
 		if err != nil {
@@ -108,7 +121,7 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		cfg.Sessions = m
 	}
-	p := &Proxy{cfg: cfg}
+	p := &Proxy{cfg: cfg, budget: limits.NewBudget(cfg.Limits)}
 	p.l7 = newConnListener()
 	p.dial = endpointDialer(cfg.Tunnel)
 	p.up = newUpstreams(p.dial, cfg.DialTimeout)
@@ -116,11 +129,14 @@ func New(cfg Config) (*Proxy, error) {
 		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
 	}, maxIdlePerKey)
 	p.h1srv = http1.NewServer(http1.Config{
-		Handler:     p.serveH1,
-		H2C:         p.h2c,
-		IdleTimeout: cfg.IdleTimeout,
-		Idle:        p.setIdle,
-		Draining:    p.conns.Draining,
+		Handler:        p.serveH1,
+		H2C:            p.h2c,
+		MaxHeaderBytes: cfg.Limits.HeaderBytes,
+		IdleTimeout:    cfg.IdleTimeout,
+		Idle:           p.setIdle,
+		Draining:       p.conns.Draining,
+		Budget:         headerBudget,
+		Refused:        p.h1Refused,
 	})
 	p.http = newHTTPServer(p)
 	go p.http.Serve(p.l7)
@@ -134,6 +150,12 @@ func (p *Proxy) Store(s *Snapshot) { p.snap.Store(s) }
 
 // Snapshot returns the current snapshot.
 func (p *Proxy) Snapshot() *Snapshot { return p.snap.Load() }
+
+// Refusals returns the proxy's refusal counters.
+func (p *Proxy) Refusals() *limits.Refusals { return p.cfg.Refusals }
+
+// Budget returns the budget of buffered bytes and connections.
+func (p *Proxy) Budget() *limits.Budget { return p.budget }
 
 // Serve accepts captured connections on l until Shutdown or Close. It
 // returns nil after Shutdown.
@@ -151,6 +173,9 @@ type connInfo struct {
 	caller  *weftv1.Workload
 	src     spiffeid.ID
 	callerN string
+	// lease is the connection's slot among its pod's connections and
+	// its share of the buffer budget
+	lease *limits.Lease
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -179,11 +204,21 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 	src, err := spiffeid.FromString(w.GetIdentity())
 	if err != nil {
-		p.cfg.Logger.Warn("refused: caller has no valid identity", "pod", w.GetNamespace()+"/"+w.GetName(), "err", err)
+		p.cfg.Logger.Warn("refused: caller has no valid identity", "pod", w.GetNamespace()+"/"+w.GetName(), "error", err)
 		c.Close()
 		return
 	}
 	info := &connInfo{orig: orig, caller: w, src: src, callerN: w.GetNamespace()}
+	lease, ok := p.budget.Open(orig.NetnsCookie)
+	if !ok {
+		// closed before a byte is read: L4 or L7 alike, the pod learns at
+		// once, and the connection costs nothing more
+		p.refuse(limits.PodConns, 0, c.RemoteAddr(), info, "")
+		c.Close()
+		return
+	}
+	info.lease = lease
+	c = &leasedConn{Conn: c, lease: lease}
 	snap := p.snap.Load()
 	svc, ok := snap.Services[orig.Dst]
 	if !ok {
@@ -214,7 +249,7 @@ func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service
 		// a TCPRoute: its first rule's backends, by weight
 		b, err := t.Rules()[0].PickBackend(p.cfg.Rand)
 		if err != nil {
-			p.cfg.Logger.Debug("l4: no valid backend", "service", svc.Name, "err", err)
+			p.cfg.Logger.Debug("l4: no valid backend", "service", svc.Name, "error", err)
 			return
 		}
 		clusterName = b.Cluster
@@ -233,7 +268,7 @@ func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service
 	up, err := p.dial(ctx, info.src, ep.Identity, node, ep.Addr, ep.Plaintext)
 	cancel()
 	if err != nil {
-		p.cfg.Logger.Debug("l4: upstream", "cluster", cl.Name, "endpoint", ep.Addr.String(), "plaintext", ep.Plaintext, "err", err)
+		p.cfg.Logger.Debug("l4: upstream", "cluster", cl.Name, "endpoint", ep.Addr.String(), "plaintext", ep.Plaintext, "error", err)
 		return
 	}
 	defer up.Close()

@@ -19,11 +19,22 @@ type Handler = h2.Handler
 // ServerConn is the server end of one tunnel connection.
 type ServerConn struct{ c *h2.Conn }
 
+// ServerConfig configures a ServerConn.
+type ServerConfig struct {
+	// MaxHeaderBytes bounds a CONNECT request's header block; a larger one
+	// is answered 431. 16 KiB when zero.
+	MaxHeaderBytes int
+	// Refused, when set, is told of each stream the connection answered
+	// itself (400, 431).
+	Refused func(status int)
+}
+
 // NewServerConn reads the client preface from nc (an established TLS
 // connection), sends our settings and returns the connection; call Serve.
-func NewServerConn(nc net.Conn, handle Handler) (*ServerConn, error) {
+func NewServerConn(nc net.Conn, handle Handler, cfg ServerConfig) (*ServerConn, error) {
 	// a client that keeps a connection with no stream open is dropped
-	c, err := h2.NewServer(nc, h2.Config{Handler: handle, IdleTimeout: serverIdleTimeout})
+	c, err := h2.NewServer(nc, h2.Config{Handler: handle, IdleTimeout: serverIdleTimeout,
+		MaxHeaderListSize: uint32(max(cfg.MaxHeaderBytes, 0)), Refused: cfg.Refused})
 	if err != nil {
 		return nil, fmt.Errorf("tunnel server connection: %w", err)
 	}

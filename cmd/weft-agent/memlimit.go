@@ -1,0 +1,23 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+
+	"github.com/weft-mesh/weft/agent/memlimit"
+)
+
+// setMemoryLimit sets the Go memory limit to 90% of the agent's cgroup
+// memory limit, unless GOMEMLIMIT is set (issue #18).
+func setMemoryLimit(log *slog.Logger) {
+	n, err := memlimit.Set(memlimit.Config{Root: "/sys/fs/cgroup", ProcSelfCgroup: "/proc/self/cgroup", GOMEMLIMIT: os.Getenv("GOMEMLIMIT")})
+	switch {
+	case errors.Is(err, memlimit.ErrNoLimit):
+		log.Info("no cgroup memory limit: Go memory limit not set")
+	case err != nil:
+		log.Warn("Go memory limit not set from the cgroup", "error", err)
+	case n > 0:
+		log.Info("Go memory limit set from the cgroup", "bytes", n)
+	}
+}
