@@ -39,6 +39,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
+		{"APIServerCrash", testAPIServerCrash},
 		{"LeastPrivilegeRBAC", testRBAC},
 		{"UninstallRemovesTheRedirect", testUninstall},
 	}
