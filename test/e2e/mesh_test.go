@@ -42,6 +42,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
+		{"APIServerCrash", testAPIServerCrash},
 		{"LeastPrivilegeRBAC", testRBAC},
 		{"UninstallRemovesTheRedirect", testUninstall},
 	}
@@ -455,47 +456,17 @@ func restartAgentUnderLoad(t *testing.T, e *env) string {
 		}
 		return ""
 	})
-	var failed, sent atomic.Int64
-	var mu sync.Mutex
-	var lastErr string
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			r := e.clientNoFatal("faces", "--url", colorURL, "--count", "20")
-			bad := r.Errors
-			for code, n := range r.Status {
-				if code != "200" {
-					bad += n
-				}
-			}
-			sent.Add(int64(r.Requests))
-			failed.Add(int64(bad))
-			if bad > 0 {
-				mu.Lock()
-				lastErr = fmt.Sprintf("%+v", r)
-				mu.Unlock()
-			}
-		}
-	}()
+	ld := startLoad(func() echoResult { return e.clientNoFatal("faces", "--url", colorURL, "--count", "20") })
 	time.Sleep(2 * time.Second)
 	start := time.Now()
 	e.kubectl("-n", "weft-system", "delete", "pod", old[0], "--wait=true")
 	e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
 	time.Sleep(3 * time.Second)
-	close(stop)
-	wg.Wait()
+	sent, failed, lastErr := ld.stop()
 	t.Logf("agent restart on lab-node-1 (old pod gone after %s): %d requests, %d failed (transport errors and non-200 answers; goal 0)",
-		time.Since(start).Round(100*time.Millisecond), sent.Load(), failed.Load())
-	if failed.Load() != 0 {
-		t.Errorf("%d of %d requests failed while the agent restarted; last bad tally: %s", failed.Load(), sent.Load(), lastErr)
+		time.Since(start).Round(100*time.Millisecond), sent, failed)
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed while the agent restarted; last bad tally: %s", failed, sent, lastErr)
 	}
 	logs := ""
 	if now := agentOn("lab-node-1"); len(now) == 1 && now[0] != old[0] {

@@ -101,8 +101,9 @@ type ServeConfig struct {
 }
 
 // Serve is the supervisor: it cleans up what a previous lab left, runs the control
-// plane and one node runtime per node until ctx is done (or a part fails), then stops
-// everything and cleans up. Its state is in state.json.
+// plane and one node runtime per node until ctx is done (or a node runtime fails), then
+// stops everything and cleans up. Control-plane processes that exit are restarted (see
+// cluster.Start); its state is in state.json, the control plane's pids in cp/pids.json.
 func Serve(ctx context.Context, cfg ServeConfig) error {
 	p, log := cfg.Paths, cfg.Logger
 	if log == nil {
@@ -222,20 +223,15 @@ func serve(ctx context.Context, p Paths, n int, log *slog.Logger, phase func(Pha
 	phase(PhaseRunning)
 	log.Info("lab running", "nodes", n, "after", time.Since(t0).Round(time.Millisecond).String(), "pids", fmt.Sprint(cp.PIDs()))
 
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("stopping lab")
-			return nil
-		case err := <-failed:
-			return err
-		case <-tick.C:
-			if err := cp.Err(); err != nil {
-				return fmt.Errorf("control plane: %w", err)
-			}
-		}
+	// A control-plane process that exits is restarted by cp (as a kubelet restarts a
+	// static pod) while the nodes and their pods keep running: only a node runtime
+	// that stops ends the lab.
+	select {
+	case <-ctx.Done():
+		log.Info("stopping lab")
+		return nil
+	case err := <-failed:
+		return err
 	}
 }
 

@@ -281,6 +281,9 @@ func Status(ctx context.Context, p Paths) (string, error) {
 	if rss, procs := treeRSS(st.PID); procs > 0 {
 		fmt.Fprintf(&b, "memory: %d MiB RSS in %d processes\n", rss>>20, procs)
 	}
+	if recs, err := cluster.ReadPIDs(p.CPDir); err == nil {
+		b.WriteString(controlPlaneStatus(recs))
+	}
 	cs, err := Clientset(p)
 	if err != nil {
 		return b.String(), nil
@@ -302,4 +305,22 @@ func Status(ctx context.Context, p Paths) (string, error) {
 		fmt.Fprintf(&b, "node %s: %s\n", n.Name, ready)
 	}
 	return b.String(), nil
+}
+
+// controlPlaneStatus is one line per control-plane process: pid, whether it runs, and
+// how often the supervisor restarted it.
+func controlPlaneStatus(recs []cluster.PIDRecord) string {
+	var b strings.Builder
+	for _, r := range recs {
+		state := "running"
+		if r.PID == 0 || !r.Running() {
+			state = "not running"
+		}
+		fmt.Fprintf(&b, "%s: pid %d, %s", r.Name, r.PID, state)
+		if r.Restarts > 0 {
+			fmt.Fprintf(&b, ", %d restarts (last: %s)", r.Restarts, r.LastExit)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }

@@ -1,7 +1,8 @@
 // Package acceptance checks the lab the way a new user meets it (issue 2): two Ready
 // nodes, an echo Deployment spread over them behind a Service, DNS and ClusterIP
-// traffic across nodes through `kubectl exec`, pod deletion and restarts, and a
-// `down` that leaves nothing behind.
+// traffic across nodes through `kubectl exec`, pod deletion and restarts, a control
+// plane that comes back from a crash while the pods run on, and a `down` that leaves
+// nothing behind.
 package acceptance
 
 import (
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/weft-mesh/weft/test/echo"
 	"github.com/weft-mesh/weft/test/lab"
+	"github.com/weft-mesh/weft/test/lab/cluster"
 	"github.com/weft-mesh/weft/test/lab/labtest"
 )
 
@@ -72,6 +75,7 @@ func TestPrivilegedLab(t *testing.T) {
 		{"LogsThroughAPIServer", testLogs},
 		{"DeletedPodIsGoneAndReplaced", testDeletePod},
 		{"FailingContainerRestarts", testRestart},
+		{"ControlPlaneCrashKeepsPods", testControlPlaneCrash},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.fn(t, ctx, l, ns) }) {
@@ -622,4 +626,122 @@ func procsOf(pids []int) []proc {
 func running(p proc) bool {
 	now, ok := procOf(p.pid)
 	return ok && now.start == p.start
+}
+
+// testControlPlaneCrash kills every control-plane process with SIGKILL at once, as the
+// crash of a control-plane machine would, and checks that the supervisor restarts each
+// one, that the nodes kept their pods running (traffic through a Service works while
+// the apiserver is away, no pod is replaced, no container restarted), that the nodes
+// heartbeat again, and that `weft-lab status` shows the new processes. The down at the
+// end of the suite then stops the restarted processes.
+func testControlPlaneCrash(t *testing.T, ctx context.Context, l *labtest.Lab, ns string) {
+	type podState struct {
+		uid      string
+		restarts int32
+	}
+	podStates := func() map[string]podState {
+		pods, err := l.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]podState{}
+		for _, p := range pods.Items {
+			// The crasher of FailingContainerRestarts restarts all along (and is
+			// briefly Ready each time).
+			if p.Name == "crasher" || p.DeletionTimestamp != nil || !labtest.PodReady(&p) {
+				continue
+			}
+			var n int32
+			for _, c := range p.Status.ContainerStatuses {
+				n += c.RestartCount
+			}
+			m[p.Name] = podState{uid: string(p.UID), restarts: n}
+		}
+		return m
+	}
+	before := podStates()
+	if _, ok := before["toolbox"]; !ok {
+		t.Fatalf("no running toolbox pod in %s: %v", ns, before)
+	}
+	recs, err := l.ControlPlane()
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("control-plane record: %+v, %v; want 4 processes", recs, err)
+	}
+	old := map[string]cluster.PIDRecord{}
+	for _, r := range recs {
+		old[r.Name] = r
+	}
+	for _, r := range recs {
+		if err := syscall.Kill(r.PID, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %s (pid %d): %v", r.Name, r.PID, err)
+		}
+	}
+	killed := time.Now()
+	// The apiserver is away for at least the 1s restart back-off: the pods serve
+	// through their Service meanwhile (exec straight through the node's kubelet).
+	url := "http://echo." + ns + ".svc.cluster.local/"
+	stdout, _, err := l.ExecOnNode(ctx, lab.NodeName(1), ns, "toolbox", "toolbox", "weft-echo", "client", "--url", url, "--count", "20", "--timeout", "2s")
+	var res echo.Result
+	if err == nil {
+		err = json.Unmarshal([]byte(stdout), &res)
+	}
+	if err != nil || res.Errors != 0 || res.Status["200"] != 20 {
+		t.Errorf("traffic with the control plane down: %+v, %v", res, err)
+	}
+
+	var now []cluster.PIDRecord
+	err = labtest.Poll(ctx, 3*time.Minute, func(ctx context.Context) (bool, string, error) {
+		now, err = l.ControlPlane()
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		for _, r := range now {
+			if r.PID == old[r.Name].PID || !r.Running() || r.Restarts != old[r.Name].Restarts+1 {
+				return false, fmt.Sprintf("%+v", now), nil
+			}
+		}
+		if body, err := l.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
+			return false, fmt.Sprintf("/readyz: %v %s", err, body), nil
+		}
+		return true, "", nil
+	})
+	if err != nil {
+		t.Fatalf("control plane not back after kill -9: %v\n%s", err, tailFile(l.Paths.Log, 20))
+	}
+	ready := time.Now()
+	t.Logf("control plane back (all four restarted, /readyz ok) %s after kill -9", ready.Sub(killed).Round(10*time.Millisecond))
+
+	for i := 1; i <= l.Nodes; i++ {
+		name := lab.NodeName(i)
+		err := labtest.Poll(ctx, time.Minute, func(ctx context.Context) (bool, string, error) {
+			lease, err := l.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			return lease.Spec.RenewTime != nil && lease.Spec.RenewTime.After(ready), fmt.Sprintf("renewTime %v", lease.Spec.RenewTime), nil
+		})
+		if err != nil {
+			t.Errorf("%s does not heartbeat after the restart: %v", name, err)
+		}
+	}
+	if after := podStates(); !maps.Equal(before, after) {
+		t.Errorf("pods changed across the control-plane crash:\nbefore %v\nafter  %v", before, after)
+	}
+	// kubectl exec works through the new apiserver.
+	if _, _, err := l.Exec(ctx, ns, "toolbox", "weft-echo", "client", "--url", url, "--count", "5"); err != nil {
+		t.Errorf("exec through the restarted apiserver: %v", err)
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(l.Paths.BinDir, "weft-lab"), "status", "--root", l.Paths.Root).CombinedOutput()
+	for _, r := range now {
+		if want := fmt.Sprintf("%s: pid %d, running, %d restarts", r.Name, r.PID, r.Restarts); err != nil || !strings.Contains(string(out), want) {
+			t.Errorf("weft-lab status (%v) lacks %q:\n%s", err, want, out)
+		}
+	}
+}
+
+// tailFile returns the last n lines of a file.
+func tailFile(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -72,9 +73,11 @@ type ControlPlane struct {
 	cfg    Config
 	log    *slog.Logger
 	pki    *pkiFiles
-	etcd   *process
-	api    *process
-	ctrls  []*process // controller manager, scheduler
+	mu     sync.Mutex // guards the members while Start adds them
+	pidsMu sync.Mutex // serializes writes of pids.json
+	etcd   *supervised
+	api    *supervised
+	ctrls  []*supervised // controller manager, scheduler
 	Admin  *rest.Config
 	Client kubernetes.Interface
 	Nodes  map[string]NodeCredentials
@@ -109,6 +112,11 @@ func (c Config) validate() error {
 // installs the lab's RBAC, then starts the controller manager and the scheduler. On
 // error everything started is stopped. The Gateway API CRDs and CoreDNS come next,
 // from InstallCRDs and InstallDNS (they can run while the nodes start).
+//
+// Each of the four processes is supervised as a kubelet supervises a static pod:
+// whenever one exits (a crash, a kill -9) it is started again after a back-off, and the
+// restart is logged, counted and recorded in <StateDir>/pids.json (see ReadPIDs), until
+// Stop. Only an exit while Start waits for the apiserver fails Start.
 func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -153,14 +161,21 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	}
 
 	t0 := time.Now()
-	logs := filepath.Join(cfg.StateDir, "logs")
-	if cp.etcd, err = startProcess("etcd", filepath.Join(cfg.BinDir, "etcd"), cp.etcdArgs(), logs); err != nil {
+	etcd, err := cp.supervise("etcd", cp.etcdArgs())
+	if err != nil {
 		return cp, err
 	}
-	if cp.api, err = startProcess("kube-apiserver", filepath.Join(cfg.BinDir, "kube-apiserver"), cp.apiserverArgs(), logs); err != nil {
+	cp.mu.Lock()
+	cp.etcd = etcd
+	cp.mu.Unlock()
+	api, err := cp.supervise("kube-apiserver", cp.apiserverArgs())
+	if err != nil {
 		return cp, err
 	}
-	_ = writePIDs(cfg.StateDir, cp.all())
+	cp.mu.Lock()
+	cp.api = api
+	cp.mu.Unlock()
+	_ = cp.recordPIDs()
 	if err := cp.waitReady(ctx, 90*time.Second); err != nil {
 		return cp, err
 	}
@@ -168,26 +183,43 @@ func Start(ctx context.Context, cfg Config) (cp *ControlPlane, err error) {
 	if err := cp.bootstrapRBAC(ctx); err != nil {
 		return cp, err
 	}
-	cm, err := startProcess("kube-controller-manager", filepath.Join(cfg.BinDir, "kube-controller-manager"), cp.controllerManagerArgs(), logs)
-	if err != nil {
-		return cp, err
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"kube-controller-manager", cp.controllerManagerArgs()},
+		{"kube-scheduler", cp.schedulerArgs()},
+	} {
+		s, err := cp.supervise(c.name, c.args)
+		if err != nil {
+			return cp, err
+		}
+		cp.mu.Lock()
+		cp.ctrls = append(cp.ctrls, s)
+		cp.mu.Unlock()
 	}
-	cp.ctrls = append(cp.ctrls, cm)
-	sched, err := startProcess("kube-scheduler", filepath.Join(cfg.BinDir, "kube-scheduler"), cp.schedulerArgs(), logs)
-	if err != nil {
-		return cp, err
-	}
-	cp.ctrls = append(cp.ctrls, sched)
-	if err := writePIDs(cfg.StateDir, cp.all()); err != nil {
+	if err := cp.recordPIDs(); err != nil {
 		return cp, fmt.Errorf("record pids: %w", err)
 	}
 	log.Info("control plane started", "after", time.Since(t0).Round(time.Millisecond).String())
 	return cp, nil
 }
 
-func (cp *ControlPlane) all() []*process {
-	var ps []*process
-	for _, p := range append([]*process{cp.etcd, cp.api}, cp.ctrls...) {
+// supervise starts one control-plane binary from BinDir, logging to logs/<name>.log,
+// and keeps it running.
+func (cp *ControlPlane) supervise(name string, args []string) (*supervised, error) {
+	return supervise(name, filepath.Join(cp.cfg.BinDir, name), args, filepath.Join(cp.cfg.StateDir, "logs"), cp.log, func() {
+		if err := cp.recordPIDs(); err != nil {
+			cp.log.Error("record control-plane pids", "err", err)
+		}
+	})
+}
+
+func (cp *ControlPlane) all() []*supervised {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	var ps []*supervised
+	for _, p := range append([]*supervised{cp.etcd, cp.api}, cp.ctrls...) {
 		if p != nil {
 			ps = append(ps, p)
 		}
@@ -195,50 +227,81 @@ func (cp *ControlPlane) all() []*process {
 	return ps
 }
 
-// PIDs lists the control-plane processes.
+// Processes describes the control-plane processes now: current pid (0 while one
+// waits to be restarted), restarts and why the last run ended. It is what pids.json
+// holds.
+func (cp *ControlPlane) Processes() []PIDRecord {
+	var recs []PIDRecord
+	for _, p := range cp.all() {
+		pid, restarts, last := p.status()
+		recs = append(recs, PIDRecord{Name: p.name, PID: pid, Restarts: restarts, LastExit: last})
+	}
+	return recs
+}
+
+// recordPIDs rewrites pids.json from the current runs (under the lock, so concurrent
+// restarts do not write an older view last).
+func (cp *ControlPlane) recordPIDs() error {
+	cp.pidsMu.Lock()
+	defer cp.pidsMu.Unlock()
+	return writePIDs(cp.cfg.StateDir, cp.Processes())
+}
+
+// PIDs maps each running control-plane process to its current pid.
 func (cp *ControlPlane) PIDs() map[string]int {
 	m := map[string]int{}
-	for _, p := range cp.all() {
-		m[p.name] = p.cmd.Process.Pid
+	for _, r := range cp.Processes() {
+		if r.PID != 0 {
+			m[r.Name] = r.PID
+		}
 	}
 	return m
 }
 
-// Err returns an error if a control-plane process has exited.
+// ErrStopped is what Err returns once Stop has been called.
+var ErrStopped = errors.New("control plane stopped")
+
+// Err returns ErrStopped once the control plane has been stopped. A process that
+// exits before that is restarted, not reported here: see Processes.
 func (cp *ControlPlane) Err() error {
 	for _, p := range cp.all() {
-		if done, err := p.exited(); done {
-			return err
+		if p.stopped() {
+			return ErrStopped
 		}
 	}
 	return nil
 }
 
-// Stop ends the controllers, then the apiserver (waiting for it), then etcd.
+// Stop ends the controllers, then the apiserver (waiting for it), then etcd; none of
+// them is restarted any more.
 func (cp *ControlPlane) Stop() {
-	for _, p := range cp.ctrls {
-		if p != nil {
-			p.stop(10 * time.Second)
-		}
+	cp.mu.Lock()
+	etcd, api, ctrls := cp.etcd, cp.api, cp.ctrls
+	cp.mu.Unlock()
+	for _, p := range ctrls {
+		p.stop(10 * time.Second)
 	}
-	if cp.api != nil {
-		cp.api.stop(20 * time.Second)
+	if api != nil {
+		api.stop(20 * time.Second)
 	}
-	if cp.etcd != nil {
-		cp.etcd.stop(10 * time.Second)
+	if etcd != nil {
+		etcd.stop(10 * time.Second)
 	}
+	cp.pidsMu.Lock()
 	_ = os.Remove(filepath.Join(cp.cfg.StateDir, pidsFile))
+	cp.pidsMu.Unlock()
 }
 
 func (cp *ControlPlane) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		if done, err := cp.api.exited(); done {
-			return err
-		}
-		if done, err := cp.etcd.exited(); done {
-			return err
+		// While starting, an exit means a broken setup: fail with its reason instead
+		// of restarting until the timeout.
+		for _, p := range []*supervised{cp.etcd, cp.api} {
+			if _, restarts, last := p.status(); restarts > 0 || p.current() == nil {
+				return fmt.Errorf("%s exited while starting: %s (see %s.log)", p.name, last, p.name)
+			}
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		body, err := cp.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(rctx)

@@ -2,16 +2,21 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	authv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -19,11 +24,14 @@ import (
 
 	"github.com/weft-mesh/weft/test/lab"
 	"github.com/weft-mesh/weft/test/lab/cluster"
+	"github.com/weft-mesh/weft/test/lab/labtest"
 )
 
-// TestControlPlaneStartsAndStops runs the real control plane (no nodes): version,
-// CRDs, RBAC with the Node authorizer, CoreDNS objects, and a clean stop.
-func TestControlPlaneStartsAndStops(t *testing.T) {
+// startControlPlane starts a control plane of its own (one node's credentials) for a
+// test, holding the machine-wide lab suite lock until the test ends; it skips when the
+// binaries are not built or a lab runs. The control plane is stopped when the test ends.
+func startControlPlane(t *testing.T, ctx context.Context, log *slog.Logger) (*cluster.ControlPlane, cluster.Config, lab.Paths) {
+	t.Helper()
 	wd, _ := os.Getwd()
 	root, err := lab.FindRoot(wd)
 	if err != nil {
@@ -36,14 +44,12 @@ func TestControlPlaneStartsAndStops(t *testing.T) {
 		}
 		t.Skip("control-plane binaries not built: run `make lab-binaries`")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
 	// The lab's ports are fixed: wait for any other lab user on this machine.
 	unlock, err := lab.LockSuite(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	t.Cleanup(unlock)
 	if st, err := lab.ReadState(p); err == nil && st.Alive() {
 		t.Skip("a lab is running on this machine (`weft-lab up`); its ports are taken")
 	}
@@ -58,17 +64,22 @@ func TestControlPlaneStartsAndStops(t *testing.T) {
 		AdminKubeconfig: filepath.Join(dir, "kubeconfig"),
 		CRDDir:          filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "experimental"),
 		Nodes:           []cluster.NodeSpec{{Name: "lab-node-1", IP: netip.MustParseAddr("172.30.0.11")}},
+		Logger:          log,
 	}
 	cp, err := cluster.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			cp.Stop()
-		}
-	}()
+	t.Cleanup(cp.Stop) // after unlock's registration, so it runs first
+	return cp, cfg, p
+}
+
+// TestControlPlaneStartsAndStops runs the real control plane (no nodes): version,
+// CRDs, RBAC with the Node authorizer, CoreDNS objects, and a clean stop.
+func TestControlPlaneStartsAndStops(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cp, cfg, p := startControlPlane(t, ctx, nil)
 	if err := cp.InstallCRDs(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -128,9 +139,8 @@ func TestControlPlaneStartsAndStops(t *testing.T) {
 		t.Errorf("pids = %v, want etcd, apiserver, controller manager, scheduler", pids)
 	}
 	cp.Stop()
-	stopped = true
-	if err := cp.Err(); err == nil {
-		t.Error("Err() is nil after Stop")
+	if err := cp.Err(); !errors.Is(err, cluster.ErrStopped) {
+		t.Errorf("Err() after Stop = %v, want ErrStopped", err)
 	}
 	for name, pid := range pids {
 		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); err == nil {
@@ -140,5 +150,78 @@ func TestControlPlaneStartsAndStops(t *testing.T) {
 	// KillStale after a clean stop has nothing to do.
 	if err := cluster.KillStale(cfg.StateDir); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestControlPlaneSurvivesCrash kills etcd, then kube-apiserver with SIGKILL (a crash)
+// and checks that each is restarted, the apiserver serves /readyz again with the data
+// written before, and the restarts are logged, counted and recorded in pids.json.
+func TestControlPlaneSurvivesCrash(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	var logs cluster.SyncBuffer
+	cp, cfg, _ := startControlPlane(t, ctx, slog.New(slog.NewTextHandler(&logs, nil)))
+	cms := cp.Client.CoreV1().ConfigMaps("default")
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "before-crash"}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"etcd", "kube-apiserver"} {
+		old := cp.PIDs()[name]
+		if old == 0 {
+			t.Fatalf("no pid for %s: %v", name, cp.PIDs())
+		}
+		killed := time.Now()
+		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		var now int
+		if err := labtest.Poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+			now = cp.PIDs()[name]
+			if now == 0 || now == old {
+				return false, fmt.Sprintf("%s not restarted: %+v", name, cp.Processes()), nil
+			}
+			body, err := cp.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			if err != nil {
+				return false, fmt.Sprintf("/readyz: %v %s", err, body), nil
+			}
+			return true, "", nil
+		}); err != nil {
+			t.Fatalf("after kill -9 of %s (pid %d): %v\nlog:\n%s", name, old, err, logs.String())
+		}
+		t.Logf("%s: kill -9 of pid %d -> pid %d, /readyz ok after %s", name, old, now, time.Since(killed).Round(10*time.Millisecond))
+		cm, err := cms.Get(ctx, "before-crash", metav1.GetOptions{})
+		if err != nil || cm.Data["k"] != "v" {
+			t.Errorf("after the %s crash: configmap %v, %v", name, cm, err)
+		}
+		recs, err := cluster.ReadPIDs(cfg.StateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, r := range recs {
+			if r.Name == name {
+				found = true
+				if r.PID != now || r.Restarts != 1 || !r.Running() || !strings.Contains(r.LastExit, "killed") {
+					t.Errorf("pids.json for %s: %+v, want pid %d running, 1 restart after a kill", name, r, now)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("pids.json lacks %s: %+v", name, recs)
+		}
+		if !strings.Contains(logs.String(), "process="+name) || !strings.Contains(logs.String(), "control-plane process restarted") {
+			t.Errorf("restart of %s not logged:\n%s", name, logs.String())
+		}
+	}
+	if err := cp.Err(); err != nil {
+		t.Errorf("Err() = %v after restarts, want nil", err)
+	}
+	// Stop ends the restarted processes (and KillStale then has nothing to do).
+	pids := cp.PIDs()
+	cp.Stop()
+	for name, pid := range pids {
+		if _, ok := cluster.ProcessStart(pid); ok {
+			t.Errorf("%s (pid %d) still runs after Stop", name, pid)
+		}
 	}
 }

@@ -47,6 +47,21 @@ func clientSpecs(nodes []NodeSpec) map[string]CertSpec {
 	return m
 }
 
+// Names of the pairs in <StateDir>/pki (name.crt, name.key).
+const (
+	caName            = "ca"
+	kubeletClientName = "apiserver-kubelet-client"
+)
+
+// KubeletClientFiles are, in a control plane's StateDir, the client pair the apiserver
+// calls kubelets with (group system:masters) and the CA of the kubelets' serving
+// certificates. With them a test can use a node's kubelet API (exec, logs) directly,
+// as the apiserver does, also while the apiserver is down.
+func KubeletClientFiles(stateDir string) (cert, key, ca string) {
+	dir := filepath.Join(stateDir, "pki")
+	return filepath.Join(dir, kubeletClientName+".crt"), filepath.Join(dir, kubeletClientName+".key"), filepath.Join(dir, caName+".crt")
+}
+
 func writePKI(dir string, nodes []NodeSpec) (*pkiFiles, error) {
 	ca, err := NewCA("weft-lab-ca")
 	if err != nil {
@@ -57,7 +72,7 @@ func writePKI(dir string, nodes []NodeSpec) (*pkiFiles, error) {
 		return nil, err
 	}
 	p := &pkiFiles{caPEM: ca.CertPEM(), clients: map[string]clientPair{}, serving: map[string][2]string{}}
-	if p.caCert, p.caKey, err = writePair(dir, "ca", p.caPEM, caKey); err != nil {
+	if p.caCert, p.caKey, err = writePair(dir, caName, p.caPEM, caKey); err != nil {
 		return nil, err
 	}
 	dns, ips := APIServerSANs()
@@ -72,7 +87,7 @@ func writePKI(dir string, nodes []NodeSpec) (*pkiFiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.kubeletClientCert, p.kubeletClientKey, err = writePair(dir, "apiserver-kubelet-client", c, k); err != nil {
+	if p.kubeletClientCert, p.kubeletClientKey, err = writePair(dir, kubeletClientName, c, k); err != nil {
 		return nil, err
 	}
 	saPriv, saPub, err := NewServiceAccountKey()
