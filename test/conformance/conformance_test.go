@@ -61,16 +61,7 @@ func TestPrivilegedMeshConformance(t *testing.T) {
 	root := lab.Paths.Root
 
 	install(t, root)
-
-	c, err := client.New(lab.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, add := range []func(*runtime.Scheme) error{xv1a1.Install, gwv1.Install, apiextensionsv1.AddToScheme} {
-		if err := add(c.Scheme()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := newClient(t)
 	cs, err := clientset.NewForConfig(lab.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -135,9 +126,30 @@ func TestPrivilegedMeshConformance(t *testing.T) {
 	}
 }
 
-// install applies manifests/ as a user does and waits for the rollouts.
+// newClient is a controller-runtime client of the lab that knows the Gateway API types.
+func newClient(t *testing.T) client.Client {
+	t.Helper()
+	c, err := client.New(lab.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, add := range []func(*runtime.Scheme) error{xv1a1.Install, gwv1.Install, apiextensionsv1.AddToScheme} {
+		if err := add(c.Scheme()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+var installed bool
+
+// install applies manifests/ as a user does and waits for the rollouts (once per run).
 func install(t *testing.T, root string) {
 	t.Helper()
+	if installed {
+		return
+	}
+	installed = true
 	start := time.Now()
 	kubectl(t, "apply", "--server-side", "--force-conflicts", "-k", filepath.Join(root, "manifests"))
 	kubectl(t, "-n", "weft-system", "rollout", "status", "deployment/weft-controller", "--timeout=300s")
@@ -147,14 +159,19 @@ func install(t *testing.T, root string) {
 
 func kubectl(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := kubectlErr(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func kubectlErr(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	bin := filepath.Join(lab.Paths.K8sBinDir, "kubectl")
 	out, err := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", lab.Kubeconfig()}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return string(out), err
 }
 
 // waitMeshAccepted waits until the controller has accepted the XMesh and published

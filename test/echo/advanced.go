@@ -268,7 +268,8 @@ func (h *headerList) Set(s string) error {
 var ErrRequestFailed = errors.New("request failed")
 
 // RunAdvancedClient sends cfg.Count requests one after the other and writes one block
-// per answer to out. Redirects are not followed. A request without an answer stops
+// per answer to out (HTTP blocks also say when the answer arrived: Time=RFC 3339, UTC).
+// Redirects are not followed. A request without an answer stops
 // the run with ErrRequestFailed (the blocks written so far stay).
 func RunAdvancedClient(ctx context.Context, cfg AdvancedClientConfig, out io.Writer) error {
 	if cfg.Count <= 0 {
@@ -325,6 +326,7 @@ func runAdvancedHTTP(ctx context.Context, cfg AdvancedClientConfig, out io.Write
 			b.WriteString("\n")
 		}
 		fmt.Fprintf(&b, "[%d] StatusCode=%d\n", i, resp.StatusCode)
+		fmt.Fprintf(&b, "[%d] Time=%s\n", i, time.Now().UTC().Format(time.RFC3339Nano))
 		for _, k := range sortedKeys(resp.Header) {
 			for _, v := range resp.Header[k] {
 				fmt.Fprintf(&b, "[%d] ResponseHeader=%s:%s\n", i, k, v)
