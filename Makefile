@@ -9,7 +9,7 @@ TOOLS := $(CACHE)/tools
 K8S_BIN := $(CACHE)/k8s/bin
 export PATH := $(BIN):$(K8S_BIN):$(TOOLS):$(PATH)
 
-.PHONY: help build generate lint test lab-binaries lab-up lab-down lab-install demo bench tools
+.PHONY: help build generate lint test lab-binaries lab-up lab-down lab-install demo bench tools conformance
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,7 +41,9 @@ lab-binaries: ## build etcd, kube-apiserver, controllers, kube-proxy, kubectl, c
 test: lint build lab-binaries ## run everything CI runs: unit, integration, privileged, end-to-end
 	@bash test/deps.sh test
 	@mkdir -p $(CACHE)
-	go test -json -count=1 -timeout 40m ./... > $(CACHE)/test.json; go run ./test/summary -require-privileged < $(CACHE)/test.json
+	go test -json -count=1 -timeout 40m ./... > $(CACHE)/test.json; \
+	  (cd test/conformance && go test -json -count=1 -timeout 40m ./...) >> $(CACHE)/test.json; \
+	  go run ./test/summary -require-privileged < $(CACHE)/test.json
 
 lab-up: build lab-binaries ## start a local lab cluster (2 nodes); KUBECONFIG=.cache/lab/kubeconfig
 	@bash test/deps.sh lab
@@ -57,6 +59,15 @@ lab-install: ## install weft into the running lab from manifests/ and wait until
 
 demo: lab-up lab-install ## the lab, weft installed from manifests, a canary with real traffic
 	bash test/demo/demo.sh
+
+# The mesh suite takes the lab suite lock itself (test/lab/labtest): it uses a running
+# lab and leaves it running, or brings one up and takes it down. Upstream flags go in
+# CONFORMANCE_ARGS, e.g. CONFORMANCE_ARGS=-run-test=MeshPorts.
+CONFORMANCE_ARGS ?=
+conformance: build lab-binaries ## run the upstream Gateway API mesh conformance suite on the lab (report: .cache/conformance/report.yaml) and measure route propagation
+	@mkdir -p $(CACHE)/conformance
+	cd test/conformance && go test -count=1 -timeout 40m -v . -args $(CONFORMANCE_ARGS) 2>&1 | tee $(CACHE)/conformance/run.log; exit $${PIPESTATUS[0]}
+	@echo "conformance report: $(CACHE)/conformance/report.yaml (log: $(CACHE)/conformance/run.log)"
 
 bench: build ## run the benchmarks against their peers (ratios)
 	@bash test/deps.sh bench

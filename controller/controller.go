@@ -35,6 +35,7 @@ import (
 	"github.com/weft-mesh/weft/controller/resolve"
 	"github.com/weft-mesh/weft/controller/source"
 	"github.com/weft-mesh/weft/controller/status"
+	"github.com/weft-mesh/weft/controller/xmesh"
 )
 
 // Defaults for Config.
@@ -111,6 +112,7 @@ type Controller struct {
 	src     *source.Source
 	push    *push.Server
 	status  *status.Writer
+	mesh    *xmesh.Reconciler
 	grpc    *grpc.Server
 	grpcLis net.Listener
 	health  *http.Server
@@ -191,6 +193,9 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if c.mesh, err = xmesh.New(xmesh.Config{Client: gw, IsLeader: c.leader.Load, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
@@ -313,6 +318,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		c.statusLoop(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.mesh.Run(ctx)
 	}()
 
 	for {

@@ -30,6 +30,11 @@ func TestTopology(t *testing.T) {
 	if echo.Entrypoint[0] != "/repo/.cache/bin/weft-echo" || echo.Cmd[0] != "serve" {
 		t.Errorf("echo image = %+v", echo)
 	}
+	adv := cfgs[0].Images[EchoAdvancedImage]
+	if len(adv.Entrypoint) != 2 || adv.Entrypoint[0] != "/repo/.cache/bin/weft-echo" || adv.Entrypoint[1] != "advanced" ||
+		len(adv.Path) != 1 || adv.Path[0] != "/repo/.cache/bin/echo-advanced" {
+		t.Errorf("echo-advanced image = %+v", adv)
+	}
 	for _, img := range []string{"ghcr.io/weft-mesh/weft-controller:dev", "ghcr.io/weft-mesh/weft-agent:dev", "ghcr.io/weft-mesh/toolbox:dev", "ghcr.io/weft-mesh/coredns:dev"} {
 		if _, ok := cfgs[0].Images[img]; !ok {
 			t.Errorf("image %s not mapped", img)
@@ -39,6 +44,19 @@ func TestTopology(t *testing.T) {
 		if err := checkNodes(n); !errors.Is(err, ErrNodes) {
 			t.Errorf("checkNodes(%d) = %v", n, err)
 		}
+	}
+}
+
+func TestLinkEchoAdvancedClient(t *testing.T) {
+	p := PathsFor(t.TempDir())
+	for range 2 { // idempotent
+		if err := LinkEchoAdvancedClient(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	target, err := os.Readlink(filepath.Join(p.BinDir, "echo-advanced", "client"))
+	if err != nil || target != "../weft-echo" {
+		t.Errorf("client link -> %q, %v; want ../weft-echo", target, err)
 	}
 }
 

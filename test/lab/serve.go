@@ -28,7 +28,34 @@ func Images(p Paths) map[string]node.Image {
 		"ghcr.io/weft-mesh/echo:dev":            {Entrypoint: []string{bin("weft-echo")}, Cmd: []string{"serve"}},
 		"ghcr.io/weft-mesh/toolbox:dev":         {Entrypoint: []string{bin("weft-echo")}, Cmd: []string{"idle"}},
 		cluster.CoreDNSImage:                    {Entrypoint: []string{filepath.Join(p.K8sBinDir, "coredns")}},
+		// The Gateway API mesh conformance suite's echo (Istio's echo app): weft-echo's
+		// advanced mode, with `client` on the image's PATH (see LinkEchoAdvancedClient).
+		EchoAdvancedImage: {Entrypoint: []string{bin("weft-echo"), "advanced"}, Path: []string{echoAdvancedPathDir(p)}},
 	}
+}
+
+// EchoAdvancedImage is the image the Gateway API mesh conformance suite runs.
+const EchoAdvancedImage = "registry.k8s.io/gateway-api/conformance/echo-advanced:v0.1.0"
+
+func echoAdvancedPathDir(p Paths) string { return filepath.Join(p.BinDir, "echo-advanced") }
+
+// LinkEchoAdvancedClient makes the `client` command that the conformance suite execs in
+// echo-advanced containers: a link to weft-echo, which runs its advanced client when
+// started under that name.
+func LinkEchoAdvancedClient(p Paths) error {
+	dir := echoAdvancedPathDir(p)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	link := filepath.Join(dir, "client")
+	if target, err := os.Readlink(link); err == nil && target == "../weft-echo" {
+		return nil
+	}
+	_ = os.Remove(link)
+	if err := os.Symlink("../weft-echo", link); err != nil {
+		return fmt.Errorf("link echo-advanced client: %w", err)
+	}
+	return nil
 }
 
 // NodeConfigs are the node runtime configs of an n-node lab.
@@ -153,6 +180,9 @@ func serve(ctx context.Context, p Paths, n int, log *slog.Logger, phase func(Pha
 	}
 	cgroupRoot, err := Cgroup2Root()
 	if err != nil {
+		return err
+	}
+	if err := LinkEchoAdvancedClient(p); err != nil {
 		return err
 	}
 	crdDir, err := gatewayCRDDir(p.Root)

@@ -38,6 +38,15 @@ type Config struct {
 type Image struct {
 	Entrypoint []string
 	Cmd        []string
+	// Path lists directories the image puts first on PATH (like an image's ENV PATH):
+	// the container's PATH and the lookup of exec'd commands search them before
+	// Config.PathDirs.
+	Path []string
+}
+
+// pathDirs is the command search path of a container of image.
+func (c Config) pathDirs(image string) []string {
+	return append(append(append([]string{}, c.Images[image].Path...), c.PathDirs...), systemPath...)
 }
 
 // ErrConfig marks an invalid Config.

@@ -262,7 +262,7 @@ func (c *container) launch(argv, env []string, instance int) (*exec.Cmd, chan st
 		return nil, nil, err
 	}
 	defer logf.Close()
-	path, err := lookPath(argv[0], append(append([]string{}, c.w.k.cfg.PathDirs...), systemPath...))
+	path, err := lookPath(argv[0], c.w.k.cfg.pathDirs(c.spec.Image))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -309,7 +309,7 @@ func (w *podWorker) containerCommand(c corev1.Container) ([]string, []string, er
 		PodIP:      w.podIP,
 		HostIP:     w.k.cfg.NodeIP,
 		APIService: w.k.apiService(ctx),
-		PathDirs:   w.k.cfg.PathDirs,
+		PathDirs:   append(append([]string{}, w.k.cfg.Images[c.Image].Path...), w.k.cfg.PathDirs...),
 		Lookup: func(kind, name, key string) (string, bool, error) {
 			all, ok, err := w.k.objectData(ctx, pod.Namespace, kind, name)
 			if err != nil || !ok {

@@ -237,7 +237,7 @@ func (w *podWorker) execInContainer(ctx context.Context, c *container, cmd []str
 	if pid == 0 {
 		return 0, fmt.Errorf("container %s of pod %s is not running", c.spec.Name, w.key)
 	}
-	path, err := lookPath(cmd[0], append(append([]string{}, w.k.cfg.PathDirs...), systemPath...))
+	path, err := lookPath(cmd[0], w.k.cfg.pathDirs(c.spec.Image))
 	if err != nil {
 		return 0, err
 	}

@@ -225,3 +225,17 @@ func TestNames(t *testing.T) {
 		t.Errorf("bad name accepted: %v", err)
 	}
 }
+
+func TestPathDirsPutTheImagePathFirst(t *testing.T) {
+	c := Config{
+		PathDirs: []string{"/lab/bin"},
+		Images:   map[string]Image{"adv": {Path: []string{"/lab/bin/adv"}}},
+	}
+	got := c.pathDirs("adv")
+	if len(got) < 3 || got[0] != "/lab/bin/adv" || got[1] != "/lab/bin" || got[2] != systemPath[0] {
+		t.Errorf("pathDirs(adv) = %v", got)
+	}
+	if got := c.pathDirs("other"); got[0] != "/lab/bin" {
+		t.Errorf("pathDirs(other) = %v", got)
+	}
+}

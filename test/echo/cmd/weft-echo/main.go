@@ -3,12 +3,18 @@
 //	weft-echo serve [--http-port 8080] [--grpc-port 9090]
 //	weft-echo client --url URL [--count N] [--header K:V]... [--cookies] [--grpc] [--h2c] [--keepalive] [--method M] [--timeout D]
 //	weft-echo idle
+//	weft-echo advanced [--port N]... [--grpc N]... [--tcp N]... [--tls N]... [--version V]
+//	weft-echo advanced-client URL [--method=M] [-H K:V]... [--count=N]   (also run as "client")
 //
 // serve answers HTTP/1.1, h2c and WebSocket (/ws) on the HTTP port and gRPC on the gRPC
 // port with the facts of the request and of the pod (POD_NAME, NAMESPACE or POD_NAMESPACE,
 // NODE_NAME, SERVICE_NAME). client prints one JSON object:
 // {"requests":N,"errors":E,"pods":{"<pod>":count},"status":{"<code>":count}}.
 // idle sleeps until SIGTERM (the toolbox image).
+//
+// advanced is the surface of the Gateway API conformance echo-advanced image: Key=Value
+// answers on HTTP, gRPC and TCP echo ports; advanced-client is its exec'd client, and
+// weft-echo started under the name "client" (a link on the image's PATH) is that client.
 package main
 
 import (
@@ -20,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,7 +36,11 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "client" {
+		args = append([]string{"advanced-client"}, args...)
+	}
+	if err := run(args); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-echo:", err)
 		if errors.Is(err, errUsage) || errors.Is(err, echo.ErrBadConfig) {
 			os.Exit(2)
@@ -38,7 +49,7 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage: weft-echo serve|client|idle [flags]")
+var errUsage = errors.New("usage: weft-echo serve|client|idle|advanced|advanced-client [flags]")
 
 func run(args []string) error {
 	if len(args) == 0 {
@@ -54,6 +65,20 @@ func run(args []string) error {
 	case "idle":
 		<-ctx.Done()
 		return nil
+	case "advanced":
+		cfg, err := echo.ParseAdvancedFlags(args[1:])
+		if err != nil {
+			return err
+		}
+		cfg.Identity = echo.Identity{Pod: echo.PodName(), Namespace: os.Getenv("POD_NAMESPACE")}
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		return echo.ServeAdvanced(ctx, cfg)
+	case "advanced-client":
+		cfg, err := echo.ParseAdvancedClientArgs(args[1:])
+		if err != nil {
+			return err
+		}
+		return echo.RunAdvancedClient(ctx, cfg, os.Stdout)
 	default:
 		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 	}
