@@ -65,6 +65,7 @@ demo: lab-up lab-install ## the lab, weft installed from manifests, a canary wit
 # CONFORMANCE_ARGS, e.g. CONFORMANCE_ARGS=-run-test=MeshPorts.
 CONFORMANCE_ARGS ?=
 conformance: build lab-binaries ## run the upstream Gateway API mesh conformance suite on the lab (report: .cache/conformance/report.yaml) and measure route propagation
+	@bash test/deps.sh lab
 	@mkdir -p $(CACHE)/conformance
 	cd test/conformance && go test -count=1 -timeout 40m -v . -args $(CONFORMANCE_ARGS) 2>&1 | tee $(CACHE)/conformance/run.log; exit $${PIPESTATUS[0]}
 	@echo "conformance report: $(CACHE)/conformance/report.yaml (log: $(CACHE)/conformance/run.log)"

@@ -98,16 +98,6 @@ func (c *container) start() {
 	go c.run()
 }
 
-// finished reports whether run has returned (the container will not run again).
-func (c *container) finished() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // sleep waits d or until stop; false means stopped.
 func (c *container) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
