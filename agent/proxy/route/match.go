@@ -2,8 +2,9 @@ package route
 
 import (
 	"net/url"
-	"regexp"
 	"strings"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 type pathKind uint8
@@ -27,7 +28,7 @@ type strMatch struct {
 	kind  strKind
 	name  string // canonical header key, or query parameter name
 	value string
-	re    *regexp.Regexp
+	re    *weftv1.Regex
 }
 
 func (s *strMatch) matches(v string) bool {
@@ -44,7 +45,7 @@ type match struct {
 	// HTTP
 	pathKind pathKind
 	path     string // exact path, or prefix without trailing "/" ("/" for root)
-	pathRe   *regexp.Regexp
+	pathRe   *weftv1.Regex
 	pathLit  string // literal prefix every pathRe match starts with
 	method   string
 	headers  []strMatch
@@ -54,10 +55,10 @@ type match struct {
 	grpc    bool
 	svcKind strKind // 0: any
 	svc     string
-	svcRe   *regexp.Regexp
+	svcRe   *weftv1.Regex
 	mKind   strKind
 	meth    string
-	methRe  *regexp.Regexp
+	methRe  *weftv1.Regex
 }
 
 // evalCtx carries the per-request values computed once.
@@ -148,7 +149,7 @@ func (m *match) eval(c *evalCtx) bool {
 	return true
 }
 
-func matchGRPCPart(kind strKind, want string, re *regexp.Regexp, got string) bool {
+func matchGRPCPart(kind strKind, want string, re *weftv1.Regex, got string) bool {
 	switch kind {
 	case strExact:
 		return got == want
