@@ -19,11 +19,13 @@ const (
 type strKind uint8
 
 const (
-	strExact strKind = iota + 1
+	strAny strKind = iota // gRPC service or method left empty
+	strExact
 	strRegex
 )
 
-// strMatch is a compiled header or query parameter match.
+// strMatch is a compiled header, query parameter, gRPC service or gRPC
+// method match.
 type strMatch struct {
 	kind  strKind
 	name  string // canonical header key, or query parameter name
@@ -32,10 +34,13 @@ type strMatch struct {
 }
 
 func (s *strMatch) matches(v string) bool {
-	if s.kind == strRegex {
+	switch s.kind {
+	case strExact:
+		return v == s.value
+	case strRegex:
 		return s.re.MatchString(v)
 	}
-	return v == s.value
+	return true
 }
 
 // match is one compiled weftv1.Match.
@@ -52,13 +57,9 @@ type match struct {
 	query    []strMatch
 
 	// gRPC (headers above are shared)
-	grpc    bool
-	svcKind strKind // 0: any
-	svc     string
-	svcRe   *weftv1.Regex
-	mKind   strKind
-	meth    string
-	methRe  *weftv1.Regex
+	grpc bool
+	svc  strMatch
+	meth strMatch
 }
 
 // evalCtx carries the per-request values computed once.
@@ -98,7 +99,7 @@ func (m *match) matchedPrefix() string {
 
 func (m *match) eval(c *evalCtx) bool {
 	if m.grpc {
-		if !matchGRPCPart(m.svcKind, m.svc, m.svcRe, c.svc) || !matchGRPCPart(m.mKind, m.meth, m.methRe, c.meth) {
+		if !m.svc.matches(c.svc) || !m.meth.matches(c.meth) {
 			return false
 		}
 	} else {
@@ -145,16 +146,6 @@ func (m *match) eval(c *evalCtx) bool {
 				return false
 			}
 		}
-	}
-	return true
-}
-
-func matchGRPCPart(kind strKind, want string, re *weftv1.Regex, got string) bool {
-	switch kind {
-	case strExact:
-		return got == want
-	case strRegex:
-		return re.MatchString(got)
 	}
 	return true
 }
