@@ -13,7 +13,8 @@ import (
 
 // Compile validates t (weftv1.RouteTable.Validate, the one definition of a
 // valid table, shared with the controller) and precompiles it: regular
-// expressions (RE2, full match) compiled once, header names canonicalised,
+// expressions (RE2, full match) compiled once per process and shared
+// (weftv1.CompileRegex), header names canonicalised,
 // backend weights summed, the candidate index built. An invalid table is an
 // error wrapping ErrInvalidTable (and the validator's sentinels) that names
 // the rule or match; the caller NACKs the policy and keeps its last good
@@ -22,10 +23,13 @@ func Compile(t *weftv1.RouteTable) (*Table, error) {
 	if err := t.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidTable, err)
 	}
+	l := weftv1.DefaultLimits
 	out := &Table{
-		kind:    t.GetKind(),
-		rules:   make([]Rule, len(t.GetRules())),
-		matches: make([]match, len(t.GetMatches())),
+		kind:          t.GetKind(),
+		rules:         make([]Rule, len(t.GetRules())),
+		matches:       make([]match, len(t.GetMatches())),
+		maxRegexInput: l.MaxRegexInputLen,
+		regexBudget:   l.MaxRouteRegexProgramSize * (l.MaxRegexInputLen + 1),
 	}
 	for i, r := range t.GetRules() {
 		if err := compileRule(out.kind, r, &out.rules[i]); err != nil {

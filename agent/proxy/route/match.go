@@ -1,6 +1,8 @@
 package route
 
 import (
+	"context"
+	"fmt"
 	"net/url"
 	"strings"
 
@@ -33,12 +35,14 @@ type strMatch struct {
 	re    *weftv1.Regex
 }
 
-func (s *strMatch) matches(v string) bool {
+// matches reports whether v satisfies s; tooLong is the error that
+// refuses the request when the regex matching of v is over a limit.
+func (s *strMatch) matches(c *evalCtx, v string, tooLong error) bool {
 	switch s.kind {
 	case strExact:
 		return v == s.value
 	case strRegex:
-		return s.re.MatchString(v)
+		return c.regex(s.re, v, tooLong)
 	}
 	return true
 }
@@ -62,7 +66,8 @@ type match struct {
 	meth strMatch
 }
 
-// evalCtx carries the per-request values computed once.
+// evalCtx carries the per-request values computed once, and what bounds
+// the request's regex matching.
 type evalCtx struct {
 	req       *Request
 	path      string
@@ -70,6 +75,47 @@ type evalCtx struct {
 	query     url.Values
 	queryDone bool
 	svc, meth string
+
+	ctx  context.Context
+	done <-chan struct{}
+	// maxInput is the longest value matched against a regex.
+	maxInput int
+	// budget is what is left of the request's regex budget, in
+	// instruction-bytes (program size times value length).
+	budget int
+	// err stops the evaluation: a limit refused the request or ctx is
+	// done.
+	err error
+}
+
+// regex matches v against re within the request's bounds. RE2 runs in
+// time linear in len(v) times the program size, so the cost charged is
+// re.Size * (len(v)+1); a value over maxInput or a cost over what is left
+// of the budget refuses the request with tooLong, and a done context
+// stops it, checked before every regex.
+func (c *evalCtx) regex(re *weftv1.Regex, v string, tooLong error) bool {
+	if c.err != nil {
+		return false
+	}
+	if len(v) > c.maxInput {
+		c.err = fmt.Errorf("%w: a regular expression match needs a %d-byte value, over the limit %d", tooLong, len(v), c.maxInput)
+		return false
+	}
+	cost := re.Size * (len(v) + 1)
+	if cost > c.budget {
+		c.err = fmt.Errorf("%w: the request's regular expression matching is over its budget of %d instruction-bytes", tooLong, c.budget)
+		return false
+	}
+	c.budget -= cost
+	if c.done != nil {
+		select {
+		case <-c.done:
+			c.err = fmt.Errorf("select: %w", c.ctx.Err())
+			return false
+		default:
+		}
+	}
+	return re.MatchString(v)
 }
 
 func (c *evalCtx) queryValues() url.Values {
@@ -99,7 +145,7 @@ func (m *match) matchedPrefix() string {
 
 func (m *match) eval(c *evalCtx) bool {
 	if m.grpc {
-		if !m.svc.matches(c.svc) || !m.meth.matches(c.meth) {
+		if !m.svc.matches(c, c.svc, ErrURITooLong) || !m.meth.matches(c, c.meth, ErrURITooLong) {
 			return false
 		}
 	} else {
@@ -113,7 +159,7 @@ func (m *match) eval(c *evalCtx) bool {
 				return false
 			}
 		case pathRegex:
-			if !strings.HasPrefix(c.path, m.pathLit) || !m.pathRe.MatchString(c.path) {
+			if !strings.HasPrefix(c.path, m.pathLit) || !c.regex(m.pathRe, c.path, ErrURITooLong) {
 				return false
 			}
 		}
@@ -132,7 +178,7 @@ func (m *match) eval(c *evalCtx) bool {
 			// Several field lines are one comma-separated value (RFC 9110 5.3).
 			v = strings.Join(vs, ",")
 		}
-		if !h.matches(v) {
+		if !h.matches(c, v, ErrHeaderTooLong) {
 			return false
 		}
 	}
@@ -142,7 +188,7 @@ func (m *match) eval(c *evalCtx) bool {
 			qm := &m.query[i]
 			// A repeated parameter is matched on its first value.
 			vs := q[qm.name]
-			if len(vs) == 0 || !qm.matches(vs[0]) {
+			if len(vs) == 0 || !qm.matches(c, vs[0], ErrURITooLong) {
 				return false
 			}
 		}

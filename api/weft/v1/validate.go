@@ -70,11 +70,14 @@ type Limits struct {
 //     100, counted by RE2 C++ (which compiles to byte ranges, so the same
 //     pattern counts no fewer instructions there than here).
 //   - 1,000 instructions per route: 16 rules each with a 62-instruction
-//     pattern fit. At the worst measured cost (~11 ns per instruction per
-//     byte, a pattern like ".*(?:.?){70}" that keeps every thread alive),
-//     one route's matching of an 8 KiB value is bounded by
-//     1,000 × 8,192 × 11 ns ≈ 90 ms; with realistic patterns it is
-//     microseconds.
+//     pattern fit. At the worst measured cost (11 to 16 ns per
+//     instruction per byte on a 2-core lab VM, for patterns like
+//     ".*(?:.?){70}x" that keep every RE2 thread alive and never match),
+//     one request's matching of an 8 KiB value against a maximal route
+//     costs 1,000 × 8,193 instruction-bytes, about 90 to 130 ms; the same
+//     path against 16 realistic patterns with literal prefixes costs under
+//     a microsecond. The proxy charges a request at most this much
+//     however many routes its table merges (route.SelectContext).
 //   - 100,000 instructions per node: about 5 to 16 MB of compiled
 //     programs (46 to 156 bytes per instruction measured), a few percent
 //     of an agent's 256 MiB, for hundreds of maximal patterns or thousands
