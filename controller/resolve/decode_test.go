@@ -22,11 +22,13 @@ import (
 //	include: [base/mesh.yaml]   # fixtures read before the case's objects
 //	trustDomain: example.org
 //	tunnelPort: 15009
+//	maxNodeRegexProgramSize: 1000
 type caseOptions struct {
-	metav1.TypeMeta `json:",inline"`
-	Include         []string `json:"include,omitempty"`
-	TrustDomain     string   `json:"trustDomain,omitempty"`
-	TunnelPort      uint32   `json:"tunnelPort,omitempty"`
+	metav1.TypeMeta         `json:",inline"`
+	Include                 []string `json:"include,omitempty"`
+	TrustDomain             string   `json:"trustDomain,omitempty"`
+	TunnelPort              uint32   `json:"tunnelPort,omitempty"`
+	MaxNodeRegexProgramSize int      `json:"maxNodeRegexProgramSize,omitempty"`
 }
 
 var docSep = regexp.MustCompile(`(?m)^---\s*$`)
@@ -95,6 +97,9 @@ func decodeInto(in *Input, data []byte, strict bool) error {
 				}
 				if o.TunnelPort != 0 {
 					in.Options.TunnelPort = o.TunnelPort
+				}
+				if o.MaxNodeRegexProgramSize != 0 {
+					in.Options.MaxNodeRegexProgramSize = o.MaxNodeRegexProgramSize
 				}
 			}
 		case "Namespace":

@@ -358,7 +358,10 @@ func durationProto(d time.Duration) *durationpb.Duration {
 // checkRegex checks an RE2 pattern as the proxy compiles it and says where
 // it is.
 func checkRegex(what, pattern string) error {
-	if _, err := weftv1.CompileRegex(pattern); err != nil {
+	// Measured, not compiled: the controller never matches, and the
+	// measurement is cached per pattern for the process (every resolve
+	// after the first costs a map lookup).
+	if _, err := weftv1.RegexProgramSize(pattern); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil

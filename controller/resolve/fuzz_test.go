@@ -94,7 +94,7 @@ var (
 	fzServices   = []string{"s0", "s1", "s2", "s3"}
 	fzNodes      = []string{"n1", "n2"}
 	fzPorts      = []int32{80, 8080, 7070, 9090, 53, 0, 70000}
-	fzRegexes    = []string{"/v[0-9]+", "([a-z", "(?=x)", ".*", "a{1001}"}
+	fzRegexes    = []string{"/v[0-9]+", "([a-z", "(?=x)", ".*", "a{1001}", "(?:.?){1000}", ".*(?:.?){72}", "/x.*(?:.?){70}"}
 	fzPaths      = []string{"/", "/a", "/a/b", "", "//", "/q?x", "no-slash"}
 	fzHeaders    = []string{"x-a", "X-A", "bad name", "", "x-b"}
 	fzDurations  = []gwv1.Duration{"1s", "0s", "10ms", "1.5s", "", "99999h"}

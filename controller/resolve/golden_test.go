@@ -26,6 +26,9 @@ import (
 func checkAgentAccepts(t testing.TB, out Output) {
 	t.Helper()
 	for n, p := range out.Nodes {
+		if err := p.Validate(); err != nil {
+			t.Fatalf("node %s: the agent NACKs the policy: %v", n, err)
+		}
 		if _, err := outbound.Compile(p); err != nil {
 			t.Fatalf("node %s: the proxy rejects the policy: %v", n, err)
 		}

@@ -127,7 +127,7 @@ func Resolve(in Input) Output {
 	// conflict resolution and table building all walk routes in this order.
 	slices.SortStableFunc(routes, compareRoutes)
 
-	ports := r.attach(routes)
+	ports := r.attachWithinBudget(routes)
 	services := r.buildServicePorts(ports)
 
 	out := Output{Nodes: map[string]*weftv1.NodePolicy{}}

@@ -37,14 +37,48 @@ func (r *resolver) compileRoute(rt *route, rules int, rule func(i int) ruleSourc
 		names[i] = srcs[i].name
 	}
 	unique := rt.ruleNames(names)
+	limit := weftv1.DefaultLimits.MaxRouteRegexProgramSize
+	total := 0
 	for i := range srcs {
 		cr, err := r.compileRule(rt, i, unique[i], &srcs[i])
 		if err != nil {
 			rt.drop(i, names[i], err.Error())
 			continue
 		}
+		// The route's regular expressions are limited together (each
+		// occurrence counts: each is matched): the rules that fit, in
+		// order, are kept.
+		if n := cr.regexProgramSize(); total+n > limit {
+			rt.drop(i, names[i], fmt.Sprintf("its regular expressions (program size %d) would bring the route's total program size to %d, over the limit %d per route", n, total+n, limit))
+			continue
+		} else {
+			total += n
+		}
 		rt.rules = append(rt.rules, cr)
 	}
+}
+
+// regexProgramSize sums the program sizes of the rule's regular
+// expressions, each occurrence counted.
+func (cr *compiledRule) regexProgramSize() int {
+	n := 0
+	for _, m := range cr.matches {
+		n += (&weftv1.Match{Http: m.http, Grpc: m.grpc}).RegexProgramSize(weftv1.DefaultLimits)
+	}
+	return n
+}
+
+// regexPatterns yields the rule's distinct regular expressions.
+func (cr *compiledRule) regexPatterns() map[string]int {
+	out := map[string]int{}
+	for _, m := range cr.matches {
+		for p := range (&weftv1.Match{Http: m.http, Grpc: m.grpc}).RegexPatterns() {
+			if n, err := weftv1.RegexProgramSize(p); err == nil {
+				out[p] = n
+			}
+		}
+	}
+	return out
 }
 
 // compileRule converts one rule: matches, kind settings, session

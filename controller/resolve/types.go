@@ -24,6 +24,10 @@ type Options struct {
 	TrustDomain string
 	// TunnelPort of every node's inbound proxy; mesh.TunnelPort when zero.
 	TunnelPort uint32
+	// MaxNodeRegexProgramSize lowers the node budget of compiled regular
+	// expressions below weftv1.DefaultLimits.MaxNodeRegexProgramSize (the
+	// agent's, which a larger value cannot raise); zero: the default.
+	MaxNodeRegexProgramSize int
 }
 
 // Input is a consistent snapshot of every object resolution reads.

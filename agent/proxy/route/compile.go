@@ -13,7 +13,8 @@ import (
 
 // Compile validates t (weftv1.RouteTable.Validate, the one definition of a
 // valid table, shared with the controller) and precompiles it: regular
-// expressions (RE2, full match) compiled once, header names canonicalised,
+// expressions (RE2, full match) compiled once per process and shared
+// (weftv1.CompileRegex), header names canonicalised,
 // backend weights summed, the candidate index built. An invalid table is an
 // error wrapping ErrInvalidTable (and the validator's sentinels) that names
 // the rule or match; the caller NACKs the policy and keeps its last good
@@ -22,10 +23,13 @@ func Compile(t *weftv1.RouteTable) (*Table, error) {
 	if err := t.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidTable, err)
 	}
+	l := weftv1.DefaultLimits
 	out := &Table{
-		kind:    t.GetKind(),
-		rules:   make([]Rule, len(t.GetRules())),
-		matches: make([]match, len(t.GetMatches())),
+		kind:          t.GetKind(),
+		rules:         make([]Rule, len(t.GetRules())),
+		matches:       make([]match, len(t.GetMatches())),
+		maxRegexInput: l.MaxRegexInputLen,
+		regexBudget:   l.MaxRouteRegexProgramSize * (l.MaxRegexInputLen + 1),
 	}
 	for i, r := range t.GetRules() {
 		if err := compileRule(out.kind, r, &out.rules[i]); err != nil {
@@ -64,11 +68,11 @@ func (t *Table) index() {
 			// Every path the regex matches starts with pathLit, so the trie
 			// walk of such a path visits the node of pathLit's directory.
 			t.prefix.insert(regexDir(m.pathLit), pos)
-		case t.kind == weftv1.RouteKind_ROUTE_KIND_GRPC && m.svcKind == strExact && m.mKind == strExact:
-			k := m.svc + "/" + m.meth
+		case t.kind == weftv1.RouteKind_ROUTE_KIND_GRPC && m.svc.kind == strExact && m.meth.kind == strExact:
+			k := m.svc.value + "/" + m.meth.value
 			t.grpcExact[k] = append(t.grpcExact[k], pos)
-		case t.kind == weftv1.RouteKind_ROUTE_KIND_GRPC && m.svcKind == strExact && m.mKind == 0:
-			t.grpcService[m.svc] = append(t.grpcService[m.svc], pos)
+		case t.kind == weftv1.RouteKind_ROUTE_KIND_GRPC && m.svc.kind == strExact && m.meth.kind == 0:
+			t.grpcService[m.svc.value] = append(t.grpcService[m.svc.value], pos)
 		default:
 			t.always = append(t.always, pos)
 		}
@@ -210,6 +214,25 @@ func compileMirror(in *weftv1.RequestMirror) (*Mirror, error) {
 	return &Mirror{Cluster: in.GetCluster(), Numerator: in.GetNumerator(), Denominator: in.GetDenominator()}, nil
 }
 
+// compileString compiles an Exact or RegularExpression value match (a
+// header, query parameter, gRPC service or method).
+func compileString(typ weftv1.MatchType, name, value string) (strMatch, error) {
+	m := strMatch{name: name, value: value}
+	switch typ {
+	case weftv1.MatchType_MATCH_TYPE_EXACT:
+		m.kind = strExact
+	case weftv1.MatchType_MATCH_TYPE_REGEX:
+		m.kind = strRegex
+		var err error
+		if m.re, err = weftv1.CompileRegex(value); err != nil {
+			return strMatch{}, err
+		}
+	default:
+		return strMatch{}, fmt.Errorf("match type %v unsupported", typ)
+	}
+	return m, nil
+}
+
 func compileStrMatches(in []*weftv1.StringMatch, header bool) ([]strMatch, error) {
 	var out []strMatch
 	seen := map[string]bool{}
@@ -223,28 +246,23 @@ func compileStrMatches(in []*weftv1.StringMatch, header bool) ([]strMatch, error
 			continue
 		}
 		seen[name] = true
-		m := strMatch{name: name, value: s.GetValue()}
-		switch s.GetType() {
-		case weftv1.MatchType_MATCH_TYPE_EXACT:
-			m.kind = strExact
-		case weftv1.MatchType_MATCH_TYPE_REGEX:
-			m.kind = strRegex
-			re, err := weftv1.CompileRegex(s.GetValue())
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			m.re = re
-		default:
-			return nil, fmt.Errorf("%s: match type %v unsupported", name, s.GetType())
+		m, err := compileString(s.GetType(), name, s.GetValue())
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		out = append(out, m)
 	}
 	return out, nil
 }
 
-// compileMatch compiles a match Validate accepted.
+// compileMatch compiles a match Validate accepted. HTTP and gRPC matches
+// differ only in what selects the request (a path and a method, or a gRPC
+// service and method, with query parameters for HTTP only); their header
+// matches and every value match compile the same way.
 func compileMatch(kind weftv1.RouteKind, in *weftv1.Match, out *match) error {
 	out.rule = int32(in.GetRule())
+	out.grpc = kind == weftv1.RouteKind_ROUTE_KIND_GRPC
+	var headers []*weftv1.StringMatch
 	var err error
 	switch kind {
 	case weftv1.RouteKind_ROUTE_KIND_HTTP:
@@ -252,68 +270,55 @@ func compileMatch(kind weftv1.RouteKind, in *weftv1.Match, out *match) error {
 		if h == nil {
 			return nil // matches every request
 		}
-		if p := h.GetPath(); p != nil {
-			switch p.GetType() {
-			case weftv1.MatchType_MATCH_TYPE_EXACT, weftv1.MatchType_MATCH_TYPE_PREFIX:
-				v := p.GetValue()
-				if p.GetType() == weftv1.MatchType_MATCH_TYPE_EXACT {
-					out.pathKind, out.path = pathExact, v
-				} else {
-					out.pathKind, out.path = pathPrefix, normalisePrefix(v)
-				}
-			case weftv1.MatchType_MATCH_TYPE_REGEX:
-				out.pathKind = pathRegex
-				if out.pathRe, err = weftv1.CompileRegex(p.GetValue()); err != nil {
-					return fmt.Errorf("path: %w", err)
-				}
-				out.pathLit, _ = out.pathRe.LiteralPrefix()
-			default:
-				return fmt.Errorf("path match type %v unsupported", p.GetType())
-			}
+		if err = compilePath(h.GetPath(), out); err != nil {
+			return fmt.Errorf("path: %w", err)
 		}
 		out.method = h.GetMethod()
-		if out.headers, err = compileStrMatches(h.GetHeaders(), true); err != nil {
-			return err
-		}
 		if out.query, err = compileStrMatches(h.GetQueryParams(), false); err != nil {
 			return err
 		}
+		headers = h.GetHeaders()
 	case weftv1.RouteKind_ROUTE_KIND_GRPC:
-		out.grpc = true
 		g := in.GetGrpc()
 		if g == nil {
-			return nil
+			return nil // matches every call
 		}
-		if g.GetService() != "" || g.GetMethod() != "" {
-			var k strKind
-			switch g.GetType() {
-			case weftv1.MatchType_MATCH_TYPE_EXACT:
-				k = strExact
-			case weftv1.MatchType_MATCH_TYPE_REGEX:
-				k = strRegex
-			default:
-				return fmt.Errorf("gRPC method match type %v unsupported", g.GetType())
-			}
-			if g.GetService() != "" {
-				out.svcKind, out.svc = k, g.GetService()
-				if k == strRegex {
-					if out.svcRe, err = weftv1.CompileRegex(g.GetService()); err != nil {
-						return fmt.Errorf("service: %w", err)
-					}
-				}
-			}
-			if g.GetMethod() != "" {
-				out.mKind, out.meth = k, g.GetMethod()
-				if k == strRegex {
-					if out.methRe, err = weftv1.CompileRegex(g.GetMethod()); err != nil {
-						return fmt.Errorf("method: %w", err)
-					}
-				}
+		// One type for both parts; an empty part matches any.
+		if v := g.GetService(); v != "" {
+			if out.svc, err = compileString(g.GetType(), "service", v); err != nil {
+				return fmt.Errorf("service: %w", err)
 			}
 		}
-		if out.headers, err = compileStrMatches(g.GetHeaders(), true); err != nil {
+		if v := g.GetMethod(); v != "" {
+			if out.meth, err = compileString(g.GetType(), "method", v); err != nil {
+				return fmt.Errorf("method: %w", err)
+			}
+		}
+		headers = g.GetHeaders()
+	}
+	out.headers, err = compileStrMatches(headers, true)
+	return err
+}
+
+// compilePath compiles an HTTP path match (nil: any path).
+func compilePath(p *weftv1.StringMatch, out *match) error {
+	if p == nil {
+		return nil
+	}
+	switch p.GetType() {
+	case weftv1.MatchType_MATCH_TYPE_EXACT:
+		out.pathKind, out.path = pathExact, p.GetValue()
+	case weftv1.MatchType_MATCH_TYPE_PREFIX:
+		out.pathKind, out.path = pathPrefix, normalisePrefix(p.GetValue())
+	case weftv1.MatchType_MATCH_TYPE_REGEX:
+		re, err := weftv1.CompileRegex(p.GetValue())
+		if err != nil {
 			return err
 		}
+		out.pathKind, out.pathRe = pathRegex, re
+		out.pathLit, _ = re.LiteralPrefix()
+	default:
+		return fmt.Errorf("path match type %v unsupported", p.GetType())
 	}
 	return nil
 }

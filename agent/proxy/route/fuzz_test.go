@@ -1,6 +1,7 @@
 package route
 
 import (
+	"context"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -159,15 +160,7 @@ func fuzzRequest(s *byteSource) *Request {
 
 // linearSelect is the index-free reference: the first match in order.
 func linearSelect(t *Table, req *Request) (int, bool) {
-	ctx := evalCtx{req: req}
-	if t.kind == weftv1.RouteKind_ROUTE_KIND_GRPC {
-		ctx.svc, ctx.meth = req.GRPCService, req.GRPCMethod
-		if ctx.svc == "" && ctx.meth == "" {
-			ctx.svc, ctx.meth = splitGRPCPath(req.Path)
-		}
-	} else {
-		ctx.path, ctx.rawQuery, _ = strings.Cut(req.Path, "?")
-	}
+	ctx := t.newEval(context.Background(), req)
 	for i := range t.matches {
 		if t.matches[i].eval(&ctx) {
 			return int(t.matches[i].rule), true

@@ -1,9 +1,12 @@
 package route
 
 import (
+	"context"
+	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 type pathKind uint8
@@ -18,23 +21,30 @@ const (
 type strKind uint8
 
 const (
-	strExact strKind = iota + 1
+	strAny strKind = iota // gRPC service or method left empty
+	strExact
 	strRegex
 )
 
-// strMatch is a compiled header or query parameter match.
+// strMatch is a compiled header, query parameter, gRPC service or gRPC
+// method match.
 type strMatch struct {
 	kind  strKind
 	name  string // canonical header key, or query parameter name
 	value string
-	re    *regexp.Regexp
+	re    *weftv1.Regex
 }
 
-func (s *strMatch) matches(v string) bool {
-	if s.kind == strRegex {
-		return s.re.MatchString(v)
+// matches reports whether v satisfies s; tooLong is the error that
+// refuses the request when the regex matching of v is over a limit.
+func (s *strMatch) matches(c *evalCtx, v string, tooLong error) bool {
+	switch s.kind {
+	case strExact:
+		return v == s.value
+	case strRegex:
+		return c.regex(s.re, v, tooLong)
 	}
-	return v == s.value
+	return true
 }
 
 // match is one compiled weftv1.Match.
@@ -44,23 +54,20 @@ type match struct {
 	// HTTP
 	pathKind pathKind
 	path     string // exact path, or prefix without trailing "/" ("/" for root)
-	pathRe   *regexp.Regexp
+	pathRe   *weftv1.Regex
 	pathLit  string // literal prefix every pathRe match starts with
 	method   string
 	headers  []strMatch
 	query    []strMatch
 
 	// gRPC (headers above are shared)
-	grpc    bool
-	svcKind strKind // 0: any
-	svc     string
-	svcRe   *regexp.Regexp
-	mKind   strKind
-	meth    string
-	methRe  *regexp.Regexp
+	grpc bool
+	svc  strMatch
+	meth strMatch
 }
 
-// evalCtx carries the per-request values computed once.
+// evalCtx carries the per-request values computed once, and what bounds
+// the request's regex matching.
 type evalCtx struct {
 	req       *Request
 	path      string
@@ -68,6 +75,47 @@ type evalCtx struct {
 	query     url.Values
 	queryDone bool
 	svc, meth string
+
+	ctx  context.Context
+	done <-chan struct{}
+	// maxInput is the longest value matched against a regex.
+	maxInput int
+	// budget is what is left of the request's regex budget, in
+	// instruction-bytes (program size times value length).
+	budget int
+	// err stops the evaluation: a limit refused the request or ctx is
+	// done.
+	err error
+}
+
+// regex matches v against re within the request's bounds. RE2 runs in
+// time linear in len(v) times the program size, so the cost charged is
+// re.Size * (len(v)+1); a value over maxInput or a cost over what is left
+// of the budget refuses the request with tooLong, and a done context
+// stops it, checked before every regex.
+func (c *evalCtx) regex(re *weftv1.Regex, v string, tooLong error) bool {
+	if c.err != nil {
+		return false
+	}
+	if len(v) > c.maxInput {
+		c.err = fmt.Errorf("%w: a regular expression match needs a %d-byte value, over the limit %d", tooLong, len(v), c.maxInput)
+		return false
+	}
+	cost := re.Size * (len(v) + 1)
+	if cost > c.budget {
+		c.err = fmt.Errorf("%w: the request's regular expression matching is over its budget of %d instruction-bytes", tooLong, c.budget)
+		return false
+	}
+	c.budget -= cost
+	if c.done != nil {
+		select {
+		case <-c.done:
+			c.err = fmt.Errorf("select: %w", c.ctx.Err())
+			return false
+		default:
+		}
+	}
+	return re.MatchString(v)
 }
 
 func (c *evalCtx) queryValues() url.Values {
@@ -97,7 +145,7 @@ func (m *match) matchedPrefix() string {
 
 func (m *match) eval(c *evalCtx) bool {
 	if m.grpc {
-		if !matchGRPCPart(m.svcKind, m.svc, m.svcRe, c.svc) || !matchGRPCPart(m.mKind, m.meth, m.methRe, c.meth) {
+		if !m.svc.matches(c, c.svc, ErrURITooLong) || !m.meth.matches(c, c.meth, ErrURITooLong) {
 			return false
 		}
 	} else {
@@ -111,7 +159,7 @@ func (m *match) eval(c *evalCtx) bool {
 				return false
 			}
 		case pathRegex:
-			if !strings.HasPrefix(c.path, m.pathLit) || !m.pathRe.MatchString(c.path) {
+			if !strings.HasPrefix(c.path, m.pathLit) || !c.regex(m.pathRe, c.path, ErrURITooLong) {
 				return false
 			}
 		}
@@ -130,7 +178,7 @@ func (m *match) eval(c *evalCtx) bool {
 			// Several field lines are one comma-separated value (RFC 9110 5.3).
 			v = strings.Join(vs, ",")
 		}
-		if !h.matches(v) {
+		if !h.matches(c, v, ErrHeaderTooLong) {
 			return false
 		}
 	}
@@ -140,20 +188,10 @@ func (m *match) eval(c *evalCtx) bool {
 			qm := &m.query[i]
 			// A repeated parameter is matched on its first value.
 			vs := q[qm.name]
-			if len(vs) == 0 || !qm.matches(vs[0]) {
+			if len(vs) == 0 || !qm.matches(c, vs[0], ErrURITooLong) {
 				return false
 			}
 		}
-	}
-	return true
-}
-
-func matchGRPCPart(kind strKind, want string, re *regexp.Regexp, got string) bool {
-	switch kind {
-	case strExact:
-		return got == want
-	case strRegex:
-		return re.MatchString(got)
 	}
 	return true
 }

@@ -10,8 +10,9 @@
 //
 // Per request, the proxy does:
 //
-//	d, ok := table.Select(&route.Request{Method: m, Path: requestURI, Header: h})
-//	// !ok: 404
+//	d, err := table.SelectContext(ctx, &route.Request{Method: m, Path: requestURI, Header: h})
+//	// ErrNoRoute: 404; ErrURITooLong: 414; ErrHeaderTooLong: 431;
+//	// ctx done: the client is gone, nothing to answer
 //	plan, err := d.Process(&route.HTTPRequest{Scheme: "http", Host: host, Port: svcPort,
 //		Path: requestURI, Method: m, Header: h}, rand.IntN)
 //	// plan.Answer != nil: write it (redirect, CORS preflight), nothing is forwarded
@@ -23,9 +24,27 @@
 //	// response headers.
 //
 // TCP tables: Select(&route.Request{}) then PickBackend.
+//
+// Matching cost is bounded (issue #18). Compile accepts only tables within
+// weftv1.DefaultLimits: at most MaxRegexProgramSize instructions per
+// pattern and MaxRouteRegexProgramSize per route. SelectContext matches no
+// value longer than MaxRegexInputLen against a regex, charges every regex
+// match its program size times the value's length, and refuses a request
+// whose charges exceed MaxRouteRegexProgramSize * (MaxRegexInputLen+1)
+// instruction-bytes: the cost of one maximal route against a maximal
+// value, however many routes the table merges. RE2 matching is linear in
+// that product, so one request's regex matching is bounded by
+// patterns × program size × value length ≤ 1,000 × 8,193 instruction-bytes
+// with the defaults (BenchmarkSelectWorstRegexRoute: about 130 ms on a
+// loaded 2-core VM for the worst allowed route against an 8 KiB path,
+// 16 ns per instruction-byte; BenchmarkSelectRealisticRegexRoute: under a
+// microsecond). It also stops, between two regex matches, when the
+// request's context is done, so an abandoned request costs at most one
+// more pattern: MaxRegexProgramSize × MaxRegexInputLen.
 package route
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -42,6 +61,19 @@ var (
 	ErrInvalidTable   = errors.New("invalid route table")
 	ErrNoBackend      = errors.New("rule has no backend with a non-zero weight")
 	ErrInvalidBackend = errors.New("picked backend reference is invalid")
+
+	// SelectContext's refusals. ErrNoRoute: no rule applies (404).
+	// ErrURITooLong: a regular expression rule would need to match a path,
+	// query parameter, gRPC service or method longer than the proxy
+	// matches, or the request's matching is over its budget (414, RFC 9110
+	// 15.5.15: the target is longer than the server is willing to
+	// interpret). ErrHeaderTooLong: the same for a header value (431, RFC
+	// 6585). A request is refused rather than routed by a rule of lower
+	// precedence: a rule the proxy could not evaluate must not send the
+	// request elsewhere.
+	ErrNoRoute       = errors.New("no route matches the request")
+	ErrURITooLong    = errors.New("request target too long for regular expression matching")
+	ErrHeaderTooLong = errors.New("request header too long for regular expression matching")
 )
 
 // Table is a compiled RouteTable. It is immutable and safe for concurrent use.
@@ -61,6 +93,11 @@ type Table struct {
 	grpcExact   map[string][]int32
 	grpcService map[string][]int32
 	always      []int32
+
+	// Request-time regex bounds (weftv1.Limits): the longest value matched
+	// and the instruction-bytes one request may spend.
+	maxRegexInput int
+	regexBudget   int
 }
 
 // Rule is a compiled weftv1.Rule.
@@ -143,50 +180,70 @@ func (t *Table) Kind() weftv1.RouteKind { return t.kind }
 func (t *Table) Rules() []Rule { return t.rules }
 
 // Select returns the rule of the first match, in the table's precedence
-// order, that req satisfies. false means no rule applies (the proxy answers
-// 404).
+// order, that req satisfies. false means no rule applies or the request is
+// refused (the proxy answers 404); SelectContext says which and stops when
+// the request is abandoned.
 func (t *Table) Select(req *Request) (Decision, bool) {
+	d, err := t.SelectContext(context.Background(), req)
+	return d, err == nil
+}
+
+// SelectContext returns the rule of the first match, in the table's
+// precedence order, that req satisfies, or ErrNoRoute. It refuses a request
+// whose regex matching would exceed the table's bounds with ErrURITooLong
+// or ErrHeaderTooLong, and returns ctx's error when ctx is done before a
+// regex match.
+func (t *Table) SelectContext(ctx context.Context, req *Request) (Decision, error) {
 	if t == nil || req == nil {
-		return Decision{}, false
+		return Decision{}, ErrNoRoute
 	}
-	var ctx evalCtx
-	ctx.req = req
+	c := t.newEval(ctx, req)
 	switch t.kind {
 	case weftv1.RouteKind_ROUTE_KIND_GRPC:
-		ctx.svc, ctx.meth = req.GRPCService, req.GRPCMethod
-		if ctx.svc == "" && ctx.meth == "" {
-			ctx.svc, ctx.meth = splitGRPCPath(req.Path)
-		}
 		var buf [3][]int32
 		lists := buf[:0]
-		if l := t.grpcExact[ctx.svc+"/"+ctx.meth]; len(l) > 0 {
+		if l := t.grpcExact[c.svc+"/"+c.meth]; len(l) > 0 {
 			lists = append(lists, l)
 		}
-		if l := t.grpcService[ctx.svc]; len(l) > 0 {
+		if l := t.grpcService[c.svc]; len(l) > 0 {
 			lists = append(lists, l)
 		}
 		if len(t.always) > 0 {
 			lists = append(lists, t.always)
 		}
-		return t.first(lists, &ctx)
+		return t.first(lists, &c)
 	default:
-		ctx.path, ctx.rawQuery, _ = strings.Cut(req.Path, "?")
 		var buf [16][]int32
 		lists := buf[:0]
-		if l := t.exact[ctx.path]; len(l) > 0 {
+		if l := t.exact[c.path]; len(l) > 0 {
 			lists = append(lists, l)
 		}
-		lists = t.prefix.collect(ctx.path, lists)
+		lists = t.prefix.collect(c.path, lists)
 		if len(t.always) > 0 {
 			lists = append(lists, t.always)
 		}
-		return t.first(lists, &ctx)
+		return t.first(lists, &c)
 	}
+}
+
+// newEval prepares the evaluation of req: the parts of the request the
+// table's kind looks at, and the request's bounds.
+func (t *Table) newEval(ctx context.Context, req *Request) evalCtx {
+	c := evalCtx{req: req, ctx: ctx, done: ctx.Done(), maxInput: t.maxRegexInput, budget: t.regexBudget}
+	if t.kind == weftv1.RouteKind_ROUTE_KIND_GRPC {
+		c.svc, c.meth = req.GRPCService, req.GRPCMethod
+		if c.svc == "" && c.meth == "" {
+			c.svc, c.meth = splitGRPCPath(req.Path)
+		}
+	} else {
+		c.path, c.rawQuery, _ = strings.Cut(req.Path, "?")
+	}
+	return c
 }
 
 // first walks the candidate lists merged in ascending order and returns the
 // first match that holds.
-func (t *Table) first(lists [][]int32, ctx *evalCtx) (Decision, bool) {
+func (t *Table) first(lists [][]int32, c *evalCtx) (Decision, error) {
 	for {
 		best := -1
 		var bestPos int32
@@ -199,12 +256,16 @@ func (t *Table) first(lists [][]int32, ctx *evalCtx) (Decision, bool) {
 			}
 		}
 		if best < 0 {
-			return Decision{}, false
+			return Decision{}, ErrNoRoute
 		}
 		lists[best] = lists[best][1:]
 		m := &t.matches[bestPos]
-		if m.eval(ctx) {
-			return Decision{Rule: &t.rules[m.rule], Match: int(bestPos), MatchedPrefix: m.matchedPrefix()}, true
+		ok := m.eval(c)
+		if c.err != nil {
+			return Decision{}, c.err
+		}
+		if ok {
+			return Decision{Rule: &t.rules[m.rule], Match: int(bestPos), MatchedPrefix: m.matchedPrefix()}, nil
 		}
 	}
 }

@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"math"
 	"reflect"
-	"regexp"
-	"regexp/syntax"
 	"strconv"
 	"strings"
 
@@ -23,10 +21,11 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// Limits bound the size of what a policy may hold. Validate uses
-// DefaultLimits; a limit added later (such as the RE2 program size of a
-// pattern or of a whole route) is a field here and a check in CompileRegex
-// or Rule validation.
+// Limits bound the size and the cost of what a policy may hold. They are
+// part of the controller-agent contract: the controller drops (with a
+// route status) whatever would exceed them and the agent NACKs a policy
+// that does, so both sides must use the same values. Validate uses
+// DefaultLimits.
 type Limits struct {
 	// MaxPatternLen bounds a path or a regular expression, in bytes.
 	MaxPatternLen int
@@ -34,13 +33,65 @@ type Limits struct {
 	MaxWeight uint32
 	// MaxTotalWeight bounds the sum of one rule's backend weights.
 	MaxTotalWeight uint64
+
+	// MaxRegexProgramSize bounds the RE2 program size of one pattern (as
+	// the proxy compiles it: anchored, see Regex.Size), in instructions.
+	MaxRegexProgramSize int
+	// MaxRouteRegexProgramSize bounds the sum of the program sizes of every
+	// regular expression of one route (path, header, query parameter, gRPC
+	// service and method matches, each occurrence counted). A request
+	// matched against one route runs at most this many instructions per
+	// byte of the values it matches.
+	MaxRouteRegexProgramSize int
+	// MaxNodeRegexProgramSize bounds the sum of the program sizes of the
+	// distinct patterns of one node's policy: the compiled-regex memory of
+	// a node (each distinct pattern is compiled once per process and
+	// shared). It also bounds the process's regex cache.
+	MaxNodeRegexProgramSize int
+	// MaxRegexInputLen is the longest value (request path, header value,
+	// query parameter value, gRPC service or method) the proxy matches
+	// against a regular expression, in bytes. A request that would need a
+	// longer value matched is refused (route.ErrURITooLong,
+	// route.ErrHeaderTooLong) rather than routed by a rule of lower
+	// precedence.
+	MaxRegexInputLen int
 }
 
 // DefaultLimits are the limits Validate enforces.
+//
+// The regex limits (measured with Go 1.27 regexp, see the route package's
+// BenchmarkSelectWorstRegexRoute):
+//   - 150 instructions per pattern. Realistic route patterns are far
+//     smaller: "/api/v[0-9]+/users/[a-z0-9-]+" is 21, a UUID path segment
+//     with a literal prefix and suffix is 62, a case-insensitive
+//     alternation of a few words 57. 150 leaves more than twice that and
+//     refuses counted repetitions such as "(?:.?){100}" (204) or the
+//     lab's "(?:.?){1000}" (2004). Envoy's max_program_size default is
+//     100, counted by RE2 C++ (which compiles to byte ranges, so the same
+//     pattern counts no fewer instructions there than here).
+//   - 1,000 instructions per route: 16 rules each with a 62-instruction
+//     pattern fit. At the worst measured cost (11 to 16 ns per
+//     instruction per byte on a 2-core lab VM, for patterns like
+//     ".*(?:.?){70}x" that keep every RE2 thread alive and never match),
+//     one request's matching of an 8 KiB value against a maximal route
+//     costs 1,000 × 8,193 instruction-bytes, about 90 to 130 ms; the same
+//     path against 16 realistic patterns with literal prefixes costs under
+//     a microsecond. The proxy charges a request at most this much
+//     however many routes its table merges (route.SelectContext).
+//   - 100,000 instructions per node: about 5 to 16 MB of compiled
+//     programs (46 to 156 bytes per instruction measured), a few percent
+//     of an agent's 256 MiB, for hundreds of maximal patterns or thousands
+//     of realistic ones.
+//   - 8 KiB of input per matched value: the request-line size most HTTP
+//     servers accept by default.
 var DefaultLimits = Limits{
-	MaxPatternLen:  1024,
-	MaxWeight:      1_000_000, // Gateway API's maximum backendRef weight
-	MaxTotalWeight: math.MaxInt32,
+	MaxPatternLen:            1024,
+	MaxWeight:                1_000_000, // Gateway API's maximum backendRef weight
+	MaxTotalWeight:           math.MaxInt32,
+	MaxRegexProgramSize:      150,
+	MaxRouteRegexProgramSize: 1_000,
+	MaxNodeRegexProgramSize:  100_000,
+	MaxRegexInputLen:         8 << 10,
 }
 
 // Sentinel errors: every validation error wraps one of these.
@@ -60,6 +111,15 @@ var (
 	ErrInvalidBackend     = errors.New("invalid backend")
 	ErrInvalidRule        = errors.New("invalid rule")
 	ErrInvalidTable       = errors.New("invalid route table")
+
+	// ErrRegexTooLarge: one pattern's program exceeds MaxRegexProgramSize.
+	ErrRegexTooLarge = errors.New("regular expression too large")
+	// ErrRouteRegexTooLarge: one route's patterns together exceed
+	// MaxRouteRegexProgramSize.
+	ErrRouteRegexTooLarge = errors.New("route's regular expressions too large")
+	// ErrNodeRegexBudget: a node policy's distinct patterns together
+	// exceed MaxNodeRegexProgramSize.
+	ErrNodeRegexBudget = errors.New("node regular expression budget exceeded")
 )
 
 // ValidatePath checks a path used in a path modifier ("" means unset): it
@@ -90,29 +150,6 @@ func ValidateMatchPath(p string) error {
 		return fmt.Errorf("%w: %q must be non-empty and must not contain //", ErrInvalidPath, p)
 	}
 	return ValidatePath(p)
-}
-
-// CompileRegex compiles an RE2 pattern as the proxy matches it (the whole
-// value, anchored at both ends) within l.
-func (l Limits) CompileRegex(pattern string) (*regexp.Regexp, error) {
-	if len(pattern) > l.MaxPatternLen {
-		return nil, fmt.Errorf("%w: longer than %d characters", ErrInvalidRegex, l.MaxPatternLen)
-	}
-	// The pattern must parse on its own: "a)|(b" is invalid, though wrapped
-	// in the anchors it would compile (to something else).
-	if _, err := syntax.Parse(pattern, syntax.Perl); err != nil {
-		return nil, fmt.Errorf("%w: %q is not valid RE2: %v", ErrInvalidRegex, pattern, err)
-	}
-	re, err := regexp.Compile("^(?:" + pattern + ")$")
-	if err != nil {
-		return nil, fmt.Errorf("%w: %q is not valid RE2: %v", ErrInvalidRegex, pattern, err)
-	}
-	return re, nil
-}
-
-// CompileRegex is DefaultLimits.CompileRegex.
-func CompileRegex(pattern string) (*regexp.Regexp, error) {
-	return DefaultLimits.CompileRegex(pattern)
 }
 
 // ValidateHeaderName checks an HTTP header field name (an RFC 9110 token).

@@ -3,29 +3,120 @@ package weftv1
 import (
 	"errors"
 	"fmt"
+	"iter"
 )
 
-// Validate checks every route table of the policy; the agent NACKs a policy
-// that fails. Other structure (clusters, workloads) is checked where it is
-// compiled.
-func (p *NodePolicy) Validate() error {
+// Validate is ValidateWithin(DefaultLimits); the agent NACKs a policy that
+// fails.
+func (p *NodePolicy) Validate() error { return p.ValidateWithin(DefaultLimits) }
+
+// ValidateWithin checks every route table of the policy within l, and that
+// the distinct regular expressions of all its tables together stay within
+// l.MaxNodeRegexProgramSize. Other structure (clusters, workloads) is
+// checked where it is compiled.
+func (p *NodePolicy) ValidateWithin(l Limits) error {
 	var errs []error
+	tables := 0
 	for _, sp := range p.GetServices() {
 		where := fmt.Sprintf("service %s/%s:%d", sp.GetNamespace(), sp.GetName(), sp.GetPort())
 		if t := sp.GetProducer(); t != nil {
-			errs = append(errs, at(where+" producer", t.Validate()))
+			errs = append(errs, at(where+" producer", t.ValidateWithin(l)))
+			tables++
 		}
 		for ns, t := range sp.GetConsumers() {
-			errs = append(errs, at(where+" consumer "+ns, t.Validate()))
+			errs = append(errs, at(where+" consumer "+ns, t.ValidateWithin(l)))
+			tables++
 		}
+	}
+	if tables > 0 {
+		errs = append(errs, p.checkRegexBudget(l))
 	}
 	return errors.Join(errs...)
 }
 
-// Validate checks a route table: its kind, every rule and match, and that a
-// ReplacePrefixMatch modifier is only used by a rule whose matches are all
-// PathPrefix matches.
-func (t *RouteTable) Validate() error {
+// checkRegexBudget sums the program sizes of the policy's distinct
+// patterns (invalid ones are reported by the tables).
+func (p *NodePolicy) checkRegexBudget(l Limits) error {
+	seen := map[string]bool{}
+	total := 0
+	count := func(t *RouteTable) {
+		for _, m := range t.GetMatches() {
+			for pat := range m.RegexPatterns() {
+				if seen[pat] {
+					continue
+				}
+				seen[pat] = true
+				if n, err := l.RegexProgramSize(pat); err == nil {
+					total += n
+				}
+			}
+		}
+	}
+	for _, sp := range p.GetServices() {
+		count(sp.GetProducer())
+		for _, t := range sp.GetConsumers() {
+			count(t)
+		}
+	}
+	if total > l.MaxNodeRegexProgramSize {
+		return fmt.Errorf("%w: the program sizes of the policy's %d distinct regular expressions sum to %d, over the node budget %d", ErrNodeRegexBudget, len(seen), total, l.MaxNodeRegexProgramSize)
+	}
+	return nil
+}
+
+// RegexPatterns yields every regular expression of the match, each
+// occurrence: the path, header and query parameter patterns of an HTTP
+// match, the service, method and header patterns of a gRPC match.
+func (m *Match) RegexPatterns() iter.Seq[string] {
+	return func(yield func(string) bool) {
+		str := func(ss []*StringMatch) bool {
+			for _, s := range ss {
+				if s.GetType() == MatchType_MATCH_TYPE_REGEX && !yield(s.GetValue()) {
+					return false
+				}
+			}
+			return true
+		}
+		if h := m.GetHttp(); h != nil {
+			if p := h.GetPath(); p.GetType() == MatchType_MATCH_TYPE_REGEX && !yield(p.GetValue()) {
+				return
+			}
+			_ = str(h.GetHeaders()) && str(h.GetQueryParams())
+		}
+		if g := m.GetGrpc(); g != nil {
+			if g.GetType() == MatchType_MATCH_TYPE_REGEX {
+				for _, v := range []string{g.GetService(), g.GetMethod()} {
+					if v != "" && !yield(v) {
+						return
+					}
+				}
+			}
+			str(g.GetHeaders())
+		}
+	}
+}
+
+// RegexProgramSize is the sum of the program sizes of the match's valid
+// patterns within l, each occurrence counted.
+func (m *Match) RegexProgramSize(l Limits) int {
+	total := 0
+	for pat := range m.RegexPatterns() {
+		if n, err := l.RegexProgramSize(pat); err == nil {
+			total += n
+		}
+	}
+	return total
+}
+
+// Validate is ValidateWithin(DefaultLimits).
+func (t *RouteTable) Validate() error { return t.ValidateWithin(DefaultLimits) }
+
+// ValidateWithin checks a route table within l: its kind, every rule and
+// match, that a ReplacePrefixMatch modifier is only used by a rule whose
+// matches are all PathPrefix matches, and that the regular expressions of
+// each route (the rules with one Route) stay within
+// l.MaxRouteRegexProgramSize.
+func (t *RouteTable) ValidateWithin(l Limits) error {
 	if t == nil {
 		return fmt.Errorf("%w: nil table", ErrInvalidTable)
 	}
@@ -38,12 +129,26 @@ func (t *RouteTable) Validate() error {
 	for i, r := range t.GetRules() {
 		errs = append(errs, at(fmt.Sprintf("rule %d (%s)", i, r.GetRoute()), r.Validate(t.GetKind())))
 	}
+	perRoute := map[string]int{}
+	var routes []string
 	for i, m := range t.GetMatches() {
-		err := m.Validate(t.GetKind(), len(t.GetRules()))
+		err := m.validate(l, t.GetKind(), len(t.GetRules()))
 		if err == nil && m.GetRule() < uint32(len(t.GetRules())) && !m.allowsPrefixModifier() && t.GetRules()[m.GetRule()].usesPrefixModifier() {
 			err = fmt.Errorf("%w: ReplacePrefixMatch needs a PathPrefix match", ErrInvalidMatch)
 		}
 		errs = append(errs, at(fmt.Sprintf("match %d", i), err))
+		if err == nil {
+			id := t.GetRules()[m.GetRule()].GetRoute()
+			if _, ok := perRoute[id]; !ok {
+				routes = append(routes, id)
+			}
+			perRoute[id] += m.RegexProgramSize(l)
+		}
+	}
+	for _, id := range routes {
+		if n := perRoute[id]; n > l.MaxRouteRegexProgramSize {
+			errs = append(errs, fmt.Errorf("%w: route %s: program size %d exceeds the limit %d", ErrRouteRegexTooLarge, id, n, l.MaxRouteRegexProgramSize))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -373,8 +478,13 @@ func (s *SessionPersistence) Validate() error {
 	return nil
 }
 
-// Validate checks a match of a table of the given kind with nrules rules.
+// Validate checks a match of a table of the given kind with nrules rules,
+// within DefaultLimits.
 func (m *Match) Validate(kind RouteKind, nrules int) error {
+	return m.validate(DefaultLimits, kind, nrules)
+}
+
+func (m *Match) validate(l Limits, kind RouteKind, nrules int) error {
 	if m == nil {
 		return fmt.Errorf("%w: nil match", ErrInvalidMatch)
 	}
@@ -386,12 +496,12 @@ func (m *Match) Validate(kind RouteKind, nrules int) error {
 		if m.GetGrpc() != nil {
 			return fmt.Errorf("%w: gRPC match in an HTTP table", ErrInvalidMatch)
 		}
-		return m.GetHttp().Validate()
+		return m.GetHttp().validate(l)
 	case RouteKind_ROUTE_KIND_GRPC:
 		if m.GetHttp() != nil {
 			return fmt.Errorf("%w: HTTP match in a gRPC table", ErrInvalidMatch)
 		}
-		return m.GetGrpc().Validate()
+		return m.GetGrpc().validate(l)
 	case RouteKind_ROUTE_KIND_TCP:
 		if m.GetHttp() != nil || m.GetGrpc() != nil {
 			return fmt.Errorf("%w: L7 match in a TCP table", ErrInvalidMatch)
@@ -401,8 +511,10 @@ func (m *Match) Validate(kind RouteKind, nrules int) error {
 }
 
 // Validate checks an HTTP match (nil matches every request): path, method,
-// header and query parameter matches.
-func (m *HTTPMatch) Validate() error {
+// header and query parameter matches, within DefaultLimits.
+func (m *HTTPMatch) Validate() error { return m.validate(DefaultLimits) }
+
+func (m *HTTPMatch) validate(l Limits) error {
 	if m == nil {
 		return nil
 	}
@@ -412,7 +524,7 @@ func (m *HTTPMatch) Validate() error {
 		case MatchType_MATCH_TYPE_EXACT, MatchType_MATCH_TYPE_PREFIX:
 			errs = append(errs, ValidateMatchPath(p.GetValue()))
 		case MatchType_MATCH_TYPE_REGEX:
-			_, err := CompileRegex(p.GetValue())
+			_, err := l.RegexProgramSize(p.GetValue())
 			errs = append(errs, at("path", err))
 		default:
 			errs = append(errs, fmt.Errorf("%w: path match type %v unsupported", ErrInvalidMatch, p.GetType()))
@@ -422,16 +534,19 @@ func (m *HTTPMatch) Validate() error {
 		errs = append(errs, ValidateMethod(mm))
 	}
 	for _, h := range m.GetHeaders() {
-		errs = append(errs, h.Validate(true))
+		errs = append(errs, h.validate(l, true))
 	}
 	for _, q := range m.GetQueryParams() {
-		errs = append(errs, q.Validate(false))
+		errs = append(errs, q.validate(l, false))
 	}
 	return errors.Join(errs...)
 }
 
-// Validate checks a gRPC match (nil matches every call).
-func (m *GRPCMatch) Validate() error {
+// Validate checks a gRPC match (nil matches every call), within
+// DefaultLimits.
+func (m *GRPCMatch) Validate() error { return m.validate(DefaultLimits) }
+
+func (m *GRPCMatch) validate(l Limits) error {
 	if m == nil {
 		return nil
 	}
@@ -441,11 +556,11 @@ func (m *GRPCMatch) Validate() error {
 		case MatchType_MATCH_TYPE_EXACT:
 		case MatchType_MATCH_TYPE_REGEX:
 			if v := m.GetService(); v != "" {
-				_, err := CompileRegex(v)
+				_, err := l.RegexProgramSize(v)
 				errs = append(errs, at("service", err))
 			}
 			if v := m.GetMethod(); v != "" {
-				_, err := CompileRegex(v)
+				_, err := l.RegexProgramSize(v)
 				errs = append(errs, at("method", err))
 			}
 		default:
@@ -453,14 +568,16 @@ func (m *GRPCMatch) Validate() error {
 		}
 	}
 	for _, h := range m.GetHeaders() {
-		errs = append(errs, h.Validate(true))
+		errs = append(errs, h.validate(l, true))
 	}
 	return errors.Join(errs...)
 }
 
 // Validate checks a header (header true) or query parameter match: its name
-// and, for a regular expression, the pattern.
-func (s *StringMatch) Validate(header bool) error {
+// and, for a regular expression, the pattern (within DefaultLimits).
+func (s *StringMatch) Validate(header bool) error { return s.validate(DefaultLimits, header) }
+
+func (s *StringMatch) validate(l Limits, header bool) error {
 	var errs []error
 	if header {
 		errs = append(errs, ValidateHeaderName(s.GetName()))
@@ -470,7 +587,7 @@ func (s *StringMatch) Validate(header bool) error {
 	switch s.GetType() {
 	case MatchType_MATCH_TYPE_EXACT:
 	case MatchType_MATCH_TYPE_REGEX:
-		_, err := CompileRegex(s.GetValue())
+		_, err := l.RegexProgramSize(s.GetValue())
 		errs = append(errs, at(s.GetName(), err))
 	default:
 		errs = append(errs, fmt.Errorf("%w: %s: match type %v unsupported", ErrInvalidMatch, s.GetName(), s.GetType()))
