@@ -409,3 +409,51 @@ func TestRetryBodyOverBudgetIsSentOnce(t *testing.T) {
 		t.Fatalf("small body: %d calls, want 3 (two retries)", calls.Load())
 	}
 }
+
+// TestLongPathAgainstRegexRouteGets414 (issue #18: "One request with a 4 KiB
+// path cost 8.4 s of agent CPU"): a path longer than the regex input limit
+// is refused with 414 before any regular expression runs, counted as
+// uri_too_long; a path within the limit is routed by the same rule, and a
+// request no rule matches gets 404, counted as no_route.
+func TestLongPathAgainstRegexRouteGets414(t *testing.T) {
+	const vip = "10.96.0.11:80"
+	e := newEnv(t, func(c *proxy.Config) { c.Limits = limits.Limits{} })
+	w, ep := e.watchedPod("web", "web")
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+	sp := e.service("web", "web", "10.96.0.11", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+	sp.Producer = &weftv1.RouteTable{Kind: weftv1.RouteKind_ROUTE_KIND_HTTP,
+		Rules: []*weftv1.Rule{{Route: "web/r", Backends: backends("web/web:80", 1)}},
+		Matches: []*weftv1.Match{{Rule: 0, Http: &weftv1.HTTPMatch{
+			Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_REGEX, Value: "/a[a-z/]*"}}}}}
+	e.apply()
+	c := e.client(e.caller("app"), vip)
+	get := func(path string) int {
+		t.Helper()
+		resp, err := c.Get("http://" + vip + path)
+		if err != nil {
+			t.Fatalf("GET %.40s...: %v", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	long := "/" + strings.Repeat("a", weftv1.DefaultLimits.MaxRegexInputLen+1)
+	if got := get(long); got != http.StatusRequestURITooLong {
+		t.Fatalf("path of %d bytes: status %d, want 414", len(long), got)
+	}
+	if n := e.p.Refusals().Count(limits.URITooLong); n != 1 {
+		t.Fatalf("uri_too_long counted %d, want 1", n)
+	}
+	if got := get("/abc"); got != http.StatusOK {
+		t.Fatalf("short path: status %d, want 200", got)
+	}
+	if got := get("/zzz"); got != http.StatusNotFound {
+		t.Fatalf("unmatched path: status %d, want 404", got)
+	}
+	if n := e.p.Refusals().Count(limits.NoRoute); n != 1 {
+		t.Fatalf("no_route counted %d, want 1", n)
+	}
+	if n := w.big.Load(); n != 0 {
+		t.Fatalf("backend saw %d large requests", n)
+	}
+}

@@ -36,6 +36,11 @@ const (
 	Forbidden
 	// HeaderTooLarge: a request header over the limit (431).
 	HeaderTooLarge
+	// URITooLong: a request target too long for the route's regular
+	// expressions to be matched within the limits (414).
+	URITooLong
+	// NoRoute: no rule of the routes on the Service port matches (404).
+	NoRoute
 	// BufferBudget: the node's or the pod's buffer budget is spent (503).
 	BufferBudget
 	// PodConns: a connection over its pod's connection limit (closed).
@@ -51,7 +56,7 @@ var reasonNames = [numReasons]string{
 	NotTLS: "not_tls", NoClientCert: "no_client_certificate", UntrustedCert: "untrusted_certificate",
 	BadSPIFFEID: "bad_spiffe_id", UnknownServerName: "unknown_server_name", HandshakeFailed: "handshake_failed",
 	BadRequest: "bad_request", Forbidden: "forbidden", HeaderTooLarge: "header_too_large",
-	BufferBudget: "buffer_budget", PodConns: "pod_connections", RetryUnbuffered: "retry_unbuffered",
+	URITooLong: "uri_too_long", NoRoute: "no_route", BufferBudget: "buffer_budget", PodConns: "pod_connections", RetryUnbuffered: "retry_unbuffered",
 }
 
 // String is the reason's name as logged and exported.

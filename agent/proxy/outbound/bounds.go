@@ -8,6 +8,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
+	"github.com/weft-mesh/weft/agent/proxy/route"
 )
 
 // leasedConn is a captured connection holding a slot of its pod's
@@ -92,4 +93,26 @@ func h2HeaderBytes(r *http.Request) int64 {
 		}
 	}
 	return n
+}
+
+// refuseSelect answers a request the route table refused, and logs and
+// counts the refusal. A request whose client went away while it was
+// matched gets no answer: there is nobody to read it.
+func (p *Proxy) refuseSelect(w http.ResponseWriter, info *connInfo, err error) {
+	var (
+		reason limits.Reason
+		status int
+	)
+	switch {
+	case errors.Is(err, route.ErrURITooLong):
+		reason, status = limits.URITooLong, http.StatusRequestURITooLong
+	case errors.Is(err, route.ErrHeaderTooLong):
+		reason, status = limits.HeaderTooLarge, http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, route.ErrNoRoute):
+		reason, status = limits.NoRoute, http.StatusNotFound
+	default: // the request's context ended: the client is gone
+		return
+	}
+	p.refuse(reason, status, nil, info, err.Error())
+	httpError(w, status, err.Error())
 }

@@ -104,7 +104,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 		httpError(w, http.StatusMethodNotAllowed, "CONNECT is not proxied")
 		return
 	}
-	rt, ok := p.pickRoute(w, r, &rq)
+	rt, ok := p.pickRoute(reqCtx, w, r, &rq)
 	if !ok {
 		return
 	}
@@ -152,8 +152,10 @@ type routed struct {
 
 // pickRoute selects the rule and backend of a request and applies the
 // rule's request filters (r.Host may change). False when the request was
-// answered here (no match, a redirect or direct answer, no valid backend).
-func (p *Proxy) pickRoute(w http.ResponseWriter, r *http.Request, rq *request) (*routed, bool) {
+// answered here (no match, a request too long to match, a redirect or
+// direct answer, no valid backend) or the client went away while it was
+// matched (ctx done: nobody is left to answer).
+func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *request) (*routed, bool) {
 	rt := &routed{target: r.RequestURI}
 	if r.ProtoMajor == 2 || rt.target == "" || rt.target[0] != '/' {
 		rt.target = r.URL.RequestURI()
@@ -163,14 +165,13 @@ func (p *Proxy) pickRoute(w http.ResponseWriter, r *http.Request, rq *request) (
 		rt.cluster = rq.svc.DefaultCluster
 		return rt, true
 	}
-	dec, ok := table.Select(&route.Request{Method: r.Method, Path: rt.target, Header: r.Header})
-	if !ok {
-		httpError(w, http.StatusNotFound, "no route matches")
+	dec, err := table.SelectContext(ctx, &route.Request{Method: r.Method, Path: rt.target, Header: r.Header})
+	if err != nil {
+		p.refuseSelect(w, rq.info, err)
 		return nil, false
 	}
 	rt.rule = dec.Rule
 	hr := route.HTTPRequest{Scheme: "http", Host: r.Host, Port: rq.svc.Port, Path: rt.target, Method: r.Method, Header: r.Header}
-	var err error
 	rt.plan, err = dec.Process(&hr, p.cfg.Rand)
 	if rt.plan.Answer != nil {
 		for k, v := range rt.plan.Answer.Header {
