@@ -192,6 +192,7 @@ func generate(s *byteSource) Input {
 			for k := s.n(3); k > 0; k-- {
 				r.BackendRefs = append(r.BackendRefs, gwv1.GRPCBackendRef{BackendRef: backendRef(s)})
 			}
+			//lint:ignore SA1019 inline session persistence (GEP-1619) is part of v1.7.0 and Weft implements it beside XBackend
 			r.SessionPersistence = session(s)
 			gr.Spec.Rules = append(gr.Spec.Rules, r)
 		}
@@ -208,6 +209,7 @@ func generate(s *byteSource) Input {
 	for i := s.n(3); i > 0; i-- {
 		p := gwxv1a1.XBackendTrafficPolicy{ObjectMeta: routeMeta(s, i)}
 		p.Spec.TargetRefs = []gwv1.LocalPolicyTargetReference{{Group: pick[gwv1.Group](s, "", "x"), Kind: pick[gwv1.Kind](s, "Service", "Other"), Name: gwv1.ObjectName(pick(s, fzServices...))}}
+		//lint:ignore SA1019 inline session persistence (GEP-1619) is part of v1.7.0 and Weft implements it beside XBackend
 		p.Spec.SessionPersistence = session(s)
 		in.BackendTrafficPolicies = append(in.BackendTrafficPolicies, p)
 	}
@@ -319,6 +321,7 @@ func httpRule(s *byteSource) gwv1.HTTPRouteRule {
 		r.Retry = &gwv1.HTTPRouteRetry{Codes: []gwv1.HTTPRouteRetryStatusCode{pick[gwv1.HTTPRouteRetryStatusCode](s, 503, 200, 999)},
 			Attempts: maybe(s, pick(s, 0, 3, -1, 1<<40)), Backoff: maybe(s, pick(s, fzDurations...))}
 	}
+	//lint:ignore SA1019 inline session persistence (GEP-1619) is part of v1.7.0 and Weft implements it beside XBackend
 	r.SessionPersistence = session(s)
 	return r
 }

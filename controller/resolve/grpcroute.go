@@ -35,6 +35,7 @@ func (r *resolver) compileGRPCRoute(gr *gwv1.GRPCRoute) *route {
 				gm, err := grpcMatch(m)
 				return matchEntry{grpc: gm}, err
 			},
+			//lint:ignore SA1019 inline session persistence (GEP-1619) is part of v1.7.0 and Weft implements it beside XBackend
 			session: rule.SessionPersistence,
 			refs:    refs,
 			filters: func(c filterContext, backend int) ([]*weftv1.Filter, error) {

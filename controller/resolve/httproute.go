@@ -56,6 +56,7 @@ func (r *resolver) compileHTTPRoute(hr *gwv1.HTTPRoute) *route {
 				}
 				return httpRetry(pr, rule.Retry)
 			},
+			//lint:ignore SA1019 inline session persistence (GEP-1619) is part of v1.7.0 and Weft implements it beside XBackend
 			session: rule.SessionPersistence,
 			refs:    refs,
 			filters: func(c filterContext, backend int) ([]*weftv1.Filter, error) {

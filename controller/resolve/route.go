@@ -266,5 +266,3 @@ func containsStr(s []string, v string) bool {
 	}
 	return false
 }
-
-func uitoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }

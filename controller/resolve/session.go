@@ -101,6 +101,7 @@ func generatedCookieName(owner string) string {
 // affinity cannot also get Gateway API session persistence.
 func affinityConflict(svc *corev1.Service) error {
 	if svc != nil && svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		//lint:ignore ST1005 a status message that starts with the Kind it names
 		return fmt.Errorf("Service %s/%s has sessionAffinity ClientIP, which cannot be combined with sessionPersistence (GEP-1619); remove one of them", svc.Namespace, svc.Name)
 	}
 	return nil
@@ -146,6 +147,7 @@ func (r *resolver) indexPolicies(ps []gwxv1a1.XBackendTrafficPolicy) *policyInde
 	pi := &policyIndex{byService: map[objKey]*policyEntry{}}
 	for i := range ps {
 		e := &policyEntry{p: &ps[i]}
+		//lint:ignore SA1019 inline session persistence (GEP-1619) is part of v1.7.0 and Weft implements it beside XBackend
 		if sp := e.p.Spec.SessionPersistence; sp != nil {
 			s, err := r.convertSession(sp, "XBackendTrafficPolicy/"+e.p.Namespace+"/"+e.p.Name)
 			if err != nil {
