@@ -15,14 +15,24 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/weft-mesh/weft/api/mesh"
 )
 
-const (
-	trustDomain = mesh.DefaultTrustDomain
-	clientID    = "spiffe://" + trustDomain + "/ns/bench/sa/client" // mesh.WorkloadID's shape
-	serverID    = "spiffe://" + trustDomain + "/ns/bench/sa/server"
+// The bench's identities, built as the CA builds a workload's.
+var (
+	trustDomain = spiffeid.RequireTrustDomainFromString(mesh.DefaultTrustDomain)
+	clientID    = must(mesh.WorkloadID(trustDomain, "bench", "client")).String()
+	serverID    = must(mesh.WorkloadID(trustDomain, "bench", "server")).String()
 )
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
 
 // writePKI writes a SPIFFE CA with a client and a server SVID (Weft), and one
 // self-signed certificate with SAN DNS:mesh used as server, client and CA
@@ -35,7 +45,7 @@ func writePKI(dir string) error {
 		return err
 	}
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	td, _ := url.Parse("spiffe://" + trustDomain)
+	td, _ := url.Parse(trustDomain.IDString())
 	caTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench ca"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),

@@ -55,7 +55,7 @@ func (f *files) SVID(id spiffeid.ID) (*x509svid.SVID, error) {
 func (f *files) Bundle() *x509bundle.Set { return f.bundle }
 
 func loadIdentities(dir string) (*files, error) {
-	td := spiffeid.RequireTrustDomainFromString(trustDomain)
+	td := trustDomain
 	b, err := x509bundle.Load(td, filepath.Join(dir, "ca.pem"))
 	if err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func benchPolicy(node, peer, backend, proto string) (*weftv1.NodePolicy, error) 
 		dstNode = "node"
 	}
 	pol := &weftv1.NodePolicy{
-		Node: node, TrustDomain: trustDomain,
+		Node: node, TrustDomain: trustDomain.Name(),
 		NodeTunnels: map[string]string{dstNode: peer},
 		Clusters: []*weftv1.Cluster{{Name: "bench/server:80", Protocol: p, Endpoints: []*weftv1.Endpoint{{
 			Ip: be.Addr().String(), Port: uint32(be.Port()), Node: dstNode, Pod: "bench/server", Identity: serverID, Ready: true, Serving: true,
@@ -128,7 +128,7 @@ func runWeft(ctx context.Context, c weftConfig) error {
 	}
 	p, err := proxy.New(proxy.Config{
 		Node: c.role, OutboundAddr: c.out, InboundAddr: c.in,
-		TrustDomain: spiffeid.RequireTrustDomainFromString(trustDomain),
+		TrustDomain: trustDomain,
 		Lookup:      anyLookup{}, Callers: oneCaller{w: pol.GetWorkloads()[0]}, Identities: ids,
 	})
 	if err != nil {
