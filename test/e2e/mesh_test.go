@@ -39,6 +39,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"ConsumerRoute", testConsumerRoute},
 		{"GRPCRoute", testGRPCRoute},
 		{"SessionPersistence", testSessionPersistence},
+		{"HeavyRegexRouteIsBounded", testHeavyRegexRoute},
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
