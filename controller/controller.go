@@ -239,15 +239,23 @@ func (c *Controller) Nodes() []push.NodeState { return c.push.Nodes() }
 // IsLeader reports whether this replica writes statuses.
 func (c *Controller) IsLeader() bool { return c.leader.Load() }
 
-// Stats counts resolutions and status writes since start.
+// Stats counts resolutions, status writes and watch events since start.
 type Stats struct {
 	Resolves     uint64
 	StatusWrites uint64
+	// Watch events: those that asked for a resolution (adds, deletes,
+	// updates of what resolution reads), updates of a route's or policy's
+	// status only, and updates of nothing Weft reads (Node heartbeats, ...).
+	ResolveEvents  uint64
+	StatusUpdates  uint64
+	IgnoredUpdates uint64
 }
 
 // Stats returns the counters.
 func (c *Controller) Stats() Stats {
-	return Stats{Resolves: c.resolves.Load(), StatusWrites: c.writes.Load()}
+	src := c.src.Stats()
+	return Stats{Resolves: c.resolves.Load(), StatusWrites: c.writes.Load(),
+		ResolveEvents: src.Resolve, StatusUpdates: src.Status, IgnoredUpdates: src.Ignored}
 }
 
 // Kick asks for a new resolution (for example after the CA's trust bundle
