@@ -377,6 +377,24 @@ func TestIntegrationController(t *testing.T) {
 			t.Fatalf("route rewritten without a change (resourceVersion %s -> %s)", cur.ResourceVersion, after.ResourceVersion)
 		}
 
+		// Someone else overwrites our conditions: they are put back from
+		// the last resolution, without resolving (level-based status).
+		for i := range ourParent(after).Conditions {
+			ourParent(after).Conditions[i].Status = metav1.ConditionFalse
+			ourParent(after).Conditions[i].Message = "overwritten"
+		}
+		if _, err := gw.GatewayV1().HTTPRoutes(appNS).UpdateStatus(ctx, after, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cur = waitAccepted(t, ctx, gw, "split")
+		eventually(t, "status restored by one write", func() (bool, string) {
+			return c.Stats().StatusWrites == writes+1, fmt.Sprintf("%+v", c.Stats())
+		})
+		if st := c.Stats(); st.Resolves != before.Resolves || st.StatusChecks == before.StatusChecks {
+			t.Fatalf("status restore: before %+v, after %+v", before, st)
+		}
+		writes++
+
 		// Weight change: a new version arrives; one status write (new
 		// observedGeneration), then quiet.
 		cur.Spec = splitRoute("split", 50, 50).Spec
