@@ -252,7 +252,7 @@ func hasWeights(w ...uint32) func(*weftv1.PolicySnapshot) bool {
 	return func(s *weftv1.PolicySnapshot) bool { return fmt.Sprint(weights(s.Policy)) == fmt.Sprint(w) }
 }
 
-func startController(t *testing.T, ctx context.Context, cfg Config) (*Controller, context.CancelFunc, chan error) {
+func startController(t testing.TB, ctx context.Context, cfg Config) (*Controller, context.CancelFunc, chan error) {
 	t.Helper()
 	c, err := New(cfg)
 	if err != nil {
