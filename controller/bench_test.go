@@ -43,8 +43,22 @@ const (
 	benchNamespaces = 10
 )
 
+// scale is the size of a generated cluster.
+type scale struct {
+	nodes, services, endpoints, routes, namespaces int
+}
+
+// benchScale is the target size.
+var benchScale = scale{nodes: benchNodes, services: benchServices, endpoints: benchEndpoints, routes: benchRoutes, namespaces: benchNamespaces}
+
 // benchInput builds a cluster of the benchmark's size in memory.
-func benchInput() resolve.Input {
+func benchInput() resolve.Input { return scaledInput(benchScale) }
+
+// scaledInput builds a cluster in memory: nodes, enrolled namespaces,
+// Services each with one EndpointSlice of ready pods spread over the
+// nodes, and weighted routes on every Service.
+func scaledInput(sc scale) resolve.Input {
+	benchNodes, benchServices, benchEndpoints, benchRoutes, benchNamespaces := sc.nodes, sc.services, sc.endpoints, sc.routes, sc.namespaces
 	var in resolve.Input
 	for n := 0; n < benchNodes; n++ {
 		in.Nodes = append(in.Nodes, corev1.Node{

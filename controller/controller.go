@@ -127,10 +127,11 @@ type Controller struct {
 
 	resolves atomic.Uint64
 	writes   atomic.Uint64
+	checks   atomic.Uint64
 }
 
+// statusWork is what the newest resolution decided about statuses.
 type statusWork struct {
-	in       resolve.Input
 	statuses []resolve.ObjectStatus
 }
 
@@ -244,15 +245,26 @@ func (c *Controller) Nodes() []push.NodeState { return c.push.Nodes() }
 // IsLeader reports whether this replica writes statuses.
 func (c *Controller) IsLeader() bool { return c.leader.Load() }
 
-// Stats counts resolutions and status writes since start.
+// Stats counts resolutions, status writes and watch events since start.
 type Stats struct {
 	Resolves     uint64
 	StatusWrites uint64
+	// StatusChecks counts comparisons of the newest statuses with the
+	// cluster's after a status-only change, without resolving.
+	StatusChecks uint64
+	// Watch events: those that asked for a resolution (adds, deletes,
+	// updates of what resolution reads), updates of a route's or policy's
+	// status only, and updates of nothing Weft reads (Node heartbeats, ...).
+	ResolveEvents  uint64
+	StatusUpdates  uint64
+	IgnoredUpdates uint64
 }
 
 // Stats returns the counters.
 func (c *Controller) Stats() Stats {
-	return Stats{Resolves: c.resolves.Load(), StatusWrites: c.writes.Load()}
+	src := c.src.Stats()
+	return Stats{Resolves: c.resolves.Load(), StatusWrites: c.writes.Load(), StatusChecks: c.checks.Load(),
+		ResolveEvents: src.Resolve, StatusUpdates: src.Status, IgnoredUpdates: src.Ignored}
 }
 
 // Kick asks for a new resolution (for example after the CA's trust bundle
@@ -382,7 +394,7 @@ func (c *Controller) round() {
 	changed := c.push.Update(out.Nodes)
 	c.log.Debug("resolved", logkey.Nodes, len(out.Nodes), logkey.Changed, changed, logkey.Statuses, len(out.Statuses), logkey.Took, time.Since(start))
 	c.statusMu.Lock()
-	c.latest = &statusWork{in: in, statuses: out.Statuses}
+	c.latest = &statusWork{statuses: out.Statuses}
 	c.statusMu.Unlock()
 	select {
 	case c.statusCh <- struct{}{}:
@@ -403,17 +415,27 @@ func (c *Controller) safeResolve(in resolve.Input) (out resolve.Output, ok bool)
 }
 
 // statusLoop writes the newest statuses while this replica leads. A failed
-// write is retried with backoff on the newest statuses.
+// write is retried with backoff on the newest statuses. After a change of
+// only some route's status (our own write, or another writer's), the
+// newest statuses are compared again with the routes as they are now,
+// without resolving: a status someone else overwrote is put back, and our
+// own writes cost a comparison.
 func (c *Controller) statusLoop(ctx context.Context) {
 	backoff := time.Second
 	for {
+		recheck := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.statusCh:
+		case <-c.src.StatusDirty():
+			recheck = true
 		}
 		if !c.leader.Load() {
 			continue
+		}
+		if recheck && !c.settle(ctx) {
+			return
 		}
 		c.statusMu.Lock()
 		w := c.latest
@@ -421,7 +443,17 @@ func (c *Controller) statusLoop(ctx context.Context) {
 		if w == nil {
 			continue
 		}
-		n, err := c.status.Write(ctx, w.in, w.statuses)
+		// Compare with the routes as they are now, not as the resolution
+		// saw them: status changes since then resolved nothing.
+		in, err := c.src.StatusSnapshot()
+		if err != nil {
+			c.log.Error("status snapshot", logkey.Error, err)
+			continue
+		}
+		if recheck {
+			c.checks.Add(1)
+		}
+		n, err := c.status.Write(ctx, in, w.statuses)
 		c.writes.Add(uint64(n))
 		if n > 0 {
 			c.log.Info("wrote statuses", logkey.Objects, n)
@@ -442,6 +474,24 @@ func (c *Controller) statusLoop(ctx context.Context) {
 		backoff = min(2*backoff, 30*time.Second)
 		c.signalStatus()
 	}
+}
+
+// settle waits one debounce window so that a burst of status changes (the
+// echo of a round of our own writes) is one comparison; false when ctx
+// ended.
+func (c *Controller) settle(ctx context.Context) bool {
+	t := time.NewTimer(c.cfg.Debounce)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	}
+	select {
+	case <-c.src.StatusDirty():
+	default:
+	}
+	return true
 }
 
 func (c *Controller) signalStatus() {

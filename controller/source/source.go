@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -85,7 +86,11 @@ type Source struct {
 	core informers.SharedInformerFactory
 	gw   gwinformers.SharedInformerFactory
 
-	dirty chan struct{}
+	dirty       chan struct{}
+	statusDirty chan struct{}
+	nResolve    atomic.Uint64
+	nStatus     atomic.Uint64
+	nIgnored    atomic.Uint64
 
 	mu      sync.Mutex
 	started bool
@@ -99,14 +104,15 @@ func New(cfg Config) (*Source, error) {
 		return nil, ErrNoClient
 	}
 	s := &Source{
-		kube:    cfg.Kube,
-		recheck: cfg.RecheckInterval,
-		log:     cfg.Logger,
-		core:    informers.NewSharedInformerFactoryWithOptions(cfg.Kube, 0, informers.WithTransform(strip)),
-		gw:      gwinformers.NewSharedInformerFactoryWithOptions(cfg.Gateway, 0, gwinformers.WithTransform(strip)),
-		dirty:   make(chan struct{}, 1),
-		enabled: map[string]cache.SharedIndexInformer{},
-		missing: map[string]bool{},
+		kube:        cfg.Kube,
+		recheck:     cfg.RecheckInterval,
+		log:         cfg.Logger,
+		core:        informers.NewSharedInformerFactoryWithOptions(cfg.Kube, 0, informers.WithTransform(strip)),
+		gw:          gwinformers.NewSharedInformerFactoryWithOptions(cfg.Gateway, 0, gwinformers.WithTransform(strip)),
+		dirty:       make(chan struct{}, 1),
+		statusDirty: make(chan struct{}, 1),
+		enabled:     map[string]cache.SharedIndexInformer{},
+		missing:     map[string]bool{},
 	}
 	if s.recheck <= 0 {
 		s.recheck = DefaultRecheckInterval
@@ -132,13 +138,40 @@ func strip(obj any) (any, error) {
 	return obj, nil
 }
 
-// Dirty receives a value after something changed since the last receive.
-// Any number of changes between two receives are one signal.
+// Dirty receives a value after something resolution reads changed since
+// the last receive. Any number of changes between two receives are one
+// signal. Updates that change nothing resolution reads (Node heartbeats,
+// pod container statuses, route statuses, ...) are not signalled.
 func (s *Source) Dirty() <-chan struct{} { return s.dirty }
 
+// StatusDirty receives a value after only the status of a route or policy
+// changed (typically our own write): the statuses of StatusSnapshot are to
+// be compared again with the last resolution's, without resolving.
+func (s *Source) StatusDirty() <-chan struct{} { return s.statusDirty }
+
+// Stats counts the watch events a Source has seen since New.
+type Stats struct {
+	// Events that signalled Dirty: adds, deletes and relevant updates.
+	Resolve uint64
+	// Updates that only changed a route's or policy's status.
+	Status uint64
+	// Updates that changed nothing resolution or status writing reads.
+	Ignored uint64
+}
+
+// Stats returns the counters.
+func (s *Source) Stats() Stats {
+	return Stats{Resolve: s.nResolve.Load(), Status: s.nStatus.Load(), Ignored: s.nIgnored.Load()}
+}
+
 func (s *Source) markDirty() {
+	s.nResolve.Add(1)
+	signal(s.dirty)
+}
+
+func signal(ch chan struct{}) {
 	select {
-	case s.dirty <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -147,12 +180,15 @@ func (s *Source) handler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { s.markDirty() },
 		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(metav1.Object)
-			n, ok2 := newObj.(metav1.Object)
-			if ok1 && ok2 && o.GetResourceVersion() == n.GetResourceVersion() {
-				return // resync, nothing changed
+			switch classify(oldObj, newObj) {
+			case changeResolve:
+				s.markDirty()
+			case changeStatus:
+				s.nStatus.Add(1)
+				signal(s.statusDirty)
+			default:
+				s.nIgnored.Add(1)
 			}
-			s.markDirty()
 		},
 		DeleteFunc: func(any) { s.markDirty() },
 	}
@@ -191,7 +227,7 @@ func (s *Source) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.started = true
 	s.mu.Unlock()
-	s.markDirty()
+	signal(s.dirty) // the first resolution
 	go s.recheckLoop(ctx)
 	return nil
 }
@@ -285,10 +321,21 @@ func (s *Source) Kinds() []string {
 	return out
 }
 
+// StatusSnapshot returns the objects whose status Weft writes (routes and
+// XBackendTrafficPolicies), as Snapshot does, and nothing else: it is what
+// the status writer compares with after a StatusDirty signal.
+func (s *Source) StatusSnapshot() (resolve.Input, error) {
+	return s.snapshot(false)
+}
+
 // Snapshot returns every watched object, each kind sorted by namespace and
 // name. The objects are shallow copies of the cache's: callers must not
 // modify them (resolution is pure and does not).
 func (s *Source) Snapshot() (resolve.Input, error) {
+	return s.snapshot(true)
+}
+
+func (s *Source) snapshot(core bool) (resolve.Input, error) {
 	s.mu.Lock()
 	started := s.started
 	gw := map[string]bool{}
@@ -301,20 +348,22 @@ func (s *Source) Snapshot() (resolve.Input, error) {
 	}
 	var in resolve.Input
 	var err error
-	if in.Namespaces, err = list(s.core.Core().V1().Namespaces().Lister()); err != nil {
-		return resolve.Input{}, err
-	}
-	if in.Nodes, err = list(s.core.Core().V1().Nodes().Lister()); err != nil {
-		return resolve.Input{}, err
-	}
-	if in.Services, err = list(s.core.Core().V1().Services().Lister()); err != nil {
-		return resolve.Input{}, err
-	}
-	if in.EndpointSlices, err = list(s.core.Discovery().V1().EndpointSlices().Lister()); err != nil {
-		return resolve.Input{}, err
-	}
-	if in.Pods, err = list(s.core.Core().V1().Pods().Lister()); err != nil {
-		return resolve.Input{}, err
+	if core {
+		if in.Namespaces, err = list(s.core.Core().V1().Namespaces().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+		if in.Nodes, err = list(s.core.Core().V1().Nodes().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+		if in.Services, err = list(s.core.Core().V1().Services().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+		if in.EndpointSlices, err = list(s.core.Discovery().V1().EndpointSlices().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
+		if in.Pods, err = list(s.core.Core().V1().Pods().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
 	}
 	if gw["HTTPRoute"] {
 		if in.HTTPRoutes, err = list(s.gw.Gateway().V1().HTTPRoutes().Lister()); err != nil {
@@ -336,7 +385,7 @@ func (s *Source) Snapshot() (resolve.Input, error) {
 			return resolve.Input{}, err
 		}
 	}
-	if gw["XBackend"] {
+	if core && gw["XBackend"] {
 		if in.Backends, err = list(s.gw.Experimental().V1alpha1().XBackends().Lister()); err != nil {
 			return resolve.Input{}, err
 		}

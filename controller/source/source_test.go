@@ -3,6 +3,8 @@ package source
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -180,5 +182,88 @@ func TestSnapshotAndDirty(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "custom resource installed") {
 		t.Fatal("appearance not logged")
+	}
+}
+
+// TestQuietUpdates: through real informers, a Node heartbeat and a pod's
+// container status cause no Dirty signal, a route status write only a
+// StatusDirty one, and a relevant change a Dirty one.
+func TestQuietUpdates(t *testing.T) {
+	n := node()
+	p := pod()
+	r := httpRoute()
+	kube := kubefake.NewClientset(n, p)
+	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
+	disc.serve(map[string][]string{"gateway.networking.k8s.io/v1": {"httproutes"}})
+	gw := gwfake.NewSimpleClientset(r)
+	s, err := New(Config{Kube: kubeWithDiscovery{Interface: kube, d: disc}, Gateway: gw, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitStats := func(what string, ok func(Stats) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok(s.Stats()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: stats %+v", what, s.Stats())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitStats("initial adds", func(st Stats) bool { return st.Resolve == 3 })
+	waitDirty(t, s)
+	quiet := func(what string) {
+		t.Helper()
+		select {
+		case <-s.Dirty():
+			t.Fatalf("%s signalled Dirty", what)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	for i := 1; i <= 3; i++ {
+		n.ResourceVersion = fmt.Sprint(10 + i)
+		n.Status.Conditions[0].LastHeartbeatTime = metav1.NewTime(t0.Add(time.Duration(i) * 10 * time.Second))
+		if _, err := kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.ResourceVersion = "11"
+	p.Status.ContainerStatuses[0].RestartCount = 1
+	if _, err := kube.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitStats("heartbeats seen", func(st Stats) bool { return st.Ignored == 4 })
+	quiet("a heartbeat")
+
+	r.ResourceVersion = "11"
+	r.Status.Parents = []gwv1.RouteParentStatus{{ParentRef: gwv1.ParentReference{Name: "echo"}, ControllerName: "weft.dev/mesh-controller"}}
+	if _, err := gw.GatewayV1().HTTPRoutes(r.Namespace).UpdateStatus(ctx, r, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.StatusDirty():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no StatusDirty signal for a status write")
+	}
+	quiet("a status write")
+	in, err := s.StatusSnapshot()
+	if err != nil || len(in.HTTPRoutes) != 1 || len(in.Pods) != 0 || len(in.Nodes) != 0 || len(in.HTTPRoutes[0].Status.Parents) != 1 {
+		t.Fatalf("status snapshot %+v, %v", in, err)
+	}
+
+	n.ResourceVersion = "20"
+	n.Status.Addresses[0].Address = "172.30.0.99"
+	if _, err := kube.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitDirty(t, s)
+	if st := s.Stats(); st != (Stats{Resolve: 4, Status: 1, Ignored: 4}) {
+		t.Fatalf("stats %+v", st)
 	}
 }

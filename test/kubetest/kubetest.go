@@ -17,6 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
+// ServiceCIDR is the test apiserver's Service ClusterIP range.
+const ServiceCIDR = "10.0.0.0/16"
+
 // Cluster is a running test apiserver.
 type Cluster struct {
 	Config *rest.Config
@@ -90,6 +93,9 @@ func Start(t testing.TB) *Cluster {
 		BinaryAssetsDirectory: bin,
 		CRDInstallOptions:     envtest.CRDInstallOptions{Paths: crds, ErrorIfPathMissing: true},
 	}
+	// Room for thousands of Services (envtest's default 10.0.0.0/24 holds
+	// 254); a superset of it, so addresses tests pick there stay valid.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", ServiceCIDR)
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start test apiserver: %v", err)

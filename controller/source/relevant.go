@@ -1,0 +1,166 @@
+package source
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
+
+	"github.com/weft-mesh/weft/api/mesh"
+)
+
+// change is what an update of a watched object asks of the controller.
+//
+// The controller is level-based: a resolution reads the whole current
+// snapshot, never the event. An event only decides WHETHER to resolve, and
+// for that it is compared on exactly the fields controller/resolve reads.
+// Everything else that changes on a live cluster (Node status heartbeats,
+// resourceVersion, managedFields, pod container statuses, condition
+// timestamps, our own status writes) costs no resolution.
+//
+// When resolve starts reading a new field, add it to the kind's comparison
+// below; TestIgnoredFieldsDoNotChangeResolution checks that what is ignored
+// here leaves the resolver's output alone.
+type change int
+
+const (
+	// changeNone: nothing resolution or the status writer reads changed.
+	changeNone change = iota
+	// changeStatus: only the status of a route or policy changed (our own
+	// write, or another writer's). Statuses are compared again with what
+	// the last resolution decided; nothing is resolved.
+	changeStatus
+	// changeResolve: something resolution reads changed.
+	changeResolve
+)
+
+// classify compares two versions of one watched object. Objects of a kind
+// it does not know, or of two different types, are changeResolve.
+func classify(oldObj, newObj any) change {
+	switch o := oldObj.(type) {
+	case *corev1.Node:
+		n, ok := newObj.(*corev1.Node)
+		return resolveIf(!ok || nodeChanged(o, n))
+	case *corev1.Pod:
+		n, ok := newObj.(*corev1.Pod)
+		return resolveIf(!ok || podChanged(o, n))
+	case *corev1.Namespace:
+		n, ok := newObj.(*corev1.Namespace)
+		return resolveIf(!ok || namespaceChanged(o, n))
+	case *corev1.Service:
+		n, ok := newObj.(*corev1.Service)
+		return resolveIf(!ok || serviceChanged(o, n))
+	case *discoveryv1.EndpointSlice:
+		n, ok := newObj.(*discoveryv1.EndpointSlice)
+		return resolveIf(!ok || sliceChanged(o, n))
+	case *gwv1.HTTPRoute:
+		n, ok := newObj.(*gwv1.HTTPRoute)
+		if !ok {
+			return changeResolve
+		}
+		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwv1.GRPCRoute:
+		n, ok := newObj.(*gwv1.GRPCRoute)
+		if !ok {
+			return changeResolve
+		}
+		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwv1.TCPRoute:
+		n, ok := newObj.(*gwv1.TCPRoute)
+		if !ok {
+			return changeResolve
+		}
+		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwxv1a1.XBackendTrafficPolicy:
+		n, ok := newObj.(*gwxv1a1.XBackendTrafficPolicy)
+		if !ok {
+			return changeResolve
+		}
+		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwxv1a1.XBackend:
+		// Resolution reads the spec; Weft writes no XBackend status.
+		n, ok := newObj.(*gwxv1a1.XBackend)
+		return resolveIf(!ok || !equality.Semantic.DeepEqual(o.Spec, n.Spec))
+	}
+	return changeResolve
+}
+
+func resolveIf(changed bool) change {
+	if changed {
+		return changeResolve
+	}
+	return changeNone
+}
+
+// specOrStatus classifies a route or policy: resolution reads its name,
+// generation (observedGeneration), creation time (precedence) and spec; the
+// status writer reads its status. Labels, annotations and the rest of the
+// metadata are read by neither.
+func specOrStatus(om, nm *metav1.ObjectMeta, oSpec, nSpec, oStatus, nStatus any) change {
+	switch {
+	case om.Generation != nm.Generation || !om.CreationTimestamp.Equal(&nm.CreationTimestamp) ||
+		!equality.Semantic.DeepEqual(oSpec, nSpec):
+		return changeResolve
+	case !equality.Semantic.DeepEqual(oStatus, nStatus):
+		return changeStatus
+	}
+	return changeNone
+}
+
+// nodeChanged: resolution reads a Node's name and its InternalIP
+// addresses (the tunnel address), never its conditions, heartbeats,
+// capacity, images or labels.
+func nodeChanged(o, n *corev1.Node) bool {
+	return !equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses)
+}
+
+// podChanged: resolution reads a pod's UID, labels (XBackend selectors),
+// mesh annotation, node, service account, hostNetwork, phase, IPs, whether
+// it is Ready and whether it is terminating; never container statuses,
+// condition timestamps or other annotations.
+func podChanged(o, n *corev1.Pod) bool {
+	return o.UID != n.UID ||
+		!equality.Semantic.DeepEqual(o.Labels, n.Labels) ||
+		o.Annotations[mesh.AnnotationMesh] != n.Annotations[mesh.AnnotationMesh] ||
+		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
+		o.Spec.NodeName != n.Spec.NodeName ||
+		o.Spec.ServiceAccountName != n.Spec.ServiceAccountName ||
+		o.Spec.HostNetwork != n.Spec.HostNetwork ||
+		o.Status.Phase != n.Status.Phase ||
+		o.Status.PodIP != n.Status.PodIP ||
+		!equality.Semantic.DeepEqual(o.Status.PodIPs, n.Status.PodIPs) ||
+		podReady(o) != podReady(n)
+}
+
+func podReady(p *corev1.Pod) corev1.ConditionStatus {
+	var st corev1.ConditionStatus
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			st = c.Status
+		}
+	}
+	return st
+}
+
+// namespaceChanged: resolution reads only whether a namespace is enrolled.
+func namespaceChanged(o, n *corev1.Namespace) bool {
+	return o.Annotations[mesh.AnnotationMesh] != n.Annotations[mesh.AnnotationMesh]
+}
+
+// serviceChanged: resolution reads a Service's spec (type, cluster IPs,
+// ports, session affinity). The whole spec is compared: it changes only
+// when someone edits it. Status (load balancer) and metadata are ignored.
+func serviceChanged(o, n *corev1.Service) bool {
+	return !equality.Semantic.DeepEqual(o.Spec, n.Spec)
+}
+
+// sliceChanged: resolution reads a slice's Service label, address type,
+// ports and endpoints (addresses, conditions, node, target pod).
+func sliceChanged(o, n *discoveryv1.EndpointSlice) bool {
+	return o.Labels[discoveryv1.LabelServiceName] != n.Labels[discoveryv1.LabelServiceName] ||
+		o.AddressType != n.AddressType ||
+		!equality.Semantic.DeepEqual(o.Ports, n.Ports) ||
+		!equality.Semantic.DeepEqual(o.Endpoints, n.Endpoints)
+}
