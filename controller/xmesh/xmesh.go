@@ -146,8 +146,28 @@ func (r *Reconciler) Run(ctx context.Context) {
 	}
 }
 
-// Reconcile writes the wanted status on every XMesh of Weft's whose status differs,
-// and returns how many it wrote.
+// DefaultName is the XMesh the controller creates when the cluster has none of
+// Weft's, as Istio's controller creates its default GatewayClasses: the XMesh CRD and
+// an object of it cannot be applied in one `kubectl apply` (the kind is unknown until
+// the CRD is established), so the install manifests carry only the CRD.
+const DefaultName = "weft"
+
+// Default is the XMesh the controller creates when it finds none of its own.
+func Default() *xv1a1.XMesh {
+	return &xv1a1.XMesh{
+		ObjectMeta: metav1.ObjectMeta{Name: DefaultName},
+		Spec: xv1a1.MeshSpec{
+			ControllerName: gwv1.GatewayController(resolve.ControllerName),
+			Description:    ptr("Weft, a sidecar-free service mesh"),
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Reconcile creates the default XMesh when there is none of Weft's, writes the
+// wanted status on every XMesh of Weft's whose status differs, and returns how many
+// objects it wrote.
 func (r *Reconciler) Reconcile(ctx context.Context) (int, error) {
 	api := r.cfg.Client.ExperimentalV1alpha1().XMeshes()
 	list, err := api.List(ctx, metav1.ListOptions{})
@@ -156,6 +176,19 @@ func (r *Reconciler) Reconcile(ctx context.Context) (int, error) {
 	}
 	var errs []error
 	n := 0
+	if !slices.ContainsFunc(list.Items, func(m xv1a1.XMesh) bool { return Ours(&m) }) {
+		created, err := api.Create(ctx, Default(), metav1.CreateOptions{})
+		switch {
+		case apierrors.IsAlreadyExists(err):
+			// another controller's XMesh has the name; Weft claims no other one
+			return 0, fmt.Errorf("create XMesh %s: the name is taken by another controller's mesh", DefaultName)
+		case err != nil:
+			return 0, fmt.Errorf("create XMesh %s: %w", DefaultName, err)
+		}
+		r.log.Info("created the default XMesh", "name", created.Name)
+		list.Items = append(list.Items, *created)
+		n++
+	}
 	for i := range list.Items {
 		m := &list.Items[i]
 		if !Ours(m) {

@@ -2,6 +2,7 @@ package xmesh
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,5 +109,46 @@ func TestReconcile(t *testing.T) {
 	}
 	if !meta.IsStatusConditionTrue(got.Status.Conditions, "Accepted") || len(got.Status.SupportedFeatures) != len(SupportedFeatures) {
 		t.Errorf("status %+v", got.Status)
+	}
+}
+
+// TestReconcileCreatesTheDefault: with no XMesh of Weft's in the cluster (the install
+// manifests carry only the CRD), the controller creates the XMesh weft once and
+// publishes its status; another controller's mesh does not count, and one that holds
+// the name is reported, not taken over.
+func TestReconcileCreatesTheDefault(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewSimpleClientset()
+	if _, err := cs.ExperimentalV1alpha1().XMeshes().Create(ctx, mesh("istio", "istio.io/mesh-controller", 1), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(Config{Client: cs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Reconcile(ctx); err != nil || n != 2 {
+		t.Fatalf("first reconcile: %d writes, %v; want the create and one status write", n, err)
+	}
+	got, err := cs.ExperimentalV1alpha1().XMeshes().Get(ctx, DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("default XMesh not created: %v", err)
+	}
+	if !Ours(got) || !meta.IsStatusConditionTrue(got.Status.Conditions, "Accepted") {
+		t.Errorf("default XMesh %+v", got)
+	}
+	if n, err := r.Reconcile(ctx); err != nil || n != 0 {
+		t.Fatalf("second reconcile: %d writes, %v; want none", n, err)
+	}
+
+	taken := fake.NewSimpleClientset()
+	if _, err := taken.ExperimentalV1alpha1().XMeshes().Create(ctx, mesh(DefaultName, "example.com/other", 1), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = New(Config{Client: taken})
+	if _, err := r.Reconcile(ctx); err == nil || !strings.Contains(err.Error(), "taken") {
+		t.Fatalf("name held by another controller: err %v, want one that says so", err)
+	}
+	if m, _ := taken.ExperimentalV1alpha1().XMeshes().Get(ctx, DefaultName, metav1.GetOptions{}); Ours(m) {
+		t.Fatal("another controller's XMesh was taken over")
 	}
 }

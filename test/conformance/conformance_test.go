@@ -42,7 +42,7 @@ import (
 	"github.com/weft-mesh/weft/test/lab/labtest"
 )
 
-// MeshName is the XMesh that manifests/ installs.
+// MeshName is the XMesh weft-controller creates when the cluster has none of its own.
 const MeshName = "weft"
 
 var lab *labtest.Lab
