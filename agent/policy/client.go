@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -114,7 +115,7 @@ func (c *Client) Restore() error {
 		return fmt.Errorf("apply stored policy version %d: %w", snap.GetVersion(), err)
 	}
 	c.setCurrent(snap)
-	c.log.Info("restored last good policy", "version", snap.GetVersion())
+	c.log.Info("restored last good policy", logkey.Version, snap.GetVersion())
 	return nil
 }
 
@@ -165,7 +166,7 @@ func (c *Client) Run(ctx context.Context) error {
 		if time.Since(start) > 30*time.Second {
 			delay = c.cfg.MinBackoff // the stream was healthy for a while
 		}
-		c.log.Warn("policy stream ended; reconnecting", "err", err, "in", delay)
+		c.log.Warn("policy stream ended; reconnecting", logkey.Error, err, logkey.RetryIn, delay)
 		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
 		select {
 		case <-ctx.Done():
@@ -225,7 +226,7 @@ func (c *Client) handle(snap *weftv1.PolicySnapshot) *weftv1.PolicyRequest {
 	}
 	c.setCurrent(snap)
 	c.save(snap)
-	c.log.Info("applied policy", "version", snap.GetVersion(),
+	c.log.Info("applied policy", logkey.Version, snap.GetVersion(),
 		"services", len(snap.GetPolicy().GetServices()), "workloads", len(snap.GetPolicy().GetWorkloads()))
 	return req
 }
@@ -261,7 +262,7 @@ func (c *Client) nack(req *weftv1.PolicyRequest, err error) *weftv1.PolicyReques
 	c.mu.Lock()
 	c.nacked, c.lastErr = req.Version, req.Error
 	c.mu.Unlock()
-	c.log.Error("refused policy; keeping the last good one", "version", req.Version, "err", err)
+	c.log.Error("refused policy; keeping the last good one", logkey.Version, req.Version, logkey.Error, err)
 	return req
 }
 
@@ -271,6 +272,6 @@ func (c *Client) save(snap *weftv1.PolicySnapshot) {
 	}
 	if err := c.cfg.Store.Save(snap); err != nil {
 		// The policy is in force; only the restart copy is stale.
-		c.log.Error("save last good policy", "version", snap.GetVersion(), "err", err)
+		c.log.Error("save last good policy", logkey.Version, snap.GetVersion(), logkey.Error, err)
 	}
 }

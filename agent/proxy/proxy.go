@@ -25,6 +25,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -245,7 +246,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	if errors.Is(serr, context.DeadlineExceeded) {
-		p.cfg.Logger.Warn("drain grace period ended with work in flight", "grace", p.cfg.GracePeriod.String())
+		p.cfg.Logger.Warn("drain grace period ended with work in flight", logkey.Grace, p.cfg.GracePeriod.String())
 		return nil
 	}
 	return serr

@@ -77,3 +77,22 @@ const (
 	Grace   = "grace"    // a drain's grace period
 	RetryIn = "retry_in" // delay before the next attempt
 )
+
+// The node proxy: what a request or connection was, and why it was refused.
+const (
+	Peer       = "peer"       // the remote address of a connection
+	Client     = "client"     // a captured client's address
+	Identity   = "identity"   // a SPIFFE ID a peer presented or claimed
+	Status     = "status"     // an HTTP status the proxy answered
+	Suppressed = "suppressed" // log lines a rate limit left out since the last one
+	Target     = "target"     // the address a request or stream was for
+	Detail     = "detail"     // more words on a refusal
+	Cluster    = "cluster"    // a backend cluster (namespace/service:port)
+	Service    = "service"    // a Service name
+	Endpoint   = "endpoint"   // an endpoint address
+	Plaintext  = "plaintext"  // whether an upstream is dialled without the tunnel
+	Cookie     = "cookie"     // a network namespace cookie
+	Dst        = "dst"        // a connection's original destination
+	Type       = "type"       // a Go type
+	Bytes      = "bytes"      // a size in bytes
+)

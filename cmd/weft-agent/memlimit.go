@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/weft-mesh/weft/agent/memlimit"
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // setMemoryLimit sets the Go memory limit to 90% of the agent's cgroup
@@ -16,8 +17,8 @@ func setMemoryLimit(log *slog.Logger) {
 	case errors.Is(err, memlimit.ErrNoLimit):
 		log.Info("no cgroup memory limit: Go memory limit not set")
 	case err != nil:
-		log.Warn("Go memory limit not set from the cgroup", "error", err)
+		log.Warn("Go memory limit not set from the cgroup", logkey.Error, err)
 	case n > 0:
-		log.Info("Go memory limit set from the cgroup", "bytes", n)
+		log.Info("Go memory limit set from the cgroup", logkey.Bytes, n)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	"sigs.k8s.io/gateway-api/pkg/features"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -130,10 +131,10 @@ func (r *Reconciler) Run(ctx context.Context) {
 				}
 				missing = true
 			case err != nil && ctx.Err() == nil:
-				r.log.Warn("reconcile XMesh", "error", err)
+				r.log.Warn("reconcile XMesh", logkey.Error, err)
 			case n > 0:
 				missing = false
-				r.log.Info("wrote XMesh status", "objects", n)
+				r.log.Info("wrote XMesh status", logkey.Objects, n)
 			default:
 				missing = false
 			}
@@ -185,7 +186,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (int, error) {
 		case err != nil:
 			return 0, fmt.Errorf("create XMesh %s: %w", DefaultName, err)
 		}
-		r.log.Info("created the default XMesh", "name", created.Name)
+		r.log.Info("created the default XMesh", logkey.Name, created.Name)
 		list.Items = append(list.Items, *created)
 		n++
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // Local answers which pods and identities live on this node (fed from the
@@ -203,24 +204,24 @@ func handshakeReason(h *handshake, err error) limits.Reason {
 
 // refuseConn counts and logs a refused tunnel connection.
 func (s *Server) refuseConn(r limits.Reason, peer net.Addr, claimed string, err error) {
-	attrs := []slog.Attr{slog.String(limits.KeyPeer, peer.String())}
+	attrs := []slog.Attr{slog.String(logkey.Peer, peer.String())}
 	if claimed != "" {
-		attrs = append(attrs, slog.String(limits.KeyIdentity, claimed))
+		attrs = append(attrs, slog.String(logkey.Identity, claimed))
 	}
 	if err != nil {
-		attrs = append(attrs, slog.String(limits.KeyError, err.Error()))
+		attrs = append(attrs, slog.String(logkey.Error, err.Error()))
 	}
 	s.cfg.Refusals.Refuse(r, "tunnel handshake refused", attrs...)
 }
 
 // refuseStream counts and logs a CONNECT stream answered status here.
 func (s *Server) refuseStream(r limits.Reason, status int, peer net.Addr, claimed, target string) {
-	attrs := []slog.Attr{slog.Int(limits.KeyStatus, status), slog.String(limits.KeyPeer, peer.String())}
+	attrs := []slog.Attr{slog.Int(logkey.Status, status), slog.String(logkey.Peer, peer.String())}
 	if claimed != "" {
-		attrs = append(attrs, slog.String(limits.KeyIdentity, claimed))
+		attrs = append(attrs, slog.String(logkey.Identity, claimed))
 	}
 	if target != "" {
-		attrs = append(attrs, slog.String(limits.KeyTarget, target))
+		attrs = append(attrs, slog.String(logkey.Target, target))
 	}
 	s.cfg.Refusals.Refuse(r, "tunnel stream refused", attrs...)
 }
@@ -293,7 +294,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		},
 	})
 	if err != nil {
-		s.cfg.Logger.Debug("tunnel preface", "peer", peer.String(), "error", err)
+		s.cfg.Logger.Debug("tunnel preface", logkey.Peer, peer.String(), logkey.Error, err)
 		return
 	}
 	nc.SetDeadline(time.Time{})
@@ -362,7 +363,7 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 	pod, err := s.cfg.Dial(ctx, "tcp", target.String())
 	cancel()
 	if err != nil {
-		s.cfg.Logger.Debug("dial pod", "target", target.String(), "error", err)
+		s.cfg.Logger.Debug("dial pod", logkey.Target, target.String(), logkey.Error, err)
 		st.Respond(http.StatusServiceUnavailable)
 		return
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy/inbound"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel/tunneltest"
 )
@@ -110,22 +111,22 @@ func TestRefusedHandshakesLeaveATrace(t *testing.T) {
 			tc.try(t, f)
 			deadline := time.Now().Add(5 * time.Second)
 			// the count comes before the line: wait for the line
-			for len(recs.with(limits.KeyReason, tc.reason.String())) == 0 && time.Now().Before(deadline) {
+			for len(recs.with(logkey.Reason, tc.reason.String())) == 0 && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			if n := ref.Count(tc.reason); n != 1 {
 				t.Fatalf("count of %s = %d, want 1 (all: %v)", tc.reason, n, ref.Counts())
 			}
-			lines := recs.with(limits.KeyReason, tc.reason.String())
+			lines := recs.with(logkey.Reason, tc.reason.String())
 			if len(lines) != 1 {
 				t.Fatalf("want one line with reason %s, got %v (all: %v)", tc.reason, lines, recs.recs)
 			}
 			l := lines[0]
-			if l["level"] != "WARN" || !strings.HasPrefix(l[limits.KeyPeer], "127.0.0.1:") {
+			if l["level"] != "WARN" || !strings.HasPrefix(l[logkey.Peer], "127.0.0.1:") {
 				t.Errorf("line lacks level or peer: %v", l)
 			}
-			if l[limits.KeyIdentity] != tc.claimed {
-				t.Errorf("claimed identity %q, want %q", l[limits.KeyIdentity], tc.claimed)
+			if l[logkey.Identity] != tc.claimed {
+				t.Errorf("claimed identity %q, want %q", l[logkey.Identity], tc.claimed)
 			}
 			for _, r := range limits.Reasons() {
 				if r != tc.reason && ref.Count(r) != 0 {
@@ -157,8 +158,8 @@ func TestRefusedStreamLeavesATrace(t *testing.T) {
 	if ref.Count(limits.Forbidden) != 1 {
 		t.Fatalf("counts: %v", ref.Counts())
 	}
-	l := recs.with(limits.KeyReason, limits.Forbidden.String())
-	if len(l) != 1 || l[0][limits.KeyIdentity] != clientID.String() || l[0][limits.KeyStatus] != "403" {
+	l := recs.with(logkey.Reason, limits.Forbidden.String())
+	if len(l) != 1 || l[0][logkey.Identity] != clientID.String() || l[0][logkey.Status] != "403" {
 		t.Fatalf("lines: %v", l)
 	}
 }

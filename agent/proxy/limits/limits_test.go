@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/time/rate"
+
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 func TestBudgetPodShareAndConns(t *testing.T) {
@@ -90,7 +92,7 @@ func TestRefusalsRateLimited(t *testing.T) {
 	var buf bytes.Buffer
 	r := NewRefusals(RefusalsConfig{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Rate: 1e-9, Burst: 2})
 	for range 5 {
-		r.Refuse(NotTLS, "tunnel refused", slog.String(KeyPeer, "10.0.0.1:1234"))
+		r.Refuse(NotTLS, "tunnel refused", slog.String(logkey.Peer, "10.0.0.1:1234"))
 	}
 	r.Refuse(HeaderTooLarge, "request refused")
 	if got := r.Count(NotTLS); got != 5 {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // Reason says why the proxy refused a connection or answered a request
@@ -76,19 +78,6 @@ func Reasons() []Reason {
 	return rs
 }
 
-// Log keys of refusal lines.
-const (
-	KeyReason     = "reason"
-	KeyPeer       = "peer"
-	KeyIdentity   = "identity"
-	KeyPod        = "pod"
-	KeyStatus     = "status"
-	KeySuppressed = "suppressed"
-	KeyError      = "error"
-	KeyTarget     = "target"
-	KeyDetail     = "detail"
-)
-
 // Refusals counts refusals per reason and logs them at Warn, at most
 // Burst lines at once and Rate lines a second per reason; the next line
 // let through says how many were suppressed. The zero value counts and
@@ -146,9 +135,9 @@ func (r *Refusals) Refuse(reason Reason, msg string, attrs ...slog.Attr) {
 		r.suppressed[reason].Add(1)
 		return
 	}
-	attrs = append(attrs, slog.String(KeyReason, reason.String()))
+	attrs = append(attrs, slog.String(logkey.Reason, reason.String()))
 	if n := r.suppressed[reason].Swap(0); n > 0 {
-		attrs = append(attrs, slog.Uint64(KeySuppressed, n))
+		attrs = append(attrs, slog.Uint64(logkey.Suppressed, n))
 	}
 	r.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/agent/proxy/route"
 )
 
@@ -68,17 +69,17 @@ func reasonOf(status int) limits.Reason {
 func (p *Proxy) refuse(r limits.Reason, status int, peer net.Addr, info *connInfo, msg string) {
 	attrs := make([]slog.Attr, 0, 5)
 	if status != 0 {
-		attrs = append(attrs, slog.Int(limits.KeyStatus, status))
+		attrs = append(attrs, slog.Int(logkey.Status, status))
 	}
 	if peer != nil {
-		attrs = append(attrs, slog.String(limits.KeyPeer, peer.String()))
+		attrs = append(attrs, slog.String(logkey.Peer, peer.String()))
 	}
 	if info != nil {
-		attrs = append(attrs, slog.String(limits.KeyPod, info.caller.GetNamespace()+"/"+info.caller.GetName()),
-			slog.String(limits.KeyIdentity, info.src.String()))
+		attrs = append(attrs, slog.String(logkey.Pod, info.caller.GetNamespace()+"/"+info.caller.GetName()),
+			slog.String(logkey.Identity, info.src.String()))
 	}
 	if msg != "" {
-		attrs = append(attrs, slog.String(limits.KeyDetail, msg))
+		attrs = append(attrs, slog.String(logkey.Detail, msg))
 	}
 	p.cfg.Refusals.Refuse(r, "request refused", attrs...)
 }

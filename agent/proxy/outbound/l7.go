@@ -18,6 +18,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/route"
 	"github.com/weft-mesh/weft/agent/proxy/session"
+	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -130,7 +131,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 	if err != nil {
 		code, msg := errorAnswer(err, ctx, reqCtx)
 		if code == http.StatusBadGateway {
-			p.cfg.Logger.Debug("upstream", "cluster", rt.cluster, "error", err)
+			p.cfg.Logger.Debug("upstream", logkey.Cluster, rt.cluster, logkey.Error, err)
 		}
 		if code != 0 {
 			httpError(w, code, msg)

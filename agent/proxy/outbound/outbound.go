@@ -31,6 +31,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -191,20 +192,20 @@ func addrPort(a net.Addr) netip.AddrPort {
 func (p *Proxy) handle(c net.Conn) {
 	orig, ok := p.cfg.Lookup.Lookup(addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()))
 	if !ok {
-		p.cfg.Logger.Debug("refused: no redirect record", "client", c.RemoteAddr().String())
+		p.cfg.Logger.Debug("refused: no redirect record", logkey.Client, c.RemoteAddr().String())
 		c.Close()
 		return
 	}
 	orig.Dst = netip.AddrPortFrom(orig.Dst.Addr().Unmap(), orig.Dst.Port())
 	w, ok := p.cfg.Callers.ByCookie(orig.NetnsCookie)
 	if !ok {
-		p.cfg.Logger.Debug("refused: unknown caller netns", "client", c.RemoteAddr().String(), "cookie", orig.NetnsCookie)
+		p.cfg.Logger.Debug("refused: unknown caller netns", logkey.Client, c.RemoteAddr().String(), logkey.Cookie, orig.NetnsCookie)
 		c.Close()
 		return
 	}
 	src, err := spiffeid.FromString(w.GetIdentity())
 	if err != nil {
-		p.cfg.Logger.Warn("refused: caller has no valid identity", "pod", w.GetNamespace()+"/"+w.GetName(), "error", err)
+		p.cfg.Logger.Warn("refused: caller has no valid identity", logkey.Pod, w.GetNamespace()+"/"+w.GetName(), logkey.Error, err)
 		c.Close()
 		return
 	}
@@ -222,7 +223,7 @@ func (p *Proxy) handle(c net.Conn) {
 	snap := p.snap.Load()
 	svc, ok := snap.Services[orig.Dst]
 	if !ok {
-		p.cfg.Logger.Debug("refused: no meshed service", "dst", orig.Dst.String())
+		p.cfg.Logger.Debug("refused: no meshed service", logkey.Dst, orig.Dst.String())
 		c.Close()
 		return
 	}
@@ -249,32 +250,32 @@ func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service
 		// a TCPRoute: its first rule's backends, by weight
 		b, err := t.Rules()[0].PickBackend(p.cfg.Rand)
 		if err != nil {
-			p.cfg.Logger.Debug("l4: no valid backend", "service", svc.Name, "error", err)
+			p.cfg.Logger.Debug("l4: no valid backend", logkey.Service, svc.Name, logkey.Error, err)
 			return
 		}
 		clusterName = b.Cluster
 	}
 	ep, cl, ok := p.pickEndpoint(snap, clusterName)
 	if !ok {
-		p.cfg.Logger.Debug("l4: no endpoint", "service", svc.Name, "cluster", clusterName)
+		p.cfg.Logger.Debug("l4: no endpoint", logkey.Service, svc.Name, logkey.Cluster, clusterName)
 		return
 	}
 	node, ok := snap.Tunnels[ep.Node]
 	if !ok && !ep.Plaintext {
-		p.cfg.Logger.Debug("l4: no tunnel address", "node", ep.Node)
+		p.cfg.Logger.Debug("l4: no tunnel address", logkey.Node, ep.Node)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.DialTimeout)
 	up, err := p.dial(ctx, info.src, ep.Identity, node, ep.Addr, ep.Plaintext)
 	cancel()
 	if err != nil {
-		p.cfg.Logger.Debug("l4: upstream", "cluster", cl.Name, "endpoint", ep.Addr.String(), "plaintext", ep.Plaintext, "error", err)
+		p.cfg.Logger.Debug("l4: upstream", logkey.Cluster, cl.Name, logkey.Endpoint, ep.Addr.String(), logkey.Plaintext, ep.Plaintext, logkey.Error, err)
 		return
 	}
 	defer up.Close()
 	hc, ok := up.(halfCloser)
 	if !ok {
-		p.cfg.Logger.Warn("l4: upstream cannot half-close", "type", fmt.Sprintf("%T", up))
+		p.cfg.Logger.Warn("l4: upstream cannot half-close", logkey.Type, fmt.Sprintf("%T", up))
 		return
 	}
 	splice(c, hc)
