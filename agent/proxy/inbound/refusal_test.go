@@ -16,9 +16,9 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy/inbound"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
-	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel/tunneltest"
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // records keeps log records as key=value maps.

@@ -8,8 +8,8 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
-	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/agent/proxy/route"
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // leasedConn is a captured connection holding a slot of its pod's
