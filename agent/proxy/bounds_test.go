@@ -457,3 +457,50 @@ func TestLongPathAgainstRegexRouteGets414(t *testing.T) {
 		t.Fatalf("backend saw %d large requests", n)
 	}
 }
+
+// TestH2CConnectionsHoldTheirWindow: net/http may buffer a cleartext HTTP/2
+// connection's receive window of request body, so each h2c connection holds
+// that window of its pod's buffer budget while it is open. A pod whose share
+// is spent gets its next h2c connection refused (counted), and a closed one
+// gives its window back.
+func TestH2CConnectionsHoldTheirWindow(t *testing.T) {
+	const window = 64 << 10 // outbound.h2cReceiveWindow
+	e, _ := boundsEnv(t, limits.Limits{PodBufferBytes: 2*window + 8<<10, BufferBytes: 64 << 20})
+	caller := e.caller("shop")
+	open := func() net.Conn {
+		t.Helper()
+		c := e.dial(caller, boundsVIP)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		bw := bufio.NewWriter(c)
+		bw.WriteString(http2.ClientPreface)
+		http2.NewFramer(bw, nil).WriteSettings()
+		bw.Flush()
+		// the server's SETTINGS: the connection was admitted
+		if f, err := http2.NewFramer(io.Discard, c).ReadFrame(); err != nil {
+			t.Fatalf("h2c connection not served: %v", err)
+		} else if _, ok := f.(*http2.SettingsFrame); !ok {
+			t.Fatalf("first frame %T, want SETTINGS", f)
+		}
+		return c
+	}
+	c1, c2 := open(), open()
+	defer c2.Close()
+	if a := h2cRequest(t, e.dial(caller, boundsVIP)); !a.closed {
+		t.Fatalf("third h2c connection with the pod's share spent: %+v, want it closed", a)
+	}
+	if n := e.p.Refusals().Count(limits.BufferBudget); n != 1 {
+		t.Fatalf("buffer_budget counted %d, want 1", n)
+	}
+	c1.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a := h2cRequest(t, e.dial(caller, boundsVIP))
+		if a.status == "200" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing one connection: %+v, want 200", a)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

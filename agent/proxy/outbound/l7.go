@@ -33,7 +33,13 @@ func newHTTPServer(p *Proxy) *http.Server {
 		Protocols: &protos,
 		// announced as SETTINGS_MAX_HEADER_LIST_SIZE (plus 320 bytes of
 		// slack); a larger header block is answered 431
-		MaxHeaderBytes:    p.cfg.Limits.HeaderBytes,
+		MaxHeaderBytes: p.cfg.Limits.HeaderBytes,
+		// request bodies net/http may buffer per connection and stream: the
+		// window each h2c connection reserves from its pod's budget
+		HTTP2: &http.HTTP2Config{
+			MaxReceiveBufferPerConnection: h2cReceiveWindow,
+			MaxReceiveBufferPerStream:     h2cReceiveWindow,
+		},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       p.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
