@@ -20,10 +20,6 @@ func (r *resolver) compileGRPCRoute(gr *gwv1.GRPCRoute) *route {
 	}
 	r.compileRoute(rt, len(rules), func(i int) ruleSource {
 		rule := &rules[i]
-		refs := make([]gwv1.BackendRef, len(rule.BackendRefs))
-		for j := range rule.BackendRefs {
-			refs[j] = rule.BackendRefs[j].BackendRef
-		}
 		return ruleSource{
 			name:    rule.Name,
 			matches: len(rule.Matches),
@@ -37,7 +33,7 @@ func (r *resolver) compileGRPCRoute(gr *gwv1.GRPCRoute) *route {
 			},
 			//lint:ignore SA1019 inline session persistence (GEP-1619) is part of v1.7.0 and Weft implements it beside XBackend
 			session: rule.SessionPersistence,
-			refs:    refs,
+			refs:    backendRefs(rule.BackendRefs, func(r *gwv1.GRPCBackendRef) gwv1.BackendRef { return r.BackendRef }),
 			filters: func(c filterContext, backend int) ([]*weftv1.Filter, error) {
 				if backend < 0 {
 					return r.convertGRPCFilters(c, rule.Filters)

@@ -35,10 +35,6 @@ func (r *resolver) compileHTTPRoute(hr *gwv1.HTTPRoute) *route {
 	}
 	r.compileRoute(rt, len(rules), func(i int) ruleSource {
 		rule := &rules[i]
-		refs := make([]gwv1.BackendRef, len(rule.BackendRefs))
-		for j := range rule.BackendRefs {
-			refs[j] = rule.BackendRefs[j].BackendRef
-		}
 		return ruleSource{
 			name:    rule.Name,
 			matches: len(rule.Matches),
@@ -58,7 +54,7 @@ func (r *resolver) compileHTTPRoute(hr *gwv1.HTTPRoute) *route {
 			},
 			//lint:ignore SA1019 inline session persistence (GEP-1619) is part of v1.7.0 and Weft implements it beside XBackend
 			session: rule.SessionPersistence,
-			refs:    refs,
+			refs:    backendRefs(rule.BackendRefs, func(r *gwv1.HTTPBackendRef) gwv1.BackendRef { return r.BackendRef }),
 			filters: func(c filterContext, backend int) ([]*weftv1.Filter, error) {
 				if backend < 0 {
 					return r.convertHTTPFilters(c, rule.Filters)

@@ -154,3 +154,13 @@ func (cr *compiledRule) validate(kind weftv1.RouteKind) error {
 	}
 	return nil
 }
+
+// backendRefs takes the plain BackendRefs out of a rule's route-kind ones
+// (HTTPBackendRef, GRPCBackendRef), whose filters are converted apart.
+func backendRefs[T any](refs []T, plain func(*T) gwv1.BackendRef) []gwv1.BackendRef {
+	out := make([]gwv1.BackendRef, len(refs))
+	for i := range refs {
+		out[i] = plain(&refs[i])
+	}
+	return out
+}
