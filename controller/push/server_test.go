@@ -461,32 +461,3 @@ func TestNewWithoutAuthenticator(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
-
-// TestInvalidPolicyIsNeverSent: a node policy the one validator refuses (the
-// agent would NACK it) is not pushed; the node keeps its last version.
-func TestInvalidPolicyIsNeverSent(t *testing.T) {
-	h, _ := start(t, Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	h.srv.Update(map[string]*weftv1.NodePolicy{"node-a": policy("node-a", "10.96.0.1")})
-	a := h.subscribe(t, ctx, "tok-a", "node-a")
-	first, err := recv(t, a, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad := policy("node-a", "10.96.0.2")
-	bad.Services[0].Producer = &weftv1.RouteTable{Kind: weftv1.RouteKind_ROUTE_KIND_HTTP,
-		Rules: []*weftv1.Rule{{Route: "ns/r"}},
-		Matches: []*weftv1.Match{{Rule: 0, Http: &weftv1.HTTPMatch{
-			Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_REGEX, Value: "/a)|(b"}}}}}
-	if err := bad.Validate(); err == nil {
-		t.Fatal("the test's policy is valid; it must not be")
-	}
-	if n := h.srv.Update(map[string]*weftv1.NodePolicy{"node-a": bad}); n != 0 {
-		t.Fatalf("Update changed %d nodes with an invalid policy, want 0", n)
-	}
-	expectNone(t, a, 200*time.Millisecond)
-	if got := h.srv.Nodes()[0].Version; got != first.Version {
-		t.Fatalf("node version %d after an invalid policy, want %d (the last good one)", got, first.Version)
-	}
-}
