@@ -9,6 +9,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -147,10 +148,10 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.LeaderElect && cfg.ID == "" {
 		return nil, errors.New("controller: leader election needs an id")
 	}
-	cfg.Namespace = or(cfg.Namespace, DefaultNamespace)
-	cfg.GRPCAddr = or(cfg.GRPCAddr, DefaultGRPCAddr)
-	cfg.HealthAddr = or(cfg.HealthAddr, DefaultHealthAddr)
-	cfg.LeaseName = or(cfg.LeaseName, DefaultLeaseName)
+	cfg.Namespace = cmp.Or(cfg.Namespace, DefaultNamespace)
+	cfg.GRPCAddr = cmp.Or(cfg.GRPCAddr, DefaultGRPCAddr)
+	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, DefaultHealthAddr)
+	cfg.LeaseName = cmp.Or(cfg.LeaseName, DefaultLeaseName)
 	if cfg.Debounce <= 0 {
 		cfg.Debounce = DefaultDebounce
 	}
@@ -219,13 +220,6 @@ func New(cfg Config) (*Controller, error) {
 		c.health = &http.Server{Handler: c.healthMux(), ReadHeaderTimeout: 5 * time.Second}
 	}
 	return c, nil
-}
-
-func or(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
 
 // GRPCAddr is the address agents connect to.

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -66,14 +67,14 @@ func newReplica(cfg ReplicaConfig) (*replica, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	c.Namespace = or(c.Namespace, DefaultNamespace)
+	c.Namespace = cmp.Or(c.Namespace, DefaultNamespace)
 	kube, err := kubernetes.NewForConfig(c.Kube)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	auth, err := agentauth.New(agentauth.Config{
 		Client:         kube,
-		Namespace:      or(cfg.AgentNamespace, c.Namespace),
+		Namespace:      cmp.Or(cfg.AgentNamespace, c.Namespace),
 		ServiceAccount: cfg.AgentServiceAccount,
 	})
 	if err != nil {
@@ -147,7 +148,7 @@ func (r *replica) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("watch ca root: %w", errOr(err, errors.New("stopped")))
+		return fmt.Errorf("watch ca root: %w", cmp.Or(err, errors.New("stopped")))
 	})
 	g.Go(func() error { return r.bundle.run(ctx) })
 	g.Go(func() error { return r.ctl.Run(ctx) })
@@ -156,13 +157,6 @@ func (r *replica) run(ctx context.Context) error {
 		r.log.Error("weft-controller stopped", logkey.Error, err)
 	}
 	return err
-}
-
-func errOr(err, def error) error {
-	if err != nil {
-		return err
-	}
-	return def
 }
 
 // bundlePublisher is the only writer of the CA bundle ConfigMap. Requests
