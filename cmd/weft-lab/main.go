@@ -5,6 +5,10 @@
 //	weft-lab status                         supervisor, memory and nodes
 //	weft-lab kubeconfig                     print the admin kubeconfig path
 //	weft-lab serve --nodes N                the supervisor `up` starts (foreground)
+//	weft-lab install [--method helm|kustomize] [--tag T] [--layout DIR] [--set k=v]...
+//	                                        push Weft's images (from `make images`) to the lab
+//	                                        registry and install Weft from them; again upgrades
+//	weft-lab uninstall [--method helm|kustomize]
 //
 // Run it from inside the repository (or pass --root); it needs root.
 package main
@@ -18,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,7 +39,13 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage: weft-lab up [--nodes N] | down | status | kubeconfig | serve --nodes N")
+var errUsage = errors.New("usage: weft-lab up [--nodes N] | down | status | kubeconfig | serve --nodes N | install [--method helm|kustomize] [--tag T] [--layout DIR] [--set k=v] | uninstall [--method M]")
+
+// setFlags collects repeated --set values.
+type setFlags []string
+
+func (s *setFlags) String() string     { return strings.Join(*s, ",") }
+func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
 
 func run(args []string) error {
 	if len(args) == 0 {
@@ -44,6 +55,11 @@ func run(args []string) error {
 	root := fs.String("root", "", "repository root (default: found from the working directory)")
 	nodes := fs.Int("nodes", 2, "number of nodes (up, serve)")
 	timeout := fs.Duration("timeout", 3*time.Minute, "how long up waits for Ready, and down for the supervisor")
+	method := fs.String("method", string(lab.Helm), "install, uninstall: helm (the chart) or kustomize (manifests/)")
+	tag := fs.String("tag", "dev", "install: the image tag to push and install")
+	layout := fs.String("layout", "", "install: the OCI image layout (default .cache/images/oci, written by `make images`)")
+	var set setFlags
+	fs.Var(&set, "set", "install: a Helm value, key=value (repeatable)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -109,6 +125,16 @@ func run(args []string) error {
 		return nil
 	case "kubeconfig":
 		fmt.Println(p.Kubeconfig)
+		return nil
+	case "install", "uninstall":
+		cfg := lab.InstallConfig{Paths: p, Method: lab.InstallMethod(*method), Tag: *tag, Layout: *layout, Set: set}
+		if args[0] == "uninstall" {
+			return lab.Uninstall(ctx, cfg)
+		}
+		if err := lab.Install(ctx, cfg); err != nil {
+			return err
+		}
+		fmt.Printf("weft installed (%s) from %s/{%s}:%s\n", cfg.Method, lab.ImageRepo, strings.Join(lab.WeftImages, ","), *tag)
 		return nil
 	case "serve":
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))

@@ -185,6 +185,11 @@ func serve(ctx context.Context, p Paths, n int, log *slog.Logger, phase func(Pha
 	if err := LinkEchoAdvancedClient(p); err != nil {
 		return err
 	}
+	stopRegistry, err := startRegistry(p, log)
+	if err != nil {
+		return err
+	}
+	defer stopRegistry()
 	crdDir, err := gatewayCRDDir(p.Root)
 	if err != nil {
 		return err
@@ -274,8 +279,12 @@ func cleanupLeftovers(p Paths) error {
 	if err := cluster.KillStale(p.CPDir); err != nil {
 		return fmt.Errorf("clean up previous control plane: %w", err)
 	}
-	if err := os.RemoveAll(p.NodesDir); err != nil {
-		return err
+	// The registry keeps manifests in memory only: a new lab starts with an empty
+	// registry and no pulled images, so nothing runs that was not pushed to it.
+	for _, dir := range []string{p.NodesDir, p.registryDir(), p.imageStore()} {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
 	}
 	return nil
 }

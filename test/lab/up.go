@@ -284,6 +284,7 @@ func Status(ctx context.Context, p Paths) (string, error) {
 	if recs, err := cluster.ReadPIDs(p.CPDir); err == nil {
 		b.WriteString(controlPlaneStatus(recs))
 	}
+	b.WriteString(registryStatus(ctx))
 	cs, err := Clientset(p)
 	if err != nil {
 		return b.String(), nil
