@@ -81,6 +81,9 @@ type Config struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
+	// OwnerClusterRole is the ClusterRole that owns the default XMesh the controller
+	// creates (package xmesh), so an uninstall removes it; none when empty.
+	OwnerClusterRole string
 	// Authenticator checks agents' bearer tokens. Required.
 	Authenticator push.Authenticator
 	// Register adds more services (the CA's Identity) to the gRPC server.
@@ -197,7 +200,11 @@ func New(cfg Config) (*Controller, error) {
 	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if c.mesh, err = xmesh.New(xmesh.Config{Client: gw, IsLeader: c.leader.Load, Logger: cfg.Logger}); err != nil {
+	meshCfg := xmesh.Config{Client: gw, IsLeader: c.leader.Load, Logger: cfg.Logger}
+	if cfg.OwnerClusterRole != "" {
+		meshCfg.Owner = clusterRoleOwner(kube, cfg.OwnerClusterRole)
+	}
+	if c.mesh, err = xmesh.New(meshCfg); err != nil {
 		return nil, err
 	}
 	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
@@ -570,4 +577,16 @@ func (c *Controller) healthMux() *http.ServeMux {
 		}{c.leader.Load(), c.push.Nonce(), c.push.Nodes(), c.src.Kinds()})
 	})
 	return mux
+}
+
+// clusterRoleOwner returns the owner reference of the named ClusterRole. The reference
+// does not block the owner's deletion (that would need the finalizers permission).
+func clusterRoleOwner(kube kubernetes.Interface, name string) func(context.Context) (metav1.OwnerReference, error) {
+	return func(ctx context.Context) (metav1.OwnerReference, error) {
+		cr, err := kube.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return metav1.OwnerReference{}, fmt.Errorf("get owner ClusterRole %s: %w", name, err)
+		}
+		return metav1.OwnerReference{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: cr.Name, UID: cr.UID}, nil
+	}
 }

@@ -89,7 +89,12 @@ type Config struct {
 	// Interval between two reconciliations (level-based: every XMesh is read each
 	// time); 5s when zero.
 	Interval time.Duration
-	Logger   *slog.Logger
+	// Owner, when set, names the object the default XMesh is owned by, so that the
+	// garbage collector removes it when Weft is uninstalled (the controller's
+	// ClusterRole: cluster-scoped like the XMesh, and deleted by both `helm
+	// uninstall` and `kubectl delete -k`, which leave the CRDs or take them along).
+	Owner  func(ctx context.Context) (metav1.OwnerReference, error)
+	Logger *slog.Logger
 }
 
 // Reconciler keeps the status of Weft's XMeshes.
@@ -166,6 +171,22 @@ func Default() *xv1a1.XMesh {
 
 func ptr[T any](v T) *T { return &v }
 
+// defaultMesh is Default owned by Config.Owner; without an owner it is created anyway
+// (a mesh without its XMesh has no status to show) and the log says what is left behind.
+func (r *Reconciler) defaultMesh(ctx context.Context) *xv1a1.XMesh {
+	m := Default()
+	if r.cfg.Owner == nil {
+		return m
+	}
+	ref, err := r.cfg.Owner(ctx)
+	if err != nil {
+		r.log.Warn("the default XMesh gets no owner: an uninstall will leave it behind", logkey.Name, m.Name, logkey.Error, err)
+		return m
+	}
+	m.OwnerReferences = []metav1.OwnerReference{ref}
+	return m
+}
+
 // Reconcile creates the default XMesh when there is none of Weft's, writes the
 // wanted status on every XMesh of Weft's whose status differs, and returns how many
 // objects it wrote.
@@ -178,7 +199,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (int, error) {
 	var errs []error
 	n := 0
 	if !slices.ContainsFunc(list.Items, func(m xv1a1.XMesh) bool { return Ours(&m) }) {
-		created, err := api.Create(ctx, Default(), metav1.CreateOptions{})
+		created, err := api.Create(ctx, r.defaultMesh(ctx), metav1.CreateOptions{})
 		switch {
 		case apierrors.IsAlreadyExists(err):
 			// another controller's XMesh has the name; Weft claims no other one

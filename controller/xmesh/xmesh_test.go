@@ -2,6 +2,8 @@ package xmesh
 
 import (
 	"context"
+	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -150,5 +152,42 @@ func TestReconcileCreatesTheDefault(t *testing.T) {
 	}
 	if m, _ := taken.ExperimentalV1alpha1().XMeshes().Get(ctx, DefaultName, metav1.GetOptions{}); Ours(m) {
 		t.Fatal("another controller's XMesh was taken over")
+	}
+}
+
+// TestDefaultIsOwned: the default XMesh carries Config.Owner's reference, so the
+// garbage collector removes it with the install; when the owner cannot be read the
+// mesh is still created (it carries the status) without one.
+func TestDefaultIsOwned(t *testing.T) {
+	ctx := context.Background()
+	ref := metav1.OwnerReference{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: "weft-controller", UID: "u-1"}
+	for _, tc := range []struct {
+		name  string
+		owner func(context.Context) (metav1.OwnerReference, error)
+		want  []metav1.OwnerReference
+	}{
+		{"owner", func(context.Context) (metav1.OwnerReference, error) { return ref, nil }, []metav1.OwnerReference{ref}},
+		{"owner unreadable", func(context.Context) (metav1.OwnerReference, error) {
+			return metav1.OwnerReference{}, errors.New("forbidden")
+		}, nil},
+		{"no owner configured", nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := fake.NewSimpleClientset()
+			r, err := New(Config{Client: cs, Owner: tc.owner})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got, err := cs.ExperimentalV1alpha1().XMeshes().Get(ctx, DefaultName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.OwnerReferences, tc.want) {
+				t.Errorf("owner references %+v, want %+v", got.OwnerReferences, tc.want)
+			}
+		})
 	}
 }
