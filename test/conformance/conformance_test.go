@@ -39,6 +39,7 @@ import (
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 	"sigs.k8s.io/yaml"
 
+	weftlab "github.com/weft-mesh/weft/test/lab"
 	"github.com/weft-mesh/weft/test/lab/labtest"
 )
 
@@ -50,7 +51,7 @@ var lab *labtest.Lab
 func TestMain(m *testing.M) {
 	flag.Parse()
 	os.Exit(labtest.Main(m, labtest.Options{Nodes: 2, Build: []string{
-		"./cmd/weft-lab", "./cmd/weft-controller", "./cmd/weft-agent", "./cmd/weftctl",
+		"./cmd/weft-lab", "./cmd/weft-images", "./cmd/weftctl",
 		"./test/echo/cmd/weft-echo",
 	}}, &lab))
 }
@@ -60,7 +61,7 @@ func TestPrivilegedMeshConformance(t *testing.T) {
 	log.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true)))
 	root := lab.Paths.Root
 
-	install(t, root)
+	install(t)
 	c := newClient(t)
 	cs, err := clientset.NewForConfig(lab.Config)
 	if err != nil {
@@ -143,18 +144,23 @@ func newClient(t *testing.T) client.Client {
 
 var installed bool
 
-// install applies manifests/ as a user does and waits for the rollouts (once per run).
-func install(t *testing.T, root string) {
+// install applies manifests/ with kustomize as a user does (the images built from the
+// code under test, pushed to the lab's registry and set with a kustomize images:
+// entry) and waits for the rollouts (once per run). The e2e suite installs with Helm.
+func install(t *testing.T) {
 	t.Helper()
 	if installed {
 		return
 	}
 	installed = true
 	start := time.Now()
-	kubectl(t, "apply", "--server-side", "--force-conflicts", "-k", filepath.Join(root, "manifests"))
-	kubectl(t, "-n", "weft-system", "rollout", "status", "deployment/weft-controller", "--timeout=300s")
-	kubectl(t, "-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=300s")
-	t.Logf("weft installed from manifests/ in %s", time.Since(start).Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	var out strings.Builder
+	if err := lab.InstallWeft(ctx, weftlab.Kustomize, "dev", &out); err != nil {
+		t.Fatalf("install weft: %v", err)
+	}
+	t.Logf("weft installed from manifests/ (kustomize, lab registry images) in %s", time.Since(start).Round(time.Millisecond))
 }
 
 func kubectl(t *testing.T, args ...string) string {

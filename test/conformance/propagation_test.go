@@ -25,7 +25,7 @@ const propNS = "weft-propagation"
 // the route takes effect; the times are logged (timings never gate go test).
 func TestPrivilegedRoutePropagation(t *testing.T) {
 	labtest.Require(t, lab)
-	install(t, lab.Paths.Root)
+	install(t)
 	c := newClient(t)
 	kubectl(t, "apply", "--server-side", "--force-conflicts", "-f", "testdata/propagation.yaml")
 	t.Cleanup(func() { _, _ = kubectlErr("delete", "namespace", propNS, "--wait=false", "--ignore-not-found") })

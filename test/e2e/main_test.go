@@ -1,5 +1,6 @@
-// Package e2e proves the mesh on the lab, black-box: weft is installed from
-// manifests/ exactly as a user installs it, and every check goes through
+// Package e2e proves the mesh on the lab, black-box: weft is installed from its
+// images and its Helm chart exactly as a user installs it (the images built from the
+// code under test, pushed to the lab's registry), and every check goes through
 // kubectl-visible objects and real traffic sent from pods.
 package e2e
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/test/echo"
+	weftlab "github.com/weft-mesh/weft/test/lab"
 	"github.com/weft-mesh/weft/test/lab/labtest"
 )
 
@@ -26,7 +28,7 @@ var lab *labtest.Lab
 
 func TestMain(m *testing.M) {
 	os.Exit(labtest.Main(m, labtest.Options{Nodes: 2, Build: []string{
-		"./cmd/weft-lab", "./cmd/weft-controller", "./cmd/weft-agent", "./cmd/weftctl",
+		"./cmd/weft-lab", "./cmd/weft-images", "./cmd/weftctl",
 		"./test/echo/cmd/weft-echo",
 	}}, &lab))
 }
@@ -38,6 +40,22 @@ type env struct {
 }
 
 var installed bool
+
+// releaseTag is the image tag of the install under test; upgradeTag the release
+// HelmUpgradeUnderTraffic upgrades to.
+const (
+	releaseTag = "dev"
+	upgradeTag = "next"
+)
+
+// tlog writes command output into the test log.
+type tlog struct{ t *testing.T }
+
+func (w tlog) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
 
 // setup installs weft (once per process) and the faces example.
 func setup(t *testing.T) *env {
@@ -54,9 +72,11 @@ func setup(t *testing.T) *env {
 func (e *env) install() {
 	e.t.Helper()
 	start := time.Now()
-	e.kubectl("apply", "--server-side", "--force-conflicts", "-k", filepath.Join(e.root, "manifests"))
-	e.kubectl("-n", "weft-system", "rollout", "status", "deployment/weft-controller", "--timeout=180s")
-	e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	if err := lab.InstallWeft(ctx, weftlab.Helm, releaseTag, tlog{e.t}); err != nil {
+		e.t.Fatalf("install weft: %v", err)
+	}
 	e.apply("faces.yaml")
 	for _, d := range []string{"color", "color2"} {
 		e.kubectl("-n", "faces", "rollout", "status", "deployment/"+d, "--timeout=180s")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"os/exec"
 	"regexp"
 	"sort"
@@ -22,7 +21,7 @@ import (
 const colorURL = "http://color.faces.svc.cluster.local/"
 
 // TestPrivilegedMesh runs the end-to-end scenarios in order on one lab with
-// weft installed from manifests/.
+// weft installed from its images with the Helm chart.
 func TestPrivilegedMesh(t *testing.T) {
 	e := setup(t)
 	steps := []struct {
@@ -44,6 +43,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"AgentRestart", testAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
 		{"APIServerCrash", testAPIServerCrash},
+		{"HelmUpgradeUnderTraffic", testHelmUpgrade},
 		{"LeastPrivilegeRBAC", testRBAC},
 		{"UninstallRemovesTheRedirect", testUninstall},
 	}
@@ -611,33 +611,3 @@ func testRBAC(t *testing.T, e *env) {
 	}
 }
 
-// testUninstall removes weft the documented way and checks that every
-// node's redirect (pinned BPF links and maps) is gone and traffic takes the
-// ordinary path again.
-func testUninstall(t *testing.T, e *env) {
-	e.kubectl("delete", "--wait=true", "--ignore-not-found", "-k", e.root+"/manifests")
-	e.eventually(2*time.Minute, "agent pods gone", func() string {
-		out, _ := e.kubectlErr("get", "pods", "-A", "-l", "app.kubernetes.io/name=weft-agent", "-o", "name")
-		if strings.TrimSpace(out) != "" && !strings.Contains(out, "No resources") {
-			return out
-		}
-		return ""
-	})
-	installed = false
-	for _, node := range []string{"lab-node-1", "lab-node-2"} {
-		pins := "/sys/fs/bpf/weft/" + node
-		e.eventually(30*time.Second, "pins of "+node+" removed", func() string {
-			if entries, err := os.ReadDir(pins); err == nil {
-				return fmt.Sprintf("%s still holds %d pins", pins, len(entries))
-			}
-			return ""
-		})
-	}
-	r := e.client("faces", "--url", colorURL, "--count", "50")
-	if r.Errors != 0 {
-		t.Errorf("traffic after uninstall: %+v", r)
-	}
-	if v1, v2, _ := versions(r); v2 != 0 || v1 != 50 {
-		t.Errorf("routes still applied after uninstall: %+v", r)
-	}
-}
