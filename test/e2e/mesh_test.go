@@ -610,4 +610,3 @@ func testRBAC(t *testing.T, e *env) {
 		}
 	}
 }
-
