@@ -7,6 +7,7 @@ package install
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/diff"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/api/mesh"
@@ -35,6 +37,7 @@ const (
 // install holds the paths the tests need.
 type install struct {
 	root, chart, helm, kubectl string
+	kubeconfig                 string // of the apiserver the tools talk to; none when empty
 }
 
 // setup finds the repository and the tools. A missing tool fails the test
@@ -72,13 +75,14 @@ func setup(t *testing.T) install {
 func (in install) run(t *testing.T, tool string, args ...string) ([]byte, error) {
 	t.Helper()
 	home := t.TempDir()
+	kubeconfig := cmp.Or(in.kubeconfig, filepath.Join(home, "kubeconfig"))
 	cmd := exec.Command(tool, args...)
 	cmd.Dir = in.root
 	cmd.Env = append(os.Environ(),
 		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
 		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
 		"HELM_DATA_HOME="+filepath.Join(home, "data"),
-		"KUBECONFIG="+filepath.Join(home, "kubeconfig"))
+		"KUBECONFIG="+kubeconfig)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -318,6 +322,68 @@ func TestChartLint(t *testing.T) {
 	if _, err := in.run(t, in.helm, "lint", "--strict", "-n", mesh.SystemNamespace, in.chart); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestHelmInstall installs the chart as the README says into a real
+// apiserver (no nodes: the objects, not the pods), upgrades it with every
+// value set, and uninstalls it: the apiserver accepts every object, Helm
+// installs the CRDs of crds/ and, by its convention, leaves them behind.
+func TestHelmInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an apiserver (-short)")
+	}
+	in := setup(t)
+	bin, err := kubetest.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// envtest directly, not kubetest.Start: that one installs the Gateway API
+	// CRDs itself, and here Helm must.
+	env := &envtest.Environment{BinaryAssetsDirectory: bin}
+	if _, err := env.Start(); err != nil {
+		t.Fatalf("start test apiserver: %v (run `make tools lab-binaries`)", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Logf("stop test apiserver: %v", err)
+		}
+	})
+	in.kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(in.kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns := mesh.SystemNamespace
+	must := func(tool string, args ...string) string {
+		t.Helper()
+		out, err := in.run(t, tool, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+
+	must(in.helm, "install", "weft", in.chart, "-n", ns, "--create-namespace")
+	var names []string
+	for _, obj := range in.render(t) {
+		names = append(names, strings.ToLower(obj["kind"].(string))+"/"+field(t, obj, "metadata", "name").(string))
+	}
+	must(in.kubectl, append([]string{"get", "-n", ns, "-o", "name"}, names...)...)
+
+	values, err := filepath.Abs(filepath.Join("testdata", "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(in.helm, "upgrade", "weft", in.chart, "-n", ns, "-f", values)
+	image := must(in.kubectl, "get", "-n", ns, "daemonset/weft-agent", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+	if want := "registry.example.com/mirror/weft/weft-agent:v1.2.3"; image != want {
+		t.Errorf("agent image after helm upgrade: %q, want %q", image, want)
+	}
+
+	must(in.helm, "uninstall", "weft", "-n", ns)
+	if _, err := in.run(t, in.kubectl, "get", "-n", ns, "daemonset/weft-agent"); err == nil {
+		t.Error("daemonset/weft-agent is still there after helm uninstall")
+	}
+	must(in.kubectl, "get", "crd/xmeshes.gateway.networking.x-k8s.io")
 }
 
 // field returns the value at path in obj, failing the test when it is absent.
