@@ -7,9 +7,13 @@ CACHE := $(ROOT)/.cache
 BIN := $(CACHE)/bin
 TOOLS := $(CACHE)/tools
 K8S_BIN := $(CACHE)/k8s/bin
+# helm renders and lints manifests/chart. Not a go.mod tool: it would add hundreds of
+# modules to Weft's build; `go install pkg@version` is as reproducible from the proxy.
+HELM_VERSION := v4.3.2
+HELM := $(TOOLS)/helm
 export PATH := $(BIN):$(K8S_BIN):$(TOOLS):$(PATH)
 
-.PHONY: help build generate lint test lab-binaries lab-up lab-down lab-install demo bench tools conformance
+.PHONY: help build generate lint helm test lab-binaries lab-up lab-down lab-install demo bench tools conformance
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -18,9 +22,18 @@ build: ## build weft-controller, weft-agent, weftctl, weft-lab and weft-echo int
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ ./cmd/... ./test/echo/cmd/weft-echo
 
-tools: ## install the pinned code generators into .cache/tools
+tools: helm ## install the pinned code generators and helm into .cache/tools
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) go install tool
+
+# A helm built by go install prints only "v4.3" as its version: the module version
+# comes from the binary's build info.
+helm: ## install the pinned helm into .cache/tools (once; a cold build takes minutes)
+	@mkdir -p $(TOOLS)
+	@if [ "$$(go version -m $(HELM) 2>/dev/null | awk '$$1 == "mod" && $$2 == "helm.sh/helm/v4" {print $$3}')" != "$(HELM_VERSION)" ]; then \
+	  echo "GOBIN=$(TOOLS) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)"; \
+	  GOBIN=$(TOOLS) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); \
+	fi
 
 generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs)
 	@bash test/deps.sh generate
@@ -29,11 +42,12 @@ generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs)
 	@if [ -f bpf/gen.sh ]; then bash bpf/gen.sh; fi
 	@if [ -f manifests/gen.sh ]; then bash manifests/gen.sh; fi
 
-lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block)
+lint: helm ## gofmt, go vet, staticcheck (pinned in go.mod's tool block), helm lint of the chart
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	go tool staticcheck ./...
 	go tool staticcheck -tags weft_insecure ./cmd/weft-agent
+	$(HELM) lint --strict -n weft-system manifests/chart
 
 lab-binaries: ## build etcd, kube-apiserver, controllers, kube-proxy, kubectl, coredns into .cache/k8s (once)
 	bash test/lab/k8s/build.sh

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -37,8 +38,7 @@ import (
 )
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	slog.SetDefault(log)
+	slog.SetDefault(newLogger(os.Stderr, slog.LevelInfo))
 	args := os.Args[1:]
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -47,7 +47,7 @@ func main() {
 	var err error
 	switch cmd {
 	case "run":
-		err = run(args, log)
+		err = run(args)
 	case "check":
 		rep := datapath.Preflight()
 		fmt.Print(rep.Format())
@@ -72,6 +72,7 @@ type flags struct {
 	insecure                                             *bool
 	tokenFile, stateDir, healthAddr, cgroupPath, pinRoot string
 	trustDomain                                          string
+	logLevel                                             slog.Level
 	grace, handoffWait                                   time.Duration
 	namespace, daemonSet                                 string
 	limits                                               *limits.Limits
@@ -91,6 +92,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.cgroupPath, "cgroup-path", "", "cgroup (relative to the cgroup2 mount) to attach to and find pods under; default: the kubepods ancestor of the agent's own cgroup")
 	fs.StringVar(&f.pinRoot, "pin-root", datapath.DefaultPinRoot, "bpffs directory for pins (one subdirectory per node)")
 	fs.StringVar(&f.trustDomain, "trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
+	fs.TextVar(&f.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	fs.DurationVar(&f.grace, "grace", 20*time.Second, "drain grace period on SIGTERM")
 	fs.DurationVar(&f.handoffWait, "handoff-wait", 25*time.Second, "on SIGTERM, keep serving up to this long until the next agent on the node takes the listeners over (not when weft is being uninstalled; 0: no wait); --handoff-wait + --grace must fit in terminationGracePeriodSeconds")
 	fs.StringVar(&f.namespace, "namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "weft-system"), "namespace of the agent's DaemonSet")
@@ -105,11 +107,18 @@ func parse(name string, args []string) (*flags, error) {
 	return f, nil
 }
 
-func run(args []string, log *slog.Logger) error {
+// newLogger is the agent's JSON logger on w, dropping records below level.
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func run(args []string) error {
 	f, err := parse("run", args)
 	if err != nil {
 		return err
 	}
+	log := newLogger(os.Stderr, f.logLevel)
+	slog.SetDefault(log)
 	setMemoryLimit(log)
 	ip, err := netip.ParseAddr(f.nodeIP)
 	if err != nil || !ip.Is4() {

@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+)
 
 func TestKubepodsAncestor(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
@@ -17,5 +22,38 @@ func TestKubepodsAncestor(t *testing.T) {
 		if got, err := kubepodsAncestor(in); err == nil {
 			t.Errorf("kubepodsAncestor(%q) = %q, want an error", in, got)
 		}
+	}
+}
+
+// TestLogLevel: --log-level sets the level of the run logger (the chart's
+// logLevel value), info when absent; an unknown level is an error.
+func TestLogLevel(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want slog.Level
+	}{
+		{nil, slog.LevelInfo},
+		{[]string{"--log-level=debug"}, slog.LevelDebug},
+		{[]string{"--log-level=info"}, slog.LevelInfo},
+		{[]string{"--log-level=warn"}, slog.LevelWarn},
+		{[]string{"--log-level=error"}, slog.LevelError},
+	} {
+		f, err := parse("run", append([]string{"--node=n1"}, tc.args...))
+		if err != nil {
+			t.Errorf("parse(%q): %v", tc.args, err)
+		} else if f.logLevel != tc.want {
+			t.Errorf("parse(%q): level %v, want %v", tc.args, f.logLevel, tc.want)
+		}
+	}
+	if _, err := parse("run", []string{"--node=n1", "--log-level=verbose"}); err == nil {
+		t.Error("parse(--log-level=verbose) succeeded, want an error")
+	}
+
+	var buf bytes.Buffer
+	log := newLogger(&buf, slog.LevelWarn)
+	log.Info("dropped")
+	log.Warn("kept")
+	if out := buf.String(); strings.Contains(out, "dropped") || !strings.Contains(out, "kept") {
+		t.Errorf("logger at warn wrote %q, want only the warning", out)
 	}
 }
