@@ -81,8 +81,9 @@ type Config struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
-	// OwnerClusterRole is the ClusterRole that owns the default XMesh the controller
-	// creates (package xmesh), so an uninstall removes it; none when empty.
+	// OwnerClusterRole is the ClusterRole that owns the objects the controller
+	// creates (the default XMesh, the CA's Secret and bundle ConfigMap, the Lease), so
+	// that an uninstall removes them; none when empty.
 	OwnerClusterRole string
 	// Authenticator checks agents' bearer tokens. Required.
 	Authenticator push.Authenticator
@@ -117,6 +118,7 @@ type Controller struct {
 	push    *push.Server
 	status  *status.Writer
 	mesh    *xmesh.Reconciler
+	owner   func(context.Context) (metav1.OwnerReference, error) // of created objects; nil: none
 	grpc    *grpc.Server
 	grpcLis net.Listener
 	health  *http.Server
@@ -200,11 +202,8 @@ func New(cfg Config) (*Controller, error) {
 	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	meshCfg := xmesh.Config{Client: gw, IsLeader: c.leader.Load, Logger: cfg.Logger}
-	if cfg.OwnerClusterRole != "" {
-		meshCfg.Owner = clusterRoleOwner(kube, cfg.OwnerClusterRole)
-	}
-	if c.mesh, err = xmesh.New(meshCfg); err != nil {
+	c.owner = clusterRoleOwner(kube, cfg.OwnerClusterRole)
+	if c.mesh, err = xmesh.New(xmesh.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
@@ -515,8 +514,16 @@ func (c *Controller) becomeLeader(ctx context.Context) {
 // elect campaigns for the Lease until ctx ends; after losing it, it
 // campaigns again.
 func (c *Controller) elect(ctx context.Context) {
+	meta := metav1.ObjectMeta{Namespace: c.cfg.Namespace, Name: c.cfg.LeaseName}
+	if c.owner != nil {
+		if ref, err := c.owner(ctx); err == nil {
+			meta.OwnerReferences = []metav1.OwnerReference{ref}
+		} else {
+			c.log.Warn("the Lease gets no owner: an uninstall will leave it behind", logkey.Error, err)
+		}
+	}
 	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: c.cfg.Namespace, Name: c.cfg.LeaseName},
+		LeaseMeta:  meta,
 		Client:     c.kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.ID},
 	}
@@ -579,9 +586,14 @@ func (c *Controller) healthMux() *http.ServeMux {
 	return mux
 }
 
-// clusterRoleOwner returns the owner reference of the named ClusterRole. The reference
-// does not block the owner's deletion (that would need the finalizers permission).
+// clusterRoleOwner returns the owner reference of the named ClusterRole (nil when name
+// is empty). The reference does not block the owner's deletion (that would need the
+// finalizers permission). Namespaced and cluster-scoped objects may both have a
+// cluster-scoped owner.
 func clusterRoleOwner(kube kubernetes.Interface, name string) func(context.Context) (metav1.OwnerReference, error) {
+	if name == "" {
+		return nil
+	}
 	return func(ctx context.Context) (metav1.OwnerReference, error) {
 		cr, err := kube.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {

@@ -88,6 +88,7 @@ func newReplica(cfg ReplicaConfig) (*replica, error) {
 		Authenticator:  auth,
 		Pods:           ca.NewAPIPods(kube),
 		OnBundleChange: r.bundleChanged,
+		Owner:          clusterRoleOwner(kube, c.OwnerClusterRole),
 		Logger:         c.Logger,
 	})
 	if err != nil {

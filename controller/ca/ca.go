@@ -61,7 +61,11 @@ type Config struct {
 	// OnBundleChange, when set, is called (without locks held) after the
 	// trust bundle changed, so the caller can push it with policy.
 	OnBundleChange func()
-	Logger         *slog.Logger
+	// Owner, when set, names the object the Secret and ConfigMap the CA creates are
+	// owned by, so that the garbage collector removes them when Weft is uninstalled.
+	// A root Secret the user created is never given an owner.
+	Owner  func(ctx context.Context) (metav1.OwnerReference, error)
+	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -182,7 +186,8 @@ func (c *CA) EnsureRoot(ctx context.Context) error {
 	}
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: c.cfg.SecretName, Namespace: c.cfg.Namespace, Annotations: ann,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "weft-controller"}},
+			Labels:          map[string]string{"app.kubernetes.io/managed-by": "weft-controller"},
+			OwnerReferences: c.ownerRefs(ctx)},
 		Type: corev1.SecretTypeTLS,
 		Data: data,
 	}
@@ -293,4 +298,18 @@ func (c *CA) watchOnce(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ownerRefs are the owner references of an object the CA creates: Config.Owner's, or
+// none (logged) when it is unset or cannot be read.
+func (c *CA) ownerRefs(ctx context.Context) []metav1.OwnerReference {
+	if c.cfg.Owner == nil {
+		return nil
+	}
+	ref, err := c.cfg.Owner(ctx)
+	if err != nil {
+		c.log.Warn("created without an owner: an uninstall will leave it behind", logkey.Error, err)
+		return nil
+	}
+	return []metav1.OwnerReference{ref}
 }

@@ -104,7 +104,8 @@ func (c *CA) PublishBundle(ctx context.Context, name string) error {
 	if apierrors.IsNotFound(err) {
 		_, err = cms.Create(ctx, &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.cfg.Namespace,
-				Labels: map[string]string{"app.kubernetes.io/managed-by": "weft-controller"}},
+				Labels:          map[string]string{"app.kubernetes.io/managed-by": "weft-controller"},
+				OwnerReferences: c.ownerRefs(ctx)},
 			Data: data,
 		}, metav1.CreateOptions{})
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 func TestServingCertificateFollowsRotation(t *testing.T) {
@@ -73,5 +74,37 @@ func TestPublishBundle(t *testing.T) {
 	}
 	if certs, err := parseCerts([]byte(read())); err != nil || len(certs) != 2 {
 		t.Fatalf("published bundle after staging has %d roots (%v), want 2", len(certs), err)
+	}
+}
+
+// TestCreatedObjectsAreOwned: the root Secret and the bundle ConfigMap the CA creates
+// carry Config.Owner's reference (the garbage collector removes them on uninstall).
+func TestCreatedObjectsAreOwned(t *testing.T) {
+	ctx := context.Background()
+	ref := metav1.OwnerReference{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: "weft-controller", UID: "u-1"}
+	client := fake.NewClientset()
+	c, err := New(Config{Client: client, Namespace: "weft-system", Logger: discard,
+		Owner: func(context.Context) (metav1.OwnerReference, error) { return ref, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EnsureRoot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PublishBundle(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	s, err := client.CoreV1().Secrets("weft-system").Get(ctx, DefaultSecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm, err := client.CoreV1().ConfigMaps("weft-system").Get(ctx, DefaultBundleConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, got := range map[string][]metav1.OwnerReference{"secret": s.OwnerReferences, "configmap": cm.OwnerReferences} {
+		if len(got) != 1 || got[0] != ref {
+			t.Errorf("%s owner references %+v, want %+v", what, got, ref)
+		}
 	}
 }
