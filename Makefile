@@ -9,7 +9,7 @@ TOOLS := $(CACHE)/tools
 K8S_BIN := $(CACHE)/k8s/bin
 export PATH := $(BIN):$(K8S_BIN):$(TOOLS):$(PATH)
 
-.PHONY: help build generate lint test lab-binaries lab-up lab-down lab-install demo bench tools conformance
+.PHONY: help build images generate lint test lab-binaries lab-up lab-down lab-install demo bench tools conformance
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -17,6 +17,12 @@ help: ## list the targets
 build: ## build weft-controller, weft-agent, weftctl, weft-lab and weft-echo into .cache/bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ ./cmd/... ./test/echo/cmd/weft-echo
+
+TAG ?= dev
+REGISTRY ?=
+images: ## build the OCI images (multi-arch index) into .cache/images; REGISTRY=host/path pushes them
+	go run ./cmd/weft-images build -out $(CACHE)/images/oci -tag $(TAG)
+	$(if $(REGISTRY),go run ./cmd/weft-images push -layout $(CACHE)/images/oci -registry $(REGISTRY) -tag $(TAG))
 
 tools: ## install the pinned code generators into .cache/tools
 	@mkdir -p $(TOOLS)
