@@ -23,6 +23,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -36,6 +37,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2) // the flag package printed the usage
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weft-images:", err)
 		os.Exit(1)
