@@ -13,14 +13,20 @@ HELM_VERSION := v4.3.2
 HELM := $(TOOLS)/helm
 export PATH := $(BIN):$(K8S_BIN):$(TOOLS):$(PATH)
 
-.PHONY: help build generate lint helm test lab-binaries lab-up lab-down lab-install demo bench tools conformance
+.PHONY: help build images generate lint helm test lab-binaries lab-up lab-down lab-install demo bench tools conformance
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## build weft-controller, weft-agent, weftctl, weft-lab and weft-echo into .cache/bin
+build: ## build weft-controller, weft-agent, weftctl, weft-lab, weft-images and weft-echo into .cache/bin
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ ./cmd/... ./test/echo/cmd/weft-echo
+
+TAG ?= dev
+REGISTRY ?=
+images: ## build the OCI images (multi-arch index) into .cache/images; REGISTRY=host/path pushes them
+	go run ./cmd/weft-images build -out $(CACHE)/images/oci -tag $(TAG)
+	$(if $(REGISTRY),go run ./cmd/weft-images push -layout $(CACHE)/images/oci -registry $(REGISTRY) -tag $(TAG))
 
 tools: helm ## install the pinned code generators and helm into .cache/tools
 	@mkdir -p $(TOOLS)
@@ -35,7 +41,7 @@ helm: ## install the pinned helm into .cache/tools (once; a cold build takes min
 	  GOBIN=$(TOOLS) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); \
 	fi
 
-generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs)
+generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs, manifests/ from the chart)
 	@bash test/deps.sh generate
 	cd api && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. weft/v1/*.proto
 	cd test/echo && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. echopb/echo.proto
@@ -70,12 +76,14 @@ lab-up: build lab-binaries ## start a local lab cluster (2 nodes); KUBECONFIG=.c
 lab-down: ## stop the lab and remove everything it created
 	$(BIN)/weft-lab down
 
-lab-install: ## install weft into the running lab from manifests/ and wait until it is Ready
-	KUBECONFIG=$(CACHE)/lab/kubeconfig kubectl apply --server-side --force-conflicts -k manifests/
-	KUBECONFIG=$(CACHE)/lab/kubeconfig kubectl -n weft-system rollout status deployment/weft-controller --timeout=300s
-	KUBECONFIG=$(CACHE)/lab/kubeconfig kubectl -n weft-system rollout status daemonset/weft-agent --timeout=300s
+# The lab runs the images users run: lab-install pushes them (from `make images`) into
+# the lab's registry and installs the chart with image.registry pointing there.
+# INSTALL=kustomize installs manifests/ with a kustomize images: entry instead.
+INSTALL ?= helm
+lab-install: build images helm ## push the images into the lab registry and install weft with Helm from them; wait until Ready
+	$(BIN)/weft-lab install --method $(INSTALL) --tag $(TAG)
 
-demo: lab-up lab-install ## the lab, weft installed from manifests, a canary with real traffic
+demo: lab-up lab-install ## the lab, weft installed from its images with Helm, a canary with real traffic
 	bash test/demo/demo.sh
 
 # The mesh suite takes the lab suite lock itself (test/lab/labtest): it uses a running

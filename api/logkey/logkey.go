@@ -60,6 +60,7 @@ const (
 // Policy, status and identities.
 const (
 	Version        = "version"         // a node policy version
+	Build          = "build"           // the release a binary was built as (weft-images stamps it)
 	Nodes          = "nodes"           // how many nodes
 	Statuses       = "statuses"        // how many route statuses
 	Objects        = "objects"         // how many objects

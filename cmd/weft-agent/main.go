@@ -37,6 +37,10 @@ import (
 	"github.com/weft-mesh/weft/api/mesh"
 )
 
+// version is the release this binary was built as; weft-images sets it with
+// -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
 	slog.SetDefault(newLogger(os.Stderr, slog.LevelInfo))
 	args := os.Args[1:]
@@ -119,6 +123,7 @@ func run(args []string) error {
 	}
 	log := newLogger(os.Stderr, f.logLevel)
 	slog.SetDefault(log)
+	log.Info("starting", logkey.Build, version)
 	setMemoryLimit(log)
 	ip, err := netip.ParseAddr(f.nodeIP)
 	if err != nil || !ip.Is4() {

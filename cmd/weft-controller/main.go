@@ -17,10 +17,15 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/controller"
 	"github.com/weft-mesh/weft/controller/agentauth"
 )
+
+// version is the release this binary was built as; weft-images sets it with
+// -ldflags "-X main.version=...".
+var version = "dev"
 
 func main() {
 	if err := run(); err != nil {
@@ -55,6 +60,7 @@ func run() error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	log.Info("starting", logkey.Build, version)
 	rc, err := restConfig(*kubeconfig)
 	if err != nil {
 		return err
