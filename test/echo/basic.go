@@ -105,7 +105,14 @@ func ParseBasicEnv(getenv func(string) string) (BasicConfig, error) {
 		cfg.KeyFile = getenv("TLS_SERVER_PRIVKEY")
 		cfg.ClientCAFile = getenv("TLS_CLIENT_CACERTS")
 	}
-	for name, port := range map[string]string{"HTTP_PORT": cfg.HTTPPort, "H2C_PORT": cfg.H2CPort, "HTTPS_PORT": cfg.HTTPSPort, "TCP_PORT": cfg.TCPPort, "TLS_PORT": cfg.TLSPort, "UDP_PORT": cfg.UDPPort} {
+	// Only the ports the mode listens on must be numbers, as in echo-basic.
+	ports := map[BasicMode]map[string]string{
+		BasicHTTP: {"HTTP_PORT": cfg.HTTPPort, "H2C_PORT": cfg.H2CPort, "HTTPS_PORT": cfg.HTTPSPort},
+		BasicGRPC: {"HTTP_PORT": cfg.HTTPPort, "HTTPS_PORT": cfg.HTTPSPort},
+		BasicTCP:  {"TCP_PORT": cfg.TCPPort, "TLS_PORT": cfg.TLSPort},
+		BasicUDP:  {"UDP_PORT": cfg.UDPPort},
+	}[cfg.Mode]
+	for name, port := range ports {
 		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			return cfg, fmt.Errorf("%w: %s=%q is not a port", ErrBadConfig, name, port)
 		}

@@ -63,8 +63,14 @@ func TestParseBasicEnv(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParseBasicEnv(func(k string) string { return map[string]string{"TCP_PORT": "x"}[k] }); !errors.Is(err, ErrBadConfig) {
-		t.Errorf("TCP_PORT=x: %v, want ErrBadConfig", err)
+	for _, env := range []map[string]string{{"HTTP_PORT": "x"}, {"TCP_ECHO_SERVER": "1", "TLS_PORT": "65536"}, {"UDP_ECHO_SERVER": "1", "UDP_PORT": "-1"}} {
+		if _, err := ParseBasicEnv(func(k string) string { return env[k] }); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("%v: %v, want ErrBadConfig", env, err)
+		}
+	}
+	// A port the mode does not use is not looked at.
+	if _, err := ParseBasicEnv(func(k string) string { return map[string]string{"TCP_PORT": "x"}[k] }); err != nil {
+		t.Errorf("HTTP mode with TCP_PORT=x: %v", err)
 	}
 }
 
