@@ -45,6 +45,7 @@ generate: tools ## regenerate every generated file (protobuf, BPF objects, CRDs,
 	@bash test/deps.sh generate
 	cd api && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. weft/v1/*.proto
 	cd test/echo && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. echopb/echo.proto
+	cd test/echo/basicpb && protoc -I. --go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. grpcecho.proto && m='Mgrpcecho.proto=sigs.k8s.io/gateway-api-conformance-images/echo-basic/grpcechoserver;grpcechoserver' out=../../conformance/images/echo-basic/grpcechoserver && protoc -I. --go_opt=$$m --go-grpc_opt=$$m --go_out=paths=source_relative:$$out --go-grpc_out=paths=source_relative:$$out grpcecho.proto
 	@if [ -f bpf/gen.sh ]; then bash bpf/gen.sh; fi
 	@if [ -f manifests/gen.sh ]; then bash manifests/gen.sh; fi
 

@@ -28,6 +28,7 @@ type Identity struct {
 	Namespace string
 	Node      string
 	Service   string
+	Ingress   string // echo-basic's INGRESS_NAME
 }
 
 // Answer is the JSON body of every HTTP answer. The field names are those of the

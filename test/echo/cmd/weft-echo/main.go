@@ -5,6 +5,7 @@
 //	weft-echo idle
 //	weft-echo advanced [--port N]... [--grpc N]... [--tcp N]... [--tls N]... [--version V]
 //	weft-echo advanced-client URL [--method=M] [-H K:V]... [--count=N]   (also run as "client")
+//	weft-echo basic   (configured by echo-basic's environment: see test/echo/basic.go)
 //
 // serve answers HTTP/1.1, h2c and WebSocket (/ws) on the HTTP port and gRPC on the gRPC
 // port with the facts of the request and of the pod (POD_NAME, NAMESPACE or POD_NAMESPACE,
@@ -15,6 +16,9 @@
 // advanced is the surface of the Gateway API conformance echo-advanced image: Key=Value
 // answers on HTTP, gRPC and TCP echo ports; advanced-client is its exec'd client, and
 // weft-echo started under the name "client" (a link on the image's PATH) is that client.
+//
+// basic is the Gateway API conformance echo-basic image: HTTP, gRPC, TCP or UDP echo
+// servers chosen and configured by the container's environment, as that image is.
 package main
 
 import (
@@ -49,7 +53,7 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage: weft-echo serve|client|idle|advanced|advanced-client [flags]")
+var errUsage = errors.New("usage: weft-echo serve|client|idle|advanced|advanced-client|basic [flags]")
 
 func run(args []string) error {
 	if len(args) == 0 {
@@ -73,6 +77,17 @@ func run(args []string) error {
 		cfg.Identity = echo.Identity{Pod: echo.PodName(), Namespace: os.Getenv("POD_NAMESPACE")}
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 		return echo.ServeAdvanced(ctx, cfg)
+	case "basic":
+		if len(args) > 1 {
+			return fmt.Errorf("%w: basic takes no arguments (echo-basic is configured by its environment)", errUsage)
+		}
+		cfg, err := echo.ParseBasicEnv(os.Getenv)
+		if err != nil {
+			return err
+		}
+		cfg.Requests = os.Stdout
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+		return echo.ServeBasic(ctx, cfg)
 	case "advanced-client":
 		cfg, err := echo.ParseAdvancedClientArgs(args[1:])
 		if err != nil {
