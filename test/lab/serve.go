@@ -31,11 +31,20 @@ func Images(p Paths) map[string]node.Image {
 		// The Gateway API mesh conformance suite's echo (Istio's echo app): weft-echo's
 		// advanced mode, with `client` on the image's PATH (see LinkEchoAdvancedClient).
 		EchoAdvancedImage: {Entrypoint: []string{bin("weft-echo"), "advanced"}, Path: []string{echoAdvancedPathDir(p)}},
+		// The Gateway API conformance suite's backends (echo-basic; v0.2.0 runs its
+		// udp-echo): weft-echo's basic mode, configured by the container's env.
+		EchoBasicImage:   {Entrypoint: []string{bin("weft-echo"), "basic"}},
+		EchoBasicImageV2: {Entrypoint: []string{bin("weft-echo"), "basic"}},
 	}
 }
 
-// EchoAdvancedImage is the image the Gateway API mesh conformance suite runs.
-const EchoAdvancedImage = "registry.k8s.io/gateway-api/conformance/echo-advanced:v0.1.0"
+// The images the Gateway API conformance suite runs: the mesh suite's echo, and the
+// Gateway profiles' backends.
+const (
+	EchoAdvancedImage = "registry.k8s.io/gateway-api/conformance/echo-advanced:v0.1.0"
+	EchoBasicImage    = "registry.k8s.io/gateway-api/conformance/echo-basic:v0.1.0"
+	EchoBasicImageV2  = "registry.k8s.io/gateway-api/conformance/echo-basic:v0.2.0"
+)
 
 func echoAdvancedPathDir(p Paths) string { return filepath.Join(p.BinDir, "echo-advanced") }
 
