@@ -154,11 +154,10 @@ func (s procSpec) inRoot() bool { return s.Root != nil || s.Chroot != "" }
 // them; with Root one holding an image container's root filesystem; with
 // Mntns it joins that one. The process is its own process group.
 //
-// All of it happens on a locked OS thread that forks the process and is
-// then discarded (its goroutine returns without unlocking it, so the
-// runtime ends the thread; the runtime also never clones a locked thread):
-// its namespaces, root directory and capability bounding set change for
-// good, and the process inherits them.
+// All of it happens on a thread of onDisposableThread that forks the process
+// and then ends (the runtime never clones a locked thread either): its
+// namespaces, root directory and capability bounding set change for good,
+// and the process inherits them.
 func startProc(spec procSpec) (*exec.Cmd, error) {
 	if len(spec.Argv) == 0 {
 		return nil, fmt.Errorf("start process: empty command")
@@ -168,24 +167,37 @@ func startProc(spec procSpec) (*exec.Cmd, error) {
 		return nil, err
 	}
 	defer files.close()
-	type result struct {
-		cmd *exec.Cmd
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: see above
-		cmd, err := forkIn(spec, files)
-		res <- result{cmd, err}
-	}()
-	r := <-res
+	var cmd *exec.Cmd
+	onDisposableThread(func() { cmd, err = forkIn(spec, files) })
 	switch {
-	case r.err != nil && spec.inRoot():
-		return nil, fmt.Errorf("unable to start container process: %w", r.err)
-	case r.err != nil:
-		return nil, fmt.Errorf("start %s: %w", spec.Argv[0], r.err)
+	case err != nil && spec.inRoot():
+		return nil, fmt.Errorf("unable to start container process: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("start %s: %w", spec.Argv[0], err)
 	}
-	return r.cmd, nil
+	return cmd, nil
+}
+
+// onDisposableThread runs fn on an OS thread locked to it that ends when fn
+// returns, so whatever fn changes about the thread (namespaces, root,
+// capabilities) never reaches other goroutines. The main thread is never
+// used: it cannot end (the runtime parks it for good) and /proc/self shows
+// it, so the process would keep fn's namespaces alive and show them there.
+func onDisposableThread(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// While this goroutine holds the main thread, the new one
+			// cannot run on it.
+			onDisposableThread(fn)
+			runtime.UnlockOSThread()
+			return
+		}
+		fn() // never unlocked: the runtime ends the thread with the goroutine
+	}()
+	<-done
 }
 
 // procFiles are the namespace and cgroup files a process starts in.
