@@ -41,12 +41,13 @@ func TestPrivilegedImagePodsRunInTheirImage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(hostDir, "marker"), []byte("from-the-host"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	root := int64(0)
+	root, yes := int64(0), true
 	lab.create(
 		lab.pod("good", 0, ref, goodPodSpec(hostDir)),
 		lab.pod("rootcaps", 1, ref, withSecurity(&corev1.SecurityContext{RunAsUser: &root,
 			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN"}}})),
 		lab.pod("rootdefault", 0, ref, withSecurity(&corev1.SecurityContext{RunAsUser: &root})),
+		lab.pod("privileged", 1, ref, withSecurity(&corev1.SecurityContext{RunAsUser: &root, Privileged: &yes})),
 	)
 	waitFor(t, "good Ready (exec readiness probe inside the image)", 60*time.Second, func() (bool, error) {
 		for _, c := range lab.get("good").Status.Conditions {
@@ -59,6 +60,11 @@ func TestPrivilegedImagePodsRunInTheirImage(t *testing.T) {
 	checkGoodReport(t, lab, lab.report("good", 0))
 	checkCaps(t, "rootcaps", lab.report("rootcaps", 1), 0, capsOf("NET_ADMIN"), capsOf("NET_ADMIN"))
 	checkCaps(t, "rootdefault", lab.report("rootdefault", 0), 0, defaultCaps, defaultCaps)
+	priv := lab.report("privileged", 1)
+	checkCaps(t, "privileged", priv, 0, allCaps, allCaps)
+	if _, err := os.Stat("/dev/kmsg"); err == nil && !slices.Contains(priv.Dev, "kmsg") {
+		t.Errorf("a privileged container lacks the host's devices: %v", priv.Dev)
+	}
 	if s := lab.get("good").Status.ContainerStatuses[0]; !strings.HasPrefix(s.ImageID, lab.reg+"/lab/app@sha256:") {
 		t.Errorf("good imageID %q, want the repository digest", s.ImageID)
 	}
@@ -224,6 +230,28 @@ func checkImageCleanup(t *testing.T, lab *imageLab) {
 		t.Errorf("image store holds %v, want the one pulled image (kept by Cleanup)", images)
 	}
 	assertNothingLeft(t, lab.nodes, nil)
+	checkCleanupAfterCrash(t, lab)
+}
+
+// checkCleanupAfterCrash plants what a crashed node leaves of a container
+// filesystem (overlay's work/work is mode 000) and runs Cleanup twice.
+func checkCleanupAfterCrash(t *testing.T, lab *imageLab) {
+	t.Helper()
+	work := filepath.Join(lab.nodes[1].StateDir, "pods", "ns_crashed_uid", "containers", "main", "work", "work")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(work, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := Cleanup(lab.root); err != nil {
+			t.Fatalf("Cleanup %d after a crash: %v", i+1, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Dir(filepath.Dir(work))); err == nil {
+		t.Error("Cleanup left a crashed node's container filesystem")
+	}
 }
 
 // TestPrivilegedImagePodsFailLikeAKubelet runs images that cannot run and
@@ -252,10 +280,12 @@ func TestPrivilegedImagePodsFailLikeAKubelet(t *testing.T) {
 		lab.pod("bad-entry", 0, badEntry), lab.pod("no-loader", 0, noLoader), lab.pod("no-libc", 1, noLibc),
 		lab.pod("ghost", 1, ghost), lab.pod("nonroot", 0, rootUser, nonRoot), lab.pod("named", 1, named, nonRoot),
 		lab.pod("missing", 0, lab.reg+"/lab/missing:v1"),
+		lab.pod("not-exec", 1, badEntry, func(p *corev1.Pod) { p.Spec.Containers[0].Command = []string{"/srv/data/marker"} }),
 		lab.pod("never", 1, never, func(p *corev1.Pod) { p.Spec.Containers[0].ImagePullPolicy = corev1.PullNever }),
 	)
 	checkStartError(t, lab, "bad-entry", `unable to start container process: exec: "/usr/local/bin/app": stat /usr/local/bin/app: no such file or directory`)
 	checkStartError(t, lab, "no-loader", `exec: "/bin/true": no such file or directory (its ELF interpreter /`)
+	checkStartError(t, lab, "not-exec", `exec: "/srv/data/marker": permission denied`)
 	s := lab.waitStatus("no-libc", "exit 127 in CrashLoopBackOff", func(s corev1.ContainerStatus) bool {
 		l := s.LastTerminationState.Terminated
 		return waitingFor("CrashLoopBackOff", "back-off")(s) && l != nil && l.ExitCode == 127 && l.Reason == "Error"
