@@ -151,7 +151,11 @@
 // temporary directory renamed into place; flocks make concurrent pulls of one
 // image by several nodes or processes pull and unpack once. Ownership,
 // modes (setuid too), symlinks and hard links are kept; device nodes, FIFOs
-// and extended attributes (file capabilities) in layers are not.
+// and extended attributes (file capabilities) in layers are not. Nothing is
+// ever removed from the store (no image garbage collection), and
+// imagePullSecrets are not used. ImageStore and StateDir must be absolute
+// paths without ',', ':' or '\' (overlay mount options), and StateDir must
+// be on a filesystem overlayfs accepts as upper dir (not overlayfs itself).
 //
 // An image container's root is an overlay: lower the stored rootfs, upper
 // and work per container under the pod's state dir, recreated on every
