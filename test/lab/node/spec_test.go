@@ -281,3 +281,28 @@ func TestPathDirsPutTheImagePathFirst(t *testing.T) {
 		t.Errorf("pathDirs(other) = %v", got)
 	}
 }
+
+func TestValidateImageStorePaths(t *testing.T) {
+	ok := Config{
+		Name: "lab-node-1", StateDir: "/var/lib/lab/n1", NodeIP: netip.MustParseAddr("172.30.0.11"),
+		PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16"),
+		APIServerVIP: netip.MustParseAddrPort("172.30.255.1:6443"), CgroupRoot: "/sys/fs/cgroup",
+		Kubeconfig: "/k", ClusterDNS: netip.MustParseAddr("10.96.0.10"), ClusterDomain: "cluster.local",
+		APIServerHost: "127.0.0.1:6443", KubeletPort: 10251, KubeletServingCert: "c", KubeletServingKey: "k", ClientCA: "ca",
+		ImageStore: "/var/lib/lab/images",
+	}
+	if err := ok.validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.ImageStore = "images" },
+		func(c *Config) { c.ImageStore = "/var/lib/lab:images" },
+		func(c *Config) { c.StateDir = "/var/lib/lab,n1" },
+	} {
+		c := ok
+		bad(&c)
+		if err := c.validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("ImageStore %q StateDir %q accepted: %v", c.ImageStore, c.StateDir, err)
+		}
+	}
+}
