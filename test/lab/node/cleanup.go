@@ -60,6 +60,7 @@ func findStates(root string) ([]nodeState, error) {
 		if !nodeNameRE.MatchString(st.Name) || !filepath.IsAbs(st.CgroupRoot) {
 			return fmt.Errorf("read %s: bad node state %+v", p, st)
 		}
+		st.dir = filepath.Dir(p)
 		states = append(states, st)
 		return nil
 	})
@@ -88,6 +89,11 @@ func cleanupNode(st nodeState) error {
 	if err := removeCgroupTree(nodeCgroup(st.CgroupRoot, st.Name)); err != nil {
 		errs = append(errs, err)
 	}
+	// With their processes gone, the image containers' overlays went with
+	// their mount namespaces; their upper and work dirs remain.
+	if err := removeContainerDirs(st.dir); err != nil {
+		errs = append(errs, err)
+	}
 	entries, err := os.ReadDir(netnsDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
@@ -101,6 +107,25 @@ func cleanupNode(st nodeState) error {
 	}
 	// Remove the parent weft-lab cgroup when this was its last node.
 	_ = syscall.Rmdir(filepath.Join(st.CgroupRoot, cgroupTop))
+	return errors.Join(errs...)
+}
+
+// removeContainerDirs removes the image containers' filesystems
+// (<StateDir>/pods/*/containers) of a node.
+func removeContainerDirs(stateDir string) error {
+	if stateDir == "" {
+		return nil
+	}
+	dirs, err := filepath.Glob(filepath.Join(stateDir, "pods", "*", "containers"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, fmt.Errorf("remove container filesystems: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -32,6 +32,11 @@ type Config struct {
 	PathDirs                                        []string         // prepended to every container's PATH
 	CgroupRoot                                      string           // cgroup v2 mount (or a cgroup below it), e.g. /sys/fs/cgroup/unified
 	KubeProxyBin                                    string           // kube-proxy binary
+	// ImageStore is the directory pulled images are unpacked into, shared
+	// by the nodes of a lab and kept by Run and Cleanup (see the package
+	// doc, Images). Images not in Images are pulled into it; "" disables
+	// pulls (such images then fail with ErrImagePull).
+	ImageStore string
 }
 
 // Image is what a container image runs: like an OCI image config.
@@ -93,6 +98,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: node %s: KubeletPort %d", ErrConfig, c.Name, c.KubeletPort)
 	case c.KubeletServingCert == "" || c.KubeletServingKey == "" || c.ClientCA == "":
 		return fmt.Errorf("%w: node %s: kubelet serving cert, key and client CA are required", ErrConfig, c.Name)
+	case c.ImageStore != "" && (!filepath.IsAbs(c.ImageStore) || !filepath.IsAbs(c.StateDir)):
+		return fmt.Errorf("%w: node %s: ImageStore %q and StateDir %q must be absolute paths", ErrConfig, c.Name, c.ImageStore, c.StateDir)
+	case c.ImageStore != "" && (!validOverlayPath(c.ImageStore) || !validOverlayPath(c.StateDir)):
+		return fmt.Errorf("%w: node %s: ImageStore %q and StateDir %q must not hold ',', ':' or '\\' (overlay mount options)", ErrConfig, c.Name, c.ImageStore, c.StateDir)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -38,6 +37,7 @@ type container struct {
 	instance int           // index of the latest started process (log file name)
 	exited   chan struct{} // closed when the current process exits
 	env      []string      // environment of the current process (exec uses it)
+	root     *execRoot     // image containers: root, user and capabilities of the current process
 	started  bool          // run was called
 	liveKill bool          // the current process was killed by its liveness probe
 	alive    bool          // the current process has not been reaped
@@ -119,104 +119,170 @@ func (c *container) stopping() bool {
 	}
 }
 
-// run starts the container's process, waits for it and restarts it as the
-// restart policy says, with back-off.
+// run gets the container's image, starts its process, waits for it and
+// restarts it as the restart policy says, with back-off; every failure
+// shows as the kubelet's waiting reason.
 func (c *container) run() {
 	defer close(c.done)
-	backoff := backoffStart
-	first := true
-	for !c.stopping() {
-		argv, env, err := c.w.containerCommand(c.spec)
-		if errors.Is(err, ErrImageNotMapped) {
-			c.setWaiting("ErrImagePull", fmt.Sprintf("failed to pull image %q: %v", c.spec.Image, err))
-			<-c.stopCh
-			return
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stopCh:
+			cancel()
+		case <-ctx.Done():
 		}
+	}()
+	var pullBackoff, crashBackoff backoff
+	for attempt := 0; !c.stopping(); {
+		img, err := c.w.k.containerImage(ctx, c.spec)
 		if err != nil {
-			c.setWaiting("CreateContainerConfigError", err.Error())
-			if !c.sleep(backoff) {
+			if !c.imageFailed(err, &pullBackoff) {
 				return
 			}
-			backoff = min(2*backoff, backoffMax)
 			continue
 		}
-		c.mu.Lock()
-		if !first {
-			c.instance++
-		}
-		instance := c.instance
-		c.mu.Unlock()
-		cmd, exited, err := c.launch(argv, env, instance)
+		pullBackoff.reset()
+		p, reason, err := c.w.plan(c.spec, img)
 		if err != nil {
-			c.setWaiting("RunContainerError", err.Error())
-			if !c.sleep(backoff) {
+			if !c.waitOut(waitState{}, waitState{reason, err.Error()}, crashBackoff.next()) {
 				return
 			}
-			backoff = min(2*backoff, backoffMax)
 			continue
 		}
-		startedAt := time.Now()
-		c.update(func(s *containerSnap) {
-			if !first {
-				s.RestartCount++
-			}
-			s.ContainerID = fmt.Sprintf("weft-lab://%s-%s-%d", c.w.uid, c.spec.Name, instance)
-			s.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(startedAt).Rfc3339Copy()}}
-			s.Started = true
-			s.Ready = c.spec.ReadinessProbe == nil && !c.init
-		})
-		first = false
-		probeCtx, cancelProbes := context.WithCancel(context.Background())
-		if !c.init {
-			c.w.startProbes(probeCtx, c)
-		}
-		werr := cmd.Wait()
-		c.mu.Lock()
-		c.alive = false
-		c.mu.Unlock()
-		cancelProbes()
-		close(exited)
-		code := exitCode(cmd, werr)
-		c.mu.Lock()
-		live := c.liveKill
-		c.liveKill = false
-		c.mu.Unlock()
-		reason := "Completed"
-		if code != 0 {
-			reason = "Error"
-		}
-		term := &corev1.ContainerStateTerminated{
-			ExitCode:    int32(code),
-			Reason:      reason,
-			StartedAt:   metav1.NewTime(startedAt).Rfc3339Copy(),
-			FinishedAt:  metav1.Now().Rfc3339Copy(),
-			ContainerID: fmt.Sprintf("weft-lab://%s-%s-%d", c.w.uid, c.spec.Name, instance),
-		}
-		if live {
-			term.Message = "container failed its liveness probe and was restarted"
-		}
-		c.update(func(s *containerSnap) {
-			s.State = corev1.ContainerState{Terminated: term}
-			s.Ready = false
-		})
-		if c.stopping() || !shouldRestart(c.w.pod().Spec.RestartPolicy, c.init, code) {
+		term, ran := c.runOnce(p, attempt)
+		attempt++
+		if c.stopping() || !shouldRestart(c.w.pod().Spec.RestartPolicy, c.init, int(term.ExitCode)) {
 			return
 		}
-		if time.Since(startedAt) > backoffReset {
-			backoff = backoffStart
+		if ran > backoffReset {
+			crashBackoff.reset()
 		}
-		c.update(func(s *containerSnap) {
-			s.LastState = corev1.ContainerState{Terminated: term}
-			s.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{
-				Reason:  "CrashLoopBackOff",
-				Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", backoff, c.spec.Name, c.w.key),
-			}}
-		})
-		if !c.sleep(backoff) {
+		if !c.crashLoop(term, crashBackoff.next()) {
 			return
 		}
-		backoff = min(2*backoff, backoffMax)
 	}
+}
+
+// backoff is the kubelet's restart and image pull back-off: doubling from
+// backoffStart to backoffMax.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) next() time.Duration {
+	if b.d == 0 {
+		b.d = backoffStart
+	}
+	d := b.d
+	b.d = min(2*b.d, backoffMax)
+	return d
+}
+
+func (b *backoff) reset() { b.d = 0 }
+
+// waitState is a waiting reason and message.
+type waitState struct{ reason, msg string }
+
+// waitOut shows first (when set) for half of d, then then for the rest: a
+// kubelet reports a failure on the sync that met it and its back-off on the
+// syncs after. It returns false when the container is stopping.
+func (c *container) waitOut(first, then waitState, d time.Duration) bool {
+	if first.reason != "" {
+		c.setWaiting(first.reason, first.msg)
+		if !c.sleep(d / 2) {
+			return false
+		}
+		d -= d / 2
+	}
+	c.setWaiting(then.reason, then.msg)
+	return c.sleep(d)
+}
+
+// imageFailed reports why the image is not there as the kubelet does and
+// waits out the pull back-off; false when the container is stopping (or
+// can never start: an unmapped image without a store, a bad reference).
+func (c *container) imageFailed(err error, b *backoff) bool {
+	ref := c.spec.Image
+	switch {
+	case errors.Is(err, ErrImageNotMapped):
+		c.setWaiting("ErrImagePull", fmt.Sprintf("failed to pull image %q: %v", ref, err))
+	case errors.Is(err, errInvalidImageName):
+		c.setWaiting("InvalidImageName", fmt.Sprintf("Failed to apply default image tag %q: %v", ref, err))
+	case errors.Is(err, ErrImageNeverPull):
+		msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", ref)
+		return c.waitOut(waitState{}, waitState{"ErrImageNeverPull", msg}, b.next())
+	default:
+		msg := fmt.Sprintf("failed to pull image %q: %v", ref, err)
+		return c.waitOut(waitState{"ErrImagePull", msg},
+			waitState{"ImagePullBackOff", fmt.Sprintf("Back-off pulling image %q: ErrImagePull: %s", ref, msg)}, b.next())
+	}
+	<-c.stopCh
+	return false
+}
+
+// runOnce starts one instance of the container and waits for it to end. A
+// start that fails is an instance too: terminated with exit code 128 and
+// reason StartError, as containerd reports it.
+func (c *container) runOnce(p launchPlan, attempt int) (*corev1.ContainerStateTerminated, time.Duration) {
+	id := fmt.Sprintf("weft-lab://%s-%s-%d", c.w.uid, c.spec.Name, attempt)
+	c.mu.Lock()
+	c.instance = attempt
+	c.mu.Unlock()
+	cmd, exited, err := c.launch(p, attempt)
+	if err != nil {
+		term := &corev1.ContainerStateTerminated{ExitCode: 128, Reason: "StartError", Message: err.Error(),
+			StartedAt: metav1.NewTime(time.Unix(0, 0).UTC()), FinishedAt: metav1.Now().Rfc3339Copy(), ContainerID: id}
+		c.update(func(s *containerSnap) {
+			s.RestartCount, s.ContainerID, s.ImageID = int32(attempt), id, p.imageID
+			s.State, s.Ready = corev1.ContainerState{Terminated: term}, false
+		})
+		return term, 0
+	}
+	startedAt := time.Now()
+	c.update(func(s *containerSnap) {
+		s.RestartCount, s.ContainerID, s.ImageID = int32(attempt), id, p.imageID
+		s.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(startedAt).Rfc3339Copy()}}
+		s.Started = true
+		s.Ready = c.spec.ReadinessProbe == nil && !c.init
+	})
+	probeCtx, cancelProbes := context.WithCancel(context.Background())
+	if !c.init {
+		c.w.startProbes(probeCtx, c)
+	}
+	werr := cmd.Wait()
+	c.mu.Lock()
+	c.alive = false
+	live := c.liveKill
+	c.liveKill = false
+	c.mu.Unlock()
+	cancelProbes()
+	close(exited)
+	code := exitCode(cmd, werr)
+	term := &corev1.ContainerStateTerminated{ExitCode: int32(code), Reason: "Completed",
+		StartedAt: metav1.NewTime(startedAt).Rfc3339Copy(), FinishedAt: metav1.Now().Rfc3339Copy(), ContainerID: id}
+	if code != 0 {
+		term.Reason = "Error"
+	}
+	if live {
+		term.Message = "container failed its liveness probe and was restarted"
+	}
+	c.update(func(s *containerSnap) {
+		s.State = corev1.ContainerState{Terminated: term}
+		s.Ready = false
+	})
+	return term, time.Since(startedAt)
+}
+
+// crashLoop waits out the restart back-off after an instance ended:
+// RunContainerError (for a start that failed), then CrashLoopBackOff, with
+// the instance as lastState.
+func (c *container) crashLoop(term *corev1.ContainerStateTerminated, d time.Duration) bool {
+	c.update(func(s *containerSnap) { s.LastState = corev1.ContainerState{Terminated: term} })
+	var first waitState
+	if term.Reason == "StartError" {
+		first = waitState{"RunContainerError", term.Message}
+	}
+	return c.waitOut(first, waitState{"CrashLoopBackOff",
+		fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", d, c.spec.Name, c.w.key)}, d)
 }
 
 // shouldRestart applies a pod's restartPolicy to an exited container. Init
@@ -242,66 +308,21 @@ func exitCode(cmd *exec.Cmd, err error) int {
 	return cmd.ProcessState.ExitCode()
 }
 
-// launch starts one process instance, logging to its own file.
-func (c *container) launch(argv, env []string, instance int) (*exec.Cmd, chan struct{}, error) {
-	if err := os.MkdirAll(filepath.Dir(c.logPath(instance)), 0o755); err != nil {
-		return nil, nil, err
-	}
-	logf, err := os.OpenFile(c.logPath(instance), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer logf.Close()
-	path, err := lookPath(argv[0], c.w.k.cfg.pathDirs(c.spec.Image))
-	if err != nil {
-		return nil, nil, err
-	}
-	dir := c.spec.WorkingDir
-	if dir == "" {
-		dir = "/"
-	}
-	binds, err := c.w.binds(c.spec)
-	if err != nil {
-		return nil, nil, err
-	}
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer devnull.Close()
-	cmd, err := startProc(procSpec{
-		Argv:     append([]string{path}, argv[1:]...),
-		Env:      env,
-		Dir:      dir,
-		Netns:    c.w.netns,
-		Hostname: c.w.hostname(),
-		Binds:    binds,
-		Cgroup:   c.w.cgroup,
-		Stdin:    devnull,
-		Stdout:   logf,
-		Stderr:   logf,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	exited := make(chan struct{})
-	c.mu.Lock()
-	c.cmd, c.env, c.exited, c.alive = cmd, env, exited, true
-	c.mu.Unlock()
-	if c.stopping() { // stop ran while this process started
-		c.kill(syscall.SIGTERM)
-	}
-	return cmd, exited, nil
+// execTarget is what an exec into the container's current process needs.
+type execTarget struct {
+	pid  int
+	env  []string
+	root *execRoot // nil for a container on the host filesystem
 }
 
-// running returns the pid of the current process, or 0.
-func (c *container) running() (int, []string) {
+// running returns the current process (pid 0 when none is running).
+func (c *container) running() execTarget {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cmd == nil || c.snap.State.Running == nil {
-		return 0, nil
+		return execTarget{}
 	}
-	return c.cmd.Process.Pid, c.env
+	return execTarget{pid: c.cmd.Process.Pid, env: c.env, root: c.root}
 }
 
 // kill signals the current process group.

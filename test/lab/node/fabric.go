@@ -14,6 +14,7 @@ type nodeState struct {
 	Name       string `json:"name"`
 	CgroupRoot string `json:"cgroupRoot"`
 	Fabric     string `json:"fabric,omitempty"` // fabric netns name (first node only)
+	dir        string // the StateDir holding the file
 }
 
 func writeState(cfg Config, fabric string) error {
@@ -47,7 +48,7 @@ func SetupFabric(nodes []Config) error {
 		if err := writeState(n, f); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
-		if err := cleanupNode(nodeState{Name: n.Name, CgroupRoot: n.CgroupRoot, Fabric: f}); err != nil {
+		if err := cleanupNode(nodeState{Name: n.Name, CgroupRoot: n.CgroupRoot, Fabric: f, dir: n.StateDir}); err != nil {
 			return fmt.Errorf("remove leftovers of node %s: %w", n.Name, err)
 		}
 	}

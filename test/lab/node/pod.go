@@ -38,13 +38,15 @@ type podWorker struct {
 	setupMsg string
 
 	// Set once by setup, read-only afterwards.
-	dir       string // state directory of the pod
-	netns     string // netns file the containers join
-	cgroup    string
-	podIP     netip.Addr
-	sb        *sandbox
-	resolv    string // resolv.conf file, "" for the host's
-	startTime metav1.Time
+	dir    string // state directory of the pod
+	netns  string // netns file the containers join
+	cgroup string
+	podIP  netip.Addr
+	sb     *sandbox
+	resolv string // resolv.conf file, "" for the host's
+	// /etc/hosts and /etc/hostname of the pod's image containers.
+	hostsFile, hostnameFile string
+	startTime               metav1.Time
 
 	written *corev1.PodStatus // last status written
 }
@@ -243,10 +245,30 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 			return err
 		}
 	}
+	if err := w.writeEtcFiles(pod); err != nil {
+		return err
+	}
 	if w.vols == nil {
 		w.vols = newVolumes(w.k.client, filepath.Join(w.dir, "volumes"), w.podIP, cfg.NodeIP)
 	}
 	return w.vols.refresh(ctx, pod)
+}
+
+// writeEtcFiles writes the pod's /etc/hosts and /etc/hostname, as the
+// kubelet and containerd do for every pod.
+func (w *podWorker) writeEtcFiles(pod *corev1.Pod) error {
+	hostname := w.hostname()
+	var nodeHosts []byte
+	if pod.Spec.HostNetwork {
+		hostname, _ = os.Hostname()
+		nodeHosts, _ = os.ReadFile("/etc/hosts")
+	}
+	w.hostsFile, w.hostnameFile = filepath.Join(w.dir, "hosts"), filepath.Join(w.dir, "hostname")
+	hosts := hostsFile(pod, w.podIP, hostname, w.k.cfg.ClusterDomain, nodeHosts)
+	if err := os.WriteFile(w.hostsFile, []byte(hosts), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(w.hostnameFile, []byte(hostname+"\n"), 0o644)
 }
 
 // netnsFile is the netns file of the pod ("" before setup).
@@ -278,6 +300,11 @@ func (w *podWorker) teardown(grace time.Duration, remove bool) {
 		w.k.release(w.sb.IP)
 		w.sb = nil
 	}
+	// The containers' overlays went with their mount namespaces (their
+	// last processes are gone); their upper and work dirs go now.
+	if err := os.RemoveAll(filepath.Join(w.dir, "containers")); err != nil {
+		w.log.Error("remove container filesystems", "err", err)
+	}
 	if remove {
 		_ = os.RemoveAll(w.dir)
 	}
@@ -300,8 +327,10 @@ func (w *podWorker) hostname() string {
 	return h
 }
 
-// containerCommand computes argv and env of a container.
-func (w *podWorker) containerCommand(c corev1.Container) ([]string, []string, error) {
+// containerCommand computes argv and env of a container of img. A pulled
+// image's ENV is merged in later (mergeImageEnv): $(VAR) references see
+// only the pod's variables, as with the kubelet.
+func (w *podWorker) containerCommand(c corev1.Container, img containerImage) ([]string, []string, error) {
 	pod := w.pod()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -309,7 +338,8 @@ func (w *podWorker) containerCommand(c corev1.Container) ([]string, []string, er
 		PodIP:      w.podIP,
 		HostIP:     w.k.cfg.NodeIP,
 		APIService: w.k.apiService(ctx),
-		PathDirs:   append(append([]string{}, w.k.cfg.Images[c.Image].Path...), w.k.cfg.PathDirs...),
+		PathDirs:   append(append([]string{}, img.Path...), w.k.cfg.PathDirs...),
+		ImagePath:  img.pulled != nil,
 		Lookup: func(kind, name, key string) (string, bool, error) {
 			all, ok, err := w.k.objectData(ctx, pod.Namespace, kind, name)
 			if err != nil || !ok {
@@ -325,22 +355,18 @@ func (w *podWorker) containerCommand(c corev1.Container) ([]string, []string, er
 	if err != nil {
 		return nil, nil, err
 	}
-	argv, err := containerArgv(c, w.k.cfg.Images, env)
+	argv, err := containerArgv(c, img.Image, env)
 	if err != nil {
 		return nil, nil, err
-	}
-	if _, ok := env["HOME"]; !ok {
-		envList = append(envList, "HOME=/root")
 	}
 	return argv, envList, nil
 }
 
-// binds lists the bind mounts of a container's private mount namespace.
-func (w *podWorker) binds(c corev1.Container) ([]bindMount, error) {
+// volumeMounts resolves a container's volumeMounts to their host sources.
+// mountPropagation HostToContainer (and Bidirectional, which the lab does
+// not support) become rslave mounts in image containers, None rprivate.
+func (w *podWorker) volumeMounts(c corev1.Container) ([]bindMount, error) {
 	var out []bindMount
-	if w.resolv != "" {
-		out = append(out, bindMount{Source: w.resolv, Target: "/etc/resolv.conf", ReadOnly: true})
-	}
 	for _, m := range c.VolumeMounts {
 		src, ok := w.vols.path(m.Name)
 		if !ok {
@@ -349,22 +375,41 @@ func (w *podWorker) binds(c corev1.Container) ([]bindMount, error) {
 		if m.SubPath != "" {
 			src = filepath.Join(src, m.SubPath)
 		}
-		if filepath.Clean(src) == filepath.Clean(m.MountPath) && !m.ReadOnly {
-			continue // a hostPath at its own path: already visible
-		}
-		st, err := os.Stat(src)
-		if err != nil {
-			return nil, fmt.Errorf("volumeMount %s: %w", m.MountPath, err)
-		}
-		if err := ensureMountPoint(m.MountPath, st.IsDir()); err != nil {
-			return nil, err
-		}
-		out = append(out, bindMount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly})
+		prop := m.MountPropagation != nil && *m.MountPropagation != corev1.MountPropagationNone
+		out = append(out, bindMount{Source: src, Target: m.MountPath, ReadOnly: m.ReadOnly, Propagate: prop})
 	}
 	return out, nil
 }
 
-// ensureMountPoint creates a missing mount point on the host filesystem.
+// binds lists the bind mounts of a host-filesystem container's private
+// mount namespace, creating missing mount points on the host.
+func (w *podWorker) binds(c corev1.Container) ([]bindMount, error) {
+	var out []bindMount
+	if w.resolv != "" {
+		out = append(out, bindMount{Source: w.resolv, Target: "/etc/resolv.conf", ReadOnly: true})
+	}
+	vols, err := w.volumeMounts(c)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range vols {
+		if filepath.Clean(m.Source) == filepath.Clean(m.Target) && !m.ReadOnly {
+			continue // a hostPath at its own path: already visible
+		}
+		st, err := os.Stat(m.Source)
+		if err != nil {
+			return nil, fmt.Errorf("volumeMount %s: %w", m.Target, err)
+		}
+		if err := ensureMountPoint(m.Target, st.IsDir()); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// ensureMountPoint creates a missing mount point (an empty directory or file)
+// relative to the calling thread's root: the host's, or an image container's.
 func ensureMountPoint(p string, dir bool) error {
 	if _, err := os.Stat(p); err == nil {
 		return nil

@@ -26,6 +26,8 @@ type kubelet struct {
 	client kubernetes.Interface
 	log    *slog.Logger
 
+	store *imageStore // nil without Config.ImageStore
+
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
 	usedIPs map[netip.Addr]bool
@@ -62,6 +64,12 @@ func Run(ctx context.Context, cfg Config) error {
 		log:     slog.Default().With("node", cfg.Name),
 		workers: map[types.UID]*podWorker{},
 		usedIPs: map[netip.Addr]bool{},
+	}
+	if cfg.ImageStore != "" {
+		if err := os.MkdirAll(cfg.ImageStore, 0o755); err != nil {
+			return fmt.Errorf("node %s: image store: %w", cfg.Name, err)
+		}
+		k.store = &imageStore{dir: cfg.ImageStore}
 	}
 	return k.run(ctx)
 }

@@ -231,32 +231,40 @@ func (a execAdapter) ExecInContainer(ctx context.Context, _, _, _ string, cmd []
 }
 
 // execInContainer runs cmd in a running container's netns, mount namespace
-// and cgroup with its environment, and returns the exit code.
+// and cgroup with its environment, and returns the exit code. In an image
+// container it runs in the container's root, working directory, user and
+// capabilities, the program looked up there, as runc exec does.
 func (w *podWorker) execInContainer(ctx context.Context, c *container, cmd []string, in io.Reader, out, errw io.Writer) (int, error) {
-	pid, env := c.running()
-	if pid == 0 {
+	t := c.running()
+	if t.pid == 0 {
 		return 0, fmt.Errorf("container %s of pod %s is not running", c.spec.Name, w.key)
-	}
-	path, err := lookPath(cmd[0], w.k.cfg.pathDirs(c.spec.Image))
-	if err != nil {
-		return 0, err
 	}
 	if in == nil {
 		in = bytes.NewReader(nil)
 	}
-	p, err := startProc(procSpec{
-		Argv:      append([]string{path}, cmd[1:]...),
-		Env:       env,
+	spec := procSpec{
+		Argv:      cmd,
+		Env:       t.env,
 		Dir:       "/",
-		Netns:     fmt.Sprintf("/proc/%d/ns/net", pid),
-		Mntns:     fmt.Sprintf("/proc/%d/ns/mnt", pid),
-		Utsns:     fmt.Sprintf("/proc/%d/ns/uts", pid),
+		Netns:     fmt.Sprintf("/proc/%d/ns/net", t.pid),
+		Mntns:     fmt.Sprintf("/proc/%d/ns/mnt", t.pid),
+		Utsns:     fmt.Sprintf("/proc/%d/ns/uts", t.pid),
 		Cgroup:    w.cgroup,
 		Stdin:     in,
 		Stdout:    out,
 		Stderr:    errw,
 		WaitDelay: time.Second,
-	})
+	}
+	if r := t.root; r != nil {
+		spec.Chroot, spec.Dir, spec.Security = r.merged, r.workdir, r.sec
+	} else {
+		path, err := lookPath(cmd[0], w.k.cfg.pathDirs(c.spec.Image))
+		if err != nil {
+			return 0, err
+		}
+		spec.Argv = append([]string{path}, cmd[1:]...)
+	}
+	p, err := startProc(spec)
 	if err != nil {
 		return 0, err
 	}

@@ -3,9 +3,11 @@ package node
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -19,19 +21,17 @@ var systemPath = []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/us
 // entry in Config.Images.
 var ErrImageNotMapped = errors.New("image is not in the lab's image map")
 
+// errNotMapped is the error for an image that is not in images when the
+// node has no image store to pull it into.
+func errNotMapped(image string, images map[string]Image) error {
+	known := slices.Sorted(maps.Keys(images))
+	return fmt.Errorf("%w: %q (known: %s)", ErrImageNotMapped, image, strings.Join(known, ", "))
+}
+
 // containerArgv computes what a container runs, as a container runtime
 // does: command replaces the image Entrypoint (and drops its Cmd), args
 // replace Cmd. $(VAR) references are expanded from env.
-func containerArgv(c corev1.Container, images map[string]Image, env map[string]string) ([]string, error) {
-	img, ok := images[c.Image]
-	if !ok {
-		known := make([]string, 0, len(images))
-		for k := range images {
-			known = append(known, k)
-		}
-		sort.Strings(known)
-		return nil, fmt.Errorf("%w: %q (known: %s)", ErrImageNotMapped, c.Image, strings.Join(known, ", "))
-	}
+func containerArgv(c corev1.Container, img Image, env map[string]string) ([]string, error) {
 	var argv []string
 	switch {
 	case len(c.Command) > 0:
@@ -45,6 +45,40 @@ func containerArgv(c corev1.Container, images map[string]Image, env map[string]s
 		return nil, fmt.Errorf("container %s: image %q has no entrypoint and the pod gives no command", c.Name, c.Image)
 	}
 	return argv, nil
+}
+
+// mergeImageEnv puts an image's ENV under a container's environment as
+// containerd does: a variable the container sets replaces the image's, and
+// PATH is the runtime default when neither sets it.
+func mergeImageEnv(image, container []string) []string {
+	own := map[string]bool{}
+	for _, kv := range container {
+		k, _, _ := strings.Cut(kv, "=")
+		own[k] = true
+	}
+	var out []string
+	hasPath := own["PATH"]
+	for _, kv := range image {
+		k, _, _ := strings.Cut(kv, "=")
+		hasPath = hasPath || k == "PATH"
+		if !own[k] {
+			out = append(out, kv)
+		}
+	}
+	if !hasPath {
+		out = append([]string{"PATH=" + strings.Join(systemPath, ":")}, out...)
+	}
+	return append(out, container...)
+}
+
+// withDefault appends key=value to env unless env sets key.
+func withDefault(env []string, key, value string) []string {
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return env
+		}
+	}
+	return append(env, key+"="+value)
 }
 
 // lookPath resolves a bare program name in dirs; names with a slash are
@@ -108,6 +142,9 @@ type envFacts struct {
 	PodIP, HostIP netip.Addr
 	APIService    netip.AddrPort // ClusterIP:port of default/kubernetes
 	PathDirs      []string
+	// ImagePath leaves PATH to the image's ENV (pulled images; see
+	// mergeImageEnv) instead of PathDirs and the system directories.
+	ImagePath bool
 	// Lookup returns a key of a ConfigMap ("configmap") or Secret ("secret").
 	Lookup func(kind, name, key string) (string, bool, error)
 	// All returns every key of a ConfigMap or Secret.
@@ -125,7 +162,9 @@ func containerEnv(pod *corev1.Pod, c corev1.Container, f envFacts) ([]string, ma
 		}
 		env[k] = v
 	}
-	set("PATH", strings.Join(append(append([]string{}, f.PathDirs...), systemPath...), ":"))
+	if !f.ImagePath {
+		set("PATH", strings.Join(append(append([]string{}, f.PathDirs...), systemPath...), ":"))
+	}
 	set("HOSTNAME", pod.Name)
 	if f.APIService.IsValid() {
 		h, p := f.APIService.Addr().String(), fmt.Sprint(f.APIService.Port())
@@ -296,4 +335,36 @@ func clusterDNS(ns string, dns netip.Addr, domain string) ([]string, []string, [
 	return []string{dns.String()},
 		[]string{ns + ".svc." + domain, "svc." + domain, domain},
 		[]string{"ndots:5"}
+}
+
+// hostsFile is the /etc/hosts the kubelet writes for a pod: the localhost
+// lines and the pod's IP with its hostname (and FQDN when it has a
+// subdomain), then hostAliases. A hostNetwork pod gets nodeHosts (the
+// node's file) and hostAliases.
+func hostsFile(pod *corev1.Pod, podIP netip.Addr, hostname, domain string, nodeHosts []byte) string {
+	var b strings.Builder
+	if pod.Spec.HostNetwork {
+		b.WriteString("# Kubernetes-managed hosts file (host network).\n")
+		b.Write(nodeHosts)
+	} else {
+		b.WriteString("# Kubernetes-managed hosts file.\n" +
+			"127.0.0.1\tlocalhost\n" +
+			"::1\tlocalhost ip6-localhost ip6-loopback\n" +
+			"fe00::0\tip6-localnet\n" +
+			"fe00::0\tip6-mcastprefix\n" +
+			"fe00::1\tip6-allnodes\n" +
+			"fe00::2\tip6-allrouters\n")
+		if sub := pod.Spec.Subdomain; sub != "" {
+			fmt.Fprintf(&b, "%s\t%s.%s.%s.svc.%s\t%s\n", podIP, hostname, sub, pod.Namespace, domain, hostname)
+		} else {
+			fmt.Fprintf(&b, "%s\t%s\n", podIP, hostname)
+		}
+	}
+	if len(pod.Spec.HostAliases) > 0 {
+		b.WriteString("\n# Entries added by HostAliases.\n")
+		for _, a := range pod.Spec.HostAliases {
+			fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
+		}
+	}
+	return b.String()
 }

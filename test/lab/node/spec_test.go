@@ -45,21 +45,58 @@ func TestContainerArgv(t *testing.T) {
 		{"args replace cmd", corev1.Container{Image: "echo:dev", Args: []string{"client", "--port=$(PORT)"}}, []string{"/bin/weft-echo", "client", "--port=9000"}, nil},
 		{"command replaces both", corev1.Container{Image: "echo:dev", Command: []string{"sh", "-c"}, Args: []string{"echo $(PORT)"}}, []string{"sh", "-c", "echo 9000"}, nil},
 		{"command alone drops cmd", corev1.Container{Image: "echo:dev", Command: []string{"sleep"}}, []string{"sleep"}, nil},
-		{"unmapped image", corev1.Container{Image: "nginx:latest"}, nil, ErrImageNotMapped},
 	} {
-		got, err := containerArgv(tc.c, images, env)
-		if tc.err != nil {
-			if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.c.Image) {
-				t.Errorf("%s: err = %v, want %v naming the image", tc.name, err, tc.err)
-			}
-			continue
-		}
+		got, err := containerArgv(tc.c, images[tc.c.Image], env)
 		if err != nil || !slices.Equal(got, tc.want) {
 			t.Errorf("%s: got %q, %v; want %q", tc.name, got, err, tc.want)
 		}
 	}
-	if _, err := containerArgv(corev1.Container{Name: "c", Image: "empty:dev"}, images, env); err == nil {
+	if _, err := containerArgv(corev1.Container{Name: "c", Image: "empty:dev"}, images["empty:dev"], env); err == nil {
 		t.Error("an image with nothing to run was accepted")
+	}
+	if err := errNotMapped("nginx:latest", images); !errors.Is(err, ErrImageNotMapped) || !strings.Contains(err.Error(), `"nginx:latest" (known: echo:dev, empty:dev)`) {
+		t.Errorf("unmapped image: %v", err)
+	}
+}
+
+func TestMergeImageEnv(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		image, container []string
+		want             []string
+	}{
+		{"container wins, image order kept", []string{"PATH=/app", "A=image", "B=image"}, []string{"A=pod", "C=pod"}, []string{"PATH=/app", "B=image", "A=pod", "C=pod"}},
+		{"container PATH wins", []string{"PATH=/app"}, []string{"PATH=/mine"}, []string{"PATH=/mine"}},
+		{"default PATH", []string{"A=1"}, nil, []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=1"}},
+	} {
+		if got := mergeImageEnv(tc.image, tc.container); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if got := withDefault([]string{"HOME=/x"}, "HOME", "/root"); !slices.Equal(got, []string{"HOME=/x"}) {
+		t.Errorf("withDefault replaced HOME: %q", got)
+	}
+	if got := withDefault([]string{"A=1"}, "HOME", "/root"); !slices.Equal(got, []string{"A=1", "HOME=/root"}) {
+		t.Errorf("withDefault: %q", got)
+	}
+}
+
+func TestHostsFile(t *testing.T) {
+	ip := netip.MustParseAddr("10.244.1.5")
+	header := "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n"
+	pod := testPod()
+	if got := hostsFile(pod, ip, "echo-0", "cluster.local", nil); got != header+"10.244.1.5\techo-0\n" {
+		t.Errorf("plain pod:\n%s", got)
+	}
+	pod.Spec.Subdomain = "echo"
+	pod.Spec.HostAliases = []corev1.HostAlias{{IP: "1.2.3.4", Hostnames: []string{"a", "b"}}}
+	want := header + "10.244.1.5\techo-0.echo.shop.svc.cluster.local\techo-0\n\n# Entries added by HostAliases.\n1.2.3.4\ta\tb\n"
+	if got := hostsFile(pod, ip, "echo-0", "cluster.local", nil); got != want {
+		t.Errorf("subdomain and aliases:\n%s", got)
+	}
+	pod.Spec.HostNetwork, pod.Spec.HostAliases = true, nil
+	if got := hostsFile(pod, ip, "host", "cluster.local", []byte("127.0.0.1 localhost\n")); got != "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n" {
+		t.Errorf("hostNetwork:\n%s", got)
 	}
 }
 
@@ -104,6 +141,11 @@ func TestContainerEnv(t *testing.T) {
 			{Name: "GREETING", Value: "hi $(POD_NAME)"},
 			{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "TOKEN"}}},
 		},
+	}
+	imageFacts := facts
+	imageFacts.ImagePath = true
+	if list, _, err := containerEnv(testPod(), c, imageFacts); err != nil || slices.ContainsFunc(list, func(s string) bool { return strings.HasPrefix(s, "PATH=") }) {
+		t.Errorf("a pulled image's container got a PATH before its image ENV: %q, %v", list, err)
 	}
 	list, _, err := containerEnv(testPod(), c, facts)
 	if err != nil {
@@ -237,5 +279,30 @@ func TestPathDirsPutTheImagePathFirst(t *testing.T) {
 	}
 	if got := c.pathDirs("other"); got[0] != "/lab/bin" {
 		t.Errorf("pathDirs(other) = %v", got)
+	}
+}
+
+func TestValidateImageStorePaths(t *testing.T) {
+	ok := Config{
+		Name: "lab-node-1", StateDir: "/var/lib/lab/n1", NodeIP: netip.MustParseAddr("172.30.0.11"),
+		PodCIDR: netip.MustParsePrefix("10.244.1.0/24"), ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16"),
+		APIServerVIP: netip.MustParseAddrPort("172.30.255.1:6443"), CgroupRoot: "/sys/fs/cgroup",
+		Kubeconfig: "/k", ClusterDNS: netip.MustParseAddr("10.96.0.10"), ClusterDomain: "cluster.local",
+		APIServerHost: "127.0.0.1:6443", KubeletPort: 10251, KubeletServingCert: "c", KubeletServingKey: "k", ClientCA: "ca",
+		ImageStore: "/var/lib/lab/images",
+	}
+	if err := ok.validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.ImageStore = "images" },
+		func(c *Config) { c.ImageStore = "/var/lib/lab:images" },
+		func(c *Config) { c.StateDir = "/var/lib/lab,n1" },
+	} {
+		c := ok
+		bad(&c)
+		if err := c.validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("ImageStore %q StateDir %q accepted: %v", c.ImageStore, c.StateDir, err)
+		}
 	}
 }

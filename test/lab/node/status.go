@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +12,7 @@ import (
 type containerSnap struct {
 	Name         string
 	Image        string
+	ImageID      string // "" until the image is known
 	ContainerID  string
 	State        corev1.ContainerState
 	LastState    corev1.ContainerState
@@ -162,7 +164,7 @@ func (c containerSnap) status() corev1.ContainerStatus {
 	return corev1.ContainerStatus{
 		Name:                 c.Name,
 		Image:                c.Image,
-		ImageID:              c.Image,
+		ImageID:              cmp.Or(c.ImageID, c.Image),
 		ContainerID:          c.ContainerID,
 		State:                c.State,
 		LastTerminationState: c.LastState,

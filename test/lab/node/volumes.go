@@ -93,7 +93,10 @@ func (v *volumes) materialize(ctx context.Context, pod *corev1.Pod, vol corev1.V
 		return nil
 	case src.EmptyDir != nil:
 		v.paths[vol.Name] = dir
-		return os.MkdirAll(dir, 0o777)
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		return os.Chmod(dir, 0o777) // world-writable whatever the umask, as the kubelet makes it
 	case src.ConfigMap != nil:
 		files, err = v.keyFiles(ctx, pod.Namespace, "configmap", src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional)
 	case src.Secret != nil:
