@@ -35,10 +35,19 @@ func TestTopology(t *testing.T) {
 		len(adv.Path) != 1 || adv.Path[0] != "/repo/.cache/bin/echo-advanced" {
 		t.Errorf("echo-advanced image = %+v", adv)
 	}
-	for _, img := range []string{"ghcr.io/weft-mesh/weft-controller:dev", "ghcr.io/weft-mesh/weft-agent:dev", "ghcr.io/weft-mesh/toolbox:dev", "ghcr.io/weft-mesh/coredns:dev"} {
+	for _, img := range []string{"ghcr.io/weft-mesh/toolbox:dev", "ghcr.io/weft-mesh/coredns:dev", EchoBasicImage} {
 		if _, ok := cfgs[0].Images[img]; !ok {
 			t.Errorf("image %s not mapped", img)
 		}
+	}
+	// Weft's own components are pulled from the lab registry, never mapped to binaries.
+	for _, img := range []string{"ghcr.io/weft-mesh/weft-controller:dev", "ghcr.io/weft-mesh/weft-agent:dev"} {
+		if _, ok := cfgs[0].Images[img]; ok {
+			t.Errorf("image %s mapped to a host binary: the lab must run the real image", img)
+		}
+	}
+	if cfgs[0].ImageStore != "/repo/.cache/lab/images" || cfgs[1].ImageStore != cfgs[0].ImageStore {
+		t.Errorf("image store %q, %q: want one shared by the nodes", cfgs[0].ImageStore, cfgs[1].ImageStore)
 	}
 	for _, n := range []int{0, -1, MaxNodes + 1} {
 		if err := checkNodes(n); !errors.Is(err, ErrNodes) {

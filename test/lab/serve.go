@@ -19,15 +19,15 @@ import (
 	"github.com/weft-mesh/weft/test/lab/node"
 )
 
-// Images maps the lab's image references to the binaries they run.
+// Images maps the image references that cannot be pulled here to the binaries they
+// run: the test apps, CoreDNS and the conformance suite's apps. Weft's own images are
+// not in it: the nodes pull them from the lab registry (see Install), as a kubelet does.
 func Images(p Paths) map[string]node.Image {
 	bin := func(name string) string { return filepath.Join(p.BinDir, name) }
 	return map[string]node.Image{
-		"ghcr.io/weft-mesh/weft-controller:dev": {Entrypoint: []string{bin("weft-controller")}},
-		"ghcr.io/weft-mesh/weft-agent:dev":      {Entrypoint: []string{bin("weft-agent")}},
-		"ghcr.io/weft-mesh/echo:dev":            {Entrypoint: []string{bin("weft-echo")}, Cmd: []string{"serve"}},
-		"ghcr.io/weft-mesh/toolbox:dev":         {Entrypoint: []string{bin("weft-echo")}, Cmd: []string{"idle"}},
-		cluster.CoreDNSImage:                    {Entrypoint: []string{filepath.Join(p.K8sBinDir, "coredns")}},
+		"ghcr.io/weft-mesh/echo:dev":    {Entrypoint: []string{bin("weft-echo")}, Cmd: []string{"serve"}},
+		"ghcr.io/weft-mesh/toolbox:dev": {Entrypoint: []string{bin("weft-echo")}, Cmd: []string{"idle"}},
+		cluster.CoreDNSImage:            {Entrypoint: []string{filepath.Join(p.K8sBinDir, "coredns")}},
 		// The Gateway API mesh conformance suite's echo (Istio's echo app): weft-echo's
 		// advanced mode, with `client` on the image's PATH (see LinkEchoAdvancedClient).
 		EchoAdvancedImage: {Entrypoint: []string{bin("weft-echo"), "advanced"}, Path: []string{echoAdvancedPathDir(p)}},
@@ -91,6 +91,7 @@ func NodeConfigs(p Paths, n int, cgroupRoot string, creds map[string]cluster.Nod
 			KubeletServingKey:  c.ServingKey,
 			ClientCA:           c.ClientCA,
 			Images:             images,
+			ImageStore:         p.imageStore(),
 			PathDirs:           []string{p.BinDir, p.K8sBinDir},
 			CgroupRoot:         cgroupRoot,
 			KubeProxyBin:       filepath.Join(p.K8sBinDir, "kube-proxy"),
