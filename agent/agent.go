@@ -163,7 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if rep := datapath.Preflight(); !rep.OK() {
+	if rep := datapath.Preflight(cfg.Datapath.CgroupPath); !rep.OK() {
 		return fmt.Errorf("preflight failed:\n%s", rep.Format())
 	}
 	a, err := build(cfg)

@@ -3,7 +3,7 @@
 //
 // # What the agent calls
 //
-//	rep := datapath.Preflight()            // probe; rep.Format() for logs and `weftctl check`
+//	rep := datapath.Preflight(cgroupPath)  // probe; rep.Format() for logs and `weftctl check`
 //	if !rep.OK() { exit with rep.Format() }
 //	dp, err := datapath.Open(datapath.Config{
 //		Node:       nodeName,                       // pins under /sys/fs/bpf/weft/<node>/

@@ -31,10 +31,14 @@ var attachName = map[ebpf.AttachType]string{
 
 // Preflight probes what the redirect needs: kernel version, BTF, the cgroup
 // v2 mount, bpffs, loading every program (the verifier accepts it) and
-// attaching it as a cgroup bpf_link (to a temporary cgroup it removes), and
-// SO_NETNS_COOKIE for enrollment. It changes nothing it does not undo.
+// attaching it as a cgroup bpf_link (to a temporary cgroup it creates below
+// under, the attach point relative to the cgroup v2 mount, "" for its root,
+// and removes), and SO_NETNS_COOKIE for enrollment. It changes nothing it
+// does not undo. The agent passes its attach point: it needs no write access
+// anywhere else (the root of a cgroup v2 mount may be read-only to a root
+// without CAP_DAC_OVERRIDE, which the agent does not hold).
 // Render the result with Report.Format.
-func Preflight() Report {
+func Preflight(under string) Report {
 	var r Report
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err == nil {
@@ -70,13 +74,18 @@ func Preflight() Report {
 	}
 	r.Checks = append(r.Checks, bfs)
 
-	r.Checks = append(r.Checks, probePrograms(cg2)...)
+	parent := cg2
+	if cg2 != "" && under != "" {
+		parent = filepath.Join(cg2, filepath.Clean("/"+under))
+	}
+	r.Checks = append(r.Checks, probePrograms(parent)...)
 	r.Checks = append(r.Checks, probeNetnsCookie())
 	return r
 }
 
-// probePrograms loads the programs and attaches each to a temporary cgroup.
-func probePrograms(cg2 string) []Check {
+// probePrograms loads the programs and attaches each to a temporary cgroup
+// below parent ("": no cgroup v2 mounted).
+func probePrograms(parent string) []Check {
 	var out []Check
 	spec, err := bpf.LoadRedirect()
 	if err != nil {
@@ -115,13 +124,13 @@ func probePrograms(cg2 string) []Check {
 		}
 	}
 
-	if cg2 == "" {
+	if parent == "" {
 		out = append(out, Check{Name: "attach", Detail: "skipped: no cgroup v2 mounted", Need: "cgroup v2", Optional: true})
 		return out
 	}
-	dir := filepath.Join(cg2, fmt.Sprintf("weft-preflight-%d", os.Getpid()))
+	dir := filepath.Join(parent, fmt.Sprintf("weft-preflight-%d", os.Getpid()))
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return append(out, Check{Name: "attach", Detail: "create temporary cgroup: " + err.Error(), Need: "a writable cgroup v2 (run as root)"})
+		return append(out, Check{Name: "attach", Detail: "create temporary cgroup: " + err.Error(), Need: "a writable cgroup v2 at the attach point (run as root)"})
 	}
 	defer os.Remove(dir)
 	f, err := os.Open(dir)

@@ -44,7 +44,7 @@ func requirePrivileged(t testing.TB) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs iproute2's ip command")
 	}
-	if r := Preflight(); !r.OK() {
+	if r := Preflight(""); !r.OK() {
 		t.Skipf("kernel lacks what the redirect needs:\n%s", r.Format())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -547,10 +548,23 @@ func TestPrivilegedProxyAddressNeverMeshed(t *testing.T) {
 	}
 }
 
-// Preflight passes on this machine and leaves no temporary cgroup.
+// Preflight passes on this machine and leaves no temporary cgroup, at the root of
+// the cgroup v2 mount and below an attach point.
 func TestPrivilegedPreflight(t *testing.T) {
 	requirePrivileged(t)
-	r := Preflight()
+	cg2, _ := Cgroup2Root()
+	under := fmt.Sprintf("weft-test-preflight-%d", os.Getpid())
+	if err := os.Mkdir(filepath.Join(cg2, under), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(filepath.Join(cg2, under))
+	if r := Preflight(under); !r.OK() {
+		t.Fatalf("preflight below %s:\n%s", under, r.Format())
+	}
+	if entries, _ := os.ReadDir(filepath.Join(cg2, under)); slices.ContainsFunc(entries, func(e os.DirEntry) bool { return e.IsDir() }) {
+		t.Errorf("preflight left a cgroup below %s: %v", under, entries)
+	}
+	r := Preflight("")
 	if !r.OK() {
 		t.Fatalf("preflight:\n%s", r.Format())
 	}
@@ -564,7 +578,6 @@ func TestPrivilegedPreflight(t *testing.T) {
 			t.Errorf("check %q missing or failed:\n%s", want, r.Format())
 		}
 	}
-	cg2, _ := Cgroup2Root()
 	if _, err := os.Stat(filepath.Join(cg2, fmt.Sprintf("weft-preflight-%d", os.Getpid()))); !isNotExist(err) {
 		t.Errorf("preflight cgroup left: %v", err)
 	}

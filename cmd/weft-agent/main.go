@@ -53,7 +53,7 @@ func main() {
 	case "run":
 		err = run(args)
 	case "check":
-		rep := datapath.Preflight()
+		rep := datapath.Preflight("")
 		fmt.Print(rep.Format())
 		if !rep.OK() {
 			os.Exit(1)

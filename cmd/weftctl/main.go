@@ -40,7 +40,7 @@ func main() {
 	case "status":
 		err = status(os.Args[2:], os.Stdout)
 	case "check":
-		rep := datapath.Preflight()
+		rep := datapath.Preflight("")
 		fmt.Print(rep.Format())
 		if !rep.OK() {
 			os.Exit(1)
