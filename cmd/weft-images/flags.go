@@ -24,6 +24,7 @@ type pushConfig struct {
 	Layout   string
 	Registry string // HOST[:PORT]/PATH
 	Tag      string
+	As       string // registry tag; default Tag
 	Images   []string
 }
 
@@ -48,6 +49,7 @@ func parsePush(args []string) (pushConfig, error) {
 	fs.StringVar(&cfg.Layout, "layout", defaultLayout, "OCI image layout written by build")
 	fs.StringVar(&cfg.Registry, "registry", "", "where to push: HOST[:PORT]/PATH, e.g. registry.example.com/weft")
 	fs.StringVar(&cfg.Tag, "tag", "dev", "tag to push (as built)")
+	fs.StringVar(&cfg.As, "as", "", "tag in the registry (default: -tag), e.g. one per build so that an install of it rolls the pods")
 	images := fs.String("images", strings.Join(imageNames(imageSpecs(false)), ","), "comma-separated images to push")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

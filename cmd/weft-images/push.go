@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -16,7 +17,7 @@ import (
 )
 
 // push copies each image index, every platform, from the layout to
-// <registry>/<name>:<tag> and prints <registry>/<name>@<digest>.
+// <registry>/<name>:<as, default tag> and prints <registry>/<name>@<digest>.
 func push(ctx context.Context, cfg pushConfig, stdout io.Writer) error {
 	p, err := layout.FromPath(cfg.Layout)
 	if err != nil {
@@ -27,7 +28,7 @@ func push(ctx context.Context, cfg pushConfig, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		ref, err := pushRef(cfg.Registry, img, cfg.Tag)
+		ref, err := pushRef(cfg.Registry, img, cmp.Or(cfg.As, cfg.Tag))
 		if err != nil {
 			return err
 		}

@@ -26,7 +26,7 @@ func TestPush(t *testing.T) {
 	reg := strings.TrimPrefix(srv.URL, "http://") + "/weft"
 	dir := filepath.Join(out, "oci")
 	var stdout strings.Builder
-	cfg := pushConfig{Layout: dir, Registry: reg, Tag: "dev", Images: []string{"weft-agent", "echo"}}
+	cfg := pushConfig{Layout: dir, Registry: reg, Tag: "dev", As: "dev-1", Images: []string{"weft-agent", "echo"}}
 	if err := push(context.Background(), cfg, &stdout); err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestPush(t *testing.T) {
 			t.Fatal(err)
 		}
 		want.WriteString(reg + "/" + img + "@" + d.String() + "\n")
-		ref, err := name.ParseReference(reg + "/" + img + ":dev")
+		ref, err := name.ParseReference(reg + "/" + img + ":dev-1")
 		if err != nil {
 			t.Fatal(err)
 		}

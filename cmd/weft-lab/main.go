@@ -134,7 +134,7 @@ func run(args []string) error {
 		if err := lab.Install(ctx, cfg); err != nil {
 			return err
 		}
-		fmt.Printf("weft installed (%s) from %s/{%s}:%s\n", cfg.Method, lab.ImageRepo, strings.Join(lab.WeftImages, ","), *tag)
+		fmt.Printf("weft installed (%s) from %s\n", cfg.Method, lab.ImageRepo)
 		return nil
 	case "serve":
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))

@@ -51,8 +51,8 @@ func testHelmUpgrade(t *testing.T, e *env) {
 	want := fmt.Sprintf("%s/", weftlab.ImageRepo)
 	for _, line := range strings.Split(strings.TrimSpace(pods), "\n") {
 		f := strings.Fields(line)
-		if len(f) != 3 || !strings.HasPrefix(f[1], want) || !strings.HasSuffix(f[1], ":"+upgradeTag) || f[2] != "Running" {
-			t.Errorf("after the upgrade every weft pod runs %s*:%s: %q", want, upgradeTag, line)
+		if len(f) != 3 || !strings.HasPrefix(f[1], want) || !strings.Contains(f[1], ":"+upgradeTag+"-") || f[2] != "Running" {
+			t.Errorf("after the upgrade every weft pod runs %s*:%s-<build>: %q", want, upgradeTag, line)
 		}
 	}
 	routeChangeTakesEffect(e, "route change reaches the upgraded agents")

@@ -3,12 +3,15 @@ package lab
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -97,13 +100,49 @@ func BuildImages(ctx context.Context, p Paths, layout, tag, version string, out 
 	return run(ctx, p.Root, out, "go", args...)
 }
 
-// PushImages pushes Weft's images of tag from layout into the lab registry.
-func PushImages(ctx context.Context, p Paths, layout, tag string, out io.Writer) error {
-	if _, err := os.Stat(filepath.Join(layout, "index.json")); err != nil {
-		return fmt.Errorf("no OCI image layout at %s (run `make images`): %w", layout, err)
+// PushImages pushes Weft's images of tag from layout into the lab registry and
+// returns the tag they got there: tag-<12 hex of their digests>, one per build, as a
+// CI pushes one tag per commit. Installing it rolls the pods exactly when an image
+// changed (a reused tag would leave running pods on the image their node has).
+func PushImages(ctx context.Context, p Paths, layout, tag string, out io.Writer) (string, error) {
+	build, err := buildTag(layout, tag)
+	if err != nil {
+		return "", err
 	}
-	return run(ctx, p.Root, out, filepath.Join(p.BinDir, "weft-images"), "push", "-layout", layout,
-		"-registry", ImageRepo, "-tag", tag, "-images", strings.Join(WeftImages, ","))
+	return build, run(ctx, p.Root, out, filepath.Join(p.BinDir, "weft-images"), "push", "-layout", layout,
+		"-registry", ImageRepo, "-tag", tag, "-as", build, "-images", strings.Join(WeftImages, ","))
+}
+
+// layoutEntry is a descriptor in an OCI layout's index.json.
+type layoutEntry struct {
+	Digest      string            `json:"digest"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+// buildTag is tag-<the first 12 hex of the SHA-256 of Weft's image digests>, read
+// from the layout's index.json (the OCI image layout spec; entries named <name>:<tag>).
+func buildTag(layout, tag string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	if err != nil {
+		return "", fmt.Errorf("no OCI image layout at %s (run `make images`): %w", layout, err)
+	}
+	var idx struct {
+		Manifests []layoutEntry `json:"manifests"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return "", fmt.Errorf("read %s/index.json: %w", layout, err)
+	}
+	h := sha256.New()
+	for _, img := range WeftImages {
+		i := slices.IndexFunc(idx.Manifests, func(m layoutEntry) bool {
+			return m.Annotations["org.opencontainers.image.ref.name"] == img+":"+tag
+		})
+		if i < 0 {
+			return "", fmt.Errorf("no image %s:%s in the layout %s (run `make images`)", img, tag, layout)
+		}
+		fmt.Fprintln(h, idx.Manifests[i].Digest)
+	}
+	return fmt.Sprintf("%s-%x", tag, h.Sum(nil)[:6]), nil
 }
 
 // Install pushes Weft's images into the lab registry, installs Weft with its image
@@ -111,14 +150,16 @@ func PushImages(ctx context.Context, p Paths, layout, tag string, out io.Writer)
 // rolled out. Run again, it upgrades (Helm) or re-applies (Kustomize).
 func Install(ctx context.Context, cfg InstallConfig) error {
 	cfg.defaults()
-	if err := PushImages(ctx, cfg.Paths, cfg.Layout, cfg.Tag, cfg.Out); err != nil {
+	tag, err := PushImages(ctx, cfg.Paths, cfg.Layout, cfg.Tag, cfg.Out)
+	if err != nil {
 		return err
 	}
+	fmt.Fprintf(cfg.Out, "installing %s/{%s}:%s with %s\n", ImageRepo, strings.Join(WeftImages, ","), tag, cfg.Method)
 	switch cfg.Method {
 	case Helm:
 		args := []string{"upgrade", "--install", Release, filepath.Join(cfg.Paths.Root, "manifests", "chart"),
 			"-n", Namespace, "--create-namespace", "--kubeconfig", cfg.Paths.Kubeconfig,
-			"--set", "image.registry=" + ImageRepo, "--set", "image.tag=" + cfg.Tag}
+			"--set", "image.registry=" + ImageRepo, "--set", "image.tag=" + tag}
 		for _, s := range cfg.Set {
 			args = append(args, "--set", s)
 		}
@@ -126,7 +167,7 @@ func Install(ctx context.Context, cfg InstallConfig) error {
 			return err
 		}
 	case Kustomize:
-		dir, err := writeOverlay(cfg.Paths, cfg.Tag)
+		dir, err := writeOverlay(cfg.Paths, tag)
 		if err != nil {
 			return err
 		}

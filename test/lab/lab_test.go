@@ -2,8 +2,10 @@ package lab
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -129,5 +131,35 @@ func TestStateAliveAndFindRoot(t *testing.T) {
 	root, err := FindRoot(wd)
 	if err != nil || filepath.Join(root, "test", "lab") != wd {
 		t.Errorf("FindRoot(%s) = %s, %v", wd, root, err)
+	}
+}
+
+// The install tag names the build: the same images give the same tag, another image
+// another tag, and a layout without Weft's images is an error that says what to run.
+func TestBuildTag(t *testing.T) {
+	dir := t.TempDir()
+	write := func(agent string) {
+		idx := fmt.Sprintf(`{"schemaVersion":2,"manifests":[
+ {"digest":"sha256:aa","annotations":{"org.opencontainers.image.ref.name":"weft-controller:dev"}},
+ {"digest":"%s","annotations":{"org.opencontainers.image.ref.name":"weft-agent:dev"}},
+ {"digest":"sha256:cc","annotations":{"org.opencontainers.image.ref.name":"echo:dev"}}]}`, agent)
+		if err := os.WriteFile(filepath.Join(dir, "index.json"), []byte(idx), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("sha256:bb")
+	a, err := buildTag(dir, "dev")
+	if err != nil || !regexp.MustCompile(`^dev-[0-9a-f]{12}$`).MatchString(a) {
+		t.Fatalf("buildTag = %q, %v", a, err)
+	}
+	if again, _ := buildTag(dir, "dev"); again != a {
+		t.Errorf("same images, tags %q and %q", a, again)
+	}
+	write("sha256:bd")
+	if b, _ := buildTag(dir, "dev"); b == a {
+		t.Errorf("another agent image kept tag %q", b)
+	}
+	if _, err := buildTag(dir, "v2"); err == nil || !strings.Contains(err.Error(), "make images") {
+		t.Errorf("missing tag: %v", err)
 	}
 }
