@@ -16,7 +16,7 @@ declare -A sets=(
 	[lab]="iproute2 iptables nftables conntrack procps"
 	[test]="iproute2 iptables nftables conntrack procps tcpdump git"
 	[bench]="nginx"
-	[generate]="protobuf-compiler clang-14 llvm libbpf-dev bpftool"
+	[generate]="protobuf-compiler libprotobuf-dev clang-14 llvm libbpf-dev bpftool"
 )
 
 want=()

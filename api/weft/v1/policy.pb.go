@@ -194,6 +194,161 @@ func (MatchType) EnumDescriptor() ([]byte, []int) {
 	return file_weft_v1_policy_proto_rawDescGZIP(), []int{2}
 }
 
+type ListenerProtocol int32
+
+const (
+	ListenerProtocol_LISTENER_PROTOCOL_UNSPECIFIED ListenerProtocol = 0
+	ListenerProtocol_LISTENER_PROTOCOL_HTTP        ListenerProtocol = 1
+	ListenerProtocol_LISTENER_PROTOCOL_HTTPS       ListenerProtocol = 2
+	ListenerProtocol_LISTENER_PROTOCOL_TLS         ListenerProtocol = 3
+	ListenerProtocol_LISTENER_PROTOCOL_TCP         ListenerProtocol = 4
+)
+
+// Enum value maps for ListenerProtocol.
+var (
+	ListenerProtocol_name = map[int32]string{
+		0: "LISTENER_PROTOCOL_UNSPECIFIED",
+		1: "LISTENER_PROTOCOL_HTTP",
+		2: "LISTENER_PROTOCOL_HTTPS",
+		3: "LISTENER_PROTOCOL_TLS",
+		4: "LISTENER_PROTOCOL_TCP",
+	}
+	ListenerProtocol_value = map[string]int32{
+		"LISTENER_PROTOCOL_UNSPECIFIED": 0,
+		"LISTENER_PROTOCOL_HTTP":        1,
+		"LISTENER_PROTOCOL_HTTPS":       2,
+		"LISTENER_PROTOCOL_TLS":         3,
+		"LISTENER_PROTOCOL_TCP":         4,
+	}
+)
+
+func (x ListenerProtocol) Enum() *ListenerProtocol {
+	p := new(ListenerProtocol)
+	*p = x
+	return p
+}
+
+func (x ListenerProtocol) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ListenerProtocol) Descriptor() protoreflect.EnumDescriptor {
+	return file_weft_v1_policy_proto_enumTypes[3].Descriptor()
+}
+
+func (ListenerProtocol) Type() protoreflect.EnumType {
+	return &file_weft_v1_policy_proto_enumTypes[3]
+}
+
+func (x ListenerProtocol) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ListenerProtocol.Descriptor instead.
+func (ListenerProtocol) EnumDescriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+type TLSMode int32
+
+const (
+	TLSMode_TLS_MODE_UNSPECIFIED TLSMode = 0
+	TLSMode_TLS_MODE_TERMINATE   TLSMode = 1
+	TLSMode_TLS_MODE_PASSTHROUGH TLSMode = 2
+)
+
+// Enum value maps for TLSMode.
+var (
+	TLSMode_name = map[int32]string{
+		0: "TLS_MODE_UNSPECIFIED",
+		1: "TLS_MODE_TERMINATE",
+		2: "TLS_MODE_PASSTHROUGH",
+	}
+	TLSMode_value = map[string]int32{
+		"TLS_MODE_UNSPECIFIED": 0,
+		"TLS_MODE_TERMINATE":   1,
+		"TLS_MODE_PASSTHROUGH": 2,
+	}
+)
+
+func (x TLSMode) Enum() *TLSMode {
+	p := new(TLSMode)
+	*p = x
+	return p
+}
+
+func (x TLSMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TLSMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_weft_v1_policy_proto_enumTypes[4].Descriptor()
+}
+
+func (TLSMode) Type() protoreflect.EnumType {
+	return &file_weft_v1_policy_proto_enumTypes[4]
+}
+
+func (x TLSMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TLSMode.Descriptor instead.
+func (TLSMode) EnumDescriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+type FrontendValidationMode int32
+
+const (
+	FrontendValidationMode_FRONTEND_VALIDATION_MODE_UNSPECIFIED FrontendValidationMode = 0
+	// A valid client certificate is required.
+	FrontendValidationMode_FRONTEND_VALIDATION_MODE_ALLOW_VALID_ONLY FrontendValidationMode = 1
+	// Connections without a valid client certificate are accepted too.
+	FrontendValidationMode_FRONTEND_VALIDATION_MODE_ALLOW_INSECURE_FALLBACK FrontendValidationMode = 2
+)
+
+// Enum value maps for FrontendValidationMode.
+var (
+	FrontendValidationMode_name = map[int32]string{
+		0: "FRONTEND_VALIDATION_MODE_UNSPECIFIED",
+		1: "FRONTEND_VALIDATION_MODE_ALLOW_VALID_ONLY",
+		2: "FRONTEND_VALIDATION_MODE_ALLOW_INSECURE_FALLBACK",
+	}
+	FrontendValidationMode_value = map[string]int32{
+		"FRONTEND_VALIDATION_MODE_UNSPECIFIED":             0,
+		"FRONTEND_VALIDATION_MODE_ALLOW_VALID_ONLY":        1,
+		"FRONTEND_VALIDATION_MODE_ALLOW_INSECURE_FALLBACK": 2,
+	}
+)
+
+func (x FrontendValidationMode) Enum() *FrontendValidationMode {
+	p := new(FrontendValidationMode)
+	*p = x
+	return p
+}
+
+func (x FrontendValidationMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FrontendValidationMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_weft_v1_policy_proto_enumTypes[5].Descriptor()
+}
+
+func (FrontendValidationMode) Type() protoreflect.EnumType {
+	return &file_weft_v1_policy_proto_enumTypes[5]
+}
+
+func (x FrontendValidationMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FrontendValidationMode.Descriptor instead.
+func (FrontendValidationMode) EnumDescriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
 type SessionPersistence_Type int32
 
 const (
@@ -227,11 +382,11 @@ func (x SessionPersistence_Type) String() string {
 }
 
 func (SessionPersistence_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[3].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[6].Descriptor()
 }
 
 func (SessionPersistence_Type) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[3]
+	return &file_weft_v1_policy_proto_enumTypes[6]
 }
 
 func (x SessionPersistence_Type) Number() protoreflect.EnumNumber {
@@ -276,11 +431,11 @@ func (x SessionPersistence_Lifetime) String() string {
 }
 
 func (SessionPersistence_Lifetime) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[4].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[7].Descriptor()
 }
 
 func (SessionPersistence_Lifetime) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[4]
+	return &file_weft_v1_policy_proto_enumTypes[7]
 }
 
 func (x SessionPersistence_Lifetime) Number() protoreflect.EnumNumber {
@@ -325,11 +480,11 @@ func (x PathModifier_Type) String() string {
 }
 
 func (PathModifier_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[5].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[8].Descriptor()
 }
 
 func (PathModifier_Type) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[5]
+	return &file_weft_v1_policy_proto_enumTypes[8]
 }
 
 func (x PathModifier_Type) Number() protoreflect.EnumNumber {
@@ -348,7 +503,10 @@ type PolicyRequest struct {
 	// Version this message ACKs or NACKs; 0 on the first message.
 	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Empty: ACK. Set: NACK, with the agent's reason.
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Set instead of node by a Gateway's data plane: "namespace/name" of the
+	// Gateway it serves. Its snapshots carry gateway, not policy.
+	Gateway       string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -404,6 +562,13 @@ func (x *PolicyRequest) GetError() string {
 	return ""
 }
 
+func (x *PolicyRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
 type PolicySnapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Strictly increasing per controller process; the agent treats a snapshot
@@ -411,8 +576,10 @@ type PolicySnapshot struct {
 	Version         uint64      `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	ControllerNonce string      `protobuf:"bytes,2,opt,name=controller_nonce,json=controllerNonce,proto3" json:"controller_nonce,omitempty"`
 	Policy          *NodePolicy `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For a Gateway's data plane (PolicyRequest.gateway), instead of policy.
+	Gateway       *GatewayPolicy `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PolicySnapshot) Reset() {
@@ -462,6 +629,13 @@ func (x *PolicySnapshot) GetControllerNonce() string {
 func (x *PolicySnapshot) GetPolicy() *NodePolicy {
 	if x != nil {
 		return x.Policy
+	}
+	return nil
+}
+
+func (x *PolicySnapshot) GetGateway() *GatewayPolicy {
+	if x != nil {
+		return x.Gateway
 	}
 	return nil
 }
@@ -2240,6 +2414,672 @@ func (x *SignResponse) GetTrustAnchors() [][]byte {
 	return nil
 }
 
+// GatewayPolicy is what the data plane of one Gateway (north-south) serves:
+// its listeners by port, with certificates, client validation and, per
+// hostname, route tables compiled as the mesh's are (so the gateway runs the
+// mesh's route engine), and the clusters they send to. The controller sends
+// it only on the stream of that Gateway's data plane: it holds private keys.
+type GatewayPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Gateway.
+	Namespace   string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name        string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	TrustDomain string `protobuf:"bytes,3,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// DER-encoded CA certificates that the gateway accepts as SVID issuers of
+	// the enrolled backends it connects to through their nodes' tunnels.
+	TrustAnchors [][]byte `protobuf:"bytes,4,rep,name=trust_anchors,json=trustAnchors,proto3" json:"trust_anchors,omitempty"`
+	// SPIFFE ID of the gateway's pods: they present its SVID to enrolled
+	// backends, so that authorization policy can name the gateway.
+	Identity string `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
+	// Ports, ascending; each with its listeners in match order.
+	Ports []*GatewayPort `protobuf:"bytes,6,rep,name=ports,proto3" json:"ports,omitempty"`
+	// Backends referenced by any route table, keyed by Cluster.name.
+	Clusters []*Cluster `protobuf:"bytes,7,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// How to originate TLS toward clusters a BackendTLSPolicy covers, by
+	// cluster name (HTTP and gRPC tables, TCP tables of terminating TLS
+	// listeners; never TCP listeners or TLS passthrough).
+	BackendTls map[string]*BackendTLS `protobuf:"bytes,8,rep,name=backend_tls,json=backendTls,proto3" json:"backend_tls,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Presented to backends that ask for a client certificate when the gateway
+	// originates TLS (spec.tls.backend.clientCertificateRef); unset: none.
+	ClientCertificate *Certificate `protobuf:"bytes,9,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
+	// Address of every node's inbound proxy (node name -> "ip:15008").
+	NodeTunnels   map[string]string `protobuf:"bytes,10,rep,name=node_tunnels,json=nodeTunnels,proto3" json:"node_tunnels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayPolicy) Reset() {
+	*x = GatewayPolicy{}
+	mi := &file_weft_v1_policy_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayPolicy) ProtoMessage() {}
+
+func (x *GatewayPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayPolicy.ProtoReflect.Descriptor instead.
+func (*GatewayPolicy) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GatewayPolicy) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GatewayPolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GatewayPolicy) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *GatewayPolicy) GetTrustAnchors() [][]byte {
+	if x != nil {
+		return x.TrustAnchors
+	}
+	return nil
+}
+
+func (x *GatewayPolicy) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *GatewayPolicy) GetPorts() []*GatewayPort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *GatewayPolicy) GetClusters() []*Cluster {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+func (x *GatewayPolicy) GetBackendTls() map[string]*BackendTLS {
+	if x != nil {
+		return x.BackendTls
+	}
+	return nil
+}
+
+func (x *GatewayPolicy) GetClientCertificate() *Certificate {
+	if x != nil {
+		return x.ClientCertificate
+	}
+	return nil
+}
+
+func (x *GatewayPolicy) GetNodeTunnels() map[string]string {
+	if x != nil {
+		return x.NodeTunnels
+	}
+	return nil
+}
+
+type GatewayPort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Port  uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	// In match order. HTTP: the first whose hostname matches the request's
+	// Host serves it. HTTPS and TLS: the first whose hostname matches the SNI
+	// (no SNI: one with an empty hostname). TCP: exactly one.
+	Listeners     []*GatewayListener `protobuf:"bytes,2,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayPort) Reset() {
+	*x = GatewayPort{}
+	mi := &file_weft_v1_policy_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayPort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayPort) ProtoMessage() {}
+
+func (x *GatewayPort) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayPort.ProtoReflect.Descriptor instead.
+func (*GatewayPort) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GatewayPort) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *GatewayPort) GetListeners() []*GatewayListener {
+	if x != nil {
+		return x.Listeners
+	}
+	return nil
+}
+
+type GatewayListener struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The listener's name in the Gateway spec.
+	Name     string           `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Protocol ListenerProtocol `protobuf:"varint,2,opt,name=protocol,proto3,enum=weft.v1.ListenerProtocol" json:"protocol,omitempty"`
+	// "" any host, "*.example.com" any host under example.com; "" for TCP.
+	Hostname string `protobuf:"bytes,3,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// HTTPS and TLS listeners.
+	TlsMode TLSMode `protobuf:"varint,4,opt,name=tls_mode,json=tlsMode,proto3,enum=weft.v1.TLSMode" json:"tls_mode,omitempty"`
+	// A terminating listener's certificates in spec order: the first whose
+	// hostnames match the SNI (an exact name before a wildcard), else the first.
+	Certificates []*Certificate `protobuf:"bytes,5,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	// Set: ask for and check client certificates (spec.tls.frontend).
+	ClientValidation *ClientValidation `protobuf:"bytes,6,opt,name=client_validation,json=clientValidation,proto3" json:"client_validation,omitempty"`
+	// In match order: the first whose hostname matches the Host (HTTP, HTTPS)
+	// or SNI (TLS) serves; none is a 404 (a closed connection for TLS). TCP:
+	// one with an empty hostname.
+	VirtualHosts  []*VirtualHost `protobuf:"bytes,7,rep,name=virtual_hosts,json=virtualHosts,proto3" json:"virtual_hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayListener) Reset() {
+	*x = GatewayListener{}
+	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayListener) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayListener) ProtoMessage() {}
+
+func (x *GatewayListener) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayListener.ProtoReflect.Descriptor instead.
+func (*GatewayListener) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GatewayListener) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GatewayListener) GetProtocol() ListenerProtocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return ListenerProtocol_LISTENER_PROTOCOL_UNSPECIFIED
+}
+
+func (x *GatewayListener) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *GatewayListener) GetTlsMode() TLSMode {
+	if x != nil {
+		return x.TlsMode
+	}
+	return TLSMode_TLS_MODE_UNSPECIFIED
+}
+
+func (x *GatewayListener) GetCertificates() []*Certificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+func (x *GatewayListener) GetClientValidation() *ClientValidation {
+	if x != nil {
+		return x.ClientValidation
+	}
+	return nil
+}
+
+func (x *GatewayListener) GetVirtualHosts() []*VirtualHost {
+	if x != nil {
+		return x.VirtualHosts
+	}
+	return nil
+}
+
+type VirtualHost struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The intersection of the listener's and the routes' hostnames; "" any.
+	Hostname string `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// Tried in order; the first with a matching rule serves the request (no
+	// match: 404). TCP and TLS route tables: the first serves the connection.
+	Tables        []*RouteTable `protobuf:"bytes,2,rep,name=tables,proto3" json:"tables,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VirtualHost) Reset() {
+	*x = VirtualHost{}
+	mi := &file_weft_v1_policy_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VirtualHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VirtualHost) ProtoMessage() {}
+
+func (x *VirtualHost) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VirtualHost.ProtoReflect.Descriptor instead.
+func (*VirtualHost) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *VirtualHost) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *VirtualHost) GetTables() []*RouteTable {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+type Certificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/name" of the Secret it comes from.
+	Secret string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	// PEM chain (tls.crt) and PEM private key (tls.key).
+	CertPem []byte `protobuf:"bytes,2,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	KeyPem  []byte `protobuf:"bytes,3,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	// DNS names (SANs) of the leaf.
+	Hostnames     []string `protobuf:"bytes,4,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Certificate) Reset() {
+	*x = Certificate{}
+	mi := &file_weft_v1_policy_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Certificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Certificate) ProtoMessage() {}
+
+func (x *Certificate) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
+func (*Certificate) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Certificate) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *Certificate) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *Certificate) GetKeyPem() []byte {
+	if x != nil {
+		return x.KeyPem
+	}
+	return nil
+}
+
+func (x *Certificate) GetHostnames() []string {
+	if x != nil {
+		return x.Hostnames
+	}
+	return nil
+}
+
+type CACertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "ConfigMap namespace/name" or "Secret namespace/name".
+	Ref string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// One or more PEM CERTIFICATE blocks (ca.crt).
+	Pem           []byte `protobuf:"bytes,2,opt,name=pem,proto3" json:"pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CACertificate) Reset() {
+	*x = CACertificate{}
+	mi := &file_weft_v1_policy_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CACertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CACertificate) ProtoMessage() {}
+
+func (x *CACertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CACertificate.ProtoReflect.Descriptor instead.
+func (*CACertificate) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CACertificate) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *CACertificate) GetPem() []byte {
+	if x != nil {
+		return x.Pem
+	}
+	return nil
+}
+
+type ClientValidation struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CaCertificates []*CACertificate       `protobuf:"bytes,1,rep,name=ca_certificates,json=caCertificates,proto3" json:"ca_certificates,omitempty"`
+	Mode           FrontendValidationMode `protobuf:"varint,2,opt,name=mode,proto3,enum=weft.v1.FrontendValidationMode" json:"mode,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ClientValidation) Reset() {
+	*x = ClientValidation{}
+	mi := &file_weft_v1_policy_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientValidation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientValidation) ProtoMessage() {}
+
+func (x *ClientValidation) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientValidation.ProtoReflect.Descriptor instead.
+func (*ClientValidation) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ClientValidation) GetCaCertificates() []*CACertificate {
+	if x != nil {
+		return x.CaCertificates
+	}
+	return nil
+}
+
+func (x *ClientValidation) GetMode() FrontendValidationMode {
+	if x != nil {
+		return x.Mode
+	}
+	return FrontendValidationMode_FRONTEND_VALIDATION_MODE_UNSPECIFIED
+}
+
+// BackendTLS is TLS origination toward a backend (BackendTLSPolicy).
+type BackendTLS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/name" of the BackendTLSPolicy.
+	Policy string `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// SNI to send; the name the backend certificate must carry unless
+	// subject_alt_names are given.
+	Hostname        string            `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	SubjectAltNames []*SubjectAltName `protobuf:"bytes,3,rep,name=subject_alt_names,json=subjectAltNames,proto3" json:"subject_alt_names,omitempty"`
+	// Trust anchors; with system, the well-known system roots instead.
+	CaCertificates []*CACertificate `protobuf:"bytes,4,rep,name=ca_certificates,json=caCertificates,proto3" json:"ca_certificates,omitempty"`
+	System         bool             `protobuf:"varint,5,opt,name=system,proto3" json:"system,omitempty"`
+	// Set: no connection may be made (every CA reference is unusable);
+	// requests to the backend fail with a 5xx naming this reason.
+	Invalid       string `protobuf:"bytes,6,opt,name=invalid,proto3" json:"invalid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendTLS) Reset() {
+	*x = BackendTLS{}
+	mi := &file_weft_v1_policy_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendTLS) ProtoMessage() {}
+
+func (x *BackendTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendTLS.ProtoReflect.Descriptor instead.
+func (*BackendTLS) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *BackendTLS) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *BackendTLS) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *BackendTLS) GetSubjectAltNames() []*SubjectAltName {
+	if x != nil {
+		return x.SubjectAltNames
+	}
+	return nil
+}
+
+func (x *BackendTLS) GetCaCertificates() []*CACertificate {
+	if x != nil {
+		return x.CaCertificates
+	}
+	return nil
+}
+
+func (x *BackendTLS) GetSystem() bool {
+	if x != nil {
+		return x.System
+	}
+	return false
+}
+
+func (x *BackendTLS) GetInvalid() string {
+	if x != nil {
+		return x.Invalid
+	}
+	return ""
+}
+
+type SubjectAltName struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A DNS name (may start with "*.") or, with uri, a URI.
+	Value         string `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	Uri           bool   `protobuf:"varint,2,opt,name=uri,proto3" json:"uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubjectAltName) Reset() {
+	*x = SubjectAltName{}
+	mi := &file_weft_v1_policy_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubjectAltName) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubjectAltName) ProtoMessage() {}
+
+func (x *SubjectAltName) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubjectAltName.ProtoReflect.Descriptor instead.
+func (*SubjectAltName) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SubjectAltName) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *SubjectAltName) GetUri() bool {
+	if x != nil {
+		return x.Uri
+	}
+	return false
+}
+
 type HeaderModifier_Header struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2250,7 +3090,7 @@ type HeaderModifier_Header struct {
 
 func (x *HeaderModifier_Header) Reset() {
 	*x = HeaderModifier_Header{}
-	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	mi := &file_weft_v1_policy_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +3102,7 @@ func (x *HeaderModifier_Header) String() string {
 func (*HeaderModifier_Header) ProtoMessage() {}
 
 func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	mi := &file_weft_v1_policy_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,15 +3136,17 @@ var File_weft_v1_policy_proto protoreflect.FileDescriptor
 
 const file_weft_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x14weft/v1/policy.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"S\n" +
+	"\x14weft/v1/policy.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"m\n" +
 	"\rPolicyRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\x82\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
+	"\agateway\x18\x04 \x01(\tR\agateway\"\xb4\x01\n" +
 	"\x0ePolicySnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12)\n" +
 	"\x10controller_nonce\x18\x02 \x01(\tR\x0fcontrollerNonce\x12+\n" +
-	"\x06policy\x18\x03 \x01(\v2\x13.weft.v1.NodePolicyR\x06policy\"\x82\x03\n" +
+	"\x06policy\x18\x03 \x01(\v2\x13.weft.v1.NodePolicyR\x06policy\x120\n" +
+	"\agateway\x18\x04 \x01(\v2\x16.weft.v1.GatewayPolicyR\agateway\"\x82\x03\n" +
 	"\n" +
 	"NodePolicy\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12!\n" +
@@ -2464,7 +3306,62 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\fSignResponse\x12\x1d\n" +
 	"\n" +
 	"cert_chain\x18\x01 \x03(\fR\tcertChain\x12#\n" +
-	"\rtrust_anchors\x18\x02 \x03(\fR\ftrustAnchors*n\n" +
+	"\rtrust_anchors\x18\x02 \x03(\fR\ftrustAnchors\"\xed\x04\n" +
+	"\rGatewayPolicy\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
+	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain\x12#\n" +
+	"\rtrust_anchors\x18\x04 \x03(\fR\ftrustAnchors\x12\x1a\n" +
+	"\bidentity\x18\x05 \x01(\tR\bidentity\x12*\n" +
+	"\x05ports\x18\x06 \x03(\v2\x14.weft.v1.GatewayPortR\x05ports\x12,\n" +
+	"\bclusters\x18\a \x03(\v2\x10.weft.v1.ClusterR\bclusters\x12G\n" +
+	"\vbackend_tls\x18\b \x03(\v2&.weft.v1.GatewayPolicy.BackendTlsEntryR\n" +
+	"backendTls\x12C\n" +
+	"\x12client_certificate\x18\t \x01(\v2\x14.weft.v1.CertificateR\x11clientCertificate\x12J\n" +
+	"\fnode_tunnels\x18\n" +
+	" \x03(\v2'.weft.v1.GatewayPolicy.NodeTunnelsEntryR\vnodeTunnels\x1aR\n" +
+	"\x0fBackendTlsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12)\n" +
+	"\x05value\x18\x02 \x01(\v2\x13.weft.v1.BackendTLSR\x05value:\x028\x01\x1a>\n" +
+	"\x10NodeTunnelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\vGatewayPort\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x126\n" +
+	"\tlisteners\x18\x02 \x03(\v2\x18.weft.v1.GatewayListenerR\tlisteners\"\xe2\x02\n" +
+	"\x0fGatewayListener\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
+	"\bprotocol\x18\x02 \x01(\x0e2\x19.weft.v1.ListenerProtocolR\bprotocol\x12\x1a\n" +
+	"\bhostname\x18\x03 \x01(\tR\bhostname\x12+\n" +
+	"\btls_mode\x18\x04 \x01(\x0e2\x10.weft.v1.TLSModeR\atlsMode\x128\n" +
+	"\fcertificates\x18\x05 \x03(\v2\x14.weft.v1.CertificateR\fcertificates\x12F\n" +
+	"\x11client_validation\x18\x06 \x01(\v2\x19.weft.v1.ClientValidationR\x10clientValidation\x129\n" +
+	"\rvirtual_hosts\x18\a \x03(\v2\x14.weft.v1.VirtualHostR\fvirtualHosts\"V\n" +
+	"\vVirtualHost\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12+\n" +
+	"\x06tables\x18\x02 \x03(\v2\x13.weft.v1.RouteTableR\x06tables\"w\n" +
+	"\vCertificate\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x19\n" +
+	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x17\n" +
+	"\akey_pem\x18\x03 \x01(\fR\x06keyPem\x12\x1c\n" +
+	"\thostnames\x18\x04 \x03(\tR\thostnames\"3\n" +
+	"\rCACertificate\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x10\n" +
+	"\x03pem\x18\x02 \x01(\fR\x03pem\"\x88\x01\n" +
+	"\x10ClientValidation\x12?\n" +
+	"\x0fca_certificates\x18\x01 \x03(\v2\x16.weft.v1.CACertificateR\x0ecaCertificates\x123\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x1f.weft.v1.FrontendValidationModeR\x04mode\"\xf8\x01\n" +
+	"\n" +
+	"BackendTLS\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12C\n" +
+	"\x11subject_alt_names\x18\x03 \x03(\v2\x17.weft.v1.SubjectAltNameR\x0fsubjectAltNames\x12?\n" +
+	"\x0fca_certificates\x18\x04 \x03(\v2\x16.weft.v1.CACertificateR\x0ecaCertificates\x12\x16\n" +
+	"\x06system\x18\x05 \x01(\bR\x06system\x12\x18\n" +
+	"\ainvalid\x18\x06 \x01(\tR\ainvalid\"8\n" +
+	"\x0eSubjectAltName\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\x12\x10\n" +
+	"\x03uri\x18\x02 \x01(\bR\x03uri*n\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x11\n" +
@@ -2480,7 +3377,21 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\x16MATCH_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MATCH_TYPE_EXACT\x10\x01\x12\x15\n" +
 	"\x11MATCH_TYPE_PREFIX\x10\x02\x12\x14\n" +
-	"\x10MATCH_TYPE_REGEX\x10\x032G\n" +
+	"\x10MATCH_TYPE_REGEX\x10\x03*\xa4\x01\n" +
+	"\x10ListenerProtocol\x12!\n" +
+	"\x1dLISTENER_PROTOCOL_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16LISTENER_PROTOCOL_HTTP\x10\x01\x12\x1b\n" +
+	"\x17LISTENER_PROTOCOL_HTTPS\x10\x02\x12\x19\n" +
+	"\x15LISTENER_PROTOCOL_TLS\x10\x03\x12\x19\n" +
+	"\x15LISTENER_PROTOCOL_TCP\x10\x04*U\n" +
+	"\aTLSMode\x12\x18\n" +
+	"\x14TLS_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12TLS_MODE_TERMINATE\x10\x01\x12\x18\n" +
+	"\x14TLS_MODE_PASSTHROUGH\x10\x02*\xa7\x01\n" +
+	"\x16FrontendValidationMode\x12(\n" +
+	"$FRONTEND_VALIDATION_MODE_UNSPECIFIED\x10\x00\x12-\n" +
+	")FRONTEND_VALIDATION_MODE_ALLOW_VALID_ONLY\x10\x01\x124\n" +
+	"0FRONTEND_VALIDATION_MODE_ALLOW_INSECURE_FALLBACK\x10\x022G\n" +
 	"\x06Policy\x12=\n" +
 	"\x06Stream\x12\x16.weft.v1.PolicyRequest\x1a\x17.weft.v1.PolicySnapshot(\x010\x012?\n" +
 	"\bIdentity\x123\n" +
@@ -2498,101 +3409,133 @@ func file_weft_v1_policy_proto_rawDescGZIP() []byte {
 	return file_weft_v1_policy_proto_rawDescData
 }
 
-var file_weft_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_weft_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_weft_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_weft_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_weft_v1_policy_proto_goTypes = []any{
 	(Protocol)(0),                    // 0: weft.v1.Protocol
 	(RouteKind)(0),                   // 1: weft.v1.RouteKind
 	(MatchType)(0),                   // 2: weft.v1.MatchType
-	(SessionPersistence_Type)(0),     // 3: weft.v1.SessionPersistence.Type
-	(SessionPersistence_Lifetime)(0), // 4: weft.v1.SessionPersistence.Lifetime
-	(PathModifier_Type)(0),           // 5: weft.v1.PathModifier.Type
-	(*PolicyRequest)(nil),            // 6: weft.v1.PolicyRequest
-	(*PolicySnapshot)(nil),           // 7: weft.v1.PolicySnapshot
-	(*NodePolicy)(nil),               // 8: weft.v1.NodePolicy
-	(*Workload)(nil),                 // 9: weft.v1.Workload
-	(*ServicePort)(nil),              // 10: weft.v1.ServicePort
-	(*RouteTable)(nil),               // 11: weft.v1.RouteTable
-	(*Match)(nil),                    // 12: weft.v1.Match
-	(*StringMatch)(nil),              // 13: weft.v1.StringMatch
-	(*HTTPMatch)(nil),                // 14: weft.v1.HTTPMatch
-	(*GRPCMatch)(nil),                // 15: weft.v1.GRPCMatch
-	(*Rule)(nil),                     // 16: weft.v1.Rule
-	(*BackendRef)(nil),               // 17: weft.v1.BackendRef
-	(*Retry)(nil),                    // 18: weft.v1.Retry
-	(*SessionPersistence)(nil),       // 19: weft.v1.SessionPersistence
-	(*HeaderModifier)(nil),           // 20: weft.v1.HeaderModifier
-	(*PathModifier)(nil),             // 21: weft.v1.PathModifier
-	(*RequestRedirect)(nil),          // 22: weft.v1.RequestRedirect
-	(*URLRewrite)(nil),               // 23: weft.v1.URLRewrite
-	(*RequestMirror)(nil),            // 24: weft.v1.RequestMirror
-	(*CORS)(nil),                     // 25: weft.v1.CORS
-	(*Filter)(nil),                   // 26: weft.v1.Filter
-	(*Cluster)(nil),                  // 27: weft.v1.Cluster
-	(*Endpoint)(nil),                 // 28: weft.v1.Endpoint
-	(*SignRequest)(nil),              // 29: weft.v1.SignRequest
-	(*SignResponse)(nil),             // 30: weft.v1.SignResponse
-	nil,                              // 31: weft.v1.NodePolicy.NodeTunnelsEntry
-	nil,                              // 32: weft.v1.ServicePort.ConsumersEntry
-	(*HeaderModifier_Header)(nil),    // 33: weft.v1.HeaderModifier.Header
-	(*durationpb.Duration)(nil),      // 34: google.protobuf.Duration
+	(ListenerProtocol)(0),            // 3: weft.v1.ListenerProtocol
+	(TLSMode)(0),                     // 4: weft.v1.TLSMode
+	(FrontendValidationMode)(0),      // 5: weft.v1.FrontendValidationMode
+	(SessionPersistence_Type)(0),     // 6: weft.v1.SessionPersistence.Type
+	(SessionPersistence_Lifetime)(0), // 7: weft.v1.SessionPersistence.Lifetime
+	(PathModifier_Type)(0),           // 8: weft.v1.PathModifier.Type
+	(*PolicyRequest)(nil),            // 9: weft.v1.PolicyRequest
+	(*PolicySnapshot)(nil),           // 10: weft.v1.PolicySnapshot
+	(*NodePolicy)(nil),               // 11: weft.v1.NodePolicy
+	(*Workload)(nil),                 // 12: weft.v1.Workload
+	(*ServicePort)(nil),              // 13: weft.v1.ServicePort
+	(*RouteTable)(nil),               // 14: weft.v1.RouteTable
+	(*Match)(nil),                    // 15: weft.v1.Match
+	(*StringMatch)(nil),              // 16: weft.v1.StringMatch
+	(*HTTPMatch)(nil),                // 17: weft.v1.HTTPMatch
+	(*GRPCMatch)(nil),                // 18: weft.v1.GRPCMatch
+	(*Rule)(nil),                     // 19: weft.v1.Rule
+	(*BackendRef)(nil),               // 20: weft.v1.BackendRef
+	(*Retry)(nil),                    // 21: weft.v1.Retry
+	(*SessionPersistence)(nil),       // 22: weft.v1.SessionPersistence
+	(*HeaderModifier)(nil),           // 23: weft.v1.HeaderModifier
+	(*PathModifier)(nil),             // 24: weft.v1.PathModifier
+	(*RequestRedirect)(nil),          // 25: weft.v1.RequestRedirect
+	(*URLRewrite)(nil),               // 26: weft.v1.URLRewrite
+	(*RequestMirror)(nil),            // 27: weft.v1.RequestMirror
+	(*CORS)(nil),                     // 28: weft.v1.CORS
+	(*Filter)(nil),                   // 29: weft.v1.Filter
+	(*Cluster)(nil),                  // 30: weft.v1.Cluster
+	(*Endpoint)(nil),                 // 31: weft.v1.Endpoint
+	(*SignRequest)(nil),              // 32: weft.v1.SignRequest
+	(*SignResponse)(nil),             // 33: weft.v1.SignResponse
+	(*GatewayPolicy)(nil),            // 34: weft.v1.GatewayPolicy
+	(*GatewayPort)(nil),              // 35: weft.v1.GatewayPort
+	(*GatewayListener)(nil),          // 36: weft.v1.GatewayListener
+	(*VirtualHost)(nil),              // 37: weft.v1.VirtualHost
+	(*Certificate)(nil),              // 38: weft.v1.Certificate
+	(*CACertificate)(nil),            // 39: weft.v1.CACertificate
+	(*ClientValidation)(nil),         // 40: weft.v1.ClientValidation
+	(*BackendTLS)(nil),               // 41: weft.v1.BackendTLS
+	(*SubjectAltName)(nil),           // 42: weft.v1.SubjectAltName
+	nil,                              // 43: weft.v1.NodePolicy.NodeTunnelsEntry
+	nil,                              // 44: weft.v1.ServicePort.ConsumersEntry
+	(*HeaderModifier_Header)(nil),    // 45: weft.v1.HeaderModifier.Header
+	nil,                              // 46: weft.v1.GatewayPolicy.BackendTlsEntry
+	nil,                              // 47: weft.v1.GatewayPolicy.NodeTunnelsEntry
+	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
 }
 var file_weft_v1_policy_proto_depIdxs = []int32{
-	8,  // 0: weft.v1.PolicySnapshot.policy:type_name -> weft.v1.NodePolicy
-	9,  // 1: weft.v1.NodePolicy.workloads:type_name -> weft.v1.Workload
-	10, // 2: weft.v1.NodePolicy.services:type_name -> weft.v1.ServicePort
-	27, // 3: weft.v1.NodePolicy.clusters:type_name -> weft.v1.Cluster
-	31, // 4: weft.v1.NodePolicy.node_tunnels:type_name -> weft.v1.NodePolicy.NodeTunnelsEntry
-	0,  // 5: weft.v1.ServicePort.protocol:type_name -> weft.v1.Protocol
-	11, // 6: weft.v1.ServicePort.producer:type_name -> weft.v1.RouteTable
-	32, // 7: weft.v1.ServicePort.consumers:type_name -> weft.v1.ServicePort.ConsumersEntry
-	1,  // 8: weft.v1.RouteTable.kind:type_name -> weft.v1.RouteKind
-	16, // 9: weft.v1.RouteTable.rules:type_name -> weft.v1.Rule
-	12, // 10: weft.v1.RouteTable.matches:type_name -> weft.v1.Match
-	14, // 11: weft.v1.Match.http:type_name -> weft.v1.HTTPMatch
-	15, // 12: weft.v1.Match.grpc:type_name -> weft.v1.GRPCMatch
-	2,  // 13: weft.v1.StringMatch.type:type_name -> weft.v1.MatchType
-	13, // 14: weft.v1.HTTPMatch.path:type_name -> weft.v1.StringMatch
-	13, // 15: weft.v1.HTTPMatch.headers:type_name -> weft.v1.StringMatch
-	13, // 16: weft.v1.HTTPMatch.query_params:type_name -> weft.v1.StringMatch
-	2,  // 17: weft.v1.GRPCMatch.type:type_name -> weft.v1.MatchType
-	13, // 18: weft.v1.GRPCMatch.headers:type_name -> weft.v1.StringMatch
-	1,  // 19: weft.v1.Rule.route_kind:type_name -> weft.v1.RouteKind
-	26, // 20: weft.v1.Rule.filters:type_name -> weft.v1.Filter
-	17, // 21: weft.v1.Rule.backends:type_name -> weft.v1.BackendRef
-	34, // 22: weft.v1.Rule.request_timeout:type_name -> google.protobuf.Duration
-	34, // 23: weft.v1.Rule.backend_request_timeout:type_name -> google.protobuf.Duration
-	18, // 24: weft.v1.Rule.retry:type_name -> weft.v1.Retry
-	19, // 25: weft.v1.Rule.session:type_name -> weft.v1.SessionPersistence
-	26, // 26: weft.v1.BackendRef.filters:type_name -> weft.v1.Filter
-	19, // 27: weft.v1.BackendRef.session:type_name -> weft.v1.SessionPersistence
-	34, // 28: weft.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	3,  // 29: weft.v1.SessionPersistence.type:type_name -> weft.v1.SessionPersistence.Type
-	4,  // 30: weft.v1.SessionPersistence.lifetime:type_name -> weft.v1.SessionPersistence.Lifetime
-	34, // 31: weft.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
-	33, // 32: weft.v1.HeaderModifier.set:type_name -> weft.v1.HeaderModifier.Header
-	33, // 33: weft.v1.HeaderModifier.add:type_name -> weft.v1.HeaderModifier.Header
-	5,  // 34: weft.v1.PathModifier.type:type_name -> weft.v1.PathModifier.Type
-	21, // 35: weft.v1.RequestRedirect.path:type_name -> weft.v1.PathModifier
-	21, // 36: weft.v1.URLRewrite.path:type_name -> weft.v1.PathModifier
-	20, // 37: weft.v1.Filter.request_header_modifier:type_name -> weft.v1.HeaderModifier
-	20, // 38: weft.v1.Filter.response_header_modifier:type_name -> weft.v1.HeaderModifier
-	22, // 39: weft.v1.Filter.request_redirect:type_name -> weft.v1.RequestRedirect
-	23, // 40: weft.v1.Filter.url_rewrite:type_name -> weft.v1.URLRewrite
-	24, // 41: weft.v1.Filter.request_mirror:type_name -> weft.v1.RequestMirror
-	25, // 42: weft.v1.Filter.cors:type_name -> weft.v1.CORS
-	0,  // 43: weft.v1.Cluster.protocol:type_name -> weft.v1.Protocol
-	28, // 44: weft.v1.Cluster.endpoints:type_name -> weft.v1.Endpoint
-	11, // 45: weft.v1.ServicePort.ConsumersEntry.value:type_name -> weft.v1.RouteTable
-	6,  // 46: weft.v1.Policy.Stream:input_type -> weft.v1.PolicyRequest
-	29, // 47: weft.v1.Identity.Sign:input_type -> weft.v1.SignRequest
-	7,  // 48: weft.v1.Policy.Stream:output_type -> weft.v1.PolicySnapshot
-	30, // 49: weft.v1.Identity.Sign:output_type -> weft.v1.SignResponse
-	48, // [48:50] is the sub-list for method output_type
-	46, // [46:48] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	11, // 0: weft.v1.PolicySnapshot.policy:type_name -> weft.v1.NodePolicy
+	34, // 1: weft.v1.PolicySnapshot.gateway:type_name -> weft.v1.GatewayPolicy
+	12, // 2: weft.v1.NodePolicy.workloads:type_name -> weft.v1.Workload
+	13, // 3: weft.v1.NodePolicy.services:type_name -> weft.v1.ServicePort
+	30, // 4: weft.v1.NodePolicy.clusters:type_name -> weft.v1.Cluster
+	43, // 5: weft.v1.NodePolicy.node_tunnels:type_name -> weft.v1.NodePolicy.NodeTunnelsEntry
+	0,  // 6: weft.v1.ServicePort.protocol:type_name -> weft.v1.Protocol
+	14, // 7: weft.v1.ServicePort.producer:type_name -> weft.v1.RouteTable
+	44, // 8: weft.v1.ServicePort.consumers:type_name -> weft.v1.ServicePort.ConsumersEntry
+	1,  // 9: weft.v1.RouteTable.kind:type_name -> weft.v1.RouteKind
+	19, // 10: weft.v1.RouteTable.rules:type_name -> weft.v1.Rule
+	15, // 11: weft.v1.RouteTable.matches:type_name -> weft.v1.Match
+	17, // 12: weft.v1.Match.http:type_name -> weft.v1.HTTPMatch
+	18, // 13: weft.v1.Match.grpc:type_name -> weft.v1.GRPCMatch
+	2,  // 14: weft.v1.StringMatch.type:type_name -> weft.v1.MatchType
+	16, // 15: weft.v1.HTTPMatch.path:type_name -> weft.v1.StringMatch
+	16, // 16: weft.v1.HTTPMatch.headers:type_name -> weft.v1.StringMatch
+	16, // 17: weft.v1.HTTPMatch.query_params:type_name -> weft.v1.StringMatch
+	2,  // 18: weft.v1.GRPCMatch.type:type_name -> weft.v1.MatchType
+	16, // 19: weft.v1.GRPCMatch.headers:type_name -> weft.v1.StringMatch
+	1,  // 20: weft.v1.Rule.route_kind:type_name -> weft.v1.RouteKind
+	29, // 21: weft.v1.Rule.filters:type_name -> weft.v1.Filter
+	20, // 22: weft.v1.Rule.backends:type_name -> weft.v1.BackendRef
+	48, // 23: weft.v1.Rule.request_timeout:type_name -> google.protobuf.Duration
+	48, // 24: weft.v1.Rule.backend_request_timeout:type_name -> google.protobuf.Duration
+	21, // 25: weft.v1.Rule.retry:type_name -> weft.v1.Retry
+	22, // 26: weft.v1.Rule.session:type_name -> weft.v1.SessionPersistence
+	29, // 27: weft.v1.BackendRef.filters:type_name -> weft.v1.Filter
+	22, // 28: weft.v1.BackendRef.session:type_name -> weft.v1.SessionPersistence
+	48, // 29: weft.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	6,  // 30: weft.v1.SessionPersistence.type:type_name -> weft.v1.SessionPersistence.Type
+	7,  // 31: weft.v1.SessionPersistence.lifetime:type_name -> weft.v1.SessionPersistence.Lifetime
+	48, // 32: weft.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
+	45, // 33: weft.v1.HeaderModifier.set:type_name -> weft.v1.HeaderModifier.Header
+	45, // 34: weft.v1.HeaderModifier.add:type_name -> weft.v1.HeaderModifier.Header
+	8,  // 35: weft.v1.PathModifier.type:type_name -> weft.v1.PathModifier.Type
+	24, // 36: weft.v1.RequestRedirect.path:type_name -> weft.v1.PathModifier
+	24, // 37: weft.v1.URLRewrite.path:type_name -> weft.v1.PathModifier
+	23, // 38: weft.v1.Filter.request_header_modifier:type_name -> weft.v1.HeaderModifier
+	23, // 39: weft.v1.Filter.response_header_modifier:type_name -> weft.v1.HeaderModifier
+	25, // 40: weft.v1.Filter.request_redirect:type_name -> weft.v1.RequestRedirect
+	26, // 41: weft.v1.Filter.url_rewrite:type_name -> weft.v1.URLRewrite
+	27, // 42: weft.v1.Filter.request_mirror:type_name -> weft.v1.RequestMirror
+	28, // 43: weft.v1.Filter.cors:type_name -> weft.v1.CORS
+	0,  // 44: weft.v1.Cluster.protocol:type_name -> weft.v1.Protocol
+	31, // 45: weft.v1.Cluster.endpoints:type_name -> weft.v1.Endpoint
+	35, // 46: weft.v1.GatewayPolicy.ports:type_name -> weft.v1.GatewayPort
+	30, // 47: weft.v1.GatewayPolicy.clusters:type_name -> weft.v1.Cluster
+	46, // 48: weft.v1.GatewayPolicy.backend_tls:type_name -> weft.v1.GatewayPolicy.BackendTlsEntry
+	38, // 49: weft.v1.GatewayPolicy.client_certificate:type_name -> weft.v1.Certificate
+	47, // 50: weft.v1.GatewayPolicy.node_tunnels:type_name -> weft.v1.GatewayPolicy.NodeTunnelsEntry
+	36, // 51: weft.v1.GatewayPort.listeners:type_name -> weft.v1.GatewayListener
+	3,  // 52: weft.v1.GatewayListener.protocol:type_name -> weft.v1.ListenerProtocol
+	4,  // 53: weft.v1.GatewayListener.tls_mode:type_name -> weft.v1.TLSMode
+	38, // 54: weft.v1.GatewayListener.certificates:type_name -> weft.v1.Certificate
+	40, // 55: weft.v1.GatewayListener.client_validation:type_name -> weft.v1.ClientValidation
+	37, // 56: weft.v1.GatewayListener.virtual_hosts:type_name -> weft.v1.VirtualHost
+	14, // 57: weft.v1.VirtualHost.tables:type_name -> weft.v1.RouteTable
+	39, // 58: weft.v1.ClientValidation.ca_certificates:type_name -> weft.v1.CACertificate
+	5,  // 59: weft.v1.ClientValidation.mode:type_name -> weft.v1.FrontendValidationMode
+	42, // 60: weft.v1.BackendTLS.subject_alt_names:type_name -> weft.v1.SubjectAltName
+	39, // 61: weft.v1.BackendTLS.ca_certificates:type_name -> weft.v1.CACertificate
+	14, // 62: weft.v1.ServicePort.ConsumersEntry.value:type_name -> weft.v1.RouteTable
+	41, // 63: weft.v1.GatewayPolicy.BackendTlsEntry.value:type_name -> weft.v1.BackendTLS
+	9,  // 64: weft.v1.Policy.Stream:input_type -> weft.v1.PolicyRequest
+	32, // 65: weft.v1.Identity.Sign:input_type -> weft.v1.SignRequest
+	10, // 66: weft.v1.Policy.Stream:output_type -> weft.v1.PolicySnapshot
+	33, // 67: weft.v1.Identity.Sign:output_type -> weft.v1.SignResponse
+	66, // [66:68] is the sub-list for method output_type
+	64, // [64:66] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_policy_proto_init() }
@@ -2613,8 +3556,8 @@ func file_weft_v1_policy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_policy_proto_rawDesc), len(file_weft_v1_policy_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   28,
+			NumEnums:      9,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
