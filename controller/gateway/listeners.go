@@ -180,7 +180,7 @@ func (gs *gatewayState) allowedKinds(ls *listenerState) {
 		bad = append(bad, fmt.Sprintf("%s (group %q)", k.Kind, group))
 	}
 	if len(bad) > 0 {
-		ls.refs = append(ls.refs, reason{string(gwv1.ListenerReasonInvalidRouteKinds), fmt.Sprintf("allowedRoutes.kinds lists %s, which a %s listener does not carry; it carries %s (group %s)",
+		ls.refs = append(ls.refs, reason{string(gwv1.ListenerReasonInvalidRouteKinds), fmt.Sprintf("allowedRoutes.kinds lists %s, which a listener of protocol %s does not carry; it carries %s (group %s)",
 			strings.Join(bad, ", "), ls.spec.Protocol, strings.Join(carried, ", "), gwv1.GroupName)})
 	}
 }
@@ -220,7 +220,7 @@ func (ls *listenerState) describeAllowed(gwNS string) string {
 	if ls.from == gwv1.NamespacesFromSelector {
 		who = "namespaces matching " + fmt.Sprint(ls.selector)
 	}
-	kinds := "no route kind"
+	kinds := "no route kind (see ResolvedRefs)"
 	if len(ls.kinds) > 0 {
 		kinds = strings.Join(ls.kinds, ", ")
 	}
