@@ -97,11 +97,8 @@ func newPolicies(ix *index) *policies {
 func (ix *index) newPolicy(p *gwv1.BackendTLSPolicy) *policyState {
 	v := &p.Spec.Validation
 	ps := &policyState{p: p, ancestors: map[objKey]*gatewayState{}, tls: BackendTLS{Policy: p.Namespace + "/" + p.Name, Hostname: strings.ToLower(string(v.Hostname))}}
-	invalid := func(msg string) {
-		if ps.invalid == nil {
-			ps.invalid = &reason{string(gwv1.PolicyReasonInvalid), msg}
-		}
-	}
+	var invalids []string
+	invalid := func(msg string) { invalids = append(invalids, msg) }
 	if err := checkHostname(gwv1.Hostname(v.Hostname)); err != nil || strings.HasPrefix(string(v.Hostname), "*") {
 		invalid(fmt.Sprintf("validation.hostname %q must be a DNS name without a wildcard (it is the SNI sent to the backend); fix it", v.Hostname))
 	}
@@ -123,7 +120,8 @@ func (ix *index) newPolicy(p *gwv1.BackendTLSPolicy) *policyState {
 	for _, t := range p.Spec.TargetRefs {
 		ps.targets = append(ps.targets, ix.policyTarget(p.Namespace, t))
 	}
-	if ps.invalid != nil {
+	if len(invalids) > 0 {
+		ps.invalid = &reason{string(gwv1.PolicyReasonInvalid), sentences(invalids...)}
 		ps.tls.Invalid = ps.invalid.msg
 	}
 	return ps
