@@ -294,6 +294,9 @@ func checkRequest(out Output, e expectRequest) error {
 	if j < 0 {
 		return refusedOr(e, fmt.Errorf("the data plane does not listen on port %d", e.Port))
 	}
+	if h, _, ok := strings.Cut(e.Host, ":"); ok {
+		e.Host = h // the port of a Host header is ignored
+	}
 	host := cmpOr(e.SNI, e.Host)
 	k := slices.IndexFunc(g.Ports[j].Listeners, func(l Listener) bool { return hostMatches(l.Hostname, host) })
 	if k < 0 {
