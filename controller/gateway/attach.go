@@ -73,7 +73,6 @@ func attachParent(rt *routeObj, ref gwv1.ParentReference, gs *gatewayState) *par
 		return ps
 	}
 	var allowed, why []string
-	var hostless []*listenerState
 	for _, ls := range cands {
 		if !ls.allowsKind(rt.kind) || !ls.allowsNamespace(gs.ix, gs.gw.Namespace, rt.ns) {
 			why = append(why, ls.describeAllowed(gs.gw.Namespace))
@@ -85,7 +84,6 @@ func attachParent(rt *routeObj, ref gwv1.ParentReference, gs *gatewayState) *par
 			hosts = routeHosts(ls.hostname, rt.hostnames)
 		}
 		if len(hosts) == 0 {
-			hostless = append(hostless, ls)
 			continue
 		}
 		la := &listenerAttach{ls: ls, rt: rt, ps: ps, hosts: hosts}

@@ -156,7 +156,7 @@ func applyOptions(in *Input, o caseOptions) {
 	listed := map[string]bool{}
 	for _, p := range o.Provisioned {
 		listed[p.Namespace+"/"+p.Name] = true
-		in.Provisioned = append(in.Provisioned, Provisioned{Namespace: p.Namespace, Name: p.Name, Addresses: p.Addresses, Unusable: p.Unusable})
+		in.Provisioned = append(in.Provisioned, Provisioned(p))
 	}
 	for _, gw := range in.Gateways {
 		k := gw.Namespace + "/" + gw.Name

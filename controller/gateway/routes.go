@@ -133,7 +133,7 @@ func tlsAsTCP(r *gwv1.TLSRoute) *gwv1.TCPRoute {
 	out := &gwv1.TCPRoute{ObjectMeta: r.ObjectMeta}
 	out.Spec.ParentRefs = r.Spec.ParentRefs
 	for _, rule := range r.Spec.Rules {
-		out.Spec.Rules = append(out.Spec.Rules, gwv1.TCPRouteRule{Name: rule.Name, BackendRefs: rule.BackendRefs})
+		out.Spec.Rules = append(out.Spec.Rules, gwv1.TCPRouteRule(rule))
 	}
 	return out
 }
