@@ -6,7 +6,9 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 
 	"github.com/weft-mesh/weft/controller/resolve"
 )
@@ -42,8 +44,8 @@ func Resolve(in Input) Output {
 	}
 	slices.SortFunc(r.order, func(a, b *gatewayState) int { return compareKeys(a.key(), b.key()) })
 	r.policies = newPolicies(r.ix)
-	r.backendInput = r.newBackendInput()
 	r.routes = newRoutes(&in, r.hasParent)
+	r.backendInput = r.newBackendInput()
 	r.compileRoutes()
 	r.attachRoutes()
 	for _, gs := range r.order {
@@ -76,41 +78,77 @@ func (r *resolution) hasParent(ns string, refs []gwv1.ParentReference) bool {
 	})
 }
 
-// newBackendInput is what the rule compiler reads besides routes. A
-// Service port a BackendTLSPolicy covers speaks TLS that the gateway
-// originates, so its TLS appProtocol (https, tls, kubernetes.io/wss) is
-// taken as the protocol inside that TLS, and routes may send to it.
+// newBackendInput is what the rule compiler reads besides routes: the
+// Services the routes refer to, their EndpointSlices, and the Pods,
+// XBackends and XBackendTrafficPolicies of those namespaces (the compiler
+// runs once per virtual host tier, so it gets only what it may need, not
+// the cluster). A Service port a BackendTLSPolicy covers speaks TLS that
+// the gateway originates, so its TLS appProtocol (https, tls,
+// kubernetes.io/wss) is taken as the protocol inside that TLS, and routes
+// may send to it.
 func (r *resolution) newBackendInput() resolve.Input {
 	in := r.ix.in
-	out := resolve.Input{
-		Options: in.Options.Mesh, Namespaces: in.Namespaces, EndpointSlices: in.EndpointSlices,
-		Pods: in.Pods, Backends: in.Backends, BackendTrafficPolicies: in.BackendTrafficPolicies,
-		Services: make([]corev1.Service, 0, len(in.Services)),
-	}
-	for _, svc := range in.Services {
-		key := objKey{svc.Namespace, svc.Name}
-		copied := false
-		for i, p := range svc.Spec.Ports {
-			if p.AppProtocol == nil || r.policies.forPort(key, p) == nil {
-				continue
-			}
-			var inner *string
-			switch strings.ToLower(*p.AppProtocol) {
-			case "https", "tls":
-			case "kubernetes.io/wss":
-				ws := "kubernetes.io/ws"
-				inner = &ws
-			default:
-				continue
-			}
-			if !copied {
-				svc.Spec.Ports, copied = slices.Clone(svc.Spec.Ports), true
-			}
-			svc.Spec.Ports[i].AppProtocol = inner
+	svcs, nss := map[objKey]bool{}, map[string]bool{}
+	for _, rt := range r.routes {
+		for _, b := range rt.backends {
+			br := backendRef(rt.kind, rt.ns, b)
+			svcs[objKey{br.toNS, br.toName}] = true
+			nss[br.toNS] = true
 		}
-		out.Services = append(out.Services, svc)
+	}
+	out := resolve.Input{Options: in.Options.Mesh, Namespaces: in.Namespaces}
+	for _, svc := range in.Services {
+		if svcs[objKey{svc.Namespace, svc.Name}] {
+			out.Services = append(out.Services, r.tlsInner(svc))
+		}
+	}
+	for _, es := range in.EndpointSlices {
+		if svcs[objKey{es.Namespace, es.Labels[discoveryv1.LabelServiceName]}] {
+			out.EndpointSlices = append(out.EndpointSlices, es)
+		}
+	}
+	out.Pods = inNamespaces(in.Pods, nss, func(p *corev1.Pod) string { return p.Namespace })
+	out.Backends = inNamespaces(in.Backends, nss, func(b *gwxv1a1.XBackend) string { return b.Namespace })
+	out.BackendTrafficPolicies = inNamespaces(in.BackendTrafficPolicies, nss, func(p *gwxv1a1.XBackendTrafficPolicy) string { return p.Namespace })
+	return out
+}
+
+func inNamespaces[T any](objs []T, nss map[string]bool, ns func(*T) string) []T {
+	var out []T
+	for i := range objs {
+		if nss[ns(&objs[i])] {
+			out = append(out, objs[i])
+		}
 	}
 	return out
+}
+
+// tlsInner returns svc with the TLS appProtocol of the ports a
+// BackendTLSPolicy covers replaced by the protocol inside the TLS (none:
+// as the route speaks; kubernetes.io/ws for kubernetes.io/wss). svc
+// itself is not modified.
+func (r *resolution) tlsInner(svc corev1.Service) corev1.Service {
+	key := objKey{svc.Namespace, svc.Name}
+	copied := false
+	for i, p := range svc.Spec.Ports {
+		if p.AppProtocol == nil || r.policies.forPort(key, p) == nil {
+			continue
+		}
+		var inner *string
+		switch strings.ToLower(*p.AppProtocol) {
+		case "https", "tls":
+		case "kubernetes.io/wss":
+			ws := "kubernetes.io/ws"
+			inner = &ws
+		default:
+			continue
+		}
+		if !copied {
+			svc.Spec.Ports, copied = slices.Clone(svc.Spec.Ports), true
+		}
+		svc.Spec.Ports[i].AppProtocol = inner
+	}
+	return svc
 }
 
 // compileRoutes runs the rule compiler once over every route for the
