@@ -174,8 +174,17 @@ func (r *resolution) compile(routes []*routeObj) (*weftv1.RouteTable, []*weftv1.
 	}
 	conds := map[*routeObj][]metav1.Condition{}
 	for _, st := range statuses {
-		if rt := byName[st.Kind+"/"+st.Namespace+"/"+st.Name]; rt != nil {
-			conds[rt] = st.Parents[0].Conditions
+		rt := byName[st.Kind+"/"+st.Namespace+"/"+st.Name]
+		if rt == nil {
+			continue
+		}
+		conds[rt] = st.Parents[0].Conditions
+		if rt.kind == KindTLSRoute {
+			// The compiler saw the TCPRoute form; its messages (a
+			// ReferenceGrant to create, say) must name the real kind.
+			for i := range conds[rt] {
+				conds[rt][i].Message = strings.ReplaceAll(conds[rt][i].Message, KindTCPRoute, KindTLSRoute)
+			}
 		}
 	}
 	return table, clusters, conds

@@ -110,7 +110,7 @@ func (gs *gatewayState) listenerStatus(ls *listenerState) gwv1.ListenerStatus {
 	st.Conditions = []metav1.Condition{accepted, programmed, resolved, conflicted}
 	if len(ls.overlaps) > 0 {
 		st.Conditions = append(st.Conditions, cond(gwv1.ListenerConditionOverlappingTLSConfig, true, gwv1.ListenerReasonOverlappingHostnames,
-			fmt.Sprintf("hostname %q overlaps the hostnames of listeners %s on port %d, so a client that reuses a TLS connection across hosts may reach this listener with another listener's certificate; use hostnames that do not overlap, or the same certificate", ls.hostname, strings.Join(ls.overlaps, ", "), ls.spec.Port), gen))
+			fmt.Sprintf("hostname %s overlaps the hostnames of %s on port %d, so a client that reuses a TLS connection across hosts may reach this listener with another listener's certificate; use hostnames that do not overlap, or the same certificate", describeHost(ls.hostname), listeners(ls.overlaps), ls.spec.Port), gen))
 	}
 	return st
 }
@@ -126,4 +126,12 @@ func (gs *gatewayState) listenerProgrammed(ls *listenerState) metav1.Condition {
 		return cond(gwv1.ListenerConditionProgrammed, false, gwv1.ListenerReasonPending, "waiting for the Gateway to be programmed (see its Programmed condition)", gen)
 	}
 	return cond(gwv1.ListenerConditionProgrammed, true, gwv1.ListenerReasonProgrammed, fmt.Sprintf("the data plane serves the listener on port %d", ls.spec.Port), gen)
+}
+
+// describeHost quotes a listener hostname for messages.
+func describeHost(h string) string {
+	if h == "" {
+		return "(none: every host)"
+	}
+	return fmt.Sprintf("%q", h)
 }

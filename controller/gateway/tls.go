@@ -18,7 +18,7 @@ func (gs *gatewayState) listenerTLS(ls *listenerState) {
 	}
 	if family(l.Protocol) != familyTLS {
 		if l.TLS != nil {
-			unsupported(fmt.Sprintf("tls must not be set on a %s listener; remove it or use protocol HTTPS or TLS", l.Protocol))
+			unsupported(fmt.Sprintf("tls must not be set on a listener of protocol %s; remove it or use protocol HTTPS or TLS", l.Protocol))
 		}
 		return
 	}
