@@ -83,6 +83,7 @@ type expectRequest struct {
 	Port        int32             `json:"port"`
 	Host        string            `json:"host,omitempty"`
 	SNI         string            `json:"sni,omitempty"`
+	Method      string            `json:"method,omitempty"`
 	Path        string            `json:"path,omitempty"`
 	GRPC        string            `json:"grpc,omitempty"`
 	Headers     map[string]string `json:"headers,omitempty"`
@@ -343,7 +344,7 @@ func selectBackend(tbl *weftv1.RouteTable, e expectRequest) (string, bool, error
 	}
 	req := &proxyroute.Request{Header: http.Header{}}
 	if tbl.Kind != weftv1.RouteKind_ROUTE_KIND_TCP {
-		req.Method, req.Path = "GET", cmpOr(e.Path, "/")
+		req.Method, req.Path = cmpOr(e.Method, "GET"), cmpOr(e.Path, "/")
 		if e.GRPC != "" {
 			req.Method, req.Path = "", "/"+e.GRPC
 		}
