@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/controller/resolve"
 )
 
 // TestInputOrderDoesNotMatter shuffles every list of every golden input:
@@ -229,5 +231,49 @@ func TestClusterNameFollowsCompiler(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no cluster to compare")
+	}
+}
+
+// TestMeshAndGatewayParentsDisjoint resolves a route with a Service parent
+// and Gateway parents with both resolvers: the mesh's entries and these
+// are disjoint and together cover the parentRefs Weft answers for, so the
+// status writer can write both lists side by side, keyed by parentRef.
+func TestMeshAndGatewayParentsDisjoint(t *testing.T) {
+	in, err := loadCase("testdata/mesh-and-gateway-parents.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh := resolve.Resolve(resolve.Input{Namespaces: in.Namespaces, Services: in.Services, HTTPRoutes: in.HTTPRoutes})
+	gw := Resolve(in)
+	parents := func(list []resolve.ObjectStatus) []gwv1.ParentReference {
+		for _, s := range list {
+			if s.Kind == KindHTTPRoute && s.Name == "both" {
+				var out []gwv1.ParentReference
+				for _, p := range s.Parents {
+					out = append(out, p.Ref)
+				}
+				return out
+			}
+		}
+		return nil
+	}
+	m, g := parents(mesh.Statuses), parents(gw.Routes)
+	if len(m) != 1 || len(g) != 2 {
+		t.Fatalf("mesh answers for %d parentRefs (want 1), gateway for %d (want 2)", len(m), len(g))
+	}
+	spec := in.HTTPRoutes[slices.IndexFunc(in.HTTPRoutes, func(r gwv1.HTTPRoute) bool { return r.Name == "both" })].Spec.ParentRefs
+	for _, ref := range append(m, g...) {
+		n := 0
+		for _, other := range append(m, g...) {
+			if equality.Semantic.DeepEqual(ref, other) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("parentRef %+v has %d entries", ref, n)
+		}
+		if !slices.ContainsFunc(spec, func(s gwv1.ParentReference) bool { return equality.Semantic.DeepEqual(s, ref) }) {
+			t.Errorf("parentRef %+v is not in the route's spec as written", ref)
+		}
 	}
 }
