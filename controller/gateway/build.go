@@ -15,6 +15,10 @@ import (
 func (r *resolution) buildIR(gs *gatewayState) *Gateway {
 	g := &Gateway{Namespace: gs.gw.Namespace, Name: gs.gw.Name, BackendTLS: map[string]*BackendTLS{}, ClientCertificate: gs.clientCert}
 	clusters := map[string]*weftv1.Cluster{}
+	// originate holds the clusters the gateway may originate TLS to:
+	// those of HTTP and gRPC tables and of terminated TLS listeners, never
+	// those of TCP listeners or passthrough (the client's TLS goes through).
+	originate := map[string]bool{}
 	ports := map[int32]*Port{}
 	for _, ls := range gs.listeners {
 		if !ls.usable() {
@@ -25,6 +29,15 @@ func (r *resolution) buildIR(gs *gatewayState) *Gateway {
 			l.Certificates = ls.certs
 		}
 		l.VirtualHosts = r.virtualHosts(ls, clusters)
+		if ls.spec.Protocol != gwv1.TCPProtocolType && ls.tlsMode != gwv1.TLSModePassthrough {
+			for _, vh := range l.VirtualHosts {
+				for _, t := range vh.Tables {
+					for _, c := range tableClusters(t) {
+						originate[c] = true
+					}
+				}
+			}
+		}
 		p := ports[ls.spec.Port]
 		if p == nil {
 			p = &Port{Port: ls.spec.Port}
@@ -40,7 +53,7 @@ func (r *resolution) buildIR(gs *gatewayState) *Gateway {
 	for _, n := range slices.Sorted(maps.Keys(clusters)) {
 		g.Clusters = append(g.Clusters, clusters[n])
 	}
-	r.backendTLS(g)
+	r.backendTLS(g, originate)
 	return g
 }
 
@@ -85,12 +98,9 @@ func (r *resolution) virtualHosts(ls *listenerState, clusters map[string]*weftv1
 	return out
 }
 
-// backendTLS adds the BackendTLSPolicy settings of the Gateway's clusters.
-func (r *resolution) backendTLS(g *Gateway) {
-	have := map[string]bool{}
-	for _, c := range g.Clusters {
-		have[c.GetName()] = true
-	}
+// backendTLS adds the BackendTLSPolicy settings of the clusters the
+// gateway may originate TLS to.
+func (r *resolution) backendTLS(g *Gateway, have map[string]bool) {
 	for k, p := range r.policies.applies {
 		svc := r.ix.services[k.svc]
 		if svc == nil {

@@ -25,7 +25,11 @@ type Gateway struct {
 	// Clusters referred to by any table (backends, mirrors), by name.
 	Clusters []*weftv1.Cluster
 	// BackendTLS says how to originate TLS toward clusters that a
-	// BackendTLSPolicy covers, by cluster name.
+	// BackendTLSPolicy covers, by cluster name. It applies where the
+	// gateway speaks to the backend itself (HTTP and gRPC tables, TCP
+	// tables of terminating TLS listeners), never to TCP listeners or TLS
+	// passthrough, where the bytes are the client's. Only clusters used in
+	// those places are listed.
 	BackendTLS map[string]*BackendTLS
 	// ClientCertificate is presented to backends that ask for one when
 	// the gateway originates TLS (spec.tls.backend.clientCertificateRef);
