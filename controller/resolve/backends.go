@@ -61,6 +61,10 @@ func (r *resolver) resolveBackendRef(rt *route, rule int, ref gwv1.BackendObject
 	bad := func(reason, format string, args ...any) backendResult {
 		return backendResult{reason: reason, problem: label + ": " + fmt.Sprintf(format, args...)}
 	}
+	if ns != rt.ns && r.permitted != nil && !r.permitted(rt.kind.String(), rt.ns, ref) {
+		return bad(reasonRefNotPermitted, "no ReferenceGrant in namespace %s allows %ss in namespace %s to refer to %s %s; create one there (from: group %s, kind %s, namespace %s; to: group %q, kind %s)",
+			ns, rt.kind, rt.ns, kind, ref.Name, gwv1.GroupName, rt.kind, rt.ns, group, kind)
+	}
 	switch {
 	case group == "" && kind == "Service":
 		svc := r.ix.services[objKey{ns, string(ref.Name)}]

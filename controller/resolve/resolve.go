@@ -162,6 +162,9 @@ type resolver struct {
 	clusterNames map[svcPort]string
 	// ids caches SPIFFE IDs by namespace/service account.
 	ids map[objKey]string
+	// permitted decides cross-namespace backend references (CompileTable);
+	// nil permits them all, as mesh routes are.
+	permitted RefPermitted
 }
 
 type svcPort struct {
