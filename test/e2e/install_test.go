@@ -106,9 +106,18 @@ func testUninstall(t *testing.T, e *env) {
 			t.Errorf("%s left behind by helm uninstall", obj)
 		}
 	}
-	if out, _ := e.kubectlErr("-n", weftlab.Namespace, "get", "all,configmaps,secrets,serviceaccounts,leases", "-o", "name"); strings.Contains(out, "weft") {
-		t.Errorf("objects left in %s after helm uninstall:\n%s", weftlab.Namespace, out)
-	}
+	// What the controller created (CA Secret and bundle, Lease) goes with its
+	// ClusterRole, through the garbage collector.
+	e.eventually(time.Minute, "no weft object left in "+weftlab.Namespace, func() string {
+		out, _ := e.kubectlErr("-n", weftlab.Namespace, "get", "all,configmaps,secrets,serviceaccounts,leases", "-o", "name")
+		var left []string
+		for _, obj := range strings.Fields(out) {
+			if strings.Contains(obj, "weft") {
+				left = append(left, obj)
+			}
+		}
+		return strings.Join(left, " ")
+	})
 	if _, err := e.kubectlErr("get", "crd", "httproutes.gateway.networking.k8s.io"); err != nil {
 		t.Errorf("the Gateway API CRDs must stay after helm uninstall (Helm's crds/ convention): %v", err)
 	}
