@@ -27,19 +27,7 @@ type RefPermitted func(routeKind, routeNamespace string, to gwv1.BackendObjectRe
 // about every backend reference to another namespace than its route's; a
 // refused one is RefNotPermitted.
 func CompileTable(in Input, permitted RefPermitted) (*weftv1.RouteTable, []*weftv1.Cluster, []ObjectStatus) {
-	r := &resolver{ix: newIndex(&in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}, permitted: permitted}
-	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
-	var routes []*route
-	for i := range in.HTTPRoutes {
-		routes = append(routes, r.compileHTTPRoute(&in.HTTPRoutes[i]))
-	}
-	for i := range in.GRPCRoutes {
-		routes = append(routes, r.compileGRPCRoute(&in.GRPCRoutes[i]))
-	}
-	for i := range in.TCPRoutes {
-		routes = append(routes, r.compileTCPRoute(&in.TCPRoutes[i]))
-	}
-	slices.SortStableFunc(routes, compareRoutes)
+	r, routes := compileAll(&in, permitted)
 	var win routeKind
 	for _, rt := range routes {
 		if len(rt.rules) > 0 {

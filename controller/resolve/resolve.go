@@ -105,14 +105,13 @@ func newIndex(in *Input) *index {
 	return ix
 }
 
-// Resolve turns one consistent snapshot of objects into the policy of every
-// node and the status of every route and policy. It is pure and
-// deterministic: the same Input always gives an equal Output.
-func Resolve(in Input) Output {
-	ix := newIndex(&in)
-	r := &resolver{ix: ix, clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
+// compileAll compiles every route of in, in precedence order (oldest first,
+// then namespace/name: attachment, conflict resolution and table building
+// all walk routes in this order). permitted, unless nil, decides backend
+// references to other namespaces (see CompileTable).
+func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
+	r := &resolver{ix: newIndex(in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}, permitted: permitted}
 	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
-
 	routes := make([]*route, 0, len(in.HTTPRoutes)+len(in.GRPCRoutes)+len(in.TCPRoutes))
 	for i := range in.HTTPRoutes {
 		routes = append(routes, r.compileHTTPRoute(&in.HTTPRoutes[i]))
@@ -123,9 +122,16 @@ func Resolve(in Input) Output {
 	for i := range in.TCPRoutes {
 		routes = append(routes, r.compileTCPRoute(&in.TCPRoutes[i]))
 	}
-	// Route precedence order: oldest first, then namespace/name. Attachment,
-	// conflict resolution and table building all walk routes in this order.
 	slices.SortStableFunc(routes, compareRoutes)
+	return r, routes
+}
+
+// Resolve turns one consistent snapshot of objects into the policy of every
+// node and the status of every route and policy. It is pure and
+// deterministic: the same Input always gives an equal Output.
+func Resolve(in Input) Output {
+	r, routes := compileAll(&in, nil)
+	ix := r.ix
 
 	ports := r.attachWithinBudget(routes)
 	services := r.buildServicePorts(ports)
