@@ -25,19 +25,13 @@ func testHelmUpgrade(t *testing.T, e *env) {
 	if err := lab.BuildImages(ctx, upgradeTag, "upgrade-test", tlog{t}); err != nil {
 		t.Fatalf("build the next release: %v", err)
 	}
-	e.eventually(2*time.Minute, "traffic flows before the upgrade", func() string {
-		if r := e.client("faces", "--url", colorURL, "--count", "20"); r.Errors != 0 || r.Status["200"] != 20 {
-			return fmt.Sprintf("%+v", r)
-		}
-		return ""
+	var err error
+	var took time.Duration
+	sent, failed, lastBad := e.underLoad("the upgrade", func() {
+		start := time.Now()
+		err = lab.InstallWeft(ctx, weftlab.Helm, upgradeTag, tlog{t})
+		took = time.Since(start)
 	})
-	ld := startLoad(func() echoResult { return e.clientNoFatal("faces", "--url", colorURL, "--count", "20") })
-	time.Sleep(2 * time.Second)
-	start := time.Now()
-	err := lab.InstallWeft(ctx, weftlab.Helm, upgradeTag, tlog{t})
-	took := time.Since(start)
-	time.Sleep(3 * time.Second)
-	sent, failed, lastBad := ld.stop()
 	if err != nil {
 		t.Fatalf("helm upgrade: %v", err)
 	}

@@ -436,6 +436,24 @@ func testAgentRestartControllerDown(t *testing.T, e *env) {
 	routeChangeTakesEffect(e, "route change reaches the restarted agent once the controller is back")
 }
 
+// underLoad runs act while the faces client sends requests through the mesh and
+// returns how many were sent, how many failed and the last tally with a failure.
+// Precondition, so that what is counted is act: the mesh serves every request
+// before (right after an install the agents may still be fetching their SVIDs).
+func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad string) {
+	e.eventually(2*time.Minute, "traffic flows before "+what, func() string {
+		if r := e.client("faces", "--url", colorURL, "--count", "20"); r.Errors != 0 || r.Status["200"] != 20 {
+			return fmt.Sprintf("%+v", r)
+		}
+		return ""
+	})
+	ld := startLoad(func() echoResult { return e.clientNoFatal("faces", "--url", colorURL, "--count", "20") })
+	time.Sleep(2 * time.Second)
+	act()
+	time.Sleep(3 * time.Second)
+	return ld.stop()
+}
+
 // restartAgentUnderLoad deletes node 1's agent pod while a client sends
 // requests, checks that none failed and that the new agent took the
 // sockets over, and returns the new agent's log.
@@ -448,22 +466,11 @@ func restartAgentUnderLoad(t *testing.T, e *env) string {
 	if len(old) != 1 {
 		t.Fatalf("agent pods on lab-node-1: %v, want one", old)
 	}
-	// Precondition, so that what is counted below is the restart: the mesh
-	// serves every request now (right after an install the agents may still
-	// be fetching their SVIDs).
-	e.eventually(2*time.Minute, "traffic flows before the restart", func() string {
-		if r := e.client("faces", "--url", colorURL, "--count", "20"); r.Errors != 0 || r.Status["200"] != 20 {
-			return fmt.Sprintf("%+v", r)
-		}
-		return ""
-	})
-	ld := startLoad(func() echoResult { return e.clientNoFatal("faces", "--url", colorURL, "--count", "20") })
-	time.Sleep(2 * time.Second)
 	start := time.Now()
-	e.kubectl("-n", "weft-system", "delete", "pod", old[0], "--wait=true")
-	e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
-	time.Sleep(3 * time.Second)
-	sent, failed, lastErr := ld.stop()
+	sent, failed, lastErr := e.underLoad("the restart", func() {
+		e.kubectl("-n", "weft-system", "delete", "pod", old[0], "--wait=true")
+		e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
+	})
 	t.Logf("agent restart on lab-node-1 (old pod gone after %s): %d requests, %d failed (transport errors and non-200 answers; goal 0)",
 		time.Since(start).Round(100*time.Millisecond), sent, failed)
 	if failed != 0 {
