@@ -17,17 +17,21 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/util/retry"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/logkey"
@@ -514,16 +518,11 @@ func (c *Controller) becomeLeader(ctx context.Context) {
 // elect campaigns for the Lease until ctx ends; after losing it, it
 // campaigns again.
 func (c *Controller) elect(ctx context.Context) {
-	meta := metav1.ObjectMeta{Namespace: c.cfg.Namespace, Name: c.cfg.LeaseName}
-	if c.owner != nil {
-		if ref, err := c.owner(ctx); err == nil {
-			meta.OwnerReferences = []metav1.OwnerReference{ref}
-		} else {
-			c.log.Warn("the Lease gets no owner: an uninstall will leave it behind", logkey.Error, err)
-		}
+	if err := c.ownLease(ctx); err != nil {
+		c.log.Warn("the Lease has no owner: an uninstall will leave it behind", logkey.Error, err)
 	}
 	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  meta,
+		LeaseMeta:  metav1.ObjectMeta{Namespace: c.cfg.Namespace, Name: c.cfg.LeaseName},
 		Client:     c.kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.ID},
 	}
@@ -584,6 +583,38 @@ func (c *Controller) healthMux() *http.ServeMux {
 		}{c.leader.Load(), c.push.Nonce(), c.push.Nodes(), c.src.Kinds()})
 	})
 	return mux
+}
+
+// ownLease makes the election Lease carry the owner reference (see
+// Config.OwnerClusterRole): it creates the Lease with it, or adds it to one an
+// earlier version created. The election only ever creates a Lease with a name and
+// a namespace, and its updates keep the metadata.
+func (c *Controller) ownLease(ctx context.Context) error {
+	if c.owner == nil {
+		return nil
+	}
+	ref, err := c.owner(ctx)
+	if err != nil {
+		return err
+	}
+	leases := c.kube.CoordinationV1().Leases(c.cfg.Namespace)
+	// Conflicts: another replica created or renewed the Lease meanwhile.
+	return retry.OnError(retry.DefaultRetry, func(err error) bool {
+		return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+	}, func() error {
+		l, err := leases.Get(ctx, c.cfg.LeaseName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
+				Namespace: c.cfg.Namespace, Name: c.cfg.LeaseName, OwnerReferences: []metav1.OwnerReference{ref}}}, metav1.CreateOptions{})
+			return err
+		}
+		if err != nil || slices.ContainsFunc(l.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == ref.UID }) {
+			return err
+		}
+		l.OwnerReferences = append(l.OwnerReferences, ref)
+		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // clusterRoleOwner returns the owner reference of the named ClusterRole (nil when name
