@@ -61,7 +61,9 @@ func TestApplyRefusesInvalidPolicyKeepingLastGood(t *testing.T) {
 
 func TestApplyOpensAndClosesPortsKeepingConnections(t *testing.T) {
 	a := echoServer(t, "a")
-	l := func(name string) *weftv1.GatewayListener { return httpListener(name, "", vhost("", httpTableTo("/", be("a", 1)))) }
+	l := func(name string) *weftv1.GatewayListener {
+		return httpListener(name, "", vhost("", httpTableTo("/", be("a", 1))))
+	}
 	g, _ := newTestGateway(t, policy([]*weftv1.GatewayPort{gport(80, l("p80")), gport(81, l("p81"))}, cluster("a", a)))
 	if !g.Ready() {
 		t.Fatal("not ready after the first policy")
@@ -118,7 +120,9 @@ func TestApplyOpensAndClosesPortsKeepingConnections(t *testing.T) {
 
 func TestApplyIsAllOrNothingWhenAPortCannotOpen(t *testing.T) {
 	a := echoServer(t, "a")
-	l := func(name string) *weftv1.GatewayListener { return httpListener(name, "", vhost("", httpTableTo("/", be("a", 1)))) }
+	l := func(name string) *weftv1.GatewayListener {
+		return httpListener(name, "", vhost("", httpTableTo("/", be("a", 1))))
+	}
 	g, tl := newTestGateway(t, policy([]*weftv1.GatewayPort{gport(80, l("p80"))}, cluster("a", a)))
 	tl.fail[91] = true
 	err := g.Apply(policy([]*weftv1.GatewayPort{gport(80, l("p80")), gport(90, l("p90")), gport(91, l("p91"))}, cluster("a", a)))
