@@ -228,4 +228,3 @@ func TestBackendTLSPresentsClientCertificate(t *testing.T) {
 		t.Fatalf("with a client certificate: %d %q", code, body)
 	}
 }
-
