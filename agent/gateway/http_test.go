@@ -1,14 +1,10 @@
 package gateway
 
 import (
-	"crypto/tls"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -147,9 +143,9 @@ func TestH2CAndGRPCStyleRequests(t *testing.T) {
 	cl.Protocol = weftv1.Protocol_PROTOCOL_H2C
 	p := policy([]*weftv1.GatewayPort{gport(80, httpListener("any", "", vhost("", httpTableTo("/", be("a", 1)))))}, cl)
 	g, _ := newTestGateway(t, p)
-	tr := &http2.Transport{AllowHTTP: true, DialTLS: func(network, addr string, _ *tls.Config) (net.Conn, error) {
-		return net.Dial(network, addr)
-	}}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protos}
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	req, _ := http.NewRequest(http.MethodPost, "http://"+g.Addr(80).String()+"/pkg.Svc/Method", strings.NewReader("x"))
 	req.Header.Set("Content-Type", "application/grpc")
