@@ -27,10 +27,19 @@ import (
 // policy in force.
 type Applier func(*weftv1.NodePolicy) error
 
+// GatewayApplier installs a Gateway's policy into its data plane (listeners,
+// route tables). A non-nil error NACKs the snapshot; the applier must then
+// leave the previous policy in force.
+type GatewayApplier func(*weftv1.GatewayPolicy) error
+
 // Config configures a Client.
 type Config struct {
-	// Node the agent runs on.
+	// Node the agent runs on. Exactly one of Node and Gateway is set.
 	Node string
+	// Gateway is "namespace/name" of the Gateway a gateway data plane
+	// serves: the client subscribes with PolicyRequest.gateway and applies
+	// PolicySnapshot.gateway with ApplyGateway.
+	Gateway string
 	// Conn to the controller's gRPC server.
 	Conn grpc.ClientConnInterface
 	// Token returns the bearer token sent with each stream (the projected
@@ -38,8 +47,10 @@ type Config struct {
 	Token func() (string, error)
 	// Store keeps the last good snapshot across restarts. Nil: memory only.
 	Store *Store
-	// Apply is called for every snapshot, in order.
+	// Apply is called for every snapshot, in order (node clients).
 	Apply Applier
+	// ApplyGateway is called for every snapshot, in order (gateway clients).
+	ApplyGateway GatewayApplier
 	// Log receives connection and NACK events. Nil: slog.Default().
 	Log *slog.Logger
 	// MinBackoff and MaxBackoff bound reconnect delays (defaults 200 ms, 10 s).
@@ -70,13 +81,13 @@ type Status struct {
 
 // New returns a client. Call Restore, then Run.
 func New(cfg Config) (*Client, error) {
-	if cfg.Node == "" {
-		return nil, errors.New("policy client: node name is required")
+	if (cfg.Node == "") == (cfg.Gateway == "") {
+		return nil, errors.New("policy client: exactly one of node name and gateway is required")
 	}
 	if cfg.Conn == nil {
 		return nil, errors.New("policy client: controller connection is required")
 	}
-	if cfg.Apply == nil {
+	if cfg.Node != "" && cfg.Apply == nil || cfg.Gateway != "" && cfg.ApplyGateway == nil {
 		return nil, errors.New("policy client: apply function is required")
 	}
 	if cfg.MinBackoff <= 0 {
@@ -89,7 +100,63 @@ func New(cfg Config) (*Client, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Client{cfg: cfg, log: log.With("node", cfg.Node), updated: make(chan struct{})}, nil
+	if cfg.Gateway != "" {
+		log = log.With(logkey.Gateway, cfg.Gateway)
+	} else {
+		log = log.With(logkey.Node, cfg.Node)
+	}
+	return &Client{cfg: cfg, log: log, updated: make(chan struct{})}, nil
+}
+
+// subject is the request that names what this client subscribes for.
+func (c *Client) subject(version uint64) *weftv1.PolicyRequest {
+	return &weftv1.PolicyRequest{Node: c.cfg.Node, Gateway: c.cfg.Gateway, Version: version}
+}
+
+// payload is the part of a snapshot this client applies.
+func (c *Client) payload(snap *weftv1.PolicySnapshot) proto.Message {
+	if c.cfg.Gateway != "" {
+		return snap.GetGateway()
+	}
+	return snap.GetPolicy()
+}
+
+// validate checks that snap carries a valid policy for this client's
+// subject: the one definition of validity the controller checked too.
+func (c *Client) validate(snap *weftv1.PolicySnapshot) error {
+	if c.cfg.Gateway != "" {
+		g := snap.GetGateway()
+		if g == nil {
+			return errors.New("snapshot has no gateway policy")
+		}
+		if n := g.GetNamespace() + "/" + g.GetName(); n != c.cfg.Gateway {
+			return fmt.Errorf("snapshot is for gateway %q, not %q", n, c.cfg.Gateway)
+		}
+		if err := g.Validate(); err != nil {
+			return fmt.Errorf("invalid gateway policy: %w", err)
+		}
+		return nil
+	}
+	if snap.GetPolicy() == nil {
+		return errors.New("snapshot has no policy")
+	}
+	if n := snap.GetPolicy().GetNode(); n != c.cfg.Node {
+		return fmt.Errorf("snapshot is for node %q, not %q", n, c.cfg.Node)
+	}
+	// Validity is the one definition the controller checked before it
+	// pushed; a policy that fails it never reaches the applier.
+	if err := snap.GetPolicy().Validate(); err != nil {
+		return fmt.Errorf("invalid policy: %w", err)
+	}
+	return nil
+}
+
+// apply hands the snapshot's policy to the configured applier.
+func (c *Client) apply(snap *weftv1.PolicySnapshot) error {
+	if c.cfg.Gateway != "" {
+		return c.cfg.ApplyGateway(snap.GetGateway())
+	}
+	return c.cfg.Apply(snap.GetPolicy())
 }
 
 // Restore applies the last good snapshot from the store, so the node routes
@@ -105,13 +172,10 @@ func (c *Client) Restore() error {
 		}
 		return fmt.Errorf("restore last good policy: %w", err)
 	}
-	if snap.GetPolicy().GetNode() != c.cfg.Node {
-		return fmt.Errorf("restore last good policy: stored snapshot is for node %q, not %q", snap.GetPolicy().GetNode(), c.cfg.Node)
-	}
-	if err := snap.GetPolicy().Validate(); err != nil {
+	if err := c.validate(snap); err != nil {
 		return fmt.Errorf("restore last good policy version %d: %w", snap.GetVersion(), err)
 	}
-	if err := c.cfg.Apply(snap.GetPolicy()); err != nil {
+	if err := c.apply(snap); err != nil {
 		return fmt.Errorf("apply stored policy version %d: %w", snap.GetVersion(), err)
 	}
 	c.setCurrent(snap)
@@ -193,7 +257,7 @@ func (c *Client) stream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open policy stream: %w", err)
 	}
-	if err := st.Send(&weftv1.PolicyRequest{Node: c.cfg.Node}); err != nil {
+	if err := st.Send(c.subject(0)); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	c.log.Info("subscribed to policy")
@@ -211,37 +275,30 @@ func (c *Client) stream(ctx context.Context) error {
 
 // handle applies one snapshot and returns the ACK or NACK to send.
 func (c *Client) handle(snap *weftv1.PolicySnapshot) *weftv1.PolicyRequest {
-	req := &weftv1.PolicyRequest{Node: c.cfg.Node, Version: snap.GetVersion()}
+	req := c.subject(snap.GetVersion())
 	if err := c.check(snap); err != nil {
 		return c.nack(req, err)
 	}
-	if cur := c.Current(); cur != nil && proto.Equal(cur.GetPolicy(), snap.GetPolicy()) {
+	if cur := c.Current(); cur != nil && proto.Equal(c.payload(cur), c.payload(snap)) {
 		// Same policy under a new version (e.g. a resync): nothing to apply.
 		c.setCurrent(snap)
 		c.save(snap)
 		return req
 	}
-	if err := c.cfg.Apply(snap.GetPolicy()); err != nil {
+	if err := c.apply(snap); err != nil {
 		return c.nack(req, err)
 	}
 	c.setCurrent(snap)
 	c.save(snap)
 	c.log.Info("applied policy", logkey.Version, snap.GetVersion(),
-		"services", len(snap.GetPolicy().GetServices()), "workloads", len(snap.GetPolicy().GetWorkloads()))
+		"services", len(snap.GetPolicy().GetServices()), "workloads", len(snap.GetPolicy().GetWorkloads()),
+		logkey.Ports, len(snap.GetGateway().GetPorts()))
 	return req
 }
 
 func (c *Client) check(snap *weftv1.PolicySnapshot) error {
-	if snap.GetPolicy() == nil {
-		return errors.New("snapshot has no policy")
-	}
-	if n := snap.GetPolicy().GetNode(); n != c.cfg.Node {
-		return fmt.Errorf("snapshot is for node %q, not %q", n, c.cfg.Node)
-	}
-	// Validity is the one definition the controller checked before it
-	// pushed; a policy that fails it never reaches the applier.
-	if err := snap.GetPolicy().Validate(); err != nil {
-		return fmt.Errorf("invalid policy: %w", err)
+	if err := c.validate(snap); err != nil {
+		return err
 	}
 	cur := c.Current()
 	if cur != nil && cur.GetControllerNonce() == snap.GetControllerNonce() {
@@ -250,7 +307,7 @@ func (c *Client) check(snap *weftv1.PolicySnapshot) error {
 		if snap.GetVersion() < cur.GetVersion() {
 			return fmt.Errorf("version %d is older than %d in force", snap.GetVersion(), cur.GetVersion())
 		}
-		if snap.GetVersion() == cur.GetVersion() && !proto.Equal(snap.GetPolicy(), cur.GetPolicy()) {
+		if snap.GetVersion() == cur.GetVersion() && !proto.Equal(c.payload(snap), c.payload(cur)) {
 			return fmt.Errorf("version %d differs from the version %d in force", snap.GetVersion(), cur.GetVersion())
 		}
 	}

@@ -60,6 +60,12 @@ func (s *controller) Stream(st weftv1.Policy_StreamServer) error {
 
 func start(t *testing.T, apply Applier, store *Store) (*controller, *Client, context.CancelFunc) {
 	t.Helper()
+	return startCfg(t, func(c *Config) { c.Apply, c.Store = apply, store })
+}
+
+// startCfg starts a client of node n1 with Config edited by edit.
+func startCfg(t *testing.T, edit func(*Config)) (*controller, *Client, context.CancelFunc) {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
 	ctl := &controller{send: make(chan *weftv1.PolicySnapshot, 8), reqs: make(chan *weftv1.PolicyRequest, 8)}
@@ -71,13 +77,13 @@ func start(t *testing.T, apply Applier, store *Store) (*controller, *Client, con
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(Config{
+	cfg := Config{
 		Node:  "n1",
 		Conn:  conn,
 		Token: func() (string, error) { return "tok", nil },
-		Store: store,
-		Apply: apply,
-	})
+	}
+	edit(&cfg)
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

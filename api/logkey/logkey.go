@@ -97,3 +97,12 @@ const (
 	Type       = "type"       // a Go type
 	Bytes      = "bytes"      // a size in bytes
 )
+
+// The gateway (north-south data plane).
+const (
+	Gateway = "gateway" // namespace/name of a Gateway
+	Port    = "port"    // a listening port
+	Ports   = "ports"   // how many ports
+	Host    = "host"    // a request's Host or a TLS SNI
+	Policy  = "policy"  // namespace/name of a policy object (BackendTLSPolicy)
+)

@@ -4,6 +4,7 @@
 //	weft-agent check            preflight: what this kernel and host offer
 //	weft-agent cleanup --node N detach and unpin node N's redirect
 //	weft-agent dump --node N    print the last good policy of node N as JSON
+//	weft-agent gateway --gateway=NS/NAME  data plane of one Gateway (north-south)
 package main
 
 import (
@@ -62,8 +63,10 @@ func main() {
 		err = cleanup(args)
 	case "dump":
 		err = dump(args)
+	case "gateway":
+		err = runGateway(args)
 	default:
-		err = fmt.Errorf("unknown command %q (run, check, cleanup, dump)", cmd)
+		err = fmt.Errorf("unknown command %q (run, check, cleanup, dump, gateway)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weft-agent:", err)

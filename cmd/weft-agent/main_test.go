@@ -57,3 +57,20 @@ func TestLogLevel(t *testing.T) {
 		t.Errorf("logger at warn wrote %q, want only the warning", out)
 	}
 }
+
+// TestGatewayFlags: the controller provisions exactly these flags.
+func TestGatewayFlags(t *testing.T) {
+	f, err := parseGateway([]string{"--gateway=infra/gw", "--controller=weft-controller.weft-system.svc:15012",
+		"--controller-ca=/ca.crt", "--token-file=/tok", "--health-addr=:15021"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.gateway != "infra/gw" || f.controllerCA != "/ca.crt" || f.tokenFile != "/tok" || f.healthAddr != ":15021" {
+		t.Fatalf("flags = %+v", f)
+	}
+	for _, bad := range []string{"", "gw", "/gw", "infra/", "a/b/c"} {
+		if _, err := parseGateway([]string{"--gateway=" + bad}); err == nil {
+			t.Errorf("--gateway=%q accepted", bad)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -24,43 +23,6 @@ type capturedConn struct {
 }
 
 func (c *capturedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// connListener feeds accepted-and-classified connections to http.Server.
-type connListener struct {
-	ch     chan net.Conn
-	done   chan struct{}
-	closer sync.Once
-}
-
-func newConnListener() *connListener {
-	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// push hands c to the server; false when the listener is closed.
-func (l *connListener) push(c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-func (l *connListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *connListener) Close() error {
-	l.closer.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *connListener) Addr() net.Addr { return &net.TCPAddr{} }
 
 // maxIdlePerKey bounds the idle upstream HTTP/1.1 connections kept per
 // endpoint.
@@ -144,7 +106,7 @@ func (p *Proxy) h2c(ctx context.Context, c net.Conn, r io.Reader) {
 		return
 	}
 	// closing the connection closes its lease, which returns the window
-	if !p.l7.push(&capturedConn{Conn: c, info: info, r: r}) {
+	if !p.l7.Push(&capturedConn{Conn: c, info: info, r: r}) {
 		c.Close()
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -29,6 +28,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
+	"github.com/weft-mesh/weft/agent/proxy/relay"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
@@ -80,7 +80,7 @@ type Config struct {
 type Proxy struct {
 	cfg  Config
 	snap atomic.Pointer[Snapshot]
-	l7   *connListener
+	l7   *drain.Feed
 	http *http.Server
 	up   *upstreams
 	h1   *http1.Client[h1key]
@@ -123,7 +123,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Sessions = m
 	}
 	p := &Proxy{cfg: cfg, budget: limits.NewBudget(cfg.Limits)}
-	p.l7 = newConnListener()
+	p.l7 = drain.NewFeed()
 	p.dial = endpointDialer(cfg.Tunnel)
 	p.up = newUpstreams(p.dial, cfg.DialTimeout)
 	p.h1 = http1.NewClient(func(ctx context.Context, k h1key) (net.Conn, error) {
@@ -273,47 +273,12 @@ func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service
 		return
 	}
 	defer up.Close()
-	hc, ok := up.(halfCloser)
+	hc, ok := up.(relay.HalfCloser)
 	if !ok {
 		p.cfg.Logger.Warn("l4: upstream cannot half-close", logkey.Type, fmt.Sprintf("%T", up))
 		return
 	}
-	splice(c, hc)
-}
-
-// halfCloser is a connection that can end its sending side alone: a tunnel
-// stream or a TCP connection.
-type halfCloser interface {
-	net.Conn
-	CloseWrite() error
-}
-
-// splice copies both directions, propagating half-closes, and returns when
-// both are done (or one side fails, which closes both).
-func splice(c net.Conn, up halfCloser) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		bp := bufPool.Get().(*[]byte)
-		_, err := io.CopyBuffer(up, c, *bp)
-		bufPool.Put(bp)
-		if err != nil {
-			up.Close()
-			c.Close()
-			return
-		}
-		up.CloseWrite()
-	}()
-	bp := bufPool.Get().(*[]byte)
-	_, err := io.CopyBuffer(c, up, *bp)
-	bufPool.Put(bp)
-	if cw, ok := c.(interface{ CloseWrite() error }); ok && err == nil {
-		cw.CloseWrite()
-	} else {
-		c.Close()
-		up.Close()
-	}
-	<-done
+	relay.Splice(c, hc)
 }
 
 func (p *Proxy) pickEndpoint(snap *Snapshot, cluster string) (*Endpoint, *Cluster, bool) {

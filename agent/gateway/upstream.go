@@ -1,0 +1,235 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"time"
+
+	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// upstreams forwards HTTP requests: one transport per (HTTP/2, TLS
+// origination), each pooling connections per endpoint address; the
+// dialler learns the endpoint from the request's context.
+type upstreams struct {
+	g     *Gateway
+	proxy *httputil.ReverseProxy
+	// transports indexed by h2<<1 | tls
+	transports [4]*http.Transport
+}
+
+type dialKey struct{}
+
+// dialInfo is the endpoint one attempt connects to.
+type dialInfo struct {
+	snap    *Snapshot
+	cluster string
+	ep      *outbound.Endpoint
+}
+
+func newUpstreams(g *Gateway) *upstreams {
+	u := &upstreams{g: g}
+	for i := range u.transports {
+		u.transports[i] = u.newTransport(i&2 != 0, i&1 != 0)
+	}
+	u.proxy = newReverseProxy(g, u)
+	return u
+}
+
+func (u *upstreams) newTransport(h2, originate bool) *http.Transport {
+	alpn := []string{"http/1.1"}
+	var p http.Protocols
+	switch {
+	case h2 && originate:
+		p.SetHTTP2(true)
+		alpn = []string{"h2"}
+	case h2:
+		p.SetUnencryptedHTTP2(true)
+	default:
+		p.SetHTTP1(true)
+	}
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		di, ok := ctx.Value(dialKey{}).(*dialInfo)
+		if !ok {
+			return nil, errors.New("upstream dial without an endpoint")
+		}
+		ctx, cancel := context.WithTimeout(ctx, u.g.cfg.DialTimeout)
+		defer cancel()
+		return u.g.dialCluster(ctx, di.snap, di.cluster, originate, alpn, di.ep)
+	}
+	t := &http.Transport{
+		Protocols:           &p,
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	if originate {
+		t.DialTLSContext = dial
+	} else {
+		t.DialContext = dial
+	}
+	return t
+}
+
+func (u *upstreams) closeIdle() {
+	for _, t := range u.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// errRetryWait: the request's time ran out while waiting to retry.
+var errRetryWait = errors.New("request timeout while waiting to retry")
+
+// RoundTrip sends the request, retrying as the rule's retry policy says
+// when it can be replayed. Connect failures count as 503.
+func (u *upstreams) RoundTrip(out *http.Request) (*http.Response, error) {
+	x := out.Context().Value(exchangeKey{}).(*exchange)
+	for attempt := 0; ; attempt++ {
+		resp, err := u.attempt(out, x, x.cluster, true)
+		if !x.replayable() || x.rule == nil || x.rule.Retry == nil {
+			return resp, err
+		}
+		status := http.StatusServiceUnavailable
+		if err == nil {
+			status = resp.StatusCode
+		} else if out.Context().Err() != nil {
+			return resp, err
+		}
+		retry, wait := x.rule.Retry.ShouldRetry(status, attempt)
+		if !retry {
+			return resp, err
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-out.Context().Done():
+			t.Stop()
+			return nil, errRetryWait
+		}
+	}
+}
+
+// attempt sends one try to an endpoint of cluster (session persistence
+// applies when sticky).
+func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, sticky bool) (*http.Response, error) {
+	ep, err := u.endpoint(out, x, cluster, sticky)
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.WithValue(out.Context(), dialKey{}, &dialInfo{snap: x.snap, cluster: cluster, ep: ep})
+	var cancel context.CancelFunc = func() {}
+	if x.rule != nil && x.rule.BackendRequestTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, x.rule.BackendRequestTimeout)
+	}
+	req := out.Clone(ctx)
+	originate := x.snap.BackendTLS[cluster] != nil
+	req.URL.Scheme, req.URL.Host = "http", ep.Addr.String()
+	if originate {
+		req.URL.Scheme = "https"
+	}
+	switch {
+	case !x.hasBody:
+		req.Body, req.ContentLength = http.NoBody, 0
+	case x.body != nil:
+		req.Body = io.NopCloser(bytes.NewReader(x.body))
+	}
+	i := 0
+	if x.h2Upstream() && out.Header.Get("Upgrade") == "" {
+		i |= 2
+	}
+	if originate {
+		i |= 1
+	}
+	resp, err := u.transports[i].RoundTrip(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+func (u *upstreams) endpoint(out *http.Request, x *exchange, cluster string, sticky bool) (*outbound.Endpoint, error) {
+	if !sticky || x.plan.Backend == nil || x.plan.Backend.Session == nil {
+		ep, _, err := u.g.pickEndpoint(x.snap, cluster)
+		return ep, err
+	}
+	cl, ok := x.snap.Backends.Clusters[cluster]
+	if !ok {
+		return nil, ErrNoEndpoint
+	}
+	res := u.g.cfg.Sessions.Resolve(x.plan.Backend.Session, cluster, cl.Raw, out.Header, time.Now(),
+		func([]*weftv1.Endpoint) *weftv1.Endpoint { return cl.PickRaw(u.g.cfg.Rand) })
+	if res.Endpoint == nil {
+		return nil, ErrNoEndpoint
+	}
+	ep, ok := cl.Of(res.Endpoint)
+	if !ok {
+		return nil, ErrNoEndpoint
+	}
+	x.session = res
+	return ep, nil
+}
+
+// cancelBody ends an attempt's context when its body is closed (a backend
+// request timeout covers reading the response).
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// replayable reports whether the request can be sent more than once.
+func (x *exchange) replayable() bool { return !x.hasBody || x.body != nil }
+
+// bufferBody reads a small, known-length body into memory when retries or
+// mirrors may replay it; false when it could not be read (answered 400).
+func (g *Gateway) bufferBody(w http.ResponseWriter, r *http.Request, x *exchange) (release func(), ok bool) {
+	x.hasBody = r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	replay := x.rule != nil && (x.rule.Retry != nil && x.rule.Retry.Attempts > 0 || len(x.plan.Mirrors) > 0)
+	if !x.hasBody || !replay || r.ContentLength <= 0 || r.ContentLength > g.cfg.Limits.RetryBodyBytes {
+		return func() {}, true
+	}
+	buf := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, buf); err != nil {
+		httpError(w, http.StatusBadRequest, "reading request body")
+		return nil, false
+	}
+	x.body = buf
+	return func() {}, true
+}
+
+// mirror sends a copy of the request to cluster and discards the answer.
+func (g *Gateway) mirror(x *exchange, cluster string, r *http.Request) {
+	if !x.replayable() {
+		return
+	}
+	mx := &exchange{snap: x.snap, cluster: cluster, target: x.target, grpc: x.grpc, body: x.body, hasBody: x.hasBody}
+	out := r.Clone(context.Background())
+	out.URL.Opaque, out.URL.Path, out.URL.RawQuery, out.RequestURI = x.target, "", "", ""
+	out.Header.Del("Connection")
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := g.up.attempt(out.WithContext(ctx), mx, cluster, false)
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}()
+}

@@ -1,0 +1,47 @@
+// Package relay copies bytes between two connections, both ways at once,
+// propagating half-closes: the L4 forwarding of the node proxy and the
+// gateway.
+package relay
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+// HalfCloser is a connection that can end its sending side alone: a tunnel
+// stream, a TCP or a TLS connection.
+type HalfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// Splice copies both directions, propagating half-closes, and returns when
+// both are done (or one side fails, which closes both).
+func Splice(c net.Conn, up HalfCloser) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bp := bufPool.Get().(*[]byte)
+		_, err := io.CopyBuffer(up, c, *bp)
+		bufPool.Put(bp)
+		if err != nil {
+			up.Close()
+			c.Close()
+			return
+		}
+		up.CloseWrite()
+	}()
+	bp := bufPool.Get().(*[]byte)
+	_, err := io.CopyBuffer(c, up, *bp)
+	bufPool.Put(bp)
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && err == nil {
+		cw.CloseWrite()
+	} else {
+		c.Close()
+		up.Close()
+	}
+	<-done
+}
