@@ -136,8 +136,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 	resp, err := p.forward(ctx, &rq, rt, r, upgrade)
 	if err != nil {
 		code, msg := errorAnswer(err, ctx, reqCtx)
-		if code == http.StatusBadGateway {
-			p.cfg.Logger.Debug("upstream", logkey.Cluster, rt.cluster, logkey.Error, err)
+		if code == http.StatusBadGateway && p.upstreamLog.Allow() {
+			// A 502 is a request the caller lost: say why (at most 1/s).
+			p.cfg.Logger.Warn("answered 502: upstream failed", logkey.Cluster, rt.cluster, logkey.Error, err)
 		}
 		if code != 0 {
 			httpError(w, code, msg)

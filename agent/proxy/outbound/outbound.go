@@ -25,6 +25,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"golang.org/x/time/rate"
+
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
@@ -96,6 +98,8 @@ type Proxy struct {
 	conns drain.Group
 	// requests counts L7 requests being served (for the drain).
 	requests atomic.Int64
+	// upstreamLog limits the Warn logs of requests answered 502.
+	upstreamLog *rate.Limiter
 }
 
 // New checks cfg and returns a Proxy.
@@ -122,7 +126,7 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		cfg.Sessions = m
 	}
-	p := &Proxy{cfg: cfg, budget: limits.NewBudget(cfg.Limits)}
+	p := &Proxy{cfg: cfg, budget: limits.NewBudget(cfg.Limits), upstreamLog: rate.NewLimiter(1, 5)}
 	p.l7 = drain.NewFeed()
 	p.dial = endpointDialer(cfg.Tunnel)
 	p.up = newUpstreams(p.dial, cfg.DialTimeout)
