@@ -6,6 +6,7 @@
 //	SetupFabric(nodes []Config, host HostLink) error  // node netns + fabric (+ host link); once, before Run
 //	Run(ctx, cfg Config) error         // one node; blocks until ctx is done
 //	Cleanup(stateRoot string) error    // removes everything a lab left (also after a crash)
+//	RouteLoadBalancers(ctx, client, host, nodes) error  // host /32s for externalTrafficPolicy Local
 //
 // SetupFabric writes a state file (weft-node.json) into every Config.StateDir;
 // Cleanup(stateRoot) finds those files in stateRoot and up to three directory
@@ -48,19 +49,28 @@
 // 172.30.0.1/24, an address no node uses) on a veth whose other end is a port
 // of the fabric bridge, so the host and the nodes reach each other on-link,
 // and a route for HostLink.LoadBalancerPool (the lab's 172.30.200.0/24) via
-// the first node's IP. Every node netns routes the pool through eth0 as it
+// the first node's IP. (So pods reach the host at HostLink.Addr too, and
+// whatever listens on the host's wildcard address.) Every node netns routes
+// the pool through eth0 as it
 // does the ServiceCIDR (so connects from the node netns reach kube-proxy's
 // output DNAT). A connection from the host to a LoadBalancer address thus
 // enters the first node on eth0, where kube-proxy (which programs the
 // Service's status.loadBalancer.ingress IPs of ipMode VIP on every node)
 // translates it in prerouting: with externalTrafficPolicy Cluster it
 // masquerades to the node IP and any endpoint answers back through that
-// node. The node needs no address for the pool, no route_localnet, and
-// rp_filter stays as a new netns has it (off); replies reach the host
-// on-link. The pool route is recorded in the first node's state file and
-// Cleanup deletes it and the link (which takes every route through it).
-// SetupFabric refuses a host link whose prefixes overlap a host route of
-// another link (another lab, a network of the host).
+// node. For externalTrafficPolicy Local, kube-proxy drops traffic on a node
+// without a ready endpoint of the Service, so RouteLoadBalancers (run by the
+// supervisor) keeps a /32 host route for each such address to a node with
+// one (the one it has while it keeps one, else the first in node order), as
+// MetalLB's layer-2 speaker answers from such a node; there the client's
+// address is kept and the endpoint answers the host on-link. Without a ready
+// endpoint the address falls back to the pool route and is dropped. The
+// node needs no address for the pool, no route_localnet, and rp_filter
+// stays as a new netns has it (off). The pool route is recorded in the
+// first node's state file and Cleanup deletes it and the link (which takes
+// every route through it, the /32s too). SetupFabric refuses a host link
+// whose prefixes overlap a host route of another link (another lab, a
+// network of the host).
 //
 // The apiserver is reached from every node netns at APIServerVIP
 // (172.30.255.1:6443 on lo): Run opens that listener inside the node netns

@@ -50,7 +50,7 @@ func SetupFabric(nodes []Config, host HostLink) error {
 	if err := validateFabricSet(nodes); err != nil {
 		return err
 	}
-	if err := host.validate(nodes); err != nil {
+	if err := host.Validate(nodes); err != nil {
 		return err
 	}
 	fab := fabricNetns(nodes[0].Name)

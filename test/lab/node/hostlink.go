@@ -35,9 +35,9 @@ var linkNameRE = regexp.MustCompile(`^wl-[a-zA-Z0-9_.-]{1,12}$`)
 // enabled reports whether a host link is asked for.
 func (h HostLink) enabled() bool { return h != HostLink{} }
 
-// validate checks the host link against the nodes it joins: the address in
+// Validate checks the host link against the nodes it joins: the address in
 // their /24 and none of theirs, a pool that overlaps nothing of the lab.
-func (h HostLink) validate(nodes []Config) error {
+func (h HostLink) Validate(nodes []Config) error {
 	if !h.enabled() {
 		return nil
 	}

@@ -65,7 +65,7 @@ func TestHostLinkValidate(t *testing.T) {
 		{"pool over the apiserver VIP", with(func(h *HostLink) { h.LoadBalancerPool = netip.MustParsePrefix("172.30.255.0/24") }), false},
 		{"IPv6 pool", with(func(h *HostLink) { h.LoadBalancerPool = netip.MustParsePrefix("fd00:1::/64") }), false},
 	} {
-		err := tc.host.validate(fabricNodes(2))
+		err := tc.host.Validate(fabricNodes(2))
 		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, ErrConfig)) {
 			t.Errorf("%s: validate = %v, want ok=%v", tc.name, err, tc.ok)
 		}
@@ -130,16 +130,24 @@ func testHostLink(t *testing.T, nodes []Config) HostLink {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Cleanup(func() { f.Close() }) // registered first: runs after Cleanup removed the link
 	base := testFabric.Addr().As4()
 	for i := range nodes {
 		nodes[i].NodeIP = netip.AddrFrom4([4]byte{base[0], base[1], base[2], byte(11 + i)})
 	}
-	return HostLink{
+	h := HostLink{
 		Name:             fmt.Sprintf("wl-t%d", os.Getpid()%100000),
 		Addr:             netip.PrefixFrom(testFabric.Addr().Next(), 24),
 		LoadBalancerPool: testPool,
 	}
+	t.Cleanup(func() {
+		// The link goes before the lock, whatever the order of the other
+		// cleanups (testNodes' Cleanup also removes it).
+		if err := cleanupHostLink(h); err != nil {
+			t.Errorf("remove host link: %v", err)
+		}
+		f.Close()
+	})
+	return h
 }
 
 // routeLines lists the host's routes mentioning s.
