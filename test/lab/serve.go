@@ -262,6 +262,7 @@ func serve(ctx context.Context, p Paths, n int, log *slog.Logger, phase func(Pha
 	if err := cp.InstallDNS(ctx); err != nil {
 		return err
 	}
+	defer startLoadBalancers(ctx, cp.Client, cfgs, log)()
 	if err := <-crdsDone; err != nil {
 		return fmt.Errorf("install Gateway API CRDs: %w", err)
 	}
