@@ -74,6 +74,7 @@ func RunLoadBalancers(ctx context.Context, client kubernetes.Interface, pool net
 		queue.ShutDown()
 	}()
 	log.Info("load-balancer allocator running", logkey.Addr, lb.pool.String())
+	queue.Add(key) // a first reconcile, whatever the watch delivers
 	for {
 		k, shutdown := queue.Get()
 		if shutdown {

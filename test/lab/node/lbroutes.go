@@ -67,6 +67,7 @@ func RouteLoadBalancers(ctx context.Context, client kubernetes.Interface, host H
 	if !cache.WaitForCacheSync(ctx.Done(), svcs.Informer().HasSynced, slicesInf.Informer().HasSynced) {
 		return nil // ctx done
 	}
+	queue.Add(key) // a first reconcile, whatever the watch delivers
 	var refs []lbNode
 	for _, n := range nodes {
 		refs = append(refs, lbNode{Name: n.Name, IP: n.NodeIP})
