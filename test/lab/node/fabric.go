@@ -53,6 +53,9 @@ func SetupFabric(nodes []Config, host HostLink) error {
 	if err := host.Validate(nodes); err != nil {
 		return err
 	}
+	if err := checkHostRoutes(host); err != nil {
+		return fmt.Errorf("set up lab fabric: %w", err)
+	}
 	fab := fabricNetns(nodes[0].Name)
 	for i, n := range nodes {
 		st := nodeState{Name: n.Name, CgroupRoot: n.CgroupRoot, dir: n.StateDir}

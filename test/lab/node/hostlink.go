@@ -115,10 +115,12 @@ func conflictingRoute(routes []hostRoute, link string, want ...netip.Prefix) (ho
 	return hostRoute{}, false
 }
 
-// setupHostLink creates the host link: the veth from the host into the
-// fabric bridge, the host address, the pool route via the first node, and
-// the pool route through eth0 in every node netns.
-func setupHostLink(h HostLink, nodes []Config, fab string) error {
+// checkHostRoutes fails when a host route of another link overlaps the
+// host link's prefixes.
+func checkHostRoutes(h HostLink) error {
+	if !h.enabled() {
+		return nil
+	}
 	routes, err := hostRoutes()
 	if err != nil {
 		return err
@@ -127,6 +129,13 @@ func setupHostLink(h HostLink, nodes []Config, fab string) error {
 		return fmt.Errorf("host route %s dev %s overlaps the host link's %v or %v (another lab, or a network of this host?)",
 			r.Dst, r.Dev, h.Addr.Masked(), h.LoadBalancerPool)
 	}
+	return nil
+}
+
+// setupHostLink creates the host link: the veth from the host into the
+// fabric bridge, the host address, the pool route via the first node, and
+// the pool route through eth0 in every node netns.
+func setupHostLink(h HostLink, nodes []Config, fab string) error {
 	steps := [][]string{
 		{"link", "add", h.Name, "type", "veth", "peer", "name", fabricHostPeer, "netns", fab},
 		{"-n", fab, "link", "set", fabricHostPeer, "master", "br0", "up"},

@@ -300,3 +300,37 @@ func TestPrivilegedHostLinkReachesPool(t *testing.T) {
 		t.Fatalf("second cleanup: %v", err)
 	}
 }
+
+// TestPrivilegedHostLinkRefusesOverlappingRoute: a host route of another
+// link over the pool (another lab, a network of the host) makes SetupFabric
+// fail before it creates anything.
+func TestPrivilegedHostLinkRefusesOverlappingRoute(t *testing.T) {
+	privileged(t)
+	_, nodes := testNodes(t, 1)
+	host := testHostLink(t, nodes)
+	other := fmt.Sprintf("wl-o%d", os.Getpid()%100000)
+	// A veth pair (both ends here; no dummy module on every kernel).
+	if err := ip("link", "add", other, "type", "veth", "peer", "name", other+"p"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ip("link", "del", other); err != nil {
+			t.Errorf("remove %s: %v", other, err)
+		}
+	})
+	for _, s := range [][]string{{"link", "set", other, "up"}, {"route", "add", "172.30.201.128/25", "dev", other}} {
+		if err := ip(s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := SetupFabric(nodes, host)
+	if err == nil || !strings.Contains(err.Error(), "host route 172.30.201.128/25 dev "+other+" overlaps") {
+		t.Fatalf("SetupFabric = %v, want the overlapping route named", err)
+	}
+	if _, err := net.InterfaceByName(host.Name); err == nil {
+		t.Errorf("host link %s created anyway", host.Name)
+	}
+	if _, err := os.Stat(netnsPath(nodeNetns(nodes[0].Name))); err == nil {
+		t.Errorf("netns %s created anyway", nodeNetns(nodes[0].Name))
+	}
+}
