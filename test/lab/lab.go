@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/weft-mesh/weft/test/lab/cluster"
+	"github.com/weft-mesh/weft/test/lab/node"
 )
 
 // Paths are the lab's files, derived from the repository root.
@@ -133,6 +134,17 @@ func NodeIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{172, 30, 0, byte(
 // PodCIDR is node i's pod range: 10.244.i.0/24.
 func PodCIDR(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24)
+}
+
+// HostLink is the host's link into the fabric: wl-host with 172.30.0.1/24 (no node
+// uses .1), and a route for the LoadBalancer pool into the nodes, so a client on the
+// host reaches LoadBalancer Services as it would reach a cloud's load balancer.
+func HostLink() node.HostLink {
+	return node.HostLink{
+		Name:             "wl-host",
+		Addr:             netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 30, 0, 1}), 24),
+		LoadBalancerPool: cluster.LoadBalancerPool,
+	}
 }
 
 // KubeletPort is node i's kubelet API port on host 127.0.0.1.

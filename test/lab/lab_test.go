@@ -51,6 +51,15 @@ func TestTopology(t *testing.T) {
 	if cfgs[0].ImageStore != "/repo/.cache/lab/images" || cfgs[1].ImageStore != cfgs[0].ImageStore {
 		t.Errorf("image store %q, %q: want one shared by the nodes", cfgs[0].ImageStore, cfgs[1].ImageStore)
 	}
+	// The host's link into the fabric: an address no node of the largest lab has, the
+	// allocator's pool.
+	h := HostLink()
+	if h.Name != "wl-host" || h.Addr.String() != "172.30.0.1/24" || h.LoadBalancerPool != cluster.LoadBalancerPool || h.LoadBalancerPool.String() != "172.30.200.0/24" {
+		t.Errorf("host link = %+v", h)
+	}
+	if err := h.Validate(NodeConfigs(p, MaxNodes, "/sys/fs/cgroup", nil)); err != nil {
+		t.Errorf("host link with %d nodes: %v", MaxNodes, err)
+	}
 	for _, n := range []int{0, -1, MaxNodes + 1} {
 		if err := checkNodes(n); !errors.Is(err, ErrNodes) {
 			t.Errorf("checkNodes(%d) = %v", n, err)

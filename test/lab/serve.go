@@ -231,7 +231,7 @@ func serve(ctx context.Context, p Paths, n int, log *slog.Logger, phase func(Pha
 	go func() { crdsDone <- cp.InstallCRDs(ctx) }()
 
 	cfgs := NodeConfigs(p, n, cgroupRoot, cp.Nodes)
-	if err := node.SetupFabric(cfgs); err != nil {
+	if err := node.SetupFabric(cfgs, HostLink()); err != nil {
 		return fmt.Errorf("set up node fabric: %w", err)
 	}
 	nctx, stopNodes := context.WithCancel(context.Background())
@@ -262,6 +262,7 @@ func serve(ctx context.Context, p Paths, n int, log *slog.Logger, phase func(Pha
 	if err := cp.InstallDNS(ctx); err != nil {
 		return err
 	}
+	defer startLoadBalancers(ctx, cp.Client, cfgs, log)()
 	if err := <-crdsDone; err != nil {
 		return fmt.Errorf("install Gateway API CRDs: %w", err)
 	}

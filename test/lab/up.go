@@ -305,6 +305,11 @@ func Status(ctx context.Context, p Paths) (string, error) {
 		}
 		fmt.Fprintf(&b, "node %s: %s\n", n.Name, ready)
 	}
+	if svcs, err := cs.CoreV1().Services("").List(rctx, metav1.ListOptions{}); err == nil {
+		pool := cluster.LoadBalancerPool
+		fmt.Fprintf(&b, "load balancers: %d of %d addresses of %s in use (reachable from this host)\n",
+			cluster.LoadBalancersInUse(svcs.Items, pool), cluster.PoolSize(pool), pool)
+	}
 	return b.String(), nil
 }
 

@@ -5,7 +5,8 @@
 // Addresses: the apiserver serves https://127.0.0.1:6443 and advertises 172.30.255.1
 // (the node runtime forwards that address inside every node netns to the host
 // listener); the Service CIDR is 10.96.0.0/16 with the `kubernetes` Service at
-// 10.96.0.1 and kube-dns at 10.96.0.10. etcd listens on 127.0.0.1:12379 (plain HTTP,
+// 10.96.0.1 and kube-dns at 10.96.0.10; LoadBalancer Services get addresses of
+// 172.30.200.0/24 (see RunLoadBalancers). etcd listens on 127.0.0.1:12379 (plain HTTP,
 // loopback only). The controller manager and scheduler do not serve (secure-port 0).
 package cluster
 
@@ -32,6 +33,9 @@ var (
 	ServiceCIDR      = netip.MustParsePrefix("10.96.0.0/16")
 	KubernetesSvcIP  = netip.MustParseAddr("10.96.0.1")
 	ClusterDNS       = netip.MustParseAddr("10.96.0.10")
+	// LoadBalancerPool is the lab's "cloud" address pool for Services of type
+	// LoadBalancer; the host routes it into the fabric (see node.HostLink).
+	LoadBalancerPool = netip.MustParsePrefix("172.30.200.0/24")
 )
 
 const (

@@ -16,7 +16,8 @@ import (
 )
 
 // Cleanup removes every netns, veth, cgroup, mount and process of the lab
-// nodes whose state files lie in stateRoot (or up to three levels below).
+// nodes whose state files lie in stateRoot (or up to three levels below),
+// and the host link and its routes.
 // It is idempotent and works after a crash: processes are found through the
 // node cgroups, namespaces by name. A missing stateRoot is not an error.
 func Cleanup(stateRoot string) error {
@@ -57,7 +58,7 @@ func findStates(root string) ([]nodeState, error) {
 		if err := json.Unmarshal(b, &st); err != nil {
 			return fmt.Errorf("read %s: %w", p, err)
 		}
-		if !nodeNameRE.MatchString(st.Name) || !filepath.IsAbs(st.CgroupRoot) {
+		if !nodeNameRE.MatchString(st.Name) || !filepath.IsAbs(st.CgroupRoot) || (st.Host != nil && !linkNameRE.MatchString(st.Host.Name)) {
 			return fmt.Errorf("read %s: bad node state %+v", p, st)
 		}
 		st.dir = filepath.Dir(p)
@@ -88,6 +89,9 @@ func cleanupNode(st nodeState) error {
 	}
 	if err := removeCgroupTree(nodeCgroup(st.CgroupRoot, st.Name)); err != nil {
 		errs = append(errs, err)
+	}
+	if err := cleanupHostLink(st.hostLink()); err != nil {
+		errs = append(errs, fmt.Errorf("remove host link: %w", err))
 	}
 	// With their processes gone, the image containers' overlays went with
 	// their mount namespaces; their upper and work dirs remain.

@@ -3,9 +3,10 @@
 //
 // # API
 //
-//	SetupFabric(nodes []Config) error  // node netns + fabric; call once, before Run
+//	SetupFabric(nodes []Config, host HostLink) error  // node netns + fabric (+ host link); once, before Run
 //	Run(ctx, cfg Config) error         // one node; blocks until ctx is done
 //	Cleanup(stateRoot string) error    // removes everything a lab left (also after a crash)
+//	RouteLoadBalancers(ctx, client, host, nodes) error  // host /32s for externalTrafficPolicy Local
 //
 // SetupFabric writes a state file (weft-node.json) into every Config.StateDir;
 // Cleanup(stateRoot) finds those files in stateRoot and up to three directory
@@ -16,7 +17,8 @@
 // # Names (all created by this package)
 //
 //	netns  wl-<node>             the node (eth0 = NodeIP/24 on the fabric; lo has 172.30.255.1/32)
-//	netns  wl-<nodes[0]>_fabric  a bridge (br0) linking the nodes' eth0
+//	netns  wl-<nodes[0]>_fabric  a bridge (br0) linking the nodes' eth0 (and fhost)
+//	link   <HostLink.Name>       in the host netns (the lab's: wl-host), a veth to fhost on br0
 //	netns  wl-<node>_<podUID>    one per pod (eth0 = podIP/32, default via 169.254.1.1)
 //	cgroup <CgroupRoot>/weft-lab/<node>/kubepods/pod<uid>  every process of a pod (incl. hostNetwork pods)
 //	cgroup <CgroupRoot>/weft-lab/<node>/system             kube-proxy
@@ -28,8 +30,11 @@
 // CgroupRoot is normally the cgroup v2 mount; any cgroup directory below it
 // works too (the package's tests use one of their own).
 //
-// Nothing is created in the host network namespace: every link lives in a lab
-// netns, so deleting the namespaces removes every veth and route.
+// Nothing else is created in the host network namespace: the host link and
+// the routes through it are all the host gets (none with the zero HostLink),
+// and every other link lives in a lab netns, so deleting the namespaces and
+// the host link removes every veth and route. Host sysctls are not changed
+// (the host is an endpoint on the fabric, it forwards nothing).
 //
 // # Networking
 //
@@ -39,6 +44,33 @@
 // ip_forward on. A pod netns holds eth0 with podIP/32 and a default route via
 // 169.254.1.1; the node side of the veth (vp<hash>) has a /32 route to the
 // pod, and both sides have static neighbour entries (no ARP, no bridge).
+//
+// Host link: with a HostLink, the host holds HostLink.Addr (the lab's
+// 172.30.0.1/24, an address no node uses) on a veth whose other end is a port
+// of the fabric bridge, so the host and the nodes reach each other on-link,
+// and a route for HostLink.LoadBalancerPool (the lab's 172.30.200.0/24) via
+// the first node's IP. (So pods reach the host at HostLink.Addr too, and
+// whatever listens on the host's wildcard address.) Every node netns routes
+// the pool through eth0 as it
+// does the ServiceCIDR (so connects from the node netns reach kube-proxy's
+// output DNAT). A connection from the host to a LoadBalancer address thus
+// enters the first node on eth0, where kube-proxy (which programs the
+// Service's status.loadBalancer.ingress IPs of ipMode VIP on every node)
+// translates it in prerouting: with externalTrafficPolicy Cluster it
+// masquerades to the node IP and any endpoint answers back through that
+// node. For externalTrafficPolicy Local, kube-proxy drops traffic on a node
+// without a ready endpoint of the Service, so RouteLoadBalancers (run by the
+// supervisor) keeps a /32 host route for each such address to a node with
+// one (the one it has while it keeps one, else the first in node order), as
+// MetalLB's layer-2 speaker answers from such a node; there the client's
+// address is kept and the endpoint answers the host on-link. Without a ready
+// endpoint the address falls back to the pool route and is dropped. The
+// node needs no address for the pool, no route_localnet, and rp_filter
+// stays as a new netns has it (off). The pool route is recorded in the
+// first node's state file and Cleanup deletes it and the link (which takes
+// every route through it, the /32s too). SetupFabric refuses a host link
+// whose prefixes overlap a host route of another link (another lab, a
+// network of the host).
 //
 // The apiserver is reached from every node netns at APIServerVIP
 // (172.30.255.1:6443 on lo): Run opens that listener inside the node netns

@@ -14,46 +14,71 @@ type nodeState struct {
 	Name       string `json:"name"`
 	CgroupRoot string `json:"cgroupRoot"`
 	Fabric     string `json:"fabric,omitempty"` // fabric netns name (first node only)
-	dir        string // the StateDir holding the file
+	// Host is the host link and its pool route (first node only).
+	Host *HostLink `json:"hostLink,omitempty"`
+	dir  string    // the StateDir holding the file
 }
 
-func writeState(cfg Config, fabric string) error {
-	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+// hostLink is the recorded host link (the zero HostLink when none).
+func (st nodeState) hostLink() HostLink {
+	if st.Host == nil {
+		return HostLink{}
+	}
+	return *st.Host
+}
+
+func writeState(st nodeState, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	b, err := json.Marshal(nodeState{Name: cfg.Name, CgroupRoot: cfg.CgroupRoot, Fabric: fabric})
+	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(cfg.StateDir, stateFile), b, 0o644)
+	return os.WriteFile(filepath.Join(dir, stateFile), b, 0o644)
 }
 
 // fabricPeer is the fabric-side veth name of node i (0-based position).
 func fabricPeer(i int) string { return fmt.Sprintf("fn%d", i) }
 
 // SetupFabric creates one netns per node and the bridge linking them, so
-// every node reaches every other node's IP and PodCIDR. Leftovers of the same
-// node names are removed first. It records state files for Cleanup before it
-// creates anything.
-func SetupFabric(nodes []Config) error {
+// every node reaches every other node's IP and PodCIDR, and, unless host is
+// the zero HostLink, the host's link into the fabric. Leftovers of the same
+// node names (and host link name) are removed first. It records state files
+// for Cleanup before it creates anything.
+func SetupFabric(nodes []Config, host HostLink) error {
 	if err := validateFabricSet(nodes); err != nil {
 		return err
 	}
+	if err := host.Validate(nodes); err != nil {
+		return err
+	}
+	if err := checkHostRoutes(host); err != nil {
+		return fmt.Errorf("set up lab fabric: %w", err)
+	}
 	fab := fabricNetns(nodes[0].Name)
 	for i, n := range nodes {
-		f := ""
+		st := nodeState{Name: n.Name, CgroupRoot: n.CgroupRoot, dir: n.StateDir}
 		if i == 0 {
-			f = fab
+			st.Fabric = fab
+			if host.enabled() {
+				st.Host = &host
+			}
 		}
-		if err := writeState(n, f); err != nil {
+		if err := writeState(st, n.StateDir); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
-		if err := cleanupNode(nodeState{Name: n.Name, CgroupRoot: n.CgroupRoot, Fabric: f, dir: n.StateDir}); err != nil {
+		if err := cleanupNode(st); err != nil {
 			return fmt.Errorf("remove leftovers of node %s: %w", n.Name, err)
 		}
 	}
 	if err := setupFabric(nodes, fab); err != nil {
 		return fmt.Errorf("set up lab fabric: %w", err)
+	}
+	if host.enabled() {
+		if err := setupHostLink(host, nodes, fab); err != nil {
+			return fmt.Errorf("set up lab fabric: %w", err)
+		}
 	}
 	return nil
 }

@@ -119,7 +119,7 @@ func assertNothingLeft(t *testing.T, nodes []Config, pids []int) {
 func TestPrivilegedFabricRoutesPodsAcrossNodes(t *testing.T) {
 	privileged(t)
 	root, nodes := testNodes(t, 2)
-	if err := SetupFabric(nodes); err != nil {
+	if err := SetupFabric(nodes, HostLink{}); err != nil {
 		t.Fatal(err)
 	}
 	ip1, ip2 := netip.MustParseAddr("10.244.1.2"), netip.MustParseAddr("10.244.2.2")
@@ -161,11 +161,19 @@ func TestPrivilegedFabricRoutesPodsAcrossNodes(t *testing.T) {
 			t.Errorf("from %s: server saw %q, want %q", tc.from, b, tc.want)
 		}
 	}
-	// The host netns got no route into the lab.
+	// Without a HostLink the host netns got nothing: no route to a pod CIDR,
+	// and no link into this fabric (the bridge has only the nodes' ports).
+	// Host routes to 172.30.0.0/24 may exist: those of a lab running beside
+	// the test.
 	if out, err := exec.Command("ip", "-o", "route", "show").Output(); err != nil {
 		t.Fatal(err)
-	} else if strings.Contains(string(out), "10.244.") || strings.Contains(string(out), "172.30.") {
-		t.Errorf("host routes mention lab addresses:\n%s", out)
+	} else if strings.Contains(string(out), "10.244.") {
+		t.Errorf("host routes mention pod CIDRs:\n%s", out)
+	}
+	if out, err := exec.Command("ip", "-n", fabricNetns(nodes[0].Name), "-o", "link", "show").Output(); err != nil {
+		t.Fatal(err)
+	} else if n := strings.Count(string(out), "\n"); n != 4 || strings.Contains(string(out), fabricHostPeer) {
+		t.Errorf("fabric links (want lo, br0 and two node ports):\n%s", out)
 	}
 	if err := Cleanup(root); err != nil {
 		t.Fatal(err)
@@ -179,7 +187,7 @@ func TestPrivilegedFabricRoutesPodsAcrossNodes(t *testing.T) {
 func TestPrivilegedProcessRunsInNetnsCgroupAndMounts(t *testing.T) {
 	privileged(t)
 	root, nodes := testNodes(t, 1)
-	if err := SetupFabric(nodes); err != nil {
+	if err := SetupFabric(nodes, HostLink{}); err != nil {
 		t.Fatal(err)
 	}
 	sb, err := createSandbox(nodes[0].Name, "uid-p", netip.MustParseAddr("10.244.1.7"))

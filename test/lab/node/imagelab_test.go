@@ -75,7 +75,7 @@ func startImageLab(t *testing.T) *imageLab {
 		n.ImageStore = lab.store
 	}
 	lab.nodes = nodes
-	if err := SetupFabric(nodes); err != nil {
+	if err := SetupFabric(nodes, HostLink{}); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())

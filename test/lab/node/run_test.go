@@ -130,7 +130,7 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 	for i := range nodes {
 		nodes[i].KubeProxyBin = kubeProxy
 	}
-	if err := SetupFabric(nodes); err != nil {
+	if err := SetupFabric(nodes, HostLink{}); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
