@@ -32,6 +32,7 @@ import (
 
 	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/controller/gatewayclass"
 	"github.com/weft-mesh/weft/controller/push"
 	"github.com/weft-mesh/weft/controller/resolve"
 	"github.com/weft-mesh/weft/controller/source"
@@ -82,7 +83,7 @@ type Config struct {
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
 	// OwnerClusterRole is the ClusterRole that owns the objects the controller
-	// creates (the default XMesh, the CA's Secret and bundle ConfigMap, the Lease), so
+	// creates (the default XMesh and GatewayClass, the CA's Secret and bundle ConfigMap, the Lease), so
 	// that an uninstall removes them; none when empty.
 	OwnerClusterRole string
 	// Authenticator checks agents' bearer tokens. Required.
@@ -118,6 +119,7 @@ type Controller struct {
 	push    *push.Server
 	status  *status.Writer
 	mesh    *xmesh.Reconciler
+	class   *gatewayclass.Ensurer
 	owner   func(context.Context) (metav1.OwnerReference, error) // of created objects; nil: none
 	grpc    *grpc.Server
 	grpcLis net.Listener
@@ -204,6 +206,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c.owner = clusterRoleOwner(kube, cfg.OwnerClusterRole)
 	if c.mesh, err = xmesh.New(xmesh.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if c.class, err = gatewayclass.New(gatewayclass.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
@@ -335,6 +340,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		c.mesh.Run(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.class.Run(ctx)
 	}()
 
 	for {
