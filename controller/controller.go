@@ -25,13 +25,16 @@ import (
 	"google.golang.org/grpc/keepalive"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/controller/gateway"
 	"github.com/weft-mesh/weft/controller/gatewayclass"
 	"github.com/weft-mesh/weft/controller/push"
 	"github.com/weft-mesh/weft/controller/resolve"
@@ -140,7 +143,7 @@ type Controller struct {
 
 // statusWork is what the newest resolution decided about statuses.
 type statusWork struct {
-	statuses []resolve.ObjectStatus
+	want status.Want
 }
 
 // New checks cfg, builds the clients and opens the listeners (so the
@@ -195,7 +198,11 @@ func New(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("gateway api client: %w", err)
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger, kube: kube, kick: make(chan struct{}, 1), statusCh: make(chan struct{}, 1)}
-	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Logger: cfg.Logger}); err != nil {
+	md, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("metadata client: %w", err)
+	}
+	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Metadata: md, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, SendBuffer: cfg.SendBuffer, Logger: cfg.Logger}); err != nil {
@@ -403,13 +410,51 @@ func (c *Controller) round() {
 	}
 	changed := c.push.Update(out.Nodes)
 	c.log.Debug("resolved", logkey.Nodes, len(out.Nodes), logkey.Changed, changed, logkey.Statuses, len(out.Statuses), logkey.Took, time.Since(start))
+	var gwOut *gateway.Output
+	if o, ok := c.resolveGateways(in); ok {
+		gwOut = &o
+	}
 	c.statusMu.Lock()
-	c.latest = &statusWork{statuses: out.Statuses}
+	if gwOut == nil && c.latest != nil {
+		gwOut = c.latest.want.Gateway // Gateways not resolved this round: keep the last decision
+	}
+	c.latest = &statusWork{want: status.Want{Mesh: out.Statuses, Gateway: gwOut}}
 	c.statusMu.Unlock()
 	select {
 	case c.statusCh <- struct{}{}:
 	default:
 	}
+}
+
+// resolveGateways resolves Weft's Gateways from the same snapshot as the
+// mesh; false when they could not be resolved this round (their Secrets are
+// not synced yet, or resolution failed).
+func (c *Controller) resolveGateways(mesh resolve.Input) (gateway.Output, bool) {
+	in, ok, err := c.src.GatewaySnapshot(mesh)
+	if err != nil {
+		c.log.Error("gateway snapshot", logkey.Error, err)
+		return gateway.Output{}, false
+	}
+	if !ok {
+		return gateway.Output{}, false
+	}
+	in.Options.Mesh = mesh.Options
+	in.Options.ReservedPorts = gatewayReservedPorts
+	return c.safeResolveGateways(in)
+}
+
+// gatewayReservedPorts are the ports a Gateway's data plane uses itself
+// (its health and readiness server); a listener there is PortUnavailable.
+var gatewayReservedPorts = []int32{mesh.HealthPort}
+
+func (c *Controller) safeResolveGateways(in gateway.Input) (out gateway.Output, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("gateway resolve panicked; keeping the last decision", logkey.Panic, fmt.Sprint(r))
+			ok = false
+		}
+	}()
+	return gateway.Resolve(in), true
 }
 
 // safeResolve keeps a bug in resolution from taking the controller down:
@@ -463,7 +508,12 @@ func (c *Controller) statusLoop(ctx context.Context) {
 		if recheck {
 			c.checks.Add(1)
 		}
-		n, err := c.status.Write(ctx, in, w.statuses)
+		gin, _, err := c.src.GatewaySnapshot(in)
+		if err != nil {
+			c.log.Error("gateway status snapshot", logkey.Error, err)
+			continue
+		}
+		n, err := c.status.Write(ctx, status.Objects{Mesh: in, Gateway: gin}, w.want)
 		c.writes.Add(uint64(n))
 		if n > 0 {
 			c.log.Info("wrote statuses", logkey.Objects, n)
