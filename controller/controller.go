@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/logkey"
@@ -36,6 +38,7 @@ import (
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/gateway"
 	"github.com/weft-mesh/weft/controller/gatewayclass"
+	"github.com/weft-mesh/weft/controller/provision"
 	"github.com/weft-mesh/weft/controller/push"
 	"github.com/weft-mesh/weft/controller/resolve"
 	"github.com/weft-mesh/weft/controller/source"
@@ -101,6 +104,12 @@ type Config struct {
 	// OnLeader runs each time this replica becomes the leader (the CA
 	// ensures its root there); errors are logged.
 	OnLeader func(ctx context.Context) error
+	// GatewayImage is the weft-agent image each Gateway's data plane runs;
+	// empty: Gateways are resolved and get statuses, but nothing is
+	// provisioned for them.
+	GatewayImage string
+	// LogLevel is passed on to the Gateways' data planes; theirs when empty.
+	LogLevel string
 	// Resolve is resolve.Resolve when nil (tests and benchmarks replace it).
 	Resolve func(resolve.Input) resolve.Output
 	// SendBuffer per agent stream; push.DefaultSendBuffer when zero.
@@ -123,13 +132,15 @@ type Controller struct {
 	status  *status.Writer
 	mesh    *xmesh.Reconciler
 	class   *gatewayclass.Ensurer
+	prov    *provision.Applier
 	owner   func(context.Context) (metav1.OwnerReference, error) // of created objects; nil: none
 	grpc    *grpc.Server
 	grpcLis net.Listener
 	health  *http.Server
 	hlLis   net.Listener
 
-	kick     chan struct{} // resolve again (bundle changed)
+	gateways []gwv1.Gateway // of the last round (round's goroutine only)
+	kick     chan struct{}  // resolve again (bundle changed)
 	leader   atomic.Bool
 	synced   atomic.Bool
 	statusMu sync.Mutex
@@ -144,6 +155,9 @@ type Controller struct {
 // statusWork is what the newest resolution decided about statuses.
 type statusWork struct {
 	want status.Want
+	// provision is the data plane of every accepted Gateway (nil: none, or
+	// provisioning disabled).
+	provision []provision.Objects
 }
 
 // New checks cfg, builds the clients and opens the listeners (so the
@@ -215,6 +229,7 @@ func New(cfg Config) (*Controller, error) {
 	if c.mesh, err = xmesh.New(xmesh.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	c.prov = provision.NewApplier(kube, cfg.Logger)
 	if c.class, err = gatewayclass.New(gatewayclass.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
@@ -418,7 +433,7 @@ func (c *Controller) round() {
 	if gwOut == nil && c.latest != nil {
 		gwOut = c.latest.want.Gateway // Gateways not resolved this round: keep the last decision
 	}
-	c.latest = &statusWork{want: status.Want{Mesh: out.Statuses, Gateway: gwOut}}
+	c.latest = &statusWork{want: status.Want{Mesh: out.Statuses, Gateway: gwOut}, provision: c.provisions(gwOut, anchors)}
 	c.statusMu.Unlock()
 	select {
 	case c.statusCh <- struct{}{}:
@@ -440,7 +455,46 @@ func (c *Controller) resolveGateways(mesh resolve.Input) (gateway.Output, bool) 
 	}
 	in.Options.Mesh = mesh.Options
 	in.Options.ReservedPorts = gatewayReservedPorts
+	in.Provisioned = provision.Provisioned(in.Gateways, in.Services)
+	c.gateways = in.Gateways
 	return c.safeResolveGateways(in)
+}
+
+// provisions is the data plane of every Gateway out accepted.
+func (c *Controller) provisions(out *gateway.Output, anchors [][]byte) []provision.Objects {
+	if out == nil || c.cfg.GatewayImage == "" || len(anchors) == 0 {
+		return nil
+	}
+	var bundle []byte
+	for _, der := range anchors {
+		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	p := provision.Params{
+		Image:       c.cfg.GatewayImage,
+		Controller:  "weft-controller." + c.cfg.Namespace + ".svc" + grpcPort(c.cfg.GRPCAddr),
+		CABundle:    bundle,
+		TrustDomain: c.cfg.TrustDomain,
+		LogLevel:    c.cfg.LogLevel,
+	}
+	accepted := map[[2]string]bool{}
+	for _, g := range out.IR {
+		accepted[[2]string{g.Namespace, g.Name}] = true
+	}
+	var objs []provision.Objects
+	for i := range c.gateways {
+		if gw := &c.gateways[i]; accepted[[2]string{gw.Namespace, gw.Name}] {
+			objs = append(objs, provision.Desired(gw, p))
+		}
+	}
+	return objs
+}
+
+// grpcPort is ":<port>" of the gRPC listen address (":15012").
+func grpcPort(addr string) string {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {
+		return ":" + port
+	}
+	return ":15012"
 }
 
 // gatewayReservedPorts are the ports a Gateway's data plane uses itself
@@ -508,6 +562,11 @@ func (c *Controller) statusLoop(ctx context.Context) {
 		if recheck {
 			c.checks.Add(1)
 		}
+		if n, err := c.prov.Apply(ctx, w.provision); err != nil {
+			c.log.Warn("provision gateways", logkey.Error, err)
+		} else if n > 0 {
+			c.log.Info("provisioned gateways", logkey.Objects, n)
+		}
 		gin, _, err := c.src.GatewaySnapshot(in)
 		if err != nil {
 			c.log.Error("gateway status snapshot", logkey.Error, err)
@@ -562,6 +621,7 @@ func (c *Controller) signalStatus() {
 }
 
 func (c *Controller) becomeLeader(ctx context.Context) {
+	c.prov.Forget() // read every provisioned object again
 	c.leader.Store(true)
 	if c.cfg.OnLeader != nil {
 		if err := c.cfg.OnLeader(ctx); err != nil {

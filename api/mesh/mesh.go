@@ -66,6 +66,11 @@ const (
 	SystemNamespace = "weft-system"
 )
 
+// LabelGateway is set on the objects provisioned for a Gateway (its data
+// plane's ServiceAccount, ConfigMap, Deployment, pods and Service); the value
+// is their common name (controller/provision Name), a valid label value.
+const LabelGateway = "weft.dev/gateway"
+
 // Well-known ports of the node proxy, on the node's IP.
 const (
 	// CapturePort receives enrolled pods' redirected outbound connections.
