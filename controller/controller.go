@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,14 +29,20 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/retry"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/controller/gateway"
+	"github.com/weft-mesh/weft/controller/gatewayclass"
+	"github.com/weft-mesh/weft/controller/provision"
 	"github.com/weft-mesh/weft/controller/push"
 	"github.com/weft-mesh/weft/controller/resolve"
 	"github.com/weft-mesh/weft/controller/source"
@@ -86,7 +93,7 @@ type Config struct {
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
 	// OwnerClusterRole is the ClusterRole that owns the objects the controller
-	// creates (the default XMesh, the CA's Secret and bundle ConfigMap, the Lease), so
+	// creates (the default XMesh and GatewayClass, the CA's Secret and bundle ConfigMap, the Lease), so
 	// that an uninstall removes them; none when empty.
 	OwnerClusterRole string
 	// Authenticator checks agents' bearer tokens. Required.
@@ -101,6 +108,12 @@ type Config struct {
 	// OnLeader runs each time this replica becomes the leader (the CA
 	// ensures its root there); errors are logged.
 	OnLeader func(ctx context.Context) error
+	// GatewayImage is the weft-agent image each Gateway's data plane runs;
+	// empty: Gateways are resolved and get statuses, but nothing is
+	// provisioned for them.
+	GatewayImage string
+	// LogLevel is passed on to the Gateways' data planes; theirs when empty.
+	LogLevel string
 	// Resolve is resolve.Resolve when nil (tests and benchmarks replace it).
 	Resolve func(resolve.Input) resolve.Output
 	// SendBuffer per agent stream; push.DefaultSendBuffer when zero.
@@ -122,13 +135,16 @@ type Controller struct {
 	push    *push.Server
 	status  *status.Writer
 	mesh    *xmesh.Reconciler
+	class   *gatewayclass.Ensurer
+	prov    *provision.Applier
 	owner   func(context.Context) (metav1.OwnerReference, error) // of created objects; nil: none
 	grpc    *grpc.Server
 	grpcLis net.Listener
 	health  *http.Server
 	hlLis   net.Listener
 
-	kick     chan struct{} // resolve again (bundle changed)
+	gateways []gwv1.Gateway // of the last round (round's goroutine only)
+	kick     chan struct{}  // resolve again (bundle changed)
 	leader   atomic.Bool
 	synced   atomic.Bool
 	statusMu sync.Mutex
@@ -142,7 +158,10 @@ type Controller struct {
 
 // statusWork is what the newest resolution decided about statuses.
 type statusWork struct {
-	statuses []resolve.ObjectStatus
+	want status.Want
+	// provision is the data plane of every accepted Gateway (nil: none, or
+	// provisioning disabled).
+	provision []provision.Objects
 }
 
 // New checks cfg, builds the clients and opens the listeners (so the
@@ -197,7 +216,11 @@ func New(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("gateway api client: %w", err)
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger, kube: kube, kick: make(chan struct{}, 1), statusCh: make(chan struct{}, 1)}
-	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Logger: cfg.Logger}); err != nil {
+	md, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("metadata client: %w", err)
+	}
+	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Metadata: md, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, SendBuffer: cfg.SendBuffer, Logger: cfg.Logger}); err != nil {
@@ -208,6 +231,10 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c.owner = clusterRoleOwner(kube, cfg.OwnerClusterRole)
 	if c.mesh, err = xmesh.New(xmesh.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	c.prov = provision.NewApplier(kube, cfg.Logger)
+	if c.class, err = gatewayclass.New(gatewayclass.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
@@ -340,6 +367,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.mesh.Run(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.class.Run(ctx)
+	}()
 
 	for {
 		select {
@@ -397,13 +429,90 @@ func (c *Controller) round() {
 	}
 	changed := c.push.Update(out.Nodes)
 	c.log.Debug("resolved", logkey.Nodes, len(out.Nodes), logkey.Changed, changed, logkey.Statuses, len(out.Statuses), logkey.Took, time.Since(start))
+	var gwOut *gateway.Output
+	if o, ok := c.resolveGateways(in); ok {
+		gwOut = &o
+	}
 	c.statusMu.Lock()
-	c.latest = &statusWork{statuses: out.Statuses}
+	if gwOut == nil && c.latest != nil {
+		gwOut = c.latest.want.Gateway // Gateways not resolved this round: keep the last decision
+	}
+	c.latest = &statusWork{want: status.Want{Mesh: out.Statuses, Gateway: gwOut}, provision: c.provisions(gwOut, anchors)}
 	c.statusMu.Unlock()
 	select {
 	case c.statusCh <- struct{}{}:
 	default:
 	}
+}
+
+// resolveGateways resolves Weft's Gateways from the same snapshot as the
+// mesh; false when they could not be resolved this round (their Secrets are
+// not synced yet, or resolution failed).
+func (c *Controller) resolveGateways(mesh resolve.Input) (gateway.Output, bool) {
+	in, ok, err := c.src.GatewaySnapshot(mesh)
+	if err != nil {
+		c.log.Error("gateway snapshot", logkey.Error, err)
+		return gateway.Output{}, false
+	}
+	if !ok {
+		return gateway.Output{}, false
+	}
+	in.Options.Mesh = mesh.Options
+	in.Options.ReservedPorts = gatewayReservedPorts
+	in.Provisioned = provision.Provisioned(in.Gateways, in.Services)
+	c.gateways = in.Gateways
+	return c.safeResolveGateways(in)
+}
+
+// provisions is the data plane of every Gateway out accepted.
+func (c *Controller) provisions(out *gateway.Output, anchors [][]byte) []provision.Objects {
+	if out == nil || c.cfg.GatewayImage == "" || len(anchors) == 0 {
+		return nil
+	}
+	var bundle []byte
+	for _, der := range anchors {
+		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	p := provision.Params{
+		Image:       c.cfg.GatewayImage,
+		Controller:  "weft-controller." + c.cfg.Namespace + ".svc" + grpcPort(c.cfg.GRPCAddr),
+		CABundle:    bundle,
+		TrustDomain: c.cfg.TrustDomain,
+		LogLevel:    c.cfg.LogLevel,
+	}
+	accepted := map[[2]string]bool{}
+	for _, g := range out.IR {
+		accepted[[2]string{g.Namespace, g.Name}] = true
+	}
+	var objs []provision.Objects
+	for i := range c.gateways {
+		if gw := &c.gateways[i]; accepted[[2]string{gw.Namespace, gw.Name}] {
+			objs = append(objs, provision.Desired(gw, p))
+		}
+	}
+	return objs
+}
+
+// grpcPort is ":<port>" of the gRPC listen address (":15012").
+func grpcPort(addr string) string {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port != "0" {
+		return ":" + port
+	}
+	return ":15012"
+}
+
+// gatewayReservedPorts are the ports a Gateway's data plane uses itself
+// (its health and readiness server); a listener there is PortUnavailable.
+var gatewayReservedPorts = []int32{mesh.HealthPort}
+
+func (c *Controller) safeResolveGateways(in gateway.Input) (out gateway.Output, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("gateway resolve panicked; keeping the last decision", logkey.Panic, fmt.Sprint(r))
+			ok = false
+		}
+	}()
+	return gateway.Resolve(in), true
 }
 
 // safeResolve keeps a bug in resolution from taking the controller down:
@@ -457,7 +566,17 @@ func (c *Controller) statusLoop(ctx context.Context) {
 		if recheck {
 			c.checks.Add(1)
 		}
-		n, err := c.status.Write(ctx, in, w.statuses)
+		if n, err := c.prov.Apply(ctx, w.provision); err != nil {
+			c.log.Warn("provision gateways", logkey.Error, err)
+		} else if n > 0 {
+			c.log.Info("provisioned gateways", logkey.Objects, n)
+		}
+		gin, _, err := c.src.GatewaySnapshot(in)
+		if err != nil {
+			c.log.Error("gateway status snapshot", logkey.Error, err)
+			continue
+		}
+		n, err := c.status.Write(ctx, status.Objects{Mesh: in, Gateway: gin}, w.want)
 		c.writes.Add(uint64(n))
 		if n > 0 {
 			c.log.Info("wrote statuses", logkey.Objects, n)
@@ -506,6 +625,7 @@ func (c *Controller) signalStatus() {
 }
 
 func (c *Controller) becomeLeader(ctx context.Context) {
+	c.prov.Forget() // read every provisioned object again
 	c.leader.Store(true)
 	if c.cfg.OnLeader != nil {
 		if err := c.cfg.OnLeader(ctx); err != nil {

@@ -28,6 +28,16 @@ const ConditionEnrolled corev1.PodConditionType = "weft.dev/Enrolled"
 // and policy ancestor status it owns.
 const ControllerName = "weft.dev/mesh-controller"
 
+// GatewayControllerName is the controllerName of Weft's GatewayClasses, and
+// the one Weft writes into every route parent and policy ancestor status
+// that concerns one of its Gateways (north-south).
+const GatewayControllerName = "weft.dev/gateway-controller"
+
+// GatewayClassName is the GatewayClass the controller creates when the
+// cluster has none with GatewayControllerName. Any class with that
+// controllerName is Weft's, whatever its name.
+const GatewayClassName = "weft"
+
 // Annotations on the CA root Secret. A Secret the user provides (the
 // cert-manager layout: tls.crt, tls.key, ca.crt) carries none of them and is
 // never rotated by Weft.
@@ -55,6 +65,11 @@ const (
 	// SystemNamespace is where the install manifests put Weft.
 	SystemNamespace = "weft-system"
 )
+
+// LabelGateway is set on the objects provisioned for a Gateway (its data
+// plane's ServiceAccount, ConfigMap, Deployment, pods and Service); the value
+// is their common name (controller/provision Name), a valid label value.
+const LabelGateway = "weft.dev/gateway"
 
 // Well-known ports of the node proxy, on the node's IP.
 const (

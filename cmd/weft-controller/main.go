@@ -50,7 +50,8 @@ func run() error {
 		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
 		serveTLS    = flag.Bool("tls", true, "serve gRPC over TLS 1.3 with a certificate from the mesh CA (agents send tokens: never disable outside tests)")
 		dnsNames    = flag.String("dns-names", "", "comma-separated DNS names of the gRPC serving certificate (default weft-controller.<namespace>.svc)")
-		ownerRole   = flag.String("owner-cluster-role", "weft-controller", "ClusterRole that owns the default XMesh, so an uninstall removes it (\"\": no owner)")
+		gwImage     = flag.String("gateway-image", "", "weft-agent image the data plane of each Gateway runs (\"\": Gateways get statuses but no data plane)")
+		ownerRole   = flag.String("owner-cluster-role", "weft-controller", "ClusterRole that owns the default XMesh and GatewayClass, so an uninstall removes them (\"\": no owner)")
 	)
 	flag.Parse()
 
@@ -79,6 +80,8 @@ func run() error {
 			HealthAddr:       *healthAddr,
 			Debounce:         *debounce,
 			TrustDomain:      *trustDomain,
+			GatewayImage:     *gwImage,
+			LogLevel:         *logLevel,
 			LeaderElect:      *leaderElect,
 			ID:               *id,
 			Logger:           log,

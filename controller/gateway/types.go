@@ -6,17 +6,18 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
 // ControllerName is the controllerName of Weft's GatewayClasses, and the
 // one Weft writes into every route parent and policy ancestor status that
 // concerns a Gateway. (Mesh statuses carry resolve.ControllerName.)
-const ControllerName gwv1.GatewayController = "weft.dev/gateway-controller"
+const ControllerName gwv1.GatewayController = mesh.GatewayControllerName
 
 // ClassName is the name of the GatewayClass Weft installs. Any class with
 // ControllerName is Weft's, whatever its name.
-const ClassName = "weft"
+const ClassName = mesh.GatewayClassName
 
 // Options are the settings of one resolution that do not come from objects.
 type Options struct {

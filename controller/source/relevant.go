@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
+	"sigs.k8s.io/gateway-api/pkg/consts"
 
 	"github.com/weft-mesh/weft/api/mesh"
 )
@@ -79,6 +80,43 @@ func classify(oldObj, newObj any) change {
 			return changeResolve
 		}
 		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwv1.TLSRoute:
+		n, ok := newObj.(*gwv1.TLSRoute)
+		if !ok {
+			return changeResolve
+		}
+		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwv1.Gateway:
+		n, ok := newObj.(*gwv1.Gateway)
+		if !ok {
+			return changeResolve
+		}
+		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwv1.GatewayClass:
+		n, ok := newObj.(*gwv1.GatewayClass)
+		if !ok {
+			return changeResolve
+		}
+		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwv1.BackendTLSPolicy:
+		n, ok := newObj.(*gwv1.BackendTLSPolicy)
+		if !ok {
+			return changeResolve
+		}
+		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+	case *gwv1.ReferenceGrant:
+		n, ok := newObj.(*gwv1.ReferenceGrant)
+		return resolveIf(!ok || !equality.Semantic.DeepEqual(o.Spec, n.Spec))
+	case *corev1.Secret:
+		n, ok := newObj.(*corev1.Secret)
+		return resolveIf(!ok || o.Type != n.Type || !equality.Semantic.DeepEqual(o.Data, n.Data))
+	case *corev1.ConfigMap:
+		n, ok := newObj.(*corev1.ConfigMap)
+		return resolveIf(!ok || !equality.Semantic.DeepEqual(o.Data, n.Data))
+	case *metav1.PartialObjectMetadata:
+		// CRDs: resolution reads their bundle-version annotation.
+		n, ok := newObj.(*metav1.PartialObjectMetadata)
+		return resolveIf(!ok || o.Annotations[consts.BundleVersionAnnotation] != n.Annotations[consts.BundleVersionAnnotation])
 	case *gwxv1a1.XBackend:
 		// Resolution reads the spec; Weft writes no XBackend status.
 		n, ok := newObj.(*gwxv1a1.XBackend)
@@ -144,16 +182,20 @@ func podReady(p *corev1.Pod) corev1.ConditionStatus {
 	return st
 }
 
-// namespaceChanged: resolution reads only whether a namespace is enrolled.
+// namespaceChanged: the mesh reads whether a namespace is enrolled; the
+// Gateway resolution its labels (listeners' allowedRoutes selectors).
 func namespaceChanged(o, n *corev1.Namespace) bool {
-	return o.Annotations[mesh.AnnotationMesh] != n.Annotations[mesh.AnnotationMesh]
+	return o.Annotations[mesh.AnnotationMesh] != n.Annotations[mesh.AnnotationMesh] ||
+		!equality.Semantic.DeepEqual(o.Labels, n.Labels)
 }
 
 // serviceChanged: resolution reads a Service's spec (type, cluster IPs,
-// ports, session affinity). The whole spec is compared: it changes only
-// when someone edits it. Status (load balancer) and metadata are ignored.
+// ports, session affinity) and, for a Gateway's own Service, its load
+// balancer status (the Gateway's addresses). The whole spec is compared:
+// it changes only when someone edits it. Metadata is ignored.
 func serviceChanged(o, n *corev1.Service) bool {
-	return !equality.Semantic.DeepEqual(o.Spec, n.Spec)
+	return !equality.Semantic.DeepEqual(o.Spec, n.Spec) ||
+		!equality.Semantic.DeepEqual(o.Status.LoadBalancer, n.Status.LoadBalancer)
 }
 
 // sliceChanged: resolution reads a slice's Service label, address type,

@@ -195,15 +195,16 @@ func TestClassify(t *testing.T) {
 		{"slice address type", slice(), withSlice(func(s *discoveryv1.EndpointSlice) { s.AddressType = discoveryv1.AddressTypeFQDN }), changeResolve},
 
 		// Service.
-		{"service status and labels", service(), withService(func(s *corev1.Service) {
-			s.Labels = map[string]string{"a": "b"}
+		{"service labels", service(), withService(func(s *corev1.Service) { s.Labels = map[string]string{"a": "b"} }), changeNone},
+		{"service load balancer (a Gateway's addresses)", service(), withService(func(s *corev1.Service) {
 			s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "1.2.3.4"}}
-		}), changeNone},
+		}), changeResolve},
 		{"service port", service(), withService(func(s *corev1.Service) { s.Spec.Ports[0].Port = 81 }), changeResolve},
 		{"service affinity", service(), withService(func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP }), changeResolve},
 
 		// Namespace.
-		{"namespace labels", namespace(), withNamespace(func(n *corev1.Namespace) { n.Labels = map[string]string{"team": "a"} }), changeNone},
+		{"namespace annotations", namespace(), withNamespace(func(n *corev1.Namespace) { n.Annotations["other"] = "a" }), changeNone},
+		{"namespace labels (allowedRoutes selectors)", namespace(), withNamespace(func(n *corev1.Namespace) { n.Labels = map[string]string{"team": "a"} }), changeResolve},
 		{"namespace unenrolled", namespace(), withNamespace(func(n *corev1.Namespace) { delete(n.Annotations, mesh.AnnotationMesh) }), changeResolve},
 
 		// Routes: a status write is not a resolution.
@@ -226,10 +227,20 @@ func TestClassify(t *testing.T) {
 		{"policy status", &gwxv1a1.XBackendTrafficPolicy{}, &gwxv1a1.XBackendTrafficPolicy{Status: gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{{ControllerName: resolve.ControllerName}}}}, changeStatus},
 		{"policy spec", &gwxv1a1.XBackendTrafficPolicy{}, &gwxv1a1.XBackendTrafficPolicy{Spec: gwxv1a1.BackendTrafficPolicySpec{RetryConstraint: &gwxv1a1.RetryConstraint{}}}, changeResolve},
 		{"xbackend labels", &gwxv1a1.XBackend{}, &gwxv1a1.XBackend{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}}}, changeNone},
+		{"gateway status", &gwv1.Gateway{}, &gwv1.Gateway{Status: gwv1.GatewayStatus{Addresses: []gwv1.GatewayStatusAddress{{Value: "a"}}}}, changeStatus},
+		{"gateway spec", &gwv1.Gateway{}, &gwv1.Gateway{Spec: gwv1.GatewaySpec{GatewayClassName: "weft"}}, changeResolve},
+		{"gateway labels", &gwv1.Gateway{}, &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}}}, changeNone},
+		{"class status", &gwv1.GatewayClass{}, &gwv1.GatewayClass{Status: gwv1.GatewayClassStatus{SupportedFeatures: []gwv1.SupportedFeature{{Name: "x"}}}}, changeStatus},
+		{"tls route status", &gwv1.TLSRoute{}, &gwv1.TLSRoute{Status: gwv1.TLSRouteStatus{RouteStatus: ourStatus}}, changeStatus},
+		{"backend tls policy status", &gwv1.BackendTLSPolicy{}, &gwv1.BackendTLSPolicy{Status: gwv1.PolicyStatus{Ancestors: []gwv1.PolicyAncestorStatus{{}}}}, changeStatus},
+		{"reference grant labels", &gwv1.ReferenceGrant{}, &gwv1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}}}, changeNone},
+		{"secret data", &corev1.Secret{}, &corev1.Secret{Data: map[string][]byte{"tls.crt": nil}}, changeResolve},
+		{"secret labels", &corev1.Secret{}, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}}}, changeNone},
+		{"configmap data", &corev1.ConfigMap{}, &corev1.ConfigMap{Data: map[string]string{"ca.crt": "x"}}, changeResolve},
 		{"xbackend spec", &gwxv1a1.XBackend{}, &gwxv1a1.XBackend{Spec: gwxv1a1.BackendSpec{Type: gwxv1a1.BackendTypeEndpointSelector}}, changeResolve},
 
 		// What it does not know is resolved.
-		{"unknown kind", &corev1.ConfigMap{}, &corev1.ConfigMap{}, changeResolve},
+		{"unknown kind", &corev1.LimitRange{}, &corev1.LimitRange{}, changeResolve},
 		{"tombstone", node(), cacheTombstone{}, changeResolve},
 	} {
 		if got := classify(c.old, c.new); got != c.want {
@@ -328,7 +339,9 @@ func perturb(t *testing.T, in resolve.Input) resolve.Input {
 	}
 	for i := range in.Namespaces {
 		n := in.Namespaces[i].DeepCopy()
+		labels := n.Labels // the Gateway resolution reads them (allowedRoutes)
 		meta(&n.ObjectMeta)
+		n.Labels = labels
 		n.Status.Conditions = append(n.Status.Conditions, corev1.NamespaceCondition{Type: "noise", Status: corev1.ConditionTrue})
 		check("Namespace", &n.ObjectMeta, &in.Namespaces[i], n)
 		out.Namespaces = append(out.Namespaces, *n)
@@ -336,7 +349,7 @@ func perturb(t *testing.T, in resolve.Input) resolve.Input {
 	for i := range in.Services {
 		s := in.Services[i].DeepCopy()
 		meta(&s.ObjectMeta)
-		s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: "192.0.2.2"})
+		s.Status.Conditions = append(s.Status.Conditions, metav1.Condition{Type: "noise.test/X", Status: metav1.ConditionTrue})
 		check("Service", &s.ObjectMeta, &in.Services[i], s)
 		out.Services = append(out.Services, *s)
 	}
@@ -469,4 +482,33 @@ func decodeAppend[T any](b []byte, to *[]T) error {
 	}
 	*to = append(*to, o)
 	return nil
+}
+
+func TestReferences(t *testing.T) {
+	ns := func(s string) *gwv1.Namespace { n := gwv1.Namespace(s); return &n }
+	kind := func(s string) *gwv1.Kind { k := gwv1.Kind(s); return &k }
+	group := func(s string) *gwv1.Group { g := gwv1.Group(s); return &g }
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "edge", Name: "g"}, Spec: gwv1.GatewaySpec{
+		Listeners: []gwv1.Listener{{TLS: &gwv1.ListenerTLSConfig{CertificateRefs: []gwv1.SecretObjectReference{
+			{Name: "local"}, {Name: "shared", Namespace: ns("certs")}, {Name: "not-a-secret", Kind: kind("Other"), Group: group("example.com")},
+		}}}},
+		TLS: &gwv1.GatewayTLSConfig{
+			Backend: &gwv1.GatewayBackendTLS{ClientCertificateRef: &gwv1.SecretObjectReference{Name: "client"}},
+			Frontend: &gwv1.FrontendTLSConfig{
+				Default: gwv1.TLSConfig{Validation: &gwv1.FrontendTLSValidation{CACertificateRefs: []gwv1.ObjectReference{{Kind: "ConfigMap", Name: "ca"}}}},
+				PerPort: []gwv1.TLSPortConfig{{Port: 443, TLS: gwv1.TLSConfig{Validation: &gwv1.FrontendTLSValidation{
+					CACertificateRefs: []gwv1.ObjectReference{{Kind: "Secret", Name: "ca443", Namespace: ns("certs")}}}}}},
+			},
+		},
+	}}
+	pol := &gwv1.BackendTLSPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"}, Spec: gwv1.BackendTLSPolicySpec{
+		Validation: gwv1.BackendTLSPolicyValidation{CACertificateRefs: []gwv1.LocalObjectReference{{Kind: "ConfigMap", Name: "backend-ca"}}}}}
+	got := references([]*gwv1.Gateway{gw}, []*gwv1.BackendTLSPolicy{pol})
+	want := map[objRef]bool{
+		{"Secret", "edge", "local"}: true, {"Secret", "certs", "shared"}: true, {"Secret", "edge", "client"}: true,
+		{"ConfigMap", "edge", "ca"}: true, {"Secret", "certs", "ca443"}: true, {"ConfigMap", "app", "backend-ca"}: true,
+	}
+	if !equality.Semantic.DeepEqual(got, want) {
+		t.Errorf("references = %v\nwant %v", got, want)
+	}
 }

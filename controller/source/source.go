@@ -21,7 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
@@ -45,6 +47,9 @@ var (
 type Config struct {
 	Kube    kubernetes.Interface
 	Gateway gwclient.Interface
+	// Metadata reads the Gateway API CRDs' bundle-version annotations
+	// (GatewayClass SupportedVersion); without it no CRD version is known.
+	Metadata metadata.Interface
 	// RecheckInterval for missing CRDs; DefaultRecheckInterval when zero.
 	RecheckInterval time.Duration
 	// Logger; slog.Default() when nil.
@@ -69,6 +74,21 @@ var gatewayKinds = []gatewayKind{
 	{"TCPRoute", "gateway.networking.k8s.io/v1", "tcproutes", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
 		return f.Gateway().V1().TCPRoutes().Informer()
 	}},
+	{"GatewayClass", "gateway.networking.k8s.io/v1", "gatewayclasses", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Gateway().V1().GatewayClasses().Informer()
+	}},
+	{"Gateway", "gateway.networking.k8s.io/v1", "gateways", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Gateway().V1().Gateways().Informer()
+	}},
+	{"TLSRoute", "gateway.networking.k8s.io/v1", "tlsroutes", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Gateway().V1().TLSRoutes().Informer()
+	}},
+	{"ReferenceGrant", "gateway.networking.k8s.io/v1", "referencegrants", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Gateway().V1().ReferenceGrants().Informer()
+	}},
+	{"BackendTLSPolicy", "gateway.networking.k8s.io/v1", "backendtlspolicies", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
+		return f.Gateway().V1().BackendTLSPolicies().Informer()
+	}},
 	{"XBackendTrafficPolicy", "gateway.networking.x-k8s.io/v1alpha1", "xbackendtrafficpolicies", func(f gwinformers.SharedInformerFactory) cache.SharedIndexInformer {
 		return f.Experimental().V1alpha1().XBackendTrafficPolicies().Informer()
 	}},
@@ -85,6 +105,9 @@ type Source struct {
 
 	core informers.SharedInformerFactory
 	gw   gwinformers.SharedInformerFactory
+	refs *refInformers             // Secrets and ConfigMaps, started with the first Gateway
+	crds cache.SharedIndexInformer // CRD metadata; nil without Config.Metadata
+	ctx  context.Context           // of Start, for informers started later
 
 	dirty       chan struct{}
 	statusDirty chan struct{}
@@ -119,6 +142,10 @@ func New(cfg Config) (*Source, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	s.refs = newRefInformers(cfg.Kube, s.refHandler())
+	if cfg.Metadata != nil {
+		s.crds = newCRDInformer(cfg.Metadata)
 	}
 	return s, nil
 }
@@ -178,7 +205,12 @@ func signal(ch chan struct{}) {
 
 func (s *Source) handler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { s.markDirty() },
+		AddFunc: func(obj any) {
+			if _, ok := obj.(*gwv1.Gateway); ok {
+				s.gatewaySeen()
+			}
+			s.markDirty()
+		},
 		UpdateFunc: func(oldObj, newObj any) {
 			switch classify(oldObj, newObj) {
 			case changeResolve:
@@ -209,6 +241,12 @@ func (s *Source) Start(ctx context.Context) error {
 			return fmt.Errorf("add event handler: %w", err)
 		}
 	}
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
+	if err := s.startCRDs(ctx); err != nil {
+		return err
+	}
 	if err := s.discover(ctx); err != nil {
 		return err
 	}
@@ -227,6 +265,9 @@ func (s *Source) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.started = true
 	s.mu.Unlock()
+	if err := s.startRefsIfGateways(); err != nil {
+		return err
+	}
 	signal(s.dirty) // the first resolution
 	go s.recheckLoop(ctx)
 	return nil
@@ -398,17 +439,24 @@ type lister[T any] interface {
 }
 
 func list[T any](l lister[T]) ([]T, error) {
-	ptrs, err := l.List(labels.Everything())
+	ptrs, err := l.List(everything)
 	if err != nil {
 		return nil, fmt.Errorf("list from cache: %w", err)
 	}
-	slices.SortFunc(ptrs, func(a, b *T) int {
-		ma, mb := any(a).(metav1.Object), any(b).(metav1.Object)
-		return cmp.Or(cmp.Compare(ma.GetNamespace(), mb.GetNamespace()), cmp.Compare(ma.GetName(), mb.GetName()))
-	})
+	sortObjects(ptrs)
 	out := make([]T, len(ptrs))
 	for i, p := range ptrs {
 		out[i] = *p
 	}
 	return out, nil
+}
+
+var everything = labels.Everything()
+
+// sortObjects sorts pointers to objects by namespace and name.
+func sortObjects[T any](objs []*T) {
+	slices.SortFunc(objs, func(a, b *T) int {
+		ma, mb := any(a).(metav1.Object), any(b).(metav1.Object)
+		return cmp.Or(cmp.Compare(ma.GetNamespace(), mb.GetNamespace()), cmp.Compare(ma.GetName(), mb.GetName()))
+	})
 }

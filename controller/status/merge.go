@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weft-mesh/weft/controller/gateway"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -51,41 +52,67 @@ func keyOf(ref gwv1.ParentReference, objNamespace string) refKey {
 	return k
 }
 
-// merge returns the status entries an object should have: every other
-// controller's entry unchanged and in place, then ours, one per desired
-// parent in spec order. Our entries for parents no longer desired are
-// dropped. A condition keeps its LastTransitionTime when its status did not
-// change; otherwise it gets now. The result holds at most limit entries
-// (others first).
+// weftControllers are the controllerNames whose entries Weft owns, in the
+// order their entries are listed: the mesh's (Service parents) and the
+// gateway's (Gateway parents).
+var weftControllers = []gwv1.GatewayController{resolve.ControllerName, gateway.ControllerName}
+
+// merge is mergeOwned for the mesh's entries only.
 func merge(current []entry, desired []resolve.ParentStatus, objNamespace string, now metav1.Time, limit int) []entry {
-	ours := map[refKey]entry{}
+	return mergeOwned(current, weftControllers[:1], map[gwv1.GatewayController][]resolve.ParentStatus{resolve.ControllerName: desired}, objNamespace, now, limit)
+}
+
+// mergeOwned returns the status entries an object should have: every entry
+// of a controller not in owned unchanged and in place, then those of owned,
+// per controller in weftControllers order, one per desired parent in spec order. Weft's
+// entries for parents no longer desired are dropped. A condition keeps its
+// LastTransitionTime when its status did not change; otherwise it gets
+// now. The result holds at most limit entries (others first).
+func mergeOwned(current []entry, owned []gwv1.GatewayController, desired map[gwv1.GatewayController][]resolve.ParentStatus, objNamespace string, now metav1.Time, limit int) []entry {
+	type ownKey struct {
+		controller gwv1.GatewayController
+		ref        refKey
+	}
+	ours := map[ownKey]entry{}
 	var out []entry
 	for _, e := range current {
-		if e.Controller == resolve.ControllerName {
-			ours[keyOf(e.Ref, objNamespace)] = e
+		if slices.Contains(owned, e.Controller) {
+			ours[ownKey{e.Controller, keyOf(e.Ref, objNamespace)}] = e
 			continue
 		}
 		out = append(out, e)
 	}
-	for _, d := range desired {
-		if len(out) >= limit {
-			break
+	for _, ctrl := range weftControllers {
+		if !slices.Contains(owned, ctrl) {
+			continue
 		}
-		prev := ours[keyOf(d.Ref, objNamespace)]
-		conds := make([]metav1.Condition, 0, len(d.Conditions))
-		for _, c := range d.Conditions {
-			c.LastTransitionTime = now
-			for _, p := range prev.Conditions {
-				if p.Type == c.Type && p.Status == c.Status && !p.LastTransitionTime.IsZero() {
-					c.LastTransitionTime = p.LastTransitionTime
-				}
+		for _, d := range desired[ctrl] {
+			if len(out) >= limit {
+				break
 			}
-			conds = append(conds, c)
+			prev := ours[ownKey{ctrl, keyOf(d.Ref, objNamespace)}]
+			conds := keepTransitions(d.Conditions, prev.Conditions, now)
+			slices.SortStableFunc(conds, func(a, b metav1.Condition) int { return cmp.Compare(a.Type, b.Type) })
+			out = append(out, entry{Ref: d.Ref, Controller: ctrl, Conditions: conds})
 		}
-		slices.SortStableFunc(conds, func(a, b metav1.Condition) int { return cmp.Compare(a.Type, b.Type) })
-		out = append(out, entry{Ref: d.Ref, Controller: resolve.ControllerName, Conditions: conds})
 	}
 	return out
+}
+
+// keepTransitions returns want with LastTransitionTime taken from prev for
+// conditions whose status did not change, now for the others.
+func keepTransitions(want, prev []metav1.Condition, now metav1.Time) []metav1.Condition {
+	conds := make([]metav1.Condition, 0, len(want))
+	for _, c := range want {
+		c.LastTransitionTime = now
+		for _, p := range prev {
+			if p.Type == c.Type && p.Status == c.Status && !p.LastTransitionTime.IsZero() {
+				c.LastTransitionTime = p.LastTransitionTime
+			}
+		}
+		conds = append(conds, c)
+	}
+	return conds
 }
 
 // equal reports whether two status lists say the same thing, comparing

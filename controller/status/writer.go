@@ -1,7 +1,10 @@
 // Package status writes what resolution decided into the status of routes
-// (status.parents, RouteParentStatus) and XBackendTrafficPolicies
-// (status.ancestors, PolicyAncestorStatus). Only entries with Weft's
-// controllerName are touched; nothing is written when nothing changed.
+// (status.parents, RouteParentStatus), XBackendTrafficPolicies and
+// BackendTLSPolicies (status.ancestors, PolicyAncestorStatus), and Weft's
+// GatewayClasses and Gateways. Only entries with one of Weft's
+// controllerNames (the mesh's, the gateway's) and the condition types
+// controller/gateway owns are touched; nothing is written when nothing
+// changed.
 package status
 
 import (
@@ -19,6 +22,7 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/controller/gateway"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -59,106 +63,202 @@ func New(cfg Config) (*Writer, error) {
 
 type objKey struct{ kind, namespace, name string }
 
+// Objects are the objects whose status Weft writes, as last seen.
+type Objects struct {
+	// Mesh holds the routes and XBackendTrafficPolicies.
+	Mesh resolve.Input
+	// Gateway holds the GatewayClasses, Gateways, TLSRoutes and
+	// BackendTLSPolicies (its other lists are not read).
+	Gateway gateway.Input
+}
+
+// Want is what resolution decided about statuses.
+type Want struct {
+	// Mesh is controller/resolve's route and policy statuses.
+	Mesh []resolve.ObjectStatus
+	// Gateway is controller/gateway's (Routes, Policies, GatewayClasses,
+	// Gateways; the IR is not read). nil: not decided yet (a controller
+	// still syncing), the gateway's entries are left as they are.
+	Gateway *gateway.Output
+}
+
 // kind adapts one object kind to the generic write path.
 type kind[T any] struct {
 	name   string
-	limit  int
 	meta   func(*T) *metav1.ObjectMeta
 	get    func(ctx context.Context, ns, name string) (*T, error)
 	update func(ctx context.Context, obj *T) error
-	read   func(*T) []entry
-	write  func(*T, []entry)
-	copy   func(*T) *T
+	// want returns a copy of the object with the status Weft wants, or
+	// nil when the object already has it. It never modifies its argument.
+	want func(*T) *T
 }
 
-// Write brings the status of every route and XBackendTrafficPolicy in in
-// to what statuses say: objects with a status entry get ours set, objects
-// without one lose any entry of ours. in holds the objects as last seen
+// lists is what the status lists of one Write are merged with.
+type lists struct {
+	desired map[objKey]map[gwv1.GatewayController][]resolve.ParentStatus
+	// owned are the controllerNames whose entries are replaced.
+	owned []gwv1.GatewayController
+	now   metav1.Time
+}
+
+// listKind is a kind whose status is a list of entries (route parents,
+// policy ancestors), keyed by controllerName and parentRef.
+func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T, []entry), cp func(*T) *T, l lists) kind[T] {
+	k.want = func(o *T) *T {
+		m := k.meta(o)
+		current := read(o)
+		merged := mergeOwned(current, l.owned, l.desired[objKey{k.name, m.Namespace, m.Name}], m.Namespace, l.now, limit)
+		if equal(current, merged, m.Namespace) {
+			return nil
+		}
+		out := cp(o)
+		write(out, merged)
+		return out
+	}
+	return k
+}
+
+// Write brings the status of every object in in to what want says: routes
+// and policies with an entry get ours set (the mesh's and the gateway's
+// side by side), those without one lose any entry of ours; Weft's
+// GatewayClasses and Gateways get the status want gives them, keeping
+// conditions of types Weft does not own. in holds the objects as last seen
 // (their current status is compared first, so an unchanged object costs no
 // request); a write that conflicts is retried on a fresh read. It returns
 // the number of objects written and every error met (it goes on after one).
-func (w *Writer) Write(ctx context.Context, in resolve.Input, statuses []resolve.ObjectStatus) (int, error) {
-	desired := make(map[objKey][]resolve.ParentStatus, len(statuses))
-	for _, s := range statuses {
-		desired[objKey{s.Kind, s.Namespace, s.Name}] = s.Parents
+func (w *Writer) Write(ctx context.Context, in Objects, want Want) (int, error) {
+	desired := map[objKey]map[gwv1.GatewayController][]resolve.ParentStatus{}
+	add := func(ctrl gwv1.GatewayController, statuses []resolve.ObjectStatus) {
+		for _, s := range statuses {
+			k := objKey{s.Kind, s.Namespace, s.Name}
+			if desired[k] == nil {
+				desired[k] = map[gwv1.GatewayController][]resolve.ParentStatus{}
+			}
+			desired[k][ctrl] = s.Parents
+		}
+	}
+	owned := []gwv1.GatewayController{resolve.ControllerName}
+	add(resolve.ControllerName, want.Mesh)
+	if want.Gateway != nil {
+		owned = append(owned, gateway.ControllerName)
+		add(gateway.ControllerName, want.Gateway.Routes)
+		add(gateway.ControllerName, want.Gateway.Policies)
 	}
 	now := metav1.NewTime(w.now().Truncate(time.Second))
 	var errs []error
 	writes := 0
-	add := func(n int, err error) {
+	count := func(n int, err error) {
 		writes += n
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
-	c := w.client
-	add(writeAll(ctx, w, kind[gwv1.HTTPRoute]{
-		name: "HTTPRoute", limit: maxRouteParents,
-		meta: func(o *gwv1.HTTPRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
-		get: func(ctx context.Context, ns, name string) (*gwv1.HTTPRoute, error) {
-			return c.GatewayV1().HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
-		},
-		update: func(ctx context.Context, o *gwv1.HTTPRoute) error {
-			_, err := c.GatewayV1().HTTPRoutes(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
-			return err
-		},
-		read:  func(o *gwv1.HTTPRoute) []entry { return fromRouteParents(o.Status.Parents) },
-		write: func(o *gwv1.HTTPRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
-		copy:  (*gwv1.HTTPRoute).DeepCopy,
-	}, in.HTTPRoutes, desired, now))
-	add(writeAll(ctx, w, kind[gwv1.GRPCRoute]{
-		name: "GRPCRoute", limit: maxRouteParents,
-		meta: func(o *gwv1.GRPCRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
-		get: func(ctx context.Context, ns, name string) (*gwv1.GRPCRoute, error) {
-			return c.GatewayV1().GRPCRoutes(ns).Get(ctx, name, metav1.GetOptions{})
-		},
-		update: func(ctx context.Context, o *gwv1.GRPCRoute) error {
-			_, err := c.GatewayV1().GRPCRoutes(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
-			return err
-		},
-		read:  func(o *gwv1.GRPCRoute) []entry { return fromRouteParents(o.Status.Parents) },
-		write: func(o *gwv1.GRPCRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
-		copy:  (*gwv1.GRPCRoute).DeepCopy,
-	}, in.GRPCRoutes, desired, now))
-	add(writeAll(ctx, w, kind[gwv1.TCPRoute]{
-		name: "TCPRoute", limit: maxRouteParents,
-		meta: func(o *gwv1.TCPRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
-		get: func(ctx context.Context, ns, name string) (*gwv1.TCPRoute, error) {
-			return c.GatewayV1().TCPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
-		},
-		update: func(ctx context.Context, o *gwv1.TCPRoute) error {
-			_, err := c.GatewayV1().TCPRoutes(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
-			return err
-		},
-		read:  func(o *gwv1.TCPRoute) []entry { return fromRouteParents(o.Status.Parents) },
-		write: func(o *gwv1.TCPRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
-		copy:  (*gwv1.TCPRoute).DeepCopy,
-	}, in.TCPRoutes, desired, now))
-	add(writeAll(ctx, w, kind[gwxv1a1.XBackendTrafficPolicy]{
-		name: "XBackendTrafficPolicy", limit: maxPolicyAncestors,
-		meta: func(o *gwxv1a1.XBackendTrafficPolicy) *metav1.ObjectMeta { return &o.ObjectMeta },
-		get: func(ctx context.Context, ns, name string) (*gwxv1a1.XBackendTrafficPolicy, error) {
-			return c.ExperimentalV1alpha1().XBackendTrafficPolicies(ns).Get(ctx, name, metav1.GetOptions{})
-		},
-		update: func(ctx context.Context, o *gwxv1a1.XBackendTrafficPolicy) error {
-			_, err := c.ExperimentalV1alpha1().XBackendTrafficPolicies(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
-			return err
-		},
-		read:  func(o *gwxv1a1.XBackendTrafficPolicy) []entry { return fromAncestors(o.Status.Ancestors) },
-		write: func(o *gwxv1a1.XBackendTrafficPolicy, es []entry) { o.Status.Ancestors = toAncestors(es) },
-		copy:  (*gwxv1a1.XBackendTrafficPolicy).DeepCopy,
-	}, in.BackendTrafficPolicies, desired, now))
+	lists := lists{desired: desired, owned: owned, now: now}
+	count(w.writeRoutes(ctx, in, lists))
+	count(w.writePolicies(ctx, in, lists))
+	if want.Gateway != nil {
+		count(w.writeGateways(ctx, in.Gateway, *want.Gateway, now))
+	}
 	return writes, errors.Join(errs...)
 }
 
-func writeAll[T any](ctx context.Context, w *Writer, k kind[T], objs []T, desired map[objKey][]resolve.ParentStatus, now metav1.Time) (int, error) {
+func (w *Writer) writeRoutes(ctx context.Context, in Objects, l lists) (int, error) {
+	c := w.client.GatewayV1()
+	n1, err1 := writeAll(ctx, w, listKind(kind[gwv1.HTTPRoute]{
+		name: "HTTPRoute",
+		meta: func(o *gwv1.HTTPRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		get: func(ctx context.Context, ns, name string) (*gwv1.HTTPRoute, error) {
+			return c.HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o *gwv1.HTTPRoute) error {
+			_, err := c.HTTPRoutes(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
+			return err
+		},
+	}, maxRouteParents, func(o *gwv1.HTTPRoute) []entry { return fromRouteParents(o.Status.Parents) },
+		func(o *gwv1.HTTPRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
+		(*gwv1.HTTPRoute).DeepCopy, l), in.Mesh.HTTPRoutes)
+	n2, err2 := writeAll(ctx, w, listKind(kind[gwv1.GRPCRoute]{
+		name: "GRPCRoute",
+		meta: func(o *gwv1.GRPCRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		get: func(ctx context.Context, ns, name string) (*gwv1.GRPCRoute, error) {
+			return c.GRPCRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o *gwv1.GRPCRoute) error {
+			_, err := c.GRPCRoutes(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
+			return err
+		},
+	}, maxRouteParents, func(o *gwv1.GRPCRoute) []entry { return fromRouteParents(o.Status.Parents) },
+		func(o *gwv1.GRPCRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
+		(*gwv1.GRPCRoute).DeepCopy, l), in.Mesh.GRPCRoutes)
+	n3, err3 := writeAll(ctx, w, listKind(kind[gwv1.TCPRoute]{
+		name: "TCPRoute",
+		meta: func(o *gwv1.TCPRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		get: func(ctx context.Context, ns, name string) (*gwv1.TCPRoute, error) {
+			return c.TCPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o *gwv1.TCPRoute) error {
+			_, err := c.TCPRoutes(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
+			return err
+		},
+	}, maxRouteParents, func(o *gwv1.TCPRoute) []entry { return fromRouteParents(o.Status.Parents) },
+		func(o *gwv1.TCPRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
+		(*gwv1.TCPRoute).DeepCopy, l), in.Mesh.TCPRoutes)
+	n4, err4 := writeAll(ctx, w, listKind(kind[gwv1.TLSRoute]{
+		name: "TLSRoute",
+		meta: func(o *gwv1.TLSRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		get: func(ctx context.Context, ns, name string) (*gwv1.TLSRoute, error) {
+			return c.TLSRoutes(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o *gwv1.TLSRoute) error {
+			_, err := c.TLSRoutes(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
+			return err
+		},
+	}, maxRouteParents, func(o *gwv1.TLSRoute) []entry { return fromRouteParents(o.Status.Parents) },
+		func(o *gwv1.TLSRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
+		(*gwv1.TLSRoute).DeepCopy, l), in.Gateway.TLSRoutes)
+	return n1 + n2 + n3 + n4, errors.Join(err1, err2, err3, err4)
+}
+
+func (w *Writer) writePolicies(ctx context.Context, in Objects, l lists) (int, error) {
+	x := w.client.ExperimentalV1alpha1()
+	n1, err1 := writeAll(ctx, w, listKind(kind[gwxv1a1.XBackendTrafficPolicy]{
+		name: "XBackendTrafficPolicy",
+		meta: func(o *gwxv1a1.XBackendTrafficPolicy) *metav1.ObjectMeta { return &o.ObjectMeta },
+		get: func(ctx context.Context, ns, name string) (*gwxv1a1.XBackendTrafficPolicy, error) {
+			return x.XBackendTrafficPolicies(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o *gwxv1a1.XBackendTrafficPolicy) error {
+			_, err := x.XBackendTrafficPolicies(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
+			return err
+		},
+	}, maxPolicyAncestors, func(o *gwxv1a1.XBackendTrafficPolicy) []entry { return fromAncestors(o.Status.Ancestors) },
+		func(o *gwxv1a1.XBackendTrafficPolicy, es []entry) { o.Status.Ancestors = toAncestors(es) },
+		(*gwxv1a1.XBackendTrafficPolicy).DeepCopy, l), in.Mesh.BackendTrafficPolicies)
+	c := w.client.GatewayV1()
+	n2, err2 := writeAll(ctx, w, listKind(kind[gwv1.BackendTLSPolicy]{
+		name: gateway.KindBackendTLSPolicy,
+		meta: func(o *gwv1.BackendTLSPolicy) *metav1.ObjectMeta { return &o.ObjectMeta },
+		get: func(ctx context.Context, ns, name string) (*gwv1.BackendTLSPolicy, error) {
+			return c.BackendTLSPolicies(ns).Get(ctx, name, metav1.GetOptions{})
+		},
+		update: func(ctx context.Context, o *gwv1.BackendTLSPolicy) error {
+			_, err := c.BackendTLSPolicies(o.Namespace).UpdateStatus(ctx, o, metav1.UpdateOptions{})
+			return err
+		},
+	}, maxPolicyAncestors, func(o *gwv1.BackendTLSPolicy) []entry { return fromAncestors(o.Status.Ancestors) },
+		func(o *gwv1.BackendTLSPolicy, es []entry) { o.Status.Ancestors = toAncestors(es) },
+		(*gwv1.BackendTLSPolicy).DeepCopy, l), in.Gateway.BackendTLSPolicies)
+	return n1 + n2, errors.Join(err1, err2)
+}
+
+func writeAll[T any](ctx context.Context, w *Writer, k kind[T], objs []T) (int, error) {
 	var errs []error
 	writes := 0
 	for i := range objs {
 		if err := ctx.Err(); err != nil {
 			return writes, err
 		}
-		wrote, err := writeOne(ctx, w, k, &objs[i], desired, now)
+		wrote, err := writeOne(ctx, w, k, &objs[i])
 		if wrote {
 			writes++
 		}
@@ -169,38 +269,30 @@ func writeAll[T any](ctx context.Context, w *Writer, k kind[T], objs []T, desire
 	return writes, errors.Join(errs...)
 }
 
-// writeOne updates one object's status if it differs from what is desired,
+// writeOne updates one object's status if it differs from what is wanted,
 // re-reading and re-applying on conflict. cached is never modified.
-func writeOne[T any](ctx context.Context, w *Writer, k kind[T], cached *T, desired map[objKey][]resolve.ParentStatus, now metav1.Time) (bool, error) {
+func writeOne[T any](ctx context.Context, w *Writer, k kind[T], cached *T) (bool, error) {
 	m := k.meta(cached)
-	want := desired[objKey{k.name, m.Namespace, m.Name}]
-	current := k.read(cached)
-	merged := merge(current, want, m.Namespace, now, k.limit)
-	if equal(current, merged, m.Namespace) {
+	out := k.want(cached)
+	if out == nil {
 		return false, nil
 	}
 	wrote := false
-	obj := cached
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if obj == nil {
+		if out == nil {
 			fresh, err := k.get(ctx, m.Namespace, m.Name)
 			if err != nil {
 				return err
 			}
-			obj = fresh
-			current = k.read(obj)
-			merged = merge(current, want, m.Namespace, now, k.limit)
-			if equal(current, merged, m.Namespace) {
+			if out = k.want(fresh); out == nil {
 				return nil
 			}
 		}
-		out := k.copy(obj)
-		k.write(out, merged)
 		err := k.update(ctx, out)
 		if err == nil {
 			wrote = true
 		} else {
-			obj = nil
+			out = nil
 		}
 		return err
 	})

@@ -1,0 +1,153 @@
+package controller
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/controller/gateway"
+	"github.com/weft-mesh/weft/test/kubetest"
+)
+
+// TestIntegrationGatewayStatus: against a real apiserver, the controller
+// creates GatewayClass weft and writes what the conformance suite reads: the
+// class Accepted with SupportedVersion, the Gateway Accepted, each
+// listener's conditions, supportedKinds and attachedRoutes, and the
+// HTTPRoute's parent entry under the gateway's controllerName. A listener
+// whose certificate Secret is missing says so, and is fixed by creating it
+// (the Secret informer starts with the first Gateway).
+func TestIntegrationGatewayStatus(t *testing.T) {
+	kc := kubetest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gw, err := gwclient.NewForConfig(kc.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixture(t, ctx, kc.Client)
+	startController(t, ctx, Config{Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "-",
+		Authenticator: tokens{}, Logger: testLogger(t)})
+
+	eventually(t, "GatewayClass weft accepted", func() (bool, string) {
+		c, err := gw.GatewayV1().GatewayClasses().Get(ctx, mesh.GatewayClassName, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		acc := meta.FindStatusCondition(c.Status.Conditions, "Accepted")
+		ver := meta.FindStatusCondition(c.Status.Conditions, "SupportedVersion")
+		return acc != nil && acc.Status == "True" && ver != nil && ver.Status == "True", fmt.Sprintf("%+v", c.Status)
+	})
+
+	g := &gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "edge"},
+		Spec: gwv1.GatewaySpec{GatewayClassName: mesh.GatewayClassName, Listeners: []gwv1.Listener{
+			{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType},
+			{Name: "https", Port: 443, Protocol: gwv1.HTTPSProtocolType, TLS: &gwv1.ListenerTLSConfig{
+				Mode: ptr(gwv1.TLSModeTerminate), CertificateRefs: []gwv1.SecretObjectReference{{Name: "edge-cert"}}}},
+		}},
+	}
+	if _, err := gw.GatewayV1().Gateways(appNS).Create(ctx, g, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	route := &gwv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "web"},
+		Spec: gwv1.HTTPRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{Name: "edge", SectionName: ptr(gwv1.SectionName("http"))}}},
+			Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{
+				BackendObjectReference: gwv1.BackendObjectReference{Name: "echo", Port: ptr(gwv1.PortNumber(80))}}}}}},
+		},
+	}
+	if _, err := gw.GatewayV1().HTTPRoutes(appNS).Create(ctx, route, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	listener := func(st gwv1.GatewayStatus, name string) *gwv1.ListenerStatus {
+		for i := range st.Listeners {
+			if st.Listeners[i].Name == gwv1.SectionName(name) {
+				return &st.Listeners[i]
+			}
+		}
+		return nil
+	}
+	is := func(conds []metav1.Condition, typ string, status metav1.ConditionStatus, reason string, gen int64) bool {
+		c := meta.FindStatusCondition(conds, typ)
+		return c != nil && c.Status == status && c.Reason == reason && c.ObservedGeneration == gen && c.Message != ""
+	}
+	gatewayHas := func(what string, ok func(g *gwv1.Gateway) bool) {
+		t.Helper()
+		eventually(t, what, func() (bool, string) {
+			g, err := gw.GatewayV1().Gateways(appNS).Get(ctx, "edge", metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			return ok(g), fmt.Sprintf("%+v", g.Status)
+		})
+	}
+	gatewayHas("Gateway accepted, http listener ready, https missing its certificate", func(g *gwv1.Gateway) bool {
+		h, s := listener(g.Status, "http"), listener(g.Status, "https")
+		return is(g.Status.Conditions, "Accepted", "True", "Accepted", g.Generation) &&
+			h != nil && h.AttachedRoutes == 1 && len(h.SupportedKinds) == 2 &&
+			is(h.Conditions, "Accepted", "True", "Accepted", g.Generation) &&
+			is(h.Conditions, "ResolvedRefs", "True", "ResolvedRefs", g.Generation) &&
+			s != nil && is(s.Conditions, "ResolvedRefs", "False", "InvalidCertificateRef", g.Generation)
+	})
+	eventually(t, "HTTPRoute accepted by the Gateway", func() (bool, string) {
+		r, err := gw.GatewayV1().HTTPRoutes(appNS).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range r.Status.Parents {
+			if p.ControllerName == gateway.ControllerName && p.ParentRef.Name == "edge" {
+				return is(p.Conditions, "Accepted", "True", "Accepted", r.Generation) &&
+					is(p.Conditions, "ResolvedRefs", "True", "ResolvedRefs", r.Generation), fmt.Sprintf("%+v", p)
+			}
+		}
+		return false, fmt.Sprintf("%+v", r.Status.Parents)
+	})
+
+	crt, key := selfSigned(t, "edge.example.com")
+	if _, err := kc.Client.CoreV1().Secrets(appNS).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "edge-cert"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gatewayHas("https listener resolves its certificate once the Secret exists", func(g *gwv1.Gateway) bool {
+		s := listener(g.Status, "https")
+		return s != nil && is(s.Conditions, "ResolvedRefs", "True", "ResolvedRefs", g.Generation)
+	})
+}
+
+func selfSigned(t *testing.T, host string) (crtPEM, keyPEM []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
+}

@@ -1,0 +1,69 @@
+package provision
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/controller/gateway"
+)
+
+// Provisioned reports, for every Gateway in gateways whose Service (Name,
+// controlled by that Gateway) is in services, the addresses its data
+// plane can be reached on: the load balancer's ingress (IPs and
+// hostnames), or, while the cluster assigns none (no load balancer
+// controller), the Service's cluster IPs. A Gateway without its Service is
+// not provisioned yet.
+func Provisioned(gateways []gwv1.Gateway, services []corev1.Service) []gateway.Provisioned {
+	type key struct{ ns, name string }
+	byName := map[key]*corev1.Service{}
+	for i := range services {
+		byName[key{services[i].Namespace, services[i].Name}] = &services[i]
+	}
+	var out []gateway.Provisioned
+	for i := range gateways {
+		gw := &gateways[i]
+		svc := byName[key{gw.Namespace, Name(gw.Name)}]
+		if svc == nil || !controlledBy(svc.OwnerReferences, gw) {
+			continue
+		}
+		out = append(out, gateway.Provisioned{Namespace: gw.Namespace, Name: gw.Name, Addresses: Addresses(svc)})
+	}
+	return out
+}
+
+func controlledBy(refs []metav1.OwnerReference, gw *gwv1.Gateway) bool {
+	for _, r := range refs {
+		if r.UID == gw.UID && r.Controller != nil && *r.Controller {
+			return true
+		}
+	}
+	return false
+}
+
+// Addresses of a Gateway's Service, as Provisioned describes them.
+func Addresses(svc *corev1.Service) []gwv1.GatewayStatusAddress {
+	ip, host := gwv1.IPAddressType, gwv1.HostnameAddressType
+	var out []gwv1.GatewayStatusAddress
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		switch {
+		case in.IP != "":
+			out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: in.IP})
+		case in.Hostname != "":
+			out = append(out, gwv1.GatewayStatusAddress{Type: &host, Value: in.Hostname})
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	for _, a := range ips {
+		if a != corev1.ClusterIPNone {
+			out = append(out, gwv1.GatewayStatusAddress{Type: &ip, Value: a})
+		}
+	}
+	return out
+}

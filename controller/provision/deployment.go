@@ -1,0 +1,110 @@
+package provision
+
+import (
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
+)
+
+// Args are the data plane's command line (weft-agent gateway).
+func Args(gw *gwv1.Gateway, p Params) []string {
+	args := []string{
+		"gateway",
+		"--gateway=" + gw.Namespace + "/" + gw.Name,
+		"--controller=" + p.Controller,
+		"--controller-ca=" + SecretsDir + "/" + CAKey,
+		"--token-file=" + SecretsDir + "/token",
+		"--health-addr=:" + itoa(mesh.HealthPort),
+	}
+	if p.TrustDomain != "" {
+		args = append(args, "--trust-domain="+p.TrustDomain)
+	}
+	if p.LogLevel != "" {
+		args = append(args, "--log-level="+p.LogLevel)
+	}
+	return args
+}
+
+func deployment(gw *gwv1.Gateway, meta metav1.ObjectMeta, p Params) *appsv1.Deployment {
+	podMeta := metav1.ObjectMeta{Labels: meta.Labels, Annotations: meta.Annotations}
+	return &appsv1.Deployment{
+		ObjectMeta: meta,
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{mesh.LabelGateway: meta.Name}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: podMeta, Spec: podSpec(gw, meta.Name, p)},
+		},
+	}
+}
+
+func podSpec(gw *gwv1.Gateway, name string, p Params) corev1.PodSpec {
+	var cports []corev1.ContainerPort
+	low := false
+	for _, lp := range ports(gw) {
+		cports = append(cports, corev1.ContainerPort{Name: portName(lp.port), ContainerPort: lp.port, Protocol: corev1.ProtocolTCP})
+		low = low || lp.port < 1024
+	}
+	cports = append(cports, corev1.ContainerPort{Name: "health", ContainerPort: mesh.HealthPort, Protocol: corev1.ProtocolTCP})
+	pod := corev1.PodSpec{
+		ServiceAccountName:           name,
+		AutomountServiceAccountToken: ptr(false),
+		SecurityContext: &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr(true),
+			RunAsUser:      ptr[int64](runAsUser),
+			RunAsGroup:     ptr[int64](runAsUser),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		Containers: []corev1.Container{{
+			Name:            "gateway",
+			Image:           p.Image,
+			ImagePullPolicy: pullPolicy(p.PullPolicy),
+			Args:            Args(gw, p),
+			Env: []corev1.EnvVar{
+				{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+				{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+			},
+			Ports: cports,
+			ReadinessProbe: &corev1.Probe{PeriodSeconds: 2, ProbeHandler: corev1.ProbeHandler{
+				HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(mesh.HealthPort)}}},
+			LivenessProbe: &corev1.Probe{PeriodSeconds: 10, FailureThreshold: 3, ProbeHandler: corev1.ProbeHandler{
+				HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(mesh.HealthPort)}}},
+			SecurityContext: containerSecurity(low),
+			VolumeMounts:    []corev1.VolumeMount{{Name: "weft", MountPath: SecretsDir, ReadOnly: true}},
+		}},
+		Volumes: []corev1.Volume{{Name: "weft", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: TokenAudience, ExpirationSeconds: ptr[int64](tokenSeconds), Path: "token"}},
+				{ConfigMap: &corev1.ConfigMapProjection{
+					LocalObjectReference: corev1.LocalObjectReference{Name: CAConfigMap(gw.Name)},
+					Items:                []corev1.KeyToPath{{Key: CAKey, Path: CAKey}},
+				}},
+			},
+		}}}},
+	}
+	return pod
+}
+
+// containerSecurity: non-root, nothing but NET_BIND_SERVICE, and that only
+// when a listener port is below 1024.
+func containerSecurity(lowPorts bool) *corev1.SecurityContext {
+	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+	if lowPorts {
+		caps.Add = []corev1.Capability{"NET_BIND_SERVICE"}
+	}
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr(false),
+		ReadOnlyRootFilesystem:   ptr(true),
+		Capabilities:             caps,
+	}
+}
+
+func pullPolicy(p corev1.PullPolicy) corev1.PullPolicy {
+	if p == "" {
+		return corev1.PullIfNotPresent
+	}
+	return p
+}
