@@ -183,8 +183,9 @@ func Hold(path string, o Offer, log *slog.Logger) (*Holder, error) {
 func (h *Holder) Released() <-chan struct{} { return h.released }
 
 // Close stops offering the listeners (a connected successor sees its holder
-// gone) and removes the socket file unless a successor has put its own in
-// its place. It does not close the listeners.
+// gone) and, unless a successor took them over (it puts its own socket file
+// in place), removes the socket file if it is still this holder's. It does
+// not close the listeners.
 func (h *Holder) Close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -198,8 +199,15 @@ func (h *Holder) Close() error {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
-	if fi, serr := os.Stat(h.path); serr == nil && os.SameFile(fi, h.file) {
-		os.Remove(h.path)
+	select {
+	case <-h.released:
+		// A successor serves and puts its own socket at path, maybe this very
+		// moment: checking then removing would race with its rename and
+		// could remove its socket (a later agent would find no holder).
+	default:
+		if fi, serr := os.Stat(h.path); serr == nil && os.SameFile(fi, h.file) {
+			os.Remove(h.path)
+		}
 	}
 	return err
 }

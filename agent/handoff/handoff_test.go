@@ -395,3 +395,27 @@ func TestStateBeforeTake(t *testing.T) {
 	}
 	sameAddrs(t, take(t, dial(t, path3)), ls3)
 }
+
+// A holder whose listeners were taken over leaves the socket path alone when it
+// closes, even while the path is still its own: its successor renames its own socket
+// there, maybe at that very moment, and a check-then-remove would race with that
+// rename and could remove the successor's socket (the agent after it would then find
+// no holder and wait for the sockets to be freed, refusing nothing but serving
+// without the identities). Found by two agent restarts in a row on a loaded machine.
+func TestReleasedHolderLeavesThePath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "handoff.sock")
+	ls := bind(t, "outbound")
+	a := serve(t, "A", ls)
+	h := hold(t, path, ls)
+	s := dial(t, path)
+	serve(t, "B", take(t, s))
+	if err := s.Serving(); err != nil {
+		t.Fatal(err)
+	}
+	<-h.Released()
+	a.stop()
+	h.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("a released holder removed the socket path its successor takes over: %v", err)
+	}
+}
