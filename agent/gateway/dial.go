@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 )
@@ -14,7 +15,7 @@ import (
 // Dial errors.
 var (
 	// ErrNoEndpoint: the cluster is unknown or has no ready endpoint.
-	ErrNoEndpoint = errors.New("no healthy endpoint")
+	ErrNoEndpoint = forward.ErrNoEndpoint
 	// ErrNoTunnel: an enrolled endpoint cannot be reached: no tunnel
 	// address for its node, no tunnel dialer or no gateway identity yet.
 	// An enrolled endpoint is never dialled in plaintext.

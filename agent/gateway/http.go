@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"strings"
 
+	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/route"
 	"github.com/weft-mesh/weft/agent/proxy/session"
 	"github.com/weft-mesh/weft/api/logkey"
@@ -194,26 +195,13 @@ func newReverseProxy(g *Gateway, rt http.RoundTripper) *httputil.ReverseProxy {
 }
 
 // errorAnswer maps a failed forward to the client's answer; code 0 when the
-// client went away and nothing is to be answered.
+// client went away and nothing is to be answered. A backend whose
+// BackendTLSPolicy is invalid fails closed with a 500 naming the reason.
 func errorAnswer(err error, ctx context.Context) (int, string) {
-	var bt string
 	if errors.Is(err, ErrBackendTLSInvalid) {
-		bt = err.Error()
+		return http.StatusInternalServerError, err.Error()
 	}
-	switch {
-	case bt != "":
-		return http.StatusInternalServerError, bt
-	case errors.Is(err, errRetryWait):
-		return http.StatusGatewayTimeout, "request timeout"
-	case errors.Is(err, ErrNoEndpoint):
-		return http.StatusServiceUnavailable, "no healthy endpoint"
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "upstream timeout"
-	case ctx.Err() != nil:
-		return 0, ""
-	default:
-		return http.StatusBadGateway, "upstream failed"
-	}
+	return forward.Answer(err, ctx, ctx)
 }
 
 // h2Upstream reports whether a request goes to its backend over HTTP/2:

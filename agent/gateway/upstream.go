@@ -10,7 +10,9 @@ import (
 	"net/http/httputil"
 	"time"
 
+	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	"github.com/weft-mesh/weft/agent/proxy/route"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -83,39 +85,17 @@ func (u *upstreams) closeIdle() {
 	}
 }
 
-// errRetryWait: the request's time ran out while waiting to retry.
-var errRetryWait = errors.New("request timeout while waiting to retry")
-
 // RoundTrip sends the request, retrying as the rule's retry policy says
 // when it can be replayed. Connect failures count as 503.
 func (u *upstreams) RoundTrip(out *http.Request) (*http.Response, error) {
 	x := out.Context().Value(exchangeKey{}).(*exchange)
-	for attempt := 0; ; attempt++ {
-		resp, err := u.attempt(out, x, x.cluster, true)
-		if !x.replayable() || x.rule == nil || x.rule.Retry == nil {
-			return resp, err
-		}
-		status := http.StatusServiceUnavailable
-		if err == nil {
-			status = resp.StatusCode
-		} else if out.Context().Err() != nil {
-			return resp, err
-		}
-		retry, wait := x.rule.Retry.ShouldRetry(status, attempt)
-		if !retry {
-			return resp, err
-		}
-		if err == nil {
-			resp.Body.Close()
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-out.Context().Done():
-			t.Stop()
-			return nil, errRetryWait
-		}
+	var policy *route.RetryPolicy
+	if x.rule != nil {
+		policy = x.rule.Retry
 	}
+	return forward.Retry(out.Context(), policy, x.replayable(), func() (*http.Response, error) {
+		return u.attempt(out, x, x.cluster, true)
+	})
 }
 
 // attempt sends one try to an endpoint of cluster (session persistence

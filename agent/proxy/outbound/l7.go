@@ -3,7 +3,6 @@ package outbound
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/route"
 	"github.com/weft-mesh/weft/agent/proxy/session"
@@ -135,7 +135,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 	}
 	resp, err := p.forward(ctx, &rq, rt, r, upgrade)
 	if err != nil {
-		code, msg := errorAnswer(err, ctx, reqCtx)
+		code, msg := forward.Answer(err, ctx, reqCtx)
 		if code == http.StatusBadGateway && p.upstreamLog.Allow() {
 			// A 502 is a request the caller lost: say why (at most 1/s).
 			p.cfg.Logger.Warn("answered 502: upstream failed", logkey.Cluster, rt.cluster, logkey.Error, err)
@@ -233,83 +233,42 @@ func noRelease() {}
 // replayable reports whether the request can be sent more than once.
 func (rq *request) replayable() bool { return !rq.hasBody || rq.body != nil }
 
-// errRetryWait: the request's time ran out while waiting to retry.
-var errRetryWait = errors.New("request timeout while waiting to retry")
-
 // forward sends the request, retrying as the rule's retry policy says when
 // the request can be replayed. Connect failures count as 503.
 func (p *Proxy) forward(ctx context.Context, rq *request, rt *routed, r *http.Request, upgrade string) (*http.Response, error) {
-	for attempt := 0; ; attempt++ {
-		resp, err := p.attempt(ctx, rq, rt.rule, rt.cluster, r, rt.target, upgrade)
-		if !rq.replayable() || rt.rule == nil || rt.rule.Retry == nil {
-			return resp, err
-		}
-		status := http.StatusServiceUnavailable
-		if err == nil {
-			status = resp.StatusCode
-		} else if ctx.Err() != nil {
-			return resp, err
-		}
-		retry, wait := rt.rule.Retry.ShouldRetry(status, attempt)
-		if !retry {
-			return resp, err
-		}
-		if err == nil {
-			resp.Body.Close()
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, errRetryWait
-		}
+	var policy *route.RetryPolicy
+	if rt.rule != nil {
+		policy = rt.rule.Retry
 	}
+	return forward.Retry(ctx, policy, rq.replayable(), func() (*http.Response, error) {
+		return p.attempt(ctx, rq, rt.rule, rt.cluster, r, rt.target, upgrade)
+	})
 }
-
-// errorAnswer maps a failed forward to the client's answer; code 0 when
-// the client went away and nothing is to be answered.
-func errorAnswer(err error, ctx, reqCtx context.Context) (code int, msg string) {
-	switch {
-	case errors.Is(err, errRetryWait):
-		return http.StatusGatewayTimeout, "request timeout"
-	case errors.Is(err, errNoEndpoint):
-		return http.StatusServiceUnavailable, "no healthy endpoint"
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return http.StatusGatewayTimeout, "upstream timeout"
-	case reqCtx.Err() != nil:
-		return 0, ""
-	default:
-		return http.StatusBadGateway, "upstream failed"
-	}
-}
-
-var errNoEndpoint = errors.New("no endpoint")
 
 // attempt sends one try of the request to an endpoint of cluster.
 func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, cluster string, r *http.Request, target, upgrade string) (*http.Response, error) {
 	cl, ok := rq.snap.Clusters[cluster]
 	if !ok {
-		return nil, errNoEndpoint
+		return nil, forward.ErrNoEndpoint
 	}
 	var ep *Endpoint
 	if rq.session == nil {
 		if ep, ok = cl.Pick(p.cfg.Rand); !ok {
-			return nil, errNoEndpoint
+			return nil, forward.ErrNoEndpoint
 		}
 	} else {
 		res := p.cfg.Sessions.Resolve(rq.session, cluster, cl.Raw, r.Header, time.Now(), func([]*weftv1.Endpoint) *weftv1.Endpoint { return cl.PickRaw(p.cfg.Rand) })
 		if res.Endpoint == nil {
-			return nil, errNoEndpoint
+			return nil, forward.ErrNoEndpoint
 		}
 		if ep, ok = cl.Of(res.Endpoint); !ok {
-			return nil, errNoEndpoint
+			return nil, forward.ErrNoEndpoint
 		}
 		rq.result = res
 	}
 	node, ok := rq.snap.Tunnels[ep.Node]
 	if !ok && !ep.Plaintext {
-		return nil, errNoEndpoint
+		return nil, forward.ErrNoEndpoint
 	}
 	if rule != nil && rule.BackendRequestTimeout > 0 {
 		var cancel context.CancelFunc

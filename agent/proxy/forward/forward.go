@@ -1,0 +1,72 @@
+// Package forward holds what the node proxy's outbound and a Gateway's data
+// plane share when they send a request to a backend: the retry loop of a
+// rule's retry policy (GEP-1731) and the answer a failed forward gets.
+package forward
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/weft-mesh/weft/agent/proxy/route"
+)
+
+var (
+	// ErrNoEndpoint: the cluster is unknown or has no endpoint to send to.
+	ErrNoEndpoint = errors.New("no healthy endpoint")
+	// ErrRetryWait: the request's time ran out while waiting to retry.
+	ErrRetryWait = errors.New("request timeout while waiting to retry")
+)
+
+// Retry calls attempt until it gives an answer policy does not retry. Only a
+// replayable request (no body, or a buffered one) is sent more than once; a
+// nil policy sends once. A failed attempt (no response) counts as a 503. ctx
+// bounds the waits between attempts: when it ends during one, the error is
+// ErrRetryWait.
+func Retry(ctx context.Context, policy *route.RetryPolicy, replayable bool, attempt func() (*http.Response, error)) (*http.Response, error) {
+	for n := 0; ; n++ {
+		resp, err := attempt()
+		if !replayable || policy == nil {
+			return resp, err
+		}
+		status := http.StatusServiceUnavailable
+		if err == nil {
+			status = resp.StatusCode
+		} else if ctx.Err() != nil {
+			return resp, err
+		}
+		retry, wait := policy.ShouldRetry(status, n)
+		if !retry {
+			return resp, err
+		}
+		if err == nil {
+			resp.Body.Close()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ErrRetryWait
+		}
+	}
+}
+
+// Answer maps a failed forward to the client's answer: code 0 when the client
+// went away (reqCtx ended) and nothing is to be answered. ctx is the forward's
+// own context, which may carry the rule's request timeout.
+func Answer(err error, ctx, reqCtx context.Context) (code int, msg string) {
+	switch {
+	case errors.Is(err, ErrRetryWait):
+		return http.StatusGatewayTimeout, "request timeout"
+	case errors.Is(err, ErrNoEndpoint):
+		return http.StatusServiceUnavailable, "no healthy endpoint"
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "upstream timeout"
+	case reqCtx.Err() != nil:
+		return 0, ""
+	default:
+		return http.StatusBadGateway, "upstream failed"
+	}
+}
