@@ -201,3 +201,16 @@ func TestGatewayAuthorization(t *testing.T) {
 		}
 	})
 }
+
+func TestStreamThatNeverSubscribesIsClosed(t *testing.T) {
+	h, _ := start(t, Config{FirstMessageTimeout: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := h.client.Stream(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer tok-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := recv(t, st, 5*time.Second); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("got %v, want DeadlineExceeded", err)
+	}
+}

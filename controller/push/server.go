@@ -14,6 +14,7 @@
 package push
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -24,6 +25,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -37,6 +39,10 @@ import (
 // DefaultSendBuffer is how many snapshots may wait for one slow stream
 // before it is closed.
 const DefaultSendBuffer = 16
+
+// DefaultFirstMessageTimeout is how long a stream may take to send its
+// subscription, which says whose token check applies.
+const DefaultFirstMessageTimeout = 10 * time.Second
 
 // Sentinel errors.
 var (
@@ -65,6 +71,9 @@ type Config struct {
 	// Gateways checks the bearer token of every Gateway data plane's
 	// stream; nil refuses those streams.
 	Gateways GatewayAuthorizer
+	// FirstMessageTimeout closes a stream that has not subscribed by then;
+	// DefaultFirstMessageTimeout when zero.
+	FirstMessageTimeout time.Duration
 	// SendBuffer is the number of snapshots queued per stream before the
 	// stream is considered too slow and closed; DefaultSendBuffer when zero.
 	SendBuffer int
@@ -134,6 +143,7 @@ type Server struct {
 
 	auth   Authenticator
 	buffer int
+	first  time.Duration
 	nonce  string
 	log    *slog.Logger
 
@@ -155,6 +165,7 @@ func New(cfg Config) (*Server, error) {
 		auth:     cfg.Authenticator,
 		gateways: cfg.Gateways,
 		buffer:   cfg.SendBuffer,
+		first:    cmp.Or(cfg.FirstMessageTimeout, DefaultFirstMessageTimeout),
 		nonce:    cfg.Nonce,
 		log:      cfg.Logger,
 		nodes:    map[string]*nodeEntry{},
@@ -295,7 +306,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 	if err != nil {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
-	first, err := stream.Recv()
+	first, err := s.recvFirst(stream)
 	if err != nil {
 		return err
 	}
@@ -309,6 +320,28 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 		return err
 	}
 	return s.serve(stream, sub)
+}
+
+// recvFirst reads the subscription; the token is checked after it (whose
+// check depends on it), so a stream that never subscribes is closed.
+func (s *Server) recvFirst(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot]) (*weftv1.PolicyRequest, error) {
+	type result struct {
+		req *weftv1.PolicyRequest
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		req, err := stream.Recv()
+		ch <- result{req, err}
+	}()
+	t := time.NewTimer(s.first)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.req, r.err
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no subscription within %v", s.first)
+	}
 }
 
 // authorizeNode checks an agent's token against the node of its first
