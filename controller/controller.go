@@ -98,6 +98,9 @@ type Config struct {
 	OwnerClusterRole string
 	// Authenticator checks agents' bearer tokens. Required.
 	Authenticator push.Authenticator
+	// Gateways checks the tokens of Gateway data planes' policy streams;
+	// nil refuses them.
+	Gateways push.GatewayAuthorizer
 	// Register adds more services (the CA's Identity) to the gRPC server.
 	Register func(*grpc.Server)
 	// ServerOptions are added to the gRPC server's (e.g. its TLS credentials).
@@ -143,13 +146,14 @@ type Controller struct {
 	health  *http.Server
 	hlLis   net.Listener
 
-	gateways []gwv1.Gateway // of the last round (round's goroutine only)
-	kick     chan struct{}  // resolve again (bundle changed)
-	leader   atomic.Bool
-	synced   atomic.Bool
-	statusMu sync.Mutex
-	latest   *statusWork
-	statusCh chan struct{}
+	gateways   []gwv1.Gateway                       // of the last round (round's goroutine only)
+	dataPlanes atomic.Pointer[map[dataPlane]string] // accepted Gateways by data plane, see GatewayOf
+	kick       chan struct{}                        // resolve again (bundle changed)
+	leader     atomic.Bool
+	synced     atomic.Bool
+	statusMu   sync.Mutex
+	latest     *statusWork
+	statusCh   chan struct{}
 
 	resolves atomic.Uint64
 	writes   atomic.Uint64
@@ -223,7 +227,7 @@ func New(cfg Config) (*Controller, error) {
 	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Metadata: md, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, SendBuffer: cfg.SendBuffer, Logger: cfg.Logger}); err != nil {
+	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, Gateways: cfg.Gateways, SendBuffer: cfg.SendBuffer, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
@@ -432,6 +436,7 @@ func (c *Controller) round() {
 	var gwOut *gateway.Output
 	if o, ok := c.resolveGateways(in); ok {
 		gwOut = &o
+		c.pushGateways(o.IR, anchors, out.Nodes)
 	}
 	c.statusMu.Lock()
 	if gwOut == nil && c.latest != nil {
@@ -696,11 +701,12 @@ func (c *Controller) healthMux() *http.ServeMux {
 	mux.HandleFunc("GET /debug/nodes", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(struct {
-			Leader bool             `json:"leader"`
-			Nonce  string           `json:"controllerNonce"`
-			Nodes  []push.NodeState `json:"nodes"`
-			Kinds  []string         `json:"kinds"`
-		}{c.leader.Load(), c.push.Nonce(), c.push.Nodes(), c.src.Kinds()})
+			Leader   bool                `json:"leader"`
+			Nonce    string              `json:"controllerNonce"`
+			Nodes    []push.NodeState    `json:"nodes"`
+			Gateways []push.GatewayState `json:"gateways"`
+			Kinds    []string            `json:"kinds"`
+		}{c.leader.Load(), c.push.Nonce(), c.push.Nodes(), c.push.Gateways(), c.src.Kinds()})
 	})
 	return mux
 }

@@ -187,6 +187,12 @@ type agent struct {
 // subscribe connects a test agent to the controller's real listener.
 func subscribe(t *testing.T, ctx context.Context, addr, token, node string) *agent {
 	t.Helper()
+	return subscribeWith(t, ctx, addr, token, &weftv1.PolicyRequest{Node: node})
+}
+
+// subscribeWith is subscribe with any first message (a Gateway's).
+func subscribeWith(t *testing.T, ctx context.Context, addr, token string, first *weftv1.PolicyRequest) *agent {
+	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +202,7 @@ func subscribe(t *testing.T, ctx context.Context, addr, token, node string) *age
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Send(&weftv1.PolicyRequest{Node: node}); err != nil {
+	if err := st.Send(first); err != nil {
 		t.Fatal(err)
 	}
 	a := &agent{stream: st, snaps: make(chan *weftv1.PolicySnapshot, 100), errs: make(chan error, 1)}

@@ -10,9 +10,12 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,7 +23,9 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/gateway"
+	"github.com/weft-mesh/weft/controller/provision"
 	"github.com/weft-mesh/weft/test/kubetest"
 )
 
@@ -30,7 +35,9 @@ import (
 // listener's conditions, supportedKinds and attachedRoutes, and the
 // HTTPRoute's parent entry under the gateway's controllerName. A listener
 // whose certificate Secret is missing says so, and is fixed by creating it
-// (the Secret informer starts with the first Gateway).
+// (the Secret informer starts with the first Gateway). The Gateway's data
+// plane gets its policy on its own stream, and an update when the
+// certificate resolves.
 func TestIntegrationGatewayStatus(t *testing.T) {
 	kc := kubetest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -40,8 +47,9 @@ func TestIntegrationGatewayStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	fixture(t, ctx, kc.Client)
-	startController(t, ctx, Config{Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "-",
-		Authenticator: tokens{}, Logger: testLogger(t)})
+	c, _, _ := startController(t, ctx, Config{Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "-",
+		Authenticator: tokens{}, Gateways: gatewayTokens{"tok-edge": appNS + "/edge"}, Logger: testLogger(t)})
+	dataPlane := subscribeWith(t, ctx, c.GRPCAddr().String(), "tok-edge", &weftv1.PolicyRequest{Gateway: appNS + "/edge"})
 
 	eventually(t, "GatewayClass weft accepted", func() (bool, string) {
 		c, err := gw.GatewayV1().GatewayClasses().Get(ctx, mesh.GatewayClassName, metav1.GetOptions{})
@@ -120,6 +128,23 @@ func TestIntegrationGatewayStatus(t *testing.T) {
 		return false, fmt.Sprintf("%+v", r.Status.Parents)
 	})
 
+	wantID := "spiffe://cluster.local/ns/" + appNS + "/sa/" + provision.Identity("edge")
+	ports := func(s *weftv1.PolicySnapshot) (out []uint32) {
+		for _, p := range s.GetGateway().GetPorts() {
+			out = append(out, p.GetPort())
+		}
+		return out
+	}
+	first := dataPlane.next(t, "the data plane gets its Gateway's policy (the http port)", func(s *weftv1.PolicySnapshot) bool {
+		return s.GetGateway().GetIdentity() == wantID && slices.Equal(ports(s), []uint32{80}) && s.GetPolicy() == nil
+	})
+	if err := dataPlane.stream.Send(&weftv1.PolicyRequest{Gateway: appNS + "/edge", Version: first.Version}); err != nil {
+		t.Fatal(err)
+	}
+	if gw, ok := c.GatewayOf(appNS, provision.Identity("edge")); !ok || gw != "edge" {
+		t.Fatalf("GatewayOf = %q, %v", gw, ok)
+	}
+
 	crt, key := selfSigned(t, "edge.example.com")
 	if _, err := kc.Client.CoreV1().Secrets(appNS).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "edge-cert"}, Type: corev1.SecretTypeTLS,
@@ -131,6 +156,23 @@ func TestIntegrationGatewayStatus(t *testing.T) {
 		s := listener(g.Status, "https")
 		return s != nil && is(s.Conditions, "ResolvedRefs", "True", "ResolvedRefs", g.Generation)
 	})
+	dataPlane.next(t, "the data plane gets the https port once its certificate resolves", func(s *weftv1.PolicySnapshot) bool {
+		return s.Version > first.Version && slices.Equal(ports(s), []uint32{80, 443})
+	})
+	eventually(t, "the ACK is recorded", func() (bool, string) {
+		st := c.push.Gateways()
+		return len(st) == 1 && st[0].Gateway == appNS+"/edge" && st[0].AckedVersion == first.Version && st[0].Streams == 1, fmt.Sprintf("%+v", st)
+	})
+}
+
+// gatewayTokens authorizes token -> the Gateway "namespace/name" it serves.
+type gatewayTokens map[string]string
+
+func (g gatewayTokens) AuthorizeGateway(_ context.Context, token, namespace, name string) error {
+	if g[token] != namespace+"/"+name {
+		return status.Errorf(codes.PermissionDenied, "token is not a data plane pod's of %s/%s", namespace, name)
+	}
+	return nil
 }
 
 func selfSigned(t *testing.T, host string) (crtPEM, keyPEM []byte) {

@@ -82,14 +82,16 @@ func newReplica(cfg ReplicaConfig) (*replica, error) {
 	}
 	r := &replica{log: c.Logger}
 	r.ca, err = ca.New(ca.Config{
-		Client:         kube,
-		Namespace:      c.Namespace,
-		TrustDomain:    c.TrustDomain,
-		Authenticator:  auth,
-		Pods:           ca.NewAPIPods(kube),
-		OnBundleChange: r.bundleChanged,
-		Owner:          clusterRoleOwner(kube, c.OwnerClusterRole),
-		Logger:         c.Logger,
+		Client:           kube,
+		Namespace:        c.Namespace,
+		TrustDomain:      c.TrustDomain,
+		Authenticator:    auth,
+		Pods:             ca.NewAPIPods(kube),
+		PodAuthenticator: auth,
+		GatewayOf:        r.gatewayOf,
+		OnBundleChange:   r.bundleChanged,
+		Owner:            clusterRoleOwner(kube, c.OwnerClusterRole),
+		Logger:           c.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -112,6 +114,7 @@ func newReplica(cfg ReplicaConfig) (*replica, error) {
 		})))
 	}
 	c.Authenticator = auth
+	c.Gateways = gatewayAuthorizer{pods: auth}
 	c.Register = r.ca.Register
 	c.TrustAnchors = r.ca.Bundle
 	c.OnLeader = r.onLeader
@@ -119,6 +122,14 @@ func newReplica(cfg ReplicaConfig) (*replica, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// gatewayOf is the CA's GatewayOf (none before the Controller exists).
+func (r *replica) gatewayOf(namespace, serviceAccount string) (string, bool) {
+	if r.ctl == nil {
+		return "", false
+	}
+	return r.ctl.GatewayOf(namespace, serviceAccount)
 }
 
 // bundleChanged is the CA's OnBundleChange: push the new anchors with

@@ -266,3 +266,47 @@ func mint(t *testing.T, certDir, issuer, saUID string, pod *corev1.Pod, iat, exp
 	s.FillBytes(sig[32:])
 	return signing + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
+
+// TestAuthenticatePodAgainstAPIServer: tokens of any ServiceAccount bind to
+// their running pod (a Gateway's data plane authenticates this way).
+func TestAuthenticatePodAgainstAPIServer(t *testing.T) {
+	cs, _ := apiserver(t)
+	c := cluster{t: t, cs: cs}
+	c.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}})
+	for _, sa := range []string{"web-weft-gateway", "cart"} {
+		c.create(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: sa}})
+	}
+	c.create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "lab-node-1"}})
+	gw := c.pod("shop", "web-1", "web-weft-gateway", "lab-node-1", corev1.PodRunning)
+	cart := c.pod("shop", "cart-1", "cart", "lab-node-1", corev1.PodRunning)
+	pending := c.pod("shop", "web-2", "web-weft-gateway", "lab-node-1", corev1.PodPending)
+
+	a, err := New(Config{Client: cs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		token string
+		code  codes.Code
+		pod   string
+	}{
+		{"gateway pod", c.token("shop", "web-weft-gateway", "weft", gw), codes.OK, "web-1"},
+		{"workload pod", c.token("shop", "cart", "weft", cart), codes.OK, "cart-1"},
+		{"other audience", c.token("shop", "web-weft-gateway", "kubernetes", gw), codes.Unauthenticated, ""},
+		{"not bound to a pod", c.token("shop", "web-weft-gateway", "weft", nil), codes.PermissionDenied, ""},
+		{"pending pod", c.token("shop", "web-weft-gateway", "weft", pending), codes.PermissionDenied, ""},
+		{"garbage", "not-a-jwt", codes.Unauthenticated, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod, err := a.AuthenticatePod(context.Background(), tt.token)
+			if status.Code(err) != tt.code || err == nil && (pod.Name != tt.pod || pod.Namespace != "shop") {
+				t.Fatalf("AuthenticatePod = %v, %v; want %s, %v", pod, err, tt.pod, tt.code)
+			}
+			if err != nil {
+				t.Logf("refused: %v", err)
+			}
+		})
+	}
+}

@@ -58,6 +58,12 @@ type Config struct {
 	// Pods answers authorization lookups (required to serve Sign); see
 	// NewAPIPods.
 	Pods Pods
+	// PodAuthenticator and GatewayOf, when both set, let the data plane
+	// pods of Gateways get their own identity (gateway.go).
+	PodAuthenticator PodAuthenticator
+	// GatewayOf returns the name of the accepted Gateway of namespace whose
+	// data plane runs as serviceAccount (provision.Identity); false: none.
+	GatewayOf func(namespace, serviceAccount string) (string, bool)
 	// OnBundleChange, when set, is called (without locks held) after the
 	// trust bundle changed, so the caller can push it with policy.
 	OnBundleChange func()

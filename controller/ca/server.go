@@ -2,7 +2,10 @@ package ca
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,6 +45,10 @@ func (c *CA) Sign(ctx context.Context, req *weftv1.SignRequest) (*weftv1.SignRes
 		return nil, err
 	}
 	node, err := c.cfg.Authenticator.Authenticate(ctx, token)
+	if err != nil && req.GetNode() == "" && c.signsGateways() && status.Code(err) == codes.PermissionDenied {
+		// A valid token, but not an agent's: maybe a Gateway's data plane.
+		return c.signGateway(ctx, token, req)
+	}
 	if err != nil {
 		c.log.Warn("svid refused", "node", req.GetNode(), "reason", err.Error())
 		return nil, err
@@ -72,14 +79,20 @@ func (c *CA) sign(ctx context.Context, node string, req *weftv1.SignRequest) (*w
 		}
 		return nil, id.String(), status.Errorf(codes.Unavailable, "authorize %s for node %s: %v", id, node, err)
 	}
+	resp, err := c.issue(id, csr, "node", node)
+	return resp, id.String(), err
+}
+
+// issue signs id for csr's key; who and whom say for whom, for the log.
+func (c *CA) issue(id spiffeid.ID, csr *x509.CertificateRequest, who, whom string) (*weftv1.SignResponse, error) {
 	l := c.state.Load()
 	if l == nil {
-		return nil, id.String(), status.Error(codes.Unavailable, "ca root not loaded yet")
+		return nil, status.Error(codes.Unavailable, "ca root not loaded yet")
 	}
 	chain, leaf, err := l.st.auth.SignSVID(id, csr.PublicKey, c.cfg.Now(), c.cfg.SVIDTTL)
 	if err != nil {
-		return nil, id.String(), status.Errorf(codes.Unavailable, "sign: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "sign: %v", err)
 	}
-	c.log.Info("svid issued", "node", node, "id", id.String(), "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
-	return &weftv1.SignResponse{CertChain: chain, TrustAnchors: l.st.auth.AnchorsDER()}, id.String(), nil
+	c.log.Info("svid issued", who, whom, "id", id.String(), "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
+	return &weftv1.SignResponse{CertChain: chain, TrustAnchors: l.st.auth.AnchorsDER()}, nil
 }

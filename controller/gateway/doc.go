@@ -72,8 +72,9 @@
 // # Not decided here
 //
 // Provisioning (the data plane's Deployment and Service, infrastructure
-// labels and annotations), certificate expiry (it needs a clock), the
-// translation of the IR to the node proxy's format, ListenerSets, default
-// Gateways (defaultScope, useDefaultGateways), UDPRoute and the
-// AddressesAssigned condition.
+// labels and annotations), certificate expiry (it needs a clock),
+// ListenerSets, default Gateways (defaultScope, useDefaultGateways),
+// UDPRoute and the AddressesAssigned condition. The IR's translation into
+// the data plane's GatewayPolicy (proto.go) is here, but the trust domain,
+// anchors, node tunnels and identity it needs come from the caller.
 package gateway

@@ -98,7 +98,32 @@ type wireSnapshot struct {
 	body encoded
 }
 
+// Field numbers of PolicySnapshot.
+const (
+	fieldPolicy  = 3
+	fieldGateway = 4
+)
+
 func newWireSnapshot(version uint64, nonce string, policy *weftv1.NodePolicy, body encoded) *wireSnapshot {
+	return &wireSnapshot{
+		PolicySnapshot: &weftv1.PolicySnapshot{Version: version, ControllerNonce: nonce, Policy: policy},
+		head:           wireHead(version, nonce, fieldPolicy, body.size()),
+		body:           body,
+	}
+}
+
+// newGatewayWireSnapshot is newWireSnapshot for a Gateway's data plane;
+// body is the policy's deterministic encoding.
+func newGatewayWireSnapshot(version uint64, nonce string, policy *weftv1.GatewayPolicy, body []byte) *wireSnapshot {
+	return &wireSnapshot{
+		PolicySnapshot: &weftv1.PolicySnapshot{Version: version, ControllerNonce: nonce, Gateway: policy},
+		head:           wireHead(version, nonce, fieldGateway, len(body)),
+		body:           encoded{rest: body},
+	}
+}
+
+// wireHead encodes fields 1 and 2 and the tag and length of field.
+func wireHead(version uint64, nonce string, field protowire.Number, size int) []byte {
 	var h []byte
 	h = protowire.AppendTag(h, 1, protowire.VarintType)
 	h = protowire.AppendVarint(h, version)
@@ -106,13 +131,8 @@ func newWireSnapshot(version uint64, nonce string, policy *weftv1.NodePolicy, bo
 		h = protowire.AppendTag(h, 2, protowire.BytesType)
 		h = protowire.AppendString(h, nonce)
 	}
-	h = protowire.AppendTag(h, 3, protowire.BytesType)
-	h = protowire.AppendVarint(h, uint64(body.size()))
-	return &wireSnapshot{
-		PolicySnapshot: &weftv1.PolicySnapshot{Version: version, ControllerNonce: nonce, Policy: policy},
-		head:           h,
-		body:           body,
-	}
+	h = protowire.AppendTag(h, field, protowire.BytesType)
+	return protowire.AppendVarint(h, uint64(size))
 }
 
 // bytes returns the encoding as buffers that share the policy's.

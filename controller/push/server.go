@@ -4,11 +4,17 @@
 // nodes whose policy changed get a new snapshot; a stream that falls too far
 // behind is closed and the agent resyncs in full when it reconnects.
 //
+// A Gateway's data plane subscribes the same way with PolicyRequest.gateway
+// ("namespace/name") instead of node; Config.Gateways authorizes it, and it
+// gets that Gateway's GatewayPolicy (UpdateGateways) with the same versions,
+// ACK and NACK bookkeeping (Gateways).
+//
 // Register the server on a grpc.Server built with ServerCodec() so each
 // snapshot is encoded once per change rather than once per stream.
 package push
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,6 +25,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -33,6 +40,10 @@ import (
 // before it is closed.
 const DefaultSendBuffer = 16
 
+// DefaultFirstMessageTimeout is how long a stream may take to send its
+// subscription, which says whose token check applies.
+const DefaultFirstMessageTimeout = 10 * time.Second
+
 // Sentinel errors.
 var (
 	// ErrNoToken: the call carries no "authorization: Bearer <token>".
@@ -46,10 +57,23 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (node string, err error)
 }
 
+// GatewayAuthorizer checks that a bearer token belongs to a data plane pod
+// of the Gateway namespace/name. Its errors are gRPC status errors
+// (Unauthenticated, PermissionDenied, Unavailable).
+type GatewayAuthorizer interface {
+	AuthorizeGateway(ctx context.Context, token, namespace, name string) error
+}
+
 // Config configures a Server.
 type Config struct {
-	// Authenticator checks every stream's bearer token. Required.
+	// Authenticator checks every node stream's bearer token. Required.
 	Authenticator Authenticator
+	// Gateways checks the bearer token of every Gateway data plane's
+	// stream; nil refuses those streams.
+	Gateways GatewayAuthorizer
+	// FirstMessageTimeout closes a stream that has not subscribed by then;
+	// DefaultFirstMessageTimeout when zero.
+	FirstMessageTimeout time.Duration
 	// SendBuffer is the number of snapshots queued per stream before the
 	// stream is considered too slow and closed; DefaultSendBuffer when zero.
 	SendBuffer int
@@ -75,15 +99,29 @@ type NodeState struct {
 	Streams int
 }
 
+// GatewayState is what the server knows about one Gateway's data plane,
+// as NodeState for a node.
+type GatewayState struct {
+	// Gateway is "namespace/name".
+	Gateway       string
+	Version       uint64
+	AckedVersion  uint64
+	NackedVersion uint64
+	NackReason    string
+	Streams       int
+}
+
 type snapshot struct {
 	version uint64
-	policy  *weftv1.NodePolicy
 	enc     encoded
 	msg     *wireSnapshot
 }
 
+// subscriber is one stream: of a node, or of a Gateway's data plane
+// (gateway set, node is then "namespace/name").
 type subscriber struct {
 	node    string
+	gateway bool
 	ch      chan *wireSnapshot
 	evicted chan struct{}
 	once    sync.Once
@@ -105,12 +143,16 @@ type Server struct {
 
 	auth   Authenticator
 	buffer int
+	first  time.Duration
 	nonce  string
 	log    *slog.Logger
+
+	gateways GatewayAuthorizer
 
 	mu      sync.Mutex
 	version uint64
 	nodes   map[string]*nodeEntry
+	gws     map[string]*nodeEntry // by "namespace/name"
 	updated bool
 }
 
@@ -120,11 +162,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, ErrNoAuthenticator
 	}
 	s := &Server{
-		auth:   cfg.Authenticator,
-		buffer: cfg.SendBuffer,
-		nonce:  cfg.Nonce,
-		log:    cfg.Logger,
-		nodes:  map[string]*nodeEntry{},
+		auth:     cfg.Authenticator,
+		gateways: cfg.Gateways,
+		buffer:   cfg.SendBuffer,
+		first:    cmp.Or(cfg.FirstMessageTimeout, DefaultFirstMessageTimeout),
+		nonce:    cfg.Nonce,
+		log:      cfg.Logger,
+		nodes:    map[string]*nodeEntry{},
+		gws:      map[string]*nodeEntry{},
 	}
 	if s.buffer <= 0 {
 		s.buffer = DefaultSendBuffer
@@ -186,22 +231,27 @@ func (s *Server) Update(policies map[string]*weftv1.NodePolicy) int {
 			s.log.Error("cannot encode node policy; the node keeps its last one", logkey.Node, name, logkey.Error, err)
 			continue
 		}
-		if e.snap.policy != nil && e.snap.enc.equal(body) {
+		if e.snap.msg != nil && e.snap.enc.equal(body) {
 			continue
 		}
 		s.version++
-		e.snap = snapshot{version: s.version, policy: p, enc: body, msg: newWireSnapshot(s.version, s.nonce, p, body)}
+		e.snap = snapshot{version: s.version, enc: body, msg: newWireSnapshot(s.version, s.nonce, p, body)}
 		changed++
 		for sub := range e.subs {
 			s.enqueue(sub, e.snap.msg)
 		}
 	}
-	for name, e := range s.nodes {
+	forget(s.nodes, policies)
+	return changed
+}
+
+// forget drops the entries missing from policies that no stream uses.
+func forget[P any](entries map[string]*nodeEntry, policies map[string]P) {
+	for name, e := range entries {
 		if _, ok := policies[name]; !ok && len(e.subs) == 0 {
-			delete(s.nodes, name)
+			delete(entries, name)
 		}
 	}
-	return changed
 }
 
 // Nodes returns the state of every known node, sorted by name.
@@ -256,30 +306,99 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 	if err != nil {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
-	authNode, err := s.auth.Authenticate(ctx, token)
-	if err != nil {
-		s.log.Info("policy stream authentication failed", logkey.Error, err)
-		return status.Errorf(codes.Unauthenticated, "authenticate agent: %v", err)
-	}
-	first, err := stream.Recv()
+	first, err := s.recvFirst(stream)
 	if err != nil {
 		return err
 	}
+	var sub *subscriber
+	if first.GetGateway() != "" {
+		sub, err = s.authorizeGateway(ctx, token, first)
+	} else {
+		sub, err = s.authorizeNode(ctx, token, first)
+	}
+	if err != nil {
+		return err
+	}
+	return s.serve(stream, sub)
+}
+
+// recvFirst reads the subscription; the token is checked after it (whose
+// check depends on it), so a stream that never subscribes is closed.
+func (s *Server) recvFirst(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot]) (*weftv1.PolicyRequest, error) {
+	type result struct {
+		req *weftv1.PolicyRequest
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		req, err := stream.Recv()
+		ch <- result{req, err}
+	}()
+	t := time.NewTimer(s.first)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.req, r.err
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no subscription within %v", s.first)
+	}
+}
+
+// authorizeNode checks an agent's token against the node of its first
+// message.
+func (s *Server) authorizeNode(ctx context.Context, token string, first *weftv1.PolicyRequest) (*subscriber, error) {
+	authNode, err := s.auth.Authenticate(ctx, token)
+	if err != nil {
+		s.log.Info("policy stream authentication failed", logkey.Error, err)
+		return nil, status.Errorf(codes.Unauthenticated, "authenticate agent: %v", err)
+	}
 	if first.GetNode() == "" {
-		return status.Error(codes.InvalidArgument, "first message must name the agent's node")
+		return nil, status.Error(codes.InvalidArgument, "first message must name the agent's node")
 	}
 	if first.GetNode() != authNode {
-		return status.Errorf(codes.PermissionDenied, "agent authenticated for node %q cannot subscribe to node %q", authNode, first.GetNode())
+		return nil, status.Errorf(codes.PermissionDenied, "agent authenticated for node %q cannot subscribe to node %q", authNode, first.GetNode())
 	}
-	node := authNode
+	s.log.Info("agent subscribed", logkey.Node, authNode)
+	return s.newSubscriber(authNode, false), nil
+}
 
-	sub := &subscriber{node: node, ch: make(chan *wireSnapshot, s.buffer), evicted: make(chan struct{})}
+// authorizeGateway checks that the token is a data plane pod's of the
+// Gateway the first message names.
+func (s *Server) authorizeGateway(ctx context.Context, token string, first *weftv1.PolicyRequest) (*subscriber, error) {
+	gw := first.GetGateway()
+	ns, name, ok := strings.Cut(gw, "/")
+	switch {
+	case first.GetNode() != "":
+		return nil, status.Error(codes.InvalidArgument, "first message names both a node and a gateway")
+	case !ok || ns == "" || name == "" || strings.Contains(name, "/"):
+		return nil, status.Errorf(codes.InvalidArgument, "gateway %q is not namespace/name", gw)
+	case s.gateways == nil:
+		return nil, status.Error(codes.PermissionDenied, "this controller serves no gateway data planes")
+	}
+	if err := s.gateways.AuthorizeGateway(ctx, token, ns, name); err != nil {
+		s.log.Info("gateway policy stream refused", logkey.Gateway, gw, logkey.Error, err)
+		if _, isStatus := status.FromError(err); isStatus {
+			return nil, err
+		}
+		return nil, status.Errorf(codes.PermissionDenied, "gateway %s: %v", gw, err)
+	}
+	s.log.Info("gateway data plane subscribed", logkey.Gateway, gw)
+	return s.newSubscriber(gw, true), nil
+}
+
+func (s *Server) newSubscriber(key string, gateway bool) *subscriber {
+	return &subscriber{node: key, gateway: gateway, ch: make(chan *wireSnapshot, s.buffer), evicted: make(chan struct{})}
+}
+
+// serve sends sub's snapshots and records its ACKs and NACKs.
+func (s *Server) serve(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot], sub *subscriber) error {
+	ctx := stream.Context()
+	node := sub.node
 	s.subscribe(sub)
 	defer s.unsubscribe(sub)
-	s.log.Info("agent subscribed", logkey.Node, node)
 
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- s.receive(stream, node) }()
+	go func() { recvErr <- s.receive(stream, sub) }()
 
 	for {
 		select {
@@ -288,7 +407,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 		case err := <-recvErr:
 			return err
 		case <-sub.evicted:
-			return status.Errorf(codes.ResourceExhausted, "policy stream for node %q fell behind; reconnect for a full snapshot", node)
+			return status.Errorf(codes.ResourceExhausted, "policy stream for %s %q fell behind; reconnect for a full snapshot", sub.kind(), node)
 		case msg := <-sub.ch:
 			if err := stream.SendMsg(msg); err != nil {
 				return err
@@ -299,7 +418,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 
 // receive records ACKs and NACKs until the stream ends; the agent closing
 // its side (io.EOF) ends the stream cleanly.
-func (s *Server) receive(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot], node string) error {
+func (s *Server) receive(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot], sub *subscriber) error {
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -308,16 +427,45 @@ func (s *Server) receive(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, w
 		if err != nil {
 			return err
 		}
-		if req.GetNode() != "" && req.GetNode() != node {
-			return status.Errorf(codes.PermissionDenied, "stream subscribed for node %q sent a message for node %q", node, req.GetNode())
+		if err := sub.check(req); err != nil {
+			return err
 		}
-		s.ack(node, req.GetVersion(), req.GetError())
+		s.ack(sub, req.GetVersion(), req.GetError())
 	}
 }
 
-func (s *Server) ack(node string, version uint64, reason string) {
+func (sub *subscriber) kind() string {
+	if sub.gateway {
+		return "gateway"
+	}
+	return "node"
+}
+
+// check refuses a message for another node or Gateway than the stream's.
+func (sub *subscriber) check(req *weftv1.PolicyRequest) error {
+	if sub.gateway {
+		if req.GetNode() != "" || req.GetGateway() != "" && req.GetGateway() != sub.node {
+			return status.Errorf(codes.PermissionDenied, "stream subscribed for gateway %q sent a message for node %q, gateway %q", sub.node, req.GetNode(), req.GetGateway())
+		}
+		return nil
+	}
+	if req.GetGateway() != "" || req.GetNode() != "" && req.GetNode() != sub.node {
+		return status.Errorf(codes.PermissionDenied, "stream subscribed for node %q sent a message for node %q, gateway %q", sub.node, req.GetNode(), req.GetGateway())
+	}
+	return nil
+}
+
+// entries is the table of sub's kind. Called with s.mu held.
+func (s *Server) entries(sub *subscriber) map[string]*nodeEntry {
+	if sub.gateway {
+		return s.gws
+	}
+	return s.nodes
+}
+
+func (s *Server) ack(sub *subscriber, version uint64, reason string) {
 	s.mu.Lock()
-	e := s.nodes[node]
+	e := s.entries(sub)[sub.node]
 	if e != nil {
 		if reason == "" {
 			if version > e.acked {
@@ -329,23 +477,28 @@ func (s *Server) ack(node string, version uint64, reason string) {
 		}
 	}
 	s.mu.Unlock()
+	key := logkey.Node
+	if sub.gateway {
+		key = logkey.Gateway
+	}
 	if reason != "" {
-		s.log.Warn("agent rejected policy", logkey.Node, node, logkey.Version, version, logkey.Reason, reason)
+		s.log.Warn("agent rejected policy", key, sub.node, logkey.Version, version, logkey.Reason, reason)
 	} else {
-		s.log.Debug("agent applied policy", logkey.Node, node, logkey.Version, version)
+		s.log.Debug("agent applied policy", key, sub.node, logkey.Version, version)
 	}
 }
 
 func (s *Server) subscribe(sub *subscriber) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.nodes[sub.node]
+	entries := s.entries(sub)
+	e := entries[sub.node]
 	if e == nil {
 		e = &nodeEntry{subs: map[*subscriber]struct{}{}}
-		s.nodes[sub.node] = e
+		entries[sub.node] = e
 	}
 	e.subs[sub] = struct{}{}
-	if e.snap.policy != nil {
+	if e.snap.msg != nil {
 		s.enqueue(sub, e.snap.msg)
 	}
 }
@@ -353,7 +506,7 @@ func (s *Server) subscribe(sub *subscriber) {
 func (s *Server) unsubscribe(sub *subscriber) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.nodes[sub.node]; e != nil {
+	if e := s.entries(sub)[sub.node]; e != nil {
 		delete(e.subs, sub)
 	}
 	sub.evict()

@@ -1,0 +1,85 @@
+package push
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+
+	"github.com/weft-mesh/weft/api/logkey"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// UpdateGateways replaces the desired policy of every Gateway's data plane,
+// keyed by "namespace/name", as Update does for nodes: unchanged policies
+// push nothing, changed ones a new version, missing ones are kept while a
+// data plane of theirs is connected. A policy that fails
+// GatewayPolicy.Validate is logged and not pushed: the data plane keeps the
+// last good one. The policies must not be modified after the call. It
+// returns the number of Gateways that got a new version.
+func (s *Server) UpdateGateways(policies map[string]*weftv1.GatewayPolicy) int {
+	bodies := make(map[string][]byte, len(policies))
+	for _, name := range slices.Sorted(maps.Keys(policies)) {
+		if b, err := encodeGateway(policies[name]); err != nil {
+			s.log.Error("gateway policy not pushed; its data plane keeps the last good one", logkey.Gateway, name, logkey.Error, err)
+		} else if b != nil {
+			bodies[name] = b
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := 0
+	for _, name := range slices.Sorted(maps.Keys(bodies)) {
+		e := s.gws[name]
+		if e == nil {
+			e = &nodeEntry{subs: map[*subscriber]struct{}{}}
+			s.gws[name] = e
+		}
+		if e.snap.msg != nil && string(e.snap.enc.rest) == string(bodies[name]) {
+			continue
+		}
+		s.version++
+		e.snap = snapshot{version: s.version, enc: encoded{rest: bodies[name]}, msg: newGatewayWireSnapshot(s.version, s.nonce, policies[name], bodies[name])}
+		changed++
+		for sub := range e.subs {
+			s.enqueue(sub, e.snap.msg)
+		}
+	}
+	forget(s.gws, policies)
+	return changed
+}
+
+// encodeGateway validates p and encodes it deterministically; nil for a
+// nil policy.
+func encodeGateway(p *weftv1.GatewayPolicy) ([]byte, error) {
+	if p == nil {
+		return nil, nil
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("validate: %w", err)
+	}
+	b, err := deterministic.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return b, nil
+}
+
+// Gateways returns the state of every known Gateway data plane, sorted.
+func (s *Server) Gateways() []GatewayState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]GatewayState, 0, len(s.gws))
+	for name, e := range s.gws {
+		out = append(out, GatewayState{
+			Gateway:       name,
+			Version:       e.snap.version,
+			AckedVersion:  e.acked,
+			NackedVersion: e.nackedVersion,
+			NackReason:    e.nackReason,
+			Streams:       len(e.subs),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Gateway < out[j].Gateway })
+	return out
+}
