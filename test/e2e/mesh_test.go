@@ -451,7 +451,24 @@ func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad st
 	time.Sleep(2 * time.Second)
 	act()
 	time.Sleep(3 * time.Second)
-	return ld.stop()
+	sent, failed, lastBad = ld.stop()
+	if failed > 0 {
+		e.t.Logf("warnings of the weft pods that run now (those that went are gone):\n%s", e.weftWarnings(60))
+	}
+	return sent, failed, lastBad
+}
+
+// weftWarnings returns the last n WARN and ERROR lines of the weft pods' logs, each
+// prefixed with its pod.
+func (e *env) weftWarnings(n int) string {
+	out, _ := e.kubectlErr("-n", "weft-system", "logs", "-l", "app.kubernetes.io/part-of=weft", "--prefix", "--tail=-1", "--max-log-requests=10")
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // restartAgentUnderLoad deletes node 1's agent pod while a client sends
@@ -596,7 +613,13 @@ func testRBAC(t *testing.T, e *env) {
 		{agent, "patch", "pods", "faces", false},
 		{ctl, "create", "pods/exec", "faces", false},
 		{ctl, "get", "pods/exec", "faces", false},
-		{ctl, "get", "secrets", "faces", false},
+		// Gateways name their certificates and CAs in Secrets of any namespace
+		// (certificateRefs, ReferenceGrant): the controller reads them, never
+		// writes one outside weft-system.
+		{ctl, "get", "secrets", "faces", true},
+		{ctl, "create", "secrets", "faces", false},
+		{ctl, "update", "secrets", "faces", false},
+		{ctl, "delete", "secrets", "faces", false},
 		{ctl, "patch", "httproutes.gateway.networking.k8s.io/status", "faces", true},
 		{ctl, "update", "httproutes.gateway.networking.k8s.io", "faces", false},
 		{ctl, "create", "tokenreviews.authentication.k8s.io", "", true},
