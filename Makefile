@@ -65,10 +65,14 @@ test: lint build lab-binaries ## run everything CI runs: unit, integration, priv
 	@# The end-to-end suites (lab + real traffic, zero-failure goals) run after the other
 	@# packages, not beside them: on 2 cores a parallel integration test slowed the agent
 	@# restart under test enough to change what it measured.
-	go test -json -count=1 -timeout 40m $$(go list ./... | grep -v '/test/e2e$$') > $(CACHE)/test.json; \
-	  go test -json -count=1 -timeout 40m ./test/e2e >> $(CACHE)/test.json; \
-	  (cd test/conformance && go test -json -count=1 -timeout 40m ./...) >> $(CACHE)/test.json; \
-	  go run ./test/summary -require-privileged < $(CACHE)/test.json
+	@# A run that fails before it tests (a go.mod to tidy, a build error) leaves no
+	@# test events for the summary to count: its exit status fails the target too.
+	rc=0; \
+	  go test -json -count=1 -timeout 40m $$(go list ./... | grep -v '/test/e2e$$') > $(CACHE)/test.json || rc=1; \
+	  go test -json -count=1 -timeout 40m ./test/e2e >> $(CACHE)/test.json || rc=1; \
+	  (cd test/conformance && go test -json -count=1 -timeout 40m ./...) >> $(CACHE)/test.json || rc=1; \
+	  go run ./test/summary -require-privileged < $(CACHE)/test.json || exit 1; \
+	  if [ $$rc != 0 ]; then echo "make test: a go test run failed outside its tests (see its errors above)"; exit 1; fi
 
 lab-up: build lab-binaries ## start a local lab cluster (2 nodes); KUBECONFIG=.cache/lab/kubeconfig
 	@bash test/deps.sh lab
