@@ -102,14 +102,33 @@ func (p *Client[K]) Close() {
 }
 
 // errStale: a reused connection was closed by the server before it
-// answered (it timed out idle), so the request can be sent again.
+// answered (it timed out idle), or could not take the request, so the
+// request can be sent again.
 var errStale = errors.New("reused upstream connection closed before answering")
+
+// errLost: a reused connection broke (reset, or the tunnel stream under it
+// closed as its node proxy finished draining) after the request was sent and
+// before any answer. The server may have seen the request: only an idempotent
+// one is sent again, as Go's http.Transport does.
+var errLost = errors.New("reused upstream connection failed before answering")
+
+// idempotent reports whether a request may be sent again after it may have
+// reached the server: the methods Go's http.Transport replays, or a request
+// that carries an idempotency key.
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
+}
 
 // RoundTrip sends out on a pooled connection to k and reads the response;
 // interim (1xx) responses other than 101 are skipped. The response body
 // returns the connection to the pool when read to the end and closed. A
-// reused connection that turns out closed is retried once on a fresh one
-// when the body can be replayed (out.GetBody, or no body). ctx ending
+// reused connection that turns out closed (errStale), or that breaks before
+// any answer to an idempotent request (errLost), is retried once on a fresh
+// one when the body can be replayed (out.GetBody, or no body). ctx ending
 // closes the connection.
 func (p *Client[K]) RoundTrip(ctx context.Context, k K, out *http.Request) (*http.Response, error) {
 	for try := 0; ; try++ {
@@ -122,7 +141,8 @@ func (p *Client[K]) RoundTrip(ctx context.Context, k K, out *http.Request) (*htt
 			resp.Body.(*clientBody[K]).pool = p
 			return resp, nil
 		}
-		if reused && try == 0 && errors.Is(err, errStale) && (out.GetBody != nil || out.Body == nil || out.Body == http.NoBody) {
+		again := errors.Is(err, errStale) || errors.Is(err, errLost) && idempotent(out)
+		if reused && try == 0 && again && (out.GetBody != nil || out.Body == nil || out.Body == http.NoBody) {
 			if out.GetBody != nil {
 				if out.Body, err = out.GetBody(); err != nil {
 					return nil, err
@@ -146,16 +166,20 @@ func (c *clientConn[K]) exchange(ctx context.Context, out *http.Request) (*http.
 		return nil, err
 	}
 	if err := out.Write(c.bw); err != nil {
-		return fail(err)
+		return fail(errors.Join(errStale, err))
 	}
 	if err := c.bw.Flush(); err != nil {
-		return fail(err)
+		return fail(errors.Join(errStale, err))
 	}
-	for {
+	for first := true; ; first = false {
 		resp, err := http.ReadResponse(c.br, out)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			switch {
+			case !first: // an interim response came: the server has the request
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 				err = errors.Join(errStale, err)
+			default:
+				err = errors.Join(errLost, err)
 			}
 			return fail(err)
 		}

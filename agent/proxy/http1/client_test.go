@@ -187,3 +187,40 @@ func TestClientWire(t *testing.T) {
 		t.Fatalf("backend saw %q", s)
 	}
 }
+
+// TestClientLostRetry: a kept-alive connection that breaks after the request was
+// sent and before any answer (a reset; in the mesh, the tunnel stream under it
+// closed as its node proxy finished draining) is retried once on a fresh one for an
+// idempotent request, never for one that may not be sent twice.
+func TestClientLostRetry(t *testing.T) {
+	// The first request on a connection is answered, the second read and reset.
+	resetSecond := func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		if r, err := http.ReadRequest(br); err == nil {
+			io.Copy(io.Discard, r.Body)
+			c.(*net.TCPConn).SetLinger(0) // RST, not FIN
+		}
+	}
+	addr := backend(t, resetSecond)
+	c, dials := counting(t)
+	roundTrip(t, c, addr, request("GET", ""))
+	if b := roundTrip(t, c, addr, request("GET", "")); b != "ok" {
+		t.Fatalf("GET after a reset: %q", b)
+	}
+	if dials.Load() != 2 {
+		t.Fatalf("%d dials, want 2", dials.Load())
+	}
+	// the fresh connection answered once; a POST on it is reset and not sent again
+	_, err := c.RoundTrip(context.Background(), addr, request("POST", "once"))
+	if !errors.Is(err, errLost) || errors.Is(err, errStale) {
+		t.Fatalf("POST after a reset: %v, want errLost only", err)
+	}
+	if dials.Load() != 2 {
+		t.Fatalf("the POST was sent again: %d dials", dials.Load())
+	}
+}
