@@ -57,53 +57,23 @@ func classify(oldObj, newObj any) change {
 		n, ok := newObj.(*discoveryv1.EndpointSlice)
 		return resolveIf(!ok || sliceChanged(o, n))
 	case *gwv1.HTTPRoute:
-		n, ok := newObj.(*gwv1.HTTPRoute)
-		if !ok {
-			return changeResolve
-		}
-		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+		return specStatusChange(o, newObj, func(x *gwv1.HTTPRoute) (*metav1.ObjectMeta, any, any) { return &x.ObjectMeta, x.Spec, x.Status })
 	case *gwv1.GRPCRoute:
-		n, ok := newObj.(*gwv1.GRPCRoute)
-		if !ok {
-			return changeResolve
-		}
-		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+		return specStatusChange(o, newObj, func(x *gwv1.GRPCRoute) (*metav1.ObjectMeta, any, any) { return &x.ObjectMeta, x.Spec, x.Status })
 	case *gwv1.TCPRoute:
-		n, ok := newObj.(*gwv1.TCPRoute)
-		if !ok {
-			return changeResolve
-		}
-		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+		return specStatusChange(o, newObj, func(x *gwv1.TCPRoute) (*metav1.ObjectMeta, any, any) { return &x.ObjectMeta, x.Spec, x.Status })
 	case *gwxv1a1.XBackendTrafficPolicy:
-		n, ok := newObj.(*gwxv1a1.XBackendTrafficPolicy)
-		if !ok {
-			return changeResolve
-		}
-		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+		return specStatusChange(o, newObj, func(x *gwxv1a1.XBackendTrafficPolicy) (*metav1.ObjectMeta, any, any) {
+			return &x.ObjectMeta, x.Spec, x.Status
+		})
 	case *gwv1.TLSRoute:
-		n, ok := newObj.(*gwv1.TLSRoute)
-		if !ok {
-			return changeResolve
-		}
-		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+		return specStatusChange(o, newObj, func(x *gwv1.TLSRoute) (*metav1.ObjectMeta, any, any) { return &x.ObjectMeta, x.Spec, x.Status })
 	case *gwv1.Gateway:
-		n, ok := newObj.(*gwv1.Gateway)
-		if !ok {
-			return changeResolve
-		}
-		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+		return specStatusChange(o, newObj, func(x *gwv1.Gateway) (*metav1.ObjectMeta, any, any) { return &x.ObjectMeta, x.Spec, x.Status })
 	case *gwv1.GatewayClass:
-		n, ok := newObj.(*gwv1.GatewayClass)
-		if !ok {
-			return changeResolve
-		}
-		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+		return specStatusChange(o, newObj, func(x *gwv1.GatewayClass) (*metav1.ObjectMeta, any, any) { return &x.ObjectMeta, x.Spec, x.Status })
 	case *gwv1.BackendTLSPolicy:
-		n, ok := newObj.(*gwv1.BackendTLSPolicy)
-		if !ok {
-			return changeResolve
-		}
-		return specOrStatus(&o.ObjectMeta, &n.ObjectMeta, o.Spec, n.Spec, o.Status, n.Status)
+		return specStatusChange(o, newObj, func(x *gwv1.BackendTLSPolicy) (*metav1.ObjectMeta, any, any) { return &x.ObjectMeta, x.Spec, x.Status })
 	case *gwv1.ReferenceGrant:
 		n, ok := newObj.(*gwv1.ReferenceGrant)
 		return resolveIf(!ok || !equality.Semantic.DeepEqual(o.Spec, n.Spec))
@@ -205,4 +175,16 @@ func sliceChanged(o, n *discoveryv1.EndpointSlice) bool {
 		o.AddressType != n.AddressType ||
 		!equality.Semantic.DeepEqual(o.Ports, n.Ports) ||
 		!equality.Semantic.DeepEqual(o.Endpoints, n.Endpoints)
+}
+
+// specStatusChange compares an object with its update of the same kind by spec and
+// status (specOrStatus); parts picks them out. An update of another type resolves.
+func specStatusChange[T any](o *T, newObj any, parts func(*T) (*metav1.ObjectMeta, any, any)) change {
+	n, ok := newObj.(*T)
+	if !ok {
+		return changeResolve
+	}
+	om, ospec, ostatus := parts(o)
+	nm, nspec, nstatus := parts(n)
+	return specOrStatus(om, nm, ospec, nspec, ostatus, nstatus)
 }
