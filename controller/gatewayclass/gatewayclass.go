@@ -78,14 +78,22 @@ func New(cfg Config) (*Ensurer, error) {
 	return &Ensurer{cfg: cfg, log: cfg.Logger}, nil
 }
 
-// Run ensures every Interval until ctx ends. A missing GatewayClass CRD is not an
+// Run ensures every Interval until ctx ends; until it has checked once as the
+// leader it looks every second, so the class appears right after an install
+// (the replicas start as followers). A missing GatewayClass CRD is not an
 // error: it is looked for again each round (logged once).
 func (e *Ensurer) Run(ctx context.Context) {
-	t := time.NewTicker(e.cfg.Interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
-	missing := false
+	missing, checked := false, false
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 		if e.cfg.IsLeader() {
+			checked = true
 			created, err := e.Ensure(ctx)
 			switch {
 			case apierrors.IsNotFound(err):
@@ -102,10 +110,10 @@ func (e *Ensurer) Run(ctx context.Context) {
 				}
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		if checked {
+			t.Reset(e.cfg.Interval)
+		} else {
+			t.Reset(min(time.Second, e.cfg.Interval))
 		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -103,5 +105,31 @@ func TestEnsureListError(t *testing.T) {
 	}
 	if creates(c) != 0 {
 		t.Error("created a class without knowing the cluster has none")
+	}
+}
+
+// The replicas start as followers: the class is created within about a second of
+// one becoming the leader, not one long Interval later.
+func TestRunCreatesSoonAfterLeadership(t *testing.T) {
+	cs := fake.NewSimpleClientset()
+	var leader atomic.Bool
+	e, err := New(Config{Client: cs, IsLeader: leader.Load, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.Run(ctx)
+	time.Sleep(1500 * time.Millisecond)
+	if n := creates(cs); n != 0 {
+		t.Fatalf("a follower created %d classes", n)
+	}
+	leader.Store(true)
+	deadline := time.Now().Add(3 * time.Second)
+	for creates(cs) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no class 3s after becoming the leader (Interval is an hour)")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
