@@ -134,7 +134,7 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 		cancel()
 		return nil, err
 	}
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	resp.Body = forward.CancelOnClose(resp.Body, cancel)
 	return resp, nil
 }
 
@@ -158,19 +158,6 @@ func (u *upstreams) endpoint(out *http.Request, x *exchange, cluster string, sti
 	}
 	x.session = res
 	return ep, nil
-}
-
-// cancelBody ends an attempt's context when its body is closed (a backend
-// request timeout covers reading the response).
-type cancelBody struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (b *cancelBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
 }
 
 // replayable reports whether the request can be sent more than once.

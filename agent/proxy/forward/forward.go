@@ -6,6 +6,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -69,4 +70,22 @@ func Answer(err error, ctx, reqCtx context.Context) (code int, msg string) {
 	default:
 		return http.StatusBadGateway, "upstream failed"
 	}
+}
+
+// CancelOnClose returns body that also calls cancel once it is closed: an
+// attempt's context (a backend request timeout) then covers reading the
+// response, and ends with it.
+func CancelOnClose(body io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
+	return &cancelBody{ReadCloser: body, cancel: cancel}
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }

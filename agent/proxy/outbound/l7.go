@@ -319,7 +319,7 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 		return nil, err
 	}
 	if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok && resp.Body != nil {
-		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: c}
+		resp.Body = forward.CancelOnClose(resp.Body, c)
 	}
 	return resp, nil
 }
@@ -328,17 +328,6 @@ type cancelKey struct{}
 
 func withCancelOnClose(ctx context.Context, cancel context.CancelFunc) context.Context {
 	return context.WithValue(ctx, cancelKey{}, cancel)
-}
-
-type cancelBody struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (b *cancelBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
 }
 
 // writeResponse copies the backend's response to the client: headers
