@@ -22,7 +22,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -38,6 +37,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
+	"github.com/weft-mesh/weft/agent/proxy/relay"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
 )
@@ -324,8 +324,6 @@ func (s *Server) Close() error {
 	return nil
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.Stream, authority string, h http.Header) {
 	defer st.Close()
 	peer, err := peerID(cs)
@@ -371,29 +369,7 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 	if err := st.Respond(http.StatusOK); err != nil {
 		return
 	}
-	up := make(chan struct{})
-	go func() {
-		defer close(up)
-		bp := bufPool.Get().(*[]byte)
-		_, err := io.CopyBuffer(pod, st, *bp)
-		bufPool.Put(bp)
-		if err != nil {
-			pod.Close()
-			return
-		}
-		if cw, ok := pod.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-	}()
-	bp := bufPool.Get().(*[]byte)
-	_, err = io.CopyBuffer(st, pod, *bp)
-	bufPool.Put(bp)
-	if err == nil {
-		st.CloseWrite()
-	} else {
-		st.Close()
-	}
-	<-up
+	relay.Splice(pod, st)
 }
 
 func peerID(cs *tls.ConnectionState) (spiffeid.ID, error) {

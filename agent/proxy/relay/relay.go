@@ -1,18 +1,17 @@
 // Package relay copies bytes between two connections, both ways at once,
 // propagating half-closes: the L4 forwarding of the node proxy and the
-// gateway.
+// gateway, and the node proxy's inbound between a tunnel stream and its pod.
 package relay
 
 import (
 	"io"
-	"net"
 	"sync"
 )
 
 // HalfCloser is a connection that can end its sending side alone: a tunnel
 // stream, a TCP or a TLS connection.
 type HalfCloser interface {
-	net.Conn
+	io.ReadWriteCloser
 	CloseWrite() error
 }
 
@@ -20,7 +19,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 // Splice copies both directions, propagating half-closes, and returns when
 // both are done (or one side fails, which closes both).
-func Splice(c net.Conn, up HalfCloser) {
+func Splice(c io.ReadWriteCloser, up HalfCloser) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
