@@ -42,6 +42,7 @@ import (
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/gateway"
 	"github.com/weft-mesh/weft/controller/gatewayclass"
+	"github.com/weft-mesh/weft/controller/owner"
 	"github.com/weft-mesh/weft/controller/provision"
 	"github.com/weft-mesh/weft/controller/push"
 	"github.com/weft-mesh/weft/controller/resolve"
@@ -140,7 +141,7 @@ type Controller struct {
 	mesh    *xmesh.Reconciler
 	class   *gatewayclass.Ensurer
 	prov    *provision.Applier
-	owner   func(context.Context) (metav1.OwnerReference, error) // of created objects; nil: none
+	owner   owner.Func // of created objects; nil: none
 	grpc    *grpc.Server
 	grpcLis net.Listener
 	health  *http.Server
@@ -233,7 +234,7 @@ func New(cfg Config) (*Controller, error) {
 	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	c.owner = clusterRoleOwner(kube, cfg.OwnerClusterRole)
+	c.owner = owner.ClusterRole(kube, cfg.OwnerClusterRole)
 	if c.mesh, err = xmesh.New(xmesh.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
@@ -741,21 +742,4 @@ func (c *Controller) ownLease(ctx context.Context) error {
 		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 		return err
 	})
-}
-
-// clusterRoleOwner returns the owner reference of the named ClusterRole (nil when name
-// is empty). The reference does not block the owner's deletion (that would need the
-// finalizers permission). Namespaced and cluster-scoped objects may both have a
-// cluster-scoped owner.
-func clusterRoleOwner(kube kubernetes.Interface, name string) func(context.Context) (metav1.OwnerReference, error) {
-	if name == "" {
-		return nil
-	}
-	return func(ctx context.Context) (metav1.OwnerReference, error) {
-		cr, err := kube.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return metav1.OwnerReference{}, fmt.Errorf("get owner ClusterRole %s: %w", name, err)
-		}
-		return metav1.OwnerReference{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: cr.Name, UID: cr.UID}, nil
-	}
 }

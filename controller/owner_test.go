@@ -9,6 +9,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weft-mesh/weft/controller/owner"
 	"github.com/weft-mesh/weft/test/kubetest"
 )
 
@@ -30,7 +31,7 @@ func TestIntegrationLeaseOwned(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"new", "old"} {
-		c := &Controller{cfg: Config{Namespace: "weft-system", LeaseName: name}, kube: kc.Client, owner: clusterRoleOwner(kc.Client, "weft-controller")}
+		c := &Controller{cfg: Config{Namespace: "weft-system", LeaseName: name}, kube: kc.Client, owner: owner.ClusterRole(kc.Client, "weft-controller")}
 		for range 2 {
 			if err := c.ownLease(ctx); err != nil {
 				t.Fatalf("lease %s: %v", name, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/controller/agentauth"
 	"github.com/weft-mesh/weft/controller/ca"
+	"github.com/weft-mesh/weft/controller/owner"
 )
 
 // ReplicaConfig configures Run.
@@ -90,7 +91,7 @@ func newReplica(cfg ReplicaConfig) (*replica, error) {
 		PodAuthenticator: auth,
 		GatewayOf:        r.gatewayOf,
 		OnBundleChange:   r.bundleChanged,
-		Owner:            clusterRoleOwner(kube, c.OwnerClusterRole),
+		Owner:            owner.ClusterRole(kube, c.OwnerClusterRole),
 		Logger:           c.Logger,
 	})
 	if err != nil {

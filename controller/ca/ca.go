@@ -23,6 +23,7 @@ import (
 
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/controller/owner"
 )
 
 // DefaultSecretName is the root Secret's name when Config sets none.
@@ -70,7 +71,7 @@ type Config struct {
 	// Owner, when set, names the object the Secret and ConfigMap the CA creates are
 	// owned by, so that the garbage collector removes them when Weft is uninstalled.
 	// A root Secret the user created is never given an owner.
-	Owner  func(ctx context.Context) (metav1.OwnerReference, error)
+	Owner  owner.Func
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -193,7 +194,7 @@ func (c *CA) EnsureRoot(ctx context.Context) error {
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: c.cfg.SecretName, Namespace: c.cfg.Namespace, Annotations: ann,
 			Labels:          map[string]string{"app.kubernetes.io/managed-by": "weft-controller"},
-			OwnerReferences: c.ownerRefs(ctx)},
+			OwnerReferences: c.cfg.Owner.Refs(ctx, c.log, "the CA Secret")},
 		Type: corev1.SecretTypeTLS,
 		Data: data,
 	}
@@ -304,18 +305,4 @@ func (c *CA) watchOnce(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// ownerRefs are the owner references of an object the CA creates: Config.Owner's, or
-// none (logged) when it is unset or cannot be read.
-func (c *CA) ownerRefs(ctx context.Context) []metav1.OwnerReference {
-	if c.cfg.Owner == nil {
-		return nil
-	}
-	ref, err := c.cfg.Owner(ctx)
-	if err != nil {
-		c.log.Warn("created without an owner: an uninstall will leave it behind", logkey.Error, err)
-		return nil
-	}
-	return []metav1.OwnerReference{ref}
 }

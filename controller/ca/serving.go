@@ -105,7 +105,7 @@ func (c *CA) PublishBundle(ctx context.Context, name string) error {
 		_, err = cms.Create(ctx, &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.cfg.Namespace,
 				Labels:          map[string]string{"app.kubernetes.io/managed-by": "weft-controller"},
-				OwnerReferences: c.ownerRefs(ctx)},
+				OwnerReferences: c.cfg.Owner.Refs(ctx, c.log, "the CA bundle ConfigMap")},
 			Data: data,
 		}, metav1.CreateOptions{})
 		if err != nil {

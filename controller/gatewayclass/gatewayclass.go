@@ -21,6 +21,7 @@ import (
 
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/controller/owner"
 )
 
 // DefaultInterval between two checks: the class is created once at install;
@@ -51,7 +52,7 @@ type Config struct {
 	Interval time.Duration
 	// Owner, when set, names the object the default class is owned by (the
 	// controller's ClusterRole), so that an uninstall removes it.
-	Owner  func(ctx context.Context) (metav1.OwnerReference, error)
+	Owner  owner.Func
 	Logger *slog.Logger
 }
 
@@ -129,7 +130,9 @@ func (e *Ensurer) Ensure(ctx context.Context) (bool, error) {
 	if slices.ContainsFunc(list.Items, func(c gwv1.GatewayClass) bool { return Ours(&c) }) {
 		return false, nil
 	}
-	_, err = api.Create(ctx, e.withOwner(ctx, Default()), metav1.CreateOptions{})
+	c := Default() // created without an owner too: Gateways need a class
+	c.OwnerReferences = e.cfg.Owner.Refs(ctx, e.log, "the default GatewayClass "+c.Name)
+	_, err = api.Create(ctx, c, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):
 		return false, fmt.Errorf("create GatewayClass %s: the name is taken by another controller's class; create a class with controllerName %s under another name",
@@ -138,19 +141,4 @@ func (e *Ensurer) Ensure(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("create GatewayClass %s: %w", mesh.GatewayClassName, err)
 	}
 	return true, nil
-}
-
-// withOwner sets Config.Owner on c; without one, c is created anyway (Gateways need
-// a class) and the log says what an uninstall leaves behind.
-func (e *Ensurer) withOwner(ctx context.Context, c *gwv1.GatewayClass) *gwv1.GatewayClass {
-	if e.cfg.Owner == nil {
-		return c
-	}
-	ref, err := e.cfg.Owner(ctx)
-	if err != nil {
-		e.log.Warn("the default GatewayClass gets no owner: an uninstall will leave it behind", logkey.Name, c.Name, logkey.Error, err)
-		return c
-	}
-	c.OwnerReferences = []metav1.OwnerReference{ref}
-	return c
 }

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/gateway-api/pkg/features"
 
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/controller/owner"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -93,7 +94,7 @@ type Config struct {
 	// garbage collector removes it when Weft is uninstalled (the controller's
 	// ClusterRole: cluster-scoped like the XMesh, and deleted by both `helm
 	// uninstall` and `kubectl delete -k`, which leave the CRDs or take them along).
-	Owner  func(ctx context.Context) (metav1.OwnerReference, error)
+	Owner  owner.Func
 	Logger *slog.Logger
 }
 
@@ -172,18 +173,10 @@ func Default() *xv1a1.XMesh {
 func ptr[T any](v T) *T { return &v }
 
 // defaultMesh is Default owned by Config.Owner; without an owner it is created anyway
-// (a mesh without its XMesh has no status to show) and the log says what is left behind.
+// (a mesh without its XMesh has no status to show).
 func (r *Reconciler) defaultMesh(ctx context.Context) *xv1a1.XMesh {
 	m := Default()
-	if r.cfg.Owner == nil {
-		return m
-	}
-	ref, err := r.cfg.Owner(ctx)
-	if err != nil {
-		r.log.Warn("the default XMesh gets no owner: an uninstall will leave it behind", logkey.Name, m.Name, logkey.Error, err)
-		return m
-	}
-	m.OwnerReferences = []metav1.OwnerReference{ref}
+	m.OwnerReferences = r.cfg.Owner.Refs(ctx, r.log, "the default XMesh "+m.Name)
 	return m
 }
 
