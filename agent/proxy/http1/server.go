@@ -179,11 +179,14 @@ type conn struct {
 	bw  *bufio.Writer
 	// refused: the server answered a request itself and closes
 	refused bool
+	// unread: it closes with request body it did not read past
+	unread bool
 }
 
 // lingerMax and lingerTime bound what is read past, and for how long,
-// after a refusal, so that the client reads the answer instead of a reset
-// (closing with unread input sends RST), as net/http does.
+// after a refusal or a request body too large to skip, so that the client
+// reads the answer instead of a reset (closing with unread input sends RST),
+// as net/http does.
 const (
 	lingerMax  = 256 << 10
 	lingerTime = 500 * time.Millisecond
@@ -231,7 +234,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	if hijacked {
 		return // the upgrade owns (and closes) the connection and buffers
 	}
-	if cn.refused {
+	if cn.refused || cn.unread {
 		lingerClose(c)
 	}
 	c.Close()
@@ -270,6 +273,7 @@ func (cn *conn) serve() (hijacked bool) {
 			return false
 		}
 		if !skipBody(req, ec) {
+			cn.unread = true
 			return false
 		}
 		cn.lc.release() // the request is done: its header is no longer held
