@@ -255,6 +255,11 @@ func (cn *conn) serve() (hijacked bool) {
 		if !ok {
 			return false
 		}
+		var body *reqBody
+		if req.Body != nil && req.Body != http.NoBody {
+			body = &reqBody{src: req.Body}
+			req.Body = body
+		}
 		w := cn.newResponse(req)
 		ec, ok := cn.expect(req, w)
 		if !ok {
@@ -272,7 +277,7 @@ func (cn *conn) serve() (hijacked bool) {
 		if err := w.finish(); err != nil || w.closeAfter {
 			return false
 		}
-		if !skipBody(req, ec) {
+		if !skipBody(body, ec) {
 			cn.unread = true
 			return false
 		}
@@ -394,17 +399,58 @@ func (cn *conn) run(w *response, req *http.Request) (ok bool) {
 
 // skipBody reads past what the handler left of the request body so the
 // next request can be read; false when that is not possible.
-func skipBody(req *http.Request, ec *expectContinue) bool {
+func skipBody(body *reqBody, ec *expectContinue) bool {
 	if ec != nil && !ec.sent {
 		return false // the client may be holding the body back: it cannot be skipped
 	}
-	if req.Body != nil && req.Body != http.NoBody {
-		n, err := io.CopyN(io.Discard, req.Body, maxDrainBody+1)
-		if n > maxDrainBody || err != io.EOF {
-			return false
-		}
+	return body == nil || body.skip(maxDrainBody)
+}
+
+// reqBody is a request's body as the handler sees it. Closing it (as
+// Request.Write does with a body it forwarded) ends the handler's reads, not
+// the connection's: the server reads past what is left afterwards, so a body
+// read to its end keeps the connection, as with net/http. The lock orders a
+// forwarder still reading (an HTTP/2 transport writes bodies on its own
+// goroutine) before the server's skip.
+type reqBody struct {
+	mu     sync.Mutex
+	src    io.Reader
+	eof    bool
+	closed bool
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
 	}
-	return true
+	n, err := b.src.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *reqBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+// skip closes the body for the handler and reads past up to max bytes of
+// what is left of it; false when more is left, or it did not end well.
+func (b *reqBody) skip(max int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.eof {
+		return true
+	}
+	n, err := io.CopyN(io.Discard, b.src, max+1)
+	b.eof = err == io.EOF
+	return n <= max && b.eof
 }
 
 func isTimeout(err error) bool {

@@ -294,6 +294,36 @@ func TestUnreadBody(t *testing.T) {
 	}
 }
 
+// TestForwardedBodyKeepsTheConnection: a handler that forwards the body
+// (Request.Write reads it to the end and closes it) leaves the connection
+// open for the next request; one that closes it unread has the rest skipped.
+func TestForwardedBodyKeepsTheConnection(t *testing.T) {
+	forward := func(_ context.Context, w http.ResponseWriter, r *http.Request) {
+		out, _ := http.NewRequest(r.Method, "http://backend/", r.Body)
+		out.ContentLength = r.ContentLength
+		if err := out.Write(io.Discard); err != nil {
+			t.Errorf("forwarding: %v", err)
+		}
+		r.Body.Close() // as a transport does once it sent the body
+		if _, err := r.Body.Read(make([]byte, 1)); r.Body != http.NoBody && err != http.ErrBodyReadAfterClose {
+			t.Errorf("read after close: %v, want ErrBodyReadAfterClose", err)
+		}
+		io.WriteString(w, "ok")
+	}
+	closeUnread := func(_ context.Context, w http.ResponseWriter, r *http.Request) {
+		r.Body.Close()
+		io.WriteString(w, "ok")
+	}
+	for name, h := range map[string]Handler{"forwarded": forward, "closed unread": closeUnread} {
+		c, br := serve(t, Config{Handler: h})
+		go io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"+"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		read(t, br, "POST")
+		if resp := read(t, br, "GET"); body(resp) != "ok" {
+			t.Fatalf("%s: second request not served", name)
+		}
+	}
+}
+
 func TestHandlerPanic(t *testing.T) {
 	c, br := serve(t, Config{Handler: func(context.Context, http.ResponseWriter, *http.Request) { panic("boom") }})
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
