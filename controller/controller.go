@@ -465,7 +465,7 @@ func (c *Controller) resolveGateways(mesh resolve.Input) (gateway.Output, bool) 
 	}
 	in.Options.Mesh = mesh.Options
 	in.Options.ReservedPorts = gatewayReservedPorts
-	in.Provisioned = provision.Provisioned(in.Gateways, in.Services)
+	in.Provisioned = provision.Provisioned(in.Gateways, in.Services, in.Pods)
 	c.gateways = in.Gateways
 	return c.safeResolveGateways(in)
 }
@@ -480,11 +480,10 @@ func (c *Controller) provisions(out *gateway.Output, anchors [][]byte) []provisi
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	p := provision.Params{
-		Image:       c.cfg.GatewayImage,
-		Controller:  "weft-controller." + c.cfg.Namespace + ".svc" + grpcPort(c.cfg.GRPCAddr),
-		CABundle:    bundle,
-		TrustDomain: c.cfg.TrustDomain,
-		LogLevel:    c.cfg.LogLevel,
+		Image:      c.cfg.GatewayImage,
+		Controller: "weft-controller." + c.cfg.Namespace + ".svc" + grpcPort(c.cfg.GRPCAddr),
+		CABundle:   bundle,
+		LogLevel:   c.cfg.LogLevel,
 	}
 	accepted := map[[2]string]bool{}
 	for _, g := range out.IR {

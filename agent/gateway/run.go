@@ -54,7 +54,8 @@ type RunConfig struct {
 // unreachable (502, and the identity manager logs each refused Sign) while
 // plaintext backends are served.
 func Run(ctx context.Context, cfg RunConfig) error {
-	log := cmp.Or(cfg.Logger, slog.Default()).With(logkey.Gateway, cfg.Gateway)
+	base := cmp.Or(cfg.Logger, slog.Default())
+	log := base.With(logkey.Gateway, cfg.Gateway)
 	cfg.GracePeriod = cmp.Or(cfg.GracePeriod, 20*time.Second)
 	var ids *identity.Manager
 	conn, err := dialController(cfg.ControllerAddr, cfg.ControllerCAFile, func() *identity.Manager { return ids })
@@ -75,7 +76,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return err
 	}
 	client, err := policyclient.New(policyclient.Config{
-		Gateway: cfg.Gateway, Conn: conn, Token: cfg.Token, Log: log,
+		Gateway: cfg.Gateway, Conn: conn, Token: cfg.Token, Log: base, // it names the Gateway itself
 		ApplyGateway: func(p *weftv1.GatewayPolicy) error { return applyWithIdentity(g, ids, p) },
 	})
 	if err != nil {

@@ -5,6 +5,11 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/controller/provision"
 )
 
 func TestKubepodsAncestor(t *testing.T) {
@@ -58,14 +63,20 @@ func TestLogLevel(t *testing.T) {
 	}
 }
 
-// TestGatewayFlags: the controller provisions exactly these flags.
+// TestGatewayFlags: the command line the controller provisions (every
+// parameter set) is the one `weft-agent gateway` parses.
 func TestGatewayFlags(t *testing.T) {
-	f, err := parseGateway([]string{"--gateway=infra/gw", "--controller=weft-controller.weft-system.svc:15012",
-		"--controller-ca=/ca.crt", "--token-file=/tok", "--health-addr=:15021"})
-	if err != nil {
-		t.Fatal(err)
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: "gw"}}
+	args := provision.Args(gw, provision.Params{Image: "img", Controller: "weft-controller.weft-system.svc:15012", CABundle: []byte("PEM"), LogLevel: "debug"})
+	if args[0] != "gateway" {
+		t.Fatalf("provisioned command %q, want gateway", args)
 	}
-	if f.gateway != "infra/gw" || f.controllerCA != "/ca.crt" || f.tokenFile != "/tok" || f.healthAddr != ":15021" {
+	f, err := parseGateway(args[1:])
+	if err != nil {
+		t.Fatalf("provisioned flags %q: %v", args, err)
+	}
+	if f.gateway != "infra/gw" || f.controller != "weft-controller.weft-system.svc:15012" || f.controllerCA != "/var/run/secrets/weft/ca.crt" ||
+		f.tokenFile != "/var/run/secrets/weft/token" || f.healthAddr != ":15021" || f.logLevel != slog.LevelDebug {
 		t.Fatalf("flags = %+v", f)
 	}
 	for _, bad := range []string{"", "gw", "/gw", "infra/", "a/b/c"} {

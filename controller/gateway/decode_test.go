@@ -47,6 +47,9 @@ type caseProvisioned struct {
 	Name      string                      `json:"name"`
 	Addresses []gwv1.GatewayStatusAddress `json:"addresses,omitempty"`
 	Unusable  map[string]string           `json:"unusable,omitempty"`
+	// NotReady: no pod of the data plane is Ready (else one is)
+	NotReady bool   `json:"notReady,omitempty"`
+	Workload string `json:"workload,omitempty"`
 }
 
 // defaultBundle is the CRDs of the standard channel at the pinned version.
@@ -156,14 +159,18 @@ func applyOptions(in *Input, o caseOptions) {
 	listed := map[string]bool{}
 	for _, p := range o.Provisioned {
 		listed[p.Namespace+"/"+p.Name] = true
-		in.Provisioned = append(in.Provisioned, Provisioned(p))
+		ready := 1
+		if p.NotReady {
+			ready = 0
+		}
+		in.Provisioned = append(in.Provisioned, Provisioned{Namespace: p.Namespace, Name: p.Name, Addresses: p.Addresses, Unusable: p.Unusable, ReadyPods: ready, Workload: p.Workload})
 	}
 	for _, gw := range in.Gateways {
 		k := gw.Namespace + "/" + gw.Name
 		if listed[k] || slices.Contains(o.Pending, k) {
 			continue
 		}
-		p := Provisioned{Namespace: gw.Namespace, Name: gw.Name}
+		p := Provisioned{Namespace: gw.Namespace, Name: gw.Name, ReadyPods: 1}
 		for _, a := range addrs {
 			t := gwv1.IPAddressType
 			p.Addresses = append(p.Addresses, gwv1.GatewayStatusAddress{Type: &t, Value: a})

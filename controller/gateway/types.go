@@ -46,6 +46,13 @@ type Provisioned struct {
 	// Unusable maps a requested spec.addresses value to why it cannot be
 	// assigned (for example: not in the load balancer's pool, in use).
 	Unusable map[string]string
+	// ReadyPods counts the data plane's Ready pods: a pod is Ready once it
+	// applied the Gateway's configuration. With none the Gateway is not
+	// Programmed, whatever its addresses.
+	ReadyPods int
+	// Workload names the data plane's pods for messages ("Deployment
+	// infra/gw-weft-gateway").
+	Workload string
 }
 
 // Input is a consistent snapshot of every object this package reads.

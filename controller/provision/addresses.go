@@ -5,6 +5,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/controller/gateway"
 )
 
@@ -13,12 +14,20 @@ import (
 // plane can be reached on: the load balancer's ingress (IPs and
 // hostnames), or, while the cluster assigns none (no load balancer
 // controller), the Service's cluster IPs. A Gateway without its Service is
-// not provisioned yet.
-func Provisioned(gateways []gwv1.Gateway, services []corev1.Service) []gateway.Provisioned {
+// not provisioned yet. ReadyPods counts the Gateway's data plane pods (in
+// pods, by the weft.dev/gateway label) that are Ready and not terminating.
+func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []corev1.Pod) []gateway.Provisioned {
 	type key struct{ ns, name string }
 	byName := map[key]*corev1.Service{}
 	for i := range services {
 		byName[key{services[i].Namespace, services[i].Name}] = &services[i]
+	}
+	ready := map[key]int{}
+	for i := range pods {
+		p := &pods[i]
+		if name, ok := p.Labels[mesh.LabelGateway]; ok && p.DeletionTimestamp == nil && podReady(p) {
+			ready[key{p.Namespace, name}]++
+		}
 	}
 	var out []gateway.Provisioned
 	for i := range gateways {
@@ -27,9 +36,19 @@ func Provisioned(gateways []gwv1.Gateway, services []corev1.Service) []gateway.P
 		if svc == nil || !controlledBy(svc.OwnerReferences, gw) {
 			continue
 		}
-		out = append(out, gateway.Provisioned{Namespace: gw.Namespace, Name: gw.Name, Addresses: Addresses(svc)})
+		out = append(out, gateway.Provisioned{Namespace: gw.Namespace, Name: gw.Name, Addresses: Addresses(svc),
+			ReadyPods: ready[key{gw.Namespace, Name(gw.Name)}], Workload: "Deployment " + gw.Namespace + "/" + Name(gw.Name)})
 	}
 	return out
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func controlledBy(refs []metav1.OwnerReference, gw *gwv1.Gateway) bool {

@@ -20,9 +20,6 @@ func Args(gw *gwv1.Gateway, p Params) []string {
 		"--token-file=" + SecretsDir + "/token",
 		"--health-addr=:" + itoa(mesh.HealthPort),
 	}
-	if p.TrustDomain != "" {
-		args = append(args, "--trust-domain="+p.TrustDomain)
-	}
 	if p.LogLevel != "" {
 		args = append(args, "--log-level="+p.LogLevel)
 	}
@@ -57,6 +54,7 @@ func podSpec(gw *gwv1.Gateway, name string, p Params) corev1.PodSpec {
 			RunAsUser:      ptr[int64](runAsUser),
 			RunAsGroup:     ptr[int64](runAsUser),
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			Sysctls:        lowPortSysctls(low),
 		},
 		Containers: []corev1.Container{{
 			Name:            "gateway",
@@ -72,7 +70,7 @@ func podSpec(gw *gwv1.Gateway, name string, p Params) corev1.PodSpec {
 				HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(mesh.HealthPort)}}},
 			LivenessProbe: &corev1.Probe{PeriodSeconds: 10, FailureThreshold: 3, ProbeHandler: corev1.ProbeHandler{
 				HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(mesh.HealthPort)}}},
-			SecurityContext: containerSecurity(low),
+			SecurityContext: containerSecurity(),
 			VolumeMounts:    []corev1.VolumeMount{{Name: "weft", MountPath: SecretsDir, ReadOnly: true}},
 		}},
 		Volumes: []corev1.Volume{{Name: "weft", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
@@ -88,18 +86,27 @@ func podSpec(gw *gwv1.Gateway, name string, p Params) corev1.PodSpec {
 	return pod
 }
 
-// containerSecurity: non-root, nothing but NET_BIND_SERVICE, and that only
-// when a listener port is below 1024.
-func containerSecurity(lowPorts bool) *corev1.SecurityContext {
-	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
-	if lowPorts {
-		caps.Add = []corev1.Capability{"NET_BIND_SERVICE"}
-	}
+// containerSecurity: non-root, no capability at all.
+func containerSecurity() *corev1.SecurityContext {
 	return &corev1.SecurityContext{
 		AllowPrivilegeEscalation: ptr(false),
 		ReadOnlyRootFilesystem:   ptr(true),
-		Capabilities:             caps,
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 	}
+}
+
+// lowPortSysctls let the non-root data plane bind listener ports below
+// 1024 in its own network namespace. A capability cannot: a runtime gives
+// a non-root process no capability from securityContext.capabilities.add
+// (they land in the bounding set only), so NET_BIND_SERVICE would need a
+// file capability on the binary. net.ipv4.ip_unprivileged_port_start is in
+// the kubelet's safe set (Kubernetes 1.22+) and is what Istio's gateways
+// set too.
+func lowPortSysctls(lowPorts bool) []corev1.Sysctl {
+	if !lowPorts {
+		return nil
+	}
+	return []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}
 }
 
 func pullPolicy(p corev1.PullPolicy) corev1.PullPolicy {

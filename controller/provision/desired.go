@@ -63,8 +63,9 @@ type Params struct {
 	Controller string
 	// CABundle is the PEM bundle the controller publishes (weft-ca-bundle).
 	CABundle []byte
-	// TrustDomain, LogLevel: passed on when set.
-	TrustDomain, LogLevel string
+	// LogLevel: passed on when set. (The trust domain is not a flag: the
+	// data plane learns its identity from its policy.)
+	LogLevel string
 }
 
 // Objects are one Gateway's data plane.

@@ -46,7 +46,7 @@ func gw(listeners ...gwv1.Listener) *gwv1.Gateway {
 	}
 }
 
-var params = Params{Image: "ghcr.io/weft-mesh/weft-agent:v1", Controller: "weft-controller.weft-system.svc:15012", CABundle: []byte("PEM"), TrustDomain: "example.org"}
+var params = Params{Image: "ghcr.io/weft-mesh/weft-agent:v1", Controller: "weft-controller.weft-system.svc:15012", CABundle: []byte("PEM")}
 
 func TestDesired(t *testing.T) {
 	for _, tc := range []struct {
@@ -116,15 +116,22 @@ func TestDesired(t *testing.T) {
 			}
 			c := pod.Spec.Containers[0]
 			wantArgs := []string{"gateway", "--gateway=infra/edge", "--controller=weft-controller.weft-system.svc:15012",
-				"--controller-ca=/var/run/secrets/weft/ca.crt", "--token-file=/var/run/secrets/weft/token", "--health-addr=:15021", "--trust-domain=example.org"}
+				"--controller-ca=/var/run/secrets/weft/ca.crt", "--token-file=/var/run/secrets/weft/token", "--health-addr=:15021"}
 			if !slices.Equal(c.Args, wantArgs) || c.Image != params.Image {
 				t.Errorf("args %v, want %v", c.Args, wantArgs)
 			}
 			if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.IntValue() != mesh.HealthPort {
 				t.Errorf("readiness %+v", c.ReadinessProbe)
 			}
-			if add := c.SecurityContext.Capabilities.Add; tc.bindLow != slices.Equal(add, []corev1.Capability{"NET_BIND_SERVICE"}) || (!tc.bindLow && len(add) > 0) {
-				t.Errorf("capabilities %v, NET_BIND_SERVICE wanted: %v", add, tc.bindLow)
+			if add := c.SecurityContext.Capabilities.Add; len(add) > 0 {
+				t.Errorf("capabilities %v added; the data plane needs none", add)
+			}
+			wantSysctls := []corev1.Sysctl(nil)
+			if tc.bindLow {
+				wantSysctls = []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}
+			}
+			if got := pod.Spec.SecurityContext.Sysctls; !slices.Equal(got, wantSysctls) {
+				t.Errorf("sysctls %v, want %v", got, wantSysctls)
 			}
 			if len(c.Ports) != len(tc.ports)+1 {
 				t.Errorf("container ports %v", c.Ports)
@@ -143,12 +150,33 @@ func TestProvisionedAddresses(t *testing.T) {
 	svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "10.0.0.7", []string{"10.0.0.7"}
 	stranger := svc.DeepCopy()
 	stranger.OwnerReferences = nil
-	if got := Provisioned([]gwv1.Gateway{*g}, []corev1.Service{*stranger}); len(got) != 0 {
+	if got := Provisioned([]gwv1.Gateway{*g}, []corev1.Service{*stranger}, nil); len(got) != 0 {
 		t.Errorf("a Service the Gateway does not control counts: %+v", got)
 	}
-	got := Provisioned([]gwv1.Gateway{*g}, []corev1.Service{*svc})
+	got := Provisioned([]gwv1.Gateway{*g}, []corev1.Service{*svc}, nil)
 	if len(got) != 1 || len(got[0].Addresses) != 1 || got[0].Addresses[0].Value != "10.0.0.7" {
 		t.Fatalf("no load balancer: %+v, want the cluster IP", got)
+	}
+	if got[0].ReadyPods != 0 || got[0].Workload != "Deployment "+g.Namespace+"/"+Name(g.Name) {
+		t.Errorf("no pods: %+v", got[0])
+	}
+	// only the Gateway's own pods that are Ready and not terminating count
+	pod := func(name, gateway string, ready corev1.ConditionStatus, deleting bool) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: g.Namespace, Name: name, Labels: map[string]string{mesh.LabelGateway: gateway}},
+			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}}}
+		if deleting {
+			p.DeletionTimestamp = &metav1.Time{}
+		}
+		return p
+	}
+	pods := []corev1.Pod{
+		pod("a", Name(g.Name), corev1.ConditionTrue, false),
+		pod("b", Name(g.Name), corev1.ConditionFalse, false),
+		pod("c", Name(g.Name), corev1.ConditionTrue, true),
+		pod("d", "other-weft-gateway", corev1.ConditionTrue, false),
+	}
+	if got := Provisioned([]gwv1.Gateway{*g}, []corev1.Service{*svc}, pods); got[0].ReadyPods != 1 {
+		t.Errorf("ready pods %d, want 1 (a)", got[0].ReadyPods)
 	}
 	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "192.0.2.1"}, {Hostname: "lb.example.com"}}
 	a := Addresses(svc)

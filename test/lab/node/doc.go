@@ -231,8 +231,11 @@
 // privileged gets every capability of the node. A root process holds
 // exactly that set (effective and permitted; inheritable and ambient empty),
 // a non-root process none. allowPrivilegeEscalation: false sets
-// no_new_privs. Seccomp, AppArmor, SELinux, procMount, sysctls and resource
-// limits are not applied.
+// no_new_privs. securityContext.sysctls of the kubelet's safe network set
+// are written in the pod's netns before any container starts (others, or
+// any on a hostNetwork pod, fail the pod's setup, as a kubelet refuses
+// them). Seccomp, AppArmor, SELinux, procMount and resource limits are not
+// applied.
 //
 // # Kubelet API
 //

@@ -20,7 +20,7 @@ import (
 // goodPodFiles are the files the good pod's probe reports.
 var goodPodFiles = []string{"/srv/data/marker", "/work", "/cfg/greeting", "/sec/password",
 	"/var/run/secrets/kubernetes.io/serviceaccount/token", "/weft-probe-host/marker",
-	"/etc/resolv.conf", "/etc/hostname", "/etc/hosts"}
+	"/etc/resolv.conf", "/etc/hostname", "/etc/hosts", "/proc/sys/net/ipv4/ip_unprivileged_port_start"}
 
 // TestPrivilegedImagePodsRunInTheirImage pulls a two-platform image from a
 // registry and runs it on two nodes at once: inside its own root
@@ -82,7 +82,8 @@ func goodPodSpec(hostDir string) func(*corev1.Pod) {
 		ro, no, fsGroup := true, false, int64(2000)
 		expiry := int64(3600)
 		p.Spec.ServiceAccountName = "default"
-		p.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroups: []int64{1234}, FSGroup: &fsGroup}
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroups: []int64{1234}, FSGroup: &fsGroup,
+			Sysctls: []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}}
 		p.Spec.Volumes = []corev1.Volume{
 			{Name: "cfg", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}},
 			{Name: "sec", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec"}}},
@@ -126,6 +127,8 @@ func checkGoodReport(t *testing.T, lab *imageLab, r probeReport) {
 		"/weft-probe-host/marker": "from-the-host",
 		"/etc/resolv.conf":        "nameserver 10.96.0.10\nsearch " + lab.ns + ".svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
 		"/etc/hostname":           "good\n",
+		// the pod's sysctl, in its own netns (a non-root gateway binds :80 so)
+		"/proc/sys/net/ipv4/ip_unprivileged_port_start": "0\n",
 	}
 	for f, w := range want {
 		if r.Files[f] != w {

@@ -221,6 +221,9 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 	}
 	if w.netnsFile() == "" {
 		if pod.Spec.HostNetwork {
+			if sc := pod.Spec.SecurityContext; sc != nil && len(sc.Sysctls) > 0 {
+				return fmt.Errorf("pod sysctls %v: a hostNetwork pod cannot set network sysctls (they would change the node's)", sc.Sysctls)
+			}
 			w.mu.Lock()
 			w.podIP, w.netns = cfg.NodeIP, netnsPath(nodeNetns(cfg.Name))
 			w.mu.Unlock()
@@ -233,6 +236,11 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 			if err != nil {
 				w.k.release(ip)
 				return fmt.Errorf("create pod network: %w", err)
+			}
+			if err := applySysctls(netnsPath(sb.Netns), pod); err != nil {
+				deleteSandbox(sb)
+				w.k.release(ip)
+				return err
 			}
 			w.mu.Lock()
 			w.sb, w.podIP, w.netns = &sb, ip, netnsPath(sb.Netns)
@@ -252,6 +260,34 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 		w.vols = newVolumes(w.k.client, filepath.Join(w.dir, "volumes"), w.podIP, cfg.NodeIP)
 	}
 	return w.vols.refresh(ctx, pod)
+}
+
+// safeSysctls are the network sysctls a kubelet allows every pod (its
+// "safe" set); the lab applies them in the pod's network namespace, as the
+// runtime does. Others are refused, as a kubelet without
+// --allowed-unsafe-sysctls refuses them.
+var safeSysctls = map[string]bool{
+	"net.ipv4.ip_local_port_range": true, "net.ipv4.tcp_syncookies": true, "net.ipv4.ping_group_range": true,
+	"net.ipv4.ip_unprivileged_port_start": true, "net.ipv4.ip_local_reserved_ports": true,
+	"net.ipv4.tcp_keepalive_time": true, "net.ipv4.tcp_fin_timeout": true, "net.ipv4.tcp_keepalive_intvl": true,
+	"net.ipv4.tcp_keepalive_probes": true,
+}
+
+// applySysctls sets the pod's securityContext.sysctls in its netns.
+func applySysctls(netns string, pod *corev1.Pod) error {
+	sc := pod.Spec.SecurityContext
+	if sc == nil {
+		return nil
+	}
+	for _, s := range sc.Sysctls {
+		if !safeSysctls[s.Name] {
+			return fmt.Errorf("pod sysctl %s is forbidden: the lab's kubelet allows only the safe network sysctls", s.Name)
+		}
+		if err := writeSysctl(netns, s.Name, s.Value); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeEtcFiles writes the pod's /etc/hosts and /etc/hostname, as the
