@@ -465,6 +465,7 @@ func (c *Controller) resolveGateways(mesh resolve.Input) (gateway.Output, bool) 
 	}
 	in.Options.Mesh = mesh.Options
 	in.Options.ReservedPorts = gatewayReservedPorts
+	in.Options.SupportedFeatures = gatewayclass.FeatureNames()
 	in.Provisioned = provision.Provisioned(in.Gateways, in.Services, in.Pods)
 	c.gateways = in.Gateways
 	return c.safeResolveGateways(in)

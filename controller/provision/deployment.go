@@ -1,6 +1,8 @@
 package provision
 
 import (
+	"maps"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,7 +29,15 @@ func Args(gw *gwv1.Gateway, p Params) []string {
 }
 
 func deployment(gw *gwv1.Gateway, meta metav1.ObjectMeta, p Params) *appsv1.Deployment {
-	podMeta := metav1.ObjectMeta{Labels: meta.Labels, Annotations: meta.Annotations}
+	// The data plane is a mesh proxy itself: its pods are never enrolled
+	// (redirected into the node proxy), even in an enrolled namespace. It
+	// reaches enrolled backends through the tunnel with its own identity.
+	ann := maps.Clone(meta.Annotations)
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[mesh.AnnotationMesh] = mesh.MeshDisabled
+	podMeta := metav1.ObjectMeta{Labels: meta.Labels, Annotations: ann}
 	return &appsv1.Deployment{
 		ObjectMeta: meta,
 		Spec: appsv1.DeploymentSpec{

@@ -90,6 +90,13 @@ func TestDesired(t *testing.T) {
 					t.Errorf("%s: infrastructure not applied: %v %v", m.GetName(), m.GetLabels(), m.GetAnnotations())
 				}
 			}
+			tmpl := o.Deployment.Spec.Template
+			if tmpl.Annotations[mesh.AnnotationMesh] != mesh.MeshDisabled || (tc.infraKeys && tmpl.Annotations["lb.example.com/internal"] != "true") {
+				t.Errorf("pod annotations %v: want the mesh opt-out (and the infrastructure's)", tmpl.Annotations)
+			}
+			if o.Deployment.Annotations[mesh.AnnotationMesh] != "" {
+				t.Errorf("the opt-out is for the pods only: Deployment annotations %v", o.Deployment.Annotations)
+			}
 			svc := o.Service
 			if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.Selector[mesh.LabelGateway] != name {
 				t.Errorf("service %+v", svc.Spec)

@@ -1,12 +1,16 @@
-// Package conformance runs the upstream Gateway API mesh conformance suite
-// (sigs.k8s.io/gateway-api/conformance v1.7.0, tests/mesh) unmodified against Weft
-// installed on the lab from manifests/, and writes the upstream ConformanceReport.
+// Package conformance runs the upstream Gateway API conformance suite
+// (sigs.k8s.io/gateway-api/conformance v1.7.0: tests for Gateways and tests/mesh)
+// unmodified against Weft installed on the lab from manifests/, in one suite run with
+// the profiles GATEWAY-HTTP, GATEWAY-TLS, GATEWAY-GRPC, GATEWAY-TCP, MESH-HTTP and
+// MESH-GRPC, and writes the upstream ConformanceReport.
 //
 // It is a nested module so that the suite's dependencies stay out of Weft's go.mod.
-// The supported features are read from Weft's XMesh (-mesh-name, default "weft"); the
-// upstream flags (utils/flags) override any option, for example
+// The supported features are read from the status of GatewayClass weft and of Weft's
+// XMesh (-gateway-class, -mesh-name); the upstream flags (utils/flags) override any
+// option, for example
 //
-//	go test -run TestPrivilegedMeshConformance -count=1 -v . -args -run-test=MeshPorts
+//	go test -run TestPrivilegedConformance -count=1 -v . -args -run-test=MeshPorts
+//	go test -run TestPrivilegedConformance -count=1 -v . -args -conformance-profiles=GATEWAY-HTTP
 package conformance
 
 import (
@@ -18,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +38,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	xv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
+	"sigs.k8s.io/gateway-api/conformance/tests"
 	meshtests "sigs.k8s.io/gateway-api/conformance/tests/mesh"
 	"sigs.k8s.io/gateway-api/conformance/utils/config"
 	"sigs.k8s.io/gateway-api/conformance/utils/flags"
@@ -46,6 +52,10 @@ import (
 // MeshName is the XMesh weft-controller creates when the cluster has none of its own.
 const MeshName = "weft"
 
+// GatewayClassName is the GatewayClass weft-controller creates (controllerName
+// weft.dev/gateway-controller).
+const GatewayClassName = "weft"
+
 var lab *labtest.Lab
 
 func TestMain(m *testing.M) {
@@ -56,7 +66,7 @@ func TestMain(m *testing.M) {
 	}}, &lab))
 }
 
-func TestPrivilegedMeshConformance(t *testing.T) {
+func TestPrivilegedConformance(t *testing.T) {
 	labtest.Require(t, lab)
 	log.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true)))
 	root := lab.Paths.Root
@@ -69,9 +79,16 @@ func TestPrivilegedMeshConformance(t *testing.T) {
 	}
 
 	opts := suite.ConfigurableOptions{
-		MeshName:             MeshName,
+		GatewayClassName: GatewayClassName,
+		MeshName:         MeshName,
+		// Every namespace the suite creates is enrolled: the Gateway tests' backends
+		// too, so traffic from a gateway to them crosses nodes inside Weft's mTLS.
 		NamespaceAnnotations: map[string]string{"weft.dev/mesh": "enabled"},
-		ConformanceProfiles:  []suite.ConformanceProfileName{suite.MeshHTTPConformanceProfileName, suite.MeshGRPCConformanceProfileName},
+		ConformanceProfiles: []suite.ConformanceProfileName{
+			suite.GatewayHTTPConformanceProfileName, suite.GatewayTLSConformanceProfileName,
+			suite.GatewayGRPCConformanceProfileName, suite.GatewayTCPConformanceProfileName,
+			suite.MeshHTTPConformanceProfileName, suite.MeshGRPCConformanceProfileName,
+		},
 		CleanupBaseResources: true,
 		CleanupTestResources: true,
 		Mode:                 flags.DefaultMode,
@@ -89,6 +106,9 @@ func TestPrivilegedMeshConformance(t *testing.T) {
 	if opts.MeshName != "" {
 		waitMeshAccepted(t, c, opts.MeshName)
 	}
+	if opts.GatewayClassName != "" {
+		waitGatewayClassAccepted(t, c, opts.GatewayClassName)
+	}
 
 	moduleDir := conformanceModuleDir(t)
 	options := suite.ConformanceOptions{
@@ -101,7 +121,7 @@ func TestPrivilegedMeshConformance(t *testing.T) {
 	if err := options.Implementation.Validate(); err != nil {
 		t.Fatalf("implementation details: %v", err)
 	}
-	t.Logf("mesh suite from %s; mesh %q; profiles %v; namespace annotations %v", moduleDir, opts.MeshName, opts.ConformanceProfiles, opts.NamespaceAnnotations)
+	t.Logf("suite from %s; GatewayClass %q; mesh %q; profiles %v; namespace annotations %v", moduleDir, opts.GatewayClassName, opts.MeshName, opts.ConformanceProfiles, opts.NamespaceAnnotations)
 
 	cSuite, err := suite.NewConformanceTestSuite(options)
 	if err != nil {
@@ -121,8 +141,9 @@ func TestPrivilegedMeshConformance(t *testing.T) {
 			t.Logf("conformance report written to %s", opts.ReportOutputPath)
 		})
 	}
-	cSuite.Setup(t, meshtests.MeshConformanceTests)
-	if err := cSuite.Run(t, meshtests.MeshConformanceTests); err != nil {
+	all := append(slices.Clone(tests.ConformanceTests), meshtests.MeshConformanceTests...)
+	cSuite.Setup(t, all)
+	if err := cSuite.Run(t, all); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -198,9 +219,27 @@ func waitMeshAccepted(t *testing.T, c client.Client, name string) {
 	}
 }
 
+// waitGatewayClassAccepted waits until the controller has accepted the GatewayClass
+// and published its features, which the suite reads once at start.
+func waitGatewayClassAccepted(t *testing.T, c client.Client, name string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var gc gwv1.GatewayClass
+		err := c.Get(context.Background(), types.NamespacedName{Name: name}, &gc)
+		if err == nil && meta.IsStatusConditionTrue(gc.Status.Conditions, string(gwv1.GatewayClassConditionStatusAccepted)) && len(gc.Status.SupportedFeatures) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GatewayClass %s not accepted with supported features after 2m (err %v, status %+v)", name, err, gc.Status)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // conformanceModuleDir is the directory of the sigs.k8s.io/gateway-api/conformance
 // module this module requires: the suite reads its manifests (base/, mesh/,
-// tests/mesh/) from there.
+// tests/) from there.
 func conformanceModuleDir(t *testing.T) string {
 	t.Helper()
 	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api/conformance")
