@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -112,10 +113,14 @@ type Config struct {
 	// OnLeader runs each time this replica becomes the leader (the CA
 	// ensures its root there); errors are logged.
 	OnLeader func(ctx context.Context) error
-	// GatewayImage is the weft-agent image each Gateway's data plane runs;
-	// empty: Gateways are resolved and get statuses, but nothing is
+	// GatewayImage is the weft-agent image each Gateway's data plane runs.
+	// When empty, the image of AgentDaemonSet (in Namespace) is used; with
+	// neither, Gateways are resolved and get statuses, but nothing is
 	// provisioned for them.
 	GatewayImage string
+	// AgentDaemonSet names the weft-agent DaemonSet whose image Gateways'
+	// data planes run when GatewayImage is empty.
+	AgentDaemonSet string
 	// LogLevel is passed on to the Gateways' data planes; theirs when empty.
 	LogLevel string
 	// Resolve is resolve.Resolve when nil (tests and benchmarks replace it).
@@ -132,20 +137,22 @@ type Config struct {
 
 // Controller is one running replica.
 type Controller struct {
-	cfg     Config
-	log     *slog.Logger
-	kube    kubernetes.Interface
-	src     *source.Source
-	push    *push.Server
-	status  *status.Writer
-	mesh    *xmesh.Reconciler
-	class   *gatewayclass.Ensurer
-	prov    *provision.Applier
-	owner   owner.Func // of created objects; nil: none
-	grpc    *grpc.Server
-	grpcLis net.Listener
-	health  *http.Server
-	hlLis   net.Listener
+	cfg  Config
+	log  *slog.Logger
+	kube kubernetes.Interface
+	// agentImage follows the agent DaemonSet's image (nil: GatewayImage)
+	agentImage *agentImage
+	src        *source.Source
+	push       *push.Server
+	status     *status.Writer
+	mesh       *xmesh.Reconciler
+	class      *gatewayclass.Ensurer
+	prov       *provision.Applier
+	owner      owner.Func // of created objects; nil: none
+	grpc       *grpc.Server
+	grpcLis    net.Listener
+	health     *http.Server
+	hlLis      net.Listener
 
 	gateways   []gwv1.Gateway                       // of the last round (round's goroutine only)
 	dataPlanes atomic.Pointer[map[dataPlane]string] // accepted Gateways by data plane, see GatewayOf
@@ -221,6 +228,11 @@ func New(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("gateway api client: %w", err)
 	}
 	c := &Controller{cfg: cfg, log: cfg.Logger, kube: kube, kick: make(chan struct{}, 1), statusCh: make(chan struct{}, 1)}
+	if cfg.GatewayImage == "" && cfg.AgentDaemonSet != "" {
+		if c.agentImage, err = c.newAgentImage(cfg.AgentDaemonSet); err != nil {
+			return nil, err
+		}
+	}
 	md, err := metadata.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("metadata client: %w", err)
@@ -377,6 +389,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.class.Run(ctx)
 	}()
+	if c.agentImage != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.agentImage.run(ctx)
+		}()
+	}
 
 	for {
 		select {
@@ -473,7 +492,11 @@ func (c *Controller) resolveGateways(mesh resolve.Input) (gateway.Output, bool) 
 
 // provisions is the data plane of every Gateway out accepted.
 func (c *Controller) provisions(out *gateway.Output, anchors [][]byte) []provision.Objects {
-	if out == nil || c.cfg.GatewayImage == "" || len(anchors) == 0 {
+	img, pull := c.cfg.GatewayImage, corev1.PullPolicy("")
+	if img == "" && c.agentImage != nil {
+		img, pull = c.agentImage.get()
+	}
+	if out == nil || img == "" || len(anchors) == 0 {
 		return nil
 	}
 	var bundle []byte
@@ -481,7 +504,8 @@ func (c *Controller) provisions(out *gateway.Output, anchors [][]byte) []provisi
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
 	p := provision.Params{
-		Image:      c.cfg.GatewayImage,
+		Image:      img,
+		PullPolicy: pull,
 		Controller: "weft-controller." + c.cfg.Namespace + ".svc" + grpcPort(c.cfg.GRPCAddr),
 		CABundle:   bundle,
 		LogLevel:   c.cfg.LogLevel,

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -192,4 +193,61 @@ func selfSigned(t *testing.T, host string) (crtPEM, keyPEM []byte) {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
+}
+
+// TestIntegrationGatewayImageFollowsTheAgent: with no --gateway-image, a
+// Gateway's data plane runs the image of the weft-agent DaemonSet (however
+// the install set it), and an upgrade of that image rolls the data plane.
+func TestIntegrationGatewayImageFollowsTheAgent(t *testing.T) {
+	kc := kubetest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gw, err := gwclient.NewForConfig(kc.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixture(t, ctx, kc.Client)
+	crt, _ := selfSigned(t, "weft-ca")
+	block, _ := pem.Decode(crt)
+	labels := map[string]string{"app": "weft-agent"}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: DefaultNamespace, Name: "weft-agent"},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: labels},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "mirror.example/weft-agent:v1", ImagePullPolicy: corev1.PullAlways}}},
+		}},
+	}
+	if _, err := kc.Client.AppsV1().DaemonSets(DefaultNamespace).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	startController(t, ctx, Config{Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "-", AgentDaemonSet: "weft-agent",
+		TrustAnchors: func() [][]byte { return [][]byte{block.Bytes} }, Authenticator: tokens{}, Logger: testLogger(t)})
+	g := &gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "edge"},
+		Spec: gwv1.GatewaySpec{GatewayClassName: mesh.GatewayClassName, Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}},
+	}
+	if _, err := gw.GatewayV1().Gateways(appNS).Create(ctx, g, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	runs := func(image string) {
+		t.Helper()
+		eventually(t, "the data plane runs "+image, func() (bool, string) {
+			d, err := kc.Client.AppsV1().Deployments(appNS).Get(ctx, provision.Name("edge"), metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			c := d.Spec.Template.Spec.Containers[0]
+			return c.Image == image && c.ImagePullPolicy == corev1.PullAlways, c.Image + " " + string(c.ImagePullPolicy)
+		})
+	}
+	runs("mirror.example/weft-agent:v1")
+	live, err := kc.Client.AppsV1().DaemonSets(DefaultNamespace).Get(ctx, "weft-agent", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live.Spec.Template.Spec.Containers[0].Image = "mirror.example/weft-agent:v2"
+	if _, err := kc.Client.AppsV1().DaemonSets(DefaultNamespace).Update(ctx, live, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	runs("mirror.example/weft-agent:v2")
 }

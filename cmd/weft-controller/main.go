@@ -50,7 +50,8 @@ func run() error {
 		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
 		serveTLS    = flag.Bool("tls", true, "serve gRPC over TLS 1.3 with a certificate from the mesh CA (agents send tokens: never disable outside tests)")
 		dnsNames    = flag.String("dns-names", "", "comma-separated DNS names of the gRPC serving certificate (default weft-controller.<namespace>.svc)")
-		gwImage     = flag.String("gateway-image", "", "weft-agent image the data plane of each Gateway runs (\"\": Gateways get statuses but no data plane)")
+		gwImage     = flag.String("gateway-image", "", "weft-agent image the data plane of each Gateway runs (\"\": the image of --agent-daemonset)")
+		agentDS     = flag.String("agent-daemonset", "weft-agent", "the weft-agent DaemonSet (in --namespace) whose image Gateways' data planes run when --gateway-image is empty (\"\" and no --gateway-image: Gateways get statuses but no data plane)")
 		ownerRole   = flag.String("owner-cluster-role", "weft-controller", "ClusterRole that owns the default XMesh and GatewayClass, so an uninstall removes them (\"\": no owner)")
 	)
 	flag.Parse()
@@ -81,6 +82,7 @@ func run() error {
 			Debounce:         *debounce,
 			TrustDomain:      *trustDomain,
 			GatewayImage:     *gwImage,
+			AgentDaemonSet:   *agentDS,
 			LogLevel:         *logLevel,
 			LeaderElect:      *leaderElect,
 			ID:               *id,

@@ -287,12 +287,6 @@ func TestChartValues(t *testing.T) {
 		ctr["image"] = fmt.Sprintf("%s/%s:%s", field(t, v, "image", "registry"), c.image, field(t, v, "image", "tag"))
 		ctr["imagePullPolicy"] = field(t, v, "image", "pullPolicy")
 		args := ctr["args"].([]any)
-		for i, a := range args {
-			// the controller passes the agent image on to Gateways' data planes
-			if strings.HasPrefix(a.(string), "--gateway-image=") {
-				args[i] = fmt.Sprintf("--gateway-image=%s/weft-agent:%s", field(t, v, "image", "registry"), field(t, v, "image", "tag"))
-			}
-		}
 		ctr["args"] = append(args,
 			"--trust-domain="+field(t, v, "trustDomain").(string),
 			"--log-level="+field(t, v, "logLevel").(string))
