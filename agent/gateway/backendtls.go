@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -24,12 +28,17 @@ type BackendTLS struct {
 	// Config verifies the backend (chain and names); nil when Invalid.
 	// Certificates and NextProtos are set per dial.
 	Config *tls.Config
+	// Key names the verification in connection pools: a connection
+	// verified for one policy is never reused for another (two Services
+	// with different policies may share endpoints). Equal policies share
+	// a key, so an unchanged policy keeps its connections across applies.
+	Key string
 }
 
 func compileBackendTLS(in map[string]*weftv1.BackendTLS) (map[string]*BackendTLS, error) {
 	out := make(map[string]*BackendTLS, len(in))
 	for cluster, b := range in {
-		bt := &BackendTLS{Policy: b.GetPolicy(), Invalid: b.GetInvalid()}
+		bt := &BackendTLS{Policy: b.GetPolicy(), Invalid: b.GetInvalid(), Key: backendTLSKey(b)}
 		if bt.Invalid == "" {
 			cfg, err := backendConfig(b)
 			if err != nil {
@@ -40,6 +49,16 @@ func compileBackendTLS(in map[string]*weftv1.BackendTLS) (map[string]*BackendTLS
 		out[cluster] = bt
 	}
 	return out, nil
+}
+
+// backendTLSKey hashes what verification depends on.
+func backendTLSKey(b *weftv1.BackendTLS) string {
+	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(b)
+	if err != nil { // cannot happen for a valid message; never share then
+		enc = fmt.Appendf(nil, "%p", b)
+	}
+	sum := sha256.Sum256(enc)
+	return hex.EncodeToString(sum[:8])
 }
 
 // backendConfig sends Hostname as SNI and verifies the chain against the CA

@@ -228,3 +228,31 @@ func TestBackendTLSPresentsClientCertificate(t *testing.T) {
 		t.Fatalf("with a client certificate: %d %q", code, body)
 	}
 }
+
+// TestBackendTLSConnectionsArePerPolicy: two Services share the backend's
+// endpoints, one with a policy the backend satisfies and one with a
+// hostname it does not: a connection verified for the first is never
+// reused for the second (as the conformance suite's mismatch tests do).
+func TestBackendTLSConnectionsArePerPolicy(t *testing.T) {
+	ca := newCA(t)
+	good, _ := tlsBackend(t, ca, []string{"backend.example.com"}, nil, nil)
+	bad := cluster("mismatch")
+	bad.Endpoints = good.Endpoints
+	caRef := []*weftv1.CACertificate{{Ref: "ConfigMap app/ca", Pem: ca.pem}}
+	p := policy([]*weftv1.GatewayPort{gport(80, httpListener("web", "",
+		vhost("good.example", httpTableTo("/", be("secure", 1))),
+		vhost("bad.example", httpTableTo("/", be("mismatch", 1)))))}, good, bad)
+	p.BackendTls = map[string]*weftv1.BackendTLS{
+		"secure":   {Policy: "app/good", Hostname: "backend.example.com", CaCertificates: caRef},
+		"mismatch": {Policy: "app/bad", Hostname: "other.example.com", CaCertificates: caRef},
+	}
+	g, _ := newTestGateway(t, p)
+	for i := range 3 {
+		if code, body, _ := get(t, g, 80, "good.example", "/"); code != 200 || !strings.HasPrefix(body, "tls-backend") {
+			t.Fatalf("round %d, the valid policy: %d %q", i, code, body)
+		}
+		if code, _, _ := get(t, g, 80, "bad.example", "/"); code != 502 {
+			t.Fatalf("round %d, the mismatched policy after a verified connection: %d, want 502", i, code)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -111,10 +112,14 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 		ctx, cancel = context.WithTimeout(ctx, x.rule.BackendRequestTimeout)
 	}
 	req := out.Clone(ctx)
-	originate := x.snap.BackendTLS[cluster] != nil
+	bt := x.snap.BackendTLS[cluster]
+	originate := bt != nil
 	req.URL.Scheme, req.URL.Host = "http", ep.Addr.String()
 	if originate {
+		// the transport pools by URL host: one pool per endpoint and
+		// verification (the dialler takes the address from dialInfo)
 		req.URL.Scheme = "https"
+		req.URL.Host = fmt.Sprintf("%s-%x.backend.weft:%d", bt.Key, ep.Addr.Addr().AsSlice(), ep.Addr.Port())
 	}
 	switch {
 	case !x.hasBody:
