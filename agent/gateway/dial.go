@@ -56,7 +56,7 @@ func (g *Gateway) dialCluster(ctx context.Context, snap *Snapshot, cluster strin
 	}
 	raw, err := g.dialEndpoint(ctx, snap, ep)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", forward.ErrConnect, err)
 	}
 	if bt == nil {
 		return raw, nil
@@ -69,7 +69,7 @@ func (g *Gateway) dialCluster(ctx context.Context, snap *Snapshot, cluster strin
 	tc := tls.Client(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		return nil, fmt.Errorf("backend TLS (%s) to %s: %w", bt.Policy, ep.Addr, err)
+		return nil, fmt.Errorf("%w: backend TLS (%s) to %s: %w", forward.ErrConnect, bt.Policy, ep.Addr, err)
 	}
 	return tc, nil
 }

@@ -135,6 +135,8 @@ func labels(gw *gwv1.Gateway, name string) map[string]string {
 		}
 	}
 	out[mesh.LabelGateway] = name
+	// the label the Gateway API defines for what is generated for a Gateway
+	out[gwv1.GatewayNameLabelKey] = gw.Name
 	out[mesh.LabelPartOf] = mesh.PartOf
 	out[mesh.LabelName] = "weft-gateway"
 	return out

@@ -83,7 +83,7 @@ func TestDesired(t *testing.T) {
 				if ref == nil || ref.UID != "uid-1" || ref.Kind != "Gateway" || m.GetNamespace() != "infra" {
 					t.Errorf("%s: owner %+v, namespace %s", m.GetName(), ref, m.GetNamespace())
 				}
-				if m.GetLabels()[mesh.LabelGateway] != name {
+				if m.GetLabels()[mesh.LabelGateway] != name || m.GetLabels()[gwv1.GatewayNameLabelKey] != "edge" {
 					t.Errorf("%s: labels %v", m.GetName(), m.GetLabels())
 				}
 				if tc.infraKeys && (m.GetLabels()["team"] != "edge" || m.GetAnnotations()["lb.example.com/internal"] != "true") {

@@ -65,6 +65,28 @@ kubectl -n faces exec client -- weft-echo client --url http://sticky.faces.svc.c
 echo "with the cookie:"
 kubectl -n faces exec client -- weft-echo client --url http://sticky.faces.svc.cluster.local/ --count 200 --cookies
 
+say "from outside the cluster: a Gateway of class weft in front of the same canary"
+cat "$td/edge-demo.yaml"
+kubectl apply --server-side -f "$td/edge-demo.yaml"
+kubectl -n faces wait --for=condition=Programmed gateway/edge --timeout=180s
+addr=$(kubectl -n faces get gateway edge -o jsonpath='{.status.addresses[0].value}')
+kubectl -n faces get gateway edge
+# edge N [curl args]: N requests from the host, tallied by version.
+edge() {
+	n=$1; shift
+	for _ in $(seq 1 "$n"); do
+		curl -s -m 5 -H 'Host: faces.example.com' "$@" "http://$addr/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])' 2>/dev/null || echo error
+	done | sed -E 's/^(color2?)-.*/\1/' | sort | uniq -c
+}
+for _ in $(seq 1 60); do
+	curl -s -m 2 -o /dev/null -w '%{http_code}' -H 'Host: faces.example.com' "http://$addr/" | grep -q 200 && break
+	sleep 1
+done
+echo "200 requests with curl from the host to http://$addr/ (Host: faces.example.com):"
+edge 200
+echo "with 'traffic: test':"
+edge 50 -H 'traffic: test'
+
 say "route status as weft wrote it"
 .cache/bin/weftctl status --kubeconfig "$KUBECONFIG" -n faces
 
@@ -72,7 +94,8 @@ cat <<MSG
 
 The lab keeps running. Use it with:
   export KUBECONFIG=$KUBECONFIG
-  kubectl get nodes; kubectl -n faces get httproute,pods -o wide
+  kubectl get nodes; kubectl -n faces get gateway,httproute,pods -o wide
+  curl -H 'Host: faces.example.com' http://$addr/
   .cache/bin/weftctl status
 Tear it down with: make lab-down
 MSG

@@ -39,6 +39,18 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"GRPCRoute", testGRPCRoute},
 		{"SessionPersistence", testSessionPersistence},
 		{"HeavyRegexRouteIsBounded", testHeavyRegexRoute},
+		{"GatewayProgrammed", testGatewayProgrammed},
+		{"GatewayHostnameRoute", testGatewayHostnameRoute},
+		{"GatewaySplitByHostname", testGatewaySplit},
+		{"GatewayHeaderCanary", testGatewayHeaderCanary},
+		{"GatewayBlueGreenUnderLoad", testGatewayBlueGreen},
+		{"GatewayTCPRoutes", testGatewayTCP},
+		{"GatewayNamespaceSelector", testGatewayNamespaces},
+		{"GatewayHTTPSTermination", testGatewayHTTPS},
+		{"GatewayTLSPassthrough", testGatewayPassthrough},
+		{"GatewayClientCertificates", testGatewayClientCertificates},
+		{"GatewayBackendTLSPolicy", testGatewayBackendTLS},
+		{"GatewayIntoTheMeshEncrypted", testGatewayIntoTheMesh},
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
@@ -542,15 +554,18 @@ type captured struct {
 }
 
 // startCapture runs tcpdump on every port of the fabric bridge and scans its ASCII dump
-// for plaintext HTTP.
-func startCapture(t *testing.T) *capture {
+// for plaintext HTTP; filter is tcpdump's ("tcp" when empty).
+func startCapture(t *testing.T, filter ...string) *capture {
 	t.Helper()
 	if _, err := exec.LookPath("tcpdump"); err != nil {
 		t.Fatalf("tcpdump is needed to check the inter-node link (apt-get install tcpdump; .ci/run installs it): %v", err)
 	}
 	fab := fabricNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", fab, "tcpdump", "-i", "any", "-nn", "-l", "-A", "-s", "256", "tcp")
+	if len(filter) == 0 {
+		filter = []string{"tcp"}
+	}
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", fab, "tcpdump", "-i", "any", "-nn", "-l", "-A", "-s", "256", strings.Join(filter, " "))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()

@@ -18,12 +18,18 @@ var (
 	ErrNoEndpoint = errors.New("no healthy endpoint")
 	// ErrRetryWait: the request's time ran out while waiting to retry.
 	ErrRetryWait = errors.New("request timeout while waiting to retry")
+	// ErrConnect marks a failure to connect to the chosen endpoint
+	// (refused, timed out, tunnel CONNECT refused, TLS handshake failed):
+	// the request never reached the backend application.
+	ErrConnect = errors.New("connecting to the backend failed")
 )
 
 // Retry calls attempt until it gives an answer policy does not retry. Only a
 // replayable request (no body, or a buffered one) is sent more than once; a
-// nil policy sends once. A failed attempt (no response) counts as a 503. ctx
-// bounds the waits between attempts: when it ends during one, the error is
+// nil policy sends once. A failed connect (ErrConnect) is retried while
+// attempts remain, whatever the codes (GEP-1731: connection errors SHOULD be
+// retried); another failed attempt (no response) counts as a 503. ctx bounds
+// the waits between attempts: when it ends during one, the error is
 // ErrRetryWait.
 func Retry(ctx context.Context, policy *route.RetryPolicy, replayable bool, attempt func() (*http.Response, error)) (*http.Response, error) {
 	for n := 0; ; n++ {
@@ -38,6 +44,9 @@ func Retry(ctx context.Context, policy *route.RetryPolicy, replayable bool, atte
 			return resp, err
 		}
 		retry, wait := policy.ShouldRetry(status, n)
+		if errors.Is(err, ErrConnect) {
+			retry, wait = policy.ShouldRetryConnect(n)
+		}
 		if !retry {
 			return resp, err
 		}

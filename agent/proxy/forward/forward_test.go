@@ -49,8 +49,11 @@ func TestRetry(t *testing.T) {
 		return func() (*http.Response, error) {
 			c := codes[min(n, len(codes)-1)]
 			n++
-			if c == 0 {
-				return nil, errors.New("connection refused")
+			switch c {
+			case 0:
+				return nil, errors.New("connection reset")
+			case -1:
+				return nil, fmt.Errorf("%w: dial 10.0.0.1:3000: connection refused", ErrConnect)
 			}
 			return &http.Response{StatusCode: c, Body: http.NoBody}, nil
 		}, &n
@@ -64,7 +67,11 @@ func TestRetry(t *testing.T) {
 		wantTries  int
 	}{
 		{"503 then 200", policy, true, []int{503, 200}, 200, 2},
-		{"connect failure then 200", policy, true, []int{0, 200}, 200, 2},
+		{"failure without an answer then 200", policy, true, []int{0, 200}, 200, 2},
+		{"connect failure then 200", policy, true, []int{-1, 200}, 200, 2},
+		// GEP-1731: connection errors are retried even when no code is listed
+		{"connect failure, no codes", &route.RetryPolicy{Attempts: 3}, true, []int{-1, -1, 200}, 200, 3},
+		{"other failure, no codes", &route.RetryPolicy{Attempts: 3}, true, []int{0, 200}, 0, 1},
 		{"attempts run out", policy, true, []int{503}, 503, 3},
 		{"not replayable", policy, false, []int{503, 200}, 503, 1},
 		{"no policy", nil, true, []int{503, 200}, 503, 1},
@@ -73,6 +80,12 @@ func TestRetry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			attempt, n := answers(tc.codes...)
 			resp, err := Retry(context.Background(), tc.policy, tc.replayable, attempt)
+			if tc.wantCode == 0 {
+				if err == nil || *n != tc.wantTries {
+					t.Fatalf("got %v %v after %d tries, want the error after %d", resp, err, *n, tc.wantTries)
+				}
+				return
+			}
 			if err != nil || resp.StatusCode != tc.wantCode || *n != tc.wantTries {
 				t.Fatalf("got %v %v after %d tries, want %d after %d", resp, err, *n, tc.wantCode, tc.wantTries)
 			}

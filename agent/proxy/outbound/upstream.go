@@ -3,6 +3,7 @@ package outbound
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 )
 
@@ -47,11 +49,16 @@ type dialFunc func(ctx context.Context, src, dst spiffeid.ID, node string, addr 
 // endpointDialer is the dialFunc over a tunnel dialer.
 func endpointDialer(d *tunnel.Dialer) dialFunc {
 	var direct net.Dialer
-	return func(ctx context.Context, src, dst spiffeid.ID, node string, addr netip.AddrPort, plain bool) (net.Conn, error) {
+	return func(ctx context.Context, src, dst spiffeid.ID, node string, addr netip.AddrPort, plain bool) (c net.Conn, err error) {
 		if plain {
-			return direct.DialContext(ctx, "tcp", addr.String())
+			c, err = direct.DialContext(ctx, "tcp", addr.String())
+		} else {
+			c, err = d.Dial(ctx, tunnel.Target{Node: node, Addr: addr, Source: src, Dest: dst})
 		}
-		return d.Dial(ctx, tunnel.Target{Node: node, Addr: addr, Source: src, Dest: dst})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", forward.ErrConnect, err)
+		}
+		return c, nil
 	}
 }
 
