@@ -1,10 +1,15 @@
 package gateway
 
 import (
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/websocket"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -156,5 +161,39 @@ func TestH2CAndGRPCStyleRequests(t *testing.T) {
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || resp.Header.Get("X-Backend") != "a" {
 		t.Fatalf("h2c: %d proto %d backend %q", resp.StatusCode, resp.ProtoMajor, resp.Header.Get("X-Backend"))
+	}
+}
+
+// TestWebSocketThroughTheGateway: an upgrade is completed end to end (the
+// 101's connection stays writable through the attempt's body wrapper).
+func TestWebSocketThroughTheGateway(t *testing.T) {
+	srv := httptest.NewServer(websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
+	t.Cleanup(srv.Close)
+	ap := srv.Listener.Addr().(*net.TCPAddr).AddrPort()
+	p := policy([]*weftv1.GatewayPort{gport(80, httpListener("web", "", vhost("", httpTableTo("/", be("ws", 1)))))}, cluster("ws", ap))
+	g, _ := newTestGateway(t, p)
+	addr := g.Addr(80).String()
+	cfg, err := websocket.NewConfig("ws://ws.example.com/ws", "http://ws.example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := websocket.NewClient(cfg, raw)
+	if err != nil {
+		t.Fatalf("websocket handshake through the gateway: %v", err)
+	}
+	defer ws.Close()
+	for _, msg := range []string{"hello", "again"} {
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		ws.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
+			t.Fatalf("echo of %q: %q %v", msg, got, err)
+		}
 	}
 }

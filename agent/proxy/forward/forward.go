@@ -84,9 +84,22 @@ func Answer(err error, ctx, reqCtx context.Context) (code int, msg string) {
 // CancelOnClose returns body that also calls cancel once it is closed: an
 // attempt's context (a backend request timeout) then covers reading the
 // response, and ends with it.
+// The body of a 101 Switching Protocols response is the upgraded
+// connection (an io.ReadWriteCloser): it stays writable, or the upgrade
+// could not be completed.
 func CancelOnClose(body io.ReadCloser, cancel context.CancelFunc) io.ReadCloser {
+	if rw, ok := body.(io.ReadWriteCloser); ok {
+		return &cancelRWBody{cancelBody{ReadCloser: rw, cancel: cancel}, rw}
+	}
 	return &cancelBody{ReadCloser: body, cancel: cancel}
 }
+
+type cancelRWBody struct {
+	cancelBody
+	w io.Writer
+}
+
+func (b *cancelRWBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 type cancelBody struct {
 	io.ReadCloser
