@@ -91,11 +91,11 @@ lab-install: build images helm ## push the images into the lab registry and inst
 demo: lab-up lab-install ## the lab, weft installed from its images with Helm, a canary with real traffic
 	bash test/demo/demo.sh
 
-# The mesh suite takes the lab suite lock itself (test/lab/labtest): it uses a running
+# The suite takes the lab suite lock itself (test/lab/labtest): it uses a running
 # lab and leaves it running, or brings one up and takes it down. Upstream flags go in
-# CONFORMANCE_ARGS, e.g. CONFORMANCE_ARGS=-run-test=MeshPorts.
+# CONFORMANCE_ARGS, e.g. CONFORMANCE_ARGS=-run-test=MeshPorts or -run-test=HTTPRouteWeight.
 CONFORMANCE_ARGS ?=
-conformance: build lab-binaries ## run the upstream Gateway API mesh conformance suite on the lab (report: .cache/conformance/report.yaml) and measure route propagation
+conformance: build lab-binaries ## run the upstream Gateway API conformance suite (GATEWAY-HTTP/TLS/GRPC/TCP, MESH-HTTP/GRPC) on the lab (report: .cache/conformance/report.yaml) and measure route propagation
 	@bash test/deps.sh lab
 	@mkdir -p $(CACHE)/conformance
 	cd test/conformance && go test -count=1 -timeout 40m -v . -args $(CONFORMANCE_ARGS) 2>&1 | tee $(CACHE)/conformance/run.log; exit $${PIPESTATUS[0]}

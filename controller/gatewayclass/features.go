@@ -26,6 +26,7 @@ var SupportedFeatures = []features.FeatureName{
 	features.SupportGatewayAddressEmpty,
 	features.SupportGatewayFrontendClientCertificateValidation,
 	features.SupportGatewayFrontendClientCertificateValidationInsecureFallback,
+	features.SupportGatewayRouteHostnameIntersectionPrecedence,
 	// HTTPRoute
 	features.SupportHTTPRouteDestinationPortMatching,
 	features.SupportHTTPRouteBackendRequestHeaderModification,
@@ -52,6 +53,7 @@ var SupportedFeatures = []features.FeatureName{
 	features.SupportHTTPRoute308RedirectStatusCode,
 	features.SupportHTTPRouteRetryCodes,
 	features.SupportHTTPRouteRetryConnectionError,
+	features.SupportHTTPRouteBackendURLRewrite,
 	// BackendTLSPolicy
 	features.SupportBackendTLSPolicy,
 	features.SupportBackendTLSPolicySANValidation,

@@ -43,8 +43,11 @@ import (
 	"sigs.k8s.io/gateway-api/conformance/utils/config"
 	"sigs.k8s.io/gateway-api/conformance/utils/flags"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
+	"sigs.k8s.io/gateway-api/pkg/features"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weft-mesh/weft/controller/gatewayclass"
+	"github.com/weft-mesh/weft/controller/xmesh"
 	weftlab "github.com/weft-mesh/weft/test/lab"
 	"github.com/weft-mesh/weft/test/lab/labtest"
 )
@@ -202,14 +205,15 @@ func kubectlErr(args ...string) (string, error) {
 }
 
 // waitMeshAccepted waits until the controller has accepted the XMesh and published
-// its features, which the suite reads once at start.
+// the features of the build under test, which the suite reads once at start (right
+// after an install the status may still be the previous build's).
 func waitMeshAccepted(t *testing.T, c client.Client, name string) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var m xv1a1.XMesh
 		err := c.Get(context.Background(), types.NamespacedName{Name: name}, &m)
-		if err == nil && meta.IsStatusConditionTrue(m.Status.Conditions, string(xv1a1.MeshConditionAccepted)) && len(m.Status.SupportedFeatures) > 0 {
+		if err == nil && meta.IsStatusConditionTrue(m.Status.Conditions, string(xv1a1.MeshConditionAccepted)) && sameFeatures(m.Status.SupportedFeatures, xmesh.SupportedFeatures) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -220,14 +224,15 @@ func waitMeshAccepted(t *testing.T, c client.Client, name string) {
 }
 
 // waitGatewayClassAccepted waits until the controller has accepted the GatewayClass
-// and published its features, which the suite reads once at start.
+// and published the features of the build under test, which the suite reads once at
+// start.
 func waitGatewayClassAccepted(t *testing.T, c client.Client, name string) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var gc gwv1.GatewayClass
 		err := c.Get(context.Background(), types.NamespacedName{Name: name}, &gc)
-		if err == nil && meta.IsStatusConditionTrue(gc.Status.Conditions, string(gwv1.GatewayClassConditionStatusAccepted)) && len(gc.Status.SupportedFeatures) > 0 {
+		if err == nil && meta.IsStatusConditionTrue(gc.Status.Conditions, string(gwv1.GatewayClassConditionStatusAccepted)) && sameFeatures(gc.Status.SupportedFeatures, gatewayclass.SupportedFeatures) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -235,6 +240,20 @@ func waitGatewayClassAccepted(t *testing.T, c client.Client, name string) {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// sameFeatures reports whether a status lists exactly the features want.
+func sameFeatures(got []gwv1.SupportedFeature, want []features.FeatureName) bool {
+	have := map[string]bool{}
+	for _, f := range got {
+		have[string(f.Name)] = true
+	}
+	for _, f := range want {
+		if !have[string(f)] {
+			return false
+		}
+	}
+	return len(have) == len(want)
 }
 
 // conformanceModuleDir is the directory of the sigs.k8s.io/gateway-api/conformance
