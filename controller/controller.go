@@ -240,7 +240,8 @@ func New(cfg Config) (*Controller, error) {
 	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Metadata: md, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, Gateways: cfg.Gateways, SendBuffer: cfg.SendBuffer, Logger: cfg.Logger}); err != nil {
+	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, Gateways: cfg.Gateways, SendBuffer: cfg.SendBuffer,
+		GatewayRefusalChanged: c.Kick, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
@@ -486,6 +487,16 @@ func (c *Controller) resolveGateways(mesh resolve.Input) (gateway.Output, bool) 
 	in.Options.ReservedPorts = gatewayReservedPorts
 	in.Options.SupportedFeatures = gatewayclass.FeatureNames()
 	in.Provisioned = provision.Provisioned(in.Gateways, in.Services, in.Pods)
+	refused := map[string]string{}
+	for _, st := range c.push.Gateways() {
+		if st.NackedVersion > st.AckedVersion {
+			refused[st.Gateway] = st.NackReason
+		}
+	}
+	for i := range in.Provisioned {
+		p := &in.Provisioned[i]
+		p.Refused = refused[p.Namespace+"/"+p.Name]
+	}
 	c.gateways = in.Gateways
 	return c.safeResolveGateways(in)
 }

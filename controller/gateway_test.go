@@ -214,7 +214,7 @@ func TestIntegrationGatewayImageFollowsTheAgent(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: DefaultNamespace, Name: "weft-agent"},
 		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: labels},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "mirror.example/weft-agent:v1", ImagePullPolicy: corev1.PullAlways}}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "mirror.example/weft-agent:v1", ImagePullPolicy: corev1.PullAlways}}},
 		}},
 	}
 	if _, err := kc.Client.AppsV1().DaemonSets(DefaultNamespace).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
@@ -224,7 +224,7 @@ func TestIntegrationGatewayImageFollowsTheAgent(t *testing.T) {
 		TrustAnchors: func() [][]byte { return [][]byte{block.Bytes} }, Authenticator: tokens{}, Logger: testLogger(t)})
 	g := &gwv1.Gateway{
 		ObjectMeta: metav1.ObjectMeta{Namespace: appNS, Name: "edge"},
-		Spec: gwv1.GatewaySpec{GatewayClassName: mesh.GatewayClassName, Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}},
+		Spec:       gwv1.GatewaySpec{GatewayClassName: mesh.GatewayClassName, Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}},
 	}
 	if _, err := gw.GatewayV1().Gateways(appNS).Create(ctx, g, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

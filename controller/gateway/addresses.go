@@ -60,6 +60,8 @@ func (gs *gatewayState) checkAddresses() {
 		gs.unprogrammed = &reason{string(gwv1.GatewayReasonAddressNotAssigned), sentences(notAssigned...)}
 	case len(prov.Addresses) == 0:
 		gs.unprogrammed = &reason{string(gwv1.GatewayReasonAddressNotAssigned), "the data plane's Service has no address yet (a load balancer may still be assigning one); check the Service and the load balancer"}
+	case prov.Refused != "":
+		gs.unprogrammed = &reason{string(gwv1.GatewayReasonInvalid), fmt.Sprintf("the data plane (%s) refused the Gateway's configuration and keeps serving the last one it accepted: %s", cmp.Or(prov.Workload, "its Deployment"), prov.Refused)}
 	case prov.ReadyPods == 0:
 		gs.unprogrammed = &reason{string(gwv1.GatewayReasonPending), fmt.Sprintf("no pod of the data plane (%s) is ready yet, so nothing serves the Gateway; a pod is ready once it has applied the Gateway's configuration: check its pods and their logs", cmp.Or(prov.Workload, "its Deployment"))}
 	}

@@ -50,6 +50,7 @@ type caseProvisioned struct {
 	// NotReady: no pod of the data plane is Ready (else one is)
 	NotReady bool   `json:"notReady,omitempty"`
 	Workload string `json:"workload,omitempty"`
+	Refused  string `json:"refused,omitempty"`
 }
 
 // defaultBundle is the CRDs of the standard channel at the pinned version.
@@ -163,7 +164,7 @@ func applyOptions(in *Input, o caseOptions) {
 		if p.NotReady {
 			ready = 0
 		}
-		in.Provisioned = append(in.Provisioned, Provisioned{Namespace: p.Namespace, Name: p.Name, Addresses: p.Addresses, Unusable: p.Unusable, ReadyPods: ready, Workload: p.Workload})
+		in.Provisioned = append(in.Provisioned, Provisioned{Namespace: p.Namespace, Name: p.Name, Addresses: p.Addresses, Unusable: p.Unusable, ReadyPods: ready, Workload: p.Workload, Refused: p.Refused})
 	}
 	for _, gw := range in.Gateways {
 		k := gw.Namespace + "/" + gw.Name

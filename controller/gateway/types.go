@@ -53,6 +53,9 @@ type Provisioned struct {
 	// Workload names the data plane's pods for messages ("Deployment
 	// infra/gw-weft-gateway").
 	Workload string
+	// Refused is why the data plane refused its newest configuration (its
+	// NACK); "" while it applies what it was sent.
+	Refused string
 }
 
 // Input is a consistent snapshot of every object this package reads.

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,7 +68,8 @@ func waitGateway(t *testing.T, s *Server, gw string, ok func(GatewayState) bool)
 }
 
 func TestGatewaySnapshotAckUpdateNack(t *testing.T) {
-	h, logs := start(t, Config{Gateways: gatewayTokens{"tok-gw": "ns/gw"}})
+	var refusals atomic.Int32
+	h, logs := start(t, Config{Gateways: gatewayTokens{"tok-gw": "ns/gw"}, GatewayRefusalChanged: func() { refusals.Add(1) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	h.srv.Update(map[string]*weftv1.NodePolicy{"node-a": policy("node-a", "10.96.0.1")})
@@ -110,6 +112,20 @@ func TestGatewaySnapshotAckUpdateNack(t *testing.T) {
 		t.Fatalf("state after NACK: %+v", got)
 	}
 	waitLog(t, logs, "agent rejected policy", "gateway=ns/gw", "cannot bind :80")
+	if n := refusals.Load(); n != 1 {
+		t.Fatalf("GatewayRefusalChanged called %d times by the NACK, want 1", n)
+	}
+	// the same NACK again changes nothing; an ACK past it ends the refusal
+	if err := st.Send(&weftv1.PolicyRequest{Version: s2.Version, Error: "cannot bind :80"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&weftv1.PolicyRequest{Version: s2.Version + 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitGateway(t, h.srv, "ns/gw", func(s GatewayState) bool { return s.AckedVersion == s2.Version+1 })
+	if n := refusals.Load(); n != 2 {
+		t.Fatalf("GatewayRefusalChanged called %d times after the NACK, its repeat and an ACK, want 2", n)
+	}
 	if len(h.srv.Nodes()) != 1 {
 		t.Fatalf("gateway streams leaked into nodes: %+v", h.srv.Nodes())
 	}

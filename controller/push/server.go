@@ -80,6 +80,10 @@ type Config struct {
 	// Nonce identifies this controller process in every snapshot; random
 	// when empty.
 	Nonce string
+	// GatewayRefusalChanged, when set, is called (outside the server's
+	// lock) when a Gateway data plane starts or stops refusing its policy:
+	// a NACK, or an ACK of a version past the last NACK.
+	GatewayRefusalChanged func()
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -148,6 +152,7 @@ type Server struct {
 	log    *slog.Logger
 
 	gateways GatewayAuthorizer
+	refusal  func() // Config.GatewayRefusalChanged
 
 	mu      sync.Mutex
 	version uint64
@@ -164,6 +169,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		auth:     cfg.Authenticator,
 		gateways: cfg.Gateways,
+		refusal:  cfg.GatewayRefusalChanged,
 		buffer:   cfg.SendBuffer,
 		first:    cmp.Or(cfg.FirstMessageTimeout, DefaultFirstMessageTimeout),
 		nonce:    cfg.Nonce,
@@ -466,17 +472,24 @@ func (s *Server) entries(sub *subscriber) map[string]*nodeEntry {
 func (s *Server) ack(sub *subscriber, version uint64, reason string) {
 	s.mu.Lock()
 	e := s.entries(sub)[sub.node]
+	changed := false
 	if e != nil {
+		refusing := e.nackedVersion > e.acked
 		if reason == "" {
 			if version > e.acked {
 				e.acked = version
 			}
 		} else if version >= e.nackedVersion {
+			changed = e.nackReason != reason
 			e.nackedVersion = version
 			e.nackReason = reason
 		}
+		changed = changed || refusing != (e.nackedVersion > e.acked)
 	}
 	s.mu.Unlock()
+	if changed && sub.gateway && s.refusal != nil {
+		s.refusal()
+	}
 	key := logkey.Node
 	if sub.gateway {
 		key = logkey.Gateway
