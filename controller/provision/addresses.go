@@ -12,8 +12,9 @@ import (
 // Provisioned reports, for every Gateway in gateways whose Service (Name,
 // controlled by that Gateway) is in services, the addresses its data
 // plane can be reached on: the load balancer's ingress (IPs and
-// hostnames), or, while the cluster assigns none (no load balancer
-// controller), the Service's cluster IPs. A Gateway without its Service is
+// hostnames); none while the load balancer assigns none (then the Gateway
+// is AddressNotAssigned). A Service of another type is reached on its
+// cluster IPs. A Gateway without its Service is
 // not provisioned yet. ReadyPods counts the Gateway's data plane pods (in
 // pods, by the weft.dev/gateway label) that are Ready and not terminating.
 func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []corev1.Pod) []gateway.Provisioned {
@@ -72,7 +73,10 @@ func Addresses(svc *corev1.Service) []gwv1.GatewayStatusAddress {
 			out = append(out, gwv1.GatewayStatusAddress{Type: &host, Value: in.Hostname})
 		}
 	}
-	if len(out) > 0 {
+	if len(out) > 0 || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+		// a load balancer's Service has no address for clients outside
+		// the cluster until it assigns one: none is published (and the
+		// Gateway is not Programmed) rather than the unreachable cluster IP
 		return out
 	}
 	ips := svc.Spec.ClusterIPs

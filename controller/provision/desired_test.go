@@ -161,8 +161,13 @@ func TestProvisionedAddresses(t *testing.T) {
 		t.Errorf("a Service the Gateway does not control counts: %+v", got)
 	}
 	got := Provisioned([]gwv1.Gateway{*g}, []corev1.Service{*svc}, nil)
-	if len(got) != 1 || len(got[0].Addresses) != 1 || got[0].Addresses[0].Value != "10.0.0.7" {
-		t.Fatalf("no load balancer: %+v, want the cluster IP", got)
+	if len(got) != 1 || len(got[0].Addresses) != 0 {
+		t.Fatalf("no load balancer address yet: %+v, want none (the cluster IP is no address for clients outside)", got)
+	}
+	clusterIP := svc.DeepCopy()
+	clusterIP.Spec.Type = corev1.ServiceTypeClusterIP
+	if a := Addresses(clusterIP); len(a) != 1 || a[0].Value != "10.0.0.7" {
+		t.Errorf("a ClusterIP Service: %+v, want its cluster IP", a)
 	}
 	if got[0].ReadyPods != 0 || got[0].Workload != "Deployment "+g.Namespace+"/"+Name(g.Name) {
 		t.Errorf("no pods: %+v", got[0])
