@@ -274,15 +274,24 @@ func startController(t testing.TB, ctx context.Context, cfg Config) (*Controller
 	return c, cancel, done
 }
 
-func TestIntegrationController(t *testing.T) {
+// startFixture starts an apiserver with the test fixture (ending with the
+// test) and returns it, a context ending with the test and a Gateway API
+// client.
+func startFixture(t *testing.T) (*kubetest.Cluster, context.Context, gwclient.Interface) {
+	t.Helper()
 	kc := kubetest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	gw, err := gwclient.NewForConfig(kc.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fixture(t, ctx, kc.Client)
+	return kc, ctx, gw
+}
+
+func TestIntegrationController(t *testing.T) {
+	kc, ctx, gw := startFixture(t)
 
 	// A route that another controller already has an opinion about.
 	r, err := gw.GatewayV1().HTTPRoutes(appNS).Create(ctx, splitRoute("split", 70, 30), metav1.CreateOptions{})

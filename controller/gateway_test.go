@@ -21,13 +21,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
-	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/gateway"
 	"github.com/weft-mesh/weft/controller/provision"
-	"github.com/weft-mesh/weft/test/kubetest"
 )
 
 // TestIntegrationGatewayStatus: against a real apiserver, the controller
@@ -40,14 +38,7 @@ import (
 // plane gets its policy on its own stream, and an update when the
 // certificate resolves.
 func TestIntegrationGatewayStatus(t *testing.T) {
-	kc := kubetest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	gw, err := gwclient.NewForConfig(kc.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixture(t, ctx, kc.Client)
+	kc, ctx, gw := startFixture(t)
 	c, _, _ := startController(t, ctx, Config{Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "-",
 		Authenticator: tokens{}, Gateways: gatewayTokens{"tok-edge": appNS + "/edge"}, Logger: testLogger(t)})
 	dataPlane := subscribeWith(t, ctx, c.GRPCAddr().String(), "tok-edge", &weftv1.PolicyRequest{Gateway: appNS + "/edge"})
@@ -199,14 +190,7 @@ func selfSigned(t *testing.T, host string) (crtPEM, keyPEM []byte) {
 // Gateway's data plane runs the image of the weft-agent DaemonSet (however
 // the install set it), and an upgrade of that image rolls the data plane.
 func TestIntegrationGatewayImageFollowsTheAgent(t *testing.T) {
-	kc := kubetest.Start(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	gw, err := gwclient.NewForConfig(kc.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fixture(t, ctx, kc.Client)
+	kc, ctx, gw := startFixture(t)
 	crt, _ := selfSigned(t, "weft-ca")
 	block, _ := pem.Decode(crt)
 	labels := map[string]string{"app": "weft-agent"}
