@@ -140,6 +140,7 @@ func Resolve(in Input) Output {
 	clusters := r.buildClusters()
 	tunnels := nodeTunnels(in.Nodes, ix.opts.TunnelPort)
 	workloads := r.workloadsByNode(in.Pods)
+	authz, authzStatuses, authzInForce := r.resolveAuthz(&in, workloads)
 	for i := range in.Nodes {
 		n := in.Nodes[i].Name
 		if n == "" {
@@ -152,9 +153,11 @@ func Resolve(in Input) Output {
 			Services:    services,
 			Clusters:    clusters,
 			NodeTunnels: tunnels,
+			Authz:       authz[n],
 		}
 	}
 	out.Statuses = r.statuses(routes)
+	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce
 	return out
 }
 

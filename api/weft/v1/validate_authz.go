@@ -51,7 +51,9 @@ func (p *NodePolicy) validateAuthz(l Limits) error {
 }
 
 // ValidateAuthz checks one authorization policy against DefaultLimits,
-// with the workloads it may select ("namespace/name"; nil: any).
+// with the workloads it may select ("namespace/name"). With nil workloads
+// its workloads are not checked (the controller checks a compiled policy
+// before it selects any).
 func (a *AuthzPolicy) ValidateAuthz(workloads map[string]bool) error {
 	return a.validate(DefaultLimits, workloads)
 }
@@ -69,7 +71,7 @@ func (a *AuthzPolicy) validate(l Limits, workloads map[string]bool) error {
 	default:
 		errs = append(errs, fmt.Errorf("%w: action %v", ErrInvalidAuthz, a.GetAction()))
 	}
-	if len(a.GetWorkloads()) == 0 {
+	if workloads != nil && len(a.GetWorkloads()) == 0 {
 		errs = append(errs, fmt.Errorf("%w: selects no workload", ErrInvalidAuthz))
 	}
 	for _, w := range a.GetWorkloads() {
