@@ -15,7 +15,6 @@ import (
 
 	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
-	"github.com/weft-mesh/weft/controller/status"
 	"github.com/weft-mesh/weft/test/kubetest"
 )
 
@@ -40,7 +39,7 @@ func waitAuthzCondition(t *testing.T, ctx context.Context, dyn dynamic.Interface
 		if err != nil {
 			return false, err.Error()
 		}
-		p, err := status.AuthorizationPolicyFrom(u)
+		p, err := policyv1a1.FromUnstructured(u)
 		if err != nil {
 			return false, err.Error()
 		}

@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
@@ -102,12 +101,12 @@ func (s *Source) listAuthz() []policyv1a1.AuthorizationPolicy {
 		if !ok {
 			continue
 		}
-		var p policyv1a1.AuthorizationPolicy
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+		p, err := policyv1a1.FromUnstructured(u)
+		if err != nil {
 			s.log.Warn("authorization policy does not decode; ignored", logkey.Namespace, u.GetNamespace(), logkey.Name, u.GetName(), logkey.Error, err)
 			continue
 		}
-		out = append(out, p)
+		out = append(out, *p)
 	}
 	ptrs := make([]*policyv1a1.AuthorizationPolicy, len(out))
 	for i := range out {

@@ -5,8 +5,6 @@ import (
 	"errors"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 
 	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
 	"github.com/weft-mesh/weft/controller/resolve"
@@ -41,15 +39,14 @@ func (w *Writer) writeAuthz(ctx context.Context, current []policyv1a1.Authorizat
 			if err != nil {
 				return nil, err
 			}
-			return AuthorizationPolicyFrom(u)
+			return policyv1a1.FromUnstructured(u)
 		},
 		update: func(ctx context.Context, o *policyv1a1.AuthorizationPolicy) error {
-			o.APIVersion, o.Kind = policyv1a1.Group+"/"+policyv1a1.Version, policyv1a1.Kind
-			m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+			u, err := policyv1a1.ToUnstructured(o)
 			if err != nil {
 				return err
 			}
-			_, err = res.Namespace(o.Namespace).UpdateStatus(ctx, &unstructured.Unstructured{Object: m}, metav1.UpdateOptions{})
+			_, err = res.Namespace(o.Namespace).UpdateStatus(ctx, u, metav1.UpdateOptions{})
 			return err
 		},
 		want: func(o *policyv1a1.AuthorizationPolicy) *policyv1a1.AuthorizationPolicy {
@@ -83,13 +80,4 @@ func sameConditions(have, want []metav1.Condition) bool {
 		}
 	}
 	return true
-}
-
-// AuthorizationPolicyFrom converts an object read by a dynamic client.
-func AuthorizationPolicyFrom(u *unstructured.Unstructured) (*policyv1a1.AuthorizationPolicy, error) {
-	var p policyv1a1.AuthorizationPolicy
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
-		return nil, err
-	}
-	return &p, nil
 }
