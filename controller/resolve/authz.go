@@ -30,6 +30,14 @@ import (
 // the controller's memory of earlier rounds) stays, or, when there is none,
 // the policy is not pushed at all.
 
+// AuthzRegexBudget is the share of a node's budget of compiled regular
+// expressions (weftv1.Limits.MaxNodeRegexProgramSize) that authorization
+// policies may use together, cluster-wide; routes keep the rest. Policies
+// are admitted by namespace and name; one whose patterns would go over is
+// not accepted (UnsupportedValue), so that no node policy goes over the
+// budget the agent enforces by NACKing it whole.
+const AuthzRegexBudget = 10_000
+
 // AuthzInForce is an AuthorizationPolicy as it is enforced: the compiled
 // rules of an accepted generation and the selectors of its targets.
 type AuthzInForce struct {
@@ -247,13 +255,48 @@ func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Worklo
 	var statuses []AuthzStatus
 	inForce := map[types.UID]*AuthzInForce{}
 	perNode := map[string][]*weftv1.AuthzPolicy{}
+	seen := map[string]bool{}
+	// fits adds c's new regular expressions to the authorization share of
+	// the node budget, false (adding nothing) when they do not fit
+	fits := func(c *AuthzInForce) (int, bool) {
+		add := 0
+		pats := map[string]int{}
+		for _, rule := range c.Policy.GetRules() {
+			for _, m := range rule.GetHttp() {
+				for pat := range (&weftv1.Match{Http: m}).RegexPatterns() {
+					if _, dup := pats[pat]; !seen[pat] && !dup {
+						n, _ := weftv1.RegexProgramSize(pat)
+						pats[pat] = n
+						add += n
+					}
+				}
+			}
+		}
+		if r.authzRegex+add > AuthzRegexBudget {
+			return add, false
+		}
+		for pat := range pats {
+			seen[pat] = true
+		}
+		r.authzRegex += add
+		return add, true
+	}
 	for i := range in.AuthorizationPolicies {
 		p := &in.AuthorizationPolicies[i]
 		c, cond := CompileAuthz(p, r.ix.td, exists)
+		if c != nil {
+			if add, ok := fits(c); !ok {
+				c = nil
+				cond = metav1.Condition{Type: policyv1a1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: policyv1a1.ReasonUnsupportedValue, ObservedGeneration: p.Generation,
+					Message: fmt.Sprintf("its regular expressions (program size %d) would bring the authorization policies' to %d, over their share %d of the node budget; policies before it by namespace and name keep theirs", add, r.authzRegex+add, AuthzRegexBudget)}
+			}
+		}
 		if c == nil {
 			if prev := in.AuthzInForce[p.UID]; prev != nil {
-				c = prev
-				cond.Message = truncate(fmt.Sprintf("%s; generation %d stays in force", cond.Message, prev.Generation))
+				if _, ok := fits(prev); ok {
+					c = prev
+					cond.Message = truncate(fmt.Sprintf("%s; generation %d stays in force", cond.Message, prev.Generation))
+				}
 			}
 		}
 		statuses = append(statuses, AuthzStatus{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation, Conditions: []metav1.Condition{cond}})

@@ -2,10 +2,14 @@ package resolve
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/agent/proxy/authz"
@@ -147,4 +151,65 @@ func FuzzCompileAuthz(f *testing.F) {
 		w.Connection(peer, 8080)
 		w.Request(context.Background(), peer, 8080, &authz.Request{Method: "POST", Path: "/admin"})
 	})
+}
+
+// Authorization policies' regular expressions share a bounded part of the
+// node budget: the ones that would go over are not accepted, and no node
+// policy goes over the budget the agent enforces.
+func TestAuthzRegexBudget(t *testing.T) {
+	in, err := loadCase("testdata/authz-examples.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.AuthorizationPolicies = nil
+	size, err := weftv1.RegexProgramSize("/p0000/[a-z]{1,20}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	perPolicy := weftv1.DefaultLimits.MaxRouteRegexProgramSize / size
+	n := AuthzRegexBudget/(perPolicy*size) + 2
+	for i := range n {
+		var matches []gwv1.HTTPRouteMatch
+		for j := range perPolicy {
+			matches = append(matches, gwv1.HTTPRouteMatch{Path: &gwv1.HTTPPathMatch{
+				Type: ptrTo(gwv1.PathMatchRegularExpression), Value: ptrTo(fmt.Sprintf("/p%02d%02d/[a-z]{1,20}", i, j))}})
+		}
+		in.AuthorizationPolicies = append(in.AuthorizationPolicies, policyv1a1.AuthorizationPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: fmt.Sprintf("p%02d", i), Generation: 1, UID: types.UID(fmt.Sprint(i))},
+			Spec: policyv1a1.AuthorizationPolicySpec{
+				TargetRefs: []policyv1a1.PolicyTargetReferenceWithLabelSelectors{{Kind: "Pod", Selector: &metav1.LabelSelector{}}},
+				Action:     policyv1a1.ActionDeny, EnforcementLevel: policyv1a1.LevelApplication,
+				Rules: rulesOf(matches),
+			},
+		})
+	}
+	out := Resolve(in)
+	checkAgentAccepts(t, out)
+	accepted := 0
+	for _, s := range out.AuthzStatuses {
+		if s.Conditions[0].Status == metav1.ConditionTrue {
+			accepted++
+		} else if !strings.Contains(s.Conditions[0].Message, "share") {
+			t.Errorf("%s: %+v", s.Name, s.Conditions[0])
+		}
+	}
+	if accepted == 0 || accepted == n {
+		t.Fatalf("%d of %d accepted; want the budget to cut some", accepted, n)
+	}
+	if last := out.AuthzStatuses[n-1].Conditions[0]; last.Status != metav1.ConditionFalse {
+		t.Fatalf("the last policy by name was accepted: %+v", last)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// rulesOf puts matches into rules of at most 8.
+func rulesOf(matches []gwv1.HTTPRouteMatch) []policyv1a1.AuthorizationRule {
+	var rules []policyv1a1.AuthorizationRule
+	for len(matches) > 0 {
+		k := min(8, len(matches))
+		rules = append(rules, policyv1a1.AuthorizationRule{HTTPMatches: matches[:k]})
+		matches = matches[k:]
+	}
+	return rules
 }
