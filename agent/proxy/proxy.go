@@ -152,6 +152,8 @@ func (p *Proxy) Update(pol *weftv1.NodePolicy) error {
 	defer p.mu.Unlock()
 	p.out.Store(snap)
 	p.local.Store(local)
+	// connections the new policy refuses are closed
+	p.in.Reauthorize()
 	return nil
 }
 

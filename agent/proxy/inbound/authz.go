@@ -37,8 +37,74 @@ import (
 // forwarded to the pod over connections of that stream's own.
 //
 // Requests are decided with the policy current when they arrive, so a
-// policy change applies to the next request of an L7 stream; spliced
-// connections keep the decision of their start.
+// policy change applies to the next request of an L7 stream. Spliced
+// streams are decided again on every policy change (Reauthorize): one the
+// new policy refuses, or would now serve at L7, is closed (the caller
+// reconnects and is decided afresh), as ztunnel closes connections a new
+// policy denies.
+
+// liveConn is a spliced stream.
+type liveConn struct {
+	peer   spiffeid.ID
+	addr   net.Addr
+	target netip.AddrPort
+	close  func()
+	once   sync.Once
+}
+
+func (s *Server) track(c *liveConn) {
+	s.liveMu.Lock()
+	if s.live == nil {
+		s.live = map[*liveConn]struct{}{}
+	}
+	s.live[c] = struct{}{}
+	s.liveMu.Unlock()
+}
+
+func (s *Server) untrack(c *liveConn) {
+	s.liveMu.Lock()
+	delete(s.live, c)
+	s.liveMu.Unlock()
+}
+
+// stillAllowed decides a spliced stream with the current policy; the
+// decision that refuses it, or nil.
+func (s *Server) stillAllowed(c *liveConn) *authz.Decision {
+	if s.cfg.Authz == nil {
+		return nil
+	}
+	d := s.cfg.Authz(c.target.Addr()).Connection(c.peer, uint32(c.target.Port()))
+	if d.Allowed {
+		return nil
+	}
+	return &d
+}
+
+// Reauthorize decides every spliced stream again with the current policy
+// and closes those it no longer allows; it returns how many it closed. The
+// proxy calls it after each policy update.
+func (s *Server) Reauthorize() int {
+	s.liveMu.Lock()
+	conns := make([]*liveConn, 0, len(s.live))
+	for c := range s.live {
+		conns = append(conns, c)
+	}
+	s.liveMu.Unlock()
+	closed := 0
+	for _, c := range conns {
+		d := s.stillAllowed(c)
+		if d == nil {
+			continue
+		}
+		if d.NeedL7 {
+			d.Reason = "now decided per request: " + d.Reason
+		}
+		s.refuseAuthz(0, c.addr, c.peer, c.target, *d)
+		c.once.Do(c.close)
+		closed++
+	}
+	return closed
+}
 
 // l7Info is what the handler of an L7 stream's requests needs.
 type l7Info struct {

@@ -313,3 +313,50 @@ func TestAuthzNoPolicyAllows(t *testing.T) {
 	c.Close()
 	d.Close()
 }
+
+// A policy that refuses a spliced connection closes it when it arrives.
+func TestAuthzPolicyChangeClosesRefusedConnections(t *testing.T) {
+	checkGoroutines(t)
+	pods := &policies{}
+	f := startPod(t, pods, func(l net.Listener) {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	})
+	pods.set(t) // no policy
+	d := dialer(t, f.ca, f.ca.MustIssue(clientID), f.ca.MustIssue(frontendID))
+	dial := func(id spiffeid.ID) *tunnel.Conn {
+		c, err := d.Dial(context.Background(), tunnel.Target{Node: f.node, Addr: f.pod, Source: id, Dest: serverID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roundTrip(t, c)
+		return c
+	}
+	other, front := dial(clientID), dial(frontendID)
+	if n := f.server.Reauthorize(); n != 0 {
+		t.Fatalf("nothing changed, %d closed", n)
+	}
+	pods.set(t, allowFrontend(f.pod.Port()))
+	if n := f.server.Reauthorize(); n != 1 {
+		t.Fatalf("closed %d connections, want the one the policy refuses", n)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := other.Read(make([]byte, 1)); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the refused connection still reads")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the refused connection was not closed")
+	}
+	roundTrip(t, front) // the allowed one goes on
+	other.Close()
+	front.Close()
+	d.Close()
+}

@@ -98,6 +98,10 @@ type Server struct {
 	h2srv  *http.Server
 	h2feed *drain.Feed
 	rp     *httputil.ReverseProxy
+
+	// live are the spliced streams, for Reauthorize
+	liveMu sync.Mutex
+	live   map[*liveConn]struct{}
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -401,6 +405,14 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 		return
 	}
 	defer pod.Close()
+	// tracked while spliced: a policy change that refuses it closes it
+	lc := &liveConn{peer: peer, addr: addr, target: target, close: func() { st.Close(); pod.Close() }}
+	s.track(lc)
+	defer s.untrack(lc)
+	if s.stillAllowed(lc) != nil {
+		// the policy changed between the decision and the tracking
+		return
+	}
 	if err := st.Respond(http.StatusOK); err != nil {
 		return
 	}
