@@ -197,13 +197,26 @@ type tunnelAddr struct{}
 func (tunnelAddr) Network() string { return "tunnel" }
 func (tunnelAddr) String() string  { return "tunnel" }
 
+// forwardingHeaders are the request headers ReverseProxy drops in Rewrite
+// mode; the inbound passes them on unchanged.
+var forwardingHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"}
+
 // initL7 builds the HTTP servers of L7 streams (New calls it).
 func (s *Server) initL7() {
 	s.rp = &httputil.ReverseProxy{
+		// the pod gets the request as a spliced connection would have
+		// carried it: ReverseProxy's own forwarding headers and query
+		// cleaning are undone (hop-by-hop headers stay stripped)
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			info := pr.In.Context().Value(l7Key{}).(*l7Info)
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = info.target.String()
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			for _, h := range forwardingHeaders {
+				if v, ok := pr.In.Header[h]; ok {
+					pr.Out.Header[h] = v
+				}
+			}
 		},
 		Transport: podRoundTripper{},
 		ErrorLog:  slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),

@@ -171,6 +171,10 @@ func TestAuthzHTTPRefusedRequestKeepsConnection(t *testing.T) {
 		mu.Lock()
 		seen = append(seen, r.Method+" "+r.URL.Path)
 		mu.Unlock()
+		if r.URL.Path == "/verbatim" && (r.URL.RawQuery != "a=1;b=2" || r.Header.Get("X-Forwarded-For") != "10.1.2.3") {
+			w.WriteHeader(http.StatusExpectationFailed)
+			return
+		}
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "pod "+r.URL.Path)
 	})}
@@ -212,6 +216,13 @@ func TestAuthzHTTPRefusedRequestKeepsConnection(t *testing.T) {
 		do("POST", "//admin", 400) // not reachable by another spelling
 		do("POST", "/x/../admin", 400)
 		do("GET", "/cart", 200)
+		req, _ := http.NewRequest("GET", "http://cart/verbatim?a=1;b=2", nil)
+		req.Header.Set("X-Forwarded-For", "10.1.2.3")
+		if resp, err := c.Do(req); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("h2 %v: the request did not reach the pod as sent: %v %v", h2, resp, err)
+		} else {
+			resp.Body.Close()
+		}
 		if n := dials.Load(); n != 1 {
 			t.Errorf("h2 %v: %d tunnel streams, want the refused requests to keep the first", h2, n)
 		}
