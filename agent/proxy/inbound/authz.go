@@ -285,8 +285,10 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	grpc := r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	// the target as sent (HTTP/2: :path), so that what is checked for
+	// canonical form is what the pod will parse
 	target := r.RequestURI
-	if target == "" || r.ProtoMajor == 2 {
+	if target == "" || target[0] != '/' {
 		target = r.URL.RequestURI()
 	}
 	if !authz.CanonicalPath(target) {

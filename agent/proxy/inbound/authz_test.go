@@ -215,6 +215,7 @@ func TestAuthzHTTPRefusedRequestKeepsConnection(t *testing.T) {
 		do("POST", "/cart", 200)
 		do("POST", "//admin", 400) // not reachable by another spelling
 		do("POST", "/x/../admin", 400)
+		do("POST", "/%61dmin", 400)
 		do("GET", "/cart", 200)
 		req, _ := http.NewRequest("GET", "http://cart/verbatim?a=1;b=2", nil)
 		req.Header.Set("X-Forwarded-For", "10.1.2.3")
