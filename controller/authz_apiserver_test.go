@@ -98,7 +98,7 @@ func TestIntegrationAuthorizationPolicy(t *testing.T) {
 		}
 	}
 
-	c, _, _ := startController(t, ctx, Config{
+	c, stop, done := startController(t, ctx, Config{
 		Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0", Debounce: 50 * time.Millisecond,
 		Authenticator: tokens{"tok-1": "node-1", "tok-2": "node-2"}, Logger: testLogger(t),
 	})
@@ -177,6 +177,34 @@ func TestIntegrationAuthorizationPolicy(t *testing.T) {
 	cur := authzOf(b.next(t, "a fresh snapshot", func(*weftv1.PolicySnapshot) bool { return true }).Policy, "app/echo-callers")
 	if cur == nil || cur.Rules[0].Sources[0].Identity != "spiffe://cluster.local/ns/app/sa/client" {
 		t.Fatalf("in force after an invalid update: %v", cur)
+	}
+	eventually(t, "status.inForce of echo-callers", func() (bool, string) {
+		u, err := res.Get(ctx, "echo-callers", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		p, err := policyv1a1.FromUnstructured(u)
+		if err != nil {
+			return false, err.Error()
+		}
+		return p.Status.InForce != nil && p.Status.InForce.Generation == 1 && p.Generation == 2, fmt.Sprintf("generation %d, inForce %+v", p.Generation, p.Status.InForce)
+	})
+
+	// a new controller (no memory of generation 1) keeps it in force from
+	// the status
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done <- nil // for the cleanup
+	c, _, _ = startController(t, ctx, Config{
+		Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0", Debounce: 50 * time.Millisecond,
+		Authenticator: tokens{"tok-1": "node-1", "tok-2": "node-2"}, Logger: testLogger(t),
+	})
+	a = subscribe(t, ctx, c.GRPCAddr().String(), "tok-1", "node-1")
+	cur = authzOf(a.next(t, "the new controller's snapshot", func(s *weftv1.PolicySnapshot) bool { return authzOf(s.Policy, "app/echo-no-admin-writes") != nil }).Policy, "app/echo-callers")
+	if cur == nil || cur.Rules[0].Sources[0].Identity != "spiffe://cluster.local/ns/app/sa/client" {
+		t.Fatalf("in force after a controller restart: %v", cur)
 	}
 
 	// deleted: gone from the node's push

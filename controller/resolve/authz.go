@@ -26,9 +26,8 @@ import (
 // workloads named. The destination node's inbound enforces them.
 //
 // A policy that does not compile gets Accepted=False with the reason and
-// changes nothing in force: the generation last accepted (Input.AuthzInForce,
-// the controller's memory of earlier rounds) stays, or, when there is none,
-// the policy is not pushed at all.
+// changes nothing in force: the generation last accepted stays (see
+// lastAccepted), or, when there is none, the policy is not pushed at all.
 
 // AuthzRegexBudget is the share of a node's budget of compiled regular
 // expressions (weftv1.Limits.MaxNodeRegexProgramSize) that authorization
@@ -42,7 +41,9 @@ const AuthzRegexBudget = 10_000
 // rules of an accepted generation and the selectors of its targets.
 type AuthzInForce struct {
 	Generation int64
-	Selectors  []labels.Selector
+	// Spec is the accepted spec, for the policy's status.inForce.
+	Spec      policyv1a1.AuthorizationPolicySpec
+	Selectors []labels.Selector
 	// Policy has no workloads: they are chosen per round.
 	Policy *weftv1.AuthzPolicy
 }
@@ -54,6 +55,8 @@ type AuthzStatus struct {
 	Name       string
 	Generation int64
 	Conditions []metav1.Condition
+	// InForce is what is enforced (status.inForce); nil: nothing.
+	InForce *policyv1a1.PolicyInForce
 }
 
 // authzProblem is why a policy is not accepted.
@@ -72,7 +75,7 @@ func CompileAuthz(p *policyv1a1.AuthorizationPolicy, td spiffeid.TrustDomain, se
 	bad := func(reason, format string, a ...any) {
 		probs = append(probs, authzProblem{reason, fmt.Sprintf(format, a...)})
 	}
-	out := &AuthzInForce{Generation: p.Generation, Policy: &weftv1.AuthzPolicy{Name: p.Namespace + "/" + p.Name}}
+	out := &AuthzInForce{Generation: p.Generation, Spec: p.Spec, Policy: &weftv1.AuthzPolicy{Name: p.Namespace + "/" + p.Name}}
 	switch p.Spec.Action {
 	case policyv1a1.ActionAllow:
 		out.Policy.Action = weftv1.AuthzAction_AUTHZ_ACTION_ALLOW
@@ -219,6 +222,26 @@ func authzSource(policyNS string, s *policyv1a1.AuthorizationSource, td spiffeid
 	return nil, policyv1a1.ReasonInvalidSource, fmt.Sprintf("type %q is not ServiceAccount or SPIFFE", s.Type)
 }
 
+// lastAccepted is what stays in force for a policy that does not compile:
+// this controller's memory of an earlier round (Input.AuthzInForce), else
+// the accepted spec recorded in the policy's status.inForce, which every
+// replica reads and which survives restarts. The recorded spec is compiled
+// without the ServiceAccount check: an account deleted since does not
+// make it unsafe (no workload has its identity until it is recreated).
+func lastAccepted(in *Input, p *policyv1a1.AuthorizationPolicy, td spiffeid.TrustDomain) *AuthzInForce {
+	if prev := in.AuthzInForce[p.UID]; prev != nil {
+		return prev
+	}
+	rec := p.Status.InForce
+	if rec == nil || rec.Generation > p.Generation {
+		return nil
+	}
+	old := *p
+	old.Generation, old.Spec = rec.Generation, rec.Spec
+	c, _ := CompileAuthz(&old, td, nil)
+	return c
+}
+
 // resolveAuthz compiles every AuthorizationPolicy and returns, per node,
 // the policies that select its workloads, the statuses, and what is in
 // force now (for the next round's Input.AuthzInForce).
@@ -292,14 +315,18 @@ func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Worklo
 			}
 		}
 		if c == nil {
-			if prev := in.AuthzInForce[p.UID]; prev != nil {
+			if prev := lastAccepted(in, p, r.ix.td); prev != nil {
 				if _, ok := fits(prev); ok {
 					c = prev
 					cond.Message = truncate(fmt.Sprintf("%s; generation %d stays in force", cond.Message, prev.Generation))
 				}
 			}
 		}
-		statuses = append(statuses, AuthzStatus{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation, Conditions: []metav1.Condition{cond}})
+		st := AuthzStatus{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation, Conditions: []metav1.Condition{cond}}
+		if c != nil {
+			st.InForce = &policyv1a1.PolicyInForce{Generation: c.Generation, Spec: c.Spec}
+		}
+		statuses = append(statuses, st)
 		if c == nil {
 			continue
 		}

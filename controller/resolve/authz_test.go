@@ -103,6 +103,42 @@ func TestAuthzInvalidUpdateKeepsTheLastAccepted(t *testing.T) {
 
 func equalAuthz(a, b *weftv1.AuthzPolicy) bool { return a.String() == b.String() }
 
+// Without this controller's memory (a restart, another replica), the
+// accepted spec recorded in status.inForce stays in force, even when a
+// ServiceAccount it names is gone.
+func TestAuthzInvalidUpdateKeepsTheRecordedSpec(t *testing.T) {
+	in, err := loadCase("testdata/authz-examples.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := Resolve(in)
+	want := first.Nodes["lab-node-1"].Authz
+	if st := first.AuthzStatuses[0]; st.InForce == nil || st.InForce.Generation != 1 {
+		t.Fatalf("status to write: %+v", st)
+	}
+	for i := range in.AuthorizationPolicies {
+		in.AuthorizationPolicies[i].Status.InForce = first.AuthzStatuses[i].InForce
+	}
+	p := &in.AuthorizationPolicies[0]
+	p.Generation = 2
+	p.Spec.Rules = []policyv1a1.AuthorizationRule{{Sources: []policyv1a1.AuthorizationSource{{Type: "Group"}}}}
+	in.ServiceAccounts = in.ServiceAccounts[1:] // shop/frontend is gone too
+	out := Resolve(in)
+	if got := out.Nodes["lab-node-1"].Authz; len(got) != len(want) || !equalAuthz(got[0], want[0]) {
+		t.Fatalf("in force:\n%v\nwant\n%v", got, want)
+	}
+	st := out.AuthzStatuses[0]
+	if st.InForce == nil || st.InForce.Generation != 1 || st.Conditions[0].Reason != policyv1a1.ReasonInvalidSource ||
+		!strings.Contains(st.Conditions[0].Message, "generation 1 stays in force") {
+		t.Fatalf("status: %+v", st)
+	}
+	// a record newer than the policy (not ours) is not trusted
+	p.Status.InForce.Generation = 5
+	if got := Resolve(in).Nodes["lab-node-1"].Authz; len(got) != 1 || got[0].Name != "shop/cart-no-admin-writes" {
+		t.Fatalf("a record from a later generation was used: %v", got)
+	}
+}
+
 // FuzzCompileAuthz compiles arbitrary AuthorizationPolicies (YAML or JSON;
 // the seeds are the golden cases' policies): CompileAuthz never panics,
 // and what it accepts the agent compiles and can decide with.

@@ -140,7 +140,11 @@ func render(out Output) ([]byte, error) {
 				}
 				cs = append(cs, renderedCondition{c.Type, string(c.Status), c.Reason, c.Message, c.ObservedGeneration})
 			}
-			as = append(as, map[string]any{"namespace": s.Namespace, "name": s.Name, "generation": s.Generation, "conditions": cs})
+			st := map[string]any{"namespace": s.Namespace, "name": s.Name, "generation": s.Generation, "conditions": cs}
+			if s.InForce != nil {
+				st["inForceGeneration"] = s.InForce.Generation
+			}
+			as = append(as, st)
 		}
 		doc["authzStatuses"] = as
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
@@ -11,8 +12,8 @@ import (
 )
 
 // AuthorizationPolicies (policy.weft.dev) are Weft's own kind: their status
-// is a plain condition list that Weft owns entirely (its Accepted
-// condition), written through a dynamic client (the project generates no
+// (the Accepted condition and inForce, the spec in force) is Weft's
+// entirely, written through a dynamic client (the project generates no
 // clientset for its own types).
 
 // ErrNoDynamic: AuthorizationPolicy statuses to write without
@@ -26,9 +27,9 @@ func (w *Writer) writeAuthz(ctx context.Context, current []policyv1a1.Authorizat
 	if w.dynamic == nil {
 		return 0, ErrNoDynamic
 	}
-	desired := make(map[[2]string][]metav1.Condition, len(want))
+	desired := make(map[[2]string]resolve.AuthzStatus, len(want))
 	for _, s := range want {
-		desired[[2]string{s.Namespace, s.Name}] = s.Conditions
+		desired[[2]string{s.Namespace, s.Name}] = s
 	}
 	res := w.dynamic.Resource(policyv1a1.GroupVersionResource)
 	return writeAll(ctx, w, kind[policyv1a1.AuthorizationPolicy]{
@@ -50,12 +51,13 @@ func (w *Writer) writeAuthz(ctx context.Context, current []policyv1a1.Authorizat
 			return err
 		},
 		want: func(o *policyv1a1.AuthorizationPolicy) *policyv1a1.AuthorizationPolicy {
-			conds, ok := desired[[2]string{o.Namespace, o.Name}]
-			if !ok || sameConditions(o.Status.Conditions, conds) {
+			d, ok := desired[[2]string{o.Namespace, o.Name}]
+			if !ok || sameConditions(o.Status.Conditions, d.Conditions) && equality.Semantic.DeepEqual(o.Status.InForce, d.InForce) {
 				return nil
 			}
 			out := *o
-			out.Status.Conditions = keepTransitions(conds, o.Status.Conditions, now)
+			out.Status.Conditions = keepTransitions(d.Conditions, o.Status.Conditions, now)
+			out.Status.InForce = d.InForce
 			return &out
 		},
 	}, current)

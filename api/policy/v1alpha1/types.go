@@ -190,6 +190,19 @@ type PolicyStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// InForce (Weft) is the spec Weft enforces: the current one when it is
+	// accepted, else the last accepted one (a policy that stops compiling
+	// changes nothing in force). Written by the controller, read back by
+	// every replica, so what is in force survives restarts.
+	//
+	// +optional
+	InForce *PolicyInForce `json:"inForce,omitempty"`
+}
+
+// PolicyInForce is an accepted generation of a policy's spec.
+type PolicyInForce struct {
+	Generation int64                   `json:"generation"`
+	Spec       AuthorizationPolicySpec `json:"spec"`
 }
 
 // Condition type and reasons of a policy's status.
