@@ -214,4 +214,13 @@ func TestIntegrationAuthorizationPolicy(t *testing.T) {
 	}
 	a.next(t, "the deleted policy gone", func(s *weftv1.PolicySnapshot) bool { return authzOf(s.Policy, "app/echo-no-admin-writes") == nil })
 	t.Logf("deleted policy out of node-1's push %v after the delete", time.Since(start))
+
+	// statuses settle: what was written reads back equal, nothing is
+	// rewritten in a loop
+	time.Sleep(time.Second)
+	before := c.Stats().StatusWrites
+	time.Sleep(time.Second)
+	if after := c.Stats().StatusWrites; after != before {
+		t.Errorf("%d status writes in a second with nothing changing", after-before)
+	}
 }
