@@ -117,3 +117,25 @@ func TestAuthzGRPCPermissionDeniedThroughTheProxy(t *testing.T) {
 		t.Fatalf("Echo after a denied Ping: %v %v", r, err)
 	}
 }
+
+// A request the caller's proxy accepts is not refused by the destination
+// for its header size when it is served at L7 there.
+func TestAuthzL7AcceptsWhatTheSourceAccepts(t *testing.T) {
+	e := newEnv(t)
+	ep := e.httpPod("web", "web")
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+	e.service("web", "web", "10.96.0.40", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+	e.pol.Authz = []*weftv1.AuthzPolicy{{Name: "web/no-admin", Action: weftv1.AuthzAction_AUTHZ_ACTION_DENY, Application: true,
+		Workloads: []string{ep.Pod}, Rules: []*weftv1.AuthzRule{{AnySource: true, Http: []*weftv1.HTTPMatch{prefix("/admin")}}}}}
+	e.apply()
+	req, _ := http.NewRequest("GET", "http://10.96.0.40/big", nil)
+	req.Header.Set("X-Big", strings.Repeat("b", 40<<10)) // under the 60 KiB the source accepts
+	resp, err := e.client(e.caller("app"), "10.96.0.40:80").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("a 40 KiB header: %d", resp.StatusCode)
+	}
+}

@@ -110,8 +110,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.in, err = inbound.New(inbound.Config{
 		TrustDomain: cfg.TrustDomain, Identities: cfg.Identities, Local: p, Authz: p.Authz,
-		Dial: cfg.DialPod, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, Refusals: p.refusals,
-		Logger: cfg.Logger.With("side", "inbound"),
+		Dial: cfg.DialPod, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, MaxRequestHeaderBytes: 2 * cfg.Limits.HeaderBytes,
+		Refusals: p.refusals,
+		Logger:   cfg.Logger.With("side", "inbound"),
 	})
 	if err != nil {
 		return nil, err

@@ -232,7 +232,7 @@ func (s *Server) initL7() {
 			s.serveRequest(w, r.WithContext(ctx))
 		},
 		H2C:            s.h2c,
-		MaxHeaderBytes: s.cfg.MaxHeaderBytes,
+		MaxHeaderBytes: s.cfg.MaxRequestHeaderBytes,
 		Refused: func(c net.Conn, status int, reason string) {
 			s.refuseStream(limits.BadRequest, status, c.RemoteAddr(), "", reason)
 		},
@@ -242,7 +242,7 @@ func (s *Server) initL7() {
 	s.h2srv = &http.Server{
 		Handler:           http.HandlerFunc(s.serveRequest),
 		Protocols:         &protos,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		MaxHeaderBytes:    s.cfg.MaxRequestHeaderBytes,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {

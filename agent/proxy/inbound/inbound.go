@@ -71,6 +71,11 @@ type Config struct {
 	// MaxHeaderBytes bounds a CONNECT request's header block; a larger one
 	// is answered 431. limits.DefaultTunnelHeaderBytes when zero.
 	MaxHeaderBytes int
+	// MaxRequestHeaderBytes bounds the header of an HTTP request served at
+	// L7 for Application-level authorization (431 above it). Twice
+	// limits.DefaultHeaderBytes when zero: the source proxy accepted the
+	// request within its own limit and its filters may have added headers.
+	MaxRequestHeaderBytes int
 	// Authz returns the authorization policies of the local pod with IP
 	// addr (nil: none, everything is allowed); nil: no authorization.
 	Authz func(addr netip.Addr) *authz.Workload
@@ -118,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
 	cfg.HandshakeTimeout = cmp.Or(cfg.HandshakeTimeout, 10*time.Second)
 	cfg.MaxHeaderBytes = cmp.Or(cfg.MaxHeaderBytes, limits.DefaultTunnelHeaderBytes)
+	cfg.MaxRequestHeaderBytes = cmp.Or(cfg.MaxRequestHeaderBytes, 2*limits.DefaultHeaderBytes)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
