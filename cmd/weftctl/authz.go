@@ -231,3 +231,46 @@ func explainAuthz(w io.Writer, in resolve.Input, q authzQuery) error {
 	fmt.Fprintf(w, "decision: %s: %s\n", verdict, d.Reason)
 	return nil
 }
+
+// authzRows are the AuthorizationPolicies' verdicts for weftctl status
+// (none when the CRD is not installed).
+func authzRows(ctx context.Context, kubeconfig, ns string) []row {
+	rc, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil
+	}
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil
+	}
+	list, err := dc.Resource(policyv1a1.GroupVersionResource).Namespace(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil
+	}
+	var rows []row
+	for i := range list.Items {
+		p, err := policyv1a1.FromUnstructured(&list.Items[i])
+		if err != nil {
+			continue
+		}
+		rows = append(rows, authzRow(p))
+	}
+	return rows
+}
+
+func authzRow(p *policyv1a1.AuthorizationPolicy) row {
+	r := row{kind: policyv1a1.Kind, ns: p.Namespace, name: p.Name, parent: "-", accepted: "no status from weft", resolved: "-"}
+	for _, c := range p.Status.Conditions {
+		if c.Type != policyv1a1.ConditionAccepted {
+			continue
+		}
+		r.accepted = string(c.Status) + "/" + c.Reason
+		if c.ObservedGeneration != p.Generation {
+			r.accepted = string(c.Status) + " (stale)/" + c.Reason
+		}
+		if c.Status != metav1.ConditionTrue {
+			r.message = c.Message
+		}
+	}
+	return r
+}

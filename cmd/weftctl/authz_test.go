@@ -167,3 +167,12 @@ func TestIntegrationAuthz(t *testing.T) {
 		t.Fatalf("weftctl authz said:\n%s", b.String())
 	}
 }
+
+func TestAuthzRow(t *testing.T) {
+	p := &policyv1a1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop", Generation: 2},
+		Status: policyv1a1.PolicyStatus{Conditions: []metav1.Condition{{Type: "Accepted", Status: "False", Reason: "UnknownServiceAccount", Message: "ServiceAccount shop/x does not exist", ObservedGeneration: 2}}}}
+	r := authzRow(p)
+	if r.accepted != "False/UnknownServiceAccount" || r.message != "ServiceAccount shop/x does not exist" || r.kind != "AuthorizationPolicy" {
+		t.Fatalf("%+v", r)
+	}
+}

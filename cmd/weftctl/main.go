@@ -1,6 +1,6 @@
 // Command weftctl is the operator's view of the mesh:
 //
-//	weftctl status [-n NS]     route statuses written by weft, agents, enrolled pods
+//	weftctl status [-n NS]     route and AuthorizationPolicy statuses written by weft, agents, enrolled pods
 //	weftctl check              preflight of this host's kernel (run on a node)
 //	weftctl dump --node NODE   the policy in force on a node (through its agent pod)
 //	weftctl authz --from SA.NS --to POD.NS --port P [--method M --path P]
@@ -65,7 +65,7 @@ func main() {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  weftctl status [--kubeconfig F] [-n NS]   route statuses, agents, enrolled pods
+  weftctl status [--kubeconfig F] [-n NS]   route and AuthorizationPolicy statuses, agents, enrolled pods
   weftctl check                             preflight this host (kernel, BTF, cgroup v2, BPF hooks)
   weftctl dump --node NODE [--kubeconfig F] policy in force on NODE (JSON, via its agent pod)
   weftctl authz --from SA.NS|SPIFFE-ID --to POD.NS --port P [--method M] [--path P] [--header N:V]
@@ -140,6 +140,7 @@ func status(args []string, w io.Writer) error {
 			rows = append(rows, parentRows("TCPRoute", r.ObjectMeta, r.Status.Parents)...)
 		}
 	}
+	rows = append(rows, authzRows(ctx, *kubeconfig, *ns)...)
 	printRoutes(w, rows)
 
 	agents, err := kc.CoreV1().Pods(mesh.SystemNamespace).List(ctx, metav1.ListOptions{LabelSelector: mesh.LabelPartOf + "=" + mesh.PartOf})
