@@ -29,6 +29,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -155,6 +157,7 @@ type Controller struct {
 	hlLis      net.Listener
 
 	gateways   []gwv1.Gateway                       // of the last round (round's goroutine only)
+	authz      map[types.UID]*resolve.AuthzInForce  // of the last round (round's goroutine only)
 	dataPlanes atomic.Pointer[map[dataPlane]string] // accepted Gateways by data plane, see GatewayOf
 	kick       chan struct{}                        // resolve again (bundle changed)
 	leader     atomic.Bool
@@ -237,14 +240,18 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metadata client: %w", err)
 	}
-	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Metadata: md, Logger: cfg.Logger}); err != nil {
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Metadata: md, Dynamic: dyn, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, Gateways: cfg.Gateways, SendBuffer: cfg.SendBuffer,
 		GatewayRefusalChanged: c.Kick, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if c.status, err = status.New(status.Config{Client: gw, Logger: cfg.Logger}); err != nil {
+	if c.status, err = status.New(status.Config{Client: gw, Dynamic: dyn, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	c.owner = owner.ClusterRole(kube, cfg.OwnerClusterRole)
@@ -437,11 +444,14 @@ func (c *Controller) round() {
 		return
 	}
 	in.Options.TrustDomain = c.cfg.TrustDomain
+	// an AuthorizationPolicy that stops compiling keeps what was in force
+	in.AuthzInForce = c.authz
 	start := time.Now()
 	out, ok := c.safeResolve(in)
 	if !ok {
 		return
 	}
+	c.authz = out.AuthzInForce
 	c.resolves.Add(1)
 	var anchors [][]byte
 	if c.cfg.TrustAnchors != nil {
@@ -463,7 +473,7 @@ func (c *Controller) round() {
 	if gwOut == nil && c.latest != nil {
 		gwOut = c.latest.want.Gateway // Gateways not resolved this round: keep the last decision
 	}
-	c.latest = &statusWork{want: status.Want{Mesh: out.Statuses, Gateway: gwOut}, provision: c.provisions(gwOut, anchors)}
+	c.latest = &statusWork{want: status.Want{Mesh: out.Statuses, Authz: out.AuthzStatuses, Gateway: gwOut}, provision: c.provisions(gwOut, anchors)}
 	c.statusMu.Unlock()
 	select {
 	case c.statusCh <- struct{}{}:

@@ -3,7 +3,8 @@
 #
 #   chart/crds/          the Gateway API CRDs (experimental channel) of the pinned
 #                        module; Helm installs a chart's crds/ on install and never
-#                        upgrades or deletes them
+#                        upgrades or deletes them. Weft's own CRD
+#                        (policy.weft.dev_*.yaml) is written by hand and kept.
 #   rbac.yaml, controller.yaml, agent.yaml
 #                        the chart rendered with its default values by the pinned
 #                        helm, so `kubectl apply -k manifests/` and `helm install`
@@ -23,7 +24,7 @@ helm="${HELM:-$(cd .. && pwd)/.cache/tools/helm}"
 
 src="$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/experimental"
 mkdir -p chart/crds
-rm -f chart/crds/*.yaml
+rm -f chart/crds/gateway.networking*.yaml
 for f in "$src"/gateway.networking*.yaml; do
   case "$f" in *_vap_*) continue ;; esac
   cp "$f" chart/crds/
@@ -43,7 +44,7 @@ done
   echo "apiVersion: kustomize.config.k8s.io/v1beta1"
   echo "kind: Kustomization"
   echo "resources:"
-  for f in chart/crds/gateway.networking*.yaml; do echo "- $f"; done
+  for f in chart/crds/gateway.networking*.yaml chart/crds/policy.weft.dev*.yaml; do echo "- $f"; done
   echo "- namespace.yaml"
   for t in rbac controller agent; do echo "- $t.yaml"; done
 } > kustomization.yaml

@@ -20,6 +20,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/agent/proxy/authz"
 	"github.com/weft-mesh/weft/agent/proxy/inbound"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
@@ -108,9 +109,10 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p.in, err = inbound.New(inbound.Config{
-		TrustDomain: cfg.TrustDomain, Identities: cfg.Identities, Local: p,
-		Dial: cfg.DialPod, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, Refusals: p.refusals,
-		Logger: cfg.Logger.With("side", "inbound"),
+		TrustDomain: cfg.TrustDomain, Identities: cfg.Identities, Local: p, Authz: p.Authz,
+		Dial: cfg.DialPod, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, MaxRequestHeaderBytes: 2 * cfg.Limits.HeaderBytes,
+		Refusals: p.refusals,
+		Logger:   cfg.Logger.With("side", "inbound"),
 	})
 	if err != nil {
 		return nil, err
@@ -144,21 +146,30 @@ func (p *Proxy) Update(pol *weftv1.NodePolicy) error {
 	if err != nil {
 		return err
 	}
+	if local.authz, err = authz.Compile(pol, p.cfg.TrustDomain); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.out.Store(snap)
 	p.local.Store(local)
+	// connections the new policy refuses are closed
+	p.in.Reauthorize()
 	return nil
 }
 
-// localState is the inbound's view: which pods live here, as whom.
+// localState is the inbound's view: which pods live here, as whom, and
+// the authorization policies that select them.
 type localState struct {
 	pods   map[netip.Addr]spiffeid.ID
 	byName map[string]spiffeid.ID
+	// workload is "namespace/name" of the pod with an IP
+	workload map[netip.Addr]string
+	authz    *authz.Table
 }
 
 func compileLocal(pol *weftv1.NodePolicy) (*localState, error) {
-	l := &localState{pods: make(map[netip.Addr]spiffeid.ID), byName: make(map[string]spiffeid.ID)}
+	l := &localState{pods: make(map[netip.Addr]spiffeid.ID), byName: make(map[string]spiffeid.ID), workload: make(map[netip.Addr]string)}
 	for _, w := range pol.GetWorkloads() {
 		id, err := spiffeid.FromString(w.GetIdentity())
 		if err != nil {
@@ -170,6 +181,7 @@ func compileLocal(pol *weftv1.NodePolicy) (*localState, error) {
 				return nil, fmt.Errorf("workload %s/%s ip %q: %w", w.GetNamespace(), w.GetName(), s, err)
 			}
 			l.pods[ip.Unmap()] = id
+			l.workload[ip.Unmap()] = w.GetNamespace() + "/" + w.GetName()
 		}
 		l.byName[tunnel.ServerName(id)] = id
 	}
@@ -180,6 +192,17 @@ func compileLocal(pol *weftv1.NodePolicy) (*localState, error) {
 func (p *Proxy) PodIdentity(a netip.Addr) (spiffeid.ID, bool) {
 	id, ok := p.local.Load().pods[a]
 	return id, ok
+}
+
+// Authz returns the authorization policies of the local pod with IP a (nil:
+// none selects it, or it is not a local pod).
+func (p *Proxy) Authz(a netip.Addr) *authz.Workload {
+	l := p.local.Load()
+	name, ok := l.workload[a]
+	if !ok {
+		return nil
+	}
+	return l.authz.For(name)
 }
 
 // ByServerName implements inbound.Local.

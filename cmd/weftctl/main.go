@@ -1,8 +1,10 @@
 // Command weftctl is the operator's view of the mesh:
 //
-//	weftctl status [-n NS]     route statuses written by weft, agents, enrolled pods
+//	weftctl status [-n NS]     route and AuthorizationPolicy statuses written by weft, agents, enrolled pods
 //	weftctl check              preflight of this host's kernel (run on a node)
 //	weftctl dump --node NODE   the policy in force on a node (through its agent pod)
+//	weftctl authz --from SA.NS --to POD.NS --port P [--method M --path P]
+//	                           which AuthorizationPolicy decides a request
 package main
 
 import (
@@ -21,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -47,6 +50,8 @@ func main() {
 		}
 	case "dump":
 		err = dump(os.Args[2:])
+	case "authz":
+		err = authzCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -60,20 +65,31 @@ func main() {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  weftctl status [--kubeconfig F] [-n NS]   route statuses, agents, enrolled pods
+  weftctl status [--kubeconfig F] [-n NS]   route and AuthorizationPolicy statuses, agents, enrolled pods
   weftctl check                             preflight this host (kernel, BTF, cgroup v2, BPF hooks)
   weftctl dump --node NODE [--kubeconfig F] policy in force on NODE (JSON, via its agent pod)
+  weftctl authz --from SA.NS|SPIFFE-ID --to POD.NS --port P [--method M] [--path P] [--header N:V]
+                                            which AuthorizationPolicy decides a caller's connection
+                                            or request to a pod, and why (the agent's decision code)
 `)
 }
 
-func clients(kubeconfig string) (kubernetes.Interface, gwclient.Interface, error) {
+func restConfig(kubeconfig string) (*rest.Config, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if kubeconfig != "" {
 		rules.ExplicitPath = kubeconfig
 	}
 	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
 	if err != nil {
-		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	return rc, nil
+}
+
+func clients(kubeconfig string) (kubernetes.Interface, gwclient.Interface, error) {
+	rc, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, nil, err
 	}
 	kc, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -124,6 +140,7 @@ func status(args []string, w io.Writer) error {
 			rows = append(rows, parentRows("TCPRoute", r.ObjectMeta, r.Status.Parents)...)
 		}
 	}
+	rows = append(rows, authzRows(ctx, *kubeconfig, *ns)...)
 	printRoutes(w, rows)
 
 	agents, err := kc.CoreV1().Pods(mesh.SystemNamespace).List(ctx, metav1.ListOptions{LabelSelector: mesh.LabelPartOf + "=" + mesh.PartOf})

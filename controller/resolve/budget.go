@@ -32,13 +32,14 @@ func (rt *route) programmed() bool {
 // which the agent enforces by NACKing the whole policy): it sums the
 // program sizes of the distinct patterns of the programmed routes in route
 // precedence order (oldest first), and drops, with a status, each rule
-// whose new patterns would go over. Older routes keep their rules; the
+// whose new patterns would go over (authorization policies' patterns are
+// counted first, see AuthzRegexBudget). Older routes keep their rules; the
 // route that arrives last is the one cut. Every node gets the same
 // Services (and so the same patterns), so one sum holds for every node.
 // It reports whether it dropped a rule; attachment must then be redone
 // (a route may have lost its last rule).
 func (r *resolver) fitRegexBudget(routes []*route) bool {
-	budget := r.ix.opts.regexBudget()
+	budget := r.ix.opts.regexBudget() - r.authzRegex
 	seen := map[string]bool{}
 	total, dropped := 0, false
 	for _, rt := range routes {

@@ -14,6 +14,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	"sigs.k8s.io/yaml"
+
+	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
 )
 
 // caseOptions is the optional options document of a test case:
@@ -151,6 +153,16 @@ func decodeInto(in *Input, data []byte, strict bool) error {
 			var o gwxv1a1.XBackend
 			if err = unmarshal(b, &o); err == nil {
 				in.Backends = append(in.Backends, o)
+			}
+		case "AuthorizationPolicy":
+			var o policyv1a1.AuthorizationPolicy
+			if err = unmarshal(b, &o); err == nil {
+				in.AuthorizationPolicies = append(in.AuthorizationPolicies, o)
+			}
+		case "ServiceAccount":
+			var o corev1.ServiceAccount
+			if err = unmarshal(b, &o); err == nil {
+				in.ServiceAccounts = append(in.ServiceAccounts, o)
 			}
 		default:
 			return fmt.Errorf("document %d: kind %q is not an input of resolve", i, tm.Kind)

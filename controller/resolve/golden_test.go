@@ -109,8 +109,9 @@ type renderedStatus struct {
 }
 
 // render turns an Output into YAML. Every node's policy must be the same
-// except for the node name and workloads: the shared part is rendered once
-// (policy) and the workloads per node.
+// except for the node name, workloads and authorization policies: the
+// shared part is rendered once (policy), the workloads and authorization
+// policies per node.
 func render(out Output) ([]byte, error) {
 	doc := map[string]any{}
 	var sts []renderedStatus
@@ -129,6 +130,25 @@ func render(out Output) ([]byte, error) {
 		sts = append(sts, rs)
 	}
 	doc["statuses"] = sts
+	if len(out.AuthzStatuses) > 0 {
+		var as []map[string]any
+		for _, s := range out.AuthzStatuses {
+			var cs []renderedCondition
+			for _, c := range s.Conditions {
+				if !c.LastTransitionTime.IsZero() {
+					return nil, fmt.Errorf("AuthorizationPolicy %s/%s: LastTransitionTime is set", s.Namespace, s.Name)
+				}
+				cs = append(cs, renderedCondition{c.Type, string(c.Status), c.Reason, c.Message, c.ObservedGeneration})
+			}
+			st := map[string]any{"namespace": s.Namespace, "name": s.Name, "generation": s.Generation, "conditions": cs}
+			if s.InForce != nil {
+				st["inForceGeneration"] = s.InForce.Generation
+			}
+			as = append(as, st)
+		}
+		doc["authzStatuses"] = as
+	}
+	authz := map[string]any{}
 	nodes := make([]string, 0, len(out.Nodes))
 	for n := range out.Nodes {
 		nodes = append(nodes, n)
@@ -150,8 +170,19 @@ func render(out Output) ([]byte, error) {
 			ws = append(ws, v)
 		}
 		workloads[n] = ws
+		if len(p.Authz) > 0 {
+			as := make([]any, 0, len(p.Authz))
+			for _, a := range p.Authz {
+				v, err := protoValue(a)
+				if err != nil {
+					return nil, err
+				}
+				as = append(as, v)
+			}
+			authz[n] = as
+		}
 		common := proto.Clone(p).(*weftv1.NodePolicy)
-		common.Node, common.Workloads = "", nil
+		common.Node, common.Workloads, common.Authz = "", nil, nil
 		if shared == nil {
 			shared = common
 		} else if !proto.Equal(shared, common) {
@@ -166,6 +197,9 @@ func render(out Output) ([]byte, error) {
 		doc["policy"] = v
 	}
 	doc["workloads"] = workloads
+	if len(authz) > 0 {
+		doc["authz"] = authz
+	}
 	return yaml.Marshal(doc)
 }
 

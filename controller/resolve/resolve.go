@@ -132,6 +132,10 @@ func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 func Resolve(in Input) Output {
 	r, routes := compileAll(&in, nil)
 	ix := r.ix
+	// authorization first: its regular expressions take their share of the
+	// node budget before routes are fitted into the rest
+	workloads := r.workloadsByNode(in.Pods)
+	authz, authzStatuses, authzInForce := r.resolveAuthz(&in, workloads)
 
 	ports := r.attachWithinBudget(routes)
 	services := r.buildServicePorts(ports)
@@ -139,7 +143,6 @@ func Resolve(in Input) Output {
 	out := Output{Nodes: map[string]*weftv1.NodePolicy{}}
 	clusters := r.buildClusters()
 	tunnels := nodeTunnels(in.Nodes, ix.opts.TunnelPort)
-	workloads := r.workloadsByNode(in.Pods)
 	for i := range in.Nodes {
 		n := in.Nodes[i].Name
 		if n == "" {
@@ -152,9 +155,11 @@ func Resolve(in Input) Output {
 			Services:    services,
 			Clusters:    clusters,
 			NodeTunnels: tunnels,
+			Authz:       authz[n],
 		}
 	}
 	out.Statuses = r.statuses(routes)
+	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce
 	return out
 }
 
@@ -171,6 +176,9 @@ type resolver struct {
 	// permitted decides cross-namespace backend references (CompileTable);
 	// nil permits them all, as mesh routes are.
 	permitted RefPermitted
+	// authzRegex is the program size of the distinct regular expressions
+	// of the authorization policies in force (routes get the rest)
+	authzRegex int
 }
 
 type svcPort struct {

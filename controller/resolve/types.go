@@ -7,10 +7,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -43,6 +45,15 @@ type Input struct {
 	TCPRoutes              []gwv1.TCPRoute
 	BackendTrafficPolicies []gwxv1a1.XBackendTrafficPolicy
 	Backends               []gwxv1a1.XBackend
+	AuthorizationPolicies  []policyv1a1.AuthorizationPolicy
+	// ServiceAccounts, when not nil, are every ServiceAccount of the
+	// cluster: an AuthorizationPolicy source naming another one is
+	// UnknownServiceAccount. Nil: not checked.
+	ServiceAccounts []corev1.ServiceAccount
+	// AuthzInForce is Output.AuthzInForce of the previous round (by
+	// policy UID): an AuthorizationPolicy that stops compiling keeps its
+	// last accepted generation in force. Nil on a controller's first round.
+	AuthzInForce map[types.UID]*AuthzInForce
 }
 
 // Output is everything resolution decided.
@@ -52,6 +63,11 @@ type Output struct {
 	// Status of every route (and policy) Weft has an opinion about, sorted
 	// by Kind, Namespace, Name.
 	Statuses []ObjectStatus
+	// AuthzStatuses of every AuthorizationPolicy, by namespace and name.
+	AuthzStatuses []AuthzStatus
+	// AuthzInForce is what every AuthorizationPolicy enforces now, by UID:
+	// the next round's Input.AuthzInForce.
+	AuthzInForce map[types.UID]*AuthzInForce
 }
 
 // ObjectStatus is what Weft wants in one object's status.

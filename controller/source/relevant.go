@@ -5,6 +5,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	"sigs.k8s.io/gateway-api/pkg/consts"
@@ -47,6 +48,15 @@ func classify(oldObj, newObj any) change {
 	case *corev1.Pod:
 		n, ok := newObj.(*corev1.Pod)
 		return resolveIf(!ok || podChanged(o, n))
+	case *corev1.ServiceAccount:
+		n, ok := newObj.(*corev1.ServiceAccount)
+		return resolveIf(!ok || serviceAccountChanged(o, n))
+	case *unstructured.Unstructured:
+		n, ok := newObj.(*unstructured.Unstructured)
+		if !ok {
+			return changeResolve
+		}
+		return authzChanged(o, n)
 	case *corev1.Namespace:
 		n, ok := newObj.(*corev1.Namespace)
 		return resolveIf(!ok || namespaceChanged(o, n))

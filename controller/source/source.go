@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
@@ -50,6 +51,8 @@ type Config struct {
 	// Metadata reads the Gateway API CRDs' bundle-version annotations
 	// (GatewayClass SupportedVersion); without it no CRD version is known.
 	Metadata metadata.Interface
+	// Dynamic watches AuthorizationPolicies; without it none are read.
+	Dynamic dynamic.Interface
 	// RecheckInterval for missing CRDs; DefaultRecheckInterval when zero.
 	RecheckInterval time.Duration
 	// Logger; slog.Default() when nil.
@@ -103,11 +106,12 @@ type Source struct {
 	recheck time.Duration
 	log     *slog.Logger
 
-	core informers.SharedInformerFactory
-	gw   gwinformers.SharedInformerFactory
-	refs *refInformers             // Secrets and ConfigMaps, started with the first Gateway
-	crds cache.SharedIndexInformer // CRD metadata; nil without Config.Metadata
-	ctx  context.Context           // of Start, for informers started later
+	core  informers.SharedInformerFactory
+	gw    gwinformers.SharedInformerFactory
+	refs  *refInformers             // Secrets and ConfigMaps, started with the first Gateway
+	crds  cache.SharedIndexInformer // CRD metadata; nil without Config.Metadata
+	authz *authzWatch               // AuthorizationPolicies; nil without Config.Dynamic
+	ctx   context.Context           // of Start, for informers started later
 
 	dirty       chan struct{}
 	statusDirty chan struct{}
@@ -144,6 +148,7 @@ func New(cfg Config) (*Source, error) {
 		s.log = slog.Default()
 	}
 	s.refs = newRefInformers(cfg.Kube, s.refHandler())
+	s.authz = newAuthzWatch(cfg.Dynamic)
 	if cfg.Metadata != nil {
 		s.crds = newCRDInformer(cfg.Metadata)
 	}
@@ -235,6 +240,7 @@ func (s *Source) Start(ctx context.Context) error {
 		s.core.Core().V1().Nodes().Informer(),
 		s.core.Core().V1().Services().Informer(),
 		s.core.Core().V1().Pods().Informer(),
+		s.core.Core().V1().ServiceAccounts().Informer(),
 		s.core.Discovery().V1().EndpointSlices().Informer(),
 	} {
 		if _, err := inf.AddEventHandler(s.handler()); err != nil {
@@ -252,6 +258,14 @@ func (s *Source) Start(ctx context.Context) error {
 	}
 	s.core.Start(ctx.Done())
 	s.gw.Start(ctx.Done())
+	if s.authz != nil {
+		s.authz.factory.Start(ctx.Done())
+		for typ, ok := range s.authz.factory.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return fmt.Errorf("sync %v cache: %w", typ, context.Cause(ctx))
+			}
+		}
+	}
 	for typ, ok := range s.core.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			return fmt.Errorf("sync %v cache: %w", typ, context.Cause(ctx))
@@ -296,6 +310,9 @@ func (s *Source) discover(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.discoverAuthzLocked(ctx); err != nil {
+		return err
+	}
 	added := false
 	for _, k := range gatewayKinds {
 		if _, ok := s.enabled[k.name]; ok {
@@ -345,7 +362,7 @@ func (s *Source) recheckLoop(ctx context.Context) {
 func (s *Source) anyMissing() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.enabled) < len(gatewayKinds)
+	return len(s.enabled) < len(gatewayKinds) || (s.authz != nil && s.authz.inf == nil)
 }
 
 // Kinds returns the Gateway API kinds being watched and synced.
@@ -357,6 +374,9 @@ func (s *Source) Kinds() []string {
 		if inf.HasSynced() {
 			out = append(out, name)
 		}
+	}
+	if s.authz != nil && s.authz.inf != nil && s.authz.inf.HasSynced() {
+		out = append(out, authzKind)
 	}
 	slices.Sort(out)
 	return out
@@ -405,7 +425,13 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 		if in.Pods, err = list(s.core.Core().V1().Pods().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
+		if in.ServiceAccounts, err = list(s.core.Core().V1().ServiceAccounts().Lister()); err != nil {
+			return resolve.Input{}, err
+		}
 	}
+	s.mu.Lock()
+	in.AuthorizationPolicies = s.listAuthz()
+	s.mu.Unlock()
 	if gw["HTTPRoute"] {
 		if in.HTTPRoutes, err = list(s.gw.Gateway().V1().HTTPRoutes().Lister()); err != nil {
 			return resolve.Input{}, err

@@ -16,6 +16,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
@@ -33,6 +34,9 @@ var ErrNoClient = errors.New("status: no gateway api client configured")
 type Config struct {
 	// Client writes the status subresources. Required.
 	Client gwclient.Interface
+	// Dynamic writes AuthorizationPolicy statuses; without it they are not
+	// written (an error when there are some to write).
+	Dynamic dynamic.Interface
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 	// Now stamps LastTransitionTime of changed conditions; time.Now when nil.
@@ -41,9 +45,10 @@ type Config struct {
 
 // Writer writes object statuses.
 type Writer struct {
-	client gwclient.Interface
-	log    *slog.Logger
-	now    func() time.Time
+	client  gwclient.Interface
+	dynamic dynamic.Interface
+	log     *slog.Logger
+	now     func() time.Time
 }
 
 // New returns a Writer.
@@ -51,7 +56,7 @@ func New(cfg Config) (*Writer, error) {
 	if cfg.Client == nil {
 		return nil, ErrNoClient
 	}
-	w := &Writer{client: cfg.Client, log: cfg.Logger, now: cfg.Now}
+	w := &Writer{client: cfg.Client, dynamic: cfg.Dynamic, log: cfg.Logger, now: cfg.Now}
 	if w.log == nil {
 		w.log = slog.Default()
 	}
@@ -76,6 +81,8 @@ type Objects struct {
 type Want struct {
 	// Mesh is controller/resolve's route and policy statuses.
 	Mesh []resolve.ObjectStatus
+	// Authz is controller/resolve's AuthorizationPolicy statuses.
+	Authz []resolve.AuthzStatus
 	// Gateway is controller/gateway's (Routes, Policies, GatewayClasses,
 	// Gateways; the IR is not read). nil: not decided yet (a controller
 	// still syncing), the gateway's entries are left as they are.
@@ -156,6 +163,7 @@ func (w *Writer) Write(ctx context.Context, in Objects, want Want) (int, error) 
 	lists := lists{desired: desired, owned: owned, now: now}
 	count(w.writeRoutes(ctx, in, lists))
 	count(w.writePolicies(ctx, in, lists))
+	count(w.writeAuthz(ctx, in.Mesh.AuthorizationPolicies, want.Authz, now))
 	if want.Gateway != nil {
 		count(w.writeGateways(ctx, in.Gateway, *want.Gateway, now))
 	}

@@ -638,6 +638,14 @@ func testRBAC(t *testing.T, e *env) {
 		{ctl, "patch", "httproutes.gateway.networking.k8s.io/status", "faces", true},
 		{ctl, "update", "httproutes.gateway.networking.k8s.io", "faces", false},
 		{ctl, "create", "tokenreviews.authentication.k8s.io", "", true},
+		// AuthorizationPolicies: the controller reads them and writes their
+		// status only; the agent never reads them (its policy is pushed)
+		{ctl, "list", "authorizationpolicies.policy.weft.dev", "faces", true},
+		{ctl, "patch", "authorizationpolicies.policy.weft.dev/status", "faces", true},
+		{ctl, "update", "authorizationpolicies.policy.weft.dev", "faces", false},
+		{ctl, "delete", "authorizationpolicies.policy.weft.dev", "faces", false},
+		{agent, "list", "authorizationpolicies.policy.weft.dev", "faces", false},
+		{agent, "list", "serviceaccounts", "faces", false},
 	} {
 		resource, sub, _ := strings.Cut(c.resource, "/")
 		args := []string{"auth", "can-i", c.verb, resource, "--as", c.as}

@@ -1,7 +1,8 @@
 // Package kubetest starts a real etcd and kube-apiserver (the lab's build in
 // .cache/k8s/bin) for integration tests, through controller-runtime's envtest.
 // The Gateway API CRDs (experimental channel) of the pinned module are
-// installed. Use it from tests only.
+// installed, and Weft's own CRDs (manifests/chart/crds/policy.weft.dev_*).
+// Use it from tests only.
 package kubetest
 
 import (
@@ -89,6 +90,17 @@ func Start(t testing.TB) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Weft's own CRDs, as the chart installs them: every integration test
+	// applies them to a real apiserver
+	root, err := Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := filepath.Glob(filepath.Join(root, "manifests", "chart", "crds", "policy.weft.dev_*.yaml"))
+	if err != nil || len(own) == 0 {
+		t.Fatalf("weft's CRDs in manifests/chart/crds: %v %v", own, err)
+	}
+	crds = append(crds, own...)
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: bin,
 		CRDInstallOptions:     envtest.CRDInstallOptions{Paths: crds, ErrorIfPathMissing: true},

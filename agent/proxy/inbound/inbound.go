@@ -8,7 +8,8 @@
 // names a local workload identity, whose SVID the server presents; the
 // CONNECT :authority is the ip:port of a pod on this node whose identity is
 // that same identity, and the request's expected-identity header (if sent)
-// agrees. Anything else is refused before a byte reaches a pod.
+// agrees; the target pod's authorization policies allow the peer (authz.go).
+// Anything else is refused before a byte reaches a pod.
 //
 // Every refusal is counted and logged at Warn (rate-limited, see
 // limits.Refusals) with its reason, the peer address and the identity the
@@ -25,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
 	"strings"
 	"sync"
@@ -35,7 +37,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/weft-mesh/weft/agent/proxy/authz"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
+	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/relay"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
@@ -67,6 +71,14 @@ type Config struct {
 	// MaxHeaderBytes bounds a CONNECT request's header block; a larger one
 	// is answered 431. limits.DefaultTunnelHeaderBytes when zero.
 	MaxHeaderBytes int
+	// MaxRequestHeaderBytes bounds the header of an HTTP request served at
+	// L7 for Application-level authorization (431 above it). Twice
+	// limits.DefaultHeaderBytes when zero: the source proxy accepted the
+	// request within its own limit and its filters may have added headers.
+	MaxRequestHeaderBytes int
+	// Authz returns the authorization policies of the local pod with IP
+	// addr (nil: none, everything is allowed); nil: no authorization.
+	Authz func(addr netip.Addr) *authz.Workload
 	// Refusals counts and logs refused handshakes and streams; one that
 	// logs to Logger when nil.
 	Refusals *limits.Refusals
@@ -84,6 +96,17 @@ type Server struct {
 	conns drain.Group
 	// streams counts CONNECT streams being served (for the drain).
 	streams atomic.Int64
+
+	// L7 streams (authz.go): HTTP/1.1 served by h1, h2c handed to h2srv
+	// through h2feed, allowed requests forwarded by rp.
+	h1     *http1.Server
+	h2srv  *http.Server
+	h2feed *drain.Feed
+	rp     *httputil.ReverseProxy
+
+	// live are the spliced streams, for Reauthorize
+	liveMu sync.Mutex
+	live   map[*liveConn]struct{}
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -100,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, 5*time.Second)
 	cfg.HandshakeTimeout = cmp.Or(cfg.HandshakeTimeout, 10*time.Second)
 	cfg.MaxHeaderBytes = cmp.Or(cfg.MaxHeaderBytes, limits.DefaultTunnelHeaderBytes)
+	cfg.MaxRequestHeaderBytes = cmp.Or(cfg.MaxRequestHeaderBytes, 2*limits.DefaultHeaderBytes)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -115,6 +139,7 @@ func New(cfg Config) (*Server, error) {
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{"h2"},
 	}
+	s.initL7()
 	return s, nil
 }
 
@@ -320,6 +345,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and every tunnel at once.
 func (s *Server) Close() error {
 	s.conns.Close()
+	s.h2feed.Close()
+	s.h2srv.Close()
 	s.conns.Wait()
 	return nil
 }
@@ -357,6 +384,24 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 		refuse(limits.Forbidden, http.StatusForbidden)
 		return
 	}
+	var wl *authz.Workload
+	if s.cfg.Authz != nil {
+		wl = s.cfg.Authz(target.Addr())
+	}
+	d := wl.Connection(peer, uint32(target.Port()))
+	if !d.Allowed && !d.NeedL7 {
+		// before the pod is dialled: it sees no connection, no byte
+		s.refuseAuthz(http.StatusForbidden, addr, peer, target, d)
+		st.Respond(http.StatusForbidden)
+		return
+	}
+	if d.NeedL7 {
+		if err := st.Respond(http.StatusOK); err != nil {
+			return
+		}
+		s.serveL7(st, addr, peer, target)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	pod, err := s.cfg.Dial(ctx, "tcp", target.String())
 	cancel()
@@ -366,6 +411,14 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 		return
 	}
 	defer pod.Close()
+	// tracked while spliced: a policy change that refuses it closes it
+	lc := &liveConn{peer: peer, addr: addr, target: target, close: func() { st.Close(); pod.Close() }}
+	s.track(lc)
+	defer s.untrack(lc)
+	if s.stillAllowed(lc) != nil {
+		// the policy changed between the decision and the tracking
+		return
+	}
 	if err := st.Respond(http.StatusOK); err != nil {
 		return
 	}

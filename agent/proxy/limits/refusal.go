@@ -50,6 +50,9 @@ const (
 	// RetryUnbuffered: a body too large for the buffer budget is sent
 	// once, without retries or mirrors (counted, not logged).
 	RetryUnbuffered
+	// Unauthorized: authorization policy refused a connection (403 to the
+	// tunnel stream, closed) or a request (403, gRPC PERMISSION_DENIED).
+	Unauthorized
 
 	numReasons
 )
@@ -59,6 +62,7 @@ var reasonNames = [numReasons]string{
 	BadSPIFFEID: "bad_spiffe_id", UnknownServerName: "unknown_server_name", HandshakeFailed: "handshake_failed",
 	BadRequest: "bad_request", Forbidden: "forbidden", HeaderTooLarge: "header_too_large",
 	URITooLong: "uri_too_long", NoRoute: "no_route", BufferBudget: "buffer_budget", PodConns: "pod_connections", RetryUnbuffered: "retry_unbuffered",
+	Unauthorized: "unauthorized",
 }
 
 // String is the reason's name as logged and exported.

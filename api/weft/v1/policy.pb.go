@@ -30,6 +30,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// What an authorization policy does to the requests its rules match.
+type AuthzAction int32
+
+const (
+	AuthzAction_AUTHZ_ACTION_UNSPECIFIED AuthzAction = 0
+	// A workload with any ALLOW policy accepts only requests that match a
+	// rule of one of them.
+	AuthzAction_AUTHZ_ACTION_ALLOW AuthzAction = 1
+	// A request that matches a rule of a DENY policy is refused; deny wins.
+	AuthzAction_AUTHZ_ACTION_DENY AuthzAction = 2
+)
+
+// Enum value maps for AuthzAction.
+var (
+	AuthzAction_name = map[int32]string{
+		0: "AUTHZ_ACTION_UNSPECIFIED",
+		1: "AUTHZ_ACTION_ALLOW",
+		2: "AUTHZ_ACTION_DENY",
+	}
+	AuthzAction_value = map[string]int32{
+		"AUTHZ_ACTION_UNSPECIFIED": 0,
+		"AUTHZ_ACTION_ALLOW":       1,
+		"AUTHZ_ACTION_DENY":        2,
+	}
+)
+
+func (x AuthzAction) Enum() *AuthzAction {
+	p := new(AuthzAction)
+	*p = x
+	return p
+}
+
+func (x AuthzAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthzAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_weft_v1_policy_proto_enumTypes[0].Descriptor()
+}
+
+func (AuthzAction) Type() protoreflect.EnumType {
+	return &file_weft_v1_policy_proto_enumTypes[0]
+}
+
+func (x AuthzAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthzAction.Descriptor instead.
+func (AuthzAction) EnumDescriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{0}
+}
+
 // Protocol the proxy speaks on a Service port.
 type Protocol int32
 
@@ -74,11 +127,11 @@ func (x Protocol) String() string {
 }
 
 func (Protocol) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[0].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[1].Descriptor()
 }
 
 func (Protocol) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[0]
+	return &file_weft_v1_policy_proto_enumTypes[1]
 }
 
 func (x Protocol) Number() protoreflect.EnumNumber {
@@ -87,7 +140,7 @@ func (x Protocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Protocol.Descriptor instead.
 func (Protocol) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{1}
 }
 
 type RouteKind int32
@@ -126,11 +179,11 @@ func (x RouteKind) String() string {
 }
 
 func (RouteKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[1].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[2].Descriptor()
 }
 
 func (RouteKind) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[1]
+	return &file_weft_v1_policy_proto_enumTypes[2]
 }
 
 func (x RouteKind) Number() protoreflect.EnumNumber {
@@ -139,7 +192,7 @@ func (x RouteKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RouteKind.Descriptor instead.
 func (RouteKind) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{2}
 }
 
 type MatchType int32
@@ -178,11 +231,11 @@ func (x MatchType) String() string {
 }
 
 func (MatchType) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[2].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[3].Descriptor()
 }
 
 func (MatchType) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[2]
+	return &file_weft_v1_policy_proto_enumTypes[3]
 }
 
 func (x MatchType) Number() protoreflect.EnumNumber {
@@ -191,7 +244,7 @@ func (x MatchType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MatchType.Descriptor instead.
 func (MatchType) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 type ListenerProtocol int32
@@ -233,11 +286,11 @@ func (x ListenerProtocol) String() string {
 }
 
 func (ListenerProtocol) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[3].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[4].Descriptor()
 }
 
 func (ListenerProtocol) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[3]
+	return &file_weft_v1_policy_proto_enumTypes[4]
 }
 
 func (x ListenerProtocol) Number() protoreflect.EnumNumber {
@@ -246,7 +299,7 @@ func (x ListenerProtocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ListenerProtocol.Descriptor instead.
 func (ListenerProtocol) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 type TLSMode int32
@@ -282,11 +335,11 @@ func (x TLSMode) String() string {
 }
 
 func (TLSMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[4].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[5].Descriptor()
 }
 
 func (TLSMode) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[4]
+	return &file_weft_v1_policy_proto_enumTypes[5]
 }
 
 func (x TLSMode) Number() protoreflect.EnumNumber {
@@ -295,7 +348,7 @@ func (x TLSMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TLSMode.Descriptor instead.
 func (TLSMode) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 type FrontendValidationMode int32
@@ -333,11 +386,11 @@ func (x FrontendValidationMode) String() string {
 }
 
 func (FrontendValidationMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[5].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[6].Descriptor()
 }
 
 func (FrontendValidationMode) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[5]
+	return &file_weft_v1_policy_proto_enumTypes[6]
 }
 
 func (x FrontendValidationMode) Number() protoreflect.EnumNumber {
@@ -346,7 +399,7 @@ func (x FrontendValidationMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FrontendValidationMode.Descriptor instead.
 func (FrontendValidationMode) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 type SessionPersistence_Type int32
@@ -382,11 +435,11 @@ func (x SessionPersistence_Type) String() string {
 }
 
 func (SessionPersistence_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[6].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[7].Descriptor()
 }
 
 func (SessionPersistence_Type) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[6]
+	return &file_weft_v1_policy_proto_enumTypes[7]
 }
 
 func (x SessionPersistence_Type) Number() protoreflect.EnumNumber {
@@ -395,7 +448,7 @@ func (x SessionPersistence_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionPersistence_Type.Descriptor instead.
 func (SessionPersistence_Type) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{13, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type SessionPersistence_Lifetime int32
@@ -431,11 +484,11 @@ func (x SessionPersistence_Lifetime) String() string {
 }
 
 func (SessionPersistence_Lifetime) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[7].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[8].Descriptor()
 }
 
 func (SessionPersistence_Lifetime) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[7]
+	return &file_weft_v1_policy_proto_enumTypes[8]
 }
 
 func (x SessionPersistence_Lifetime) Number() protoreflect.EnumNumber {
@@ -444,7 +497,7 @@ func (x SessionPersistence_Lifetime) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionPersistence_Lifetime.Descriptor instead.
 func (SessionPersistence_Lifetime) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{13, 1}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16, 1}
 }
 
 type PathModifier_Type int32
@@ -480,11 +533,11 @@ func (x PathModifier_Type) String() string {
 }
 
 func (PathModifier_Type) Descriptor() protoreflect.EnumDescriptor {
-	return file_weft_v1_policy_proto_enumTypes[8].Descriptor()
+	return file_weft_v1_policy_proto_enumTypes[9].Descriptor()
 }
 
 func (PathModifier_Type) Type() protoreflect.EnumType {
-	return &file_weft_v1_policy_proto_enumTypes[8]
+	return &file_weft_v1_policy_proto_enumTypes[9]
 }
 
 func (x PathModifier_Type) Number() protoreflect.EnumNumber {
@@ -493,7 +546,7 @@ func (x PathModifier_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PathModifier_Type.Descriptor instead.
 func (PathModifier_Type) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{15, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18, 0}
 }
 
 type PolicyRequest struct {
@@ -653,7 +706,11 @@ type NodePolicy struct {
 	// Backends referenced by route rules, keyed by Cluster.name.
 	Clusters []*Cluster `protobuf:"bytes,6,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	// Address of every node's inbound proxy (node name -> "ip:15008").
-	NodeTunnels   map[string]string `protobuf:"bytes,7,rep,name=node_tunnels,json=nodeTunnels,proto3" json:"node_tunnels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	NodeTunnels map[string]string `protobuf:"bytes,7,rep,name=node_tunnels,json=nodeTunnels,proto3" json:"node_tunnels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Authorization policies that select at least one workload of this node,
+	// sorted by name. The destination node's inbound enforces them from the
+	// peer's verified SVID (see AuthzPolicy).
+	Authz         []*AuthzPolicy `protobuf:"bytes,8,rep,name=authz,proto3" json:"authz,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -737,6 +794,230 @@ func (x *NodePolicy) GetNodeTunnels() map[string]string {
 	return nil
 }
 
+func (x *NodePolicy) GetAuthz() []*AuthzPolicy {
+	if x != nil {
+		return x.Authz
+	}
+	return nil
+}
+
+// AuthzPolicy is one accepted AuthorizationPolicy (policy.weft.dev), as
+// the inbound of the node of the workloads it selects enforces it. No
+// policy for a workload: everything is allowed.
+type AuthzPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/name" of the AuthorizationPolicy, for logs and weftctl.
+	Name   string      `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Action AuthzAction `protobuf:"varint,2,opt,name=action,proto3,enum=weft.v1.AuthzAction" json:"action,omitempty"`
+	// Enforcement level Application: rules may carry http matches, and the
+	// inbound serves the selected workloads' connections at L7.
+	Application bool `protobuf:"varint,3,opt,name=application,proto3" json:"application,omitempty"`
+	// "namespace/name" of this node's workloads (NodePolicy.workloads) the
+	// policy selects.
+	Workloads []string `protobuf:"bytes,4,rep,name=workloads,proto3" json:"workloads,omitempty"`
+	// A request matches the policy when it matches any rule; none: the
+	// policy matches nothing.
+	Rules         []*AuthzRule `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzPolicy) Reset() {
+	*x = AuthzPolicy{}
+	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzPolicy) ProtoMessage() {}
+
+func (x *AuthzPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzPolicy.ProtoReflect.Descriptor instead.
+func (*AuthzPolicy) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AuthzPolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthzPolicy) GetAction() AuthzAction {
+	if x != nil {
+		return x.Action
+	}
+	return AuthzAction_AUTHZ_ACTION_UNSPECIFIED
+}
+
+func (x *AuthzPolicy) GetApplication() bool {
+	if x != nil {
+		return x.Application
+	}
+	return false
+}
+
+func (x *AuthzPolicy) GetWorkloads() []string {
+	if x != nil {
+		return x.Workloads
+	}
+	return nil
+}
+
+func (x *AuthzPolicy) GetRules() []*AuthzRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// AuthzRule matches a request that matches all of its criteria.
+type AuthzRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Any verified peer identity matches (sources omitted in the policy);
+	// when false, the peer must match one of sources (none: no peer).
+	AnySource bool           `protobuf:"varint,1,opt,name=any_source,json=anySource,proto3" json:"any_source,omitempty"`
+	Sources   []*AuthzSource `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
+	// Destination ports of the pod; empty: every port.
+	Ports []uint32 `protobuf:"varint,3,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	// Application level only: the request must match one (HTTPRoute match
+	// semantics, no query parameters); empty: any request.
+	Http          []*HTTPMatch `protobuf:"bytes,4,rep,name=http,proto3" json:"http,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzRule) Reset() {
+	*x = AuthzRule{}
+	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzRule) ProtoMessage() {}
+
+func (x *AuthzRule) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzRule.ProtoReflect.Descriptor instead.
+func (*AuthzRule) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AuthzRule) GetAnySource() bool {
+	if x != nil {
+		return x.AnySource
+	}
+	return false
+}
+
+func (x *AuthzRule) GetSources() []*AuthzSource {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *AuthzRule) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *AuthzRule) GetHttp() []*HTTPMatch {
+	if x != nil {
+		return x.Http
+	}
+	return nil
+}
+
+// AuthzSource is one peer identity, or every workload identity of a
+// namespace. Exactly one field is set.
+type AuthzSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A SPIFFE ID, compared exactly.
+	Identity string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// Every service account of this namespace of the node policy's trust
+	// domain (spiffe://<trust-domain>/ns/<namespace>/sa/<any>).
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthzSource) Reset() {
+	*x = AuthzSource{}
+	mi := &file_weft_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthzSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthzSource) ProtoMessage() {}
+
+func (x *AuthzSource) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthzSource.ProtoReflect.Descriptor instead.
+func (*AuthzSource) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AuthzSource) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *AuthzSource) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 type Workload struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Namespace      string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -752,7 +1033,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	mi := &file_weft_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +1045,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	mi := &file_weft_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +1058,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Workload) GetNamespace() string {
@@ -846,7 +1127,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	mi := &file_weft_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +1139,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	mi := &file_weft_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1152,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ServicePort) GetNamespace() string {
@@ -950,7 +1231,7 @@ type RouteTable struct {
 
 func (x *RouteTable) Reset() {
 	*x = RouteTable{}
-	mi := &file_weft_v1_policy_proto_msgTypes[5]
+	mi := &file_weft_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1243,7 @@ func (x *RouteTable) String() string {
 func (*RouteTable) ProtoMessage() {}
 
 func (x *RouteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[5]
+	mi := &file_weft_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1256,7 @@ func (x *RouteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteTable.ProtoReflect.Descriptor instead.
 func (*RouteTable) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RouteTable) GetKind() RouteKind {
@@ -1011,7 +1292,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_weft_v1_policy_proto_msgTypes[6]
+	mi := &file_weft_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1304,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[6]
+	mi := &file_weft_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1317,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Match) GetRule() uint32 {
@@ -1072,7 +1353,7 @@ type StringMatch struct {
 
 func (x *StringMatch) Reset() {
 	*x = StringMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[7]
+	mi := &file_weft_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1365,7 @@ func (x *StringMatch) String() string {
 func (*StringMatch) ProtoMessage() {}
 
 func (x *StringMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[7]
+	mi := &file_weft_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1378,7 @@ func (x *StringMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringMatch.ProtoReflect.Descriptor instead.
 func (*StringMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StringMatch) GetType() MatchType {
@@ -1135,7 +1416,7 @@ type HTTPMatch struct {
 
 func (x *HTTPMatch) Reset() {
 	*x = HTTPMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[8]
+	mi := &file_weft_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1428,7 @@ func (x *HTTPMatch) String() string {
 func (*HTTPMatch) ProtoMessage() {}
 
 func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[8]
+	mi := &file_weft_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1441,7 @@ func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPMatch.ProtoReflect.Descriptor instead.
 func (*HTTPMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HTTPMatch) GetPath() *StringMatch {
@@ -1204,7 +1485,7 @@ type GRPCMatch struct {
 
 func (x *GRPCMatch) Reset() {
 	*x = GRPCMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[9]
+	mi := &file_weft_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1497,7 @@ func (x *GRPCMatch) String() string {
 func (*GRPCMatch) ProtoMessage() {}
 
 func (x *GRPCMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[9]
+	mi := &file_weft_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1510,7 @@ func (x *GRPCMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCMatch.ProtoReflect.Descriptor instead.
 func (*GRPCMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GRPCMatch) GetType() MatchType {
@@ -1283,7 +1564,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_weft_v1_policy_proto_msgTypes[10]
+	mi := &file_weft_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1576,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[10]
+	mi := &file_weft_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1589,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Rule) GetRoute() string {
@@ -1397,7 +1678,7 @@ type BackendRef struct {
 
 func (x *BackendRef) Reset() {
 	*x = BackendRef{}
-	mi := &file_weft_v1_policy_proto_msgTypes[11]
+	mi := &file_weft_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1690,7 @@ func (x *BackendRef) String() string {
 func (*BackendRef) ProtoMessage() {}
 
 func (x *BackendRef) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[11]
+	mi := &file_weft_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1703,7 @@ func (x *BackendRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendRef.ProtoReflect.Descriptor instead.
 func (*BackendRef) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BackendRef) GetCluster() string {
@@ -1471,7 +1752,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_weft_v1_policy_proto_msgTypes[12]
+	mi := &file_weft_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1764,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[12]
+	mi := &file_weft_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1777,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Retry) GetCodes() []uint32 {
@@ -1536,7 +1817,7 @@ type SessionPersistence struct {
 
 func (x *SessionPersistence) Reset() {
 	*x = SessionPersistence{}
-	mi := &file_weft_v1_policy_proto_msgTypes[13]
+	mi := &file_weft_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1829,7 @@ func (x *SessionPersistence) String() string {
 func (*SessionPersistence) ProtoMessage() {}
 
 func (x *SessionPersistence) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[13]
+	mi := &file_weft_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1842,7 @@ func (x *SessionPersistence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionPersistence.ProtoReflect.Descriptor instead.
 func (*SessionPersistence) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SessionPersistence) GetType() SessionPersistence_Type {
@@ -1610,7 +1891,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_weft_v1_policy_proto_msgTypes[14]
+	mi := &file_weft_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1903,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[14]
+	mi := &file_weft_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1916,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeaderModifier) GetSet() []*HeaderModifier_Header {
@@ -1669,7 +1950,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_weft_v1_policy_proto_msgTypes[15]
+	mi := &file_weft_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1962,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[15]
+	mi := &file_weft_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1975,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PathModifier) GetType() PathModifier_Type {
@@ -1725,7 +2006,7 @@ type RequestRedirect struct {
 
 func (x *RequestRedirect) Reset() {
 	*x = RequestRedirect{}
-	mi := &file_weft_v1_policy_proto_msgTypes[16]
+	mi := &file_weft_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +2018,7 @@ func (x *RequestRedirect) String() string {
 func (*RequestRedirect) ProtoMessage() {}
 
 func (x *RequestRedirect) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[16]
+	mi := &file_weft_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +2031,7 @@ func (x *RequestRedirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRedirect.ProtoReflect.Descriptor instead.
 func (*RequestRedirect) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RequestRedirect) GetScheme() string {
@@ -1798,7 +2079,7 @@ type URLRewrite struct {
 
 func (x *URLRewrite) Reset() {
 	*x = URLRewrite{}
-	mi := &file_weft_v1_policy_proto_msgTypes[17]
+	mi := &file_weft_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +2091,7 @@ func (x *URLRewrite) String() string {
 func (*URLRewrite) ProtoMessage() {}
 
 func (x *URLRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[17]
+	mi := &file_weft_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +2104,7 @@ func (x *URLRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLRewrite.ProtoReflect.Descriptor instead.
 func (*URLRewrite) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *URLRewrite) GetHostname() string {
@@ -1852,7 +2133,7 @@ type RequestMirror struct {
 
 func (x *RequestMirror) Reset() {
 	*x = RequestMirror{}
-	mi := &file_weft_v1_policy_proto_msgTypes[18]
+	mi := &file_weft_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2145,7 @@ func (x *RequestMirror) String() string {
 func (*RequestMirror) ProtoMessage() {}
 
 func (x *RequestMirror) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[18]
+	mi := &file_weft_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2158,7 @@ func (x *RequestMirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMirror.ProtoReflect.Descriptor instead.
 func (*RequestMirror) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RequestMirror) GetCluster() string {
@@ -1915,7 +2196,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_weft_v1_policy_proto_msgTypes[19]
+	mi := &file_weft_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2208,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[19]
+	mi := &file_weft_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2221,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -2002,7 +2283,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_weft_v1_policy_proto_msgTypes[20]
+	mi := &file_weft_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2295,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[20]
+	mi := &file_weft_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2308,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Filter) GetKind() isFilter_Kind {
@@ -2144,7 +2425,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_weft_v1_policy_proto_msgTypes[21]
+	mi := &file_weft_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2437,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[21]
+	mi := &file_weft_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2450,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Cluster) GetName() string {
@@ -2216,7 +2497,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_weft_v1_policy_proto_msgTypes[22]
+	mi := &file_weft_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2509,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[22]
+	mi := &file_weft_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2522,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Endpoint) GetIp() string {
@@ -2319,7 +2600,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_weft_v1_policy_proto_msgTypes[23]
+	mi := &file_weft_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2331,7 +2612,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[23]
+	mi := &file_weft_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2344,7 +2625,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -2372,7 +2653,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_weft_v1_policy_proto_msgTypes[24]
+	mi := &file_weft_v1_policy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2384,7 +2665,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[24]
+	mi := &file_weft_v1_policy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2397,7 +2678,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SignResponse) GetCertChain() [][]byte {
@@ -2450,7 +2731,7 @@ type GatewayPolicy struct {
 
 func (x *GatewayPolicy) Reset() {
 	*x = GatewayPolicy{}
-	mi := &file_weft_v1_policy_proto_msgTypes[25]
+	mi := &file_weft_v1_policy_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2743,7 @@ func (x *GatewayPolicy) String() string {
 func (*GatewayPolicy) ProtoMessage() {}
 
 func (x *GatewayPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[25]
+	mi := &file_weft_v1_policy_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2756,7 @@ func (x *GatewayPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayPolicy.ProtoReflect.Descriptor instead.
 func (*GatewayPolicy) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GatewayPolicy) GetNamespace() string {
@@ -2561,7 +2842,7 @@ type GatewayPort struct {
 
 func (x *GatewayPort) Reset() {
 	*x = GatewayPort{}
-	mi := &file_weft_v1_policy_proto_msgTypes[26]
+	mi := &file_weft_v1_policy_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2854,7 @@ func (x *GatewayPort) String() string {
 func (*GatewayPort) ProtoMessage() {}
 
 func (x *GatewayPort) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[26]
+	mi := &file_weft_v1_policy_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2867,7 @@ func (x *GatewayPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayPort.ProtoReflect.Descriptor instead.
 func (*GatewayPort) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{26}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GatewayPort) GetPort() uint32 {
@@ -2627,7 +2908,7 @@ type GatewayListener struct {
 
 func (x *GatewayListener) Reset() {
 	*x = GatewayListener{}
-	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	mi := &file_weft_v1_policy_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2639,7 +2920,7 @@ func (x *GatewayListener) String() string {
 func (*GatewayListener) ProtoMessage() {}
 
 func (x *GatewayListener) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	mi := &file_weft_v1_policy_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2652,7 +2933,7 @@ func (x *GatewayListener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayListener.ProtoReflect.Descriptor instead.
 func (*GatewayListener) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{27}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GatewayListener) GetName() string {
@@ -2717,7 +2998,7 @@ type VirtualHost struct {
 
 func (x *VirtualHost) Reset() {
 	*x = VirtualHost{}
-	mi := &file_weft_v1_policy_proto_msgTypes[28]
+	mi := &file_weft_v1_policy_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2729,7 +3010,7 @@ func (x *VirtualHost) String() string {
 func (*VirtualHost) ProtoMessage() {}
 
 func (x *VirtualHost) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[28]
+	mi := &file_weft_v1_policy_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2742,7 +3023,7 @@ func (x *VirtualHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualHost.ProtoReflect.Descriptor instead.
 func (*VirtualHost) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{28}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VirtualHost) GetHostname() string {
@@ -2774,7 +3055,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_weft_v1_policy_proto_msgTypes[29]
+	mi := &file_weft_v1_policy_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2786,7 +3067,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[29]
+	mi := &file_weft_v1_policy_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2799,7 +3080,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{29}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Certificate) GetSecret() string {
@@ -2842,7 +3123,7 @@ type CACertificate struct {
 
 func (x *CACertificate) Reset() {
 	*x = CACertificate{}
-	mi := &file_weft_v1_policy_proto_msgTypes[30]
+	mi := &file_weft_v1_policy_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3135,7 @@ func (x *CACertificate) String() string {
 func (*CACertificate) ProtoMessage() {}
 
 func (x *CACertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[30]
+	mi := &file_weft_v1_policy_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3148,7 @@ func (x *CACertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CACertificate.ProtoReflect.Descriptor instead.
 func (*CACertificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{30}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CACertificate) GetRef() string {
@@ -2894,7 +3175,7 @@ type ClientValidation struct {
 
 func (x *ClientValidation) Reset() {
 	*x = ClientValidation{}
-	mi := &file_weft_v1_policy_proto_msgTypes[31]
+	mi := &file_weft_v1_policy_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2906,7 +3187,7 @@ func (x *ClientValidation) String() string {
 func (*ClientValidation) ProtoMessage() {}
 
 func (x *ClientValidation) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[31]
+	mi := &file_weft_v1_policy_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2919,7 +3200,7 @@ func (x *ClientValidation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientValidation.ProtoReflect.Descriptor instead.
 func (*ClientValidation) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{31}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ClientValidation) GetCaCertificates() []*CACertificate {
@@ -2957,7 +3238,7 @@ type BackendTLS struct {
 
 func (x *BackendTLS) Reset() {
 	*x = BackendTLS{}
-	mi := &file_weft_v1_policy_proto_msgTypes[32]
+	mi := &file_weft_v1_policy_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3250,7 @@ func (x *BackendTLS) String() string {
 func (*BackendTLS) ProtoMessage() {}
 
 func (x *BackendTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[32]
+	mi := &file_weft_v1_policy_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3263,7 @@ func (x *BackendTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendTLS.ProtoReflect.Descriptor instead.
 func (*BackendTLS) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{32}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BackendTLS) GetPolicy() string {
@@ -3038,7 +3319,7 @@ type SubjectAltName struct {
 
 func (x *SubjectAltName) Reset() {
 	*x = SubjectAltName{}
-	mi := &file_weft_v1_policy_proto_msgTypes[33]
+	mi := &file_weft_v1_policy_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3050,7 +3331,7 @@ func (x *SubjectAltName) String() string {
 func (*SubjectAltName) ProtoMessage() {}
 
 func (x *SubjectAltName) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[33]
+	mi := &file_weft_v1_policy_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3063,7 +3344,7 @@ func (x *SubjectAltName) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectAltName.ProtoReflect.Descriptor instead.
 func (*SubjectAltName) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{33}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SubjectAltName) GetValue() string {
@@ -3090,7 +3371,7 @@ type HeaderModifier_Header struct {
 
 func (x *HeaderModifier_Header) Reset() {
 	*x = HeaderModifier_Header{}
-	mi := &file_weft_v1_policy_proto_msgTypes[36]
+	mi := &file_weft_v1_policy_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3383,7 @@ func (x *HeaderModifier_Header) String() string {
 func (*HeaderModifier_Header) ProtoMessage() {}
 
 func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[36]
+	mi := &file_weft_v1_policy_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3396,7 @@ func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier_Header.ProtoReflect.Descriptor instead.
 func (*HeaderModifier_Header) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{14, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17, 0}
 }
 
 func (x *HeaderModifier_Header) GetName() string {
@@ -3146,7 +3427,7 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12)\n" +
 	"\x10controller_nonce\x18\x02 \x01(\tR\x0fcontrollerNonce\x12+\n" +
 	"\x06policy\x18\x03 \x01(\v2\x13.weft.v1.NodePolicyR\x06policy\x120\n" +
-	"\agateway\x18\x04 \x01(\v2\x16.weft.v1.GatewayPolicyR\agateway\"\x82\x03\n" +
+	"\agateway\x18\x04 \x01(\v2\x16.weft.v1.GatewayPolicyR\agateway\"\xae\x03\n" +
 	"\n" +
 	"NodePolicy\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12!\n" +
@@ -3155,10 +3436,26 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\tworkloads\x18\x04 \x03(\v2\x11.weft.v1.WorkloadR\tworkloads\x120\n" +
 	"\bservices\x18\x05 \x03(\v2\x14.weft.v1.ServicePortR\bservices\x12,\n" +
 	"\bclusters\x18\x06 \x03(\v2\x10.weft.v1.ClusterR\bclusters\x12G\n" +
-	"\fnode_tunnels\x18\a \x03(\v2$.weft.v1.NodePolicy.NodeTunnelsEntryR\vnodeTunnels\x1a>\n" +
+	"\fnode_tunnels\x18\a \x03(\v2$.weft.v1.NodePolicy.NodeTunnelsEntryR\vnodeTunnels\x12*\n" +
+	"\x05authz\x18\b \x03(\v2\x14.weft.v1.AuthzPolicyR\x05authz\x1a>\n" +
 	"\x10NodeTunnelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
+	"\vAuthzPolicy\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x06action\x18\x02 \x01(\x0e2\x14.weft.v1.AuthzActionR\x06action\x12 \n" +
+	"\vapplication\x18\x03 \x01(\bR\vapplication\x12\x1c\n" +
+	"\tworkloads\x18\x04 \x03(\tR\tworkloads\x12(\n" +
+	"\x05rules\x18\x05 \x03(\v2\x12.weft.v1.AuthzRuleR\x05rules\"\x98\x01\n" +
+	"\tAuthzRule\x12\x1d\n" +
+	"\n" +
+	"any_source\x18\x01 \x01(\bR\tanySource\x12.\n" +
+	"\asources\x18\x02 \x03(\v2\x14.weft.v1.AuthzSourceR\asources\x12\x14\n" +
+	"\x05ports\x18\x03 \x03(\rR\x05ports\x12&\n" +
+	"\x04http\x18\x04 \x03(\v2\x12.weft.v1.HTTPMatchR\x04http\"G\n" +
+	"\vAuthzSource\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\xa5\x01\n" +
 	"\bWorkload\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
@@ -3361,7 +3658,11 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\ainvalid\x18\x06 \x01(\tR\ainvalid\"8\n" +
 	"\x0eSubjectAltName\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\tR\x05value\x12\x10\n" +
-	"\x03uri\x18\x02 \x01(\bR\x03uri*n\n" +
+	"\x03uri\x18\x02 \x01(\bR\x03uri*Z\n" +
+	"\vAuthzAction\x12\x1c\n" +
+	"\x18AUTHZ_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12AUTHZ_ACTION_ALLOW\x10\x01\x12\x15\n" +
+	"\x11AUTHZ_ACTION_DENY\x10\x02*n\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x11\n" +
@@ -3409,133 +3710,142 @@ func file_weft_v1_policy_proto_rawDescGZIP() []byte {
 	return file_weft_v1_policy_proto_rawDescData
 }
 
-var file_weft_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
-var file_weft_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_weft_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
+var file_weft_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_weft_v1_policy_proto_goTypes = []any{
-	(Protocol)(0),                    // 0: weft.v1.Protocol
-	(RouteKind)(0),                   // 1: weft.v1.RouteKind
-	(MatchType)(0),                   // 2: weft.v1.MatchType
-	(ListenerProtocol)(0),            // 3: weft.v1.ListenerProtocol
-	(TLSMode)(0),                     // 4: weft.v1.TLSMode
-	(FrontendValidationMode)(0),      // 5: weft.v1.FrontendValidationMode
-	(SessionPersistence_Type)(0),     // 6: weft.v1.SessionPersistence.Type
-	(SessionPersistence_Lifetime)(0), // 7: weft.v1.SessionPersistence.Lifetime
-	(PathModifier_Type)(0),           // 8: weft.v1.PathModifier.Type
-	(*PolicyRequest)(nil),            // 9: weft.v1.PolicyRequest
-	(*PolicySnapshot)(nil),           // 10: weft.v1.PolicySnapshot
-	(*NodePolicy)(nil),               // 11: weft.v1.NodePolicy
-	(*Workload)(nil),                 // 12: weft.v1.Workload
-	(*ServicePort)(nil),              // 13: weft.v1.ServicePort
-	(*RouteTable)(nil),               // 14: weft.v1.RouteTable
-	(*Match)(nil),                    // 15: weft.v1.Match
-	(*StringMatch)(nil),              // 16: weft.v1.StringMatch
-	(*HTTPMatch)(nil),                // 17: weft.v1.HTTPMatch
-	(*GRPCMatch)(nil),                // 18: weft.v1.GRPCMatch
-	(*Rule)(nil),                     // 19: weft.v1.Rule
-	(*BackendRef)(nil),               // 20: weft.v1.BackendRef
-	(*Retry)(nil),                    // 21: weft.v1.Retry
-	(*SessionPersistence)(nil),       // 22: weft.v1.SessionPersistence
-	(*HeaderModifier)(nil),           // 23: weft.v1.HeaderModifier
-	(*PathModifier)(nil),             // 24: weft.v1.PathModifier
-	(*RequestRedirect)(nil),          // 25: weft.v1.RequestRedirect
-	(*URLRewrite)(nil),               // 26: weft.v1.URLRewrite
-	(*RequestMirror)(nil),            // 27: weft.v1.RequestMirror
-	(*CORS)(nil),                     // 28: weft.v1.CORS
-	(*Filter)(nil),                   // 29: weft.v1.Filter
-	(*Cluster)(nil),                  // 30: weft.v1.Cluster
-	(*Endpoint)(nil),                 // 31: weft.v1.Endpoint
-	(*SignRequest)(nil),              // 32: weft.v1.SignRequest
-	(*SignResponse)(nil),             // 33: weft.v1.SignResponse
-	(*GatewayPolicy)(nil),            // 34: weft.v1.GatewayPolicy
-	(*GatewayPort)(nil),              // 35: weft.v1.GatewayPort
-	(*GatewayListener)(nil),          // 36: weft.v1.GatewayListener
-	(*VirtualHost)(nil),              // 37: weft.v1.VirtualHost
-	(*Certificate)(nil),              // 38: weft.v1.Certificate
-	(*CACertificate)(nil),            // 39: weft.v1.CACertificate
-	(*ClientValidation)(nil),         // 40: weft.v1.ClientValidation
-	(*BackendTLS)(nil),               // 41: weft.v1.BackendTLS
-	(*SubjectAltName)(nil),           // 42: weft.v1.SubjectAltName
-	nil,                              // 43: weft.v1.NodePolicy.NodeTunnelsEntry
-	nil,                              // 44: weft.v1.ServicePort.ConsumersEntry
-	(*HeaderModifier_Header)(nil),    // 45: weft.v1.HeaderModifier.Header
-	nil,                              // 46: weft.v1.GatewayPolicy.BackendTlsEntry
-	nil,                              // 47: weft.v1.GatewayPolicy.NodeTunnelsEntry
-	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
+	(AuthzAction)(0),                 // 0: weft.v1.AuthzAction
+	(Protocol)(0),                    // 1: weft.v1.Protocol
+	(RouteKind)(0),                   // 2: weft.v1.RouteKind
+	(MatchType)(0),                   // 3: weft.v1.MatchType
+	(ListenerProtocol)(0),            // 4: weft.v1.ListenerProtocol
+	(TLSMode)(0),                     // 5: weft.v1.TLSMode
+	(FrontendValidationMode)(0),      // 6: weft.v1.FrontendValidationMode
+	(SessionPersistence_Type)(0),     // 7: weft.v1.SessionPersistence.Type
+	(SessionPersistence_Lifetime)(0), // 8: weft.v1.SessionPersistence.Lifetime
+	(PathModifier_Type)(0),           // 9: weft.v1.PathModifier.Type
+	(*PolicyRequest)(nil),            // 10: weft.v1.PolicyRequest
+	(*PolicySnapshot)(nil),           // 11: weft.v1.PolicySnapshot
+	(*NodePolicy)(nil),               // 12: weft.v1.NodePolicy
+	(*AuthzPolicy)(nil),              // 13: weft.v1.AuthzPolicy
+	(*AuthzRule)(nil),                // 14: weft.v1.AuthzRule
+	(*AuthzSource)(nil),              // 15: weft.v1.AuthzSource
+	(*Workload)(nil),                 // 16: weft.v1.Workload
+	(*ServicePort)(nil),              // 17: weft.v1.ServicePort
+	(*RouteTable)(nil),               // 18: weft.v1.RouteTable
+	(*Match)(nil),                    // 19: weft.v1.Match
+	(*StringMatch)(nil),              // 20: weft.v1.StringMatch
+	(*HTTPMatch)(nil),                // 21: weft.v1.HTTPMatch
+	(*GRPCMatch)(nil),                // 22: weft.v1.GRPCMatch
+	(*Rule)(nil),                     // 23: weft.v1.Rule
+	(*BackendRef)(nil),               // 24: weft.v1.BackendRef
+	(*Retry)(nil),                    // 25: weft.v1.Retry
+	(*SessionPersistence)(nil),       // 26: weft.v1.SessionPersistence
+	(*HeaderModifier)(nil),           // 27: weft.v1.HeaderModifier
+	(*PathModifier)(nil),             // 28: weft.v1.PathModifier
+	(*RequestRedirect)(nil),          // 29: weft.v1.RequestRedirect
+	(*URLRewrite)(nil),               // 30: weft.v1.URLRewrite
+	(*RequestMirror)(nil),            // 31: weft.v1.RequestMirror
+	(*CORS)(nil),                     // 32: weft.v1.CORS
+	(*Filter)(nil),                   // 33: weft.v1.Filter
+	(*Cluster)(nil),                  // 34: weft.v1.Cluster
+	(*Endpoint)(nil),                 // 35: weft.v1.Endpoint
+	(*SignRequest)(nil),              // 36: weft.v1.SignRequest
+	(*SignResponse)(nil),             // 37: weft.v1.SignResponse
+	(*GatewayPolicy)(nil),            // 38: weft.v1.GatewayPolicy
+	(*GatewayPort)(nil),              // 39: weft.v1.GatewayPort
+	(*GatewayListener)(nil),          // 40: weft.v1.GatewayListener
+	(*VirtualHost)(nil),              // 41: weft.v1.VirtualHost
+	(*Certificate)(nil),              // 42: weft.v1.Certificate
+	(*CACertificate)(nil),            // 43: weft.v1.CACertificate
+	(*ClientValidation)(nil),         // 44: weft.v1.ClientValidation
+	(*BackendTLS)(nil),               // 45: weft.v1.BackendTLS
+	(*SubjectAltName)(nil),           // 46: weft.v1.SubjectAltName
+	nil,                              // 47: weft.v1.NodePolicy.NodeTunnelsEntry
+	nil,                              // 48: weft.v1.ServicePort.ConsumersEntry
+	(*HeaderModifier_Header)(nil),    // 49: weft.v1.HeaderModifier.Header
+	nil,                              // 50: weft.v1.GatewayPolicy.BackendTlsEntry
+	nil,                              // 51: weft.v1.GatewayPolicy.NodeTunnelsEntry
+	(*durationpb.Duration)(nil),      // 52: google.protobuf.Duration
 }
 var file_weft_v1_policy_proto_depIdxs = []int32{
-	11, // 0: weft.v1.PolicySnapshot.policy:type_name -> weft.v1.NodePolicy
-	34, // 1: weft.v1.PolicySnapshot.gateway:type_name -> weft.v1.GatewayPolicy
-	12, // 2: weft.v1.NodePolicy.workloads:type_name -> weft.v1.Workload
-	13, // 3: weft.v1.NodePolicy.services:type_name -> weft.v1.ServicePort
-	30, // 4: weft.v1.NodePolicy.clusters:type_name -> weft.v1.Cluster
-	43, // 5: weft.v1.NodePolicy.node_tunnels:type_name -> weft.v1.NodePolicy.NodeTunnelsEntry
-	0,  // 6: weft.v1.ServicePort.protocol:type_name -> weft.v1.Protocol
-	14, // 7: weft.v1.ServicePort.producer:type_name -> weft.v1.RouteTable
-	44, // 8: weft.v1.ServicePort.consumers:type_name -> weft.v1.ServicePort.ConsumersEntry
-	1,  // 9: weft.v1.RouteTable.kind:type_name -> weft.v1.RouteKind
-	19, // 10: weft.v1.RouteTable.rules:type_name -> weft.v1.Rule
-	15, // 11: weft.v1.RouteTable.matches:type_name -> weft.v1.Match
-	17, // 12: weft.v1.Match.http:type_name -> weft.v1.HTTPMatch
-	18, // 13: weft.v1.Match.grpc:type_name -> weft.v1.GRPCMatch
-	2,  // 14: weft.v1.StringMatch.type:type_name -> weft.v1.MatchType
-	16, // 15: weft.v1.HTTPMatch.path:type_name -> weft.v1.StringMatch
-	16, // 16: weft.v1.HTTPMatch.headers:type_name -> weft.v1.StringMatch
-	16, // 17: weft.v1.HTTPMatch.query_params:type_name -> weft.v1.StringMatch
-	2,  // 18: weft.v1.GRPCMatch.type:type_name -> weft.v1.MatchType
-	16, // 19: weft.v1.GRPCMatch.headers:type_name -> weft.v1.StringMatch
-	1,  // 20: weft.v1.Rule.route_kind:type_name -> weft.v1.RouteKind
-	29, // 21: weft.v1.Rule.filters:type_name -> weft.v1.Filter
-	20, // 22: weft.v1.Rule.backends:type_name -> weft.v1.BackendRef
-	48, // 23: weft.v1.Rule.request_timeout:type_name -> google.protobuf.Duration
-	48, // 24: weft.v1.Rule.backend_request_timeout:type_name -> google.protobuf.Duration
-	21, // 25: weft.v1.Rule.retry:type_name -> weft.v1.Retry
-	22, // 26: weft.v1.Rule.session:type_name -> weft.v1.SessionPersistence
-	29, // 27: weft.v1.BackendRef.filters:type_name -> weft.v1.Filter
-	22, // 28: weft.v1.BackendRef.session:type_name -> weft.v1.SessionPersistence
-	48, // 29: weft.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	6,  // 30: weft.v1.SessionPersistence.type:type_name -> weft.v1.SessionPersistence.Type
-	7,  // 31: weft.v1.SessionPersistence.lifetime:type_name -> weft.v1.SessionPersistence.Lifetime
-	48, // 32: weft.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
-	45, // 33: weft.v1.HeaderModifier.set:type_name -> weft.v1.HeaderModifier.Header
-	45, // 34: weft.v1.HeaderModifier.add:type_name -> weft.v1.HeaderModifier.Header
-	8,  // 35: weft.v1.PathModifier.type:type_name -> weft.v1.PathModifier.Type
-	24, // 36: weft.v1.RequestRedirect.path:type_name -> weft.v1.PathModifier
-	24, // 37: weft.v1.URLRewrite.path:type_name -> weft.v1.PathModifier
-	23, // 38: weft.v1.Filter.request_header_modifier:type_name -> weft.v1.HeaderModifier
-	23, // 39: weft.v1.Filter.response_header_modifier:type_name -> weft.v1.HeaderModifier
-	25, // 40: weft.v1.Filter.request_redirect:type_name -> weft.v1.RequestRedirect
-	26, // 41: weft.v1.Filter.url_rewrite:type_name -> weft.v1.URLRewrite
-	27, // 42: weft.v1.Filter.request_mirror:type_name -> weft.v1.RequestMirror
-	28, // 43: weft.v1.Filter.cors:type_name -> weft.v1.CORS
-	0,  // 44: weft.v1.Cluster.protocol:type_name -> weft.v1.Protocol
-	31, // 45: weft.v1.Cluster.endpoints:type_name -> weft.v1.Endpoint
-	35, // 46: weft.v1.GatewayPolicy.ports:type_name -> weft.v1.GatewayPort
-	30, // 47: weft.v1.GatewayPolicy.clusters:type_name -> weft.v1.Cluster
-	46, // 48: weft.v1.GatewayPolicy.backend_tls:type_name -> weft.v1.GatewayPolicy.BackendTlsEntry
-	38, // 49: weft.v1.GatewayPolicy.client_certificate:type_name -> weft.v1.Certificate
-	47, // 50: weft.v1.GatewayPolicy.node_tunnels:type_name -> weft.v1.GatewayPolicy.NodeTunnelsEntry
-	36, // 51: weft.v1.GatewayPort.listeners:type_name -> weft.v1.GatewayListener
-	3,  // 52: weft.v1.GatewayListener.protocol:type_name -> weft.v1.ListenerProtocol
-	4,  // 53: weft.v1.GatewayListener.tls_mode:type_name -> weft.v1.TLSMode
-	38, // 54: weft.v1.GatewayListener.certificates:type_name -> weft.v1.Certificate
-	40, // 55: weft.v1.GatewayListener.client_validation:type_name -> weft.v1.ClientValidation
-	37, // 56: weft.v1.GatewayListener.virtual_hosts:type_name -> weft.v1.VirtualHost
-	14, // 57: weft.v1.VirtualHost.tables:type_name -> weft.v1.RouteTable
-	39, // 58: weft.v1.ClientValidation.ca_certificates:type_name -> weft.v1.CACertificate
-	5,  // 59: weft.v1.ClientValidation.mode:type_name -> weft.v1.FrontendValidationMode
-	42, // 60: weft.v1.BackendTLS.subject_alt_names:type_name -> weft.v1.SubjectAltName
-	39, // 61: weft.v1.BackendTLS.ca_certificates:type_name -> weft.v1.CACertificate
-	14, // 62: weft.v1.ServicePort.ConsumersEntry.value:type_name -> weft.v1.RouteTable
-	41, // 63: weft.v1.GatewayPolicy.BackendTlsEntry.value:type_name -> weft.v1.BackendTLS
-	9,  // 64: weft.v1.Policy.Stream:input_type -> weft.v1.PolicyRequest
-	32, // 65: weft.v1.Identity.Sign:input_type -> weft.v1.SignRequest
-	10, // 66: weft.v1.Policy.Stream:output_type -> weft.v1.PolicySnapshot
-	33, // 67: weft.v1.Identity.Sign:output_type -> weft.v1.SignResponse
-	66, // [66:68] is the sub-list for method output_type
-	64, // [64:66] is the sub-list for method input_type
-	64, // [64:64] is the sub-list for extension type_name
-	64, // [64:64] is the sub-list for extension extendee
-	0,  // [0:64] is the sub-list for field type_name
+	12, // 0: weft.v1.PolicySnapshot.policy:type_name -> weft.v1.NodePolicy
+	38, // 1: weft.v1.PolicySnapshot.gateway:type_name -> weft.v1.GatewayPolicy
+	16, // 2: weft.v1.NodePolicy.workloads:type_name -> weft.v1.Workload
+	17, // 3: weft.v1.NodePolicy.services:type_name -> weft.v1.ServicePort
+	34, // 4: weft.v1.NodePolicy.clusters:type_name -> weft.v1.Cluster
+	47, // 5: weft.v1.NodePolicy.node_tunnels:type_name -> weft.v1.NodePolicy.NodeTunnelsEntry
+	13, // 6: weft.v1.NodePolicy.authz:type_name -> weft.v1.AuthzPolicy
+	0,  // 7: weft.v1.AuthzPolicy.action:type_name -> weft.v1.AuthzAction
+	14, // 8: weft.v1.AuthzPolicy.rules:type_name -> weft.v1.AuthzRule
+	15, // 9: weft.v1.AuthzRule.sources:type_name -> weft.v1.AuthzSource
+	21, // 10: weft.v1.AuthzRule.http:type_name -> weft.v1.HTTPMatch
+	1,  // 11: weft.v1.ServicePort.protocol:type_name -> weft.v1.Protocol
+	18, // 12: weft.v1.ServicePort.producer:type_name -> weft.v1.RouteTable
+	48, // 13: weft.v1.ServicePort.consumers:type_name -> weft.v1.ServicePort.ConsumersEntry
+	2,  // 14: weft.v1.RouteTable.kind:type_name -> weft.v1.RouteKind
+	23, // 15: weft.v1.RouteTable.rules:type_name -> weft.v1.Rule
+	19, // 16: weft.v1.RouteTable.matches:type_name -> weft.v1.Match
+	21, // 17: weft.v1.Match.http:type_name -> weft.v1.HTTPMatch
+	22, // 18: weft.v1.Match.grpc:type_name -> weft.v1.GRPCMatch
+	3,  // 19: weft.v1.StringMatch.type:type_name -> weft.v1.MatchType
+	20, // 20: weft.v1.HTTPMatch.path:type_name -> weft.v1.StringMatch
+	20, // 21: weft.v1.HTTPMatch.headers:type_name -> weft.v1.StringMatch
+	20, // 22: weft.v1.HTTPMatch.query_params:type_name -> weft.v1.StringMatch
+	3,  // 23: weft.v1.GRPCMatch.type:type_name -> weft.v1.MatchType
+	20, // 24: weft.v1.GRPCMatch.headers:type_name -> weft.v1.StringMatch
+	2,  // 25: weft.v1.Rule.route_kind:type_name -> weft.v1.RouteKind
+	33, // 26: weft.v1.Rule.filters:type_name -> weft.v1.Filter
+	24, // 27: weft.v1.Rule.backends:type_name -> weft.v1.BackendRef
+	52, // 28: weft.v1.Rule.request_timeout:type_name -> google.protobuf.Duration
+	52, // 29: weft.v1.Rule.backend_request_timeout:type_name -> google.protobuf.Duration
+	25, // 30: weft.v1.Rule.retry:type_name -> weft.v1.Retry
+	26, // 31: weft.v1.Rule.session:type_name -> weft.v1.SessionPersistence
+	33, // 32: weft.v1.BackendRef.filters:type_name -> weft.v1.Filter
+	26, // 33: weft.v1.BackendRef.session:type_name -> weft.v1.SessionPersistence
+	52, // 34: weft.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	7,  // 35: weft.v1.SessionPersistence.type:type_name -> weft.v1.SessionPersistence.Type
+	8,  // 36: weft.v1.SessionPersistence.lifetime:type_name -> weft.v1.SessionPersistence.Lifetime
+	52, // 37: weft.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
+	49, // 38: weft.v1.HeaderModifier.set:type_name -> weft.v1.HeaderModifier.Header
+	49, // 39: weft.v1.HeaderModifier.add:type_name -> weft.v1.HeaderModifier.Header
+	9,  // 40: weft.v1.PathModifier.type:type_name -> weft.v1.PathModifier.Type
+	28, // 41: weft.v1.RequestRedirect.path:type_name -> weft.v1.PathModifier
+	28, // 42: weft.v1.URLRewrite.path:type_name -> weft.v1.PathModifier
+	27, // 43: weft.v1.Filter.request_header_modifier:type_name -> weft.v1.HeaderModifier
+	27, // 44: weft.v1.Filter.response_header_modifier:type_name -> weft.v1.HeaderModifier
+	29, // 45: weft.v1.Filter.request_redirect:type_name -> weft.v1.RequestRedirect
+	30, // 46: weft.v1.Filter.url_rewrite:type_name -> weft.v1.URLRewrite
+	31, // 47: weft.v1.Filter.request_mirror:type_name -> weft.v1.RequestMirror
+	32, // 48: weft.v1.Filter.cors:type_name -> weft.v1.CORS
+	1,  // 49: weft.v1.Cluster.protocol:type_name -> weft.v1.Protocol
+	35, // 50: weft.v1.Cluster.endpoints:type_name -> weft.v1.Endpoint
+	39, // 51: weft.v1.GatewayPolicy.ports:type_name -> weft.v1.GatewayPort
+	34, // 52: weft.v1.GatewayPolicy.clusters:type_name -> weft.v1.Cluster
+	50, // 53: weft.v1.GatewayPolicy.backend_tls:type_name -> weft.v1.GatewayPolicy.BackendTlsEntry
+	42, // 54: weft.v1.GatewayPolicy.client_certificate:type_name -> weft.v1.Certificate
+	51, // 55: weft.v1.GatewayPolicy.node_tunnels:type_name -> weft.v1.GatewayPolicy.NodeTunnelsEntry
+	40, // 56: weft.v1.GatewayPort.listeners:type_name -> weft.v1.GatewayListener
+	4,  // 57: weft.v1.GatewayListener.protocol:type_name -> weft.v1.ListenerProtocol
+	5,  // 58: weft.v1.GatewayListener.tls_mode:type_name -> weft.v1.TLSMode
+	42, // 59: weft.v1.GatewayListener.certificates:type_name -> weft.v1.Certificate
+	44, // 60: weft.v1.GatewayListener.client_validation:type_name -> weft.v1.ClientValidation
+	41, // 61: weft.v1.GatewayListener.virtual_hosts:type_name -> weft.v1.VirtualHost
+	18, // 62: weft.v1.VirtualHost.tables:type_name -> weft.v1.RouteTable
+	43, // 63: weft.v1.ClientValidation.ca_certificates:type_name -> weft.v1.CACertificate
+	6,  // 64: weft.v1.ClientValidation.mode:type_name -> weft.v1.FrontendValidationMode
+	46, // 65: weft.v1.BackendTLS.subject_alt_names:type_name -> weft.v1.SubjectAltName
+	43, // 66: weft.v1.BackendTLS.ca_certificates:type_name -> weft.v1.CACertificate
+	18, // 67: weft.v1.ServicePort.ConsumersEntry.value:type_name -> weft.v1.RouteTable
+	45, // 68: weft.v1.GatewayPolicy.BackendTlsEntry.value:type_name -> weft.v1.BackendTLS
+	10, // 69: weft.v1.Policy.Stream:input_type -> weft.v1.PolicyRequest
+	36, // 70: weft.v1.Identity.Sign:input_type -> weft.v1.SignRequest
+	11, // 71: weft.v1.Policy.Stream:output_type -> weft.v1.PolicySnapshot
+	37, // 72: weft.v1.Identity.Sign:output_type -> weft.v1.SignResponse
+	71, // [71:73] is the sub-list for method output_type
+	69, // [69:71] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_policy_proto_init() }
@@ -3543,7 +3853,7 @@ func file_weft_v1_policy_proto_init() {
 	if File_weft_v1_policy_proto != nil {
 		return
 	}
-	file_weft_v1_policy_proto_msgTypes[20].OneofWrappers = []any{
+	file_weft_v1_policy_proto_msgTypes[23].OneofWrappers = []any{
 		(*Filter_RequestHeaderModifier)(nil),
 		(*Filter_ResponseHeaderModifier)(nil),
 		(*Filter_RequestRedirect)(nil),
@@ -3556,8 +3866,8 @@ func file_weft_v1_policy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_policy_proto_rawDesc), len(file_weft_v1_policy_proto_rawDesc)),
-			NumEnums:      9,
-			NumMessages:   39,
+			NumEnums:      10,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

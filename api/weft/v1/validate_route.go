@@ -10,7 +10,8 @@ import (
 // fails.
 func (p *NodePolicy) Validate() error { return p.ValidateWithin(DefaultLimits) }
 
-// ValidateWithin checks every route table of the policy within l, and that
+// ValidateWithin checks every route table and authorization policy of the
+// policy within l, and that
 // the distinct regular expressions of all its tables together stay within
 // l.MaxNodeRegexProgramSize. Other structure (clusters, workloads) is
 // checked where it is compiled.
@@ -28,7 +29,8 @@ func (p *NodePolicy) ValidateWithin(l Limits) error {
 			tables++
 		}
 	}
-	if tables > 0 {
+	errs = append(errs, p.validateAuthz(l))
+	if tables > 0 || len(p.GetAuthz()) > 0 {
 		errs = append(errs, p.checkRegexBudget(l))
 	}
 	return errors.Join(errs...)
@@ -56,6 +58,15 @@ func (p *NodePolicy) checkRegexBudget(l Limits) error {
 		count(sp.GetProducer())
 		for _, t := range sp.GetConsumers() {
 			count(t)
+		}
+	}
+	for _, a := range p.GetAuthz() {
+		for _, r := range a.GetRules() {
+			var t RouteTable
+			for _, m := range r.GetHttp() {
+				t.Matches = append(t.Matches, &Match{Http: m})
+			}
+			count(&t)
 		}
 	}
 	if total > l.MaxNodeRegexProgramSize {

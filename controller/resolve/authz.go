@@ -1,0 +1,352 @@
+package resolve
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/weft-mesh/weft/api/mesh"
+	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// Authorization policies (policy.weft.dev AuthorizationPolicy) resolve like
+// routes: each is compiled once into a weftv1.AuthzPolicy (CompileAuthz),
+// its selectors pick the enrolled pods of its namespace, and every node's
+// policy carries the policies that select one of its workloads, with those
+// workloads named. The destination node's inbound enforces them.
+//
+// A policy that does not compile gets Accepted=False with the reason and
+// changes nothing in force: the generation last accepted stays (see
+// lastAccepted), or, when there is none, the policy is not pushed at all.
+
+// AuthzRegexBudget is the share of a node's budget of compiled regular
+// expressions (weftv1.Limits.MaxNodeRegexProgramSize) that authorization
+// policies may use together, cluster-wide; routes keep the rest. Policies
+// are admitted by namespace and name; one whose patterns would go over is
+// not accepted (UnsupportedValue), so that no node policy goes over the
+// budget the agent enforces by NACKing it whole.
+const AuthzRegexBudget = 10_000
+
+// AuthzInForce is an AuthorizationPolicy as it is enforced: the compiled
+// rules of an accepted generation and the selectors of its targets.
+type AuthzInForce struct {
+	Generation int64
+	// Spec is the accepted spec, for the policy's status.inForce.
+	Spec      policyv1a1.AuthorizationPolicySpec
+	Selectors []labels.Selector
+	// Policy has no workloads: they are chosen per round.
+	Policy *weftv1.AuthzPolicy
+}
+
+// AuthzStatus is what Weft wants in one AuthorizationPolicy's status.
+// Conditions carry no LastTransitionTime (the status writer manages it).
+type AuthzStatus struct {
+	Namespace  string
+	Name       string
+	Generation int64
+	Conditions []metav1.Condition
+	// InForce is what is enforced (status.inForce); nil: nothing.
+	InForce *policyv1a1.PolicyInForce
+}
+
+// authzProblem is why a policy is not accepted.
+type authzProblem struct {
+	reason string
+	msg    string
+}
+
+// CompileAuthz compiles an AuthorizationPolicy. serviceAccountExists, when
+// not nil, says whether a ServiceAccount exists (a source naming one that
+// does not is UnknownServiceAccount). A policy with problems returns nil and
+// the Accepted=False condition to write; a valid one returns the Accepted
+// condition too.
+func CompileAuthz(p *policyv1a1.AuthorizationPolicy, td spiffeid.TrustDomain, serviceAccountExists func(ns, name string) bool) (*AuthzInForce, metav1.Condition) {
+	var probs []authzProblem
+	bad := func(reason, format string, a ...any) {
+		probs = append(probs, authzProblem{reason, fmt.Sprintf(format, a...)})
+	}
+	out := &AuthzInForce{Generation: p.Generation, Spec: p.Spec, Policy: &weftv1.AuthzPolicy{Name: p.Namespace + "/" + p.Name}}
+	switch p.Spec.Action {
+	case policyv1a1.ActionAllow:
+		out.Policy.Action = weftv1.AuthzAction_AUTHZ_ACTION_ALLOW
+	case policyv1a1.ActionDeny:
+		out.Policy.Action = weftv1.AuthzAction_AUTHZ_ACTION_DENY
+	default:
+		bad(policyv1a1.ReasonUnsupportedValue, "action %q is not ALLOW or DENY", p.Spec.Action)
+	}
+	switch p.Spec.EnforcementLevel {
+	case policyv1a1.LevelNetwork:
+	case policyv1a1.LevelApplication:
+		out.Policy.Application = true
+	default:
+		bad(policyv1a1.ReasonUnsupportedValue, "enforcementLevel %q is not Network or Application", p.Spec.EnforcementLevel)
+	}
+	if len(p.Spec.TargetRefs) == 0 {
+		bad(policyv1a1.ReasonInvalidTarget, "no targetRefs")
+	}
+	for i, t := range p.Spec.TargetRefs {
+		if (t.Group != "" && t.Group != "core") || t.Kind != "Pod" {
+			bad(policyv1a1.ReasonInvalidTarget, "targetRefs[%d]: group %q kind %q: only Pods (group \"\") can be targeted", i, t.Group, t.Kind)
+			continue
+		}
+		if t.Selector == nil {
+			bad(policyv1a1.ReasonInvalidSelector, "targetRefs[%d]: no selector (an empty selector selects every pod of the namespace)", i)
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(t.Selector)
+		if err != nil {
+			bad(policyv1a1.ReasonInvalidSelector, "targetRefs[%d].selector: %v", i, err)
+			continue
+		}
+		out.Selectors = append(out.Selectors, sel)
+	}
+	if n := len(p.Spec.Rules); n > weftv1.MaxAuthzRules {
+		bad(policyv1a1.ReasonUnsupportedValue, "%d rules, at most %d", n, weftv1.MaxAuthzRules)
+	}
+	for i := range p.Spec.Rules {
+		r := &p.Spec.Rules[i]
+		where := fmt.Sprintf("rules[%d]", i)
+		or := &weftv1.AuthzRule{AnySource: r.Sources == nil}
+		for j, s := range r.Sources {
+			src, reason, msg := authzSource(p.Namespace, &s, td, serviceAccountExists)
+			if reason != "" {
+				bad(reason, "%s.sources[%d]: %s", where, j, msg)
+				continue
+			}
+			if !slices.ContainsFunc(or.Sources, func(x *weftv1.AuthzSource) bool { return proto.Equal(x, src) }) {
+				or.Sources = append(or.Sources, src)
+			}
+		}
+		if na := r.NetworkAttributes; na != nil {
+			for _, port := range na.Ports {
+				if port < 1 || port > 65535 {
+					bad(policyv1a1.ReasonUnsupportedValue, "%s: port %d is out of range 1-65535", where, port)
+					continue
+				}
+				if !slices.Contains(or.Ports, uint32(port)) {
+					or.Ports = append(or.Ports, uint32(port))
+				}
+			}
+		}
+		if len(r.HTTPMatches) > 0 && !out.Policy.Application {
+			bad(policyv1a1.ReasonUnsupportedValue, "%s: httpMatches need enforcementLevel Application", where)
+		}
+		for j := range r.HTTPMatches {
+			m := &r.HTTPMatches[j]
+			if len(m.QueryParams) > 0 {
+				bad(policyv1a1.ReasonUnsupportedValue, "%s.httpMatches[%d]: queryParams are not supported in authorization", where, j)
+				continue
+			}
+			hm, err := httpMatch(m)
+			if err != nil {
+				bad(policyv1a1.ReasonUnsupportedValue, "%s.httpMatches[%d]: %v", where, j, err)
+				continue
+			}
+			or.Http = append(or.Http, hm)
+		}
+		out.Policy.Rules = append(out.Policy.Rules, or)
+	}
+	if len(probs) == 0 {
+		// what the agent would refuse, the controller refuses first (sizes,
+		// regular expression budgets): a push it NACKs would freeze the node
+		if err := out.Policy.ValidateAuthz(nil); err != nil {
+			bad(policyv1a1.ReasonUnsupportedValue, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+	}
+	if len(probs) > 0 {
+		msgs := make([]string, len(probs))
+		for i, pr := range probs {
+			msgs[i] = pr.msg
+		}
+		return nil, metav1.Condition{Type: policyv1a1.ConditionAccepted, Status: metav1.ConditionFalse,
+			Reason: probs[0].reason, Message: truncate(strings.Join(msgs, "; ")), ObservedGeneration: p.Generation}
+	}
+	return out, metav1.Condition{Type: policyv1a1.ConditionAccepted, Status: metav1.ConditionTrue,
+		Reason: policyv1a1.ReasonAccepted, Message: "the policy is in force", ObservedGeneration: p.Generation}
+}
+
+// truncate keeps a condition message within the 32 KiB the API allows.
+func truncate(s string) string {
+	const max = 4096
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
+
+func authzSource(policyNS string, s *policyv1a1.AuthorizationSource, td spiffeid.TrustDomain, exists func(ns, name string) bool) (*weftv1.AuthzSource, string, string) {
+	switch s.Type {
+	case policyv1a1.SourceSPIFFE:
+		if s.SPIFFE == nil {
+			return nil, policyv1a1.ReasonInvalidSource, "type SPIFFE without spiffe"
+		}
+		id, err := spiffeid.FromString(*s.SPIFFE)
+		if err != nil {
+			return nil, policyv1a1.ReasonInvalidSource, fmt.Sprintf("spiffe %q: %v", *s.SPIFFE, err)
+		}
+		return &weftv1.AuthzSource{Identity: id.String()}, "", ""
+	case policyv1a1.SourceServiceAccount:
+		sa := s.ServiceAccount
+		if sa == nil {
+			return nil, policyv1a1.ReasonInvalidSource, "type ServiceAccount without serviceAccount"
+		}
+		ns := policyNS
+		if sa.Namespace != nil && *sa.Namespace != "" {
+			ns = string(*sa.Namespace)
+		}
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return nil, policyv1a1.ReasonInvalidSource, fmt.Sprintf("namespace %q: %s", ns, strings.Join(errs, "; "))
+		}
+		if sa.Name == "*" {
+			return &weftv1.AuthzSource{Namespace: ns}, "", ""
+		}
+		id, err := mesh.WorkloadID(td, ns, sa.Name)
+		if err != nil {
+			return nil, policyv1a1.ReasonInvalidSource, err.Error()
+		}
+		if exists != nil && !exists(ns, sa.Name) {
+			return nil, policyv1a1.ReasonUnknownServiceAccount, fmt.Sprintf("ServiceAccount %s/%s does not exist", ns, sa.Name)
+		}
+		return &weftv1.AuthzSource{Identity: id.String()}, "", ""
+	}
+	return nil, policyv1a1.ReasonInvalidSource, fmt.Sprintf("type %q is not ServiceAccount or SPIFFE", s.Type)
+}
+
+// lastAccepted is what stays in force for a policy that does not compile:
+// this controller's memory of an earlier round (Input.AuthzInForce), else
+// the accepted spec recorded in the policy's status.inForce, which every
+// replica reads and which survives restarts. The recorded spec is compiled
+// without the ServiceAccount check: an account deleted since does not
+// make it unsafe (no workload has its identity until it is recreated).
+func lastAccepted(in *Input, p *policyv1a1.AuthorizationPolicy, td spiffeid.TrustDomain) *AuthzInForce {
+	if prev := in.AuthzInForce[p.UID]; prev != nil {
+		return prev
+	}
+	rec := p.Status.InForce
+	if rec == nil || rec.Generation > p.Generation {
+		return nil
+	}
+	old := *p
+	old.Generation, old.Spec = rec.Generation, rec.Spec
+	c, _ := CompileAuthz(&old, td, nil)
+	return c
+}
+
+// resolveAuthz compiles every AuthorizationPolicy and returns, per node,
+// the policies that select its workloads, the statuses, and what is in
+// force now (for the next round's Input.AuthzInForce).
+func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Workload) (map[string][]*weftv1.AuthzPolicy, []AuthzStatus, map[types.UID]*AuthzInForce) {
+	if len(in.AuthorizationPolicies) == 0 {
+		return nil, nil, nil
+	}
+	var exists func(ns, name string) bool
+	if in.ServiceAccounts != nil {
+		sas := map[objKey]bool{}
+		for i := range in.ServiceAccounts {
+			sas[objKey{in.ServiceAccounts[i].Namespace, in.ServiceAccounts[i].Name}] = true
+		}
+		exists = func(ns, name string) bool { return sas[objKey{ns, name}] }
+	}
+	// the enrolled pods of each namespace, with their node
+	type placed struct {
+		pod  *corev1.Pod
+		node string
+	}
+	byNS := map[string][]placed{}
+	enrolled := map[objKey]bool{}
+	for _, ws := range workloads {
+		for _, w := range ws {
+			enrolled[objKey{w.Namespace, w.Name}] = true
+		}
+	}
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		if enrolled[objKey{p.Namespace, p.Name}] {
+			byNS[p.Namespace] = append(byNS[p.Namespace], placed{p, p.Spec.NodeName})
+		}
+	}
+	var statuses []AuthzStatus
+	inForce := map[types.UID]*AuthzInForce{}
+	perNode := map[string][]*weftv1.AuthzPolicy{}
+	seen := map[string]bool{}
+	// fits adds c's new regular expressions to the authorization share of
+	// the node budget, false (adding nothing) when they do not fit
+	fits := func(c *AuthzInForce) (int, bool) {
+		add := 0
+		pats := map[string]int{}
+		for _, rule := range c.Policy.GetRules() {
+			for _, m := range rule.GetHttp() {
+				for pat := range (&weftv1.Match{Http: m}).RegexPatterns() {
+					if _, dup := pats[pat]; !seen[pat] && !dup {
+						n, _ := weftv1.RegexProgramSize(pat)
+						pats[pat] = n
+						add += n
+					}
+				}
+			}
+		}
+		if r.authzRegex+add > AuthzRegexBudget {
+			return add, false
+		}
+		for pat := range pats {
+			seen[pat] = true
+		}
+		r.authzRegex += add
+		return add, true
+	}
+	for i := range in.AuthorizationPolicies {
+		p := &in.AuthorizationPolicies[i]
+		c, cond := CompileAuthz(p, r.ix.td, exists)
+		if c != nil {
+			if add, ok := fits(c); !ok {
+				c = nil
+				cond = metav1.Condition{Type: policyv1a1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: policyv1a1.ReasonUnsupportedValue, ObservedGeneration: p.Generation,
+					Message: fmt.Sprintf("its regular expressions (program size %d) would bring the authorization policies' to %d, over their share %d of the node budget; policies before it by namespace and name keep theirs", add, r.authzRegex+add, AuthzRegexBudget)}
+			}
+		}
+		if c == nil {
+			if prev := lastAccepted(in, p, r.ix.td); prev != nil {
+				if _, ok := fits(prev); ok {
+					c = prev
+					cond.Message = truncate(fmt.Sprintf("%s; generation %d stays in force", cond.Message, prev.Generation))
+				}
+			}
+		}
+		st := AuthzStatus{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation, Conditions: []metav1.Condition{cond}}
+		if c != nil {
+			st.InForce = &policyv1a1.PolicyInForce{Generation: c.Generation, Spec: c.Spec}
+		}
+		statuses = append(statuses, st)
+		if c == nil {
+			continue
+		}
+		inForce[p.UID] = c
+		selected := map[string][]string{}
+		for _, pl := range byNS[p.Namespace] {
+			set := labels.Set(pl.pod.Labels)
+			if slices.ContainsFunc(c.Selectors, func(s labels.Selector) bool { return s.Matches(set) }) {
+				selected[pl.node] = append(selected[pl.node], pl.pod.Namespace+"/"+pl.pod.Name)
+			}
+		}
+		for node, names := range selected {
+			slices.Sort(names)
+			ap := proto.Clone(c.Policy).(*weftv1.AuthzPolicy)
+			ap.Workloads = names
+			perNode[node] = append(perNode[node], ap)
+		}
+	}
+	for _, ps := range perNode {
+		slices.SortFunc(ps, func(a, b *weftv1.AuthzPolicy) int { return cmp.Compare(a.Name, b.Name) })
+	}
+	return perNode, statuses, inForce
+}
