@@ -179,7 +179,7 @@ func podReady(p *corev1.Pod) bool {
 func parentRows(kind string, m metav1.ObjectMeta, parents []gwv1.RouteParentStatus) []row {
 	var out []row
 	for _, p := range parents {
-		if p.ControllerName != resolve.ControllerName {
+		if p.ControllerName != resolve.ControllerName && p.ControllerName != mesh.GatewayControllerName {
 			continue
 		}
 		r := row{kind: kind, ns: m.Namespace, name: m.Name, parent: parentName(m.Namespace, p.ParentRef)}
@@ -214,6 +214,9 @@ func parentName(routeNS string, ref gwv1.ParentReference) string {
 		ns = string(*ref.Namespace)
 	}
 	s := "svc/" + ns + "/" + string(ref.Name)
+	if ref.Kind == nil || *ref.Kind == "Gateway" {
+		s = "gw/" + ns + "/" + string(ref.Name)
+	}
 	if ref.Port != nil {
 		s += fmt.Sprintf(":%d", *ref.Port)
 	}

@@ -75,8 +75,8 @@ kubectl -n faces get gateway edge
 edge() {
 	n=$1; shift
 	for _ in $(seq 1 "$n"); do
-		curl -s -m 5 -H 'Host: faces.example.com' "$@" "http://$addr/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pod"])' 2>/dev/null || echo error
-	done | sed -E 's/^(color2?)-.*/\1/' | sort | uniq -c
+		curl -s -m 5 -H 'Host: faces.example.com' "$@" "http://$addr/" | grep -o '"pod":"[^"]*"' || echo error
+	done | sed -E 's/^"pod":"(color2?)-.*/\1/' | sort | uniq -c
 }
 for _ in $(seq 1 60); do
 	curl -s -m 2 -o /dev/null -w '%{http_code}' -H 'Host: faces.example.com' "http://$addr/" | grep -q 200 && break

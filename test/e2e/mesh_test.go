@@ -51,6 +51,8 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"GatewayClientCertificates", testGatewayClientCertificates},
 		{"GatewayBackendTLSPolicy", testGatewayBackendTLS},
 		{"GatewayIntoTheMeshEncrypted", testGatewayIntoTheMesh},
+		{"AuthzAllowAndApplicationDeny", testAuthzAllowAndApplicationDeny},
+		{"AuthzDenyBeatsAllow", testAuthzDenyBeatsAllow},
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
