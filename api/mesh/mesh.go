@@ -79,6 +79,9 @@ const (
 	TunnelPort = 15008
 	// HealthPort serves the agent's health probes.
 	HealthPort = 15021
+	// MetricsPort serves the agent's and the controller's Prometheus
+	// metrics (/metrics), on a container port named "metrics".
+	MetricsPort = 15020
 )
 
 // DefaultTrustDomain is the SPIFFE trust domain when none is configured.
