@@ -573,8 +573,9 @@ func grpcPort(addr string) string {
 }
 
 // gatewayReservedPorts are the ports a Gateway's data plane uses itself
-// (its health and readiness server); a listener there is PortUnavailable.
-var gatewayReservedPorts = []int32{mesh.HealthPort}
+// (its health and readiness server, its metrics); a listener there is
+// PortUnavailable.
+var gatewayReservedPorts = []int32{mesh.HealthPort, mesh.MetricsPort}
 
 func (c *Controller) safeResolveGateways(in gateway.Input) (out gateway.Output, ok bool) {
 	defer func() {

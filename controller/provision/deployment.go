@@ -1,6 +1,8 @@
 package provision
 
 import (
+	"maps"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +21,7 @@ func Args(gw *gwv1.Gateway, p Params) []string {
 		"--controller-ca=" + SecretsDir + "/" + CAKey,
 		"--token-file=" + SecretsDir + "/token",
 		"--health-addr=:" + itoa(mesh.HealthPort),
+		"--metrics-addr=:" + itoa(mesh.MetricsPort),
 	}
 	if p.TrustDomain != "" {
 		args = append(args, "--trust-domain="+p.TrustDomain)
@@ -30,7 +33,7 @@ func Args(gw *gwv1.Gateway, p Params) []string {
 }
 
 func deployment(gw *gwv1.Gateway, meta metav1.ObjectMeta, p Params) *appsv1.Deployment {
-	podMeta := metav1.ObjectMeta{Labels: meta.Labels, Annotations: meta.Annotations}
+	podMeta := metav1.ObjectMeta{Labels: meta.Labels, Annotations: podAnnotations(meta.Annotations)}
 	return &appsv1.Deployment{
 		ObjectMeta: meta,
 		Spec: appsv1.DeploymentSpec{
@@ -48,7 +51,8 @@ func podSpec(gw *gwv1.Gateway, name string, p Params) corev1.PodSpec {
 		cports = append(cports, corev1.ContainerPort{Name: portName(lp.port), ContainerPort: lp.port, Protocol: corev1.ProtocolTCP})
 		low = low || lp.port < 1024
 	}
-	cports = append(cports, corev1.ContainerPort{Name: "health", ContainerPort: mesh.HealthPort, Protocol: corev1.ProtocolTCP})
+	cports = append(cports, corev1.ContainerPort{Name: "health", ContainerPort: mesh.HealthPort, Protocol: corev1.ProtocolTCP},
+		corev1.ContainerPort{Name: "metrics", ContainerPort: mesh.MetricsPort, Protocol: corev1.ProtocolTCP})
 	pod := corev1.PodSpec{
 		ServiceAccountName:           name,
 		AutomountServiceAccountToken: ptr(false),
@@ -107,4 +111,17 @@ func pullPolicy(p corev1.PullPolicy) corev1.PullPolicy {
 		return corev1.PullIfNotPresent
 	}
 	return p
+}
+
+// podAnnotations are the data plane pod's: the prometheus.io annotations
+// that announce its metrics, then the Gateway's infrastructure annotations
+// (which win).
+func podAnnotations(infra map[string]string) map[string]string {
+	out := map[string]string{
+		"prometheus.io/scrape": "true",
+		"prometheus.io/port":   itoa(mesh.MetricsPort),
+		"prometheus.io/path":   "/metrics",
+	}
+	maps.Copy(out, infra)
+	return out
 }

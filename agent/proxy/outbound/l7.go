@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/route"
@@ -100,12 +101,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve routes and forwards one request of a captured client. reqCtx ends
 // when the client is known to be gone. ex (nil: metrics off) learns where
 // the request went.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Context, info *connInfo, ex *exchange) {
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Context, info *connInfo, ex *metrics.Recorder) {
 	p.requests.Add(1)
 	defer p.requests.Add(-1)
 	rq := request{info: info, snap: p.snap.Load()}
 	rq.svc = rq.snap.Services[info.orig.Dst]
-	ex.destination(rq.svc)
+	destination(ex, rq.svc)
 	if rq.svc == nil {
 		httpError(w, http.StatusServiceUnavailable, "service is no longer meshed")
 		return
@@ -167,7 +168,7 @@ type routed struct {
 // answered here (no match, a request too long to match, a redirect or
 // direct answer, no valid backend) or the client went away while it was
 // matched (ctx done: nobody is left to answer).
-func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *request, ex *exchange) (*routed, bool) {
+func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *request, ex *metrics.Recorder) (*routed, bool) {
 	rt := &routed{target: r.RequestURI}
 	if r.ProtoMajor == 2 || rt.target == "" || rt.target[0] != '/' {
 		rt.target = r.URL.RequestURI()
@@ -175,7 +176,7 @@ func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	table := rq.svc.Table(rq.info.callerN)
 	if table == nil || len(table.Rules()) == 0 {
 		rt.cluster = rq.svc.DefaultCluster
-		ex.routed("", rt.cluster)
+		ex.Routed("", rt.cluster)
 		return rt, true
 	}
 	dec, err := table.SelectContext(ctx, &route.Request{Method: r.Method, Path: rt.target, Header: r.Header})
@@ -184,7 +185,7 @@ func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return nil, false
 	}
 	rt.rule = dec.Rule
-	ex.routed(dec.Rule.Route, "")
+	ex.Routed(dec.Rule.Route, "")
 	hr := route.HTTPRequest{Scheme: "http", Host: r.Host, Port: rq.svc.Port, Path: rt.target, Method: r.Method, Header: r.Header}
 	rt.plan, err = dec.Process(&hr, p.cfg.Rand)
 	if rt.plan.Answer != nil {
@@ -201,7 +202,7 @@ func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 	r.Host, rt.target = hr.Host, hr.Path
 	rt.cluster = rt.plan.Backend.Cluster
-	ex.routed(dec.Rule.Route, rt.cluster)
+	ex.Routed(dec.Rule.Route, rt.cluster)
 	rq.session = rt.plan.Backend.Session
 	return rt, true
 }
