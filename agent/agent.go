@@ -45,6 +45,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -649,6 +650,6 @@ func (a *Agent) healthServer() *http.Server {
 // metricsMux serves reg on /metrics.
 func metricsMux(reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics.Handler(reg))
+	mux.Handle(mesh.MetricsPath, metrics.Handler(reg))
 	return mux
 }

@@ -285,7 +285,7 @@ func New(cfg Config) (*Controller, error) {
 			return nil, fmt.Errorf("listen metrics on %s: %w", cfg.MetricsAddr, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics.Handler(reg))
+		mux.Handle("GET "+mesh.MetricsPath, metrics.Handler(reg))
 		c.mSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	return c, nil

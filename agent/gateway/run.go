@@ -23,6 +23,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/identity"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -164,7 +165,7 @@ func serveMetrics(addr string, reg *prometheus.Registry) (*http.Server, error) {
 		return nil, fmt.Errorf("metrics endpoint %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metrics.Handler(reg))
+	mux.Handle(mesh.MetricsPath, metrics.Handler(reg))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	return srv, nil

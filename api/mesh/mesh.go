@@ -84,6 +84,16 @@ const (
 	MetricsPort = 15020
 )
 
+// The annotations Prometheus's usual pod discovery reads, which Weft sets on
+// its pods (controller, agents, Gateway data planes) to announce MetricsPort.
+const (
+	AnnotationPrometheusScrape = "prometheus.io/scrape"
+	AnnotationPrometheusPort   = "prometheus.io/port"
+	AnnotationPrometheusPath   = "prometheus.io/path"
+	// MetricsPath is where MetricsPort serves.
+	MetricsPath = "/metrics"
+)
+
 // DefaultTrustDomain is the SPIFFE trust domain when none is configured.
 const DefaultTrustDomain = "cluster.local"
 

@@ -118,9 +118,9 @@ func pullPolicy(p corev1.PullPolicy) corev1.PullPolicy {
 // (which win).
 func podAnnotations(infra map[string]string) map[string]string {
 	out := map[string]string{
-		"prometheus.io/scrape": "true",
-		"prometheus.io/port":   itoa(mesh.MetricsPort),
-		"prometheus.io/path":   "/metrics",
+		mesh.AnnotationPrometheusScrape: "true",
+		mesh.AnnotationPrometheusPort:   itoa(mesh.MetricsPort),
+		mesh.AnnotationPrometheusPath:   mesh.MetricsPath,
 	}
 	maps.Copy(out, infra)
 	return out
