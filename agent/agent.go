@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -37,12 +38,14 @@ import (
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/handoff"
 	"github.com/weft-mesh/weft/agent/lifecycle"
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/policy"
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/identity"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -72,6 +75,9 @@ type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	// HealthAddr serves /healthz and /readyz.
 	HealthAddr string
+	// MetricsAddr serves the Prometheus metrics on /metrics (README.md,
+	// "Metrics"); empty: metrics off.
+	MetricsAddr string
 	// GracePeriod for draining the proxy on shutdown.
 	GracePeriod time.Duration
 	// HandoffWait is how long a stopping agent keeps serving while it
@@ -116,6 +122,9 @@ type Agent struct {
 	serveDone  chan error
 	health     *http.Server
 	healthDone chan error
+	reg        *prometheus.Registry // nil: metrics off
+	metrics    *metrics.Agent
+	metricsSrv *http.Server
 	holder     *handoff.Holder
 	handedOver bool // a successor took ls over
 
@@ -288,6 +297,12 @@ func (a *Agent) buildComponents() error {
 		return fmt.Errorf("build identity manager: %w", err)
 	}
 	a.ids = ids
+	var reg prometheus.Registerer // a nil interface: proxy metrics off
+	if cfg.MetricsAddr != "" {
+		a.reg = metrics.Registry()
+		a.metrics = metrics.NewAgent(a.reg)
+		reg = a.reg
+	}
 	key, err := sessionKey(filepath.Join(cfg.StateDir, cfg.Node, "session.key"))
 	if err != nil {
 		return err
@@ -303,6 +318,7 @@ func (a *Agent) buildComponents() error {
 		SessionKeys:  [][]byte{key},
 		GracePeriod:  cfg.GracePeriod,
 		Limits:       cfg.ProxyLimits,
+		Metrics:      reg,
 		Logger:       log.With(logkey.Component, "proxy"),
 	})
 	if err != nil {
@@ -312,12 +328,13 @@ func (a *Agent) buildComponents() error {
 		a.marker = &marker{kube: cfg.Kube, log: log, done: map[string]bool{}}
 	}
 	a.pol, err = policy.New(policy.Config{
-		Node:  cfg.Node,
-		Conn:  a.conn,
-		Token: cfg.Token,
-		Store: &policy.Store{Path: filepath.Join(cfg.StateDir, cfg.Node, "policy.pb")},
-		Apply: a.apply,
-		Log:   log.With(logkey.Component, "policy"),
+		Node:    cfg.Node,
+		Conn:    a.conn,
+		Token:   cfg.Token,
+		Store:   &policy.Store{Path: filepath.Join(cfg.StateDir, cfg.Node, "policy.pb")},
+		Apply:   a.apply,
+		Metrics: a.metrics,
+		Log:     log.With(logkey.Component, "policy"),
 	})
 	if err != nil {
 		return fmt.Errorf("build policy client: %w", err)
@@ -400,6 +417,15 @@ func (a *Agent) serve(ctx context.Context) error {
 		a.healthDone = make(chan error, 1)
 		go func() { a.healthDone <- a.health.Serve(hl) }()
 	}
+	if ml := ls[lnMetrics]; ml != nil {
+		a.metricsSrv = &http.Server{Handler: metricsMux(a.reg), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := a.metricsSrv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				// metrics are not worth stopping the node's traffic for
+				a.log.Error("metrics endpoint stopped", logkey.Error, err)
+			}
+		}()
+	}
 	if succ != nil {
 		a.tookOver = true
 		// Both agents accept on the same sockets now; the old one stops
@@ -421,6 +447,9 @@ func (a *Agent) drain(ctx context.Context) error {
 	}
 	if a.health != nil {
 		a.health.Shutdown(ctx)
+	}
+	if a.metricsSrv != nil {
+		a.metricsSrv.Shutdown(ctx)
 	}
 	serr := a.px.Shutdown(ctx)
 	if errors.Is(serr, context.DeadlineExceeded) {
@@ -569,6 +598,7 @@ func (a *Agent) syncDatapath(pol *weftv1.NodePolicy) {
 		}
 	}
 	a.callers.Store(&callers)
+	a.metrics.Enrolled(len(callers))
 	if a.marker != nil {
 		a.marker.retain(byUID)
 	}
@@ -615,4 +645,11 @@ func (a *Agent) healthServer() *http.Server {
 		fmt.Fprintf(w, "ok version=%d\n", st.Version)
 	})
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
+
+// metricsMux serves reg on /metrics.
+func metricsMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle(mesh.MetricsPath, metrics.Handler(reg))
+	return mux
 }

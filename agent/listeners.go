@@ -22,6 +22,7 @@ const (
 	lnOutbound = "outbound" // proxy capture, <node ip>:proxy.OutboundPort
 	lnInbound  = "inbound"  // proxy mTLS tunnel, <node ip>:proxy.InboundPort
 	lnHealth   = "health"   // /healthz, /readyz
+	lnMetrics  = "metrics"  // /metrics
 )
 
 // listenAddrs are the addresses the agent serves, by handoff name.
@@ -32,6 +33,9 @@ func (a *Agent) listenAddrs() map[string]string {
 	}
 	if a.cfg.HealthAddr != "" {
 		m[lnHealth] = a.cfg.HealthAddr
+	}
+	if a.cfg.MetricsAddr != "" {
+		m[lnMetrics] = a.cfg.MetricsAddr
 	}
 	return m
 }

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -45,6 +46,7 @@ import (
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/gateway"
 	"github.com/weft-mesh/weft/controller/gatewayclass"
+	"github.com/weft-mesh/weft/controller/metrics"
 	"github.com/weft-mesh/weft/controller/owner"
 	"github.com/weft-mesh/weft/controller/provision"
 	"github.com/weft-mesh/weft/controller/push"
@@ -59,6 +61,7 @@ const (
 	DefaultNamespace     = "weft-system"
 	DefaultGRPCAddr      = ":15012"
 	DefaultHealthAddr    = ":15021"
+	DefaultMetricsAddr   = ":15020"
 	DefaultDebounce      = 100 * time.Millisecond
 	DefaultLeaseName     = "weft-controller"
 	DefaultLeaseDuration = 15 * time.Second
@@ -79,6 +82,10 @@ type Config struct {
 	// HealthAddr serves /healthz, /readyz and /debug/nodes;
 	// DefaultHealthAddr when empty, "-" for none.
 	HealthAddr string
+	// MetricsAddr serves the Prometheus metrics on /metrics (README.md,
+	// "Metrics"); none when empty (weft-controller's flag defaults to
+	// DefaultMetricsAddr).
+	MetricsAddr string
 	// Debounce is how long a change waits for more changes before one
 	// resolution; DefaultDebounce when zero.
 	Debounce time.Duration
@@ -155,6 +162,9 @@ type Controller struct {
 	grpcLis    net.Listener
 	health     *http.Server
 	hlLis      net.Listener
+	metrics    *metrics.Controller // nil: metrics off
+	mSrv       *http.Server
+	mLis       net.Listener
 
 	gateways   []gwv1.Gateway                       // of the last round (round's goroutine only)
 	authz      map[types.UID]*resolve.AuthzInForce  // of the last round (round's goroutine only)
@@ -247,8 +257,13 @@ func New(cfg Config) (*Controller, error) {
 	if c.src, err = source.New(source.Config{Kube: kube, Gateway: gw, Metadata: md, Dynamic: dyn, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	var reg *prometheus.Registry
+	if cfg.MetricsAddr != "" {
+		reg = metrics.Registry()
+		c.metrics = metrics.New(reg, c.nodeStates)
+	}
 	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, Gateways: cfg.Gateways, SendBuffer: cfg.SendBuffer,
-		GatewayRefusalChanged: c.Kick, Logger: cfg.Logger}); err != nil {
+		GatewayRefusalChanged: c.Kick, Metrics: c.metrics, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if c.status, err = status.New(status.Config{Client: gw, Dynamic: dyn, Logger: cfg.Logger}); err != nil {
@@ -281,7 +296,44 @@ func New(cfg Config) (*Controller, error) {
 		}
 		c.health = &http.Server{Handler: c.healthMux(), ReadHeaderTimeout: 5 * time.Second}
 	}
+	if reg != nil {
+		if c.mLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			c.grpcLis.Close()
+			if c.hlLis != nil {
+				c.hlLis.Close()
+			}
+			return nil, fmt.Errorf("listen metrics on %s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET "+mesh.MetricsPath, metrics.Handler(reg))
+		c.mSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
 	return c, nil
+}
+
+// MetricsAddr is the metrics server's address; nil when disabled.
+func (c *Controller) MetricsAddr() net.Addr {
+	if c.mLis == nil {
+		return nil
+	}
+	return c.mLis.Addr()
+}
+
+// Signed records an SVID request's outcome in the metrics (the CA's
+// OnSign).
+func (c *Controller) Signed(err error) { c.metrics.Signed(err) }
+
+// nodeStates is the push state the metrics read at each scrape.
+func (c *Controller) nodeStates() []metrics.NodeState {
+	if c.push == nil {
+		return nil
+	}
+	nodes := c.push.Nodes()
+	out := make([]metrics.NodeState, len(nodes))
+	for i, n := range nodes {
+		out[i] = metrics.NodeState{Node: n.Node, Version: n.Version, AckedVersion: n.AckedVersion, Streams: n.Streams}
+	}
+	return out
 }
 
 // GRPCAddr is the address agents connect to.
@@ -355,11 +407,23 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if c.mSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.mSrv.Serve(c.mLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve metrics: %w", err)
+			}
+		}()
+	}
 	defer func() {
 		cancel()
 		c.grpc.Stop()
 		if c.health != nil {
 			_ = c.health.Close()
+		}
+		if c.mSrv != nil {
+			_ = c.mSrv.Close()
 		}
 		wg.Wait()
 	}()
@@ -453,6 +517,7 @@ func (c *Controller) round() {
 	}
 	c.authz = out.AuthzInForce
 	c.resolves.Add(1)
+	c.metrics.Resolved(time.Since(start))
 	var anchors [][]byte
 	if c.cfg.TrustAnchors != nil {
 		anchors = c.cfg.TrustAnchors()
@@ -553,8 +618,9 @@ func grpcPort(addr string) string {
 }
 
 // gatewayReservedPorts are the ports a Gateway's data plane uses itself
-// (its health and readiness server); a listener there is PortUnavailable.
-var gatewayReservedPorts = []int32{mesh.HealthPort}
+// (its health and readiness server, its metrics); a listener there is
+// PortUnavailable.
+var gatewayReservedPorts = []int32{mesh.HealthPort, mesh.MetricsPort}
 
 func (c *Controller) safeResolveGateways(in gateway.Input) (out gateway.Output, ok bool) {
 	defer func() {
@@ -678,6 +744,7 @@ func (c *Controller) signalStatus() {
 func (c *Controller) becomeLeader(ctx context.Context) {
 	c.prov.Forget() // read every provisioned object again
 	c.leader.Store(true)
+	c.metrics.Leading(true)
 	if c.cfg.OnLeader != nil {
 		if err := c.cfg.OnLeader(ctx); err != nil {
 			c.log.Error("leader start hook", logkey.Error, err)
@@ -712,6 +779,7 @@ func (c *Controller) elect(ctx context.Context) {
 				},
 				OnStoppedLeading: func() {
 					c.leader.Store(false)
+					c.metrics.Leading(false)
 					c.log.Info("lost leadership; no longer writing statuses", logkey.ID, c.cfg.ID)
 				},
 				OnNewLeader: func(id string) {

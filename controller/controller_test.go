@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,7 +307,7 @@ func TestIntegrationController(t *testing.T) {
 
 	t.Run("StatusPushAckNack", func(t *testing.T) {
 		c, stop, done := startController(t, ctx, Config{
-			Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0",
+			Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
 			Authenticator: tokens{"tok-1": "node-1", "tok-2": "node-2"}, Logger: testLogger(t),
 		})
 
@@ -446,6 +447,30 @@ func TestIntegrationController(t *testing.T) {
 		if s3 := a.next(t, "snapshot after NACK", hasWeights(90, 10)); s3.Version <= s2.Version {
 			t.Fatalf("version %d after %d", s3.Version, s2.Version)
 		}
+
+		// The metrics say the same: one agent connected, one ACK and one
+		// NACK answered, the versions of node-1, the leader.
+		eventually(t, "metrics", func() (bool, string) {
+			resp, err := http.Get("http://" + c.MetricsAddr().String() + "/metrics")
+			if err != nil {
+				return false, err.Error()
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{
+				"weft_controller_connected_agents 1",
+				"weft_controller_leader 1",
+				"weft_controller_policy_nacks_total 1",
+				`weft_controller_push_ack_duration_seconds_count{result="ack"} 1`,
+				`weft_controller_push_ack_duration_seconds_count{result="nack"} 1`,
+				fmt.Sprintf(`weft_controller_node_policy_version{node="node-1",state="acked"} %d`, s1.Version),
+			} {
+				if !slices.Contains(strings.Split(string(body), "\n"), want) {
+					return false, "no line " + want
+				}
+			}
+			return strings.Contains(string(body), "weft_controller_resolve_duration_seconds_count "), "no resolve duration"
+		})
 
 		// A route to a missing backend gets ResolvedRefs=False.
 		missing := splitRoute("missing", 1, 1)

@@ -91,6 +91,7 @@ func newReplica(cfg ReplicaConfig) (*replica, error) {
 		PodAuthenticator: auth,
 		GatewayOf:        r.gatewayOf,
 		OnBundleChange:   r.bundleChanged,
+		OnSign:           r.signed,
 		Owner:            owner.ClusterRole(kube, c.OwnerClusterRole),
 		Logger:           c.Logger,
 	})
@@ -131,6 +132,13 @@ func (r *replica) gatewayOf(namespace, serviceAccount string) (string, bool) {
 		return "", false
 	}
 	return r.ctl.GatewayOf(namespace, serviceAccount)
+}
+
+// signed is the CA's OnSign: count the SVID issued or refused.
+func (r *replica) signed(err error) {
+	if r.ctl != nil {
+		r.ctl.Signed(err)
+	}
 }
 
 // bundleChanged is the CA's OnBundleChange: push the new anchors with

@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/relay"
 	"github.com/weft-mesh/weft/api/logkey"
@@ -127,12 +129,23 @@ func (g *Gateway) forwardL4(c net.Conn, l *Listener, host string, terminated boo
 	defer g.group.Untrack(c)
 	defer c.Close()
 	snap := g.snap.Load()
+	var sent, received int64
+	var peer metrics.Peer
+	peer.SourceNamespace, peer.SourceWorkload, _ = strings.Cut(snap.Gateway, "/")
+	if g.cfg.Metrics != nil {
+		defer func() { g.cfg.Metrics.TCPConnection(&peer, sent, received) }()
+	}
 	vh := l.PickVHost(host)
 	if vh == nil || len(vh.Tables) == 0 || len(vh.Tables[0].Rules()) == 0 {
 		g.cfg.Logger.Debug("l4: no route", logkey.Listener, l.Name, logkey.Host, host)
 		return
 	}
-	b, err := vh.Tables[0].Rules()[0].PickBackend(g.cfg.Rand)
+	rule := &vh.Tables[0].Rules()[0]
+	peer.Route = rule.Route
+	b, err := rule.PickBackend(g.cfg.Rand)
+	if err == nil {
+		peer.Backend = b.Cluster
+	}
 	if err != nil {
 		g.cfg.Logger.Debug("l4: no valid backend", logkey.Listener, l.Name, logkey.Error, err)
 		return
@@ -150,5 +163,5 @@ func (g *Gateway) forwardL4(c net.Conn, l *Listener, host string, terminated boo
 		g.cfg.Logger.Warn("l4: upstream cannot half-close", logkey.Cluster, b.Cluster)
 		return
 	}
-	relay.Splice(c, hc)
+	sent, received = relay.Splice(c, hc)
 }

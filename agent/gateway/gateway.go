@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/session"
@@ -42,8 +43,12 @@ type Config struct {
 	// Limits bound request headers and buffered retry bodies.
 	Limits limits.Limits
 	// Rand returns a value in [0, n); math/rand/v2.IntN when nil.
-	Rand   func(n int) int
-	Logger *slog.Logger
+	Rand func(n int) int
+	// Metrics counts requests and L4 connections under the node proxy's
+	// metric names, the Gateway (namespace, name) as their source; nil:
+	// none.
+	Metrics *metrics.Proxy
+	Logger  *slog.Logger
 }
 
 // Gateway serves one Gateway's listeners. Apply a policy, then Shutdown.

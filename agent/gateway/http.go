@@ -44,11 +44,15 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 func (g *Gateway) serveHTTP(port uint32, w http.ResponseWriter, r *http.Request) {
 	g.requests.Add(1)
 	defer g.requests.Add(-1)
+	snap := g.snap.Load()
+	ns, name, _ := strings.Cut(snap.Gateway, "/")
+	w, rec := g.cfg.Metrics.Record(w, ns, name)
+	defer g.cfg.Metrics.Done(rec, r)
 	if r.Method == http.MethodConnect {
 		httpError(w, http.StatusMethodNotAllowed, "CONNECT is not proxied")
 		return
 	}
-	x := &exchange{snap: g.snap.Load(), target: r.URL.RequestURI()}
+	x := &exchange{snap: snap, target: r.URL.RequestURI()}
 	if r.ProtoMajor == 1 && strings.HasPrefix(r.RequestURI, "/") {
 		x.target = r.RequestURI
 	}
@@ -58,7 +62,11 @@ func (g *Gateway) serveHTTP(port uint32, w http.ResponseWriter, r *http.Request)
 		httpError(w, http.StatusNotFound, "no route for host")
 		return
 	}
-	if !g.route(w, r, port, vh, x) {
+	ok := g.route(w, r, port, vh, x)
+	if x.rule != nil {
+		rec.Routed(x.rule.Route, x.cluster)
+	}
+	if !ok {
 		return
 	}
 	if bt := x.snap.BackendTLS[x.cluster]; bt != nil && bt.Invalid != "" {

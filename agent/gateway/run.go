@@ -12,15 +12,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	policyclient "github.com/weft-mesh/weft/agent/policy"
 	"github.com/weft-mesh/weft/agent/proxy/identity"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -38,6 +41,8 @@ type RunConfig struct {
 	Token func() (string, error)
 	// HealthAddr serves /healthz and /readyz.
 	HealthAddr string
+	// MetricsAddr serves the Prometheus metrics (/metrics); empty: none.
+	MetricsAddr string
 	// GracePeriod bounds the drain on shutdown (default 20s).
 	GracePeriod time.Duration
 	// Gateway is the data plane's own configuration (Tunnel is set by Run).
@@ -71,12 +76,22 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	defer dialer.Close()
 	data := cfg.Data
 	data.Tunnel, data.Logger = dialer, cmp.Or(data.Logger, log)
+	var polMetrics *metrics.Agent
+	if cfg.MetricsAddr != "" {
+		reg := metrics.Registry()
+		data.Metrics, polMetrics = metrics.NewProxy(reg, nil), metrics.NewAgent(reg)
+		srv, err := serveMetrics(cfg.MetricsAddr, reg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
 	g, err := New(data)
 	if err != nil {
 		return err
 	}
 	client, err := policyclient.New(policyclient.Config{
-		Gateway: cfg.Gateway, Conn: conn, Token: cfg.Token, Log: base, // it names the Gateway itself
+		Gateway: cfg.Gateway, Conn: conn, Token: cfg.Token, Log: base, Metrics: polMetrics, // it names the Gateway itself
 		ApplyGateway: func(p *weftv1.GatewayPolicy) error { return applyWithIdentity(g, ids, p) },
 	})
 	if err != nil {
@@ -142,6 +157,19 @@ func dialController(addr, caFile string, ids func() *identity.Manager) (*grpc.Cl
 		return nil, fmt.Errorf("controller %s: %w", addr, err)
 	}
 	return conn, nil
+}
+
+// serveMetrics serves reg on /metrics.
+func serveMetrics(addr string, reg *prometheus.Registry) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics endpoint %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(mesh.MetricsPath, metrics.Handler(reg))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
 }
 
 // serveHealth serves /healthz (the process runs) and /readyz (a policy is

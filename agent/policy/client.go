@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -55,6 +56,8 @@ type Config struct {
 	Log *slog.Logger
 	// MinBackoff and MaxBackoff bound reconnect delays (defaults 200 ms, 10 s).
 	MinBackoff, MaxBackoff time.Duration
+	// Metrics records the version in force, applies and NACKs; nil: none.
+	Metrics *metrics.Agent
 }
 
 // Client keeps a node's policy in sync with the controller.
@@ -210,6 +213,7 @@ func (c *Client) Status() Status {
 }
 
 func (c *Client) setCurrent(s *weftv1.PolicySnapshot) {
+	c.cfg.Metrics.Applied(s.GetVersion())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.current = s
@@ -316,6 +320,7 @@ func (c *Client) check(snap *weftv1.PolicySnapshot) error {
 
 func (c *Client) nack(req *weftv1.PolicyRequest, err error) *weftv1.PolicyRequest {
 	req.Error = err.Error()
+	c.cfg.Metrics.Refused()
 	c.mu.Lock()
 	c.nacked, c.lastErr = req.Version, req.Error
 	c.mu.Unlock()

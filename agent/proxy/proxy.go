@@ -18,8 +18,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/authz"
 	"github.com/weft-mesh/weft/agent/proxy/inbound"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
@@ -60,7 +62,10 @@ type Config struct {
 	// Limits bound what one client can make the proxy hold (README.md,
 	// "Limits"); zero fields take the defaults.
 	Limits limits.Limits
-	Logger *slog.Logger
+	// Metrics, when set, gets the proxy's metrics (package agent/metrics);
+	// nil: metrics off.
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
 }
 
 // Proxy is the node proxy.
@@ -99,11 +104,15 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	p := &Proxy{cfg: cfg, refusals: limits.NewRefusals(limits.RefusalsConfig{Logger: cfg.Logger})}
+	var m *metrics.Proxy
+	if cfg.Metrics != nil {
+		m = metrics.NewProxy(cfg.Metrics, p.refusals)
+	}
 	p.local.Store(&localState{})
 	p.dialer = tunnel.NewDialer(tunnel.DialerConfig{Identities: cfg.Identities})
 	p.out, err = outbound.New(outbound.Config{
 		Lookup: cfg.Lookup, Callers: cfg.Callers, Tunnel: p.dialer, Sessions: sessions,
-		Limits: cfg.Limits, Refusals: p.refusals, Logger: cfg.Logger.With("side", "outbound"),
+		Limits: cfg.Limits, Refusals: p.refusals, Metrics: m, Logger: cfg.Logger.With("side", "outbound"),
 	})
 	if err != nil {
 		return nil, err
@@ -111,7 +120,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.in, err = inbound.New(inbound.Config{
 		TrustDomain: cfg.TrustDomain, Identities: cfg.Identities, Local: p, Authz: p.Authz,
 		Dial: cfg.DialPod, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, MaxRequestHeaderBytes: 2 * cfg.Limits.HeaderBytes,
-		Refusals: p.refusals,
+		Refusals: p.refusals, Metrics: m,
 		Logger:   cfg.Logger.With("side", "inbound"),
 	})
 	if err != nil {

@@ -79,6 +79,19 @@ const (
 	TunnelPort = 15008
 	// HealthPort serves the agent's health probes.
 	HealthPort = 15021
+	// MetricsPort serves the agent's and the controller's Prometheus
+	// metrics (/metrics), on a container port named "metrics".
+	MetricsPort = 15020
+)
+
+// The annotations Prometheus's usual pod discovery reads, which Weft sets on
+// its pods (controller, agents, Gateway data planes) to announce MetricsPort.
+const (
+	AnnotationPrometheusScrape = "prometheus.io/scrape"
+	AnnotationPrometheusPort   = "prometheus.io/port"
+	AnnotationPrometheusPath   = "prometheus.io/path"
+	// MetricsPath is where MetricsPort serves.
+	MetricsPath = "/metrics"
 )
 
 // DefaultTrustDomain is the SPIFFE trust domain when none is configured.

@@ -19,6 +19,7 @@ import (
 // controller provisions per Gateway of class weft.
 type gatewayFlags struct {
 	gateway, controller, controllerCA, tokenFile, healthAddr string
+	metricsAddr                                              string
 	grace                                                    time.Duration
 	logLevel                                                 slog.Level
 }
@@ -31,6 +32,7 @@ func parseGateway(args []string) (*gatewayFlags, error) {
 	fs.StringVar(&f.controllerCA, "controller-ca", "/var/run/secrets/weft/ca.crt", "mesh root bundle (PEM) the controller's certificate chains to")
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
 	fs.StringVar(&f.healthAddr, "health-addr", ":15021", "health and readiness endpoint")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "Prometheus metrics endpoint (/metrics); empty: metrics off (the controller provisions :15020)")
 	fs.DurationVar(&f.grace, "grace", 20*time.Second, "drain grace period on SIGTERM")
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -60,6 +62,7 @@ func runGateway(args []string) error {
 		ControllerCAFile: f.controllerCA,
 		Token:            func() (string, error) { return readToken(f.tokenFile) },
 		HealthAddr:       f.healthAddr,
+		MetricsAddr:      f.metricsAddr,
 		GracePeriod:      f.grace,
 		Logger:           log,
 	})

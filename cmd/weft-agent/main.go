@@ -78,6 +78,7 @@ type flags struct {
 	node, nodeIP, controller, controllerCA               string
 	insecure                                             *bool
 	tokenFile, stateDir, healthAddr, cgroupPath, pinRoot string
+	metricsAddr                                          string
 	trustDomain                                          string
 	logLevel                                             slog.Level
 	grace, handoffWait                                   time.Duration
@@ -96,6 +97,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.tokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft)")
 	fs.StringVar(&f.stateDir, "state-dir", "/var/lib/weft", "where the last good policy is kept (a subdirectory per node)")
 	fs.StringVar(&f.healthAddr, "health-addr", fmt.Sprintf(":%d", mesh.HealthPort), "health and readiness endpoint")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", fmt.Sprintf(":%d", mesh.MetricsPort), "Prometheus metrics endpoint (/metrics); empty: metrics off")
 	fs.StringVar(&f.cgroupPath, "cgroup-path", "", "cgroup (relative to the cgroup2 mount) to attach to and find pods under; default: the kubepods ancestor of the agent's own cgroup")
 	fs.StringVar(&f.pinRoot, "pin-root", datapath.DefaultPinRoot, "bpffs directory for pins (one subdirectory per node)")
 	fs.StringVar(&f.trustDomain, "trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
@@ -165,6 +167,7 @@ func run(args []string) error {
 		Datapath:           datapath.Config{CgroupPath: cg, PinRoot: f.pinRoot},
 		TrustDomain:        td,
 		HealthAddr:         f.healthAddr,
+		MetricsAddr:        f.metricsAddr,
 		GracePeriod:        f.grace,
 		HandoffWait:        handoffWait(f.handoffWait),
 		ProxyLimits:        *f.limits,

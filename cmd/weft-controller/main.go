@@ -41,6 +41,7 @@ func run() error {
 		namespace   = flag.String("namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), controller.DefaultNamespace), "namespace the controller runs in (Lease, CA Secret)")
 		grpcAddr    = flag.String("grpc-addr", controller.DefaultGRPCAddr, "address of the Policy and Identity gRPC server")
 		healthAddr  = flag.String("health-addr", controller.DefaultHealthAddr, "address of /healthz, /readyz and /debug/nodes (\"-\": none)")
+		metricsAddr = flag.String("metrics-addr", controller.DefaultMetricsAddr, "address of the Prometheus metrics (/metrics; \"\": none)")
 		debounce    = flag.Duration("debounce", controller.DefaultDebounce, "how long a change waits for more before one resolution")
 		trustDomain = flag.String("trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
 		leaderElect = flag.Bool("leader-elect", true, "write statuses only while holding the Lease")
@@ -79,6 +80,7 @@ func run() error {
 			Namespace:        *namespace,
 			GRPCAddr:         *grpcAddr,
 			HealthAddr:       *healthAddr,
+			MetricsAddr:      *metricsAddr,
 			Debounce:         *debounce,
 			TrustDomain:      *trustDomain,
 			GatewayImage:     *gwImage,

@@ -65,6 +65,10 @@ type Config struct {
 	// GatewayOf returns the name of the accepted Gateway of namespace whose
 	// data plane runs as serviceAccount (provision.Identity); false: none.
 	GatewayOf func(namespace, serviceAccount string) (string, bool)
+	// OnSign, when set, is told the outcome of every Identity/Sign call
+	// (nil: an SVID was issued; else the gRPC status of the refusal), for
+	// the metrics.
+	OnSign func(error)
 	// OnBundleChange, when set, is called (without locks held) after the
 	// trust bundle changed, so the caller can push it with policy.
 	OnBundleChange func()

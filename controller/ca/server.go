@@ -28,7 +28,11 @@ type identityServer struct {
 }
 
 func (s identityServer) Sign(ctx context.Context, req *weftv1.SignRequest) (*weftv1.SignResponse, error) {
-	return s.ca.Sign(ctx, req)
+	resp, err := s.ca.Sign(ctx, req)
+	if s.ca.cfg.OnSign != nil {
+		s.ca.cfg.OnSign(err)
+	}
+	return resp, err
 }
 
 // Sign implements weft.v1.Identity/Sign: authenticate the agent, validate

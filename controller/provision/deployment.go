@@ -21,6 +21,7 @@ func Args(gw *gwv1.Gateway, p Params) []string {
 		"--controller-ca=" + SecretsDir + "/" + CAKey,
 		"--token-file=" + SecretsDir + "/token",
 		"--health-addr=:" + itoa(mesh.HealthPort),
+		"--metrics-addr=:" + itoa(mesh.MetricsPort),
 	}
 	if p.LogLevel != "" {
 		args = append(args, "--log-level="+p.LogLevel)
@@ -32,10 +33,7 @@ func deployment(gw *gwv1.Gateway, meta metav1.ObjectMeta, p Params) *appsv1.Depl
 	// The data plane is a mesh proxy itself: its pods are never enrolled
 	// (redirected into the node proxy), even in an enrolled namespace. It
 	// reaches enrolled backends through the tunnel with its own identity.
-	ann := maps.Clone(meta.Annotations)
-	if ann == nil {
-		ann = map[string]string{}
-	}
+	ann := podAnnotations(meta.Annotations)
 	ann[mesh.AnnotationMesh] = mesh.MeshDisabled
 	podMeta := metav1.ObjectMeta{Labels: meta.Labels, Annotations: ann}
 	return &appsv1.Deployment{
@@ -55,7 +53,8 @@ func podSpec(gw *gwv1.Gateway, name string, p Params) corev1.PodSpec {
 		cports = append(cports, corev1.ContainerPort{Name: portName(lp.port), ContainerPort: lp.port, Protocol: corev1.ProtocolTCP})
 		low = low || lp.port < 1024
 	}
-	cports = append(cports, corev1.ContainerPort{Name: "health", ContainerPort: mesh.HealthPort, Protocol: corev1.ProtocolTCP})
+	cports = append(cports, corev1.ContainerPort{Name: "health", ContainerPort: mesh.HealthPort, Protocol: corev1.ProtocolTCP},
+		corev1.ContainerPort{Name: "metrics", ContainerPort: mesh.MetricsPort, Protocol: corev1.ProtocolTCP})
 	pod := corev1.PodSpec{
 		ServiceAccountName:           name,
 		AutomountServiceAccountToken: ptr(false),
@@ -124,4 +123,17 @@ func pullPolicy(p corev1.PullPolicy) corev1.PullPolicy {
 		return corev1.PullIfNotPresent
 	}
 	return p
+}
+
+// podAnnotations are the data plane pod's: the prometheus.io annotations
+// that announce its metrics, then the Gateway's infrastructure annotations
+// (which win).
+func podAnnotations(infra map[string]string) map[string]string {
+	out := map[string]string{
+		mesh.AnnotationPrometheusScrape: "true",
+		mesh.AnnotationPrometheusPort:   itoa(mesh.MetricsPort),
+		mesh.AnnotationPrometheusPath:   mesh.MetricsPath,
+	}
+	maps.Copy(out, infra)
+	return out
 }

@@ -160,11 +160,12 @@ type listenerPort struct {
 }
 
 // ports are the distinct listener ports, ascending, without the data
-// plane's own health port (such a listener is PortUnavailable).
+// plane's own health and metrics ports (such a listener is
+// PortUnavailable).
 func ports(gw *gwv1.Gateway) []listenerPort {
 	seen := map[int32]gwv1.ProtocolType{}
 	for _, l := range gw.Spec.Listeners {
-		if _, ok := seen[int32(l.Port)]; !ok && int32(l.Port) != mesh.HealthPort {
+		if _, ok := seen[int32(l.Port)]; !ok && int32(l.Port) != mesh.HealthPort && int32(l.Port) != mesh.MetricsPort {
 			seen[int32(l.Port)] = l.Protocol
 		}
 	}

@@ -61,10 +61,11 @@ func TestDesired(t *testing.T) {
 			gwv1.Listener{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType},
 			gwv1.Listener{Name: "https", Port: 443, Protocol: gwv1.HTTPSProtocolType}),
 			ports: []int32{80, 443}, appProto: []string{"http", "https"}, bindLow: true},
-		{name: "two listeners on one port, health port left out", gw: gw(
+		{name: "two listeners on one port, health and metrics ports left out", gw: gw(
 			gwv1.Listener{Name: "a", Port: 8443, Protocol: gwv1.TLSProtocolType},
 			gwv1.Listener{Name: "b", Port: 8443, Protocol: gwv1.HTTPSProtocolType},
-			gwv1.Listener{Name: "c", Port: mesh.HealthPort, Protocol: gwv1.HTTPProtocolType}),
+			gwv1.Listener{Name: "c", Port: mesh.HealthPort, Protocol: gwv1.HTTPProtocolType},
+			gwv1.Listener{Name: "d", Port: mesh.MetricsPort, Protocol: gwv1.HTTPProtocolType}),
 			ports: []int32{8443}, appProto: []string{""}},
 		{name: "infrastructure labels and annotations", gw: func() *gwv1.Gateway {
 			g := gw(gwv1.Listener{Name: "tcp", Port: 9000, Protocol: gwv1.TCPProtocolType})
@@ -123,7 +124,7 @@ func TestDesired(t *testing.T) {
 			}
 			c := pod.Spec.Containers[0]
 			wantArgs := []string{"gateway", "--gateway=infra/edge", "--controller=weft-controller.weft-system.svc:15012",
-				"--controller-ca=/var/run/secrets/weft/ca.crt", "--token-file=/var/run/secrets/weft/token", "--health-addr=:15021"}
+				"--controller-ca=/var/run/secrets/weft/ca.crt", "--token-file=/var/run/secrets/weft/token", "--health-addr=:15021", "--metrics-addr=:15020"}
 			if !slices.Equal(c.Args, wantArgs) || c.Image != params.Image {
 				t.Errorf("args %v, want %v", c.Args, wantArgs)
 			}
@@ -140,8 +141,17 @@ func TestDesired(t *testing.T) {
 			if got := pod.Spec.SecurityContext.Sysctls; !slices.Equal(got, wantSysctls) {
 				t.Errorf("sysctls %v, want %v", got, wantSysctls)
 			}
-			if len(c.Ports) != len(tc.ports)+1 {
+			if len(c.Ports) != len(tc.ports)+2 || c.Ports[len(c.Ports)-1].Name != "metrics" || c.Ports[len(c.Ports)-1].ContainerPort != mesh.MetricsPort {
 				t.Errorf("container ports %v", c.Ports)
+			}
+			if pod.Annotations["prometheus.io/scrape"] != "true" || pod.Annotations["prometheus.io/port"] != "15020" || pod.Annotations["prometheus.io/path"] != "/metrics" {
+				t.Errorf("pod annotations %v lack the prometheus.io ones", pod.Annotations)
+			}
+			if tc.infraKeys && pod.Annotations["lb.example.com/internal"] != "true" {
+				t.Errorf("pod annotations %v lack the infrastructure's", pod.Annotations)
+			}
+			if _, ok := o.Service.Annotations["prometheus.io/scrape"]; ok {
+				t.Errorf("the Service carries the pod's scrape annotations: %v", o.Service.Annotations)
 			}
 			src := pod.Spec.Volumes[0].Projected.Sources
 			if src[0].ServiceAccountToken.Audience != "weft" || src[1].ConfigMap.Name != o.ConfigMap.Name || o.ConfigMap.Data[CAKey] != "PEM" {

@@ -45,7 +45,7 @@ func (s *Server) UpdateGateways(policies map[string]*weftv1.GatewayPolicy) int {
 			s.enqueue(sub, e.snap.msg)
 		}
 	}
-	forget(s.gws, policies)
+	forget(s.gws, policies, nil)
 	return changed
 }
 

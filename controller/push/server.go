@@ -34,6 +34,7 @@ import (
 
 	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/controller/metrics"
 )
 
 // DefaultSendBuffer is how many snapshots may wait for one slow stream
@@ -84,6 +85,8 @@ type Config struct {
 	// lock) when a Gateway data plane starts or stops refusing its policy:
 	// a NACK, or an ACK of a version past the last NACK.
 	GatewayRefusalChanged func()
+	// Metrics records ACK latencies and NACKs; nil: none.
+	Metrics *metrics.Controller
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -129,6 +132,48 @@ type subscriber struct {
 	ch      chan *wireSnapshot
 	evicted chan struct{}
 	once    sync.Once
+
+	mu sync.Mutex
+	// sent is when each version not answered yet was sent on the stream
+	// (oldest first, at most maxPending), for the ACK latency.
+	sent []sentVersion
+}
+
+// sentVersion is a version sent on a stream and when.
+type sentVersion struct {
+	version uint64
+	at      time.Time
+}
+
+// maxPending bounds the versions a stream remembers sending: an agent that
+// answers none of them costs no more.
+const maxPending = 64
+
+// sending records that version is sent now.
+func (sub *subscriber) sending(version uint64, now time.Time) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if len(sub.sent) == maxPending {
+		sub.sent = append(sub.sent[:0], sub.sent[1:]...)
+	}
+	sub.sent = append(sub.sent, sentVersion{version, now})
+}
+
+// answered returns how long ago version was sent (forgetting it and every
+// older one: the agent answers in order); negative when this stream did
+// not send it.
+func (sub *subscriber) answered(version uint64, now time.Time) time.Duration {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	d := time.Duration(-1)
+	i := 0
+	for ; i < len(sub.sent) && sub.sent[i].version <= version; i++ {
+		if sub.sent[i].version == version {
+			d = now.Sub(sub.sent[i].at)
+		}
+	}
+	sub.sent = append(sub.sent[:0], sub.sent[i:]...)
+	return d
 }
 
 func (s *subscriber) evict() { s.once.Do(func() { close(s.evicted) }) }
@@ -150,6 +195,7 @@ type Server struct {
 	first  time.Duration
 	nonce  string
 	log    *slog.Logger
+	m      *metrics.Controller
 
 	gateways GatewayAuthorizer
 	refusal  func() // Config.GatewayRefusalChanged
@@ -174,6 +220,7 @@ func New(cfg Config) (*Server, error) {
 		first:    cmp.Or(cfg.FirstMessageTimeout, DefaultFirstMessageTimeout),
 		nonce:    cfg.Nonce,
 		log:      cfg.Logger,
+		m:        cfg.Metrics,
 		nodes:    map[string]*nodeEntry{},
 		gws:      map[string]*nodeEntry{},
 	}
@@ -247,15 +294,19 @@ func (s *Server) Update(policies map[string]*weftv1.NodePolicy) int {
 			s.enqueue(sub, e.snap.msg)
 		}
 	}
-	forget(s.nodes, policies)
+	forget(s.nodes, policies, s.m.Forget)
 	return changed
 }
 
-// forget drops the entries missing from policies that no stream uses.
-func forget[P any](entries map[string]*nodeEntry, policies map[string]P) {
+// forget drops the entries missing from policies that no stream uses;
+// gone, when set, is told each name dropped.
+func forget[P any](entries map[string]*nodeEntry, policies map[string]P, gone func(string)) {
 	for name, e := range entries {
 		if _, ok := policies[name]; !ok && len(e.subs) == 0 {
 			delete(entries, name)
+			if gone != nil {
+				gone(name)
+			}
 		}
 	}
 }
@@ -415,6 +466,7 @@ func (s *Server) serve(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, wef
 		case <-sub.evicted:
 			return status.Errorf(codes.ResourceExhausted, "policy stream for %s %q fell behind; reconnect for a full snapshot", sub.kind(), node)
 		case msg := <-sub.ch:
+			sub.sending(msg.Version, time.Now())
 			if err := stream.SendMsg(msg); err != nil {
 				return err
 			}
@@ -436,6 +488,7 @@ func (s *Server) receive(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, w
 		if err := sub.check(req); err != nil {
 			return err
 		}
+		s.m.Answered(sub.node, sub.gateway, req.GetError() != "", sub.answered(req.GetVersion(), time.Now()))
 		s.ack(sub, req.GetVersion(), req.GetError())
 	}
 }

@@ -252,6 +252,7 @@ func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workl
 		if id == "" {
 			continue
 		}
+		kind, owner := mesh.PodWorkload(p)
 		out[p.Spec.NodeName] = append(out[p.Spec.NodeName], &weftv1.Workload{
 			Namespace:      p.Namespace,
 			Name:           p.Name,
@@ -259,6 +260,8 @@ func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workl
 			ServiceAccount: sa,
 			Identity:       id,
 			Ips:            podIPs(p),
+			Workload:       owner,
+			WorkloadKind:   kind,
 		})
 	}
 	for _, ws := range out {

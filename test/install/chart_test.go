@@ -274,7 +274,10 @@ func TestChartValues(t *testing.T) {
 		}
 		pod := field(t, obj, "spec", "template").(map[string]any)
 		meta := pod["metadata"].(map[string]any)
-		meta["annotations"] = field(t, v, "podAnnotations")
+		port := fmt.Sprint(field(t, v, "metrics", "port"))
+		ann := map[string]any{"prometheus.io/scrape": "true", "prometheus.io/port": port, "prometheus.io/path": "/metrics"}
+		maps.Copy(ann, field(t, v, "podAnnotations").(map[string]any))
+		meta["annotations"] = ann
 		labels := meta["labels"].(map[string]any)
 		for k, l := range field(t, v, "podLabels").(map[string]any) {
 			if _, own := labels[k]; !own {
@@ -287,6 +290,17 @@ func TestChartValues(t *testing.T) {
 		ctr["image"] = fmt.Sprintf("%s/%s:%s", field(t, v, "image", "registry"), c.image, field(t, v, "image", "tag"))
 		ctr["imagePullPolicy"] = field(t, v, "image", "pullPolicy")
 		args := ctr["args"].([]any)
+		for i, a := range args {
+			if a == "--metrics-addr=:15020" {
+				args[i] = "--metrics-addr=:" + port
+			}
+		}
+		ports, _ := ctr["ports"].([]any) // none on the agent
+		for _, p := range ports {
+			if p := p.(map[string]any); p["name"] == "metrics" {
+				p["containerPort"] = field(t, v, "metrics", "port")
+			}
+		}
 		ctr["args"] = append(args,
 			"--trust-domain="+field(t, v, "trustDomain").(string),
 			"--log-level="+field(t, v, "logLevel").(string))
@@ -304,6 +318,61 @@ func TestChartValues(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("%d objects with %s, %d with the defaults", len(got), valuesFile, len(want))
+	}
+}
+
+// TestChartMetrics: by default both components serve /metrics on :15020,
+// announced by the prometheus.io annotations; the controller declares it as
+// its container port "metrics", the agent declares no port (in the host's
+// network a port is a hostPort, which would keep the surge pod of a rollout
+// pending and break the listener handoff). metrics.enabled=false turns the
+// endpoint, the port and the annotations off; the schema refuses a port
+// Weft already uses on the node.
+func TestChartMetrics(t *testing.T) {
+	in := setup(t)
+	on := in.render(t)
+	ann := value(t, `{prometheus.io/scrape: "true", prometheus.io/port: "15020", prometheus.io/path: /metrics}`)
+	for _, k := range []string{controllerKey, agentKey} {
+		if got := field(t, on[k], "spec", "template", "metadata", "annotations"); !reflect.DeepEqual(got, ann) {
+			t.Errorf("%s annotations: %v, want %v", k, got, ann)
+		}
+		if args := container(t, on[k])["args"].([]any); !slices.Contains(args, any("--metrics-addr=:15020")) {
+			t.Errorf("%s args lack --metrics-addr=:15020: %v", k, args)
+		}
+	}
+	if ports := container(t, on[controllerKey])["ports"].([]any); !slices.ContainsFunc(ports, func(p any) bool {
+		return reflect.DeepEqual(p, value(t, "{name: metrics, containerPort: 15020}"))
+	}) {
+		t.Errorf("controller ports %v lack metrics 15020", ports)
+	}
+	if ports, ok := container(t, on[agentKey])["ports"]; ok {
+		t.Errorf("the agent declares ports %v: a hostNetwork port is a hostPort, which blocks the rollout's surge pod", ports)
+	}
+
+	off := in.render(t, "--set", "metrics.enabled=false")
+	for _, k := range []string{controllerKey, agentKey} {
+		meta := field(t, off[k], "spec", "template", "metadata").(map[string]any)
+		if a, ok := meta["annotations"]; ok {
+			t.Errorf("%s with metrics off has annotations %v", k, a)
+		}
+		if args := container(t, off[k])["args"].([]any); !slices.Contains(args, any("--metrics-addr=")) {
+			t.Errorf("%s with metrics off: args %v lack an empty --metrics-addr", k, args)
+		}
+	}
+	for _, p := range container(t, off[controllerKey])["ports"].([]any) {
+		if p.(map[string]any)["name"] == "metrics" {
+			t.Errorf("controller with metrics off declares %v", p)
+		}
+	}
+	// a user's annotation wins over the chart's
+	mine := in.render(t, "--set-string", `podAnnotations.prometheus\.io/scrape=false`)
+	if got := field(t, mine[agentKey], "spec", "template", "metadata", "annotations").(map[string]any)["prometheus.io/scrape"]; got != "false" {
+		t.Errorf("podAnnotations prometheus.io/scrape=false rendered %v", got)
+	}
+	for _, port := range []string{"15001", "15008", "15012", "15021", "0"} {
+		if _, err := in.run(t, in.helm, "template", "weft", in.chart, "-n", mesh.SystemNamespace, "--set", "metrics.port="+port); err == nil {
+			t.Errorf("metrics.port=%s accepted", port)
+		}
 	}
 }
 

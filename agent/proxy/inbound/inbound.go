@@ -37,6 +37,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/authz"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
@@ -82,7 +83,9 @@ type Config struct {
 	// Refusals counts and logs refused handshakes and streams; one that
 	// logs to Logger when nil.
 	Refusals *limits.Refusals
-	Logger   *slog.Logger
+	// Metrics counts accepted and refused tunnel connections; nil: none.
+	Metrics *metrics.Proxy
+	Logger  *slog.Logger
 }
 
 // Server serves tunnels; use Serve with a TCP listener and Shutdown to drain.
@@ -293,16 +296,20 @@ func (s *Server) serveConn(nc net.Conn) {
 	tc := tls.Server(nc, s.tlsConfig(&hs))
 	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
-		s.refuseConn(handshakeReason(&hs, err), nc.RemoteAddr(), hs.claimed, err)
+		reason := handshakeReason(&hs, err)
+		s.refuseConn(reason, nc.RemoteAddr(), hs.claimed, err)
+		s.cfg.Metrics.InboundRefused(reason)
 		nc.Close()
 		return
 	}
 	cs := tc.ConnectionState()
 	if cs.NegotiatedProtocol != "h2" {
 		s.refuseConn(limits.HandshakeFailed, nc.RemoteAddr(), hs.claimed, errors.New("no h2 protocol negotiated"))
+		s.cfg.Metrics.InboundRefused(limits.HandshakeFailed)
 		nc.Close()
 		return
 	}
+	s.cfg.Metrics.InboundAccepted()
 	peer := nc.RemoteAddr()
 	sc, err := tunnel.NewServerConn(tc, func(st *tunnel.Stream, authority string, h http.Header) {
 		s.streams.Add(1)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/route"
@@ -83,6 +84,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusInternalServerError, "no capture record")
 		return
 	}
+	w, ex := p.observe(w, info)
+	defer p.done(ex, r)
 	// net/http holds the header of each open stream: the pod's share
 	// of the budget bounds them (HTTP/1.1 reserves as it reads)
 	n := h2HeaderBytes(r)
@@ -92,16 +95,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer info.lease.Release(n)
-	p.serve(w, r, r.Context(), info)
+	p.serve(w, r, r.Context(), info, ex)
 }
 
 // serve routes and forwards one request of a captured client. reqCtx ends
-// when the client is known to be gone.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Context, info *connInfo) {
+// when the client is known to be gone. ex (nil: metrics off) learns where
+// the request went.
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Context, info *connInfo, ex *metrics.Recorder) {
 	p.requests.Add(1)
 	defer p.requests.Add(-1)
 	rq := request{info: info, snap: p.snap.Load()}
 	rq.svc = rq.snap.Services[info.orig.Dst]
+	destination(ex, rq.svc)
 	if rq.svc == nil {
 		httpError(w, http.StatusServiceUnavailable, "service is no longer meshed")
 		return
@@ -111,7 +116,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 		httpError(w, http.StatusMethodNotAllowed, "CONNECT is not proxied")
 		return
 	}
-	rt, ok := p.pickRoute(reqCtx, w, r, &rq)
+	rt, ok := p.pickRoute(reqCtx, w, r, &rq, ex)
 	if !ok {
 		return
 	}
@@ -163,7 +168,7 @@ type routed struct {
 // answered here (no match, a request too long to match, a redirect or
 // direct answer, no valid backend) or the client went away while it was
 // matched (ctx done: nobody is left to answer).
-func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *request) (*routed, bool) {
+func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *request, ex *metrics.Recorder) (*routed, bool) {
 	rt := &routed{target: r.RequestURI}
 	if r.ProtoMajor == 2 || rt.target == "" || rt.target[0] != '/' {
 		rt.target = r.URL.RequestURI()
@@ -171,6 +176,7 @@ func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	table := rq.svc.Table(rq.info.callerN)
 	if table == nil || len(table.Rules()) == 0 {
 		rt.cluster = rq.svc.DefaultCluster
+		ex.Routed("", rt.cluster)
 		return rt, true
 	}
 	dec, err := table.SelectContext(ctx, &route.Request{Method: r.Method, Path: rt.target, Header: r.Header})
@@ -179,6 +185,7 @@ func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return nil, false
 	}
 	rt.rule = dec.Rule
+	ex.Routed(dec.Rule.Route, "")
 	hr := route.HTTPRequest{Scheme: "http", Host: r.Host, Port: rq.svc.Port, Path: rt.target, Method: r.Method, Header: r.Header}
 	rt.plan, err = dec.Process(&hr, p.cfg.Rand)
 	if rt.plan.Answer != nil {
@@ -195,6 +202,7 @@ func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 	r.Host, rt.target = hr.Host, hr.Path
 	rt.cluster = rt.plan.Backend.Cluster
+	ex.Routed(dec.Rule.Route, rt.cluster)
 	rq.session = rt.plan.Backend.Session
 	return rt, true
 }

@@ -86,7 +86,10 @@ func (p *Proxy) serveH1(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			panic(http.ErrAbortHandler)
 		}
 	}()
-	p.serve(w, r, ctx, ctx.Value(infoKey{}).(*connInfo))
+	info := ctx.Value(infoKey{}).(*connInfo)
+	w, ex := p.observe(w, info)
+	defer p.done(ex, r)
+	p.serve(w, r, ctx, info, ex)
 }
 
 // h2cReceiveWindow is what net/http's HTTP/2 server may buffer of one

@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
@@ -75,7 +76,9 @@ type Config struct {
 	// Refusals counts and logs the proxy's own refusals; one that logs to
 	// Logger when nil.
 	Refusals *limits.Refusals
-	Logger   *slog.Logger
+	// Metrics counts requests, connections and redirects; nil: none.
+	Metrics *metrics.Proxy
+	Logger  *slog.Logger
 }
 
 // Proxy is the outbound proxy. Store a Snapshot before serving.
@@ -197,6 +200,7 @@ func (p *Proxy) handle(c net.Conn) {
 	orig, ok := p.cfg.Lookup.Lookup(addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()))
 	if !ok {
 		p.cfg.Logger.Debug("refused: no redirect record", logkey.Client, c.RemoteAddr().String())
+		p.cfg.Metrics.Redirected(metrics.RedirectNoRecord)
 		c.Close()
 		return
 	}
@@ -204,12 +208,14 @@ func (p *Proxy) handle(c net.Conn) {
 	w, ok := p.cfg.Callers.ByCookie(orig.NetnsCookie)
 	if !ok {
 		p.cfg.Logger.Debug("refused: unknown caller netns", logkey.Client, c.RemoteAddr().String(), logkey.Cookie, orig.NetnsCookie)
+		p.cfg.Metrics.Redirected(metrics.RedirectUnknownCaller)
 		c.Close()
 		return
 	}
 	src, err := spiffeid.FromString(w.GetIdentity())
 	if err != nil {
 		p.cfg.Logger.Warn("refused: caller has no valid identity", logkey.Pod, w.GetNamespace()+"/"+w.GetName(), logkey.Error, err)
+		p.cfg.Metrics.Redirected(metrics.RedirectNoIdentity)
 		c.Close()
 		return
 	}
@@ -219,6 +225,7 @@ func (p *Proxy) handle(c net.Conn) {
 		// closed before a byte is read: L4 or L7 alike, the pod learns at
 		// once, and the connection costs nothing more
 		p.refuse(limits.PodConns, 0, c.RemoteAddr(), info, "")
+		p.cfg.Metrics.Redirected(metrics.RedirectPodConnections)
 		c.Close()
 		return
 	}
@@ -228,13 +235,16 @@ func (p *Proxy) handle(c net.Conn) {
 	svc, ok := snap.Services[orig.Dst]
 	if !ok {
 		p.cfg.Logger.Debug("refused: no meshed service", logkey.Dst, orig.Dst.String())
+		p.cfg.Metrics.Redirected(metrics.RedirectNoService)
 		c.Close()
 		return
 	}
 	if svc.L7(svc.Table(info.callerN)) {
+		p.cfg.Metrics.Redirected(metrics.RedirectL7)
 		p.serveClient(c, info)
 		return
 	}
+	p.cfg.Metrics.Redirected(metrics.RedirectL4)
 	p.serveL4(c, info, snap, svc)
 }
 
@@ -249,16 +259,24 @@ func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service
 	}
 	defer p.conns.Untrack(c)
 	defer c.Close()
+	var sent, received int64
+	peer := metrics.Peer{SourceNamespace: info.callerN, SourceWorkload: info.caller.GetWorkload(), DestNamespace: svc.Namespace, DestService: svc.Service}
+	if p.cfg.Metrics != nil {
+		defer func() { p.cfg.Metrics.TCPConnection(&peer, sent, received) }()
+	}
 	clusterName := svc.DefaultCluster
 	if t := svc.Table(info.callerN); t != nil && len(t.Rules()) > 0 {
 		// a TCPRoute: its first rule's backends, by weight
-		b, err := t.Rules()[0].PickBackend(p.cfg.Rand)
+		rule := &t.Rules()[0]
+		peer.Route = rule.Route
+		b, err := rule.PickBackend(p.cfg.Rand)
 		if err != nil {
 			p.cfg.Logger.Debug("l4: no valid backend", logkey.Service, svc.Name, logkey.Error, err)
 			return
 		}
 		clusterName = b.Cluster
 	}
+	peer.Backend = clusterName
 	ep, cl, ok := p.pickEndpoint(snap, clusterName)
 	if !ok {
 		p.cfg.Logger.Debug("l4: no endpoint", logkey.Service, svc.Name, logkey.Cluster, clusterName)
@@ -282,7 +300,7 @@ func (p *Proxy) serveL4(c net.Conn, info *connInfo, snap *Snapshot, svc *Service
 		p.cfg.Logger.Warn("l4: upstream cannot half-close", logkey.Type, fmt.Sprintf("%T", up))
 		return
 	}
-	relay.Splice(c, hc)
+	sent, received = relay.Splice(c, hc)
 }
 
 func (p *Proxy) pickEndpoint(snap *Snapshot, cluster string) (*Endpoint, *Cluster, bool) {

@@ -24,11 +24,13 @@ type Snapshot struct {
 // Service is one meshed Service port with its compiled route tables.
 type Service struct {
 	// Name is "namespace/name:port".
-	Name      string
-	Port      uint32
-	Protocol  weftv1.Protocol
-	Producer  *route.Table
-	Consumers map[string]*route.Table
+	Name string
+	// Namespace and Service name the Service (metrics labels).
+	Namespace, Service string
+	Port               uint32
+	Protocol           weftv1.Protocol
+	Producer           *route.Table
+	Consumers          map[string]*route.Table
 	// DefaultCluster is used when no table applies.
 	DefaultCluster string
 }
@@ -116,6 +118,8 @@ func Compile(p *weftv1.NodePolicy) (*Snapshot, error) {
 func compileService(sp *weftv1.ServicePort) (*Service, error) {
 	svc := &Service{
 		Name:           fmt.Sprintf("%s/%s:%d", sp.GetNamespace(), sp.GetName(), sp.GetPort()),
+		Namespace:      sp.GetNamespace(),
+		Service:        sp.GetName(),
 		Port:           sp.GetPort(),
 		Protocol:       sp.GetProtocol(),
 		DefaultCluster: sp.GetDefaultCluster(),

@@ -18,13 +18,15 @@ type HalfCloser interface {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // Splice copies both directions, propagating half-closes, and returns when
-// both are done (or one side fails, which closes both).
-func Splice(c io.ReadWriteCloser, up HalfCloser) {
+// both are done (or one side fails, which closes both): sent is what it
+// copied from c to up, received from up to c.
+func Splice(c io.ReadWriteCloser, up HalfCloser) (sent, received int64) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		bp := bufPool.Get().(*[]byte)
-		_, err := io.CopyBuffer(up, c, *bp)
+		var err error
+		sent, err = io.CopyBuffer(up, c, *bp)
 		bufPool.Put(bp)
 		if err != nil {
 			up.Close()
@@ -34,7 +36,7 @@ func Splice(c io.ReadWriteCloser, up HalfCloser) {
 		up.CloseWrite()
 	}()
 	bp := bufPool.Get().(*[]byte)
-	_, err := io.CopyBuffer(c, up, *bp)
+	received, err := io.CopyBuffer(c, up, *bp)
 	bufPool.Put(bp)
 	if cw, ok := c.(interface{ CloseWrite() error }); ok && err == nil {
 		cw.CloseWrite()
@@ -43,4 +45,5 @@ func Splice(c io.ReadWriteCloser, up HalfCloser) {
 		up.Close()
 	}
 	<-done
+	return sent, received
 }

@@ -1025,8 +1025,15 @@ type Workload struct {
 	Uid            string                 `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
 	ServiceAccount string                 `protobuf:"bytes,4,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
 	// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
-	Identity      string   `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
-	Ips           []string `protobuf:"bytes,6,rep,name=ips,proto3" json:"ips,omitempty"`
+	Identity string   `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
+	Ips      []string `protobuf:"bytes,6,rep,name=ips,proto3" json:"ips,omitempty"`
+	// The pod's owning workload (the Deployment, StatefulSet, DaemonSet, Job,
+	// CronJob or bare ReplicaSet it belongs to; the pod itself when it has no
+	// controller), from mesh.PodWorkload. Metrics label callers with it, never
+	// with the pod name, so their cardinality stays bounded.
+	Workload string `protobuf:"bytes,7,opt,name=workload,proto3" json:"workload,omitempty"`
+	// Kind of that owner ("Deployment", ..., "Pod").
+	WorkloadKind  string `protobuf:"bytes,8,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1101,6 +1108,20 @@ func (x *Workload) GetIps() []string {
 		return x.Ips
 	}
 	return nil
+}
+
+func (x *Workload) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *Workload) GetWorkloadKind() string {
+	if x != nil {
+		return x.WorkloadKind
+	}
+	return ""
 }
 
 // A meshed Service port. Callers' connections to any of vips:port are
@@ -3455,14 +3476,16 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\x04http\x18\x04 \x03(\v2\x12.weft.v1.HTTPMatchR\x04http\"G\n" +
 	"\vAuthzSource\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x1c\n" +
-	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\xa5\x01\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\xe6\x01\n" +
 	"\bWorkload\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
 	"\x03uid\x18\x03 \x01(\tR\x03uid\x12'\n" +
 	"\x0fservice_account\x18\x04 \x01(\tR\x0eserviceAccount\x12\x1a\n" +
 	"\bidentity\x18\x05 \x01(\tR\bidentity\x12\x10\n" +
-	"\x03ips\x18\x06 \x03(\tR\x03ips\"\xa3\x03\n" +
+	"\x03ips\x18\x06 \x03(\tR\x03ips\x12\x1a\n" +
+	"\bworkload\x18\a \x01(\tR\bworkload\x12#\n" +
+	"\rworkload_kind\x18\b \x01(\tR\fworkloadKind\"\xa3\x03\n" +
 	"\vServicePort\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +

@@ -42,6 +42,7 @@ func main() {
 		fs.StringVar(&c.pki, "pki", "", "PKI directory (from weft-bench pki)")
 		fs.StringVar(&c.proto, "proto", "http", "service protocol: http or h2c")
 		fs.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (profiling the proxy)")
+		fs.StringVar(&c.metrics, "metrics", "", "turn the proxy's metrics on and serve them (/metrics) on this address; empty: metrics off")
 		fs.Parse(os.Args[2:])
 		err = runWeft(ctx, c)
 	case "rp":

@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
@@ -20,6 +21,8 @@ import (
 
 type weftConfig struct {
 	role, out, in, peer, backend, pki, proto, pprof string
+	// metrics: serve the proxy's metrics here; empty: metrics off
+	metrics string
 }
 
 // benchVIP is the Service address every captured connection "was sent to".
@@ -84,7 +87,8 @@ func benchPolicy(node, peer, backend, proto string) (*weftv1.NodePolicy, error) 
 	if proto == "h2c" {
 		p = weftv1.Protocol_PROTOCOL_H2C
 	}
-	client := &weftv1.Workload{Namespace: "bench", Name: "client", ServiceAccount: "client", Identity: clientID, Ips: []string{"127.0.0.2"}}
+	client := &weftv1.Workload{Namespace: "bench", Name: "client-7d9f8c6b5-x2x9k", ServiceAccount: "client", Identity: clientID, Ips: []string{"127.0.0.2"},
+		Workload: "client", WorkloadKind: "Deployment"}
 	server := &weftv1.Workload{Namespace: "bench", Name: "server", ServiceAccount: "server", Identity: serverID, Ips: []string{be.Addr().String()}}
 	dstNode := "dst"
 	if node == "node" {
@@ -126,11 +130,19 @@ func runWeft(ctx context.Context, c weftConfig) error {
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(proxy.Config{
+	cfg := proxy.Config{
 		Node: c.role, OutboundAddr: c.out, InboundAddr: c.in,
 		TrustDomain: trustDomain,
 		Lookup:      anyLookup{}, Callers: oneCaller{w: pol.GetWorkloads()[0]}, Identities: ids,
-	})
+	}
+	if c.metrics != "" {
+		reg := metrics.Registry()
+		cfg.Metrics = reg
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(reg))
+		go http.ListenAndServe(c.metrics, mux)
+	}
+	p, err := proxy.New(cfg)
 	if err != nil {
 		return err
 	}
