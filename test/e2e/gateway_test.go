@@ -625,3 +625,26 @@ func caConfigMap(ns, name string, caPEM []byte) string {
 	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s, namespace: %s}\ndata:\n  ca.crt: |\n    %s\n",
 		name, ns, strings.ReplaceAll(strings.TrimSpace(string(caPEM)), "\n", "\n    "))
 }
+
+// testGatewayDeletion: deleting the Gateway removes everything provisioned
+// for it (owned by the Gateway: the garbage collector deletes it) and its
+// address goes back to the load balancer's pool.
+func testGatewayDeletion(t *testing.T, e *env) {
+	needEdge(t)
+	sel := "gateway.networking.k8s.io/gateway-name=edge"
+	kinds := "deployment,service,serviceaccount,configmap,pod"
+	if out := strings.TrimSpace(e.kubectl("-n", "ingress", "get", kinds, "-l", sel, "-o", "name")); out == "" {
+		t.Fatalf("nothing provisioned for ingress/edge carries %s", sel)
+	}
+	e.kubectl("-n", "ingress", "delete", "gateway", "edge", "--wait=true")
+	e.eventually(2*time.Minute, "the data plane of ingress/edge removed", func() string {
+		if out := strings.TrimSpace(e.kubectl("-n", "ingress", "get", kinds, "-l", sel, "-o", "name")); out != "" {
+			return "left: " + strings.ReplaceAll(out, "\n", ", ")
+		}
+		return ""
+	})
+	if _, err := tcpTest(net.JoinHostPort(edge.addr, "1433")); err == nil {
+		t.Errorf("%s:1433 still answers after the Gateway was deleted", edge.addr)
+	}
+	edge.addr = ""
+}

@@ -51,6 +51,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"GatewayClientCertificates", testGatewayClientCertificates},
 		{"GatewayBackendTLSPolicy", testGatewayBackendTLS},
 		{"GatewayIntoTheMeshEncrypted", testGatewayIntoTheMesh},
+		{"GatewayDeletionRemovesItsDataPlane", testGatewayDeletion},
 		{"AuthzAllowAndApplicationDeny", testAuthzAllowAndApplicationDeny},
 		{"AuthzDenyBeatsAllow", testAuthzDenyBeatsAllow},
 		{"ControllerOutage", testControllerOutage},
