@@ -121,7 +121,7 @@ func New(cfg Config) (*Proxy, error) {
 		TrustDomain: cfg.TrustDomain, Identities: cfg.Identities, Local: p, Authz: p.Authz,
 		Dial: cfg.DialPod, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, MaxRequestHeaderBytes: 2 * cfg.Limits.HeaderBytes,
 		Refusals: p.refusals, Metrics: m,
-		Logger:   cfg.Logger.With("side", "inbound"),
+		Logger: cfg.Logger.With("side", "inbound"),
 	})
 	if err != nil {
 		return nil, err
