@@ -27,6 +27,7 @@ var SupportedFeatures = []features.FeatureName{
 	features.SupportGatewayFrontendClientCertificateValidation,
 	features.SupportGatewayFrontendClientCertificateValidationInsecureFallback,
 	features.SupportGatewayRouteHostnameIntersectionPrecedence,
+	features.SupportGatewayBackendClientCertificate,
 	// HTTPRoute
 	features.SupportHTTPRouteDestinationPortMatching,
 	features.SupportHTTPRouteBackendRequestHeaderModification,
