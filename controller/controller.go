@@ -192,14 +192,34 @@ type statusWork struct {
 // New checks cfg, builds the clients and opens the listeners (so the
 // addresses are known before Run).
 func New(cfg Config) (*Controller, error) {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rc := rest.CopyConfig(cfg.Kube)
+	rc.QPS, rc.Burst = cmp.Or(cfg.QPS, 50), cmp.Or(cfg.Burst, 100)
+	rc.UserAgent = "weft-controller"
+	c := &Controller{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), statusCh: make(chan struct{}, 1)}
+	reg, err := c.newParts(rc)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.listen(reg); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// withDefaults checks cfg and fills in what it leaves unset.
+func withDefaults(cfg Config) (Config, error) {
 	if cfg.Kube == nil {
-		return nil, errors.New("controller: no apiserver config")
+		return cfg, errors.New("controller: no apiserver config")
 	}
 	if cfg.Authenticator == nil {
-		return nil, errors.New("controller: no agent authenticator")
+		return cfg, errors.New("controller: no agent authenticator")
 	}
 	if cfg.LeaderElect && cfg.ID == "" {
-		return nil, errors.New("controller: leader election needs an id")
+		return cfg, errors.New("controller: leader election needs an id")
 	}
 	cfg.Namespace = cmp.Or(cfg.Namespace, DefaultNamespace)
 	cfg.GRPCAddr = cmp.Or(cfg.GRPCAddr, DefaultGRPCAddr)
@@ -223,24 +243,23 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	rc := rest.CopyConfig(cfg.Kube)
-	rc.QPS, rc.Burst = cfg.QPS, cfg.Burst
-	if rc.QPS == 0 {
-		rc.QPS = 50
-	}
-	if rc.Burst == 0 {
-		rc.Burst = 100
-	}
-	rc.UserAgent = "weft-controller"
+	return cfg, nil
+}
+
+// newParts builds the clients and the parts that use them: informers,
+// push server, status writer, XMesh and GatewayClass reconcilers,
+// provisioner, and (when metrics are on) the registry, which it returns.
+func (c *Controller) newParts(rc *rest.Config) (*prometheus.Registry, error) {
+	cfg := c.cfg
 	kube, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
+	c.kube = kube
 	gw, err := gwclient.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("gateway api client: %w", err)
 	}
-	c := &Controller{cfg: cfg, log: cfg.Logger, kube: kube, kick: make(chan struct{}, 1), statusCh: make(chan struct{}, 1)}
 	if cfg.GatewayImage == "" && cfg.AgentDaemonSet != "" {
 		if c.agentImage, err = c.newAgentImage(cfg.AgentDaemonSet); err != nil {
 			return nil, err
@@ -277,6 +296,14 @@ func New(cfg Config) (*Controller, error) {
 	if c.class, err = gatewayclass.New(gatewayclass.Config{Client: gw, IsLeader: c.leader.Load, Owner: c.owner, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	return reg, nil
+}
+
+// listen makes the gRPC server and opens its listener, the health
+// listener (unless "-") and, with reg, the metrics listener; on an error
+// the listeners opened so far are closed.
+func (c *Controller) listen(reg *prometheus.Registry) (err error) {
+	cfg := c.cfg
 	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		push.ServerCodec(),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -287,28 +314,31 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Register(c.grpc)
 	}
 	if c.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("listen grpc on %s: %w", cfg.GRPCAddr, err)
+		return fmt.Errorf("listen grpc on %s: %w", cfg.GRPCAddr, err)
 	}
+	defer func() {
+		if err != nil {
+			c.grpcLis.Close()
+			if c.hlLis != nil {
+				c.hlLis.Close()
+			}
+		}
+	}()
 	if cfg.HealthAddr != "-" {
 		if c.hlLis, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
-			c.grpcLis.Close()
-			return nil, fmt.Errorf("listen health on %s: %w", cfg.HealthAddr, err)
+			return fmt.Errorf("listen health on %s: %w", cfg.HealthAddr, err)
 		}
 		c.health = &http.Server{Handler: c.healthMux(), ReadHeaderTimeout: 5 * time.Second}
 	}
 	if reg != nil {
 		if c.mLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			c.grpcLis.Close()
-			if c.hlLis != nil {
-				c.hlLis.Close()
-			}
-			return nil, fmt.Errorf("listen metrics on %s: %w", cfg.MetricsAddr, err)
+			return fmt.Errorf("listen metrics on %s: %w", cfg.MetricsAddr, err)
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET "+mesh.MetricsPath, metrics.Handler(reg))
 		c.mSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
-	return c, nil
+	return nil
 }
 
 // MetricsAddr is the metrics server's address; nil when disabled.
@@ -390,32 +420,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := c.grpc.Serve(c.grpcLis); err != nil {
-			errc <- fmt.Errorf("serve grpc: %w", err)
-		}
-	}()
-	if c.health != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.health.Serve(c.hlLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serve health: %w", err)
-			}
-		}()
-	}
-	if c.mSrv != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.mSrv.Serve(c.mLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serve metrics: %w", err)
-			}
-		}()
-	}
+	errc := c.serve(&wg)
 	defer func() {
 		cancel()
 		c.grpc.Stop()
@@ -436,39 +441,56 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("start informers: %w", err)
 	}
 	c.synced.Store(true)
+	c.startLoops(ctx, &wg)
+	return c.resolveLoop(ctx, errc)
+}
 
+// serve starts the gRPC, health and metrics servers in wg; a server that
+// fails sends its error on the returned channel.
+func (c *Controller) serve(wg *sync.WaitGroup) <-chan error {
+	errc := make(chan error, 3)
+	wg.Go(func() {
+		if err := c.grpc.Serve(c.grpcLis); err != nil {
+			errc <- fmt.Errorf("serve grpc: %w", err)
+		}
+	})
+	for _, h := range []struct {
+		name string
+		srv  *http.Server
+		lis  net.Listener
+	}{{"health", c.health, c.hlLis}, {"metrics", c.mSrv, c.mLis}} {
+		if h.srv == nil {
+			continue
+		}
+		wg.Go(func() {
+			if err := h.srv.Serve(h.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve %s: %w", h.name, err)
+			}
+		})
+	}
+	return errc
+}
+
+// startLoops starts, in wg, leader election (or leads at once), the status
+// writer, the XMesh and GatewayClass reconcilers and the agent image
+// follower.
+func (c *Controller) startLoops(ctx context.Context, wg *sync.WaitGroup) {
 	if c.cfg.LeaderElect {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.elect(ctx)
-		}()
+		wg.Go(func() { c.elect(ctx) })
 	} else {
 		c.becomeLeader(ctx)
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.statusLoop(ctx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.mesh.Run(ctx)
-	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.class.Run(ctx)
-	}()
+	wg.Go(func() { c.statusLoop(ctx) })
+	wg.Go(func() { c.mesh.Run(ctx) })
+	wg.Go(func() { c.class.Run(ctx) })
 	if c.agentImage != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.agentImage.run(ctx)
-		}()
+		wg.Go(func() { c.agentImage.run(ctx) })
 	}
+}
 
+// resolveLoop runs a round after every change (debounced) until ctx ends
+// or a server fails.
+func (c *Controller) resolveLoop(ctx context.Context, errc <-chan error) error {
 	for {
 		select {
 		case <-ctx.Done():

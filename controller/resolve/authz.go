@@ -65,102 +65,34 @@ type authzProblem struct {
 	msg    string
 }
 
+// authzProblems collects why a policy is not accepted.
+type authzProblems []authzProblem
+
+func (ps *authzProblems) add(reason, format string, a ...any) {
+	*ps = append(*ps, authzProblem{reason, fmt.Sprintf(format, a...)})
+}
+
 // CompileAuthz compiles an AuthorizationPolicy. serviceAccountExists, when
 // not nil, says whether a ServiceAccount exists (a source naming one that
 // does not is UnknownServiceAccount). A policy with problems returns nil and
 // the Accepted=False condition to write; a valid one returns the Accepted
 // condition too.
 func CompileAuthz(p *policyv1a1.AuthorizationPolicy, td spiffeid.TrustDomain, serviceAccountExists func(ns, name string) bool) (*AuthzInForce, metav1.Condition) {
-	var probs []authzProblem
-	bad := func(reason, format string, a ...any) {
-		probs = append(probs, authzProblem{reason, fmt.Sprintf(format, a...)})
-	}
+	var probs authzProblems
 	out := &AuthzInForce{Generation: p.Generation, Spec: p.Spec, Policy: &weftv1.AuthzPolicy{Name: p.Namespace + "/" + p.Name}}
-	switch p.Spec.Action {
-	case policyv1a1.ActionAllow:
-		out.Policy.Action = weftv1.AuthzAction_AUTHZ_ACTION_ALLOW
-	case policyv1a1.ActionDeny:
-		out.Policy.Action = weftv1.AuthzAction_AUTHZ_ACTION_DENY
-	default:
-		bad(policyv1a1.ReasonUnsupportedValue, "action %q is not ALLOW or DENY", p.Spec.Action)
-	}
-	switch p.Spec.EnforcementLevel {
-	case policyv1a1.LevelNetwork:
-	case policyv1a1.LevelApplication:
-		out.Policy.Application = true
-	default:
-		bad(policyv1a1.ReasonUnsupportedValue, "enforcementLevel %q is not Network or Application", p.Spec.EnforcementLevel)
-	}
-	if len(p.Spec.TargetRefs) == 0 {
-		bad(policyv1a1.ReasonInvalidTarget, "no targetRefs")
-	}
-	for i, t := range p.Spec.TargetRefs {
-		if (t.Group != "" && t.Group != "core") || t.Kind != "Pod" {
-			bad(policyv1a1.ReasonInvalidTarget, "targetRefs[%d]: group %q kind %q: only Pods (group \"\") can be targeted", i, t.Group, t.Kind)
-			continue
-		}
-		if t.Selector == nil {
-			bad(policyv1a1.ReasonInvalidSelector, "targetRefs[%d]: no selector (an empty selector selects every pod of the namespace)", i)
-			continue
-		}
-		sel, err := metav1.LabelSelectorAsSelector(t.Selector)
-		if err != nil {
-			bad(policyv1a1.ReasonInvalidSelector, "targetRefs[%d].selector: %v", i, err)
-			continue
-		}
-		out.Selectors = append(out.Selectors, sel)
-	}
+	authzMode(p, out.Policy, &probs)
+	out.Selectors = authzTargets(p, &probs)
 	if n := len(p.Spec.Rules); n > weftv1.MaxAuthzRules {
-		bad(policyv1a1.ReasonUnsupportedValue, "%d rules, at most %d", n, weftv1.MaxAuthzRules)
+		probs.add(policyv1a1.ReasonUnsupportedValue, "%d rules, at most %d", n, weftv1.MaxAuthzRules)
 	}
 	for i := range p.Spec.Rules {
-		r := &p.Spec.Rules[i]
-		where := fmt.Sprintf("rules[%d]", i)
-		or := &weftv1.AuthzRule{AnySource: r.Sources == nil}
-		for j, s := range r.Sources {
-			src, reason, msg := authzSource(p.Namespace, &s, td, serviceAccountExists)
-			if reason != "" {
-				bad(reason, "%s.sources[%d]: %s", where, j, msg)
-				continue
-			}
-			if !slices.ContainsFunc(or.Sources, func(x *weftv1.AuthzSource) bool { return proto.Equal(x, src) }) {
-				or.Sources = append(or.Sources, src)
-			}
-		}
-		if na := r.NetworkAttributes; na != nil {
-			for _, port := range na.Ports {
-				if port < 1 || port > 65535 {
-					bad(policyv1a1.ReasonUnsupportedValue, "%s: port %d is out of range 1-65535", where, port)
-					continue
-				}
-				if !slices.Contains(or.Ports, uint32(port)) {
-					or.Ports = append(or.Ports, uint32(port))
-				}
-			}
-		}
-		if len(r.HTTPMatches) > 0 && !out.Policy.Application {
-			bad(policyv1a1.ReasonUnsupportedValue, "%s: httpMatches need enforcementLevel Application", where)
-		}
-		for j := range r.HTTPMatches {
-			m := &r.HTTPMatches[j]
-			if len(m.QueryParams) > 0 {
-				bad(policyv1a1.ReasonUnsupportedValue, "%s.httpMatches[%d]: queryParams are not supported in authorization", where, j)
-				continue
-			}
-			hm, err := httpMatch(m)
-			if err != nil {
-				bad(policyv1a1.ReasonUnsupportedValue, "%s.httpMatches[%d]: %v", where, j, err)
-				continue
-			}
-			or.Http = append(or.Http, hm)
-		}
-		out.Policy.Rules = append(out.Policy.Rules, or)
+		out.Policy.Rules = append(out.Policy.Rules, authzRule(p, i, out.Policy.Application, td, serviceAccountExists, &probs))
 	}
 	if len(probs) == 0 {
 		// what the agent would refuse, the controller refuses first (sizes,
 		// regular expression budgets): a push it NACKs would freeze the node
 		if err := out.Policy.ValidateAuthz(nil); err != nil {
-			bad(policyv1a1.ReasonUnsupportedValue, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+			probs.add(policyv1a1.ReasonUnsupportedValue, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
 	}
 	if len(probs) > 0 {
@@ -173,6 +105,96 @@ func CompileAuthz(p *policyv1a1.AuthorizationPolicy, td spiffeid.TrustDomain, se
 	}
 	return out, metav1.Condition{Type: policyv1a1.ConditionAccepted, Status: metav1.ConditionTrue,
 		Reason: policyv1a1.ReasonAccepted, Message: "the policy is in force", ObservedGeneration: p.Generation}
+}
+
+// authzMode sets the policy's action and level.
+func authzMode(p *policyv1a1.AuthorizationPolicy, out *weftv1.AuthzPolicy, probs *authzProblems) {
+	switch p.Spec.Action {
+	case policyv1a1.ActionAllow:
+		out.Action = weftv1.AuthzAction_AUTHZ_ACTION_ALLOW
+	case policyv1a1.ActionDeny:
+		out.Action = weftv1.AuthzAction_AUTHZ_ACTION_DENY
+	default:
+		probs.add(policyv1a1.ReasonUnsupportedValue, "action %q is not ALLOW or DENY", p.Spec.Action)
+	}
+	switch p.Spec.EnforcementLevel {
+	case policyv1a1.LevelNetwork:
+	case policyv1a1.LevelApplication:
+		out.Application = true
+	default:
+		probs.add(policyv1a1.ReasonUnsupportedValue, "enforcementLevel %q is not Network or Application", p.Spec.EnforcementLevel)
+	}
+}
+
+// authzTargets compiles the targetRefs' pod selectors.
+func authzTargets(p *policyv1a1.AuthorizationPolicy, probs *authzProblems) []labels.Selector {
+	if len(p.Spec.TargetRefs) == 0 {
+		probs.add(policyv1a1.ReasonInvalidTarget, "no targetRefs")
+	}
+	var out []labels.Selector
+	for i, t := range p.Spec.TargetRefs {
+		if (t.Group != "" && t.Group != "core") || t.Kind != "Pod" {
+			probs.add(policyv1a1.ReasonInvalidTarget, "targetRefs[%d]: group %q kind %q: only Pods (group \"\") can be targeted", i, t.Group, t.Kind)
+			continue
+		}
+		if t.Selector == nil {
+			probs.add(policyv1a1.ReasonInvalidSelector, "targetRefs[%d]: no selector (an empty selector selects every pod of the namespace)", i)
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(t.Selector)
+		if err != nil {
+			probs.add(policyv1a1.ReasonInvalidSelector, "targetRefs[%d].selector: %v", i, err)
+			continue
+		}
+		out = append(out, sel)
+	}
+	return out
+}
+
+// authzRule compiles rules[i]: its sources, ports and (at Application
+// level) HTTP matches.
+func authzRule(p *policyv1a1.AuthorizationPolicy, i int, application bool, td spiffeid.TrustDomain, serviceAccountExists func(ns, name string) bool, probs *authzProblems) *weftv1.AuthzRule {
+	r := &p.Spec.Rules[i]
+	where := fmt.Sprintf("rules[%d]", i)
+	or := &weftv1.AuthzRule{AnySource: r.Sources == nil}
+	for j, s := range r.Sources {
+		src, reason, msg := authzSource(p.Namespace, &s, td, serviceAccountExists)
+		if reason != "" {
+			probs.add(reason, "%s.sources[%d]: %s", where, j, msg)
+			continue
+		}
+		if !slices.ContainsFunc(or.Sources, func(x *weftv1.AuthzSource) bool { return proto.Equal(x, src) }) {
+			or.Sources = append(or.Sources, src)
+		}
+	}
+	if na := r.NetworkAttributes; na != nil {
+		for _, port := range na.Ports {
+			if port < 1 || port > 65535 {
+				probs.add(policyv1a1.ReasonUnsupportedValue, "%s: port %d is out of range 1-65535", where, port)
+				continue
+			}
+			if !slices.Contains(or.Ports, uint32(port)) {
+				or.Ports = append(or.Ports, uint32(port))
+			}
+		}
+	}
+	if len(r.HTTPMatches) > 0 && !application {
+		probs.add(policyv1a1.ReasonUnsupportedValue, "%s: httpMatches need enforcementLevel Application", where)
+	}
+	for j := range r.HTTPMatches {
+		m := &r.HTTPMatches[j]
+		if len(m.QueryParams) > 0 {
+			probs.add(policyv1a1.ReasonUnsupportedValue, "%s.httpMatches[%d]: queryParams are not supported in authorization", where, j)
+			continue
+		}
+		hm, err := httpMatch(m)
+		if err != nil {
+			probs.add(policyv1a1.ReasonUnsupportedValue, "%s.httpMatches[%d]: %v", where, j, err)
+			continue
+		}
+		or.Http = append(or.Http, hm)
+	}
+	return or
 }
 
 // truncate keeps a condition message within the 32 KiB the API allows.
@@ -249,79 +271,15 @@ func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Worklo
 	if len(in.AuthorizationPolicies) == 0 {
 		return nil, nil, nil
 	}
-	var exists func(ns, name string) bool
-	if in.ServiceAccounts != nil {
-		sas := map[objKey]bool{}
-		for i := range in.ServiceAccounts {
-			sas[objKey{in.ServiceAccounts[i].Namespace, in.ServiceAccounts[i].Name}] = true
-		}
-		exists = func(ns, name string) bool { return sas[objKey{ns, name}] }
-	}
-	// the enrolled pods of each namespace, with their node
-	type placed struct {
-		pod  *corev1.Pod
-		node string
-	}
-	byNS := map[string][]placed{}
-	enrolled := map[objKey]bool{}
-	for _, ws := range workloads {
-		for _, w := range ws {
-			enrolled[objKey{w.Namespace, w.Name}] = true
-		}
-	}
-	for i := range in.Pods {
-		p := &in.Pods[i]
-		if enrolled[objKey{p.Namespace, p.Name}] {
-			byNS[p.Namespace] = append(byNS[p.Namespace], placed{p, p.Spec.NodeName})
-		}
-	}
+	exists := serviceAccountLookup(in)
+	byNS := enrolledPodsByNamespace(in, workloads)
 	var statuses []AuthzStatus
 	inForce := map[types.UID]*AuthzInForce{}
 	perNode := map[string][]*weftv1.AuthzPolicy{}
-	seen := map[string]bool{}
-	// fits adds c's new regular expressions to the authorization share of
-	// the node budget, false (adding nothing) when they do not fit
-	fits := func(c *AuthzInForce) (int, bool) {
-		add := 0
-		pats := map[string]int{}
-		for _, rule := range c.Policy.GetRules() {
-			for _, m := range rule.GetHttp() {
-				for pat := range (&weftv1.Match{Http: m}).RegexPatterns() {
-					if _, dup := pats[pat]; !seen[pat] && !dup {
-						n, _ := weftv1.RegexProgramSize(pat)
-						pats[pat] = n
-						add += n
-					}
-				}
-			}
-		}
-		if r.authzRegex+add > AuthzRegexBudget {
-			return add, false
-		}
-		for pat := range pats {
-			seen[pat] = true
-		}
-		r.authzRegex += add
-		return add, true
-	}
+	share := &authzRegexShare{r: r, seen: map[string]bool{}}
 	for i := range in.AuthorizationPolicies {
 		p := &in.AuthorizationPolicies[i]
-		c, cond := CompileAuthz(p, r.ix.td, exists)
-		if c != nil {
-			if add, ok := fits(c); !ok {
-				c = nil
-				cond = metav1.Condition{Type: policyv1a1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: policyv1a1.ReasonUnsupportedValue, ObservedGeneration: p.Generation,
-					Message: fmt.Sprintf("its regular expressions (program size %d) would bring the authorization policies' to %d, over their share %d of the node budget; policies before it by namespace and name keep theirs", add, r.authzRegex+add, AuthzRegexBudget)}
-			}
-		}
-		if c == nil {
-			if prev := lastAccepted(in, p, r.ix.td); prev != nil {
-				if _, ok := fits(prev); ok {
-					c = prev
-					cond.Message = truncate(fmt.Sprintf("%s; generation %d stays in force", cond.Message, prev.Generation))
-				}
-			}
-		}
+		c, cond := r.compileAuthzInForce(in, p, exists, share)
 		st := AuthzStatus{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation, Conditions: []metav1.Condition{cond}}
 		if c != nil {
 			st.InForce = &policyv1a1.PolicyInForce{Generation: c.Generation, Spec: c.Spec}
@@ -331,15 +289,7 @@ func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Worklo
 			continue
 		}
 		inForce[p.UID] = c
-		selected := map[string][]string{}
-		for _, pl := range byNS[p.Namespace] {
-			set := labels.Set(pl.pod.Labels)
-			if slices.ContainsFunc(c.Selectors, func(s labels.Selector) bool { return s.Matches(set) }) {
-				selected[pl.node] = append(selected[pl.node], pl.pod.Namespace+"/"+pl.pod.Name)
-			}
-		}
-		for node, names := range selected {
-			slices.Sort(names)
+		for node, names := range selectedByNode(c, byNS[p.Namespace]) {
 			ap := proto.Clone(c.Policy).(*weftv1.AuthzPolicy)
 			ap.Workloads = names
 			perNode[node] = append(perNode[node], ap)
@@ -349,4 +299,107 @@ func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Worklo
 		slices.SortFunc(ps, func(a, b *weftv1.AuthzPolicy) int { return cmp.Compare(a.Name, b.Name) })
 	}
 	return perNode, statuses, inForce
+}
+
+// compileAuthzInForce compiles p within the regular expression share; when
+// it is not accepted, its last accepted generation stays in force if it
+// still fits (the condition says so).
+func (r *resolver) compileAuthzInForce(in *Input, p *policyv1a1.AuthorizationPolicy, exists func(ns, name string) bool, share *authzRegexShare) (*AuthzInForce, metav1.Condition) {
+	c, cond := CompileAuthz(p, r.ix.td, exists)
+	if c != nil {
+		if add, ok := share.fits(c); !ok {
+			c = nil
+			cond = metav1.Condition{Type: policyv1a1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: policyv1a1.ReasonUnsupportedValue, ObservedGeneration: p.Generation,
+				Message: fmt.Sprintf("its regular expressions (program size %d) would bring the authorization policies' to %d, over their share %d of the node budget; policies before it by namespace and name keep theirs", add, r.authzRegex+add, AuthzRegexBudget)}
+		}
+	}
+	if c == nil {
+		if prev := lastAccepted(in, p, r.ix.td); prev != nil {
+			if _, ok := share.fits(prev); ok {
+				c = prev
+				cond.Message = truncate(fmt.Sprintf("%s; generation %d stays in force", cond.Message, prev.Generation))
+			}
+		}
+	}
+	return c, cond
+}
+
+// authzRegexShare is the authorization policies' share of the node regular
+// expression budget, as the round fills it (r.authzRegex); a pattern is
+// counted once.
+type authzRegexShare struct {
+	r    *resolver
+	seen map[string]bool
+}
+
+// fits adds c's new regular expressions to the share, false (adding
+// nothing) when they do not fit; add is their program size.
+func (s *authzRegexShare) fits(c *AuthzInForce) (add int, ok bool) {
+	pats := map[string]int{}
+	for _, rule := range c.Policy.GetRules() {
+		for _, m := range rule.GetHttp() {
+			for pat := range (&weftv1.Match{Http: m}).RegexPatterns() {
+				if _, dup := pats[pat]; !s.seen[pat] && !dup {
+					n, _ := weftv1.RegexProgramSize(pat)
+					pats[pat] = n
+					add += n
+				}
+			}
+		}
+	}
+	if s.r.authzRegex+add > AuthzRegexBudget {
+		return add, false
+	}
+	for pat := range pats {
+		s.seen[pat] = true
+	}
+	s.r.authzRegex += add
+	return add, true
+}
+
+// serviceAccountLookup says whether a ServiceAccount exists; nil when the
+// input lists none (not known: sources are not checked).
+func serviceAccountLookup(in *Input) func(ns, name string) bool {
+	if in.ServiceAccounts == nil {
+		return nil
+	}
+	sas := map[objKey]bool{}
+	for i := range in.ServiceAccounts {
+		sas[objKey{in.ServiceAccounts[i].Namespace, in.ServiceAccounts[i].Name}] = true
+	}
+	return func(ns, name string) bool { return sas[objKey{ns, name}] }
+}
+
+// enrolledPodsByNamespace are the pods of workloads (every node's), by
+// namespace.
+func enrolledPodsByNamespace(in *Input, workloads map[string][]*weftv1.Workload) map[string][]*corev1.Pod {
+	enrolled := map[objKey]bool{}
+	for _, ws := range workloads {
+		for _, w := range ws {
+			enrolled[objKey{w.Namespace, w.Name}] = true
+		}
+	}
+	byNS := map[string][]*corev1.Pod{}
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		if enrolled[objKey{p.Namespace, p.Name}] {
+			byNS[p.Namespace] = append(byNS[p.Namespace], p)
+		}
+	}
+	return byNS
+}
+
+// selectedByNode names, per node and sorted, the pods c selects.
+func selectedByNode(c *AuthzInForce, pods []*corev1.Pod) map[string][]string {
+	out := map[string][]string{}
+	for _, pod := range pods {
+		set := labels.Set(pod.Labels)
+		if slices.ContainsFunc(c.Selectors, func(s labels.Selector) bool { return s.Matches(set) }) {
+			out[pod.Spec.NodeName] = append(out[pod.Spec.NodeName], pod.Namespace+"/"+pod.Name)
+		}
+	}
+	for _, names := range out {
+		slices.Sort(names)
+	}
+	return out
 }
