@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 
 	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -70,16 +69,8 @@ func (s *Server) Gateways() []GatewayState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]GatewayState, 0, len(s.gws))
-	for name, e := range s.gws {
-		out = append(out, GatewayState{
-			Gateway:       name,
-			Version:       e.snap.version,
-			AckedVersion:  e.acked,
-			NackedVersion: e.nackedVersion,
-			NackReason:    e.nackReason,
-			Streams:       len(e.subs),
-		})
+	for _, name := range slices.Sorted(maps.Keys(s.gws)) {
+		out = append(out, GatewayState{Gateway: name, EntryState: s.gws[name].state()})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Gateway < out[j].Gateway })
 	return out
 }

@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -91,31 +93,36 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// NodeState is what the server knows about one node, for introspection
-// (weftctl status).
-type NodeState struct {
-	Node string
-	// Version of the node's current snapshot; 0 when none.
+// EntryState is what the server knows about the policy of one node or
+// one Gateway's data plane, for introspection (weftctl status).
+type EntryState struct {
+	// Version of the current snapshot; 0 when none.
 	Version uint64
-	// AckedVersion is the newest version an agent of this node ACKed.
+	// AckedVersion is the newest version a stream of this entry ACKed.
 	AckedVersion uint64
 	// NackedVersion and NackReason describe the newest NACK, if any.
 	NackedVersion uint64
 	NackReason    string
-	// Streams is the number of connected agent streams for this node.
+	// Streams is the number of connected streams.
 	Streams int
 }
 
-// GatewayState is what the server knows about one Gateway's data plane,
-// as NodeState for a node.
+// NodeState is EntryState for a node.
+type NodeState struct {
+	Node string
+	EntryState
+}
+
+// GatewayState is EntryState for a Gateway's data plane.
 type GatewayState struct {
 	// Gateway is "namespace/name".
-	Gateway       string
-	Version       uint64
-	AckedVersion  uint64
-	NackedVersion uint64
-	NackReason    string
-	Streams       int
+	Gateway string
+	EntryState
+}
+
+// state reads e. Called with s.mu held.
+func (e *nodeEntry) state() EntryState {
+	return EntryState{Version: e.snap.version, AckedVersion: e.acked, NackedVersion: e.nackedVersion, NackReason: e.nackReason, Streams: len(e.subs)}
 }
 
 type snapshot struct {
@@ -316,17 +323,9 @@ func (s *Server) Nodes() []NodeState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]NodeState, 0, len(s.nodes))
-	for name, e := range s.nodes {
-		out = append(out, NodeState{
-			Node:          name,
-			Version:       e.snap.version,
-			AckedVersion:  e.acked,
-			NackedVersion: e.nackedVersion,
-			NackReason:    e.nackReason,
-			Streams:       len(e.subs),
-		})
+	for _, name := range slices.Sorted(maps.Keys(s.nodes)) {
+		out = append(out, NodeState{Node: name, EntryState: s.nodes[name].state()})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out
 }
 
