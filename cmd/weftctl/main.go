@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -52,6 +53,8 @@ func main() {
 		err = dump(os.Args[2:])
 	case "authz":
 		err = authzCmd(os.Args[2:], os.Stdout)
+	case "explain":
+		err = explainCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -68,6 +71,11 @@ func usage(w io.Writer) {
   weftctl status [--kubeconfig F] [-n NS]   route and AuthorizationPolicy statuses, agents, enrolled pods
   weftctl check                             preflight this host (kernel, BTF, cgroup v2, BPF hooks)
   weftctl dump --node NODE [--kubeconfig F] policy in force on NODE (JSON, via its agent pod)
+  weftctl explain --from POD[.NS] URL [-H 'NAME: VALUE']... [--method M]
+                                            where a request from POD would go and why: routes in
+                                            precedence order, the deciding rule, filters, backends
+                                            with weights, session persistence, endpoints (from the
+                                            policy in force on POD's node, with the proxy's code)
   weftctl authz --from SA.NS|SPIFFE-ID --to POD.NS --port P [--method M] [--path P] [--header N:V]
                                             which AuthorizationPolicy decides a caller's connection
                                             or request to a pod, and why (the agent's decision code)
@@ -257,19 +265,35 @@ func dump(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pods, err := kc.CoreV1().Pods(mesh.SystemNamespace).List(ctx, metav1.ListOptions{
-		LabelSelector: mesh.LabelName + "=" + mesh.AgentName, FieldSelector: "spec.nodeName=" + *node})
+	out, err := agentDump(ctx, kc, *kubeconfig, *node)
 	if err != nil {
-		return fmt.Errorf("find agent on %s: %w", *node, err)
+		return err
+	}
+	_, err = os.Stdout.Write(out)
+	return err
+}
+
+// agentDump returns `weft-agent dump` of the agent pod on node: the policy
+// in force there, as JSON.
+func agentDump(ctx context.Context, kc kubernetes.Interface, kubeconfig, node string) ([]byte, error) {
+	pods, err := kc.CoreV1().Pods(mesh.SystemNamespace).List(ctx, metav1.ListOptions{
+		LabelSelector: mesh.LabelName + "=" + mesh.AgentName, FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return nil, fmt.Errorf("find agent on %s: %w", node, err)
 	}
 	if len(pods.Items) == 0 {
-		return fmt.Errorf("no weft-agent pod on node %s", *node)
+		return nil, fmt.Errorf("no weft-agent pod on node %s", node)
 	}
-	kargs := []string{"exec", "-n", mesh.SystemNamespace, pods.Items[0].Name, "--", "weft-agent", "dump", "--node", *node}
-	if *kubeconfig != "" {
-		kargs = append([]string{"--kubeconfig", *kubeconfig}, kargs...)
+	kargs := []string{"exec", "-n", mesh.SystemNamespace, pods.Items[0].Name, "-c", "agent", "--", "weft-agent", "dump", "--node", node}
+	if kubeconfig != "" {
+		kargs = append([]string{"--kubeconfig", kubeconfig}, kargs...)
 	}
+	var stderr bytes.Buffer
 	c := exec.CommandContext(ctx, "kubectl", kargs...)
-	c.Stdout, c.Stderr = os.Stdout, os.Stderr
-	return c.Run()
+	c.Stderr = &stderr
+	out, err := c.Output()
+	if err != nil {
+		return nil, fmt.Errorf("weft-agent dump on %s: %w: %s", node, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return out, nil
 }

@@ -143,35 +143,65 @@ func (m *match) matchedPrefix() string {
 	return ""
 }
 
-func (m *match) eval(c *evalCtx) bool {
+// part names the condition of a match a request failed (partNone: it
+// matched). The explainer reports it; Select only asks whether it is
+// partNone.
+type part uint8
+
+const (
+	partNone part = iota
+	partGRPCService
+	partGRPCMethod
+	partPath
+	partMethod
+	partHeader // index: the header match
+	partQuery  // index: the query parameter match
+)
+
+// miss says why a request failed a match: the first condition, in the
+// order eval checks them, that did not hold.
+type miss struct {
+	part  part
+	index int
+}
+
+func (m *match) eval(c *evalCtx) bool { return m.check(c).part == partNone }
+
+// check evaluates the match and returns the first condition that failed
+// (partNone when the request satisfies the match). It is the only
+// implementation of matching: Select and Explain both call it.
+func (m *match) check(c *evalCtx) miss {
 	if m.grpc {
-		if !m.svc.matches(c, c.svc, ErrURITooLong) || !m.meth.matches(c, c.meth, ErrURITooLong) {
-			return false
+		if !m.svc.matches(c, c.svc, ErrURITooLong) {
+			return miss{part: partGRPCService}
+		}
+		if !m.meth.matches(c, c.meth, ErrURITooLong) {
+			return miss{part: partGRPCMethod}
 		}
 	} else {
 		switch m.pathKind {
 		case pathExact:
 			if c.path != m.path {
-				return false
+				return miss{part: partPath}
 			}
 		case pathPrefix:
 			if !prefixMatches(m.path, c.path) {
-				return false
+				return miss{part: partPath}
 			}
 		case pathRegex:
 			if !strings.HasPrefix(c.path, m.pathLit) || !c.regex(m.pathRe, c.path, ErrURITooLong) {
-				return false
+				return miss{part: partPath}
 			}
 		}
 		if m.method != "" && c.req.Method != m.method {
-			return false
+			return miss{part: partMethod}
 		}
 	}
 	for i := range m.headers {
 		h := &m.headers[i]
 		vs := c.req.Header[h.name]
 		if len(vs) == 0 {
-			return false
+			return miss{part: partHeader, index: i}
 		}
 		v := vs[0]
 		if len(vs) > 1 {
@@ -179,7 +209,7 @@ func (m *match) eval(c *evalCtx) bool {
 			v = strings.Join(vs, ",")
 		}
 		if !h.matches(c, v, ErrHeaderTooLong) {
-			return false
+			return miss{part: partHeader, index: i}
 		}
 	}
 	if len(m.query) > 0 {
@@ -189,11 +219,11 @@ func (m *match) eval(c *evalCtx) bool {
 			// A repeated parameter is matched on its first value.
 			vs := q[qm.name]
 			if len(vs) == 0 || !qm.matches(c, vs[0], ErrURITooLong) {
-				return false
+				return miss{part: partQuery, index: i}
 			}
 		}
 	}
-	return true
+	return miss{}
 }
 
 // prefixMatches implements PathPrefix element semantics: prefix (already
