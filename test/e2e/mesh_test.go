@@ -30,6 +30,7 @@ func TestPrivilegedMesh(t *testing.T) {
 	}{
 		{"SeedCanarySplitsAndIsEncrypted", testSeedCanary},
 		{"HeaderCanary", testHeaderCanary},
+		{"ExplainHeaderCanary", testExplainHeaderCanary},
 		{"BlueGreenFlips", testBlueGreen},
 		{"Statuses", testStatuses},
 		{"NonEnrolledNamespaceUntouched", testNonEnrolled},
