@@ -418,7 +418,9 @@ func (a *Agent) serve(ctx context.Context) error {
 		go func() { a.healthDone <- a.health.Serve(hl) }()
 	}
 	if ml := ls[lnMetrics]; ml != nil {
-		a.metricsSrv = &http.Server{Handler: metricsMux(a.reg), ReadHeaderTimeout: 5 * time.Second}
+		mux, stopHistory := metricsMux(a.reg)
+		a.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		a.metricsSrv.RegisterOnShutdown(stopHistory)
 		go func() {
 			if err := a.metricsSrv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				// metrics are not worth stopping the node's traffic for
@@ -647,9 +649,15 @@ func (a *Agent) healthServer() *http.Server {
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }
 
-// metricsMux serves reg on /metrics.
-func metricsMux(reg *prometheus.Registry) *http.ServeMux {
-	mux := http.NewServeMux()
+// metricsMux serves reg on /metrics and the last two minutes of the
+// request metrics on metrics.HistoryPath (weftctl stat); stop ends the
+// sampling.
+func metricsMux(reg *prometheus.Registry) (mux *http.ServeMux, stop func()) {
+	mux = http.NewServeMux()
 	mux.Handle(mesh.MetricsPath, metrics.Handler(reg))
-	return mux
+	h := metrics.NewHistory(reg, 5*time.Second, 2*time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	go h.Run(ctx)
+	mux.Handle(metrics.HistoryPath, h)
+	return mux, cancel
 }

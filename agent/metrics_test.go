@@ -18,7 +18,9 @@ func TestMetricsEndpointServesTheAgentsMetrics(t *testing.T) {
 	m := metrics.NewAgent(reg)
 	m.Applied(7)
 	m.Enrolled(3)
-	srv := httptest.NewServer(metricsMux(reg))
+	mux, stop := metricsMux(reg)
+	defer stop()
+	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {

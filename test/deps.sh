@@ -4,7 +4,8 @@
 # targets and .ci/run call it, so what CI installs is what `make demo` installs.
 #
 #   test/deps.sh lab        the lab: kube-proxy needs iptables or nftables and conntrack
-#   test/deps.sh test       the lab plus what the tests use (tcpdump for the e2e capture)
+#   test/deps.sh test       the lab plus what the tests use (tcpdump for the e2e capture,
+#                           chromium for the weftctl dashboard test)
 #   test/deps.sh bench      nginx, the benchmark's peer (no system nginx is started)
 #   test/deps.sh generate   protoc, clang-14, llvm, libbpf headers, bpftool
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 
 declare -A sets=(
 	[lab]="iproute2 iptables nftables conntrack procps"
-	[test]="iproute2 iptables nftables conntrack procps tcpdump git"
+	[test]="iproute2 iptables nftables conntrack procps tcpdump git chromium"
 	[bench]="nginx"
 	[generate]="protobuf-compiler libprotobuf-dev clang-14 llvm libbpf-dev bpftool"
 )

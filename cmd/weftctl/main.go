@@ -55,6 +55,10 @@ func main() {
 		err = authzCmd(os.Args[2:], os.Stdout)
 	case "explain":
 		err = explainCmd(os.Args[2:], os.Stdout)
+	case "stat":
+		err = statCmd(os.Args[2:], os.Stdout)
+	case "dashboard":
+		err = dashboardCmd(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		usage(os.Stdout)
 	default:
@@ -76,6 +80,11 @@ func usage(w io.Writer) {
                                             precedence order, the deciding rule, filters, backends
                                             with weights, session persistence, endpoints (from the
                                             policy in force on POD's node, with the proxy's code)
+  weftctl stat [-n NS] [--route NS/NAME] [--from-namespace NS] [--window 1m] [--watch]
+                                            requests per second, success rate, p50/p99 per route and
+                                            backend over the last minute, from every agent
+  weftctl dashboard [--addr 127.0.0.1:7070] a live canary view in the browser: each backend's share,
+                                            success rate and latency, and the route's conditions
   weftctl authz --from SA.NS|SPIFFE-ID --to POD.NS --port P [--method M] [--path P] [--header N:V]
                                             which AuthorizationPolicy decides a caller's connection
                                             or request to a pod, and why (the agent's decision code)

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+
+	"github.com/weft-mesh/weft/agent/metrics"
+	"github.com/weft-mesh/weft/agent/metrics/stat"
+)
+
+// registrySource serves one registry per fake agent, as the pod proxy
+// would.
+type registrySource struct {
+	mu   sync.Mutex
+	regs map[string]*prometheus.Registry
+}
+
+func (s *registrySource) now(context.Context) (map[string]stat.Families, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]stat.Families{}
+	for pod, reg := range s.regs {
+		fams, err := reg.Gather()
+		if err != nil {
+			return nil, err
+		}
+		var b bytes.Buffer
+		enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+		for _, f := range fams {
+			enc.Encode(f)
+		}
+		if out[pod], err = stat.Parse(&b); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// chromium finds Debian's chromium (test/deps.sh test installs it).
+func chromium(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed: run test/deps.sh test")
+	}
+	return p
+}
+
+// TestDashboardInChromium drives requests through two fake agents' real
+// metrics (70/30 over two backends, with failures and latency), loads the
+// page in headless Chromium, reads the split the page shows and compares
+// it with what was sent; it keeps a screenshot.
+func TestDashboardInChromium(t *testing.T) {
+	bin := chromium(t)
+	src := &registrySource{regs: map[string]*prometheus.Registry{"weft-agent-a": metrics.Registry(), "weft-agent-b": metrics.Registry()}}
+	proxies := map[string]*metrics.Proxy{}
+	for pod, reg := range src.regs {
+		proxies[pod] = metrics.NewProxy(reg, nil)
+	}
+	route := &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "faces", Name: "color-canary"}}
+	route.Status.Parents = []gwv1.RouteParentStatus{{
+		ParentRef:  gwv1.ParentReference{Group: ptrTo(gwv1.Group("")), Kind: ptrTo(gwv1.Kind("Service")), Name: "color"},
+		Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", Message: "route is in force"}},
+	}}
+	d := &dashboard{s: src, gc: gwfake.NewSimpleClientset(route), span: time.Minute, every: 200 * time.Millisecond}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.serve(ctx, l)
+	time.Sleep(500 * time.Millisecond) // a baseline sample before the traffic
+
+	sent := map[string]int{}
+	for i := range 400 {
+		backend, d := "faces/color:80", 3*time.Millisecond
+		if i%10 >= 7 {
+			backend, d = "faces/color2:80", 30*time.Millisecond
+		}
+		code := 200
+		if i%50 == 0 {
+			code = 503
+		}
+		pod := "weft-agent-a"
+		if i%2 == 1 {
+			pod = "weft-agent-b"
+		}
+		proxies[pod].HTTPRequest(&metrics.Peer{SourceNamespace: "faces", SourceWorkload: "client", DestNamespace: "faces", DestService: "color", Route: "faces/color-canary", Backend: backend}, code, "", d)
+		sent[backend]++
+	}
+	time.Sleep(600 * time.Millisecond)
+
+	url := "http://" + l.Addr().String() + "/?route=faces/color-canary&window=1m"
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000"}
+	out, err := exec.Command(bin, append(args, "--dump-dom", url)...).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	rows := regexp.MustCompile(`data-backend="([^"]+)" data-share="([0-9.]+)" data-requests="([0-9.]+)"`).FindAllStringSubmatch(string(out), -1)
+	if len(rows) != 2 {
+		t.Fatalf("the page shows %d backends, want 2:\n%s", len(rows), out)
+	}
+	for _, r := range rows {
+		share, _ := strconv.ParseFloat(r[2], 64)
+		n, _ := strconv.Atoi(r[3])
+		want := 100 * float64(sent[r[1]]) / 400
+		if n != sent[r[1]] || share < want-5 || share > want+5 {
+			t.Errorf("%s: the page shows %d requests, %.1f%%; the client sent %d (%.1f%%)", r[1], n, share, sent[r[1]], want)
+		}
+	}
+	if !bytes.Contains(out, []byte("Accepted=True")) {
+		t.Error("the page does not show the route's Accepted condition")
+	}
+	shot := filepath.Join(artifactDir(t), "dashboard.png")
+	if out, err := exec.Command(bin, append(args, "--window-size=1000,640", "--screenshot="+shot, url)...).CombinedOutput(); err != nil {
+		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+	}
+	if st, err := os.Stat(shot); err != nil || st.Size() == 0 {
+		t.Fatalf("no screenshot at %s: %v", shot, err)
+	}
+	t.Logf("screenshot: %s", shot)
+}
+
+// artifactDir is where tests keep what a person looks at afterwards:
+// $WEFT_ARTIFACTS, else the test's temporary directory.
+func artifactDir(t *testing.T) string {
+	if d := os.Getenv("WEFT_ARTIFACTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+func ptrTo[T any](v T) *T { return &v }
