@@ -31,6 +31,8 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"SeedCanarySplitsAndIsEncrypted", testSeedCanary},
 		{"HeaderCanary", testHeaderCanary},
 		{"ExplainHeaderCanary", testExplainHeaderCanary},
+		{"RefusedMTLSByReason", testRefusedMTLSByReason},
+		{"DashboardShowsTheSplit", testDashboardShowsTheSplit},
 		{"BlueGreenFlips", testBlueGreen},
 		{"Statuses", testStatuses},
 		{"NonEnrolledNamespaceUntouched", testNonEnrolled},
@@ -90,6 +92,7 @@ func testSeedCanary(t *testing.T, e *env) {
 		return ""
 	})
 	capture := startCapture(t)
+	before := e.agentMetrics()
 	r := e.client("faces", "--url", colorURL, "--count", "2000")
 	seen := capture.stop()
 	if r.Errors != 0 || r.Status["200"] != 2000 {
@@ -100,6 +103,10 @@ func testSeedCanary(t *testing.T, e *env) {
 		t.Fatalf("answers from pods outside color/color2: %v", r.Pods)
 	}
 	splitWithin(t, v1, v2, 50, 3)
+	// Counted at the source node, exactly: every agent scraped through the
+	// API server's pod proxy.
+	checkCounted(t, requestsBetween(before, e.agentMetrics(), "faces/color-canary", "faces"),
+		map[string]int{"faces/color:80": v1, "faces/color2:80": v2}, "seed canary, 2000 requests")
 
 	// Inter-node traffic is TLS only: the bridge between the node
 	// namespaces carried tunnel traffic, and none of it was plaintext HTTP.
@@ -121,8 +128,11 @@ func testHeaderCanary(t *testing.T, e *env) {
 		}
 		return ""
 	})
+	before := e.agentMetrics()
 	with := e.client("faces", "--url", colorURL, "--count", "200", "--header", "traffic:test")
 	without := e.client("faces", "--url", colorURL, "--count", "200")
+	checkCounted(t, requestsBetween(before, e.agentMetrics(), "faces/color-canary", "faces"),
+		map[string]int{"faces/color:80": 200, "faces/color2:80": 200}, "header canary, 200 with the header and 200 without")
 	if v1, v2, _ := versions(with); v1 != 0 || v2 != 200 {
 		t.Errorf("traffic: test went to v1=%d v2=%d, want all v2", v1, v2)
 	}
@@ -287,8 +297,11 @@ func testGRPCRoute(t *testing.T, e *env) {
 		}
 		return ""
 	})
+	before := e.agentMetrics()
 	echoR := e.client("faces", "--grpc", "--url", target, "--method", "Echo", "--count", "200")
 	pingR := e.client("faces", "--grpc", "--url", target, "--method", "Ping", "--count", "200")
+	checkCounted(t, requestsBetween(before, e.agentMetrics(), "faces/color-grpc", "faces"),
+		map[string]int{"faces/color:9090": 200, "faces/color2:9090": 200}, "gRPC route, 200 Echo and 200 Ping")
 	if v1, v2, _ := versions(echoR); v1 != 200 || v2 != 0 {
 		t.Errorf("Echo: v1=%d v2=%d, want all v1 (%+v)", v1, v2, echoR)
 	}

@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testDashboardShowsTheSplit runs weftctl dashboard against the lab, sends
+// real traffic through a 70/30 route, loads the page in headless Chromium
+// and compares the split it shows with what the client counted; the
+// screenshot is kept ($WEFT_ARTIFACTS, else the test's temp dir).
+func testDashboardShowsTheSplit(t *testing.T, e *env) {
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed: run test/deps.sh test")
+	}
+	applyYAML(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: color-canary, namespace: faces}
+spec:
+  parentRefs: [{group: "", kind: Service, name: color, port: 80}]
+  rules:
+  - backendRefs: [{name: color, port: 80, weight: 70}, {name: color2, port: 80, weight: 30}]
+`)
+	e.eventually(30*time.Second, "70/30 route in force", func() string {
+		r := e.client("faces", "--url", colorURL, "--count", "100", "--header", "traffic:test")
+		if v1, v2, _ := versions(r); v1 < 50 || v2 < 10 {
+			return fmt.Sprintf("v1=%d v2=%d", v1, v2)
+		}
+		return ""
+	})
+	dash := exec.Command(lab.Paths.BinDir+"/weftctl", "dashboard", "--kubeconfig="+lab.Kubeconfig(), "--addr=127.0.0.1:0", "--interval=1s")
+	stdout, err := dash.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dash.Stderr = tlog{t}
+	if err := dash.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { dash.Process.Kill(); dash.Wait() }()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("weftctl dashboard: %v", err)
+	}
+	url := strings.TrimSpace(strings.TrimPrefix(line, "weftctl dashboard: ")) + "?route=faces/color-canary&window=1m"
+	time.Sleep(3 * time.Second) // the dashboard's baseline sample comes before the traffic
+
+	r := e.client("faces", "--url", colorURL, "--count", "600")
+	if r.Errors != 0 {
+		t.Fatalf("600 requests: %+v", r)
+	}
+	v1, v2, _ := versions(r)
+	sent := map[string]int{"faces/color:80": v1, "faces/color2:80": v2}
+	time.Sleep(3 * time.Second) // a sample after the traffic
+
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"}
+	dom, err := exec.Command(bin, append(args, "--dump-dom", url)...).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	rows := regexp.MustCompile(`data-backend="([^"]+)" data-share="([0-9.]+)" data-requests="([0-9.]+)"`).FindAllStringSubmatch(string(dom), -1)
+	if len(rows) != 2 {
+		t.Fatalf("the page shows %d backends, want 2:\n%s", len(rows), dom)
+	}
+	total := 0
+	for _, row := range rows {
+		n, _ := strconv.Atoi(row[3])
+		total += n
+	}
+	for _, row := range rows {
+		share, _ := strconv.ParseFloat(row[2], 64)
+		want := 100 * float64(sent[row[1]]) / float64(v1+v2)
+		t.Logf("%s: page %.1f%% (%s requests), client %.1f%% (%d)", row[1], share, row[3], want, sent[row[1]])
+		if share < want-5 || share > want+5 {
+			t.Errorf("%s: the page shows %.1f%%, the client counted %.1f%%", row[1], share, want)
+		}
+	}
+	if total < 600 {
+		t.Errorf("the page counts %d requests in the window, the client sent 600 in it", total)
+	}
+	if !strings.Contains(string(dom), "Accepted=True") {
+		t.Error("the page does not show the route's Accepted condition")
+	}
+	dir := os.Getenv("WEFT_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(dir, "dashboard-lab.png")
+	if out, err := exec.Command(bin, append(args, "--window-size=1000,640", "--screenshot="+shot, url)...).CombinedOutput(); err != nil {
+		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+	}
+	t.Logf("screenshot: %s", shot)
+}

@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-mesh/weft/agent/metrics/stat"
+	"github.com/weft-mesh/weft/api/mesh"
+)
+
+// agentMetrics scrapes every agent through the API server's pod proxy, as
+// Prometheus's Kubernetes discovery or weftctl stat would. Keyed by pod.
+func (e *env) agentMetrics() map[string]stat.Families {
+	e.t.Helper()
+	pods := strings.Fields(e.kubectl("get", "pods", "-n", mesh.SystemNamespace, "-l", mesh.LabelName+"="+mesh.AgentName,
+		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}"))
+	if len(pods) == 0 {
+		e.t.Fatal("no running agent to scrape")
+	}
+	out := map[string]stat.Families{}
+	for _, p := range pods {
+		raw := e.kubectl("get", "--raw", "/api/v1/namespaces/"+mesh.SystemNamespace+"/pods/"+p+":"+strconv.Itoa(mesh.MetricsPort)+"/proxy"+mesh.MetricsPath)
+		f, err := stat.Parse(strings.NewReader(raw))
+		if err != nil {
+			e.t.Fatalf("metrics of %s: %v", p, err)
+		}
+		out[p] = f
+	}
+	return out
+}
+
+// requestsBetween returns, per backend, the requests the agents counted
+// between two scrapes for a route and caller namespace.
+func requestsBetween(before, after map[string]stat.Families, route, callerNS string) map[string]int {
+	var pairs []stat.Pair
+	for pod, now := range after {
+		then := before[pod]
+		if then == nil {
+			then = stat.Families{}
+		}
+		pairs = append(pairs, stat.Pair{Now: now, Then: then, Seconds: 1})
+	}
+	out := map[string]int{}
+	for _, r := range stat.Window(pairs, stat.Filter{Route: route, SourceNamespace: callerNS}) {
+		if r.Requests > 0 {
+			out[r.Backend] += int(r.Requests)
+		}
+	}
+	return out
+}
+
+// checkCounted fails unless the agents counted exactly want per backend.
+func checkCounted(t *testing.T, got map[string]int, want map[string]int, what string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: agents counted %v, the client saw %v", what, got, want)
+		return
+	}
+	for b, n := range want {
+		if got[b] != n {
+			t.Errorf("%s: agents counted %v, the client saw %v", what, got, want)
+			return
+		}
+	}
+	t.Logf("%s: agents counted %v, as the client saw", what, got)
+}
+
+// testRefusedMTLSByReason opens a plaintext and a certificate-less TLS
+// connection to a node's tunnel port from the host and checks the node's
+// agent counted each refusal under its reason.
+func testRefusedMTLSByReason(t *testing.T, e *env) {
+	out := e.kubectl("get", "pods", "-n", mesh.SystemNamespace, "-l", mesh.LabelName+"="+mesh.AgentName,
+		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}")
+	pod, ip, _ := strings.Cut(out, " ")
+	addr := net.JoinHostPort(ip, strconv.Itoa(mesh.TunnelPort))
+	count := func(reason string) float64 {
+		f := e.agentMetrics()[pod]
+		for _, m := range f["weft_inbound_connections_total"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+	notTLS, noCert := count("not_tls"), count("no_client_cert")
+
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.Read(make([]byte, 512))
+	c.Close()
+
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err == nil {
+		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = tc.Read(make([]byte, 1)) // TLS 1.3: the refusal arrives after the client's Finished
+		tc.Close()
+	}
+	if err == nil {
+		t.Fatal("a TLS connection without a client certificate was not refused")
+	}
+	e.eventually(10*time.Second, "refusals counted by reason", func() string {
+		if d1, d2 := count("not_tls")-notTLS, count("no_client_cert")-noCert; d1 != 1 || d2 != 1 {
+			return "not_tls +" + strconv.FormatFloat(d1, 'f', 0, 64) + ", no_client_cert +" + strconv.FormatFloat(d2, 'f', 0, 64)
+		}
+		return ""
+	})
+}
