@@ -62,6 +62,18 @@ spec:
 	sent := map[string]int{"faces/color:80": v1, "faces/color2:80": v2}
 	time.Sleep(3 * time.Second) // a sample after the traffic
 
+	// weftctl stat answers from the agents' own history (no Prometheus).
+	st, err := e.weftctl("stat", "-n", "faces", "--route", "faces/color-canary", "--window", "30s")
+	if err != nil {
+		t.Fatalf("weftctl stat: %v\n%s", err, st)
+	}
+	t.Logf("weftctl stat:\n%s", st)
+	for b, n := range sent {
+		if !regexp.MustCompile(regexp.QuoteMeta(b) + `\s+[0-9.]+\s+100\.00%.*\s` + `[0-9]+\n`).MatchString(st) || n == 0 {
+			t.Errorf("weftctl stat has no row for %s with 100%% success", b)
+		}
+	}
+
 	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"}
 	dom, err := exec.Command(bin, append(args, "--dump-dom", url)...).Output()
 	if err != nil {
