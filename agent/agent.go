@@ -136,6 +136,10 @@ type Agent struct {
 
 	mu      sync.Mutex // serialises apply and resync
 	current *weftv1.NodePolicy
+	// restoring: apply is applying the last good policy from disk, not
+	// the controller's. live: current came from the controller; until then
+	// the redirect maps are only added to (datapath.Desired.KeepUnlisted).
+	restoring, live bool
 }
 
 // ByCookie implements outbound.Callers.
@@ -372,7 +376,14 @@ func (a *Agent) closeDatapath(context.Context) error {
 // the node in sync. They run until this agent stops or hands over (a
 // successor owns the node then), not until ctx ends.
 func (a *Agent) startLoops(ctx context.Context) error {
-	if err := a.pol.Restore(); err != nil {
+	a.mu.Lock()
+	a.restoring = true
+	a.mu.Unlock()
+	err := a.pol.Restore()
+	a.mu.Lock()
+	a.restoring = false
+	a.mu.Unlock()
+	if err != nil {
 		// A stale or foreign copy must not block start: the controller
 		// sends a full snapshot on connect.
 		a.log.Warn("last good policy not restored", logkey.Error, err)
@@ -555,6 +566,7 @@ func (a *Agent) apply(pol *weftv1.NodePolicy) error {
 		return fmt.Errorf("identities: %w", err)
 	}
 	a.current = pol
+	a.live = !a.restoring
 	a.syncDatapath(pol)
 	return nil
 }
@@ -578,9 +590,13 @@ func (a *Agent) resyncLoop(ctx context.Context) error {
 
 // syncDatapath writes the redirect maps for pol and marks pods enrolled.
 // Errors are per pod and reported; they never refuse the policy, which the
-// proxy already accepted.
+// proxy already accepted. Until the controller's policy is applied it only
+// adds: the maps a previous agent left (the pins outlive it) are adopted,
+// and nothing is unenrolled on the word of a policy restored from disk.
+// Call with a.mu held.
 func (a *Agent) syncDatapath(pol *weftv1.NodePolicy) {
 	want, byUID := desired(pol)
+	want.KeepUnlisted = !a.live
 	res, err := a.dp.Sync(want)
 	if err != nil {
 		a.log.Error("sync redirect maps", logkey.Error, err)
