@@ -44,6 +44,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/identity"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	"github.com/weft-mesh/weft/agent/sockholder"
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -86,6 +87,11 @@ type Config struct {
 	// negative: no wait. Keep HandoffWait + GracePeriod (+ a few seconds)
 	// within the pod's terminationGracePeriodSeconds.
 	HandoffWait time.Duration
+	// HolderPath is the node's socket holder (weft-agent hold, package
+	// sockholder): when no agent serves the node, the listeners come from
+	// it, so connections made while no agent ran wait in their accept
+	// queues instead of being refused. Empty: no holder.
+	HolderPath string
 	// Resync retries pods whose redirect is not in place yet.
 	Resync time.Duration
 	// ProxyLimits bound what one client can make the node proxy hold
@@ -119,6 +125,7 @@ type Agent struct {
 
 	ls         map[string]net.Listener // by handoff name; nil until serving
 	tookOver   bool                    // ls came from the previous agent
+	source     sockholder.Source       // where ls came from
 	serveDone  chan error
 	health     *http.Server
 	healthDone chan error
@@ -203,7 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return lc.Stop(context.WithoutCancel(ctx))
 	}
 	a.ready.Store(true)
-	a.log.Info("agent serving", logkey.Node, cfg.Node, logkey.Proxy, cfg.Datapath.ProxyAddr.String(), logkey.TookOver, a.tookOver)
+	a.log.Info("agent serving", logkey.Node, cfg.Node, logkey.Proxy, cfg.Datapath.ProxyAddr.String(), logkey.TookOver, a.tookOver, logkey.ListenersFrom, string(a.source))
 	runErr := a.wait(ctx)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.GracePeriod)
 	defer cancel()
