@@ -51,8 +51,8 @@
 // next agent attaches. Open therefore fails (ErrNoBPFFS) when Config.BPFFS
 // is not a bpffs, unless Config.AllowPrivateBPFFS (tests). The DaemonSet's
 // init container runs `weft-agent mount-bpffs`, which enters the host's
-// mount namespace (hostPID, /proc/1/ns/mnt; CAP_SYS_ADMIN and
-// CAP_SYS_CHROOT) and mounts bpffs at /sys/fs/bpf there when nothing is
+// mount namespace (hostPID, /proc/1/ns/mnt; CAP_SYS_ADMIN, CAP_SYS_CHROOT
+// and CAP_SYS_PTRACE) and mounts bpffs at /sys/fs/bpf there when nothing is
 // (MountBPFFSIn); the agent's hostPath /sys/fs/bpf (HostToContainer) then
 // shows the host's mount. Cilium instead mounts from an init container with
 // a Bidirectional hostPath, which requires a privileged container and a

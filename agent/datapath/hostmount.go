@@ -24,22 +24,26 @@ var ErrNoBPFFS = errors.New("no bpffs mounted")
 // It enters that namespace on a dedicated, locked OS thread that is never
 // given back to the Go scheduler (the goroutine exits locked, so the runtime
 // ends the thread): no other goroutine ever runs in the host's mount
-// namespace. setns(CLONE_NEWNS) needs CAP_SYS_ADMIN and CAP_SYS_CHROOT, and
-// a thread that does not share its filesystem attributes (unshare
-// CLONE_FS first: Go's threads share them).
+// namespace. It needs CAP_SYS_PTRACE to open the namespace of a process
+// that holds capabilities it lacks (pid 1 holds every one), CAP_SYS_ADMIN
+// and CAP_SYS_CHROOT for setns(CLONE_NEWNS) and the mount, and a thread
+// that does not share its filesystem attributes (unshare CLONE_FS first:
+// Go's threads share them).
 //
 // Why not a Bidirectional hostPath, as Cilium's init container does:
 // Bidirectional propagation is allowed only for privileged containers, and
 // works only where the host's mount is shared; entering the host's mount
-// namespace needs two capabilities, no privileged container, and does not
-// depend on the host's propagation settings.
+// namespace needs three capabilities, no privileged container, and does
+// not depend on the host's propagation settings (the mount is made in the
+// host's namespace itself; containers created afterwards see it through
+// their hostPath).
 func MountBPFFSIn(pid int, dir string) (mounted bool, err error) {
 	if pid <= 0 || dir == "" || dir[0] != '/' {
 		return false, fmt.Errorf("%w: mount bpffs in pid %d at %q: need a pid and an absolute path", ErrInvalidConfig, pid, dir)
 	}
 	ns, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
 	if err != nil {
-		return false, fmt.Errorf("open mount namespace of pid %d: %w", pid, err)
+		return false, fmt.Errorf("open mount namespace of pid %d (needs CAP_SYS_PTRACE): %w", pid, err)
 	}
 	defer ns.Close()
 	type result struct {
