@@ -10,7 +10,12 @@
 //
 // Restarts and upgrades hand the node's listening sockets from the old
 // agent to the new one (listeners.go, package handoff), so redirected
-// connections are never refused while agents change.
+// connections are never refused while agents change. A crashed agent
+// hands nothing over: the node's socket holder (package sockholder, the
+// pod's holder container) keeps the same sockets open meanwhile, and the
+// next agent takes them from it. The redirect is pinned on the host's
+// bpffs and adopted by the next agent, which adds to the maps but removes
+// nothing until it has the controller's policy (so enrollment never lapses).
 package agent
 
 import (
