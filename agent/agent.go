@@ -148,10 +148,6 @@ type Agent struct {
 
 	mu      sync.Mutex // serialises apply and resync
 	current *weftv1.NodePolicy
-	// restoring: apply is applying the last good policy from disk, not
-	// the controller's. live: current came from the controller; until then
-	// the redirect maps are only added to (datapath.Desired.KeepUnlisted).
-	restoring, live bool
 }
 
 // ByCookie implements outbound.Callers.
@@ -388,14 +384,7 @@ func (a *Agent) closeDatapath(context.Context) error {
 // the node in sync. They run until this agent stops or hands over (a
 // successor owns the node then), not until ctx ends.
 func (a *Agent) startLoops(ctx context.Context) error {
-	a.mu.Lock()
-	a.restoring = true
-	a.mu.Unlock()
-	err := a.pol.Restore()
-	a.mu.Lock()
-	a.restoring = false
-	a.mu.Unlock()
-	if err != nil {
+	if err := a.pol.Restore(); err != nil {
 		// A stale or foreign copy must not block start: the controller
 		// sends a full snapshot on connect.
 		a.log.Warn("last good policy not restored", logkey.Error, err)
@@ -578,7 +567,6 @@ func (a *Agent) apply(pol *weftv1.NodePolicy) error {
 		return fmt.Errorf("identities: %w", err)
 	}
 	a.current = pol
-	a.live = !a.restoring
 	a.syncDatapath(pol)
 	return nil
 }
@@ -604,11 +592,12 @@ func (a *Agent) resyncLoop(ctx context.Context) error {
 // Errors are per pod and reported; they never refuse the policy, which the
 // proxy already accepted. Until the controller's policy is applied it only
 // adds: the maps a previous agent left (the pins outlive it) are adopted,
-// and nothing is unenrolled on the word of a policy restored from disk.
-// Call with a.mu held.
+// and nothing is unenrolled on the word of a policy restored from disk
+// (the first resync after the controller's policy removes what it does
+// not list). Call with a.mu held.
 func (a *Agent) syncDatapath(pol *weftv1.NodePolicy) {
 	want, byUID := desired(pol)
-	want.KeepUnlisted = !a.live
+	want.KeepUnlisted = !a.pol.Status().FromController
 	res, err := a.dp.Sync(want)
 	if err != nil {
 		a.log.Error("sync redirect maps", logkey.Error, err)
