@@ -10,7 +10,12 @@
 //
 // Restarts and upgrades hand the node's listening sockets from the old
 // agent to the new one (listeners.go, package handoff), so redirected
-// connections are never refused while agents change.
+// connections are never refused while agents change. A crashed agent
+// hands nothing over: the node's socket holder (package sockholder, the
+// pod's holder container) keeps the same sockets open meanwhile, and the
+// next agent takes them from it. The redirect is pinned on the host's
+// bpffs and adopted by the next agent, which adds to the maps but removes
+// nothing until it has the controller's policy (so enrollment never lapses).
 package agent
 
 import (
@@ -44,6 +49,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/identity"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	"github.com/weft-mesh/weft/agent/sockholder"
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -86,6 +92,11 @@ type Config struct {
 	// negative: no wait. Keep HandoffWait + GracePeriod (+ a few seconds)
 	// within the pod's terminationGracePeriodSeconds.
 	HandoffWait time.Duration
+	// HolderPath is the node's socket holder (weft-agent hold, package
+	// sockholder): when no agent serves the node, the listeners come from
+	// it, so connections made while no agent ran wait in their accept
+	// queues instead of being refused. Empty: no holder.
+	HolderPath string
 	// Resync retries pods whose redirect is not in place yet.
 	Resync time.Duration
 	// ProxyLimits bound what one client can make the node proxy hold
@@ -119,6 +130,7 @@ type Agent struct {
 
 	ls         map[string]net.Listener // by handoff name; nil until serving
 	tookOver   bool                    // ls came from the previous agent
+	source     sockholder.Source       // where ls came from
 	serveDone  chan error
 	health     *http.Server
 	healthDone chan error
@@ -199,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return lc.Stop(context.WithoutCancel(ctx))
 	}
 	a.ready.Store(true)
-	a.log.Info("agent serving", logkey.Node, cfg.Node, logkey.Proxy, cfg.Datapath.ProxyAddr.String(), logkey.TookOver, a.tookOver)
+	a.log.Info("agent serving", logkey.Node, cfg.Node, logkey.Proxy, cfg.Datapath.ProxyAddr.String(), logkey.TookOver, a.tookOver, logkey.ListenersFrom, string(a.source))
 	runErr := a.wait(ctx)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.GracePeriod)
 	defer cancel()
@@ -580,9 +592,14 @@ func (a *Agent) resyncLoop(ctx context.Context) error {
 
 // syncDatapath writes the redirect maps for pol and marks pods enrolled.
 // Errors are per pod and reported; they never refuse the policy, which the
-// proxy already accepted.
+// proxy already accepted. Until the controller's policy is applied it only
+// adds: the maps a previous agent left (the pins outlive it) are adopted,
+// and nothing is unenrolled on the word of a policy restored from disk
+// (the first resync after the controller's policy removes what it does
+// not list). Call with a.mu held.
 func (a *Agent) syncDatapath(pol *weftv1.NodePolicy) {
 	want, byUID := desired(pol)
+	want.KeepUnlisted = !a.pol.Status().FromController
 	res, err := a.dp.Sync(want)
 	if err != nil {
 		a.log.Error("sync redirect maps", logkey.Error, err)

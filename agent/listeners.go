@@ -8,12 +8,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/weft-mesh/weft/agent/handoff"
 	"github.com/weft-mesh/weft/agent/proxy"
+	"github.com/weft-mesh/weft/agent/sockholder"
 	"github.com/weft-mesh/weft/api/logkey"
 )
 
@@ -27,15 +27,22 @@ const (
 
 // listenAddrs are the addresses the agent serves, by handoff name.
 func (a *Agent) listenAddrs() map[string]string {
+	return ListenAddrs(a.cfg.NodeIP, a.cfg.HealthAddr, a.cfg.MetricsAddr)
+}
+
+// ListenAddrs are the addresses an agent with this node IP, health and
+// metrics addresses (empty: none) serves, by handoff name: what the node's
+// socket holder (weft-agent hold) holds.
+func ListenAddrs(nodeIP netip.Addr, healthAddr, metricsAddr string) map[string]string {
 	m := map[string]string{
-		lnOutbound: netip.AddrPortFrom(a.cfg.NodeIP, proxy.OutboundPort).String(),
-		lnInbound:  netip.AddrPortFrom(a.cfg.NodeIP, proxy.InboundPort).String(),
+		lnOutbound: netip.AddrPortFrom(nodeIP, proxy.OutboundPort).String(),
+		lnInbound:  netip.AddrPortFrom(nodeIP, proxy.InboundPort).String(),
 	}
-	if a.cfg.HealthAddr != "" {
-		m[lnHealth] = a.cfg.HealthAddr
+	if healthAddr != "" {
+		m[lnHealth] = healthAddr
 	}
-	if a.cfg.MetricsAddr != "" {
-		m[lnMetrics] = a.cfg.MetricsAddr
+	if metricsAddr != "" {
+		m[lnMetrics] = metricsAddr
 	}
 	return m
 }
@@ -43,14 +50,23 @@ func (a *Agent) listenAddrs() map[string]string {
 // handoffPath is the node's handoff socket, in the per-node state
 // directory that the old and the new agent pod share.
 func (a *Agent) handoffPath() string {
-	return filepath.Join(a.cfg.StateDir, a.cfg.Node, "handoff.sock")
+	_, p := sockholder.Paths(a.cfg.StateDir, a.cfg.Node)
+	return p
 }
 
-// acquire returns the agent's listeners. When another agent serves them on
-// this node (the one this agent replaces), it waits until this agent can
-// serve, then takes the very same sockets over (see package handoff) and
-// returns the connection to the holder: call Serving on it once accepting.
-// When nobody does, it binds them. It returns early only when ctx ends.
+// holderServeWait bounds how long an agent that got its listeners from
+// the socket holder (no agent served them: the previous one crashed) waits
+// until it can serve before accepting anyway. Meanwhile new connections
+// wait in the kernel's accept queue.
+const holderServeWait = 30 * time.Second
+
+// acquire returns the agent's listeners, from (in order): the agent
+// serving them on this node (the one this agent replaces), the node's
+// socket holder (package sockholder; no agent serves them, e.g. the last
+// one was killed), or bound here. From the previous agent it waits until
+// this agent can serve, takes the very same sockets over (see package
+// handoff) and returns the connection to it: call Serving on it once
+// accepting. It returns early only when ctx ends.
 func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.Successor, error) {
 	path := a.handoffPath()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -64,10 +80,15 @@ func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.
 				return nil, nil, ctx.Err()
 			}
 			if !errors.Is(err, handoff.ErrNoHolder) {
-				a.log.Warn("handoff socket unusable; binding the listeners", logkey.Path, path, logkey.Error, err)
+				a.log.Warn("handoff socket unusable; trying the socket holder, else binding the listeners", logkey.Path, path, logkey.Error, err)
+			}
+			if ls, ok := a.fromHolder(ctx); ok {
+				a.source = sockholder.FromHolder
+				return ls, nil, nil
 			}
 			ls, err := a.bindAll(ctx, a.listenAddrs())
 			if err == nil {
+				a.source = sockholder.Bound
 				return ls, nil, nil
 			}
 			if !errors.Is(err, syscall.EADDRINUSE) {
@@ -87,6 +108,7 @@ func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.
 		}
 		ls, err := a.take(ctx, s)
 		if err == nil {
+			a.source = sockholder.FromPrev
 			return ls, s, nil
 		}
 		s.Close()
@@ -98,6 +120,40 @@ func (a *Agent) acquire(ctx context.Context) (map[string]net.Listener, *handoff.
 			return nil, nil, ctx.Err()
 		}
 	}
+}
+
+// fromHolder gets a share of the listeners from the node's socket holder,
+// if one serves, then waits (at most holderServeWait) until this agent can
+// serve: the connections that arrived while no agent ran wait in the
+// accept queue and are accepted once it can.
+func (a *Agent) fromHolder(ctx context.Context) (map[string]net.Listener, bool) {
+	if a.cfg.HolderPath == "" {
+		return nil, false
+	}
+	got, err := sockholder.Share(ctx, a.cfg.HolderPath)
+	if err != nil {
+		if !errors.Is(err, handoff.ErrNoHolder) {
+			a.log.Warn("socket holder did not share the listeners", logkey.Path, a.cfg.HolderPath, logkey.Error, err)
+		}
+		return nil, false
+	}
+	a.log.Info("no agent serves this node: listeners shared by the socket holder; accepting once this agent can serve", logkey.Path, a.cfg.HolderPath)
+	wctx, cancel := context.WithTimeout(ctx, holderServeWait)
+	err = a.waitServable(wctx, nil)
+	cancel()
+	if ctx.Err() != nil {
+		closeAll(got)
+		return nil, false
+	}
+	if err != nil {
+		a.log.Warn("cannot serve everything yet; accepting anyway", logkey.Error, err, logkey.Waited, holderServeWait.String())
+	}
+	ls, err := sockholder.Fit(ctx, got, a.listenAddrs(), proxy.Listen, a.log)
+	if err != nil {
+		a.log.Warn("socket holder's listeners unusable", logkey.Error, err)
+		return nil, false
+	}
+	return ls, true
 }
 
 // take waits until this agent can serve, then takes the holder's
@@ -119,58 +175,45 @@ func (a *Agent) take(ctx context.Context, s *handoff.Successor) (map[string]net.
 		}
 		a.log.Info("identities handed over", logkey.Taken, n, logkey.Offered, len(recs))
 	}
+	since := time.Now()
+	if err := a.waitServable(ctx, s.Gone()); err != nil {
+		return nil, err
+	}
+	got, err := s.Take(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := sockholder.Fit(ctx, got, a.listenAddrs(), proxy.Listen, a.log)
+	if err != nil {
+		return nil, err
+	}
+	a.log.Info("took the listeners over", logkey.Waited, time.Since(since).Round(time.Millisecond).String())
+	return ls, nil
+}
+
+// waitServable waits until this agent can serve (servable), ctx ends
+// (its error) or gone is closed (handoff.ErrHolderGone).
+func (a *Agent) waitServable(ctx context.Context, gone <-chan struct{}) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	since, lastLog := time.Now(), time.Now()
 	for {
 		ok, why := a.servable()
 		if ok {
-			break
+			return nil
 		}
 		if time.Since(lastLog) >= 5*time.Second {
-			a.log.Info("not ready to take over yet", logkey.Reason, why, logkey.Waited, time.Since(since).Round(time.Second).String())
+			a.log.Info("not ready to serve yet", logkey.Reason, why, logkey.Waited, time.Since(since).Round(time.Second).String())
 			lastLog = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-s.Gone():
-			return nil, handoff.ErrHolderGone
+			return fmt.Errorf("%s: %w", why, ctx.Err())
+		case <-gone:
+			return handoff.ErrHolderGone
 		case <-tick.C:
 		}
 	}
-	got, err := s.Take(ctx)
-	if err != nil {
-		return nil, err
-	}
-	want := a.listenAddrs()
-	ls := map[string]net.Listener{}
-	for name, l := range got {
-		if addr, ok := want[name]; ok && sameAddr(addr, l.Addr()) {
-			ls[name] = l
-			continue
-		}
-		a.log.Warn("handed-over listener not used: address differs", logkey.Listener, name, logkey.Addr, l.Addr().String(), logkey.Want, want[name])
-		l.Close()
-	}
-	missing := map[string]string{}
-	for name, addr := range want {
-		if ls[name] == nil {
-			missing[name] = addr
-		}
-	}
-	if len(missing) > 0 {
-		bound, err := a.bindAll(ctx, missing)
-		if err != nil {
-			closeAll(ls)
-			return nil, err
-		}
-		for name, l := range bound {
-			ls[name] = l
-		}
-	}
-	a.log.Info("took the listeners over", logkey.Waited, time.Since(since).Round(time.Millisecond).String())
-	return ls, nil
 }
 
 // servable reports whether this agent can serve what the proxy accepts: a
@@ -211,26 +254,8 @@ func closeAll(ls map[string]net.Listener) {
 	}
 }
 
-// sameAddr reports whether a listener bound at want ("ip:port", or
-// ":port" for every address) listens at got.
-func sameAddr(want string, got net.Addr) bool {
-	host, port, err := net.SplitHostPort(want)
-	if err != nil {
-		return false
-	}
-	g, err := netip.ParseAddrPort(got.String())
-	if err != nil || strconv.Itoa(int(g.Port())) != port {
-		return false
-	}
-	if host == "" {
-		return g.Addr().IsUnspecified()
-	}
-	w, err := netip.ParseAddr(host)
-	if err != nil {
-		return true // a host name: the port is what can be checked
-	}
-	return w.Unmap() == g.Addr().Unmap()
-}
+// sameAddr reports whether a listener bound at want listens at got.
+var sameAddr = sockholder.SameAddr
 
 // sleep waits d or until ctx ends (false).
 func sleep(ctx context.Context, d time.Duration) bool {

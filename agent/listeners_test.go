@@ -21,7 +21,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weft-mesh/weft/agent/handoff"
+	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/identity"
+	"github.com/weft-mesh/weft/agent/sockholder"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -271,4 +273,76 @@ func TestAcquireTakesTheSVIDsWithTheSockets(t *testing.T) {
 	if svid.Certificates[0].SerialNumber.Int64() != 2 {
 		t.Fatalf("serial %v, want the predecessor's", svid.Certificates[0].SerialNumber)
 	}
+}
+
+// After a crash (a stale handoff socket, no agent serving) the new agent
+// gets its listeners from the node's socket holder, and only once it can
+// serve: a connection that waited in the queue while no agent ran is
+// accepted by it. The holder keeps serving the next agent.
+func TestAcquireFromTheHolderAfterACrash(t *testing.T) {
+	requireAddrs(t)
+	dir := t.TempDir()
+	a := testAgent(t, dir)
+	a.cfg.HolderPath, _ = sockholder.Paths(dir, a.cfg.Node)
+	if err := os.MkdirAll(filepath.Dir(a.handoffPath()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: a.handoffPath(), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	holderDone := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() {
+		holderDone <- sockholder.Run(ctx, sockholder.Config{Path: a.cfg.HolderPath, AgentPath: a.handoffPath(),
+			Addrs: a.listenAddrs(), Listen: proxy.Listen}, func() { close(ready) })
+	}()
+	t.Cleanup(func() { cancel(); <-holderDone })
+	select {
+	case <-ready:
+	case err := <-holderDone:
+		t.Fatalf("holder: %v", err)
+	}
+	queued, err := net.Dial("tcp", a.listenAddrs()[lnOutbound])
+	if err != nil {
+		t.Fatalf("connect while no agent runs: %v", err)
+	}
+	defer queued.Close()
+
+	type res struct {
+		ls  map[string]net.Listener
+		s   *handoff.Successor
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		ls, s, err := a.acquire(t.Context())
+		done <- res{ls, s, err}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("acquired %v, %v before the agent could serve", r.ls, r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	a.mu.Lock()
+	a.current = &weftv1.NodePolicy{Node: "n1", TrustDomain: "cluster.local"}
+	a.mu.Unlock()
+	r := <-done
+	if r.err != nil || r.s != nil || a.source != sockholder.FromHolder {
+		t.Fatalf("acquire = %v, successor %v, source %q; want the holder's listeners", r.err, r.s, a.source)
+	}
+	defer closeAll(r.ls)
+	c, err := r.ls[lnOutbound].Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	next, err := sockholder.Share(t.Context(), a.cfg.HolderPath)
+	if err != nil {
+		t.Fatalf("the holder stopped serving after an agent took a share: %v", err)
+	}
+	closeAll(next)
 }

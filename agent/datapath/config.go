@@ -47,8 +47,13 @@ type Config struct {
 	CgroupPath string
 	// PinRoot holds one directory per node; default /sys/fs/bpf/weft.
 	PinRoot string
-	// BPFFS is the bpffs mount point, mounted if needed; default /sys/fs/bpf.
+	// BPFFS is the bpffs mount point; default /sys/fs/bpf. It must be a
+	// bpffs already (the host's), or Open fails with ErrNoBPFFS.
 	BPFFS string
+	// AllowPrivateBPFFS lets Open mount a bpffs at BPFFS when there is
+	// none. In a container's private mount namespace that mount dies with
+	// the agent, and so does the redirect: for tests only.
+	AllowPrivateBPFFS bool
 	// ProxyAddr is the node proxy's outbound capture address (node IP and
 	// port mesh.CapturePort by default): redirected connections go there. IPv4.
 	ProxyAddr netip.AddrPort

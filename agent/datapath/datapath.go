@@ -45,22 +45,22 @@ type Datapath struct {
 // one is attached. A pinned map whose layout changed is replaced by a new,
 // empty one that the next Sync fills.
 //
-// It mounts bpffs at Config.BPFFS if needed and discovers (or mounts) the
-// cgroup v2 hierarchy.
+// Config.BPFFS must be a bpffs (the host's: see MountBPFFSIn); Open fails
+// with ErrNoBPFFS otherwise, unless Config.AllowPrivateBPFFS. It discovers
+// (or mounts) the cgroup v2 hierarchy.
 func Open(cfg Config) (*Datapath, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	mounted, err := ensureBPFFS(cfg.BPFFS)
+	mounted, err := ensureBPFFS(cfg.BPFFS, cfg.AllowPrivateBPFFS)
 	if err != nil {
 		return nil, err
 	}
 	if mounted {
 		// In a private mount namespace this mount (and the pins in it)
-		// dies with the namespace: mount bpffs on the host (or give the
-		// DaemonSet a hostPath /sys/fs/bpf with Bidirectional propagation).
-		cfg.Logger.Warn("mounted bpffs; pins survive agent restarts only if this mount is the host's", logkey.Path, cfg.BPFFS)
+		// dies with the namespace. Only tests allow it.
+		cfg.Logger.Warn("mounted a bpffs of its own (AllowPrivateBPFFS); pins survive agent restarts only if this mount is the host's", logkey.Path, cfg.BPFFS)
 	}
 	cg2, err := ensureCgroup2()
 	if err != nil {

@@ -45,12 +45,18 @@
 //
 // # bpffs
 //
-// Pins must live on the host's bpffs to survive a restart. Open mounts
-// bpffs at Config.BPFFS when nothing is mounted there (and logs a warning):
-// if the agent runs in a private mount namespace, that mount dies with it.
-// On a real node give the DaemonSet a hostPath /sys/fs/bpf with
-// mountPropagation Bidirectional; in the lab, mount bpffs on the host
-// before starting agents.
+// Pins must live on the host's bpffs to survive a restart: a bpffs mounted
+// in the agent container's private mount namespace dies with the container,
+// and with it every pinned link, so pods would bypass the mesh until the
+// next agent attaches. Open therefore fails (ErrNoBPFFS) when Config.BPFFS
+// is not a bpffs, unless Config.AllowPrivateBPFFS (tests). The DaemonSet's
+// init container runs `weft-agent mount-bpffs`, which enters the host's
+// mount namespace (hostPID, /proc/1/ns/mnt; CAP_SYS_ADMIN, CAP_SYS_CHROOT
+// and CAP_SYS_PTRACE) and mounts bpffs at /sys/fs/bpf there when nothing is
+// (MountBPFFSIn); the agent's hostPath /sys/fs/bpf (HostToContainer) then
+// shows the host's mount. Cilium instead mounts from an init container with
+// a Bidirectional hostPath, which requires a privileged container and a
+// shared host mount; entering the namespace needs neither.
 //
 // # Several agents on one kernel
 //

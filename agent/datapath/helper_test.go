@@ -29,6 +29,10 @@ func TestMain(m *testing.M) {
 		os.Exit(runPod())
 	case "agent":
 		os.Exit(runAgent())
+	case "mountns":
+		os.Exit(runMountNS())
+	case "pin":
+		os.Exit(runPin())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper mode")
 		os.Exit(2)

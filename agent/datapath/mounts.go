@@ -110,11 +110,18 @@ func isFS(path string, magic int64) bool {
 	return int64(st.Type) == magic
 }
 
-// ensureBPFFS mounts bpffs at dir unless it is mounted already; mounted
-// says it had to.
-func ensureBPFFS(dir string) (mounted bool, err error) {
+// ensureBPFFS checks that dir is a bpffs. When it is not, it mounts one
+// only if allowPrivate (mounted says it did): in a container's private mount
+// namespace such a mount, and every pin in it, dies with the agent.
+// Otherwise it fails closed with ErrNoBPFFS.
+func ensureBPFFS(dir string, allowPrivate bool) (mounted bool, err error) {
 	if isFS(dir, unix.BPF_FS_MAGIC) {
 		return false, nil
+	}
+	if !allowPrivate {
+		return false, fmt.Errorf("%w at %s: pins there would die with the agent and pods would bypass the mesh "+
+			"until the next agent attaches; mount bpffs on the host (the DaemonSet's init container runs "+
+			"`weft-agent mount-bpffs`), or allow a private mount for tests", ErrNoBPFFS, dir)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, fmt.Errorf("create %s: %w", dir, err)

@@ -70,7 +70,7 @@ func Preflight(under string) Report {
 	if isFS(DefaultBPFFS, unix.BPF_FS_MAGIC) {
 		bfs.OK, bfs.Detail = true, "mounted at "+DefaultBPFFS
 	} else {
-		bfs.Detail = "not mounted at " + DefaultBPFFS + ": Open mounts it, but pins survive agent restarts only if that mount is the host's"
+		bfs.Detail = "not mounted at " + DefaultBPFFS + ": the agent refuses to start; run `weft-agent mount-bpffs` (the DaemonSet's init container does)"
 	}
 	r.Checks = append(r.Checks, bfs)
 

@@ -29,6 +29,14 @@ type Desired struct {
 	Pods []Pod
 	// Meshed are the Service VIP:ports that have mesh policy.
 	Meshed []netip.AddrPort
+	// KeepUnlisted adds what is missing but removes nothing: enrolled
+	// cookies and meshed VIPs that are not listed stay. An agent that starts
+	// adopts what the pinned maps hold (the previous agent's, maybe one that
+	// crashed) and syncs with it set until it has the controller's policy:
+	// a stale policy restored from disk, or a pod whose netns this new
+	// process has not resolved yet, must never unenroll a pod (fail closed:
+	// enrollment does not lapse while agents change).
+	KeepUnlisted bool
 }
 
 // PodResult says whether one pod's redirect is in place. The agent marks
@@ -53,7 +61,8 @@ type Result struct {
 
 // Sync makes the node's maps match d: it resolves each pod's netns cookie,
 // reads the maps, plans (Plan) and applies the writes. Cookies and VIPs not
-// in d are removed, including leftovers of an earlier agent run. An invalid
+// in d are removed, including leftovers of an earlier agent run, unless
+// d.KeepUnlisted. An invalid
 // VIP is an error and changes nothing. A pod whose netns cannot be found
 // keeps the cookie an earlier Sync resolved (a pod's sandbox netns lives as
 // long as the pod); with none it is not enrolled and its PodResult.Err says
@@ -120,6 +129,9 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 	var errs []error
 	failed := map[uint64]bool{}
 	for _, op := range Plan(desired, actual) {
+		if want.KeepUnlisted && (op.Kind == OpUnenroll || op.Kind == OpUnmesh) {
+			continue
+		}
 		if err := d.apply(op); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", op, err))
 			if op.Kind == OpEnroll {

@@ -19,16 +19,24 @@
 // socket is 0600 in a 0700 directory and the holder only talks to peers
 // of its own user (SO_PEERCRED).
 //
+// Sharing: a process that only keeps the sockets open (weft-agent hold,
+// package sockholder) asks with Share instead of Take. It gets the same
+// descriptors, the holder goes on as before (nothing is released) and
+// needs no acknowledgement; any number of processes may share. That is how
+// the listening sockets outlive an agent killed with SIGKILL: the kernel
+// keeps a listening socket, and queues the connections it completes, for
+// as long as any process holds a descriptor of it.
+//
 // Protocol, one JSON message per packet on a SOCK_SEQPACKET socket:
 //
 //	successor -> holder  {"op":"state"} (optional, before take)
 //	holder -> successor  {"op":"record","data":..} per record, then
 //	                     {"op":"state","count":n}
-//	successor -> holder  {"op":"take"}
+//	successor -> holder  {"op":"take"} or {"op":"share"}
 //	holder -> successor  {"op":"listeners","listeners":[{"name":..,"addr":..},...]}
 //	                     with one descriptor per listener (SCM_RIGHTS), in order,
 //	                     or {"op":"refused","reason":..}
-//	successor -> holder  {"op":"serving"}
+//	successor -> holder  {"op":"serving"} (after take only)
 package handoff
 
 import (
@@ -100,6 +108,11 @@ type Offer struct {
 	// State, when set, returns the records a successor that asks receives,
 	// each at most MaxRecord bytes. It is called once per asking successor.
 	State func() ([][]byte, error)
+	// KeepSocketFile: Close leaves the socket file (a stale file reads as
+	// ErrNoHolder). For a holder that is replaced by renaming over its
+	// path without a release (weft-agent hold): removing the file on Close
+	// could race with the replacement's rename.
+	KeepSocketFile bool
 }
 
 // Holder offers its listeners to a successor.
@@ -110,6 +123,7 @@ type Holder struct {
 	names []string
 	ls    map[string]Passable
 	state func() ([][]byte, error)
+	keep  bool
 	log   *slog.Logger
 
 	handoff  sync.Mutex // one handoff at a time
@@ -133,6 +147,7 @@ func Hold(path string, o Offer, log *slog.Logger) (*Holder, error) {
 		path:     path,
 		ls:       make(map[string]Passable, len(o.Listeners)),
 		state:    o.State,
+		keep:     o.KeepSocketFile,
 		log:      log,
 		released: make(chan struct{}),
 		conns:    map[*net.UnixConn]struct{}{},
@@ -199,6 +214,9 @@ func (h *Holder) Close() error {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+	if h.keep {
+		return err
+	}
 	select {
 	case <-h.released:
 		// A successor serves and puts its own socket at path, maybe this very
@@ -252,47 +270,29 @@ func (h *Holder) handle(c *net.UnixConn) {
 		h.log.Warn("handoff socket: peer refused", logkey.Error, err)
 		return
 	}
-	for {
+	var op string
+	for op == "" {
 		m, err := readMessage(c)
 		if err != nil {
 			return // gone before asking
 		}
 		closeFDs(m.fds)
-		if m.Op == "take" {
-			break
-		}
-		if m.Op != "state" {
+		switch m.Op {
+		case "take", "share":
+			op = m.Op
+		case "state":
+			if err := h.sendState(c); err != nil {
+				h.log.Warn("handoff: send state", logkey.Error, err)
+				return
+			}
+		default:
 			h.log.Warn("handoff socket: unexpected message", logkey.Op, m.Op)
-			return
-		}
-		if err := h.sendState(c); err != nil {
-			h.log.Warn("handoff: send state", logkey.Error, err)
 			return
 		}
 	}
 	h.handoff.Lock()
 	defer h.handoff.Unlock()
-	select {
-	case <-h.released:
-		writeMessage(c, message{Op: "refused", Reason: "listeners already handed over"}, nil)
-		return
-	default:
-	}
-	h.mu.Lock()
-	closed := h.closed
-	h.mu.Unlock()
-	if closed {
-		return
-	}
-	var ps []Passable
-	reply := message{Op: "listeners"}
-	for _, name := range h.names {
-		ps = append(ps, h.ls[name])
-		reply.Listeners = append(reply.Listeners, listener{Name: name, Addr: h.ls[name].Addr().String()})
-	}
-	err := withFDs(ps, nil, func(fds []int) error { return writeMessage(c, reply, fds) })
-	if err != nil {
-		h.log.Warn("handoff: send listeners", logkey.Error, err)
+	if !h.sendListeners(c) || op == "share" {
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(AckTimeout))
@@ -304,6 +304,36 @@ func (h *Holder) handle(c *net.UnixConn) {
 	}
 	close(h.released)
 	h.log.Info("handoff: listeners handed over", logkey.Listeners, h.names)
+}
+
+// sendListeners sends the listeners, unless they were handed over (the
+// holder closes its descriptors then) or the holder is closing. Call with
+// h.handoff held.
+func (h *Holder) sendListeners(c *net.UnixConn) bool {
+	select {
+	case <-h.released:
+		writeMessage(c, message{Op: "refused", Reason: "listeners already handed over"}, nil)
+		return false
+	default:
+	}
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return false
+	}
+	var ps []Passable
+	reply := message{Op: "listeners"}
+	for _, name := range h.names {
+		ps = append(ps, h.ls[name])
+		reply.Listeners = append(reply.Listeners, listener{Name: name, Addr: h.ls[name].Addr().String()})
+	}
+	err := withFDs(ps, nil, func(fds []int) error { return writeMessage(c, reply, fds) })
+	if err != nil {
+		h.log.Warn("handoff: send listeners", logkey.Error, err)
+		return false
+	}
+	return true
 }
 
 // sendState sends the holder's state records and the closing count.
@@ -464,13 +494,31 @@ func (s *Successor) State(ctx context.Context) ([][]byte, error) {
 // Take asks for the listeners, by name. The holder keeps accepting on them
 // too until Serving.
 func (s *Successor) Take(ctx context.Context) (map[string]net.Listener, error) {
-	if err := writeMessage(s.c, message{Op: "take"}, nil); err != nil {
+	return s.listeners(ctx, "take")
+}
+
+// Share asks for the listeners without taking them over: the holder goes
+// on serving (or holding) them, and Serving must not be called. An agent
+// that does not know "share" (an older release) closes the connection:
+// ErrHolderGone.
+func (s *Successor) Share(ctx context.Context) (map[string]net.Listener, error) {
+	return s.listeners(ctx, "share")
+}
+
+func (s *Successor) listeners(ctx context.Context, op string) (map[string]net.Listener, error) {
+	if err := writeMessage(s.c, message{Op: op}, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHolderGone, err)
 	}
 	m, err := s.next(ctx)
 	if err != nil {
 		return nil, err
 	}
+	return fromMessage(m)
+}
+
+// fromMessage turns a "listeners" reply into listeners (each with a
+// descriptor of its own); it closes every received descriptor on error.
+func fromMessage(m message) (map[string]net.Listener, error) {
 	switch {
 	case m.Op == "refused":
 		closeFDs(m.fds)

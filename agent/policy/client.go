@@ -69,7 +69,9 @@ type Client struct {
 	current *weftv1.PolicySnapshot
 	nacked  uint64
 	lastErr string
-	updated chan struct{}
+	// fromController: a snapshot from the controller is in force (Status).
+	fromController bool
+	updated        chan struct{}
 }
 
 // Status is what the client knows about its stream, for probes and weftctl.
@@ -80,6 +82,11 @@ type Status struct {
 	// LastNACK is the last version refused and why.
 	LastNACK       uint64
 	LastNACKReason string
+	// FromController: the controller has sent a snapshot that is in force
+	// (applied, or the same policy as the one restored from the store).
+	// Until then the policy in force is at best the last good copy from
+	// disk, which may be stale.
+	FromController bool
 }
 
 // New returns a client. Call Restore, then Run.
@@ -209,7 +216,14 @@ func (c *Client) Status() Status {
 		ControllerNonce: c.current.GetControllerNonce(),
 		LastNACK:        c.nacked,
 		LastNACKReason:  c.lastErr,
+		FromController:  c.fromController,
 	}
+}
+
+func (c *Client) setFromController() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fromController = true
 }
 
 func (c *Client) setCurrent(s *weftv1.PolicySnapshot) {
@@ -286,6 +300,7 @@ func (c *Client) handle(snap *weftv1.PolicySnapshot) *weftv1.PolicyRequest {
 	if cur := c.Current(); cur != nil && proto.Equal(c.payload(cur), c.payload(snap)) {
 		// Same policy under a new version (e.g. a resync): nothing to apply.
 		c.setCurrent(snap)
+		c.setFromController()
 		c.save(snap)
 		return req
 	}
@@ -293,6 +308,7 @@ func (c *Client) handle(snap *weftv1.PolicySnapshot) *weftv1.PolicyRequest {
 		return c.nack(req, err)
 	}
 	c.setCurrent(snap)
+	c.setFromController()
 	c.save(snap)
 	c.log.Info("applied policy", logkey.Version, snap.GetVersion(),
 		"services", len(snap.GetPolicy().GetServices()), "workloads", len(snap.GetPolicy().GetWorkloads()),

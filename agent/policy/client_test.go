@@ -208,6 +208,32 @@ func TestClientRestoresLastGoodBeforeTheControllerAnswers(t *testing.T) {
 	}
 }
 
+// A restored policy is not the controller's: Status says so until the
+// controller sends one, even the very same policy (nothing applied then).
+func TestStatusFromControllerAfterRestore(t *testing.T) {
+	store := &Store{Path: filepath.Join(t.TempDir(), "policy.pb")}
+	if err := store.Save(snapshot(7, "kept")); err != nil {
+		t.Fatal(err)
+	}
+	applied := 0
+	c, err := New(Config{Node: "n1", Conn: &grpc.ClientConn{}, Store: store, Apply: func(*weftv1.NodePolicy) error { applied++; return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Status().FromController {
+		t.Fatal("FromController after a restore from disk")
+	}
+	if ack := c.handle(snapshot(8, "kept")); ack.GetError() != "" {
+		t.Fatalf("NACK: %s", ack.GetError())
+	}
+	if !c.Status().FromController || applied != 1 {
+		t.Fatalf("after the controller's same policy: FromController %v, applied %d times (want true, 1)", c.Status().FromController, applied)
+	}
+}
+
 func TestRestoreRefusesAnotherNodesSnapshot(t *testing.T) {
 	store := &Store{Path: filepath.Join(t.TempDir(), "policy.pb")}
 	s := snapshot(1, "x")

@@ -39,22 +39,24 @@ const (
 
 // Network, files and the datapath.
 const (
-	Addr        = "addr"         // an address a socket has
-	Want        = "want"         // the address, or value, that was expected instead
-	GRPC        = "grpc"         // gRPC serving address
-	Proxy       = "proxy"        // the node proxy's capture address
-	Listener    = "listener"     // one listener's handoff name
-	Listeners   = "listeners"    // listener handoff names
-	Path        = "path"         // a file or socket path
-	Program     = "program"      // BPF program name
-	Map         = "map"          // BPF map name
-	Cgroup      = "cgroup"       // cgroup v2 path
-	AdoptedMaps = "adopted_maps" // pinned BPF maps kept from a previous agent
-	Op          = "op"           // a protocol message's operation
-	TookOver    = "took_over"    // whether listeners came from a previous agent
-	Taken       = "taken"        // how many were taken
-	Offered     = "offered"      // how many were offered
-	Buffer      = "buffer"       // a buffer's capacity
+	Addr          = "addr"           // an address a socket has
+	Want          = "want"           // the address, or value, that was expected instead
+	GRPC          = "grpc"           // gRPC serving address
+	Proxy         = "proxy"          // the node proxy's capture address
+	Listener      = "listener"       // one listener's handoff name
+	Listeners     = "listeners"      // listener handoff names
+	Path          = "path"           // a file or socket path
+	Program       = "program"        // BPF program name
+	Map           = "map"            // BPF map name
+	Cgroup        = "cgroup"         // cgroup v2 path
+	AdoptedMaps   = "adopted_maps"   // pinned BPF maps kept from a previous agent
+	Op            = "op"             // a protocol message's operation
+	TookOver      = "took_over"      // whether listeners came from a previous agent
+	ListenersFrom = "listeners_from" // where listeners came from: previous agent, holder, agent, bound
+	Pid           = "pid"            // a process id
+	Taken         = "taken"          // how many were taken
+	Offered       = "offered"        // how many were offered
+	Buffer        = "buffer"         // a buffer's capacity
 )
 
 // Policy, status and identities.

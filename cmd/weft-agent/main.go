@@ -5,6 +5,8 @@
 //	weft-agent cleanup --node N detach and unpin node N's redirect
 //	weft-agent dump --node N    print the last good policy of node N as JSON
 //	weft-agent gateway --gateway=NS/NAME  data plane of one Gateway (north-south)
+//	weft-agent mount-bpffs      init container: bpffs at /sys/fs/bpf in the host's mount namespace
+//	weft-agent hold [flags]     socket holder: keeps the node's listeners open across agent crashes
 package main
 
 import (
@@ -34,6 +36,7 @@ import (
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
+	"github.com/weft-mesh/weft/agent/sockholder"
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
 )
@@ -65,8 +68,12 @@ func main() {
 		err = dump(args)
 	case "gateway":
 		err = runGateway(args)
+	case "mount-bpffs":
+		err = mountBPFFS(args)
+	case "hold":
+		err = hold(args)
 	default:
-		err = fmt.Errorf("unknown command %q (run, check, cleanup, dump, gateway)", cmd)
+		err = fmt.Errorf("unknown command %q (run, check, cleanup, dump, gateway, mount-bpffs, hold)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "weft-agent:", err)
@@ -84,6 +91,8 @@ type flags struct {
 	grace, handoffWait                                   time.Duration
 	namespace, daemonSet                                 string
 	limits                                               *limits.Limits
+	holderSocket                                         string
+	allowPrivateBPFFS                                    bool
 }
 
 func parse(name string, args []string) (*flags, error) {
@@ -107,11 +116,19 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.namespace, "namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "weft-system"), "namespace of the agent's DaemonSet")
 	fs.StringVar(&f.daemonSet, "daemonset", "weft-agent", "the agent's DaemonSet: when it is gone at shutdown, the redirect is removed")
 	f.limits = limitFlags(fs)
+	fs.StringVar(&f.holderSocket, "holder-socket", "", "the node's socket holder (weft-agent hold), asked for the listeners when no agent serves them; default <state-dir>/<node>/"+sockholder.HolderSocket+"; \"none\": no holder")
+	fs.BoolVar(&f.allowPrivateBPFFS, "allow-private-bpffs", false, "when /sys/fs/bpf is not a bpffs, mount one in this process's mount namespace instead of failing (tests only: in a container the pins, and the redirect, die with the agent)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if f.node == "" {
 		return nil, errors.New("--node (or NODE_NAME) is required")
+	}
+	switch f.holderSocket {
+	case "":
+		f.holderSocket, _ = sockholder.Paths(f.stateDir, f.node)
+	case "none":
+		f.holderSocket = ""
 	}
 	return f, nil
 }
@@ -164,7 +181,8 @@ func run(args []string) error {
 		Token:              func() (string, error) { return readToken(f.tokenFile) },
 		Kube:               kube,
 		StateDir:           f.stateDir,
-		Datapath:           datapath.Config{CgroupPath: cg, PinRoot: f.pinRoot},
+		Datapath:           datapath.Config{CgroupPath: cg, PinRoot: f.pinRoot, AllowPrivateBPFFS: f.allowPrivateBPFFS},
+		HolderPath:         f.holderSocket,
 		TrustDomain:        td,
 		HealthAddr:         f.healthAddr,
 		MetricsAddr:        f.metricsAddr,
@@ -291,4 +309,27 @@ func daemonSetGone(ctx context.Context, kube kubernetes.Interface, ns, name stri
 	}
 	log.Info("agent stopping for a restart: the redirect stays pinned for the next agent")
 	return false
+}
+
+// mountBPFFS is the DaemonSet's init container: it makes /sys/fs/bpf a
+// bpffs in the host's mount namespace (that of pid 1, with hostPID) unless
+// it is one already, so that the agent's pins live on the host and outlive
+// every agent (datapath.MountBPFFSIn says why not Bidirectional).
+func mountBPFFS(args []string) error {
+	fs := flag.NewFlagSet("mount-bpffs", flag.ContinueOnError)
+	pid := fs.Int("pid", 1, "a process in the mount namespace to mount in (1 with hostPID: the host's)")
+	dir := fs.String("path", datapath.DefaultBPFFS, "where bpffs must be mounted")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mounted, err := datapath.MountBPFFSIn(*pid, *dir)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		slog.Info("mounted bpffs in the host's mount namespace", logkey.Path, *dir, logkey.Pid, *pid)
+	} else {
+		slog.Info("bpffs already mounted in the host's mount namespace", logkey.Path, *dir, logkey.Pid, *pid)
+	}
+	return nil
 }

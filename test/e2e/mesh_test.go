@@ -60,6 +60,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
+		{"AgentKill9RefusesNothing", testAgentKill9},
 		{"APIServerCrash", testAPIServerCrash},
 		{"HelmUpgradeUnderTraffic", testHelmUpgrade},
 		{"LeastPrivilegeRBAC", testRBAC},

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,6 +43,11 @@ type ClientConfig struct {
 	Method string
 	// Timeout bounds each request (default 5s).
 	Timeout time.Duration
+	// Rate, when positive, starts HTTP requests at this many per second,
+	// each on a connection of its own, without waiting for the earlier ones
+	// (a client that keeps opening connections while some wait); 0: one
+	// after the other.
+	Rate float64
 }
 
 // Result is what the client prints: how many requests, how many failed without an
@@ -51,10 +58,14 @@ type Result struct {
 	Pods      map[string]int `json:"pods"`
 	Status    map[string]int `json:"status"`
 	LastError string         `json:"lastError,omitempty"`
+	// Remotes (HTTP) counts the peer address each answer's backend saw (the
+	// answer's "remote", without the port): a pod's own IP means the
+	// connection reached the backend directly, not through the mesh.
+	Remotes map[string]int `json:"remotes,omitempty"`
 }
 
 func newResult() Result {
-	return Result{Pods: map[string]int{}, Status: map[string]int{}}
+	return Result{Pods: map[string]int{}, Status: map[string]int{}, Remotes: map[string]int{}}
 }
 
 // ErrBadConfig reports a client configuration that cannot be run.
@@ -113,14 +124,11 @@ func runHTTP(ctx context.Context, cfg ClientConfig) (Result, error) {
 		hc.Jar = jar
 	}
 	res := newResult()
-	for i := 0; i < cfg.Count; i++ {
-		if ctx.Err() != nil {
-			break
-		}
-		res.Requests++
+	var mu sync.Mutex
+	one := func() error {
 		req, err := http.NewRequestWithContext(ctx, method, cfg.URL, nil)
 		if err != nil {
-			return Result{}, fmt.Errorf("%w: %v", ErrBadConfig, err)
+			return fmt.Errorf("%w: %v", ErrBadConfig, err)
 		}
 		for _, h := range cfg.Headers {
 			if strings.EqualFold(h[0], "host") {
@@ -129,26 +137,81 @@ func runHTTP(ctx context.Context, cfg ClientConfig) (Result, error) {
 			}
 			req.Header.Add(h[0], h[1])
 		}
-		resp, err := hc.Do(req)
+		a, code, err := doHTTP(hc, req)
+		mu.Lock()
+		defer mu.Unlock()
+		res.Requests++
+		if code != 0 {
+			res.Status[strconv.Itoa(code)]++
+		}
 		if err != nil {
 			res.Errors++
 			res.LastError = err.Error()
-			continue
+			return nil
 		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		res.Status[strconv.Itoa(resp.StatusCode)]++
-		if err != nil {
-			res.Errors++
-			res.LastError = fmt.Sprintf("read body: %v", err)
-			continue
-		}
-		var a Answer
-		if json.Unmarshal(body, &a) == nil && a.Pod != "" {
+		if a.Pod != "" {
 			res.Pods[a.Pod]++
 		}
+		if host, _, err := net.SplitHostPort(a.Remote); err == nil {
+			res.Remotes[host]++
+		}
+		return nil
+	}
+	if err := repeat(ctx, cfg.Count, cfg.Rate, one); err != nil {
+		return Result{}, err
 	}
 	return res, nil
+}
+
+// doHTTP sends req and decodes the answer; code is 0 when none came.
+func doHTTP(hc *http.Client, req *http.Request) (Answer, int, error) {
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Answer{}, 0, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err != nil {
+		return Answer{}, resp.StatusCode, fmt.Errorf("read body: %v", err)
+	}
+	var a Answer
+	_ = json.Unmarshal(body, &a) // not every server answers with an Answer
+	return a, resp.StatusCode, nil
+}
+
+// repeat calls one n times (until ctx ends): one after the other, or with
+// rate > 0 started at that rate, concurrently. It stops at one's first
+// error.
+func repeat(ctx context.Context, n int, rate float64, one func() error) error {
+	if rate <= 0 {
+		for i := 0; i < n && ctx.Err() == nil; i++ {
+			if err := one(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+		}
+		wg.Go(func() { errc <- one() })
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func runGRPC(ctx context.Context, cfg ClientConfig) (Result, error) {

@@ -226,6 +226,19 @@ func TestClientHTTPTally(t *testing.T) {
 	}
 }
 
+// With a rate, requests start on their own connections at that pace; the
+// tally counts the peer address each backend saw.
+func TestClientRateAndRemotes(t *testing.T) {
+	a := startHTTP(t, Identity{Pod: "pod-r"})
+	res, err := Run(context.Background(), ClientConfig{URL: "http://" + a + "/", Count: 20, Rate: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 20 || res.Errors != 0 || res.Pods["pod-r"] != 20 || res.Remotes["127.0.0.1"] != 20 {
+		t.Errorf("result = %+v", res)
+	}
+}
+
 func TestClientSendsHeadersAndKeepsCookies(t *testing.T) {
 	var seen []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

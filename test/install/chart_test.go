@@ -306,6 +306,25 @@ func TestChartValues(t *testing.T) {
 			"--log-level="+field(t, v, "logLevel").(string))
 		ctr["resources"] = field(t, v, c.values, "resources")
 	}
+	// The agent pod's init container (mount-bpffs) and socket holder run the
+	// agent's image; the holder takes the agent's metrics address and log level.
+	agentPod := field(t, want[agentKey], "spec", "template", "spec").(map[string]any)
+	others := append(slices.Clone(agentPod["initContainers"].([]any)), agentPod["containers"].([]any)[1:]...)
+	for _, o := range others {
+		ctr := o.(map[string]any)
+		ctr["image"] = fmt.Sprintf("%s/weft-agent:%s", field(t, v, "image", "registry"), field(t, v, "image", "tag"))
+		ctr["imagePullPolicy"] = field(t, v, "image", "pullPolicy")
+		if ctr["name"] != "holder" {
+			continue
+		}
+		args := ctr["args"].([]any)
+		for i, a := range args {
+			if a == "--metrics-addr=:15020" {
+				args[i] = "--metrics-addr=:" + fmt.Sprint(field(t, v, "metrics", "port"))
+			}
+		}
+		ctr["args"] = append(args, "--log-level="+field(t, v, "logLevel").(string))
+	}
 	field(t, want[controllerKey], "spec").(map[string]any)["replicas"] = field(t, v, "controller", "replicas")
 	agentSpec := field(t, want[agentKey], "spec", "template", "spec").(map[string]any)
 	agentSpec["nodeSelector"] = field(t, v, "agent", "nodeSelector")
@@ -472,12 +491,13 @@ func field(t *testing.T, obj map[string]any, path ...string) any {
 	return cur
 }
 
-// container returns the one container of a workload's pod template.
+// container returns the main container of a workload's pod template: the
+// first (the agent's pod also runs its socket holder, second).
 func container(t *testing.T, obj map[string]any) map[string]any {
 	t.Helper()
 	cs, _ := field(t, obj, "spec", "template", "spec", "containers").([]any)
-	if len(cs) != 1 {
-		t.Fatalf("%s: %d containers, want 1", key(obj), len(cs))
+	if len(cs) == 0 {
+		t.Fatalf("%s: no containers", key(obj))
 	}
 	return cs[0].(map[string]any)
 }

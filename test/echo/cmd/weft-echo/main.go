@@ -148,6 +148,7 @@ func client(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.KeepAlive, "keepalive", false, "reuse one HTTP connection (default: a new connection per request)")
 	fs.StringVar(&cfg.Method, "method", "", "HTTP method (GET), or gRPC method Echo|Ping|Stream|/svc/method")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "timeout of each request")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "HTTP: start this many requests per second, each on a new connection, without waiting for earlier ones (0: one after the other)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
