@@ -127,10 +127,11 @@ struct {
 
 // This node's own IPv4 addresses (network order): a SYN to a strict pod
 // from one of them was sent by this node (the proxy, the kubelet). Written
-// by the agent.
+// by the agent. Sized for kube-proxy's IPVS mode, which puts every ClusterIP
+// on a dummy interface of the node.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, 65536);
 	__type(key, __be32);
 	__type(value, __u32);
 } node_addrs SEC(".maps");
