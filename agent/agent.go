@@ -351,9 +351,9 @@ func (a *Agent) openDatapath(context.Context) error {
 		return fmt.Errorf("open datapath: %w", err)
 	}
 	a.dp = dp
-	if err := a.metrics.Strict(func() (uint64, uint64, error) {
+	if err := a.metrics.Strict(func() (metrics.StrictCounts, error) {
 		c, err := dp.StrictCounters()
-		return c.Connect, c.SYN, err
+		return metrics.StrictCounts{Connect: c.Connect, SYN: c.SYN, Egress: c.Egress}, err
 	}); err != nil {
 		a.log.Warn("strict mTLS metrics not exported", logkey.Error, err)
 	}

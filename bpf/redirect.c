@@ -98,6 +98,12 @@ struct {
 //    socket carries the proxy's mark or the caller is the pod itself
 //    (its own netns). The kubelet runs outside kubepods: its probes never
 //    meet this check.
+//  - cgroup_skb/egress on this node's pods' sockets: a TCP SYN to a strict
+//    pod, as addressed after NAT (a Service VIP or NodePort that kube-proxy
+//    translated to the pod), from a socket without the proxy's mark and
+//    not the pod's own is dropped. This closes the path around connect4:
+//    a hostNetwork pod reaching a strict pod of its node through a Service
+//    (its SYN carries the node's address, which the ingress check trusts).
 //  - cgroup_skb/ingress on the strict pod's own sockets: a TCP SYN whose
 //    source is not one of this node's addresses (node_addrs: where the
 //    proxy and the kubelet dial from) and not the pod's own IP or
@@ -140,7 +146,8 @@ struct {
 enum strict_reason {
 	STRICT_REFUSED_CONNECT = 0, // plaintext connect from this node refused
 	STRICT_DROPPED_SYN = 1,     // SYN from another host dropped
-	STRICT_REASONS = 2,
+	STRICT_DROPPED_EGRESS = 2,  // SYN from this node's pods, after NAT, dropped
+	STRICT_REASONS = 3,
 };
 
 struct {
@@ -376,6 +383,53 @@ int weft_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+// tcp_syn reads an IPv4 TCP packet's addresses and whether it opens a
+// connection (SYN without ACK). skb data starts at the network header.
+static __always_inline int tcp_syn(struct __sk_buff *skb, __be32 *saddr, __be32 *daddr)
+{
+	__u8 iph[20];
+	if (bpf_skb_load_bytes(skb, 0, iph, sizeof(iph)))
+		return 0;
+	if ((iph[0] >> 4) != 4 || iph[9] != IPPROTO_TCP)
+		return 0;
+	__u8 flags;
+	__u32 ihl = (iph[0] & 0x0f) * 4;
+	if (ihl < 20 || bpf_skb_load_bytes(skb, ihl + 13, &flags, 1))
+		return 0;
+	if (!(flags & 0x02) || (flags & 0x10))
+		return 0; // not a SYN: no new connection
+	__builtin_memcpy(saddr, &iph[12], 4);
+	__builtin_memcpy(daddr, &iph[16], 4);
+	return 1;
+}
+
+// Strict mTLS, third check: runs for every packet sent by a socket in the
+// kubepods subtree, after the output NAT hooks, so daddr is where the SYN
+// really goes. The socket's own mark is read (not the packet's, which
+// netfilter rules may rewrite).
+SEC("cgroup_skb/egress")
+int weft_strict_egress(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	__be32 saddr = 0, daddr = 0;
+	if (!tcp_syn(skb, &saddr, &daddr))
+		return 1;
+	if (!bpf_map_lookup_elem(&strict, &daddr))
+		return 1;
+	if (saddr == daddr)
+		return 1; // the pod itself
+	if (sk) {
+		sk = bpf_sk_fullsock(sk);
+		if (sk) {
+			__u32 mark = sk->mark;
+			if (dial_mark != 0 && (mark & dial_mark_mask) == dial_mark)
+				return 1; // the node proxy's inbound
+		}
+	}
+	count_refusal(STRICT_DROPPED_EGRESS);
+	return 0;
+}
+
 // Strict mTLS, second check: runs for every packet delivered to a socket
 // in the kubepods subtree. skb data starts at the network header. Only an
 // IPv4 TCP SYN (SYN set, ACK clear) to a strict pod is examined: without a
@@ -383,22 +437,11 @@ int weft_sockops(struct bpf_sock_ops *skops)
 SEC("cgroup_skb/ingress")
 int weft_strict_ingress(struct __sk_buff *skb)
 {
-	__u8 iph[20];
-	if (bpf_skb_load_bytes(skb, 0, iph, sizeof(iph)))
+	__be32 saddr = 0, daddr = 0;
+	if (!tcp_syn(skb, &saddr, &daddr))
 		return 1;
-	if ((iph[0] >> 4) != 4 || iph[9] != IPPROTO_TCP)
-		return 1;
-	__be32 saddr, daddr;
-	__builtin_memcpy(&saddr, &iph[12], 4);
-	__builtin_memcpy(&daddr, &iph[16], 4);
 	if (!bpf_map_lookup_elem(&strict, &daddr))
 		return 1;
-	__u8 flags;
-	__u32 ihl = (iph[0] & 0x0f) * 4;
-	if (ihl < 20 || bpf_skb_load_bytes(skb, ihl + 13, &flags, 1))
-		return 1;
-	if (!(flags & 0x02) || (flags & 0x10))
-		return 1; // not a SYN: no new connection
 	if (saddr == daddr || (bpf_ntohl(saddr) >> 24) == 127)
 		return 1; // the pod itself
 	if (bpf_map_lookup_elem(&node_addrs, &saddr))

@@ -59,6 +59,7 @@ const (
 	RedirectProgWeftGetpeername4  = "weft_getpeername4"
 	RedirectProgWeftGetpeername6  = "weft_getpeername6"
 	RedirectProgWeftSockops       = "weft_sockops"
+	RedirectProgWeftStrictEgress  = "weft_strict_egress"
 	RedirectProgWeftStrictIngress = "weft_strict_ingress"
 	RedirectVarDialMark           = "dial_mark"
 	RedirectVarDialMarkMask       = "dial_mark_mask"
@@ -113,6 +114,7 @@ type RedirectProgramSpecs struct {
 	WeftGetpeername4  *ebpf.ProgramSpec `ebpf:"weft_getpeername4"`
 	WeftGetpeername6  *ebpf.ProgramSpec `ebpf:"weft_getpeername6"`
 	WeftSockops       *ebpf.ProgramSpec `ebpf:"weft_sockops"`
+	WeftStrictEgress  *ebpf.ProgramSpec `ebpf:"weft_strict_egress"`
 	WeftStrictIngress *ebpf.ProgramSpec `ebpf:"weft_strict_ingress"`
 }
 
@@ -199,6 +201,7 @@ type RedirectPrograms struct {
 	WeftGetpeername4  *ebpf.Program `ebpf:"weft_getpeername4"`
 	WeftGetpeername6  *ebpf.Program `ebpf:"weft_getpeername6"`
 	WeftSockops       *ebpf.Program `ebpf:"weft_sockops"`
+	WeftStrictEgress  *ebpf.Program `ebpf:"weft_strict_egress"`
 	WeftStrictIngress *ebpf.Program `ebpf:"weft_strict_ingress"`
 }
 
@@ -209,6 +212,7 @@ func (p *RedirectPrograms) Close() error {
 		p.WeftGetpeername4,
 		p.WeftGetpeername6,
 		p.WeftSockops,
+		p.WeftStrictEgress,
 		p.WeftStrictIngress,
 	)
 }

@@ -38,6 +38,7 @@ var hooks = []hook{
 	{bpf.RedirectProgWeftGetpeername6, ebpf.AttachCgroupInet6GetPeername},
 	{bpf.RedirectProgWeftSockops, ebpf.AttachCGroupSockOps},
 	{bpf.RedirectProgWeftStrictIngress, ebpf.AttachCGroupInetIngress},
+	{bpf.RedirectProgWeftStrictEgress, ebpf.AttachCGroupInetEgress},
 }
 
 func linkPin(dir, prog string) string { return filepath.Join(dir, "link_"+prog) }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +171,55 @@ func TestPrivilegedStrictMTLS(t *testing.T) {
 	}
 	if after, _ := n.dp.StrictCounters(); after.Connect != cnt.Connect {
 		t.Errorf("refusals counted after strict was removed: %+v -> %+v", cnt, after)
+	}
+}
+
+// Through a Service: kube-proxy's DNAT (emulated with an nftables rule in
+// the node netns, output hook: VIP 10.96.0.60:80 -> pod a :8080) hides the
+// strict pod from connect4, and a hostNetwork caller's SYN carries a node
+// address. The egress check drops it after NAT; the node proxy's marked
+// dial through the same VIP passes, as does everything once a is
+// permissive.
+func TestPrivilegedStrictThroughService(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft to emulate kube-proxy's DNAT")
+	}
+	n := setupStrict(t)
+	rule := "ip daddr 10.96.0.60 tcp dport 80 dnat to " + n.addrA
+	rules := "table ip kp {\n" +
+		"chain out { type nat hook output priority -100; " + rule + "; }\n" +
+		"chain pre { type nat hook prerouting priority -100; " + rule + "; }\n}\n"
+	cmd := exec.Command("ip", "netns", "exec", n.tp.nodeNS, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+	run(t, "ip", "-n", n.tp.nodeNS, "route", "add", "10.96.0.60/32", "dev", "va") // as a ServiceCIDR route
+	const vip = "10.96.0.60:80"
+	podGreet := "pod " + n.addrA
+	if greet, _ := n.host.dial("tcp4", vip); !strings.HasPrefix(greet, "err") || !strings.Contains(greet, "timeout") {
+		t.Errorf("hostNetwork pod -> Service -> strict pod: %q, want its SYN dropped (dial timeout)", greet)
+	}
+	if greet, _ := n.b.dial("tcp4", vip); !strings.HasPrefix(greet, "err") {
+		t.Errorf("non-enrolled pod -> Service -> strict pod: %q, want it refused", greet)
+	}
+	if acc, _ := stats(t, n.a); acc != 0 {
+		t.Fatalf("strict pod accepted %d connections through the Service, want none", acc)
+	}
+	cnt, err := n.dp.StrictCounters()
+	if err != nil || cnt.Egress == 0 {
+		t.Errorf("counters %+v (%v), want egress drops", cnt, err)
+	}
+	n.host.send(fmt.Sprintf("dialmark %#x %s", mesh.ProxyDialMark, vip))
+	if got := n.host.read(); !strings.HasPrefix(got, "ok "+podGreet) {
+		t.Errorf("marked dial through the Service: %q, want %q", got, podGreet)
+	}
+	if greet, err := n.kubeletDial(vip); err != nil || greet != podGreet {
+		t.Errorf("node process outside kubepods through the Service: %q %v, want %q", greet, err, podGreet)
+	}
+	n.sync(t, false)
+	if greet, _ := n.host.dial("tcp4", vip); greet != podGreet {
+		t.Errorf("permissive again, hostNetwork pod -> Service: %q, want %q", greet, podGreet)
 	}
 }
 

@@ -19,6 +19,12 @@ import (
 //     to a strict pod's address fails with EPERM unless the socket carries
 //     the node proxy's mark (SO_MARK, Config.DialMark; the inbound sets it
 //     on every dial to a pod) or the caller is the pod itself (its netns).
+//   - cgroup_skb/egress: on this node's pods' sockets, a TCP SYN to a
+//     strict pod as addressed after NAT (kube-proxy translated a Service
+//     VIP or NodePort to it) from a socket without the proxy's mark, and
+//     not the pod's own, is dropped. Without it a hostNetwork pod could
+//     reach a strict pod of its node through a Service: connect sees only
+//     the VIP, and its SYN carries the node's address.
 //   - cgroup_skb/ingress: on the strict pod's own sockets, a TCP SYN (SYN
 //     without ACK) whose source is neither one of the node's addresses
 //     (Config.NodeAddrs: where the proxy and the kubelet dial from) nor the
@@ -47,6 +53,9 @@ type StrictCounters struct {
 	Connect uint64
 	// SYN: SYNs from other hosts dropped.
 	SYN uint64
+	// Egress: SYNs from this node's pods dropped after NAT (through a
+	// Service), before they left the node's pods.
+	Egress uint64
 }
 
 // StrictCounters sums the per-CPU refusal counters.
@@ -63,6 +72,7 @@ func (d *Datapath) StrictCounters() (StrictCounters, error) {
 const (
 	strictReasonConnect uint32 = 0
 	strictReasonSYN     uint32 = 1
+	strictReasonEgress  uint32 = 2
 )
 
 func readStrictCounters(m *ebpf.Map) (StrictCounters, error) {
@@ -82,6 +92,9 @@ func readStrictCounters(m *ebpf.Map) (StrictCounters, error) {
 	if c.Connect, err = sum(strictReasonConnect); err != nil {
 		return c, err
 	}
-	c.SYN, err = sum(strictReasonSYN)
+	if c.SYN, err = sum(strictReasonSYN); err != nil {
+		return c, err
+	}
+	c.Egress, err = sum(strictReasonEgress)
 	return c, err
 }

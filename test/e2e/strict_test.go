@@ -14,10 +14,12 @@ import (
 
 // Strict mTLS on the lab (issue #15, e2e step c): in a namespace annotated
 // weft.dev/mtls: strict, a plaintext connection from a non-enrolled pod (on
-// the same node, on another node, hostNetwork) to a strict pod is refused by
-// the datapath and the backend accepts none of them; a meshed caller is
-// served through the Service; the kubelet's readiness probe keeps the pods
-// Ready.
+// the same node, on another node, hostNetwork), to a strict pod's IP or
+// through its Service, is refused by the datapath and the backend accepts
+// none of them (SYN-ACKs counted in the pod's netns; a hostNetwork caller
+// shares the node's address with the proxy, so only its client side is
+// checked); a meshed caller is served through the Service; the kubelet's
+// readiness probe keeps the pods Ready.
 
 const safeURL = "http://safe.vault.svc.cluster.local:8080/"
 
@@ -157,9 +159,6 @@ func testStrictMTLS(t *testing.T, e *env) {
 			if r.Errors != 2 || len(r.Status) != 0 {
 				t.Errorf("%s (plaintext) -> strict pod %s on %s: %+v, want every connection refused", name, p.name, p.node, r)
 			}
-		}
-		if name == "intruder-host" {
-			continue // the Service path from the node's own address is the documented gap (kube-proxy SNAT)
 		}
 		if r := e.echoFrom("outside", name, safeURL, 2); r.Errors != 2 || len(r.Status) != 0 {
 			t.Errorf("%s (plaintext) -> Service vault/safe: %+v, want every connection refused", name, r)
