@@ -30,10 +30,10 @@ type index struct {
 	// namespaces by name (their annotations decide enrollment and mTLS).
 	namespaces map[string]*corev1.Namespace
 	services   map[objKey]*corev1.Service
-	slices   map[objKey][]*discoveryv1.EndpointSlice
-	pods     map[objKey]*corev1.Pod
-	podsByNS map[string][]*corev1.Pod
-	backends map[objKey]*gwxv1a1.XBackend
+	slices     map[objKey][]*discoveryv1.EndpointSlice
+	pods       map[objKey]*corev1.Pod
+	podsByNS   map[string][]*corev1.Pod
+	backends   map[objKey]*gwxv1a1.XBackend
 	// byIP maps namespace/ip to a pod, built on first use.
 	byIP map[objKey]*corev1.Pod
 }
@@ -60,14 +60,14 @@ func (ix *index) podByIP(ns, ip string) *corev1.Pod {
 
 func newIndex(in *Input) *index {
 	ix := &index{
-		opts:     in.Options,
+		opts:       in.Options,
 		enrolled:   map[string]bool{},
 		namespaces: map[string]*corev1.Namespace{},
 		services:   map[objKey]*corev1.Service{},
-		slices:   map[objKey][]*discoveryv1.EndpointSlice{},
-		pods:     map[objKey]*corev1.Pod{},
-		podsByNS: map[string][]*corev1.Pod{},
-		backends: map[objKey]*gwxv1a1.XBackend{},
+		slices:     map[objKey][]*discoveryv1.EndpointSlice{},
+		pods:       map[objKey]*corev1.Pod{},
+		podsByNS:   map[string][]*corev1.Pod{},
+		backends:   map[objKey]*gwxv1a1.XBackend{},
 	}
 	td, err := mesh.ParseTrustDomain(ix.opts.TrustDomain)
 	if err != nil {
