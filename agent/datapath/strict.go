@@ -40,6 +40,11 @@ import (
 // to its sidecar; Linkerd exempts them by port). Any host process outside
 // kubepods is trusted the same way, as the node itself.
 //
+// By design, a connect to a strict pod's own address is refused for every
+// caller but the proxy and the pod, enrolled callers too: the mesh
+// redirects Service cluster IPs, not pod IPs, so a direct dial (a headless
+// Service) has no mTLS path.
+//
 // Known gaps: a connection the node forwards and SNATs to its own address
 // (a NodePort or LoadBalancer Service with externalTrafficPolicy: Cluster
 // whose backend is a strict pod) is indistinguishable here from the node's

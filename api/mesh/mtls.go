@@ -7,7 +7,12 @@ import (
 )
 
 // AnnotationMTLS sets a workload's mTLS mode, on a Namespace (every pod of
-// it) or on a Pod (that pod; it overrides the namespace).
+// it) or on a Pod (that pod; it overrides the namespace). Only a pod in the
+// mesh (PodEnrolled) can be strict: on any other pod it changes nothing, as
+// no mesh path would be left to reach it. A strict pod is reached through
+// its Services' cluster IPs (which the mesh redirects); a caller that dials
+// its pod IP directly (a headless Service, a StatefulSet's pod DNS name) is
+// refused, meshed or not.
 const AnnotationMTLS = "weft.dev/mtls"
 
 // Values of AnnotationMTLS.
