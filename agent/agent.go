@@ -329,6 +329,7 @@ func (a *Agent) buildComponents() error {
 		Identities:   ids,
 		SessionKeys:  [][]byte{key},
 		GracePeriod:  cfg.GracePeriod,
+		PodDialMark:  mesh.ProxyDialMark,
 		Limits:       cfg.ProxyLimits,
 		Metrics:      reg,
 		Logger:       log.With(logkey.Component, "proxy"),
@@ -362,6 +363,12 @@ func (a *Agent) openDatapath(context.Context) error {
 		return fmt.Errorf("open datapath: %w", err)
 	}
 	a.dp = dp
+	if err := a.metrics.Strict(func() (metrics.StrictCounts, error) {
+		c, err := dp.StrictCounters()
+		return metrics.StrictCounts{Connect: c.Connect, SYN: c.SYN, Egress: c.Egress}, err
+	}); err != nil {
+		a.log.Warn("strict mTLS metrics not exported", logkey.Error, err)
+	}
 	return nil
 }
 
@@ -629,7 +636,13 @@ func desired(pol *weftv1.NodePolicy) (datapath.Desired, map[string]*weftv1.Workl
 	var d datapath.Desired
 	byUID := make(map[string]*weftv1.Workload)
 	for _, w := range pol.GetWorkloads() {
-		d.Pods = append(d.Pods, datapath.Pod{UID: w.GetUid()})
+		p := datapath.Pod{UID: w.GetUid(), Strict: w.GetMtlsStrict()}
+		for _, s := range w.GetIps() {
+			if ip, err := netip.ParseAddr(s); err == nil {
+				p.IPs = append(p.IPs, ip)
+			}
+		}
+		d.Pods = append(d.Pods, p)
 		byUID[w.GetUid()] = w
 	}
 	for _, s := range pol.GetServices() {

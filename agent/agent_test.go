@@ -41,6 +41,22 @@ func TestDesiredTakesWorkloadsAndEveryVIPPort(t *testing.T) {
 	}
 }
 
+// A strict workload's mode and addresses reach the datapath (unparsable
+// addresses are left out; the policy validator refuses them anyway).
+func TestDesiredCarriesStrictMTLS(t *testing.T) {
+	pol := &weftv1.NodePolicy{Workloads: []*weftv1.Workload{
+		{Uid: "u1", Ips: []string{"10.244.1.5", "fd00::5", "bad"}, MtlsStrict: true},
+		{Uid: "u2", Ips: []string{"10.244.1.6"}},
+	}}
+	d, _ := desired(pol)
+	if len(d.Pods) != 2 || !d.Pods[0].Strict || d.Pods[1].Strict {
+		t.Fatalf("pods = %+v", d.Pods)
+	}
+	if ips := d.Pods[0].IPs; len(ips) != 2 || ips[0] != netip.MustParseAddr("10.244.1.5") || ips[1] != netip.MustParseAddr("fd00::5") {
+		t.Errorf("strict pod addresses = %v", ips)
+	}
+}
+
 func TestEnrolledPatchSetsOnlyOurCondition(t *testing.T) {
 	b, err := enrolledPatch(time.Unix(0, 0))
 	if err != nil {

@@ -7,4 +7,4 @@
 // agent/datapath loads, configures, attaches and pins them.
 package bpf
 
-//go:generate go tool bpf2go -cc clang-14 -strip llvm-strip-14 -target bpfel -type vip_key -type orig_dst -type tuple Redirect redirect.c -- -I. -Wall -Werror
+//go:generate go tool bpf2go -cc clang-14 -strip llvm-strip-14 -target bpfel -type vip_key -type orig_dst -type tuple -type strict_pod Redirect redirect.c -- -I. -Wall -Werror

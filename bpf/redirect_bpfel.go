@@ -21,6 +21,13 @@ type RedirectOrigDst struct {
 	NetnsCookie uint64
 }
 
+type RedirectStrictPod struct {
+	_           structs.HostLayout
+	NetnsCookie uint64
+	Flags       uint32
+	Pad         uint32
+}
+
 type RedirectTuple struct {
 	_          structs.HostLayout
 	ClientIp   uint32
@@ -40,17 +47,24 @@ type RedirectVipKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	RedirectMapEnrolled          = "enrolled"
-	RedirectMapMeshed            = "meshed"
-	RedirectMapOrigDsts          = "orig_dsts"
-	RedirectMapPending           = "pending"
-	RedirectProgWeftConnect4     = "weft_connect4"
-	RedirectProgWeftConnect6     = "weft_connect6"
-	RedirectProgWeftGetpeername4 = "weft_getpeername4"
-	RedirectProgWeftGetpeername6 = "weft_getpeername6"
-	RedirectProgWeftSockops      = "weft_sockops"
-	RedirectVarProxyIp4          = "proxy_ip4"
-	RedirectVarProxyPort         = "proxy_port"
+	RedirectMapEnrolled           = "enrolled"
+	RedirectMapMeshed             = "meshed"
+	RedirectMapNodeAddrs          = "node_addrs"
+	RedirectMapOrigDsts           = "orig_dsts"
+	RedirectMapPending            = "pending"
+	RedirectMapStrict             = "strict"
+	RedirectMapStrictRefusals     = "strict_refusals"
+	RedirectProgWeftConnect4      = "weft_connect4"
+	RedirectProgWeftConnect6      = "weft_connect6"
+	RedirectProgWeftGetpeername4  = "weft_getpeername4"
+	RedirectProgWeftGetpeername6  = "weft_getpeername6"
+	RedirectProgWeftSockops       = "weft_sockops"
+	RedirectProgWeftStrictEgress  = "weft_strict_egress"
+	RedirectProgWeftStrictIngress = "weft_strict_ingress"
+	RedirectVarDialMark           = "dial_mark"
+	RedirectVarDialMarkMask       = "dial_mark_mask"
+	RedirectVarProxyIp4           = "proxy_ip4"
+	RedirectVarProxyPort          = "proxy_port"
 )
 
 // LoadRedirect returns the embedded CollectionSpec for Redirect.
@@ -95,29 +109,36 @@ type RedirectSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectProgramSpecs struct {
-	WeftConnect4     *ebpf.ProgramSpec `ebpf:"weft_connect4"`
-	WeftConnect6     *ebpf.ProgramSpec `ebpf:"weft_connect6"`
-	WeftGetpeername4 *ebpf.ProgramSpec `ebpf:"weft_getpeername4"`
-	WeftGetpeername6 *ebpf.ProgramSpec `ebpf:"weft_getpeername6"`
-	WeftSockops      *ebpf.ProgramSpec `ebpf:"weft_sockops"`
+	WeftConnect4      *ebpf.ProgramSpec `ebpf:"weft_connect4"`
+	WeftConnect6      *ebpf.ProgramSpec `ebpf:"weft_connect6"`
+	WeftGetpeername4  *ebpf.ProgramSpec `ebpf:"weft_getpeername4"`
+	WeftGetpeername6  *ebpf.ProgramSpec `ebpf:"weft_getpeername6"`
+	WeftSockops       *ebpf.ProgramSpec `ebpf:"weft_sockops"`
+	WeftStrictEgress  *ebpf.ProgramSpec `ebpf:"weft_strict_egress"`
+	WeftStrictIngress *ebpf.ProgramSpec `ebpf:"weft_strict_ingress"`
 }
 
 // RedirectMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectMapSpecs struct {
-	Enrolled *ebpf.MapSpec `ebpf:"enrolled"`
-	Meshed   *ebpf.MapSpec `ebpf:"meshed"`
-	OrigDsts *ebpf.MapSpec `ebpf:"orig_dsts"`
-	Pending  *ebpf.MapSpec `ebpf:"pending"`
+	Enrolled       *ebpf.MapSpec `ebpf:"enrolled"`
+	Meshed         *ebpf.MapSpec `ebpf:"meshed"`
+	NodeAddrs      *ebpf.MapSpec `ebpf:"node_addrs"`
+	OrigDsts       *ebpf.MapSpec `ebpf:"orig_dsts"`
+	Pending        *ebpf.MapSpec `ebpf:"pending"`
+	Strict         *ebpf.MapSpec `ebpf:"strict"`
+	StrictRefusals *ebpf.MapSpec `ebpf:"strict_refusals"`
 }
 
 // RedirectVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type RedirectVariableSpecs struct {
-	ProxyIp4  *ebpf.VariableSpec `ebpf:"proxy_ip4"`
-	ProxyPort *ebpf.VariableSpec `ebpf:"proxy_port"`
+	DialMark     *ebpf.VariableSpec `ebpf:"dial_mark"`
+	DialMarkMask *ebpf.VariableSpec `ebpf:"dial_mark_mask"`
+	ProxyIp4     *ebpf.VariableSpec `ebpf:"proxy_ip4"`
+	ProxyPort    *ebpf.VariableSpec `ebpf:"proxy_port"`
 }
 
 // RedirectObjects contains all objects after they have been loaded into the kernel.
@@ -140,18 +161,24 @@ func (o *RedirectObjects) Close() error {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectMaps struct {
-	Enrolled *ebpf.Map `ebpf:"enrolled"`
-	Meshed   *ebpf.Map `ebpf:"meshed"`
-	OrigDsts *ebpf.Map `ebpf:"orig_dsts"`
-	Pending  *ebpf.Map `ebpf:"pending"`
+	Enrolled       *ebpf.Map `ebpf:"enrolled"`
+	Meshed         *ebpf.Map `ebpf:"meshed"`
+	NodeAddrs      *ebpf.Map `ebpf:"node_addrs"`
+	OrigDsts       *ebpf.Map `ebpf:"orig_dsts"`
+	Pending        *ebpf.Map `ebpf:"pending"`
+	Strict         *ebpf.Map `ebpf:"strict"`
+	StrictRefusals *ebpf.Map `ebpf:"strict_refusals"`
 }
 
 func (m *RedirectMaps) Close() error {
 	return _RedirectClose(
 		m.Enrolled,
 		m.Meshed,
+		m.NodeAddrs,
 		m.OrigDsts,
 		m.Pending,
+		m.Strict,
+		m.StrictRefusals,
 	)
 }
 
@@ -159,19 +186,23 @@ func (m *RedirectMaps) Close() error {
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectVariables struct {
-	ProxyIp4  *ebpf.Variable `ebpf:"proxy_ip4"`
-	ProxyPort *ebpf.Variable `ebpf:"proxy_port"`
+	DialMark     *ebpf.Variable `ebpf:"dial_mark"`
+	DialMarkMask *ebpf.Variable `ebpf:"dial_mark_mask"`
+	ProxyIp4     *ebpf.Variable `ebpf:"proxy_ip4"`
+	ProxyPort    *ebpf.Variable `ebpf:"proxy_port"`
 }
 
 // RedirectPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type RedirectPrograms struct {
-	WeftConnect4     *ebpf.Program `ebpf:"weft_connect4"`
-	WeftConnect6     *ebpf.Program `ebpf:"weft_connect6"`
-	WeftGetpeername4 *ebpf.Program `ebpf:"weft_getpeername4"`
-	WeftGetpeername6 *ebpf.Program `ebpf:"weft_getpeername6"`
-	WeftSockops      *ebpf.Program `ebpf:"weft_sockops"`
+	WeftConnect4      *ebpf.Program `ebpf:"weft_connect4"`
+	WeftConnect6      *ebpf.Program `ebpf:"weft_connect6"`
+	WeftGetpeername4  *ebpf.Program `ebpf:"weft_getpeername4"`
+	WeftGetpeername6  *ebpf.Program `ebpf:"weft_getpeername6"`
+	WeftSockops       *ebpf.Program `ebpf:"weft_sockops"`
+	WeftStrictEgress  *ebpf.Program `ebpf:"weft_strict_egress"`
+	WeftStrictIngress *ebpf.Program `ebpf:"weft_strict_ingress"`
 }
 
 func (p *RedirectPrograms) Close() error {
@@ -181,6 +212,8 @@ func (p *RedirectPrograms) Close() error {
 		p.WeftGetpeername4,
 		p.WeftGetpeername6,
 		p.WeftSockops,
+		p.WeftStrictEgress,
+		p.WeftStrictIngress,
 	)
 }
 

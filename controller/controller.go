@@ -168,6 +168,7 @@ type Controller struct {
 
 	gateways   []gwv1.Gateway                       // of the last round (round's goroutine only)
 	authz      map[types.UID]*resolve.AuthzInForce  // of the last round (round's goroutine only)
+	badMTLS    map[string]bool                      // invalid weft.dev/mtls annotations reported (round's goroutine only)
 	dataPlanes atomic.Pointer[map[dataPlane]string] // accepted Gateways by data plane, see GatewayOf
 	kick       chan struct{}                        // resolve again (bundle changed)
 	leader     atomic.Bool
@@ -538,6 +539,7 @@ func (c *Controller) round() {
 		return
 	}
 	c.authz = out.AuthzInForce
+	c.reportInvalidMTLS(out.InvalidMTLS)
 	c.resolves.Add(1)
 	c.metrics.Resolved(time.Since(start))
 	var anchors [][]byte
@@ -566,6 +568,19 @@ func (c *Controller) round() {
 	case c.statusCh <- struct{}{}:
 	default:
 	}
+}
+
+// reportInvalidMTLS logs each invalid weft.dev/mtls annotation once, when
+// it first appears (the pod is made strict meanwhile: fail safe).
+func (c *Controller) reportInvalidMTLS(msgs []string) {
+	now := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		now[m] = true
+		if !c.badMTLS[m] {
+			c.log.Warn("invalid mTLS annotation, pod treated as strict", logkey.Detail, m)
+		}
+	}
+	c.badMTLS = now
 }
 
 // resolveGateways resolves Weft's Gateways from the same snapshot as the

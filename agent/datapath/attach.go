@@ -19,6 +19,9 @@ var pinnedMaps = []string{
 	bpf.RedirectMapMeshed,
 	bpf.RedirectMapPending,
 	bpf.RedirectMapOrigDsts,
+	bpf.RedirectMapStrict,
+	bpf.RedirectMapNodeAddrs,
+	bpf.RedirectMapStrictRefusals,
 }
 
 // hook is one program and where it attaches.
@@ -34,6 +37,8 @@ var hooks = []hook{
 	{bpf.RedirectProgWeftGetpeername4, ebpf.AttachCgroupInet4GetPeername},
 	{bpf.RedirectProgWeftGetpeername6, ebpf.AttachCgroupInet6GetPeername},
 	{bpf.RedirectProgWeftSockops, ebpf.AttachCGroupSockOps},
+	{bpf.RedirectProgWeftStrictIngress, ebpf.AttachCGroupInetIngress},
+	{bpf.RedirectProgWeftStrictEgress, ebpf.AttachCGroupInetEgress},
 }
 
 func linkPin(dir, prog string) string { return filepath.Join(dir, "link_"+prog) }
@@ -50,6 +55,12 @@ func (d *Datapath) load() error {
 	}
 	if err := spec.Variables[bpf.RedirectVarProxyPort].Set(d.cfg.ProxyAddr.Port()); err != nil {
 		return fmt.Errorf("set proxy_port: %w", err)
+	}
+	if err := spec.Variables[bpf.RedirectVarDialMark].Set(d.cfg.DialMark); err != nil {
+		return fmt.Errorf("set dial_mark: %w", err)
+	}
+	if err := spec.Variables[bpf.RedirectVarDialMarkMask].Set(d.cfg.DialMarkMask); err != nil {
+		return fmt.Errorf("set dial_mark_mask: %w", err)
 	}
 
 	replace := map[string]*ebpf.Map{}

@@ -57,6 +57,16 @@ type Config struct {
 	// ProxyAddr is the node proxy's outbound capture address (node IP and
 	// port mesh.CapturePort by default): redirected connections go there. IPv4.
 	ProxyAddr netip.AddrPort
+	// NodeAddrs are the node's own IPv4 addresses, from which the proxy
+	// and the kubelet reach pods: a SYN to a strict pod from any other
+	// address is dropped. Nil: the IPv4 addresses of the agent's network
+	// namespace, read at every Sync (right for a hostNetwork agent).
+	NodeAddrs []netip.Addr
+	// DialMark and DialMarkMask: a connect to a strict pod from this
+	// node's pods passes only when (SO_MARK & DialMarkMask) == DialMark,
+	// as the node proxy marks its dials. Zero: mesh.ProxyDialMark and
+	// mesh.ProxyDialMarkMask.
+	DialMark, DialMarkMask uint32
 	// Logger for load/attach/adopt events; default slog.Default().
 	Logger *slog.Logger
 }
@@ -70,6 +80,16 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.DialMark == 0 && c.DialMarkMask == 0 {
+		c.DialMark, c.DialMarkMask = mesh.ProxyDialMark, mesh.ProxyDialMarkMask
+	}
+	if c.NodeAddrs != nil {
+		addrs := make([]netip.Addr, len(c.NodeAddrs))
+		for i, a := range c.NodeAddrs {
+			addrs[i] = a.Unmap()
+		}
+		c.NodeAddrs = addrs
 	}
 	if c.ProxyAddr.Addr().Is4In6() {
 		c.ProxyAddr = netip.AddrPortFrom(c.ProxyAddr.Addr().Unmap(), c.ProxyAddr.Port())
@@ -94,6 +114,14 @@ func (c Config) validate() error {
 	}
 	if !filepath.IsAbs(c.PinRoot) || !filepath.IsAbs(c.BPFFS) {
 		return fmt.Errorf("%w: pin root %q and bpffs %q must be absolute", ErrInvalidConfig, c.PinRoot, c.BPFFS)
+	}
+	if c.DialMark == 0 || c.DialMark&c.DialMarkMask != c.DialMark {
+		return fmt.Errorf("%w: dial mark %#x must be non-zero and within its mask %#x", ErrInvalidConfig, c.DialMark, c.DialMarkMask)
+	}
+	for _, a := range c.NodeAddrs {
+		if !a.Is4() || a.IsUnspecified() {
+			return fmt.Errorf("%w: node address %q must be a specific IPv4 address", ErrInvalidConfig, a)
+		}
 	}
 	if strings.Contains(c.CgroupPath, "..") {
 		return fmt.Errorf("%w: cgroup path %q must not contain \"..\"", ErrInvalidConfig, c.CgroupPath)

@@ -17,6 +17,11 @@
 //	datapath.Cleanup(cfg)                  // `weft-agent cleanup`: detach and unpin this node's objects
 //	datapath.Inspect(cfg)                  // read-only: enrolled cookies, meshed VIPs, records, links
 //
+// A Pod with Strict set (strict mTLS) also gets its IPv4 addresses into the
+// strict map; see strict.go for what is refused, what passes (the proxy's
+// marked dials, the pod itself, the kubelet) and the known gaps.
+// dp.StrictCounters() reads the refusal counters for metrics.
+//
 // Sync refuses (PodResult.Err wraps ErrNodeNetns) a pod whose netns is the
 // agent's own: a hostNetwork pod must never be enrolled, or the proxy's own
 // dials would be redirected to itself.
@@ -61,8 +66,8 @@
 // # Several agents on one kernel
 //
 // Each node's agent loads its own copy of the programs and maps, pinned
-// under <PinRoot>/<Node>/ (maps enrolled, meshed, pending, orig_dsts; links
-// link_<program>). A program acts only on cookies in its own enrolled map,
+// under <PinRoot>/<Node>/ (maps enrolled, meshed, pending, orig_dsts,
+// strict, node_addrs, strict_refusals; links link_<program>). A program acts only on cookies in its own enrolled map,
 // so agents attached at the same cgroup (or at nested ones) never act on
 // each other's pods, and Cleanup of one node leaves the others alone.
 //

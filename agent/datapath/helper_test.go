@@ -2,13 +2,17 @@ package datapath
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,6 +48,9 @@ func TestMain(m *testing.M) {
 //	dial <tcp4|tcp6> <addr>         -> "ok <first line from server> | <getpeername>" or "err <msg>"
 //	loop <tcp4|tcp6> <addr> <want>  -> dials until "stop", then "loop <ok> <bad> <first bad>"
 //	bench <connect|keepalive> <addr> <n> -> "bench <elapsed ns> <cpu ns>"
+//	listen <addr>                   -> "listening"; greets "pod <local addr>", counts connections and bytes
+//	stats                           -> "stats <accepted> <bytes read>" of the listener
+//	dialmark <mark> <addr>          -> as dial tcp4, from a socket with SO_MARK <mark>
 func runPod() int {
 	in := bufio.NewScanner(os.Stdin)
 	out := bufio.NewWriter(os.Stdout)
@@ -59,12 +66,29 @@ func runPod() int {
 		}
 		close(lines)
 	}()
+	var srv podServer
 	for line := range lines {
 		f := strings.Fields(line)
 		if len(f) == 0 {
 			continue
 		}
 		switch f[0] {
+		case "listen":
+			if err := srv.listen(f[1]); err != nil {
+				say("err %v", err)
+				continue
+			}
+			say("listening")
+		case "stats":
+			say("stats %d %d", srv.accepted.Load(), srv.bytes.Load())
+		case "dialmark":
+			mark, _ := strconv.ParseUint(f[1], 0, 32)
+			first, peer, err := dialMarked(uint32(mark), f[2])
+			if err != nil {
+				say("err %v", err)
+				continue
+			}
+			say("ok %s | %s", first, peer)
 		case "dial":
 			first, peer, err := dialOnce(f[1], f[2])
 			if err != nil {
@@ -114,6 +138,66 @@ func runPod() int {
 		}
 	}
 	return 0
+}
+
+// podServer is a pod's own listener (created by the pod process, so its
+// socket belongs to the pod's cgroup and netns).
+type podServer struct {
+	accepted, bytes atomic.Int64
+}
+
+func (s *podServer) listen(addr string) error {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp4", addr)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "pod %s\n", c.LocalAddr())
+				n, _ := io.Copy(io.Discard, c)
+				s.bytes.Add(n)
+			}()
+		}
+	}()
+	return nil
+}
+
+// dialMarked connects from a socket marked as the node proxy marks its
+// dials to pods.
+func dialMarked(mark uint32, addr string) (first, peer string, err error) {
+	d := dialer()
+	d.Control = func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}
+	c, err := d.Dial("tcp4", addr)
+	if err != nil {
+		return "", "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if peer, err = getpeername(c.(*net.TCPConn)); err != nil {
+		return "", "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", peer, fmt.Errorf("read: %w", err)
+	}
+	return strings.TrimSpace(line), peer, nil
 }
 
 func dialer() *net.Dialer {

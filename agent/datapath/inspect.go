@@ -58,40 +58,18 @@ func Inspect(cfg Config) (Pinned, error) {
 		return m, nil
 	}
 
-	m, err := open(bpf.RedirectMapEnrolled)
+	var err error
+	if p.State, err = inspectState(open); err != nil {
+		return p, err
+	}
+
+	m, err := open(bpf.RedirectMapOrigDsts)
 	if err != nil {
-		return p, err
-	}
-	var cookie uint64
-	var v uint32
-	it := m.Iterate()
-	for it.Next(&cookie, &v) {
-		p.State.Enrolled = append(p.State.Enrolled, cookie)
-	}
-	m.Close()
-	if err := it.Err(); err != nil {
-		return p, fmt.Errorf("read enrolled: %w", err)
-	}
-
-	if m, err = open(bpf.RedirectMapMeshed); err != nil {
-		return p, err
-	}
-	var vk bpf.RedirectVipKey
-	it = m.Iterate()
-	for it.Next(&vk, &v) {
-		p.State.Meshed = append(p.State.Meshed, vipFromKey(vk))
-	}
-	m.Close()
-	if err := it.Err(); err != nil {
-		return p, fmt.Errorf("read meshed: %w", err)
-	}
-
-	if m, err = open(bpf.RedirectMapOrigDsts); err != nil {
 		return p, err
 	}
 	var tk bpf.RedirectTuple
 	var od bpf.RedirectOrigDst
-	it = m.Iterate()
+	it := m.Iterate()
 	for it.Next(&tk, &od) {
 		p.Records = append(p.Records, Record{
 			Client:   netip.AddrPortFrom(wordIP4(tk.ClientIp), tk.ClientPort),
@@ -123,4 +101,58 @@ func Inspect(cfg Config) (Pinned, error) {
 		p.Links = append(p.Links, pl)
 	}
 	return p, nil
+}
+
+// inspectState reads the agent-written maps through open.
+func inspectState(open func(string) (*ebpf.Map, error)) (State, error) {
+	var st State
+	m, err := open(bpf.RedirectMapEnrolled)
+	if err != nil {
+		return st, err
+	}
+	var cookie uint64
+	var v uint32
+	it := m.Iterate()
+	for it.Next(&cookie, &v) {
+		st.Enrolled = append(st.Enrolled, cookie)
+	}
+	m.Close()
+	if err := it.Err(); err != nil {
+		return st, fmt.Errorf("read enrolled: %w", err)
+	}
+
+	if m, err = open(bpf.RedirectMapMeshed); err != nil {
+		return st, err
+	}
+	var vk bpf.RedirectVipKey
+	it = m.Iterate()
+	for it.Next(&vk, &v) {
+		st.Meshed = append(st.Meshed, vipFromKey(vk))
+	}
+	m.Close()
+	if err := it.Err(); err != nil {
+		return st, fmt.Errorf("read meshed: %w", err)
+	}
+
+	// strict maps: absent in pins of an agent older than strict mTLS
+	if m, err = open(bpf.RedirectMapStrict); err == nil {
+		st.Strict, err = readStrict(m)
+		m.Close()
+		if err != nil {
+			return st, err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return st, err
+	}
+	if m, err = open(bpf.RedirectMapNodeAddrs); err == nil {
+		st.NodeAddrs, err = readAddrSet(m)
+		m.Close()
+		if err != nil {
+			return st, err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return st, err
+	}
+
+	return st, nil
 }

@@ -10,6 +10,8 @@ import (
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
+func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
 func TestPlan(t *testing.T) {
 	cases := []struct {
 		name       string
@@ -43,6 +45,24 @@ func TestPlan(t *testing.T) {
 			want: State{Enrolled: []uint64{5, 5}, Meshed: []netip.AddrPort{ap("10.96.0.1:443"), ap("10.96.0.1:443")}},
 			have: State{Enrolled: []uint64{5}},
 			ops:  []string{"mesh 10.96.0.1:443"},
+		},
+		{
+			name: "strict pods: node addresses first, changed cookie rewritten, removed ones last",
+			want: State{
+				NodeAddrs: []netip.Addr{ip("10.0.0.1")},
+				Strict:    []StrictPod{{ip("10.244.1.5"), 7}, {ip("10.244.1.6"), 8}, {ip("10.244.1.6"), 9}},
+			},
+			have: State{
+				NodeAddrs: []netip.Addr{ip("10.0.0.9")},
+				Strict:    []StrictPod{{ip("10.244.1.6"), 3}, {ip("10.244.1.7"), 4}},
+			},
+			ops: []string{"node-addr 10.0.0.1", "strict 10.244.1.5 7", "strict 10.244.1.6 8",
+				"unstrict 10.244.1.7", "unnode-addr 10.0.0.9"},
+		},
+		{
+			name: "strict in sync",
+			want: State{NodeAddrs: []netip.Addr{ip("10.0.0.1")}, Strict: []StrictPod{{ip("10.244.1.5"), 7}}},
+			have: State{NodeAddrs: []netip.Addr{ip("10.0.0.1")}, Strict: []StrictPod{{ip("10.244.1.5"), 7}}},
 		},
 		{
 			name: "same VIP other port is another destination",

@@ -354,10 +354,13 @@ func (tp *topo) startAgent(spec agentSpec) *proc {
 
 // openDP opens a node datapath under the test pin root and registers its
 // Close and Cleanup.
-func (tp *topo) openDP(node, cgroupRel, proxy string) (*Datapath, Config) {
+func (tp *topo) openDP(node, cgroupRel, proxy string, opts ...func(*Config)) (*Datapath, Config) {
 	tp.t.Helper()
 	cfg := Config{Node: tp.id + "-" + node, CgroupPath: filepath.Join(tp.id, cgroupRel), PinRoot: testPinRoot,
 		ProxyAddr: netip.MustParseAddrPort(proxy)}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	tp.cgroup(cgroupRel)
 	dp, err := Open(cfg)
 	if err != nil {

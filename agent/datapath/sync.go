@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -22,6 +23,12 @@ type Pod struct {
 	// or the lab runtime's /run/netns/<name>). Empty: found through the pod's
 	// cgroup under Config.CgroupPath (FindPodNetns).
 	NetnsPath string
+	// Strict: the pod requires mTLS. Its IPv4 addresses (IPs) go into the
+	// strict map once its netns cookie is known: plaintext TCP connects
+	// from this node's other pods and SYNs from other hosts are refused.
+	Strict bool
+	// IPs are the pod's addresses (IPv6 ones are not enforced).
+	IPs []netip.Addr
 }
 
 // Desired is what the node's maps should hold.
@@ -90,43 +97,20 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 	})
 	res := Result{SkippedVIPs: skipped, Pods: make([]PodResult, len(want.Pods))}
 	desired := State{Meshed: vips}
-	seen := map[string]bool{}
-	var index map[string]string // pod UID -> cgroup, built on first need
-	var indexErr error
-	for i, p := range want.Pods {
-		res.Pods[i] = PodResult{UID: p.UID}
-		if p.NetnsPath == "" && index == nil && indexErr == nil {
-			index, indexErr = podCgroups(d.cgroupDir)
-		}
-		cookie, err := resolvePod(p, index, indexErr, d.cgroupDir)
-		if err == nil && cookie == d.ownNetns {
-			res.Pods[i].Err = fmt.Errorf("%w: not enrolled", ErrNodeNetns)
-			continue
-		}
-		if err != nil {
-			prev, ok := d.cookies[p.UID]
-			if !ok {
-				res.Pods[i].Err = err
-				continue
-			}
-			cookie = prev
-		}
-		d.cookies[p.UID] = cookie
-		seen[p.UID] = true
-		res.Pods[i].NetnsCookie = cookie
-		desired.Enrolled = append(desired.Enrolled, cookie)
-	}
-	for uid := range d.cookies {
-		if !seen[uid] {
-			delete(d.cookies, uid)
-		}
-	}
+	desired.Enrolled, desired.Strict = d.resolvePods(want.Pods, res.Pods)
+	addrs, addrErr := d.nodeAddrs()
 
 	actual, err := d.readState()
 	if err != nil {
 		return res, err
 	}
 	var errs []error
+	desired.NodeAddrs = addrs
+	if addrErr != nil {
+		// keep the addresses known so far rather than drop the proxy's SYNs
+		desired.NodeAddrs = actual.NodeAddrs
+		errs = append(errs, addrErr)
+	}
 	failed := map[uint64]bool{}
 	for _, op := range Plan(desired, actual) {
 		if want.KeepUnlisted && (op.Kind == OpUnenroll || op.Kind == OpUnmesh) {
@@ -155,6 +139,51 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
+// resolvePods resolves each pod's netns cookie into res (same order) and
+// returns the cookies to enroll and the strict entries. A pod whose netns
+// cannot be found keeps the cookie an earlier Sync resolved. d.mu is held.
+func (d *Datapath) resolvePods(pods []Pod, res []PodResult) (enrolled []uint64, strict []StrictPod) {
+	seen := map[string]bool{}
+	var index map[string]string // pod UID -> cgroup, built on first need
+	var indexErr error
+	for i, p := range pods {
+		res[i] = PodResult{UID: p.UID}
+		if p.NetnsPath == "" && index == nil && indexErr == nil {
+			index, indexErr = podCgroups(d.cgroupDir)
+		}
+		cookie, err := resolvePod(p, index, indexErr, d.cgroupDir)
+		if err == nil && cookie == d.ownNetns {
+			res[i].Err = fmt.Errorf("%w: not enrolled", ErrNodeNetns)
+			continue
+		}
+		if err != nil {
+			prev, ok := d.cookies[p.UID]
+			if !ok {
+				res[i].Err = err
+				continue
+			}
+			cookie = prev
+		}
+		d.cookies[p.UID] = cookie
+		seen[p.UID] = true
+		res[i].NetnsCookie = cookie
+		enrolled = append(enrolled, cookie)
+		if p.Strict {
+			for _, a := range p.IPs {
+				if a = a.Unmap(); a.Is4() && !a.IsUnspecified() {
+					strict = append(strict, StrictPod{IP: a, NetnsCookie: cookie})
+				}
+			}
+		}
+	}
+	for uid := range d.cookies {
+		if !seen[uid] {
+			delete(d.cookies, uid)
+		}
+	}
+	return enrolled, strict
+}
+
 // resolvePod finds a pod's netns cookie: by its netns path, else through
 // its cgroup in index.
 func resolvePod(p Pod, index map[string]string, indexErr error, parent string) (uint64, error) {
@@ -175,7 +204,33 @@ func resolvePod(p Pod, index map[string]string, indexErr error, parent string) (
 	return NetnsCookie(path)
 }
 
-// readState reads the enrolled and meshed maps.
+// nodeAddrs returns Config.NodeAddrs, or else the IPv4 addresses of the
+// agent's own network namespace (the node's: the agent is hostNetwork),
+// loopback excluded. Read at every Sync: a CNI bridge address may appear
+// after the agent started.
+func (d *Datapath) nodeAddrs() ([]netip.Addr, error) {
+	if d.cfg.NodeAddrs != nil {
+		return d.cfg.NodeAddrs, nil
+	}
+	ifAddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list node addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range ifAddrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if ip = ip.Unmap(); ok && ip.Is4() && !ip.IsLoopback() && !ip.IsUnspecified() {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
+
+// readState reads the agent-written maps.
 func (d *Datapath) readState() (State, error) {
 	var st State
 	var cookie uint64
@@ -195,7 +250,41 @@ func (d *Datapath) readState() (State, error) {
 	if err := it.Err(); err != nil {
 		return st, fmt.Errorf("read meshed map: %w", err)
 	}
+	var err error
+	if st.Strict, err = readStrict(d.coll.Maps[bpf.RedirectMapStrict]); err != nil {
+		return st, err
+	}
+	if st.NodeAddrs, err = readAddrSet(d.coll.Maps[bpf.RedirectMapNodeAddrs]); err != nil {
+		return st, err
+	}
 	return st, nil
+}
+
+func readStrict(m *ebpf.Map) ([]StrictPod, error) {
+	var out []StrictPod
+	var k uint32
+	var v bpf.RedirectStrictPod
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, StrictPod{IP: wordIP4(k), NetnsCookie: v.NetnsCookie})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read strict map: %w", err)
+	}
+	return out, nil
+}
+
+func readAddrSet(m *ebpf.Map) ([]netip.Addr, error) {
+	var out []netip.Addr
+	var k, v uint32
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, wordIP4(k))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read node_addrs map: %w", err)
+	}
+	return out, nil
 }
 
 // State returns the current contents of the enrolled and meshed maps.
@@ -224,6 +313,15 @@ func (d *Datapath) apply(op Op) error {
 	case OpUnmesh:
 		k := vipKey(op.VIP)
 		err = meshed.Delete(&k)
+	case OpStrict:
+		v := bpf.RedirectStrictPod{NetnsCookie: op.Cookie}
+		err = d.coll.Maps[bpf.RedirectMapStrict].Put(ip4Word(op.Addr), &v)
+	case OpUnstrict:
+		err = d.coll.Maps[bpf.RedirectMapStrict].Delete(ip4Word(op.Addr))
+	case OpNodeAddr:
+		err = d.coll.Maps[bpf.RedirectMapNodeAddrs].Put(ip4Word(op.Addr), one)
+	case OpUnnodeAddr:
+		err = d.coll.Maps[bpf.RedirectMapNodeAddrs].Delete(ip4Word(op.Addr))
 	default:
 		return fmt.Errorf("unknown op %d", int(op.Kind))
 	}

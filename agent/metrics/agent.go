@@ -8,6 +8,7 @@ type Agent struct {
 	applies  prometheus.Counter
 	nacks    prometheus.Counter
 	enrolled prometheus.Gauge
+	reg      prometheus.Registerer
 }
 
 // NewAgent registers the agent's policy and redirect metrics on reg.
@@ -30,6 +31,7 @@ func NewAgent(reg prometheus.Registerer) *Agent {
 			Help: "Pods of this node whose connections the redirect sends through the node proxy.",
 		}),
 	}
+	m.reg = reg
 	reg.MustRegister(m.version, m.applies, m.nacks, m.enrolled)
 	return m
 }

@@ -57,8 +57,13 @@ type Config struct {
 	// GracePeriod is how long Run lets in-flight work finish after its
 	// context ends; 10s when zero.
 	GracePeriod time.Duration
-	// DialPod connects the inbound side to local pods; net.Dialer when nil.
+	// DialPod connects the inbound side to local pods; when nil,
+	// inbound.PodDialer with PodDialMark.
 	DialPod func(ctx context.Context, network, addr string) (net.Conn, error)
+	// PodDialMark is the SO_MARK on the inbound's sockets to local pods
+	// (mesh.ProxyDialMark in the agent: strict-mTLS pods accept only
+	// those); zero: none.
+	PodDialMark uint32
 	// Limits bound what one client can make the proxy hold (README.md,
 	// "Limits"); zero fields take the defaults.
 	Limits limits.Limits
@@ -119,7 +124,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.in, err = inbound.New(inbound.Config{
 		TrustDomain: cfg.TrustDomain, Identities: cfg.Identities, Local: p, Authz: p.Authz,
-		Dial: cfg.DialPod, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, MaxRequestHeaderBytes: 2 * cfg.Limits.HeaderBytes,
+		Dial: cfg.DialPod, DialMark: cfg.PodDialMark, MaxHeaderBytes: cfg.Limits.TunnelHeaderBytes, MaxRequestHeaderBytes: 2 * cfg.Limits.HeaderBytes,
 		Refusals: p.refusals, Metrics: m,
 		Logger: cfg.Logger.With("side", "inbound"),
 	})

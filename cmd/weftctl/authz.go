@@ -19,6 +19,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/authz"
 	"github.com/weft-mesh/weft/api/mesh"
 	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -187,14 +188,17 @@ func explainAuthz(w io.Writer, in resolve.Input, q authzQuery) error {
 		node = in.Pods[0].Spec.NodeName
 	}
 	np := out.Nodes[node]
-	enrolled := false
+	var self *weftv1.Workload
 	for _, wl := range np.GetWorkloads() {
-		enrolled = enrolled || wl.GetNamespace()+"/"+wl.GetName() == target
+		if wl.GetNamespace()+"/"+wl.GetName() == target {
+			self = wl
+		}
 	}
-	if !enrolled {
+	if self == nil {
 		fmt.Fprintln(w, "decision: ALLOWED: the pod is not in the mesh (not enrolled, or no IP yet): Weft enforces nothing for it")
 		return nil
 	}
+	fmt.Fprintf(w, "mtls:     %s\n", mtlsMode(self, out.InvalidMTLS))
 	tab, err := authz.Compile(np, spiffeid.RequireTrustDomainFromString(np.GetTrustDomain()))
 	if err != nil {
 		return fmt.Errorf("the node would refuse this policy: %w", err)
@@ -230,6 +234,21 @@ func explainAuthz(w io.Writer, in resolve.Input, q authzQuery) error {
 	}
 	fmt.Fprintf(w, "decision: %s: %s\n", verdict, d.Reason)
 	return nil
+}
+
+// mtlsMode describes a workload's mTLS mode (annotation weft.dev/mtls).
+func mtlsMode(wl *weftv1.Workload, invalid []string) string {
+	if !wl.GetMtlsStrict() {
+		return mesh.MTLSPermissive + " (plaintext from outside the mesh is accepted)"
+	}
+	mode := mesh.MTLSStrict + " (plaintext from outside the mesh is refused; only the node proxy's inbound and the kubelet reach the pod)"
+	prefix := "pod " + wl.GetNamespace() + "/" + wl.GetName() + ": "
+	for _, m := range invalid {
+		if rest, ok := strings.CutPrefix(m, prefix); ok {
+			mode += "; " + rest
+		}
+	}
+	return mode
 }
 
 // authzRows are the AuthorizationPolicies' verdicts for weftctl status

@@ -89,10 +89,27 @@ func TestExplainAuthz(t *testing.T) {
 			t.Errorf("%s %s %s :%d:\n%s\nwant %q", c.from, c.method, c.path, c.port, b.String(), c.want)
 		}
 	}
+	// the target's mTLS mode: permissive by default, strict from the
+	// namespace, with a note for an invalid value
+	q, _ := parseAuthzQuery(td, "frontend.shop", "cart-0.shop", 8080, "GET", "/", nil)
+	for _, c := range []struct{ ann, want string }{
+		{"", "mtls:     permissive"},
+		{"strict", "mtls:     strict (plaintext from outside the mesh is refused"},
+		{"Strict", `; namespace shop annotation weft.dev/mtls="Strict" is neither`},
+	} {
+		in := shopInput(t)
+		if c.ann != "" {
+			in.Namespaces[0].Annotations[mesh.AnnotationMTLS] = c.ann
+		}
+		var b strings.Builder
+		if err := explainAuthz(&b, in, q); err != nil || !strings.Contains(b.String(), c.want) {
+			t.Errorf("namespace mtls %q: %v\n%s\nwant %q", c.ann, err, b.String(), c.want)
+		}
+	}
 	// a pod outside the mesh: nothing is enforced
 	in := shopInput(t)
 	in.Namespaces[0].Annotations = nil
-	q, _ := parseAuthzQuery(td, "checkout.shop", "cart-0.shop", 8080, "", "", nil)
+	q, _ = parseAuthzQuery(td, "checkout.shop", "cart-0.shop", 8080, "", "", nil)
 	var b strings.Builder
 	if err := explainAuthz(&b, in, q); err != nil || !strings.Contains(b.String(), "not in the mesh") {
 		t.Errorf("unenrolled: %v\n%s", err, b.String())

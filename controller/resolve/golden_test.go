@@ -197,6 +197,9 @@ func render(out Output) ([]byte, error) {
 		doc["policy"] = v
 	}
 	doc["workloads"] = workloads
+	if len(out.InvalidMTLS) > 0 {
+		doc["invalidMTLS"] = out.InvalidMTLS
+	}
 	if len(authz) > 0 {
 		doc["authz"] = authz
 	}

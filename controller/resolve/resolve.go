@@ -27,11 +27,13 @@ type index struct {
 	opts     Options
 	td       spiffeid.TrustDomain
 	enrolled map[string]bool
-	services map[objKey]*corev1.Service
-	slices   map[objKey][]*discoveryv1.EndpointSlice
-	pods     map[objKey]*corev1.Pod
-	podsByNS map[string][]*corev1.Pod
-	backends map[objKey]*gwxv1a1.XBackend
+	// namespaces by name (their annotations decide enrollment and mTLS).
+	namespaces map[string]*corev1.Namespace
+	services   map[objKey]*corev1.Service
+	slices     map[objKey][]*discoveryv1.EndpointSlice
+	pods       map[objKey]*corev1.Pod
+	podsByNS   map[string][]*corev1.Pod
+	backends   map[objKey]*gwxv1a1.XBackend
 	// byIP maps namespace/ip to a pod, built on first use.
 	byIP map[objKey]*corev1.Pod
 }
@@ -58,13 +60,14 @@ func (ix *index) podByIP(ns, ip string) *corev1.Pod {
 
 func newIndex(in *Input) *index {
 	ix := &index{
-		opts:     in.Options,
-		enrolled: map[string]bool{},
-		services: map[objKey]*corev1.Service{},
-		slices:   map[objKey][]*discoveryv1.EndpointSlice{},
-		pods:     map[objKey]*corev1.Pod{},
-		podsByNS: map[string][]*corev1.Pod{},
-		backends: map[objKey]*gwxv1a1.XBackend{},
+		opts:       in.Options,
+		enrolled:   map[string]bool{},
+		namespaces: map[string]*corev1.Namespace{},
+		services:   map[objKey]*corev1.Service{},
+		slices:     map[objKey][]*discoveryv1.EndpointSlice{},
+		pods:       map[objKey]*corev1.Pod{},
+		podsByNS:   map[string][]*corev1.Pod{},
+		backends:   map[objKey]*gwxv1a1.XBackend{},
 	}
 	td, err := mesh.ParseTrustDomain(ix.opts.TrustDomain)
 	if err != nil {
@@ -76,6 +79,7 @@ func newIndex(in *Input) *index {
 	}
 	for i := range in.Namespaces {
 		ns := &in.Namespaces[i]
+		ix.namespaces[ns.Name] = ns
 		if mesh.NamespaceEnrolled(ns) {
 			ix.enrolled[ns.Name] = true
 		}
@@ -134,7 +138,7 @@ func Resolve(in Input) Output {
 	ix := r.ix
 	// authorization first: its regular expressions take their share of the
 	// node budget before routes are fitted into the rest
-	workloads := r.workloadsByNode(in.Pods)
+	workloads, invalidMTLS := r.workloadsByNode(in.Pods)
 	authz, authzStatuses, authzInForce := r.resolveAuthz(&in, workloads)
 
 	ports := r.attachWithinBudget(routes)
@@ -160,6 +164,7 @@ func Resolve(in Input) Output {
 	}
 	out.Statuses = r.statuses(routes)
 	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce
+	out.InvalidMTLS = invalidMTLS
 	return out
 }
 
@@ -240,8 +245,12 @@ func podIPs(p *corev1.Pod) []string {
 	return ips
 }
 
-func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workload {
-	out := map[string][]*weftv1.Workload{}
+// workloadsByNode lists the enrolled pods of every node as workloads, with
+// their mTLS mode (mesh.PodMTLSStrict). invalid holds one message per pod
+// whose mTLS annotation (its own or its namespace's) is invalid, sorted;
+// such a pod fails safe to strict.
+func (r *resolver) workloadsByNode(pods []corev1.Pod) (out map[string][]*weftv1.Workload, invalid []string) {
+	out = map[string][]*weftv1.Workload{}
 	for i := range pods {
 		p := &pods[i]
 		if !r.podEnrolled(p) {
@@ -253,6 +262,10 @@ func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workl
 			continue
 		}
 		kind, owner := mesh.PodWorkload(p)
+		strict, err := mesh.PodMTLSStrict(r.ix.namespaces[p.Namespace], p)
+		if err != nil {
+			invalid = append(invalid, fmt.Sprintf("pod %s/%s: %v", p.Namespace, p.Name, err))
+		}
 		out[p.Spec.NodeName] = append(out[p.Spec.NodeName], &weftv1.Workload{
 			Namespace:      p.Namespace,
 			Name:           p.Name,
@@ -262,6 +275,7 @@ func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workl
 			Ips:            podIPs(p),
 			Workload:       owner,
 			WorkloadKind:   kind,
+			MtlsStrict:     strict,
 		})
 	}
 	for _, ws := range out {
@@ -269,7 +283,8 @@ func (r *resolver) workloadsByNode(pods []corev1.Pod) map[string][]*weftv1.Workl
 			return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name), strings.Compare(a.Uid, b.Uid))
 		})
 	}
-	return out
+	slices.Sort(invalid)
+	return out, invalid
 }
 
 // nodeTunnels maps every node with a valid InternalIP to its tunnel

@@ -68,6 +68,11 @@ type Output struct {
 	// AuthzInForce is what every AuthorizationPolicy enforces now, by UID:
 	// the next round's Input.AuthzInForce.
 	AuthzInForce map[types.UID]*AuthzInForce
+	// InvalidMTLS has one message per enrolled pod whose weft.dev/mtls
+	// annotation (its own or its namespace's) is neither "strict" nor
+	// "permissive", sorted. Such a pod is made strict (fail safe); the
+	// controller reports these.
+	InvalidMTLS []string
 }
 
 // ObjectStatus is what Weft wants in one object's status.

@@ -135,13 +135,14 @@ func nodeChanged(o, n *corev1.Node) bool {
 }
 
 // podChanged: resolution reads a pod's UID, labels (XBackend selectors),
-// mesh annotation, node, service account, hostNetwork, phase, IPs, whether
+// mesh and mTLS annotations, node, service account, hostNetwork, phase, IPs, whether
 // it is Ready and whether it is terminating; never container statuses,
 // condition timestamps or other annotations.
 func podChanged(o, n *corev1.Pod) bool {
 	return o.UID != n.UID ||
 		!equality.Semantic.DeepEqual(o.Labels, n.Labels) ||
 		o.Annotations[mesh.AnnotationMesh] != n.Annotations[mesh.AnnotationMesh] ||
+		!sameAnnotation(o.Annotations, n.Annotations, mesh.AnnotationMTLS) ||
 		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
 		o.Spec.NodeName != n.Spec.NodeName ||
 		o.Spec.ServiceAccountName != n.Spec.ServiceAccountName ||
@@ -162,11 +163,21 @@ func podReady(p *corev1.Pod) corev1.ConditionStatus {
 	return st
 }
 
-// namespaceChanged: the mesh reads whether a namespace is enrolled; the
-// Gateway resolution its labels (listeners' allowedRoutes selectors).
+// namespaceChanged: the mesh reads whether a namespace is enrolled and its
+// mTLS mode; the Gateway resolution its labels (listeners' allowedRoutes
+// selectors).
 func namespaceChanged(o, n *corev1.Namespace) bool {
 	return o.Annotations[mesh.AnnotationMesh] != n.Annotations[mesh.AnnotationMesh] ||
+		!sameAnnotation(o.Annotations, n.Annotations, mesh.AnnotationMTLS) ||
 		!equality.Semantic.DeepEqual(o.Labels, n.Labels)
+}
+
+// sameAnnotation: key is absent from both or has one value in both (an
+// empty value is not the same as none).
+func sameAnnotation(o, n map[string]string, key string) bool {
+	ov, ook := o[key]
+	nv, nok := n[key]
+	return ook == nok && ov == nv
 }
 
 // serviceChanged: resolution reads a Service's spec (type, cluster IPs,

@@ -175,6 +175,9 @@ func TestClassify(t *testing.T) {
 		{"pod phase", pod(), withPod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), changeResolve},
 		{"pod labels", pod(), withPod(func(p *corev1.Pod) { p.Labels["version"] = "v2" }), changeResolve},
 		{"pod opted out", pod(), withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMesh] = mesh.MeshDisabled }), changeResolve},
+		{"pod strict mTLS", pod(), withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = mesh.MTLSStrict }), changeResolve},
+		{"pod mTLS annotation emptied", withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = mesh.MTLSStrict }),
+			withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = "" }), changeResolve},
 		{"pod terminating", pod(), withPod(func(p *corev1.Pod) { p.DeletionTimestamp = &later }), changeResolve},
 		{"pod bound", withPod(func(p *corev1.Pod) { p.Spec.NodeName = "" }), pod(), changeResolve},
 		{"pod service account", pod(), withPod(func(p *corev1.Pod) { p.Spec.ServiceAccountName = "other" }), changeResolve},
@@ -205,6 +208,7 @@ func TestClassify(t *testing.T) {
 		// Namespace.
 		{"namespace annotations", namespace(), withNamespace(func(n *corev1.Namespace) { n.Annotations["other"] = "a" }), changeNone},
 		{"namespace labels (allowedRoutes selectors)", namespace(), withNamespace(func(n *corev1.Namespace) { n.Labels = map[string]string{"team": "a"} }), changeResolve},
+		{"namespace strict mTLS", namespace(), withNamespace(func(n *corev1.Namespace) { n.Annotations[mesh.AnnotationMTLS] = mesh.MTLSStrict }), changeResolve},
 		{"namespace unenrolled", namespace(), withNamespace(func(n *corev1.Namespace) { delete(n.Annotations, mesh.AnnotationMesh) }), changeResolve},
 
 		// Routes: a status write is not a resolution.

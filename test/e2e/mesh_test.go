@@ -57,6 +57,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"GatewayDeletionRemovesItsDataPlane", testGatewayDeletion},
 		{"AuthzAllowAndApplicationDeny", testAuthzAllowAndApplicationDeny},
 		{"AuthzDenyBeatsAllow", testAuthzDenyBeatsAllow},
+		{"StrictMTLS", testStrictMTLS},
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},

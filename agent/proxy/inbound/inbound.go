@@ -63,10 +63,15 @@ type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	Identities  tunnel.Identities
 	Local       Local
-	// Dial connects to a local pod; a net.Dialer with DialTimeout when nil.
+	// Dial connects to a local pod; PodDialer(DialTimeout, DialMark) when
+	// nil.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// DialTimeout bounds connecting to the pod; 5s when zero.
 	DialTimeout time.Duration
+	// DialMark is set (SO_MARK) on every socket the default Dial opens to a
+	// pod: the datapath lets only marked sockets connect to strict-mTLS
+	// pods (mesh.ProxyDialMark). Zero: no mark.
+	DialMark uint32
 	// HandshakeTimeout bounds the TLS handshake; 10s when zero.
 	HandshakeTimeout time.Duration
 	// MaxHeaderBytes bounds a CONNECT request's header block; a larger one
@@ -134,8 +139,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Refusals = limits.NewRefusals(limits.RefusalsConfig{Logger: cfg.Logger})
 	}
 	if cfg.Dial == nil {
-		d := &net.Dialer{Timeout: cfg.DialTimeout}
-		cfg.Dial = d.DialContext
+		cfg.Dial = PodDialer(cfg.DialTimeout, cfg.DialMark).DialContext
 	}
 	s := &Server{cfg: cfg, conf: make(map[spiffeid.ID]*tls.Config)}
 	s.tlsc = &tls.Config{

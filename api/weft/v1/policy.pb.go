@@ -1033,7 +1033,12 @@ type Workload struct {
 	// with the pod name, so their cardinality stays bounded.
 	Workload string `protobuf:"bytes,7,opt,name=workload,proto3" json:"workload,omitempty"`
 	// Kind of that owner ("Deployment", ..., "Pod").
-	WorkloadKind  string `protobuf:"bytes,8,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
+	WorkloadKind string `protobuf:"bytes,8,opt,name=workload_kind,json=workloadKind,proto3" json:"workload_kind,omitempty"`
+	// The pod requires mTLS (annotation weft.dev/mtls: strict on the pod or
+	// its namespace, mesh.PodMTLSStrict): its node's datapath refuses
+	// plaintext TCP connections to it from outside the mesh; it is reached
+	// only through the node proxy's inbound. False is permissive.
+	MtlsStrict    bool `protobuf:"varint,9,opt,name=mtls_strict,json=mtlsStrict,proto3" json:"mtls_strict,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1122,6 +1127,13 @@ func (x *Workload) GetWorkloadKind() string {
 		return x.WorkloadKind
 	}
 	return ""
+}
+
+func (x *Workload) GetMtlsStrict() bool {
+	if x != nil {
+		return x.MtlsStrict
+	}
+	return false
 }
 
 // A meshed Service port. Callers' connections to any of vips:port are
@@ -3476,7 +3488,7 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\x04http\x18\x04 \x03(\v2\x12.weft.v1.HTTPMatchR\x04http\"G\n" +
 	"\vAuthzSource\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x1c\n" +
-	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\xe6\x01\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x87\x02\n" +
 	"\bWorkload\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
@@ -3485,7 +3497,9 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\bidentity\x18\x05 \x01(\tR\bidentity\x12\x10\n" +
 	"\x03ips\x18\x06 \x03(\tR\x03ips\x12\x1a\n" +
 	"\bworkload\x18\a \x01(\tR\bworkload\x12#\n" +
-	"\rworkload_kind\x18\b \x01(\tR\fworkloadKind\"\xa3\x03\n" +
+	"\rworkload_kind\x18\b \x01(\tR\fworkloadKind\x12\x1f\n" +
+	"\vmtls_strict\x18\t \x01(\bR\n" +
+	"mtlsStrict\"\xa3\x03\n" +
 	"\vServicePort\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +

@@ -13,8 +13,9 @@ func (p *NodePolicy) Validate() error { return p.ValidateWithin(DefaultLimits) }
 // ValidateWithin checks every route table and authorization policy of the
 // policy within l, and that
 // the distinct regular expressions of all its tables together stay within
-// l.MaxNodeRegexProgramSize. Other structure (clusters, workloads) is
-// checked where it is compiled.
+// l.MaxNodeRegexProgramSize, and that strict workloads have addresses.
+// Other structure (clusters, other workloads) is checked where it is
+// compiled.
 func (p *NodePolicy) ValidateWithin(l Limits) error {
 	var errs []error
 	tables := 0
@@ -29,7 +30,7 @@ func (p *NodePolicy) ValidateWithin(l Limits) error {
 			tables++
 		}
 	}
-	errs = append(errs, p.validateAuthz(l))
+	errs = append(errs, p.validateAuthz(l), p.validateWorkloads())
 	if tables > 0 || len(p.GetAuthz()) > 0 {
 		errs = append(errs, p.checkRegexBudget(l))
 	}
