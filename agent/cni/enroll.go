@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/weft-mesh/weft/api/logkey"
 )
@@ -44,12 +45,16 @@ type EnrollerConfig struct {
 }
 
 // Enroller is the agent's Handler: it decides, holds and remembers.
+//
+// The store file is the truth about holds, read and written under a flock
+// on every operation: during an agent handoff two agents of one node run at
+// once, and each enrolls what the other held.
 type Enroller struct {
 	cfg EnrollerConfig
 	log *slog.Logger
 
 	mu     sync.Mutex
-	pods   map[string]Held // by pod UID
+	pods   map[string]Held // by pod UID, as last read from the store
 	cookie map[uint64]bool // cookies of pods
 	seen   map[string]bool // held UIDs a policy has named
 	policy map[string]bool // UIDs the last policy named
@@ -66,44 +71,102 @@ func NewEnroller(cfg EnrollerConfig) (*Enroller, error) {
 		cfg.Logger = slog.Default()
 	}
 	e := &Enroller{cfg: cfg, log: cfg.Logger, pods: map[string]Held{}, cookie: map[uint64]bool{}, seen: map[string]bool{}}
-	return e, e.restore()
-}
-
-func (e *Enroller) restore() error {
-	if e.cfg.Store == "" {
-		return nil
-	}
-	data, err := os.ReadFile(e.cfg.Store)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read cni holds: %w", err)
-	}
-	var held []Held
-	if err := json.Unmarshal(data, &held); err != nil {
-		e.log.Warn("cni holds unreadable; starting without them", logkey.Path, e.cfg.Store, logkey.Error, err)
-		return nil
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e, e.update(func() bool { return true })
+}
+
+// update locks the store, reads it, holds what it lists (dropping a pod
+// whose netns is gone or changed), runs f and writes the store back when f
+// says so. e.mu is held.
+func (e *Enroller) update(f func() bool) error {
+	unlock, err := e.lockStore()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	held, err := e.read()
+	if err != nil {
+		return err
+	}
+	pods := map[string]Held{}
+	dirty := false
 	for _, h := range held {
 		cookie, err := e.cfg.Holder.Hold(h.UID, h.Netns)
 		if err != nil || cookie != h.Cookie {
 			if err == nil {
 				e.cfg.Holder.Release(h.UID) // another netns now: not the pod's
 			}
-			e.log.Info("cni hold dropped at restore", logkey.Pod, h.Namespace+"/"+h.Name, logkey.Error, err)
+			e.log.Info("cni hold dropped: its netns is gone", logkey.Pod, h.Namespace+"/"+h.Name, logkey.Error, err)
+			dirty = true
 			continue
 		}
-		e.pods[h.UID] = h
-		e.cookie[h.Cookie] = true
+		pods[h.UID] = h
 	}
-	return e.saveLocked()
+	for uid := range e.pods {
+		if _, ok := pods[uid]; !ok {
+			e.cfg.Holder.Unhold(uid) // released by the other agent of the node
+		}
+	}
+	e.setPods(pods)
+	if f() || dirty {
+		return e.write()
+	}
+	return nil
 }
 
-// saveLocked writes the holds atomically. e.mu is held.
-func (e *Enroller) saveLocked() error {
+func (e *Enroller) setPods(pods map[string]Held) {
+	e.pods = pods
+	e.cookie = map[uint64]bool{}
+	for _, h := range pods {
+		e.cookie[h.Cookie] = true
+	}
+}
+
+func (e *Enroller) read() ([]Held, error) {
+	if e.cfg.Store == "" {
+		held := make([]Held, 0, len(e.pods))
+		for _, h := range e.pods {
+			held = append(held, h)
+		}
+		return held, nil
+	}
+	data, err := os.ReadFile(e.cfg.Store)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read cni holds: %w", err)
+	}
+	var held []Held
+	if err := json.Unmarshal(data, &held); err != nil {
+		e.log.Warn("cni holds unreadable; starting without them", logkey.Path, e.cfg.Store, logkey.Error, err)
+		return nil, nil
+	}
+	return held, nil
+}
+
+// lockStore takes the store's flock (a sibling .lock file).
+func (e *Enroller) lockStore() (func(), error) {
+	if e.cfg.Store == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(e.cfg.Store), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(e.cfg.Store+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// write writes the holds atomically. e.mu and the flock are held.
+func (e *Enroller) write() error {
 	if e.cfg.Store == "" {
 		return nil
 	}
@@ -116,9 +179,6 @@ func (e *Enroller) saveLocked() error {
 		return err
 	}
 	tmp := e.cfg.Store + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o700); err != nil {
-		return err
-	}
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}
@@ -148,17 +208,24 @@ func (e *Enroller) Add(ctx context.Context, r Request) (Reply, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	cookie, err := e.cfg.Holder.Hold(r.UID, r.Netns)
+	var cookie uint64
+	var herr error
+	err = e.update(func() bool {
+		cookie, herr = e.cfg.Holder.Hold(r.UID, r.Netns)
+		if herr != nil {
+			return false
+		}
+		e.pods[r.UID] = Held{UID: r.UID, Namespace: r.Namespace, Name: r.Name, ContainerID: r.ContainerID, Netns: r.Netns, Cookie: cookie}
+		e.cookie[cookie] = true
+		return true
+	})
+	if herr != nil {
+		return Reply{}, types.NewError(types.ErrTryAgainLater, "weft agent: enroll the pod's netns", herr.Error())
+	}
 	if err != nil {
-		return Reply{}, types.NewError(types.ErrTryAgainLater, "weft agent: enroll the pod's netns", err.Error())
-	}
-	if old, ok := e.pods[r.UID]; ok && old.Cookie != cookie {
-		delete(e.cookie, old.Cookie)
-	}
-	e.pods[r.UID] = Held{UID: r.UID, Namespace: r.Namespace, Name: r.Name, ContainerID: r.ContainerID, Netns: r.Netns, Cookie: cookie}
-	e.cookie[cookie] = true
-	if err := e.saveLocked(); err != nil {
-		e.log.Warn("cni holds not saved: an agent restart before the pod's policy arrives unenrolls it until then", logkey.Error, err)
+		// The map holds the cookie; only an agent restart before the
+		// pod's policy arrives would lose it.
+		e.log.Warn("cni holds not saved", logkey.Error, err)
 	}
 	if e.onHold != nil {
 		e.onHold()
@@ -173,18 +240,23 @@ func (e *Enroller) Del(_ context.Context, r Request) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if h, ok := e.pods[r.UID]; ok {
-		if r.ContainerID != "" && h.ContainerID != "" && h.ContainerID != r.ContainerID {
-			return nil // an older sandbox of the pod: the current one stays
+	var rerr error
+	err := e.update(func() bool {
+		if h, ok := e.pods[r.UID]; ok {
+			if r.ContainerID != "" && h.ContainerID != "" && h.ContainerID != r.ContainerID {
+				return false // an older sandbox of the pod: the current one stays
+			}
+			delete(e.cookie, h.Cookie)
+			delete(e.pods, r.UID)
 		}
-		delete(e.cookie, h.Cookie)
-		delete(e.pods, r.UID)
+		delete(e.seen, r.UID)
+		rerr = e.cfg.Holder.Release(r.UID)
+		return true
+	})
+	if rerr != nil {
+		return types.NewError(types.ErrTryAgainLater, "weft agent: remove the pod's enrollment", rerr.Error())
 	}
-	delete(e.seen, r.UID)
-	if err := e.cfg.Holder.Release(r.UID); err != nil {
-		return types.NewError(types.ErrTryAgainLater, "weft agent: remove the pod's enrollment", err.Error())
-	}
-	return e.saveLocked()
+	return err
 }
 
 // Check implements Handler: a pod that should be enrolled must be, with its
@@ -255,22 +327,23 @@ func (e *Enroller) Observe(inPolicy map[string]bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.policy = inPolicy
-	changed := false
-	for uid, h := range e.pods {
-		switch {
-		case inPolicy[uid]:
-			e.seen[uid] = true
-		case e.seen[uid]:
-			e.cfg.Holder.Unhold(uid)
-			delete(e.pods, uid)
-			delete(e.cookie, h.Cookie)
-			delete(e.seen, uid)
-			changed = true
+	err := e.update(func() bool {
+		changed := false
+		for uid, h := range e.pods {
+			switch {
+			case inPolicy[uid]:
+				e.seen[uid] = true
+			case e.seen[uid]:
+				e.cfg.Holder.Unhold(uid)
+				delete(e.pods, uid)
+				delete(e.cookie, h.Cookie)
+				delete(e.seen, uid)
+				changed = true
+			}
 		}
-	}
-	if changed {
-		if err := e.saveLocked(); err != nil {
-			e.log.Warn("cni holds not saved", logkey.Error, err)
-		}
+		return changed
+	})
+	if err != nil {
+		e.log.Warn("cni holds not read or saved", logkey.Error, err)
 	}
 }

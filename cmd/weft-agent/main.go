@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/weft-mesh/weft/agent"
+	"github.com/weft-mesh/weft/agent/cni/install"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
@@ -84,6 +85,13 @@ type flags struct {
 	grace, handoffWait                                   time.Duration
 	namespace, daemonSet                                 string
 	limits                                               *limits.Limits
+	cni                                                  cniFlags
+}
+
+// cniFlags configure weft-cni's side in the agent (agent.CNIConfig).
+type cniFlags struct {
+	enabled                                    bool
+	confDir, binDir, plugin, timeout, logLevel string
 }
 
 func parse(name string, args []string) (*flags, error) {
@@ -107,6 +115,12 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.namespace, "namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "weft-system"), "namespace of the agent's DaemonSet")
 	fs.StringVar(&f.daemonSet, "daemonset", "weft-agent", "the agent's DaemonSet: when it is gone at shutdown, the redirect is removed")
 	f.limits = limitFlags(fs)
+	fs.BoolVar(&f.cni.enabled, "cni", false, "serve weft-cni on <state-dir>/<node>/cni.sock (new pods are enrolled before their containers start)")
+	fs.StringVar(&f.cni.confDir, "cni-conf-dir", "", "the node's CNI config directory (its /etc/cni/net.d) to chain weft-cni into; empty: install nothing")
+	fs.StringVar(&f.cni.binDir, "cni-bin-dir", "", "the node's CNI plugin directory (its /opt/cni/bin) to copy weft-cni into")
+	fs.StringVar(&f.cni.plugin, "cni-plugin", "/usr/local/bin/weft-cni", "the weft-cni binary to install")
+	fs.StringVar(&f.cni.timeout, "cni-timeout", "10s", "weft-cni's timeout for one call to the agent (written into the conflist)")
+	fs.StringVar(&f.cni.logLevel, "cni-log-level", "info", "weft-cni's log level (written into the conflist)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -171,11 +185,25 @@ func run(args []string) error {
 		GracePeriod:        f.grace,
 		HandoffWait:        handoffWait(f.handoffWait),
 		ProxyLimits:        *f.limits,
+		CNI:                cniConfig(f),
 		Logger:             log,
 		Uninstalling: func(ctx context.Context) bool {
 			return kube != nil && daemonSetGone(ctx, kube, f.namespace, f.daemonSet, log)
 		},
 	})
+}
+
+// cniConfig maps the --cni flags to agent.CNIConfig.
+func cniConfig(f *flags) agent.CNIConfig {
+	if !f.cni.enabled {
+		return agent.CNIConfig{}
+	}
+	return agent.CNIConfig{
+		Socket:   filepath.Join(f.stateDir, f.node, "cni.sock"),
+		Install:  install.Config{ConfDir: f.cni.confDir, BinDir: f.cni.binDir, Plugin: f.cni.plugin},
+		Timeout:  f.cni.timeout,
+		LogLevel: f.cni.logLevel,
+	}
 }
 
 // handoffWait maps the flag (0: no wait) to agent.Config.HandoffWait
