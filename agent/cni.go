@@ -39,7 +39,7 @@ func (a *Agent) startCNI(context.Context) error {
 	}
 	var dec cni.Decider = refuseDecider{}
 	if a.cfg.Kube != nil {
-		dec = cni.KubeDecider{Kube: a.cfg.Kube}
+		dec = kubeDecider{kube: a.cfg.Kube}
 	}
 	en, err := cni.NewEnroller(cni.EnrollerConfig{
 		Holder:  a.dp,

@@ -22,6 +22,8 @@
 //
 // Files: plugin.go (the plugin's verbs), conf.go (its network config),
 // wire.go (the socket protocol), server.go (the agent's socket), enroll.go
-// (the agent's decisions and holds), decide.go (the API server decider).
+// (the agent's holds), decide.go (the decision's interface; the agent's
+// decider reads the API server, agent/cnidecide.go, so the plugin binary
+// links no Kubernetes client).
 // The conflist installer is package cni/install.
 package cni
