@@ -24,6 +24,10 @@ type CNIConfig struct {
 	Install install.Config
 	// Timeout and LogLevel go into the conflist entry.
 	Timeout, LogLevel string
+	// ExcludeNamespaces go into the conflist entry: weft-cni passes their
+	// pods through without the agent (the mesh's own namespace, so the
+	// controller starts on a node whose agent is not serving yet).
+	ExcludeNamespaces []string
 	// HoldWait is how long a redirected connection of a pod that weft-cni
 	// enrolled waits for the pod's policy (its identity) before it is
 	// refused; default 10s.
@@ -65,6 +69,9 @@ func (a *Agent) startCNI(context.Context) error {
 		}
 		if c.LogLevel != "" {
 			ic.Entry["logLevel"] = c.LogLevel
+		}
+		if len(c.ExcludeNamespaces) > 0 {
+			ic.Entry["excludeNamespaces"] = c.ExcludeNamespaces
 		}
 		ic.Logger = a.log.With(logkey.Component, "cni-install")
 		ctx, cancel := context.WithCancel(context.Background())

@@ -28,6 +28,10 @@ type NetConf struct {
 	Socket string `json:"socket"`
 	// Timeout bounds each call to the agent (Go duration); default 10s.
 	Timeout string `json:"timeout,omitempty"`
+	// ExcludeNamespaces are passed through without asking the agent: the
+	// mesh's own namespace, whose pods (the controller) must start while
+	// no agent serves the node. Never enrolled.
+	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
 	// LogLevel is debug, info, warn or error (default info); logs go to
 	// stderr, which the runtime keeps with the error.
 	LogLevel string `json:"logLevel,omitempty"`

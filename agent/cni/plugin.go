@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -86,6 +87,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if slices.Contains(conf.ExcludeNamespaces, req.Namespace) {
+		log.Debug("ADD: namespace excluded, not enrolled", "pod", req.Namespace+"/"+req.Name)
+		return types.PrintResult(prev, conf.CNIVersion)
+	}
 	var rep Reply
 	if err := call(conf, PathAdd, req, &rep); err != nil {
 		log.Error("ADD failed: the pod stays without network until the agent enrolls it", "pod", req.Namespace+"/"+req.Name, "error", err)
@@ -99,6 +104,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	conf, req, log, err := prepare(args, false)
 	if err != nil {
 		return err
+	}
+	if req.Namespace != "" && slices.Contains(conf.ExcludeNamespaces, req.Namespace) {
+		return nil // never enrolled
 	}
 	err = call(conf, PathDel, req, nil)
 	if errors.Is(err, errNoAgent) {
@@ -117,6 +125,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	if _, err := prevResult(conf); err != nil {
 		return err
+	}
+	if slices.Contains(conf.ExcludeNamespaces, req.Namespace) {
+		return nil
 	}
 	var rep Reply
 	return call(conf, PathCheck, req, &rep)

@@ -227,7 +227,18 @@ func TestPrivilegedPluginAgentUnreachable(t *testing.T) {
 			t.Errorf("%s: enrolled %v", name, e)
 		}
 	}
-	// Bad config and missing pod arguments are refused with their codes.
+	// The mesh's own namespace is excluded: its pods start without an agent.
+	var conf map[string]any
+	json.Unmarshal(r.config(filepath.Join(t.TempDir(), "absent.sock")), &conf)
+	conf["excludeNamespaces"] = []string{"weft-system"}
+	excl, _ := json.Marshal(conf)
+	if _, err := r.run(t, "ADD", "weft-system", "uid-4", excl); err != nil {
+		t.Errorf("ADD in an excluded namespace without an agent: %v", err)
+	}
+	if _, err := r.run(t, "ADD", "mesh", "uid-4", excl); err == nil {
+		t.Errorf("ADD in a namespace not excluded passed without an agent")
+	}
+		// Bad config and missing pod arguments are refused with their codes.
 	_, err := r.run(t, "ADD", "mesh", "uid-3", []byte(`{"cniVersion":"1.0.0","name":"x","type":"weft-cni","socket":"rel"}`))
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig {

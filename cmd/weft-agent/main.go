@@ -203,6 +203,9 @@ func cniConfig(f *flags) agent.CNIConfig {
 		Install:  install.Config{ConfDir: f.cni.confDir, BinDir: f.cni.binDir, Plugin: f.cni.plugin},
 		Timeout:  f.cni.timeout,
 		LogLevel: f.cni.logLevel,
+		// weft's own pods start while no agent serves the node; the
+		// namespace is never enrolled
+		ExcludeNamespaces: []string{f.namespace},
 	}
 }
 

@@ -88,7 +88,7 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrSkip, msg)
 	}
-		unlock, err := lab.LockSuite(ctx)
+	unlock, err := lab.LockSuite(ctx)
 	if err != nil {
 		return nil, err
 	}

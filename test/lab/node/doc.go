@@ -128,7 +128,8 @@
 //
 // Volumes: projected (serviceAccountToken via the TokenRequest API bound to
 // the pod, configMap, secret, downwardAPI), configMap, secret, emptyDir
-// (mode 0777) and hostPath (the host path itself). The ServiceAccount
+// (mode 0777) and hostPath (the host path itself, except the node's own CNI
+// directories, see CNI). The ServiceAccount
 // admission plugin's kube-api-access volume therefore gives
 // /var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}
 // exactly as on a real node, and tokens are refreshed at 80% of their
