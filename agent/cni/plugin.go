@@ -13,7 +13,8 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strings"
+	"syscall"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -172,6 +173,11 @@ func cmdStatus(args *skel.CmdArgs) error {
 	return nil
 }
 
+// unreachable reports whether err means no agent accepted the connection.
+func unreachable(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
 // errNoAgent marks a call that found no agent socket.
 var errNoAgent = errors.New("no agent socket")
 
@@ -179,6 +185,7 @@ var errNoAgent = errors.New("no agent socket")
 // Every failure is a *types.Error: an agent that cannot be reached is
 // ErrTryAgainLater (the runtime retries; the pod does not start meanwhile).
 func call(conf *NetConf, path string, body, out any) error {
+	retry := path == PathAdd || path == PathCheck
 	ctx, cancel := context.WithTimeout(context.Background(), conf.timeout())
 	defer cancel()
 	b, err := json.Marshal(body)
@@ -196,11 +203,22 @@ func call(conf *NetConf, path string, body, out any) error {
 		return types.NewError(types.ErrInternal, "weft-cni: build request", err.Error())
 	}
 	resp, err := c.Do(hreq)
+	for err != nil && retry && ctx.Err() == nil && unreachable(err) {
+		// The node's agent is restarting: wait for it within the timeout
+		// rather than fail the sandbox at once.
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+		if hreq, err = http.NewRequestWithContext(ctx, http.MethodPost, "http://weft-agent"+path, bytes.NewReader(b)); err == nil {
+			resp, err = c.Do(hreq)
+		}
+	}
 	if err != nil {
 		e := types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("weft-cni: the weft agent of node %s is unreachable at %s (the pod is not started unmeshed; the runtime retries)", conf.Node, conf.Socket),
 			err.Error())
-		if errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "no such file") {
+		if errors.Is(err, fs.ErrNotExist) {
 			return errors.Join(e, errNoAgent)
 		}
 		return e

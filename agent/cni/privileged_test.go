@@ -167,7 +167,15 @@ func TestPrivilegedPluginAddCheckDel(t *testing.T) {
 	if e := r.enrolled(t); !slices.Equal(e, []uint64{cookie}) {
 		t.Fatalf("after a repeated ADD the enrolled map holds %v, want [%d]", e, cookie)
 	}
-	// A policy sync that does not name the pod yet keeps it enrolled.
+	// The socket file removed (an agent of the node that stopped unlinked
+	// it): the agent binds it again and the plugin's ADD waits for that.
+	if err := os.Remove(r.socket); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.run(t, "ADD", "mesh", "uid-1", r.conf); err != nil {
+		t.Fatalf("ADD after the socket file went: %v", err)
+	}
+		// A policy sync that does not name the pod yet keeps it enrolled.
 	if _, err := r.dp.Sync(datapath.Desired{}); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +246,7 @@ func TestPrivilegedPluginAgentUnreachable(t *testing.T) {
 	if _, err := r.run(t, "ADD", "mesh", "uid-4", excl); err == nil {
 		t.Errorf("ADD in a namespace not excluded passed without an agent")
 	}
-		// Bad config and missing pod arguments are refused with their codes.
+	// Bad config and missing pod arguments are refused with their codes.
 	_, err := r.run(t, "ADD", "mesh", "uid-3", []byte(`{"cniVersion":"1.0.0","name":"x","type":"weft-cni","socket":"rel"}`))
 	var te *types.Error
 	if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig {
@@ -260,7 +268,6 @@ func deadSocket(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.ln.(interface{ SetUnlinkOnClose(bool) }).SetUnlinkOnClose(false)
-	srv.Close()
+	srv.Close() // the file stays, nobody accepts
 	return p
 }

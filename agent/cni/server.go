@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -31,16 +32,22 @@ type Handler interface {
 
 // Server serves the agent's CNI socket.
 type Server struct {
-	node string
-	h    Handler
-	log  *slog.Logger
-	ln   net.Listener
-	srv  *http.Server
-	done chan error
+	node   string
+	path   string
+	h      Handler
+	log    *slog.Logger
+	srv    *http.Server
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	ln     net.Listener
+	closed bool
 }
 
 // Serve listens on socket (mode 0600, a stale socket file replaced) and
-// serves h for node until Close.
+// serves h for node until Close. While it serves, a socket file that
+// disappears (an agent of the node that stopped and unlinked it, a cleanup)
+// is bound again.
 func Serve(socket, node string, h Handler, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return nil, fmt.Errorf("cni socket dir: %w", err)
@@ -48,15 +55,7 @@ func Serve(socket, node string, h Handler, log *slog.Logger) (*Server, error) {
 	if err := os.Remove(socket); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale cni socket: %w", err)
 	}
-	ln, err := net.Listen("unix", socket)
-	if err != nil {
-		return nil, fmt.Errorf("listen on cni socket: %w", err)
-	}
-	if err := os.Chmod(socket, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod cni socket: %w", err)
-	}
-	s := &Server{node: node, h: h, log: log, ln: ln, done: make(chan error, 1)}
+	s := &Server{node: node, path: socket, h: h, log: log, stop: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathAdd, s.serveAdd)
 	mux.HandleFunc("POST "+PathDel, s.serveDel)
@@ -64,16 +63,77 @@ func Serve(socket, node string, h Handler, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("POST "+PathGC, s.serveGC)
 	mux.HandleFunc("POST "+PathStatus, s.serveStatus)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { s.done <- s.srv.Serve(ln) }()
+	if err := s.listen(); err != nil {
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.keep()
 	return s, nil
 }
 
-// Close stops serving and removes the socket file.
+// listen binds the socket file and serves it.
+func (s *Server) listen() error {
+	ln, err := net.Listen("unix", s.path)
+	if err != nil {
+		return fmt.Errorf("listen on cni socket: %w", err)
+	}
+	// The file outlives this listener: the next agent of the node may
+	// have bound it by the time this one closes.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(s.path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("chmod cni socket: %w", err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.srv.Serve(ln)
+	}()
+	return nil
+}
+
+// keep binds the socket again whenever its file is gone.
+func (s *Server) keep() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if _, err := os.Stat(s.path); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return
+		}
+		if err := s.listen(); err != nil {
+			s.log.Warn("cni socket gone and not bound again", logkey.Path, s.path, logkey.Error, err)
+			continue
+		}
+		s.log.Info("cni socket was gone: bound again", logkey.Path, s.path)
+	}
+}
+
+// Close stops serving. The socket file stays (another agent of the node may
+// own it now); the agent removes it on uninstall.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
-	<-s.done
+	s.wg.Wait()
 	return err
 }
 
