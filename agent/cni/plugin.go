@@ -19,6 +19,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // Versions are the CNI spec versions weft-cni speaks.
@@ -49,7 +51,7 @@ func prepare(args *skel.CmdArgs, needPod bool) (*NetConf, Request, *slog.Logger,
 		return nil, Request{}, nil, types.NewError(types.ErrInvalidNetworkConfig, "weft-cni: invalid network config", err.Error())
 	}
 	lvl, _ := conf.level()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("plugin", PluginType)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With(logkey.Component, PluginType)
 	var ka k8sArgs
 	ka.IgnoreUnknown = true
 	if err := types.LoadArgs(args.Args, &ka); err != nil {
@@ -89,15 +91,19 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	if slices.Contains(conf.ExcludeNamespaces, req.Namespace) {
-		log.Debug("ADD: namespace excluded, not enrolled", "pod", req.Namespace+"/"+req.Name)
+		log.Debug("ADD: namespace excluded, not enrolled", logkey.Pod, req.Namespace+"/"+req.Name)
 		return types.PrintResult(prev, conf.CNIVersion)
 	}
 	var rep Reply
 	if err := call(conf, PathAdd, req, &rep); err != nil {
-		log.Error("ADD failed: the pod stays without network until the agent enrolls it", "pod", req.Namespace+"/"+req.Name, "error", err)
+		log.Error("ADD failed: the pod stays without network until the agent enrolls it", logkey.Pod, req.Namespace+"/"+req.Name, logkey.Error, err)
 		return err
 	}
-	log.Info("ADD", "pod", req.Namespace+"/"+req.Name, "enrolled", rep.Enrolled, "cookie", rep.Cookie, "reason", rep.Reason)
+	if rep.Enrolled {
+		log.Info("ADD: enrolled", logkey.Pod, req.Namespace+"/"+req.Name, logkey.Cookie, rep.Cookie)
+	} else {
+		log.Info("ADD: not enrolled", logkey.Pod, req.Namespace+"/"+req.Name, logkey.Reason, rep.Reason)
+	}
 	return types.PrintResult(prev, conf.CNIVersion)
 }
 
@@ -113,7 +119,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	if errors.Is(err, errNoAgent) {
 		// No agent socket: weft is not (or no longer) on this node, and
 		// its map went with it. Nothing to remove.
-		log.Info("DEL: no agent socket, nothing to remove", "socket", conf.Socket)
+		log.Info("DEL: no agent socket, nothing to remove", logkey.Path, conf.Socket)
 		return nil
 	}
 	return err

@@ -161,7 +161,14 @@ func (s *Server) serveAdd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep, err := s.h.Add(r.Context(), req)
-	s.log.Info("cni ADD", logkey.Pod, req.Namespace+"/"+req.Name, logkey.Cookie, rep.Cookie, "enrolled", rep.Enrolled, logkey.Reason, rep.Reason, logkey.Error, err)
+	switch {
+	case err != nil:
+		s.log.Warn("cni ADD refused", logkey.Pod, req.Namespace+"/"+req.Name, logkey.Error, err)
+	case rep.Enrolled:
+		s.log.Info("cni ADD: enrolled", logkey.Pod, req.Namespace+"/"+req.Name, logkey.Cookie, rep.Cookie)
+	default:
+		s.log.Info("cni ADD: not enrolled", logkey.Pod, req.Namespace+"/"+req.Name, logkey.Reason, rep.Reason)
+	}
 	reply(w, rep, err)
 }
 
