@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/weft-mesh/weft/agent/cni"
 	"github.com/weft-mesh/weft/agent/cni/install"
 	"github.com/weft-mesh/weft/api/logkey"
@@ -131,9 +133,10 @@ func (a *Agent) callersChanged() {
 }
 
 // waitCaller waits, for a cookie weft-cni enrolled, until the pod's policy
-// names it (the connection's caller identity), for at most HoldWait: a
-// pod's first connections may precede its first policy, and they are held
-// rather than refused (never sent around the proxy).
+// names it (the connection's caller) and its identity's SVID is issued, for
+// at most HoldWait: a pod's first connections may precede its first policy
+// and its certificate, and they are held rather than refused (never sent
+// around the proxy).
 func (a *Agent) waitCaller(cookie uint64) (*weftv1.Workload, bool) {
 	if a.enroller == nil || !a.enroller.HoldsCookie(cookie) {
 		return nil, false
@@ -144,17 +147,30 @@ func (a *Agent) waitCaller(cookie uint64) (*weftv1.Workload, bool) {
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	poll := time.NewTicker(20 * time.Millisecond) // the identity manager does not notify
+	defer poll.Stop()
 	for {
 		a.callersMu.Lock()
 		ch := a.callersCh
 		a.callersMu.Unlock()
-		if w, ok := a.lookupCaller(cookie); ok {
+		if w, ok := a.lookupCaller(cookie); ok && a.hasSVID(w) {
 			return w, true
 		}
 		select {
 		case <-ch:
+		case <-poll.C:
 		case <-deadline.C:
-			return nil, false
+			return a.lookupCaller(cookie) // the proxy says what is missing
 		}
 	}
+}
+
+// hasSVID reports whether w's identity has its SVID on this node.
+func (a *Agent) hasSVID(w *weftv1.Workload) bool {
+	id, err := spiffeid.FromString(w.GetIdentity())
+	if err != nil {
+		return true // the proxy refuses it with the reason
+	}
+	_, err = a.ids.SVID(id)
+	return err == nil
 }
