@@ -175,7 +175,7 @@ func TestPrivilegedPluginAddCheckDel(t *testing.T) {
 	if _, err := r.run(t, "ADD", "mesh", "uid-1", r.conf); err != nil {
 		t.Fatalf("ADD after the socket file went: %v", err)
 	}
-		// A policy sync that does not name the pod yet keeps it enrolled.
+	// A policy sync that does not name the pod yet keeps it enrolled.
 	if _, err := r.dp.Sync(datapath.Desired{}); err != nil {
 		t.Fatal(err)
 	}

@@ -162,15 +162,8 @@ func (k *kubelet) cniNetwork() (*libcni.NetworkConfigList, *libcni.CNIConfig, er
 	if len(files) == 0 {
 		return nil, nil, fmt.Errorf("no CNI config in %s", dir)
 	}
-	var list *libcni.NetworkConfigList
-	if strings.HasSuffix(files[0], ".conflist") {
-		list, err = libcni.ConfListFromFile(files[0])
-	} else {
-		var one *libcni.PluginConfig
-		if one, err = libcni.ConfFromFile(files[0]); err == nil {
-			list, err = libcni.ConfListFromConf(one)
-		}
-	}
+	// libcni reads conflists only (a runtime of CNI 1.x does the same).
+	list, err := libcni.NetworkConfFromFile(files[0])
 	if err != nil {
 		return nil, nil, fmt.Errorf("CNI config %s: %w", files[0], err)
 	}
