@@ -13,7 +13,7 @@ HELM_VERSION := v4.3.2
 HELM := $(TOOLS)/helm
 export PATH := $(BIN):$(K8S_BIN):$(TOOLS):$(PATH)
 
-.PHONY: help build images generate lint helm test lab-binaries lab-up lab-down lab-install demo bench tools conformance
+.PHONY: help build images generate lint helm test lab-binaries cni-plugins lab-up lab-down lab-install demo bench tools conformance
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,10 +56,22 @@ lint: helm ## gofmt, go vet, staticcheck (pinned in go.mod's tool block), helm l
 	go tool staticcheck -tags weft_insecure ./cmd/weft-agent
 	$(HELM) lint --strict -n weft-system manifests/chart
 
+# The lab nodes' primary CNI: the upstream reference plugins, built from the Go
+# module proxy like helm (go install pkg@version: reproducible, outside go.mod).
+CNI_PLUGINS_VERSION := v1.10.0
+CNI_BIN := $(CACHE)/cni/bin
+cni-plugins: ## build the reference CNI plugins the lab nodes use (ptp, host-local) into .cache/cni/bin (once)
+	@mkdir -p $(CNI_BIN)
+	@for p in main/ptp ipam/host-local; do b=$(CNI_BIN)/$$(basename $$p); \
+	  if [ "$$(go version -m $$b 2>/dev/null | awk '$$1 == "mod" {print $$3}')" != "$(CNI_PLUGINS_VERSION)" ]; then \
+	    echo "GOBIN=$(CNI_BIN) go install github.com/containernetworking/plugins/plugins/$$p@$(CNI_PLUGINS_VERSION)"; \
+	    GOBIN=$(CNI_BIN) go install github.com/containernetworking/plugins/plugins/$$p@$(CNI_PLUGINS_VERSION) || exit 1; \
+	  fi; done
+
 lab-binaries: ## build etcd, kube-apiserver, controllers, kube-proxy, kubectl, coredns into .cache/k8s (once)
 	bash test/lab/k8s/build.sh
 
-test: lint build lab-binaries ## run everything CI runs: unit, integration, privileged, end-to-end
+test: lint build lab-binaries cni-plugins ## run everything CI runs: unit, integration, privileged, end-to-end
 	@bash test/deps.sh test
 	@mkdir -p $(CACHE)
 	@# The end-to-end suites (lab + real traffic, zero-failure goals) run after the other
@@ -74,7 +86,7 @@ test: lint build lab-binaries ## run everything CI runs: unit, integration, priv
 	  go run ./test/summary -require-privileged < $(CACHE)/test.json || exit 1; \
 	  if [ $$rc != 0 ]; then echo "make test: a go test run failed outside its tests (see its errors above)"; exit 1; fi
 
-lab-up: build lab-binaries ## start a local lab cluster (2 nodes); KUBECONFIG=.cache/lab/kubeconfig
+lab-up: build lab-binaries cni-plugins ## start a local lab cluster (2 nodes); KUBECONFIG=.cache/lab/kubeconfig
 	@bash test/deps.sh lab
 	$(BIN)/weft-lab up
 
@@ -95,7 +107,7 @@ demo: lab-up lab-install ## the lab, weft installed from its images with Helm, a
 # lab and leaves it running, or brings one up and takes it down. Upstream flags go in
 # CONFORMANCE_ARGS, e.g. CONFORMANCE_ARGS=-run-test=MeshPorts or -run-test=HTTPRouteWeight.
 CONFORMANCE_ARGS ?=
-conformance: build lab-binaries ## run the upstream Gateway API conformance suite (GATEWAY-HTTP/TLS/GRPC/TCP, MESH-HTTP/GRPC) on the lab (report: .cache/conformance/report.yaml) and measure route propagation
+conformance: build lab-binaries cni-plugins ## run the upstream Gateway API conformance suite (GATEWAY-HTTP/TLS/GRPC/TCP, MESH-HTTP/GRPC) on the lab (report: .cache/conformance/report.yaml) and measure route propagation
 	@bash test/deps.sh lab
 	@mkdir -p $(CACHE)/conformance
 	cd test/conformance && go test -count=1 -timeout 40m -v . -args $(CONFORMANCE_ARGS) 2>&1 | tee $(CACHE)/conformance/run.log; exit $${PIPESTATUS[0]}

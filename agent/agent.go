@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weft-mesh/weft/agent/cni"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/handoff"
 	"github.com/weft-mesh/weft/agent/lifecycle"
@@ -108,6 +109,8 @@ type Config struct {
 	// successor and the redirect is detached and unpinned instead of kept
 	// for the next agent. Nil: never.
 	Uninstalling func(context.Context) bool
+	// CNI is the agent's side of weft-cni (cni.go).
+	CNI CNIConfig
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -123,6 +126,15 @@ type Agent struct {
 	pol     *policy.Client
 	marker  *marker
 	callers atomic.Pointer[map[uint64]*weftv1.Workload]
+	// callersCh is closed (and replaced) whenever callers or the CNI holds
+	// change (cni.go waitCaller).
+	callersMu sync.Mutex
+	callersCh chan struct{}
+
+	enroller       *cni.Enroller // nil without a CNI socket
+	cniServer      *cni.Server
+	cniInstallStop context.CancelFunc
+	cniInstallDone chan struct{}
 
 	loops       sync.WaitGroup
 	cancelLoops context.CancelFunc
@@ -150,8 +162,16 @@ type Agent struct {
 	current *weftv1.NodePolicy
 }
 
-// ByCookie implements outbound.Callers.
+// ByCookie implements outbound.Callers. A pod that weft-cni enrolled but
+// no policy names yet is waited for (waitCaller).
 func (a *Agent) ByCookie(cookie uint64) (*weftv1.Workload, bool) {
+	if w, ok := a.lookupCaller(cookie); ok {
+		return w, true
+	}
+	return a.waitCaller(cookie)
+}
+
+func (a *Agent) lookupCaller(cookie uint64) (*weftv1.Workload, bool) {
 	m := a.callers.Load()
 	if m == nil {
 		return nil, false
@@ -197,6 +217,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var lc lifecycle.Lifecycle
 	lc.Append(lifecycle.Hook{Name: "controller connection", Stop: a.closeConn})
 	lc.Append(lifecycle.Hook{Name: "datapath", Start: a.openDatapath, Stop: a.closeDatapath})
+	lc.Append(lifecycle.Hook{Name: "cni", Start: a.startCNI, Stop: a.stopCNI})
 	lc.Append(lifecycle.Hook{Name: "proxy", Stop: a.drain})
 	lc.Append(lifecycle.Hook{Name: "sync loops", Start: a.startLoops, Stop: a.stopLoops})
 	lc.Append(lifecycle.Hook{Name: "listeners", Start: a.serve})
@@ -253,7 +274,7 @@ func (c Config) withDefaults() (Config, error) {
 // build makes the agent's components; none of them serves or touches the
 // node yet.
 func build(cfg Config) (*Agent, error) {
-	a := &Agent{cfg: cfg, log: cfg.Logger, errc: make(chan error, 4)}
+	a := &Agent{cfg: cfg, log: cfg.Logger, errc: make(chan error, 4), callersCh: make(chan struct{})}
 	conn, err := a.dial()
 	if err != nil {
 		return nil, err
@@ -607,6 +628,13 @@ func (a *Agent) resyncLoop(ctx context.Context) error {
 func (a *Agent) syncDatapath(pol *weftv1.NodePolicy) {
 	want, byUID := desired(pol)
 	want.KeepUnlisted = !a.pol.Status().FromController
+	if a.enroller != nil {
+		named := make(map[string]bool, len(byUID))
+		for uid := range byUID {
+			named[uid] = true
+		}
+		a.enroller.Observe(named) // before Sync: a pod that left the mesh goes now
+	}
 	res, err := a.dp.Sync(want)
 	if err != nil {
 		a.log.Error("sync redirect maps", logkey.Error, err)
@@ -624,6 +652,7 @@ func (a *Agent) syncDatapath(pol *weftv1.NodePolicy) {
 		}
 	}
 	a.callers.Store(&callers)
+	a.callersChanged()
 	a.metrics.Enrolled(len(callers))
 	if a.marker != nil {
 		a.marker.retain(byUID)

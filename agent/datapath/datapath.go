@@ -29,6 +29,7 @@ type Datapath struct {
 
 	mu      sync.Mutex
 	cookies map[string]uint64 // pod UID -> netns cookie resolved earlier
+	holds   map[string]uint64 // pod UID -> netns cookie enrolled by Hold (hold.go)
 	// ownNetns is the agent's (the node's, as a hostNetwork pod) netns
 	// cookie: never enrolled, or the proxy's own dials would loop.
 	ownNetns uint64
@@ -73,6 +74,7 @@ func Open(cfg Config) (*Datapath, error) {
 		log:       cfg.Logger.With(logkey.Node, cfg.Node),
 		links:     map[string]link.Link{},
 		cookies:   map[string]uint64{},
+		holds:     map[string]uint64{},
 	}
 	if d.ownNetns, err = NetnsCookie("/proc/thread-self/ns/net"); err != nil {
 		return nil, fmt.Errorf("own netns cookie: %w", err)

@@ -73,7 +73,7 @@ type Result struct {
 // VIP is an error and changes nothing. A pod whose netns cannot be found
 // keeps the cookie an earlier Sync resolved (a pod's sandbox netns lives as
 // long as the pod); with none it is not enrolled and its PodResult.Err says
-// why. Map write failures are returned joined; the per-pod results are
+// why. Held pods (Hold) stay enrolled whether in d or not. Map write failures are returned joined; the per-pod results are
 // still accurate.
 func (d *Datapath) Sync(want Desired) (Result, error) {
 	vips, skipped, err := NormalizeVIPs(want.Meshed)
@@ -98,6 +98,9 @@ func (d *Datapath) Sync(want Desired) (Result, error) {
 	res := Result{SkippedVIPs: skipped, Pods: make([]PodResult, len(want.Pods))}
 	desired := State{Meshed: vips}
 	desired.Enrolled, desired.Strict = d.resolvePods(want.Pods, res.Pods)
+	for _, cookie := range d.holds {
+		desired.Enrolled = append(desired.Enrolled, cookie) // Plan ignores duplicates
+	}
 	addrs, addrErr := d.nodeAddrs()
 
 	actual, err := d.readState()

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/weft-mesh/weft/agent"
+	"github.com/weft-mesh/weft/agent/cni/install"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
@@ -93,6 +94,13 @@ type flags struct {
 	limits                                               *limits.Limits
 	holderSocket                                         string
 	allowPrivateBPFFS                                    bool
+	cni                                                  cniFlags
+}
+
+// cniFlags configure weft-cni's side in the agent (agent.CNIConfig).
+type cniFlags struct {
+	enabled                                    bool
+	confDir, binDir, plugin, timeout, logLevel string
 }
 
 func parse(name string, args []string) (*flags, error) {
@@ -118,6 +126,12 @@ func parse(name string, args []string) (*flags, error) {
 	f.limits = limitFlags(fs)
 	fs.StringVar(&f.holderSocket, "holder-socket", "", "the node's socket holder (weft-agent hold), asked for the listeners when no agent serves them; default <state-dir>/<node>/"+sockholder.HolderSocket+"; \"none\": no holder")
 	fs.BoolVar(&f.allowPrivateBPFFS, "allow-private-bpffs", false, "when /sys/fs/bpf is not a bpffs, mount one in this process's mount namespace instead of failing (tests only: in a container the pins, and the redirect, die with the agent)")
+	fs.BoolVar(&f.cni.enabled, "cni", false, "serve weft-cni on <state-dir>/<node>/cni.sock (new pods are enrolled before their containers start)")
+	fs.StringVar(&f.cni.confDir, "cni-conf-dir", "", "the node's CNI config directory (its /etc/cni/net.d) to chain weft-cni into; empty: install nothing")
+	fs.StringVar(&f.cni.binDir, "cni-bin-dir", "", "the node's CNI plugin directory (its /opt/cni/bin) to copy weft-cni into")
+	fs.StringVar(&f.cni.plugin, "cni-plugin", "/usr/local/bin/weft-cni", "the weft-cni binary to install")
+	fs.StringVar(&f.cni.timeout, "cni-timeout", "10s", "weft-cni's timeout for one call to the agent (written into the conflist)")
+	fs.StringVar(&f.cni.logLevel, "cni-log-level", "info", "weft-cni's log level (written into the conflist)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -189,11 +203,28 @@ func run(args []string) error {
 		GracePeriod:        f.grace,
 		HandoffWait:        handoffWait(f.handoffWait),
 		ProxyLimits:        *f.limits,
+		CNI:                cniConfig(f),
 		Logger:             log,
 		Uninstalling: func(ctx context.Context) bool {
 			return kube != nil && daemonSetGone(ctx, kube, f.namespace, f.daemonSet, log)
 		},
 	})
+}
+
+// cniConfig maps the --cni flags to agent.CNIConfig.
+func cniConfig(f *flags) agent.CNIConfig {
+	if !f.cni.enabled {
+		return agent.CNIConfig{}
+	}
+	return agent.CNIConfig{
+		Socket:   filepath.Join(f.stateDir, f.node, "cni.sock"),
+		Install:  install.Config{ConfDir: f.cni.confDir, BinDir: f.cni.binDir, Plugin: f.cni.plugin},
+		Timeout:  f.cni.timeout,
+		LogLevel: f.cni.logLevel,
+		// weft's own pods start while no agent serves the node; the
+		// namespace is never enrolled
+		ExcludeNamespaces: []string{f.namespace},
+	}
 }
 
 // handoffWait maps the flag (0: no wait) to agent.Config.HandoffWait

@@ -69,7 +69,7 @@ spec:
 	}
 	t.Logf("weftctl stat:\n%s", st)
 	for b, n := range sent {
-		if !regexp.MustCompile(regexp.QuoteMeta(b) + `\s+[0-9.]+\s+100\.00%.*\s` + `[0-9]+\n`).MatchString(st) || n == 0 {
+		if !regexp.MustCompile(regexp.QuoteMeta(b)+`\s+[0-9.]+\s+100\.00%.*\s`+`[0-9]+\n`).MatchString(st) || n == 0 {
 			t.Errorf("weftctl stat has no row for %s with 100%% success", b)
 		}
 	}

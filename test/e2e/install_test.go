@@ -80,6 +80,7 @@ func testUninstall(t *testing.T, e *env) {
 			return ""
 		})
 	}
+	cniRemoved(t, e)
 	e.eventually(30*time.Second, "Weft's BPF programs and maps freed", func() string {
 		left, err := liveBPFObjects()
 		if err != nil {

@@ -39,6 +39,8 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"ParentRefPortScopesTheRoute", testParentRefPort},
 		{"OptedOutEndpointsReachedDirectly", testOptedOut},
 		{"ConsumerRoute", testConsumerRoute},
+		{"WeftCNIChained", testWeftCNIChained},
+		{"FirstConnectionOfANewPodIsMeshed", testFirstConnectionMeshed},
 		{"GRPCRoute", testGRPCRoute},
 		{"SessionPersistence", testSessionPersistence},
 		{"HeavyRegexRouteIsBounded", testHeavyRegexRoute},
@@ -665,6 +667,12 @@ func testRBAC(t *testing.T, e *env) {
 		{ctl, "delete", "authorizationpolicies.policy.weft.dev", "faces", false},
 		{agent, "list", "authorizationpolicies.policy.weft.dev", "faces", false},
 		{agent, "list", "serviceaccounts", "faces", false},
+		// weft-cni: the agent reads a new pod and its namespace, one get
+		// each; it lists and watches nothing
+		{agent, "get", "pods", "faces", true},
+		{agent, "get", "namespaces", "", true},
+		{agent, "list", "pods", "faces", false},
+		{agent, "watch", "namespaces", "", false},
 	} {
 		resource, sub, _ := strings.Cut(c.resource, "/")
 		args := []string{"auth", "can-i", c.verb, resource, "--as", c.as}

@@ -218,7 +218,11 @@ capabilities:
 - {name: bpffs, mountPath: /sys/fs/bpf, mountPropagation: HostToContainer}
 - {name: cgroup, mountPath: /sys/fs/cgroup, readOnly: false}
 - {name: state, mountPath: /var/lib/weft}
-- {name: weft-token, mountPath: /var/run/secrets/weft, readOnly: true}`)},
+- {name: weft-token, mountPath: /var/run/secrets/weft, readOnly: true}
+- {name: cni-conf, mountPath: /host/cni/net.d}
+- {name: cni-bin, mountPath: /host/cni/bin}
+- {name: netns, mountPath: /run/netns, mountPropagation: HostToContainer}
+- {name: netns, mountPath: /var/run/netns, mountPropagation: HostToContainer}`)},
 		{"volumes", spec["volumes"], value(t, `
 - name: bpffs
   hostPath: {path: /sys/fs/bpf, type: DirectoryOrCreate}
@@ -226,6 +230,12 @@ capabilities:
   hostPath: {path: /sys/fs/cgroup, type: Directory}
 - name: state
   hostPath: {path: /var/lib/weft, type: DirectoryOrCreate}
+- name: cni-conf
+  hostPath: {path: /etc/cni/net.d, type: DirectoryOrCreate}
+- name: cni-bin
+  hostPath: {path: /opt/cni/bin, type: DirectoryOrCreate}
+- name: netns
+  hostPath: {path: /run/netns, type: DirectoryOrCreate}
 - name: weft-token
   projected:
     sources:
@@ -301,9 +311,14 @@ func TestChartValues(t *testing.T) {
 				p["containerPort"] = field(t, v, "metrics", "port")
 			}
 		}
-		ctr["args"] = append(args,
-			"--trust-domain="+field(t, v, "trustDomain").(string),
-			"--log-level="+field(t, v, "logLevel").(string))
+		// The values' flags come before the weft-cni ones (the chart's
+		// order).
+		extra := []any{"--trust-domain=" + field(t, v, "trustDomain").(string), "--log-level=" + field(t, v, "logLevel").(string)}
+		at := slices.Index(args, any("--cni"))
+		if at < 0 {
+			at = len(args)
+		}
+		ctr["args"] = slices.Insert(slices.Clone(args), at, extra...)
 		ctr["resources"] = field(t, v, c.values, "resources")
 	}
 	// The agent pod's init container (mount-bpffs) and socket holder run the

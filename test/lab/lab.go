@@ -37,6 +37,7 @@ type Paths struct {
 	NodesDir   string
 	BinDir     string // .cache/bin (weft binaries)
 	K8sBinDir  string // .cache/k8s/bin
+	CNIBinDir  string // .cache/cni/bin (the reference CNI plugins, `make cni-plugins`)
 }
 
 // PathsFor returns the lab paths of a repository root.
@@ -52,6 +53,7 @@ func PathsFor(root string) Paths {
 		NodesDir:   filepath.Join(dir, "nodes"),
 		BinDir:     filepath.Join(root, ".cache", "bin"),
 		K8sBinDir:  filepath.Join(root, ".cache", "k8s", "bin"),
+		CNIBinDir:  filepath.Join(root, ".cache", "cni", "bin"),
 	}
 }
 

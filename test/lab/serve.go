@@ -95,6 +95,7 @@ func NodeConfigs(p Paths, n int, cgroupRoot string, creds map[string]cluster.Nod
 			PathDirs:           []string{p.BinDir, p.K8sBinDir},
 			CgroupRoot:         cgroupRoot,
 			KubeProxyBin:       filepath.Join(p.K8sBinDir, "kube-proxy"),
+			CNIPluginDir:       p.CNIBinDir,
 		})
 	}
 	return cfgs

@@ -81,6 +81,13 @@ func Start(ctx context.Context, opts Options) (*Lab, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrSkip, msg)
 	}
+	if _, err := os.Stat(filepath.Join(p.CNIBinDir, "ptp")); err != nil {
+		msg := fmt.Sprintf("the lab nodes' CNI plugins are not built in %s: run `make cni-plugins`", p.CNIBinDir)
+		if os.Getenv("CI") != "" {
+			return nil, errors.New(msg)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrSkip, msg)
+	}
 	unlock, err := lab.LockSuite(ctx)
 	if err != nil {
 		return nil, err

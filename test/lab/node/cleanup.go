@@ -87,6 +87,13 @@ func cleanupNode(st nodeState) error {
 	if err := os.RemoveAll(filepath.Join("/var/lib/weft", st.Name)); err != nil {
 		errs = append(errs, fmt.Errorf("remove weft agent state: %w", err))
 	}
+	// The node's CNI directories (config, plugins, IPAM state) are its
+	// disk too.
+	if st.dir != "" {
+		if err := os.RemoveAll(filepath.Join(st.dir, "cni")); err != nil {
+			errs = append(errs, fmt.Errorf("remove node CNI dirs: %w", err))
+		}
+	}
 	if err := removeCgroupTree(nodeCgroup(st.CgroupRoot, st.Name)); err != nil {
 		errs = append(errs, err)
 	}

@@ -37,6 +37,11 @@ type Config struct {
 	// doc, Images). Images not in Images are pulled into it; "" disables
 	// pulls (such images then fail with ErrImagePull).
 	ImageStore string
+	// CNIPluginDir holds the reference CNI plugins (ptp, host-local; built
+	// by `make cni-plugins`): the node installs them into its own CNI bin
+	// dir and sets pods' networks up through its CNI config (cni.go). ""
+	// wires each pod's veth directly (sandbox.go; the package's own tests).
+	CNIPluginDir string
 }
 
 // Image is what a container image runs: like an OCI image config.

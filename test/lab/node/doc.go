@@ -82,6 +82,33 @@
 // DNATs to the advertised 172.30.255.1:6443; the apiserver certificate must
 // carry 10.96.0.1 (in-cluster clients verify it).
 //
+// # CNI
+//
+// With Config.CNIPluginDir set (the lab sets it), a pod's network is set up
+// the way a kubelet's runtime does it: each node has its own CNI directories
+// under StateDir (cni/net.d is the node's /etc/cni/net.d, cni/bin its
+// /opt/cni/bin, cni/cache libcni's cache, cni/ipam host-local's state), and
+// a hostPath volume of /etc/cni/net.d or /opt/cni/bin (or a path below
+// them) of a pod on the node resolves to the node's own directory, as it
+// would on a node with its own disk (so a DaemonSet that installs a chained
+// plugin installs it on that node only). Run copies the upstream reference
+// plugins ptp and host-local (github.com/containernetworking/plugins,
+// `make cni-plugins`) into the node's bin dir and writes
+// cni/net.d/10-weft-lab.conflist (ptp + host-local over the node's PodCIDR,
+// default route) unless a config is there already (a restarted node keeps
+// what was chained into it). For every non-hostNetwork pod the runtime
+// creates the netns, then runs the first config file's plugin chain (libcni,
+// the plugins executed inside the node netns) with ADD, CNI_ARGS
+// K8S_POD_NAMESPACE/NAME/INFRA_CONTAINER_ID/UID (and IP=<old pod IP> so a
+// restarted node keeps its pods' addresses), before any container of the pod
+// starts; the pod IP comes from the result. A failed ADD is the pod's setup
+// error, retried like any. At teardown it runs DEL, then deletes the netns.
+// ptp gives the pod eth0 with podIP/24 and routes via the gateway (.1 of the
+// PodCIDR), which sits as a /32 on the node side of every pod veth, with a
+// /32 route to each pod: so connections from the node netns to a pod have
+// the gateway address as source. Without CNIPluginDir (the package's own
+// tests) the pod's veth is wired directly as described under Networking.
+//
 // # Pods
 //
 // Run runs kube-proxy (Config.KubeProxyBin; empty means none) in the node
@@ -101,7 +128,8 @@
 //
 // Volumes: projected (serviceAccountToken via the TokenRequest API bound to
 // the pod, configMap, secret, downwardAPI), configMap, secret, emptyDir
-// (mode 0777) and hostPath (the host path itself). The ServiceAccount
+// (mode 0777) and hostPath (the host path itself, except the node's own CNI
+// directories, see CNI). The ServiceAccount
 // admission plugin's kube-api-access volume therefore gives
 // /var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}
 // exactly as on a real node, and tokens are refreshed at 80% of their

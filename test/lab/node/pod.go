@@ -228,22 +228,16 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 			w.podIP, w.netns = cfg.NodeIP, netnsPath(nodeNetns(cfg.Name))
 			w.mu.Unlock()
 		} else {
-			ip, err := w.k.allocate(pod)
+			sb, err := w.createNetwork(ctx, pod)
 			if err != nil {
 				return err
 			}
-			sb, err := createSandbox(cfg.Name, string(pod.UID), ip)
-			if err != nil {
-				w.k.release(ip)
-				return fmt.Errorf("create pod network: %w", err)
-			}
 			if err := applySysctls(netnsPath(sb.Netns), pod); err != nil {
-				deleteSandbox(sb)
-				w.k.release(ip)
+				w.deleteNetwork(sb)
 				return err
 			}
 			w.mu.Lock()
-			w.sb, w.podIP, w.netns = &sb, ip, netnsPath(sb.Netns)
+			w.sb, w.podIP, w.netns = &sb, sb.IP, netnsPath(sb.Netns)
 			w.mu.Unlock()
 		}
 	}
@@ -258,8 +252,43 @@ func (w *podWorker) setup(ctx context.Context, pod *corev1.Pod) error {
 	}
 	if w.vols == nil {
 		w.vols = newVolumes(w.k.client, filepath.Join(w.dir, "volumes"), w.podIP, cfg.NodeIP)
+		w.vols.hostPath = func(p string) string { return hostPathOf(cfg, p) }
 	}
 	return w.vols.refresh(ctx, pod)
+}
+
+// createNetwork gives the pod its netns and network: through the node's
+// CNI (cni.go), or wired directly when the node has no CNI plugins.
+func (w *podWorker) createNetwork(ctx context.Context, pod *corev1.Pod) (sandbox, error) {
+	if w.k.cfg.CNIPluginDir != "" {
+		return w.k.cniAdd(ctx, pod)
+	}
+	ip, err := w.k.allocate(pod)
+	if err != nil {
+		return sandbox{}, err
+	}
+	sb, err := createSandbox(w.k.cfg.Name, string(pod.UID), ip)
+	if err != nil {
+		w.k.release(ip)
+		return sb, fmt.Errorf("create pod network: %w", err)
+	}
+	return sb, nil
+}
+
+// deleteNetwork undoes createNetwork (CNI DEL, then the netns).
+func (w *podWorker) deleteNetwork(sb sandbox) {
+	if w.k.cfg.CNIPluginDir != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := w.k.cniDel(ctx, w.pod(), sb); err != nil {
+			w.log.Error("remove pod network", "err", err)
+		}
+		return
+	}
+	if err := deleteSandbox(sb); err != nil {
+		w.log.Error("remove pod netns", "err", err)
+	}
+	w.k.release(sb.IP)
 }
 
 // safeSysctls are the network sysctls a kubelet allows every pod (its
@@ -330,10 +359,7 @@ func (w *podWorker) teardown(grace time.Duration, remove bool) {
 		w.log.Error("remove pod cgroup", "err", err)
 	}
 	if w.sb != nil {
-		if err := deleteSandbox(*w.sb); err != nil {
-			w.log.Error("remove pod netns", "err", err)
-		}
-		w.k.release(w.sb.IP)
+		w.deleteNetwork(*w.sb)
 		w.sb = nil
 	}
 	// The containers' overlays went with their mount namespaces (their

@@ -81,6 +81,9 @@ func (k *kubelet) run(ctx context.Context) error {
 			return fmt.Errorf("node %s: %w", cfg.Name, err)
 		}
 	}
+	if err := setupCNI(cfg); err != nil {
+		return fmt.Errorf("node %s: CNI: %w", cfg.Name, err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

@@ -23,6 +23,9 @@ type volumes struct {
 	client        kubernetes.Interface
 	root          string
 	podIP, hostIP netip.Addr
+	// hostPath maps a hostPath volume's path to where it is on this node
+	// (hostPathOf); nil: the path itself.
+	hostPath func(string) string
 
 	mu          sync.Mutex
 	paths       map[string]string // volume name -> host path
@@ -84,12 +87,16 @@ func (v *volumes) materialize(ctx context.Context, pod *corev1.Pod, vol corev1.V
 	var err error
 	switch src := vol.VolumeSource; {
 	case src.HostPath != nil:
+		path := src.HostPath.Path
+		if v.hostPath != nil {
+			path = v.hostPath(path) // the node's own CNI directories (cni.go)
+		}
 		if t := src.HostPath.Type; t != nil && *t == corev1.HostPathDirectoryOrCreate {
-			if err := os.MkdirAll(src.HostPath.Path, 0o755); err != nil {
+			if err := os.MkdirAll(path, 0o755); err != nil {
 				return err
 			}
 		}
-		v.paths[vol.Name] = src.HostPath.Path
+		v.paths[vol.Name] = path
 		return nil
 	case src.EmptyDir != nil:
 		v.paths[vol.Name] = dir
