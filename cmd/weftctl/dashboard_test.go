@@ -5,10 +5,7 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +18,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/metrics/stat"
+	"github.com/weft-mesh/weft/test/browser"
 )
 
 // registrySource serves one registry per fake agent, as the pod proxy
@@ -51,22 +49,15 @@ func (s *registrySource) now(context.Context) (map[string]stat.Families, error) 
 	return out, nil
 }
 
-// chromium finds Debian's chromium (test/deps.sh test installs it).
-func chromium(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium is not installed: run test/deps.sh test")
-	}
-	return p
-}
-
 // TestDashboardInChromium drives requests through two fake agents' real
 // metrics (70/30 over two backends, with failures and latency), loads the
 // page in headless Chromium, reads the split the page shows and compares
 // it with what was sent; it keeps a screenshot.
 func TestDashboardInChromium(t *testing.T) {
-	bin := chromium(t)
+	c, err := browser.Find()
+	if err != nil {
+		t.Skip(err)
+	}
 	src := &registrySource{regs: map[string]*prometheus.Registry{"weft-agent-a": metrics.Registry(), "weft-agent-b": metrics.Registry()}}
 	proxies := map[string]*metrics.Proxy{}
 	for pod, reg := range src.regs {
@@ -107,32 +98,26 @@ func TestDashboardInChromium(t *testing.T) {
 	time.Sleep(600 * time.Millisecond)
 
 	url := "http://" + l.Addr().String() + "/?route=faces/color-canary&window=1m"
-	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000"}
-	out, err := exec.Command(bin, append(args, "--dump-dom", url)...).Output()
+	dom, err := c.DOM(url)
 	if err != nil {
-		t.Fatalf("chromium --dump-dom: %v", err)
+		t.Fatal(err)
 	}
-	rows := regexp.MustCompile(`data-backend="([^"]+)" data-share="([0-9.]+)" data-requests="([0-9.]+)"`).FindAllStringSubmatch(string(out), -1)
+	rows := browser.Backends(dom)
 	if len(rows) != 2 {
-		t.Fatalf("the page shows %d backends, want 2:\n%s", len(rows), out)
+		t.Fatalf("the page shows %d backends, want 2:\n%s", len(rows), dom)
 	}
 	for _, r := range rows {
-		share, _ := strconv.ParseFloat(r[2], 64)
-		n, _ := strconv.Atoi(r[3])
-		want := 100 * float64(sent[r[1]]) / 400
-		if n != sent[r[1]] || share < want-5 || share > want+5 {
-			t.Errorf("%s: the page shows %d requests, %.1f%%; the client sent %d (%.1f%%)", r[1], n, share, sent[r[1]], want)
+		want := 100 * float64(sent[r.Name]) / 400
+		if r.Requests != sent[r.Name] || r.Share < want-5 || r.Share > want+5 {
+			t.Errorf("%s: the page shows %d requests, %.1f%%; the client sent %d (%.1f%%)", r.Name, r.Requests, r.Share, sent[r.Name], want)
 		}
 	}
-	if !bytes.Contains(out, []byte("Accepted=True")) {
+	if !bytes.Contains(dom, []byte("Accepted=True")) {
 		t.Error("the page does not show the route's Accepted condition")
 	}
 	shot := filepath.Join(artifactDir(t), "dashboard.png")
-	if out, err := exec.Command(bin, append(args, "--window-size=1000,640", "--screenshot="+shot, url)...).CombinedOutput(); err != nil {
-		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
-	}
-	if st, err := os.Stat(shot); err != nil || st.Size() == 0 {
-		t.Fatalf("no screenshot at %s: %v", shot, err)
+	if err := c.Screenshot(url, shot); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", shot)
 }

@@ -7,10 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/test/browser"
 )
 
 // testDashboardShowsTheSplit runs weftctl dashboard against the lab, sends
@@ -18,9 +19,9 @@ import (
 // and compares the split it shows with what the client counted; the
 // screenshot is kept ($WEFT_ARTIFACTS, else the test's temp dir).
 func testDashboardShowsTheSplit(t *testing.T, e *env) {
-	bin, err := exec.LookPath("chromium")
+	c, err := browser.Find()
 	if err != nil {
-		t.Skip("chromium is not installed: run test/deps.sh test")
+		t.Skip(err)
 	}
 	applyYAML(t, `apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -74,26 +75,21 @@ spec:
 		}
 	}
 
-	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"}
-	dom, err := exec.Command(bin, append(args, "--dump-dom", url)...).Output()
+	dom, err := c.DOM(url)
 	if err != nil {
-		t.Fatalf("chromium --dump-dom: %v", err)
+		t.Fatal(err)
 	}
-	rows := regexp.MustCompile(`data-backend="([^"]+)" data-share="([0-9.]+)" data-requests="([0-9.]+)"`).FindAllStringSubmatch(string(dom), -1)
+	rows := browser.Backends(dom)
 	if len(rows) != 2 {
 		t.Fatalf("the page shows %d backends, want 2:\n%s", len(rows), dom)
 	}
 	total := 0
 	for _, row := range rows {
-		n, _ := strconv.Atoi(row[3])
-		total += n
-	}
-	for _, row := range rows {
-		share, _ := strconv.ParseFloat(row[2], 64)
-		want := 100 * float64(sent[row[1]]) / float64(v1+v2)
-		t.Logf("%s: page %.1f%% (%s requests), client %.1f%% (%d)", row[1], share, row[3], want, sent[row[1]])
-		if share < want-5 || share > want+5 {
-			t.Errorf("%s: the page shows %.1f%%, the client counted %.1f%%", row[1], share, want)
+		total += row.Requests
+		want := 100 * float64(sent[row.Name]) / float64(v1+v2)
+		t.Logf("%s: page %.1f%% (%d requests), client %.1f%% (%d)", row.Name, row.Share, row.Requests, want, sent[row.Name])
+		if row.Share < want-5 || row.Share > want+5 {
+			t.Errorf("%s: the page shows %.1f%%, the client counted %.1f%%", row.Name, row.Share, want)
 		}
 	}
 	if total != 600 {
@@ -109,8 +105,8 @@ spec:
 		t.Fatal(err)
 	}
 	shot := filepath.Join(dir, "dashboard-lab.png")
-	if out, err := exec.Command(bin, append(args, "--window-size=1000,640", "--screenshot="+shot, url)...).CombinedOutput(); err != nil {
-		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+	if err := c.Screenshot(url, shot); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", shot)
 }
