@@ -354,6 +354,15 @@ func mountBPFFS(args []string) error {
 		return err
 	}
 	mounted, err := datapath.MountBPFFSIn(*pid, *dir)
+	if errors.Is(err, os.ErrPermission) {
+		// pid 1 may be out of reach (a sandbox whose init is in an
+		// ancestor user namespace). The process that started this
+		// container (containerd's shim, the lab's node runtime) runs in
+		// the host's mount namespace too.
+		slog.Warn("cannot enter the mount namespace of pid 1; using the container runtime's (the parent process)", logkey.Error, err)
+		*pid = os.Getppid()
+		mounted, err = datapath.MountBPFFSIn(*pid, *dir)
+	}
 	if err != nil {
 		return err
 	}
