@@ -8,7 +8,9 @@ import (
 
 // weftctl runs the weftctl the suite built against the lab.
 func (e *env) weftctl(args ...string) (string, error) {
-	out, err := exec.Command(lab.Paths.BinDir+"/weftctl", append([]string{"--kubeconfig=" + lab.Kubeconfig()}, args...)...).CombinedOutput()
+	// --kubeconfig goes after the subcommand (each has its own flags).
+	full := append([]string{args[0], "--kubeconfig=" + lab.Kubeconfig()}, args[1:]...)
+	out, err := exec.Command(lab.Paths.BinDir+"/weftctl", full...).CombinedOutput()
 	return string(out), err
 }
 

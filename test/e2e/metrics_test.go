@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/weft-mesh/weft/agent/metrics/stat"
+	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/mesh"
 )
 
@@ -69,26 +73,30 @@ func checkCounted(t *testing.T, got map[string]int, want map[string]int, what st
 	t.Logf("%s: agents counted %v, as the client saw", what, got)
 }
 
-// testRefusedMTLSByReason opens a plaintext and a certificate-less TLS
-// connection to a node's tunnel port from the host and checks the node's
-// agent counted each refusal under its reason.
+// testRefusedMTLSByReason opens three connections to the tunnel port of the
+// node where the faces client runs, from the host: plaintext, TLS without
+// a server name, and TLS asking for the client's identity without a client
+// certificate. The node's agent must count each refusal under its reason.
 func testRefusedMTLSByReason(t *testing.T, e *env) {
-	out := e.kubectl("get", "pods", "-n", mesh.SystemNamespace, "-l", mesh.LabelName+"="+mesh.AgentName,
-		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}")
+	out := e.kubectl("get", "pod", "-n", "faces", "client", "-o", "jsonpath={.spec.nodeName} {.spec.serviceAccountName}")
+	node, sa, _ := strings.Cut(out, " ")
+	out = e.kubectl("get", "pods", "-n", mesh.SystemNamespace, "-l", mesh.LabelName+"="+mesh.AgentName,
+		"--field-selector=spec.nodeName="+node, "-o", "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}")
 	pod, ip, _ := strings.Cut(out, " ")
 	addr := net.JoinHostPort(ip, strconv.Itoa(mesh.TunnelPort))
-	count := func(reason string) float64 {
-		f := e.agentMetrics()[pod]
-		for _, m := range f["weft_inbound_connections_total"].GetMetric() {
+	reasons := []string{"not_tls", "unknown_server_name", "no_client_cert"}
+	count := func() map[string]float64 {
+		got := map[string]float64{}
+		for _, m := range e.agentMetrics()[pod]["weft_inbound_connections_total"].GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "result" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
+				if l.GetName() == "result" {
+					got[l.GetValue()] = m.GetCounter().GetValue()
 				}
 			}
 		}
-		return 0
+		return got
 	}
-	notTLS, noCert := count("not_tls"), count("no_client_cert")
+	before := count()
 
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -99,19 +107,27 @@ func testRefusedMTLSByReason(t *testing.T, e *env) {
 	c.Read(make([]byte, 512))
 	c.Close()
 
-	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-	if err == nil {
-		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err = tc.Read(make([]byte, 1)) // TLS 1.3: the refusal arrives after the client's Finished
-		tc.Close()
-	}
-	if err == nil {
-		t.Fatal("a TLS connection without a client certificate was not refused")
+	id := spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString(mesh.DefaultTrustDomain), "/ns/faces/sa/"+sa)
+	for _, sni := range []string{"", tunnel.ServerName(id)} {
+		tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+			&tls.Config{InsecureSkipVerify: true, ServerName: sni, NextProtos: []string{"h2"}})
+		if err == nil {
+			tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = tc.Read(make([]byte, 1)) // TLS 1.3: the refusal arrives after the client's Finished
+			tc.Close()
+		}
+		if err == nil {
+			t.Fatalf("a TLS connection (server name %q) without a client certificate was not refused", sni)
+		}
 	}
 	e.eventually(10*time.Second, "refusals counted by reason", func() string {
-		if d1, d2 := count("not_tls")-notTLS, count("no_client_cert")-noCert; d1 != 1 || d2 != 1 {
-			return "not_tls +" + strconv.FormatFloat(d1, 'f', 0, 64) + ", no_client_cert +" + strconv.FormatFloat(d2, 'f', 0, 64)
+		after := count()
+		for _, r := range reasons {
+			if after[r]-before[r] != 1 {
+				return fmt.Sprintf("%s counted %v, before %v", pod, after, before)
+			}
 		}
 		return ""
 	})
+	t.Logf("%s counted one refusal each of %v", pod, reasons)
 }
