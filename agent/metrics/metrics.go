@@ -38,6 +38,8 @@ const (
 	LabelDirection       = "direction"
 	LabelResult          = "result"
 	LabelReason          = "reason"
+	LabelPolicy          = "policy"
+	LabelLevel           = "level"
 )
 
 // Values of LabelDirection and LabelResult.
@@ -89,7 +91,14 @@ type Proxy struct {
 	inbound    *prometheus.CounterVec
 	handshake  *prometheus.CounterVec
 	redirected *prometheus.CounterVec
+	authz      *prometheus.CounterVec
 }
+
+// Authorization levels (label level of weft_authz_refused_total).
+const (
+	LevelNetwork     = "network"     // a connection, refused before a byte reached the pod
+	LevelApplication = "application" // one request, answered 403 / PERMISSION_DENIED
+)
 
 // NewProxy registers the node proxy's metrics on reg; refusals (the
 // proxy's limits.Refusals, may be nil) are exported as
@@ -127,7 +136,11 @@ func NewProxy(reg prometheus.Registerer, refusals *limits.Refusals) *Proxy {
 			Help: "Connections the redirect brought to the capture listener: l7, l4, or why they were closed at once.",
 		}, []string{LabelResult}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpBytes, m.inbound, m.handshake, m.redirected)
+	m.authz = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "weft_authz_refused_total",
+		Help: "Connections (level network) and requests (level application) refused by authorization at this destination node, by deciding AuthorizationPolicy (namespace/name; empty when no ALLOW policy's rule matched).",
+	}, []string{LabelPolicy, LabelLevel})
+	reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpBytes, m.inbound, m.handshake, m.redirected, m.authz)
 	if refusals != nil {
 		reg.MustRegister(refusalCollector{refusals})
 	}
@@ -186,6 +199,15 @@ func (m *Proxy) InboundRefused(r limits.Reason) {
 	}
 	m.inbound.WithLabelValues(r.String()).Inc()
 	m.handshake.WithLabelValues(r.String()).Inc()
+}
+
+// AuthzRefused counts a connection or request authorization refused, by
+// the deciding policy ("" when no ALLOW policy's rule matched).
+func (m *Proxy) AuthzRefused(policy, level string) {
+	if m == nil {
+		return
+	}
+	m.authz.WithLabelValues(policy, level).Inc()
 }
 
 // Redirected counts a connection the redirect brought to the capture

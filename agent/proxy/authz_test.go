@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http"
@@ -21,7 +22,8 @@ import (
 // -> mTLS tunnel -> inbound (authorization) -> pod.
 
 func TestAuthzL4RefusedCallerNeverReachesThePod(t *testing.T) {
-	e := newEnv(t)
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, withMetrics(reg))
 	var accepted atomic.Int64
 	ep := e.tcpPod("db", "db", func(c net.Conn) { accepted.Add(1); io.Copy(c, c) })
 	e.cluster("db/db:5432", weftv1.Protocol_PROTOCOL_TCP, ep)
@@ -48,10 +50,15 @@ func TestAuthzL4RefusedCallerNeverReachesThePod(t *testing.T) {
 	if n := accepted.Load(); n != 1 {
 		t.Fatalf("the pod accepted %d connections, want only the allowed caller's", n)
 	}
+	// No rule of the ALLOW policy matched: no single policy decided.
+	if got := sumBy(t, reg, "weft_authz_refused_total", nil, "policy", "level"); len(got) != 1 || got["|network"] != 1 {
+		t.Errorf("weft_authz_refused_total %v, want one network refusal without a deciding policy", got)
+	}
 }
 
 func TestAuthzHTTPRefusedRequestThroughTheProxy(t *testing.T) {
-	e := newEnv(t)
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, withMetrics(reg))
 	ep := e.httpPod("web", "web")
 	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
 	e.service("web", "web", "10.96.0.40", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
@@ -89,6 +96,9 @@ func TestAuthzHTTPRefusedRequestThroughTheProxy(t *testing.T) {
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("the caller opened %d connections, want the 403 to keep the first", n)
+	}
+	if got := sumBy(t, reg, "weft_authz_refused_total", nil, "policy", "level"); len(got) != 1 || got["web/no-admin-writes|application"] != 1 {
+		t.Errorf("weft_authz_refused_total %v, want one application refusal by web/no-admin-writes", got)
 	}
 	// removed: applies to the next request
 	e.pol.Authz = nil

@@ -84,7 +84,7 @@ func testRefusedMTLSByReason(t *testing.T, e *env) {
 		"--field-selector=spec.nodeName="+node, "-o", "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}")
 	pod, ip, _ := strings.Cut(out, " ")
 	addr := net.JoinHostPort(ip, strconv.Itoa(mesh.TunnelPort))
-	reasons := []string{"not_tls", "unknown_server_name", "no_client_cert"}
+	reasons := []string{"not_tls", "unknown_server_name", "no_client_certificate"}
 	count := func() map[string]float64 {
 		got := map[string]float64{}
 		for _, m := range e.agentMetrics()[pod]["weft_inbound_connections_total"].GetMetric() {

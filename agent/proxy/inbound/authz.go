@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/authz"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
@@ -99,7 +100,7 @@ func (s *Server) Reauthorize() int {
 		if d.NeedL7 {
 			d.Reason = "now decided per request: " + d.Reason
 		}
-		s.refuseAuthz(0, c.addr, c.peer, c.target, *d)
+		s.refuseAuthz(metrics.LevelNetwork, 0, c.addr, c.peer, c.target, *d)
 		c.once.Do(c.close)
 		closed++
 	}
@@ -302,7 +303,7 @@ func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request) {
 	}
 	d := wl.Request(r.Context(), info.peer, uint32(info.target.Port()), &authz.Request{Method: r.Method, Path: target, Header: r.Header})
 	if !d.Allowed {
-		s.refuseAuthz(http.StatusForbidden, info.addr, info.peer, info.target, d)
+		s.refuseAuthz(metrics.LevelApplication, http.StatusForbidden, info.addr, info.peer, info.target, d)
 		deny(w, grpc, http.StatusForbidden, "forbidden by authorization policy")
 		return
 	}
@@ -331,9 +332,9 @@ func deny(w http.ResponseWriter, grpc bool, status int, msg string) {
 	io.WriteString(w, msg+"\n")
 }
 
-// refuseAuthz counts and logs a connection or request authorization
-// refused, with the deciding policy.
-func (s *Server) refuseAuthz(status int, peer net.Addr, id spiffeid.ID, target netip.AddrPort, d authz.Decision) {
+// refuseAuthz counts and logs a connection (level network) or request
+// (level application) authorization refused, with the deciding policy.
+func (s *Server) refuseAuthz(level string, status int, peer net.Addr, id spiffeid.ID, target netip.AddrPort, d authz.Decision) {
 	attrs := []slog.Attr{slog.Int(logkey.Status, status), slog.String(logkey.Peer, peer.String()),
 		slog.String(logkey.Identity, id.String()), slog.String(logkey.Target, target.String()),
 		slog.String(logkey.Detail, d.Reason)}
@@ -341,4 +342,5 @@ func (s *Server) refuseAuthz(status int, peer net.Addr, id spiffeid.ID, target n
 		attrs = append(attrs, slog.String(logkey.Policy, d.Policy))
 	}
 	s.cfg.Refusals.Refuse(limits.Unauthorized, "authorization refused", attrs...)
+	s.cfg.Metrics.AuthzRefused(d.Policy, level)
 }

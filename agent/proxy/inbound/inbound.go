@@ -402,7 +402,7 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 	d := wl.Connection(peer, uint32(target.Port()))
 	if !d.Allowed && !d.NeedL7 {
 		// before the pod is dialled: it sees no connection, no byte
-		s.refuseAuthz(http.StatusForbidden, addr, peer, target, d)
+		s.refuseAuthz(metrics.LevelNetwork, http.StatusForbidden, addr, peer, target, d)
 		st.Respond(http.StatusForbidden)
 		return
 	}
