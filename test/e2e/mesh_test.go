@@ -95,8 +95,10 @@ func testSeedCanary(t *testing.T, e *env) {
 		}
 		return ""
 	})
-	capture := startCapture(t)
+	// Scraped outside the capture: the API server's pod proxy reaches the
+	// other node's agent in plaintext on the fabric (control traffic).
 	before := e.agentMetrics()
+	capture := startCapture(t)
 	r := e.client("faces", "--url", colorURL, "--count", "2000")
 	seen := capture.stop()
 	if r.Errors != 0 || r.Status["200"] != 2000 {
