@@ -19,6 +19,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/weft-mesh/weft/agent/datapath"
+	"github.com/weft-mesh/weft/agent/datapath/datapathtest"
 )
 
 // The privileged tests run this test binary as the plugin (pluginEnv set),
@@ -30,7 +31,14 @@ func TestMain(m *testing.M) {
 		skel.PluginMainFuncs(Funcs(), Versions, About)
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	restore, err := datapathtest.EnsureBPFFS()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	restore()
+	os.Exit(code)
 }
 
 // staticDecider enrolls pods of namespace "mesh" only.

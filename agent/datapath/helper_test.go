@@ -15,9 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"testing"
+
 	"golang.org/x/sys/unix"
 
-	"testing"
+	"github.com/weft-mesh/weft/agent/datapath/datapathtest"
 )
 
 // The privileged tests re-exec this test binary as "pods" (a process inside
@@ -28,7 +30,14 @@ const helperEnv = "WEFT_DATAPATH_HELPER"
 func TestMain(m *testing.M) {
 	switch os.Getenv(helperEnv) {
 	case "":
-		os.Exit(m.Run())
+		restore, err := datapathtest.EnsureBPFFS()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		code := m.Run()
+		restore()
+		os.Exit(code)
 	case "pod":
 		os.Exit(runPod())
 	case "agent":
