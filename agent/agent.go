@@ -53,6 +53,7 @@ import (
 	"github.com/weft-mesh/weft/agent/sockholder"
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/api/promserve"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -332,7 +333,7 @@ func (a *Agent) buildComponents() error {
 	a.ids = ids
 	var reg prometheus.Registerer // a nil interface: proxy metrics off
 	if cfg.MetricsAddr != "" {
-		a.reg = metrics.Registry()
+		a.reg = promserve.Registry()
 		a.metrics = metrics.NewAgent(a.reg)
 		reg = a.reg
 	}
@@ -713,7 +714,7 @@ func (a *Agent) healthServer() *http.Server {
 // sampling.
 func metricsMux(reg *prometheus.Registry) (mux *http.ServeMux, stop func()) {
 	mux = http.NewServeMux()
-	mux.Handle(mesh.MetricsPath, metrics.Handler(reg))
+	mux.Handle(mesh.MetricsPath, promserve.Handler(reg))
 	h := metrics.NewHistory(reg, 5*time.Second, 2*time.Minute)
 	ctx, cancel := context.WithCancel(context.Background())
 	go h.Run(ctx)

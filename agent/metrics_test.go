@@ -8,13 +8,14 @@ import (
 	"testing"
 
 	"github.com/weft-mesh/weft/agent/metrics"
+	"github.com/weft-mesh/weft/api/promserve"
 )
 
 // TestMetricsEndpointServesTheAgentsMetrics: /metrics answers the text
 // format with the agent's own metrics and the Go runtime's; the metrics
 // listener is one of the agent's handed-over listeners when configured.
 func TestMetricsEndpointServesTheAgentsMetrics(t *testing.T) {
-	reg := metrics.Registry()
+	reg := promserve.Registry()
 	m := metrics.NewAgent(reg)
 	m.Applied(7)
 	m.Enrolled(3)

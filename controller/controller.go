@@ -43,6 +43,7 @@ import (
 
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/api/promserve"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 	"github.com/weft-mesh/weft/controller/gateway"
 	"github.com/weft-mesh/weft/controller/gatewayclass"
@@ -279,7 +280,7 @@ func (c *Controller) newParts(rc *rest.Config) (*prometheus.Registry, error) {
 	}
 	var reg *prometheus.Registry
 	if cfg.MetricsAddr != "" {
-		reg = metrics.Registry()
+		reg = promserve.Registry()
 		c.metrics = metrics.New(reg, c.nodeStates)
 	}
 	if c.push, err = push.New(push.Config{Authenticator: cfg.Authenticator, Gateways: cfg.Gateways, SendBuffer: cfg.SendBuffer,
@@ -336,7 +337,7 @@ func (c *Controller) listen(reg *prometheus.Registry) (err error) {
 			return fmt.Errorf("listen metrics on %s: %w", cfg.MetricsAddr, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("GET "+mesh.MetricsPath, metrics.Handler(reg))
+		mux.Handle("GET "+mesh.MetricsPath, promserve.Handler(reg))
 		c.mSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	}
 	return nil

@@ -24,6 +24,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/api/promserve"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -78,7 +79,7 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	data.Tunnel, data.Logger = dialer, cmp.Or(data.Logger, log)
 	var polMetrics *metrics.Agent
 	if cfg.MetricsAddr != "" {
-		reg := metrics.Registry()
+		reg := promserve.Registry()
 		data.Metrics, polMetrics = metrics.NewProxy(reg, nil), metrics.NewAgent(reg)
 		srv, err := serveMetrics(cfg.MetricsAddr, reg)
 		if err != nil {
@@ -166,7 +167,7 @@ func serveMetrics(addr string, reg *prometheus.Registry) (*http.Server, error) {
 		return nil, fmt.Errorf("metrics endpoint %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(mesh.MetricsPath, metrics.Handler(reg))
+	mux.Handle(mesh.MetricsPath, promserve.Handler(reg))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	return srv, nil

@@ -7,13 +7,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/api/promserve"
 )
 
 // TestHistoryAnswersThePastSample: the history keeps only the request
 // families, answers the newest sample at or before now-ago with its age,
 // forgets samples older than its span, and refuses a bad ago.
 func TestHistoryAnswersThePastSample(t *testing.T) {
-	reg := Registry()
+	reg := promserve.Registry()
 	m := NewProxy(reg, nil)
 	p := &Peer{SourceNamespace: "faces", SourceWorkload: "client", DestNamespace: "faces", DestService: "color", Route: "faces/canary", Backend: "faces/color:80"}
 	clock := time.Unix(1000, 0)
@@ -55,7 +57,7 @@ func TestHistoryAnswersThePastSample(t *testing.T) {
 }
 
 func TestHistoryStartsWithItsAge(t *testing.T) {
-	reg := Registry()
+	reg := promserve.Registry()
 	NewProxy(reg, nil).HTTPRequest(&Peer{}, 200, "", time.Millisecond)
 	h := NewHistory(reg, time.Second, time.Minute)
 	h.Sample()

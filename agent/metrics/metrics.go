@@ -14,13 +14,10 @@
 package metrics
 
 import (
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 )
@@ -57,20 +54,6 @@ const (
 // seconds: a loopback hop takes well under a millisecond, a slow backend
 // seconds.
 var DurationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
-
-// Registry returns a registry holding the Go runtime and process
-// collectors; every component registers its own metrics on it.
-func Registry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
-}
-
-// Handler serves reg's metrics in the Prometheus text (or OpenMetrics)
-// format.
-func Handler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-}
 
 // Peer names both ends of a request or connection, as labels: the caller
 // (namespace and owning workload) and the Service it called, the route

@@ -18,6 +18,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/metrics/stat"
+	"github.com/weft-mesh/weft/api/promserve"
 	"github.com/weft-mesh/weft/test/browser"
 )
 
@@ -58,7 +59,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	src := &registrySource{regs: map[string]*prometheus.Registry{"weft-agent-a": metrics.Registry(), "weft-agent-b": metrics.Registry()}}
+	src := &registrySource{regs: map[string]*prometheus.Registry{"weft-agent-a": promserve.Registry(), "weft-agent-b": promserve.Registry()}}
 	proxies := map[string]*metrics.Proxy{}
 	for pod, reg := range src.regs {
 		proxies[pod] = metrics.NewProxy(reg, nil)

@@ -9,13 +9,10 @@
 package metrics
 
 import (
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -98,18 +95,6 @@ func New(reg prometheus.Registerer, nodes func() []NodeState) *Controller {
 		reg.MustRegister(nodeCollector{nodes})
 	}
 	return m
-}
-
-// Registry returns a registry with the Go runtime and process collectors.
-func Registry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
-}
-
-// Handler serves reg's metrics.
-func Handler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
 
 // Resolved observes one resolution's duration.

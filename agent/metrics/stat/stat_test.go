@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/weft-mesh/weft/agent/metrics"
+	"github.com/weft-mesh/weft/api/promserve"
 )
 
 // scrape renders reg in the text format and parses it back, as weftctl
@@ -44,7 +45,7 @@ func peer(route, backend string) *metrics.Peer {
 func TestWindowCountsTheIncrease(t *testing.T) {
 	var pairs []Pair
 	for agent := range 2 {
-		reg := metrics.Registry()
+		reg := promserve.Registry()
 		m := metrics.NewProxy(reg, nil)
 		v1, v2 := peer("faces/canary", "faces/color:80"), peer("faces/canary", "faces/color2:80")
 		for range 5 { // before the window: not counted
@@ -99,12 +100,12 @@ func TestWindowCountsTheIncrease(t *testing.T) {
 // TestWindowAfterARestart: a counter that went down was reset; its value
 // is the increase.
 func TestWindowAfterARestart(t *testing.T) {
-	old := metrics.Registry()
+	old := promserve.Registry()
 	om := metrics.NewProxy(old, nil)
 	for range 50 {
 		om.HTTPRequest(peer("faces/canary", "faces/color:80"), 200, "", time.Millisecond)
 	}
-	restarted := metrics.Registry()
+	restarted := promserve.Registry()
 	rm := metrics.NewProxy(restarted, nil)
 	for range 7 {
 		rm.HTTPRequest(peer("faces/canary", "faces/color:80"), 200, "", time.Millisecond)

@@ -12,10 +12,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	"github.com/weft-mesh/weft/api/promserve"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -136,10 +136,10 @@ func runWeft(ctx context.Context, c weftConfig) error {
 		Lookup:      anyLookup{}, Callers: oneCaller{w: pol.GetWorkloads()[0]}, Identities: ids,
 	}
 	if c.metrics != "" {
-		reg := metrics.Registry()
+		reg := promserve.Registry()
 		cfg.Metrics = reg
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Handler(reg))
+		mux.Handle("/metrics", promserve.Handler(reg))
 		go http.ListenAndServe(c.metrics, mux)
 	}
 	p, err := proxy.New(cfg)
