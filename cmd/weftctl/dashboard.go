@@ -136,18 +136,10 @@ func (d *dashboard) poll(ctx context.Context) {
 	}
 }
 
-// pairs returns, per agent, the newest sample against the oldest one
-// inside [from, to]: the window's increase.
+// pairsBetween pairs each agent's sample b with its sample a: the
+// increase between them.
 func pairsBetween(a, b dashSample) []stat.Pair {
-	var out []stat.Pair
-	for pod, now := range b.pods {
-		then, ok := a.pods[pod]
-		if !ok {
-			then = stat.Families{} // an agent that appeared: all it counted is new
-		}
-		out = append(out, stat.Pair{Now: now, Then: then, Seconds: b.at.Sub(a.at).Seconds()})
-	}
-	return out
+	return stat.Pairs(a.pods, b.pods, b.at.Sub(a.at).Seconds())
 }
 
 // window returns the samples at the ends of the last window, and the

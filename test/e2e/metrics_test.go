@@ -40,16 +40,8 @@ func (e *env) agentMetrics() map[string]stat.Families {
 // requestsBetween returns, per backend, the requests the agents counted
 // between two scrapes for a route and caller namespace.
 func requestsBetween(before, after map[string]stat.Families, route, callerNS string) map[string]int {
-	var pairs []stat.Pair
-	for pod, now := range after {
-		then := before[pod]
-		if then == nil {
-			then = stat.Families{}
-		}
-		pairs = append(pairs, stat.Pair{Now: now, Then: then, Seconds: 1})
-	}
 	out := map[string]int{}
-	for _, r := range stat.Window(pairs, stat.Filter{Route: route, SourceNamespace: callerNS}) {
+	for _, r := range stat.Window(stat.Pairs(before, after, 1), stat.Filter{Route: route, SourceNamespace: callerNS}) {
 		if r.Requests > 0 {
 			out[r.Backend] += int(r.Requests)
 		}

@@ -47,6 +47,17 @@ type Pair struct {
 	Seconds   float64
 }
 
+// Pairs pairs each agent's scrape in now with its scrape in then (keyed
+// alike, by agent pod), seconds apart. An agent missing from then (it
+// appeared since) pairs with nothing: all it counted is new.
+func Pairs(then, now map[string]Families, seconds float64) []Pair {
+	out := make([]Pair, 0, len(now))
+	for pod, f := range now {
+		out = append(out, Pair{Now: f, Then: then[pod], Seconds: seconds})
+	}
+	return out
+}
+
 // Key names a row: the Service called, the route that matched (empty:
 // none) and the backend the request went to.
 type Key struct {

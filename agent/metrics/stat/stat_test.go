@@ -115,3 +115,18 @@ func TestWindowAfterARestart(t *testing.T) {
 		t.Fatalf("rows %+v", rows)
 	}
 }
+
+// TestPairsCountsANewAgentFromZero: an agent absent from the older scrape
+// appeared since; everything it counted is in the window.
+func TestPairsCountsANewAgentFromZero(t *testing.T) {
+	reg := promserve.Registry()
+	m := metrics.NewProxy(reg, nil)
+	for range 3 {
+		m.HTTPRequest(peer("faces/canary", "faces/color:80"), 200, "", time.Millisecond)
+	}
+	pairs := Pairs(map[string]Families{}, map[string]Families{"weft-agent-new": scrape(t, reg)}, 10)
+	rows := Window(pairs, Filter{})
+	if len(pairs) != 1 || len(rows) != 1 || rows[0].Requests != 3 || rows[0].RPS != 0.3 {
+		t.Fatalf("pairs %d, rows %+v", len(pairs), rows)
+	}
+}
