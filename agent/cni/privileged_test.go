@@ -17,9 +17,9 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
 
 	"github.com/weft-mesh/weft/agent/datapath"
-	"github.com/weft-mesh/weft/agent/datapath/datapathtest"
 )
 
 // The privileged tests run this test binary as the plugin (pluginEnv set),
@@ -31,13 +31,20 @@ func TestMain(m *testing.M) {
 		skel.PluginMainFuncs(Funcs(), Versions, About)
 		os.Exit(0)
 	}
-	restore, err := datapathtest.EnsureBPFFS()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	// A fresh host may have no bpffs: mount one as the DaemonSet's init
+	// container does, and leave the host as it was found.
+	mounted := false
+	if os.Geteuid() == 0 {
+		var err error
+		if mounted, err = datapath.MountBPFFSIn(os.Getpid(), datapath.DefaultBPFFS); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
-	restore()
+	if mounted {
+		unix.Unmount(datapath.DefaultBPFFS, 0)
+	}
 	os.Exit(code)
 }
 

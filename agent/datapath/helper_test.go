@@ -18,8 +18,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/weft-mesh/weft/agent/datapath/datapathtest"
 )
 
 // The privileged tests re-exec this test binary as "pods" (a process inside
@@ -30,13 +28,20 @@ const helperEnv = "WEFT_DATAPATH_HELPER"
 func TestMain(m *testing.M) {
 	switch os.Getenv(helperEnv) {
 	case "":
-		restore, err := datapathtest.EnsureBPFFS()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+		// A fresh host may have no bpffs: mount one as the DaemonSet's
+		// init container does, and leave the host as it was found.
+		mounted := false
+		if os.Geteuid() == 0 {
+			var err error
+			if mounted, err = MountBPFFSIn(os.Getpid(), DefaultBPFFS); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
 		}
 		code := m.Run()
-		restore()
+		if mounted {
+			unix.Unmount(DefaultBPFFS, 0)
+		}
 		os.Exit(code)
 	case "pod":
 		os.Exit(runPod())
