@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Mesh-path benchmark: one run, four paths side by side, interleaved, 3 rounds, medians.
-#   direct : client -> backend
-#   weft   : client -> Weft outbound -> mTLS 1.3 HTTP/2 CONNECT tunnel -> Weft inbound -> backend, one
-#            weft process doing both hops (the same-node path; the shape of the nginx peer, which is
-#            one nginx process with both server blocks); metrics off
-#   weftm  : the same with the proxy's Prometheus metrics on (every request counted and timed, as the
-#            agent runs by default): weftm/weft is what metrics cost
-#   weft2p : the same with the two hops in two weft processes (source node, destination node: the
-#            cross-node path, where each node's proxy pays its own wake-ups)
-#   nginx  : client -> nginx hop A -> TLS 1.3 mutual auth -> nginx hop B -> backend (../shared/bench/nginx-2hop-mtls.conf)
-#   rp     : client -> httputil.ReverseProxy A -> TLS 1.3 mutual auth -> httputil.ReverseProxy B -> backend
+# Mesh-path benchmark: every path side by side, interleaved, 3 rounds, medians.
+# The headline is the cross-node shape: one proxy process per node, two processes per path.
+#   direct   : client -> backend
+#   weft2p   : client -> Weft source-node proxy -> mTLS 1.3 HTTP/2 CONNECT tunnel -> Weft destination-node
+#              proxy -> backend: two weft processes (the cross-node path); metrics off
+#   nginx2p  : client -> nginx hop A -> TLS 1.3 mutual auth -> nginx hop B -> backend, two nginx processes
+#              (../shared/bench/nginx-hop-a.conf + nginx-hop-b.conf, one worker each)
+# Secondary, the one-process shape (the same-node path):
+#   weft     : both hops in one weft process; metrics off
+#   weftm    : the same with the proxy's Prometheus metrics on (as the agent runs by default):
+#              weftm/weft is what metrics cost
+#   nginx    : both server blocks in one nginx process (../shared/bench/nginx-2hop-mtls.conf)
+#   rp       : httputil.ReverseProxy A -> TLS 1.3 mutual auth -> httputil.ReverseProxy B (two processes)
 # Load (fortio): HTTP/1.1, 1 KiB responses, 16 connections; a fixed 1000 req/s for CPU and
 # latency, and max throughput separately. CPU comes from /proc/<pid>/stat (utime+stime) of
 # the proxy processes only.
-# Then the same for HTTP/2 cleartext from the client (H2=0 skips it): h2c direct, Weft with an
-# h2c service (h2c end to end, multiplexed in the tunnel; one process, h2weft2p: two), nginx with `listen ... http2` on
-# hop A (nginx proxies HTTP/1.1 between its hops and to the backend: its usual shape).
-# Env: ROUNDS (3), FIXED_SECS (10), MAX_SECS (8), H2 (1), NGINX_CONF (shared config path),
-# ONLY (space-separated paths to measure, e.g. ONLY="weft weftm" for the metrics cost alone).
+# Then the same for HTTP/2 cleartext from the client (H2=0 skips it): h2c direct; Weft with an
+# h2c service (h2c end to end, multiplexed in the tunnel; h2weft2p: two processes, h2weft: one);
+# nginx with `listen ... http2` on hop A (h2nginx2p: the two-process pair, h2nginx: one process; nginx
+# proxies HTTP/1.1 between its hops and to the backend: its usual shape).
+# Env: ROUNDS (3), FIXED_SECS (10), MAX_SECS (8), H2 (1), NGINX_CONF, NGINX_HOP_A, NGINX_HOP_B (shared
+# config paths), ONLY (space-separated paths to measure, e.g. ONLY="weft weftm" for the metrics cost alone).
+# The last two lines: `h2c weft/nginx ...` (h2weft2p/h2nginx2p) and `weft/nginx ...` (weft2p/nginx2p).
 set -euo pipefail
 export GOTOOLCHAIN=auto
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,6 +30,8 @@ FIXED_SECS=${FIXED_SECS:-10}
 MAX_SECS=${MAX_SECS:-8}
 H2=${H2:-1}
 NGINX_CONF=${NGINX_CONF:-$ROOT/../shared/bench/nginx-2hop-mtls.conf}
+NGINX_HOP_A=${NGINX_HOP_A:-$ROOT/../shared/bench/nginx-hop-a.conf}
+NGINX_HOP_B=${NGINX_HOP_B:-$ROOT/../shared/bench/nginx-hop-b.conf}
 TOOLS=$ROOT/.cache/bench
 WORK=$(mktemp -d /tmp/weft-bench.XXXXXX)
 PIDS=()
@@ -57,7 +63,7 @@ BACKEND=127.0.0.1:18100
 start() { local var=$1; shift; "$@" >"$WORK/$var.log" 2>&1 & PIDS+=($!); printf -v "$var" %s $!; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1#*:}) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; tail -n 3 "$WORK"/*.log >&2; exit 1; }
 # every port must be free: a leftover listener would be measured instead of ours
-for p in 18100 18111 18112 18121 18122 18131 18211 18212 18213 18214 18215 18216 18217 18218 18219 18221 18222 18223 18224 18225 18226; do
+for p in 18100 18111 18112 18141 18142 18143 18121 18122 18131 18211 18212 18213 18214 18215 18216 18217 18218 18219 18221 18222 18223 18224 18225 18226; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "port $p is already in use" >&2; exit 1; fi
 done
 
@@ -75,55 +81,71 @@ for d in cb pt ft ut st; do mkdir -p "$WORK/$d"; done
 sed -e "s#__DIR__#$WORK#g" -e "s#__BACKEND__#$BACKEND#g" \
   -e "s#listen 127.0.0.1:18111;#listen 127.0.0.1:18111; listen 127.0.0.1:18131 http2;#" "$NGINX_CONF" >"$WORK/nginx.conf"
 start NGINX nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-stderr.log"
-for p in $BACKEND 127.0.0.1:18211 127.0.0.1:18212 127.0.0.1:18215 127.0.0.1:18216 127.0.0.1:18217 127.0.0.1:18218 127.0.0.1:18219 127.0.0.1:18225 127.0.0.1:18226 127.0.0.1:18221 127.0.0.1:18222 127.0.0.1:18121 127.0.0.1:18122 127.0.0.1:18111 127.0.0.1:18131; do wait_port $p; done
+# the two-process pair on its own ports (hop A 18141, http2 18143; hop B 18142); each keeps its own pid file
+sed -e "s#__DIR__#$WORK#g" -e "s#__BACKEND__#$BACKEND#g" -e "s#127.0.0.1:18112#127.0.0.1:18142#g" \
+  -e "s#listen 127.0.0.1:18111;#listen 127.0.0.1:18141; listen 127.0.0.1:18143 http2;#" "$NGINX_HOP_A" >"$WORK/nginx-a.conf"
+sed -e "s#__DIR__#$WORK#g" -e "s#__BACKEND__#$BACKEND#g" -e "s#127.0.0.1:18112#127.0.0.1:18142#g" "$NGINX_HOP_B" >"$WORK/nginx-b.conf"
+grep -q 18141 "$WORK/nginx-a.conf" && grep -q 18142 "$WORK/nginx-b.conf" || { echo "nginx hop configs: unexpected listen addresses" >&2; exit 1; }
+start NGINX_B nginx -c "$WORK/nginx-b.conf" -e "$WORK/nginx-b-stderr.log"
+start NGINX_A nginx -c "$WORK/nginx-a.conf" -e "$WORK/nginx-a-stderr.log"
+for p in $BACKEND 127.0.0.1:18211 127.0.0.1:18212 127.0.0.1:18215 127.0.0.1:18216 127.0.0.1:18217 127.0.0.1:18218 127.0.0.1:18219 127.0.0.1:18225 127.0.0.1:18226 127.0.0.1:18221 127.0.0.1:18222 127.0.0.1:18121 127.0.0.1:18122 127.0.0.1:18111 127.0.0.1:18131 127.0.0.1:18141 127.0.0.1:18142 127.0.0.1:18143; do wait_port $p; done
 sleep 0.5
 NGINX_PIDS="$NGINX $(cat /proc/$NGINX/task/*/children 2>/dev/null)"
+NGINX2_A="$NGINX_A $(cat /proc/$NGINX_A/task/*/children 2>/dev/null)"
+NGINX2_B="$NGINX_B $(cat /proc/$NGINX_B/task/*/children 2>/dev/null)"
 
-declare -A URL=([direct]=http://$BACKEND/ [weft]=http://127.0.0.1:18215/ [weftm]=http://127.0.0.1:18217/ [weft2p]=http://127.0.0.1:18211/ [nginx]=http://127.0.0.1:18111/ [rp]=http://127.0.0.1:18121/
-  [h2direct]=http://$BACKEND/ [h2weft]=http://127.0.0.1:18225/ [h2weft2p]=http://127.0.0.1:18221/ [h2nginx]=http://127.0.0.1:18131/)
-declare -A PROCS=([direct]="" [weft]="$WEFT_NODE" [weftm]="$WEFTM_NODE" [weft2p]="$WEFT_SRC $WEFT_DST" [nginx]="$NGINX_PIDS" [rp]="$RP_A $RP_B"
-  [h2direct]="" [h2weft]="$WEFT2_NODE" [h2weft2p]="$WEFT2_SRC $WEFT2_DST" [h2nginx]="$NGINX_PIDS")
+declare -A URL=([direct]=http://$BACKEND/ [weft]=http://127.0.0.1:18215/ [weftm]=http://127.0.0.1:18217/ [weft2p]=http://127.0.0.1:18211/ [nginx]=http://127.0.0.1:18111/ [nginx2p]=http://127.0.0.1:18141/ [rp]=http://127.0.0.1:18121/
+  [h2direct]=http://$BACKEND/ [h2weft]=http://127.0.0.1:18225/ [h2weft2p]=http://127.0.0.1:18221/ [h2nginx]=http://127.0.0.1:18131/ [h2nginx2p]=http://127.0.0.1:18143/)
+declare -A PROCS=([direct]="" [weft]="$WEFT_NODE" [weftm]="$WEFTM_NODE" [weft2p]="$WEFT_SRC $WEFT_DST" [nginx]="$NGINX_PIDS" [nginx2p]="$NGINX2_A $NGINX2_B" [rp]="$RP_A $RP_B"
+  [h2direct]="" [h2weft]="$WEFT2_NODE" [h2weft2p]="$WEFT2_SRC $WEFT2_DST" [h2nginx]="$NGINX_PIDS" [h2nginx2p]="$NGINX2_A $NGINX2_B")
+# the two-process paths' hops, each measured on its own (vCPU and memory of one node's proxy)
+declare -A HOP_A=([weft2p]="$WEFT_SRC" [nginx2p]="$NGINX2_A" [h2weft2p]="$WEFT2_SRC" [h2nginx2p]="$NGINX2_A")
+declare -A HOP_B=([weft2p]="$WEFT_DST" [nginx2p]="$NGINX2_B" [h2weft2p]="$WEFT2_DST" [h2nginx2p]="$NGINX2_B")
 
 ticks() { local t=0; for p in $1; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 rss_kb() { local t=0; for p in $1; do t=$((t + $(awk '/^VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
 
-# sanity: every path answers 200 with 1 KiB
-for k in direct weft weftm weft2p nginx rp; do
-  n=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "${URL[$k]}")
+# sanity: every path answers 200 with 1 KiB (the h2 paths over h2c with prior knowledge)
+for k in direct weft weftm weft2p nginx nginx2p rp h2weft h2weft2p h2nginx h2nginx2p; do
+  h2=(); case $k in h2*) h2=(--http2-prior-knowledge) ;; esac
+  n=$(curl -s "${h2[@]}" -o /dev/null -w '%{http_code} %{size_download}' "${URL[$k]}")
   [ "$n" = "200 1024" ] || { echo "path $k answers '$n'" >&2; for f in "$WORK"/*.log; do tail -5 "$f" >&2; done; exit 1; }
 done
-for k in weft weftm weft2p nginx rp; do echo "idle_rss $k $(rss_kb "${PROCS[$k]}")" >>"$WORK/results"; done
+for k in weft weftm weft2p nginx nginx2p rp; do echo "idle_rss $k $(rss_kb "${PROCS[$k]}")" >>"$WORK/results"; done
+for k in weft2p nginx2p; do echo "idle_rss_hops $k $(rss_kb "${HOP_A[$k]}") $(rss_kb "${HOP_B[$k]}")" >>"$WORK/results"; done
 
 run() { # name qps secs -> json
   local h2=()
   case $1 in h2*) h2=(-h2 -stdclient) ;; esac
-  "$FORTIO" load -quiet "${h2[@]}" -c 16 -qps "$2" -t "${3}s" -p "50,99" -json "$WORK/out.json" "${URL[$1]}" >/dev/null 2>&1
+  "$FORTIO" load -quiet "${h2[@]}" -c 16 -qps "$2" -t "${3}s" -p "50,90,99" -json "$WORK/out.json" "${URL[$1]}" >/dev/null 2>&1
 }
 
 for r in $(seq "$ROUNDS"); do
   # rotate the order each round (interleaved)
-  order=(direct weft weftm weft2p nginx rp); rot=$(( (r - 1) % 6 )); order=("${order[@]:rot}" "${order[@]:0:rot}")
-  if [ "$H2" = 1 ]; then h2o=(h2direct h2weft h2weft2p h2nginx); rot=$(( (r - 1) % 4 )); order+=("${h2o[@]:rot}" "${h2o[@]:0:rot}"); fi
+  order=(direct weft2p nginx2p weft weftm nginx rp); rot=$(( (r - 1) % 7 )); order=("${order[@]:rot}" "${order[@]:0:rot}")
+  if [ "$H2" = 1 ]; then h2o=(h2direct h2weft2p h2nginx2p h2weft h2nginx); rot=$(( (r - 1) % 5 )); order+=("${h2o[@]:rot}" "${h2o[@]:0:rot}"); fi
   if [ -n "${ONLY:-}" ]; then keep=(); for k in "${order[@]}"; do [[ " $ONLY " == *" $k "* ]] && keep+=("$k"); done; order=("${keep[@]}"); fi
   for k in "${order[@]}"; do
     log "round $r $k"
     run "$k" 0 1 # warm-up
-    t0=$(ticks "${PROCS[$k]}")
+    t0=$(ticks "${PROCS[$k]}"); a0=$(ticks "${HOP_A[$k]:-}"); b0=$(ticks "${HOP_B[$k]:-}")
     run "$k" 1000 "$FIXED_SECS"
-    t1=$(ticks "${PROCS[$k]}")
-    python3 - "$WORK/out.json" "$k" "$((t1 - t0))" "$(getconf CLK_TCK)" >>"$WORK/results" <<'PY'
+    t1=$(ticks "${PROCS[$k]}"); a1=$(ticks "${HOP_A[$k]:-}"); b1=$(ticks "${HOP_B[$k]:-}")
+    python3 - "$WORK/out.json" "$k" "$((t1 - t0))" "$(getconf CLK_TCK)" "$((a1 - a0))" "$((b1 - b0))" >>"$WORK/results" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); k = sys.argv[2]; ticks = int(sys.argv[3]); hz = int(sys.argv[4])
 n = d["DurationHistogram"]["Count"]; ok = d.get("RetCodes", {}).get("200", 0)
 p = {int(x["Percentile"]): x["Value"] for x in d["DurationHistogram"]["Percentiles"]}
-print(f"fixed {k} cpu_us_per_req={ticks * 1e6 / hz / max(n, 1):.1f} p50_ms={p[50] * 1e3:.3f} p99_ms={p[99] * 1e3:.3f} qps={d['ActualQPS']:.0f} n={n} ok={ok}")
+us = lambda t: t * 1e6 / hz / max(n, 1)
+print(f"fixed {k} cpu_us_per_req={us(ticks):.1f} hopa_us_per_req={us(int(sys.argv[5])):.1f} hopb_us_per_req={us(int(sys.argv[6])):.1f}"
+      f" p50_ms={p[50] * 1e3:.3f} p90_ms={p[90] * 1e3:.3f} p99_ms={p[99] * 1e3:.3f} qps={d['ActualQPS']:.0f} n={n} ok={ok}")
 PY
     run "$k" 0 "$MAX_SECS"
-    python3 - "$WORK/out.json" "$k" "$(rss_kb "${PROCS[$k]}")" >>"$WORK/results" <<'PY'
+    python3 - "$WORK/out.json" "$k" "$(rss_kb "${PROCS[$k]}")" "$(rss_kb "${HOP_A[$k]:-}")" "$(rss_kb "${HOP_B[$k]:-}")" >>"$WORK/results" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); k = sys.argv[2]
 ok = d.get("RetCodes", {}).get("200", 0)
-print(f"max {k} rps={d['ActualQPS']:.0f} ok={ok} n={d['DurationHistogram']['Count']} rss_kb={sys.argv[3]}")
+print(f"max {k} rps={d['ActualQPS']:.0f} ok={ok} n={d['DurationHistogram']['Count']} rss_kb={sys.argv[3]} hopa_rss_kb={sys.argv[4]} hopb_rss_kb={sys.argv[5]}")
 PY
   done
 done
@@ -131,37 +153,4 @@ done
 # what the metrics path counted (one series per code: the label set is bounded)
 curl -s http://127.0.0.1:18219/metrics | grep '^weft_http_requests_total' >&2 || true
 
-python3 - "$WORK/results" <<'PY'
-import sys, statistics as st, collections
-rows = collections.defaultdict(lambda: collections.defaultdict(list))
-for line in open(sys.argv[1]):
-    f = line.split()
-    if f[0] == "idle_rss":
-        rows[f[1]]["idle_rss_kb"].append(float(f[2])); continue
-    kind, name = f[0], f[1]
-    for kv in f[2:]:
-        key, v = kv.split("="); rows[name][f"{kind}_{key}"].append(float(v))
-print("raw per round:"); print(open(sys.argv[1]).read().rstrip())
-med = {k: {m: st.median(v) for m, v in ms.items()} for k, ms in rows.items()}
-def g(k, m): return med.get(k, {}).get(m, float("nan"))
-print()
-print(f"{'path':8} {'cpu_us/req':>11} {'p50_ms':>8} {'p99_ms':>8} {'max_rps':>9} {'rss_MB':>7} {'idle_MB':>8}   (medians of rounds; cpu and rss: proxy processes only)")
-for k in ["direct", "weft", "weftm", "weft2p", "nginx", "rp"]:
-    print(f"{k:8} {g(k,'fixed_cpu_us_per_req'):11.1f} {g(k,'fixed_p50_ms'):8.3f} {g(k,'fixed_p99_ms'):8.3f} {g(k,'max_rps'):9.0f} {g(k,'max_rss_kb')/1024:7.1f} {g(k,'idle_rss_kb')/1024:8.1f}")
-for k in ["h2direct", "h2weft", "h2weft2p", "h2nginx"]:
-    if k in med:
-        print(f"{k:8} {g(k,'fixed_cpu_us_per_req'):11.1f} {g(k,'fixed_p50_ms'):8.3f} {g(k,'fixed_p99_ms'):8.3f} {g(k,'max_rps'):9.0f} {g(k,'max_rss_kb')/1024:7.1f} {'':>8}")
-print()
-for k in ["h2weft", "h2weft2p"]:
-    if k not in med:
-        continue
-    print(f"h2c: {k}/h2nginx cpu_per_req={g(k,'fixed_cpu_us_per_req')/g('h2nginx','fixed_cpu_us_per_req'):.2f} p50={g(k,'fixed_p50_ms')/g('h2nginx','fixed_p50_ms'):.2f} p99={g(k,'fixed_p99_ms')/g('h2nginx','fixed_p99_ms'):.2f} max_rps={g(k,'max_rps')/g('h2nginx','max_rps'):.2f}")
-print()
-print("ratios to nginx:")
-for k in ["weft", "weft2p", "rp"]:
-    print(f"  {k}/nginx cpu_per_req={g(k,'fixed_cpu_us_per_req')/g('nginx','fixed_cpu_us_per_req'):.2f} p50={g(k,'fixed_p50_ms')/g('nginx','fixed_p50_ms'):.2f} p99={g(k,'fixed_p99_ms')/g('nginx','fixed_p99_ms'):.2f} max_rps={g(k,'max_rps')/g('nginx','max_rps'):.2f} rss={g(k,'max_rss_kb')/g('nginx','max_rss_kb'):.2f}")
-print(f"  weft/rp cpu_per_req={g('weft','fixed_cpu_us_per_req')/g('rp','fixed_cpu_us_per_req'):.2f}  weft2p/rp cpu_per_req={g('weft2p','fixed_cpu_us_per_req')/g('rp','fixed_cpu_us_per_req'):.2f}")
-print()
-print(f"metrics on/off: weftm/weft cpu_per_req={g('weftm','fixed_cpu_us_per_req')/g('weft','fixed_cpu_us_per_req'):.3f} p50={g('weftm','fixed_p50_ms')/g('weft','fixed_p50_ms'):.3f} p99={g('weftm','fixed_p99_ms')/g('weft','fixed_p99_ms'):.3f} max_rps={g('weftm','max_rps')/g('weft','max_rps'):.3f} rss={g('weftm','max_rss_kb')/g('weft','max_rss_kb'):.3f}  (budget: cpu_per_req <= 1.05)")
-print(f"weft/nginx cpu_per_req={g('weft','fixed_cpu_us_per_req')/g('nginx','fixed_cpu_us_per_req'):.2f} p50={g('weft','fixed_p50_ms')/g('nginx','fixed_p50_ms'):.2f} p99={g('weft','fixed_p99_ms')/g('nginx','fixed_p99_ms'):.2f} max_rps={g('weft','max_rps')/g('nginx','max_rps'):.2f}")
-PY
+python3 "$(dirname "$0")/summary.py" "$WORK/results"
