@@ -143,6 +143,9 @@ type Stream struct {
 	rErr     error
 	unacked  int64
 	response chan int // client: the response :status (closed on failure)
+	// sink, while WriteTo runs with a socket: the connection's reader
+	// writes arriving data straight to it (see deliver)
+	sink sink
 
 	// send side, window guarded by c.mu
 	sendWindow int64
@@ -462,16 +465,23 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	if s.roff > 0 && s.roff == len(s.rbuf) {
 		s.rbuf, s.roff = s.rbuf[:0], 0
 	}
-	s.rbuf = append(s.rbuf, f.Data()...)
+	data := f.Data()
+	// a sink (see WriteTo) takes what it can straight from this goroutine
+	took := s.deliver(data)
+	s.rbuf = append(s.rbuf, data[took:]...)
 	// padding counts against the window but never reaches the reader
-	if pad := n - int64(len(f.Data())); pad > 0 {
+	if pad := n - int64(len(data)); pad > 0 {
 		s.unacked += pad
 	}
 	if f.StreamEnded() {
 		s.rEOF = true
 	}
-	s.rcond.Broadcast()
+	if took < len(data) || f.StreamEnded() {
+		s.rcond.Broadcast()
+	}
+	inc := s.consumeLocked(took)
 	s.rmu.Unlock()
+	s.acknowledge(took, inc)
 	if f.StreamEnded() {
 		c.maybeForget(s)
 	}
@@ -800,19 +810,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 	if s.roff < len(s.rbuf) {
 		n := copy(p, s.rbuf[s.roff:])
 		s.roff += n
-		s.unacked += int64(n)
-		inc := int64(0)
-		if s.unacked >= initialWindow/4 && !s.rEOF {
-			inc, s.unacked = s.unacked, 0
-		}
+		inc := s.consumeLocked(n)
 		s.rmu.Unlock()
-		if inc > 0 {
-			s.c.wmu.Lock()
-			s.c.fr.WriteWindowUpdate(s.id, uint32(inc))
-			s.c.bw.Flush()
-			s.c.wmu.Unlock()
-		}
-		s.c.returnConnWindow(int64(n))
+		s.acknowledge(n, inc)
 		return n, nil
 	}
 	err := s.rErr
