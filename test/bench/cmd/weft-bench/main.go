@@ -40,7 +40,7 @@ func main() {
 		fs.StringVar(&c.peer, "peer", "127.0.0.1:18212", "destination node's tunnel address")
 		fs.StringVar(&c.backend, "backend", "127.0.0.1:18100", "backend pod address")
 		fs.StringVar(&c.pki, "pki", "", "PKI directory (from weft-bench pki)")
-		fs.StringVar(&c.proto, "proto", "http", "service protocol: http or h2c")
+		fs.StringVar(&c.proto, "proto", "http", "service protocol: http, h2c or grpc")
 		fs.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (profiling the proxy)")
 		fs.StringVar(&c.metrics, "metrics", "", "turn the proxy's metrics on and serve them (/metrics) on this address; empty: metrics off")
 		fs.Parse(os.Args[2:])

@@ -83,9 +83,16 @@ func benchPolicy(node, peer, backend, proto string) (*weftv1.NodePolicy, error) 
 	if err != nil {
 		return nil, err
 	}
-	p := weftv1.Protocol_PROTOCOL_HTTP
-	if proto == "h2c" {
+	var p weftv1.Protocol
+	switch proto {
+	case "http":
+		p = weftv1.Protocol_PROTOCOL_HTTP
+	case "h2c":
 		p = weftv1.Protocol_PROTOCOL_H2C
+	case "grpc":
+		p = weftv1.Protocol_PROTOCOL_GRPC
+	default:
+		return nil, fmt.Errorf("unknown protocol %q", proto)
 	}
 	client := &weftv1.Workload{Namespace: "bench", Name: "client-7d9f8c6b5-x2x9k", ServiceAccount: "client", Identity: clientID, Ips: []string{"127.0.0.2"},
 		Workload: "client", WorkloadKind: "Deployment"}
