@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -294,6 +295,13 @@ func (cs *clientStream) encodeFields(e *hpack.Encoder, trailers bool) {
 	}
 	e.WriteField(hpack.HeaderField{Name: ":authority", Value: host})
 	encodeHeader(e, req.Header, nil)
+	if len(req.Trailer) > 0 {
+		keys := make([]string, 0, len(req.Trailer))
+		for k := range req.Trailer {
+			keys = append(keys, lower(k))
+		}
+		e.WriteField(hpack.HeaderField{Name: "trailer", Value: strings.Join(keys, ", ")})
+	}
 	if _, ok := req.Header["Content-Length"]; !ok && req.ContentLength > 0 {
 		e.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(req.ContentLength, 10)})
 	}

@@ -290,7 +290,10 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		b.s.rmu.Lock()
 		t := b.s.trailer
 		b.s.rmu.Unlock()
-		if b.req.Trailer != nil {
+		if len(t) > 0 && b.req.Trailer == nil {
+			b.req.Trailer = make(http.Header, len(t))
+		}
+		if len(t) > 0 {
 			for k, v := range t {
 				b.req.Trailer[k] = v
 			}
