@@ -244,8 +244,8 @@ func (cs *clientStream) writeBody(first []byte) {
 			return
 		}
 	}
-	bp := bufPool.Get().([]byte)
-	buf := bp[:cap(bp)]
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:cap(*bp)]
 	defer bufPool.Put(bp)
 	for {
 		n, err := req.Body.Read(buf)

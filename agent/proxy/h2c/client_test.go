@@ -3,7 +3,6 @@ package h2c
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -403,10 +402,21 @@ func TestInteropWithXNet(t *testing.T) {
 			}
 		}
 	}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
 	t.Run("client", func(t *testing.T) {
-		a, b := tcpPair(t)
-		go (&http2.Server{}).ServeConn(b, &http2.ServeConnOpts{Handler: http.HandlerFunc(handler)})
-		cc, err := NewClientConn(a, ClientConfig{})
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(handler), Protocols: &protos}
+		go srv.Serve(l)
+		defer srv.Close()
+		nc, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := NewClientConn(nc, ClientConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -414,15 +424,34 @@ func TestInteropWithXNet(t *testing.T) {
 		check(t, cc.RoundTrip)
 	})
 	t.Run("server", func(t *testing.T) {
-		a, b := tcpPair(t)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
 		go func() {
-			sc, err := NewServerConn(b, nil, &ServerConfig{Handler: http.HandlerFunc(handler)})
-			if err == nil {
-				sc.Serve(context.Background())
+			for {
+				nc, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					sc, err := NewServerConn(nc, nil, &ServerConfig{Handler: http.HandlerFunc(handler)})
+					if err == nil {
+						sc.Serve(context.Background())
+					}
+				}()
 			}
 		}()
-		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(context.Context, string, string, *tls.Config) (net.Conn, error) { return a, nil }}
+		tr := &http.Transport{Protocols: &protos}
 		defer tr.CloseIdleConnections()
-		check(t, tr.RoundTrip)
+		check(t, func(r *http.Request) (*http.Response, error) {
+			r.URL.Host = l.Addr().String()
+			resp, err := tr.RoundTrip(r)
+			if err == nil && resp.ProtoMajor != 2 {
+				t.Fatalf("answered over %s", resp.Proto)
+			}
+			return resp, err
+		})
 	})
 }

@@ -666,12 +666,6 @@ func (c *conn) goAway(code http2.ErrCode) {
 	}
 }
 
-func (c *conn) err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closeErr
-}
-
 // stream is one HTTP/2 stream, either end.
 type stream struct {
 	c  *conn

@@ -257,7 +257,8 @@ func (sc *ServerConn) run(s *stream, req *http.Request, cancel context.CancelFun
 	defer func() {
 		cancel()
 		if w.buf != nil {
-			bufPool.Put(w.buf)
+			b := w.buf[:0]
+			bufPool.Put(&b)
 			w.buf = nil
 		}
 	}()
@@ -323,7 +324,7 @@ func (b *requestBody) Close() error {
 // package writes it without a goroutine.
 func (b *requestBody) complete() bool { return b.s.complete() }
 
-var bufPool = sync.Pool{New: func() any { return make([]byte, 0, maxWriteFrame) }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, maxWriteFrame); return &b }}
 
 // responseWriter writes a response on a stream from the handler's
 // goroutine. The body is buffered up to one frame; the headers leave with
@@ -396,7 +397,7 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	w.written += int64(len(p))
 	n := len(p)
 	if w.buf == nil {
-		w.buf = bufPool.Get().([]byte)[:0]
+		w.buf = (*bufPool.Get().(*[]byte))[:0]
 	}
 	for len(p) > 0 {
 		if len(w.buf) == cap(w.buf) {

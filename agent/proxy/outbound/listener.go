@@ -4,24 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 )
-
-// capturedConn is an L7 connection handed to the HTTP server, with what the
-// capture learned about it.
-type capturedConn struct {
-	net.Conn
-	info *connInfo
-	r    io.Reader // what was read ahead, then the connection
-}
-
-func (c *capturedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // maxIdlePerKey bounds the idle upstream HTTP/1.1 connections kept per
 // endpoint.
