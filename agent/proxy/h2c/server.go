@@ -153,7 +153,7 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if !f.StreamEnded() {
 		req.Body = &requestBody{s: s, req: req}
 	}
-	go sc.run(s, req, cancel)
+	dispatch(task{sc, s, req, cancel})
 	return nil
 }
 
