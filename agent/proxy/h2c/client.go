@@ -448,12 +448,8 @@ func (b *responseBody) Close() error {
 	s := b.cs.s
 	s.rmu.Lock()
 	done := s.rEOF
-	unread := len(s.rbuf) - s.roff
-	s.rbuf, s.roff = nil, 0
 	s.rmu.Unlock()
-	if unread > 0 {
-		s.c.returnConnWindow(int64(unread))
-	}
+	s.discard()
 	if !done {
 		s.c.cancelStream(s, ErrStreamClosed)
 	} else {

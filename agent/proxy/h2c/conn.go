@@ -485,6 +485,9 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	if s.roff > 0 && s.roff == len(s.rbuf) {
 		s.rbuf, s.roff = s.rbuf[:0], 0
 	}
+	if s.rbuf == nil && len(data) > 0 {
+		s.rbuf = (*rbufPool.Get().(*[]byte))[:0]
+	}
 	s.rbuf = append(s.rbuf, data...)
 	// padding counts against the windows but never reaches the reader
 	pad := n - int64(len(data))
@@ -726,9 +729,38 @@ func (s *stream) read(p []byte) (int, error) {
 	err := s.rErr
 	if err == nil {
 		err = io.EOF
+		// ended and read: nothing appends to the buffer any more
+		s.recycleLocked()
 	}
 	s.rmu.Unlock()
 	return 0, err
+}
+
+// rbufPool holds receive buffers: a stream takes one with its first DATA
+// and gives it back once its body was read to the end or discarded.
+var rbufPool = sync.Pool{New: func() any { b := make([]byte, 0, maxWriteFrame); return &b }}
+
+func (s *stream) recycleLocked() {
+	if s.rbuf != nil && cap(s.rbuf) <= 4*maxWriteFrame {
+		b := s.rbuf[:0]
+		rbufPool.Put(&b)
+	}
+	s.rbuf, s.roff = nil, 0
+}
+
+// discard drops what is buffered and stops receiving (a body closed before
+// its end): the buffered bytes' window goes back to the connection.
+func (s *stream) discard() {
+	s.rmu.Lock()
+	n := len(s.rbuf) - s.roff
+	if s.rErr == nil {
+		s.rErr = ErrStreamClosed
+	}
+	s.recycleLocked()
+	s.rmu.Unlock()
+	if n > 0 {
+		s.c.returnConnWindow(int64(n))
+	}
 }
 
 // complete reports whether the peer ended the stream, all its data

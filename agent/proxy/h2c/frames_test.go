@@ -521,3 +521,33 @@ func TestServerProtocolErrorsCloseTheConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestServerResetsAnUnwantedBody: a handler that answers without reading
+// the whole body (or closes it) ends the stream with RST_STREAM NO_ERROR,
+// so the stream leaves the table although the client never ends it.
+func TestServerResetsAnUnwantedBody(t *testing.T) {
+	sc, p := serverPeer(t, ServerConfig{}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			r.Body.Close()
+		}
+		io.WriteString(w, "early")
+	})
+	for i, path := range []string{"/ignore", "/close"} {
+		id := uint32(2*i + 1)
+		p.headers(id, false, ":method", "POST", ":scheme", "http", ":path", path, ":authority", "svc")
+		p.data(id, false, []byte("more to come"))
+		p.next(http2.FrameHeaders)
+		if f := p.next(http2.FrameData); !f.end {
+			t.Fatalf("%s: answer not ended: %+v", path, f)
+		}
+		if f := p.next(http2.FrameRSTStream); f.stream != id || f.code != http2.ErrCodeNo {
+			t.Fatalf("%s: %+v, want RST_STREAM NO_ERROR", path, f)
+		}
+	}
+	sc.c.mu.Lock()
+	n := len(sc.c.streams)
+	sc.c.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d streams left in the table", n)
+	}
+}

@@ -132,7 +132,7 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		sc.respondAndEnd(id, http.StatusRequestHeaderFieldsTooLarge)
 		return nil
 	}
-	req, declLen, ok := sc.newRequest(f)
+	r, declLen, ok := sc.newRequest(f)
 	if !ok {
 		c.resetStream(id, http2.ErrCodeProtocol, nil)
 		return nil
@@ -149,7 +149,7 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	s.rEOF = f.StreamEnded()
 	s.onAbort = cancel
 	c.mu.Unlock()
-	req = req.WithContext(ctx)
+	req := r.WithContext(ctx) // r stays on the stack: one Request per request
 	if !f.StreamEnded() {
 		req.Body = &requestBody{s: s, req: req}
 	}
@@ -181,15 +181,15 @@ func (sc *ServerConn) onTrailers(s *stream, f *http2.MetaHeadersFrame) error {
 // newRequest builds the request of a header block; ok is false when the
 // block is malformed (RFC 9113 8.3.1). declLen is its content-length, -1
 // when none.
-func (sc *ServerConn) newRequest(f *http2.MetaHeadersFrame) (req *http.Request, declLen int64, ok bool) {
+func (sc *ServerConn) newRequest(f *http2.MetaHeadersFrame) (req http.Request, declLen int64, ok bool) {
 	method, path := f.PseudoValue("method"), f.PseudoValue("path")
 	scheme, authority := f.PseudoValue("scheme"), f.PseudoValue("authority")
 	if method == "" || f.PseudoValue("protocol") != "" {
-		return nil, 0, false
+		return req, 0, false
 	}
 	h, ok := headerOf(f.Fields)
 	if !ok {
-		return nil, 0, false
+		return req, 0, false
 	}
 	if authority == "" {
 		authority = h.Get("Host")
@@ -199,40 +199,40 @@ func (sc *ServerConn) newRequest(f *http2.MetaHeadersFrame) (req *http.Request, 
 	uri := path
 	if method == http.MethodConnect {
 		if path != "" || scheme != "" || authority == "" {
-			return nil, 0, false
+			return req, 0, false
 		}
 		u, uri = &url.URL{Host: authority}, authority
 	} else {
 		if path == "" || scheme == "" {
-			return nil, 0, false
+			return req, 0, false
 		}
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {
-			return nil, 0, false
+			return req, 0, false
 		}
 	}
 	declLen = -1
 	if vs := h["Content-Length"]; len(vs) > 0 {
 		for _, v := range vs[1:] {
 			if v != vs[0] {
-				return nil, 0, false
+				return req, 0, false
 			}
 		}
 		n, err := strconv.ParseUint(vs[0], 10, 63)
 		if err != nil {
-			return nil, 0, false
+			return req, 0, false
 		}
 		declLen = int64(n)
 		h["Content-Length"] = vs[:1]
 	}
-	req = &http.Request{
+	req = http.Request{
 		Method: method, URL: u, Proto: "HTTP/2.0", ProtoMajor: 2, Header: h, Host: authority,
 		RequestURI: uri, RemoteAddr: sc.remoteAddr, Body: http.NoBody, ContentLength: declLen,
 		Trailer: declaredTrailers(h),
 	}
 	if f.StreamEnded() {
 		if declLen > 0 {
-			return nil, 0, false
+			return req, 0, false
 		}
 		req.ContentLength = 0
 	}
@@ -273,7 +273,11 @@ func (sc *ServerConn) run(s *stream, req *http.Request, cancel context.CancelFun
 		return
 	}
 	// the answer is complete: a request body still coming is not wanted
-	if !s.complete() {
+	// (the stream leaves the table only once both ends ended)
+	s.rmu.Lock()
+	peerEnded := s.rEOF
+	s.rmu.Unlock()
+	if !peerEnded {
 		sc.c.resetStream(s.id, http2.ErrCodeNo, ErrStreamClosed)
 	}
 }
@@ -306,17 +310,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 // Close stops reading: what is still buffered is dropped, its window
 // returned.
 func (b *requestBody) Close() error {
-	s := b.s
-	s.rmu.Lock()
-	n := len(s.rbuf) - s.roff
-	s.rbuf, s.roff = nil, 0
-	if s.rErr == nil {
-		s.rErr = ErrStreamClosed
-	}
-	s.rmu.Unlock()
-	if n > 0 {
-		s.c.returnConnWindow(int64(n))
-	}
+	b.s.discard()
 	return nil
 }
 
