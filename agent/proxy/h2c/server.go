@@ -51,6 +51,9 @@ type ServerConn struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	remoteAddr string
+	// tasks hands a request to an idle worker (unbuffered: a send
+	// succeeds only when one waits)
+	tasks chan task
 }
 
 // NewServerConn starts serving a client connection nc: r reads what was
@@ -65,7 +68,7 @@ func NewServerConn(nc net.Conn, r io.Reader, cfg *ServerConfig) (*ServerConn, er
 		maxHeaderList: cmp.Or(cfg.MaxHeaderListSize, defaultMaxHeaderList),
 		idleTimeout:   cfg.IdleTimeout,
 	})
-	sc := &ServerConn{c: c, cfg: cfg, remoteAddr: nc.RemoteAddr().String()}
+	sc := &ServerConn{c: c, cfg: cfg, remoteAddr: nc.RemoteAddr().String(), tasks: make(chan task)}
 	c.srv = sc
 	if r == nil {
 		r = nc
@@ -153,7 +156,7 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if !f.StreamEnded() {
 		req.Body = &requestBody{s: s, req: req}
 	}
-	dispatch(task{sc, s, req, cancel})
+	sc.dispatch(task{s, req, cancel})
 	return nil
 }
 
