@@ -307,6 +307,10 @@ func (c *conn) process(f http2.Frame) error {
 			return err
 		}
 		c.lockW()
+		// the peer's decoder table bounds our encoder's from the next block
+		if v, ok := f.Value(http2.SettingHeaderTableSize); ok {
+			c.henc.SetMaxDynamicTableSizeLimit(v)
+		}
 		return c.unlockW(c.fr.WriteSettingsAck())
 	case *http2.PingFrame:
 		if f.IsAck() {

@@ -69,6 +69,8 @@ func (p *peer) read() {
 			for _, hf := range f.Fields {
 				fc.fields[hf.Name] = hf.Value
 			}
+		case *http2.HeadersFrame: // a peer reading raw header blocks
+			fc.data, fc.end = bytes.Clone(f.HeaderBlockFragment()), f.StreamEnded()
 		case *http2.RSTStreamFrame:
 			fc.code = f.ErrCode
 		case *http2.GoAwayFrame:
@@ -188,7 +190,7 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 
 // serverPeer starts a ServerConn with h and a raw peer as its client,
 // preface and settings sent.
-func serverPeer(t *testing.T, cfg ServerConfig, h http.HandlerFunc) (*ServerConn, *peer) {
+func serverPeer(t *testing.T, cfg ServerConfig, h http.HandlerFunc, setup ...func(*peer)) (*ServerConn, *peer) {
 	t.Helper()
 	a, b := tcpPair(t)
 	p := newPeer(t, b)
@@ -198,6 +200,9 @@ func serverPeer(t *testing.T, cfg ServerConfig, h http.HandlerFunc) (*ServerConn
 	sc, err := NewServerConn(a, nil, &cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(p)
 	}
 	go p.read()
 	go sc.Serve(context.Background())
@@ -549,5 +554,38 @@ func TestServerResetsAnUnwantedBody(t *testing.T) {
 	sc.c.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d streams left in the table", n)
+	}
+}
+
+// TestServerHonoursThePeersHeaderTable: once a client announces a header
+// table of 0 (SETTINGS_HEADER_TABLE_SIZE), the next header block starts
+// with a dynamic table size update to 0 (RFC 7541 4.2) and decodes
+// without a dynamic table.
+func TestServerHonoursThePeersHeaderTable(t *testing.T) {
+	_, p := serverPeer(t, ServerConfig{}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Custom-Header", "a value worth indexing")
+	}, func(p *peer) { p.fr.ReadMetaHeaders = nil })
+	p.write(func(fr *http2.Framer) error {
+		return fr.WriteSettings(http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
+	})
+	for {
+		if f := p.next(http2.FrameSettings); f.ack {
+			break
+		}
+	}
+	dec := hpack.NewDecoder(0, nil)
+	for i := uint32(1); i < 8; i += 2 {
+		p.get(i, "/")
+		f := p.next(http2.FrameHeaders)
+		if i == 1 && (len(f.data) == 0 || f.data[0] != 0x20) {
+			t.Fatalf("first block after the setting starts % x, want a table size update to 0 (20)", f.data[:min(len(f.data), 4)])
+		}
+		fields, err := dec.DecodeFull(f.data)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if len(fields) < 2 || fields[0].Value != "200" {
+			t.Fatalf("answer %d: %v", i, fields)
+		}
 	}
 }

@@ -21,6 +21,7 @@ const h2cReceiveWindow = 64 << 10
 const (
 	upstreamH2Window     = 1 << 20
 	upstreamH2ConnWindow = 4 << 20
+	upstreamH2HeaderList = 1 << 20
 )
 
 func newH2Server(p *Proxy) *h2c.ServerConfig {
@@ -42,7 +43,12 @@ func newH2Client(p *Proxy) *h2c.Client[h1key] {
 		ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 		defer cancel()
 		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
-	}, h2c.ClientConfig{StreamWindow: upstreamH2Window, ConnWindow: upstreamH2ConnWindow, IdleTimeout: 90 * time.Second})
+	}, h2c.ClientConfig{
+		StreamWindow: upstreamH2Window, ConnWindow: upstreamH2ConnWindow, IdleTimeout: 90 * time.Second,
+		// a pod's response header block (large cookies, gRPC metadata):
+		// net/http's Transport allowed 10 MiB, Envoy 60 KiB
+		MaxHeaderListSize: upstreamH2HeaderList,
+	})
 }
 
 // h2Conn is a served HTTP/2 client connection as the drain sees it: a
