@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -587,5 +588,44 @@ func TestServerHonoursThePeersHeaderTable(t *testing.T) {
 		if len(fields) < 2 || fields[0].Value != "200" {
 			t.Fatalf("answer %d: %v", i, fields)
 		}
+	}
+}
+
+// TestServerBoundsHandlersOfResetStreams: streams opened and reset at once
+// (CVE-2023-44487) get no more handlers running than the stream limit.
+func TestServerBoundsHandlersOfResetStreams(t *testing.T) {
+	release := make(chan struct{})
+	var running, peak atomic.Int32
+	_, p := serverPeer(t, ServerConfig{MaxConcurrentStreams: 4}, func(w http.ResponseWriter, r *http.Request) {
+		n := running.Add(1)
+		for {
+			if m := peak.Load(); n <= m || peak.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		<-release // a handler slow to notice its reset
+		running.Add(-1)
+	})
+	refused := 0
+	for i := uint32(1); i < 40; i += 2 {
+		p.get(i, "/")
+		p.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(i, http2.ErrCodeCancel) })
+	}
+	p.get(41, "/")
+	for {
+		f := p.next(http2.FrameRSTStream)
+		if f.code == http2.ErrCodeRefusedStream {
+			refused++
+		}
+		if f.stream == 41 {
+			break
+		}
+	}
+	close(release)
+	if n := peak.Load(); n > 4 {
+		t.Fatalf("%d handlers ran at once, limit 4", n)
+	}
+	if refused < 15 {
+		t.Fatalf("%d streams refused", refused)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -54,6 +55,8 @@ type ServerConn struct {
 	// tasks hands a request to an idle worker (unbuffered: a send
 	// succeeds only when one waits)
 	tasks chan task
+	// running counts the handlers not returned yet
+	running atomic.Int32
 }
 
 // NewServerConn starts serving a client connection nc: r reads what was
@@ -125,7 +128,10 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return fmt.Errorf("%w: HEADERS on stream %d", ErrProtocol, id)
 	}
 	c.lastPeerID = id
-	if c.goingAway || uint32(len(c.streams)) >= c.cfg.maxStreams {
+	// handlers of streams the client already reset still count: a client
+	// opening and resetting streams at once ("rapid reset") gets no more
+	// handlers running than streams it may open
+	if c.goingAway || uint32(len(c.streams)) >= c.cfg.maxStreams || uint32(sc.running.Load()) >= c.cfg.maxStreams {
 		c.mu.Unlock()
 		c.resetStream(id, http2.ErrCodeRefusedStream, nil)
 		return nil
@@ -156,6 +162,7 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if !f.StreamEnded() {
 		req.Body = &requestBody{s: s, req: req}
 	}
+	sc.running.Add(1)
 	sc.dispatch(task{s, req, cancel})
 	return nil
 }
@@ -258,6 +265,7 @@ func (sc *ServerConn) respondAndEnd(id uint32, status int) {
 func (sc *ServerConn) run(s *stream, req *http.Request, cancel context.CancelFunc) {
 	w := &responseWriter{s: s, req: req}
 	defer func() {
+		sc.running.Add(-1)
 		cancel()
 		if w.buf != nil {
 			b := w.buf[:0]
