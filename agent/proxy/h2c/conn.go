@@ -11,8 +11,9 @@
 // stream that reads it; everything else is written from the goroutine that
 // has it to write (the handler, the caller of RoundTrip), under one mutex,
 // and a burst of writers leaves in one flush (one write(2), one TLS record
-// on the tunnel). A request costs one goroutine (the server's handler) and
-// none on the client when its body is already complete.
+// on the tunnel). A request costs one hand-off to a handler goroutine
+// (reused: see workers.go) and none on the client when its body is already
+// complete; a streaming request body is copied by a goroutine of its own.
 //
 // The server hands each request stream to an http.Handler as *http.Request
 // and a ResponseWriter that is an http.Flusher and sends trailers (declared

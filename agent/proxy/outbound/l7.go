@@ -361,8 +361,9 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx con
 		}
 		return
 	}
-	// HTTP/2 backends (gRPC) send trailers they never announced: net/http
-	// fills resp.Trailer at EOF; TrailerPrefix sends them anyway.
+	// HTTP/2 backends (gRPC) send trailers they never announced: the
+	// client (h2c) fills resp.Trailer at EOF; TrailerPrefix sends them
+	// anyway.
 	for k, v := range resp.Trailer {
 		if slices.Contains(keys, k) {
 			h[k] = v
