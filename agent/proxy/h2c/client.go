@@ -172,11 +172,16 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := c.unlockW(err); err != nil {
 		return nil, err
 	}
+	// the request's context ending resets the stream, before the response
+	// (waking this wait) or after it (failing the body's reads); no Done
+	// channel or select per request
+	stop := context.AfterFunc(ctx, func() { c.cancelStream(s, ctx.Err()) })
 	switch {
 	case !hasBody:
 	case bodyDone:
 		if !endNow && !allSent {
 			if err := s.send(cs, false, body[n:], trailers, true); err != nil {
+				stop()
 				c.resetStream(id, http2.ErrCodeCancel, err)
 				return nil, err
 			}
@@ -187,20 +192,18 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = nil // the goroutine owns what was read
 		bp = nil
 	}
-	select {
-	case <-cs.ready:
-	case <-ctx.Done():
-		c.cancelStream(s, ctx.Err())
-		return nil, ctx.Err()
-	}
+	<-cs.ready
 	if cs.resp == nil {
+		stop()
 		s.rmu.Lock()
 		err := s.rErr
 		s.rmu.Unlock()
 		return nil, err
 	}
-	if ctx.Done() != nil && cs.resp.Body != http.NoBody {
-		cs.stop = context.AfterFunc(ctx, func() { c.cancelStream(s, ctx.Err()) })
+	if cs.resp.Body == http.NoBody {
+		stop()
+	} else {
+		cs.stop = stop
 	}
 	return cs.resp, nil
 }
