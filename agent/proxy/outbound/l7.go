@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -24,34 +22,6 @@ import (
 )
 
 type infoKey struct{}
-
-func newHTTPServer(p *Proxy) *http.Server {
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Handler:   p,
-		Protocols: &protos,
-		// announced as SETTINGS_MAX_HEADER_LIST_SIZE (plus 320 bytes of
-		// slack); a larger header block is answered 431
-		MaxHeaderBytes: p.cfg.Limits.HeaderBytes,
-		// request bodies net/http may buffer per connection and stream: the
-		// window each h2c connection reserves from its pod's budget
-		HTTP2: &http.HTTP2Config{
-			MaxReceiveBufferPerConnection: h2cReceiveWindow,
-			MaxReceiveBufferPerStream:     h2cReceiveWindow,
-		},
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       p.cfg.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(p.cfg.Logger.Handler(), slog.LevelDebug),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if cc, ok := c.(*capturedConn); ok {
-				return context.WithValue(ctx, infoKey{}, cc.info)
-			}
-			return ctx
-		},
-	}
-}
 
 var replayPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
@@ -76,8 +46,8 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	io.WriteString(w, msg+"\n")
 }
 
-// ServeHTTP serves the requests net/http's server reads (cleartext
-// HTTP/2); HTTP/1.1 comes through serveClient.
+// ServeHTTP serves the requests of captured cleartext HTTP/2 clients (the
+// h2c server, see h2.go); HTTP/1.1 comes through serveH1.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info, ok := r.Context().Value(infoKey{}).(*connInfo)
 	if !ok {
@@ -86,7 +56,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w, ex := p.observe(w, info)
 	defer p.done(ex, r)
-	// net/http holds the header of each open stream: the pod's share
+	// the server holds the header of each open stream: the pod's share
 	// of the budget bounds them (HTTP/1.1 reserves as it reads)
 	n := h2HeaderBytes(r)
 	if !info.lease.Reserve(n) {
@@ -317,8 +287,10 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	var err error
 	if !h2 && upgrade == "" && out.ContentLength >= 0 {
 		resp, err = p.h1.RoundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
+	} else if h2 {
+		resp, err = p.h2.RoundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
 	} else {
-		resp, err = p.up.get(rq.info.src, ep.Identity, h2).RoundTrip(out)
+		resp, err = p.up.get(rq.info.src, ep.Identity).RoundTrip(out)
 	}
 	if err != nil {
 		if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
@@ -389,8 +361,9 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx con
 		}
 		return
 	}
-	// HTTP/2 backends (gRPC) send trailers they never announced: net/http
-	// fills resp.Trailer at EOF; TrailerPrefix sends them anyway.
+	// HTTP/2 backends (gRPC) send trailers they never announced: the
+	// client (h2c) fills resp.Trailer at EOF; TrailerPrefix sends them
+	// anyway.
 	for k, v := range resp.Trailer {
 		if slices.Contains(keys, k) {
 			h[k] = v

@@ -4,25 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/weft-mesh/weft/agent/proxy/limits"
 )
-
-// capturedConn is an L7 connection handed to the HTTP server, with what the
-// capture learned about it.
-type capturedConn struct {
-	net.Conn
-	info *connInfo
-	r    io.Reader // what was read ahead, then the connection
-}
-
-func (c *capturedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // maxIdlePerKey bounds the idle upstream HTTP/1.1 connections kept per
 // endpoint.
@@ -90,26 +77,4 @@ func (p *Proxy) serveH1(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	w, ex := p.observe(w, info)
 	defer p.done(ex, r)
 	p.serve(w, r, ctx, info, ex)
-}
-
-// h2cReceiveWindow is what net/http's HTTP/2 server may buffer of one
-// cleartext connection's request bodies (its flow-control window, for the
-// connection and for each stream): the connection holds that much of its
-// pod's buffer budget for as long as it is open.
-const h2cReceiveWindow = 64 << 10
-
-// h2c hands a cleartext HTTP/2 connection to net/http's server once its
-// receive window fits in the pod's share of the buffer budget; else the
-// connection is refused (closed) and the refusal counted.
-func (p *Proxy) h2c(ctx context.Context, c net.Conn, r io.Reader) {
-	info := ctx.Value(infoKey{}).(*connInfo)
-	if !info.lease.Reserve(h2cReceiveWindow) {
-		p.refuse(limits.BufferBudget, 0, c.RemoteAddr(), info, "no budget for an HTTP/2 connection's receive window")
-		c.Close()
-		return
-	}
-	// closing the connection closes its lease, which returns the window
-	if !p.l7.Push(&capturedConn{Conn: c, info: info, r: r}) {
-		c.Close()
-	}
 }

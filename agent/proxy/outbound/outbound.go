@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
+	"github.com/weft-mesh/weft/agent/proxy/h2c"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/relay"
@@ -85,12 +85,13 @@ type Config struct {
 type Proxy struct {
 	cfg  Config
 	snap atomic.Pointer[Snapshot]
-	l7   *drain.Feed
-	http *http.Server
 	up   *upstreams
 	h1   *http1.Client[h1key]
-	// h1srv serves captured HTTP/1.1 clients (h2c goes to http)
+	// h2 is the HTTP/2 client of upstream h2c and gRPC connections
+	h2 *h2c.Client[h1key]
+	// h1srv serves captured HTTP/1.1 clients (h2c goes to h2srv)
 	h1srv *http1.Server
+	h2srv *h2c.ServerConfig
 	dial  dialFunc
 	// budget holds the buffered bytes and connection slots of source pods
 	budget *limits.Budget
@@ -130,12 +131,13 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.Sessions = m
 	}
 	p := &Proxy{cfg: cfg, budget: limits.NewBudget(cfg.Limits), upstreamLog: rate.NewLimiter(1, 5)}
-	p.l7 = drain.NewFeed()
 	p.dial = endpointDialer(cfg.Tunnel)
 	p.up = newUpstreams(p.dial, cfg.DialTimeout)
 	p.h1 = http1.NewClient(func(ctx context.Context, k h1key) (net.Conn, error) {
 		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
 	}, maxIdlePerKey)
+	p.h2 = newH2Client(p)
+	p.h2srv = newH2Server(p)
 	p.h1srv = http1.NewServer(http1.Config{
 		Handler:        p.serveH1,
 		H2C:            p.h2c,
@@ -146,8 +148,6 @@ func New(cfg Config) (*Proxy, error) {
 		Budget:         headerBudget,
 		Refused:        p.h1Refused,
 	})
-	p.http = newHTTPServer(p)
-	go p.http.Serve(p.l7)
 	p.snap.Store(&Snapshot{})
 	return p, nil
 }
@@ -314,35 +314,26 @@ func (p *Proxy) pickEndpoint(snap *Snapshot, cluster string) (*Endpoint, *Cluste
 
 // Shutdown stops accepting, lets in-flight requests and connections finish
 // until ctx ends, then closes everything left. Idle keep-alive connections
-// are closed at once; in-flight work is counted here (http.Server alone
-// would wait on connections accepted just before the shutdown).
+// are closed at once, HTTP/2 connections are sent GOAWAY; in-flight work
+// is counted here.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	httpClosed := make(chan struct{})
-	go func() { p.http.Shutdown(ctx); close(httpClosed) }()
-	// done when the HTTP server has no active connection left, every
-	// accepted connection (L4, HTTP/1.1, not classified yet) ended and no
-	// request (hijacked upgrades included) runs
+	// done when every accepted connection (L4, HTTP/1.1, HTTP/2, not
+	// classified yet) ended and no request (hijacked upgrades included)
+	// runs
 	err := p.conns.Drain(ctx, func() bool {
-		select {
-		case <-httpClosed:
-			return p.conns.Live() == 0 && p.requests.Load() == 0
-		default:
-			return false
-		}
+		return p.conns.Live() == 0 && p.requests.Load() == 0
 	})
 	p.Close()
 	p.conns.Wait() // closed under them: they end at once
-	<-httpClosed
 	return err
 }
 
 // Close closes listeners and every connection at once.
 func (p *Proxy) Close() error {
 	p.conns.Close()
-	p.http.Close()
-	p.l7.Close()
 	p.up.close()
 	p.h1.Close()
+	p.h2.Close()
 	return nil
 }
 

@@ -16,21 +16,20 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 )
 
-// upstreams holds the HTTP transports towards endpoints. Each upstream HTTP
-// connection is one CONNECT stream of the tunnel (for HTTP/1.1 one request
-// at a time, kept alive and reused; for h2c/gRPC multiplexed), so the
-// destination node only splices bytes. Transports are per (source identity,
-// destination identity); each pools by endpoint address.
+// upstreams holds the net/http transports of protocol upgrades (WebSocket
+// and the like) towards endpoints; plain HTTP/1.1 goes through p.h1 and
+// HTTP/2 through p.h2. Each upstream connection is one CONNECT stream of
+// the tunnel, so the destination node only splices bytes. Transports are
+// per (source identity, destination identity); each pools by endpoint
+// address.
 type upstreams struct {
 	dial        dialFunc
 	dialTimeout time.Duration
 	mu          sync.Mutex
-	m           map[pairKey]*pair
+	m           map[pairKey]*http.Transport
 }
 
 type pairKey struct{ src, dst spiffeid.ID }
-
-type pair struct{ h1, h2 *http.Transport }
 
 // dialKey carries the tunnel target of a request to the transport's dialer.
 type dialKey struct{}
@@ -65,25 +64,22 @@ func endpointDialer(d *tunnel.Dialer) dialFunc {
 var errNoDialInfo = errors.New("upstream dial without a tunnel target")
 
 func newUpstreams(dial dialFunc, dialTimeout time.Duration) *upstreams {
-	return &upstreams{dial: dial, dialTimeout: dialTimeout, m: make(map[pairKey]*pair)}
+	return &upstreams{dial: dial, dialTimeout: dialTimeout, m: make(map[pairKey]*http.Transport)}
 }
 
-func (u *upstreams) get(src, dst spiffeid.ID, h2 bool) *http.Transport {
+func (u *upstreams) get(src, dst spiffeid.ID) *http.Transport {
 	k := pairKey{src, dst}
 	u.mu.Lock()
-	p, ok := u.m[k]
+	t, ok := u.m[k]
 	if !ok {
-		p = &pair{h1: u.newTransport(src, dst, false), h2: u.newTransport(src, dst, true)}
-		u.m[k] = p
+		t = u.newTransport(src, dst)
+		u.m[k] = t
 	}
 	u.mu.Unlock()
-	if h2 {
-		return p.h2
-	}
-	return p.h1
+	return t
 }
 
-func (u *upstreams) newTransport(src, dst spiffeid.ID, h2 bool) *http.Transport {
+func (u *upstreams) newTransport(src, dst spiffeid.ID) *http.Transport {
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		di, ok := ctx.Value(dialKey{}).(*dialInfo)
 		if !ok {
@@ -94,11 +90,7 @@ func (u *upstreams) newTransport(src, dst spiffeid.ID, h2 bool) *http.Transport 
 		return u.dial(ctx, src, dst, di.node, di.addr, di.plain)
 	}
 	var p http.Protocols
-	if h2 {
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
-	}
+	p.SetHTTP1(true)
 	return &http.Transport{
 		DialContext:         dial,
 		Protocols:           &p,
@@ -114,8 +106,7 @@ func (u *upstreams) newTransport(src, dst spiffeid.ID, h2 bool) *http.Transport 
 func (u *upstreams) close() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for _, p := range u.m {
-		p.h1.CloseIdleConnections()
-		p.h2.CloseIdleConnections()
+	for _, t := range u.m {
+		t.CloseIdleConnections()
 	}
 }
