@@ -183,7 +183,7 @@ for r in $(seq "$ROUNDS"); do
     python3 - "$WORK/out.json" "$k" "$((t1 - t0))" "$(getconf CLK_TCK)" "$((a1 - a0))" "$((b1 - b0))" >>"$WORK/results" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); k = sys.argv[2]; ticks = int(sys.argv[3]); hz = int(sys.argv[4])
-n = d["DurationHistogram"]["Count"]; ok = d.get("RetCodes", {}).get("200", 0)
+n = d["DurationHistogram"]["Count"]; codes = d.get("RetCodes", {}); ok = codes.get("200", 0) + codes.get("SERVING", 0)
 p = {int(x["Percentile"]): x["Value"] for x in d["DurationHistogram"]["Percentiles"]}
 us = lambda t: t * 1e6 / hz / max(n, 1)
 print(f"fixed {k} cpu_us_per_req={us(ticks):.1f} hopa_us_per_req={us(int(sys.argv[5])):.1f} hopb_us_per_req={us(int(sys.argv[6])):.1f}"
@@ -193,7 +193,7 @@ PY
     python3 - "$WORK/out.json" "$k" "$(rss_kb "${PROCS[$k]}")" "$(rss_kb "${HOP_A[$k]:-}")" "$(rss_kb "${HOP_B[$k]:-}")" >>"$WORK/results" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); k = sys.argv[2]
-ok = d.get("RetCodes", {}).get("200", 0)
+codes = d.get("RetCodes", {}); ok = codes.get("200", 0) + codes.get("SERVING", 0)
 print(f"max {k} rps={d['ActualQPS']:.0f} ok={ok} n={d['DurationHistogram']['Count']} rss_kb={sys.argv[3]} hopa_rss_kb={sys.argv[4]} hopb_rss_kb={sys.argv[5]}")
 PY
   done

@@ -20,6 +20,9 @@ for line in raw.splitlines():
         key, v = kv.split("=")
         rows[name][f"{kind}_{key}"].append(float(v))
 med = {k: {m: st.median(v) for m, v in ms.items()} for k, ms in rows.items()}
+# a path that answered anything but success is not a measurement of that path
+failed = sorted({f"{k} ({kind})" for k, ms in rows.items() for kind in ("fixed", "max")
+                 if f"{kind}_n" in ms and sum(ms[f"{kind}_ok"]) < sum(ms[f"{kind}_n"])})
 
 
 def g(k, m):
@@ -49,6 +52,9 @@ def line(label, a, b):
 print("raw per round:")
 print(raw)
 print()
+if failed:
+    print("WARNING: requests failed on " + ", ".join(failed) + ": those rows are not valid measurements")
+    print()
 print("medians of rounds; cpu and rss: the proxy processes only; fixed load 1000 req/s, 16 connections, 1 KiB")
 table("cross-node shape (one proxy process per node, two per path): the headline", ["direct", "weft2p", "nginx2p", "h2direct", "h2weft2p", "h2nginx2p",
                                                                                 "grpcdirect", "grpcweft2p", "grpcnginx2p"])
