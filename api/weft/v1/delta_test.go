@@ -35,7 +35,9 @@ func TestDeltaRoundTrip(t *testing.T) {
 		units  int // upserts + removals in the delta
 	}{
 		{"nothing", func(p *NodePolicy) {}, 0},
-		{"endpoint", func(p *NodePolicy) { p.Clusters[1] = &Cluster{Name: "a/s:80", Endpoints: []*Endpoint{{Ip: "10.0.0.9", Port: 80}}} }, 1},
+		{"endpoint", func(p *NodePolicy) {
+			p.Clusters[1] = &Cluster{Name: "a/s:80", Endpoints: []*Endpoint{{Ip: "10.0.0.9", Port: 80}}}
+		}, 1},
 		{"route", func(p *NodePolicy) {
 			p.Services[0] = &ServicePort{Namespace: "a", Name: "s", Port: 80, DefaultCluster: "a/s:80", Producer: &RouteTable{Kind: RouteKind_ROUTE_KIND_HTTP}}
 		}, 1},
@@ -50,7 +52,9 @@ func TestDeltaRoundTrip(t *testing.T) {
 			p.Workloads = []*Workload{{Namespace: "a", Name: "p0", Uid: "0"}, {Namespace: "b", Name: "p2", Uid: "2", Ips: []string{"10.1.1.1"}}}
 		}, 3},
 		{"authz removed", func(p *NodePolicy) { p.Authz = nil }, 1},
-		{"tunnels", func(p *NodePolicy) { p.NodeTunnels = map[string]string{"n1": "172.30.0.9:15008", "n3": "172.30.0.3:15008"} }, 3},
+		{"tunnels", func(p *NodePolicy) {
+			p.NodeTunnels = map[string]string{"n1": "172.30.0.9:15008", "n3": "172.30.0.3:15008"}
+		}, 3},
 		{"trust", func(p *NodePolicy) { p.TrustAnchors = [][]byte{[]byte("ca1"), []byte("ca2")} }, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
