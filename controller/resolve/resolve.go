@@ -152,15 +152,22 @@ func Resolve(in Input) Output {
 		if n == "" {
 			continue
 		}
-		out.Nodes[n] = &weftv1.NodePolicy{
+		p := &weftv1.NodePolicy{
 			Node:        n,
 			TrustDomain: ix.opts.TrustDomain,
 			Workloads:   workloads[n],
-			Services:    services,
-			Clusters:    clusters,
-			NodeTunnels: tunnels,
 			Authz:       authz[n],
 		}
+		// What a node's pods can use: a node with no enrolled workload has
+		// no caller to route for and nothing to deliver to, so it gets no
+		// Services, Clusters or tunnels (at 10k Services, megabytes it
+		// would otherwise hold and receive every change of). Its first
+		// enrolled pod brings them in the same version as its workload,
+		// which is what releases the pod's held connections.
+		if len(p.Workloads) > 0 {
+			p.Services, p.Clusters, p.NodeTunnels = services, clusters, tunnels
+		}
+		out.Nodes[n] = p
 	}
 	out.Statuses = r.statuses(routes)
 	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce
