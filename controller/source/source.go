@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -156,7 +157,8 @@ func New(cfg Config) (*Source, error) {
 }
 
 // strip drops what the controller never reads from cached objects
-// (managedFields, the last-applied annotation) to keep memory down.
+// (managedFields, the last-applied annotation, and most of a pod, see
+// slimPod) to keep memory down.
 func strip(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
@@ -167,7 +169,28 @@ func strip(obj any) (any, error) {
 			}
 		}
 	}
+	if p, ok := obj.(*corev1.Pod); ok {
+		return slimPod(p), nil
+	}
 	return obj, nil
+}
+
+// slimPod keeps of a pod its metadata and what resolution and the
+// Gateway provisioner read of its spec and status (podChanged lists them:
+// node, service account, hostNetwork, phase, IPs, conditions), not its
+// containers, volumes or container statuses. Pods are most of a cluster's
+// objects (100k at the scale of issue #17), and those parts most of a pod.
+func slimPod(p *corev1.Pod) *corev1.Pod {
+	conds := make([]corev1.PodCondition, 0, len(p.Status.Conditions))
+	for _, c := range p.Status.Conditions {
+		conds = append(conds, corev1.PodCondition{Type: c.Type, Status: c.Status})
+	}
+	return &corev1.Pod{
+		TypeMeta:   p.TypeMeta,
+		ObjectMeta: p.ObjectMeta,
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName, HostNetwork: p.Spec.HostNetwork},
+		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs, Conditions: conds},
+	}
 }
 
 // Dirty receives a value after something resolution reads changed since
