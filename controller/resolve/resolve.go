@@ -138,14 +138,20 @@ func Resolve(in Input) Output {
 	ix := r.ix
 	// authorization first: its regular expressions take their share of the
 	// node budget before routes are fitted into the rest
-	workloads, invalidMTLS := r.workloadsByNode(in.Pods)
+	var workloads map[string][]*weftv1.Workload
+	var invalidMTLS []string
+	if in.Reuse != nil && in.Reuse.WorkloadsValid {
+		workloads, invalidMTLS = in.Reuse.Workloads, in.Reuse.InvalidMTLS
+	} else {
+		workloads, invalidMTLS = r.workloadsByNode(in.Pods)
+	}
 	authz, authzStatuses, authzInForce := r.resolveAuthz(&in, workloads)
 
 	ports := r.attachWithinBudget(routes)
 	services := r.buildServicePorts(ports)
 
 	out := Output{Nodes: map[string]*weftv1.NodePolicy{}}
-	clusters := r.buildClusters()
+	clusters := r.buildClusters(in.Reuse)
 	tunnels := nodeTunnels(in.Nodes, ix.opts.TunnelPort)
 	for i := range in.Nodes {
 		n := in.Nodes[i].Name

@@ -4,7 +4,10 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/api/mesh"
 )
@@ -40,5 +43,37 @@ func TestStripSlimsPods(t *testing.T) {
 	}
 	if s.UID != "u" || s.Labels["app"] != "a" || s.DeletionTimestamp == nil {
 		t.Fatalf("metadata lost: %+v", s.ObjectMeta)
+	}
+}
+
+// TestChanges: what changed since the last take, by kind; the first take
+// says Other; events resolution does not read only make copies stale.
+func TestChanges(t *testing.T) {
+	s := &Source{}
+	if c := s.takeChanges(); !c.Other {
+		t.Fatalf("first changes %+v, want Other", c)
+	}
+	slice := func(svc string) *discoveryv1.EndpointSlice {
+		return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: svc + "-x", Labels: map[string]string{discoveryv1.LabelServiceName: svc}}}
+	}
+	s.record(slice("a"), true)
+	s.record(cache.DeletedFinalStateUnknown{Obj: slice("b")}, true)
+	s.record(&gwv1.HTTPRoute{}, true)
+	s.record(&corev1.Pod{}, false)
+	c := s.takeChanges()
+	if c.Other || c.Pods || !c.Routes || len(c.Slices) != 2 || !c.Slices["ns/a"] || !c.Slices["ns/b"] {
+		t.Fatalf("changes %+v", c)
+	}
+	if s.gens["pods"] != 1 || s.gens["slices"] != 2 {
+		t.Fatalf("generations %v", s.gens)
+	}
+	s.record(&corev1.Pod{}, true)
+	s.record(&corev1.Service{}, true)
+	if c := s.takeChanges(); !c.Pods || !c.Other || c.Routes {
+		t.Fatalf("changes %+v", c)
+	}
+	s.record(nil, true)
+	if c := s.takeChanges(); !c.Other {
+		t.Fatalf("an unknown change: %+v", c)
 	}
 }
