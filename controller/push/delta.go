@@ -254,8 +254,14 @@ func (d *differ) diff(old, new *weftv1.NodePolicy) (*nodeDelta, error) {
 		}
 	}
 	own := &weftv1.NodePolicyDelta{}
-	own.Workloads, own.RemovedWorkloads = diffUnits(d, old.GetWorkloads(), new.GetWorkloads(), weftv1.WorkloadKey)
-	own.Authz, own.RemovedAuthz = diffUnits(d, old.GetAuthz(), new.GetAuthz(), (*weftv1.AuthzPolicy).GetName)
+	// the same slice (resolution reused it) has the same units: nothing
+	// to compare or encode
+	if keyOf(old.GetWorkloads()) != keyOf(new.GetWorkloads()) {
+		own.Workloads, own.RemovedWorkloads = diffUnits(d, old.GetWorkloads(), new.GetWorkloads(), weftv1.WorkloadKey)
+	}
+	if keyOf(old.GetAuthz()) != keyOf(new.GetAuthz()) {
+		own.Authz, own.RemovedAuthz = diffUnits(d, old.GetAuthz(), new.GetAuthz(), (*weftv1.AuthzPolicy).GetName)
+	}
 	if old.GetTrustDomain() != new.GetTrustDomain() || !slices.EqualFunc(old.GetTrustAnchors(), new.GetTrustAnchors(), bytes.Equal) {
 		own.ReplaceTrust, own.TrustDomain, own.TrustAnchors = true, new.GetTrustDomain(), new.GetTrustAnchors()
 	}

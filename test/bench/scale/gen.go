@@ -304,27 +304,6 @@ func (s Scale) ChangeRoute(ctx context.Context, gw gwclient.Interface, svc, r in
 	return nil
 }
 
-// NotReady is a new choice of the not-ready endpoint of Service svc (-1:
-// none), other than the current one: the next endpoint's turn.
-func (s Scale) NotReady(ctx context.Context, kube kubernetes.Interface, svc int) (int, error) {
-	es := s.Slice(svc, -1)
-	cur, err := kube.DiscoveryV1().EndpointSlices(es.Namespace).Get(ctx, es.Name, metav1.GetOptions{})
-	if err != nil {
-		return 0, fmt.Errorf("get endpointslice %s/%s: %w", es.Namespace, es.Name, err)
-	}
-	now := -1
-	for i, e := range cur.Endpoints {
-		if e.Conditions.Ready != nil && !*e.Conditions.Ready {
-			now = i
-			break
-		}
-	}
-	if now+1 >= s.Endpoints {
-		return -1, nil
-	}
-	return now + 1, nil
-}
-
 // ChangeEndpoint marks endpoint notReady of Service svc not ready (-1:
 // all ready) in its EndpointSlice, with seq.
 func (s Scale) ChangeEndpoint(ctx context.Context, kube kubernetes.Interface, svc, notReady, seq int) error {
