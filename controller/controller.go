@@ -539,10 +539,13 @@ func (c *Controller) round() {
 	// With only routes, or EndpointSlices, changed since the last round,
 	// its clusters (but those of Services whose slices changed) and
 	// workloads still hold: resolution reuses them, and the push server
-	// sees the same objects.
+	// sees the same objects. With only EndpointSlices, the whole last
+	// Output but those clusters holds.
 	if c.reuse != nil && !changes.Other && !changes.Pods {
 		in.Reuse = c.reuse
 		in.Reuse.StaleServices, in.Reuse.WorkloadsValid = changes.Slices, true
+		// endpoint churn: routes need not be compiled again
+		in.Reuse.OnlyEndpoints = !changes.Routes
 	}
 	c.reuse = nil
 	start := time.Now()

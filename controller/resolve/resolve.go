@@ -134,6 +134,11 @@ func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 // node and the status of every route and policy. It is pure and
 // deterministic: the same Input always gives an equal Output.
 func Resolve(in Input) Output {
+	if in.Reuse != nil && in.Reuse.OnlyEndpoints && in.Reuse.Previous != nil {
+		if out, ok := resolveEndpoints(&in); ok {
+			return out
+		}
+	}
 	r, routes := compileAll(&in, nil)
 	ix := r.ix
 	// authorization first: its regular expressions take their share of the

@@ -52,6 +52,14 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 			changed.Reuse = ReuseOf(prev)
 			changed.Reuse.StaleServices, changed.Reuse.WorkloadsValid = stale, true
 			compareRendered(t, "endpoints changed", Resolve(changed), want)
+			// nothing else changed: the previous Output with the stale
+			// clusters rebuilt, routes not compiled again
+			changed.Reuse = ReuseOf(prev)
+			changed.Reuse.StaleServices, changed.Reuse.WorkloadsValid, changed.Reuse.OnlyEndpoints = stale, true, true
+			if _, ok := resolveEndpoints(&changed); !ok {
+				t.Fatal("the endpoints-only resolution did not apply")
+			}
+			compareRendered(t, "only endpoints changed", Resolve(changed), want)
 		})
 	}
 }

@@ -77,13 +77,19 @@ type Reuse struct {
 	Workloads      map[string][]*weftv1.Workload
 	InvalidMTLS    []string
 	WorkloadsValid bool
+	// Previous is the earlier Output; with OnlyEndpoints (nothing but the
+	// EndpointSlices of StaleServices changed since it was resolved) it is
+	// the result but for the stale Services' clusters, and routes are not
+	// compiled again.
+	Previous      *Output
+	OnlyEndpoints bool
 }
 
 // ReuseOf returns what a later resolution may reuse of out: its clusters
-// (every node with workloads shares them) and workloads. The caller sets
-// StaleServices and WorkloadsValid.
+// (every node with workloads shares them), workloads and out itself. The
+// caller sets StaleServices, WorkloadsValid and OnlyEndpoints.
 func ReuseOf(out Output) *Reuse {
-	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS}
+	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out}
 	for n, p := range out.Nodes {
 		if len(p.Workloads) > 0 {
 			r.Workloads[n] = p.Workloads

@@ -33,7 +33,10 @@ func (t tokens) Authenticate(_ context.Context, token string) (string, error) {
 // pushes is above Base, and it saw the changes Seqs (SeqAnnotation).
 type Round struct {
 	Base uint64
-	Seqs []int
+	// Start and End of the resolution (Unix ns); the snapshot is taken
+	// just before Start, the push made just after End.
+	Start, End int64
+	Seqs       []int
 }
 
 // ControllerConfig configures RunController.
@@ -43,7 +46,7 @@ type ControllerConfig struct {
 	// Debounce of the controller; its default when zero.
 	Debounce time.Duration
 	// Out receives "ADDR <grpc> <health>" once listening, then a line
-	// "ROUND <base> <seq>..." per resolution and "STATS <status writes>
+	// "ROUND <base> <start> <end> <seq>..." per resolution and "STATS <status writes>
 	// <resolutions>" every second.
 	Out io.Writer
 	Log *slog.Logger
@@ -61,6 +64,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		fmt.Fprintf(cfg.Out, format+"\n", args...)
 	}
 	wrapped := func(in resolve.Input) resolve.Output {
+		start := time.Now().UnixNano()
 		// versions this round pushes are above every version so far
 		var base uint64
 		if c := ctl.Load(); c != nil {
@@ -84,7 +88,7 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 			note(in.HTTPRoutes[i].Annotations)
 		}
 		o := resolve.Resolve(in)
-		out("ROUND %d %s", base, strings.Join(seqs, " "))
+		out("ROUND %d %d %d %s", base, start, time.Now().UnixNano(), strings.Join(seqs, " "))
 		return o
 	}
 	c, err := controller.New(controller.Config{

@@ -412,10 +412,12 @@ func BenchmarkScale(b *testing.B) {
 		for l := range ctl.lines {
 			f := strings.Fields(l)
 			switch {
-			case len(f) >= 2 && f[0] == "ROUND":
+			case len(f) >= 4 && f[0] == "ROUND":
 				base, _ := strconv.ParseUint(f[1], 10, 64)
 				r := Round{Base: base}
-				for _, s := range f[2:] {
+				r.Start, _ = strconv.ParseInt(f[2], 10, 64)
+				r.End, _ = strconv.ParseInt(f[3], 10, 64)
+				for _, s := range f[4:] {
 					n, _ := strconv.Atoi(s)
 					r.Seqs = append(r.Seqs, n)
 				}
@@ -492,7 +494,9 @@ func BenchmarkScale(b *testing.B) {
 	}
 
 	// 3. route changes, one at a time
-	written := map[int]time.Time{}
+	// written: when the change was sent to the apiserver; applied: when
+	// the apiserver answered
+	written, applied := map[int]time.Time{}, map[int]time.Time{}
 	var routeSeqs, churnSeqs []int
 	// sequence numbers differ from run to run (the objects keep theirs)
 	seq := int(time.Now().Unix()%100000) * 100000
@@ -508,6 +512,7 @@ func BenchmarkScale(b *testing.B) {
 		if err := sc.ChangeRoute(ctx, gw, svc, c%sc.Routes, w, seq); err != nil {
 			b.Fatal(err)
 		}
+		applied[seq] = time.Now()
 		routeSeqs = append(routeSeqs, seq)
 		r, ok := waitRound(seq, time.Minute)
 		if !ok {
@@ -558,7 +563,11 @@ func BenchmarkScale(b *testing.B) {
 				wmu.Lock()
 				written[s] = time.Now()
 				wmu.Unlock()
-				if err := sc.ChangeEndpoint(ctx, kube, svc, next, s); err != nil {
+				err := sc.ChangeEndpoint(ctx, kube, svc, next, s)
+				wmu.Lock()
+				applied[s] = time.Now()
+				wmu.Unlock()
+				if err != nil {
 					wmu.Lock()
 					werr = err
 					wmu.Unlock()
@@ -656,7 +665,12 @@ func BenchmarkScale(b *testing.B) {
 		ok    bool
 	}
 	dcache := map[int]del{}
-	latencies := func(seqs []int) ([]time.Duration, int, int) {
+	// parts of each change's way: apiserver write, then informer event,
+	// debounce and any round in progress (to the resolution's start),
+	// resolution, push and ACKs (resolution end to every node ACKed)
+	type parts struct{ write, toRound, resolve, push []time.Duration }
+	var routeParts, churnParts parts
+	latencies := func(seqs []int, pt *parts) ([]time.Duration, int, int) {
 		var lat []time.Duration
 		bytes, missing := 0, 0
 		counted := map[int]bool{}
@@ -677,6 +691,11 @@ func BenchmarkScale(b *testing.B) {
 				continue
 			}
 			lat = append(lat, at.Sub(written[s]))
+			rd := rounds[i]
+			pt.write = append(pt.write, applied[s].Sub(written[s]))
+			pt.toRound = append(pt.toRound, time.Unix(0, rd.Start).Sub(applied[s]))
+			pt.resolve = append(pt.resolve, time.Duration(rd.End-rd.Start))
+			pt.push = append(pt.push, at.Sub(time.Unix(0, rd.End)))
 			if !counted[i] {
 				counted[i] = true
 				bytes += n
@@ -685,8 +704,8 @@ func BenchmarkScale(b *testing.B) {
 		return lat, bytes, missing
 	}
 	rmu.Lock()
-	routeLat, routeBytes, routeMissing := latencies(routeSeqs)
-	churnLat, churnBytes, churnMissing := latencies(churnSeqs)
+	routeLat, routeBytes, routeMissing := latencies(routeSeqs, &routeParts)
+	churnLat, churnBytes, churnMissing := latencies(churnSeqs, &churnParts)
 	resolutions := resolves
 	rmu.Unlock()
 	cpu := float64(after.cpu-before.cpu) / float64(churnWall)
@@ -708,6 +727,16 @@ func BenchmarkScale(b *testing.B) {
 	row(fmt.Sprintf("churn %d endpoint changes/s: p50", churnPerSec), ms(pct(churnLat, 0.5))+" ms", "")
 	row(fmt.Sprintf("churn %d endpoint changes/s: p99", churnPerSec), ms(pct(churnLat, 0.99))+" ms", "goal <= 2000 ms")
 	row("churn: controller CPU", strconv.FormatFloat(cpu, 'f', 2, 64)+" cores", "")
+	for _, p := range []struct {
+		name string
+		pt   parts
+	}{{"route", routeParts}, {"churn", churnParts}} {
+		pp := func(d []time.Duration) string { return ms(pct(d, 0.5)) + " / " + ms(pct(d, 0.99)) + " ms" }
+		row(p.name+" parts p50/p99: apiserver write", pp(p.pt.write), "")
+		row(p.name+"   write done -> resolution start", pp(p.pt.toRound), "informer, debounce, earlier round, snapshot")
+		row(p.name+"   resolution (snapshot taken)", pp(p.pt.resolve), "")
+		row(p.name+"   resolution end -> all nodes ACKed", pp(p.pt.push), "diff, push, agents")
+	}
 	row("bytes per route change, per node", strconv.Itoa(perRoute/sc.Nodes)+" B", "")
 	row("bytes per route change, all nodes", strconv.Itoa(perRoute)+" B", "")
 	row("bytes per endpoint change, per node", strconv.Itoa(perEndpoint/sc.Nodes)+" B", "")
