@@ -188,7 +188,7 @@ type agent struct {
 // subscribe connects a test agent to the controller's real listener.
 func subscribe(t *testing.T, ctx context.Context, addr, token, node string) *agent {
 	t.Helper()
-	return subscribeWith(t, ctx, addr, token, &weftv1.PolicyRequest{Node: node})
+	return subscribeWith(t, ctx, addr, token, &weftv1.PolicyRequest{Node: node, Deltas: true})
 }
 
 // subscribeWith is subscribe with any first message (a Gateway's).

@@ -277,9 +277,12 @@ func (c *Client) stream(ctx context.Context) error {
 		return fmt.Errorf("open policy stream: %w", err)
 	}
 	first := c.subject(0)
-	if cur := c.Current(); cur != nil && c.cfg.Node != "" {
-		// the controller answers with a delta from it if it still can
-		first.Version, first.ControllerNonce = cur.GetVersion(), cur.GetControllerNonce()
+	if c.cfg.Node != "" {
+		first.Deltas = true
+		if cur := c.Current(); cur != nil {
+			// the controller answers with a delta from it if it still can
+			first.Version, first.ControllerNonce = cur.GetVersion(), cur.GetControllerNonce()
+		}
 	}
 	if err := st.Send(first); err != nil {
 		return fmt.Errorf("subscribe: %w", err)

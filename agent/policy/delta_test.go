@@ -110,7 +110,7 @@ func TestClientSubscribesWithVersionInForce(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if r := recv(t, ctl.reqs); r.GetVersion() != 7 || r.GetControllerNonce() != "c1" || r.GetError() != "" {
+	if r := recv(t, ctl.reqs); r.GetVersion() != 7 || r.GetControllerNonce() != "c1" || !r.GetDeltas() || r.GetError() != "" {
 		t.Fatalf("subscription %v, want version 7 of c1", r)
 	}
 }

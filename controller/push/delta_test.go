@@ -66,7 +66,7 @@ func (h *harness) subscribeAt(t *testing.T, ctx context.Context, token, node, no
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Send(&weftv1.PolicyRequest{Node: node, Version: version, ControllerNonce: nonce}); err != nil {
+	if err := st.Send(&weftv1.PolicyRequest{Node: node, Version: version, ControllerNonce: nonce, Deltas: true}); err != nil {
 		t.Fatal(err)
 	}
 	return st
@@ -264,5 +264,32 @@ func TestDifferMatchesDiff(t *testing.T) {
 	}
 	if nd, _ := newDiffer(nil).diff(p2["node-a"], p2["node-a"]); nd != nil {
 		t.Fatalf("no change gave %v", nd.msg)
+	}
+}
+
+// TestAgentWithoutDeltasGetsFullSnapshots: an agent that does not say it
+// applies deltas (one built before them) gets every version in full, also
+// when it names the version it has.
+func TestAgentWithoutDeltasGetsFullSnapshots(t *testing.T) {
+	h, _ := start(t, Config{Nonce: "n1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := bigPolicies([]string{"node-a"}, 20, 2)
+	h.srv.Update(p)
+	st, err := h.client.Stream(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer tok-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&weftv1.PolicyRequest{Node: "node-a", Version: h.srv.Nodes()[0].Version, ControllerNonce: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		s, err := recv(t, st, 5*time.Second)
+		if err != nil || s.Policy == nil || s.Delta != nil || !proto.Equal(s.Policy, p["node-a"]) {
+			t.Fatalf("version %d: delta %v, policy %v, %v", i, s.GetDelta() != nil, s.GetPolicy() != nil, err)
+		}
+		_ = st.Send(&weftv1.PolicyRequest{Version: s.Version})
+		p = withCluster(p, i)
+		h.srv.Update(p)
 	}
 }

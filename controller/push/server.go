@@ -148,6 +148,8 @@ type subscriber struct {
 	// at is the version the agent has in force if it applied everything
 	// sent, as far as the server knows; 0: unknown (send full snapshots).
 	at uint64
+	// deltas: the agent said it applies deltas (PolicyRequest.deltas).
+	deltas bool
 	// sent is when each version not answered yet was sent on the stream
 	// (oldest first, at most maxPending), for the ACK latency.
 	sent []sentVersion
@@ -559,7 +561,7 @@ func (s *Server) send(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weft
 	sub.mu.Unlock()
 	var msg *wireSnapshot
 	switch {
-	case !full && r.delta != nil && r.base == at:
+	case !full && sub.deltas && r.delta != nil && r.base == at:
 		msg = r.delta
 	case !full && r.version <= at:
 		return nil
@@ -680,12 +682,13 @@ func (s *Server) subscribe(sub *subscriber, first *weftv1.PolicyRequest) {
 		entries[sub.node] = e
 	}
 	e.subs[sub] = struct{}{}
-	if !sub.gateway && first.GetControllerNonce() == s.nonce {
+	sub.deltas = !sub.gateway && first.GetDeltas()
+	if sub.deltas && first.GetControllerNonce() == s.nonce {
 		sub.at = first.GetVersion()
 	}
 	switch {
 	case e.rel == nil:
-	case sub.at != 0 && sub.at == e.rel.version:
+	case sub.deltas && sub.at != 0 && sub.at == e.rel.version:
 		s.enqueue(sub, &release{version: sub.at, base: sub.at, delta: resumeSnapshot(sub.at, s.nonce), build: e.rel.full})
 	default:
 		s.enqueue(sub, e.rel)

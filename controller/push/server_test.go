@@ -103,7 +103,7 @@ func (h *harness) subscribe(t *testing.T, ctx context.Context, token, node strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Send(&weftv1.PolicyRequest{Node: node}); err != nil {
+	if err := st.Send(&weftv1.PolicyRequest{Node: node, Deltas: true}); err != nil {
 		t.Fatal(err)
 	}
 	return st

@@ -568,7 +568,11 @@ type PolicyRequest struct {
 	// Set on a NACK of a delta whose base_version is not the version in force
 	// on the agent (or a delta that does not apply): the controller answers
 	// with a full snapshot.
-	Resync        bool `protobuf:"varint,6,opt,name=resync,proto3" json:"resync,omitempty"`
+	Resync bool `protobuf:"varint,6,opt,name=resync,proto3" json:"resync,omitempty"`
+	// First message only: the agent applies deltas (PolicySnapshot.delta).
+	// An agent that does not say so (one built before deltas) gets a full
+	// snapshot for every version.
+	Deltas        bool `protobuf:"varint,7,opt,name=deltas,proto3" json:"deltas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -641,6 +645,13 @@ func (x *PolicyRequest) GetControllerNonce() string {
 func (x *PolicyRequest) GetResync() bool {
 	if x != nil {
 		return x.Resync
+	}
+	return false
+}
+
+func (x *PolicyRequest) GetDeltas() bool {
+	if x != nil {
+		return x.Deltas
 	}
 	return false
 }
@@ -3644,14 +3655,15 @@ var File_weft_v1_policy_proto protoreflect.FileDescriptor
 
 const file_weft_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x14weft/v1/policy.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb0\x01\n" +
+	"\x14weft/v1/policy.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"\xc8\x01\n" +
 	"\rPolicyRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
 	"\agateway\x18\x04 \x01(\tR\agateway\x12)\n" +
 	"\x10controller_nonce\x18\x05 \x01(\tR\x0fcontrollerNonce\x12\x16\n" +
-	"\x06resync\x18\x06 \x01(\bR\x06resync\"\x87\x02\n" +
+	"\x06resync\x18\x06 \x01(\bR\x06resync\x12\x16\n" +
+	"\x06deltas\x18\a \x01(\bR\x06deltas\"\x87\x02\n" +
 	"\x0ePolicySnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12)\n" +
 	"\x10controller_nonce\x18\x02 \x01(\tR\x0fcontrollerNonce\x12+\n" +
