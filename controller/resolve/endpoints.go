@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -33,7 +34,25 @@ func resolveEndpoints(in *Input) (out Output, ok bool) {
 	if len(old) == 0 {
 		return out, true // no node has clusters
 	}
-	r := &resolver{ix: newIndex(in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
+	// index only the namespaces the stale Services' endpoints are in: a
+	// round of endpoint churn touches a few of them, not 100k pods
+	only := map[string]bool{}
+	for k := range reuse.StaleServices {
+		ns, _, _ := strings.Cut(k, "/")
+		only[ns] = true
+	}
+	for i := range in.EndpointSlices {
+		es := &in.EndpointSlices[i]
+		if !reuse.StaleServices[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if ep.TargetRef != nil && ep.TargetRef.Namespace != "" {
+				only[ep.TargetRef.Namespace] = true
+			}
+		}
+	}
+	r := &resolver{ix: newIndexIn(in, only), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
 	clusters := make([]*weftv1.Cluster, len(old))
 	for i, c := range old {
 		ns, svc, port, isSvc := serviceCluster(c.GetName())

@@ -58,7 +58,11 @@ func (ix *index) podByIP(ns, ip string) *corev1.Pod {
 	return ix.byIP[objKey{ns, ip}]
 }
 
-func newIndex(in *Input) *index {
+func newIndex(in *Input) *index { return newIndexIn(in, nil) }
+
+// newIndexIn is newIndex of the Services, EndpointSlices and pods of the
+// namespaces in only (all when nil), and of every namespace and backend.
+func newIndexIn(in *Input, only map[string]bool) *index {
 	ix := &index{
 		opts:       in.Options,
 		enrolled:   map[string]bool{},
@@ -86,12 +90,15 @@ func newIndex(in *Input) *index {
 	}
 	for i := range in.Services {
 		s := &in.Services[i]
+		if only != nil && !only[s.Namespace] {
+			continue
+		}
 		ix.services[objKey{s.Namespace, s.Name}] = s
 	}
 	for i := range in.EndpointSlices {
 		es := &in.EndpointSlices[i]
 		svc := es.Labels[discoveryv1.LabelServiceName]
-		if svc == "" {
+		if svc == "" || only != nil && !only[es.Namespace] {
 			continue
 		}
 		k := objKey{es.Namespace, svc}
@@ -99,6 +106,9 @@ func newIndex(in *Input) *index {
 	}
 	for i := range in.Pods {
 		p := &in.Pods[i]
+		if only != nil && !only[p.Namespace] {
+			continue
+		}
 		ix.pods[objKey{p.Namespace, p.Name}] = p
 		ix.podsByNS[p.Namespace] = append(ix.podsByNS[p.Namespace], p)
 	}
