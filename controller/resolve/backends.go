@@ -288,7 +288,7 @@ func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint, ip string) *
 	if pns == "" {
 		pns = ns
 	}
-	return r.ix.pods[objKey{pns, ep.TargetRef.Name}]
+	return r.ix.pod(pns, ep.TargetRef.Name)
 }
 
 func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod *corev1.Pod) *weftv1.Endpoint {
@@ -325,7 +325,7 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 	port := int32(xb.Spec.Port.Number)
 	var out []*weftv1.Endpoint
 	seen := map[ipPort]bool{}
-	for _, p := range r.ix.podsByNS[xb.Namespace] {
+	for _, p := range r.ix.nsPods(xb.Namespace) {
 		if !selects(xb.Spec.EndpointSelector.MatchLabels, p.Labels) {
 			continue
 		}

@@ -31,15 +31,21 @@ type index struct {
 	namespaces map[string]*corev1.Namespace
 	services   map[objKey]*corev1.Service
 	slices     map[objKey][]*discoveryv1.EndpointSlice
-	pods       map[objKey]*corev1.Pod
-	podsByNS   map[string][]*corev1.Pod
-	backends   map[objKey]*gwxv1a1.XBackend
+	// pods and podsByNS are built on first use (podMaps): a round that
+	// reuses clusters and workloads may never look a pod up, and there
+	// can be 100k of them.
+	pods     map[objKey]*corev1.Pod
+	podsByNS map[string][]*corev1.Pod
+	in       *Input
+	only     map[string]bool
+	backends map[objKey]*gwxv1a1.XBackend
 	// byIP maps namespace/ip to a pod, built on first use.
 	byIP map[objKey]*corev1.Pod
 }
 
 // podByIP finds the pod that owns an IP in a namespace.
 func (ix *index) podByIP(ns, ip string) *corev1.Pod {
+	ix.podMaps()
 	if ix.byIP == nil {
 		ix.byIP = map[objKey]*corev1.Pod{}
 		for ns, pods := range ix.podsByNS {
@@ -60,6 +66,34 @@ func (ix *index) podByIP(ns, ip string) *corev1.Pod {
 
 func newIndex(in *Input) *index { return newIndexIn(in, nil) }
 
+// podMaps builds pods and podsByNS the first time they are needed.
+func (ix *index) podMaps() {
+	if ix.pods != nil {
+		return
+	}
+	ix.pods, ix.podsByNS = map[objKey]*corev1.Pod{}, map[string][]*corev1.Pod{}
+	for i := range ix.in.Pods {
+		p := &ix.in.Pods[i]
+		if ix.only != nil && !ix.only[p.Namespace] {
+			continue
+		}
+		ix.pods[objKey{p.Namespace, p.Name}] = p
+		ix.podsByNS[p.Namespace] = append(ix.podsByNS[p.Namespace], p)
+	}
+}
+
+// pod is the pod namespace/name.
+func (ix *index) pod(ns, name string) *corev1.Pod {
+	ix.podMaps()
+	return ix.pods[objKey{ns, name}]
+}
+
+// nsPods are the pods of a namespace.
+func (ix *index) nsPods(ns string) []*corev1.Pod {
+	ix.podMaps()
+	return ix.podsByNS[ns]
+}
+
 // newIndexIn is newIndex of the Services, EndpointSlices and pods of the
 // namespaces in only (all when nil), and of every namespace and backend.
 func newIndexIn(in *Input, only map[string]bool) *index {
@@ -69,8 +103,6 @@ func newIndexIn(in *Input, only map[string]bool) *index {
 		namespaces: map[string]*corev1.Namespace{},
 		services:   map[objKey]*corev1.Service{},
 		slices:     map[objKey][]*discoveryv1.EndpointSlice{},
-		pods:       map[objKey]*corev1.Pod{},
-		podsByNS:   map[string][]*corev1.Pod{},
 		backends:   map[objKey]*gwxv1a1.XBackend{},
 	}
 	td, err := mesh.ParseTrustDomain(ix.opts.TrustDomain)
@@ -104,14 +136,7 @@ func newIndexIn(in *Input, only map[string]bool) *index {
 		k := objKey{es.Namespace, svc}
 		ix.slices[k] = append(ix.slices[k], es)
 	}
-	for i := range in.Pods {
-		p := &in.Pods[i]
-		if only != nil && !only[p.Namespace] {
-			continue
-		}
-		ix.pods[objKey{p.Namespace, p.Name}] = p
-		ix.podsByNS[p.Namespace] = append(ix.podsByNS[p.Namespace], p)
-	}
+	ix.in, ix.only = in, only
 	for i := range in.Backends {
 		b := &in.Backends[i]
 		ix.backends[objKey{b.Namespace, b.Name}] = b
