@@ -13,7 +13,7 @@ HELM_VERSION := v4.3.2
 HELM := $(TOOLS)/helm
 export PATH := $(BIN):$(K8S_BIN):$(TOOLS):$(PATH)
 
-.PHONY: help build images generate lint helm test lab-binaries cni-plugins lab-up lab-down lab-install demo bench tools conformance
+.PHONY: help build images generate lint helm test lab-binaries cni-plugins lab-up lab-down lab-install demo bench bench-scale tools conformance
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -116,3 +116,10 @@ conformance: build lab-binaries cni-plugins ## run the upstream Gateway API conf
 bench: build ## run the benchmarks against their peers (ratios)
 	@bash test/deps.sh bench
 	@if [ -f test/bench/run.sh ]; then bash test/bench/run.sh; else go test -run '^$$' -bench . -benchmem ./...; fi
+
+# The control plane at the issue's scale (#17): a fresh apiserver (envtest, on
+# the lab's binaries; not the lab), the real controller, one simulated agent
+# per node. WEFT_SCALE_SIZE=small for a quick run. Prints a table and a final
+# "scale ..." line.
+bench-scale: lab-binaries ## control-plane scale benchmark: 10k Services, 100k endpoints, 20k routes, 1,000 simulated agents
+	go test -count=1 -timeout 30m -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x ./test/bench/scale/

@@ -168,6 +168,7 @@ type Controller struct {
 	mLis       net.Listener
 
 	gateways   []gwv1.Gateway                       // of the last round (round's goroutine only)
+	reuse      *resolve.Reuse                       // of the last round's output (round's goroutine only)
 	authz      map[types.UID]*resolve.AuthzInForce  // of the last round (round's goroutine only)
 	badMTLS    map[string]bool                      // invalid weft.dev/mtls annotations reported (round's goroutine only)
 	dataPlanes atomic.Pointer[map[dataPlane]string] // accepted Gateways by data plane, see GatewayOf
@@ -526,19 +527,33 @@ func (c *Controller) resolveLoop(ctx context.Context, errc <-chan error) error {
 // round resolves the current snapshot, pushes it and hands the statuses to
 // the status writer.
 func (c *Controller) round() {
-	in, err := c.src.Snapshot()
+	in, changes, err := c.src.SnapshotChanges()
 	if err != nil {
+		c.reuse = nil
 		c.log.Error("snapshot", logkey.Error, err)
 		return
 	}
 	in.Options.TrustDomain = c.cfg.TrustDomain
 	// an AuthorizationPolicy that stops compiling keeps what was in force
 	in.AuthzInForce = c.authz
+	// With only routes, or EndpointSlices, changed since the last round,
+	// its clusters (but those of Services whose slices changed) and
+	// workloads still hold: resolution reuses them, and the push server
+	// sees the same objects. With only EndpointSlices, the whole last
+	// Output but those clusters holds.
+	if c.reuse != nil && !changes.Other && !changes.Pods {
+		in.Reuse = c.reuse
+		in.Reuse.StaleServices, in.Reuse.WorkloadsValid = changes.Slices, true
+		// endpoint churn: routes need not be compiled again
+		in.Reuse.OnlyEndpoints = !changes.Routes
+	}
+	c.reuse = nil
 	start := time.Now()
 	out, ok := c.safeResolve(in)
 	if !ok {
 		return
 	}
+	c.reuse = resolve.ReuseOf(out)
 	c.authz = out.AuthzInForce
 	c.reportInvalidMTLS(out.InvalidMTLS)
 	c.resolves.Add(1)

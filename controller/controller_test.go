@@ -188,7 +188,7 @@ type agent struct {
 // subscribe connects a test agent to the controller's real listener.
 func subscribe(t *testing.T, ctx context.Context, addr, token, node string) *agent {
 	t.Helper()
-	return subscribeWith(t, ctx, addr, token, &weftv1.PolicyRequest{Node: node})
+	return subscribeWith(t, ctx, addr, token, &weftv1.PolicyRequest{Node: node, Deltas: true})
 }
 
 // subscribeWith is subscribe with any first message (a Gateway's).
@@ -208,11 +208,22 @@ func subscribeWith(t *testing.T, ctx context.Context, addr, token string, first 
 	}
 	a := &agent{stream: st, snaps: make(chan *weftv1.PolicySnapshot, 100), errs: make(chan error, 1)}
 	go func() {
+		// a delta on the version before is applied, as an agent does, so
+		// that every snapshot read carries the whole policy
+		var cur *weftv1.PolicySnapshot
 		for {
 			s, err := st.Recv()
 			if err != nil {
 				a.errs <- err
 				return
+			}
+			if s.Delta != nil && cur != nil && s.BaseVersion == cur.Version && s.ControllerNonce == cur.ControllerNonce {
+				if p, err := weftv1.ApplyDelta(cur.Policy, s.Delta); err == nil {
+					s.Policy = p
+				}
+			}
+			if s.Policy != nil {
+				cur = s
 			}
 			a.snaps <- s
 		}

@@ -1,5 +1,6 @@
 // Package policy is the agent's side of the policy stream: it subscribes to
-// the controller with the node's name, applies every snapshot it receives,
+// the controller with the node's name (and the version in force, so that a
+// reconnect resumes with a delta), applies every snapshot or delta it receives,
 // ACKs the ones that applied and NACKs (with the reason) the ones that did
 // not, keeping the last good snapshot in memory and on disk so that a node
 // keeps routing through a controller outage and an agent restart.
@@ -275,7 +276,15 @@ func (c *Client) stream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open policy stream: %w", err)
 	}
-	if err := st.Send(c.subject(0)); err != nil {
+	first := c.subject(0)
+	if c.cfg.Node != "" {
+		first.Deltas = true
+		if cur := c.Current(); cur != nil {
+			// the controller answers with a delta from it if it still can
+			first.Version, first.ControllerNonce = cur.GetVersion(), cur.GetControllerNonce()
+		}
+	}
+	if err := st.Send(first); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	c.log.Info("subscribed to policy")
@@ -294,6 +303,9 @@ func (c *Client) stream(ctx context.Context) error {
 // handle applies one snapshot and returns the ACK or NACK to send.
 func (c *Client) handle(snap *weftv1.PolicySnapshot) *weftv1.PolicyRequest {
 	req := c.subject(snap.GetVersion())
+	if snap.GetDelta() != nil {
+		return c.handleDelta(snap, req)
+	}
 	if err := c.check(snap); err != nil {
 		return c.nack(req, err)
 	}
@@ -311,10 +323,56 @@ func (c *Client) handle(snap *weftv1.PolicySnapshot) *weftv1.PolicyRequest {
 	c.setFromController()
 	c.save(snap)
 	c.log.Info("applied policy", logkey.Version, snap.GetVersion(),
-		"services", len(snap.GetPolicy().GetServices()), "workloads", len(snap.GetPolicy().GetWorkloads()),
+		logkey.Services, len(snap.GetPolicy().GetServices()), logkey.Workloads, len(snap.GetPolicy().GetWorkloads()),
 		logkey.Ports, len(snap.GetGateway().GetPorts()))
 	return req
 }
+
+// handleDelta applies a delta to the snapshot in force when it is the
+// delta's base, and validates and applies the result exactly like a full
+// snapshot. A delta against another version, or one that does not fit its
+// base, is NACKed with resync set: the controller answers with a full
+// snapshot. The policy in force stays until then.
+func (c *Client) handleDelta(snap *weftv1.PolicySnapshot, req *weftv1.PolicyRequest) *weftv1.PolicyRequest {
+	cur := c.Current()
+	if c.cfg.Node == "" || cur == nil || cur.GetControllerNonce() != snap.GetControllerNonce() || cur.GetVersion() != snap.GetBaseVersion() {
+		req.Resync = true
+		return c.nack(req, fmt.Errorf("%w: delta against version %d of controller %q, in force: version %d of controller %q",
+			ErrDeltaBase, snap.GetBaseVersion(), snap.GetControllerNonce(), cur.GetVersion(), cur.GetControllerNonce()))
+	}
+	if snap.GetVersion() == cur.GetVersion() && snap.GetDelta().Empty() {
+		// A reconnect: the version in force is the controller's current one.
+		c.setFromController()
+		return req
+	}
+	if snap.GetVersion() <= cur.GetVersion() {
+		return c.nack(req, fmt.Errorf("delta to version %d is not newer than %d in force", snap.GetVersion(), cur.GetVersion()))
+	}
+	p, err := weftv1.ApplyDelta(cur.GetPolicy(), snap.GetDelta())
+	if err != nil {
+		req.Resync = true
+		return c.nack(req, fmt.Errorf("apply delta from version %d: %w", snap.GetBaseVersion(), err))
+	}
+	full := &weftv1.PolicySnapshot{Version: snap.GetVersion(), ControllerNonce: snap.GetControllerNonce(), Policy: p}
+	if err := c.validate(full); err != nil {
+		return c.nack(req, err)
+	}
+	if err := c.apply(full); err != nil {
+		return c.nack(req, err)
+	}
+	c.setCurrent(full)
+	c.setFromController()
+	c.save(full)
+	d := snap.GetDelta()
+	c.log.Debug("applied policy delta", logkey.Version, full.GetVersion(), logkey.BaseVersion, snap.GetBaseVersion(),
+		logkey.Services, len(d.GetServices())+len(d.GetRemovedServices()), logkey.Clusters, len(d.GetClusters())+len(d.GetRemovedClusters()),
+		logkey.Workloads, len(d.GetWorkloads())+len(d.GetRemovedWorkloads()))
+	return req
+}
+
+// ErrDeltaBase: a delta's base is not the version in force (NACKed with
+// resync set).
+var ErrDeltaBase = errors.New("delta base is not the version in force")
 
 func (c *Client) check(snap *weftv1.PolicySnapshot) error {
 	if err := c.validate(snap); err != nil {

@@ -66,6 +66,13 @@ func start(t *testing.T, apply Applier, store *Store) (*controller, *Client, con
 // startCfg starts a client of node n1 with Config edited by edit.
 func startCfg(t *testing.T, edit func(*Config)) (*controller, *Client, context.CancelFunc) {
 	t.Helper()
+	return startWith(t, edit, nil)
+}
+
+// startWith is startCfg that calls before (when set) on the client before
+// running it.
+func startWith(t *testing.T, edit func(*Config), before func(*Client)) (*controller, *Client, context.CancelFunc) {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
 	ctl := &controller{send: make(chan *weftv1.PolicySnapshot, 8), reqs: make(chan *weftv1.PolicyRequest, 8)}
@@ -86,6 +93,9 @@ func startCfg(t *testing.T, edit func(*Config)) (*controller, *Client, context.C
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -62,6 +62,10 @@ const (
 // Policy, status and identities.
 const (
 	Version        = "version"         // a node policy version
+	BaseVersion    = "base_version"    // the version a policy delta applies to
+	Services       = "services"        // how many Service ports (in a policy or a delta)
+	Clusters       = "clusters"        // how many clusters (in a policy or a delta)
+	Workloads      = "workloads"       // how many workloads (in a policy or a delta)
 	Build          = "build"           // the release a binary was built as (weft-images stamps it)
 	Nodes          = "nodes"           // how many nodes
 	Statuses       = "statuses"        // how many route statuses

@@ -3,6 +3,7 @@ package push
 import (
 	"bytes"
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"google.golang.org/grpc"
@@ -54,6 +55,7 @@ type sharedKey struct {
 // encoder encodes the policies of one Update, sharing the encoding of
 // Services and Clusters slices that several policies hold.
 type encoder struct {
+	mu     sync.Mutex
 	shared map[sharedKey][]byte
 }
 
@@ -61,6 +63,8 @@ var deterministic = protobuf.MarshalOptions{Deterministic: true}
 
 func (enc *encoder) encode(p *weftv1.NodePolicy) (encoded, error) {
 	key := sharedKey{unsafe.SliceData(p.Services), len(p.Services), unsafe.SliceData(p.Clusters), len(p.Clusters)}
+	enc.mu.Lock()
+	defer enc.mu.Unlock()
 	shared, ok := enc.shared[key]
 	if !ok {
 		var err error
@@ -94,8 +98,19 @@ func (enc *encoder) encode(p *weftv1.NodePolicy) (encoded, error) {
 // sends it correctly, only slower.
 type wireSnapshot struct {
 	*weftv1.PolicySnapshot
-	head []byte // fields 1 and 2, and the tag and length of field 3
+	head []byte // fields 1 and 2, and the tag and length of field 3 (or 5 and 6)
 	body encoded
+	// more follows body: the parts of a delta shared with other nodes.
+	more [][]byte
+}
+
+// Size is the length of the encoded message.
+func (w *wireSnapshot) Size() int {
+	n := len(w.head) + w.body.size()
+	for _, b := range w.more {
+		n += len(b)
+	}
+	return n
 }
 
 // Field numbers of PolicySnapshot.
@@ -124,6 +139,13 @@ func newGatewayWireSnapshot(version uint64, nonce string, policy *weftv1.Gateway
 
 // wireHead encodes fields 1 and 2 and the tag and length of field.
 func wireHead(version uint64, nonce string, field protowire.Number, size int) []byte {
+	h := headFields(version, nonce)
+	h = protowire.AppendTag(h, field, protowire.BytesType)
+	return protowire.AppendVarint(h, uint64(size))
+}
+
+// headFields encodes fields 1 and 2 (version and nonce).
+func headFields(version uint64, nonce string) []byte {
 	var h []byte
 	h = protowire.AppendTag(h, 1, protowire.VarintType)
 	h = protowire.AppendVarint(h, version)
@@ -131,8 +153,7 @@ func wireHead(version uint64, nonce string, field protowire.Number, size int) []
 		h = protowire.AppendTag(h, 2, protowire.BytesType)
 		h = protowire.AppendString(h, nonce)
 	}
-	h = protowire.AppendTag(h, field, protowire.BytesType)
-	return protowire.AppendVarint(h, uint64(size))
+	return h
 }
 
 // bytes returns the encoding as buffers that share the policy's.
@@ -143,6 +164,9 @@ func (w *wireSnapshot) buffers() mem.BufferSlice {
 	}
 	if len(w.body.shared) > 0 {
 		out = append(out, mem.SliceBuffer(w.body.shared))
+	}
+	for _, b := range w.more {
+		out = append(out, mem.SliceBuffer(b))
 	}
 	return out
 }

@@ -34,14 +34,15 @@ func (s *Server) UpdateGateways(policies map[string]*weftv1.GatewayPolicy) int {
 			e = &nodeEntry{subs: map[*subscriber]struct{}{}}
 			s.gws[name] = e
 		}
-		if e.snap.msg != nil && string(e.snap.enc.rest) == string(bodies[name]) {
+		if e.rel != nil && string(e.gwBody) == string(bodies[name]) {
 			continue
 		}
 		s.version++
-		e.snap = snapshot{version: s.version, enc: encoded{rest: bodies[name]}, msg: newGatewayWireSnapshot(s.version, s.nonce, policies[name], bodies[name])}
+		e.rel = &release{version: s.version, fullMsg: newGatewayWireSnapshot(s.version, s.nonce, policies[name], bodies[name])}
+		e.gwBody = bodies[name]
 		changed++
 		for sub := range e.subs {
-			s.enqueue(sub, e.snap.msg)
+			s.enqueue(sub, e.rel)
 		}
 	}
 	forget(s.gws, policies, nil)

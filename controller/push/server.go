@@ -1,8 +1,11 @@
 // Package push serves per-node policy snapshots to agents over gRPC
 // (weftv1.PolicyServer). Every snapshot carries a version that is strictly
 // increasing within one controller process and the process's nonce. Only
-// nodes whose policy changed get a new snapshot; a stream that falls too far
-// behind is closed and the agent resyncs in full when it reconnects.
+// nodes whose policy changed get a new version, as a delta against the
+// version before it (delta.go) when the stream has that one in force, and
+// as a full snapshot otherwise (first subscription, a reconnect from an
+// older or unknown version, a NACK). A stream that falls too far behind is
+// closed and the agent resyncs when it reconnects.
 //
 // A Gateway's data plane subscribes the same way with PolicyRequest.gateway
 // ("namespace/name") instead of node; Config.Gateways authorizes it, and it
@@ -24,10 +27,10 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -122,13 +125,11 @@ type GatewayState struct {
 
 // state reads e. Called with s.mu held.
 func (e *nodeEntry) state() EntryState {
-	return EntryState{Version: e.snap.version, AckedVersion: e.acked, NackedVersion: e.nackedVersion, NackReason: e.nackReason, Streams: len(e.subs)}
-}
-
-type snapshot struct {
-	version uint64
-	enc     encoded
-	msg     *wireSnapshot
+	var v uint64
+	if e.rel != nil {
+		v = e.rel.version
+	}
+	return EntryState{Version: v, AckedVersion: e.acked, NackedVersion: e.nackedVersion, NackReason: e.nackReason, Streams: len(e.subs)}
 }
 
 // subscriber is one stream: of a node, or of a Gateway's data plane
@@ -136,11 +137,19 @@ type snapshot struct {
 type subscriber struct {
 	node    string
 	gateway bool
-	ch      chan *wireSnapshot
+	ch      chan *release
 	evicted chan struct{}
 	once    sync.Once
+	// resync asks the sending loop for a full snapshot of the current
+	// version (the agent NACKed a delta it could not apply).
+	resync chan struct{}
 
 	mu sync.Mutex
+	// at is the version the agent has in force if it applied everything
+	// sent, as far as the server knows; 0: unknown (send full snapshots).
+	at uint64
+	// deltas: the agent said it applies deltas (PolicyRequest.deltas).
+	deltas bool
 	// sent is when each version not answered yet was sent on the stream
 	// (oldest first, at most maxPending), for the ACK latency.
 	sent []sentVersion
@@ -186,7 +195,11 @@ func (sub *subscriber) answered(version uint64, now time.Time) time.Duration {
 func (s *subscriber) evict() { s.once.Do(func() { close(s.evicted) }) }
 
 type nodeEntry struct {
-	snap          snapshot
+	// rel is the current version; nil: none yet.
+	rel *release
+	// policy is rel's policy (nodes), gwBody its encoding (Gateways).
+	policy        *weftv1.NodePolicy
+	gwBody        []byte
 	acked         uint64
 	nackedVersion uint64
 	nackReason    string
@@ -206,6 +219,11 @@ type Server struct {
 
 	gateways GatewayAuthorizer
 	refusal  func() // Config.GatewayRefusalChanged
+
+	// updateMu serializes Update: the deltas are computed outside mu.
+	updateMu sync.Mutex
+	// encs are the unit encodings of the last Update (delta.go).
+	encs map[unsafe.Pointer]unitEnc
 
 	mu      sync.Mutex
 	version uint64
@@ -258,51 +276,101 @@ func (s *Server) Ready() bool {
 }
 
 // Update replaces the desired policy of every node. Nodes whose policy is
-// equal to their current one (same deterministic encoding) get nothing; changed nodes get a new
-// version pushed to every stream; nodes missing from policies keep their
-// last snapshot while an agent of theirs is connected (it keeps its last
-// good policy) and are forgotten otherwise. The policies must not be modified after the call.
-// Update never blocks on a stream: a stream whose buffer is full is closed.
-// It returns the number of nodes that got a new version.
+// equal to their current one get nothing; changed nodes get a new version
+// pushed to every stream (as a delta against the version before it where
+// the stream has that one); nodes missing from policies keep their last
+// version while an agent of theirs is connected (it keeps its last good
+// policy) and are forgotten otherwise. The policies must not be modified
+// after the call. Update never blocks on a stream: a stream whose buffer is
+// full is closed. It returns the number of nodes that got a new version.
 func (s *Server) Update(policies map[string]*weftv1.NodePolicy) int {
-	enc := &encoder{}
-	names := make([]string, 0, len(policies))
-	for n := range policies {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
+	names := slices.Sorted(maps.Keys(policies))
+	prev := make(map[string]*weftv1.NodePolicy, len(names))
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.updated = true
-	changed := 0
+	for _, n := range names {
+		if e := s.nodes[n]; e != nil {
+			prev[n] = e.policy
+		}
+	}
+	s.mu.Unlock()
+
+	// The deltas and first snapshots, computed without holding mu.
+	type change struct {
+		name  string
+		p     *weftv1.NodePolicy
+		delta *nodeDelta
+		full  *wireSnapshot // first version of a node
+	}
+	enc := &encoder{}
+	d := newDiffer(s.encs)
+	var changes []change
 	for _, name := range names {
 		p := policies[name]
 		if p == nil {
 			continue
 		}
-		e := s.nodes[name]
-		if e == nil {
-			e = &nodeEntry{subs: map[*subscriber]struct{}{}}
-			s.nodes[name] = e
+		if old := prev[name]; old != nil {
+			nd, err := d.diff(old, p)
+			if err != nil {
+				s.log.Error("cannot encode node policy; the node keeps its last one", logkey.Node, name, logkey.Error, err)
+				continue
+			}
+			if nd != nil {
+				changes = append(changes, change{name: name, p: p, delta: nd})
+			}
+			continue
 		}
 		body, err := enc.encode(p)
 		if err != nil {
 			s.log.Error("cannot encode node policy; the node keeps its last one", logkey.Node, name, logkey.Error, err)
 			continue
 		}
-		if e.snap.msg != nil && e.snap.enc.equal(body) {
-			continue
+		changes = append(changes, change{name: name, p: p, full: newWireSnapshot(0, s.nonce, p, body)})
+	}
+	s.encs = d.cur
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.updated = true
+	for _, c := range changes {
+		e := s.nodes[c.name]
+		if e == nil {
+			e = &nodeEntry{subs: map[*subscriber]struct{}{}}
+			s.nodes[c.name] = e
 		}
 		s.version++
-		e.snap = snapshot{version: s.version, enc: body, msg: newWireSnapshot(s.version, s.nonce, p, body)}
-		changed++
+		v, p := s.version, c.p
+		r := &release{version: v}
+		switch {
+		case c.full != nil:
+			r.fullMsg = newWireSnapshot(v, s.nonce, p, c.full.body)
+		case e.rel == nil || e.policy != prev[c.name]:
+			// forgotten meanwhile: no base to send a delta against
+			r.build = func() *wireSnapshot { return buildFull(enc, v, s.nonce, p) }
+		default:
+			r.base = e.rel.version
+			r.delta = newDeltaWireSnapshot(v, r.base, s.nonce, c.delta)
+			r.build = func() *wireSnapshot { return buildFull(enc, v, s.nonce, p) }
+		}
+		e.rel, e.policy = r, p
 		for sub := range e.subs {
-			s.enqueue(sub, e.snap.msg)
+			s.enqueue(sub, r)
 		}
 	}
 	forget(s.nodes, policies, s.m.Forget)
-	return changed
+	return len(changes)
+}
+
+// buildFull encodes the full snapshot of a version; nil when it cannot be
+// encoded (the stream that needs it is closed).
+func buildFull(enc *encoder, version uint64, nonce string, p *weftv1.NodePolicy) *wireSnapshot {
+	body, err := enc.encode(p)
+	if err != nil {
+		return nil
+	}
+	return newWireSnapshot(version, nonce, p, body)
 }
 
 // forget drops the entries missing from policies that no stream uses;
@@ -331,12 +399,12 @@ func (s *Server) Nodes() []NodeState {
 
 // enqueue hands msg to sub without blocking; a full buffer evicts the
 // stream (Linkerd's enqueueUpdate). Called with s.mu held.
-func (s *Server) enqueue(sub *subscriber, msg *wireSnapshot) {
+func (s *Server) enqueue(sub *subscriber, r *release) {
 	select {
 	case <-sub.evicted:
-	case sub.ch <- msg:
+	case sub.ch <- r:
 	default:
-		s.log.Warn("policy stream fell behind, closing it", logkey.Node, sub.node, logkey.Version, msg.Version, logkey.Buffer, cap(sub.ch))
+		s.log.Warn("policy stream fell behind, closing it", logkey.Node, sub.node, logkey.Version, r.version, logkey.Buffer, cap(sub.ch))
 		sub.evict()
 	}
 }
@@ -375,7 +443,7 @@ func (s *Server) Stream(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, we
 	if err != nil {
 		return err
 	}
-	return s.serve(stream, sub)
+	return s.serve(stream, sub, first)
 }
 
 // recvFirst reads the subscription; the token is checked after it (whose
@@ -443,14 +511,14 @@ func (s *Server) authorizeGateway(ctx context.Context, token string, first *weft
 }
 
 func (s *Server) newSubscriber(key string, gateway bool) *subscriber {
-	return &subscriber{node: key, gateway: gateway, ch: make(chan *wireSnapshot, s.buffer), evicted: make(chan struct{})}
+	return &subscriber{node: key, gateway: gateway, ch: make(chan *release, s.buffer), evicted: make(chan struct{}), resync: make(chan struct{}, 1)}
 }
 
 // serve sends sub's snapshots and records its ACKs and NACKs.
-func (s *Server) serve(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot], sub *subscriber) error {
+func (s *Server) serve(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot], sub *subscriber, first *weftv1.PolicyRequest) error {
 	ctx := stream.Context()
 	node := sub.node
-	s.subscribe(sub)
+	s.subscribe(sub, first)
 	defer s.unsubscribe(sub)
 
 	recvErr := make(chan error, 1)
@@ -464,13 +532,49 @@ func (s *Server) serve(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, wef
 			return err
 		case <-sub.evicted:
 			return status.Errorf(codes.ResourceExhausted, "policy stream for %s %q fell behind; reconnect for a full snapshot", sub.kind(), node)
-		case msg := <-sub.ch:
-			sub.sending(msg.Version, time.Now())
-			if err := stream.SendMsg(msg); err != nil {
+		case <-sub.resync:
+			s.mu.Lock()
+			var r *release
+			if e := s.entries(sub)[sub.node]; e != nil {
+				r = e.rel
+			}
+			s.mu.Unlock()
+			if r != nil {
+				if err := s.send(stream, sub, r, true); err != nil {
+					return err
+				}
+			}
+		case r := <-sub.ch:
+			if err := s.send(stream, sub, r, false); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// send sends release r on sub's stream: its delta when the agent has its
+// base in force, nothing when a full snapshot of it (or a newer one) was
+// sent already, else its full snapshot (always when full is set).
+func (s *Server) send(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot], sub *subscriber, r *release, full bool) error {
+	sub.mu.Lock()
+	at := sub.at
+	sub.mu.Unlock()
+	var msg *wireSnapshot
+	switch {
+	case !full && sub.deltas && r.delta != nil && r.base == at:
+		msg = r.delta
+	case !full && r.version <= at:
+		return nil
+	default:
+		if msg = r.full(); msg == nil {
+			return status.Errorf(codes.Internal, "policy version %d of %s %q cannot be encoded", r.version, sub.kind(), sub.node)
+		}
+	}
+	sub.mu.Lock()
+	sub.at = r.version
+	sub.mu.Unlock()
+	sub.sending(r.version, time.Now())
+	return stream.SendMsg(msg)
 }
 
 // receive records ACKs and NACKs until the stream ends; the agent closing
@@ -489,6 +593,18 @@ func (s *Server) receive(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, w
 		}
 		s.m.Answered(sub.node, sub.gateway, req.GetError() != "", sub.answered(req.GetVersion(), time.Now()))
 		s.ack(sub, req.GetVersion(), req.GetError())
+		if req.GetError() != "" {
+			// The agent keeps an older version: what follows goes in full.
+			sub.mu.Lock()
+			sub.at = 0
+			sub.mu.Unlock()
+			if req.GetResync() {
+				select {
+				case sub.resync <- struct{}{}:
+				default:
+				}
+			}
+		}
 	}
 }
 
@@ -553,7 +669,10 @@ func (s *Server) ack(sub *subscriber, version uint64, reason string) {
 	}
 }
 
-func (s *Server) subscribe(sub *subscriber) {
+// subscribe adds sub to its entry and queues the current version: a
+// delta when the agent named (first message) the version before it, an
+// empty delta when it has the current one, else a full snapshot.
+func (s *Server) subscribe(sub *subscriber, first *weftv1.PolicyRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	entries := s.entries(sub)
@@ -563,8 +682,16 @@ func (s *Server) subscribe(sub *subscriber) {
 		entries[sub.node] = e
 	}
 	e.subs[sub] = struct{}{}
-	if e.snap.msg != nil {
-		s.enqueue(sub, e.snap.msg)
+	sub.deltas = !sub.gateway && first.GetDeltas()
+	if sub.deltas && first.GetControllerNonce() == s.nonce {
+		sub.at = first.GetVersion()
+	}
+	switch {
+	case e.rel == nil:
+	case sub.deltas && sub.at != 0 && sub.at == e.rel.version:
+		s.enqueue(sub, &release{version: sub.at, base: sub.at, delta: resumeSnapshot(sub.at, s.nonce), build: e.rel.full})
+	default:
+		s.enqueue(sub, e.rel)
 	}
 }
 

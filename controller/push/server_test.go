@@ -103,7 +103,7 @@ func (h *harness) subscribe(t *testing.T, ctx context.Context, token, node strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Send(&weftv1.PolicyRequest{Node: node}); err != nil {
+	if err := st.Send(&weftv1.PolicyRequest{Node: node, Deltas: true}); err != nil {
 		t.Fatal(err)
 	}
 	return st
@@ -185,7 +185,8 @@ func TestSubscribeReceivesSnapshotAndChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sa2.Version <= sa.Version || sa2.Policy.Services[0].Vips[0] != "10.96.0.2" {
+	// A delta against the first version, of the one Service that changed.
+	if sa2.Version <= sa.Version || sa2.Policy != nil || sa2.BaseVersion != sa.Version || sa2.Delta.Services[0].Vips[0] != "10.96.0.2" {
 		t.Fatalf("second snapshot %v after version %d", sa2, sa.Version)
 	}
 	pending := expectNone(t, b, 200*time.Millisecond)
@@ -198,7 +199,7 @@ func TestSubscribeReceivesSnapshotAndChanges(t *testing.T) {
 	h.srv.Update(map[string]*weftv1.NodePolicy{"node-a": policy("node-a", "10.96.0.2"), "node-b": policy("node-b", "10.96.0.9")})
 	select {
 	case r := <-pending:
-		if r.err != nil || r.snap.Version <= sa2.Version || r.snap.Policy.Services[0].Vips[0] != "10.96.0.9" {
+		if r.err != nil || r.snap.Version <= sa2.Version || r.snap.BaseVersion != sb.Version || r.snap.Delta.Services[0].Vips[0] != "10.96.0.9" {
 			t.Fatalf("node-b update: %v %v", r.snap, r.err)
 		}
 	case <-time.After(5 * time.Second):

@@ -194,8 +194,9 @@ func (r *resolver) xbackendCluster(xb *gwxv1a1.XBackend) string {
 	return name
 }
 
-// buildClusters turns every registered cluster into its proto, sorted.
-func (r *resolver) buildClusters() []*weftv1.Cluster {
+// buildClusters turns every registered cluster into its proto, sorted,
+// taking a Service's cluster from reuse when it may.
+func (r *resolver) buildClusters(reuse *Reuse) []*weftv1.Cluster {
 	names := make([]string, 0, len(r.clusters))
 	for n := range r.clusters {
 		names = append(names, n)
@@ -204,6 +205,12 @@ func (r *resolver) buildClusters() []*weftv1.Cluster {
 	out := make([]*weftv1.Cluster, 0, len(names))
 	for _, n := range names {
 		src := r.clusters[n]
+		if reuse != nil && src.svc != nil && !reuse.StaleServices[src.svc.Namespace+"/"+src.svc.Name] {
+			if c := reuse.Clusters[n]; c != nil {
+				out = append(out, c)
+				continue
+			}
+		}
 		c := &weftv1.Cluster{Name: n}
 		if src.xb != nil {
 			c.Protocol, _ = backendProtocol(src.xb.Spec.Protocol)
@@ -281,7 +288,7 @@ func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint, ip string) *
 	if pns == "" {
 		pns = ns
 	}
-	return r.ix.pods[objKey{pns, ep.TargetRef.Name}]
+	return r.ix.pod(pns, ep.TargetRef.Name)
 }
 
 func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod *corev1.Pod) *weftv1.Endpoint {
@@ -318,7 +325,7 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 	port := int32(xb.Spec.Port.Number)
 	var out []*weftv1.Endpoint
 	seen := map[ipPort]bool{}
-	for _, p := range r.ix.podsByNS[xb.Namespace] {
+	for _, p := range r.ix.nsPods(xb.Namespace) {
 		if !selects(xb.Spec.EndpointSelector.MatchLabels, p.Labels) {
 			continue
 		}

@@ -47,5 +47,5 @@ func CompileTable(in Input, permitted RefPermitted) (*weftv1.RouteTable, []*weft
 		conds := routeConditions(rt, &parentResult{accepted: accepted})
 		out = append(out, ObjectStatus{Kind: rt.kind.String(), Namespace: rt.ns, Name: rt.name, Generation: rt.generation, Parents: []ParentStatus{{Conditions: conds}}})
 	}
-	return table, r.buildClusters(), out
+	return table, r.buildClusters(nil), out
 }

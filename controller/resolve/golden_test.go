@@ -183,6 +183,13 @@ func render(out Output) ([]byte, error) {
 		}
 		common := proto.Clone(p).(*weftv1.NodePolicy)
 		common.Node, common.Workloads, common.Authz = "", nil, nil
+		if len(p.Workloads) == 0 {
+			// a node without workloads gets only its trust settings
+			if len(common.Services)+len(common.Clusters)+len(common.NodeTunnels) > 0 {
+				return nil, fmt.Errorf("node %s has no workloads but Services, Clusters or tunnels", n)
+			}
+			continue
+		}
 		if shared == nil {
 			shared = common
 		} else if !proto.Equal(shared, common) {

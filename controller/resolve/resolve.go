@@ -31,15 +31,21 @@ type index struct {
 	namespaces map[string]*corev1.Namespace
 	services   map[objKey]*corev1.Service
 	slices     map[objKey][]*discoveryv1.EndpointSlice
-	pods       map[objKey]*corev1.Pod
-	podsByNS   map[string][]*corev1.Pod
-	backends   map[objKey]*gwxv1a1.XBackend
+	// pods and podsByNS are built on first use (podMaps): a round that
+	// reuses clusters and workloads may never look a pod up, and there
+	// can be 100k of them.
+	pods     map[objKey]*corev1.Pod
+	podsByNS map[string][]*corev1.Pod
+	in       *Input
+	only     map[string]bool
+	backends map[objKey]*gwxv1a1.XBackend
 	// byIP maps namespace/ip to a pod, built on first use.
 	byIP map[objKey]*corev1.Pod
 }
 
 // podByIP finds the pod that owns an IP in a namespace.
 func (ix *index) podByIP(ns, ip string) *corev1.Pod {
+	ix.podMaps()
 	if ix.byIP == nil {
 		ix.byIP = map[objKey]*corev1.Pod{}
 		for ns, pods := range ix.podsByNS {
@@ -58,15 +64,45 @@ func (ix *index) podByIP(ns, ip string) *corev1.Pod {
 	return ix.byIP[objKey{ns, ip}]
 }
 
-func newIndex(in *Input) *index {
+func newIndex(in *Input) *index { return newIndexIn(in, nil) }
+
+// podMaps builds pods and podsByNS the first time they are needed.
+func (ix *index) podMaps() {
+	if ix.pods != nil {
+		return
+	}
+	ix.pods, ix.podsByNS = map[objKey]*corev1.Pod{}, map[string][]*corev1.Pod{}
+	for i := range ix.in.Pods {
+		p := &ix.in.Pods[i]
+		if ix.only != nil && !ix.only[p.Namespace] {
+			continue
+		}
+		ix.pods[objKey{p.Namespace, p.Name}] = p
+		ix.podsByNS[p.Namespace] = append(ix.podsByNS[p.Namespace], p)
+	}
+}
+
+// pod is the pod namespace/name.
+func (ix *index) pod(ns, name string) *corev1.Pod {
+	ix.podMaps()
+	return ix.pods[objKey{ns, name}]
+}
+
+// nsPods are the pods of a namespace.
+func (ix *index) nsPods(ns string) []*corev1.Pod {
+	ix.podMaps()
+	return ix.podsByNS[ns]
+}
+
+// newIndexIn is newIndex of the Services, EndpointSlices and pods of the
+// namespaces in only (all when nil), and of every namespace and backend.
+func newIndexIn(in *Input, only map[string]bool) *index {
 	ix := &index{
 		opts:       in.Options,
 		enrolled:   map[string]bool{},
 		namespaces: map[string]*corev1.Namespace{},
 		services:   map[objKey]*corev1.Service{},
 		slices:     map[objKey][]*discoveryv1.EndpointSlice{},
-		pods:       map[objKey]*corev1.Pod{},
-		podsByNS:   map[string][]*corev1.Pod{},
 		backends:   map[objKey]*gwxv1a1.XBackend{},
 	}
 	td, err := mesh.ParseTrustDomain(ix.opts.TrustDomain)
@@ -86,22 +122,21 @@ func newIndex(in *Input) *index {
 	}
 	for i := range in.Services {
 		s := &in.Services[i]
+		if only != nil && !only[s.Namespace] {
+			continue
+		}
 		ix.services[objKey{s.Namespace, s.Name}] = s
 	}
 	for i := range in.EndpointSlices {
 		es := &in.EndpointSlices[i]
 		svc := es.Labels[discoveryv1.LabelServiceName]
-		if svc == "" {
+		if svc == "" || only != nil && !only[es.Namespace] {
 			continue
 		}
 		k := objKey{es.Namespace, svc}
 		ix.slices[k] = append(ix.slices[k], es)
 	}
-	for i := range in.Pods {
-		p := &in.Pods[i]
-		ix.pods[objKey{p.Namespace, p.Name}] = p
-		ix.podsByNS[p.Namespace] = append(ix.podsByNS[p.Namespace], p)
-	}
+	ix.in, ix.only = in, only
 	for i := range in.Backends {
 		b := &in.Backends[i]
 		ix.backends[objKey{b.Namespace, b.Name}] = b
@@ -134,33 +169,51 @@ func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 // node and the status of every route and policy. It is pure and
 // deterministic: the same Input always gives an equal Output.
 func Resolve(in Input) Output {
+	if in.Reuse != nil && in.Reuse.OnlyEndpoints && in.Reuse.Previous != nil {
+		if out, ok := resolveEndpoints(&in); ok {
+			return out
+		}
+	}
 	r, routes := compileAll(&in, nil)
 	ix := r.ix
 	// authorization first: its regular expressions take their share of the
 	// node budget before routes are fitted into the rest
-	workloads, invalidMTLS := r.workloadsByNode(in.Pods)
+	var workloads map[string][]*weftv1.Workload
+	var invalidMTLS []string
+	if in.Reuse != nil && in.Reuse.WorkloadsValid {
+		workloads, invalidMTLS = in.Reuse.Workloads, in.Reuse.InvalidMTLS
+	} else {
+		workloads, invalidMTLS = r.workloadsByNode(in.Pods)
+	}
 	authz, authzStatuses, authzInForce := r.resolveAuthz(&in, workloads)
 
 	ports := r.attachWithinBudget(routes)
 	services := r.buildServicePorts(ports)
 
 	out := Output{Nodes: map[string]*weftv1.NodePolicy{}}
-	clusters := r.buildClusters()
+	clusters := r.buildClusters(in.Reuse)
 	tunnels := nodeTunnels(in.Nodes, ix.opts.TunnelPort)
 	for i := range in.Nodes {
 		n := in.Nodes[i].Name
 		if n == "" {
 			continue
 		}
-		out.Nodes[n] = &weftv1.NodePolicy{
+		p := &weftv1.NodePolicy{
 			Node:        n,
 			TrustDomain: ix.opts.TrustDomain,
 			Workloads:   workloads[n],
-			Services:    services,
-			Clusters:    clusters,
-			NodeTunnels: tunnels,
 			Authz:       authz[n],
 		}
+		// What a node's pods can use: a node with no enrolled workload has
+		// no caller to route for and nothing to deliver to, so it gets no
+		// Services, Clusters or tunnels (at 10k Services, megabytes it
+		// would otherwise hold and receive every change of). Its first
+		// enrolled pod brings them in the same version as its workload,
+		// which is what releases the pod's held connections.
+		if len(p.Workloads) > 0 {
+			p.Services, p.Clusters, p.NodeTunnels = services, clusters, tunnels
+		}
+		out.Nodes[n] = p
 	}
 	out.Statuses = r.statuses(routes)
 	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce

@@ -54,6 +54,53 @@ type Input struct {
 	// policy UID): an AuthorizationPolicy that stops compiling keeps its
 	// last accepted generation in force. Nil on a controller's first round.
 	AuthzInForce map[types.UID]*AuthzInForce
+	// Reuse, when set, holds parts of an earlier resolution that the
+	// caller knows still hold for this Input; the Output is the same with
+	// or without it, only cheaper (and its reused units are the same
+	// objects, which the push server compares by pointer first).
+	Reuse *Reuse
+}
+
+// Reuse is what a resolution may take from an earlier one. Which parts
+// are valid is for the caller to know: it sees what changed in between.
+type Reuse struct {
+	// Clusters by name. Valid when Services, Pods, Namespaces and
+	// XBackends (and the trust domain) are unchanged since they were
+	// built; the clusters of the Services in StaleServices
+	// ("namespace/name": their EndpointSlices changed) are built again.
+	// XBackend clusters are always built again.
+	Clusters      map[string]*weftv1.Cluster
+	StaleServices map[string]bool
+	// Workloads by node and InvalidMTLS of an earlier Output, used when
+	// WorkloadsValid: Pods and Namespaces (and the trust domain) are
+	// unchanged.
+	Workloads      map[string][]*weftv1.Workload
+	InvalidMTLS    []string
+	WorkloadsValid bool
+	// Previous is the earlier Output; with OnlyEndpoints (nothing but the
+	// EndpointSlices of StaleServices changed since it was resolved) it is
+	// the result but for the stale Services' clusters, and routes are not
+	// compiled again.
+	Previous      *Output
+	OnlyEndpoints bool
+}
+
+// ReuseOf returns what a later resolution may reuse of out: its clusters
+// (every node with workloads shares them), workloads and out itself. The
+// caller sets StaleServices, WorkloadsValid and OnlyEndpoints.
+func ReuseOf(out Output) *Reuse {
+	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out}
+	for n, p := range out.Nodes {
+		if len(p.Workloads) > 0 {
+			r.Workloads[n] = p.Workloads
+		}
+		if len(r.Clusters) == 0 {
+			for _, c := range p.Clusters {
+				r.Clusters[c.Name] = c
+			}
+		}
+	}
+	return r
 }
 
 // Output is everything resolution decided.

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -119,6 +121,14 @@ type Source struct {
 	nStatus     atomic.Uint64
 	nIgnored    atomic.Uint64
 
+	// chMu guards the change record (SnapshotChanges) and the listed
+	// copies of the biggest kinds, reused while their kind has no event.
+	chMu    sync.Mutex
+	changes Changes
+	taken   bool
+	gens    map[string]uint64
+	copies  map[string]listed
+
 	mu      sync.Mutex
 	started bool
 	enabled map[string]cache.SharedIndexInformer // Gateway API kind -> informer
@@ -156,7 +166,8 @@ func New(cfg Config) (*Source, error) {
 }
 
 // strip drops what the controller never reads from cached objects
-// (managedFields, the last-applied annotation) to keep memory down.
+// (managedFields, the last-applied annotation, and most of a pod, see
+// slimPod) to keep memory down.
 func strip(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
@@ -167,7 +178,28 @@ func strip(obj any) (any, error) {
 			}
 		}
 	}
+	if p, ok := obj.(*corev1.Pod); ok {
+		return slimPod(p), nil
+	}
 	return obj, nil
+}
+
+// slimPod keeps of a pod its metadata and what resolution and the
+// Gateway provisioner read of its spec and status (podChanged lists them:
+// node, service account, hostNetwork, phase, IPs, conditions), not its
+// containers, volumes or container statuses. Pods are most of a cluster's
+// objects (100k at the scale of issue #17), and those parts most of a pod.
+func slimPod(p *corev1.Pod) *corev1.Pod {
+	conds := make([]corev1.PodCondition, 0, len(p.Status.Conditions))
+	for _, c := range p.Status.Conditions {
+		conds = append(conds, corev1.PodCondition{Type: c.Type, Status: c.Status})
+	}
+	return &corev1.Pod{
+		TypeMeta:   p.TypeMeta,
+		ObjectMeta: p.ObjectMeta,
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName, HostNetwork: p.Spec.HostNetwork},
+		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs, Conditions: conds},
+	}
 }
 
 // Dirty receives a value after something resolution reads changed since
@@ -196,9 +228,76 @@ func (s *Source) Stats() Stats {
 	return Stats{Resolve: s.nResolve.Load(), Status: s.nStatus.Load(), Ignored: s.nIgnored.Load()}
 }
 
-func (s *Source) markDirty() {
+func (s *Source) markDirty() { s.markDirtyFor(nil) }
+
+// markDirtyFor signals a change of obj (nil: of something else) and
+// records what kind of object changed for SnapshotChanges.
+func (s *Source) markDirtyFor(obj any) {
+	s.record(obj, true)
 	s.nResolve.Add(1)
 	signal(s.dirty)
+}
+
+// Changes says what changed since the previous SnapshotChanges, so that
+// a resolution can reuse what did not (resolve.Reuse).
+type Changes struct {
+	// Other: something else than Pods, EndpointSlices and routes changed
+	// (or may have: the first snapshot, a Gateway or CRD appeared, ...).
+	Other bool
+	// Pods: a pod was added, deleted or changed in what resolution reads.
+	Pods bool
+	// Routes: an HTTPRoute, GRPCRoute or TCPRoute changed.
+	Routes bool
+	// Slices holds "namespace/service" of the Services whose
+	// EndpointSlices changed.
+	Slices map[string]bool
+}
+
+// record notes that obj changed (for the kinds Changes tracks) and, for
+// every event (relevant says whether resolution reads the change), that
+// its kind's listed copy is stale.
+func (s *Source) record(obj any, relevant bool) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	s.chMu.Lock()
+	defer s.chMu.Unlock()
+	if s.gens == nil {
+		s.gens = map[string]uint64{}
+	}
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		s.gens["pods"]++
+		s.changes.Pods = s.changes.Pods || relevant
+	case *discoveryv1.EndpointSlice:
+		s.gens["slices"]++
+		if relevant {
+			if s.changes.Slices == nil {
+				s.changes.Slices = map[string]bool{}
+			}
+			s.changes.Slices[o.Namespace+"/"+o.Labels[discoveryv1.LabelServiceName]] = true
+		}
+	case *corev1.Service:
+		s.gens["services"]++
+		s.changes.Other = s.changes.Other || relevant
+	case *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TCPRoute:
+		s.changes.Routes = s.changes.Routes || relevant
+	default:
+		s.changes.Other = s.changes.Other || relevant
+	}
+}
+
+// takeChanges returns the changes recorded since the last call and starts
+// a new record; the first call says Other.
+func (s *Source) takeChanges() Changes {
+	s.chMu.Lock()
+	defer s.chMu.Unlock()
+	c := s.changes
+	if !s.taken {
+		c.Other, s.taken = true, true
+	}
+	s.changes = Changes{}
+	return c
 }
 
 func signal(ch chan struct{}) {
@@ -214,20 +313,23 @@ func (s *Source) handler() cache.ResourceEventHandler {
 			if _, ok := obj.(*gwv1.Gateway); ok {
 				s.gatewaySeen()
 			}
-			s.markDirty()
+			s.markDirtyFor(obj)
 		},
 		UpdateFunc: func(oldObj, newObj any) {
 			switch classify(oldObj, newObj) {
 			case changeResolve:
-				s.markDirty()
+				s.record(oldObj, true) // an EndpointSlice may change Service
+				s.markDirtyFor(newObj)
 			case changeStatus:
+				s.record(newObj, false)
 				s.nStatus.Add(1)
 				signal(s.statusDirty)
 			default:
+				s.record(newObj, false)
 				s.nIgnored.Add(1)
 			}
 		},
-		DeleteFunc: func(any) { s.markDirty() },
+		DeleteFunc: func(obj any) { s.markDirtyFor(obj) },
 	}
 }
 
@@ -396,6 +498,45 @@ func (s *Source) Snapshot() (resolve.Input, error) {
 	return s.snapshot(true)
 }
 
+// SnapshotChanges is Snapshot with what changed since the previous
+// SnapshotChanges (everything, the first time). A change made while the
+// snapshot is taken may be in it and is in the next Changes too.
+func (s *Source) SnapshotChanges() (resolve.Input, Changes, error) {
+	c := s.takeChanges()
+	in, err := s.snapshot(true)
+	return in, c, err
+}
+
+// listed is a kind's listed copy and its generation then.
+type listed struct {
+	gen  uint64
+	objs any
+}
+
+// listCached is list for the kinds whose copies are reused: the copy of
+// the last call while the kind has had no event since. Resolution never
+// modifies its Input, so rounds can share it.
+func listCached[T any](s *Source, kind string, l lister[T]) ([]T, error) {
+	s.chMu.Lock()
+	gen := s.gens[kind]
+	if c, ok := s.copies[kind]; ok && c.gen == gen {
+		s.chMu.Unlock()
+		return c.objs.([]T), nil
+	}
+	s.chMu.Unlock()
+	objs, err := list(l)
+	if err != nil {
+		return nil, err
+	}
+	s.chMu.Lock()
+	if s.copies == nil {
+		s.copies = map[string]listed{}
+	}
+	s.copies[kind] = listed{gen: gen, objs: objs}
+	s.chMu.Unlock()
+	return objs, nil
+}
+
 func (s *Source) snapshot(core bool) (resolve.Input, error) {
 	s.mu.Lock()
 	started := s.started
@@ -416,13 +557,13 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 		if in.Nodes, err = list(s.core.Core().V1().Nodes().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.Services, err = list(s.core.Core().V1().Services().Lister()); err != nil {
+		if in.Services, err = listCached(s, "services", s.core.Core().V1().Services().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.EndpointSlices, err = list(s.core.Discovery().V1().EndpointSlices().Lister()); err != nil {
+		if in.EndpointSlices, err = listCached(s, "slices", s.core.Discovery().V1().EndpointSlices().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.Pods, err = list(s.core.Core().V1().Pods().Lister()); err != nil {
+		if in.Pods, err = listCached(s, "pods", s.core.Core().V1().Pods().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
 		if in.ServiceAccounts, err = list(s.core.Core().V1().ServiceAccounts().Lister()); err != nil {

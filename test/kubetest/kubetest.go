@@ -69,7 +69,20 @@ func GatewayAPICRDDir() (string, error) {
 // Start runs an apiserver for the test and stops it in t.Cleanup. When the
 // binaries are not built it skips with the reason, except under CI (CI set),
 // where a missing build is a failure.
-func Start(t testing.TB) *Cluster {
+func Start(t testing.TB) *Cluster { return StartWith(t, Options{}) }
+
+// Options tunes StartWith.
+type Options struct {
+	// EtcdDataDir keeps etcd's data there across runs (the caller owns
+	// it); a temporary directory when empty.
+	EtcdDataDir string
+	// NoFsync runs etcd without fsync (--unsafe-no-fsync): faster bulk
+	// writes, for benchmarks whose data can be rebuilt.
+	NoFsync bool
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Cluster {
 	t.Helper()
 	bin, err := BinDir()
 	if err != nil {
@@ -108,6 +121,15 @@ func Start(t testing.TB) *Cluster {
 	// Room for thousands of Services (envtest's default 10.0.0.0/24 holds
 	// 254); a superset of it, so addresses tests pick there stay valid.
 	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", ServiceCIDR)
+	if o.EtcdDataDir != "" || o.NoFsync {
+		if env.ControlPlane.Etcd == nil {
+			env.ControlPlane.Etcd = &envtest.Etcd{}
+		}
+		env.ControlPlane.Etcd.DataDir = o.EtcdDataDir
+		if o.NoFsync {
+			env.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "true")
+		}
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start test apiserver: %v", err)

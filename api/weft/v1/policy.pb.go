@@ -448,7 +448,7 @@ func (x SessionPersistence_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionPersistence_Type.Descriptor instead.
 func (SessionPersistence_Type) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17, 0}
 }
 
 type SessionPersistence_Lifetime int32
@@ -497,7 +497,7 @@ func (x SessionPersistence_Lifetime) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionPersistence_Lifetime.Descriptor instead.
 func (SessionPersistence_Lifetime) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16, 1}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17, 1}
 }
 
 type PathModifier_Type int32
@@ -546,20 +546,33 @@ func (x PathModifier_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PathModifier_Type.Descriptor instead.
 func (PathModifier_Type) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19, 0}
 }
 
 type PolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Node the agent runs on.
 	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	// Version this message ACKs or NACKs; 0 on the first message.
+	// Version this message ACKs or NACKs. On the first message: the version
+	// in force on the agent (0: none), with its controller_nonce; the
+	// controller then answers with a delta against it when it still has that
+	// version, and with a full snapshot otherwise.
 	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Empty: ACK. Set: NACK, with the agent's reason.
 	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	// Set instead of node by a Gateway's data plane: "namespace/name" of the
 	// Gateway it serves. Its snapshots carry gateway, not policy.
-	Gateway       string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Gateway string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// First message only: the controller nonce of the version in force.
+	ControllerNonce string `protobuf:"bytes,5,opt,name=controller_nonce,json=controllerNonce,proto3" json:"controller_nonce,omitempty"`
+	// Set on a NACK of a delta whose base_version is not the version in force
+	// on the agent (or a delta that does not apply): the controller answers
+	// with a full snapshot.
+	Resync bool `protobuf:"varint,6,opt,name=resync,proto3" json:"resync,omitempty"`
+	// First message only: the agent applies deltas (PolicySnapshot.delta).
+	// An agent that does not say so (one built before deltas) gets a full
+	// snapshot for every version.
+	Deltas        bool `protobuf:"varint,7,opt,name=deltas,proto3" json:"deltas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -622,6 +635,27 @@ func (x *PolicyRequest) GetGateway() string {
 	return ""
 }
 
+func (x *PolicyRequest) GetControllerNonce() string {
+	if x != nil {
+		return x.ControllerNonce
+	}
+	return ""
+}
+
+func (x *PolicyRequest) GetResync() bool {
+	if x != nil {
+		return x.Resync
+	}
+	return false
+}
+
+func (x *PolicyRequest) GetDeltas() bool {
+	if x != nil {
+		return x.Deltas
+	}
+	return false
+}
+
 type PolicySnapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Strictly increasing per controller process; the agent treats a snapshot
@@ -630,7 +664,14 @@ type PolicySnapshot struct {
 	ControllerNonce string      `protobuf:"bytes,2,opt,name=controller_nonce,json=controllerNonce,proto3" json:"controller_nonce,omitempty"`
 	Policy          *NodePolicy `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
 	// For a Gateway's data plane (PolicyRequest.gateway), instead of policy.
-	Gateway       *GatewayPolicy `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Gateway *GatewayPolicy `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Instead of policy: the changes from the policy of version base_version
+	// (same controller_nonce) to the policy of version. The agent applies it
+	// only when base_version is the version in force, validates the result
+	// exactly like a full snapshot, and otherwise NACKs it with resync set and
+	// keeps its policy; the controller then sends a full snapshot.
+	BaseVersion   uint64           `protobuf:"varint,5,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	Delta         *NodePolicyDelta `protobuf:"bytes,6,opt,name=delta,proto3" json:"delta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -693,6 +734,170 @@ func (x *PolicySnapshot) GetGateway() *GatewayPolicy {
 	return nil
 }
 
+func (x *PolicySnapshot) GetBaseVersion() uint64 {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return 0
+}
+
+func (x *PolicySnapshot) GetDelta() *NodePolicyDelta {
+	if x != nil {
+		return x.Delta
+	}
+	return nil
+}
+
+// NodePolicyDelta is the difference between two NodePolicy values of one
+// node. Units are keyed by identity: a ServicePort by
+// "namespace/name:port", a Cluster by name, a Workload by
+// "namespace/name", an AuthzPolicy by name, a node tunnel by node name.
+// Upserts replace the unit with that key (or add it); removals drop it.
+// After applying, every list is in NodePolicy's canonical order (services
+// by namespace, name, port; clusters, authz by name; workloads by
+// namespace, name, uid).
+type NodePolicyDelta struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Services           []*ServicePort         `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	RemovedServices    []string               `protobuf:"bytes,2,rep,name=removed_services,json=removedServices,proto3" json:"removed_services,omitempty"`
+	Clusters           []*Cluster             `protobuf:"bytes,3,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	RemovedClusters    []string               `protobuf:"bytes,4,rep,name=removed_clusters,json=removedClusters,proto3" json:"removed_clusters,omitempty"`
+	Workloads          []*Workload            `protobuf:"bytes,5,rep,name=workloads,proto3" json:"workloads,omitempty"`
+	RemovedWorkloads   []string               `protobuf:"bytes,6,rep,name=removed_workloads,json=removedWorkloads,proto3" json:"removed_workloads,omitempty"`
+	Authz              []*AuthzPolicy         `protobuf:"bytes,7,rep,name=authz,proto3" json:"authz,omitempty"`
+	RemovedAuthz       []string               `protobuf:"bytes,8,rep,name=removed_authz,json=removedAuthz,proto3" json:"removed_authz,omitempty"`
+	NodeTunnels        map[string]string      `protobuf:"bytes,9,rep,name=node_tunnels,json=nodeTunnels,proto3" json:"node_tunnels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RemovedNodeTunnels []string               `protobuf:"bytes,10,rep,name=removed_node_tunnels,json=removedNodeTunnels,proto3" json:"removed_node_tunnels,omitempty"`
+	// Set: trust_domain and trust_anchors replace the base's (which may be
+	// empty values).
+	ReplaceTrust  bool     `protobuf:"varint,11,opt,name=replace_trust,json=replaceTrust,proto3" json:"replace_trust,omitempty"`
+	TrustDomain   string   `protobuf:"bytes,12,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	TrustAnchors  [][]byte `protobuf:"bytes,13,rep,name=trust_anchors,json=trustAnchors,proto3" json:"trust_anchors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePolicyDelta) Reset() {
+	*x = NodePolicyDelta{}
+	mi := &file_weft_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePolicyDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePolicyDelta) ProtoMessage() {}
+
+func (x *NodePolicyDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePolicyDelta.ProtoReflect.Descriptor instead.
+func (*NodePolicyDelta) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NodePolicyDelta) GetServices() []*ServicePort {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetRemovedServices() []string {
+	if x != nil {
+		return x.RemovedServices
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetClusters() []*Cluster {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetRemovedClusters() []string {
+	if x != nil {
+		return x.RemovedClusters
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetWorkloads() []*Workload {
+	if x != nil {
+		return x.Workloads
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetRemovedWorkloads() []string {
+	if x != nil {
+		return x.RemovedWorkloads
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetAuthz() []*AuthzPolicy {
+	if x != nil {
+		return x.Authz
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetRemovedAuthz() []string {
+	if x != nil {
+		return x.RemovedAuthz
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetNodeTunnels() map[string]string {
+	if x != nil {
+		return x.NodeTunnels
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetRemovedNodeTunnels() []string {
+	if x != nil {
+		return x.RemovedNodeTunnels
+	}
+	return nil
+}
+
+func (x *NodePolicyDelta) GetReplaceTrust() bool {
+	if x != nil {
+		return x.ReplaceTrust
+	}
+	return false
+}
+
+func (x *NodePolicyDelta) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *NodePolicyDelta) GetTrustAnchors() [][]byte {
+	if x != nil {
+		return x.TrustAnchors
+	}
+	return nil
+}
+
 type NodePolicy struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Node        string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -717,7 +922,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_weft_v1_policy_proto_msgTypes[2]
+	mi := &file_weft_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +934,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[2]
+	mi := &file_weft_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +947,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NodePolicy) GetNode() string {
@@ -824,7 +1029,7 @@ type AuthzPolicy struct {
 
 func (x *AuthzPolicy) Reset() {
 	*x = AuthzPolicy{}
-	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	mi := &file_weft_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1041,7 @@ func (x *AuthzPolicy) String() string {
 func (*AuthzPolicy) ProtoMessage() {}
 
 func (x *AuthzPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	mi := &file_weft_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1054,7 @@ func (x *AuthzPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzPolicy.ProtoReflect.Descriptor instead.
 func (*AuthzPolicy) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AuthzPolicy) GetName() string {
@@ -905,7 +1110,7 @@ type AuthzRule struct {
 
 func (x *AuthzRule) Reset() {
 	*x = AuthzRule{}
-	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	mi := &file_weft_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1122,7 @@ func (x *AuthzRule) String() string {
 func (*AuthzRule) ProtoMessage() {}
 
 func (x *AuthzRule) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	mi := &file_weft_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1135,7 @@ func (x *AuthzRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzRule.ProtoReflect.Descriptor instead.
 func (*AuthzRule) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AuthzRule) GetAnySource() bool {
@@ -976,7 +1181,7 @@ type AuthzSource struct {
 
 func (x *AuthzSource) Reset() {
 	*x = AuthzSource{}
-	mi := &file_weft_v1_policy_proto_msgTypes[5]
+	mi := &file_weft_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1193,7 @@ func (x *AuthzSource) String() string {
 func (*AuthzSource) ProtoMessage() {}
 
 func (x *AuthzSource) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[5]
+	mi := &file_weft_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1206,7 @@ func (x *AuthzSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzSource.ProtoReflect.Descriptor instead.
 func (*AuthzSource) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AuthzSource) GetIdentity() string {
@@ -1045,7 +1250,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_weft_v1_policy_proto_msgTypes[6]
+	mi := &file_weft_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1262,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[6]
+	mi := &file_weft_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1275,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Workload) GetNamespace() string {
@@ -1160,7 +1365,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_weft_v1_policy_proto_msgTypes[7]
+	mi := &file_weft_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1377,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[7]
+	mi := &file_weft_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1390,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServicePort) GetNamespace() string {
@@ -1264,7 +1469,7 @@ type RouteTable struct {
 
 func (x *RouteTable) Reset() {
 	*x = RouteTable{}
-	mi := &file_weft_v1_policy_proto_msgTypes[8]
+	mi := &file_weft_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1481,7 @@ func (x *RouteTable) String() string {
 func (*RouteTable) ProtoMessage() {}
 
 func (x *RouteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[8]
+	mi := &file_weft_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1494,7 @@ func (x *RouteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteTable.ProtoReflect.Descriptor instead.
 func (*RouteTable) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RouteTable) GetKind() RouteKind {
@@ -1325,7 +1530,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_weft_v1_policy_proto_msgTypes[9]
+	mi := &file_weft_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1542,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[9]
+	mi := &file_weft_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1555,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Match) GetRule() uint32 {
@@ -1386,7 +1591,7 @@ type StringMatch struct {
 
 func (x *StringMatch) Reset() {
 	*x = StringMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[10]
+	mi := &file_weft_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1603,7 @@ func (x *StringMatch) String() string {
 func (*StringMatch) ProtoMessage() {}
 
 func (x *StringMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[10]
+	mi := &file_weft_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1616,7 @@ func (x *StringMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringMatch.ProtoReflect.Descriptor instead.
 func (*StringMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StringMatch) GetType() MatchType {
@@ -1449,7 +1654,7 @@ type HTTPMatch struct {
 
 func (x *HTTPMatch) Reset() {
 	*x = HTTPMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[11]
+	mi := &file_weft_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1666,7 @@ func (x *HTTPMatch) String() string {
 func (*HTTPMatch) ProtoMessage() {}
 
 func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[11]
+	mi := &file_weft_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1679,7 @@ func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPMatch.ProtoReflect.Descriptor instead.
 func (*HTTPMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HTTPMatch) GetPath() *StringMatch {
@@ -1518,7 +1723,7 @@ type GRPCMatch struct {
 
 func (x *GRPCMatch) Reset() {
 	*x = GRPCMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[12]
+	mi := &file_weft_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1735,7 @@ func (x *GRPCMatch) String() string {
 func (*GRPCMatch) ProtoMessage() {}
 
 func (x *GRPCMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[12]
+	mi := &file_weft_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1748,7 @@ func (x *GRPCMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCMatch.ProtoReflect.Descriptor instead.
 func (*GRPCMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GRPCMatch) GetType() MatchType {
@@ -1597,7 +1802,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_weft_v1_policy_proto_msgTypes[13]
+	mi := &file_weft_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1609,7 +1814,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[13]
+	mi := &file_weft_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1622,7 +1827,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rule) GetRoute() string {
@@ -1711,7 +1916,7 @@ type BackendRef struct {
 
 func (x *BackendRef) Reset() {
 	*x = BackendRef{}
-	mi := &file_weft_v1_policy_proto_msgTypes[14]
+	mi := &file_weft_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1928,7 @@ func (x *BackendRef) String() string {
 func (*BackendRef) ProtoMessage() {}
 
 func (x *BackendRef) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[14]
+	mi := &file_weft_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1941,7 @@ func (x *BackendRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendRef.ProtoReflect.Descriptor instead.
 func (*BackendRef) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BackendRef) GetCluster() string {
@@ -1785,7 +1990,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_weft_v1_policy_proto_msgTypes[15]
+	mi := &file_weft_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +2002,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[15]
+	mi := &file_weft_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +2015,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Retry) GetCodes() []uint32 {
@@ -1850,7 +2055,7 @@ type SessionPersistence struct {
 
 func (x *SessionPersistence) Reset() {
 	*x = SessionPersistence{}
-	mi := &file_weft_v1_policy_proto_msgTypes[16]
+	mi := &file_weft_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +2067,7 @@ func (x *SessionPersistence) String() string {
 func (*SessionPersistence) ProtoMessage() {}
 
 func (x *SessionPersistence) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[16]
+	mi := &file_weft_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +2080,7 @@ func (x *SessionPersistence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionPersistence.ProtoReflect.Descriptor instead.
 func (*SessionPersistence) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SessionPersistence) GetType() SessionPersistence_Type {
@@ -1924,7 +2129,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_weft_v1_policy_proto_msgTypes[17]
+	mi := &file_weft_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2141,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[17]
+	mi := &file_weft_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2154,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HeaderModifier) GetSet() []*HeaderModifier_Header {
@@ -1983,7 +2188,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_weft_v1_policy_proto_msgTypes[18]
+	mi := &file_weft_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2200,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[18]
+	mi := &file_weft_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2213,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PathModifier) GetType() PathModifier_Type {
@@ -2039,7 +2244,7 @@ type RequestRedirect struct {
 
 func (x *RequestRedirect) Reset() {
 	*x = RequestRedirect{}
-	mi := &file_weft_v1_policy_proto_msgTypes[19]
+	mi := &file_weft_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2256,7 @@ func (x *RequestRedirect) String() string {
 func (*RequestRedirect) ProtoMessage() {}
 
 func (x *RequestRedirect) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[19]
+	mi := &file_weft_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2269,7 @@ func (x *RequestRedirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRedirect.ProtoReflect.Descriptor instead.
 func (*RequestRedirect) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RequestRedirect) GetScheme() string {
@@ -2112,7 +2317,7 @@ type URLRewrite struct {
 
 func (x *URLRewrite) Reset() {
 	*x = URLRewrite{}
-	mi := &file_weft_v1_policy_proto_msgTypes[20]
+	mi := &file_weft_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2329,7 @@ func (x *URLRewrite) String() string {
 func (*URLRewrite) ProtoMessage() {}
 
 func (x *URLRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[20]
+	mi := &file_weft_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2342,7 @@ func (x *URLRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLRewrite.ProtoReflect.Descriptor instead.
 func (*URLRewrite) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *URLRewrite) GetHostname() string {
@@ -2166,7 +2371,7 @@ type RequestMirror struct {
 
 func (x *RequestMirror) Reset() {
 	*x = RequestMirror{}
-	mi := &file_weft_v1_policy_proto_msgTypes[21]
+	mi := &file_weft_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2383,7 @@ func (x *RequestMirror) String() string {
 func (*RequestMirror) ProtoMessage() {}
 
 func (x *RequestMirror) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[21]
+	mi := &file_weft_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2396,7 @@ func (x *RequestMirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMirror.ProtoReflect.Descriptor instead.
 func (*RequestMirror) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RequestMirror) GetCluster() string {
@@ -2229,7 +2434,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_weft_v1_policy_proto_msgTypes[22]
+	mi := &file_weft_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2446,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[22]
+	mi := &file_weft_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2459,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -2316,7 +2521,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_weft_v1_policy_proto_msgTypes[23]
+	mi := &file_weft_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2533,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[23]
+	mi := &file_weft_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2546,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Filter) GetKind() isFilter_Kind {
@@ -2458,7 +2663,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_weft_v1_policy_proto_msgTypes[24]
+	mi := &file_weft_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2675,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[24]
+	mi := &file_weft_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2688,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Cluster) GetName() string {
@@ -2530,7 +2735,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_weft_v1_policy_proto_msgTypes[25]
+	mi := &file_weft_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2542,7 +2747,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[25]
+	mi := &file_weft_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2555,7 +2760,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Endpoint) GetIp() string {
@@ -2633,7 +2838,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_weft_v1_policy_proto_msgTypes[26]
+	mi := &file_weft_v1_policy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2850,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[26]
+	mi := &file_weft_v1_policy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2863,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{26}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -2686,7 +2891,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	mi := &file_weft_v1_policy_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +2903,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	mi := &file_weft_v1_policy_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +2916,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{27}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SignResponse) GetCertChain() [][]byte {
@@ -2764,7 +2969,7 @@ type GatewayPolicy struct {
 
 func (x *GatewayPolicy) Reset() {
 	*x = GatewayPolicy{}
-	mi := &file_weft_v1_policy_proto_msgTypes[28]
+	mi := &file_weft_v1_policy_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2776,7 +2981,7 @@ func (x *GatewayPolicy) String() string {
 func (*GatewayPolicy) ProtoMessage() {}
 
 func (x *GatewayPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[28]
+	mi := &file_weft_v1_policy_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2789,7 +2994,7 @@ func (x *GatewayPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayPolicy.ProtoReflect.Descriptor instead.
 func (*GatewayPolicy) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{28}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GatewayPolicy) GetNamespace() string {
@@ -2875,7 +3080,7 @@ type GatewayPort struct {
 
 func (x *GatewayPort) Reset() {
 	*x = GatewayPort{}
-	mi := &file_weft_v1_policy_proto_msgTypes[29]
+	mi := &file_weft_v1_policy_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +3092,7 @@ func (x *GatewayPort) String() string {
 func (*GatewayPort) ProtoMessage() {}
 
 func (x *GatewayPort) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[29]
+	mi := &file_weft_v1_policy_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +3105,7 @@ func (x *GatewayPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayPort.ProtoReflect.Descriptor instead.
 func (*GatewayPort) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{29}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GatewayPort) GetPort() uint32 {
@@ -2941,7 +3146,7 @@ type GatewayListener struct {
 
 func (x *GatewayListener) Reset() {
 	*x = GatewayListener{}
-	mi := &file_weft_v1_policy_proto_msgTypes[30]
+	mi := &file_weft_v1_policy_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3158,7 @@ func (x *GatewayListener) String() string {
 func (*GatewayListener) ProtoMessage() {}
 
 func (x *GatewayListener) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[30]
+	mi := &file_weft_v1_policy_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3171,7 @@ func (x *GatewayListener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayListener.ProtoReflect.Descriptor instead.
 func (*GatewayListener) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{30}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GatewayListener) GetName() string {
@@ -3031,7 +3236,7 @@ type VirtualHost struct {
 
 func (x *VirtualHost) Reset() {
 	*x = VirtualHost{}
-	mi := &file_weft_v1_policy_proto_msgTypes[31]
+	mi := &file_weft_v1_policy_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3043,7 +3248,7 @@ func (x *VirtualHost) String() string {
 func (*VirtualHost) ProtoMessage() {}
 
 func (x *VirtualHost) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[31]
+	mi := &file_weft_v1_policy_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3056,7 +3261,7 @@ func (x *VirtualHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualHost.ProtoReflect.Descriptor instead.
 func (*VirtualHost) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{31}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VirtualHost) GetHostname() string {
@@ -3088,7 +3293,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_weft_v1_policy_proto_msgTypes[32]
+	mi := &file_weft_v1_policy_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3100,7 +3305,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[32]
+	mi := &file_weft_v1_policy_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3113,7 +3318,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{32}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Certificate) GetSecret() string {
@@ -3156,7 +3361,7 @@ type CACertificate struct {
 
 func (x *CACertificate) Reset() {
 	*x = CACertificate{}
-	mi := &file_weft_v1_policy_proto_msgTypes[33]
+	mi := &file_weft_v1_policy_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +3373,7 @@ func (x *CACertificate) String() string {
 func (*CACertificate) ProtoMessage() {}
 
 func (x *CACertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[33]
+	mi := &file_weft_v1_policy_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +3386,7 @@ func (x *CACertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CACertificate.ProtoReflect.Descriptor instead.
 func (*CACertificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{33}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CACertificate) GetRef() string {
@@ -3208,7 +3413,7 @@ type ClientValidation struct {
 
 func (x *ClientValidation) Reset() {
 	*x = ClientValidation{}
-	mi := &file_weft_v1_policy_proto_msgTypes[34]
+	mi := &file_weft_v1_policy_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3220,7 +3425,7 @@ func (x *ClientValidation) String() string {
 func (*ClientValidation) ProtoMessage() {}
 
 func (x *ClientValidation) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[34]
+	mi := &file_weft_v1_policy_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3233,7 +3438,7 @@ func (x *ClientValidation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientValidation.ProtoReflect.Descriptor instead.
 func (*ClientValidation) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{34}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ClientValidation) GetCaCertificates() []*CACertificate {
@@ -3271,7 +3476,7 @@ type BackendTLS struct {
 
 func (x *BackendTLS) Reset() {
 	*x = BackendTLS{}
-	mi := &file_weft_v1_policy_proto_msgTypes[35]
+	mi := &file_weft_v1_policy_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3283,7 +3488,7 @@ func (x *BackendTLS) String() string {
 func (*BackendTLS) ProtoMessage() {}
 
 func (x *BackendTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[35]
+	mi := &file_weft_v1_policy_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3296,7 +3501,7 @@ func (x *BackendTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendTLS.ProtoReflect.Descriptor instead.
 func (*BackendTLS) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{35}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *BackendTLS) GetPolicy() string {
@@ -3352,7 +3557,7 @@ type SubjectAltName struct {
 
 func (x *SubjectAltName) Reset() {
 	*x = SubjectAltName{}
-	mi := &file_weft_v1_policy_proto_msgTypes[36]
+	mi := &file_weft_v1_policy_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3364,7 +3569,7 @@ func (x *SubjectAltName) String() string {
 func (*SubjectAltName) ProtoMessage() {}
 
 func (x *SubjectAltName) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[36]
+	mi := &file_weft_v1_policy_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3377,7 +3582,7 @@ func (x *SubjectAltName) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectAltName.ProtoReflect.Descriptor instead.
 func (*SubjectAltName) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{36}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SubjectAltName) GetValue() string {
@@ -3404,7 +3609,7 @@ type HeaderModifier_Header struct {
 
 func (x *HeaderModifier_Header) Reset() {
 	*x = HeaderModifier_Header{}
-	mi := &file_weft_v1_policy_proto_msgTypes[39]
+	mi := &file_weft_v1_policy_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3416,7 +3621,7 @@ func (x *HeaderModifier_Header) String() string {
 func (*HeaderModifier_Header) ProtoMessage() {}
 
 func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[39]
+	mi := &file_weft_v1_policy_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3429,7 +3634,7 @@ func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier_Header.ProtoReflect.Descriptor instead.
 func (*HeaderModifier_Header) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18, 0}
 }
 
 func (x *HeaderModifier_Header) GetName() string {
@@ -3450,17 +3655,40 @@ var File_weft_v1_policy_proto protoreflect.FileDescriptor
 
 const file_weft_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x14weft/v1/policy.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"m\n" +
+	"\x14weft/v1/policy.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"\xc8\x01\n" +
 	"\rPolicyRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
-	"\agateway\x18\x04 \x01(\tR\agateway\"\xb4\x01\n" +
+	"\agateway\x18\x04 \x01(\tR\agateway\x12)\n" +
+	"\x10controller_nonce\x18\x05 \x01(\tR\x0fcontrollerNonce\x12\x16\n" +
+	"\x06resync\x18\x06 \x01(\bR\x06resync\x12\x16\n" +
+	"\x06deltas\x18\a \x01(\bR\x06deltas\"\x87\x02\n" +
 	"\x0ePolicySnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12)\n" +
 	"\x10controller_nonce\x18\x02 \x01(\tR\x0fcontrollerNonce\x12+\n" +
 	"\x06policy\x18\x03 \x01(\v2\x13.weft.v1.NodePolicyR\x06policy\x120\n" +
-	"\agateway\x18\x04 \x01(\v2\x16.weft.v1.GatewayPolicyR\agateway\"\xae\x03\n" +
+	"\agateway\x18\x04 \x01(\v2\x16.weft.v1.GatewayPolicyR\agateway\x12!\n" +
+	"\fbase_version\x18\x05 \x01(\x04R\vbaseVersion\x12.\n" +
+	"\x05delta\x18\x06 \x01(\v2\x18.weft.v1.NodePolicyDeltaR\x05delta\"\xa3\x05\n" +
+	"\x0fNodePolicyDelta\x120\n" +
+	"\bservices\x18\x01 \x03(\v2\x14.weft.v1.ServicePortR\bservices\x12)\n" +
+	"\x10removed_services\x18\x02 \x03(\tR\x0fremovedServices\x12,\n" +
+	"\bclusters\x18\x03 \x03(\v2\x10.weft.v1.ClusterR\bclusters\x12)\n" +
+	"\x10removed_clusters\x18\x04 \x03(\tR\x0fremovedClusters\x12/\n" +
+	"\tworkloads\x18\x05 \x03(\v2\x11.weft.v1.WorkloadR\tworkloads\x12+\n" +
+	"\x11removed_workloads\x18\x06 \x03(\tR\x10removedWorkloads\x12*\n" +
+	"\x05authz\x18\a \x03(\v2\x14.weft.v1.AuthzPolicyR\x05authz\x12#\n" +
+	"\rremoved_authz\x18\b \x03(\tR\fremovedAuthz\x12L\n" +
+	"\fnode_tunnels\x18\t \x03(\v2).weft.v1.NodePolicyDelta.NodeTunnelsEntryR\vnodeTunnels\x120\n" +
+	"\x14removed_node_tunnels\x18\n" +
+	" \x03(\tR\x12removedNodeTunnels\x12#\n" +
+	"\rreplace_trust\x18\v \x01(\bR\freplaceTrust\x12!\n" +
+	"\ftrust_domain\x18\f \x01(\tR\vtrustDomain\x12#\n" +
+	"\rtrust_anchors\x18\r \x03(\fR\ftrustAnchors\x1a>\n" +
+	"\x10NodeTunnelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x03\n" +
 	"\n" +
 	"NodePolicy\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12!\n" +
@@ -3748,7 +3976,7 @@ func file_weft_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_weft_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_weft_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_weft_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_weft_v1_policy_proto_goTypes = []any{
 	(AuthzAction)(0),                 // 0: weft.v1.AuthzAction
 	(Protocol)(0),                    // 1: weft.v1.Protocol
@@ -3762,127 +3990,135 @@ var file_weft_v1_policy_proto_goTypes = []any{
 	(PathModifier_Type)(0),           // 9: weft.v1.PathModifier.Type
 	(*PolicyRequest)(nil),            // 10: weft.v1.PolicyRequest
 	(*PolicySnapshot)(nil),           // 11: weft.v1.PolicySnapshot
-	(*NodePolicy)(nil),               // 12: weft.v1.NodePolicy
-	(*AuthzPolicy)(nil),              // 13: weft.v1.AuthzPolicy
-	(*AuthzRule)(nil),                // 14: weft.v1.AuthzRule
-	(*AuthzSource)(nil),              // 15: weft.v1.AuthzSource
-	(*Workload)(nil),                 // 16: weft.v1.Workload
-	(*ServicePort)(nil),              // 17: weft.v1.ServicePort
-	(*RouteTable)(nil),               // 18: weft.v1.RouteTable
-	(*Match)(nil),                    // 19: weft.v1.Match
-	(*StringMatch)(nil),              // 20: weft.v1.StringMatch
-	(*HTTPMatch)(nil),                // 21: weft.v1.HTTPMatch
-	(*GRPCMatch)(nil),                // 22: weft.v1.GRPCMatch
-	(*Rule)(nil),                     // 23: weft.v1.Rule
-	(*BackendRef)(nil),               // 24: weft.v1.BackendRef
-	(*Retry)(nil),                    // 25: weft.v1.Retry
-	(*SessionPersistence)(nil),       // 26: weft.v1.SessionPersistence
-	(*HeaderModifier)(nil),           // 27: weft.v1.HeaderModifier
-	(*PathModifier)(nil),             // 28: weft.v1.PathModifier
-	(*RequestRedirect)(nil),          // 29: weft.v1.RequestRedirect
-	(*URLRewrite)(nil),               // 30: weft.v1.URLRewrite
-	(*RequestMirror)(nil),            // 31: weft.v1.RequestMirror
-	(*CORS)(nil),                     // 32: weft.v1.CORS
-	(*Filter)(nil),                   // 33: weft.v1.Filter
-	(*Cluster)(nil),                  // 34: weft.v1.Cluster
-	(*Endpoint)(nil),                 // 35: weft.v1.Endpoint
-	(*SignRequest)(nil),              // 36: weft.v1.SignRequest
-	(*SignResponse)(nil),             // 37: weft.v1.SignResponse
-	(*GatewayPolicy)(nil),            // 38: weft.v1.GatewayPolicy
-	(*GatewayPort)(nil),              // 39: weft.v1.GatewayPort
-	(*GatewayListener)(nil),          // 40: weft.v1.GatewayListener
-	(*VirtualHost)(nil),              // 41: weft.v1.VirtualHost
-	(*Certificate)(nil),              // 42: weft.v1.Certificate
-	(*CACertificate)(nil),            // 43: weft.v1.CACertificate
-	(*ClientValidation)(nil),         // 44: weft.v1.ClientValidation
-	(*BackendTLS)(nil),               // 45: weft.v1.BackendTLS
-	(*SubjectAltName)(nil),           // 46: weft.v1.SubjectAltName
-	nil,                              // 47: weft.v1.NodePolicy.NodeTunnelsEntry
-	nil,                              // 48: weft.v1.ServicePort.ConsumersEntry
-	(*HeaderModifier_Header)(nil),    // 49: weft.v1.HeaderModifier.Header
-	nil,                              // 50: weft.v1.GatewayPolicy.BackendTlsEntry
-	nil,                              // 51: weft.v1.GatewayPolicy.NodeTunnelsEntry
-	(*durationpb.Duration)(nil),      // 52: google.protobuf.Duration
+	(*NodePolicyDelta)(nil),          // 12: weft.v1.NodePolicyDelta
+	(*NodePolicy)(nil),               // 13: weft.v1.NodePolicy
+	(*AuthzPolicy)(nil),              // 14: weft.v1.AuthzPolicy
+	(*AuthzRule)(nil),                // 15: weft.v1.AuthzRule
+	(*AuthzSource)(nil),              // 16: weft.v1.AuthzSource
+	(*Workload)(nil),                 // 17: weft.v1.Workload
+	(*ServicePort)(nil),              // 18: weft.v1.ServicePort
+	(*RouteTable)(nil),               // 19: weft.v1.RouteTable
+	(*Match)(nil),                    // 20: weft.v1.Match
+	(*StringMatch)(nil),              // 21: weft.v1.StringMatch
+	(*HTTPMatch)(nil),                // 22: weft.v1.HTTPMatch
+	(*GRPCMatch)(nil),                // 23: weft.v1.GRPCMatch
+	(*Rule)(nil),                     // 24: weft.v1.Rule
+	(*BackendRef)(nil),               // 25: weft.v1.BackendRef
+	(*Retry)(nil),                    // 26: weft.v1.Retry
+	(*SessionPersistence)(nil),       // 27: weft.v1.SessionPersistence
+	(*HeaderModifier)(nil),           // 28: weft.v1.HeaderModifier
+	(*PathModifier)(nil),             // 29: weft.v1.PathModifier
+	(*RequestRedirect)(nil),          // 30: weft.v1.RequestRedirect
+	(*URLRewrite)(nil),               // 31: weft.v1.URLRewrite
+	(*RequestMirror)(nil),            // 32: weft.v1.RequestMirror
+	(*CORS)(nil),                     // 33: weft.v1.CORS
+	(*Filter)(nil),                   // 34: weft.v1.Filter
+	(*Cluster)(nil),                  // 35: weft.v1.Cluster
+	(*Endpoint)(nil),                 // 36: weft.v1.Endpoint
+	(*SignRequest)(nil),              // 37: weft.v1.SignRequest
+	(*SignResponse)(nil),             // 38: weft.v1.SignResponse
+	(*GatewayPolicy)(nil),            // 39: weft.v1.GatewayPolicy
+	(*GatewayPort)(nil),              // 40: weft.v1.GatewayPort
+	(*GatewayListener)(nil),          // 41: weft.v1.GatewayListener
+	(*VirtualHost)(nil),              // 42: weft.v1.VirtualHost
+	(*Certificate)(nil),              // 43: weft.v1.Certificate
+	(*CACertificate)(nil),            // 44: weft.v1.CACertificate
+	(*ClientValidation)(nil),         // 45: weft.v1.ClientValidation
+	(*BackendTLS)(nil),               // 46: weft.v1.BackendTLS
+	(*SubjectAltName)(nil),           // 47: weft.v1.SubjectAltName
+	nil,                              // 48: weft.v1.NodePolicyDelta.NodeTunnelsEntry
+	nil,                              // 49: weft.v1.NodePolicy.NodeTunnelsEntry
+	nil,                              // 50: weft.v1.ServicePort.ConsumersEntry
+	(*HeaderModifier_Header)(nil),    // 51: weft.v1.HeaderModifier.Header
+	nil,                              // 52: weft.v1.GatewayPolicy.BackendTlsEntry
+	nil,                              // 53: weft.v1.GatewayPolicy.NodeTunnelsEntry
+	(*durationpb.Duration)(nil),      // 54: google.protobuf.Duration
 }
 var file_weft_v1_policy_proto_depIdxs = []int32{
-	12, // 0: weft.v1.PolicySnapshot.policy:type_name -> weft.v1.NodePolicy
-	38, // 1: weft.v1.PolicySnapshot.gateway:type_name -> weft.v1.GatewayPolicy
-	16, // 2: weft.v1.NodePolicy.workloads:type_name -> weft.v1.Workload
-	17, // 3: weft.v1.NodePolicy.services:type_name -> weft.v1.ServicePort
-	34, // 4: weft.v1.NodePolicy.clusters:type_name -> weft.v1.Cluster
-	47, // 5: weft.v1.NodePolicy.node_tunnels:type_name -> weft.v1.NodePolicy.NodeTunnelsEntry
-	13, // 6: weft.v1.NodePolicy.authz:type_name -> weft.v1.AuthzPolicy
-	0,  // 7: weft.v1.AuthzPolicy.action:type_name -> weft.v1.AuthzAction
-	14, // 8: weft.v1.AuthzPolicy.rules:type_name -> weft.v1.AuthzRule
-	15, // 9: weft.v1.AuthzRule.sources:type_name -> weft.v1.AuthzSource
-	21, // 10: weft.v1.AuthzRule.http:type_name -> weft.v1.HTTPMatch
-	1,  // 11: weft.v1.ServicePort.protocol:type_name -> weft.v1.Protocol
-	18, // 12: weft.v1.ServicePort.producer:type_name -> weft.v1.RouteTable
-	48, // 13: weft.v1.ServicePort.consumers:type_name -> weft.v1.ServicePort.ConsumersEntry
-	2,  // 14: weft.v1.RouteTable.kind:type_name -> weft.v1.RouteKind
-	23, // 15: weft.v1.RouteTable.rules:type_name -> weft.v1.Rule
-	19, // 16: weft.v1.RouteTable.matches:type_name -> weft.v1.Match
-	21, // 17: weft.v1.Match.http:type_name -> weft.v1.HTTPMatch
-	22, // 18: weft.v1.Match.grpc:type_name -> weft.v1.GRPCMatch
-	3,  // 19: weft.v1.StringMatch.type:type_name -> weft.v1.MatchType
-	20, // 20: weft.v1.HTTPMatch.path:type_name -> weft.v1.StringMatch
-	20, // 21: weft.v1.HTTPMatch.headers:type_name -> weft.v1.StringMatch
-	20, // 22: weft.v1.HTTPMatch.query_params:type_name -> weft.v1.StringMatch
-	3,  // 23: weft.v1.GRPCMatch.type:type_name -> weft.v1.MatchType
-	20, // 24: weft.v1.GRPCMatch.headers:type_name -> weft.v1.StringMatch
-	2,  // 25: weft.v1.Rule.route_kind:type_name -> weft.v1.RouteKind
-	33, // 26: weft.v1.Rule.filters:type_name -> weft.v1.Filter
-	24, // 27: weft.v1.Rule.backends:type_name -> weft.v1.BackendRef
-	52, // 28: weft.v1.Rule.request_timeout:type_name -> google.protobuf.Duration
-	52, // 29: weft.v1.Rule.backend_request_timeout:type_name -> google.protobuf.Duration
-	25, // 30: weft.v1.Rule.retry:type_name -> weft.v1.Retry
-	26, // 31: weft.v1.Rule.session:type_name -> weft.v1.SessionPersistence
-	33, // 32: weft.v1.BackendRef.filters:type_name -> weft.v1.Filter
-	26, // 33: weft.v1.BackendRef.session:type_name -> weft.v1.SessionPersistence
-	52, // 34: weft.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	7,  // 35: weft.v1.SessionPersistence.type:type_name -> weft.v1.SessionPersistence.Type
-	8,  // 36: weft.v1.SessionPersistence.lifetime:type_name -> weft.v1.SessionPersistence.Lifetime
-	52, // 37: weft.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
-	49, // 38: weft.v1.HeaderModifier.set:type_name -> weft.v1.HeaderModifier.Header
-	49, // 39: weft.v1.HeaderModifier.add:type_name -> weft.v1.HeaderModifier.Header
-	9,  // 40: weft.v1.PathModifier.type:type_name -> weft.v1.PathModifier.Type
-	28, // 41: weft.v1.RequestRedirect.path:type_name -> weft.v1.PathModifier
-	28, // 42: weft.v1.URLRewrite.path:type_name -> weft.v1.PathModifier
-	27, // 43: weft.v1.Filter.request_header_modifier:type_name -> weft.v1.HeaderModifier
-	27, // 44: weft.v1.Filter.response_header_modifier:type_name -> weft.v1.HeaderModifier
-	29, // 45: weft.v1.Filter.request_redirect:type_name -> weft.v1.RequestRedirect
-	30, // 46: weft.v1.Filter.url_rewrite:type_name -> weft.v1.URLRewrite
-	31, // 47: weft.v1.Filter.request_mirror:type_name -> weft.v1.RequestMirror
-	32, // 48: weft.v1.Filter.cors:type_name -> weft.v1.CORS
-	1,  // 49: weft.v1.Cluster.protocol:type_name -> weft.v1.Protocol
-	35, // 50: weft.v1.Cluster.endpoints:type_name -> weft.v1.Endpoint
-	39, // 51: weft.v1.GatewayPolicy.ports:type_name -> weft.v1.GatewayPort
-	34, // 52: weft.v1.GatewayPolicy.clusters:type_name -> weft.v1.Cluster
-	50, // 53: weft.v1.GatewayPolicy.backend_tls:type_name -> weft.v1.GatewayPolicy.BackendTlsEntry
-	42, // 54: weft.v1.GatewayPolicy.client_certificate:type_name -> weft.v1.Certificate
-	51, // 55: weft.v1.GatewayPolicy.node_tunnels:type_name -> weft.v1.GatewayPolicy.NodeTunnelsEntry
-	40, // 56: weft.v1.GatewayPort.listeners:type_name -> weft.v1.GatewayListener
-	4,  // 57: weft.v1.GatewayListener.protocol:type_name -> weft.v1.ListenerProtocol
-	5,  // 58: weft.v1.GatewayListener.tls_mode:type_name -> weft.v1.TLSMode
-	42, // 59: weft.v1.GatewayListener.certificates:type_name -> weft.v1.Certificate
-	44, // 60: weft.v1.GatewayListener.client_validation:type_name -> weft.v1.ClientValidation
-	41, // 61: weft.v1.GatewayListener.virtual_hosts:type_name -> weft.v1.VirtualHost
-	18, // 62: weft.v1.VirtualHost.tables:type_name -> weft.v1.RouteTable
-	43, // 63: weft.v1.ClientValidation.ca_certificates:type_name -> weft.v1.CACertificate
-	6,  // 64: weft.v1.ClientValidation.mode:type_name -> weft.v1.FrontendValidationMode
-	46, // 65: weft.v1.BackendTLS.subject_alt_names:type_name -> weft.v1.SubjectAltName
-	43, // 66: weft.v1.BackendTLS.ca_certificates:type_name -> weft.v1.CACertificate
-	18, // 67: weft.v1.ServicePort.ConsumersEntry.value:type_name -> weft.v1.RouteTable
-	45, // 68: weft.v1.GatewayPolicy.BackendTlsEntry.value:type_name -> weft.v1.BackendTLS
-	10, // 69: weft.v1.Policy.Stream:input_type -> weft.v1.PolicyRequest
-	36, // 70: weft.v1.Identity.Sign:input_type -> weft.v1.SignRequest
-	11, // 71: weft.v1.Policy.Stream:output_type -> weft.v1.PolicySnapshot
-	37, // 72: weft.v1.Identity.Sign:output_type -> weft.v1.SignResponse
-	71, // [71:73] is the sub-list for method output_type
-	69, // [69:71] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	13, // 0: weft.v1.PolicySnapshot.policy:type_name -> weft.v1.NodePolicy
+	39, // 1: weft.v1.PolicySnapshot.gateway:type_name -> weft.v1.GatewayPolicy
+	12, // 2: weft.v1.PolicySnapshot.delta:type_name -> weft.v1.NodePolicyDelta
+	18, // 3: weft.v1.NodePolicyDelta.services:type_name -> weft.v1.ServicePort
+	35, // 4: weft.v1.NodePolicyDelta.clusters:type_name -> weft.v1.Cluster
+	17, // 5: weft.v1.NodePolicyDelta.workloads:type_name -> weft.v1.Workload
+	14, // 6: weft.v1.NodePolicyDelta.authz:type_name -> weft.v1.AuthzPolicy
+	48, // 7: weft.v1.NodePolicyDelta.node_tunnels:type_name -> weft.v1.NodePolicyDelta.NodeTunnelsEntry
+	17, // 8: weft.v1.NodePolicy.workloads:type_name -> weft.v1.Workload
+	18, // 9: weft.v1.NodePolicy.services:type_name -> weft.v1.ServicePort
+	35, // 10: weft.v1.NodePolicy.clusters:type_name -> weft.v1.Cluster
+	49, // 11: weft.v1.NodePolicy.node_tunnels:type_name -> weft.v1.NodePolicy.NodeTunnelsEntry
+	14, // 12: weft.v1.NodePolicy.authz:type_name -> weft.v1.AuthzPolicy
+	0,  // 13: weft.v1.AuthzPolicy.action:type_name -> weft.v1.AuthzAction
+	15, // 14: weft.v1.AuthzPolicy.rules:type_name -> weft.v1.AuthzRule
+	16, // 15: weft.v1.AuthzRule.sources:type_name -> weft.v1.AuthzSource
+	22, // 16: weft.v1.AuthzRule.http:type_name -> weft.v1.HTTPMatch
+	1,  // 17: weft.v1.ServicePort.protocol:type_name -> weft.v1.Protocol
+	19, // 18: weft.v1.ServicePort.producer:type_name -> weft.v1.RouteTable
+	50, // 19: weft.v1.ServicePort.consumers:type_name -> weft.v1.ServicePort.ConsumersEntry
+	2,  // 20: weft.v1.RouteTable.kind:type_name -> weft.v1.RouteKind
+	24, // 21: weft.v1.RouteTable.rules:type_name -> weft.v1.Rule
+	20, // 22: weft.v1.RouteTable.matches:type_name -> weft.v1.Match
+	22, // 23: weft.v1.Match.http:type_name -> weft.v1.HTTPMatch
+	23, // 24: weft.v1.Match.grpc:type_name -> weft.v1.GRPCMatch
+	3,  // 25: weft.v1.StringMatch.type:type_name -> weft.v1.MatchType
+	21, // 26: weft.v1.HTTPMatch.path:type_name -> weft.v1.StringMatch
+	21, // 27: weft.v1.HTTPMatch.headers:type_name -> weft.v1.StringMatch
+	21, // 28: weft.v1.HTTPMatch.query_params:type_name -> weft.v1.StringMatch
+	3,  // 29: weft.v1.GRPCMatch.type:type_name -> weft.v1.MatchType
+	21, // 30: weft.v1.GRPCMatch.headers:type_name -> weft.v1.StringMatch
+	2,  // 31: weft.v1.Rule.route_kind:type_name -> weft.v1.RouteKind
+	34, // 32: weft.v1.Rule.filters:type_name -> weft.v1.Filter
+	25, // 33: weft.v1.Rule.backends:type_name -> weft.v1.BackendRef
+	54, // 34: weft.v1.Rule.request_timeout:type_name -> google.protobuf.Duration
+	54, // 35: weft.v1.Rule.backend_request_timeout:type_name -> google.protobuf.Duration
+	26, // 36: weft.v1.Rule.retry:type_name -> weft.v1.Retry
+	27, // 37: weft.v1.Rule.session:type_name -> weft.v1.SessionPersistence
+	34, // 38: weft.v1.BackendRef.filters:type_name -> weft.v1.Filter
+	27, // 39: weft.v1.BackendRef.session:type_name -> weft.v1.SessionPersistence
+	54, // 40: weft.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	7,  // 41: weft.v1.SessionPersistence.type:type_name -> weft.v1.SessionPersistence.Type
+	8,  // 42: weft.v1.SessionPersistence.lifetime:type_name -> weft.v1.SessionPersistence.Lifetime
+	54, // 43: weft.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
+	51, // 44: weft.v1.HeaderModifier.set:type_name -> weft.v1.HeaderModifier.Header
+	51, // 45: weft.v1.HeaderModifier.add:type_name -> weft.v1.HeaderModifier.Header
+	9,  // 46: weft.v1.PathModifier.type:type_name -> weft.v1.PathModifier.Type
+	29, // 47: weft.v1.RequestRedirect.path:type_name -> weft.v1.PathModifier
+	29, // 48: weft.v1.URLRewrite.path:type_name -> weft.v1.PathModifier
+	28, // 49: weft.v1.Filter.request_header_modifier:type_name -> weft.v1.HeaderModifier
+	28, // 50: weft.v1.Filter.response_header_modifier:type_name -> weft.v1.HeaderModifier
+	30, // 51: weft.v1.Filter.request_redirect:type_name -> weft.v1.RequestRedirect
+	31, // 52: weft.v1.Filter.url_rewrite:type_name -> weft.v1.URLRewrite
+	32, // 53: weft.v1.Filter.request_mirror:type_name -> weft.v1.RequestMirror
+	33, // 54: weft.v1.Filter.cors:type_name -> weft.v1.CORS
+	1,  // 55: weft.v1.Cluster.protocol:type_name -> weft.v1.Protocol
+	36, // 56: weft.v1.Cluster.endpoints:type_name -> weft.v1.Endpoint
+	40, // 57: weft.v1.GatewayPolicy.ports:type_name -> weft.v1.GatewayPort
+	35, // 58: weft.v1.GatewayPolicy.clusters:type_name -> weft.v1.Cluster
+	52, // 59: weft.v1.GatewayPolicy.backend_tls:type_name -> weft.v1.GatewayPolicy.BackendTlsEntry
+	43, // 60: weft.v1.GatewayPolicy.client_certificate:type_name -> weft.v1.Certificate
+	53, // 61: weft.v1.GatewayPolicy.node_tunnels:type_name -> weft.v1.GatewayPolicy.NodeTunnelsEntry
+	41, // 62: weft.v1.GatewayPort.listeners:type_name -> weft.v1.GatewayListener
+	4,  // 63: weft.v1.GatewayListener.protocol:type_name -> weft.v1.ListenerProtocol
+	5,  // 64: weft.v1.GatewayListener.tls_mode:type_name -> weft.v1.TLSMode
+	43, // 65: weft.v1.GatewayListener.certificates:type_name -> weft.v1.Certificate
+	45, // 66: weft.v1.GatewayListener.client_validation:type_name -> weft.v1.ClientValidation
+	42, // 67: weft.v1.GatewayListener.virtual_hosts:type_name -> weft.v1.VirtualHost
+	19, // 68: weft.v1.VirtualHost.tables:type_name -> weft.v1.RouteTable
+	44, // 69: weft.v1.ClientValidation.ca_certificates:type_name -> weft.v1.CACertificate
+	6,  // 70: weft.v1.ClientValidation.mode:type_name -> weft.v1.FrontendValidationMode
+	47, // 71: weft.v1.BackendTLS.subject_alt_names:type_name -> weft.v1.SubjectAltName
+	44, // 72: weft.v1.BackendTLS.ca_certificates:type_name -> weft.v1.CACertificate
+	19, // 73: weft.v1.ServicePort.ConsumersEntry.value:type_name -> weft.v1.RouteTable
+	46, // 74: weft.v1.GatewayPolicy.BackendTlsEntry.value:type_name -> weft.v1.BackendTLS
+	10, // 75: weft.v1.Policy.Stream:input_type -> weft.v1.PolicyRequest
+	37, // 76: weft.v1.Identity.Sign:input_type -> weft.v1.SignRequest
+	11, // 77: weft.v1.Policy.Stream:output_type -> weft.v1.PolicySnapshot
+	38, // 78: weft.v1.Identity.Sign:output_type -> weft.v1.SignResponse
+	77, // [77:79] is the sub-list for method output_type
+	75, // [75:77] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_policy_proto_init() }
@@ -3890,7 +4126,7 @@ func file_weft_v1_policy_proto_init() {
 	if File_weft_v1_policy_proto != nil {
 		return
 	}
-	file_weft_v1_policy_proto_msgTypes[23].OneofWrappers = []any{
+	file_weft_v1_policy_proto_msgTypes[24].OneofWrappers = []any{
 		(*Filter_RequestHeaderModifier)(nil),
 		(*Filter_ResponseHeaderModifier)(nil),
 		(*Filter_RequestRedirect)(nil),
@@ -3904,7 +4140,7 @@ func file_weft_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_policy_proto_rawDesc), len(file_weft_v1_policy_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

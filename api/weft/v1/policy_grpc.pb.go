@@ -38,9 +38,11 @@ const (
 type PolicyClient interface {
 	// Stream: the agent's first message names its node (version 0, no error);
 	// every later message ACKs (error empty) or NACKs (error set) a version.
-	// The controller sends a full snapshot on connect and after every change
-	// to that node's policy. Calls must carry the agent's ServiceAccount token
-	// in the "authorization: Bearer <token>" metadata.
+	// The controller sends a full snapshot on connect and, after every change
+	// to that node's policy, a delta against the version before it (or a full
+	// snapshot when the stream cannot take a delta, see PolicySnapshot.delta).
+	// Calls must carry the agent's ServiceAccount token in the
+	// "authorization: Bearer <token>" metadata.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PolicyRequest, PolicySnapshot], error)
 }
 
@@ -73,9 +75,11 @@ type Policy_StreamClient = grpc.BidiStreamingClient[PolicyRequest, PolicySnapsho
 type PolicyServer interface {
 	// Stream: the agent's first message names its node (version 0, no error);
 	// every later message ACKs (error empty) or NACKs (error set) a version.
-	// The controller sends a full snapshot on connect and after every change
-	// to that node's policy. Calls must carry the agent's ServiceAccount token
-	// in the "authorization: Bearer <token>" metadata.
+	// The controller sends a full snapshot on connect and, after every change
+	// to that node's policy, a delta against the version before it (or a full
+	// snapshot when the stream cannot take a delta, see PolicySnapshot.delta).
+	// Calls must carry the agent's ServiceAccount token in the
+	// "authorization: Bearer <token>" metadata.
 	Stream(grpc.BidiStreamingServer[PolicyRequest, PolicySnapshot]) error
 	mustEmbedUnimplementedPolicyServer()
 }

@@ -1,0 +1,198 @@
+package weftv1
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// ErrBadDelta is wrapped by ApplyDelta's errors: the delta does not fit the
+// policy it claims to change (it removes a unit the policy lacks, or names
+// a unit twice). The agent answers it as a base mismatch: it asks for a
+// full snapshot.
+var ErrBadDelta = errors.New("delta does not apply")
+
+// ServiceKey is the identity of a ServicePort in a NodePolicyDelta:
+// "namespace/name:port".
+func ServiceKey(sp *ServicePort) string {
+	return sp.GetNamespace() + "/" + sp.GetName() + ":" + strconv.FormatUint(uint64(sp.GetPort()), 10)
+}
+
+// WorkloadKey is the identity of a Workload in a NodePolicyDelta:
+// "namespace/name".
+func WorkloadKey(w *Workload) string { return w.GetNamespace() + "/" + w.GetName() }
+
+// compareServices is NodePolicy's order of services: namespace, name, port.
+func compareServices(a, b *ServicePort) int {
+	return cmp.Or(strings.Compare(a.GetNamespace(), b.GetNamespace()), strings.Compare(a.GetName(), b.GetName()), cmp.Compare(a.GetPort(), b.GetPort()))
+}
+
+func compareWorkloads(a, b *Workload) int {
+	return cmp.Or(strings.Compare(a.GetNamespace(), b.GetNamespace()), strings.Compare(a.GetName(), b.GetName()), strings.Compare(a.GetUid(), b.GetUid()))
+}
+
+// ApplyDelta returns the policy that d makes of base, with every list in
+// NodePolicy's canonical order. base is not modified; the result shares
+// base's unchanged units and d's upserts, so neither may be modified
+// afterwards. The result is not validated: the caller validates it like a
+// full snapshot.
+func ApplyDelta(base *NodePolicy, d *NodePolicyDelta) (*NodePolicy, error) {
+	if base == nil {
+		return nil, fmt.Errorf("%w: no base policy", ErrBadDelta)
+	}
+	out := &NodePolicy{
+		Node:         base.GetNode(),
+		TrustDomain:  base.GetTrustDomain(),
+		TrustAnchors: base.GetTrustAnchors(),
+	}
+	if d.GetReplaceTrust() {
+		out.TrustDomain, out.TrustAnchors = d.GetTrustDomain(), d.GetTrustAnchors()
+	}
+	var err, e error
+	if out.Services, err = applyUnits(base.GetServices(), d.GetServices(), d.GetRemovedServices(), ServiceKey, compareServices); err != nil {
+		err = fmt.Errorf("services: %w", err)
+	}
+	if out.Clusters, e = applyUnits(base.GetClusters(), d.GetClusters(), d.GetRemovedClusters(), (*Cluster).GetName,
+		func(a, b *Cluster) int { return strings.Compare(a.GetName(), b.GetName()) }); e != nil {
+		err = errors.Join(err, fmt.Errorf("clusters: %w", e))
+	}
+	if out.Workloads, e = applyUnits(base.GetWorkloads(), d.GetWorkloads(), d.GetRemovedWorkloads(), WorkloadKey, compareWorkloads); e != nil {
+		err = errors.Join(err, fmt.Errorf("workloads: %w", e))
+	}
+	if out.Authz, e = applyUnits(base.GetAuthz(), d.GetAuthz(), d.GetRemovedAuthz(), (*AuthzPolicy).GetName,
+		func(a, b *AuthzPolicy) int { return strings.Compare(a.GetName(), b.GetName()) }); e != nil {
+		err = errors.Join(err, fmt.Errorf("authz: %w", e))
+	}
+	if out.NodeTunnels, e = applyTunnels(base.GetNodeTunnels(), d.GetNodeTunnels(), d.GetRemovedNodeTunnels()); e != nil {
+		err = errors.Join(err, fmt.Errorf("node tunnels: %w", e))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// applyUnits upserts and removes units of a list sorted by compare.
+func applyUnits[U any](base, upserts []U, removed []string, key func(U) string, compare func(a, b U) int) ([]U, error) {
+	if len(upserts) == 0 && len(removed) == 0 {
+		return base, nil
+	}
+	change := make(map[string]bool, len(upserts)+len(removed))
+	for _, u := range upserts {
+		k := key(u)
+		if change[k] {
+			return nil, fmt.Errorf("%w: %q upserted twice", ErrBadDelta, k)
+		}
+		change[k] = true
+	}
+	gone := make(map[string]bool, len(removed))
+	for _, k := range removed {
+		if change[k] || gone[k] {
+			return nil, fmt.Errorf("%w: %q removed twice or upserted and removed", ErrBadDelta, k)
+		}
+		gone[k] = true
+	}
+	out := make([]U, 0, len(base)+len(upserts))
+	found := 0
+	for _, u := range base {
+		k := key(u)
+		if gone[k] {
+			found++
+			continue
+		}
+		if change[k] {
+			continue
+		}
+		out = append(out, u)
+	}
+	if found != len(gone) {
+		return nil, fmt.Errorf("%w: %d of %d removed units are not in the base", ErrBadDelta, len(gone)-found, len(gone))
+	}
+	out = append(out, upserts...)
+	slices.SortStableFunc(out, compare)
+	return out, nil
+}
+
+func applyTunnels(base, upserts map[string]string, removed []string) (map[string]string, error) {
+	if len(upserts) == 0 && len(removed) == 0 {
+		return base, nil
+	}
+	out := maps.Clone(base)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, n := range removed {
+		if _, ok := out[n]; !ok {
+			return nil, fmt.Errorf("%w: node %q removed but not in the base", ErrBadDelta, n)
+		}
+		if _, ok := upserts[n]; ok {
+			return nil, fmt.Errorf("%w: node %q upserted and removed", ErrBadDelta, n)
+		}
+		delete(out, n)
+	}
+	maps.Copy(out, upserts)
+	return out, nil
+}
+
+// Diff returns the delta that turns old into new (ApplyDelta(old, Diff(old,
+// new)) equals new up to list order), comparing units with proto.Equal.
+// The controller's push server computes the same delta from encodings it
+// shares between nodes; Diff is the reference it is tested against.
+func Diff(old, new *NodePolicy) *NodePolicyDelta {
+	d := &NodePolicyDelta{}
+	d.Services, d.RemovedServices = diffUnits(old.GetServices(), new.GetServices(), ServiceKey)
+	d.Clusters, d.RemovedClusters = diffUnits(old.GetClusters(), new.GetClusters(), (*Cluster).GetName)
+	d.Workloads, d.RemovedWorkloads = diffUnits(old.GetWorkloads(), new.GetWorkloads(), WorkloadKey)
+	d.Authz, d.RemovedAuthz = diffUnits(old.GetAuthz(), new.GetAuthz(), (*AuthzPolicy).GetName)
+	for n, a := range new.GetNodeTunnels() {
+		if b, ok := old.GetNodeTunnels()[n]; !ok || a != b {
+			if d.NodeTunnels == nil {
+				d.NodeTunnels = map[string]string{}
+			}
+			d.NodeTunnels[n] = a
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(old.GetNodeTunnels())) {
+		if _, ok := new.GetNodeTunnels()[n]; !ok {
+			d.RemovedNodeTunnels = append(d.RemovedNodeTunnels, n)
+		}
+	}
+	if old.GetTrustDomain() != new.GetTrustDomain() || !slices.EqualFunc(old.GetTrustAnchors(), new.GetTrustAnchors(), func(a, b []byte) bool { return string(a) == string(b) }) {
+		d.ReplaceTrust, d.TrustDomain, d.TrustAnchors = true, new.GetTrustDomain(), new.GetTrustAnchors()
+	}
+	return d
+}
+
+func diffUnits[U proto.Message](old, new []U, key func(U) string) (upserts []U, removed []string) {
+	before := make(map[string]U, len(old))
+	for _, u := range old {
+		before[key(u)] = u
+	}
+	now := make(map[string]bool, len(new))
+	for _, u := range new {
+		k := key(u)
+		now[k] = true
+		if b, ok := before[k]; !ok || !proto.Equal(b, u) {
+			upserts = append(upserts, u)
+		}
+	}
+	for _, u := range old {
+		if k := key(u); !now[k] {
+			removed = append(removed, k)
+		}
+	}
+	return upserts, removed
+}
+
+// Empty reports whether d changes nothing.
+func (d *NodePolicyDelta) Empty() bool {
+	return len(d.GetServices())+len(d.GetRemovedServices())+len(d.GetClusters())+len(d.GetRemovedClusters())+
+		len(d.GetWorkloads())+len(d.GetRemovedWorkloads())+len(d.GetAuthz())+len(d.GetRemovedAuthz())+
+		len(d.GetNodeTunnels())+len(d.GetRemovedNodeTunnels()) == 0 && !d.GetReplaceTrust()
+}

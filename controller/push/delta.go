@@ -1,0 +1,310 @@
+package push
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"sync"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	protobuf "google.golang.org/protobuf/proto"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// A node's new version goes to its streams as a delta against the version
+// before it (weftv1.NodePolicyDelta): what changed, not the node's whole
+// policy. At 10k Services and 100k endpoints a node's policy is megabytes,
+// a route or endpoint change a few hundred bytes.
+//
+// Resolution shares the services and clusters slices (and the tunnel map)
+// between nodes, so a delta of those parts is computed and encoded once
+// per pair of old and new slices, not once per node; units are compared by
+// their deterministic encodings, kept from one Update to the next.
+
+// Field numbers of PolicySnapshot and NodePolicyDelta used on the wire.
+const (
+	fieldBaseVersion = 5
+	fieldDelta       = 6
+)
+
+// release is one version of a node's (or Gateway's) policy as its streams
+// send it: the full snapshot, built on first use, and, when the node had a
+// version before, the delta from it.
+type release struct {
+	version uint64
+	// base is the version delta applies to; delta is nil when there is
+	// none (first version, Gateways).
+	base  uint64
+	delta *wireSnapshot
+
+	once    sync.Once
+	build   func() *wireSnapshot
+	fullMsg *wireSnapshot
+}
+
+// full returns the full snapshot of the release, encoding it on first use.
+func (r *release) full() *wireSnapshot {
+	r.once.Do(func() {
+		if r.fullMsg == nil && r.build != nil {
+			r.fullMsg = r.build()
+			r.build = nil
+		}
+	})
+	return r.fullMsg
+}
+
+// sliceKey identifies a slice by its backing array and length.
+type sliceKey struct {
+	data unsafe.Pointer
+	n    int
+}
+
+func keyOf[T any](s []T) sliceKey { return sliceKey{unsafe.Pointer(unsafe.SliceData(s)), len(s)} }
+
+// partDelta is the delta of one shared part (services or clusters), with
+// the encoding of its NodePolicyDelta fields.
+type partDelta struct {
+	services        []*weftv1.ServicePort
+	removedServices []string
+	clusters        []*weftv1.Cluster
+	removedClusters []string
+	tunnels         map[string]string
+	removedTunnels  []string
+	enc             []byte
+	err             error
+}
+
+// unitEnc is a unit's encoding; it holds the unit so that its address,
+// the cache key, is not reused while cached.
+type unitEnc struct {
+	unit protobuf.Message
+	b    []byte
+}
+
+// differ computes the deltas of one Update. Unit encodings are kept by
+// pointer: prev holds those of the previous Update, cur those of this one.
+type differ struct {
+	prev, cur map[unsafe.Pointer]unitEnc
+	services  map[[2]sliceKey]*partDelta
+	clusters  map[[2]sliceKey]*partDelta
+	tunnels   map[[2]unsafe.Pointer]*partDelta
+}
+
+func newDiffer(prev map[unsafe.Pointer]unitEnc) *differ {
+	return &differ{prev: prev, cur: map[unsafe.Pointer]unitEnc{}, services: map[[2]sliceKey]*partDelta{},
+		clusters: map[[2]sliceKey]*partDelta{}, tunnels: map[[2]unsafe.Pointer]*partDelta{}}
+}
+
+// unitEncoding is m's deterministic encoding, cached by pointer.
+func (d *differ) unitEncoding(m protobuf.Message, p unsafe.Pointer, old bool) []byte {
+	if e, ok := d.cur[p]; ok {
+		return e.b
+	}
+	e, ok := d.prev[p]
+	if !ok {
+		b, err := deterministic.Marshal(m)
+		if err != nil {
+			// Unencodable units differ from everything; encoding the
+			// snapshot reports the error.
+			return nil
+		}
+		e = unitEnc{m, b}
+	}
+	if !old {
+		d.cur[p] = e
+	}
+	return e.b
+}
+
+// diffUnits compares two lists of units by key and encoding.
+func diffUnits[U interface {
+	protobuf.Message
+	comparable
+}](d *differ, old, new []U, key func(U) string) (upserts []U, removed []string) {
+	before := make(map[string]U, len(old))
+	for _, u := range old {
+		before[key(u)] = u
+	}
+	now := make(map[string]bool, len(new))
+	for _, u := range new {
+		k := key(u)
+		now[k] = true
+		b, ok := before[k]
+		if ok && b == u {
+			d.unitEncoding(u, unitPtr(u), false) // keep its encoding for the next Update
+			continue
+		}
+		nb := d.unitEncoding(u, unitPtr(u), false)
+		if !ok || nb == nil || !bytes.Equal(d.unitEncoding(b, unitPtr(b), true), nb) {
+			upserts = append(upserts, u)
+		}
+	}
+	for _, u := range old {
+		if k := key(u); !now[k] {
+			removed = append(removed, k)
+		}
+	}
+	slices.Sort(removed)
+	return upserts, removed
+}
+
+func unitPtr[U any](u U) unsafe.Pointer { return reflect.ValueOf(u).UnsafePointer() }
+
+// serviceDelta is the delta of the services part between two slices.
+func (d *differ) serviceDelta(old, new []*weftv1.ServicePort) *partDelta {
+	k := [2]sliceKey{keyOf(old), keyOf(new)}
+	if pd, ok := d.services[k]; ok {
+		return pd
+	}
+	pd := &partDelta{}
+	if k[0] != k[1] {
+		pd.services, pd.removedServices = diffUnits(d, old, new, weftv1.ServiceKey)
+		pd.enc, pd.err = marshalPart(&weftv1.NodePolicyDelta{Services: pd.services, RemovedServices: pd.removedServices})
+	}
+	d.services[k] = pd
+	return pd
+}
+
+func (d *differ) clusterDelta(old, new []*weftv1.Cluster) *partDelta {
+	k := [2]sliceKey{keyOf(old), keyOf(new)}
+	if pd, ok := d.clusters[k]; ok {
+		return pd
+	}
+	pd := &partDelta{}
+	if k[0] != k[1] {
+		pd.clusters, pd.removedClusters = diffUnits(d, old, new, (*weftv1.Cluster).GetName)
+		pd.enc, pd.err = marshalPart(&weftv1.NodePolicyDelta{Clusters: pd.clusters, RemovedClusters: pd.removedClusters})
+	}
+	d.clusters[k] = pd
+	return pd
+}
+
+func mapPtr(m map[string]string) unsafe.Pointer {
+	if m == nil {
+		return nil
+	}
+	return reflect.ValueOf(m).UnsafePointer()
+}
+
+func (d *differ) tunnelDelta(old, new map[string]string) *partDelta {
+	k := [2]unsafe.Pointer{mapPtr(old), mapPtr(new)}
+	if pd, ok := d.tunnels[k]; ok {
+		return pd
+	}
+	pd := &partDelta{}
+	if k[0] != k[1] || k[0] == nil {
+		for n, a := range new {
+			if b, ok := old[n]; !ok || a != b {
+				if pd.tunnels == nil {
+					pd.tunnels = map[string]string{}
+				}
+				pd.tunnels[n] = a
+			}
+		}
+		for _, n := range slices.Sorted(maps.Keys(old)) {
+			if _, ok := new[n]; !ok {
+				pd.removedTunnels = append(pd.removedTunnels, n)
+			}
+		}
+		if len(pd.tunnels)+len(pd.removedTunnels) > 0 {
+			pd.enc, pd.err = marshalPart(&weftv1.NodePolicyDelta{NodeTunnels: pd.tunnels, RemovedNodeTunnels: pd.removedTunnels})
+		}
+	}
+	d.tunnels[k] = pd
+	return pd
+}
+
+func marshalPart(m protobuf.Message) ([]byte, error) {
+	b, err := deterministic.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode delta: %w", err)
+	}
+	return b, nil
+}
+
+// nodeDelta is the delta between a node's old and new policy, with its
+// encoding as a NodePolicyDelta (per-node fields in rest, the parts shared
+// with other nodes in shared).
+type nodeDelta struct {
+	msg    *weftv1.NodePolicyDelta
+	rest   []byte
+	shared [][]byte
+}
+
+func (n *nodeDelta) size() int {
+	s := len(n.rest)
+	for _, b := range n.shared {
+		s += len(b)
+	}
+	return s
+}
+
+// diff returns the delta from old to new; nil when they are equal.
+func (d *differ) diff(old, new *weftv1.NodePolicy) (*nodeDelta, error) {
+	svc := d.serviceDelta(old.GetServices(), new.GetServices())
+	cl := d.clusterDelta(old.GetClusters(), new.GetClusters())
+	tun := d.tunnelDelta(old.GetNodeTunnels(), new.GetNodeTunnels())
+	for _, pd := range []*partDelta{svc, cl, tun} {
+		if pd.err != nil {
+			return nil, pd.err
+		}
+	}
+	own := &weftv1.NodePolicyDelta{}
+	// the same slice (resolution reused it) has the same units: nothing
+	// to compare or encode
+	if keyOf(old.GetWorkloads()) != keyOf(new.GetWorkloads()) {
+		own.Workloads, own.RemovedWorkloads = diffUnits(d, old.GetWorkloads(), new.GetWorkloads(), weftv1.WorkloadKey)
+	}
+	if keyOf(old.GetAuthz()) != keyOf(new.GetAuthz()) {
+		own.Authz, own.RemovedAuthz = diffUnits(d, old.GetAuthz(), new.GetAuthz(), (*weftv1.AuthzPolicy).GetName)
+	}
+	if old.GetTrustDomain() != new.GetTrustDomain() || !slices.EqualFunc(old.GetTrustAnchors(), new.GetTrustAnchors(), bytes.Equal) {
+		own.ReplaceTrust, own.TrustDomain, own.TrustAnchors = true, new.GetTrustDomain(), new.GetTrustAnchors()
+	}
+	if old.GetNode() != new.GetNode() {
+		return nil, fmt.Errorf("policy of node %q replaces one of node %q", new.GetNode(), old.GetNode())
+	}
+	rest, err := deterministic.Marshal(own)
+	if err != nil {
+		return nil, fmt.Errorf("encode delta of node %s: %w", new.GetNode(), err)
+	}
+	msg := own
+	msg.Services, msg.RemovedServices = svc.services, svc.removedServices
+	msg.Clusters, msg.RemovedClusters = cl.clusters, cl.removedClusters
+	msg.NodeTunnels, msg.RemovedNodeTunnels = tun.tunnels, tun.removedTunnels
+	if msg.Empty() {
+		return nil, nil
+	}
+	nd := &nodeDelta{msg: msg, rest: rest}
+	for _, b := range [][]byte{svc.enc, cl.enc, tun.enc} {
+		if len(b) > 0 {
+			nd.shared = append(nd.shared, b)
+		}
+	}
+	return nd, nil
+}
+
+// newDeltaWireSnapshot is the wire form of a delta from base to version.
+func newDeltaWireSnapshot(version, base uint64, nonce string, nd *nodeDelta) *wireSnapshot {
+	head := headFields(version, nonce)
+	head = protowire.AppendTag(head, fieldBaseVersion, protowire.VarintType)
+	head = protowire.AppendVarint(head, base)
+	head = protowire.AppendTag(head, fieldDelta, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(nd.size()))
+	return &wireSnapshot{
+		PolicySnapshot: &weftv1.PolicySnapshot{Version: version, ControllerNonce: nonce, BaseVersion: base, Delta: nd.msg},
+		head:           head,
+		body:           encoded{rest: nd.rest},
+		more:           nd.shared,
+	}
+}
+
+// resumeSnapshot tells a reconnecting agent that the version it has is
+// still the current one: an empty delta from version to version.
+func resumeSnapshot(version uint64, nonce string) *wireSnapshot {
+	return newDeltaWireSnapshot(version, version, nonce, &nodeDelta{msg: &weftv1.NodePolicyDelta{}})
+}

@@ -1,0 +1,295 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// bigPolicies builds the policies of nodes sharing services and clusters
+// slices (as resolution does): n Services of one port, each with a cluster
+// of eps endpoints.
+func bigPolicies(nodes []string, n, eps int) map[string]*weftv1.NodePolicy {
+	var svcs []*weftv1.ServicePort
+	var cls []*weftv1.Cluster
+	for i := range n {
+		name := fmt.Sprintf("ns/svc-%04d:80", i)
+		svcs = append(svcs, &weftv1.ServicePort{Namespace: "ns", Name: fmt.Sprintf("svc-%04d", i), Port: 80, Vips: []string{fmt.Sprintf("10.96.%d.%d", i/250, i%250+1)}, DefaultCluster: name})
+		c := &weftv1.Cluster{Name: name}
+		for e := range eps {
+			c.Endpoints = append(c.Endpoints, &weftv1.Endpoint{Ip: fmt.Sprintf("10.1.%d.%d", i%250, e), Port: 8080, Node: nodes[e%len(nodes)], Ready: true})
+		}
+		cls = append(cls, c)
+	}
+	tunnels := map[string]string{}
+	for i, nd := range nodes {
+		tunnels[nd] = fmt.Sprintf("172.30.0.%d:15008", i+1)
+	}
+	out := map[string]*weftv1.NodePolicy{}
+	for i, nd := range nodes {
+		out[nd] = &weftv1.NodePolicy{Node: nd, TrustDomain: "cluster.local", Services: svcs, Clusters: cls, NodeTunnels: tunnels,
+			Workloads: []*weftv1.Workload{{Namespace: "ns", Name: fmt.Sprintf("pod-%d", i), Uid: fmt.Sprint(i), Identity: "spiffe://cluster.local/ns/ns/sa/default", Ips: []string{fmt.Sprintf("10.2.0.%d", i)}}}}
+	}
+	return out
+}
+
+// withCluster returns policies (sharing their slices) where cluster i has
+// one more endpoint: a fresh copy of the clusters slice, as resolution makes.
+func withCluster(ps map[string]*weftv1.NodePolicy, i int) map[string]*weftv1.NodePolicy {
+	var any *weftv1.NodePolicy
+	for _, p := range ps {
+		any = p
+		break
+	}
+	cls := append([]*weftv1.Cluster(nil), any.Clusters...)
+	c := proto.Clone(cls[i]).(*weftv1.Cluster)
+	c.Endpoints = append(c.Endpoints, &weftv1.Endpoint{Ip: "10.9.9.9", Port: 8080, Ready: true})
+	cls[i] = c
+	out := map[string]*weftv1.NodePolicy{}
+	for n, p := range ps {
+		out[n] = proto.Clone(p).(*weftv1.NodePolicy)
+		out[n].Services, out[n].Clusters, out[n].NodeTunnels = p.Services, cls, p.NodeTunnels
+	}
+	return out
+}
+
+func (h *harness) subscribeAt(t *testing.T, ctx context.Context, token, node, nonce string, version uint64) grpc.BidiStreamingClient[weftv1.PolicyRequest, weftv1.PolicySnapshot] {
+	t.Helper()
+	st, err := h.client.Stream(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&weftv1.PolicyRequest{Node: node, Version: version, ControllerNonce: nonce, Deltas: true}); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// apply is what an agent does with a snapshot on top of base.
+func apply(t *testing.T, base *weftv1.PolicySnapshot, s *weftv1.PolicySnapshot) *weftv1.NodePolicy {
+	t.Helper()
+	if s.Delta == nil {
+		return s.Policy
+	}
+	if base == nil || s.BaseVersion != base.Version {
+		t.Fatalf("delta against %d, agent has %v", s.BaseVersion, base.GetVersion())
+	}
+	p, err := weftv1.ApplyDelta(base.Policy, s.Delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestDeltaIsWhatChanged: one endpoint more in one of 500 clusters reaches
+// every node as a delta of that cluster only, and the delta applied on the
+// previous version is the new policy.
+func TestDeltaIsWhatChanged(t *testing.T) {
+	h, _ := start(t, Config{Nonce: "n1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nodes := []string{"node-a", "node-b"}
+	p1 := bigPolicies(nodes, 500, 10)
+	h.srv.Update(p1)
+	a := h.subscribe(t, ctx, "tok-a", "node-a")
+	s1, err := recv(t, a, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := proto.Size(s1)
+	p2 := withCluster(p1, 7)
+	if n := h.srv.Update(p2); n != 2 {
+		t.Fatalf("Update changed %d nodes", n)
+	}
+	s2, err := recv(t, a, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := s2.Delta
+	if d == nil || s2.BaseVersion != s1.Version || len(d.Clusters) != 1 || d.Clusters[0].Name != "ns/svc-0007:80" || len(d.Services)+len(d.Workloads)+len(d.NodeTunnels) != 0 {
+		t.Fatalf("delta %v", s2)
+	}
+	if size := proto.Size(s2); size*100 > full {
+		t.Errorf("delta is %d bytes, full snapshot %d", size, full)
+	}
+	s1.Policy = apply(t, s1, s2)
+	if !proto.Equal(s1.Policy, p2["node-a"]) {
+		t.Fatal("delta applied to the first version is not the second")
+	}
+}
+
+// TestReconnectResumes: an agent that names the current version and this
+// controller's nonce gets an empty delta; one that names the version
+// before gets the delta from it; one with another nonce or an older
+// version gets a full snapshot.
+func TestReconnectResumes(t *testing.T) {
+	h, _ := start(t, Config{Nonce: "n1"})
+	nodes := []string{"node-a"}
+	p1 := bigPolicies(nodes, 20, 2)
+	h.srv.Update(p1)
+	v1 := h.srv.Nodes()[0].Version
+	p2 := withCluster(p1, 3)
+	h.srv.Update(p2)
+	v2 := h.srv.Nodes()[0].Version
+	for _, tc := range []struct {
+		name    string
+		nonce   string
+		version uint64
+		check   func(s *weftv1.PolicySnapshot) bool
+	}{
+		{"current", "n1", v2, func(s *weftv1.PolicySnapshot) bool {
+			return s.Version == v2 && s.BaseVersion == v2 && s.Delta != nil && s.Delta.Empty() && s.Policy == nil
+		}},
+		{"previous", "n1", v1, func(s *weftv1.PolicySnapshot) bool {
+			return s.Version == v2 && s.BaseVersion == v1 && len(s.Delta.GetClusters()) == 1
+		}},
+		{"other controller", "n0", v2, func(s *weftv1.PolicySnapshot) bool { return s.Version == v2 && proto.Equal(s.Policy, p2["node-a"]) }},
+		{"older", "n1", v1 - 1, func(s *weftv1.PolicySnapshot) bool { return s.Version == v2 && s.Delta == nil && s.Policy != nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			st := h.subscribeAt(t, ctx, "tok-a", "node-a", tc.nonce, tc.version)
+			s, err := recv(t, st, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(s) {
+				t.Fatalf("got version %d base %d delta %v policy? %v", s.Version, s.BaseVersion, s.Delta, s.Policy != nil)
+			}
+		})
+	}
+}
+
+// TestNackedDeltaResyncs: a NACK with resync is answered with the full
+// snapshot of the current version; after a plain NACK, the next version
+// comes in full (the agent kept an older one).
+func TestNackedDeltaResyncs(t *testing.T) {
+	h, _ := start(t, Config{Nonce: "n1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := bigPolicies([]string{"node-a"}, 20, 2)
+	h.srv.Update(p)
+	a := h.subscribe(t, ctx, "tok-a", "node-a")
+	s1, err := recv(t, a, 5*time.Second)
+	if err != nil || s1.Policy == nil {
+		t.Fatal(s1, err)
+	}
+	_ = a.Send(&weftv1.PolicyRequest{Version: s1.Version})
+	p = withCluster(p, 1)
+	h.srv.Update(p)
+	s2, err := recv(t, a, 5*time.Second)
+	if err != nil || s2.Delta == nil {
+		t.Fatal(s2, err)
+	}
+	// base mismatch (say): NACK with resync, get the full snapshot
+	_ = a.Send(&weftv1.PolicyRequest{Version: s2.Version, Error: "delta base 1 is not the version in force", Resync: true})
+	s3, err := recv(t, a, 5*time.Second)
+	if err != nil || s3.Policy == nil || s3.Version != s2.Version || !proto.Equal(s3.Policy, p["node-a"]) {
+		t.Fatalf("after resync NACK: %v %v", s3, err)
+	}
+	_ = a.Send(&weftv1.PolicyRequest{Version: s3.Version})
+	waitState(t, h.srv, "node-a", func(n NodeState) bool { return n.AckedVersion == s3.Version })
+
+	// next change: a delta again; refused (invalid, say), no resync asked
+	p = withCluster(p, 2)
+	h.srv.Update(p)
+	s4, err := recv(t, a, 5*time.Second)
+	if err != nil || s4.Delta == nil || s4.BaseVersion != s3.Version {
+		t.Fatal(s4, err)
+	}
+	_ = a.Send(&weftv1.PolicyRequest{Version: s4.Version, Error: "invalid policy"})
+	waitState(t, h.srv, "node-a", func(n NodeState) bool { return n.NackedVersion == s4.Version })
+	pending := expectNone(t, a, 100*time.Millisecond)
+	p = withCluster(p, 3)
+	h.srv.Update(p)
+	select {
+	case r := <-pending:
+		if r.err != nil || r.snap.Policy == nil || r.snap.Delta != nil {
+			t.Fatalf("after a NACK: %v %v", r.snap, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no snapshot")
+	}
+}
+
+// TestDifferMatchesDiff: the server's shared-encoding delta, applied, gives
+// the new policy, like weftv1.Diff, for every kind of change at once.
+func TestDifferMatchesDiff(t *testing.T) {
+	nodes := []string{"node-a", "node-b", "node-c"}
+	p1 := bigPolicies(nodes, 30, 3)
+	p2 := withCluster(p1, 4)
+	svcs := append([]*weftv1.ServicePort(nil), p2["node-a"].Services[1:]...) // svc-0000 removed
+	svcs[3] = proto.Clone(svcs[3]).(*weftv1.ServicePort)
+	svcs[3].Producer = &weftv1.RouteTable{Kind: weftv1.RouteKind_ROUTE_KIND_HTTP}
+	tunnels := map[string]string{"node-a": "172.30.0.1:15008", "node-c": "172.30.0.33:15008", "node-d": "172.30.0.4:15008"}
+	for _, n := range nodes {
+		p2[n].Services, p2[n].NodeTunnels = svcs, tunnels
+	}
+	p2["node-b"].Workloads = nil
+	p2["node-c"].Authz = []*weftv1.AuthzPolicy{{Name: "ns/deny", Action: weftv1.AuthzAction_AUTHZ_ACTION_DENY}}
+	d := newDiffer(nil)
+	for _, n := range nodes {
+		nd, err := d.diff(p1[n], p2[n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := weftv1.ApplyDelta(p1[n], nd.msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got, p2[n]) {
+			t.Fatalf("%s: applied %v\nwant %v", n, got, p2[n])
+		}
+		ref := weftv1.Diff(p1[n], p2[n])
+		if !proto.Equal(ref, nd.msg) {
+			t.Errorf("%s: delta %v\nDiff %v", n, nd.msg, ref)
+		}
+		// the wire encoding decodes to the delta
+		w := newDeltaWireSnapshot(9, 8, "n1", nd)
+		var s weftv1.PolicySnapshot
+		if err := proto.Unmarshal(wireBytes(w), &s); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(s.Delta, nd.msg) || s.BaseVersion != 8 || s.Version != 9 || s.ControllerNonce != "n1" || w.Size() != len(wireBytes(w)) {
+			t.Fatalf("%s: wire %v", n, &s)
+		}
+	}
+	if nd, _ := newDiffer(nil).diff(p2["node-a"], p2["node-a"]); nd != nil {
+		t.Fatalf("no change gave %v", nd.msg)
+	}
+}
+
+// TestAgentWithoutDeltasGetsFullSnapshots: an agent that does not say it
+// applies deltas (one built before them) gets every version in full, also
+// when it names the version it has.
+func TestAgentWithoutDeltasGetsFullSnapshots(t *testing.T) {
+	h, _ := start(t, Config{Nonce: "n1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := bigPolicies([]string{"node-a"}, 20, 2)
+	h.srv.Update(p)
+	st, err := h.client.Stream(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer tok-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&weftv1.PolicyRequest{Node: "node-a", Version: h.srv.Nodes()[0].Version, ControllerNonce: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		s, err := recv(t, st, 5*time.Second)
+		if err != nil || s.Policy == nil || s.Delta != nil || !proto.Equal(s.Policy, p["node-a"]) {
+			t.Fatalf("version %d: delta %v, policy %v, %v", i, s.GetDelta() != nil, s.GetPolicy() != nil, err)
+		}
+		_ = st.Send(&weftv1.PolicyRequest{Version: s.Version})
+		p = withCluster(p, i)
+		h.srv.Update(p)
+	}
+}

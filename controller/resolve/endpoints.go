@@ -1,0 +1,120 @@
+package resolve
+
+import (
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// resolveEndpoints is Resolve when only the EndpointSlices of the Services
+// in reuse.StaleServices changed since reuse.Previous was resolved (the
+// caller knows: Reuse.OnlyEndpoints). Only clusters read EndpointSlices,
+// so everything else of the previous Output holds: the clusters of the
+// stale Services are built again and every node that has clusters gets
+// them; routes are not compiled again. ok is false when the previous
+// Output does not fit (a stale Service or port it has a cluster of is
+// gone): resolve in full.
+func resolveEndpoints(in *Input) (out Output, ok bool) {
+	reuse := in.Reuse
+	prev := reuse.Previous
+	var old []*weftv1.Cluster
+	for _, p := range prev.Nodes {
+		if len(p.Clusters) > 0 {
+			old = p.Clusters
+			break
+		}
+	}
+	out = *prev
+	if len(old) == 0 {
+		return out, true // no node has clusters
+	}
+	// index only the namespaces the stale Services' endpoints are in: a
+	// round of endpoint churn touches a few of them, not 100k pods
+	only := map[string]bool{}
+	for k := range reuse.StaleServices {
+		ns, _, _ := strings.Cut(k, "/")
+		only[ns] = true
+	}
+	for i := range in.EndpointSlices {
+		es := &in.EndpointSlices[i]
+		if !reuse.StaleServices[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			if ep.TargetRef != nil && ep.TargetRef.Namespace != "" {
+				only[ep.TargetRef.Namespace] = true
+			}
+		}
+	}
+	r := &resolver{ix: newIndexIn(in, only), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
+	clusters := make([]*weftv1.Cluster, len(old))
+	for i, c := range old {
+		ns, svc, port, isSvc := serviceCluster(c.GetName())
+		if !isSvc || !reuse.StaleServices[ns+"/"+svc] {
+			clusters[i] = c
+			continue
+		}
+		s := r.ix.services[objKey{ns, svc}]
+		if s == nil {
+			return Output{}, false
+		}
+		var sp *corev1.ServicePort
+		for j := range s.Spec.Ports {
+			if p := &s.Spec.Ports[j]; int(p.Port) == port && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
+				sp = p
+				break
+			}
+		}
+		if sp == nil {
+			return Output{}, false
+		}
+		clusters[i] = &weftv1.Cluster{Name: c.GetName(), Protocol: c.GetProtocol(), Endpoints: r.serviceEndpoints(s, *sp)}
+	}
+	out.Nodes = make(map[string]*weftv1.NodePolicy, len(prev.Nodes))
+	for n, p := range prev.Nodes {
+		if len(p.Clusters) == 0 {
+			out.Nodes[n] = p
+			continue
+		}
+		out.Nodes[n] = withClusters(p, clusters)
+	}
+	return out, true
+}
+
+// withClusters is a shallow copy of p (every field, whatever the proto
+// gains later) with clusters instead of its own.
+func withClusters(p *weftv1.NodePolicy, clusters []*weftv1.Cluster) *weftv1.NodePolicy {
+	src := p.ProtoReflect()
+	dst := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		dst.Set(fd, v)
+		return true
+	})
+	np := proto.Message(dst.Interface()).(*weftv1.NodePolicy)
+	np.Clusters = clusters
+	return np
+}
+
+// serviceCluster parses a Service port's cluster name,
+// "<namespace>/<service>:<port>"; false for an XBackend's.
+func serviceCluster(name string) (ns, svc string, port int, ok bool) {
+	ns, rest, ok := strings.Cut(name, "/")
+	if !ok || strings.Contains(rest, "/") {
+		return "", "", 0, false
+	}
+	svc, p, ok := strings.Cut(rest, ":")
+	if !ok {
+		return "", "", 0, false
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", "", 0, false
+	}
+	return ns, svc, port, true
+}

@@ -1,0 +1,80 @@
+package resolve
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// TestReuseGivesTheSameOutput: for every golden input, resolving with
+// Reuse of an earlier resolution renders exactly what resolving without it
+// does: with nothing changed, and after every EndpointSlice changed with
+// its Service marked stale (the controller's endpoint churn).
+func TestReuseGivesTheSameOutput(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatal(cases, err)
+	}
+	for _, path := range cases {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".in.yaml"), func(t *testing.T) {
+			in, err := loadCase(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prev := Resolve(in)
+
+			same := in
+			same.Reuse = ReuseOf(prev)
+			same.Reuse.WorkloadsValid = true
+			compareRendered(t, "unchanged", Resolve(same), prev)
+
+			changed, err := loadCase(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stale := map[string]bool{}
+			for i := range changed.EndpointSlices {
+				es := &changed.EndpointSlices[i]
+				for j := range es.Endpoints {
+					ready := es.Endpoints[j].Conditions.Ready == nil || *es.Endpoints[j].Conditions.Ready
+					notReady := !ready
+					es.Endpoints[j].Conditions.Ready = &notReady
+				}
+				if len(es.Endpoints) > 1 {
+					es.Endpoints = es.Endpoints[1:]
+				}
+				stale[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] = true
+			}
+			want := Resolve(changed)
+			changed.Reuse = ReuseOf(prev)
+			changed.Reuse.StaleServices, changed.Reuse.WorkloadsValid = stale, true
+			compareRendered(t, "endpoints changed", Resolve(changed), want)
+			// nothing else changed: the previous Output with the stale
+			// clusters rebuilt, routes not compiled again
+			changed.Reuse = ReuseOf(prev)
+			changed.Reuse.StaleServices, changed.Reuse.WorkloadsValid, changed.Reuse.OnlyEndpoints = stale, true, true
+			if _, ok := resolveEndpoints(&changed); !ok {
+				t.Fatal("the endpoints-only resolution did not apply")
+			}
+			compareRendered(t, "only endpoints changed", Resolve(changed), want)
+		})
+	}
+}
+
+func compareRendered(t *testing.T, what string, got, want Output) {
+	t.Helper()
+	g, err := render(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := render(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(g, w) {
+		t.Fatalf("%s: with Reuse:\n%s", what, lineDiff(string(w), string(g)))
+	}
+}

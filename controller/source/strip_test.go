@@ -1,0 +1,79 @@
+package source
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/api/mesh"
+)
+
+// TestStripSlimsPods: the cached pod keeps its metadata and every field
+// podChanged compares (what resolution reads), not its containers,
+// volumes or container statuses.
+func TestStripSlimsPods(t *testing.T) {
+	now := metav1.Now()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u", Labels: map[string]string{"app": "a"}, DeletionTimestamp: &now,
+			Annotations:   map[string]string{mesh.AnnotationMTLS: "strict", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}},
+		Spec: corev1.PodSpec{NodeName: "n", ServiceAccountName: "sa", HostNetwork: true,
+			Containers: []corev1.Container{{Name: "c", Image: "i", Env: []corev1.EnvVar{{Name: "A", Value: "B"}}}},
+			Volumes:    []corev1.Volume{{Name: "v"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}},
+			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now, Message: "m"}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "c"}}},
+	}
+	before := p.DeepCopy()
+	got, err := strip(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := got.(*corev1.Pod)
+	if podChanged(before, s) {
+		t.Fatal("the slim pod differs from the pod in what resolution reads")
+	}
+	if len(s.Spec.Containers)+len(s.Spec.Volumes)+len(s.Status.ContainerStatuses) != 0 || s.ManagedFields != nil ||
+		s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] != "" || s.Status.Conditions[0].Message != "" {
+		t.Fatalf("slim pod keeps %+v", s)
+	}
+	if s.UID != "u" || s.Labels["app"] != "a" || s.DeletionTimestamp == nil {
+		t.Fatalf("metadata lost: %+v", s.ObjectMeta)
+	}
+}
+
+// TestChanges: what changed since the last take, by kind; the first take
+// says Other; events resolution does not read only make copies stale.
+func TestChanges(t *testing.T) {
+	s := &Source{}
+	if c := s.takeChanges(); !c.Other {
+		t.Fatalf("first changes %+v, want Other", c)
+	}
+	slice := func(svc string) *discoveryv1.EndpointSlice {
+		return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: svc + "-x", Labels: map[string]string{discoveryv1.LabelServiceName: svc}}}
+	}
+	s.record(slice("a"), true)
+	s.record(cache.DeletedFinalStateUnknown{Obj: slice("b")}, true)
+	s.record(&gwv1.HTTPRoute{}, true)
+	s.record(&corev1.Pod{}, false)
+	c := s.takeChanges()
+	if c.Other || c.Pods || !c.Routes || len(c.Slices) != 2 || !c.Slices["ns/a"] || !c.Slices["ns/b"] {
+		t.Fatalf("changes %+v", c)
+	}
+	if s.gens["pods"] != 1 || s.gens["slices"] != 2 {
+		t.Fatalf("generations %v", s.gens)
+	}
+	s.record(&corev1.Pod{}, true)
+	s.record(&corev1.Service{}, true)
+	if c := s.takeChanges(); !c.Pods || !c.Other || c.Routes {
+		t.Fatalf("changes %+v", c)
+	}
+	s.record(nil, true)
+	if c := s.takeChanges(); !c.Other {
+		t.Fatalf("an unknown change: %+v", c)
+	}
+}

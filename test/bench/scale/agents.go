@@ -1,0 +1,203 @@
+package scale
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// Received is one snapshot a simulated agent received.
+type Received struct {
+	Node    int
+	Version uint64
+	// Base is the delta's base version; 0 for a full snapshot.
+	Base  uint64
+	Bytes int
+	Full  bool
+	// At is when the agent had it and sent its answer (Unix ns).
+	At int64
+	// Nack: the agent refused it (a delta on another version than its own).
+	Nack bool
+}
+
+// header is what a simulated agent decodes of a PolicySnapshot: the
+// version fields and the size. The policy or delta itself is skipped: the
+// 1,000 agents share the benchmark machine's 2 cores with the controller,
+// while real agents decode on their own nodes (agent/policy applies and
+// validates; its tests cover that).
+type header struct {
+	weftv1.PolicySnapshot
+	size  int
+	full  bool
+	delta bool
+}
+
+// headerCodec decodes a PolicySnapshot's header fields only.
+type headerCodec struct{}
+
+func (headerCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, err := proto.Marshal(v.(proto.Message))
+	return mem.BufferSlice{mem.SliceBuffer(b)}, err
+}
+
+func (headerCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	h := v.(*header)
+	h.size = data.Len()
+	// the head fields come first (push encodes them first); 256 bytes
+	// hold them
+	var b []byte
+	for _, buf := range data {
+		b = append(b, buf.ReadOnlyData()...)
+		if len(b) >= 256 {
+			break
+		}
+	}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil // cut inside a field we skip
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			h.Version, n = protowire.ConsumeVarint(b)
+		case num == 2 && typ == protowire.BytesType:
+			var s string
+			s, n = protowire.ConsumeString(b)
+			h.ControllerNonce = s
+		case num == 5 && typ == protowire.VarintType:
+			h.BaseVersion, n = protowire.ConsumeVarint(b)
+		case num == 3:
+			h.full = true
+			return nil
+		case num == 6:
+			h.delta = true
+			return nil
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return nil
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func (headerCodec) Name() string { return "proto" }
+
+// RunAgents runs one simulated agent per node (node-0 ... node-(nodes-1),
+// token "tok-<n>") against addr until ctx ends, each on its own
+// connection as on a real cluster. An agent ACKs a full snapshot, ACKs a
+// delta whose base is its version, and NACKs (resync) any other delta, as
+// agent/policy does; it reconnects with its version and the controller's
+// nonce. ready is called once every stream has subscribed. It returns
+// every snapshot received.
+func RunAgents(ctx context.Context, addr string, nodes int, ready func()) []Received {
+	var mu sync.Mutex
+	var got []Received
+	var subscribed sync.WaitGroup
+	subscribed.Add(nodes)
+	var wg sync.WaitGroup
+	for n := 0; n < nodes; n++ {
+		wg.Go(func() {
+			once := sync.OnceFunc(subscribed.Done)
+			defer once()
+			var version uint64
+			var nonce string
+			for ctx.Err() == nil {
+				rs, err := agentStream(ctx, addr, n, &version, &nonce, once)
+				mu.Lock()
+				got = append(got, rs...)
+				mu.Unlock()
+				if err != nil && ctx.Err() == nil {
+					time.Sleep(time.Second)
+				}
+			}
+		})
+	}
+	go func() {
+		subscribed.Wait()
+		if ready != nil {
+			ready()
+		}
+	}()
+	wg.Wait()
+	return got
+}
+
+func agentStream(ctx context.Context, addr string, n int, version *uint64, nonce *string, subscribed func()) ([]Received, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodecV2(headerCodec{})))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	desc := &grpc.StreamDesc{StreamName: "Stream", ServerStreams: true, ClientStreams: true}
+	st, err := conn.NewStream(metadata.AppendToOutgoingContext(ctx, "authorization", fmt.Sprintf("Bearer tok-%d", n)), desc, "/weft.v1.Policy/Stream")
+	if err != nil {
+		return nil, err
+	}
+	node := nodeName(n)
+	if err := st.SendMsg(&weftv1.PolicyRequest{Node: node, Version: *version, ControllerNonce: *nonce, Deltas: true}); err != nil {
+		return nil, err
+	}
+	subscribed()
+	var out []Received
+	for {
+		var h header
+		if err := st.RecvMsg(&h); err != nil {
+			return out, err
+		}
+		r := Received{Node: n, Version: h.Version, Base: h.BaseVersion, Bytes: h.size, Full: h.full}
+		ans := &weftv1.PolicyRequest{Version: h.Version}
+		switch {
+		case h.delta && (h.BaseVersion != *version || h.ControllerNonce != *nonce):
+			ans.Error, ans.Resync, r.Nack = fmt.Sprintf("delta against %d, in force %d", h.BaseVersion, *version), true, true
+		default:
+			*version, *nonce = h.Version, h.ControllerNonce
+		}
+		r.At = time.Now().UnixNano()
+		out = append(out, r)
+		if err := st.SendMsg(ans); err != nil {
+			return out, err
+		}
+	}
+}
+
+// WriteReceived writes rs as lines "node version base bytes full at nack".
+func WriteReceived(w io.Writer, rs []Received) error {
+	bw := bufio.NewWriter(w)
+	for _, r := range rs {
+		fmt.Fprintf(bw, "%d %d %d %d %t %d %t\n", r.Node, r.Version, r.Base, r.Bytes, r.Full, r.At, r.Nack)
+	}
+	return bw.Flush()
+}
+
+// ReadReceived reads what WriteReceived wrote.
+func ReadReceived(r io.Reader) ([]Received, error) {
+	var out []Received
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var x Received
+		if _, err := fmt.Sscan(sc.Text(), &x.Node, &x.Version, &x.Base, &x.Bytes, &x.Full, &x.At, &x.Nack); err != nil {
+			return nil, fmt.Errorf("read received %q: %w", sc.Text(), err)
+		}
+		out = append(out, x)
+	}
+	return out, sc.Err()
+}
