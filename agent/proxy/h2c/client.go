@@ -110,68 +110,26 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := cc.c
 	ctx := req.Context()
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	var (
-		body     []byte
-		bodyDone bool
-		bp       *[]byte
-	)
-	if hasBody {
-		cp, ok := req.Body.(completer)
-		if req.GetBody != nil && req.ContentLength >= 0 && req.ContentLength <= syncBodyMax || ok && cp.complete() {
-			bp = syncPool.Get().(*[]byte)
-			var err error
-			body, bodyDone, err = readUpTo(req.Body, (*bp)[:0], syncBodyMax)
-			if err != nil {
-				syncPool.Put(bp)
-				req.Body.Close()
-				return nil, fmt.Errorf("read request body: %w", err)
-			}
-		}
-	}
-	if bp != nil {
-		defer func() { *bp = body[:0]; syncPool.Put(bp) }()
-	}
-	cs := &clientStream{req: req, ready: make(chan struct{})}
-	trailers := hasTrailers(req.Trailer)
-	c.lockW()
-	c.mu.Lock()
-	if c.closed || c.goingAway || uint32(len(c.streams)) >= c.peerMaxStreams || c.nextID >= maxWindow {
-		c.mu.Unlock()
-		c.unlockW(nil)
-		if hasBody && !bodyDone {
-			req.Body.Close()
-		}
-		return nil, ErrGoingAway
-	}
-	id := c.nextID
-	c.nextID += 2
-	s := c.newStreamLocked(id)
-	s.client, s.onAbort, cs.s = cs, cs.wake, s
-	// the body that fits the windows leaves with the header
-	n := 0
-	if bodyDone {
-		n = int(min(int64(len(body)), s.sendWindow, c.sendWindow))
-		s.sendWindow -= int64(n)
-		c.sendWindow -= int64(n)
-	}
-	maxFrm := int(min(c.peerMaxFrm, maxWriteFrame))
-	c.mu.Unlock()
-	c.hbuf.Reset()
-	cs.encodeFields(c.henc, false)
-	endNow := !hasBody || bodyDone && len(body) == 0 && !trailers
-	err := c.writeHeaderBlock(id, endNow)
-	allSent := bodyDone && n == len(body) && !trailers
-	for chunk := body[:n]; err == nil && len(chunk) > 0; {
-		m := min(len(chunk), maxFrm)
-		err = c.fr.WriteData(id, allSent && m == len(chunk), chunk[:m])
-		chunk = chunk[m:]
-	}
-	if endNow || allSent {
-		s.sentEnd = true
-	}
-	if err := c.unlockW(err); err != nil {
+	body, bodyDone, bp, err := readBodyAtHand(req, hasBody)
+	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if bp != nil { // nil once a body-writing goroutine owns the buffer
+			*bp = body[:0]
+			syncPool.Put(bp)
+		}
+	}()
+	cs := &clientStream{req: req, ready: make(chan struct{})}
+	trailers := hasTrailers(req.Trailer)
+	op, err := cc.open(cs, body, bodyDone, !hasBody, trailers)
+	if err != nil {
+		if err == ErrGoingAway && hasBody && !bodyDone { // open returns it bare
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	s := cs.s
 	// the request's context ending resets the stream, before the response
 	// (waking this wait) or after it (failing the body's reads); no Done
 	// channel or select per request
@@ -179,10 +137,10 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch {
 	case !hasBody:
 	case bodyDone:
-		if !endNow && !allSent {
-			if err := s.send(cs, false, body[n:], trailers, true); err != nil {
+		if !op.ended {
+			if err := s.send(cs, false, body[op.sent:], trailers, true); err != nil {
 				stop()
-				c.resetStream(id, http2.ErrCodeCancel, err)
+				c.resetStream(s.id, http2.ErrCodeCancel, err)
 				return nil, err
 			}
 		}
@@ -206,6 +164,81 @@ func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		cs.stop = stop
 	}
 	return cs.resp, nil
+}
+
+// readBodyAtHand reads a request body that is at hand (replayable and
+// small, or received whole) into a pooled buffer, so that it can leave
+// with the header; done reports it was read to its end. bp is nil when
+// the body is left to stream.
+func readBodyAtHand(req *http.Request, hasBody bool) (body []byte, done bool, bp *[]byte, err error) {
+	if !hasBody {
+		return nil, false, nil, nil
+	}
+	cp, ok := req.Body.(completer)
+	if !(req.GetBody != nil && req.ContentLength >= 0 && req.ContentLength <= syncBodyMax || ok && cp.complete()) {
+		return nil, false, nil, nil
+	}
+	bp = syncPool.Get().(*[]byte)
+	body, done, err = readUpTo(req.Body, (*bp)[:0], syncBodyMax)
+	if err != nil {
+		syncPool.Put(bp)
+		req.Body.Close()
+		return nil, false, nil, fmt.Errorf("read request body: %w", err)
+	}
+	return body, done, bp, nil
+}
+
+// opened is what open wrote: sent bytes of the body left with the header,
+// and ended says the stream's sending side is done (END_STREAM sent).
+type opened struct {
+	sent  int
+	ended bool
+}
+
+// open starts cs's stream: under the write lock it takes a stream id and
+// writes the header and as much of a body read to its end (bodyDone) as
+// the flow-control windows allow, ending the stream when nothing is left
+// to send. It fails with ErrGoingAway when the connection takes no new
+// stream.
+func (cc *ClientConn) open(cs *clientStream, body []byte, bodyDone, noBody, trailers bool) (opened, error) {
+	c := cc.c
+	c.lockW()
+	c.mu.Lock()
+	if c.closed || c.goingAway || uint32(len(c.streams)) >= c.peerMaxStreams || c.nextID >= maxWindow {
+		c.mu.Unlock()
+		c.unlockW(nil)
+		return opened{}, ErrGoingAway
+	}
+	id := c.nextID
+	c.nextID += 2
+	s := c.newStreamLocked(id)
+	s.client, s.onAbort, cs.s = cs, cs.wake, s
+	// the body that fits the windows leaves with the header
+	n := 0
+	if bodyDone {
+		n = int(min(int64(len(body)), s.sendWindow, c.sendWindow))
+		s.sendWindow -= int64(n)
+		c.sendWindow -= int64(n)
+	}
+	maxFrm := int(min(c.peerMaxFrm, maxWriteFrame))
+	c.mu.Unlock()
+	c.hbuf.Reset()
+	cs.encodeFields(c.henc, false)
+	endNow := noBody || bodyDone && len(body) == 0 && !trailers
+	err := c.writeHeaderBlock(id, endNow)
+	allSent := bodyDone && n == len(body) && !trailers
+	for chunk := body[:n]; err == nil && len(chunk) > 0; {
+		m := min(len(chunk), maxFrm)
+		err = c.fr.WriteData(id, allSent && m == len(chunk), chunk[:m])
+		chunk = chunk[m:]
+	}
+	if endNow || allSent {
+		s.sentEnd = true
+	}
+	if err := c.unlockW(err); err != nil {
+		return opened{}, err
+	}
+	return opened{sent: n, ended: endNow || allSent}, nil
 }
 
 var syncPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}

@@ -87,6 +87,30 @@ func TestRoundTripLargeBodiesBothWays(t *testing.T) {
 	}
 }
 
+// wholeBody is a body whose bytes are all buffered (a completer), as this
+// package's request bodies are once their END_STREAM arrived.
+type wholeBody struct{ *bytes.Reader }
+
+func (wholeBody) complete() bool { return true }
+func (wholeBody) Close() error   { return nil }
+
+// TestRoundTripWholeBodyOverSyncMax: a body received whole but larger than
+// what leaves with the header starts in the caller's goroutine and streams
+// the rest from a goroutine, the read part first.
+func TestRoundTripWholeBodyOverSyncMax(t *testing.T) {
+	cc, _ := pair(t, ServerConfig{}, echoHandler)
+	body := bytes.Repeat([]byte("abcdefgh"), 3*syncBodyMax/8) // 3x syncBodyMax
+	resp, err := cc.RoundTrip(request(context.Background(), "PUT", "/whole", wholeBody{bytes.NewReader(body)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("echoed %d bytes (%v), want %d", len(got), err, len(body))
+	}
+}
+
 func TestRoundTripConcurrentStreams(t *testing.T) {
 	cc, _ := pair(t, ServerConfig{MaxConcurrentStreams: 50}, echoHandler)
 	var wg sync.WaitGroup
