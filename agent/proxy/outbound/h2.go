@@ -38,8 +38,8 @@ func newH2Server(p *Proxy) *h2c.ServerConfig {
 
 // newH2Client is the client of upstream h2c and gRPC connections: each is
 // one tunnel stream (or a plaintext TCP connection), multiplexed.
-func newH2Client(p *Proxy) *h2c.Client[h1key] {
-	return h2c.NewClient(func(ctx context.Context, k h1key) (net.Conn, error) {
+func newH2Client(p *Proxy) *h2c.Client[upstreamKey] {
+	return h2c.NewClient(func(ctx context.Context, k upstreamKey) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 		defer cancel()
 		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)

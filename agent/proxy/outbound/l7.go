@@ -285,10 +285,11 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	out = out.WithContext(ctx)
 	var resp *http.Response
 	var err error
+	key := upstreamKey{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}
 	if !h2 && upgrade == "" && out.ContentLength >= 0 {
-		resp, err = p.h1.RoundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
+		resp, err = p.h1.RoundTrip(ctx, key, out)
 	} else if h2 {
-		resp, err = p.h2.RoundTrip(ctx, h1key{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}, out)
+		resp, err = p.h2.RoundTrip(ctx, key, out)
 	} else {
 		resp, err = p.up.get(rq.info.src, ep.Identity).RoundTrip(out)
 	}

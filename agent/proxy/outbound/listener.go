@@ -15,9 +15,9 @@ import (
 // endpoint.
 const maxIdlePerKey = 64
 
-// h1key names an upstream HTTP/1.1 connection: who dials, through which
-// node, to which endpoint.
-type h1key struct {
+// upstreamKey names an upstream connection (HTTP/1.1, or h2c and gRPC):
+// who dials, through which node, to which endpoint.
+type upstreamKey struct {
 	src, dst spiffeid.ID
 	node     string
 	addr     netip.AddrPort

@@ -86,9 +86,9 @@ type Proxy struct {
 	cfg  Config
 	snap atomic.Pointer[Snapshot]
 	up   *upstreams
-	h1   *http1.Client[h1key]
+	h1   *http1.Client[upstreamKey]
 	// h2 is the HTTP/2 client of upstream h2c and gRPC connections
-	h2 *h2c.Client[h1key]
+	h2 *h2c.Client[upstreamKey]
 	// h1srv serves captured HTTP/1.1 clients (h2c goes to h2srv)
 	h1srv *http1.Server
 	h2srv *h2c.ServerConfig
@@ -133,7 +133,7 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{cfg: cfg, budget: limits.NewBudget(cfg.Limits), upstreamLog: rate.NewLimiter(1, 5)}
 	p.dial = endpointDialer(cfg.Tunnel)
 	p.up = newUpstreams(p.dial, cfg.DialTimeout)
-	p.h1 = http1.NewClient(func(ctx context.Context, k h1key) (net.Conn, error) {
+	p.h1 = http1.NewClient(func(ctx context.Context, k upstreamKey) (net.Conn, error) {
 		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
 	}, maxIdlePerKey)
 	p.h2 = newH2Client(p)
