@@ -61,7 +61,13 @@ func (g *Group) Serve(l net.Listener, handle func(net.Conn)) error {
 		return ErrClosed
 	}
 	g.listeners[l] = struct{}{}
+	// The loop counts as live until it returns: a connection Accept
+	// returned just as a drain closed l is counted before the loop can
+	// return, so a drain waiting for Live to reach zero never ends (and
+	// closes what it serves with) before that connection is served.
+	g.live++
 	g.mu.Unlock()
+	defer g.done()
 	var delay time.Duration
 	for {
 		c, err := l.Accept()
@@ -194,14 +200,15 @@ func (g *Group) Close() {
 	}
 }
 
-// Live counts the handlers Serve started that have not returned.
+// Live counts the handlers Serve started that have not returned, and the
+// Serve loops themselves (a drain or Close ends them).
 func (g *Group) Live() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.live
 }
 
-// Wait waits until no handler Serve started runs.
+// Wait waits until no handler Serve started, and no Serve loop, runs.
 func (g *Group) Wait() {
 	g.mu.Lock()
 	defer g.mu.Unlock()

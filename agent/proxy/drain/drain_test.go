@@ -71,8 +71,8 @@ func TestServeAndClose(t *testing.T) {
 	}
 	defer c.Close()
 	<-handled
-	if g.Live() != 1 {
-		t.Fatalf("live %d", g.Live())
+	if g.Live() != 2 {
+		t.Fatalf("live %d, want 2 (the handler and the accept loop)", g.Live())
 	}
 	g.Close()
 	if err := <-served; !errors.Is(err, ErrClosed) {
@@ -165,5 +165,72 @@ func TestDrainTimeout(t *testing.T) {
 	defer cancel()
 	if err := g.Drain(ctx, func() bool { return false }); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// handListener's first Accept holds a connection until told to return it:
+// a connection the kernel handed over just as a drain closed the listener.
+type handListener struct {
+	net.Listener
+	accepting, give chan struct{}
+	closed          chan struct{}
+	once            atomic.Bool
+}
+
+func (l *handListener) Accept() (net.Conn, error) {
+	if l.once.CompareAndSwap(false, true) {
+		close(l.accepting)
+		<-l.give
+		a, _ := net.Pipe()
+		return a, nil
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *handListener) Close() error {
+	if l.once.Load() {
+		select {
+		case <-l.closed:
+		default:
+			close(l.closed)
+		}
+	}
+	return nil
+}
+
+// A drain that waits for Live to reach zero does not end while a
+// connection accepted as it began has not been handed to its handler:
+// ending then would close (reset) a connection the client already wrote
+// its request on.
+func TestDrainWaitsForAConnectionInAccept(t *testing.T) {
+	var g Group
+	l := &handListener{accepting: make(chan struct{}), give: make(chan struct{}), closed: make(chan struct{})}
+	var handled atomic.Bool
+	served := make(chan error, 1)
+	go func() {
+		served <- g.Serve(l, func(c net.Conn) {
+			defer c.Close()
+			time.Sleep(10 * time.Millisecond)
+			handled.Store(true)
+		})
+	}()
+	<-l.accepting
+	drained := make(chan error, 1)
+	go func() { drained <- g.Drain(context.Background(), func() bool { return g.Live() == 0 }) }()
+	select {
+	case err := <-drained:
+		t.Fatalf("drain ended (%v) with a connection in Accept's hands", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(l.give)
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	if !handled.Load() {
+		t.Fatal("drain ended before the accepted connection was served")
+	}
+	if err := <-served; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve returned %v", err)
 	}
 }
