@@ -23,6 +23,14 @@ import (
 // serves them. Every request is answered, and no backend saw a connection
 // from the client pod's own IP (that would be a connection that bypassed
 // the mesh: the node proxy connects from the node's address).
+//
+// The one exception is what no proxy can save (README, "Not guaranteed"):
+// a request the killed agent was serving at that instant, its connection
+// accepted and its bytes read by the process that died. Such a request was
+// dialed, started before the kill and failed as it died (the client records
+// each failure's times; the lab's pods share the host's clock). At 50 new
+// connections per second and about a millisecond each, a kill lands on one
+// now and then; any other failure (refused, timed out, cut later) fails.
 func testAgentKill9(t *testing.T, e *env) {
 	const node = "lab-node-1"
 	checkHostBPFFS(t, e, node)
@@ -55,6 +63,7 @@ func testAgentKill9(t *testing.T, e *env) {
 		done <- result{parseResult(stdout), stdout + stderr, err}
 	}()
 	time.Sleep(5 * time.Second)
+	killAt := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		<-done
 		t.Fatalf("kill -9 the agent (pid %d): %v", pid, err)
@@ -85,8 +94,10 @@ func testAgentKill9(t *testing.T, e *env) {
 	if res.err != nil {
 		t.Fatalf("weft-echo client: %v\n%s", res.err, res.out)
 	}
-	if want := rate * seconds; r.Requests != want || r.Errors != 0 || r.Status["200"] != want {
-		t.Errorf("%d of %d requests failed across the kill (want 0; last error %q)", want-r.Status["200"], want, r.LastError)
+	cut := cutAtTheKill(t, r, killAt, killed)
+	if want := rate * seconds; r.Requests != want || r.Status["200"] != want-cut {
+		t.Errorf("%d of %d requests failed across the kill, %d of them not in flight at the kill (want 0; last error %q)",
+			want-r.Status["200"], want, want-r.Status["200"]-cut, r.LastError)
 		t.Logf("warnings of the weft pods:\n%s", e.weftWarnings(60))
 	}
 	if direct != 0 {
@@ -99,6 +110,28 @@ func testAgentKill9(t *testing.T, e *env) {
 	if !strings.Contains(logs, `"listeners_from":"holder"`) {
 		t.Errorf("the restarted agent did not take its listeners from the holder (%s after the kill):\n%s", time.Since(killed).Round(time.Second), logs)
 	}
+}
+
+// cutAtTheKill logs every failed request of r and returns how many of
+// them the killed agent was serving: dialed, started before the kill and
+// failed within a second after it. With more failures than r records, it returns 0 (all
+// count against the test).
+func cutAtTheKill(t *testing.T, r echoResult, killAt, killed time.Time) int {
+	t.Helper()
+	if r.Errors == 0 || r.Errors > len(r.Failures) {
+		return 0
+	}
+	cut := 0
+	for _, f := range r.Failures {
+		// A cut connection fails as the process exits: at once.
+		inFlight := f.Dialed && f.Start.Before(killed) && !f.End.Before(killAt) && f.End.Before(killed.Add(time.Second))
+		if inFlight {
+			cut++
+		}
+		t.Logf("failed request: started %s, failed %s after the kill, dialed %v, in flight at the kill %v: %s",
+			f.Start.Sub(killAt).Round(time.Millisecond), f.End.Sub(killAt).Round(time.Millisecond), f.Dialed, inFlight, f.Error)
+	}
+	return cut
 }
 
 // checkHostBPFFS: after the install, the host's /sys/fs/bpf is a bpffs (the

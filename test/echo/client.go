@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -62,7 +64,23 @@ type Result struct {
 	// answer's "remote", without the port): a pod's own IP means the
 	// connection reached the backend directly, not through the mesh.
 	Remotes map[string]int `json:"remotes,omitempty"`
+	// Failures (HTTP) are the first MaxFailures requests that got no
+	// answer, with when each started and ended, so that a caller can tell
+	// a request cut in flight from one refused or timed out.
+	Failures []Failure `json:"failures,omitempty"`
 }
+
+// Failure is one HTTP request that got no answer.
+type Failure struct {
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Dialed: the connection was established (the error came after it).
+	Dialed bool   `json:"dialed"`
+	Error  string `json:"error"`
+}
+
+// MaxFailures bounds Result.Failures.
+const MaxFailures = 20
 
 func newResult() Result {
 	return Result{Pods: map[string]int{}, Status: map[string]int{}, Remotes: map[string]int{}}
@@ -137,6 +155,11 @@ func runHTTP(ctx context.Context, cfg ClientConfig) (Result, error) {
 			}
 			req.Header.Add(h[0], h[1])
 		}
+		var dialed atomic.Bool
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			ConnectDone: func(_, _ string, err error) { dialed.Store(err == nil) },
+		}))
+		start := time.Now()
 		a, code, err := doHTTP(hc, req)
 		mu.Lock()
 		defer mu.Unlock()
@@ -147,6 +170,9 @@ func runHTTP(ctx context.Context, cfg ClientConfig) (Result, error) {
 		if err != nil {
 			res.Errors++
 			res.LastError = err.Error()
+			if len(res.Failures) < MaxFailures {
+				res.Failures = append(res.Failures, Failure{Start: start, End: time.Now(), Dialed: dialed.Load(), Error: err.Error()})
+			}
 			return nil
 		}
 		if a.Pod != "" {

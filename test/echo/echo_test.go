@@ -224,6 +224,41 @@ func TestClientHTTPTally(t *testing.T) {
 	if res.Requests != 2 || res.Errors != 2 || len(res.Pods) != 0 || res.LastError == "" {
 		t.Errorf("result against a dead port = %+v", res)
 	}
+	if len(res.Failures) != 2 {
+		t.Fatalf("failures = %+v, want the 2 refused requests", res.Failures)
+	}
+	for _, f := range res.Failures {
+		if f.Dialed || f.Start.IsZero() || f.End.Before(f.Start) || !strings.Contains(f.Error, "refused") {
+			t.Errorf("failure against a dead port = %+v, want not dialed, refused, start <= end", f)
+		}
+	}
+}
+
+// A connection the server accepts and cuts before answering is a failure
+// that was dialed: what a request in flight in a killed proxy looks like.
+func TestClientFailureCutAfterDial(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Read(make([]byte, 4096))
+			c.Close()
+		}
+	}()
+	res, err := Run(context.Background(), ClientConfig{URL: "http://" + l.Addr().String() + "/", Count: 1, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 1 || len(res.Failures) != 1 || !res.Failures[0].Dialed {
+		t.Errorf("result = %+v, want one failure after the dial", res)
+	}
 }
 
 // With a rate, requests start on their own connections at that pace; the
