@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"os/exec"
 	"regexp"
@@ -493,6 +495,42 @@ func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad st
 	return sent, failed, lastBad
 }
 
+// followLog follows a weft-system pod's container log from now on; the
+// returned func gives what was logged so far (all of it once the pod is
+// gone, which ends the follow).
+func (e *env) followLog(pod, container string) func() string {
+	cmd := exec.Command("kubectl", "--kubeconfig", lab.Kubeconfig(), "-n", "weft-system", "logs", "-f", "--tail=20", pod, "-c", container)
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	w := lockedWriter{mu: &mu, w: &buf}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		return func() string { return "follow log: " + err.Error() }
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	e.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.String()
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // weftWarnings returns the last n WARN and ERROR lines of the weft pods' logs, each
 // prefixed with its pod.
 func (e *env) weftWarnings(n int) string {
@@ -519,18 +557,23 @@ func restartAgentUnderLoad(t *testing.T, e *env) string {
 		t.Fatalf("agent pods on lab-node-1: %v, want one", old)
 	}
 	start := time.Now()
+	oldLog := e.followLog(old[0], "agent") // gone with its pod: kept for a failure
 	sent, failed, lastErr := e.underLoad("the restart", func() {
 		e.kubectl("-n", "weft-system", "delete", "pod", old[0], "--wait=true")
 		e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
 	})
 	t.Logf("agent restart on lab-node-1 (old pod gone after %s): %d requests, %d failed (transport errors and non-200 answers; goal 0)",
 		time.Since(start).Round(100*time.Millisecond), sent, failed)
+	logs := ""
+	now := agentOn("lab-node-1")
+	if len(now) == 1 && now[0] != old[0] {
+		logs = e.kubectl("-n", "weft-system", "logs", now[0])
+	}
 	if failed != 0 {
 		t.Errorf("%d of %d requests failed while the agent restarted; last bad tally: %s", failed, sent, lastErr)
+		t.Logf("log of the old agent %s:\n%s\nlog of the new agent:\n%s", old[0], oldLog(), logs)
 	}
-	logs := ""
-	if now := agentOn("lab-node-1"); len(now) == 1 && now[0] != old[0] {
-		logs = e.kubectl("-n", "weft-system", "logs", now[0])
+	if len(now) == 1 && now[0] != old[0] {
 		if !strings.Contains(logs, "took the listeners over") {
 			t.Errorf("agent %s did not take the listeners over from %s:\n%s", now[0], old[0], logs)
 		}
