@@ -479,3 +479,47 @@ func TestInteropWithXNet(t *testing.T) {
 		})
 	})
 }
+
+// RFC 9113 §8.1: a server that sent its whole response may reset the
+// stream with NO_ERROR to stop a request body it does not need (grpc-go
+// does when it answers a unary call before the request's END_STREAM); the
+// client must not discard that response. It failed about one gRPC call in
+// 50,000 through the proxy when the reset was read before the body.
+func TestClientKeepsACompleteResponseResetWithNoError(t *testing.T) {
+	cc, p := clientPeer(t)
+	body, bodyW := io.Pipe() // the request body never ends
+	defer bodyW.Close()
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	results := make(chan result, 1)
+	go func() {
+		resp, err := cc.RoundTrip(request(context.Background(), "POST", "/pkg.Svc/Call", body))
+		results <- result{resp, err}
+	}()
+	f := p.next(http2.FrameHeaders)
+	p.headers(f.stream, false, ":status", "200", "content-type", "application/grpc")
+	p.data(f.stream, false, []byte("answer"))
+	p.headers(f.stream, true, "grpc-status", "0")
+	p.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(f.stream, http2.ErrCodeNo) })
+	r := <-results
+	if r.err != nil {
+		t.Fatalf("RoundTrip: %v", r.err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for cc.Streams() != 0 && time.Now().Before(deadline) { // the reset is processed
+		time.Sleep(time.Millisecond)
+	}
+	got, err := io.ReadAll(r.resp.Body)
+	if err != nil || string(got) != "answer" {
+		t.Fatalf("body %q, %v; want the whole answer and EOF", got, err)
+	}
+	if st := r.resp.Trailer.Get("grpc-status"); st != "0" {
+		t.Fatalf("trailer grpc-status %q, want 0", st)
+	}
+	// the request body is no longer wanted: writing it fails
+	if _, err := bodyW.Write(make([]byte, 1<<20)); err == nil {
+		t.Fatal("request body still taken after the server's reset")
+	}
+}

@@ -221,7 +221,7 @@ func (c *conn) fail(err error) {
 	c.mu.Unlock()
 	c.nc.Close()
 	for _, s := range streams {
-		s.abort(fmt.Errorf("%w: %w", ErrConnClosed, err))
+		s.abortFromPeer(fmt.Errorf("%w: %w", ErrConnClosed, err))
 	}
 	close(c.done)
 }
@@ -334,7 +334,7 @@ func (c *conn) process(f http2.Frame) error {
 		}
 		c.mu.Unlock()
 		if ok {
-			s.abort(fmt.Errorf("%w: %v", ErrStreamReset, f.ErrCode))
+			s.abortFromPeer(fmt.Errorf("%w: %v", ErrStreamReset, f.ErrCode))
 			c.noteIdle()
 		}
 		return nil

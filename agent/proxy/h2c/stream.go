@@ -42,9 +42,20 @@ type stream struct {
 	client *clientStream
 }
 
-func (s *stream) abort(err error) {
+// abort fails the stream both ways with err: reads fail once the data
+// received is read, writes fail, onAbort runs.
+func (s *stream) abort(err error) { s.fail(err, false) }
+
+// abortFromPeer fails the stream for a reset from the peer or the end of
+// the connection. What the peer had already ended stays readable to its
+// EOF: RFC 9113 §8.1 lets a server that sent its whole response reset the
+// stream with NO_ERROR to stop a request body it does not need, and the
+// response must not be discarded for it.
+func (s *stream) abortFromPeer(err error) { s.fail(err, true) }
+
+func (s *stream) fail(err error, keepEnded bool) {
 	s.rmu.Lock()
-	if s.rErr == nil {
+	if s.rErr == nil && !(keepEnded && s.rEOF) {
 		s.rErr = err
 	}
 	s.rcond.Broadcast()
