@@ -24,7 +24,9 @@
 # pair with a gRPC server block each: grpc_pass over TLS 1.3 with mutual auth between the hops, as nginx proxies
 # gRPC; the block is added to the shared hop configs here).
 # Env: ROUNDS (3), FIXED_SECS (10), MAX_SECS (8), H2 (1), GRPC (1), NGINX_CONF, NGINX_HOP_A, NGINX_HOP_B (shared
-# config paths), ONLY (space-separated paths to measure, e.g. ONLY="weft weftm" for the metrics cost alone).
+# config paths), ONLY (space-separated paths to measure, e.g. ONLY="weft weftm" for the metrics cost alone),
+# WEFT_ENV (environment for the weft processes, e.g. WEFT_ENV=GOMAXPROCS=1 for a proxy sized to one core,
+# as a CPU limit of 1 sizes the agent).
 # The last two lines: `h2c weft/nginx ...` (h2weft2p/h2nginx2p) and `weft/nginx ...` (weft2p/nginx2p).
 set -euo pipefail
 export GOTOOLCHAIN=auto
@@ -34,6 +36,7 @@ FIXED_SECS=${FIXED_SECS:-10}
 MAX_SECS=${MAX_SECS:-8}
 H2=${H2:-1}
 GRPC=${GRPC:-1}
+WEFT_ENV=${WEFT_ENV:-}
 NGINX_CONF=${NGINX_CONF:-$ROOT/../shared/bench/nginx-2hop-mtls.conf}
 NGINX_HOP_A=${NGINX_HOP_A:-$ROOT/../shared/bench/nginx-hop-a.conf}
 NGINX_HOP_B=${NGINX_HOP_B:-$ROOT/../shared/bench/nginx-hop-b.conf}
@@ -73,17 +76,17 @@ for p in 18100 18101 18102 18111 18112 18141 18142 18143 18144 18145 18121 18122
 done
 
 start BACKEND_PID $B backend -listen $BACKEND -size 1024
-start WEFT_DST $B weft -role dst -in 127.0.0.1:18212 -out 127.0.0.1:18214 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK"
-start WEFT_SRC $B weft -role src -out 127.0.0.1:18211 -in 127.0.0.1:18213 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK"
-start WEFT_NODE $B weft -role node -out 127.0.0.1:18215 -in 127.0.0.1:18216 -peer 127.0.0.1:18216 -backend $BACKEND -pki "$WORK"
-start WEFTM_NODE $B weft -role node -out 127.0.0.1:18217 -in 127.0.0.1:18218 -peer 127.0.0.1:18218 -backend $BACKEND -pki "$WORK" -metrics 127.0.0.1:18219
+start WEFT_DST env $WEFT_ENV $B weft -role dst -in 127.0.0.1:18212 -out 127.0.0.1:18214 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK"
+start WEFT_SRC env $WEFT_ENV $B weft -role src -out 127.0.0.1:18211 -in 127.0.0.1:18213 -peer 127.0.0.1:18212 -backend $BACKEND -pki "$WORK"
+start WEFT_NODE env $WEFT_ENV $B weft -role node -out 127.0.0.1:18215 -in 127.0.0.1:18216 -peer 127.0.0.1:18216 -backend $BACKEND -pki "$WORK"
+start WEFTM_NODE env $WEFT_ENV $B weft -role node -out 127.0.0.1:18217 -in 127.0.0.1:18218 -peer 127.0.0.1:18218 -backend $BACKEND -pki "$WORK" -metrics 127.0.0.1:18219
 GRPC_BACKEND=127.0.0.1:18101
 start GRPC_BACKEND_PID "$FORTIO" server -http-port 127.0.0.1:18102 -grpc-port $GRPC_BACKEND -redirect-port disabled -tcp-port disabled -udp-port disabled
-start WEFTG_DST $B weft -role dst -proto grpc -in 127.0.0.1:18232 -out 127.0.0.1:18234 -peer 127.0.0.1:18232 -backend $GRPC_BACKEND -pki "$WORK"
-start WEFTG_SRC $B weft -role src -proto grpc -out 127.0.0.1:18231 -in 127.0.0.1:18233 -peer 127.0.0.1:18232 -backend $GRPC_BACKEND -pki "$WORK"
-start WEFT2_NODE $B weft -role node -proto h2c -out 127.0.0.1:18225 -in 127.0.0.1:18226 -peer 127.0.0.1:18226 -backend $BACKEND -pki "$WORK"
-start WEFT2_DST $B weft -role dst -proto h2c -in 127.0.0.1:18222 -out 127.0.0.1:18224 -peer 127.0.0.1:18222 -backend $BACKEND -pki "$WORK"
-start WEFT2_SRC $B weft -role src -proto h2c -out 127.0.0.1:18221 -in 127.0.0.1:18223 -peer 127.0.0.1:18222 -backend $BACKEND -pki "$WORK"
+start WEFTG_DST env $WEFT_ENV $B weft -role dst -proto grpc -in 127.0.0.1:18232 -out 127.0.0.1:18234 -peer 127.0.0.1:18232 -backend $GRPC_BACKEND -pki "$WORK"
+start WEFTG_SRC env $WEFT_ENV $B weft -role src -proto grpc -out 127.0.0.1:18231 -in 127.0.0.1:18233 -peer 127.0.0.1:18232 -backend $GRPC_BACKEND -pki "$WORK"
+start WEFT2_NODE env $WEFT_ENV $B weft -role node -proto h2c -out 127.0.0.1:18225 -in 127.0.0.1:18226 -peer 127.0.0.1:18226 -backend $BACKEND -pki "$WORK"
+start WEFT2_DST env $WEFT_ENV $B weft -role dst -proto h2c -in 127.0.0.1:18222 -out 127.0.0.1:18224 -peer 127.0.0.1:18222 -backend $BACKEND -pki "$WORK"
+start WEFT2_SRC env $WEFT_ENV $B weft -role src -proto h2c -out 127.0.0.1:18221 -in 127.0.0.1:18223 -peer 127.0.0.1:18222 -backend $BACKEND -pki "$WORK"
 start RP_B $B rp -role b -listen 127.0.0.1:18122 -upstream $BACKEND -pki "$WORK"
 start RP_A $B rp -role a -listen 127.0.0.1:18121 -upstream 127.0.0.1:18122 -pki "$WORK"
 for d in cb pt ft ut st; do mkdir -p "$WORK/$d"; done

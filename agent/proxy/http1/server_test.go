@@ -28,7 +28,6 @@ func serve(t *testing.T, cfg Config) (*net.TCPConn, *bufio.Reader) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
 	if cfg.Handler == nil {
 		cfg.Handler = echo
 	}
@@ -36,7 +35,10 @@ func serve(t *testing.T, cfg Config) (*net.TCPConn, *bufio.Reader) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// the listener closes after the accept: closed before it, it would
+		// drop the connection the test dialed (a hang under load)
 		c, err := l.Accept()
+		l.Close()
 		if err != nil {
 			return
 		}
@@ -44,10 +46,11 @@ func serve(t *testing.T, cfg Config) (*net.TCPConn, *bufio.Reader) {
 	}()
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
+		l.Close()
 		t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	t.Cleanup(func() { c.Close(); <-done })
+	t.Cleanup(func() { c.Close(); l.Close(); <-done })
 	return c.(*net.TCPConn), bufio.NewReader(c)
 }
 
@@ -341,8 +344,13 @@ func TestH2C(t *testing.T) {
 		c.Close()
 	}})
 	io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-	if s := <-got; s != "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
-		t.Fatalf("H2C read %q", s)
+	select {
+	case s := <-got:
+		if s != "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+			t.Fatalf("H2C read %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the preface never reached H2C")
 	}
 }
 
