@@ -169,9 +169,12 @@ func TestPrivilegedPodLifecycle(t *testing.T) {
 			}
 			return false, nil
 		})
-		if _, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, n.Name, metav1.GetOptions{}); err != nil {
-			t.Errorf("node lease: %v", err)
-		}
+		// the Lease follows the Ready status (as a kubelet's does): a
+		// check right after Ready can come between the two
+		waitFor(t, "node "+n.Name+" Lease", 20*time.Second, func() (bool, error) {
+			_, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, n.Name, metav1.GetOptions{})
+			return err == nil, err
+		})
 	}
 
 	// What the controllers would have created.
