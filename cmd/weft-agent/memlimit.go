@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/weft-mesh/weft/agent/memlimit"
+	"github.com/weft-mesh/weft/api/memlimit"
 	"github.com/weft-mesh/weft/api/logkey"
 )
 

@@ -64,6 +64,7 @@ func run() error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 	log.Info("starting", logkey.Build, version)
+	setMemoryLimit(log)
 	rc, err := restConfig(*kubeconfig)
 	if err != nil {
 		return err
