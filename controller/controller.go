@@ -553,13 +553,14 @@ func (c *Controller) round() {
 	// an AuthorizationPolicy that stops compiling keeps what was in force
 	in.AuthzInForce = c.authz
 	// With only routes, or EndpointSlices, changed since the last round,
-	// its clusters (but those of Services whose slices changed) and
-	// workloads still hold: resolution reuses them, and the push server
-	// sees the same objects. With only EndpointSlices, the whole last
-	// Output but those clusters holds.
+	// its clusters (but those of Services whose slices changed), workloads
+	// and compiled routes (but those whose object changed) still hold:
+	// resolution reuses them, and the push server sees the same objects.
+	// With only EndpointSlices, the whole last Output but those clusters
+	// holds.
 	if c.reuse != nil && !changes.Other && !changes.Pods {
 		in.Reuse = c.reuse
-		in.Reuse.StaleServices, in.Reuse.WorkloadsValid = changes.Slices, true
+		in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = changes.Slices, true, true
 		// endpoint churn: routes need not be compiled again
 		in.Reuse.OnlyEndpoints = !changes.Routes
 	}
