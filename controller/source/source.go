@@ -280,7 +280,14 @@ func (s *Source) record(obj any, relevant bool) {
 	case *corev1.Service:
 		s.gens["services"]++
 		s.changes.Other = s.changes.Other || relevant
-	case *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TCPRoute:
+	case *gwv1.HTTPRoute:
+		s.gens["httproutes"]++
+		s.changes.Routes = s.changes.Routes || relevant
+	case *gwv1.GRPCRoute:
+		s.gens["grpcroutes"]++
+		s.changes.Routes = s.changes.Routes || relevant
+	case *gwv1.TCPRoute:
+		s.gens["tcproutes"]++
 		s.changes.Routes = s.changes.Routes || relevant
 	default:
 		s.changes.Other = s.changes.Other || relevant
@@ -574,17 +581,17 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 	in.AuthorizationPolicies = s.listAuthz()
 	s.mu.Unlock()
 	if gw["HTTPRoute"] {
-		if in.HTTPRoutes, err = list(s.gw.Gateway().V1().HTTPRoutes().Lister()); err != nil {
+		if in.HTTPRoutes, err = listCached(s, "httproutes", s.gw.Gateway().V1().HTTPRoutes().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
 	if gw["GRPCRoute"] {
-		if in.GRPCRoutes, err = list(s.gw.Gateway().V1().GRPCRoutes().Lister()); err != nil {
+		if in.GRPCRoutes, err = listCached(s, "grpcroutes", s.gw.Gateway().V1().GRPCRoutes().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
 	if gw["TCPRoute"] {
-		if in.TCPRoutes, err = list(s.gw.Gateway().V1().TCPRoutes().Lister()); err != nil {
+		if in.TCPRoutes, err = listCached(s, "tcproutes", s.gw.Gateway().V1().TCPRoutes().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
