@@ -627,10 +627,23 @@ func list[T any](l lister[T]) ([]T, error) {
 
 var everything = labels.Everything()
 
-// sortObjects sorts pointers to objects by namespace and name.
+// sortObjects sorts pointers to objects by namespace and name. The names
+// are read once per object, not per comparison: through metav1.Object that
+// was most of sorting 20,000 routes or 100,000 pods.
 func sortObjects[T any](objs []*T) {
-	slices.SortFunc(objs, func(a, b *T) int {
-		ma, mb := any(a).(metav1.Object), any(b).(metav1.Object)
-		return cmp.Or(cmp.Compare(ma.GetNamespace(), mb.GetNamespace()), cmp.Compare(ma.GetName(), mb.GetName()))
+	type named struct {
+		ns, name string
+		obj      *T
+	}
+	ns := make([]named, len(objs))
+	for i, o := range objs {
+		m := any(o).(metav1.Object)
+		ns[i] = named{m.GetNamespace(), m.GetName(), o}
+	}
+	slices.SortFunc(ns, func(a, b named) int {
+		return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
 	})
+	for i := range ns {
+		objs[i] = ns[i].obj
+	}
 }
