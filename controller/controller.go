@@ -511,7 +511,7 @@ func (c *Controller) resolveLoop(ctx context.Context, errc <-chan error) error {
 		case <-c.src.Dirty():
 		case <-c.kick:
 		}
-		if wait := c.cfg.Debounce - time.Since(last); wait > 0 && !sleep(ctx, wait) {
+		if wait := debounceWait(c.cfg.Debounce, last, time.Now()); wait > 0 && !sleep(ctx, wait) {
 			return nil
 		}
 		// Changes signalled during the wait are in the snapshot below.
@@ -526,6 +526,16 @@ func (c *Controller) resolveLoop(ctx context.Context, errc <-chan error) error {
 		c.round()
 		last = time.Now()
 	}
+}
+
+// debounceWait is how long a change seen at now waits before its round,
+// the last round having ended at last (zero: none yet): nothing after a
+// quiet spell of debounce, else the rest of debounce since last.
+func debounceWait(debounce time.Duration, last, now time.Time) time.Duration {
+	if last.IsZero() {
+		return 0
+	}
+	return max(0, debounce-now.Sub(last))
 }
 
 // sleep waits d; false when ctx ended first.
