@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/weft-mesh/weft/agent/memlimit"
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/memlimit"
 )
 
 // setMemoryLimit sets the Go memory limit to 90% of the agent's cgroup

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -28,6 +30,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/weft-mesh/weft/api/memlimit"
 	"github.com/weft-mesh/weft/controller/resolve"
 	"github.com/weft-mesh/weft/test/kubetest"
 )
@@ -46,6 +49,10 @@ const (
 	// envProfile, a directory: the controller writes its CPU profile of
 	// the whole run and its heap profile at the end there.
 	envProfile = "WEFT_SCALE_PROFILE"
+	// envMemory, a quantity ("1Gi"): the controller runs as weft-controller
+	// does in a container with that memory limit, its Go memory limit set
+	// to memlimit.DefaultFraction of it. Unset: no limit.
+	envMemory = "WEFT_SCALE_CONTROLLER_MEMORY"
 )
 
 // Benchmark shape.
@@ -74,6 +81,14 @@ func controllerChild() int {
 	}
 	nodes, _ := strconv.Atoi(os.Getenv(envNodes))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if v := os.Getenv(envMemory); v != "" {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", envMemory, err)
+			return 1
+		}
+		debug.SetMemoryLimit(int64(float64(q.Value()) * memlimit.DefaultFraction))
+	}
 	if dir := os.Getenv(envProfile); dir != "" {
 		stop, err := profile(dir)
 		if err != nil {

@@ -1,7 +1,7 @@
 // Package memlimit sets the Go runtime's soft memory limit from the
 // cgroup v2 memory limit of the process's own cgroup, so that the garbage
-// collector works harder as the agent nears its container limit instead
-// of the kernel killing it there.
+// collector works harder as a process (the agent, the controller) nears
+// its container limit instead of the kernel killing it there.
 package memlimit
 
 import (
