@@ -17,9 +17,9 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"golang.org/x/sys/unix"
 
 	"github.com/weft-mesh/weft/agent/datapath"
+	"github.com/weft-mesh/weft/agent/datapath/bpffstest"
 )
 
 // The privileged tests run this test binary as the plugin (pluginEnv set),
@@ -32,19 +32,18 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	// A fresh host may have no bpffs: mount one as the DaemonSet's init
-	// container does, and leave the host as it was found.
-	mounted := false
+	// container does, shared with the other packages' tests running at
+	// the same time, and leave the host as it was found.
+	release := func() {}
 	if os.Geteuid() == 0 {
 		var err error
-		if mounted, err = datapath.MountBPFFSIn(os.Getpid(), datapath.DefaultBPFFS); err != nil {
+		if release, err = bpffstest.Hold(datapath.DefaultBPFFS, func() (bool, error) { return datapath.MountBPFFSIn(os.Getpid(), datapath.DefaultBPFFS) }); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 	}
 	code := m.Run()
-	if mounted {
-		unix.Unmount(datapath.DefaultBPFFS, 0)
-	}
+	release()
 	os.Exit(code)
 }
 

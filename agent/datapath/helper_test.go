@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/agent/datapath/bpffstest"
 )
 
 // The privileged tests re-exec this test binary as "pods" (a process inside
@@ -30,18 +32,16 @@ func TestMain(m *testing.M) {
 	case "":
 		// A fresh host may have no bpffs: mount one as the DaemonSet's
 		// init container does, and leave the host as it was found.
-		mounted := false
+		release := func() {}
 		if os.Geteuid() == 0 {
 			var err error
-			if mounted, err = MountBPFFSIn(os.Getpid(), DefaultBPFFS); err != nil {
+			if release, err = bpffstest.Hold(DefaultBPFFS, func() (bool, error) { return MountBPFFSIn(os.Getpid(), DefaultBPFFS) }); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
 			}
 		}
 		code := m.Run()
-		if mounted {
-			unix.Unmount(DefaultBPFFS, 0)
-		}
+		release()
 		os.Exit(code)
 	case "pod":
 		os.Exit(runPod())
