@@ -9,11 +9,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
+
+	"github.com/weft-mesh/weft/api/logkey"
 )
 
 // DefaultFraction is the share of the cgroup limit the Go limit is set to:
@@ -105,4 +108,19 @@ func Set(cfg Config) (int64, error) {
 	n := int64(float64(limit) * cfg.Fraction)
 	debug.SetMemoryLimit(n)
 	return n, nil
+}
+
+// Apply is what a weft binary calls at start: Set with this host's cgroup
+// paths, unless gomemlimit (the GOMEMLIMIT the caller read) is set, and a
+// log line of what it did.
+func Apply(log *slog.Logger, gomemlimit string) {
+	n, err := Set(Config{Root: "/sys/fs/cgroup", ProcSelfCgroup: "/proc/self/cgroup", GOMEMLIMIT: gomemlimit})
+	switch {
+	case errors.Is(err, ErrNoLimit):
+		log.Info("no cgroup memory limit: Go memory limit not set")
+	case err != nil:
+		log.Warn("Go memory limit not set from the cgroup", logkey.Error, err)
+	case n > 0:
+		log.Info("Go memory limit set from the cgroup", logkey.Bytes, n)
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/gateway"
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/memlimit"
 )
 
 // gatewayFlags are the flags of `weft-agent gateway`, the data plane the
@@ -53,7 +54,7 @@ func runGateway(args []string) error {
 	log := newLogger(os.Stderr, f.logLevel)
 	slog.SetDefault(log)
 	log.Info("starting gateway data plane", logkey.Build, version, logkey.Gateway, f.gateway)
-	setMemoryLimit(log)
+	memlimit.Apply(log, os.Getenv("GOMEMLIMIT"))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	return gateway.Run(ctx, gateway.RunConfig{

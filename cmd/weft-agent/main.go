@@ -39,6 +39,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/sockholder"
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/memlimit"
 	"github.com/weft-mesh/weft/api/mesh"
 )
 
@@ -160,7 +161,7 @@ func run(args []string) error {
 	log := newLogger(os.Stderr, f.logLevel)
 	slog.SetDefault(log)
 	log.Info("starting", logkey.Build, version)
-	setMemoryLimit(log)
+	memlimit.Apply(log, os.Getenv("GOMEMLIMIT"))
 	ip, err := netip.ParseAddr(f.nodeIP)
 	if err != nil || !ip.Is4() {
 		return fmt.Errorf("--node-ip %q: an IPv4 address is required", f.nodeIP)

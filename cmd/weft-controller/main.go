@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/weft-mesh/weft/api/logkey"
+	"github.com/weft-mesh/weft/api/memlimit"
 	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/controller"
 	"github.com/weft-mesh/weft/controller/agentauth"
@@ -64,7 +65,10 @@ func run() error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 	log.Info("starting", logkey.Build, version)
-	setMemoryLimit(log)
+	// the controller's heap is mostly informer caches that live for good:
+	// without a limit the collector lets garbage grow to as much again
+	// before it runs, which can take it over its container's limit
+	memlimit.Apply(log, os.Getenv("GOMEMLIMIT"))
 	rc, err := restConfig(*kubeconfig)
 	if err != nil {
 		return err
