@@ -13,7 +13,9 @@ package bpffstest
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,7 +54,7 @@ func Hold(dir string, mount func() (mounted bool, err error)) (release func(), e
 	}
 	return func() {
 		if err := withState(func(st *state) error {
-			st.holders = removePID(st.holders, pid)
+			st.holders = slices.DeleteFunc(st.holders, func(p int) bool { return p == pid })
 			if len(st.holders) == 0 && st.mounted {
 				st.mounted = false
 				return unix.Unmount(dir, 0)
@@ -76,7 +78,7 @@ func withState(f func(*state) error) error {
 		return fmt.Errorf("lock %s: %w", statePath, err)
 	}
 	defer unix.Flock(int(file.Fd()), unix.LOCK_UN)
-	b, err := os.ReadFile(statePath)
+	b, err := io.ReadAll(file)
 	if err != nil {
 		return err
 	}
@@ -119,14 +121,4 @@ func (st state) String() string {
 func alive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-func removePID(pids []int, pid int) []int {
-	out := pids[:0]
-	for _, p := range pids {
-		if p != pid {
-			out = append(out, p)
-		}
-	}
-	return out
 }
