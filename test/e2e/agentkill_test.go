@@ -114,8 +114,8 @@ func testAgentKill9(t *testing.T, e *env) {
 
 // cutAtTheKill logs every failed request of r and returns how many of
 // them the killed agent was serving: dialed, started before the kill and
-// failed within a second after it. With more failures than r records, it returns 0 (all
-// count against the test).
+// failed within a second after it. With more failures than r records, it
+// returns 0 (all count against the test).
 func cutAtTheKill(t *testing.T, r echoResult, killAt, killed time.Time) int {
 	t.Helper()
 	if r.Errors == 0 || r.Errors > len(r.Failures) {

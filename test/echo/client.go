@@ -144,7 +144,9 @@ func runHTTP(ctx context.Context, cfg ClientConfig) (Result, error) {
 	res := newResult()
 	var mu sync.Mutex
 	one := func() error {
-		req, err := http.NewRequestWithContext(ctx, method, cfg.URL, nil)
+		var dialed atomic.Bool
+		trace := &httptrace.ClientTrace{ConnectDone: func(_, _ string, err error) { dialed.Store(err == nil) }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, cfg.URL, nil)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrBadConfig, err)
 		}
@@ -155,10 +157,6 @@ func runHTTP(ctx context.Context, cfg ClientConfig) (Result, error) {
 			}
 			req.Header.Add(h[0], h[1])
 		}
-		var dialed atomic.Bool
-		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			ConnectDone: func(_, _ string, err error) { dialed.Store(err == nil) },
-		}))
 		start := time.Now()
 		a, code, err := doHTTP(hc, req)
 		mu.Lock()
