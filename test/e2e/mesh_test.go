@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math"
 	"os/exec"
 	"regexp"
@@ -500,10 +499,8 @@ func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad st
 // gone, which ends the follow).
 func (e *env) followLog(pod, container string) func() string {
 	cmd := exec.Command("kubectl", "--kubeconfig", lab.Kubeconfig(), "-n", "weft-system", "logs", "-f", "--tail=20", pod, "-c", container)
-	var mu sync.Mutex
-	var buf bytes.Buffer
-	w := lockedWriter{mu: &mu, w: &buf}
-	cmd.Stdout, cmd.Stderr = w, w
+	buf := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
 		return func() string { return "follow log: " + err.Error() }
 	}
@@ -513,22 +510,25 @@ func (e *env) followLog(pod, container string) func() string {
 		cmd.Process.Kill()
 		<-done
 	})
-	return func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return buf.String()
-	}
+	return buf.String
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
+// syncBuffer is a bytes.Buffer a command writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // weftWarnings returns the last n WARN and ERROR lines of the weft pods' logs, each
