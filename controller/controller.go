@@ -87,8 +87,10 @@ type Config struct {
 	// "Metrics"); none when empty (weft-controller's flag defaults to
 	// DefaultMetricsAddr).
 	MetricsAddr string
-	// Debounce is how long a change waits for more changes before one
-	// resolution; DefaultDebounce when zero.
+	// Debounce is the least time from the end of one resolution to the
+	// start of the next: a change after a quiet spell is resolved at once,
+	// changes within Debounce of the last round wait for its end and are
+	// resolved together; DefaultDebounce when zero.
 	Debounce time.Duration
 	// TrustDomain of SPIFFE IDs; "cluster.local" when empty.
 	TrustDomain string
@@ -491,9 +493,15 @@ func (c *Controller) startLoops(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// resolveLoop runs a round after every change (debounced) until ctx ends
-// or a server fails.
+// resolveLoop runs a round after every change until ctx ends or a server
+// fails. Leading-edge debounce: a change after a quiet spell (no round for
+// the last Debounce) is resolved at once, since waiting would only add
+// latency; a change that comes sooner waits until Debounce after the end of
+// the last round, and every change of that wait is one round. Under churn
+// this keeps at most one round per round time plus Debounce, as the
+// trailing debounce did, without making a lone change wait.
 func (c *Controller) resolveLoop(ctx context.Context, errc <-chan error) error {
+	var last time.Time // end of the last round; zero: none yet
 	for {
 		select {
 		case <-ctx.Done():
@@ -503,15 +511,10 @@ func (c *Controller) resolveLoop(ctx context.Context, errc <-chan error) error {
 		case <-c.src.Dirty():
 		case <-c.kick:
 		}
-		// Debounce: absorb every change of the next window into one round.
-		t := time.NewTimer(c.cfg.Debounce)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if wait := debounceWait(c.cfg.Debounce, last, time.Now()); wait > 0 && !sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
-		// Changes signalled during the window are in the snapshot below.
+		// Changes signalled during the wait are in the snapshot below.
 		select {
 		case <-c.kick:
 		default:
@@ -521,6 +524,29 @@ func (c *Controller) resolveLoop(ctx context.Context, errc <-chan error) error {
 		default:
 		}
 		c.round()
+		last = time.Now()
+	}
+}
+
+// debounceWait is how long a change seen at now waits before its round,
+// the last round having ended at last (zero: none yet): nothing after a
+// quiet spell of debounce, else the rest of debounce since last.
+func debounceWait(debounce time.Duration, last, now time.Time) time.Duration {
+	if last.IsZero() {
+		return 0
+	}
+	return max(0, debounce-now.Sub(last))
+}
+
+// sleep waits d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -537,13 +563,14 @@ func (c *Controller) round() {
 	// an AuthorizationPolicy that stops compiling keeps what was in force
 	in.AuthzInForce = c.authz
 	// With only routes, or EndpointSlices, changed since the last round,
-	// its clusters (but those of Services whose slices changed) and
-	// workloads still hold: resolution reuses them, and the push server
-	// sees the same objects. With only EndpointSlices, the whole last
-	// Output but those clusters holds.
+	// its clusters (but those of Services whose slices changed), workloads
+	// and compiled routes (but those whose object changed) still hold:
+	// resolution reuses them, and the push server sees the same objects.
+	// With only EndpointSlices, the whole last Output but those clusters
+	// holds.
 	if c.reuse != nil && !changes.Other && !changes.Pods {
 		in.Reuse = c.reuse
-		in.Reuse.StaleServices, in.Reuse.WorkloadsValid = changes.Slices, true
+		in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = changes.Slices, true, true
 		// endpoint churn: routes need not be compiled again
 		in.Reuse.OnlyEndpoints = !changes.Routes
 	}

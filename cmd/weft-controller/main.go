@@ -43,7 +43,7 @@ func run() error {
 		grpcAddr    = flag.String("grpc-addr", controller.DefaultGRPCAddr, "address of the Policy and Identity gRPC server")
 		healthAddr  = flag.String("health-addr", controller.DefaultHealthAddr, "address of /healthz, /readyz and /debug/nodes (\"-\": none)")
 		metricsAddr = flag.String("metrics-addr", controller.DefaultMetricsAddr, "address of the Prometheus metrics (/metrics; \"\": none)")
-		debounce    = flag.Duration("debounce", controller.DefaultDebounce, "how long a change waits for more before one resolution")
+		debounce    = flag.Duration("debounce", controller.DefaultDebounce, "least time between two resolutions: a change after a quiet spell is resolved at once, later ones wait and are resolved together")
 		trustDomain = flag.String("trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
 		leaderElect = flag.Bool("leader-elect", true, "write statuses only while holding the Lease")
 		id          = flag.String("id", cmp.Or(os.Getenv("POD_NAME"), hostname), "identity of this replica in the Lease")

@@ -18,6 +18,9 @@ import (
 // not provisioned yet. ReadyPods counts the Gateway's data plane pods (in
 // pods, by the weft.dev/gateway label) that are Ready and not terminating.
 func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []corev1.Pod) []gateway.Provisioned {
+	if len(gateways) == 0 {
+		return nil // without reading 100k pods every round (issue #17's scale)
+	}
 	type key struct{ ns, name string }
 	byName := map[key]*corev1.Service{}
 	for i := range services {

@@ -173,6 +173,7 @@ func (r *resolver) backendRef(rt *route, rule int, ref gwv1.BackendRef, filters 
 
 // serviceCluster registers the cluster of one Service port.
 func (r *resolver) serviceCluster(svc *corev1.Service, sp corev1.ServicePort) string {
+	r.record(clusterUse{ns: svc.Namespace, name: svc.Name, port: sp.Port})
 	k := svcPort{svc, sp.Port}
 	if name, ok := r.clusterNames[k]; ok {
 		return name
@@ -187,6 +188,7 @@ func (r *resolver) serviceCluster(svc *corev1.Service, sp corev1.ServicePort) st
 
 // xbackendCluster registers the cluster of an XBackend.
 func (r *resolver) xbackendCluster(xb *gwxv1a1.XBackend) string {
+	r.record(clusterUse{ns: xb.Namespace, name: xb.Name, xbackend: true})
 	name := xb.Namespace + "/xbackend/" + xb.Name + ":" + strconv.Itoa(int(xb.Spec.Port.Number))
 	if _, ok := r.clusters[name]; !ok {
 		r.clusters[name] = &clusterSource{xb: xb}

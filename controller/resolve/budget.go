@@ -48,7 +48,7 @@ func (r *resolver) fitRegexBudget(routes []*route) bool {
 		}
 		kept := rt.rules[:0]
 		for _, cr := range rt.rules {
-			pats := cr.regexPatterns()
+			pats := cr.patterns
 			add := 0
 			for p, n := range pats {
 				if !seen[p] {

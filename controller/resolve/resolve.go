@@ -151,15 +151,23 @@ func newIndexIn(in *Input, only map[string]bool) *index {
 func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 	r := &resolver{ix: newIndex(in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}, permitted: permitted}
 	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
-	routes := make([]*route, 0, len(in.HTTPRoutes)+len(in.GRPCRoutes)+len(in.TCPRoutes))
+	n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
+	if in.Reuse != nil && in.Reuse.RoutesValid {
+		r.prevRoutes = in.Reuse.routes
+	}
+	r.nextRoutes = make(compiledRoutes, n)
+	routes := make([]*route, 0, n)
 	for i := range in.HTTPRoutes {
-		routes = append(routes, r.compileHTTPRoute(&in.HTTPRoutes[i]))
+		hr := &in.HTTPRoutes[i]
+		routes = append(routes, r.compiled(kindHTTP, &hr.ObjectMeta, func() *route { return r.compileHTTPRoute(hr) }))
 	}
 	for i := range in.GRPCRoutes {
-		routes = append(routes, r.compileGRPCRoute(&in.GRPCRoutes[i]))
+		gr := &in.GRPCRoutes[i]
+		routes = append(routes, r.compiled(kindGRPC, &gr.ObjectMeta, func() *route { return r.compileGRPCRoute(gr) }))
 	}
 	for i := range in.TCPRoutes {
-		routes = append(routes, r.compileTCPRoute(&in.TCPRoutes[i]))
+		tr := &in.TCPRoutes[i]
+		routes = append(routes, r.compiled(kindTCP, &tr.ObjectMeta, func() *route { return r.compileTCPRoute(tr) }))
 	}
 	slices.SortStableFunc(routes, compareRoutes)
 	return r, routes
@@ -218,6 +226,7 @@ func Resolve(in Input) Output {
 	out.Statuses = r.statuses(routes)
 	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce
 	out.InvalidMTLS = invalidMTLS
+	out.routes = r.nextRoutes
 	return out
 }
 
@@ -237,6 +246,13 @@ type resolver struct {
 	// authzRegex is the program size of the distinct regular expressions
 	// of the authorization policies in force (routes get the rest)
 	authzRegex int
+	// prevRoutes are the reused resolution's compiled routes (nil: none
+	// may be reused); nextRoutes this one's, for the next.
+	prevRoutes, nextRoutes compiledRoutes
+	// recording: a route is being compiled, and recorded receives the
+	// clusters it registers.
+	recording bool
+	recorded  []clusterUse
 }
 
 type svcPort struct {

@@ -79,6 +79,9 @@ func (rt *route) id() string { return rt.ns + "/" + rt.name }
 type compiledRule struct {
 	rule    *weftv1.Rule
 	matches []matchEntry
+	// patterns are the distinct regular expressions of matches with
+	// their program sizes (regexPatterns), nil when none.
+	patterns map[string]int
 }
 
 // compareRoutes orders routes the way the spec breaks ties across routes:

@@ -68,12 +68,16 @@ func (cr *compiledRule) regexProgramSize() int {
 	return n
 }
 
-// regexPatterns yields the rule's distinct regular expressions.
+// regexPatterns returns the rule's distinct regular expressions with
+// their program sizes; nil when it has none.
 func (cr *compiledRule) regexPatterns() map[string]int {
-	out := map[string]int{}
+	var out map[string]int
 	for _, m := range cr.matches {
 		for p := range (&weftv1.Match{Http: m.http, Grpc: m.grpc}).RegexPatterns() {
 			if n, err := weftv1.RegexProgramSize(p); err == nil {
+				if out == nil {
+					out = map[string]int{}
+				}
 				out[p] = n
 			}
 		}
@@ -137,6 +141,9 @@ func (r *resolver) compileRule(rt *route, i int, name string, src *ruleSource) (
 	if err := cr.validate(kind); err != nil {
 		return nil, fmt.Errorf("the node proxy would refuse this rule: %w", err)
 	}
+	// once, here: the node budget sums them every round, and a compiled
+	// rule serves many rounds (compiledRoutes)
+	cr.patterns = cr.regexPatterns()
 	return cr, nil
 }
 

@@ -83,13 +83,21 @@ type Reuse struct {
 	// compiled again.
 	Previous      *Output
 	OnlyEndpoints bool
+	// RoutesValid: Services, XBackends, XBackendTrafficPolicies and
+	// Namespaces (and the Options) are unchanged; a route whose object has
+	// the same UID and resourceVersion as when the earlier resolution
+	// compiled it is taken from there, not compiled again.
+	RoutesValid bool
+	// routes are the earlier resolution's compiled routes.
+	routes compiledRoutes
 }
 
 // ReuseOf returns what a later resolution may reuse of out: its clusters
 // (every node with workloads shares them), workloads and out itself. The
-// caller sets StaleServices, WorkloadsValid and OnlyEndpoints.
+// caller sets StaleServices, WorkloadsValid, OnlyEndpoints and
+// RoutesValid.
 func ReuseOf(out Output) *Reuse {
-	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out}
+	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes}
 	for n, p := range out.Nodes {
 		if len(p.Workloads) > 0 {
 			r.Workloads[n] = p.Workloads
@@ -120,6 +128,9 @@ type Output struct {
 	// "permissive", sorted. Such a pod is made strict (fail safe); the
 	// controller reports these.
 	InvalidMTLS []string
+	// routes are the routes compiled, for a later resolution to reuse
+	// (ReuseOf).
+	routes compiledRoutes
 }
 
 // ObjectStatus is what Weft wants in one object's status.

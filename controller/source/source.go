@@ -280,7 +280,14 @@ func (s *Source) record(obj any, relevant bool) {
 	case *corev1.Service:
 		s.gens["services"]++
 		s.changes.Other = s.changes.Other || relevant
-	case *gwv1.HTTPRoute, *gwv1.GRPCRoute, *gwv1.TCPRoute:
+	case *gwv1.HTTPRoute:
+		s.gens["httproutes"]++
+		s.changes.Routes = s.changes.Routes || relevant
+	case *gwv1.GRPCRoute:
+		s.gens["grpcroutes"]++
+		s.changes.Routes = s.changes.Routes || relevant
+	case *gwv1.TCPRoute:
+		s.gens["tcproutes"]++
 		s.changes.Routes = s.changes.Routes || relevant
 	default:
 		s.changes.Other = s.changes.Other || relevant
@@ -574,17 +581,17 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 	in.AuthorizationPolicies = s.listAuthz()
 	s.mu.Unlock()
 	if gw["HTTPRoute"] {
-		if in.HTTPRoutes, err = list(s.gw.Gateway().V1().HTTPRoutes().Lister()); err != nil {
+		if in.HTTPRoutes, err = listCached(s, "httproutes", s.gw.Gateway().V1().HTTPRoutes().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
 	if gw["GRPCRoute"] {
-		if in.GRPCRoutes, err = list(s.gw.Gateway().V1().GRPCRoutes().Lister()); err != nil {
+		if in.GRPCRoutes, err = listCached(s, "grpcroutes", s.gw.Gateway().V1().GRPCRoutes().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
 	if gw["TCPRoute"] {
-		if in.TCPRoutes, err = list(s.gw.Gateway().V1().TCPRoutes().Lister()); err != nil {
+		if in.TCPRoutes, err = listCached(s, "tcproutes", s.gw.Gateway().V1().TCPRoutes().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
@@ -620,10 +627,23 @@ func list[T any](l lister[T]) ([]T, error) {
 
 var everything = labels.Everything()
 
-// sortObjects sorts pointers to objects by namespace and name.
+// sortObjects sorts pointers to objects by namespace and name. The names
+// are read once per object, not per comparison: through metav1.Object that
+// was most of sorting 20,000 routes or 100,000 pods.
 func sortObjects[T any](objs []*T) {
-	slices.SortFunc(objs, func(a, b *T) int {
-		ma, mb := any(a).(metav1.Object), any(b).(metav1.Object)
-		return cmp.Or(cmp.Compare(ma.GetNamespace(), mb.GetNamespace()), cmp.Compare(ma.GetName(), mb.GetName()))
+	type named struct {
+		ns, name string
+		obj      *T
+	}
+	ns := make([]named, len(objs))
+	for i, o := range objs {
+		m := any(o).(metav1.Object)
+		ns[i] = named{m.GetNamespace(), m.GetName(), o}
+	}
+	slices.SortFunc(ns, func(a, b named) int {
+		return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
 	})
+	for i := range ns {
+		objs[i] = ns[i].obj
+	}
 }

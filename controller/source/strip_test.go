@@ -64,7 +64,11 @@ func TestChanges(t *testing.T) {
 	if c.Other || c.Pods || !c.Routes || len(c.Slices) != 2 || !c.Slices["ns/a"] || !c.Slices["ns/b"] {
 		t.Fatalf("changes %+v", c)
 	}
-	if s.gens["pods"] != 1 || s.gens["slices"] != 2 {
+	s.record(&gwv1.HTTPRoute{}, false) // a status write: the copy is stale, nothing to resolve
+	if c := s.takeChanges(); c.Routes {
+		t.Fatalf("a route's status change: %+v", c)
+	}
+	if s.gens["pods"] != 1 || s.gens["slices"] != 2 || s.gens["httproutes"] != 2 {
 		t.Fatalf("generations %v", s.gens)
 	}
 	s.record(&corev1.Pod{}, true)

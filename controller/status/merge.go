@@ -56,9 +56,14 @@ func keyOf(ref gwv1.ParentReference, objNamespace string) refKey {
 // gateway's (Gateway parents).
 var weftControllers = []gwv1.GatewayController{resolve.ControllerName, gateway.ControllerName}
 
+// wanted is the entries Weft wants on one object, per controller in
+// weftControllers order (an array, not a map: a Write holds one per route,
+// 20,000 at issue #17's scale).
+type wanted [2][]resolve.ParentStatus
+
 // merge is mergeOwned for the mesh's entries only.
 func merge(current []entry, desired []resolve.ParentStatus, objNamespace string, now metav1.Time, limit int) []entry {
-	return mergeOwned(current, weftControllers[:1], map[gwv1.GatewayController][]resolve.ParentStatus{resolve.ControllerName: desired}, objNamespace, now, limit)
+	return mergeOwned(current, weftControllers[:1], wanted{desired}, objNamespace, now, limit)
 }
 
 // mergeOwned returns the status entries an object should have: every entry
@@ -67,7 +72,7 @@ func merge(current []entry, desired []resolve.ParentStatus, objNamespace string,
 // entries for parents no longer desired are dropped. A condition keeps its
 // LastTransitionTime when its status did not change; otherwise it gets
 // now. The result holds at most limit entries (others first).
-func mergeOwned(current []entry, owned []gwv1.GatewayController, desired map[gwv1.GatewayController][]resolve.ParentStatus, objNamespace string, now metav1.Time, limit int) []entry {
+func mergeOwned(current []entry, owned []gwv1.GatewayController, desired wanted, objNamespace string, now metav1.Time, limit int) []entry {
 	type ownKey struct {
 		controller gwv1.GatewayController
 		ref        refKey
@@ -81,11 +86,11 @@ func mergeOwned(current []entry, owned []gwv1.GatewayController, desired map[gwv
 		}
 		out = append(out, e)
 	}
-	for _, ctrl := range weftControllers {
+	for i, ctrl := range weftControllers {
 		if !slices.Contains(owned, ctrl) {
 			continue
 		}
-		for _, d := range desired[ctrl] {
+		for _, d := range desired[i] {
 			if len(out) >= limit {
 				break
 			}

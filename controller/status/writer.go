@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -49,6 +50,9 @@ type Writer struct {
 	dynamic dynamic.Interface
 	log     *slog.Logger
 	now     func() time.Time
+
+	mu        sync.Mutex // one Write at a time: they share unchanged
+	unchanged unchanged
 }
 
 // New returns a Writer.
@@ -98,14 +102,19 @@ type kind[T any] struct {
 	// want returns a copy of the object with the status Weft wants, or
 	// nil when the object already has it. It never modifies its argument.
 	want func(*T) *T
+	// statusList is the identity of the object's status list (firstOf),
+	// for the kinds listKind adapts.
+	statusList func(*T) any
 }
 
 // lists is what the status lists of one Write are merged with.
 type lists struct {
-	desired map[objKey]map[gwv1.GatewayController][]resolve.ParentStatus
+	desired map[objKey]*wanted
 	// owned are the controllerNames whose entries are replaced.
 	owned []gwv1.GatewayController
 	now   metav1.Time
+	// unchanged skips the objects found with the wanted status before.
+	unchanged *unchanged
 }
 
 // listKind is a kind whose status is a list of entries (route parents,
@@ -113,9 +122,19 @@ type lists struct {
 func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T, []entry), cp func(*T) *T, l lists) kind[T] {
 	k.want = func(o *T) *T {
 		m := k.meta(o)
+		key := objKey{k.name, m.Namespace, m.Name}
+		var desired wanted
+		if d := l.desired[key]; d != nil {
+			desired = *d
+		}
+		list := k.statusList(o)
+		if l.unchanged.holds(key, m.ResourceVersion, list, desired) {
+			return nil
+		}
 		current := read(o)
-		merged := mergeOwned(current, l.owned, l.desired[objKey{k.name, m.Namespace, m.Name}], m.Namespace, l.now, limit)
+		merged := mergeOwned(current, l.owned, desired, m.Namespace, l.now, limit)
 		if equal(current, merged, m.Namespace) {
+			l.unchanged.note(key, m.ResourceVersion, list, desired)
 			return nil
 		}
 		out := cp(o)
@@ -134,22 +153,22 @@ func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T,
 // request); a write that conflicts is retried on a fresh read. It returns
 // the number of objects written and every error met (it goes on after one).
 func (w *Writer) Write(ctx context.Context, in Objects, want Want) (int, error) {
-	desired := map[objKey]map[gwv1.GatewayController][]resolve.ParentStatus{}
-	add := func(ctrl gwv1.GatewayController, statuses []resolve.ObjectStatus) {
+	desired := make(map[objKey]*wanted, len(want.Mesh))
+	add := func(ctrl int, statuses []resolve.ObjectStatus) {
 		for _, s := range statuses {
 			k := objKey{s.Kind, s.Namespace, s.Name}
 			if desired[k] == nil {
-				desired[k] = map[gwv1.GatewayController][]resolve.ParentStatus{}
+				desired[k] = &wanted{}
 			}
 			desired[k][ctrl] = s.Parents
 		}
 	}
 	owned := []gwv1.GatewayController{resolve.ControllerName}
-	add(resolve.ControllerName, want.Mesh)
+	add(0, want.Mesh)
 	if want.Gateway != nil {
 		owned = append(owned, gateway.ControllerName)
-		add(gateway.ControllerName, want.Gateway.Routes)
-		add(gateway.ControllerName, want.Gateway.Policies)
+		add(1, want.Gateway.Routes)
+		add(1, want.Gateway.Policies)
 	}
 	now := metav1.NewTime(w.now().Truncate(time.Second))
 	var errs []error
@@ -160,7 +179,11 @@ func (w *Writer) Write(ctx context.Context, in Objects, want Want) (int, error) 
 			errs = append(errs, err)
 		}
 	}
-	lists := lists{desired: desired, owned: owned, now: now}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.unchanged.begin(len(owned))
+	defer w.unchanged.end()
+	lists := lists{desired: desired, owned: owned, now: now, unchanged: &w.unchanged}
 	count(w.writeRoutes(ctx, in, lists))
 	count(w.writePolicies(ctx, in, lists))
 	count(w.writeAuthz(ctx, in.Mesh.AuthorizationPolicies, want.Authz, now))
@@ -173,8 +196,9 @@ func (w *Writer) Write(ctx context.Context, in Objects, want Want) (int, error) 
 func (w *Writer) writeRoutes(ctx context.Context, in Objects, l lists) (int, error) {
 	c := w.client.GatewayV1()
 	n1, err1 := writeAll(ctx, w, listKind(kind[gwv1.HTTPRoute]{
-		name: "HTTPRoute",
-		meta: func(o *gwv1.HTTPRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		name:       "HTTPRoute",
+		meta:       func(o *gwv1.HTTPRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		statusList: func(o *gwv1.HTTPRoute) any { return firstOf(o.Status.Parents) },
 		get: func(ctx context.Context, ns, name string) (*gwv1.HTTPRoute, error) {
 			return c.HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
 		},
@@ -186,8 +210,9 @@ func (w *Writer) writeRoutes(ctx context.Context, in Objects, l lists) (int, err
 		func(o *gwv1.HTTPRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
 		(*gwv1.HTTPRoute).DeepCopy, l), in.Mesh.HTTPRoutes)
 	n2, err2 := writeAll(ctx, w, listKind(kind[gwv1.GRPCRoute]{
-		name: "GRPCRoute",
-		meta: func(o *gwv1.GRPCRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		name:       "GRPCRoute",
+		meta:       func(o *gwv1.GRPCRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		statusList: func(o *gwv1.GRPCRoute) any { return firstOf(o.Status.Parents) },
 		get: func(ctx context.Context, ns, name string) (*gwv1.GRPCRoute, error) {
 			return c.GRPCRoutes(ns).Get(ctx, name, metav1.GetOptions{})
 		},
@@ -199,8 +224,9 @@ func (w *Writer) writeRoutes(ctx context.Context, in Objects, l lists) (int, err
 		func(o *gwv1.GRPCRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
 		(*gwv1.GRPCRoute).DeepCopy, l), in.Mesh.GRPCRoutes)
 	n3, err3 := writeAll(ctx, w, listKind(kind[gwv1.TCPRoute]{
-		name: "TCPRoute",
-		meta: func(o *gwv1.TCPRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		name:       "TCPRoute",
+		meta:       func(o *gwv1.TCPRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		statusList: func(o *gwv1.TCPRoute) any { return firstOf(o.Status.Parents) },
 		get: func(ctx context.Context, ns, name string) (*gwv1.TCPRoute, error) {
 			return c.TCPRoutes(ns).Get(ctx, name, metav1.GetOptions{})
 		},
@@ -212,8 +238,9 @@ func (w *Writer) writeRoutes(ctx context.Context, in Objects, l lists) (int, err
 		func(o *gwv1.TCPRoute, es []entry) { o.Status.Parents = toRouteParents(es) },
 		(*gwv1.TCPRoute).DeepCopy, l), in.Mesh.TCPRoutes)
 	n4, err4 := writeAll(ctx, w, listKind(kind[gwv1.TLSRoute]{
-		name: "TLSRoute",
-		meta: func(o *gwv1.TLSRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		name:       "TLSRoute",
+		meta:       func(o *gwv1.TLSRoute) *metav1.ObjectMeta { return &o.ObjectMeta },
+		statusList: func(o *gwv1.TLSRoute) any { return firstOf(o.Status.Parents) },
 		get: func(ctx context.Context, ns, name string) (*gwv1.TLSRoute, error) {
 			return c.TLSRoutes(ns).Get(ctx, name, metav1.GetOptions{})
 		},
@@ -230,8 +257,9 @@ func (w *Writer) writeRoutes(ctx context.Context, in Objects, l lists) (int, err
 func (w *Writer) writePolicies(ctx context.Context, in Objects, l lists) (int, error) {
 	x := w.client.ExperimentalV1alpha1()
 	n1, err1 := writeAll(ctx, w, listKind(kind[gwxv1a1.XBackendTrafficPolicy]{
-		name: "XBackendTrafficPolicy",
-		meta: func(o *gwxv1a1.XBackendTrafficPolicy) *metav1.ObjectMeta { return &o.ObjectMeta },
+		name:       "XBackendTrafficPolicy",
+		meta:       func(o *gwxv1a1.XBackendTrafficPolicy) *metav1.ObjectMeta { return &o.ObjectMeta },
+		statusList: func(o *gwxv1a1.XBackendTrafficPolicy) any { return firstOf(o.Status.Ancestors) },
 		get: func(ctx context.Context, ns, name string) (*gwxv1a1.XBackendTrafficPolicy, error) {
 			return x.XBackendTrafficPolicies(ns).Get(ctx, name, metav1.GetOptions{})
 		},
@@ -244,8 +272,9 @@ func (w *Writer) writePolicies(ctx context.Context, in Objects, l lists) (int, e
 		(*gwxv1a1.XBackendTrafficPolicy).DeepCopy, l), in.Mesh.BackendTrafficPolicies)
 	c := w.client.GatewayV1()
 	n2, err2 := writeAll(ctx, w, listKind(kind[gwv1.BackendTLSPolicy]{
-		name: gateway.KindBackendTLSPolicy,
-		meta: func(o *gwv1.BackendTLSPolicy) *metav1.ObjectMeta { return &o.ObjectMeta },
+		name:       gateway.KindBackendTLSPolicy,
+		meta:       func(o *gwv1.BackendTLSPolicy) *metav1.ObjectMeta { return &o.ObjectMeta },
+		statusList: func(o *gwv1.BackendTLSPolicy) any { return firstOf(o.Status.Ancestors) },
 		get: func(ctx context.Context, ns, name string) (*gwv1.BackendTLSPolicy, error) {
 			return c.BackendTLSPolicies(ns).Get(ctx, name, metav1.GetOptions{})
 		},

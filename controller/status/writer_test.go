@@ -40,7 +40,7 @@ type counter struct {
 	updates, gets int
 }
 
-func newWriter(t *testing.T, objs ...runtime.Object) (*Writer, *fake.Clientset, *counter) {
+func newWriter(t testing.TB, objs ...runtime.Object) (*Writer, *fake.Clientset, *counter) {
 	t.Helper()
 	cs := fake.NewSimpleClientset(objs...)
 	n := &counter{}

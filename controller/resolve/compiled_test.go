@@ -1,0 +1,106 @@
+package resolve
+
+import (
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// versionRoutes gives every route a UID and resourceVersion rv (the
+// golden inputs have none, and a route without one is never reused).
+func versionRoutes(in *Input, rv func(i int) string) {
+	i := 0
+	set := func(m *metav1.ObjectMeta) {
+		m.UID = types.UID("uid-" + m.Namespace + "-" + m.Name)
+		m.ResourceVersion = rv(i)
+		i++
+	}
+	for j := range in.HTTPRoutes {
+		set(&in.HTTPRoutes[j].ObjectMeta)
+	}
+	for j := range in.GRPCRoutes {
+		set(&in.GRPCRoutes[j].ObjectMeta)
+	}
+	for j := range in.TCPRoutes {
+		set(&in.TCPRoutes[j].ObjectMeta)
+	}
+}
+
+// TestReuseOfCompiledRoutesGivesTheSameOutput: for every golden input,
+// resolving with the routes an earlier resolution compiled renders exactly
+// what compiling them all does: with no route changed (twice in a row:
+// attachment and the regex budget must leave the kept routes as they were
+// compiled), and with every other route changed (its rules reversed and
+// its resourceVersion new).
+func TestReuseOfCompiledRoutesGivesTheSameOutput(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatal(cases, err)
+	}
+	for _, path := range cases {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".in.yaml"), func(t *testing.T) {
+			in, err := loadCase(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			versionRoutes(&in, func(int) string { return "1" })
+			prev := Resolve(in)
+			reusing := func(in Input, prev Output) Input {
+				in.Reuse = ReuseOf(prev)
+				in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = true, true
+				return in
+			}
+			again := Resolve(reusing(in, prev))
+			compareRendered(t, "no route changed", again, prev)
+			for k, c := range again.routes {
+				if prev.routes[k] != c {
+					t.Fatalf("route %v was compiled again", k)
+				}
+			}
+			compareRendered(t, "no route changed, twice", Resolve(reusing(in, again)), prev)
+
+			changed, err := loadCase(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			versionRoutes(&changed, func(i int) string { return strconv.Itoa(1 + i%2) })
+			for i := range changed.HTTPRoutes {
+				if i%2 == 1 {
+					slices.Reverse(changed.HTTPRoutes[i].Spec.Rules)
+				}
+			}
+			for i := range changed.GRPCRoutes {
+				if (len(changed.HTTPRoutes)+i)%2 == 1 {
+					slices.Reverse(changed.GRPCRoutes[i].Spec.Rules)
+				}
+			}
+			compareRendered(t, "every other route changed", Resolve(reusing(changed, prev)), Resolve(changed))
+		})
+	}
+}
+
+// A route is compiled again when the Services it refers to may have
+// changed (RoutesValid unset), even at the same resourceVersion.
+func TestCompiledRoutesNotReusedUnlessValid(t *testing.T) {
+	in, err := loadCase("testdata/status-backend-not-found.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	versionRoutes(&in, func(int) string { return "1" })
+	prev := Resolve(in)
+	in.Reuse = ReuseOf(prev)
+	out := Resolve(in)
+	if len(out.routes) == 0 {
+		t.Fatal("no compiled routes kept")
+	}
+	for k, c := range out.routes {
+		if prev.routes[k] == c {
+			t.Fatalf("route %v was reused without RoutesValid", k)
+		}
+	}
+}

@@ -1,0 +1,131 @@
+package status
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/controller/gateway"
+	"github.com/weft-mesh/weft/controller/resolve"
+)
+
+// A route found with the wanted status is skipped by the next Write while
+// its resourceVersion, its status list and the wanted entries are the same;
+// a change of any of them is compared again, and written.
+func TestUnchangedRoutesSkippedUntilAnInputChanges(t *testing.T) {
+	r := route("r")
+	w, cs, n := newWriter(t, r)
+	ctx := context.Background()
+	want := Want{Mesh: statuses(accepted("a"))}
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*r}}}, want); err != nil || wrote != 1 {
+		t.Fatalf("first write: wrote %d err %v", wrote, err)
+	}
+	got, err := cs.GatewayV1().HTTPRoutes("ns").Get(ctx, "r", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.ResourceVersion = "2" // the fake keeps it; the API server changes it on every write
+	cached := Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}
+	key := objKey{"HTTPRoute", "ns", "r"}
+	for i := range 2 {
+		if wrote, err := w.Write(ctx, cached, want); err != nil || wrote != 0 {
+			t.Fatalf("repeat %d: wrote %d err %v", i, wrote, err)
+		}
+		if _, ok := w.unchanged.entries[key]; !ok {
+			t.Fatalf("repeat %d: the route is not remembered as unchanged", i)
+		}
+	}
+
+	// Another writer replaced our entry in place (same resourceVersion, as
+	// only a fake allows): the new list is compared, and ours put back.
+	overwritten := got.DeepCopy()
+	overwritten.Status.Parents[0].Conditions[0].Status = metav1.ConditionFalse
+	n.updates = 0
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*overwritten}}}, want); err != nil || wrote != 1 || n.updates != 1 {
+		t.Fatalf("overwritten status: wrote %d updates %d err %v", wrote, n.updates, err)
+	}
+
+	// A new decision about the unchanged route is written.
+	changed := accepted("a")
+	changed.Conditions[0].Message = "changed"
+	if wrote, err := w.Write(ctx, cached, Want{Mesh: statuses(changed)}); err != nil || wrote != 1 {
+		t.Fatalf("new decision: wrote %d err %v", wrote, err)
+	}
+}
+
+// Owning the gateway's entries too (its decision arrived) compares every
+// route again: entries remembered with fewer owners say nothing.
+func TestUnchangedForgottenWhenOwnersChange(t *testing.T) {
+	gwEntry := gwv1.RouteParentStatus{ParentRef: gwv1.ParentReference{Name: "gw"}, ControllerName: gateway.ControllerName,
+		Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", t0)}}
+	r := route("r", gwEntry)
+	w, cs, _ := newWriter(t, r)
+	ctx := context.Background()
+	want := Want{Mesh: statuses(accepted("a"))}
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*r}}}, want); err != nil || wrote != 1 {
+		t.Fatalf("first write: wrote %d err %v", wrote, err)
+	}
+	got, _ := cs.GatewayV1().HTTPRoutes("ns").Get(ctx, "r", metav1.GetOptions{})
+	got.ResourceVersion = "2"
+	cached := Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}
+	if wrote, err := w.Write(ctx, cached, want); err != nil || wrote != 0 {
+		t.Fatalf("repeat: wrote %d err %v", wrote, err)
+	}
+	// The gateway now decides, and wants no entry on this route.
+	want.Gateway = &gateway.Output{}
+	if wrote, err := w.Write(ctx, cached, want); err != nil || wrote != 1 {
+		t.Fatalf("with the gateway's decision: wrote %d err %v", wrote, err)
+	}
+	got, _ = cs.GatewayV1().HTTPRoutes("ns").Get(ctx, "r", metav1.GetOptions{})
+	for _, p := range got.Status.Parents {
+		if p.ControllerName == gateway.ControllerName {
+			t.Fatalf("the gateway's stale entry was kept: %+v", got.Status.Parents)
+		}
+	}
+}
+
+// BenchmarkWriteUnchanged is a status pass over 20,000 routes that all have
+// the wanted status (issue #17's scale): "compared" compares every route,
+// as every pass did before the writer remembered unchanged routes;
+// "remembered" is the pass after one that found them unchanged.
+func BenchmarkWriteUnchanged(b *testing.B) {
+	const n = 20000
+	routes := make([]gwv1.HTTPRoute, n)
+	var want []resolve.ObjectStatus
+	for i := range routes {
+		name := fmt.Sprintf("r%05d", i)
+		a := accepted("a")
+		ps := make([]gwv1.RouteParentStatus, 1)
+		ps[0] = gwv1.RouteParentStatus{ParentRef: a.Ref, ControllerName: resolve.ControllerName, Conditions: append([]metav1.Condition(nil), a.Conditions...)}
+		for j := range ps[0].Conditions {
+			ps[0].Conditions[j].LastTransitionTime = t0
+		}
+		r := route(name, ps...)
+		routes[i] = *r
+		want = append(want, resolve.ObjectStatus{Kind: "HTTPRoute", Namespace: "ns", Name: name, Generation: 1, Parents: []resolve.ParentStatus{a}})
+	}
+	objs := Objects{Mesh: resolve.Input{HTTPRoutes: routes}}
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name     string
+		remember bool
+	}{{"compared", false}, {"remembered", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			w, _, _ := newWriter(b)
+			if _, err := w.Write(ctx, objs, Want{Mesh: want}); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if !bc.remember {
+					w.unchanged = unchanged{}
+				}
+				if wrote, err := w.Write(ctx, objs, Want{Mesh: want}); err != nil || wrote != 0 {
+					b.Fatalf("wrote %d err %v", wrote, err)
+				}
+			}
+		})
+	}
+}
