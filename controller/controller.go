@@ -580,20 +580,18 @@ func (c *Controller) round() {
 	if !ok {
 		return
 	}
+	var anchors [][]byte
+	if c.cfg.TrustAnchors != nil {
+		anchors = c.cfg.TrustAnchors()
+	}
+	// before ReuseOf: the next round that reuses these policies finds the
+	// anchors in them and keeps the very objects
+	out.Nodes = resolve.WithTrustAnchors(out.Nodes, anchors)
 	c.reuse = resolve.ReuseOf(out)
 	c.authz = out.AuthzInForce
 	c.reportInvalidMTLS(out.InvalidMTLS)
 	c.resolves.Add(1)
 	c.metrics.Resolved(time.Since(start))
-	var anchors [][]byte
-	if c.cfg.TrustAnchors != nil {
-		anchors = c.cfg.TrustAnchors()
-	}
-	for _, p := range out.Nodes {
-		if p != nil && len(anchors) > 0 {
-			p.TrustAnchors = anchors
-		}
-	}
 	changed := c.push.Update(out.Nodes)
 	c.log.Debug("resolved", logkey.Nodes, len(out.Nodes), logkey.Changed, changed, logkey.Statuses, len(out.Statuses), logkey.Took, time.Since(start))
 	var gwOut *gateway.Output

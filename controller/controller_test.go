@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -552,4 +555,49 @@ func TestIntegrationController(t *testing.T) {
 			return b.Stats().StatusWrites > 0, fmt.Sprint(b.Stats())
 		})
 	})
+}
+
+// TestIntegrationTrustAnchorsReachEveryNode: the CA's bundle reaches every
+// node, a node without enrolled pods too, when the controller starts before
+// the CA has one and when it rotates; neither changes anything else, so the
+// rounds they start reuse the last resolution. Filling the anchors into
+// the reused policies in place hid the change from the push server.
+func TestIntegrationTrustAnchorsReachEveryNode(t *testing.T) {
+	kc, ctx, _ := startFixture(t)
+	if _, err := kc.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-3"},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.13"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var bundle atomic.Pointer[[][]byte]
+	bundle.Store(&[][]byte{})
+	c, _, _ := startController(t, ctx, Config{Kube: kc.Config, GRPCAddr: "127.0.0.1:0", HealthAddr: "-",
+		TrustAnchors:  func() [][]byte { return *bundle.Load() },
+		Authenticator: tokens{"tok-1": "node-1", "tok-3": "node-3"}, Logger: testLogger(t)})
+	agents := map[string]*agent{
+		"node-1": subscribe(t, ctx, c.GRPCAddr().String(), "tok-1", "node-1"),
+		"node-3": subscribe(t, ctx, c.GRPCAddr().String(), "tok-3", "node-3"),
+	}
+	for node, a := range agents {
+		s := a.next(t, node+": first snapshot", func(s *weftv1.PolicySnapshot) bool { return s.Policy != nil })
+		if err := a.stream.Send(&weftv1.PolicyRequest{Node: node, Version: s.Version, Deltas: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ca := range []string{"first CA", "rotated CA"} {
+		crt, _ := selfSigned(t, ca)
+		block, _ := pem.Decode(crt)
+		bundle.Store(&[][]byte{block.Bytes})
+		c.Kick()
+		for node, a := range agents {
+			s := a.next(t, node+": "+ca, func(s *weftv1.PolicySnapshot) bool {
+				anchors := s.Policy.GetTrustAnchors()
+				return len(anchors) == 1 && bytes.Equal(anchors[0], block.Bytes)
+			})
+			if err := a.stream.Send(&weftv1.PolicyRequest{Node: node, Version: s.Version, Deltas: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }

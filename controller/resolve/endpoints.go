@@ -87,18 +87,25 @@ func resolveEndpoints(in *Input) (out Output, ok bool) {
 	return out, true
 }
 
-// withClusters is a shallow copy of p (every field, whatever the proto
-// gains later) with clusters instead of its own.
+// withClusters is a shallow copy of p (shallowCopy) with clusters
+// instead of its own.
 func withClusters(p *weftv1.NodePolicy, clusters []*weftv1.Cluster) *weftv1.NodePolicy {
+	np := shallowCopy(p)
+	np.Clusters = clusters
+	return np
+}
+
+// shallowCopy is a copy of p that shares every field's value with it
+// (whatever fields the proto gains later): the way to change one field of
+// a policy that an earlier Output, and so the push server, may hold.
+func shallowCopy(p *weftv1.NodePolicy) *weftv1.NodePolicy {
 	src := p.ProtoReflect()
 	dst := src.New()
 	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		dst.Set(fd, v)
 		return true
 	})
-	np := proto.Message(dst.Interface()).(*weftv1.NodePolicy)
-	np.Clusters = clusters
-	return np
+	return proto.Message(dst.Interface()).(*weftv1.NodePolicy)
 }
 
 // serviceCluster parses a Service port's cluster name,

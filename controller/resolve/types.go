@@ -113,7 +113,8 @@ func ReuseOf(out Output) *Reuse {
 
 // Output is everything resolution decided.
 type Output struct {
-	// Policy per node name. TrustAnchors are left empty: the CA fills them.
+	// Policy per node name. TrustAnchors are left empty: the controller
+	// fills them with WithTrustAnchors.
 	Nodes map[string]*weftv1.NodePolicy
 	// Status of every route (and policy) Weft has an opinion about, sorted
 	// by Kind, Namespace, Name.
