@@ -147,7 +147,7 @@ func authzInput(ctx context.Context, kc kubernetes.Interface, dc dynamic.Interfa
 		return in, fmt.Errorf("target namespace: %w", err)
 	}
 	in.Namespaces = []corev1.Namespace{*ns}
-	in.Pods = []corev1.Pod{*pod}
+	in.Pods = []*corev1.Pod{pod}
 	if pod.Spec.NodeName != "" {
 		in.Nodes = []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: pod.Spec.NodeName}}}
 	}

@@ -47,7 +47,7 @@ func shopInput(t *testing.T) resolve.Input {
 	in := resolve.Input{
 		Namespaces: []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}},
 		Nodes:      []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}},
-		Pods: []corev1.Pod{{
+		Pods: []*corev1.Pod{{
 			ObjectMeta: metav1.ObjectMeta{Name: "cart-0", Namespace: "shop", Labels: map[string]string{"app": "cart"}},
 			Spec:       corev1.PodSpec{NodeName: "n1", ServiceAccountName: "cart"},
 			Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.5"},
@@ -144,7 +144,7 @@ func TestIntegrationAuthz(t *testing.T) {
 	if _, err := kc.Client.CoreV1().ServiceAccounts("shop").Create(ctx, &in.ServiceAccounts[0], metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod := in.Pods[0]
+	pod := *in.Pods[0]
 	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "x"}}
 	created, err := kc.Client.CoreV1().Pods("shop").Create(ctx, &pod, metav1.CreateOptions{})
 	if err != nil {

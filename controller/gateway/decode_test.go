@@ -213,7 +213,7 @@ func decodeObject(in *Input, kind string, b []byte, unmarshal func([]byte, any) 
 	case "EndpointSlice":
 		return add[discoveryv1.EndpointSlice](&in.EndpointSlices, b, unmarshal)
 	case "Pod":
-		return add[corev1.Pod](&in.Pods, b, unmarshal)
+		return add[*corev1.Pod](&in.Pods, b, unmarshal)
 	case "XBackend":
 		return add[gwxv1a1.XBackend](&in.Backends, b, unmarshal)
 	case "XBackendTrafficPolicy":

@@ -17,7 +17,7 @@ import (
 // cluster IPs. A Gateway without its Service is
 // not provisioned yet. ReadyPods counts the Gateway's data plane pods (in
 // pods, by the weft.dev/gateway label) that are Ready and not terminating.
-func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []corev1.Pod) []gateway.Provisioned {
+func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []*corev1.Pod) []gateway.Provisioned {
 	if len(gateways) == 0 {
 		return nil // without reading 100k pods every round (issue #17's scale)
 	}
@@ -27,8 +27,7 @@ func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []core
 		byName[key{services[i].Namespace, services[i].Name}] = &services[i]
 	}
 	ready := map[key]int{}
-	for i := range pods {
-		p := &pods[i]
+	for _, p := range pods {
 		if name, ok := p.Labels[mesh.LabelGateway]; ok && p.DeletionTimestamp == nil && podReady(p) {
 			ready[key{p.Namespace, name}]++
 		}

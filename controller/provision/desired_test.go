@@ -183,15 +183,15 @@ func TestProvisionedAddresses(t *testing.T) {
 		t.Errorf("no pods: %+v", got[0])
 	}
 	// only the Gateway's own pods that are Ready and not terminating count
-	pod := func(name, gateway string, ready corev1.ConditionStatus, deleting bool) corev1.Pod {
-		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: g.Namespace, Name: name, Labels: map[string]string{mesh.LabelGateway: gateway}},
+	pod := func(name, gateway string, ready corev1.ConditionStatus, deleting bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: g.Namespace, Name: name, Labels: map[string]string{mesh.LabelGateway: gateway}},
 			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}}}
 		if deleting {
 			p.DeletionTimestamp = &metav1.Time{}
 		}
 		return p
 	}
-	pods := []corev1.Pod{
+	pods := []*corev1.Pod{
 		pod("a", Name(g.Name), corev1.ConditionTrue, false),
 		pod("b", Name(g.Name), corev1.ConditionFalse, false),
 		pod("c", Name(g.Name), corev1.ConditionTrue, true),

@@ -380,8 +380,7 @@ func enrolledPodsByNamespace(in *Input, workloads map[string][]*weftv1.Workload)
 		}
 	}
 	byNS := map[string][]*corev1.Pod{}
-	for i := range in.Pods {
-		p := &in.Pods[i]
+	for _, p := range in.Pods {
 		if enrolled[objKey{p.Namespace, p.Name}] {
 			byNS[p.Namespace] = append(byNS[p.Namespace], p)
 		}

@@ -57,7 +57,7 @@ func genCluster(c benchConfig) Input {
 			node := fmt.Sprintf("node-%d", pod%c.Nodes)
 			ip := fmt.Sprintf("10.%d.%d.%d", 128+pod/65536, pod/256%256, pod%256)
 			pn := fmt.Sprintf("%s-%d", name, j)
-			in.Pods = append(in.Pods, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pn, UID: "u"},
+			in.Pods = append(in.Pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pn, UID: "u"},
 				Spec:   corev1.PodSpec{NodeName: node, ServiceAccountName: name},
 				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip}})
 			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: &node,

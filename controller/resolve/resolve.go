@@ -72,8 +72,7 @@ func (ix *index) podMaps() {
 		return
 	}
 	ix.pods, ix.podsByNS = map[objKey]*corev1.Pod{}, map[string][]*corev1.Pod{}
-	for i := range ix.in.Pods {
-		p := &ix.in.Pods[i]
+	for _, p := range ix.in.Pods {
 		if ix.only != nil && !ix.only[p.Namespace] {
 			continue
 		}
@@ -318,10 +317,9 @@ func podIPs(p *corev1.Pod) []string {
 // their mTLS mode (mesh.PodMTLSStrict). invalid holds one message per pod
 // whose mTLS annotation (its own or its namespace's) is invalid, sorted;
 // such a pod fails safe to strict.
-func (r *resolver) workloadsByNode(pods []corev1.Pod) (out map[string][]*weftv1.Workload, invalid []string) {
+func (r *resolver) workloadsByNode(pods []*corev1.Pod) (out map[string][]*weftv1.Workload, invalid []string) {
 	out = map[string][]*weftv1.Workload{}
-	for i := range pods {
-		p := &pods[i]
+	for _, p := range pods {
 		if !r.podEnrolled(p) {
 			continue
 		}

@@ -338,8 +338,8 @@ func perturb(t *testing.T, in resolve.Input) resolve.Input {
 		if p.DeletionTimestamp != nil {
 			p.DeletionTimestamp = &later
 		}
-		check("Pod", &p.ObjectMeta, &in.Pods[i], p)
-		out.Pods = append(out.Pods, *p)
+		check("Pod", &p.ObjectMeta, in.Pods[i], p)
+		out.Pods = append(out.Pods, p)
 	}
 	for i := range in.Namespaces {
 		n := in.Namespaces[i].DeepCopy()

@@ -524,16 +524,28 @@ type listed struct {
 // the last call while the kind has had no event since. Resolution never
 // modifies its Input, so rounds can share it.
 func listCached[T any](s *Source, kind string, l lister[T]) ([]T, error) {
+	return cached(s, kind, func() ([]T, error) { return list(l) })
+}
+
+// listPointersCached is listCached of the cache's objects themselves
+// (pods: a copy of 100k by value was 118 MB at issue #17's scale).
+func listPointersCached[T any](s *Source, kind string, l lister[T]) ([]*T, error) {
+	return cached(s, kind, func() ([]*T, error) { return listPointers(l) })
+}
+
+// cached returns the listing of kind the last call made while the kind
+// has had no event since, else a new one from list.
+func cached[L any](s *Source, kind string, list func() (L, error)) (L, error) {
 	s.chMu.Lock()
 	gen := s.gens[kind]
 	if c, ok := s.copies[kind]; ok && c.gen == gen {
 		s.chMu.Unlock()
-		return c.objs.([]T), nil
+		return c.objs.(L), nil
 	}
 	s.chMu.Unlock()
-	objs, err := list(l)
+	objs, err := list()
 	if err != nil {
-		return nil, err
+		return objs, err
 	}
 	s.chMu.Lock()
 	if s.copies == nil {
@@ -570,7 +582,7 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 		if in.EndpointSlices, err = listCached(s, "slices", s.core.Discovery().V1().EndpointSlices().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.Pods, err = listCached(s, "pods", s.core.Core().V1().Pods().Lister()); err != nil {
+		if in.Pods, err = listPointersCached(s, "pods", s.core.Core().V1().Pods().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
 		if in.ServiceAccounts, err = list(s.core.Core().V1().ServiceAccounts().Lister()); err != nil {
@@ -613,16 +625,26 @@ type lister[T any] interface {
 }
 
 func list[T any](l lister[T]) ([]T, error) {
-	ptrs, err := l.List(everything)
+	ptrs, err := listPointers(l)
 	if err != nil {
-		return nil, fmt.Errorf("list from cache: %w", err)
+		return nil, err
 	}
-	sortObjects(ptrs)
 	out := make([]T, len(ptrs))
 	for i, p := range ptrs {
 		out[i] = *p
 	}
 	return out, nil
+}
+
+// listPointers lists the cache's objects themselves, sorted by namespace
+// and name; callers must not modify them.
+func listPointers[T any](l lister[T]) ([]*T, error) {
+	ptrs, err := l.List(everything)
+	if err != nil {
+		return nil, fmt.Errorf("list from cache: %w", err)
+	}
+	sortObjects(ptrs)
+	return ptrs, nil
 }
 
 var everything = labels.Everything()
