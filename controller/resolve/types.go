@@ -33,15 +33,15 @@ type Options struct {
 }
 
 // Input is a consistent snapshot of every object resolution reads.
+// Resolution never modifies it: Pods are the informer cache's own (a copy
+// of 100k pods by value was 118 MB of the controller's live heap at issue
+// #17's scale).
 type Input struct {
 	Options                Options
 	Namespaces             []corev1.Namespace
 	Nodes                  []corev1.Node
 	Services               []corev1.Service
 	EndpointSlices         []discoveryv1.EndpointSlice
-	// Pods by pointer: at issue #17's scale a copy of 100k pods by value
-	// was 118 MB of the controller's live heap. Resolution never modifies
-	// them (the informer's cache shares them).
 	Pods                   []*corev1.Pod
 	HTTPRoutes             []gwv1.HTTPRoute
 	GRPCRoutes             []gwv1.GRPCRoute
