@@ -205,7 +205,14 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 			if len(free) == 0 {
 				continue
 			}
-			out = append(out, r.servicePort(svc, sp, free, ps))
+			var built *weftv1.ServicePort
+			if built = r.reusedPort(pk, ps); built != nil && slices.Equal(built.Vips, free) {
+				r.serviceCluster(svc, sp) // registered as building it would
+			} else {
+				built = r.servicePort(svc, sp, free, ps)
+			}
+			r.nextPorts[pk] = builtPort{built, sourceOf(ps)}
+			out = append(out, built)
 		}
 	}
 	return out

@@ -50,7 +50,7 @@ func (r *resolver) compiled(kind routeKind, m *metav1.ObjectMeta, compile func()
 	k := routeKey{kind, m.Namespace, m.Name}
 	if c := r.prevRoutes[k]; c != nil && m.ResourceVersion != "" && c.resourceVersion == m.ResourceVersion && c.uid == m.UID && r.registerAgain(c.clusters) {
 		r.nextRoutes[k] = c
-		return c.rt.attachable()
+		return c.rt.attachable(c)
 	}
 	r.recording, r.recorded = true, nil
 	rt := compile()
@@ -59,14 +59,15 @@ func (r *resolver) compiled(kind routeKind, m *metav1.ObjectMeta, compile func()
 	if m.ResourceVersion != "" {
 		r.nextRoutes[k] = c
 	}
-	return rt.attachable()
+	return rt.attachable(c)
 }
 
-// attachable is a copy of a compiled route that attachment and the regex
-// budget may change (they set parents, keep some rules and append to
-// dropped) without touching rt.
-func (rt *route) attachable() *route {
+// attachable is a copy of a compiled route (rt, compiled as c) that
+// attachment and the regex budget may change (they set parents, keep some
+// rules and append to dropped) without touching rt.
+func (rt *route) attachable(c *compiledRoute) *route {
 	cp := *rt
+	cp.compiled = c
 	cp.rules = slices.Clone(rt.rules)
 	cp.dropped = slices.Clip(rt.dropped)
 	cp.parents = nil

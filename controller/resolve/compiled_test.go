@@ -62,6 +62,19 @@ func TestReuseOfCompiledRoutesGivesTheSameOutput(t *testing.T) {
 					t.Fatalf("route %v was compiled again", k)
 				}
 			}
+			// a port under an XBackendTrafficPolicy is built again, for the
+			// policy's status
+			sticky := map[objKey]bool{}
+			for _, p := range in.BackendTrafficPolicies {
+				for _, ref := range p.Spec.TargetRefs {
+					sticky[objKey{p.Namespace, string(ref.Name)}] = true
+				}
+			}
+			for k, b := range again.ports {
+				if !sticky[objKey{k.ns, k.name}] && prev.ports[k].sp != b.sp {
+					t.Fatalf("Service port %v was built again", k)
+				}
+			}
 			compareRendered(t, "no route changed, twice", Resolve(reusing(in, again)), prev)
 
 			changed, err := loadCase(path)

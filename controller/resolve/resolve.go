@@ -152,9 +152,10 @@ func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
 	n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
 	if in.Reuse != nil && in.Reuse.RoutesValid {
-		r.prevRoutes = in.Reuse.routes
+		r.prevRoutes, r.prevPorts = in.Reuse.routes, in.Reuse.ports
 	}
 	r.nextRoutes = make(compiledRoutes, n)
+	r.nextPorts = make(builtPorts, len(r.prevPorts))
 	routes := make([]*route, 0, n)
 	for i := range in.HTTPRoutes {
 		hr := &in.HTTPRoutes[i]
@@ -225,7 +226,7 @@ func Resolve(in Input) Output {
 	out.Statuses = r.statuses(routes)
 	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce
 	out.InvalidMTLS = invalidMTLS
-	out.routes = r.nextRoutes
+	out.routes, out.ports = r.nextRoutes, r.nextPorts
 	return out
 }
 
@@ -248,6 +249,9 @@ type resolver struct {
 	// prevRoutes are the reused resolution's compiled routes (nil: none
 	// may be reused); nextRoutes this one's, for the next.
 	prevRoutes, nextRoutes compiledRoutes
+	// prevPorts are the reused resolution's Service ports (nil: none may
+	// be reused); nextPorts this one's, for the next.
+	prevPorts, nextPorts builtPorts
 	// recording: a route is being compiled, and recorded receives the
 	// clusters it registers.
 	recording bool

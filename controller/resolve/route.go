@@ -70,6 +70,8 @@ type route struct {
 	notes []string
 	// parents is filled by attach, one entry per parentRef.
 	parents []*parentResult
+	// compiled is the compilation this route is a copy of (attachable).
+	compiled *compiledRoute
 }
 
 func (rt *route) id() string { return rt.ns + "/" + rt.name }

@@ -91,8 +91,10 @@ type Reuse struct {
 	// the same UID and resourceVersion as when the earlier resolution
 	// compiled it is taken from there, not compiled again.
 	RoutesValid bool
-	// routes are the earlier resolution's compiled routes.
+	// routes are the earlier resolution's compiled routes, ports its
+	// Service ports.
 	routes compiledRoutes
+	ports  builtPorts
 }
 
 // ReuseOf returns what a later resolution may reuse of out: its clusters
@@ -100,7 +102,7 @@ type Reuse struct {
 // caller sets StaleServices, WorkloadsValid, OnlyEndpoints and
 // RoutesValid.
 func ReuseOf(out Output) *Reuse {
-	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes}
+	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes, ports: out.ports}
 	for n, p := range out.Nodes {
 		if len(p.Workloads) > 0 {
 			r.Workloads[n] = p.Workloads
@@ -132,9 +134,10 @@ type Output struct {
 	// "permissive", sorted. Such a pod is made strict (fail safe); the
 	// controller reports these.
 	InvalidMTLS []string
-	// routes are the routes compiled, for a later resolution to reuse
-	// (ReuseOf).
+	// routes are the routes compiled and ports the Service ports built,
+	// for a later resolution to reuse (ReuseOf).
 	routes compiledRoutes
+	ports  builtPorts
 }
 
 // ObjectStatus is what Weft wants in one object's status.
