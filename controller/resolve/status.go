@@ -150,7 +150,9 @@ func (r *resolver) statuses(routes []*route) []ObjectStatus {
 		}
 	}
 	out = append(out, r.policies.statuses()...)
-	slices.SortStableFunc(out, func(a, b ObjectStatus) int {
+	// kind, namespace and name are unique: an unstable sort is the same
+	// order, and 20,000 routes' symmerge was 2% of the controller's CPU
+	slices.SortFunc(out, func(a, b ObjectStatus) int {
 		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	return out
