@@ -261,3 +261,42 @@ func lineDiff(want, got string) string {
 	}
 	return b.String()
 }
+
+// TestNoGatewayShortcut: with the Gateways of every golden case removed
+// (and with them kept but their class unknown), Resolve's shortcut gives
+// exactly what resolving everything does.
+func TestNoGatewayShortcut(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatal(cases, err)
+	}
+	for _, in := range cases {
+		t.Run(strings.TrimSuffix(filepath.Base(in), ".in.yaml"), func(t *testing.T) {
+			for _, strip := range []func(*Input){
+				func(i *Input) { i.Gateways = nil },
+				func(i *Input) {
+					for j := range i.Gateways {
+						i.Gateways[j].Spec.GatewayClassName = "not-weft"
+					}
+				},
+			} {
+				input, err := loadCase(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				strip(&input)
+				got, err := render(Resolve(input))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := render(resolveIn(input, false))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("the shortcut differs:\n%s", lineDiff(string(want), string(got)))
+				}
+			}
+		})
+	}
+}
