@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -31,9 +32,9 @@ type index struct {
 	namespaces map[string]*corev1.Namespace
 	services   map[objKey]*corev1.Service
 	slices     map[objKey][]*discoveryv1.EndpointSlice
-	// pods and podsByNS are built on first use (podMaps): a round that
-	// reuses clusters and workloads may never look a pod up, and there
-	// can be 100k of them.
+	// podsByNS (and pods, for input not sorted) are built on first use
+	// (podMaps): a round that reuses clusters and workloads may never look
+	// a pod up, and there can be 100k of them.
 	pods     map[objKey]*corev1.Pod
 	podsByNS map[string][]*corev1.Pod
 	in       *Input
@@ -66,13 +67,31 @@ func (ix *index) podByIP(ns, ip string) *corev1.Pod {
 
 func newIndex(in *Input) *index { return newIndexIn(in, nil) }
 
-// podMaps builds pods and podsByNS the first time they are needed.
+// podMaps builds podsByNS (and pods) the first time they are needed. The
+// source lists pods sorted by namespace and name: then a namespace's pods
+// are a range of the list, found by binary search, and pods stays nil (a
+// pod is found by binary search in its namespace's range). A round of
+// endpoint churn otherwise hashed 100,000 pods into two maps to look up a
+// few dozen.
 func (ix *index) podMaps() {
-	if ix.pods != nil {
+	if ix.podsByNS != nil {
 		return
 	}
-	ix.pods, ix.podsByNS = map[objKey]*corev1.Pod{}, map[string][]*corev1.Pod{}
-	for _, p := range ix.in.Pods {
+	ix.podsByNS = map[string][]*corev1.Pod{}
+	pods := ix.in.Pods
+	if slices.IsSortedFunc(pods, comparePods) {
+		for i := 0; i < len(pods); {
+			ns := pods[i].Namespace
+			j := i + sort.Search(len(pods)-i, func(k int) bool { return pods[i+k].Namespace > ns })
+			if ix.only == nil || ix.only[ns] {
+				ix.podsByNS[ns] = pods[i:j:j]
+			}
+			i = j
+		}
+		return
+	}
+	ix.pods = map[objKey]*corev1.Pod{}
+	for _, p := range pods {
 		if ix.only != nil && !ix.only[p.Namespace] {
 			continue
 		}
@@ -81,10 +100,21 @@ func (ix *index) podMaps() {
 	}
 }
 
+func comparePods(a, b *corev1.Pod) int {
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+}
+
 // pod is the pod namespace/name.
 func (ix *index) pod(ns, name string) *corev1.Pod {
 	ix.podMaps()
-	return ix.pods[objKey{ns, name}]
+	if ix.pods != nil {
+		return ix.pods[objKey{ns, name}]
+	}
+	in := ix.podsByNS[ns]
+	if i, ok := slices.BinarySearchFunc(in, name, func(p *corev1.Pod, name string) int { return strings.Compare(p.Name, name) }); ok {
+		return in[i]
+	}
+	return nil
 }
 
 // nsPods are the pods of a namespace.

@@ -3,6 +3,7 @@ package resolve
 import (
 	"bytes"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,5 +77,41 @@ func compareRendered(t *testing.T, what string, got, want Output) {
 	}
 	if !bytes.Equal(g, w) {
 		t.Fatalf("%s: with Reuse:\n%s", what, lineDiff(string(w), string(g)))
+	}
+}
+
+// TestPodsSortedOrNot: pods sorted by namespace and name (as the source
+// lists them: found by binary search) and pods in any other order (found
+// through maps) resolve alike, in full and for endpoints only.
+func TestPodsSortedOrNot(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatal(cases, err)
+	}
+	sortedSome := false
+	for _, path := range cases {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".in.yaml"), func(t *testing.T) {
+			in, err := loadCase(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Reverse(in.Pods)
+			if len(in.Pods) > 1 && !slices.IsSortedFunc(in.Pods, comparePods) {
+				sortedSome = true
+			}
+			unsorted := Resolve(in)
+			slices.SortFunc(in.Pods, comparePods)
+			compareRendered(t, "pods sorted", Resolve(in), unsorted)
+			stale := map[string]bool{}
+			for _, es := range in.EndpointSlices {
+				stale[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] = true
+			}
+			in.Reuse = ReuseOf(unsorted)
+			in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.OnlyEndpoints = stale, true, true
+			compareRendered(t, "pods sorted, endpoints only", Resolve(in), unsorted)
+		})
+	}
+	if !sortedSome {
+		t.Fatal("no case had pods out of order: the map path was not compared")
 	}
 }
