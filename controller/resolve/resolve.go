@@ -67,19 +67,19 @@ func (ix *index) podByIP(ns, ip string) *corev1.Pod {
 
 func newIndex(in *Input) *index { return newIndexIn(in, nil) }
 
-// podMaps builds podsByNS (and pods) the first time they are needed. The
-// source lists pods sorted by namespace and name: then a namespace's pods
-// are a range of the list, found by binary search, and pods stays nil (a
-// pod is found by binary search in its namespace's range). A round of
-// endpoint churn otherwise hashed 100,000 pods into two maps to look up a
-// few dozen.
+// podMaps builds podsByNS (and pods) the first time they are needed. With
+// Input.PodsSorted (the source lists pods sorted by namespace and name) a
+// namespace's pods are a range of the list, found by binary search, and
+// pods stays nil (a pod is found by binary search in its namespace's
+// range). A round of endpoint churn otherwise hashed 100,000 pods into two
+// maps to look up a few dozen.
 func (ix *index) podMaps() {
 	if ix.podsByNS != nil {
 		return
 	}
 	ix.podsByNS = map[string][]*corev1.Pod{}
 	pods := ix.in.Pods
-	if slices.IsSortedFunc(pods, comparePods) {
+	if ix.in.PodsSorted {
 		for i := 0; i < len(pods); {
 			ns := pods[i].Namespace
 			j := i + sort.Search(len(pods)-i, func(k int) bool { return pods[i+k].Namespace > ns })

@@ -80,9 +80,10 @@ func compareRendered(t *testing.T, what string, got, want Output) {
 	}
 }
 
-// TestPodsSortedOrNot: pods sorted by namespace and name (as the source
-// lists them: found by binary search) and pods in any other order (found
-// through maps) resolve alike, in full and for endpoints only.
+// TestPodsSortedOrNot: pods sorted by namespace and name with PodsSorted
+// (as the source lists them: found by binary search) and pods in any other
+// order (found through maps) resolve alike, in full and for endpoints
+// only.
 func TestPodsSortedOrNot(t *testing.T) {
 	cases, err := filepath.Glob("testdata/*.in.yaml")
 	if err != nil || len(cases) == 0 {
@@ -101,6 +102,7 @@ func TestPodsSortedOrNot(t *testing.T) {
 			}
 			unsorted := Resolve(in)
 			slices.SortFunc(in.Pods, comparePods)
+			in.PodsSorted = true
 			compareRendered(t, "pods sorted", Resolve(in), unsorted)
 			stale := map[string]bool{}
 			for _, es := range in.EndpointSlices {

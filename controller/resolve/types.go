@@ -37,12 +37,16 @@ type Options struct {
 // of 100k pods by value was 118 MB of the controller's live heap at issue
 // #17's scale).
 type Input struct {
-	Options                Options
-	Namespaces             []corev1.Namespace
-	Nodes                  []corev1.Node
-	Services               []corev1.Service
-	EndpointSlices         []discoveryv1.EndpointSlice
-	Pods                   []*corev1.Pod
+	Options        Options
+	Namespaces     []corev1.Namespace
+	Nodes          []corev1.Node
+	Services       []corev1.Service
+	EndpointSlices []discoveryv1.EndpointSlice
+	Pods           []*corev1.Pod
+	// PodsSorted: Pods are sorted by namespace, then name, as the source
+	// lists them; a pod is then found by binary search (checking the
+	// order would read all 100k of them every round).
+	PodsSorted             bool
 	HTTPRoutes             []gwv1.HTTPRoute
 	GRPCRoutes             []gwv1.GRPCRoute
 	TCPRoutes              []gwv1.TCPRoute

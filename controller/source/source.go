@@ -585,6 +585,7 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 		if in.Pods, err = listPointersCached(s, "pods", s.core.Core().V1().Pods().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
+		in.PodsSorted = true // listPointers sorts them
 		if in.ServiceAccounts, err = list(s.core.Core().V1().ServiceAccounts().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
