@@ -75,6 +75,11 @@ func TestReuseOfCompiledRoutesGivesTheSameOutput(t *testing.T) {
 					t.Fatalf("Service port %v was built again", k)
 				}
 			}
+			for c, b := range again.statuses {
+				if p, ok := prev.statuses[c]; !ok || len(b.status) > 0 && &p.status[0] != &b.status[0] {
+					t.Fatalf("the status of route %s/%s was built again", c.rt.ns, c.rt.name)
+				}
+			}
 			compareRendered(t, "no route changed, twice", Resolve(reusing(in, again)), prev)
 
 			changed, err := loadCase(path)
@@ -115,5 +120,46 @@ func TestCompiledRoutesNotReusedUnlessValid(t *testing.T) {
 		if prev.routes[k] == c {
 			t.Fatalf("route %v was reused without RoutesValid", k)
 		}
+	}
+}
+
+// TestReuseAfterARouteIsDeleted: for every golden input and each of its
+// routes, resolving with that route deleted and the rest taken from the
+// earlier resolution renders what resolving from scratch does. The routes
+// left are the same compilations, but what attached next to them changed:
+// a route that lost a port to the deleted one (a kind conflict, an older
+// TCPRoute, the regex budget) must get its port and its status back.
+func TestReuseAfterARouteIsDeleted(t *testing.T) {
+	cases, err := filepath.Glob("testdata/*.in.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatal(cases, err)
+	}
+	for _, path := range cases {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".in.yaml"), func(t *testing.T) {
+			in, err := loadCase(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			versionRoutes(&in, func(int) string { return "1" })
+			prev := Resolve(in)
+			n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
+			for i := range n {
+				del := in
+				switch {
+				case i < len(in.HTTPRoutes):
+					del.HTTPRoutes = slices.Delete(slices.Clone(in.HTTPRoutes), i, i+1)
+				case i < len(in.HTTPRoutes)+len(in.GRPCRoutes):
+					j := i - len(in.HTTPRoutes)
+					del.GRPCRoutes = slices.Delete(slices.Clone(in.GRPCRoutes), j, j+1)
+				default:
+					j := i - len(in.HTTPRoutes) - len(in.GRPCRoutes)
+					del.TCPRoutes = slices.Delete(slices.Clone(in.TCPRoutes), j, j+1)
+				}
+				want := Resolve(del)
+				del.Reuse = ReuseOf(prev)
+				del.Reuse.WorkloadsValid, del.Reuse.RoutesValid = true, true
+				compareRendered(t, "route "+strconv.Itoa(i)+" deleted", Resolve(del), want)
+			}
+		})
 	}
 }

@@ -182,10 +182,11 @@ func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
 	n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
 	if in.Reuse != nil && in.Reuse.RoutesValid {
-		r.prevRoutes, r.prevPorts = in.Reuse.routes, in.Reuse.ports
+		r.prevRoutes, r.prevPorts, r.prevStatuses = in.Reuse.routes, in.Reuse.ports, in.Reuse.statuses
 	}
 	r.nextRoutes = make(compiledRoutes, n)
 	r.nextPorts = make(builtPorts, len(r.prevPorts))
+	r.nextStatuses = make(builtStatuses, n)
 	routes := make([]*route, 0, n)
 	for i := range in.HTTPRoutes {
 		hr := &in.HTTPRoutes[i]
@@ -256,7 +257,7 @@ func Resolve(in Input) Output {
 	out.Statuses = r.statuses(routes)
 	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce
 	out.InvalidMTLS = invalidMTLS
-	out.routes, out.ports = r.nextRoutes, r.nextPorts
+	out.routes, out.ports, out.statuses = r.nextRoutes, r.nextPorts, r.nextStatuses
 	return out
 }
 
@@ -282,6 +283,9 @@ type resolver struct {
 	// prevPorts are the reused resolution's Service ports (nil: none may
 	// be reused); nextPorts this one's, for the next.
 	prevPorts, nextPorts builtPorts
+	// prevStatuses are the reused resolution's route statuses (nil: none
+	// may be reused); nextStatuses this one's, for the next.
+	prevStatuses, nextStatuses builtStatuses
 	// recording: a route is being compiled, and recorded receives the
 	// clusters it registers.
 	recording bool

@@ -141,10 +141,7 @@ func acceptedMessage(rt *route, pr *parentResult) string {
 func (r *resolver) statuses(routes []*route) []ObjectStatus {
 	var out []ObjectStatus
 	for _, rt := range routes {
-		os := ObjectStatus{Kind: rt.kind.String(), Namespace: rt.ns, Name: rt.name, Generation: rt.generation}
-		for _, pr := range rt.parents {
-			os.Parents = append(os.Parents, ParentStatus{Ref: pr.ref, Conditions: routeConditions(rt, pr)})
-		}
+		os := ObjectStatus{Kind: rt.kind.String(), Namespace: rt.ns, Name: rt.name, Generation: rt.generation, Parents: r.routeStatus(rt)}
 		if len(os.Parents) > 0 {
 			out = append(out, os)
 		}

@@ -96,9 +96,10 @@ type Reuse struct {
 	// compiled it is taken from there, not compiled again.
 	RoutesValid bool
 	// routes are the earlier resolution's compiled routes, ports its
-	// Service ports.
-	routes compiledRoutes
-	ports  builtPorts
+	// Service ports, statuses its route statuses.
+	routes   compiledRoutes
+	ports    builtPorts
+	statuses builtStatuses
 }
 
 // ReuseOf returns what a later resolution may reuse of out: its clusters
@@ -106,7 +107,7 @@ type Reuse struct {
 // caller sets StaleServices, WorkloadsValid, OnlyEndpoints and
 // RoutesValid.
 func ReuseOf(out Output) *Reuse {
-	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes, ports: out.ports}
+	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes, ports: out.ports, statuses: out.statuses}
 	for n, p := range out.Nodes {
 		if len(p.Workloads) > 0 {
 			r.Workloads[n] = p.Workloads
@@ -138,10 +139,12 @@ type Output struct {
 	// "permissive", sorted. Such a pod is made strict (fail safe); the
 	// controller reports these.
 	InvalidMTLS []string
-	// routes are the routes compiled and ports the Service ports built,
-	// for a later resolution to reuse (ReuseOf).
-	routes compiledRoutes
-	ports  builtPorts
+	// routes are the routes compiled, ports the Service ports and
+	// statuses the route statuses built, for a later resolution to reuse
+	// (ReuseOf).
+	routes   compiledRoutes
+	ports    builtPorts
+	statuses builtStatuses
 }
 
 // ObjectStatus is what Weft wants in one object's status.
