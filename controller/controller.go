@@ -511,8 +511,12 @@ func (c *Controller) resolveLoop(ctx context.Context, errc <-chan error) error {
 		case <-c.src.Dirty():
 		case <-c.kick:
 		}
-		if wait := debounceWait(c.cfg.Debounce, last, time.Now()); wait > 0 && !sleep(ctx, wait) {
-			return nil
+		if wait := debounceWait(c.cfg.Debounce, last, time.Now()); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
 		}
 		// Changes signalled during the wait are in the snapshot below.
 		select {
@@ -536,18 +540,6 @@ func debounceWait(debounce time.Duration, last, now time.Time) time.Duration {
 		return 0
 	}
 	return max(0, debounce-now.Sub(last))
-}
-
-// sleep waits d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // round resolves the current snapshot, pushes it and hands the statuses to

@@ -38,68 +38,57 @@ func versionRoutes(in *Input, rv func(i int) string) {
 // compiled), and with every other route changed (its rules reversed and
 // its resourceVersion new).
 func TestReuseOfCompiledRoutesGivesTheSameOutput(t *testing.T) {
-	cases, err := filepath.Glob("testdata/*.in.yaml")
-	if err != nil || len(cases) == 0 {
-		t.Fatal(cases, err)
-	}
-	for _, path := range cases {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".in.yaml"), func(t *testing.T) {
-			in, err := loadCase(path)
-			if err != nil {
-				t.Fatal(err)
+	eachCase(t, func(t *testing.T, path string, in Input) {
+		prev := Resolve(in)
+		reusing := func(in Input, prev Output) Input {
+			in.Reuse = ReuseOf(prev)
+			in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = true, true
+			return in
+		}
+		again := Resolve(reusing(in, prev))
+		compareRendered(t, "no route changed", again, prev)
+		for k, c := range again.routes {
+			if prev.routes[k] != c {
+				t.Fatalf("route %v was compiled again", k)
 			}
-			versionRoutes(&in, func(int) string { return "1" })
-			prev := Resolve(in)
-			reusing := func(in Input, prev Output) Input {
-				in.Reuse = ReuseOf(prev)
-				in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = true, true
-				return in
+		}
+		// a port under an XBackendTrafficPolicy is built again, for the
+		// policy's status
+		sticky := map[objKey]bool{}
+		for _, p := range in.BackendTrafficPolicies {
+			for _, ref := range p.Spec.TargetRefs {
+				sticky[objKey{p.Namespace, string(ref.Name)}] = true
 			}
-			again := Resolve(reusing(in, prev))
-			compareRendered(t, "no route changed", again, prev)
-			for k, c := range again.routes {
-				if prev.routes[k] != c {
-					t.Fatalf("route %v was compiled again", k)
-				}
+		}
+		for k, b := range again.ports {
+			if !sticky[objKey{k.ns, k.name}] && prev.ports[k].sp != b.sp {
+				t.Fatalf("Service port %v was built again", k)
 			}
-			// a port under an XBackendTrafficPolicy is built again, for the
-			// policy's status
-			sticky := map[objKey]bool{}
-			for _, p := range in.BackendTrafficPolicies {
-				for _, ref := range p.Spec.TargetRefs {
-					sticky[objKey{p.Namespace, string(ref.Name)}] = true
-				}
+		}
+		for c, b := range again.statuses {
+			if p, ok := prev.statuses[c]; !ok || len(b.status) > 0 && &p.status[0] != &b.status[0] {
+				t.Fatalf("the status of route %s/%s was built again", c.rt.ns, c.rt.name)
 			}
-			for k, b := range again.ports {
-				if !sticky[objKey{k.ns, k.name}] && prev.ports[k].sp != b.sp {
-					t.Fatalf("Service port %v was built again", k)
-				}
-			}
-			for c, b := range again.statuses {
-				if p, ok := prev.statuses[c]; !ok || len(b.status) > 0 && &p.status[0] != &b.status[0] {
-					t.Fatalf("the status of route %s/%s was built again", c.rt.ns, c.rt.name)
-				}
-			}
-			compareRendered(t, "no route changed, twice", Resolve(reusing(in, again)), prev)
+		}
+		compareRendered(t, "no route changed, twice", Resolve(reusing(in, again)), prev)
 
-			changed, err := loadCase(path)
-			if err != nil {
-				t.Fatal(err)
+		changed, err := loadCase(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		versionRoutes(&changed, func(i int) string { return strconv.Itoa(1 + i%2) })
+		for i := range changed.HTTPRoutes {
+			if i%2 == 1 {
+				slices.Reverse(changed.HTTPRoutes[i].Spec.Rules)
 			}
-			versionRoutes(&changed, func(i int) string { return strconv.Itoa(1 + i%2) })
-			for i := range changed.HTTPRoutes {
-				if i%2 == 1 {
-					slices.Reverse(changed.HTTPRoutes[i].Spec.Rules)
-				}
+		}
+		for i := range changed.GRPCRoutes {
+			if (len(changed.HTTPRoutes)+i)%2 == 1 {
+				slices.Reverse(changed.GRPCRoutes[i].Spec.Rules)
 			}
-			for i := range changed.GRPCRoutes {
-				if (len(changed.HTTPRoutes)+i)%2 == 1 {
-					slices.Reverse(changed.GRPCRoutes[i].Spec.Rules)
-				}
-			}
-			compareRendered(t, "every other route changed", Resolve(reusing(changed, prev)), Resolve(changed))
-		})
-	}
+		}
+		compareRendered(t, "every other route changed", Resolve(reusing(changed, prev)), Resolve(changed))
+	})
 }
 
 // A route is compiled again when the Services it refers to may have
@@ -130,6 +119,32 @@ func TestCompiledRoutesNotReusedUnlessValid(t *testing.T) {
 // a route that lost a port to the deleted one (a kind conflict, an older
 // TCPRoute, the regex budget) must get its port and its status back.
 func TestReuseAfterARouteIsDeleted(t *testing.T) {
+	eachCase(t, func(t *testing.T, _ string, in Input) {
+		prev := Resolve(in)
+		n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
+		for i := range n {
+			del := in
+			switch {
+			case i < len(in.HTTPRoutes):
+				del.HTTPRoutes = slices.Delete(slices.Clone(in.HTTPRoutes), i, i+1)
+			case i < len(in.HTTPRoutes)+len(in.GRPCRoutes):
+				j := i - len(in.HTTPRoutes)
+				del.GRPCRoutes = slices.Delete(slices.Clone(in.GRPCRoutes), j, j+1)
+			default:
+				j := i - len(in.HTTPRoutes) - len(in.GRPCRoutes)
+				del.TCPRoutes = slices.Delete(slices.Clone(in.TCPRoutes), j, j+1)
+			}
+			want := Resolve(del)
+			del.Reuse = ReuseOf(prev)
+			del.Reuse.WorkloadsValid, del.Reuse.RoutesValid = true, true
+			compareRendered(t, "route "+strconv.Itoa(i)+" deleted", Resolve(del), want)
+		}
+	})
+}
+
+// eachCase runs f, as a subtest, on every golden input (read from path)
+// with a UID and resourceVersion "1" on every route.
+func eachCase(t *testing.T, f func(t *testing.T, path string, in Input)) {
 	cases, err := filepath.Glob("testdata/*.in.yaml")
 	if err != nil || len(cases) == 0 {
 		t.Fatal(cases, err)
@@ -141,25 +156,7 @@ func TestReuseAfterARouteIsDeleted(t *testing.T) {
 				t.Fatal(err)
 			}
 			versionRoutes(&in, func(int) string { return "1" })
-			prev := Resolve(in)
-			n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
-			for i := range n {
-				del := in
-				switch {
-				case i < len(in.HTTPRoutes):
-					del.HTTPRoutes = slices.Delete(slices.Clone(in.HTTPRoutes), i, i+1)
-				case i < len(in.HTTPRoutes)+len(in.GRPCRoutes):
-					j := i - len(in.HTTPRoutes)
-					del.GRPCRoutes = slices.Delete(slices.Clone(in.GRPCRoutes), j, j+1)
-				default:
-					j := i - len(in.HTTPRoutes) - len(in.GRPCRoutes)
-					del.TCPRoutes = slices.Delete(slices.Clone(in.TCPRoutes), j, j+1)
-				}
-				want := Resolve(del)
-				del.Reuse = ReuseOf(prev)
-				del.Reuse.WorkloadsValid, del.Reuse.RoutesValid = true, true
-				compareRendered(t, "route "+strconv.Itoa(i)+" deleted", Resolve(del), want)
-			}
+			f(t, path, in)
 		})
 	}
 }

@@ -2,9 +2,7 @@ package resolve
 
 import (
 	"bytes"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -15,54 +13,44 @@ import (
 // does: with nothing changed, and after every EndpointSlice changed with
 // its Service marked stale (the controller's endpoint churn).
 func TestReuseGivesTheSameOutput(t *testing.T) {
-	cases, err := filepath.Glob("testdata/*.in.yaml")
-	if err != nil || len(cases) == 0 {
-		t.Fatal(cases, err)
-	}
-	for _, path := range cases {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".in.yaml"), func(t *testing.T) {
-			in, err := loadCase(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			prev := Resolve(in)
+	eachCase(t, func(t *testing.T, path string, in Input) {
+		prev := Resolve(in)
 
-			same := in
-			same.Reuse = ReuseOf(prev)
-			same.Reuse.WorkloadsValid = true
-			compareRendered(t, "unchanged", Resolve(same), prev)
+		same := in
+		same.Reuse = ReuseOf(prev)
+		same.Reuse.WorkloadsValid = true
+		compareRendered(t, "unchanged", Resolve(same), prev)
 
-			changed, err := loadCase(path)
-			if err != nil {
-				t.Fatal(err)
+		changed, err := loadCase(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale := map[string]bool{}
+		for i := range changed.EndpointSlices {
+			es := &changed.EndpointSlices[i]
+			for j := range es.Endpoints {
+				ready := es.Endpoints[j].Conditions.Ready == nil || *es.Endpoints[j].Conditions.Ready
+				notReady := !ready
+				es.Endpoints[j].Conditions.Ready = &notReady
 			}
-			stale := map[string]bool{}
-			for i := range changed.EndpointSlices {
-				es := &changed.EndpointSlices[i]
-				for j := range es.Endpoints {
-					ready := es.Endpoints[j].Conditions.Ready == nil || *es.Endpoints[j].Conditions.Ready
-					notReady := !ready
-					es.Endpoints[j].Conditions.Ready = &notReady
-				}
-				if len(es.Endpoints) > 1 {
-					es.Endpoints = es.Endpoints[1:]
-				}
-				stale[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] = true
+			if len(es.Endpoints) > 1 {
+				es.Endpoints = es.Endpoints[1:]
 			}
-			want := Resolve(changed)
-			changed.Reuse = ReuseOf(prev)
-			changed.Reuse.StaleServices, changed.Reuse.WorkloadsValid = stale, true
-			compareRendered(t, "endpoints changed", Resolve(changed), want)
-			// nothing else changed: the previous Output with the stale
-			// clusters rebuilt, routes not compiled again
-			changed.Reuse = ReuseOf(prev)
-			changed.Reuse.StaleServices, changed.Reuse.WorkloadsValid, changed.Reuse.OnlyEndpoints = stale, true, true
-			if _, ok := resolveEndpoints(&changed); !ok {
-				t.Fatal("the endpoints-only resolution did not apply")
-			}
-			compareRendered(t, "only endpoints changed", Resolve(changed), want)
-		})
-	}
+			stale[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] = true
+		}
+		want := Resolve(changed)
+		changed.Reuse = ReuseOf(prev)
+		changed.Reuse.StaleServices, changed.Reuse.WorkloadsValid = stale, true
+		compareRendered(t, "endpoints changed", Resolve(changed), want)
+		// nothing else changed: the previous Output with the stale
+		// clusters rebuilt, routes not compiled again
+		changed.Reuse = ReuseOf(prev)
+		changed.Reuse.StaleServices, changed.Reuse.WorkloadsValid, changed.Reuse.OnlyEndpoints = stale, true, true
+		if _, ok := resolveEndpoints(&changed); !ok {
+			t.Fatal("the endpoints-only resolution did not apply")
+		}
+		compareRendered(t, "only endpoints changed", Resolve(changed), want)
+	})
 }
 
 func compareRendered(t *testing.T, what string, got, want Output) {
@@ -85,34 +73,24 @@ func compareRendered(t *testing.T, what string, got, want Output) {
 // order (found through maps) resolve alike, in full and for endpoints
 // only.
 func TestPodsSortedOrNot(t *testing.T) {
-	cases, err := filepath.Glob("testdata/*.in.yaml")
-	if err != nil || len(cases) == 0 {
-		t.Fatal(cases, err)
-	}
 	sortedSome := false
-	for _, path := range cases {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".in.yaml"), func(t *testing.T) {
-			in, err := loadCase(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			slices.Reverse(in.Pods)
-			if len(in.Pods) > 1 && !slices.IsSortedFunc(in.Pods, comparePods) {
-				sortedSome = true
-			}
-			unsorted := Resolve(in)
-			slices.SortFunc(in.Pods, comparePods)
-			in.PodsSorted = true
-			compareRendered(t, "pods sorted", Resolve(in), unsorted)
-			stale := map[string]bool{}
-			for _, es := range in.EndpointSlices {
-				stale[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] = true
-			}
-			in.Reuse = ReuseOf(unsorted)
-			in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.OnlyEndpoints = stale, true, true
-			compareRendered(t, "pods sorted, endpoints only", Resolve(in), unsorted)
-		})
-	}
+	eachCase(t, func(t *testing.T, _ string, in Input) {
+		slices.Reverse(in.Pods)
+		if len(in.Pods) > 1 && !slices.IsSortedFunc(in.Pods, comparePods) {
+			sortedSome = true
+		}
+		unsorted := Resolve(in)
+		slices.SortFunc(in.Pods, comparePods)
+		in.PodsSorted = true
+		compareRendered(t, "pods sorted", Resolve(in), unsorted)
+		stale := map[string]bool{}
+		for _, es := range in.EndpointSlices {
+			stale[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] = true
+		}
+		in.Reuse = ReuseOf(unsorted)
+		in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.OnlyEndpoints = stale, true, true
+		compareRendered(t, "pods sorted, endpoints only", Resolve(in), unsorted)
+	})
 	if !sortedSome {
 		t.Fatal("no case had pods out of order: the map path was not compared")
 	}
