@@ -7,7 +7,8 @@
 # Each build: a destination and a source weft process, one backend for both; fortio at a fixed
 # 1000 req/s over 16 connections, ROUNDS (5) rounds of SECS (10) seconds, A and B alternating.
 # Prints per round, then the medians: source and destination CPU µs per request (utime+stime of
-# the process), p50 and p99, and B/A. STRACE=1 then counts the source process's system calls per
+# the process), p50 and p99, B/A of the medians, and the median of each round's own B/A (paired:
+# steadier when the machine's load drifts between rounds). STRACE=1 then counts the source process's system calls per
 # request (strace -c -f, a 5 s round at 1000 req/s per build): futex and nanosleep are the
 # scheduler waking idle threads, which CPU figures on a loaded machine hide in the noise.
 set -euo pipefail
@@ -98,6 +99,9 @@ for k, name in (("a", sys.argv[2]), ("b", sys.argv[3])):
     print(f"median {k} ({name}): src_us={m['src_us']:.1f} dst_us={m['dst_us']:.1f} p50_ms={m['p50_ms']:.3f} p99_ms={m['p99_ms']:.3f}")
 a, b = med["a"], med["b"]
 print(f"b/a src_cpu={b['src_us']/a['src_us']:.2f} dst_cpu={b['dst_us']/a['dst_us']:.2f} p50={b['p50_ms']/a['p50_ms']:.2f} p99={b['p99_ms']/a['p99_ms']:.2f}")
+# the median of each round's own B/A: A and B of one round ran under the same load
+pair = {m: statistics.median(rb[m] / ra[m] for ra, rb in zip(rows["a"], rows["b"])) for m in ("src_us", "dst_us", "p50_ms", "p99_ms")}
+print(f"paired b/a src_cpu={pair['src_us']:.3f} dst_cpu={pair['dst_us']:.3f} p50={pair['p50_ms']:.3f} p99={pair['p99_ms']:.3f}")
 PY
 # syscalls NAME PORT SRC: the source process's system calls per request under strace
 syscalls() {
