@@ -181,6 +181,10 @@ type conn struct {
 	refused bool
 	// unread: it closes with request body it did not read past
 	unread bool
+	// w and header are the response of each request in turn: a handler
+	// does not keep its ResponseWriter past its return
+	w      response
+	header http.Header
 }
 
 // lingerMax and lingerTime bound what is read past, and for how long,
@@ -359,7 +363,12 @@ func (cn *conn) refuse(code int, msg string) {
 }
 
 func (cn *conn) newResponse(req *http.Request) *response {
-	w := &response{bw: cn.bw, br: cn.br, conn: cn.c, req: req, header: make(http.Header), remaining: -1, srv: cn.srv}
+	if cn.header == nil {
+		cn.header = make(http.Header)
+	}
+	clear(cn.header)
+	w := &cn.w
+	*w = response{bw: cn.bw, br: cn.br, conn: cn.c, req: req, header: cn.header, remaining: -1, srv: cn.srv}
 	w.closeAfter = req.Close
 	if req.ProtoMajor == 1 && req.ProtoMinor == 0 {
 		// HTTP/1.0 keeps the connection only when it asked to
