@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/api/weft/v1/deltatest"
 )
 
 // bigPolicies builds the policies of nodes sharing services and clusters
@@ -221,7 +222,7 @@ func TestNackedDeltaResyncs(t *testing.T) {
 }
 
 // TestDifferMatchesDiff: the server's shared-encoding delta, applied, gives
-// the new policy, like weftv1.Diff, for every kind of change at once.
+// the new policy, like deltatest.Diff, for every kind of change at once.
 func TestDifferMatchesDiff(t *testing.T) {
 	nodes := []string{"node-a", "node-b", "node-c"}
 	p1 := bigPolicies(nodes, 30, 3)
@@ -248,7 +249,7 @@ func TestDifferMatchesDiff(t *testing.T) {
 		if !proto.Equal(got, p2[n]) {
 			t.Fatalf("%s: applied %v\nwant %v", n, got, p2[n])
 		}
-		ref := weftv1.Diff(p1[n], p2[n])
+		ref := deltatest.Diff(p1[n], p2[n])
 		if !proto.Equal(ref, nd.msg) {
 			t.Errorf("%s: delta %v\nDiff %v", n, nd.msg, ref)
 		}
