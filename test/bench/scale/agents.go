@@ -10,12 +10,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+	"github.com/weft-mesh/weft/controller/push/pushtest"
 )
 
 // Received is one snapshot a simulated agent received.
@@ -31,72 +29,6 @@ type Received struct {
 	// Nack: the agent refused it (a delta on another version than its own).
 	Nack bool
 }
-
-// header is what a simulated agent decodes of a PolicySnapshot: the
-// version fields and the size. The policy or delta itself is skipped: the
-// 1,000 agents share the benchmark machine's 2 cores with the controller,
-// while real agents decode on their own nodes (agent/policy applies and
-// validates; its tests cover that).
-type header struct {
-	weftv1.PolicySnapshot
-	size  int
-	full  bool
-	delta bool
-}
-
-// headerCodec decodes a PolicySnapshot's header fields only.
-type headerCodec struct{}
-
-func (headerCodec) Marshal(v any) (mem.BufferSlice, error) {
-	b, err := proto.Marshal(v.(proto.Message))
-	return mem.BufferSlice{mem.SliceBuffer(b)}, err
-}
-
-func (headerCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	h := v.(*header)
-	h.size = data.Len()
-	// the head fields come first (push encodes them first); 256 bytes
-	// hold them
-	var b []byte
-	for _, buf := range data {
-		b = append(b, buf.ReadOnlyData()...)
-		if len(b) >= 256 {
-			break
-		}
-	}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil // cut inside a field we skip
-		}
-		b = b[n:]
-		switch {
-		case num == 1 && typ == protowire.VarintType:
-			h.Version, n = protowire.ConsumeVarint(b)
-		case num == 2 && typ == protowire.BytesType:
-			var s string
-			s, n = protowire.ConsumeString(b)
-			h.ControllerNonce = s
-		case num == 5 && typ == protowire.VarintType:
-			h.BaseVersion, n = protowire.ConsumeVarint(b)
-		case num == 3:
-			h.full = true
-			return nil
-		case num == 6:
-			h.delta = true
-			return nil
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return nil
-		}
-		b = b[n:]
-	}
-	return nil
-}
-
-func (headerCodec) Name() string { return "proto" }
 
 // RunAgents runs one simulated agent per node (node-0 ... node-(nodes-1),
 // token "tok-<n>") against addr until ctx ends, each on its own
@@ -140,7 +72,7 @@ func RunAgents(ctx context.Context, addr string, nodes int, ready func()) []Rece
 
 func agentStream(ctx context.Context, addr string, n int, version *uint64, nonce *string, subscribed func()) ([]Received, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodecV2(headerCodec{})))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodecV2(pushtest.HeaderCodec{})))
 	if err != nil {
 		return nil, err
 	}
@@ -159,17 +91,17 @@ func agentStream(ctx context.Context, addr string, n int, version *uint64, nonce
 	subscribed()
 	var out []Received
 	for {
-		var h header
+		var h pushtest.Header
 		if err := st.RecvMsg(&h); err != nil {
 			return out, err
 		}
-		r := Received{Node: n, Version: h.Version, Base: h.BaseVersion, Bytes: h.size, Full: h.full}
+		r := Received{Node: n, Version: h.Version, Base: h.BaseVersion, Bytes: h.Size, Full: h.Full}
 		ans := &weftv1.PolicyRequest{Version: h.Version}
 		switch {
-		case h.delta && (h.BaseVersion != *version || h.ControllerNonce != *nonce):
+		case h.Delta && (h.BaseVersion != *version || h.Nonce != *nonce):
 			ans.Error, ans.Resync, r.Nack = fmt.Sprintf("delta against %d, in force %d", h.BaseVersion, *version), true, true
 		default:
-			*version, *nonce = h.Version, h.ControllerNonce
+			*version, *nonce = h.Version, h.Nonce
 		}
 		r.At = time.Now().UnixNano()
 		out = append(out, r)
