@@ -128,7 +128,7 @@ type Agent struct {
 	marker  *marker
 	callers atomic.Pointer[map[uint64]*weftv1.Workload]
 	// callersCh is closed (and replaced) whenever callers or the CNI holds
-	// change (cni.go waitCaller).
+	// change (callerGate).
 	callersMu sync.Mutex
 	callersCh chan struct{}
 
@@ -163,13 +163,27 @@ type Agent struct {
 	current *weftv1.NodePolicy
 }
 
-// ByCookie implements outbound.Callers. A pod that weft-cni enrolled but
-// no policy names yet is waited for (waitCaller).
+// ByCookie implements outbound.Callers: a pod that weft-cni enrolled is
+// waited for until its policy and its SVID are in (callerGate).
 func (a *Agent) ByCookie(cookie uint64) (*weftv1.Workload, bool) {
-	if w, ok := a.lookupCaller(cookie); ok {
-		return w, true
+	wait := a.cfg.CNI.HoldWait
+	if wait <= 0 {
+		wait = 10 * time.Second
 	}
-	return a.waitCaller(cookie)
+	g := callerGate{lookup: a.lookupCaller, held: a.heldByCNI, issued: a.hasSVID, changed: a.callersChange, wait: wait}
+	return g.caller(cookie)
+}
+
+// heldByCNI reports whether weft-cni enrolled the pod of cookie.
+func (a *Agent) heldByCNI(cookie uint64) bool {
+	return a.enroller != nil && a.enroller.HoldsCookie(cookie)
+}
+
+// callersChange is closed at the next change of the callers or holds.
+func (a *Agent) callersChange() <-chan struct{} {
+	a.callersMu.Lock()
+	defer a.callersMu.Unlock()
+	return a.callersCh
 }
 
 func (a *Agent) lookupCaller(cookie uint64) (*weftv1.Workload, bool) {

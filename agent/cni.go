@@ -124,45 +124,12 @@ func (refuseDecider) Decide(context.Context, cni.Request) (cni.Decision, error) 
 	return cni.Decision{Reason: "agent has no API server access"}, nil
 }
 
-// callersChanged wakes the connections waiting in waitCaller.
+// callersChanged wakes the connections waiting in callerGate.
 func (a *Agent) callersChanged() {
 	a.callersMu.Lock()
 	close(a.callersCh)
 	a.callersCh = make(chan struct{})
 	a.callersMu.Unlock()
-}
-
-// waitCaller waits, for a cookie weft-cni enrolled, until the pod's policy
-// names it (the connection's caller) and its identity's SVID is issued, for
-// at most HoldWait: a pod's first connections may precede its first policy
-// and its certificate, and they are held rather than refused (never sent
-// around the proxy).
-func (a *Agent) waitCaller(cookie uint64) (*weftv1.Workload, bool) {
-	if a.enroller == nil || !a.enroller.HoldsCookie(cookie) {
-		return nil, false
-	}
-	wait := a.cfg.CNI.HoldWait
-	if wait <= 0 {
-		wait = 10 * time.Second
-	}
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	poll := time.NewTicker(20 * time.Millisecond) // the identity manager does not notify
-	defer poll.Stop()
-	for {
-		a.callersMu.Lock()
-		ch := a.callersCh
-		a.callersMu.Unlock()
-		if w, ok := a.lookupCaller(cookie); ok && a.hasSVID(w) {
-			return w, true
-		}
-		select {
-		case <-ch:
-		case <-poll.C:
-		case <-deadline.C:
-			return a.lookupCaller(cookie) // the proxy says what is missing
-		}
-	}
 }
 
 // hasSVID reports whether w's identity has its SVID on this node.
