@@ -1,11 +1,9 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,24 +15,8 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/weft-mesh/weft/controller/ca"
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // slowCreates is a clientset whose ConfigMap creates wait before they reach
 // the (serialising) fake: a second writer has time to find the ConfigMap
@@ -76,7 +58,7 @@ var _ kubernetes.Interface = slowCreates{}
 func TestFreshInstallPublishesTheBundleOnce(t *testing.T) {
 	var creates atomic.Int32
 	client := slowCreates{fake.NewClientset(), &creates}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	r := &replica{log: log}
 	r.bundle = newBundlePublisher(func(ctx context.Context) error {
@@ -132,7 +114,7 @@ func TestBundlePublisherRetriesAndWaitsForLeadership(t *testing.T) {
 			return context.DeadlineExceeded
 		}
 		return nil
-	}, leader.Load, slog.New(slog.NewTextHandler(&syncBuffer{}, nil)))
+	}, leader.Load, slog.New(slog.NewTextHandler(&syncbuf.Buffer{}, nil)))
 	p.retry = 10 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -1,7 +1,6 @@
 package source
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -19,28 +18,13 @@ import (
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
 // These tests use client-go's fake clientsets for the informer plumbing
 // (sorting, coalescing, CRD discovery); the integration test in controller/
 // runs the same code against a real apiserver.
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // kubeWithDiscovery lets the test change the served resources while the
 // Source reads them (the fake discovery has no lock of its own).
@@ -98,7 +82,7 @@ func TestSnapshotAndDirty(t *testing.T) {
 	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
 	disc.serve(map[string][]string{"gateway.networking.k8s.io/v1": {"httproutes", "grpcroutes", "tcproutes"}})
 	gw := gwfake.NewSimpleClientset(&gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "r"}})
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	s, err := New(Config{Kube: kubeWithDiscovery{Interface: kube, d: disc}, Gateway: gw, Logger: slog.New(slog.NewTextHandler(logs, nil)), RecheckInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

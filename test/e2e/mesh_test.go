@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
 const colorURL = "http://color.faces.svc.cluster.local/"
@@ -499,7 +499,7 @@ func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad st
 // gone, which ends the follow).
 func (e *env) followLog(pod, container string) func() string {
 	cmd := exec.Command("kubectl", "--kubeconfig", lab.Kubeconfig(), "-n", "weft-system", "logs", "-f", "--tail=20", pod, "-c", container)
-	buf := new(syncBuffer)
+	buf := new(syncbuf.Buffer)
 	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
 		return func() string { return "follow log: " + err.Error() }
@@ -511,24 +511,6 @@ func (e *env) followLog(pod, container string) func() string {
 		<-done
 	})
 	return buf.String
-}
-
-// syncBuffer is a bytes.Buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // weftWarnings returns the last n WARN and ERROR lines of the weft pods' logs, each

@@ -1,7 +1,6 @@
 package echo
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,9 +20,10 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
 func TestParseBasicEnv(t *testing.T) {
@@ -146,7 +146,7 @@ func getBasic(t *testing.T, c *http.Client, url string, hdr map[string]string) (
 }
 
 func TestBasicHTTPEcho(t *testing.T) {
-	var log syncBuffer
+	var log syncbuf.Buffer
 	addrs := startBasic(t, BasicConfig{Mode: BasicHTTP, Identity: basicID, HTTPPort: "0", Requests: &log})
 	resp, a := getBasic(t, http.DefaultClient, "http://"+addrs["http"]+"/a//b?x=1&y=2", map[string]string{
 		"X-Echo-Set-Header": "X-Set:one, x-lower:two,X-Set:three",
@@ -243,24 +243,6 @@ func TestBasicHTTPPaths(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testPKI is a throwaway CA with a server certificate for abc.example.com and a

@@ -25,7 +25,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,6 +46,7 @@ import (
 	wsutil "sigs.k8s.io/gateway-api/conformance/utils/websocket"
 
 	"github.com/weft-mesh/weft/test/lab/cluster"
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
 const ns = "gateway-conformance-infra"
@@ -85,7 +85,7 @@ func timeouts() config.TimeoutConfig {
 // echo is a running `weft-echo basic`.
 type echo struct {
 	ports  map[string]string // env name → port
-	stdout *syncBuffer
+	stdout *syncbuf.Buffer
 }
 
 func (e echo) addr(portEnv string) string { return net.JoinHostPort("127.0.0.1", e.ports[portEnv]) }
@@ -94,7 +94,7 @@ func (e echo) addr(portEnv string) string { return net.JoinHostPort("127.0.0.1",
 // portEnvs, and waits until its TCP ports accept connections.
 func startEcho(t *testing.T, env map[string]string, tcpPorts, udpPorts []string) echo {
 	t.Helper()
-	e := echo{ports: map[string]string{}, stdout: &syncBuffer{}}
+	e := echo{ports: map[string]string{}, stdout: &syncbuf.Buffer{}}
 	argEnv := []string{}
 	for k, v := range env {
 		argEnv = append(argEnv, k+"="+v)
@@ -105,7 +105,7 @@ func startEcho(t *testing.T, env map[string]string, tcpPorts, udpPorts []string)
 	}
 	cmd := exec.Command(weftEcho, "basic")
 	cmd.Env = argEnv
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = e.stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -169,23 +169,6 @@ func freePort(t *testing.T, udp bool) string {
 
 func contextWithTimeout(t *testing.T) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(t.Context(), 10*time.Second)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // pki is a throwaway CA, a server certificate for abc.example.com and a client

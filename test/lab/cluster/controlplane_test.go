@@ -25,6 +25,7 @@ import (
 	"github.com/weft-mesh/weft/test/lab"
 	"github.com/weft-mesh/weft/test/lab/cluster"
 	"github.com/weft-mesh/weft/test/lab/labtest"
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
 // startControlPlane starts a control plane of its own (one node's credentials) for a
@@ -159,7 +160,7 @@ func TestControlPlaneStartsAndStops(t *testing.T) {
 func TestControlPlaneSurvivesCrash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	var logs cluster.SyncBuffer
+	var logs syncbuf.Buffer
 	cp, cfg, _ := startControlPlane(t, ctx, slog.New(slog.NewTextHandler(&logs, nil)))
 	cms := cp.Client.CoreV1().ConfigMaps("default")
 	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "before-crash"}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{}); err != nil {

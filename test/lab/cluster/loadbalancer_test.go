@@ -18,6 +18,7 @@ import (
 	"github.com/weft-mesh/weft/test/kubetest"
 	"github.com/weft-mesh/weft/test/lab/cluster"
 	"github.com/weft-mesh/weft/test/lab/labtest"
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
 // TestIntegrationLoadBalancerAllocator runs the allocator against a real
@@ -31,7 +32,7 @@ func TestIntegrationLoadBalancerAllocator(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	pool := netip.MustParsePrefix("172.30.200.0/29") // .1 to .6
-	var logs cluster.SyncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	start := func() (stop func()) {
 		actx, acancel := context.WithCancel(ctx)

@@ -1,17 +1,17 @@
 package cluster
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
 func TestKillStaleEndsOnlyRecordedProcesses(t *testing.T) {
@@ -59,33 +59,12 @@ func TestKillStaleEndsOnlyRecordedProcesses(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer a logger and a test can share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// SyncBuffer is syncBuffer for the package's external tests.
-type SyncBuffer = syncBuffer
-
 // TestSupervisedRestartsAfterKill: a supervised process that is SIGKILLed is started
 // again after the back-off, the restart is logged and counted, and after stop it is
 // not restarted.
 func TestSupervisedRestartsAfterKill(t *testing.T) {
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	restarted := make(chan struct{}, 4)
 	s, err := supervise("sleeper", "/bin/sleep", []string{"60"}, dir, slog.New(slog.NewTextHandler(&logs, nil)), func() { restarted <- struct{}{} })
 	if err != nil {
@@ -142,7 +121,7 @@ func TestSupervisedRestartsAfterKill(t *testing.T) {
 // back-off, not in a tight loop.
 func TestSupervisedBacksOff(t *testing.T) {
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	t0 := time.Now()
 	s, err := supervise("crasher", "/bin/false", nil, dir, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	if err != nil {
