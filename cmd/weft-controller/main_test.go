@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/weft-mesh/weft/test/kubetest"
+	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
 func freePort(t *testing.T) string {
@@ -62,7 +61,7 @@ func TestCommandOutsideCluster(t *testing.T) {
 	health := "127.0.0.1:" + freePort(t)
 	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--namespace", "weft-cmd-test", "--grpc-addr", "127.0.0.1:"+freePort(t),
 		"--health-addr", health, "--id", "cmd-test", "--leader-elect=true")
-	logs := &lockedLog{}
+	logs := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -120,21 +119,4 @@ func TestCommandOutsideCluster(t *testing.T) {
 	if h := lease.Spec.HolderIdentity; h != nil && *h == "cmd-test" {
 		t.Fatalf("lease still held by %q after exit", *h)
 	}
-}
-
-type lockedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
