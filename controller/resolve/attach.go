@@ -205,14 +205,14 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 			if len(free) == 0 {
 				continue
 			}
-			var built *weftv1.ServicePort
-			if built = r.reusedPort(pk, ps); built != nil && slices.Equal(built.Vips, free) {
+			b, ok := r.reusedPort(pk, ps, free)
+			if ok {
 				r.serviceCluster(svc, sp) // registered as building it would
 			} else {
-				built = r.servicePort(svc, sp, free, ps)
+				b = builtPort{r.servicePort(svc, sp, free, ps), sourceOf(ps)}
 			}
-			r.nextPorts[pk] = builtPort{built, sourceOf(ps)}
-			out = append(out, built)
+			r.nextPorts[pk] = b
+			out = append(out, b.sp)
 		}
 	}
 	return out

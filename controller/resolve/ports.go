@@ -91,13 +91,13 @@ func sameRules(a []routeRules, b []*route) bool {
 }
 
 // reusedPort is the earlier resolution's port k when it was built from
-// what ps holds now and no policy applies to its Service (a policy's
-// table records which ports it made sticky, for its status); nil when the
-// port is to be built.
-func (r *resolver) reusedPort(k portKey, ps *portState) *weftv1.ServicePort {
+// what ps holds now, for the same addresses, and no policy applies to its
+// Service (a policy's table records which ports it made sticky, for its
+// status); false when the port is to be built.
+func (r *resolver) reusedPort(k portKey, ps *portState, vips []string) (builtPort, bool) {
 	b, ok := r.prevPorts[k]
-	if !ok || r.policies.entryFor(objKey{k.ns, k.name}) != nil || !b.from.builds(ps) {
-		return nil
+	if !ok || r.policies.entryFor(objKey{k.ns, k.name}) != nil || !b.from.builds(ps) || !slices.Equal(b.sp.Vips, vips) {
+		return builtPort{}, false
 	}
-	return b.sp
+	return b, true
 }

@@ -69,14 +69,12 @@ func (r *resolver) routeStatus(rt *route) []ParentStatus {
 	if rt.compiled == nil {
 		return r.buildRouteStatus(rt)
 	}
-	var parents []ParentStatus
-	if b, ok := r.prevStatuses[rt.compiled]; ok && b.holds(rt) {
-		parents = b.status
-	} else {
-		parents = r.buildRouteStatus(rt)
+	b, ok := r.prevStatuses[rt.compiled]
+	if !ok || !b.holds(rt) {
+		b = statusSource(rt, r.buildRouteStatus(rt))
 	}
-	r.nextStatuses[rt.compiled] = statusSource(rt, parents)
-	return parents
+	r.nextStatuses[rt.compiled] = b // what it holds equals what rt has
+	return b.status
 }
 
 func (r *resolver) buildRouteStatus(rt *route) []ParentStatus {
