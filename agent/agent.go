@@ -131,6 +131,8 @@ type Agent struct {
 	// change (callerGate).
 	callersMu sync.Mutex
 	callersCh chan struct{}
+	// gate holds connections of pods weft-cni enrolled (ByCookie).
+	gate callerGate
 
 	enroller       *cni.Enroller // nil without a CNI socket
 	cniServer      *cni.Server
@@ -166,12 +168,7 @@ type Agent struct {
 // ByCookie implements outbound.Callers: a pod that weft-cni enrolled is
 // waited for until its policy and its SVID are in (callerGate).
 func (a *Agent) ByCookie(cookie uint64) (*weftv1.Workload, bool) {
-	wait := a.cfg.CNI.HoldWait
-	if wait <= 0 {
-		wait = 10 * time.Second
-	}
-	g := callerGate{lookup: a.lookupCaller, held: a.heldByCNI, issued: a.hasSVID, changed: a.callersChange, wait: wait}
-	return g.caller(cookie)
+	return a.gate.caller(cookie)
 }
 
 // heldByCNI reports whether weft-cni enrolled the pod of cookie.
@@ -290,6 +287,10 @@ func (c Config) withDefaults() (Config, error) {
 // node yet.
 func build(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: cfg.Logger, errc: make(chan error, 4), callersCh: make(chan struct{})}
+	a.gate = callerGate{lookup: a.lookupCaller, held: a.heldByCNI, issued: a.hasSVID, changed: a.callersChange, wait: cfg.CNI.HoldWait}
+	if a.gate.wait <= 0 {
+		a.gate.wait = 10 * time.Second
+	}
 	conn, err := a.dial()
 	if err != nil {
 		return nil, err
