@@ -29,11 +29,8 @@ type callerGate struct {
 // after wait, whatever the policy says (the proxy refuses with the reason).
 func (g *callerGate) caller(cookie uint64) (*weftv1.Workload, bool) {
 	w, ok := g.lookup(cookie)
-	if ok && !g.held(cookie) {
-		return w, true
-	}
-	if !ok && !g.held(cookie) {
-		return nil, false
+	if !g.held(cookie) {
+		return w, ok
 	}
 	if ok && g.issued(w) {
 		return w, true
