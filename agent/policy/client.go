@@ -55,7 +55,10 @@ type Config struct {
 	ApplyGateway GatewayApplier
 	// Log receives connection and NACK events. Nil: slog.Default().
 	Log *slog.Logger
-	// MinBackoff and MaxBackoff bound reconnect delays (defaults 200 ms, 10 s).
+	// MinBackoff and MaxBackoff bound reconnect delays (defaults 200 ms,
+	// 5 s): the client, not gRPC's connection backoff (up to 2 minutes),
+	// paces reconnects, so an agent is back within MaxBackoff of the
+	// controller's return however long it was away.
 	MinBackoff, MaxBackoff time.Duration
 	// Metrics records the version in force, applies and NACKs; nil: none.
 	Metrics *metrics.Agent
@@ -105,7 +108,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.MinBackoff = 200 * time.Millisecond
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
-		cfg.MaxBackoff = 10 * time.Second
+		cfg.MaxBackoff = 5 * time.Second
 	}
 	log := cfg.Log
 	if log == nil {
@@ -256,6 +259,12 @@ func (c *Client) Run(ctx context.Context) error {
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
+		}
+		// gRPC backs off its own dials too, up to 2 minutes after a long
+		// outage: without this the agent would come back only that long
+		// after the controller did, keeping a stale policy meanwhile.
+		if r, ok := c.cfg.Conn.(interface{ ResetConnectBackoff() }); ok {
+			r.ResetConnectBackoff()
 		}
 		delay = min(delay*2, c.cfg.MaxBackoff)
 	}

@@ -314,3 +314,77 @@ func TestClientNACKsAnInvalidPolicyWithoutApplyingIt(t *testing.T) {
 		t.Fatalf("status = %+v", st)
 	}
 }
+
+// TestClientReconnectsSoonAfterALongOutage: after the controller has been
+// unreachable long enough for gRPC's own dial backoff to grow to seconds,
+// the client is back within its MaxBackoff of the controller's return, not
+// when gRPC's backoff would next dial.
+func TestClientReconnectsSoonAfterALongOutage(t *testing.T) {
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	ctl := &controller{send: make(chan *weftv1.PolicySnapshot, 8), reqs: make(chan *weftv1.PolicyRequest, 8)}
+	weftv1.RegisterPolicyServer(srv, ctl)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	var (
+		mu    sync.Mutex
+		down  bool
+		conns []net.Conn
+		dials int
+	)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			dials++
+			if down {
+				return nil, errors.New("connection refused")
+			}
+			c, err := lis.DialContext(ctx)
+			if err == nil {
+				conns = append(conns, c)
+			}
+			return c, err
+		}),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c, err := New(Config{Node: "n1", Conn: conn, Apply: func(*weftv1.NodePolicy) error { return nil },
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	recv(t, ctl.reqs)
+	ctl.send <- snapshot(1, "a")
+	if r := recv(t, ctl.reqs); r.GetError() != "" {
+		t.Fatalf("snapshot refused: %v", r)
+	}
+
+	// The controller goes away for 6s: gRPC alone would wait about 4s
+	// between dials by then (1s, 1.6s, 2.56s, 4.1s, ±20%).
+	mu.Lock()
+	down = true
+	for _, c := range conns {
+		c.Close()
+	}
+	mu.Unlock()
+	time.Sleep(6 * time.Second)
+	mu.Lock()
+	down = false
+	failed := dials
+	mu.Unlock()
+	back := time.Now()
+	r := recv(t, ctl.reqs)
+	if took := time.Since(back); took > 1500*time.Millisecond || r.GetVersion() != 1 {
+		t.Fatalf("resubscribed %s after the controller came back (with version %d, want 1); want within 1.5s", took, r.GetVersion())
+	}
+	if failed < 10 {
+		t.Fatalf("%d dials during the outage; the client should have kept trying every 100ms", failed)
+	}
+}
