@@ -431,13 +431,14 @@ func testControllerOutage(t *testing.T, e *env) {
 // request without the header lands on v1, and puts the 50/50 canary back.
 func routeChangeTakesEffect(e *env, what string) {
 	e.apply("header-canary.yaml")
-	e.eventually(30*time.Second, what, func() string {
+	took := e.eventually(30*time.Second, what, func() string {
 		r := e.client("faces", "--url", colorURL, "--count", "20")
 		if v1, v2, _ := versions(r); v1 != 20 || v2 != 0 {
 			return fmt.Sprintf("%+v", r)
 		}
 		return ""
 	})
+	e.t.Logf("%s: took effect in %s", what, took.Round(100*time.Millisecond))
 	e.apply("canary.yaml")
 }
 
