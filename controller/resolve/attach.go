@@ -23,9 +23,11 @@ type claim struct {
 // portState is what attached to one Service port.
 type portState struct {
 	key portKey
-	// winners is the winning route kind per class ("" producer, else the
-	// consumer namespace).
-	winners map[string]routeKind
+	// win is the winning route kind, the same for every class; classes
+	// are the classes ("" producer, else the consumer namespace) that
+	// claimed the port, in order of first claim.
+	win     routeKind
+	classes []string
 	// producer and consumers hold the winning-kind routes per class, in
 	// route precedence order, each route once.
 	producer  []*route
@@ -36,7 +38,7 @@ type portState struct {
 // conflicts per Service port and returns the routes programmed per port.
 // routes must be in route precedence order.
 func (r *resolver) attach(routes []*route) map[portKey]*portState {
-	claims := map[portKey][]claim{}
+	claims := make(map[portKey][]claim, len(r.prevPorts))
 	for _, rt := range routes {
 		for _, ref := range rt.parentRefs {
 			svc, mistaken := isServiceRef(ref)
@@ -67,7 +69,7 @@ func (r *resolver) attach(routes []*route) map[portKey]*portState {
 	}
 	slices.SortFunc(keys, comparePortKeys)
 	for _, pk := range keys {
-		ps := &portState{key: pk, consumers: map[string][]*route{}, winners: map[string]routeKind{}}
+		ps := &portState{key: pk}
 		// GEP-1294: when routes of different kinds bind to one Service
 		// port, only the most specific kind applies (across producer and
 		// consumer routes alike); routes of one kind merge per class.
@@ -75,17 +77,10 @@ func (r *resolver) attach(routes []*route) map[portKey]*portState {
 		for _, c := range claims[pk] {
 			win = max(win, c.rt.kind)
 		}
-		byClass := map[string][]claim{}
-		var classes []string
-		for _, c := range claims[pk] {
-			if _, ok := byClass[c.pr.consumer]; !ok {
-				classes = append(classes, c.pr.consumer)
-			}
-			byClass[c.pr.consumer] = append(byClass[c.pr.consumer], c)
-		}
-		for _, class := range classes {
-			cs := byClass[class]
-			ps.winners[class] = win
+		ps.win = win
+		for _, cc := range byClass(claims[pk]) {
+			class, cs := cc.class, cc.claims
+			ps.classes = append(ps.classes, class)
 			// The oldest route of the winning kind: it names the winner in
 			// messages and is the one route of a TCP port.
 			first := winnerOf(cs, win)
@@ -115,6 +110,9 @@ func (r *resolver) attach(routes []*route) map[portKey]*portState {
 						ps.producer = append(ps.producer, c.rt)
 					}
 				} else if !slices.Contains(ps.consumers[class], c.rt) {
+					if ps.consumers == nil {
+						ps.consumers = map[string][]*route{}
+					}
 					ps.consumers[class] = append(ps.consumers[class], c.rt)
 				}
 			}
@@ -127,6 +125,40 @@ func (r *resolver) attach(routes []*route) map[portKey]*portState {
 		}
 	}
 	return out
+}
+
+// classClaims are the claims of one class ("" producer, else the consumer
+// namespace) on a port.
+type classClaims struct {
+	class  string
+	claims []claim
+}
+
+// byClass groups a port's claims by class, classes in order of first
+// claim. Ports have one class or a few: a slice, not a map.
+func byClass(cs []claim) []classClaims {
+	if len(cs) > 0 && allOneClass(cs) {
+		return []classClaims{{cs[0].pr.consumer, cs}}
+	}
+	var out []classClaims
+	for _, c := range cs {
+		i := slices.IndexFunc(out, func(cc classClaims) bool { return cc.class == c.pr.consumer })
+		if i < 0 {
+			out = append(out, classClaims{class: c.pr.consumer})
+			i = len(out) - 1
+		}
+		out[i].claims = append(out[i].claims, c)
+	}
+	return out
+}
+
+func allOneClass(cs []claim) bool {
+	for _, c := range cs[1:] {
+		if c.pr.consumer != cs[0].pr.consumer {
+			return false
+		}
+	}
+	return true
 }
 
 func winnerOf(cs []claim, k routeKind) *route {
@@ -168,15 +200,23 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 	// claimed guards against two Services with one cluster IP (which the
 	// API server never allows, but a bad snapshot might hold): the first
 	// Service by namespace/name keeps the address.
-	claimed := map[string]bool{}
+	type vipPort struct {
+		vip  string // canonical (serviceVIPs)
+		port int32
+	}
+	claimed := make(map[vipPort]bool, len(r.prevPorts))
 	for _, k := range keys {
 		svc := r.ix.services[k]
 		vips := serviceVIPs(svc)
 		if len(vips) == 0 {
 			continue
 		}
-		sps := slices.Clone(svc.Spec.Ports)
-		slices.SortStableFunc(sps, func(a, b corev1.ServicePort) int { return cmp.Compare(a.Port, b.Port) })
+		byNumber := func(a, b corev1.ServicePort) int { return cmp.Compare(a.Port, b.Port) }
+		sps := svc.Spec.Ports // never modified: sorted in a copy when not in order
+		if !slices.IsSortedFunc(sps, byNumber) {
+			sps = slices.Clone(sps)
+			slices.SortStableFunc(sps, byNumber)
+		}
 		seenPort := map[int32]bool{}
 		for _, sp := range sps {
 			if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
@@ -196,8 +236,7 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 			}
 			var free []string
 			for _, v := range vips {
-				a := canonicalIP(v) + "/" + strconv.Itoa(int(sp.Port))
-				if a != "/" && !claimed[a] {
+				if a := (vipPort{v, sp.Port}); !claimed[a] {
 					claimed[a] = true
 					free = append(free, v)
 				}
@@ -237,11 +276,11 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 		if p.Protocol == weftv1.Protocol_PROTOCOL_UNSPECIFIED {
 			p.Protocol = weftv1.Protocol_PROTOCOL_TCP
 		}
-	case ps.winners[""] == kindGRPC:
+	case ps.win == kindGRPC:
 		p.Protocol = weftv1.Protocol_PROTOCOL_GRPC
-	case ps.winners[""] == kindHTTP && (app == weftv1.Protocol_PROTOCOL_H2C || app == weftv1.Protocol_PROTOCOL_GRPC):
+	case ps.win == kindHTTP && (app == weftv1.Protocol_PROTOCOL_H2C || app == weftv1.Protocol_PROTOCOL_GRPC):
 		p.Protocol = weftv1.Protocol_PROTOCOL_H2C
-	case ps.winners[""] == kindHTTP:
+	case ps.win == kindHTTP:
 		p.Protocol = weftv1.Protocol_PROTOCOL_HTTP
 	default:
 		p.Protocol = weftv1.Protocol_PROTOCOL_TCP
@@ -253,12 +292,12 @@ func (r *resolver) servicePort(svc *corev1.Service, sp corev1.ServicePort, vips 
 		return p
 	}
 	if len(ps.producer) > 0 {
-		p.Producer = buildTable(ps.winners[""], ps.producer)
+		p.Producer = buildTable(ps.win, ps.producer)
 	}
 	if len(ps.consumers) > 0 {
 		p.Consumers = make(map[string]*weftv1.RouteTable, len(ps.consumers))
 		for ns, rts := range ps.consumers {
-			p.Consumers[ns] = buildTable(ps.winners[ns], rts)
+			p.Consumers[ns] = buildTable(ps.win, rts)
 		}
 	}
 	return p

@@ -22,10 +22,11 @@ type builtPort struct {
 }
 
 // portSource is a portState reduced to what its tables are built from:
-// the winning kind per class and, per class, the routes' compilations
+// the winning kind, the classes and, per class, the routes' compilations
 // with the rules they kept.
 type portSource struct {
-	winners   map[string]routeKind
+	win       routeKind
+	classes   []string
 	producer  []routeRules
 	consumers map[string][]routeRules
 }
@@ -39,7 +40,7 @@ func sourceOf(ps *portState) *portSource {
 	if ps == nil {
 		return nil
 	}
-	src := &portSource{winners: ps.winners, producer: routeRulesOf(ps.producer), consumers: make(map[string][]routeRules, len(ps.consumers))}
+	src := &portSource{win: ps.win, classes: ps.classes, producer: routeRulesOf(ps.producer), consumers: make(map[string][]routeRules, len(ps.consumers))}
 	for class, rts := range ps.consumers {
 		src.consumers[class] = routeRulesOf(rts)
 	}
@@ -55,20 +56,15 @@ func routeRulesOf(rts []*route) []routeRules {
 }
 
 // builds reports whether ps builds the tables the port built from s was
-// built with: the same winners, and the same compilations (the same
+// built with: the same winning kind and classes, and the same compilations (the same
 // objects, so unchanged ones taken from an earlier resolution) keeping the
 // same rules, in the same order.
 func (s *portSource) builds(ps *portState) bool {
 	if s == nil || ps == nil {
 		return s == nil && ps == nil
 	}
-	if len(s.winners) != len(ps.winners) || len(s.consumers) != len(ps.consumers) || !sameRules(s.producer, ps.producer) {
+	if s.win != ps.win || !slices.Equal(s.classes, ps.classes) || len(s.consumers) != len(ps.consumers) || !sameRules(s.producer, ps.producer) {
 		return false
-	}
-	for class, k := range ps.winners {
-		if w, ok := s.winners[class]; !ok || w != k {
-			return false
-		}
 	}
 	for class, rts := range ps.consumers {
 		if !sameRules(s.consumers[class], rts) {

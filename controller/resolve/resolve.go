@@ -178,7 +178,12 @@ func newIndexIn(in *Input, only map[string]bool) *index {
 // all walk routes in this order). permitted, unless nil, decides backend
 // references to other namespaces (see CompileTable).
 func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
-	r := &resolver{ix: newIndex(in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}, permitted: permitted}
+	// about as many clusters as last time: sized once, not grown
+	nc := 0
+	if in.Reuse != nil {
+		nc = len(in.Reuse.Clusters)
+	}
+	r := &resolver{ix: newIndex(in), clusters: make(map[string]*clusterSource, nc), clusterNames: make(map[svcPort]string, nc), ids: map[objKey]string{}, permitted: permitted}
 	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
 	n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
 	if in.Reuse != nil && in.Reuse.RoutesValid {

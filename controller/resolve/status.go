@@ -139,7 +139,7 @@ func acceptedMessage(rt *route, pr *parentResult) string {
 
 // statuses assembles every route and policy status, sorted.
 func (r *resolver) statuses(routes []*route) []ObjectStatus {
-	var out []ObjectStatus
+	out := make([]ObjectStatus, 0, len(routes))
 	for _, rt := range routes {
 		os := ObjectStatus{Kind: rt.kind.String(), Namespace: rt.ns, Name: rt.name, Generation: rt.generation, Parents: r.routeStatus(rt)}
 		if len(os.Parents) > 0 {
