@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"fmt"
+	"slices"
 
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -46,8 +47,9 @@ func (r *resolver) fitRegexBudget(routes []*route) bool {
 		if !rt.programmed() {
 			continue
 		}
-		kept := rt.rules[:0]
-		for _, cr := range rt.rules {
+		// copy on the first drop: rules may be the compiled route's own
+		var kept []*compiledRule
+		for i, cr := range rt.rules {
 			pats := cr.patterns
 			add := 0
 			for p, n := range pats {
@@ -62,6 +64,12 @@ func (r *resolver) fitRegexBudget(routes []*route) bool {
 					name = &n
 				}
 				rt.drop(int(cr.rule.Index), name, fmt.Sprintf("its regular expressions (program size %d) would bring the node policy's distinct regular expressions to a program size of %d, over the node budget %d; older routes keep theirs", add, total+add, budget))
+				if kept == nil {
+					kept = slices.Clone(rt.rules[:i:i])
+					if kept == nil {
+						kept = []*compiledRule{}
+					}
+				}
 				dropped = true
 				continue
 			}
@@ -69,10 +77,13 @@ func (r *resolver) fitRegexBudget(routes []*route) bool {
 				seen[p] = true
 			}
 			total += add
-			kept = append(kept, cr)
+			if kept != nil {
+				kept = append(kept, cr)
+			}
 		}
-		clear(rt.rules[len(kept):])
-		rt.rules = kept
+		if kept != nil {
+			rt.rules = kept
+		}
 	}
 	return dropped
 }

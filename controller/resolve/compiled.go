@@ -67,7 +67,7 @@ func (r *resolver) compiled(kind routeKind, m *metav1.ObjectMeta, compile func()
 func (rt *route) attachable(c *compiledRoute) *route {
 	cp := *rt
 	cp.compiled = c
-	cp.rules = slices.Clone(rt.rules)
+	cp.rules = slices.Clip(rt.rules) // never modified in place (fitRegexBudget copies)
 	cp.dropped = slices.Clip(rt.dropped)
 	cp.parents = nil
 	return &cp
