@@ -234,12 +234,21 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 			if ps == nil && !r.ix.enrolled[svc.Namespace] {
 				continue
 			}
-			var free []string
-			for _, v := range vips {
-				if a := (vipPort{v, sp.Port}); !claimed[a] {
-					claimed[a] = true
-					free = append(free, v)
+			// the addresses still free: vips itself, unless one is taken
+			free := vips
+			for i, v := range vips {
+				if claimed[vipPort{v, sp.Port}] {
+					free = slices.Clone(vips[:i:i])
+					for _, v := range vips[i+1:] {
+						if !claimed[vipPort{v, sp.Port}] {
+							free = append(free, v)
+						}
+					}
+					break
 				}
+			}
+			for _, v := range free {
+				claimed[vipPort{v, sp.Port}] = true
 			}
 			if len(free) == 0 {
 				continue
@@ -335,11 +344,17 @@ func (r *resolver) policyTable(svc *corev1.Service, p *weftv1.ServicePort) *weft
 	}
 }
 
-// canonicalIP returns the canonical text of an IP address, "" if invalid.
+// canonicalIP returns the canonical text of an IP address, "" if invalid:
+// s itself, not a copy, when it is canonical already (most are).
 func canonicalIP(s string) string {
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return ""
 	}
-	return a.Unmap().String()
+	var buf [64]byte
+	b := a.Unmap().AppendTo(buf[:0])
+	if string(b) == s {
+		return s
+	}
+	return string(b)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -87,5 +88,38 @@ func TestValidateOptions(t *testing.T) {
 	}
 	if got := p.GetNodeTunnels()["n1"]; got != "172.30.0.11:15008" {
 		t.Fatalf("tunnel with an invalid port: %q", got)
+	}
+}
+
+// TestServiceVIPs: a Service's capturable addresses, canonical and
+// distinct, clusterIP first; the object's own slice when it is that
+// already, a new one otherwise.
+func TestServiceVIPs(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		clusterIP string
+		ips       []string
+		want      []string
+		shared    bool
+	}{
+		{"dual stack", "10.0.0.1", []string{"10.0.0.1", "fd00::1"}, []string{"10.0.0.1", "fd00::1"}, true},
+		{"clusterIPs only", "", []string{"10.0.0.1"}, []string{"10.0.0.1"}, true},
+		{"upper-case IPv6", "FD00::1", []string{"FD00::1"}, []string{"fd00::1"}, false},
+		{"IPv4 in IPv6", "::ffff:10.0.0.1", []string{"::ffff:10.0.0.1"}, []string{"10.0.0.1"}, false},
+		{"repeated", "10.0.0.1", []string{"10.0.0.1", "10.0.0.1"}, []string{"10.0.0.1"}, false},
+		{"clusterIP not first", "fd00::1", []string{"10.0.0.1", "fd00::1"}, []string{"10.0.0.1", "fd00::1"}, false},
+		{"clusterIP missing from clusterIPs", "10.0.0.9", []string{"10.0.0.1"}, []string{"10.0.0.9", "10.0.0.1"}, false},
+		{"clusterIP only", "10.0.0.1", nil, []string{"10.0.0.1"}, false},
+		{"invalid", "10.0.0.1", []string{"10.0.0.1", "nope"}, []string{"10.0.0.1"}, false},
+		{"headless", "None", []string{"None"}, nil, false},
+	} {
+		svc := &corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: c.clusterIP, ClusterIPs: c.ips}}
+		got := serviceVIPs(svc)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+		if shared := len(got) > 0 && len(c.ips) > 0 && &got[0] == &c.ips[0]; shared != c.shared {
+			t.Errorf("%s: shares the object's slice: %v, want %v", c.name, shared, c.shared)
+		}
 	}
 }

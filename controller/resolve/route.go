@@ -251,6 +251,9 @@ func serviceVIPs(svc *corev1.Service) []string {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		return nil
 	}
+	if vipsCanonical(svc) {
+		return svc.Spec.ClusterIPs // shared with the object: never modified
+	}
 	var out []string
 	for _, ip := range svc.Spec.ClusterIPs {
 		if ip = canonicalIP(ip); ip != "" && !containsStr(out, ip) {
@@ -261,6 +264,22 @@ func serviceVIPs(svc *corev1.Service) []string {
 		out = append([]string{ip}, out...)
 	}
 	return out
+}
+
+// vipsCanonical reports whether a Service's clusterIPs are what
+// serviceVIPs would make of them: canonical, distinct, clusterIP (when
+// set) first. The API server keeps them so.
+func vipsCanonical(svc *corev1.Service) bool {
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 || svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != ips[0] {
+		return false
+	}
+	for i, ip := range ips {
+		if canonicalIP(ip) != ip || containsStr(ips[:i], ip) {
+			return false
+		}
+	}
+	return true
 }
 
 func containsStr(s []string, v string) bool {
