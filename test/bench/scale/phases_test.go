@@ -351,16 +351,22 @@ func (r *run) notReadyEndpoints() map[string]int {
 }
 
 // changeEndpoint makes churn change s: the next endpoint of its Service
-// not ready. Each Service changes once, so notReady is only read.
+// not ready. A Service comes round again after every other one (at the
+// small size, every 5 s): notReady follows what was written, so that each
+// change changes the slice's endpoints, not only its annotation (a slice
+// written again as it was gives the agents nothing new, and the last
+// change would never be ACKed).
 func (r *run) changeEndpoint(s int, notReady map[string]int) error {
 	k := s - r.firstSeq - routeChanges - 1
 	svc := (k * 7907) % r.sc.Services
 	es := r.sc.Slice(svc, -1)
-	next := notReady[es.Namespace+"/"+es.Name] + 1
+	r.wmu.Lock()
+	key := es.Namespace + "/" + es.Name
+	next := notReady[key] + 1
 	if next >= r.sc.Endpoints {
 		next = -1
 	}
-	r.wmu.Lock()
+	notReady[key] = next
 	r.written[s] = time.Now()
 	r.wmu.Unlock()
 	err := r.sc.ChangeEndpoint(r.ctx, r.cl.kube, svc, next, s)

@@ -101,8 +101,11 @@ func controllerChild() int {
 }
 
 // profile writes the controller's CPU profile (whole run) and, when
-// stopped, its heap profile into dir.
+// stopped, its heap profile into dir, which it creates if need be.
 func profile(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	cpu, err := os.Create(filepath.Join(dir, "controller-cpu.pprof"))
 	if err != nil {
 		return nil, err
