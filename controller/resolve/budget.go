@@ -2,7 +2,6 @@ package resolve
 
 import (
 	"fmt"
-	"slices"
 
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -65,10 +64,7 @@ func (r *resolver) fitRegexBudget(routes []*route) bool {
 				}
 				rt.drop(int(cr.rule.Index), name, fmt.Sprintf("its regular expressions (program size %d) would bring the node policy's distinct regular expressions to a program size of %d, over the node budget %d; older routes keep theirs", add, total+add, budget))
 				if kept == nil {
-					kept = slices.Clone(rt.rules[:i:i])
-					if kept == nil {
-						kept = []*compiledRule{}
-					}
+					kept = append(make([]*compiledRule, 0, len(rt.rules)), rt.rules[:i]...)
 				}
 				dropped = true
 				continue

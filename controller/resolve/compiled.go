@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 )
 
 // compiledRoutes are the routes one resolution compiled, as compiled
@@ -85,34 +86,41 @@ func (r *resolver) record(u clusterUse) {
 // nothing registered, when one is gone (the caller said they did not
 // change; the route is then compiled again).
 func (r *resolver) registerAgain(uses []clusterUse) bool {
+	// each use looked up once; most routes have a few (no allocation)
+	type found struct {
+		svc  *corev1.Service
+		port int
+		xb   *gwxv1a1.XBackend
+	}
+	var buf [8]found
+	all := buf[:0]
 	for _, u := range uses {
 		if u.xbackend {
-			if r.ix.backends[objKey{u.ns, u.name}] == nil {
+			xb := r.ix.backends[objKey{u.ns, u.name}]
+			if xb == nil {
 				return false
 			}
-		} else if _, i := r.usedPort(u); i < 0 {
+			all = append(all, found{xb: xb})
+			continue
+		}
+		svc := r.ix.services[objKey{u.ns, u.name}]
+		if svc == nil {
 			return false
 		}
+		i := slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool {
+			return sp.Port == u.port && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP)
+		})
+		if i < 0 {
+			return false
+		}
+		all = append(all, found{svc: svc, port: i})
 	}
-	for _, u := range uses {
-		if u.xbackend {
-			r.xbackendCluster(r.ix.backends[objKey{u.ns, u.name}])
+	for _, f := range all {
+		if f.xb != nil {
+			r.xbackendCluster(f.xb)
 		} else {
-			svc, i := r.usedPort(u)
-			r.serviceCluster(svc, svc.Spec.Ports[i])
+			r.serviceCluster(f.svc, f.svc.Spec.Ports[f.port])
 		}
 	}
 	return true
-}
-
-// usedPort is the Service and index of the port a clusterUse names: the
-// first TCP port with its number.
-func (r *resolver) usedPort(u clusterUse) (*corev1.Service, int) {
-	svc := r.ix.services[objKey{u.ns, u.name}]
-	if svc == nil {
-		return nil, -1
-	}
-	return svc, slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool {
-		return sp.Port == u.port && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP)
-	})
 }
