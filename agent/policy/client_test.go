@@ -73,17 +73,8 @@ func startCfg(t *testing.T, edit func(*Config)) (*controller, *Client, context.C
 // running it.
 func startWith(t *testing.T, edit func(*Config), before func(*Client)) (*controller, *Client, context.CancelFunc) {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	ctl := &controller{send: make(chan *weftv1.PolicySnapshot, 8), reqs: make(chan *weftv1.PolicyRequest, 8)}
-	weftv1.RegisterPolicyServer(srv, ctl)
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctl, lis := serve(t)
+	conn := dial(t, func(ctx context.Context) (net.Conn, error) { return lis.DialContext(ctx) })
 	cfg := Config{
 		Node:  "n1",
 		Conn:  conn,
@@ -97,16 +88,41 @@ func startWith(t *testing.T, edit func(*Config), before func(*Client)) (*control
 	if before != nil {
 		before(c)
 	}
+	return ctl, c, run(t, c)
+}
+
+// serve starts a scripted controller on an in-memory listener.
+func serve(t *testing.T) (*controller, *bufconn.Listener) {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	ctl := &controller{send: make(chan *weftv1.PolicySnapshot, 8), reqs: make(chan *weftv1.PolicyRequest, 8)}
+	weftv1.RegisterPolicyServer(srv, ctl)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return ctl, lis
+}
+
+// dial is a client connection whose transport dial calls d.
+func dial(t *testing.T, d func(context.Context) (net.Conn, error)) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return d(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// run runs c until the test ends or the returned cancel is called.
+func run(t *testing.T, c *Client) context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		conn.Close()
-		srv.Stop()
-	})
-	return ctl, c, cancel
+	t.Cleanup(func() { cancel(); <-done })
+	return cancel
 }
 
 func recv(t *testing.T, ch chan *weftv1.PolicyRequest) *weftv1.PolicyRequest {
@@ -320,46 +336,32 @@ func TestClientNACKsAnInvalidPolicyWithoutApplyingIt(t *testing.T) {
 // the client is back within its MaxBackoff of the controller's return, not
 // when gRPC's backoff would next dial.
 func TestClientReconnectsSoonAfterALongOutage(t *testing.T) {
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	ctl := &controller{send: make(chan *weftv1.PolicySnapshot, 8), reqs: make(chan *weftv1.PolicyRequest, 8)}
-	weftv1.RegisterPolicyServer(srv, ctl)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	ctl, lis := serve(t)
 	var (
 		mu    sync.Mutex
 		down  bool
 		conns []net.Conn
 		dials int
 	)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			dials++
-			if down {
-				return nil, errors.New("connection refused")
-			}
-			c, err := lis.DialContext(ctx)
-			if err == nil {
-				conns = append(conns, c)
-			}
-			return c, err
-		}),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := dial(t, func(ctx context.Context) (net.Conn, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		dials++
+		if down {
+			return nil, errors.New("connection refused")
+		}
+		c, err := lis.DialContext(ctx)
+		if err == nil {
+			conns = append(conns, c)
+		}
+		return c, err
+	})
 	c, err := New(Config{Node: "n1", Conn: conn, Apply: func(*weftv1.NodePolicy) error { return nil },
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	run(t, c)
 	recv(t, ctl.reqs)
 	ctl.send <- snapshot(1, "a")
 	if r := recv(t, ctl.reqs); r.GetError() != "" {
