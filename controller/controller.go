@@ -563,8 +563,9 @@ func (c *Controller) round() {
 	if c.reuse != nil && !changes.Other && !changes.Pods {
 		in.Reuse = c.reuse
 		in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = changes.Slices, true, true
-		// endpoint churn: routes need not be compiled again
-		in.Reuse.OnlyEndpoints = !changes.Routes
+		// endpoint churn: routes need not be compiled again; a route
+		// change: only the Service ports it claims are attached again
+		in.Reuse.OnlyEndpoints, in.Reuse.OnlyRoutes = !changes.Routes, changes.Routes
 	}
 	c.reuse = nil
 	start := time.Now()

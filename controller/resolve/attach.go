@@ -34,11 +34,16 @@ type portState struct {
 	consumers map[string][]*route
 }
 
+// portClaims are the claims on each Service port, in route precedence
+// order.
+type portClaims map[portKey][]claim
+
 // attach resolves every parentRef of every route, settles route-kind
-// conflicts per Service port and returns the routes programmed per port.
-// routes must be in route precedence order.
-func (r *resolver) attach(routes []*route) map[portKey]*portState {
-	claims := make(map[portKey][]claim, len(r.prevPorts))
+// conflicts per Service port and returns the routes programmed per port,
+// and the claims they were settled from. routes must be in route
+// precedence order; sizeHint is about how many ports they claim.
+func (r *resolver) attach(routes []*route, sizeHint int) (map[portKey]*portState, portClaims) {
+	claims := make(portClaims, sizeHint)
 	for _, rt := range routes {
 		for _, ref := range rt.parentRefs {
 			svc, mistaken := isServiceRef(ref)
@@ -122,6 +127,20 @@ func (r *resolver) attach(routes []*route) map[portKey]*portState {
 	for _, rt := range routes {
 		for _, pr := range rt.parents {
 			slices.SortFunc(pr.won, comparePortKeys)
+		}
+	}
+	return out, claims
+}
+
+// claimed are the ports a route, as attached, claimed (won or lost).
+func (rt *route) claimed() []portKey {
+	if rt.totalRules > 0 && len(rt.rules) == 0 {
+		return nil
+	}
+	var out []portKey
+	for _, pr := range rt.parents {
+		if pr.accepted == nil {
+			out = append(out, pr.ports...)
 		}
 	}
 	return out

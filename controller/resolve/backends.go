@@ -175,24 +175,42 @@ func (r *resolver) backendRef(rt *route, rule int, ref gwv1.BackendRef, filters 
 func (r *resolver) serviceCluster(svc *corev1.Service, sp corev1.ServicePort) string {
 	r.record(clusterUse{ns: svc.Namespace, name: svc.Name, port: sp.Port})
 	k := svcPort{svc, sp.Port}
-	if name, ok := r.clusterNames[k]; ok {
-		return name
+	name, ok := r.clusterNames[k]
+	if !ok {
+		name = serviceClusterName(svc.Namespace, svc.Name, sp.Port)
+		if _, ok := r.clusters[name]; !ok {
+			r.clusters[name] = &clusterSource{svc: svc, port: sp}
+		}
+		r.clusterNames[k] = name
 	}
-	name := svc.Namespace + "/" + svc.Name + ":" + strconv.Itoa(int(sp.Port))
-	if _, ok := r.clusters[name]; !ok {
-		r.clusters[name] = &clusterSource{svc: svc, port: sp}
-	}
-	r.clusterNames[k] = name
+	r.countUse(name)
 	return name
+}
+
+// countUse counts one use of a cluster, when the resolution counts them
+// (clusterRefs, for a later incremental resolution).
+func (r *resolver) countUse(name string) {
+	if r.clusterRefs != nil {
+		r.clusterRefs[name]++
+	}
+}
+
+func serviceClusterName(ns, name string, port int32) string {
+	return ns + "/" + name + ":" + strconv.Itoa(int(port))
+}
+
+func xbackendClusterName(xb *gwxv1a1.XBackend) string {
+	return xb.Namespace + "/xbackend/" + xb.Name + ":" + strconv.Itoa(int(xb.Spec.Port.Number))
 }
 
 // xbackendCluster registers the cluster of an XBackend.
 func (r *resolver) xbackendCluster(xb *gwxv1a1.XBackend) string {
 	r.record(clusterUse{ns: xb.Namespace, name: xb.Name, xbackend: true})
-	name := xb.Namespace + "/xbackend/" + xb.Name + ":" + strconv.Itoa(int(xb.Spec.Port.Number))
+	name := xbackendClusterName(xb)
 	if _, ok := r.clusters[name]; !ok {
 		r.clusters[name] = &clusterSource{xb: xb}
 	}
+	r.countUse(name)
 	return name
 }
 
@@ -206,24 +224,27 @@ func (r *resolver) buildClusters(reuse *Reuse) []*weftv1.Cluster {
 	slices.Sort(names)
 	out := make([]*weftv1.Cluster, 0, len(names))
 	for _, n := range names {
-		src := r.clusters[n]
-		if reuse != nil && src.svc != nil && !reuse.StaleServices[src.svc.Namespace+"/"+src.svc.Name] {
-			if c := reuse.Clusters[n]; c != nil {
-				out = append(out, c)
-				continue
-			}
-		}
-		c := &weftv1.Cluster{Name: n}
-		if src.xb != nil {
-			c.Protocol, _ = backendProtocol(src.xb.Spec.Protocol)
-			c.Endpoints = r.selectorEndpoints(src.xb)
-		} else {
-			c.Protocol = appProtocol(src.port.AppProtocol)
-			c.Endpoints = r.serviceEndpoints(src.svc, src.port)
-		}
-		out = append(out, c)
+		out = append(out, r.buildCluster(n, r.clusters[n], reuse))
 	}
 	return out
+}
+
+// buildCluster builds the cluster n from src, or takes it from reuse.
+func (r *resolver) buildCluster(n string, src *clusterSource, reuse *Reuse) *weftv1.Cluster {
+	if reuse != nil && src.svc != nil && !reuse.StaleServices[src.svc.Namespace+"/"+src.svc.Name] {
+		if c := reuse.Clusters[n]; c != nil {
+			return c
+		}
+	}
+	c := &weftv1.Cluster{Name: n}
+	if src.xb != nil {
+		c.Protocol, _ = backendProtocol(src.xb.Spec.Protocol)
+		c.Endpoints = r.selectorEndpoints(src.xb)
+	} else {
+		c.Protocol = appProtocol(src.port.AppProtocol)
+		c.Endpoints = r.serviceEndpoints(src.svc, src.port)
+	}
+	return c
 }
 
 // serviceEndpoints lists the endpoints of one Service port from its

@@ -195,15 +195,17 @@ var scaleCluster = benchConfig{Namespaces: 100, Nodes: 1000, Services: 10000, Po
 // route's weight changed at issue #17's scale, clusters and workloads
 // reused as the controller reuses them when only routes changed:
 // "compile-all" compiles every route, "reuse-compiled" takes the 19,999
-// unchanged ones from the previous resolution (Reuse.RoutesValid).
+// unchanged ones from the previous resolution (Reuse.RoutesValid) and
+// "incremental" attaches again only the port the route claims
+// (Reuse.OnlyRoutes, as the controller resolves it).
 func BenchmarkResolveRouteChange(b *testing.B) {
 	in := genCluster(scaleCluster)
 	versionRoutes(&in, func(int) string { return "1" })
 	prev := Resolve(in)
 	for _, bc := range []struct {
-		name   string
-		routes bool
-	}{{"compile-all", false}, {"reuse-compiled", true}} {
+		name         string
+		routes, only bool
+	}{{"compile-all", false, false}, {"reuse-compiled", true, false}, {"incremental", true, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			cpu0 := cpuTime()
@@ -213,7 +215,7 @@ func BenchmarkResolveRouteChange(b *testing.B) {
 				in.HTTPRoutes[7].Spec.Rules[0].BackendRefs[0].Weight = &w
 				in.HTTPRoutes[7].ResourceVersion = strconv.Itoa(rv)
 				in.Reuse = ReuseOf(prev)
-				in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = true, bc.routes
+				in.Reuse.WorkloadsValid, in.Reuse.RoutesValid, in.Reuse.OnlyRoutes = true, bc.routes, bc.only
 				prev = Resolve(in)
 			}
 			b.StopTimer()

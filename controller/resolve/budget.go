@@ -86,14 +86,16 @@ func (r *resolver) fitRegexBudget(routes []*route) bool {
 
 // attachWithinBudget attaches the routes, then drops what would take the
 // node policy over its regex budget and attaches again until nothing more
-// is dropped (each round only drops rules, so it ends).
-func (r *resolver) attachWithinBudget(routes []*route) map[portKey]*portState {
-	ports := r.attach(routes)
+// is dropped (each round only drops rules, so it ends). dropped reports
+// whether the budget dropped a rule.
+func (r *resolver) attachWithinBudget(routes []*route) (ports map[portKey]*portState, claims portClaims, dropped bool) {
+	ports, claims = r.attach(routes, len(r.prevPorts))
 	for r.fitRegexBudget(routes) {
+		dropped = true
 		for _, rt := range routes {
 			rt.parents = nil
 		}
-		ports = r.attach(routes)
+		ports, claims = r.attach(routes, len(claims))
 	}
-	return ports
+	return ports, claims, dropped
 }

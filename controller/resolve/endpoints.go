@@ -6,7 +6,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -32,7 +31,9 @@ func resolveEndpoints(in *Input) (out Output, ok bool) {
 	}
 	out = *prev
 	if len(old) == 0 {
-		return out, true // no node has clusters
+		// no node has clusters; the state's would be stale
+		out.delta = nil
+		return out, true
 	}
 	// index only the namespaces the stale Services' endpoints are in: a
 	// round of endpoint churn touches a few of them, not 100k pods
@@ -53,28 +54,9 @@ func resolveEndpoints(in *Input) (out Output, ok bool) {
 		}
 	}
 	r := &resolver{ix: newIndexIn(in, only), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
-	clusters := make([]*weftv1.Cluster, len(old))
-	for i, c := range old {
-		ns, svc, port, isSvc := serviceCluster(c.GetName())
-		if !isSvc || !reuse.StaleServices[ns+"/"+svc] {
-			clusters[i] = c
-			continue
-		}
-		s := r.ix.services[objKey{ns, svc}]
-		if s == nil {
-			return Output{}, false
-		}
-		var sp *corev1.ServicePort
-		for j := range s.Spec.Ports {
-			if p := &s.Spec.Ports[j]; int(p.Port) == port && (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) {
-				sp = p
-				break
-			}
-		}
-		if sp == nil {
-			return Output{}, false
-		}
-		clusters[i] = &weftv1.Cluster{Name: c.GetName(), Protocol: c.GetProtocol(), Endpoints: r.serviceEndpoints(s, *sp)}
+	clusters, ok := r.staleClusters(old, reuse.StaleServices)
+	if !ok {
+		return Output{}, false
 	}
 	out.Nodes = make(map[string]*weftv1.NodePolicy, len(prev.Nodes))
 	for n, p := range prev.Nodes {
@@ -84,7 +66,33 @@ func resolveEndpoints(in *Input) (out Output, ok bool) {
 		}
 		out.Nodes[n] = withClusters(p, clusters)
 	}
+	if prev.delta != nil {
+		st := *prev.delta
+		st.clusters = clusters
+		out.delta = &st
+	}
 	return out, true
+}
+
+// staleClusters is a copy of old with the clusters of the stale Services
+// ("namespace/name") built again; false when a stale Service or port it
+// has a cluster of is gone.
+func (r *resolver) staleClusters(old []*weftv1.Cluster, stale map[string]bool) ([]*weftv1.Cluster, bool) {
+	clusters := make([]*weftv1.Cluster, len(old))
+	for i, c := range old {
+		ns, svc, port, isSvc := serviceCluster(c.GetName())
+		if !isSvc || !stale[ns+"/"+svc] {
+			clusters[i] = c
+			continue
+		}
+		s := r.ix.services[objKey{ns, svc}]
+		sp := meshedPort(s, int32(port))
+		if sp == nil {
+			return nil, false
+		}
+		clusters[i] = &weftv1.Cluster{Name: c.GetName(), Protocol: c.GetProtocol(), Endpoints: r.serviceEndpoints(s, *sp)}
+	}
+	return clusters, true
 }
 
 // withClusters is a shallow copy of p (shallowCopy) with clusters

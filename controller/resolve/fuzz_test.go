@@ -54,7 +54,49 @@ func FuzzResolve(f *testing.F) {
 		if !bytes.Equal(a, b) {
 			t.Fatal("two resolutions of the same input differ")
 		}
+		// each route deleted, then added back, resolved incrementally,
+		// renders what resolving from scratch does (routes get a UID and
+		// resourceVersion from their names: two with one name would be
+		// taken for each other, which the API server never serves)
+		if duplicateRouteNames(in) {
+			return
+		}
+		versionRoutes(&in, func(int) string { return "1" })
+		prev := Resolve(in)
+		for i := range len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes) {
+			del := withoutRoute(in, i)
+			got, _ := incremental(del, prev, nil)
+			compareRendered(t, fmt.Sprintf("route %d deleted", i), got, Resolve(del))
+			got, _ = incremental(in, got, nil)
+			compareRendered(t, fmt.Sprintf("route %d added back", i), got, prev)
+		}
 	})
+}
+
+func duplicateRouteNames(in Input) bool {
+	seen := map[routeKey]bool{}
+	dup := func(kind routeKind, m metav1.ObjectMeta) bool {
+		k := routeKey{kind, m.Namespace, m.Name}
+		d := seen[k]
+		seen[k] = true
+		return d
+	}
+	for _, r := range in.HTTPRoutes {
+		if dup(kindHTTP, r.ObjectMeta) {
+			return true
+		}
+	}
+	for _, r := range in.GRPCRoutes {
+		if dup(kindGRPC, r.ObjectMeta) {
+			return true
+		}
+	}
+	for _, r := range in.TCPRoutes {
+		if dup(kindTCP, r.ObjectMeta) {
+			return true
+		}
+	}
+	return false
 }
 
 // byteSource hands out choices from fuzz bytes; zero once exhausted.

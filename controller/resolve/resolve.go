@@ -183,7 +183,7 @@ func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 	if in.Reuse != nil {
 		nc = len(in.Reuse.Clusters)
 	}
-	r := &resolver{ix: newIndex(in), clusters: make(map[string]*clusterSource, nc), clusterNames: make(map[svcPort]string, nc), ids: map[objKey]string{}, permitted: permitted}
+	r := &resolver{ix: newIndex(in), clusters: make(map[string]*clusterSource, nc), clusterNames: make(map[svcPort]string, nc), clusterRefs: make(map[string]int, nc), ids: map[objKey]string{}, permitted: permitted}
 	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
 	n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
 	if in.Reuse != nil && in.Reuse.RoutesValid {
@@ -218,6 +218,11 @@ func Resolve(in Input) Output {
 			return out
 		}
 	}
+	if rv := in.Reuse; rv != nil && rv.OnlyRoutes && rv.RoutesValid && rv.WorkloadsValid && rv.Previous != nil && rv.Previous.delta != nil {
+		if out, ok := resolveRoutes(&in); ok {
+			return out
+		}
+	}
 	r, routes := compileAll(&in, nil)
 	ix := r.ix
 	// authorization first: its regular expressions take their share of the
@@ -231,7 +236,7 @@ func Resolve(in Input) Output {
 	}
 	authz, authzStatuses, authzInForce := r.resolveAuthz(&in, workloads)
 
-	ports := r.attachWithinBudget(routes)
+	ports, claims, dropped := r.attachWithinBudget(routes)
 	services := r.buildServicePorts(ports)
 
 	out := Output{Nodes: map[string]*weftv1.NodePolicy{}}
@@ -263,6 +268,7 @@ func Resolve(in Input) Output {
 	out.AuthzStatuses, out.AuthzInForce = authzStatuses, authzInForce
 	out.InvalidMTLS = invalidMTLS
 	out.routes, out.ports, out.statuses = r.nextRoutes, r.nextPorts, r.nextStatuses
+	out.delta = r.newDeltaState(routes, claims, dropped, services, clusters)
 	return out
 }
 
@@ -274,6 +280,9 @@ type resolver struct {
 	clusters map[string]*clusterSource
 	// clusterNames caches the name of a Service port's cluster.
 	clusterNames map[svcPort]string
+	// clusterRefs, when not nil, counts the uses of each cluster
+	// (deltaState.clusterRefs).
+	clusterRefs map[string]int
 	// ids caches SPIFFE IDs by namespace/service account.
 	ids map[objKey]string
 	// permitted decides cross-namespace backend references (CompileTable);

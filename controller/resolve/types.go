@@ -95,6 +95,12 @@ type Reuse struct {
 	// the same UID and resourceVersion as when the earlier resolution
 	// compiled it is taken from there, not compiled again.
 	RoutesValid bool
+	// OnlyRoutes: nothing but routes (HTTPRoutes, GRPCRoutes,
+	// TCPRoutes) and the EndpointSlices of StaleServices changed since
+	// Previous was resolved; then only the Service ports the changed
+	// routes claim, before or now, are attached again (RoutesValid and
+	// WorkloadsValid must be set too).
+	OnlyRoutes bool
 	// routes are the earlier resolution's compiled routes, ports its
 	// Service ports, statuses its route statuses.
 	routes   compiledRoutes
@@ -145,6 +151,9 @@ type Output struct {
 	routes   compiledRoutes
 	ports    builtPorts
 	statuses builtStatuses
+	// delta is what an incremental resolution after a route change
+	// builds on (resolveRoutes), nil when it cannot.
+	delta *deltaState
 }
 
 // ObjectStatus is what Weft wants in one object's status.

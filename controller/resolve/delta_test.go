@@ -1,0 +1,203 @@
+package resolve
+
+import (
+	"slices"
+	"strconv"
+	"testing"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// incremental resolves in from prev as the controller does when only
+// routes (and the slices of stale) changed (Reuse.OnlyRoutes), and
+// reports whether the incremental resolution applied.
+func incremental(in Input, prev Output, stale map[string]bool) (Output, bool) {
+	in.Reuse = ReuseOf(prev)
+	in.Reuse.WorkloadsValid, in.Reuse.RoutesValid, in.Reuse.OnlyRoutes = true, true, true
+	in.Reuse.StaleServices = stale
+	if prev.delta != nil {
+		if out, ok := resolveRoutes(&in); ok {
+			return out, true
+		}
+	}
+	return Resolve(in), false
+}
+
+// withoutRoute is in without its i-th route (HTTPRoutes, then GRPCRoutes,
+// then TCPRoutes).
+func withoutRoute(in Input, i int) Input {
+	switch {
+	case i < len(in.HTTPRoutes):
+		in.HTTPRoutes = slices.Delete(slices.Clone(in.HTTPRoutes), i, i+1)
+	case i < len(in.HTTPRoutes)+len(in.GRPCRoutes):
+		j := i - len(in.HTTPRoutes)
+		in.GRPCRoutes = slices.Delete(slices.Clone(in.GRPCRoutes), j, j+1)
+	default:
+		j := i - len(in.HTTPRoutes) - len(in.GRPCRoutes)
+		in.TCPRoutes = slices.Delete(slices.Clone(in.TCPRoutes), j, j+1)
+	}
+	return in
+}
+
+// TestIncrementalRouteChangeGivesTheSameOutput: for every golden input,
+// resolving a route change incrementally (only the Service ports the
+// changed routes claim attached again) renders exactly what resolving from
+// scratch does: nothing changed; every other route changed; each route
+// deleted; each route added; a route deleted and added back in two
+// incremental rounds (the second builds on what the first kept); and a
+// route changed in the round its EndpointSlices changed.
+func TestIncrementalRouteChangeGivesTheSameOutput(t *testing.T) {
+	applied, compared := 0, 0
+	check := func(t *testing.T, what string, got Output, ok bool, want Output) {
+		t.Helper()
+		compared++
+		if ok {
+			applied++
+		}
+		compareRendered(t, what, got, want)
+	}
+	eachCase(t, func(t *testing.T, path string, in Input) {
+		prev := Resolve(in)
+		got, ok := incremental(in, prev, nil)
+		if prev.delta != nil && !ok {
+			t.Fatal("nothing changed, and the incremental resolution did not apply")
+		}
+		check(t, "nothing changed", got, ok, prev)
+
+		changed, err := loadCase(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		versionRoutes(&changed, func(i int) string { return strconv.Itoa(1 + i%2) })
+		for i := range changed.HTTPRoutes {
+			if i%2 == 1 {
+				slices.Reverse(changed.HTTPRoutes[i].Spec.Rules)
+			}
+		}
+		got, ok = incremental(changed, prev, nil)
+		check(t, "every other route changed", got, ok, Resolve(changed))
+
+		n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
+		for i := range n {
+			del := withoutRoute(in, i)
+			without := Resolve(del)
+			got, ok := incremental(del, prev, nil)
+			check(t, "route "+strconv.Itoa(i)+" deleted", got, ok, without)
+			got, ok = incremental(in, without, nil)
+			check(t, "route "+strconv.Itoa(i)+" added", got, ok, prev)
+			if deleted, ok := incremental(del, prev, nil); ok {
+				got, ok := incremental(in, deleted, nil)
+				check(t, "route "+strconv.Itoa(i)+" deleted and added back, incrementally", got, ok, prev)
+			}
+		}
+
+		if len(in.HTTPRoutes) > 0 && len(in.EndpointSlices) > 0 {
+			both := in
+			both.HTTPRoutes = slices.Clone(in.HTTPRoutes)
+			both.HTTPRoutes[0].ResourceVersion = "2"
+			both.HTTPRoutes[0].Spec.Rules = slices.Clone(both.HTTPRoutes[0].Spec.Rules)
+			slices.Reverse(both.HTTPRoutes[0].Spec.Rules)
+			both.EndpointSlices = slices.Clone(in.EndpointSlices)
+			es := &both.EndpointSlices[0]
+			es.Endpoints = slices.Clone(es.Endpoints)
+			if len(es.Endpoints) > 0 {
+				es.Endpoints = es.Endpoints[1:]
+			}
+			stale := map[string]bool{es.Namespace + "/" + es.Labels[discoveryv1.LabelServiceName]: true}
+			got, ok := incremental(both, prev, stale)
+			check(t, "a route and an EndpointSlice changed", got, ok, Resolve(both))
+		}
+	})
+	t.Logf("the incremental resolution applied in %d of %d comparisons", applied, compared)
+	if applied < compared/2 {
+		t.Fatalf("the incremental resolution applied in only %d of %d comparisons", applied, compared)
+	}
+}
+
+// TestIncrementalRouteChangeTouchesOnlyItsPorts: after one route's weight
+// changed in a generated cluster, only the Service port it is programmed
+// on is built again; every other port, cluster and status is the earlier
+// resolution's own object, and every node with workloads gets the new
+// port.
+func TestIncrementalRouteChangeTouchesOnlyItsPorts(t *testing.T) {
+	in := genCluster(benchConfig{Namespaces: 3, Nodes: 4, Services: 20, PodsPerService: 2, HTTPRoutes: 10, GRPCRoutes: 4, ConsumerRoutes: 3})
+	versionRoutes(&in, func(int) string { return "1" })
+	prev := Resolve(in)
+	if prev.delta == nil {
+		t.Fatal("the full resolution kept no state for an incremental one")
+	}
+	w := int32(50)
+	in.HTTPRoutes[3].Spec.Rules[0].BackendRefs[0].Weight = &w
+	in.HTTPRoutes[3].ResourceVersion = "2"
+	got, ok := incremental(in, prev, nil)
+	if !ok {
+		t.Fatal("the incremental resolution did not apply")
+	}
+	compareRendered(t, "one weight changed", got, Resolve(in))
+
+	rebuilt := 0
+	for k, b := range got.ports {
+		if prev.ports[k].sp != b.sp {
+			rebuilt++
+			if want := (portKey{"ns-0", "svc-3", 80}); k != want {
+				t.Errorf("port %v was built again; only %v should be", k, want)
+			}
+		}
+	}
+	if rebuilt != 1 {
+		t.Errorf("%d ports built again, want 1", rebuilt)
+	}
+	changedStatuses := 0
+	for i := range got.Statuses {
+		if len(got.Statuses[i].Parents) > 0 && &got.Statuses[i].Parents[0] != &prev.Statuses[i].Parents[0] {
+			changedStatuses++
+		}
+	}
+	if changedStatuses > 1 {
+		t.Errorf("%d statuses built again, want at most the changed route's", changedStatuses)
+	}
+	for n, p := range got.Nodes {
+		if len(p.Workloads) == 0 {
+			continue
+		}
+		if sameSlice(p.Services, prev.Nodes[n].Services) {
+			t.Errorf("node %s kept the earlier Service ports", n)
+		}
+		if !sameSlice(p.Clusters, prev.Nodes[n].Clusters) {
+			t.Errorf("node %s got other clusters, though no backend changed", n)
+		}
+	}
+}
+
+// TestIncrementalRouteChangeFallsBackOverTheRegexBudget: when a changed
+// route would take the node policy over its regex budget, the budget's
+// order (oldest route first) is global: the resolution is done in full and
+// the newest route's rule is the one dropped.
+func TestIncrementalRouteChangeFallsBackOverTheRegexBudget(t *testing.T) {
+	in := genCluster(benchConfig{Namespaces: 2, Nodes: 2, Services: 4, PodsPerService: 1, HTTPRoutes: 2})
+	versionRoutes(&in, func(int) string { return "1" })
+	prev := Resolve(in)
+	if prev.delta == nil {
+		t.Fatal("the full resolution kept no state for an incremental one")
+	}
+	// a second, distinct pattern in the newest route, over a budget that
+	// holds the first one
+	in.Options.MaxNodeRegexProgramSize = prev.delta.regexTotal() + 1
+	prev = Resolve(in)
+	if prev.delta == nil {
+		t.Fatal("nothing was dropped, and still no state was kept")
+	}
+	regex := gwv1.PathMatchRegularExpression
+	newest := &in.HTTPRoutes[len(in.HTTPRoutes)-1]
+	newest.Spec.Rules[3].Matches[0].Path = &gwv1.HTTPPathMatch{Type: &regex, Value: ptr("/orders/[a-z]+/[0-9]+")}
+	newest.ResourceVersion = "2"
+	got, ok := incremental(in, prev, nil)
+	if ok {
+		t.Fatal("the incremental resolution applied over the regex budget")
+	}
+	compareRendered(t, "over the budget", got, Resolve(in))
+	if got.delta != nil {
+		t.Fatal("a resolution that dropped a rule kept state for an incremental one")
+	}
+}
