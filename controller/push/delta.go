@@ -85,39 +85,49 @@ type unitEnc struct {
 	b    []byte
 }
 
-// differ computes the deltas of one Update. Unit encodings are kept by
-// pointer: prev holds those of the previous Update, cur those of this one.
+// unitEncs caches unit encodings by the unit's address, across Updates.
+// Units are never modified once handed to Update, so an entry holds while
+// it lives (and it keeps its unit alive). Entries of units that no policy
+// holds any more are dropped when the cache outgrows the units in use
+// (pruneEncs): touching the 40,000 unchanged units of a route change at
+// issue #17's scale to carry them into a new cache was a third of Update.
+type unitEncs map[unsafe.Pointer]unitEnc
+
+// differ computes the deltas of one Update.
 type differ struct {
-	prev, cur map[unsafe.Pointer]unitEnc
-	services  map[[2]sliceKey]*partDelta
-	clusters  map[[2]sliceKey]*partDelta
-	tunnels   map[[2]unsafe.Pointer]*partDelta
+	encs     unitEncs
+	services map[[2]sliceKey]*partDelta
+	clusters map[[2]sliceKey]*partDelta
+	tunnels  map[[2]unsafe.Pointer]*partDelta
 }
 
-func newDiffer(prev map[unsafe.Pointer]unitEnc) *differ {
-	return &differ{prev: prev, cur: map[unsafe.Pointer]unitEnc{}, services: map[[2]sliceKey]*partDelta{},
+func newDiffer(encs unitEncs) *differ {
+	if encs == nil {
+		encs = unitEncs{}
+	}
+	return &differ{encs: encs, services: map[[2]sliceKey]*partDelta{},
 		clusters: map[[2]sliceKey]*partDelta{}, tunnels: map[[2]unsafe.Pointer]*partDelta{}}
 }
 
-// unitEncoding is m's deterministic encoding, cached by pointer.
-func (d *differ) unitEncoding(m protobuf.Message, p unsafe.Pointer, old bool) []byte {
-	if e, ok := d.cur[p]; ok {
+// unitEncoding is m's deterministic encoding, cached by pointer; nil when
+// it cannot be encoded (it then differs from everything, and encoding the
+// snapshot reports the error).
+func (d *differ) unitEncoding(m protobuf.Message, p unsafe.Pointer) []byte {
+	if e, ok := d.encs[p]; ok {
 		return e.b
 	}
-	e, ok := d.prev[p]
-	if !ok {
-		b, err := deterministic.Marshal(m)
-		if err != nil {
-			// Unencodable units differ from everything; encoding the
-			// snapshot reports the error.
-			return nil
-		}
-		e = unitEnc{m, b}
+	b, err := deterministic.Marshal(m)
+	if err != nil {
+		return nil
 	}
-	if !old {
-		d.cur[p] = e
-	}
-	return e.b
+	d.encs[p] = unitEnc{m, b}
+	return b
+}
+
+// changed reports whether u replaces o with other content.
+func changed[U protobuf.Message](d *differ, o, u U) bool {
+	nb := d.unitEncoding(u, unitPtr(u))
+	return nb == nil || !bytes.Equal(d.unitEncoding(o, unitPtr(o)), nb)
 }
 
 // diffUnits compares two lists of units by key and encoding.
@@ -125,6 +135,9 @@ func diffUnits[U interface {
 	protobuf.Message
 	comparable
 }](d *differ, old, new []U, key func(U) string) (upserts []U, removed []string) {
+	if upserts, ok := diffAligned(d, old, new, key); ok {
+		return upserts, nil
+	}
 	before := make(map[string]U, len(old))
 	for _, u := range old {
 		before[key(u)] = u
@@ -135,11 +148,9 @@ func diffUnits[U interface {
 		now[k] = true
 		b, ok := before[k]
 		if ok && b == u {
-			d.unitEncoding(u, unitPtr(u), false) // keep its encoding for the next Update
 			continue
 		}
-		nb := d.unitEncoding(u, unitPtr(u), false)
-		if !ok || nb == nil || !bytes.Equal(d.unitEncoding(b, unitPtr(b), true), nb) {
+		if !ok || changed(d, b, u) {
 			upserts = append(upserts, u)
 		}
 	}
@@ -150,6 +161,73 @@ func diffUnits[U interface {
 	}
 	slices.Sort(removed)
 	return upserts, removed
+}
+
+// diffAligned is diffUnits when new is old with units replaced in place
+// (the same keys in the same order, as resolution builds a change): no
+// maps, and the keys of unchanged units are not even built. false when it
+// is not.
+func diffAligned[U interface {
+	protobuf.Message
+	comparable
+}](d *differ, old, new []U, key func(U) string) (upserts []U, ok bool) {
+	if len(old) != len(new) {
+		return nil, false
+	}
+	for i, u := range new {
+		o := old[i]
+		if o == u {
+			continue
+		}
+		if key(o) != key(u) {
+			return nil, false
+		}
+		if changed(d, o, u) {
+			upserts = append(upserts, u)
+		}
+	}
+	return upserts, true
+}
+
+// pruneEncs keeps the entries of encs for the units policies hold, when
+// encs has outgrown them by a quarter (and 1,024).
+func pruneEncs(encs unitEncs, policies map[string]*weftv1.NodePolicy) unitEncs {
+	n := unitsIn(policies, nil)
+	if len(encs) <= n+max(n/4, 1024) {
+		return encs
+	}
+	kept := make(unitEncs, n)
+	unitsIn(policies, func(p unsafe.Pointer) {
+		if e, ok := encs[p]; ok {
+			kept[p] = e
+		}
+	})
+	return kept
+}
+
+// unitsIn counts the units of policies, each distinct slice once, and
+// calls f (unless nil) with each one's address.
+func unitsIn(policies map[string]*weftv1.NodePolicy, f func(unsafe.Pointer)) int {
+	seen := map[sliceKey]bool{}
+	n := 0
+	for _, p := range policies {
+		n += unitsOf(seen, p.GetServices(), f) + unitsOf(seen, p.GetClusters(), f) + unitsOf(seen, p.GetWorkloads(), f) + unitsOf(seen, p.GetAuthz(), f)
+	}
+	return n
+}
+
+func unitsOf[U any](seen map[sliceKey]bool, s []U, f func(unsafe.Pointer)) int {
+	k := keyOf(s)
+	if len(s) == 0 || seen[k] {
+		return 0
+	}
+	seen[k] = true
+	if f != nil {
+		for _, u := range s {
+			f(unitPtr(u))
+		}
+	}
+	return len(s)
 }
 
 func unitPtr[U any](u U) unsafe.Pointer { return reflect.ValueOf(u).UnsafePointer() }

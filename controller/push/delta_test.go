@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -292,5 +293,76 @@ func TestAgentWithoutDeltasGetsFullSnapshots(t *testing.T) {
 		_ = st.Send(&weftv1.PolicyRequest{Version: s.Version})
 		p = withCluster(p, i)
 		h.srv.Update(p)
+	}
+}
+
+// TestDiffAlignedOrNot: the delta of a services slice is the reference
+// Diff's whether its units were replaced in place (same keys in the same
+// order: no maps), or moved, added and removed.
+func TestDiffAlignedOrNot(t *testing.T) {
+	base := bigPolicies([]string{"node-a"}, 6, 1)["node-a"]
+	edited := func(sp *weftv1.ServicePort, portName string) *weftv1.ServicePort {
+		c := proto.Clone(sp).(*weftv1.ServicePort)
+		c.PortName = portName
+		return c
+	}
+	old := base.Services
+	extra := &weftv1.ServicePort{Namespace: "ns", Name: "svc-9999", Port: 80, Vips: []string{"10.96.9.9"}, DefaultCluster: "ns/svc-9999:80"}
+	for _, tc := range []struct {
+		name    string
+		new     []*weftv1.ServicePort
+		upserts int
+	}{
+		{"one changed in place", []*weftv1.ServicePort{old[0], old[1], edited(old[2], "web"), old[3], old[4], old[5]}, 1},
+		{"one copied unchanged", []*weftv1.ServicePort{old[0], old[1], proto.Clone(old[2]).(*weftv1.ServicePort), old[3], old[4], old[5]}, 0},
+		{"same length, one removed and one added", []*weftv1.ServicePort{old[0], old[2], old[3], old[4], old[5], extra}, 1},
+		{"last removed", old[:5:5], 0},
+		{"one added", append(slices.Clone(old), extra), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p2 := proto.Clone(base).(*weftv1.NodePolicy)
+			p2.Services = tc.new
+			d := newDiffer(nil)
+			nd, err := d.diff(base, p2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := deltatest.Diff(base, p2)
+			if nd == nil {
+				if !want.Empty() {
+					t.Fatalf("no delta, want %v", want)
+				}
+				return
+			}
+			if !proto.Equal(nd.msg, want) {
+				t.Fatalf("delta %v\nwant %v", nd.msg, want)
+			}
+			if len(nd.msg.Services) != tc.upserts {
+				t.Fatalf("%d upserts, want %d", len(nd.msg.Services), tc.upserts)
+			}
+		})
+	}
+}
+
+// TestEncodingCacheIsBounded: unit encodings are kept across Updates, and
+// those of units no policy holds any more are dropped once the cache
+// outgrows the units in use by a quarter.
+func TestEncodingCacheIsBounded(t *testing.T) {
+	nodes := []string{"node-a", "node-b"}
+	ps := bigPolicies(nodes, 200, 1)
+	s, err := New(Config{Authenticator: tokens{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Update(ps)
+	live := unitsIn(ps, nil)
+	for i := range 1500 { // past the 1,024 slack: a new encoding per Update
+		ps = withCluster(ps, i%200)
+		if s.Update(ps) != len(nodes) {
+			t.Fatalf("update %d: not every node changed", i)
+		}
+		if limit := live + max(live/4, 1024); len(s.encs) > limit {
+			t.Fatalf("update %d: %d cached encodings, over %d", i, len(s.encs), limit)
+		}
 	}
 }

@@ -30,7 +30,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -222,8 +221,8 @@ type Server struct {
 
 	// updateMu serializes Update: the deltas are computed outside mu.
 	updateMu sync.Mutex
-	// encs are the unit encodings of the last Update (delta.go).
-	encs map[unsafe.Pointer]unitEnc
+	// encs are the unit encodings of earlier Updates (delta.go).
+	encs unitEncs
 
 	mu      sync.Mutex
 	version uint64
@@ -329,7 +328,7 @@ func (s *Server) Update(policies map[string]*weftv1.NodePolicy) int {
 		}
 		changes = append(changes, change{name: name, p: p, full: newWireSnapshot(0, s.nonce, p, body)})
 	}
-	s.encs = d.cur
+	s.encs = pruneEncs(d.encs, policies)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
