@@ -128,6 +128,13 @@ type Source struct {
 	taken   bool
 	gens    map[string]uint64
 	copies  map[string]listed
+	// stale are, per kind, the objects with an event since its copy was
+	// listed (listing.go).
+	stale map[string]*dirtyKeys
+	// listMu serialises the listings of the copied kinds: a copy is
+	// patched with the keys taken against it (the resolve and status
+	// loops both list).
+	listMu sync.Mutex
 
 	mu      sync.Mutex
 	started bool
@@ -267,10 +274,10 @@ func (s *Source) record(obj any, relevant bool) {
 	}
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		s.gens["pods"]++
+		s.noteEvent("pods", o)
 		s.changes.Pods = s.changes.Pods || relevant
 	case *discoveryv1.EndpointSlice:
-		s.gens["slices"]++
+		s.noteEvent("slices", o)
 		if relevant {
 			if s.changes.Slices == nil {
 				s.changes.Slices = map[string]bool{}
@@ -278,16 +285,16 @@ func (s *Source) record(obj any, relevant bool) {
 			s.changes.Slices[o.Namespace+"/"+o.Labels[discoveryv1.LabelServiceName]] = true
 		}
 	case *corev1.Service:
-		s.gens["services"]++
+		s.noteEvent("services", o)
 		s.changes.Other = s.changes.Other || relevant
 	case *gwv1.HTTPRoute:
-		s.gens["httproutes"]++
+		s.noteEvent("httproutes", o)
 		s.changes.Routes = s.changes.Routes || relevant
 	case *gwv1.GRPCRoute:
-		s.gens["grpcroutes"]++
+		s.noteEvent("grpcroutes", o)
 		s.changes.Routes = s.changes.Routes || relevant
 	case *gwv1.TCPRoute:
-		s.gens["tcproutes"]++
+		s.noteEvent("tcproutes", o)
 		s.changes.Routes = s.changes.Routes || relevant
 	default:
 		s.changes.Other = s.changes.Other || relevant
@@ -514,48 +521,6 @@ func (s *Source) SnapshotChanges() (resolve.Input, Changes, error) {
 	return in, c, err
 }
 
-// listed is a kind's listed copy and its generation then.
-type listed struct {
-	gen  uint64
-	objs any
-}
-
-// listCached is list for the kinds whose copies are reused: the copy of
-// the last call while the kind has had no event since. Resolution never
-// modifies its Input, so rounds can share it.
-func listCached[T any](s *Source, kind string, l lister[T]) ([]T, error) {
-	return cached(s, kind, func() ([]T, error) { return list(l) })
-}
-
-// listPointersCached is listCached of the cache's objects themselves
-// (pods: a copy of 100k by value was 118 MB at issue #17's scale).
-func listPointersCached[T any](s *Source, kind string, l lister[T]) ([]*T, error) {
-	return cached(s, kind, func() ([]*T, error) { return listPointers(l) })
-}
-
-// cached returns the listing of kind the last call made while the kind
-// has had no event since, else a new one from list.
-func cached[L any](s *Source, kind string, list func() (L, error)) (L, error) {
-	s.chMu.Lock()
-	gen := s.gens[kind]
-	if c, ok := s.copies[kind]; ok && c.gen == gen {
-		s.chMu.Unlock()
-		return c.objs.(L), nil
-	}
-	s.chMu.Unlock()
-	objs, err := list()
-	if err != nil {
-		return objs, err
-	}
-	s.chMu.Lock()
-	if s.copies == nil {
-		s.copies = map[string]listed{}
-	}
-	s.copies[kind] = listed{gen: gen, objs: objs}
-	s.chMu.Unlock()
-	return objs, nil
-}
-
 func (s *Source) snapshot(core bool) (resolve.Input, error) {
 	s.mu.Lock()
 	started := s.started
@@ -576,13 +541,13 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 		if in.Nodes, err = list(s.core.Core().V1().Nodes().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.Services, err = listCached(s, "services", s.core.Core().V1().Services().Lister()); err != nil {
+		if in.Services, err = listCached[corev1.Service](s, "services", s.core.Core().V1().Services().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.EndpointSlices, err = listCached(s, "slices", s.core.Discovery().V1().EndpointSlices().Lister()); err != nil {
+		if in.EndpointSlices, err = listCached[discoveryv1.EndpointSlice](s, "slices", s.core.Discovery().V1().EndpointSlices().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.Pods, err = listPointersCached(s, "pods", s.core.Core().V1().Pods().Lister()); err != nil {
+		if in.Pods, err = listPointersCached[corev1.Pod](s, "pods", s.core.Core().V1().Pods().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 		in.PodsSorted = true // listPointers sorts them
@@ -594,17 +559,17 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 	in.AuthorizationPolicies = s.listAuthz()
 	s.mu.Unlock()
 	if gw["HTTPRoute"] {
-		if in.HTTPRoutes, err = listCached(s, "httproutes", s.gw.Gateway().V1().HTTPRoutes().Lister()); err != nil {
+		if in.HTTPRoutes, err = listCached[gwv1.HTTPRoute](s, "httproutes", s.gw.Gateway().V1().HTTPRoutes().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
 	if gw["GRPCRoute"] {
-		if in.GRPCRoutes, err = listCached(s, "grpcroutes", s.gw.Gateway().V1().GRPCRoutes().Lister()); err != nil {
+		if in.GRPCRoutes, err = listCached[gwv1.GRPCRoute](s, "grpcroutes", s.gw.Gateway().V1().GRPCRoutes().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
 	if gw["TCPRoute"] {
-		if in.TCPRoutes, err = listCached(s, "tcproutes", s.gw.Gateway().V1().TCPRoutes().Lister()); err != nil {
+		if in.TCPRoutes, err = listCached[gwv1.TCPRoute](s, "tcproutes", s.gw.Gateway().V1().TCPRoutes().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 	}

@@ -1,0 +1,131 @@
+package source
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// TestPatchedListingsMatchListing: after every burst of adds, updates and
+// deletes (recorded as the event handlers record them, after the store has
+// them), the copies of routes (by value) and pods (by pointer) equal a
+// listing made from scratch; bursts past maxPatch list again.
+func TestPatchedListingsMatchListing(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	routes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, nil)
+	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, nil)
+	s := &Source{gens: map[string]uint64{}}
+	rv := 0
+	meta := func() metav1.ObjectMeta {
+		rv++
+		// few namespaces and names, so that inserts land between
+		// existing objects, and names that sort apart from their keys
+		return metav1.ObjectMeta{Namespace: fmt.Sprintf("ns%d", rng.IntN(4)) + []string{"", "-a"}[rng.IntN(2)], Name: "r" + strconv.Itoa(rng.IntN(300)), ResourceVersion: strconv.Itoa(rv)}
+	}
+	op := func(store cache.Indexer, obj metav1.Object, runtimeObj any) {
+		_, exists, _ := store.Get(runtimeObj)
+		if exists && rng.IntN(3) == 0 {
+			if err := store.Delete(runtimeObj); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := store.Add(runtimeObj); err != nil {
+			t.Fatal(err)
+		}
+		s.record(runtimeObj, true)
+	}
+	check := func(round int) {
+		gotR, err := listCached[gwv1.HTTPRoute](s, "httproutes", routes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantR, _ := storeList[gwv1.HTTPRoute](routes)
+		if len(gotR) != len(wantR) {
+			t.Fatalf("round %d: %d routes listed, the store has %d", round, len(gotR), len(wantR))
+		}
+		for i := range gotR {
+			if gotR[i].Namespace != wantR[i].Namespace || gotR[i].Name != wantR[i].Name || gotR[i].ResourceVersion != wantR[i].ResourceVersion {
+				t.Fatalf("round %d: route %d is %s/%s@%s, want %s/%s@%s", round, i, gotR[i].Namespace, gotR[i].Name, gotR[i].ResourceVersion, wantR[i].Namespace, wantR[i].Name, wantR[i].ResourceVersion)
+			}
+		}
+		gotP, err := listPointersCached[corev1.Pod](s, "pods", pods)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantP, _ := storeList[corev1.Pod](pods)
+		if !slices.Equal(gotP, wantP) {
+			t.Fatalf("round %d: pods listed differ from the store's", round)
+		}
+	}
+	for round := range 200 {
+		n := rng.IntN(20)
+		if round%25 == 24 {
+			n = maxPatch + 50 // too many to patch
+		}
+		for range n {
+			m := meta()
+			op(routes, &m, &gwv1.HTTPRoute{ObjectMeta: m})
+			pm := meta()
+			op(pods, &pm, &corev1.Pod{ObjectMeta: pm})
+		}
+		check(round)
+		check(round) // unchanged: the same copy
+	}
+}
+
+// TestCachedPatchesOrLists: a copy with no event since is returned as is;
+// after events on a few objects it is patched with exactly their keys,
+// sorted; after more than maxPatch, or one on an object without a name,
+// it is listed again.
+func TestCachedPatchesOrLists(t *testing.T) {
+	s := &Source{gens: map[string]uint64{}}
+	var lists int
+	var patched [][]nsName
+	get := func() ([]string, error) {
+		return cached(s, "httproutes", func() ([]string, error) {
+			lists++
+			return []string{"listed"}, nil
+		}, func(prev []string, keys []nsName) ([]string, error) {
+			patched = append(patched, keys)
+			return append(slices.Clone(prev), "patched"), nil
+		})
+	}
+	route := func(ns, name string) *gwv1.HTTPRoute {
+		return &gwv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	}
+	get()
+	get()
+	if lists != 1 || len(patched) != 0 {
+		t.Fatalf("first listing and an unchanged one: %d listings, %d patches", lists, len(patched))
+	}
+	s.record(route("b", "x"), true)
+	s.record(route("a", "y"), false) // a status write: stale as well
+	s.record(route("b", "x"), true)
+	if got, _ := get(); lists != 1 || len(patched) != 1 || !slices.Equal(patched[0], []nsName{{"a", "y"}, {"b", "x"}}) || !slices.Equal(got, []string{"listed", "patched"}) {
+		t.Fatalf("after 3 events: %d listings, patches %v, got %v", lists, patched, got)
+	}
+	s.record(route("c", "z"), true)
+	if get(); len(patched) != 2 || !slices.Equal(patched[1], []nsName{{"c", "z"}}) {
+		t.Fatalf("the next patch: %v, want only c/z", patched)
+	}
+	for i := range maxPatch + 1 {
+		s.record(route("a", strconv.Itoa(i)), true)
+	}
+	if get(); lists != 2 || len(patched) != 2 {
+		t.Fatalf("after %d events: %d listings, %d patches", maxPatch+1, lists, len(patched))
+	}
+	s.record(route("a", ""), true)
+	if get(); lists != 3 {
+		t.Fatalf("after an event without a name: %d listings", lists)
+	}
+	s.record(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p"}}, true)
+	if get(); lists != 3 || len(patched) != 2 {
+		t.Fatalf("a pod's event changed the routes' copy: %d listings, %d patches", lists, len(patched))
+	}
+}
