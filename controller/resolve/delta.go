@@ -123,7 +123,7 @@ func resolveRoutes(in *Input) (out Output, ok bool) {
 	st := prev.delta
 	r := &resolver{ix: newIndex(in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
 	r.policies = r.indexPolicies(in.BackendTrafficPolicies)
-	r.prevRoutes, r.prevStatuses = reuse.routes, reuse.statuses
+	r.prevRoutes, r.prevPorts, r.prevStatuses = reuse.routes, reuse.ports, reuse.statuses
 	d, ok := r.routeChanges(in)
 	if !ok {
 		return Output{}, false

@@ -117,11 +117,16 @@ func TestIncrementalRouteChangeGivesTheSameOutput(t *testing.T) {
 
 // TestIncrementalRouteChangeTouchesOnlyItsPorts: after one route's weight
 // changed in a generated cluster, only the Service port it is programmed
-// on is built again; every other port, cluster and status is the earlier
-// resolution's own object, and every node with workloads gets the new
-// port.
+// on is built again; every other port (also one attached again because a
+// route on both ports shares it with the changed one), cluster and status
+// is the earlier resolution's own object, and every node with workloads
+// gets the new port.
 func TestIncrementalRouteChangeTouchesOnlyItsPorts(t *testing.T) {
 	in := genCluster(benchConfig{Namespaces: 3, Nodes: 4, Services: 20, PodsPerService: 2, HTTPRoutes: 10, GRPCRoutes: 4, ConsumerRoutes: 3})
+	// route-4 (on ns-1/svc-4:80) is also a consumer route on
+	// ns-0/svc-3:80, which route-3 is on
+	ns0, port := gwv1.Namespace("ns-0"), gwv1.PortNumber(80)
+	in.HTTPRoutes[4].Spec.ParentRefs = append(in.HTTPRoutes[4].Spec.ParentRefs, gwv1.ParentReference{Group: ptr(gwv1.Group("")), Kind: ptr(gwv1.Kind("Service")), Namespace: &ns0, Name: "svc-3", Port: &port})
 	versionRoutes(&in, func(int) string { return "1" })
 	prev := Resolve(in)
 	if prev.delta == nil {
