@@ -72,23 +72,32 @@ func TestReuseOfCompiledRoutesGivesTheSameOutput(t *testing.T) {
 		}
 		compareRendered(t, "no route changed, twice", Resolve(reusing(in, again)), prev)
 
-		changed, err := loadCase(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		versionRoutes(&changed, func(i int) string { return strconv.Itoa(1 + i%2) })
-		for i := range changed.HTTPRoutes {
-			if i%2 == 1 {
-				slices.Reverse(changed.HTTPRoutes[i].Spec.Rules)
-			}
-		}
-		for i := range changed.GRPCRoutes {
-			if (len(changed.HTTPRoutes)+i)%2 == 1 {
-				slices.Reverse(changed.GRPCRoutes[i].Spec.Rules)
-			}
-		}
+		changed := everyOtherRouteChanged(t, path)
 		compareRendered(t, "every other route changed", Resolve(reusing(changed, prev)), Resolve(changed))
 	})
+}
+
+// everyOtherRouteChanged is the golden input at path with every other
+// HTTPRoute and GRPCRoute changed: its rules reversed and its
+// resourceVersion new.
+func everyOtherRouteChanged(t *testing.T, path string) Input {
+	t.Helper()
+	changed, err := loadCase(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	versionRoutes(&changed, func(i int) string { return strconv.Itoa(1 + i%2) })
+	for i := range changed.HTTPRoutes {
+		if i%2 == 1 {
+			slices.Reverse(changed.HTTPRoutes[i].Spec.Rules)
+		}
+	}
+	for i := range changed.GRPCRoutes {
+		if (len(changed.HTTPRoutes)+i)%2 == 1 {
+			slices.Reverse(changed.GRPCRoutes[i].Spec.Rules)
+		}
+	}
+	return changed
 }
 
 // A route is compiled again when the Services it refers to may have
@@ -123,17 +132,7 @@ func TestReuseAfterARouteIsDeleted(t *testing.T) {
 		prev := Resolve(in)
 		n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
 		for i := range n {
-			del := in
-			switch {
-			case i < len(in.HTTPRoutes):
-				del.HTTPRoutes = slices.Delete(slices.Clone(in.HTTPRoutes), i, i+1)
-			case i < len(in.HTTPRoutes)+len(in.GRPCRoutes):
-				j := i - len(in.HTTPRoutes)
-				del.GRPCRoutes = slices.Delete(slices.Clone(in.GRPCRoutes), j, j+1)
-			default:
-				j := i - len(in.HTTPRoutes) - len(in.GRPCRoutes)
-				del.TCPRoutes = slices.Delete(slices.Clone(in.TCPRoutes), j, j+1)
-			}
+			del := withoutRoute(in, i)
 			want := Resolve(del)
 			del.Reuse = ReuseOf(prev)
 			del.Reuse.WorkloadsValid, del.Reuse.RoutesValid = true, true

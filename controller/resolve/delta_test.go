@@ -65,16 +65,7 @@ func TestIncrementalRouteChangeGivesTheSameOutput(t *testing.T) {
 		}
 		check(t, "nothing changed", got, ok, prev)
 
-		changed, err := loadCase(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		versionRoutes(&changed, func(i int) string { return strconv.Itoa(1 + i%2) })
-		for i := range changed.HTTPRoutes {
-			if i%2 == 1 {
-				slices.Reverse(changed.HTTPRoutes[i].Spec.Rules)
-			}
-		}
+		changed := everyOtherRouteChanged(t, path)
 		got, ok = incremental(changed, prev, nil)
 		check(t, "every other route changed", got, ok, Resolve(changed))
 

@@ -82,11 +82,7 @@ func listCached[T any](s *Source, kind string, store cache.Indexer) ([]T, error)
 		if err != nil {
 			return nil, err
 		}
-		out := make([]T, len(ptrs))
-		for i, p := range ptrs {
-			out[i] = *p
-		}
-		return out, nil
+		return values(ptrs), nil
 	}, func(prev []T, keys []nsName) ([]T, error) {
 		return patchSorted(prev, keys, func(o *T) nsName { return keyOf(any(o).(metav1.Object)) }, func(k nsName) (T, bool, error) {
 			p, ok, err := storeGet[T](store, k)

@@ -595,11 +595,16 @@ func list[T any](l lister[T]) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
+	return values(ptrs), nil
+}
+
+// values copies the objects by value (shallow copies: the Input's).
+func values[T any](ptrs []*T) []T {
 	out := make([]T, len(ptrs))
 	for i, p := range ptrs {
 		out[i] = *p
 	}
-	return out, nil
+	return out
 }
 
 // listPointers lists the cache's objects themselves, sorted by namespace
