@@ -195,6 +195,21 @@ func (r *resolver) countUse(name string) {
 	}
 }
 
+// tcpPort is the port of svc that the number port names for clusters
+// (a backend reference's, a meshed port's): its first TCP port with that
+// number; nil when there is none or no svc.
+func tcpPort(svc *corev1.Service, port int32) *corev1.ServicePort {
+	if svc == nil {
+		return nil
+	}
+	for i := range svc.Spec.Ports {
+		if sp := &svc.Spec.Ports[i]; sp.Port == port && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP) {
+			return sp
+		}
+	}
+	return nil
+}
+
 func serviceClusterName(ns, name string, port int32) string {
 	return ns + "/" + name + ":" + strconv.Itoa(int(port))
 }

@@ -88,9 +88,9 @@ func (r *resolver) record(u clusterUse) {
 func (r *resolver) registerAgain(uses []clusterUse) bool {
 	// each use looked up once; most routes have a few (no allocation)
 	type found struct {
-		svc  *corev1.Service
-		port int
-		xb   *gwxv1a1.XBackend
+		svc *corev1.Service
+		sp  *corev1.ServicePort
+		xb  *gwxv1a1.XBackend
 	}
 	var buf [8]found
 	all := buf[:0]
@@ -104,22 +104,17 @@ func (r *resolver) registerAgain(uses []clusterUse) bool {
 			continue
 		}
 		svc := r.ix.services[objKey{u.ns, u.name}]
-		if svc == nil {
+		sp := tcpPort(svc, u.port)
+		if sp == nil {
 			return false
 		}
-		i := slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool {
-			return sp.Port == u.port && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP)
-		})
-		if i < 0 {
-			return false
-		}
-		all = append(all, found{svc: svc, port: i})
+		all = append(all, found{svc: svc, sp: sp})
 	}
 	for _, f := range all {
 		if f.xb != nil {
 			r.xbackendCluster(f.xb)
 		} else {
-			r.serviceCluster(f.svc, f.svc.Spec.Ports[f.port])
+			r.serviceCluster(f.svc, *f.sp)
 		}
 	}
 	return true

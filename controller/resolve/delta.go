@@ -1,12 +1,10 @@
 package resolve
 
 import (
-	"cmp"
 	"maps"
 	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -137,10 +135,12 @@ func resolveRoutes(in *Input) (out Output, ok bool) {
 		}
 	}
 	next := &deltaState{attached: maps.Clone(st.attached), claims: maps.Clone(st.claims), patterns: maps.Clone(st.patterns), regexBudget: st.regexBudget}
+	r.nextStatuses = maps.Clone(reuse.statuses)
 	for k := range inR {
 		if old := st.attached[k]; old != nil {
 			next.countPatterns(old, -1)
 			delete(next.attached, k)
+			delete(r.nextStatuses, old.compiled)
 		}
 	}
 	for _, rt := range routes {
@@ -166,12 +166,6 @@ func resolveRoutes(in *Input) (out Output, ok bool) {
 	}
 	out = *prev
 	out.routes, out.ports, out.delta = d.routes, nextPorts, next
-	r.nextStatuses = maps.Clone(reuse.statuses)
-	for k := range inR {
-		if old := st.attached[k]; old != nil {
-			delete(r.nextStatuses, old.compiled)
-		}
-	}
 	out.statuses = r.nextStatuses
 	out.Statuses = r.patchStatuses(prev.Statuses, routes, d)
 	out.Nodes = make(map[string]*weftv1.NodePolicy, len(prev.Nodes))
@@ -316,7 +310,7 @@ func (r *resolver) rebuildPorts(prevPorts builtPorts, ports map[portKey]*portSta
 			continue
 		}
 		svc := r.ix.services[objKey{pk.ns, pk.name}]
-		sp := meshedPort(svc, pk.port)
+		sp := tcpPort(svc, pk.port)
 		if sp == nil || r.policies.entryFor(objKey{pk.ns, pk.name}) != nil {
 			return nil, false
 		}
@@ -341,20 +335,6 @@ func (r *resolver) rebuildPorts(prevPorts builtPorts, ports map[portKey]*portSta
 		nextPorts[pk] = b
 	}
 	return nextPorts, true
-}
-
-// meshedPort is the port of svc that buildServicePorts meshes for the
-// number port: its first TCP port with it.
-func meshedPort(svc *corev1.Service, port int32) *corev1.ServicePort {
-	if svc == nil {
-		return nil
-	}
-	for i := range svc.Spec.Ports {
-		if sp := &svc.Spec.Ports[i]; sp.Port == port && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP) {
-			return sp
-		}
-	}
-	return nil
 }
 
 // recountClusters counts the uses of clusters again, without the earlier
@@ -487,8 +467,4 @@ func (r *resolver) patchStatuses(prev []ObjectStatus, routes []*route, d routeDe
 	out = append(kept, added...)
 	slices.SortFunc(out, compareStatuses)
 	return out
-}
-
-func compareStatuses(a, b ObjectStatus) int {
-	return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }

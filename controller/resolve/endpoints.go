@@ -86,7 +86,7 @@ func (r *resolver) staleClusters(old []*weftv1.Cluster, stale map[string]bool) (
 			continue
 		}
 		s := r.ix.services[objKey{ns, svc}]
-		sp := meshedPort(s, int32(port))
+		sp := tcpPort(s, int32(port))
 		if sp == nil {
 			return nil, false
 		}
