@@ -6,6 +6,7 @@
 # ENV_A, ENV_B: environment for each build's processes (e.g. ENV_B=GOMAXPROCS=1 with A = B).
 # Each build: a destination and a source weft process, one backend for both; fortio at a fixed
 # 1000 req/s over 16 connections, ROUNDS (5) rounds of SECS (10) seconds, A and B alternating.
+# QPS=0 measures at maximum throughput instead (rps is then a result: it is printed and compared too).
 # Prints per round, then the medians: source and destination CPU µs per request (utime+stime of
 # the process), p50 and p99, B/A of the medians, and the median of each round's own B/A (paired:
 # steadier when the machine's load drifts between rounds). STRACE=1 then counts the source process's system calls per
@@ -18,6 +19,7 @@ REV_A=${1:-HEAD~1}
 REV_B=${2:-}
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
+QPS=${QPS:-1000}
 WORK=$(mktemp -d /tmp/weft-ab.XXXXXX)
 PIDS=()
 cleanup() {
@@ -68,7 +70,7 @@ measure() {
   "$FORTIO" load -quiet -c 16 -qps 0 -t 1s "http://127.0.0.1:$2/" >/dev/null 2>&1 # warm-up
   local s0 d0 s1 d1
   s0=$(ticks "$3"); d0=$(ticks "$4")
-  "$FORTIO" load -quiet -c 16 -qps 1000 -t "${SECS}s" -p 50,99 -json "$WORK/$1.json" "http://127.0.0.1:$2/" >/dev/null 2>&1
+  "$FORTIO" load -quiet -c 16 -qps "$QPS" -t "${SECS}s" -p 50,99 -json "$WORK/$1.json" "http://127.0.0.1:$2/" >/dev/null 2>&1
   s1=$(ticks "$3"); d1=$(ticks "$4")
   python3 - "$WORK/$1.json" "$((s1 - s0))" "$((d1 - d0))" "$(getconf CLK_TCK)" "$1" <<'PY'
 import json, sys
@@ -76,7 +78,7 @@ d = json.load(open(sys.argv[1])); n = d["DurationHistogram"]["Count"]; hz = int(
 ok = d["RetCodes"].get("200", 0)
 p = {int(x["Percentile"]): x["Value"] for x in d["DurationHistogram"]["Percentiles"]}
 us = lambda t: int(t) * 1e6 / hz / max(n, 1)
-print(f"{sys.argv[5]} src_us={us(sys.argv[2]):.1f} dst_us={us(sys.argv[3]):.1f} p50_ms={p[50]*1e3:.3f} p99_ms={p[99]*1e3:.3f} n={n} ok={ok}")
+print(f"{sys.argv[5]} src_us={us(sys.argv[2]):.1f} dst_us={us(sys.argv[3]):.1f} p50_ms={p[50]*1e3:.3f} p99_ms={p[99]*1e3:.3f} rps={d['ActualQPS']:.0f} n={n} ok={ok}")
 PY
 }
 for r in $(seq "$ROUNDS"); do
@@ -96,12 +98,12 @@ for line in open(sys.argv[1]):
 med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in rows.items()}
 for k, name in (("a", sys.argv[2]), ("b", sys.argv[3])):
     m = med[k]
-    print(f"median {k} ({name}): src_us={m['src_us']:.1f} dst_us={m['dst_us']:.1f} p50_ms={m['p50_ms']:.3f} p99_ms={m['p99_ms']:.3f}")
+    print(f"median {k} ({name}): src_us={m['src_us']:.1f} dst_us={m['dst_us']:.1f} p50_ms={m['p50_ms']:.3f} p99_ms={m['p99_ms']:.3f} rps={m['rps']:.0f}")
 a, b = med["a"], med["b"]
-print(f"b/a src_cpu={b['src_us']/a['src_us']:.2f} dst_cpu={b['dst_us']/a['dst_us']:.2f} p50={b['p50_ms']/a['p50_ms']:.2f} p99={b['p99_ms']/a['p99_ms']:.2f}")
+print(f"b/a src_cpu={b['src_us']/a['src_us']:.2f} dst_cpu={b['dst_us']/a['dst_us']:.2f} p50={b['p50_ms']/a['p50_ms']:.2f} p99={b['p99_ms']/a['p99_ms']:.2f} rps={b['rps']/a['rps']:.2f}")
 # the median of each round's own B/A: A and B of one round ran under the same load
-pair = {m: statistics.median(rb[m] / ra[m] for ra, rb in zip(rows["a"], rows["b"])) for m in ("src_us", "dst_us", "p50_ms", "p99_ms")}
-print(f"paired b/a src_cpu={pair['src_us']:.3f} dst_cpu={pair['dst_us']:.3f} p50={pair['p50_ms']:.3f} p99={pair['p99_ms']:.3f}")
+pair = {m: statistics.median(rb[m] / ra[m] for ra, rb in zip(rows["a"], rows["b"])) for m in ("src_us", "dst_us", "p50_ms", "p99_ms", "rps")}
+print(f"paired b/a src_cpu={pair['src_us']:.3f} dst_cpu={pair['dst_us']:.3f} p50={pair['p50_ms']:.3f} p99={pair['p99_ms']:.3f} rps={pair['rps']:.3f}")
 PY
 # syscalls NAME PORT SRC: the source process's system calls per request under strace
 syscalls() {

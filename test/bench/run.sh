@@ -192,12 +192,18 @@ us = lambda t: t * 1e6 / hz / max(n, 1)
 print(f"fixed {k} cpu_us_per_req={us(ticks):.1f} hopa_us_per_req={us(int(sys.argv[5])):.1f} hopb_us_per_req={us(int(sys.argv[6])):.1f}"
       f" p50_ms={p[50] * 1e3:.3f} p90_ms={p[90] * 1e3:.3f} p99_ms={p[99] * 1e3:.3f} qps={d['ActualQPS']:.0f} n={n} ok={ok}")
 PY
+    t0=$(ticks "${PROCS[$k]}"); a0=$(ticks "${HOP_A[$k]:-}"); b0=$(ticks "${HOP_B[$k]:-}")
     run "$k" 0 "$MAX_SECS"
-    python3 - "$WORK/out.json" "$k" "$(rss_kb "${PROCS[$k]}")" "$(rss_kb "${HOP_A[$k]:-}")" "$(rss_kb "${HOP_B[$k]:-}")" >>"$WORK/results" <<'PY'
+    t1=$(ticks "${PROCS[$k]}"); a1=$(ticks "${HOP_A[$k]:-}"); b1=$(ticks "${HOP_B[$k]:-}")
+    # CPU per request at maximum throughput too: with the cores saturated it is what bounds max rps
+    python3 - "$WORK/out.json" "$k" "$(rss_kb "${PROCS[$k]}")" "$(rss_kb "${HOP_A[$k]:-}")" "$(rss_kb "${HOP_B[$k]:-}")" \
+      "$((t1 - t0))" "$((a1 - a0))" "$((b1 - b0))" "$(getconf CLK_TCK)" >>"$WORK/results" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1])); k = sys.argv[2]
+d = json.load(open(sys.argv[1])); k = sys.argv[2]; n = d['DurationHistogram']['Count']; hz = int(sys.argv[9])
 codes = d.get("RetCodes", {}); ok = codes.get("200", 0) + codes.get("SERVING", 0)
-print(f"max {k} rps={d['ActualQPS']:.0f} ok={ok} n={d['DurationHistogram']['Count']} rss_kb={sys.argv[3]} hopa_rss_kb={sys.argv[4]} hopb_rss_kb={sys.argv[5]}")
+us = lambda t: int(t) * 1e6 / hz / max(n, 1)
+print(f"max {k} rps={d['ActualQPS']:.0f} ok={ok} n={n} rss_kb={sys.argv[3]} hopa_rss_kb={sys.argv[4]} hopb_rss_kb={sys.argv[5]}"
+      f" cpu_us_per_req={us(sys.argv[6]):.1f} hopa_us_per_req={us(sys.argv[7]):.1f} hopb_us_per_req={us(sys.argv[8]):.1f}")
 PY
   done
 done

@@ -71,6 +71,9 @@ for k, base in [("weft2p", "direct"), ("nginx2p", "direct"), ("h2weft2p", "h2dir
           f" | RSS MB at max load: source {g(k,'max_hopa_rss_kb')/1024:.1f}, destination {g(k,'max_hopb_rss_kb')/1024:.1f}"
           f" | added over {base}: p50 +{g(k,'fixed_p50_ms')-g(base,'fixed_p50_ms'):.3f} ms, p90 +{g(k,'fixed_p90_ms')-g(base,'fixed_p90_ms'):.3f} ms,"
           f" p99 +{g(k,'fixed_p99_ms')-g(base,'fixed_p99_ms'):.3f} ms")
+    if "max_hopa_us_per_req" in med[k]:
+        print(f"  {'':11} CPU µs/req at max rps ({g(k,'max_rps'):.0f}): source {g(k,'max_hopa_us_per_req'):.1f},"
+              f" destination {g(k,'max_hopb_us_per_req'):.1f}")
 print()
 if "weft" in med and "nginx" in med:
     print("same-node ratios:")
