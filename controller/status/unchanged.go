@@ -1,7 +1,10 @@
 package status
 
 import (
-	"maps"
+	"cmp"
+	"slices"
+	"sort"
+	"strings"
 
 	"github.com/weft-mesh/weft/controller/resolve"
 )
@@ -21,27 +24,50 @@ import (
 // equal kept every transition time it had.
 //
 // The entries of objects a Write did not find unchanged (or did not list)
-// are dropped at its end.
+// are dropped at its end. They are kept per kind in the order the objects
+// were listed (by namespace and name), so that finding an object's entry
+// is a look at the next one, not a map lookup: no hashing and no
+// allocation per object on a pass that finds them all unchanged.
 type unchanged struct {
 	// owned is the number of owned controllers the entries were found
 	// with; a Write that owns another number reads none of them.
-	owned   int
-	write   uint64 // the Write under way, counted from 1
-	entries map[objKey]unchangedEntry
+	owned int
+	// kinds holds the entries of each kind: those of the last Write (prev,
+	// read) and those of the Write under way (next, filled).
+	kinds map[string]*kindEntries
+}
+
+type kindEntries struct {
+	prev, next []unchangedEntry
+	at         cursor[unchangedEntry]
 }
 
 type unchangedEntry struct {
-	write           uint64 // the last Write that found the object unchanged
+	namespace, name string
 	resourceVersion string
 	list            any // identity of the status list compared: a pointer to its first element, or nil
 	desired         wanted
 }
 
-// holds reports whether the object k, at resourceVersion rv with status
-// list identity list, was found with the status desired says already.
-func (u *unchanged) holds(k objKey, rv string, list any, desired wanted) bool {
-	e, ok := u.entries[k]
-	if !ok || rv == "" || e.resourceVersion != rv || e.list != list {
+func (e *unchangedEntry) key() (string, string) { return e.namespace, e.name }
+
+// of returns the entries of one kind.
+func (u *unchanged) of(kind string) *kindEntries {
+	k := u.kinds[kind]
+	if k == nil {
+		k = &kindEntries{}
+		u.kinds[kind] = k
+	}
+	return k
+}
+
+// holds reports whether the object kind/ns/name, at resourceVersion rv
+// with status list identity list, was found with the status desired says
+// already; if so it is remembered for the next Write too.
+func (u *unchanged) holds(kind, ns, name, rv string, list any, desired wanted) bool {
+	k := u.of(kind)
+	e := k.at.find(ns, name)
+	if e == nil || rv == "" || e.resourceVersion != rv || e.list != list {
 		return false
 	}
 	for i := range desired {
@@ -50,17 +76,17 @@ func (u *unchanged) holds(k objKey, rv string, list any, desired wanted) bool {
 		}
 	}
 	// the newest lists, so that the last resolution's can be collected
-	e.write, e.desired = u.write, desired
-	u.entries[k] = e
+	k.next = append(k.next, unchangedEntry{namespace: ns, name: name, resourceVersion: rv, list: list, desired: desired})
 	return true
 }
 
-// note records that object k had the status desired says.
-func (u *unchanged) note(k objKey, rv string, list any, desired wanted) {
+// note records that object kind/ns/name had the status desired says.
+func (u *unchanged) note(kind, ns, name, rv string, list any, desired wanted) {
 	if rv == "" {
 		return
 	}
-	u.entries[k] = unchangedEntry{write: u.write, resourceVersion: rv, list: list, desired: desired}
+	k := u.of(kind)
+	k.next = append(k.next, unchangedEntry{namespace: ns, name: name, resourceVersion: rv, list: list, desired: desired})
 }
 
 // sameParents reports whether two desired status lists are equal. Lists
@@ -91,14 +117,68 @@ func firstOf[E any](s []E) any {
 
 // begin starts a Write that owns n controllers' entries.
 func (u *unchanged) begin(n int) {
-	if u.entries == nil || u.owned != n {
-		u.entries = map[objKey]unchangedEntry{}
+	if u.kinds == nil || u.owned != n {
+		u.kinds = map[string]*kindEntries{}
 	}
 	u.owned = n
-	u.write++
+	for _, k := range u.kinds {
+		k.at = newCursor(k.prev, (*unchangedEntry).key)
+		k.next = k.next[:0]
+	}
 }
 
-// end drops the entries this Write did not find unchanged.
+// end keeps the entries this Write found unchanged, for the next one. They
+// are in listing order, which is sorted; a listing that was not is sorted
+// here, so that the next Write finds its entries all the same.
 func (u *unchanged) end() {
-	maps.DeleteFunc(u.entries, func(_ objKey, e unchangedEntry) bool { return e.write != u.write })
+	for _, k := range u.kinds {
+		byKey := func(a, b unchangedEntry) int { return compareKey(a.namespace, a.name, b.namespace, b.name) }
+		if !slices.IsSortedFunc(k.next, byKey) {
+			slices.SortFunc(k.next, byKey)
+		}
+		clear(k.prev) // the old lists, collectable
+		k.prev, k.next = k.next, k.prev[:0]
+		k.at = cursor[unchangedEntry]{}
+	}
+}
+
+func compareKey(ns1, name1, ns2, name2 string) int {
+	return cmp.Or(strings.Compare(ns1, ns2), strings.Compare(name1, name2))
+}
+
+// cursor finds elements of a slice sorted by namespace, then name. It is
+// quickest when asked for them in that order, as a Write's objects come:
+// the element after the last one found is looked at first, and only when
+// it is not the one asked for is the slice searched.
+type cursor[E any] struct {
+	s   []E
+	key func(*E) (ns, name string)
+	i   int
+}
+
+func newCursor[E any](s []E, key func(*E) (string, string)) cursor[E] {
+	return cursor[E]{s: s, key: key}
+}
+
+// find returns the element with key ns/name, nil when there is none.
+func (c *cursor[E]) find(ns, name string) *E {
+	if c.i < len(c.s) {
+		if n, m := c.key(&c.s[c.i]); n == ns && m == name {
+			c.i++
+			return &c.s[c.i-1]
+		}
+	}
+	j := sort.Search(len(c.s), func(x int) bool {
+		n, m := c.key(&c.s[x])
+		return compareKey(n, m, ns, name) >= 0
+	})
+	c.i = j
+	if j == len(c.s) {
+		return nil
+	}
+	if n, m := c.key(&c.s[j]); n != ns || m != name {
+		return nil
+	}
+	c.i++
+	return &c.s[j]
 }

@@ -3,9 +3,11 @@ package status
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/controller/gateway"
@@ -29,12 +31,11 @@ func TestUnchangedRoutesSkippedUntilAnInputChanges(t *testing.T) {
 	}
 	got.ResourceVersion = "2" // the fake keeps it; the API server changes it on every write
 	cached := Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}
-	key := objKey{"HTTPRoute", "ns", "r"}
 	for i := range 2 {
 		if wrote, err := w.Write(ctx, cached, want); err != nil || wrote != 0 {
 			t.Fatalf("repeat %d: wrote %d err %v", i, wrote, err)
 		}
-		if _, ok := w.unchanged.entries[key]; !ok {
+		if k := w.unchanged.kinds["HTTPRoute"]; k == nil || len(k.prev) != 1 || k.prev[0].name != "r" {
 			t.Fatalf("repeat %d: the route is not remembered as unchanged", i)
 		}
 	}
@@ -127,5 +128,93 @@ func BenchmarkWriteUnchanged(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Each object gets its own wanted entries whatever order the objects and
+// the statuses come in (a Write looks them up in listing order first), an
+// object with none wanted loses Weft's entry, and the next Write over the
+// same objects, in another order again, finds every one unchanged.
+func TestWriteMatchesStatusesInAnyOrder(t *testing.T) {
+	ours := func(ref string) gwv1.RouteParentStatus {
+		a := accepted(ref)
+		return gwv1.RouteParentStatus{ParentRef: a.Ref, ControllerName: resolve.ControllerName, Conditions: a.Conditions}
+	}
+	names := []string{"d", "a", "c", "b", "e"}
+	var objs []runtime.Object
+	var routes []gwv1.HTTPRoute
+	for _, n := range names {
+		r := route(n, ours("stale"))
+		objs = append(objs, r)
+		routes = append(routes, *r)
+	}
+	w, cs, _ := newWriter(t, objs...)
+	ctx := context.Background()
+	// "e" is wanted with no entry; the others with a parent named after
+	// them. A GRPCRoute status of the same name must not be taken for "a"'s.
+	var want []resolve.ObjectStatus
+	for _, n := range []string{"b", "d", "a", "c"} {
+		want = append(want, resolve.ObjectStatus{Kind: "HTTPRoute", Namespace: "ns", Name: n, Generation: 1, Parents: []resolve.ParentStatus{accepted("svc-" + n)}})
+	}
+	want = append(want, resolve.ObjectStatus{Kind: "GRPCRoute", Namespace: "ns", Name: "a", Generation: 1, Parents: []resolve.ParentStatus{accepted("grpc")}})
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: routes}}, Want{Mesh: want}); err != nil || wrote != 5 {
+		t.Fatalf("first write: wrote %d err %v", wrote, err)
+	}
+	var fresh []gwv1.HTTPRoute
+	for _, n := range []string{"c", "e", "a", "d", "b"} {
+		got, err := cs.GatewayV1().HTTPRoutes("ns").Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var refs []string
+		for _, p := range got.Status.Parents {
+			refs = append(refs, string(p.ParentRef.Name))
+		}
+		wantRefs := []string{"svc-" + n}
+		if n == "e" {
+			wantRefs = nil
+		}
+		if !slices.Equal(refs, wantRefs) {
+			t.Errorf("route %s has parents %v, want %v", n, refs, wantRefs)
+		}
+		got.ResourceVersion = "2"
+		fresh = append(fresh, *got)
+	}
+	// Listed afresh: compared, all equal, remembered.
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: fresh}}, Want{Mesh: want}); err != nil || wrote != 0 {
+		t.Fatalf("second write: wrote %d err %v", wrote, err)
+	}
+	k := w.unchanged.kinds["HTTPRoute"]
+	if k == nil || len(k.prev) != 5 {
+		t.Fatalf("remembered %v, want the 5 routes", k)
+	}
+	// kept sorted whatever the listing order, or the next Write's lookups
+	// would miss and compare every object again
+	if !slices.IsSortedFunc(k.prev, func(a, b unchangedEntry) int { return compareKey(a.namespace, a.name, b.namespace, b.name) }) {
+		t.Fatalf("remembered entries out of order: %v", k.prev)
+	}
+	// Remembered: skipped, in yet another order, and still all remembered.
+	slices.Reverse(fresh)
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: fresh}}, Want{Mesh: want}); err != nil || wrote != 0 {
+		t.Fatalf("third write: wrote %d err %v", wrote, err)
+	}
+	if k := w.unchanged.kinds["HTTPRoute"]; len(k.prev) != 5 {
+		t.Fatalf("remembered %d routes after a reversed listing, want 5", len(k.prev))
+	}
+}
+
+func TestCursorFinds(t *testing.T) {
+	type kv struct{ ns, name string }
+	s := []kv{{"a", "1"}, {"a", "2"}, {"b", "1"}, {"c", "0"}}
+	c := newCursor(s, func(e *kv) (string, string) { return e.ns, e.name })
+	for _, q := range []kv{{"a", "1"}, {"a", "2"}, {"c", "0"}, {"a", "1"}, {"b", "0"}, {"b", "1"}, {"d", "0"}, {"", ""}} {
+		got := c.find(q.ns, q.name)
+		want := slices.Index(s, q)
+		switch {
+		case want < 0 && got != nil:
+			t.Errorf("find %v = %v, want none", q, *got)
+		case want >= 0 && (got == nil || got != &s[want]):
+			t.Errorf("find %v = %v, want element %d", q, got, want)
+		}
 	}
 }

@@ -8,10 +8,13 @@
 package status
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,8 +73,6 @@ func New(cfg Config) (*Writer, error) {
 	return w, nil
 }
 
-type objKey struct{ kind, namespace, name string }
-
 // Objects are the objects whose status Weft writes, as last seen.
 type Objects struct {
 	// Mesh holds the routes and XBackendTrafficPolicies.
@@ -109,7 +110,9 @@ type kind[T any] struct {
 
 // lists is what the status lists of one Write are merged with.
 type lists struct {
-	desired map[objKey]*wanted
+	// desired holds, per controller in weftControllers order, the statuses
+	// Weft wants, sorted by kind, namespace and name.
+	desired [2][][]resolve.ObjectStatus
 	// owned are the controllerNames whose entries are replaced.
 	owned []gwv1.GatewayController
 	now   metav1.Time
@@ -117,24 +120,66 @@ type lists struct {
 	unchanged *unchanged
 }
 
+// finders returns, per controller, a cursor over the wanted statuses of
+// one kind.
+func (l *lists) finders(kind string) (f [2]cursor[resolve.ObjectStatus]) {
+	for ctrl, lists := range l.desired {
+		var of []resolve.ObjectStatus
+		for _, s := range lists {
+			lo, _ := slices.BinarySearchFunc(s, kind, func(st resolve.ObjectStatus, k string) int { return strings.Compare(st.Kind, k) })
+			hi := lo
+			for hi < len(s) && s[hi].Kind == kind {
+				hi++
+			}
+			switch {
+			case hi == lo:
+			case of == nil:
+				of = s[lo:hi:hi]
+			default: // the kind in two lists of one controller: merged
+				of = append(of, s[lo:hi]...)
+				slices.SortFunc(of, compareStatus)
+			}
+		}
+		f[ctrl] = newCursor(of, func(st *resolve.ObjectStatus) (string, string) { return st.Namespace, st.Name })
+	}
+	return f
+}
+
+// sortedStatuses returns s sorted by kind, namespace and name: s itself
+// when it is (resolutions sort their lists), else a sorted copy.
+func sortedStatuses(s []resolve.ObjectStatus) []resolve.ObjectStatus {
+	if slices.IsSortedFunc(s, compareStatus) {
+		return s
+	}
+	s = slices.Clone(s)
+	slices.SortStableFunc(s, compareStatus)
+	return s
+}
+
+func compareStatus(a, b resolve.ObjectStatus) int {
+	return cmp.Or(strings.Compare(a.Kind, b.Kind), compareKey(a.Namespace, a.Name, b.Namespace, b.Name))
+}
+
 // listKind is a kind whose status is a list of entries (route parents,
 // policy ancestors), keyed by controllerName and parentRef.
 func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T, []entry), cp func(*T) *T, l lists) kind[T] {
+	find := l.finders(k.name)
 	k.want = func(o *T) *T {
 		m := k.meta(o)
-		key := objKey{k.name, m.Namespace, m.Name}
 		var desired wanted
-		if d := l.desired[key]; d != nil {
-			desired = *d
+		for ctrl := range find {
+			if st := find[ctrl].find(m.Namespace, m.Name); st != nil {
+				desired[ctrl] = st.Parents
+			}
 		}
 		list := k.statusList(o)
-		if l.unchanged.holds(key, m.ResourceVersion, list, desired) {
+		if l.unchanged.holds(k.name, m.Namespace, m.Name, m.ResourceVersion, list, desired) {
 			return nil
 		}
 		current := read(o)
 		merged := mergeOwned(current, l.owned, desired, m.Namespace, l.now, limit)
 		if equal(current, merged, m.Namespace) {
-			l.unchanged.note(key, m.ResourceVersion, list, desired)
+			l.unchanged.note(k.name, m.Namespace, m.Name, m.ResourceVersion, list, desired)
 			return nil
 		}
 		out := cp(o)
@@ -153,22 +198,12 @@ func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T,
 // request); a write that conflicts is retried on a fresh read. It returns
 // the number of objects written and every error met (it goes on after one).
 func (w *Writer) Write(ctx context.Context, in Objects, want Want) (int, error) {
-	desired := make(map[objKey]*wanted, len(want.Mesh))
-	add := func(ctrl int, statuses []resolve.ObjectStatus) {
-		for _, s := range statuses {
-			k := objKey{s.Kind, s.Namespace, s.Name}
-			if desired[k] == nil {
-				desired[k] = &wanted{}
-			}
-			desired[k][ctrl] = s.Parents
-		}
-	}
+	var desired [2][][]resolve.ObjectStatus
 	owned := []gwv1.GatewayController{resolve.ControllerName}
-	add(0, want.Mesh)
+	desired[0] = [][]resolve.ObjectStatus{sortedStatuses(want.Mesh)}
 	if want.Gateway != nil {
 		owned = append(owned, gateway.ControllerName)
-		add(1, want.Gateway.Routes)
-		add(1, want.Gateway.Policies)
+		desired[1] = [][]resolve.ObjectStatus{sortedStatuses(want.Gateway.Routes), sortedStatuses(want.Gateway.Policies)}
 	}
 	now := metav1.NewTime(w.now().Truncate(time.Second))
 	var errs []error
