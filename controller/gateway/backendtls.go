@@ -189,7 +189,7 @@ func (ix *index) policyTarget(ns string, t gwv1.LocalPolicyTargetReferenceWithSe
 		pt.problem = &reason{string(gwv1.PolicyReasonInvalid), fmt.Sprintf("targetRef %s names kind %s in group %q; Weft applies BackendTLSPolicy to Services (group \"\", kind Service)", t.Name, t.Kind, t.Group)}
 		return pt
 	}
-	svc := ix.services[pt.svc]
+	svc := ix.service(pt.svc)
 	switch {
 	case svc == nil:
 		pt.problem = &reason{string(gwv1.PolicyReasonTargetNotFound), fmt.Sprintf("Service %s does not exist; create it or fix targetRefs", pt.svc)}

@@ -102,7 +102,7 @@ func (r *resolution) virtualHosts(ls *listenerState, clusters map[string]*weftv1
 // gateway may originate TLS to.
 func (r *resolution) backendTLS(g *Gateway, have map[string]bool) {
 	for k, p := range r.policies.applies {
-		svc := r.ix.services[k.svc]
+		svc := r.ix.service(k.svc)
 		if svc == nil {
 			continue
 		}

@@ -14,10 +14,13 @@ func (k objKey) String() string { return k.ns + "/" + k.name }
 
 // index holds the input objects keyed the way resolution looks them up.
 type index struct {
-	in          *Input
-	namespaces  map[string]*corev1.Namespace
-	secrets     map[objKey]*corev1.Secret
-	configMaps  map[objKey]*corev1.ConfigMap
+	in         *Input
+	namespaces map[string]*corev1.Namespace
+	secrets    map[objKey]*corev1.Secret
+	configMaps map[objKey]*corev1.ConfigMap
+	// services is built on first use (service): a round that finds no
+	// Gateway of Weft's never looks a Service up, and at issue #17's scale
+	// indexing 10,000 of them every round was 1.4 MB of garbage each.
 	services    map[objKey]*corev1.Service
 	grants      map[string][]*gwv1.ReferenceGrant
 	provisioned map[objKey]*Provisioned
@@ -30,7 +33,6 @@ func newIndex(in *Input) *index {
 		namespaces:  map[string]*corev1.Namespace{},
 		secrets:     map[objKey]*corev1.Secret{},
 		configMaps:  map[objKey]*corev1.ConfigMap{},
-		services:    map[objKey]*corev1.Service{},
 		grants:      map[string][]*gwv1.ReferenceGrant{},
 		provisioned: map[objKey]*Provisioned{},
 		reserved:    map[int32]bool{},
@@ -46,10 +48,6 @@ func newIndex(in *Input) *index {
 		c := &in.ConfigMaps[i]
 		ix.configMaps[objKey{c.Namespace, c.Name}] = c
 	}
-	for i := range in.Services {
-		s := &in.Services[i]
-		ix.services[objKey{s.Namespace, s.Name}] = s
-	}
 	for i := range in.ReferenceGrants {
 		g := &in.ReferenceGrants[i]
 		ix.grants[g.Namespace] = append(ix.grants[g.Namespace], g)
@@ -62,6 +60,18 @@ func newIndex(in *Input) *index {
 		ix.reserved[p] = true
 	}
 	return ix
+}
+
+// service returns the Service k, nil when there is none.
+func (ix *index) service(k objKey) *corev1.Service {
+	if ix.services == nil {
+		ix.services = make(map[objKey]*corev1.Service, len(ix.in.Services))
+		for i := range ix.in.Services {
+			s := &ix.in.Services[i]
+			ix.services[objKey{s.Namespace, s.Name}] = s
+		}
+	}
+	return ix.services[k]
 }
 
 // ref is a reference from an object (from) to another (to), as
