@@ -165,7 +165,7 @@ func resolveRoutes(in *Input) (out Output, ok bool) {
 		return Output{}, false
 	}
 	out = *prev
-	out.routes, out.ports, out.delta = d.routes, nextPorts, next
+	out.routes, out.ports, out.delta, out.maps = d.routes, nextPorts, next, r.ix.maps()
 	out.statuses = r.nextStatuses
 	out.Statuses = r.patchStatuses(prev.Statuses, routes, d)
 	out.Nodes = make(map[string]*weftv1.NodePolicy, len(prev.Nodes))

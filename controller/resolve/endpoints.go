@@ -30,6 +30,10 @@ func resolveEndpoints(in *Input) (out Output, ok bool) {
 		}
 	}
 	out = *prev
+	if prev.maps != nil {
+		// the Services did not change; the EndpointSlices did
+		out.maps = &listingMaps{services: prev.maps.services}
+	}
 	if len(old) == 0 {
 		// no node has clusters; the state's would be stale
 		out.delta = nil

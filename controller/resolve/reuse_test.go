@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"bytes"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -94,4 +95,42 @@ func TestPodsSortedOrNot(t *testing.T) {
 	if !sortedSome {
 		t.Fatal("no case had pods out of order: the map path was not compared")
 	}
+}
+
+// A resolution takes the earlier one's Services and EndpointSlices maps
+// over when its listings are the very same slices, and builds its own for
+// a new listing (a changed Service comes in a new slice); an index of some
+// namespaces only neither takes them nor hands its own on.
+func TestListingMapsTakenOverForTheSameListingOnly(t *testing.T) {
+	eachCase(t, func(t *testing.T, path string, in Input) {
+		if len(in.Services) == 0 || len(in.EndpointSlices) == 0 {
+			return
+		}
+		prev := Resolve(in)
+		if prev.maps == nil {
+			t.Fatal("a full resolution kept no maps")
+		}
+		same := in
+		same.Reuse = ReuseOf(prev)
+		ix := newIndex(&same)
+		if !sameMap(ix.services, prev.maps.services.m) || !sameMap(ix.slices, prev.maps.slices.m) {
+			t.Fatal("the same listings: the maps were built again")
+		}
+		relisted := same
+		relisted.Services = slices.Clone(in.Services)
+		ix = newIndex(&relisted)
+		if sameMap(ix.services, prev.maps.services.m) || !sameMap(ix.slices, prev.maps.slices.m) {
+			t.Fatal("a new Services listing: its map was taken over, or the EndpointSlices' was not")
+		}
+		if got := ix.services[objKey{in.Services[0].Namespace, in.Services[0].Name}]; got != &relisted.Services[0] {
+			t.Fatal("the new Services map does not point into the new listing")
+		}
+		if part := newIndexIn(&same, map[string]bool{in.Services[0].Namespace: true}); sameMap(part.services, prev.maps.services.m) || part.maps() != nil {
+			t.Fatal("an index of some namespaces took the maps over, or hands its own on")
+		}
+	})
+}
+
+func sameMap[K comparable, V any](a, b map[K]V) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }

@@ -106,6 +106,7 @@ type Reuse struct {
 	routes   compiledRoutes
 	ports    builtPorts
 	statuses builtStatuses
+	maps     *listingMaps
 }
 
 // ReuseOf returns what a later resolution may reuse of out: its clusters
@@ -113,7 +114,7 @@ type Reuse struct {
 // caller sets StaleServices, WorkloadsValid, OnlyEndpoints and
 // RoutesValid.
 func ReuseOf(out Output) *Reuse {
-	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes, ports: out.ports, statuses: out.statuses}
+	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes, ports: out.ports, statuses: out.statuses, maps: out.maps}
 	for n, p := range out.Nodes {
 		if len(p.Workloads) > 0 {
 			r.Workloads[n] = p.Workloads
@@ -151,6 +152,9 @@ type Output struct {
 	routes   compiledRoutes
 	ports    builtPorts
 	statuses builtStatuses
+	// maps are the Services and EndpointSlices maps of the index it was
+	// resolved with, for the next resolution (ReuseOf) to take over.
+	maps *listingMaps
 	// delta is what an incremental resolution after a route change
 	// builds on (resolveRoutes), nil when it cannot.
 	delta *deltaState
