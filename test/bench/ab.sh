@@ -20,17 +20,9 @@ REV_B=${2:-}
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
 QPS=${QPS:-1000}
-WORK=$(mktemp -d /tmp/weft-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-bash "$ROOT/test/deps.sh" bench
-FORTIO=$ROOT/.cache/bench/fortio
-[ -x "$FORTIO" ] || GOBIN=$ROOT/.cache/bench go install fortio.org/fortio@v1.68.2
+# shellcheck source=test/bench/lib.sh
+. "$ROOT/test/bench/lib.sh"
+bench_init weft-ab
 
 # build REV DIR: weft-bench of a git revision (empty: the working tree) into DIR
 build() {

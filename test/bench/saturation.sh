@@ -19,17 +19,10 @@ ROUNDS=${ROUNDS:-2}
 NGINX_HOP_A=${NGINX_HOP_A:-$ROOT/../shared/bench/nginx-hop-a.conf}
 NGINX_HOP_B=${NGINX_HOP_B:-$ROOT/../shared/bench/nginx-hop-b.conf}
 command -v perf >/dev/null || { echo "saturation.sh needs perf (apt-get install linux-perf)" >&2; exit 2; }
-W=$(mktemp -d /tmp/weft-saturation.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-bash "$ROOT/test/deps.sh" bench
-FORTIO=$ROOT/.cache/bench/fortio
-[ -x "$FORTIO" ] || GOBIN=$ROOT/.cache/bench go install fortio.org/fortio@v1.68.2
+# shellcheck source=test/bench/lib.sh
+. "$ROOT/test/bench/lib.sh"
+bench_init weft-saturation
+W=$WORK
 go build -o "$W/weft-bench" "$ROOT/test/bench/cmd/weft-bench"
 B=$W/weft-bench
 "$B" pki -dir "$W" >/dev/null
