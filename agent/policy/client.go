@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -294,7 +295,7 @@ func (c *Client) stream(ctx context.Context) error {
 		}
 	}
 	if err := st.Send(first); err != nil {
-		return fmt.Errorf("subscribe: %w", err)
+		return fmt.Errorf("subscribe: %w", endedWith(st, err))
 	}
 	c.log.Info("subscribed to policy")
 	for {
@@ -304,7 +305,27 @@ func (c *Client) stream(ctx context.Context) error {
 		}
 		ack := c.handle(snap)
 		if err := st.Send(ack); err != nil {
-			return fmt.Errorf("send ack for version %d: %w", snap.GetVersion(), err)
+			return fmt.Errorf("send ack for version %d: %w", snap.GetVersion(), endedWith(st, err))
+		}
+	}
+}
+
+// endedWith is the error of a Send on st: when it is io.EOF the controller
+// ended the stream (it refuses an unknown token at once, for one), and gRPC
+// gives the status it ended it with only to Recv, so that status is read
+// (past any snapshot still queued) instead of logging a bare EOF.
+func endedWith(st interface {
+	Recv() (*weftv1.PolicySnapshot, error)
+}, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		if _, rerr := st.Recv(); rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return err // ended with OK: nothing more to say
+			}
+			return rerr
 		}
 	}
 }

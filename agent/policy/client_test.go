@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -11,8 +12,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
@@ -388,5 +391,38 @@ func TestClientReconnectsSoonAfterALongOutage(t *testing.T) {
 	}
 	if failed < 10 {
 		t.Fatalf("%d dials during the outage; the client should have kept trying every 100ms", failed)
+	}
+}
+
+// endedStream is a stream the controller ended: Recv gives what was queued,
+// then the status it ended with.
+type endedStream struct {
+	queued int
+	end    error
+}
+
+func (s *endedStream) Recv() (*weftv1.PolicySnapshot, error) {
+	if s.queued > 0 {
+		s.queued--
+		return snapshot(1), nil
+	}
+	return nil, s.end
+}
+
+// A Send that fails with io.EOF (the controller ended the stream, say on an
+// unknown token, before the subscription went out) reports the status the
+// controller ended it with, not EOF; other Send errors are reported as they
+// are.
+func TestSendEOFReportsTheControllersStatus(t *testing.T) {
+	refused := status.Error(codes.Unauthenticated, "unknown token")
+	if got := endedWith(&endedStream{queued: 2, end: refused}, io.EOF); status.Code(got) != codes.Unauthenticated || !strings.Contains(got.Error(), "unknown token") {
+		t.Errorf("after EOF: %v, want the controller's Unauthenticated", got)
+	}
+	if got := endedWith(&endedStream{end: io.EOF}, io.EOF); !errors.Is(got, io.EOF) {
+		t.Errorf("ended with OK: %v, want EOF", got)
+	}
+	other := errors.New("transport is closing")
+	if got := endedWith(&endedStream{end: refused}, other); got != other {
+		t.Errorf("another error: %v, want it unchanged", got)
 	}
 }
