@@ -51,7 +51,8 @@ type unchangedEntry struct {
 
 func (e *unchangedEntry) key() (string, string) { return e.namespace, e.name }
 
-// of returns the entries of one kind.
+// of returns the entries of one kind (looked up once per kind and Write,
+// not per object).
 func (u *unchanged) of(kind string) *kindEntries {
 	k := u.kinds[kind]
 	if k == nil {
@@ -61,11 +62,11 @@ func (u *unchanged) of(kind string) *kindEntries {
 	return k
 }
 
-// holds reports whether the object kind/ns/name, at resourceVersion rv
-// with status list identity list, was found with the status desired says
-// already; if so it is remembered for the next Write too.
-func (u *unchanged) holds(kind, ns, name, rv string, list any, desired wanted) bool {
-	k := u.of(kind)
+// holds reports whether the object ns/name of this kind, at
+// resourceVersion rv with status list identity list, was found with the
+// status desired says already; if so it is remembered for the next Write
+// too.
+func (k *kindEntries) holds(ns, name, rv string, list any, desired wanted) bool {
 	e := k.at.find(ns, name)
 	if e == nil || rv == "" || e.resourceVersion != rv || e.list != list {
 		return false
@@ -80,12 +81,12 @@ func (u *unchanged) holds(kind, ns, name, rv string, list any, desired wanted) b
 	return true
 }
 
-// note records that object kind/ns/name had the status desired says.
-func (u *unchanged) note(kind, ns, name, rv string, list any, desired wanted) {
+// note records that object ns/name of this kind had the status desired
+// says.
+func (k *kindEntries) note(ns, name, rv string, list any, desired wanted) {
 	if rv == "" {
 		return
 	}
-	k := u.of(kind)
 	k.next = append(k.next, unchangedEntry{namespace: ns, name: name, resourceVersion: rv, list: list, desired: desired})
 }
 

@@ -164,6 +164,7 @@ func compareStatus(a, b resolve.ObjectStatus) int {
 // policy ancestors), keyed by controllerName and parentRef.
 func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T, []entry), cp func(*T) *T, l lists) kind[T] {
 	find := l.finders(k.name)
+	mem := l.unchanged.of(k.name)
 	k.want = func(o *T) *T {
 		m := k.meta(o)
 		var desired wanted
@@ -173,13 +174,13 @@ func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T,
 			}
 		}
 		list := k.statusList(o)
-		if l.unchanged.holds(k.name, m.Namespace, m.Name, m.ResourceVersion, list, desired) {
+		if mem.holds(m.Namespace, m.Name, m.ResourceVersion, list, desired) {
 			return nil
 		}
 		current := read(o)
 		merged := mergeOwned(current, l.owned, desired, m.Namespace, l.now, limit)
 		if equal(current, merged, m.Namespace) {
-			l.unchanged.note(k.name, m.Namespace, m.Name, m.ResourceVersion, list, desired)
+			mem.note(m.Namespace, m.Name, m.ResourceVersion, list, desired)
 			return nil
 		}
 		out := cp(o)
