@@ -251,8 +251,6 @@ func (r *resolution) routeStatuses() []resolve.ObjectStatus {
 		}
 		out = append(out, st)
 	}
-	slices.SortFunc(out, func(a, b resolve.ObjectStatus) int {
-		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(out, resolve.CompareStatuses)
 	return out
 }

@@ -431,7 +431,7 @@ func (r *resolver) useName(u clusterUse) (string, bool) {
 func (r *resolver) patchStatuses(prev []ObjectStatus, routes []*route, d routeDelta) []ObjectStatus {
 	out := slices.Clone(prev)
 	find := func(kind, ns, name string) (int, bool) {
-		return slices.BinarySearchFunc(prev, ObjectStatus{Kind: kind, Namespace: ns, Name: name}, compareStatuses)
+		return slices.BinarySearchFunc(prev, ObjectStatus{Kind: kind, Namespace: ns, Name: name}, CompareStatuses)
 	}
 	drop := map[int]bool{}
 	var added []ObjectStatus
@@ -465,6 +465,6 @@ func (r *resolver) patchStatuses(prev []ObjectStatus, routes []*route, d routeDe
 		}
 	}
 	out = append(kept, added...)
-	slices.SortFunc(out, compareStatuses)
+	slices.SortFunc(out, CompareStatuses)
 	return out
 }

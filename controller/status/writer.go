@@ -8,7 +8,6 @@
 package status
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -137,7 +136,7 @@ func (l *lists) finders(kind string) (f [2]cursor[resolve.ObjectStatus]) {
 				of = s[lo:hi:hi]
 			default: // the kind in two lists of one controller: merged
 				of = append(of, s[lo:hi]...)
-				slices.SortFunc(of, compareStatus)
+				slices.SortFunc(of, resolve.CompareStatuses)
 			}
 		}
 		f[ctrl] = newCursor(of, func(st *resolve.ObjectStatus) (string, string) { return st.Namespace, st.Name })
@@ -148,16 +147,12 @@ func (l *lists) finders(kind string) (f [2]cursor[resolve.ObjectStatus]) {
 // sortedStatuses returns s sorted by kind, namespace and name: s itself
 // when it is (resolutions sort their lists), else a sorted copy.
 func sortedStatuses(s []resolve.ObjectStatus) []resolve.ObjectStatus {
-	if slices.IsSortedFunc(s, compareStatus) {
+	if slices.IsSortedFunc(s, resolve.CompareStatuses) {
 		return s
 	}
 	s = slices.Clone(s)
-	slices.SortStableFunc(s, compareStatus)
+	slices.SortStableFunc(s, resolve.CompareStatuses)
 	return s
-}
-
-func compareStatus(a, b resolve.ObjectStatus) int {
-	return cmp.Or(strings.Compare(a.Kind, b.Kind), compareKey(a.Namespace, a.Name, b.Namespace, b.Name))
 }
 
 // listKind is a kind whose status is a list of entries (route parents,
