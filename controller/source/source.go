@@ -550,7 +550,7 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 		if in.Pods, err = listPointersCached[corev1.Pod](s, "pods", s.core.Core().V1().Pods().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
-		in.PodsSorted = true // listPointers sorts them
+		in.PodsSorted = true // the listing is sorted (storeList), and patches keep it so
 		if in.ServiceAccounts, err = list(s.core.Core().V1().ServiceAccounts().Lister()); err != nil {
 			return resolve.Input{}, err
 		}
