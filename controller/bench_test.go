@@ -100,7 +100,7 @@ func scaledInput(sc scale) resolve.Input {
 				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}})
 			podN++
 		}
-		in.EndpointSlices = append(in.EndpointSlices, slice)
+		in.EndpointSlices = append(in.EndpointSlices, &slice)
 	}
 	for s := 0; s < benchServices; s++ {
 		ns := fmt.Sprintf("ns-%d", s%benchNamespaces)
@@ -114,7 +114,7 @@ func scaledInput(sc scale) resolve.Input {
 			route.Spec.Rules[0].BackendRefs[0].Name = gwv1.ObjectName(fmt.Sprintf("svc-%d", s))
 			route.Spec.Rules[0].BackendRefs[1].Name = gwv1.ObjectName(other)
 			route.Spec.Rules[0].Matches = []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{Type: ptr(gwv1.PathMatchPathPrefix), Value: ptr(fmt.Sprintf("/r%d", r))}}}
-			in.HTTPRoutes = append(in.HTTPRoutes, *route)
+			in.HTTPRoutes = append(in.HTTPRoutes, route)
 		}
 	}
 	return in

@@ -213,7 +213,7 @@ func (q *quiet) changeRoute(tb testing.TB) time.Duration {
 
 // heavyRoute has many long regular-expression matches: what made every
 // resolution expensive on the lab.
-func heavyRoute(parent corev1.Service) gwv1.HTTPRoute {
+func heavyRoute(parent corev1.Service) *gwv1.HTTPRoute {
 	r := splitRoute("heavy", 50, 50)
 	r.Namespace = parent.Namespace
 	r.Spec.ParentRefs[0].Name = gwv1.ObjectName(parent.Name)
@@ -231,7 +231,7 @@ func heavyRoute(parent corev1.Service) gwv1.HTTPRoute {
 		}
 		r.Spec.Rules = append(r.Spec.Rules, rr)
 	}
-	return *r
+	return r
 }
 
 // loadCluster creates in's objects in the apiserver, many at a time. Pods
@@ -274,7 +274,7 @@ func loadCluster(tb testing.TB, ctx context.Context, kube kubernetes.Interface, 
 		return err
 	})
 	run("endpoint slices", len(in.EndpointSlices), func(i int) error {
-		es := &in.EndpointSlices[i]
+		es := in.EndpointSlices[i]
 		_, err := kube.DiscoveryV1().EndpointSlices(es.Namespace).Create(ctx, es, co)
 		return err
 	})

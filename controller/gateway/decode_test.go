@@ -211,7 +211,7 @@ func decodeObject(in *Input, kind string, b []byte, unmarshal func([]byte, any) 
 	case "Service":
 		return add(&in.Services, b, unmarshal)
 	case "EndpointSlice":
-		return add[discoveryv1.EndpointSlice](&in.EndpointSlices, b, unmarshal)
+		return add[*discoveryv1.EndpointSlice](&in.EndpointSlices, b, unmarshal)
 	case "Pod":
 		return add[*corev1.Pod](&in.Pods, b, unmarshal)
 	case "XBackend":

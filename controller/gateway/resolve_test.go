@@ -261,7 +261,7 @@ func TestMeshAndGatewayParentsDisjoint(t *testing.T) {
 	if len(m) != 1 || len(g) != 2 {
 		t.Fatalf("mesh answers for %d parentRefs (want 1), gateway for %d (want 2)", len(m), len(g))
 	}
-	spec := in.HTTPRoutes[slices.IndexFunc(in.HTTPRoutes, func(r gwv1.HTTPRoute) bool { return r.Name == "both" })].Spec.ParentRefs
+	spec := in.HTTPRoutes[slices.IndexFunc(in.HTTPRoutes, func(r *gwv1.HTTPRoute) bool { return r.Name == "both" })].Spec.ParentRefs
 	for _, ref := range append(m, g...) {
 		n := 0
 		for _, other := range append(m, g...) {

@@ -30,7 +30,8 @@ type routeObj struct {
 	// parents has one entry per parentRef to one of Weft's Gateways.
 	parents []*parentState
 	// Exactly one of these is set: the object, as the rule compiler takes
-	// it (a TLSRoute as the TCPRoute with its backends).
+	// it (a TLSRoute as the TCPRoute with its backends). Any other is the
+	// informer cache's own object: read, never modified.
 	http *gwv1.HTTPRoute
 	grpc *gwv1.GRPCRoute
 	tcp  *gwv1.TCPRoute
@@ -72,8 +73,7 @@ func newRoutes(in *Input, keep func(ns string, refs []gwv1.ParentReference) bool
 			out = append(out, rt)
 		}
 	}
-	for i := range in.HTTPRoutes {
-		r := &in.HTTPRoutes[i]
+	for _, r := range in.HTTPRoutes {
 		rt := &routeObj{kind: KindHTTPRoute, ns: r.Namespace, name: r.Name, generation: r.Generation, created: r.CreationTimestamp, parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, http: r}
 		for _, rule := range r.Spec.Rules {
 			for _, b := range rule.BackendRefs {
@@ -84,8 +84,7 @@ func newRoutes(in *Input, keep func(ns string, refs []gwv1.ParentReference) bool
 		}
 		add(rt)
 	}
-	for i := range in.GRPCRoutes {
-		r := &in.GRPCRoutes[i]
+	for _, r := range in.GRPCRoutes {
 		rt := &routeObj{kind: KindGRPCRoute, ns: r.Namespace, name: r.Name, generation: r.Generation, created: r.CreationTimestamp, parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, grpc: r}
 		for _, rule := range r.Spec.Rules {
 			for _, b := range rule.BackendRefs {
@@ -94,12 +93,10 @@ func newRoutes(in *Input, keep func(ns string, refs []gwv1.ParentReference) bool
 		}
 		add(rt)
 	}
-	for i := range in.TCPRoutes {
-		r := &in.TCPRoutes[i]
+	for _, r := range in.TCPRoutes {
 		add(&routeObj{kind: KindTCPRoute, ns: r.Namespace, name: r.Name, generation: r.Generation, created: r.CreationTimestamp, parentRefs: r.Spec.ParentRefs, backends: tcpBackends(r.Spec.Rules), tcp: r})
 	}
-	for i := range in.TLSRoutes {
-		r := &in.TLSRoutes[i]
+	for _, r := range in.TLSRoutes {
 		tcp := tlsAsTCP(r)
 		add(&routeObj{kind: KindTLSRoute, ns: r.Namespace, name: r.Name, generation: r.Generation, created: r.CreationTimestamp, parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, backends: tcpBackends(tcp.Spec.Rules), tcp: tcp})
 	}
@@ -149,11 +146,11 @@ func (r *resolution) compile(routes []*routeObj) (*weftv1.RouteTable, []*weftv1.
 	for _, rt := range routes {
 		switch {
 		case rt.http != nil:
-			in.HTTPRoutes = append(in.HTTPRoutes, *rt.http)
+			in.HTTPRoutes = append(in.HTTPRoutes, rt.http)
 		case rt.grpc != nil:
-			in.GRPCRoutes = append(in.GRPCRoutes, *rt.grpc)
+			in.GRPCRoutes = append(in.GRPCRoutes, rt.grpc)
 		default:
-			in.TCPRoutes = append(in.TCPRoutes, *rt.tcp)
+			in.TCPRoutes = append(in.TCPRoutes, rt.tcp)
 			tls = tls || rt.kind == KindTLSRoute
 		}
 	}

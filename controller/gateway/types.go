@@ -58,15 +58,17 @@ type Provisioned struct {
 	Refused string
 }
 
-// Input is a consistent snapshot of every object this package reads.
+// Input is a consistent snapshot of every object this package reads. It
+// is never modified, nor any object it points to: routes, EndpointSlices
+// and Pods are the informer cache's own.
 type Input struct {
 	Options            Options
 	GatewayClasses     []gwv1.GatewayClass
 	Gateways           []gwv1.Gateway
-	HTTPRoutes         []gwv1.HTTPRoute
-	GRPCRoutes         []gwv1.GRPCRoute
-	TLSRoutes          []gwv1.TLSRoute
-	TCPRoutes          []gwv1.TCPRoute
+	HTTPRoutes         []*gwv1.HTTPRoute
+	GRPCRoutes         []*gwv1.GRPCRoute
+	TLSRoutes          []*gwv1.TLSRoute
+	TCPRoutes          []*gwv1.TCPRoute
 	ReferenceGrants    []gwv1.ReferenceGrant
 	BackendTLSPolicies []gwv1.BackendTLSPolicy
 	Namespaces         []corev1.Namespace
@@ -76,7 +78,7 @@ type Input struct {
 	// resolve backends exactly as the mesh does (clusters, endpoints,
 	// session persistence).
 	Services               []corev1.Service
-	EndpointSlices         []discoveryv1.EndpointSlice
+	EndpointSlices         []*discoveryv1.EndpointSlice
 	Pods                   []*corev1.Pod
 	Backends               []gwxv1a1.XBackend
 	BackendTrafficPolicies []gwxv1a1.XBackendTrafficPolicy

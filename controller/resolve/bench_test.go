@@ -65,7 +65,7 @@ func genCluster(c benchConfig) Input {
 				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pn}})
 			pod++
 		}
-		in.EndpointSlices = append(in.EndpointSlices, es)
+		in.EndpointSlices = append(in.EndpointSlices, &es)
 	}
 	parent := func(i int, port int32, consumer bool) (string, []gwv1.ParentReference) {
 		ns, name := svcName(i % c.Services)
@@ -99,7 +99,7 @@ func genCluster(c benchConfig) Input {
 			{Matches: []gwv1.HTTPRouteMatch{{Path: &gwv1.HTTPPathMatch{Type: &regex, Value: ptr("/items/[0-9]+")}}},
 				BackendRefs: []gwv1.HTTPBackendRef{backend(i, 80, 1)}, Retry: &gwv1.HTTPRouteRetry{Codes: []gwv1.HTTPRouteRetryStatusCode{503}, Attempts: ptr(2)}},
 		}
-		in.HTTPRoutes = append(in.HTTPRoutes, hr)
+		in.HTTPRoutes = append(in.HTTPRoutes, &hr)
 	}
 	for i := 0; i < c.GRPCRoutes; i++ {
 		ns, refs := parent(i, 7070, false)
@@ -112,7 +112,7 @@ func genCluster(c benchConfig) Input {
 			{Matches: []gwv1.GRPCRouteMatch{{Method: &gwv1.GRPCMethodMatch{Service: ptr("echo.Echo"), Method: ptr("Ping")}}}, BackendRefs: []gwv1.GRPCBackendRef{b(i, 70), b(i+3, 30)}},
 			{BackendRefs: []gwv1.GRPCBackendRef{b(i, 1)}},
 		}
-		in.GRPCRoutes = append(in.GRPCRoutes, gr)
+		in.GRPCRoutes = append(in.GRPCRoutes, &gr)
 	}
 	return in
 }

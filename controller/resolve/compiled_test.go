@@ -20,14 +20,14 @@ func versionRoutes(in *Input, rv func(i int) string) {
 		m.ResourceVersion = rv(i)
 		i++
 	}
-	for j := range in.HTTPRoutes {
-		set(&in.HTTPRoutes[j].ObjectMeta)
+	for _, r := range in.HTTPRoutes {
+		set(&r.ObjectMeta)
 	}
-	for j := range in.GRPCRoutes {
-		set(&in.GRPCRoutes[j].ObjectMeta)
+	for _, r := range in.GRPCRoutes {
+		set(&r.ObjectMeta)
 	}
-	for j := range in.TCPRoutes {
-		set(&in.TCPRoutes[j].ObjectMeta)
+	for _, r := range in.TCPRoutes {
+		set(&r.ObjectMeta)
 	}
 }
 

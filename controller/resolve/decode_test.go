@@ -122,7 +122,7 @@ func decodeInto(in *Input, data []byte, strict bool) error {
 		case "EndpointSlice":
 			var o discoveryv1.EndpointSlice
 			if err = unmarshal(b, &o); err == nil {
-				in.EndpointSlices = append(in.EndpointSlices, o)
+				in.EndpointSlices = append(in.EndpointSlices, &o)
 			}
 		case "Pod":
 			var o corev1.Pod
@@ -132,17 +132,17 @@ func decodeInto(in *Input, data []byte, strict bool) error {
 		case "HTTPRoute":
 			var o gwv1.HTTPRoute
 			if err = unmarshal(b, &o); err == nil {
-				in.HTTPRoutes = append(in.HTTPRoutes, o)
+				in.HTTPRoutes = append(in.HTTPRoutes, &o)
 			}
 		case "GRPCRoute":
 			var o gwv1.GRPCRoute
 			if err = unmarshal(b, &o); err == nil {
-				in.GRPCRoutes = append(in.GRPCRoutes, o)
+				in.GRPCRoutes = append(in.GRPCRoutes, &o)
 			}
 		case "TCPRoute":
 			var o gwv1.TCPRoute
 			if err = unmarshal(b, &o); err == nil {
-				in.TCPRoutes = append(in.TCPRoutes, o)
+				in.TCPRoutes = append(in.TCPRoutes, &o)
 			}
 		case "XBackendTrafficPolicy":
 			var o gwxv1a1.XBackendTrafficPolicy

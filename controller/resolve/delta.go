@@ -216,19 +216,19 @@ func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 		return true
 	}
 	for i := range in.HTTPRoutes {
-		hr := &in.HTTPRoutes[i]
+		hr := in.HTTPRoutes[i]
 		if !visit(kindHTTP, &hr.ObjectMeta, func() *route { return r.compileHTTPRoute(hr) }) {
 			return d, false
 		}
 	}
 	for i := range in.GRPCRoutes {
-		gr := &in.GRPCRoutes[i]
+		gr := in.GRPCRoutes[i]
 		if !visit(kindGRPC, &gr.ObjectMeta, func() *route { return r.compileGRPCRoute(gr) }) {
 			return d, false
 		}
 	}
 	for i := range in.TCPRoutes {
-		tr := &in.TCPRoutes[i]
+		tr := in.TCPRoutes[i]
 		if !visit(kindTCP, &tr.ObjectMeta, func() *route { return r.compileTCPRoute(tr) }) {
 			return d, false
 		}

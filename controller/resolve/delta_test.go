@@ -85,12 +85,16 @@ func TestIncrementalRouteChangeGivesTheSameOutput(t *testing.T) {
 
 		if len(in.HTTPRoutes) > 0 && len(in.EndpointSlices) > 0 {
 			both := in
+			// changed copies: in's objects are prev's too
 			both.HTTPRoutes = slices.Clone(in.HTTPRoutes)
-			both.HTTPRoutes[0].ResourceVersion = "2"
-			both.HTTPRoutes[0].Spec.Rules = slices.Clone(both.HTTPRoutes[0].Spec.Rules)
-			slices.Reverse(both.HTTPRoutes[0].Spec.Rules)
+			hr := *both.HTTPRoutes[0]
+			hr.ResourceVersion = "2"
+			hr.Spec.Rules = slices.Clone(hr.Spec.Rules)
+			slices.Reverse(hr.Spec.Rules)
+			both.HTTPRoutes[0] = &hr
 			both.EndpointSlices = slices.Clone(in.EndpointSlices)
-			es := &both.EndpointSlices[0]
+			es := *both.EndpointSlices[0]
+			both.EndpointSlices[0] = &es
 			es.Endpoints = slices.Clone(es.Endpoints)
 			if len(es.Endpoints) > 0 {
 				es.Endpoints = es.Endpoints[1:]
@@ -185,7 +189,7 @@ func TestIncrementalRouteChangeFallsBackOverTheRegexBudget(t *testing.T) {
 		t.Fatal("nothing was dropped, and still no state was kept")
 	}
 	regex := gwv1.PathMatchRegularExpression
-	newest := &in.HTTPRoutes[len(in.HTTPRoutes)-1]
+	newest := in.HTTPRoutes[len(in.HTTPRoutes)-1]
 	newest.Spec.Rules[3].Matches[0].Path = &gwv1.HTTPPathMatch{Type: &regex, Value: ptr("/orders/[a-z]+/[0-9]+")}
 	newest.ResourceVersion = "2"
 	got, ok := incremental(in, prev, nil)

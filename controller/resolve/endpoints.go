@@ -46,8 +46,7 @@ func resolveEndpoints(in *Input) (out Output, ok bool) {
 		ns, _, _ := strings.Cut(k, "/")
 		only[ns] = true
 	}
-	for i := range in.EndpointSlices {
-		es := &in.EndpointSlices[i]
+	for _, es := range in.EndpointSlices {
 		if !reuse.StaleServices[es.Namespace+"/"+es.Labels[discoveryv1.LabelServiceName]] {
 			continue
 		}

@@ -196,7 +196,7 @@ func generate(s *byteSource) Input {
 			}
 			es.Endpoints = append(es.Endpoints, ep)
 		}
-		in.EndpointSlices = append(in.EndpointSlices, es)
+		in.EndpointSlices = append(in.EndpointSlices, &es)
 	}
 	for i := s.n(4); i > 0; i-- {
 		hr := gwv1.HTTPRoute{ObjectMeta: routeMeta(s, i)}
@@ -207,7 +207,7 @@ func generate(s *byteSource) Input {
 		for j := s.n(4); j > 0; j-- {
 			hr.Spec.Rules = append(hr.Spec.Rules, httpRule(s))
 		}
-		in.HTTPRoutes = append(in.HTTPRoutes, hr)
+		in.HTTPRoutes = append(in.HTTPRoutes, &hr)
 	}
 	for i := s.n(3); i > 0; i-- {
 		gr := gwv1.GRPCRoute{ObjectMeta: routeMeta(s, i)}
@@ -238,7 +238,7 @@ func generate(s *byteSource) Input {
 			r.SessionPersistence = session(s)
 			gr.Spec.Rules = append(gr.Spec.Rules, r)
 		}
-		in.GRPCRoutes = append(in.GRPCRoutes, gr)
+		in.GRPCRoutes = append(in.GRPCRoutes, &gr)
 	}
 	for i := s.n(3); i > 0; i-- {
 		tr := gwv1.TCPRoute{ObjectMeta: routeMeta(s, i)}
@@ -246,7 +246,7 @@ func generate(s *byteSource) Input {
 		for j := s.n(3); j > 0; j-- {
 			tr.Spec.Rules = append(tr.Spec.Rules, gwv1.TCPRouteRule{BackendRefs: []gwv1.BackendRef{backendRef(s)}})
 		}
-		in.TCPRoutes = append(in.TCPRoutes, tr)
+		in.TCPRoutes = append(in.TCPRoutes, &tr)
 	}
 	for i := s.n(3); i > 0; i-- {
 		p := gwxv1a1.XBackendTrafficPolicy{ObjectMeta: routeMeta(s, i)}

@@ -74,11 +74,14 @@ func newIndex(in *Input) *index { return newIndexIn(in, nil) }
 // 1.7 MB of garbage and 20,000 map inserts per round, route changes included.
 type listingMaps struct {
 	services builtFrom[corev1.Service, map[objKey]*corev1.Service]
-	slices   builtFrom[discoveryv1.EndpointSlice, map[objKey][]*discoveryv1.EndpointSlice]
+	slices   builtFrom[*discoveryv1.EndpointSlice, map[objKey][]*discoveryv1.EndpointSlice]
 }
 
-// builtFrom is a map m and the listing it indexes (its first element and
-// length: the map points into it, so it holds nothing the map does not).
+// builtFrom is a map m and the listing it indexes, known by the address
+// of its first element and its length (a patched listing is a new slice
+// even where its elements are the same pointers). It keeps the listing's
+// array alive: the map points into it (Services) or holds the same
+// objects (EndpointSlices, whose array is then only pointers).
 type builtFrom[E, M any] struct {
 	first *E
 	n     int
@@ -207,8 +210,7 @@ func newIndexIn(in *Input, only map[string]bool) *index {
 	if prev != nil && prev.slices.of(in.EndpointSlices) {
 		ix.slices = prev.slices.m
 	} else {
-		for i := range in.EndpointSlices {
-			es := &in.EndpointSlices[i]
+		for _, es := range in.EndpointSlices {
 			svc := es.Labels[discoveryv1.LabelServiceName]
 			if svc == "" || only != nil && !only[es.Namespace] {
 				continue
@@ -245,16 +247,13 @@ func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 	r.nextPorts = make(builtPorts, len(r.prevPorts))
 	r.nextStatuses = make(builtStatuses, n)
 	routes := make([]*route, 0, n)
-	for i := range in.HTTPRoutes {
-		hr := &in.HTTPRoutes[i]
+	for _, hr := range in.HTTPRoutes {
 		routes = append(routes, r.compiled(kindHTTP, &hr.ObjectMeta, func() *route { return r.compileHTTPRoute(hr) }))
 	}
-	for i := range in.GRPCRoutes {
-		gr := &in.GRPCRoutes[i]
+	for _, gr := range in.GRPCRoutes {
 		routes = append(routes, r.compiled(kindGRPC, &gr.ObjectMeta, func() *route { return r.compileGRPCRoute(gr) }))
 	}
-	for i := range in.TCPRoutes {
-		tr := &in.TCPRoutes[i]
+	for _, tr := range in.TCPRoutes {
 		routes = append(routes, r.compiled(kindTCP, &tr.ObjectMeta, func() *route { return r.compileTCPRoute(tr) }))
 	}
 	slices.SortStableFunc(routes, compareRoutes)

@@ -27,8 +27,7 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 			t.Fatal(err)
 		}
 		stale := map[string]bool{}
-		for i := range changed.EndpointSlices {
-			es := &changed.EndpointSlices[i]
+		for _, es := range changed.EndpointSlices {
 			for j := range es.Endpoints {
 				ready := es.Endpoints[j].Conditions.Ready == nil || *es.Endpoints[j].Conditions.Ready
 				notReady := !ready
@@ -99,8 +98,9 @@ func TestPodsSortedOrNot(t *testing.T) {
 
 // A resolution takes the earlier one's Services and EndpointSlices maps
 // over when its listings are the very same slices, and builds its own for
-// a new listing (a changed Service comes in a new slice); an index of some
-// namespaces only neither takes them nor hands its own on.
+// a new listing (a changed Service comes in a new slice; a patched
+// EndpointSlices listing is a new slice of mostly the same pointers); an
+// index of some namespaces only neither takes them nor hands its own on.
 func TestListingMapsTakenOverForTheSameListingOnly(t *testing.T) {
 	eachCase(t, func(t *testing.T, path string, in Input) {
 		if len(in.Services) == 0 || len(in.EndpointSlices) == 0 {
@@ -124,6 +124,11 @@ func TestListingMapsTakenOverForTheSameListingOnly(t *testing.T) {
 		}
 		if got := ix.services[objKey{in.Services[0].Namespace, in.Services[0].Name}]; got != &relisted.Services[0] {
 			t.Fatal("the new Services map does not point into the new listing")
+		}
+		repatched := same
+		repatched.EndpointSlices = slices.Clone(in.EndpointSlices)
+		if ix = newIndex(&repatched); sameMap(ix.slices, prev.maps.slices.m) {
+			t.Fatal("a new EndpointSlices listing of the same objects: its map was taken over")
 		}
 		if part := newIndexIn(&same, map[string]bool{in.Services[0].Namespace: true}); sameMap(part.services, prev.maps.services.m) || part.maps() != nil {
 			t.Fatal("an index of some namespaces took the maps over, or hands its own on")

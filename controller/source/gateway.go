@@ -267,7 +267,7 @@ func (s *Source) GatewaySnapshot(mesh resolve.Input) (in gateway.Input, ok bool,
 	}{
 		{"GatewayClass", func() (err error) { in.GatewayClasses, err = list(v1.GatewayClasses().Lister()); return }},
 		{"Gateway", func() (err error) { in.Gateways, err = list(v1.Gateways().Lister()); return }},
-		{"TLSRoute", func() (err error) { in.TLSRoutes, err = list(v1.TLSRoutes().Lister()); return }},
+		{"TLSRoute", func() (err error) { in.TLSRoutes, err = listPointers(v1.TLSRoutes().Lister()); return }},
 		{"ReferenceGrant", func() (err error) { in.ReferenceGrants, err = list(v1.ReferenceGrants().Lister()); return }},
 		{"BackendTLSPolicy", func() (err error) { in.BackendTLSPolicies, err = list(v1.BackendTLSPolicies().Lister()); return }},
 	} {

@@ -15,11 +15,11 @@ import (
 
 // TestPatchedListingsMatchListing: after every burst of adds, updates and
 // deletes (recorded as the event handlers record them, after the store has
-// them), the copies of routes (by value) and pods (by pointer) equal a
+// them), the copies of Services (by value) and pods (by pointer) equal a
 // listing made from scratch; bursts past maxPatch list again.
 func TestPatchedListingsMatchListing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	routes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, nil)
+	services := cache.NewIndexer(cache.MetaNamespaceKeyFunc, nil)
 	pods := cache.NewIndexer(cache.MetaNamespaceKeyFunc, nil)
 	s := &Source{gens: map[string]uint64{}}
 	rv := 0
@@ -41,17 +41,17 @@ func TestPatchedListingsMatchListing(t *testing.T) {
 		s.record(runtimeObj, true)
 	}
 	check := func(round int) {
-		gotR, err := listCached[gwv1.HTTPRoute](s, "httproutes", routes)
+		gotS, err := listCached[corev1.Service](s, "services", services)
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantR, _ := storeList[gwv1.HTTPRoute](routes)
-		if len(gotR) != len(wantR) {
-			t.Fatalf("round %d: %d routes listed, the store has %d", round, len(gotR), len(wantR))
+		wantS, _ := storeList[corev1.Service](services)
+		if len(gotS) != len(wantS) {
+			t.Fatalf("round %d: %d services listed, the store has %d", round, len(gotS), len(wantS))
 		}
-		for i := range gotR {
-			if gotR[i].Namespace != wantR[i].Namespace || gotR[i].Name != wantR[i].Name || gotR[i].ResourceVersion != wantR[i].ResourceVersion {
-				t.Fatalf("round %d: route %d is %s/%s@%s, want %s/%s@%s", round, i, gotR[i].Namespace, gotR[i].Name, gotR[i].ResourceVersion, wantR[i].Namespace, wantR[i].Name, wantR[i].ResourceVersion)
+		for i := range gotS {
+			if gotS[i].Namespace != wantS[i].Namespace || gotS[i].Name != wantS[i].Name || gotS[i].ResourceVersion != wantS[i].ResourceVersion {
+				t.Fatalf("round %d: service %d is %s/%s@%s, want %s/%s@%s", round, i, gotS[i].Namespace, gotS[i].Name, gotS[i].ResourceVersion, wantS[i].Namespace, wantS[i].Name, wantS[i].ResourceVersion)
 			}
 		}
 		gotP, err := listPointersCached[corev1.Pod](s, "pods", pods)
@@ -70,7 +70,7 @@ func TestPatchedListingsMatchListing(t *testing.T) {
 		}
 		for range n {
 			m := meta()
-			op(routes, &m, &gwv1.HTTPRoute{ObjectMeta: m})
+			op(services, &m, &corev1.Service{ObjectMeta: m})
 			pm := meta()
 			op(pods, &pm, &corev1.Pod{ObjectMeta: pm})
 		}

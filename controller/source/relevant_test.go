@@ -360,8 +360,8 @@ func perturb(t *testing.T, in resolve.Input) resolve.Input {
 	for i := range in.EndpointSlices {
 		s := in.EndpointSlices[i].DeepCopy()
 		meta(&s.ObjectMeta)
-		check("EndpointSlice", &s.ObjectMeta, &in.EndpointSlices[i], s)
-		out.EndpointSlices = append(out.EndpointSlices, *s)
+		check("EndpointSlice", &s.ObjectMeta, in.EndpointSlices[i], s)
+		out.EndpointSlices = append(out.EndpointSlices, s)
 	}
 	noiseParent := func() gwv1.RouteParentStatus {
 		return gwv1.RouteParentStatus{ParentRef: gwv1.ParentReference{Name: "noise"}, ControllerName: "noise.test/controller",
@@ -371,22 +371,22 @@ func perturb(t *testing.T, in resolve.Input) resolve.Input {
 		r := in.HTTPRoutes[i].DeepCopy()
 		meta(&r.ObjectMeta)
 		r.Status.Parents = append(r.Status.Parents, noiseParent())
-		check("HTTPRoute", &r.ObjectMeta, &in.HTTPRoutes[i], r, changeStatus)
-		out.HTTPRoutes = append(out.HTTPRoutes, *r)
+		check("HTTPRoute", &r.ObjectMeta, in.HTTPRoutes[i], r, changeStatus)
+		out.HTTPRoutes = append(out.HTTPRoutes, r)
 	}
 	for i := range in.GRPCRoutes {
 		r := in.GRPCRoutes[i].DeepCopy()
 		meta(&r.ObjectMeta)
 		r.Status.Parents = append(r.Status.Parents, noiseParent())
-		check("GRPCRoute", &r.ObjectMeta, &in.GRPCRoutes[i], r, changeStatus)
-		out.GRPCRoutes = append(out.GRPCRoutes, *r)
+		check("GRPCRoute", &r.ObjectMeta, in.GRPCRoutes[i], r, changeStatus)
+		out.GRPCRoutes = append(out.GRPCRoutes, r)
 	}
 	for i := range in.TCPRoutes {
 		r := in.TCPRoutes[i].DeepCopy()
 		meta(&r.ObjectMeta)
 		r.Status.Parents = append(r.Status.Parents, noiseParent())
-		check("TCPRoute", &r.ObjectMeta, &in.TCPRoutes[i], r, changeStatus)
-		out.TCPRoutes = append(out.TCPRoutes, *r)
+		check("TCPRoute", &r.ObjectMeta, in.TCPRoutes[i], r, changeStatus)
+		out.TCPRoutes = append(out.TCPRoutes, r)
 	}
 	for i := range in.BackendTrafficPolicies {
 		p := in.BackendTrafficPolicies[i].DeepCopy()

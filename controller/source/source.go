@@ -506,8 +506,9 @@ func (s *Source) StatusSnapshot() (resolve.Input, error) {
 }
 
 // Snapshot returns every watched object, each kind sorted by namespace and
-// name. The objects are shallow copies of the cache's: callers must not
-// modify them (resolution is pure and does not).
+// name. Pods, EndpointSlices and routes are the cache's own objects, the
+// other kinds shallow copies of them: callers must not modify them
+// (resolution is pure and does not).
 func (s *Source) Snapshot() (resolve.Input, error) {
 	return s.snapshot(true)
 }
@@ -544,7 +545,7 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 		if in.Services, err = listCached[corev1.Service](s, "services", s.core.Core().V1().Services().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.EndpointSlices, err = listCached[discoveryv1.EndpointSlice](s, "slices", s.core.Discovery().V1().EndpointSlices().Informer().GetIndexer()); err != nil {
+		if in.EndpointSlices, err = listPointersCached[discoveryv1.EndpointSlice](s, "slices", s.core.Discovery().V1().EndpointSlices().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 		if in.Pods, err = listPointersCached[corev1.Pod](s, "pods", s.core.Core().V1().Pods().Informer().GetIndexer()); err != nil {
@@ -559,17 +560,17 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 	in.AuthorizationPolicies = s.listAuthz()
 	s.mu.Unlock()
 	if gw["HTTPRoute"] {
-		if in.HTTPRoutes, err = listCached[gwv1.HTTPRoute](s, "httproutes", s.gw.Gateway().V1().HTTPRoutes().Informer().GetIndexer()); err != nil {
+		if in.HTTPRoutes, err = listPointersCached[gwv1.HTTPRoute](s, "httproutes", s.gw.Gateway().V1().HTTPRoutes().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
 	if gw["GRPCRoute"] {
-		if in.GRPCRoutes, err = listCached[gwv1.GRPCRoute](s, "grpcroutes", s.gw.Gateway().V1().GRPCRoutes().Informer().GetIndexer()); err != nil {
+		if in.GRPCRoutes, err = listPointersCached[gwv1.GRPCRoute](s, "grpcroutes", s.gw.Gateway().V1().GRPCRoutes().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 	}
 	if gw["TCPRoute"] {
-		if in.TCPRoutes, err = listCached[gwv1.TCPRoute](s, "tcproutes", s.gw.Gateway().V1().TCPRoutes().Informer().GetIndexer()); err != nil {
+		if in.TCPRoutes, err = listPointersCached[gwv1.TCPRoute](s, "tcproutes", s.gw.Gateway().V1().TCPRoutes().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 	}

@@ -60,7 +60,7 @@ func (w *Writer) writeAuthz(ctx context.Context, current []policyv1a1.Authorizat
 			out.Status.InForce = d.InForce
 			return &out
 		},
-	}, current)
+	}, addrs(current))
 }
 
 // sameConditions compares conditions by type, ignoring

@@ -97,7 +97,7 @@ func (w *Writer) writeGateways(ctx context.Context, in gateway.Input, want gatew
 			out.Status = merged
 			return out
 		},
-	}, in.GatewayClasses)
+	}, addrs(in.GatewayClasses))
 	n2, err2 := writeAll(ctx, w, kind[gwv1.Gateway]{
 		name: "Gateway",
 		meta: func(o *gwv1.Gateway) *metav1.ObjectMeta { return &o.ObjectMeta },
@@ -121,6 +121,6 @@ func (w *Writer) writeGateways(ctx context.Context, in gateway.Input, want gatew
 			out.Status = merged
 			return out
 		},
-	}, in.Gateways)
+	}, addrs(in.Gateways))
 	return n1 + n2, errors.Join(err1, err2)
 }

@@ -29,7 +29,7 @@ func TestWriteMeshAndGatewayEntries(t *testing.T) {
 	want := Want{Mesh: statuses(accepted("a")), Gateway: &gateway.Output{Routes: []resolve.ObjectStatus{
 		{Kind: "HTTPRoute", Namespace: "ns", Name: "r", Generation: 1, Parents: []resolve.ParentStatus{gwParent}},
 	}}}
-	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*r}}}, want); err != nil || wrote != 1 {
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{r}}}, want); err != nil || wrote != 1 {
 		t.Fatalf("wrote %d err %v", wrote, err)
 	}
 	got, _ := cs.GatewayV1().HTTPRoutes("ns").Get(ctx, "r", metav1.GetOptions{})
@@ -38,12 +38,12 @@ func TestWriteMeshAndGatewayEntries(t *testing.T) {
 		t.Fatalf("parents %+v", ps)
 	}
 	n.updates = 0
-	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}, want); err != nil || wrote != 0 || n.updates != 0 {
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{got}}}, want); err != nil || wrote != 0 || n.updates != 0 {
 		t.Fatalf("repeat: wrote %d updates %d err %v", wrote, n.updates, err)
 	}
 	// The gateway's decision alone removes the mesh's entry, not its own.
 	want.Mesh = nil
-	if _, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}, want); err != nil {
+	if _, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{got}}}, want); err != nil {
 		t.Fatal(err)
 	}
 	got, _ = cs.GatewayV1().HTTPRoutes("ns").Get(ctx, "r", metav1.GetOptions{})

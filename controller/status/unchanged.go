@@ -19,8 +19,8 @@ import (
 // and which controllers' entries Weft owns. The object's status is the
 // same when its resourceVersion is (the API server changes it on every
 // write) and its status list is the very one compared (the informer's
-// copies share it; an object built or read afresh has another list, so it
-// is compared). The time stamp of a Write plays no part: a status found
+// object and its shallow copies share it; an object built or read afresh
+// has another list, so it is compared). The time stamp of a Write plays no part: a status found
 // equal kept every transition time it had.
 //
 // The entries of objects a Write did not find unchanged (or did not list)

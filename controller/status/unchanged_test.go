@@ -22,7 +22,7 @@ func TestUnchangedRoutesSkippedUntilAnInputChanges(t *testing.T) {
 	w, cs, n := newWriter(t, r)
 	ctx := context.Background()
 	want := Want{Mesh: statuses(accepted("a"))}
-	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*r}}}, want); err != nil || wrote != 1 {
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{r}}}, want); err != nil || wrote != 1 {
 		t.Fatalf("first write: wrote %d err %v", wrote, err)
 	}
 	got, err := cs.GatewayV1().HTTPRoutes("ns").Get(ctx, "r", metav1.GetOptions{})
@@ -30,7 +30,7 @@ func TestUnchangedRoutesSkippedUntilAnInputChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	got.ResourceVersion = "2" // the fake keeps it; the API server changes it on every write
-	cached := Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}
+	cached := Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{got}}}
 	for i := range 2 {
 		if wrote, err := w.Write(ctx, cached, want); err != nil || wrote != 0 {
 			t.Fatalf("repeat %d: wrote %d err %v", i, wrote, err)
@@ -45,7 +45,7 @@ func TestUnchangedRoutesSkippedUntilAnInputChanges(t *testing.T) {
 	overwritten := got.DeepCopy()
 	overwritten.Status.Parents[0].Conditions[0].Status = metav1.ConditionFalse
 	n.updates = 0
-	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*overwritten}}}, want); err != nil || wrote != 1 || n.updates != 1 {
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{overwritten}}}, want); err != nil || wrote != 1 || n.updates != 1 {
 		t.Fatalf("overwritten status: wrote %d updates %d err %v", wrote, n.updates, err)
 	}
 
@@ -66,12 +66,12 @@ func TestUnchangedForgottenWhenOwnersChange(t *testing.T) {
 	w, cs, _ := newWriter(t, r)
 	ctx := context.Background()
 	want := Want{Mesh: statuses(accepted("a"))}
-	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*r}}}, want); err != nil || wrote != 1 {
+	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{r}}}, want); err != nil || wrote != 1 {
 		t.Fatalf("first write: wrote %d err %v", wrote, err)
 	}
 	got, _ := cs.GatewayV1().HTTPRoutes("ns").Get(ctx, "r", metav1.GetOptions{})
 	got.ResourceVersion = "2"
-	cached := Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}
+	cached := Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{got}}}
 	if wrote, err := w.Write(ctx, cached, want); err != nil || wrote != 0 {
 		t.Fatalf("repeat: wrote %d err %v", wrote, err)
 	}
@@ -94,7 +94,7 @@ func TestUnchangedForgottenWhenOwnersChange(t *testing.T) {
 // "remembered" is the pass after one that found them unchanged.
 func BenchmarkWriteUnchanged(b *testing.B) {
 	const n = 20000
-	routes := make([]gwv1.HTTPRoute, n)
+	routes := make([]*gwv1.HTTPRoute, n)
 	var want []resolve.ObjectStatus
 	for i := range routes {
 		name := fmt.Sprintf("r%05d", i)
@@ -105,7 +105,7 @@ func BenchmarkWriteUnchanged(b *testing.B) {
 			ps[0].Conditions[j].LastTransitionTime = t0
 		}
 		r := route(name, ps...)
-		routes[i] = *r
+		routes[i] = r
 		want = append(want, resolve.ObjectStatus{Kind: "HTTPRoute", Namespace: "ns", Name: name, Generation: 1, Parents: []resolve.ParentStatus{a}})
 	}
 	objs := Objects{Mesh: resolve.Input{HTTPRoutes: routes}}
@@ -142,11 +142,11 @@ func TestWriteMatchesStatusesInAnyOrder(t *testing.T) {
 	}
 	names := []string{"d", "a", "c", "b", "e"}
 	var objs []runtime.Object
-	var routes []gwv1.HTTPRoute
+	var routes []*gwv1.HTTPRoute
 	for _, n := range names {
 		r := route(n, ours("stale"))
 		objs = append(objs, r)
-		routes = append(routes, *r)
+		routes = append(routes, r)
 	}
 	w, cs, _ := newWriter(t, objs...)
 	ctx := context.Background()
@@ -160,7 +160,7 @@ func TestWriteMatchesStatusesInAnyOrder(t *testing.T) {
 	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: routes}}, Want{Mesh: want}); err != nil || wrote != 5 {
 		t.Fatalf("first write: wrote %d err %v", wrote, err)
 	}
-	var fresh []gwv1.HTTPRoute
+	var fresh []*gwv1.HTTPRoute
 	for _, n := range []string{"c", "e", "a", "d", "b"} {
 		got, err := cs.GatewayV1().HTTPRoutes("ns").Get(ctx, n, metav1.GetOptions{})
 		if err != nil {
@@ -178,7 +178,7 @@ func TestWriteMatchesStatusesInAnyOrder(t *testing.T) {
 			t.Errorf("route %s has parents %v, want %v", n, refs, wantRefs)
 		}
 		got.ResourceVersion = "2"
-		fresh = append(fresh, *got)
+		fresh = append(fresh, got)
 	}
 	// Listed afresh: compared, all equal, remembered.
 	if wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: fresh}}, Want{Mesh: want}); err != nil || wrote != 0 {

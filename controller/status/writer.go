@@ -300,7 +300,7 @@ func (w *Writer) writePolicies(ctx context.Context, in Objects, l lists) (int, e
 		},
 	}, maxPolicyAncestors, func(o *gwxv1a1.XBackendTrafficPolicy) []entry { return fromAncestors(o.Status.Ancestors) },
 		func(o *gwxv1a1.XBackendTrafficPolicy, es []entry) { o.Status.Ancestors = toAncestors(es) },
-		(*gwxv1a1.XBackendTrafficPolicy).DeepCopy, l), in.Mesh.BackendTrafficPolicies)
+		(*gwxv1a1.XBackendTrafficPolicy).DeepCopy, l), addrs(in.Mesh.BackendTrafficPolicies))
 	c := w.client.GatewayV1()
 	n2, err2 := writeAll(ctx, w, listKind(kind[gwv1.BackendTLSPolicy]{
 		name:       gateway.KindBackendTLSPolicy,
@@ -315,18 +315,20 @@ func (w *Writer) writePolicies(ctx context.Context, in Objects, l lists) (int, e
 		},
 	}, maxPolicyAncestors, func(o *gwv1.BackendTLSPolicy) []entry { return fromAncestors(o.Status.Ancestors) },
 		func(o *gwv1.BackendTLSPolicy, es []entry) { o.Status.Ancestors = toAncestors(es) },
-		(*gwv1.BackendTLSPolicy).DeepCopy, l), in.Gateway.BackendTLSPolicies)
+		(*gwv1.BackendTLSPolicy).DeepCopy, l), addrs(in.Gateway.BackendTLSPolicies))
 	return n1 + n2, errors.Join(err1, err2)
 }
 
-func writeAll[T any](ctx context.Context, w *Writer, k kind[T], objs []T) (int, error) {
+// writeAll writes the status of every object of objs (writeOne). They may
+// be the informer cache's own (routes): they are only read.
+func writeAll[T any](ctx context.Context, w *Writer, k kind[T], objs []*T) (int, error) {
 	var errs []error
 	writes := 0
-	for i := range objs {
+	for _, o := range objs {
 		if err := ctx.Err(); err != nil {
 			return writes, err
 		}
-		wrote, err := writeOne(ctx, w, k, &objs[i])
+		wrote, err := writeOne(ctx, w, k, o)
 		if wrote {
 			writes++
 		}
@@ -335,6 +337,16 @@ func writeAll[T any](ctx context.Context, w *Writer, k kind[T], objs []T) (int, 
 		}
 	}
 	return writes, errors.Join(errs...)
+}
+
+// addrs points at the elements of a by-value listing, for writeAll: a
+// slice of pointers, not a copy of the objects.
+func addrs[T any](objs []T) []*T {
+	out := make([]*T, len(objs))
+	for i := range objs {
+		out[i] = &objs[i]
+	}
+	return out
 }
 
 // writeOne updates one object's status if it differs from what is wanted,

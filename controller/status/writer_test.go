@@ -74,7 +74,7 @@ func TestWriteThenNoWrite(t *testing.T) {
 	w, cs, n := newWriter(t, r)
 	ctx := context.Background()
 
-	wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*r}}}, Want{Mesh: statuses(accepted("a"))})
+	wrote, err := w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{r}}}, Want{Mesh: statuses(accepted("a"))})
 	if err != nil || wrote != 1 || n.updates != 1 {
 		t.Fatalf("first write: wrote %d updates %d err %v", wrote, n.updates, err)
 	}
@@ -95,7 +95,7 @@ func TestWriteThenNoWrite(t *testing.T) {
 	// The same decision against the written object: no request at all.
 	n.updates, n.gets = 0, 0
 	for i := 0; i < 5; i++ {
-		wrote, err = w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}, Want{Mesh: statuses(accepted("a"))})
+		wrote, err = w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{got}}}, Want{Mesh: statuses(accepted("a"))})
 		if err != nil || wrote != 0 {
 			t.Fatalf("repeat write: wrote %d err %v", wrote, err)
 		}
@@ -105,7 +105,7 @@ func TestWriteThenNoWrite(t *testing.T) {
 	}
 
 	// The route no longer has an opinion from us: our entry goes, the other stays.
-	wrote, err = w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*got}}}, Want{Mesh: nil})
+	wrote, err = w.Write(ctx, Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{got}}}, Want{Mesh: nil})
 	if err != nil || wrote != 1 {
 		t.Fatalf("removal: wrote %d err %v", wrote, err)
 	}
@@ -134,7 +134,7 @@ func TestWriteRetriesConflictOnFreshRead(t *testing.T) {
 		return true, nil, apierrors.NewConflict(schema.GroupResource{Group: gwv1.GroupName, Resource: "httproutes"}, "r", nil)
 	})
 	n.updates, n.gets = 0, 0
-	wrote, err := w.Write(context.Background(), Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*r}}}, Want{Mesh: statuses(accepted("a"))})
+	wrote, err := w.Write(context.Background(), Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{r}}}, Want{Mesh: statuses(accepted("a"))})
 	if err != nil || wrote != 1 {
 		t.Fatalf("wrote %d err %v", wrote, err)
 	}
@@ -149,7 +149,7 @@ func TestWriteRetriesConflictOnFreshRead(t *testing.T) {
 
 func TestWriteDeletedObjectIsNotAnError(t *testing.T) {
 	w, _, _ := newWriter(t)
-	wrote, err := w.Write(context.Background(), Objects{Mesh: resolve.Input{HTTPRoutes: []gwv1.HTTPRoute{*route("r")}}}, Want{Mesh: statuses(accepted("a"))})
+	wrote, err := w.Write(context.Background(), Objects{Mesh: resolve.Input{HTTPRoutes: []*gwv1.HTTPRoute{route("r")}}}, Want{Mesh: statuses(accepted("a"))})
 	if err != nil || wrote != 0 {
 		t.Fatalf("wrote %d err %v", wrote, err)
 	}

@@ -81,11 +81,11 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 				}
 			}
 		}
-		for i := range in.EndpointSlices {
-			note(in.EndpointSlices[i].Annotations)
+		for _, es := range in.EndpointSlices {
+			note(es.Annotations)
 		}
-		for i := range in.HTTPRoutes {
-			note(in.HTTPRoutes[i].Annotations)
+		for _, hr := range in.HTTPRoutes {
+			note(hr.Annotations)
 		}
 		o := resolve.Resolve(in)
 		out("ROUND %d %d %d %s", base, start, time.Now().UnixNano(), strings.Join(seqs, " "))
