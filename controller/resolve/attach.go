@@ -223,7 +223,7 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 		vip  string // canonical (serviceVIPs)
 		port int32
 	}
-	claimed := make(map[vipPort]bool, len(r.prevPorts))
+	claimed := make(map[vipPort]bool, r.prevPorts.len())
 	for _, k := range keys {
 		svc := r.ix.services[k]
 		vips := serviceVIPs(svc)
@@ -278,7 +278,7 @@ func (r *resolver) buildServicePorts(ports map[portKey]*portState) []*weftv1.Ser
 			} else {
 				b = builtPort{r.servicePort(svc, sp, free, ps), sourceOf(ps)}
 			}
-			r.nextPorts[pk] = b
+			r.nextPorts.set(pk, b)
 			out = append(out, b.sp)
 		}
 	}

@@ -89,7 +89,7 @@ func (r *resolver) fitRegexBudget(routes []*route) bool {
 // is dropped (each round only drops rules, so it ends). dropped reports
 // whether the budget dropped a rule.
 func (r *resolver) attachWithinBudget(routes []*route) (ports map[portKey]*portState, claims portClaims, dropped bool) {
-	ports, claims = r.attach(routes, len(r.prevPorts))
+	ports, claims = r.attach(routes, r.prevPorts.len())
 	for r.fitRegexBudget(routes) {
 		dropped = true
 		for _, rt := range routes {

@@ -14,7 +14,7 @@ import (
 // compiling them again (Reuse.RoutesValid): at issue #17's scale compiling
 // 20,000 routes was half of the resolution that follows a route change,
 // which changes one of them.
-type compiledRoutes map[routeKey]*compiledRoute
+type compiledRoutes = *layered[routeKey, *compiledRoute]
 
 type routeKey struct {
 	kind     routeKind
@@ -48,8 +48,8 @@ type clusterUse struct {
 // from there. Either way it is kept for the next resolution.
 func (r *resolver) compiled(kind routeKind, m *metav1.ObjectMeta, compile func() *route) *route {
 	k := routeKey{kind, m.Namespace, m.Name}
-	if c := r.prevRoutes[k]; c != nil && m.ResourceVersion != "" && c.resourceVersion == m.ResourceVersion && c.uid == m.UID && r.registerAgain(c.clusters) {
-		r.nextRoutes[k] = c
+	if c := r.prevRoutes.at(k); c != nil && m.ResourceVersion != "" && c.resourceVersion == m.ResourceVersion && c.uid == m.UID && r.registerAgain(c.clusters) {
+		r.nextRoutes.set(k, c)
 		return c.rt.attachable(c)
 	}
 	r.recording, r.recorded = true, nil
@@ -57,7 +57,7 @@ func (r *resolver) compiled(kind routeKind, m *metav1.ObjectMeta, compile func()
 	c := &compiledRoute{uid: m.UID, resourceVersion: m.ResourceVersion, rt: rt, clusters: r.recorded}
 	r.recording, r.recorded = false, nil
 	if m.ResourceVersion != "" {
-		r.nextRoutes[k] = c
+		r.nextRoutes.set(k, c)
 	}
 	return rt.attachable(c)
 }

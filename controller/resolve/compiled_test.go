@@ -47,8 +47,8 @@ func TestReuseOfCompiledRoutesGivesTheSameOutput(t *testing.T) {
 		}
 		again := Resolve(reusing(in, prev))
 		compareRendered(t, "no route changed", again, prev)
-		for k, c := range again.routes {
-			if prev.routes[k] != c {
+		for k, c := range again.routes.all() {
+			if prev.routes.at(k) != c {
 				t.Fatalf("route %v was compiled again", k)
 			}
 		}
@@ -60,13 +60,13 @@ func TestReuseOfCompiledRoutesGivesTheSameOutput(t *testing.T) {
 				sticky[objKey{p.Namespace, string(ref.Name)}] = true
 			}
 		}
-		for k, b := range again.ports {
-			if !sticky[objKey{k.ns, k.name}] && prev.ports[k].sp != b.sp {
+		for k, b := range again.ports.all() {
+			if !sticky[objKey{k.ns, k.name}] && prev.ports.at(k).sp != b.sp {
 				t.Fatalf("Service port %v was built again", k)
 			}
 		}
-		for c, b := range again.statuses {
-			if p, ok := prev.statuses[c]; !ok || len(b.status) > 0 && &p.status[0] != &b.status[0] {
+		for c, b := range again.statuses.all() {
+			if p, ok := prev.statuses.get(c); !ok || len(b.status) > 0 && &p.status[0] != &b.status[0] {
 				t.Fatalf("the status of route %s/%s was built again", c.rt.ns, c.rt.name)
 			}
 		}
@@ -111,11 +111,11 @@ func TestCompiledRoutesNotReusedUnlessValid(t *testing.T) {
 	prev := Resolve(in)
 	in.Reuse = ReuseOf(prev)
 	out := Resolve(in)
-	if len(out.routes) == 0 {
+	if out.routes.len() == 0 {
 		t.Fatal("no compiled routes kept")
 	}
-	for k, c := range out.routes {
-		if prev.routes[k] == c {
+	for k, c := range out.routes.all() {
+		if prev.routes.at(k) == c {
 			t.Fatalf("route %v was reused without RoutesValid", k)
 		}
 	}

@@ -20,9 +20,9 @@ import (
 // Output is returned.
 type deltaState struct {
 	// attached are the routes as attached, by kind, namespace and name.
-	attached map[routeKey]*route
+	attached *layered[routeKey, *route]
 	// claims are the claims on every claimed Service port.
-	claims portClaims
+	claims *layered[portKey, []claim]
 	// clusterRefs counts the uses of every cluster: each registration
 	// by a route's compilation, and one per meshed Service port (its
 	// default cluster). A cluster is in the policy while it has a use.
@@ -50,17 +50,17 @@ func (r *resolver) newDeltaState(routes []*route, claims portClaims, dropped boo
 	if dropped || r.clusterRefs == nil {
 		return nil
 	}
-	st := &deltaState{attached: make(map[routeKey]*route, len(routes)), claims: claims, clusterRefs: r.clusterRefs,
+	st := &deltaState{attached: newLayered[routeKey, *route](len(routes)), claims: layeredOf(claims), clusterRefs: r.clusterRefs,
 		patterns: map[string]patternUse{}, regexBudget: r.ix.opts.regexBudget() - r.authzRegex, services: services, clusters: clusters}
 	for _, rt := range routes {
 		k := keyOf(rt)
 		if rt.compiled == nil || rt.compiled.resourceVersion == "" {
 			return nil
 		}
-		if _, dup := st.attached[k]; dup {
+		if _, dup := st.attached.get(k); dup {
 			return nil
 		}
-		st.attached[k] = rt
+		st.attached.set(k, rt)
 		st.countPatterns(rt, 1)
 	}
 	return st
@@ -134,27 +134,27 @@ func resolveRoutes(in *Input) (out Output, ok bool) {
 			return Output{}, false // cannot be: every port a route claims is affected
 		}
 	}
-	next := &deltaState{attached: maps.Clone(st.attached), claims: maps.Clone(st.claims), patterns: maps.Clone(st.patterns), regexBudget: st.regexBudget}
-	r.nextStatuses = maps.Clone(reuse.statuses)
+	next := &deltaState{attached: st.attached.derive(), claims: st.claims.derive(), patterns: maps.Clone(st.patterns), regexBudget: st.regexBudget}
+	r.nextStatuses = reuse.statuses.derive()
 	for k := range inR {
-		if old := st.attached[k]; old != nil {
+		if old := st.attached.at(k); old != nil {
 			next.countPatterns(old, -1)
-			delete(next.attached, k)
-			delete(r.nextStatuses, old.compiled)
+			next.attached.del(k)
+			r.nextStatuses.del(old.compiled)
 		}
 	}
 	for _, rt := range routes {
 		next.countPatterns(rt, 1)
-		next.attached[keyOf(rt)] = rt
+		next.attached.set(keyOf(rt), rt)
 	}
 	if next.regexTotal() > next.regexBudget {
 		return Output{}, false // the budget drops a rule: its order is global
 	}
 	for pk := range affected {
 		if cs := claims[pk]; len(cs) > 0 {
-			next.claims[pk] = cs
+			next.claims.set(pk, cs)
 		} else {
-			delete(next.claims, pk)
+			next.claims.del(pk)
 		}
 	}
 	nextPorts, ok := r.rebuildPorts(reuse.ports, ports, affected, st, next)
@@ -191,7 +191,7 @@ func sameSlice[T any](a, b []T) bool {
 // ones; false when a route has no resourceVersion or two routes share a
 // key.
 func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
-	d := routeDelta{routes: maps.Clone(r.prevRoutes)}
+	d := routeDelta{routes: r.prevRoutes.derive()}
 	n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
 	present := make(map[routeKey]bool, n)
 	visit := func(kind routeKind, m *metav1.ObjectMeta, compile func() *route) bool {
@@ -200,7 +200,7 @@ func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 			return false
 		}
 		present[k] = true
-		c := r.prevRoutes[k]
+		c := r.prevRoutes.at(k)
 		if c != nil && c.resourceVersion == m.ResourceVersion && c.uid == m.UID {
 			return true
 		}
@@ -211,7 +211,7 @@ func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 		rt := compile()
 		nc := &compiledRoute{uid: m.UID, resourceVersion: m.ResourceVersion, rt: rt, clusters: r.recorded}
 		r.recording, r.recorded = false, nil
-		d.routes[k] = nc
+		d.routes.set(k, nc)
 		d.changed = append(d.changed, rt.attachable(nc))
 		return true
 	}
@@ -233,11 +233,15 @@ func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 			return d, false
 		}
 	}
-	if len(d.routes) > n {
-		for k := range d.routes {
+	if d.routes.len() > n {
+		for k := range d.routes.all() {
 			if !present[k] {
-				delete(d.routes, k)
 				d.gone = append(d.gone, k)
+			}
+		}
+		for _, k := range d.gone {
+			if !present[k] {
+				d.routes.del(k)
 			}
 		}
 	}
@@ -262,7 +266,7 @@ func (r *resolver) affected(st *deltaState, d routeDelta) (routes []*route, port
 	}
 	for _, k := range d.gone {
 		inR[k] = true
-		if old := st.attached[k]; old != nil { // always: the state has every compiled route
+		if old := st.attached.at(k); old != nil { // always: the state has every compiled route
 			add(old.claimed())
 		}
 	}
@@ -278,7 +282,7 @@ func (r *resolver) affected(st *deltaState, d routeDelta) (routes []*route, port
 	for len(queue) > 0 {
 		pk := queue[len(queue)-1]
 		queue = queue[:len(queue)-1]
-		for _, c := range st.claims[pk] {
+		for _, c := range st.claims.at(pk) {
 			k := keyOf(c.rt)
 			if inR[k] {
 				continue
@@ -302,7 +306,7 @@ func (r *resolver) rebuildPorts(prevPorts builtPorts, ports map[portKey]*portSta
 	next.services = st.services
 	for _, pk := range keys {
 		ps := ports[pk]
-		old, was := prevPorts[pk]
+		old, was := prevPorts.get(pk)
 		if was != (ps != nil || r.ix.enrolled[pk.ns]) {
 			return nil, false
 		}
@@ -329,10 +333,10 @@ func (r *resolver) rebuildPorts(prevPorts builtPorts, ports map[portKey]*portSta
 		}
 		if sameSlice(next.services, st.services) {
 			next.services = slices.Clone(st.services)
-			nextPorts = maps.Clone(prevPorts)
+			nextPorts = prevPorts.derive()
 		}
 		next.services[i] = b.sp
-		nextPorts[pk] = b
+		nextPorts.set(pk, b)
 	}
 	return nextPorts, true
 }
@@ -361,7 +365,7 @@ func (r *resolver) recountClusters(st *deltaState, d routeDelta, reuse *Reuse) (
 		return true
 	}
 	for _, k := range d.gone {
-		old := st.attached[k]
+		old := st.attached.at(k)
 		if old == nil || !count(old.compiled.clusters, -1) {
 			return nil, nil, false
 		}
@@ -436,7 +440,7 @@ func (r *resolver) patchStatuses(prev []ObjectStatus, routes []*route, d routeDe
 	drop := map[int]bool{}
 	var added []ObjectStatus
 	for _, k := range d.gone {
-		if d.routes[k] != nil {
+		if d.routes.at(k) != nil {
 			continue // changed, not deleted
 		}
 		if i, ok := find(k.kind.String(), k.ns, k.name); ok {

@@ -137,8 +137,8 @@ func TestIncrementalRouteChangeTouchesOnlyItsPorts(t *testing.T) {
 	compareRendered(t, "one weight changed", got, Resolve(in))
 
 	rebuilt := 0
-	for k, b := range got.ports {
-		if prev.ports[k].sp != b.sp {
+	for k, b := range got.ports.all() {
+		if prev.ports.at(k).sp != b.sp {
 			rebuilt++
 			if want := (portKey{"ns-0", "svc-3", 80}); k != want {
 				t.Errorf("port %v was built again; only %v should be", k, want)

@@ -13,7 +13,7 @@ import (
 // them to find the one that changed, was most of the work. A port taken
 // over is the very object of the earlier Output, which the push server
 // recognises by its address without encoding it.
-type builtPorts map[portKey]builtPort
+type builtPorts = *layered[portKey, builtPort]
 
 type builtPort struct {
 	sp *weftv1.ServicePort
@@ -91,7 +91,7 @@ func sameRules(a []routeRules, b []*route) bool {
 // Service (a policy's table records which ports it made sticky, for its
 // status); false when the port is to be built.
 func (r *resolver) reusedPort(k portKey, ps *portState, vips []string) (builtPort, bool) {
-	b, ok := r.prevPorts[k]
+	b, ok := r.prevPorts.get(k)
 	if !ok || r.policies.entryFor(objKey{k.ns, k.name}) != nil || !b.from.builds(ps) || !slices.Equal(b.sp.Vips, vips) {
 		return builtPort{}, false
 	}

@@ -243,9 +243,9 @@ func compileAll(in *Input, permitted RefPermitted) (*resolver, []*route) {
 	if in.Reuse != nil && in.Reuse.RoutesValid {
 		r.prevRoutes, r.prevPorts, r.prevStatuses = in.Reuse.routes, in.Reuse.ports, in.Reuse.statuses
 	}
-	r.nextRoutes = make(compiledRoutes, n)
-	r.nextPorts = make(builtPorts, len(r.prevPorts))
-	r.nextStatuses = make(builtStatuses, n)
+	r.nextRoutes = newLayered[routeKey, *compiledRoute](n)
+	r.nextPorts = newLayered[portKey, builtPort](r.prevPorts.len())
+	r.nextStatuses = newLayered[*compiledRoute, builtStatus](n)
 	routes := make([]*route, 0, n)
 	for _, hr := range in.HTTPRoutes {
 		routes = append(routes, r.compiled(kindHTTP, &hr.ObjectMeta, func() *route { return r.compileHTTPRoute(hr) }))

@@ -13,7 +13,7 @@ import (
 // one, and the status writer compared all of them condition by condition.
 // A status taken over is the very slice of the earlier Output, which the
 // writer recognises without comparing.
-type builtStatuses map[*compiledRoute]builtStatus
+type builtStatuses = *layered[*compiledRoute, builtStatus]
 
 // builtStatus is one route's status with what it was built from besides
 // its compilation (the same object, so the same route version compiled
@@ -69,11 +69,11 @@ func (r *resolver) routeStatus(rt *route) []ParentStatus {
 	if rt.compiled == nil {
 		return r.buildRouteStatus(rt)
 	}
-	b, ok := r.prevStatuses[rt.compiled]
+	b, ok := r.prevStatuses.get(rt.compiled)
 	if !ok || !b.holds(rt) {
 		b = statusSource(rt, r.buildRouteStatus(rt))
 	}
-	r.nextStatuses[rt.compiled] = b // what it holds equals what rt has
+	r.nextStatuses.set(rt.compiled, b) // what it holds equals what rt has
 	return b.status
 }
 
