@@ -218,3 +218,39 @@ func TestCursorFinds(t *testing.T) {
 		}
 	}
 }
+
+// TestSortedListsCheckedOncePerList: a list the last Write found sorted is
+// not checked again; another list, the same one at another length, and a
+// list found unsorted are; and a list not seen in the last Write is
+// checked again.
+func TestSortedListsCheckedOncePerList(t *testing.T) {
+	var s sortedLists
+	a, b := make([]int, 4), make([]int, 4)
+	calls := 0
+	check := func(l []int, n int, sorted bool) bool {
+		return s.check(&l[0], n, func() bool { calls++; return sorted })
+	}
+	for i, c := range []struct {
+		list      []int
+		n         int
+		sorted    bool
+		want      bool
+		wantCalls int
+		rotate    bool
+	}{
+		{a, 4, true, true, 1, true},    // first sight: checked
+		{a, 4, true, true, 1, false},   // found sorted last Write: not checked
+		{b, 4, false, false, 2, false}, // another list, unsorted: checked
+		{a, 3, true, true, 3, true},    // same array, another length: checked
+		{b, 4, false, false, 4, true},  // unsorted lists are checked every time
+		{a, 4, true, true, 5, true},    // not seen in the last Write: checked
+		{a, 4, true, true, 5, false},   // seen in the last one: not
+	} {
+		if got := check(c.list, c.n, c.sorted); got != c.want || calls != c.wantCalls {
+			t.Fatalf("step %d: check = %v with %d checks so far, want %v with %d", i, got, calls, c.want, c.wantCalls)
+		}
+		if c.rotate {
+			s.rotate()
+		}
+	}
+}

@@ -105,6 +105,9 @@ type kind[T any] struct {
 	// statusList is the identity of the object's status list (firstOf),
 	// for the kinds listKind adapts.
 	statusList func(*T) any
+	// listed, when set, is told the objects before writeAll goes through
+	// them.
+	listed func(objs []*T)
 }
 
 // lists is what the status lists of one Write are merged with.
@@ -145,9 +148,10 @@ func (l *lists) finders(kind string) (f [2]cursor[resolve.ObjectStatus]) {
 }
 
 // sortedStatuses returns s sorted by kind, namespace and name: s itself
-// when it is (resolutions sort their lists), else a sorted copy.
-func sortedStatuses(s []resolve.ObjectStatus) []resolve.ObjectStatus {
-	if slices.IsSortedFunc(s, resolve.CompareStatuses) {
+// when it is (resolutions sort their lists), else a sorted copy. A list the
+// last Write found sorted is not checked again.
+func (u *unchanged) sortedStatuses(s []resolve.ObjectStatus) []resolve.ObjectStatus {
+	if len(s) == 0 || u.sorted.check(&s[0], len(s), func() bool { return slices.IsSortedFunc(s, resolve.CompareStatuses) }) {
 		return s
 	}
 	s = slices.Clone(s)
@@ -160,6 +164,15 @@ func sortedStatuses(s []resolve.ObjectStatus) []resolve.ObjectStatus {
 func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T, []entry), cp func(*T) *T, l lists) kind[T] {
 	find := l.finders(k.name)
 	mem := l.unchanged.of(k.name)
+	k.listed = func(objs []*T) {
+		// sorted objects note their entries sorted (see unchanged.end)
+		mem.inOrder = len(objs) < 2 || l.unchanged.sorted.check(&objs[0], len(objs), func() bool {
+			return slices.IsSortedFunc(objs, func(a, b *T) int {
+				ma, mb := k.meta(a), k.meta(b)
+				return compareKey(ma.Namespace, ma.Name, mb.Namespace, mb.Name)
+			})
+		})
+	}
 	k.want = func(o *T) *T {
 		m := k.meta(o)
 		var desired wanted
@@ -194,12 +207,18 @@ func listKind[T any](k kind[T], limit int, read func(*T) []entry, write func(*T,
 // request); a write that conflicts is retried on a fresh read. It returns
 // the number of objects written and every error met (it goes on after one).
 func (w *Writer) Write(ctx context.Context, in Objects, want Want) (int, error) {
-	var desired [2][][]resolve.ObjectStatus
 	owned := []gwv1.GatewayController{resolve.ControllerName}
-	desired[0] = [][]resolve.ObjectStatus{sortedStatuses(want.Mesh)}
 	if want.Gateway != nil {
 		owned = append(owned, gateway.ControllerName)
-		desired[1] = [][]resolve.ObjectStatus{sortedStatuses(want.Gateway.Routes), sortedStatuses(want.Gateway.Policies)}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.unchanged.begin(len(owned))
+	defer w.unchanged.end()
+	var desired [2][][]resolve.ObjectStatus
+	desired[0] = [][]resolve.ObjectStatus{w.unchanged.sortedStatuses(want.Mesh)}
+	if want.Gateway != nil {
+		desired[1] = [][]resolve.ObjectStatus{w.unchanged.sortedStatuses(want.Gateway.Routes), w.unchanged.sortedStatuses(want.Gateway.Policies)}
 	}
 	now := metav1.NewTime(w.now().Truncate(time.Second))
 	var errs []error
@@ -210,10 +229,6 @@ func (w *Writer) Write(ctx context.Context, in Objects, want Want) (int, error) 
 			errs = append(errs, err)
 		}
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.unchanged.begin(len(owned))
-	defer w.unchanged.end()
 	lists := lists{desired: desired, owned: owned, now: now, unchanged: &w.unchanged}
 	count(w.writeRoutes(ctx, in, lists))
 	count(w.writePolicies(ctx, in, lists))
@@ -322,6 +337,9 @@ func (w *Writer) writePolicies(ctx context.Context, in Objects, l lists) (int, e
 // writeAll writes the status of every object of objs (writeOne). They may
 // be the informer cache's own (routes): they are only read.
 func writeAll[T any](ctx context.Context, w *Writer, k kind[T], objs []*T) (int, error) {
+	if k.listed != nil {
+		k.listed(objs)
+	}
 	var errs []error
 	writes := 0
 	for _, o := range objs {
