@@ -89,12 +89,12 @@ func scaledInput(sc scale) resolve.Input {
 			node := fmt.Sprintf("node-%d", podN%benchNodes)
 			ip := fmt.Sprintf("10.%d.%d.%d", 100+podN/65536, podN/256%256, podN%256)
 			pod := fmt.Sprintf("%s-%d", name, e)
-			in.Pods = append(in.Pods, &corev1.Pod{
+			in.Pods = append(in.Pods, resolve.PodOf(&corev1.Pod{
 				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod, UID: types.UID(fmt.Sprint("uid-", podN)), Labels: map[string]string{"app": name}},
 				Spec:       corev1.PodSpec{NodeName: node, ServiceAccountName: name},
 				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
 					Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
-			})
+			}))
 			slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: ptr(node),
 				Conditions: discoveryv1.EndpointConditions{Ready: ptr(true), Serving: ptr(true), Terminating: ptr(false)},
 				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}})

@@ -234,6 +234,20 @@ func heavyRoute(parent corev1.Service) *gwv1.HTTPRoute {
 	return r
 }
 
+// apiPod is the pod resolve.PodOf made p of, as far as p tells.
+func apiPod(p *resolve.Pod) *corev1.Pod {
+	out := &corev1.Pod{ObjectMeta: *p.ObjectMeta.DeepCopy(),
+		Spec:   corev1.PodSpec{NodeName: p.NodeName, ServiceAccountName: p.ServiceAccountName, HostNetwork: p.HostNetwork},
+		Status: corev1.PodStatus{Phase: p.Phase, PodIP: p.PodIP}}
+	for _, ip := range p.PodIPs {
+		out.Status.PodIPs = append(out.Status.PodIPs, corev1.PodIP{IP: ip})
+	}
+	for _, c := range p.Conditions {
+		out.Status.Conditions = append(out.Status.Conditions, corev1.PodCondition{Type: c.Type, Status: c.Status})
+	}
+	return out
+}
+
 // loadCluster creates in's objects in the apiserver, many at a time. Pods
 // get their status (phase, IP, Ready) as a kubelet would set it; Services
 // get ClusterIPs allocated by the apiserver.
@@ -261,7 +275,7 @@ func loadCluster(tb testing.TB, ctx context.Context, kube kubernetes.Interface, 
 		return err
 	})
 	run("pods", len(in.Pods), func(i int) error {
-		p := in.Pods[i].DeepCopy()
+		p := apiPod(in.Pods[i])
 		st := p.Status
 		p.UID, p.Status = "", corev1.PodStatus{}
 		p.Spec.Containers = []corev1.Container{{Name: "app", Image: "ghcr.io/weft-mesh/echo:dev"}}

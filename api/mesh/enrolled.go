@@ -15,14 +15,22 @@ func NamespaceEnrolled(ns *corev1.Namespace) bool {
 // A terminating pod stays in the mesh: it keeps calling out while it
 // drains. Only a pod in the mesh gets an identity.
 func PodEnrolled(namespaceEnrolled bool, p *corev1.Pod) bool {
+	return p != nil && PodFieldsEnrolled(namespaceEnrolled, p.Annotations, p.Spec.NodeName, p.Spec.HostNetwork, p.Status.Phase)
+}
+
+// PodFieldsEnrolled is PodEnrolled of a pod given by the fields it reads:
+// the pod's annotations, spec.nodeName, spec.hostNetwork and status.phase.
+// It is for pods kept as another type than corev1.Pod (the controller's
+// slim resolve.Pod), which must be enrolled by the very same predicate.
+func PodFieldsEnrolled(namespaceEnrolled bool, annotations map[string]string, nodeName string, hostNetwork bool, phase corev1.PodPhase) bool {
 	switch {
-	case !namespaceEnrolled || p == nil:
+	case !namespaceEnrolled:
 		return false
-	case p.Annotations[AnnotationMesh] == MeshDisabled:
+	case annotations[AnnotationMesh] == MeshDisabled:
 		return false
-	case p.Spec.HostNetwork || p.Spec.NodeName == "":
+	case hostNetwork || nodeName == "":
 		return false
-	case p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
+	case phase == corev1.PodSucceeded || phase == corev1.PodFailed:
 		return false
 	}
 	return true
@@ -31,8 +39,14 @@ func PodEnrolled(namespaceEnrolled bool, p *corev1.Pod) bool {
 // PodServiceAccount is the service account p runs as (DefaultServiceAccount
 // when the spec names none).
 func PodServiceAccount(p *corev1.Pod) string {
-	if p.Spec.ServiceAccountName == "" {
+	return ServiceAccountOrDefault(p.Spec.ServiceAccountName)
+}
+
+// ServiceAccountOrDefault is PodServiceAccount of a pod whose
+// spec.serviceAccountName is name.
+func ServiceAccountOrDefault(name string) string {
+	if name == "" {
 		return DefaultServiceAccount
 	}
-	return p.Spec.ServiceAccountName
+	return name
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // AnnotationMTLS sets a workload's mTLS mode, on a Namespace (every pod of
@@ -42,9 +43,10 @@ const (
 // when unknown): the pod's AnnotationMTLS when set, else the namespace's,
 // else permissive. A value other than MTLSStrict or MTLSPermissive fails
 // safe: the pod is strict, and err says which annotation is invalid so the
-// controller can report it.
-func PodMTLSStrict(ns *corev1.Namespace, p *corev1.Pod) (strict bool, err error) {
-	if v, ok := p.Annotations[AnnotationMTLS]; ok {
+// controller can report it. p is a pod's metadata: a *corev1.Pod, or any
+// other pod type embedding metav1.ObjectMeta (the controller's resolve.Pod).
+func PodMTLSStrict(ns *corev1.Namespace, p metav1.Object) (strict bool, err error) {
+	if v, ok := p.GetAnnotations()[AnnotationMTLS]; ok {
 		return mtlsValue(v, "pod")
 	}
 	if ns != nil {

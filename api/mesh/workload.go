@@ -3,7 +3,6 @@ package mesh
 import (
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -30,14 +29,17 @@ const labelPodTemplateHash = "pod-template-hash"
 // DaemonSet, Job or bare ReplicaSet gives itself, and a pod with no
 // controller is its own workload. Metrics label callers with it: its
 // cardinality is that of the cluster's workloads, not of their pods.
-func PodWorkload(p *corev1.Pod) (kind, name string) {
+//
+// p is a pod's metadata: a *corev1.Pod, or any other pod type embedding
+// metav1.ObjectMeta (the controller's resolve.Pod).
+func PodWorkload(p metav1.Object) (kind, name string) {
 	ref := metav1.GetControllerOf(p)
 	if ref == nil {
-		return KindPod, p.Name
+		return KindPod, p.GetName()
 	}
 	switch ref.Kind {
 	case KindReplicaSet:
-		if h := p.Labels[labelPodTemplateHash]; h != "" {
+		if h := p.GetLabels()[labelPodTemplateHash]; h != "" {
 			if d, ok := strings.CutSuffix(ref.Name, "-"+h); ok && d != "" {
 				return KindDeployment, d
 			}

@@ -147,7 +147,7 @@ func authzInput(ctx context.Context, kc kubernetes.Interface, dc dynamic.Interfa
 		return in, fmt.Errorf("target namespace: %w", err)
 	}
 	in.Namespaces = []corev1.Namespace{*ns}
-	in.Pods = []*corev1.Pod{pod}
+	in.Pods = []*resolve.Pod{resolve.PodOf(pod)}
 	if pod.Spec.NodeName != "" {
 		in.Nodes = []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: pod.Spec.NodeName}}}
 	}
@@ -185,7 +185,7 @@ func explainAuthz(w io.Writer, in resolve.Input, q authzQuery) error {
 	}
 	var node string
 	if len(in.Pods) == 1 {
-		node = in.Pods[0].Spec.NodeName
+		node = in.Pods[0].NodeName
 	}
 	np := out.Nodes[node]
 	var self *weftv1.Workload

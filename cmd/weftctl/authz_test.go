@@ -42,16 +42,21 @@ spec:
     httpMatches: [{method: POST, path: {type: PathPrefix, value: /admin}}]
 `
 
+// cartPod is the target pod of shopInput.
+func cartPod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "cart-0", Namespace: "shop", Labels: map[string]string{"app": "cart"}},
+		Spec:       corev1.PodSpec{NodeName: "n1", ServiceAccountName: "cart"},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.5"},
+	}
+}
+
 func shopInput(t *testing.T) resolve.Input {
 	t.Helper()
 	in := resolve.Input{
-		Namespaces: []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}},
-		Nodes:      []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}},
-		Pods: []*corev1.Pod{{
-			ObjectMeta: metav1.ObjectMeta{Name: "cart-0", Namespace: "shop", Labels: map[string]string{"app": "cart"}},
-			Spec:       corev1.PodSpec{NodeName: "n1", ServiceAccountName: "cart"},
-			Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.5"},
-		}},
+		Namespaces:      []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "shop", Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}},
+		Nodes:           []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}},
+		Pods:            []*resolve.Pod{resolve.PodOf(cartPod())},
 		ServiceAccounts: []corev1.ServiceAccount{{ObjectMeta: metav1.ObjectMeta{Name: "frontend", Namespace: "shop"}}},
 	}
 	for _, doc := range strings.Split(examples, "---") {
@@ -144,7 +149,7 @@ func TestIntegrationAuthz(t *testing.T) {
 	if _, err := kc.Client.CoreV1().ServiceAccounts("shop").Create(ctx, &in.ServiceAccounts[0], metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod := *in.Pods[0]
+	pod := *cartPod()
 	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "x"}}
 	created, err := kc.Client.CoreV1().Pods("shop").Create(ctx, &pod, metav1.CreateOptions{})
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weft-mesh/weft/controller/resolve"
 )
 
 // caseOptions is the optional options document of a test case:
@@ -213,7 +215,12 @@ func decodeObject(in *Input, kind string, b []byte, unmarshal func([]byte, any) 
 	case "EndpointSlice":
 		return add[*discoveryv1.EndpointSlice](&in.EndpointSlices, b, unmarshal)
 	case "Pod":
-		return add[*corev1.Pod](&in.Pods, b, unmarshal)
+		var p corev1.Pod
+		if err := unmarshal(b, &p); err != nil {
+			return err
+		}
+		in.Pods = append(in.Pods, resolve.PodOf(&p))
+		return nil
 	case "XBackend":
 		return add[gwxv1a1.XBackend](&in.Backends, b, unmarshal)
 	case "XBackendTrafficPolicy":

@@ -117,7 +117,7 @@ func (r *resolution) newBackendInput() resolve.Input {
 			out.EndpointSlices = append(out.EndpointSlices, es)
 		}
 	}
-	out.Pods = inNamespaces(in.Pods, nss, func(p **corev1.Pod) string { return (*p).Namespace })
+	out.Pods = inNamespaces(in.Pods, nss, func(p **resolve.Pod) string { return (*p).Namespace })
 	out.Backends = inNamespaces(in.Backends, nss, func(b *gwxv1a1.XBackend) string { return b.Namespace })
 	out.BackendTrafficPolicies = inNamespaces(in.BackendTrafficPolicies, nss, func(p *gwxv1a1.XBackendTrafficPolicy) string { return p.Namespace })
 	return out

@@ -79,7 +79,7 @@ type Input struct {
 	// session persistence).
 	Services               []corev1.Service
 	EndpointSlices         []*discoveryv1.EndpointSlice
-	Pods                   []*corev1.Pod
+	Pods                   []*resolve.Pod
 	Backends               []gwxv1a1.XBackend
 	BackendTrafficPolicies []gwxv1a1.XBackendTrafficPolicy
 	// Provisioned reports the data plane of each Gateway; a Gateway

@@ -7,6 +7,7 @@ import (
 
 	"github.com/weft-mesh/weft/api/mesh"
 	"github.com/weft-mesh/weft/controller/gateway"
+	"github.com/weft-mesh/weft/controller/resolve"
 )
 
 // Provisioned reports, for every Gateway in gateways whose Service (Name,
@@ -17,7 +18,7 @@ import (
 // cluster IPs. A Gateway without its Service is
 // not provisioned yet. ReadyPods counts the Gateway's data plane pods (in
 // pods, by the weft.dev/gateway label) that are Ready and not terminating.
-func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []*corev1.Pod) []gateway.Provisioned {
+func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []*resolve.Pod) []gateway.Provisioned {
 	if len(gateways) == 0 {
 		return nil // without reading 100k pods every round (issue #17's scale)
 	}
@@ -45,8 +46,8 @@ func Provisioned(gateways []gwv1.Gateway, services []corev1.Service, pods []*cor
 	return out
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
+func podReady(p *resolve.Pod) bool {
+	for _, c := range p.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue
 		}

@@ -11,6 +11,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/controller/resolve"
 )
 
 func TestName(t *testing.T) {
@@ -183,15 +184,15 @@ func TestProvisionedAddresses(t *testing.T) {
 		t.Errorf("no pods: %+v", got[0])
 	}
 	// only the Gateway's own pods that are Ready and not terminating count
-	pod := func(name, gateway string, ready corev1.ConditionStatus, deleting bool) *corev1.Pod {
+	pod := func(name, gateway string, ready corev1.ConditionStatus, deleting bool) *resolve.Pod {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: g.Namespace, Name: name, Labels: map[string]string{mesh.LabelGateway: gateway}},
 			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}}}
 		if deleting {
 			p.DeletionTimestamp = &metav1.Time{}
 		}
-		return p
+		return resolve.PodOf(p)
 	}
-	pods := []*corev1.Pod{
+	pods := []*resolve.Pod{
 		pod("a", Name(g.Name), corev1.ConditionTrue, false),
 		pod("b", Name(g.Name), corev1.ConditionFalse, false),
 		pod("c", Name(g.Name), corev1.ConditionTrue, true),

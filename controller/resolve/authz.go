@@ -8,7 +8,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -372,14 +371,14 @@ func serviceAccountLookup(in *Input) func(ns, name string) bool {
 
 // enrolledPodsByNamespace are the pods of workloads (every node's), by
 // namespace.
-func enrolledPodsByNamespace(in *Input, workloads map[string][]*weftv1.Workload) map[string][]*corev1.Pod {
+func enrolledPodsByNamespace(in *Input, workloads map[string][]*weftv1.Workload) map[string][]*Pod {
 	enrolled := map[objKey]bool{}
 	for _, ws := range workloads {
 		for _, w := range ws {
 			enrolled[objKey{w.Namespace, w.Name}] = true
 		}
 	}
-	byNS := map[string][]*corev1.Pod{}
+	byNS := map[string][]*Pod{}
 	for _, p := range in.Pods {
 		if enrolled[objKey{p.Namespace, p.Name}] {
 			byNS[p.Namespace] = append(byNS[p.Namespace], p)
@@ -389,12 +388,12 @@ func enrolledPodsByNamespace(in *Input, workloads map[string][]*weftv1.Workload)
 }
 
 // selectedByNode names, per node and sorted, the pods c selects.
-func selectedByNode(c *AuthzInForce, pods []*corev1.Pod) map[string][]string {
+func selectedByNode(c *AuthzInForce, pods []*Pod) map[string][]string {
 	out := map[string][]string{}
 	for _, pod := range pods {
 		set := labels.Set(pod.Labels)
 		if slices.ContainsFunc(c.Selectors, func(s labels.Selector) bool { return s.Matches(set) }) {
-			out[pod.Spec.NodeName] = append(out[pod.Spec.NodeName], pod.Namespace+"/"+pod.Name)
+			out[pod.NodeName] = append(out[pod.NodeName], pod.Namespace+"/"+pod.Name)
 		}
 	}
 	for _, names := range out {

@@ -303,7 +303,7 @@ func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) 
 				// Without its pod the endpoint has no identity to check
 				// over mTLS; it joins once the pod is known.
 				pod := r.endpointPod(es.Namespace, ep, ip)
-				if pod == nil || r.spiffeID(pod.Namespace, pod.Spec.ServiceAccountName) == "" {
+				if pod == nil || r.spiffeID(pod.Namespace, pod.ServiceAccountName) == "" {
 					continue
 				}
 				seen[k] = true
@@ -315,7 +315,7 @@ func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) 
 	return out
 }
 
-func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint, ip string) *corev1.Pod {
+func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint, ip string) *Pod {
 	if ep.TargetRef == nil {
 		return r.ix.podByIP(ns, ip)
 	}
@@ -329,7 +329,7 @@ func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint, ip string) *
 	return r.ix.pod(pns, ep.TargetRef.Name)
 }
 
-func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod *corev1.Pod) *weftv1.Endpoint {
+func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod *Pod) *weftv1.Endpoint {
 	e := &weftv1.Endpoint{Ip: ip, Port: uint32(port), Ready: true}
 	if ep.Conditions.Ready != nil {
 		e.Ready = *ep.Conditions.Ready
@@ -345,10 +345,10 @@ func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod
 		e.Node = *ep.NodeName
 	}
 	e.Pod = pod.Namespace + "/" + pod.Name
-	e.Identity = r.spiffeID(pod.Namespace, pod.Spec.ServiceAccountName)
+	e.Identity = r.spiffeID(pod.Namespace, pod.ServiceAccountName)
 	e.Plaintext = !r.podEnrolled(pod)
 	if e.Node == "" {
-		e.Node = pod.Spec.NodeName
+		e.Node = pod.NodeName
 	}
 	return e
 }
@@ -367,17 +367,17 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 		if !selects(xb.Spec.EndpointSelector.MatchLabels, p.Labels) {
 			continue
 		}
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		if p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed {
 			continue
 		}
 		ready := false
-		for _, c := range p.Status.Conditions {
+		for _, c := range p.Conditions {
 			if c.Type == corev1.PodReady {
 				ready = c.Status == corev1.ConditionTrue
 			}
 		}
 		terminating := p.DeletionTimestamp != nil
-		id := r.spiffeID(p.Namespace, p.Spec.ServiceAccountName)
+		id := r.spiffeID(p.Namespace, p.ServiceAccountName)
 		if id == "" {
 			continue
 		}
@@ -391,7 +391,7 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 			}
 			seen[k] = true
 			out = append(out, &weftv1.Endpoint{
-				Ip: ip, Port: uint32(port), Node: p.Spec.NodeName, Pod: p.Namespace + "/" + p.Name,
+				Ip: ip, Port: uint32(port), Node: p.NodeName, Pod: p.Namespace + "/" + p.Name,
 				Identity: id, Plaintext: !r.podEnrolled(p),
 				Ready: ready && !terminating, Serving: ready, Terminating: terminating,
 			})

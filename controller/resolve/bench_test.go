@@ -57,9 +57,8 @@ func genCluster(c benchConfig) Input {
 			node := fmt.Sprintf("node-%d", pod%c.Nodes)
 			ip := fmt.Sprintf("10.%d.%d.%d", 128+pod/65536, pod/256%256, pod%256)
 			pn := fmt.Sprintf("%s-%d", name, j)
-			in.Pods = append(in.Pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pn, UID: "u"},
-				Spec:   corev1.PodSpec{NodeName: node, ServiceAccountName: name},
-				Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip}})
+			in.Pods = append(in.Pods, &Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pn, UID: "u"},
+				NodeName: node, ServiceAccountName: name, Phase: corev1.PodRunning, PodIP: ip})
 			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, NodeName: &node,
 				Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)},
 				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pn}})

@@ -127,7 +127,7 @@ func decodeInto(in *Input, data []byte, strict bool) error {
 		case "Pod":
 			var o corev1.Pod
 			if err = unmarshal(b, &o); err == nil {
-				in.Pods = append(in.Pods, &o)
+				in.Pods = append(in.Pods, PodOf(&o))
 			}
 		case "HTTPRoute":
 			var o gwv1.HTTPRoute

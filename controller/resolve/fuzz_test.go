@@ -180,7 +180,7 @@ func generate(s *byteSource) Input {
 		p.Status.Phase = pick(s, corev1.PodRunning, corev1.PodFailed)
 		p.Status.PodIP = pick(s, fmt.Sprintf("10.244.0.%d", i), "", "not-an-ip", "fd00::9")
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: pick(s, corev1.ConditionTrue, corev1.ConditionFalse)}}
-		in.Pods = append(in.Pods, &p)
+		in.Pods = append(in.Pods, PodOf(&p))
 	}
 	for i := s.n(4); i > 0; i-- {
 		es := discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: pick(s, fzNamespaces...), Name: fmt.Sprintf("es%d", i),

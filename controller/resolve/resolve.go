@@ -35,23 +35,23 @@ type index struct {
 	// podsByNS (and pods, for input not sorted) are built on first use
 	// (podMaps): a round that reuses clusters and workloads may never look
 	// a pod up, and there can be 100k of them.
-	pods     map[objKey]*corev1.Pod
-	podsByNS map[string][]*corev1.Pod
+	pods     map[objKey]*Pod
+	podsByNS map[string][]*Pod
 	in       *Input
 	only     map[string]bool
 	backends map[objKey]*gwxv1a1.XBackend
 	// byIP maps namespace/ip to a pod, built on first use.
-	byIP map[objKey]*corev1.Pod
+	byIP map[objKey]*Pod
 }
 
 // podByIP finds the pod that owns an IP in a namespace.
-func (ix *index) podByIP(ns, ip string) *corev1.Pod {
+func (ix *index) podByIP(ns, ip string) *Pod {
 	ix.podMaps()
 	if ix.byIP == nil {
-		ix.byIP = map[objKey]*corev1.Pod{}
+		ix.byIP = map[objKey]*Pod{}
 		for ns, pods := range ix.podsByNS {
 			for _, p := range pods {
-				if p.Spec.HostNetwork {
+				if p.HostNetwork {
 					continue
 				}
 				for _, pip := range podIPs(p) {
@@ -120,7 +120,7 @@ func (ix *index) podMaps() {
 	if ix.podsByNS != nil {
 		return
 	}
-	ix.podsByNS = map[string][]*corev1.Pod{}
+	ix.podsByNS = map[string][]*Pod{}
 	pods := ix.in.Pods
 	if ix.in.PodsSorted {
 		for i := 0; i < len(pods); {
@@ -133,7 +133,7 @@ func (ix *index) podMaps() {
 		}
 		return
 	}
-	ix.pods = map[objKey]*corev1.Pod{}
+	ix.pods = map[objKey]*Pod{}
 	for _, p := range pods {
 		if ix.only != nil && !ix.only[p.Namespace] {
 			continue
@@ -143,25 +143,25 @@ func (ix *index) podMaps() {
 	}
 }
 
-func comparePods(a, b *corev1.Pod) int {
+func comparePods(a, b *Pod) int {
 	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 }
 
 // pod is the pod namespace/name.
-func (ix *index) pod(ns, name string) *corev1.Pod {
+func (ix *index) pod(ns, name string) *Pod {
 	ix.podMaps()
 	if ix.pods != nil {
 		return ix.pods[objKey{ns, name}]
 	}
 	in := ix.podsByNS[ns]
-	if i, ok := slices.BinarySearchFunc(in, name, func(p *corev1.Pod, name string) int { return strings.Compare(p.Name, name) }); ok {
+	if i, ok := slices.BinarySearchFunc(in, name, func(p *Pod, name string) int { return strings.Compare(p.Name, name) }); ok {
 		return in[i]
 	}
 	return nil
 }
 
 // nsPods are the pods of a namespace.
-func (ix *index) nsPods(ns string) []*corev1.Pod {
+func (ix *index) nsPods(ns string) []*Pod {
 	ix.podMaps()
 	return ix.podsByNS[ns]
 }
@@ -397,21 +397,21 @@ func ValidateOptions(o Options) error {
 }
 
 // podEnrolled reports whether a pod's traffic is redirected into the proxy:
-// it is in the mesh (mesh.PodEnrolled, the predicate the CA authorizes by)
-// and has an address to redirect from yet.
-func (r *resolver) podEnrolled(p *corev1.Pod) bool {
-	return mesh.PodEnrolled(r.ix.enrolled[p.Namespace], p) && len(podIPs(p)) > 0
+// it is in the mesh (mesh.PodFieldsEnrolled: mesh.PodEnrolled, the
+// predicate the CA authorizes by) and has an address to redirect from yet.
+func (r *resolver) podEnrolled(p *Pod) bool {
+	return mesh.PodFieldsEnrolled(r.ix.enrolled[p.Namespace], p.Annotations, p.NodeName, p.HostNetwork, p.Phase) && len(podIPs(p)) > 0
 }
 
-func podIPs(p *corev1.Pod) []string {
+func podIPs(p *Pod) []string {
 	var ips []string
-	for _, ip := range p.Status.PodIPs {
-		if ip.IP != "" && !slices.Contains(ips, ip.IP) {
-			ips = append(ips, ip.IP)
+	for _, ip := range p.PodIPs {
+		if ip != "" && !slices.Contains(ips, ip) {
+			ips = append(ips, ip)
 		}
 	}
-	if p.Status.PodIP != "" && !slices.Contains(ips, p.Status.PodIP) {
-		ips = append([]string{p.Status.PodIP}, ips...)
+	if p.PodIP != "" && !slices.Contains(ips, p.PodIP) {
+		ips = append([]string{p.PodIP}, ips...)
 	}
 	return ips
 }
@@ -420,13 +420,13 @@ func podIPs(p *corev1.Pod) []string {
 // their mTLS mode (mesh.PodMTLSStrict). invalid holds one message per pod
 // whose mTLS annotation (its own or its namespace's) is invalid, sorted;
 // such a pod fails safe to strict.
-func (r *resolver) workloadsByNode(pods []*corev1.Pod) (out map[string][]*weftv1.Workload, invalid []string) {
+func (r *resolver) workloadsByNode(pods []*Pod) (out map[string][]*weftv1.Workload, invalid []string) {
 	out = map[string][]*weftv1.Workload{}
 	for _, p := range pods {
 		if !r.podEnrolled(p) {
 			continue
 		}
-		sa := mesh.PodServiceAccount(p)
+		sa := mesh.ServiceAccountOrDefault(p.ServiceAccountName)
 		id := r.spiffeID(p.Namespace, sa)
 		if id == "" {
 			continue
@@ -436,7 +436,7 @@ func (r *resolver) workloadsByNode(pods []*corev1.Pod) (out map[string][]*weftv1
 		if err != nil {
 			invalid = append(invalid, fmt.Sprintf("pod %s/%s: %v", p.Namespace, p.Name, err))
 		}
-		out[p.Spec.NodeName] = append(out[p.Spec.NodeName], &weftv1.Workload{
+		out[p.NodeName] = append(out[p.NodeName], &weftv1.Workload{
 			Namespace:      p.Namespace,
 			Name:           p.Name,
 			Uid:            string(p.UID),

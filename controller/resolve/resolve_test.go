@@ -79,8 +79,7 @@ func TestValidateOptions(t *testing.T) {
 		Namespaces: []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "a", Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}},
 		Nodes: []corev1.Node{{ObjectMeta: metav1.ObjectMeta{Name: "n1"},
 			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "172.30.0.11"}}}}},
-		Pods: []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p"}, Spec: corev1.PodSpec{NodeName: "n1"},
-			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.2"}}},
+		Pods: []*Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p"}, NodeName: "n1", Phase: corev1.PodRunning, PodIP: "10.244.1.2"}},
 	}
 	p := Resolve(in).Nodes["n1"]
 	if p.GetTrustDomain() != mesh.DefaultTrustDomain || len(p.GetWorkloads()) != 1 || p.GetWorkloads()[0].GetIdentity() != "spiffe://cluster.local/ns/a/sa/default" {

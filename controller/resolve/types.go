@@ -37,14 +37,15 @@ type Options struct {
 // EndpointSlices and routes are the informer cache's own (a copy of 100k
 // pods by value was 118 MB of the controller's live heap at issue #17's
 // scale; patching a by-value listing of 20,000 HTTPRoutes and 10,000
-// EndpointSlices allocated 800 MB per scale benchmark run).
+// EndpointSlices allocated 800 MB per scale benchmark run). Pods are the
+// cache's slim Pods (PodOf), not corev1.Pods.
 type Input struct {
 	Options        Options
 	Namespaces     []corev1.Namespace
 	Nodes          []corev1.Node
 	Services       []corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
-	Pods           []*corev1.Pod
+	Pods           []*Pod
 	// PodsSorted: Pods are sorted by namespace, then name, as the source
 	// lists them; a pod is then found by binary search (checking the
 	// order would read all 100k of them every round).

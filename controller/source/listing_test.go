@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/controller/resolve"
 )
 
 // TestPatchedListingsMatchListing: after every burst of adds, updates and
@@ -54,11 +56,11 @@ func TestPatchedListingsMatchListing(t *testing.T) {
 				t.Fatalf("round %d: service %d is %s/%s@%s, want %s/%s@%s", round, i, gotS[i].Namespace, gotS[i].Name, gotS[i].ResourceVersion, wantS[i].Namespace, wantS[i].Name, wantS[i].ResourceVersion)
 			}
 		}
-		gotP, err := listPointersCached[corev1.Pod](s, "pods", pods)
+		gotP, err := listPointersCached[resolve.Pod](s, "pods", pods)
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantP, _ := storeList[corev1.Pod](pods)
+		wantP, _ := storeList[resolve.Pod](pods)
 		if !slices.Equal(gotP, wantP) {
 			t.Fatalf("round %d: pods listed differ from the store's", round)
 		}
@@ -72,7 +74,7 @@ func TestPatchedListingsMatchListing(t *testing.T) {
 			m := meta()
 			op(services, &m, &corev1.Service{ObjectMeta: m})
 			pm := meta()
-			op(pods, &pm, &corev1.Pod{ObjectMeta: pm})
+			op(pods, &pm, &resolve.Pod{ObjectMeta: pm})
 		}
 		check(round)
 		check(round) // unchanged: the same copy
@@ -124,7 +126,7 @@ func TestCachedPatchesOrLists(t *testing.T) {
 	if get(); lists != 3 {
 		t.Fatalf("after an event without a name: %d listings", lists)
 	}
-	s.record(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p"}}, true)
+	s.record(&resolve.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "p"}}, true)
 	if get(); lists != 3 || len(patched) != 2 {
 		t.Fatalf("a pod's event changed the routes' copy: %d listings, %d patches", lists, len(patched))
 	}

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/gateway-api/pkg/consts"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/controller/resolve"
 )
 
 // change is what an update of a watched object asks of the controller.
@@ -45,8 +46,8 @@ func classify(oldObj, newObj any) change {
 	case *corev1.Node:
 		n, ok := newObj.(*corev1.Node)
 		return resolveIf(!ok || nodeChanged(o, n))
-	case *corev1.Pod:
-		n, ok := newObj.(*corev1.Pod)
+	case *resolve.Pod:
+		n, ok := newObj.(*resolve.Pod)
 		return resolveIf(!ok || podChanged(o, n))
 	case *corev1.ServiceAccount:
 		n, ok := newObj.(*corev1.ServiceAccount)
@@ -137,25 +138,26 @@ func nodeChanged(o, n *corev1.Node) bool {
 // podChanged: resolution reads a pod's UID, labels (XBackend selectors),
 // mesh and mTLS annotations, node, service account, hostNetwork, phase, IPs, whether
 // it is Ready and whether it is terminating; never container statuses,
-// condition timestamps or other annotations.
-func podChanged(o, n *corev1.Pod) bool {
+// condition timestamps or other annotations. Cached pods are the slim
+// resolve.Pod (strip), which keeps no more than these and the metadata.
+func podChanged(o, n *resolve.Pod) bool {
 	return o.UID != n.UID ||
 		!equality.Semantic.DeepEqual(o.Labels, n.Labels) ||
 		o.Annotations[mesh.AnnotationMesh] != n.Annotations[mesh.AnnotationMesh] ||
 		!sameAnnotation(o.Annotations, n.Annotations, mesh.AnnotationMTLS) ||
 		(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil) ||
-		o.Spec.NodeName != n.Spec.NodeName ||
-		o.Spec.ServiceAccountName != n.Spec.ServiceAccountName ||
-		o.Spec.HostNetwork != n.Spec.HostNetwork ||
-		o.Status.Phase != n.Status.Phase ||
-		o.Status.PodIP != n.Status.PodIP ||
-		!equality.Semantic.DeepEqual(o.Status.PodIPs, n.Status.PodIPs) ||
+		o.NodeName != n.NodeName ||
+		o.ServiceAccountName != n.ServiceAccountName ||
+		o.HostNetwork != n.HostNetwork ||
+		o.Phase != n.Phase ||
+		o.PodIP != n.PodIP ||
+		!equality.Semantic.DeepEqual(o.PodIPs, n.PodIPs) ||
 		podReady(o) != podReady(n)
 }
 
-func podReady(p *corev1.Pod) corev1.ConditionStatus {
+func podReady(p *resolve.Pod) corev1.ConditionStatus {
 	var st corev1.ConditionStatus
-	for _, c := range p.Status.Conditions {
+	for _, c := range p.Conditions {
 		if c.Type == corev1.PodReady {
 			st = c.Status
 		}

@@ -103,11 +103,12 @@ func withNode(f func(*corev1.Node)) any {
 	return n
 }
 
+// withPod returns a changed copy of pod(), as the informer stores it.
 func withPod(f func(*corev1.Pod)) any {
 	p := pod()
 	bump(&p.ObjectMeta)
 	f(p)
-	return p
+	return slimPod(p)
 }
 
 func withSlice(f func(*discoveryv1.EndpointSlice)) any {
@@ -158,31 +159,32 @@ func TestClassify(t *testing.T) {
 			n.Status.Addresses = append(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "fd00::1"})
 		}), changeResolve},
 
-		// Pod: container statuses and timestamps are not read.
-		{"pod container status", pod(), withPod(func(p *corev1.Pod) {
+		// Pod, as the informer stores it (strip): container statuses and
+		// timestamps are not read.
+		{"pod container status", slimPod(pod()), withPod(func(p *corev1.Pod) {
 			p.Status.ContainerStatuses[0].RestartCount = 3
 			p.Status.Conditions[0].LastProbeTime = later
 			p.Status.Conditions[0].LastTransitionTime = later
 			p.Annotations["other"] = "y"
 		}), changeNone},
-		{"pod other condition", pod(), withPod(func(p *corev1.Pod) {
+		{"pod other condition", slimPod(pod()), withPod(func(p *corev1.Pod) {
 			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionTrue})
 		}), changeNone},
 		{"pod deletion time moved", withPod(func(p *corev1.Pod) { p.DeletionTimestamp = &t0 }), withPod(func(p *corev1.Pod) { p.DeletionTimestamp = &later }), changeNone},
-		{"pod not ready", pod(), withPod(func(p *corev1.Pod) { p.Status.Conditions[0].Status = corev1.ConditionFalse }), changeResolve},
-		{"pod ip", pod(), withPod(func(p *corev1.Pod) { p.Status.PodIP, p.Status.PodIPs = "", nil }), changeResolve},
-		{"pod ips", pod(), withPod(func(p *corev1.Pod) { p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: "fd00::10"}) }), changeResolve},
-		{"pod phase", pod(), withPod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), changeResolve},
-		{"pod labels", pod(), withPod(func(p *corev1.Pod) { p.Labels["version"] = "v2" }), changeResolve},
-		{"pod opted out", pod(), withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMesh] = mesh.MeshDisabled }), changeResolve},
-		{"pod strict mTLS", pod(), withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = mesh.MTLSStrict }), changeResolve},
+		{"pod not ready", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.Conditions[0].Status = corev1.ConditionFalse }), changeResolve},
+		{"pod ip", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.PodIP, p.Status.PodIPs = "", nil }), changeResolve},
+		{"pod ips", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: "fd00::10"}) }), changeResolve},
+		{"pod phase", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), changeResolve},
+		{"pod labels", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Labels["version"] = "v2" }), changeResolve},
+		{"pod opted out", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMesh] = mesh.MeshDisabled }), changeResolve},
+		{"pod strict mTLS", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = mesh.MTLSStrict }), changeResolve},
 		{"pod mTLS annotation emptied", withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = mesh.MTLSStrict }),
 			withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = "" }), changeResolve},
-		{"pod terminating", pod(), withPod(func(p *corev1.Pod) { p.DeletionTimestamp = &later }), changeResolve},
-		{"pod bound", withPod(func(p *corev1.Pod) { p.Spec.NodeName = "" }), pod(), changeResolve},
-		{"pod service account", pod(), withPod(func(p *corev1.Pod) { p.Spec.ServiceAccountName = "other" }), changeResolve},
-		{"pod host network", pod(), withPod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), changeResolve},
-		{"pod recreated", pod(), withPod(func(p *corev1.Pod) { p.UID = "u2" }), changeResolve},
+		{"pod terminating", slimPod(pod()), withPod(func(p *corev1.Pod) { p.DeletionTimestamp = &later }), changeResolve},
+		{"pod bound", withPod(func(p *corev1.Pod) { p.Spec.NodeName = "" }), slimPod(pod()), changeResolve},
+		{"pod service account", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Spec.ServiceAccountName = "other" }), changeResolve},
+		{"pod host network", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), changeResolve},
+		{"pod recreated", slimPod(pod()), withPod(func(p *corev1.Pod) { p.UID = "u2" }), changeResolve},
 
 		// EndpointSlice.
 		{"slice trigger time", slice(), withSlice(func(s *discoveryv1.EndpointSlice) {
@@ -268,11 +270,11 @@ func TestIgnoredFieldsDoNotChangeResolution(t *testing.T) {
 	for _, path := range cases {
 		name := strings.TrimSuffix(filepath.Base(path), ".in.yaml")
 		t.Run(name, func(t *testing.T) {
-			in, err := loadCase(path)
+			in, pods, err := loadCase(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			noisy := perturb(t, in)
+			noisy := perturb(t, in, pods)
 			want, got := resolve.Resolve(in), resolve.Resolve(noisy)
 			if len(want.Nodes) != len(got.Nodes) {
 				t.Fatalf("%d node policies, want %d", len(got.Nodes), len(want.Nodes))
@@ -290,8 +292,10 @@ func TestIgnoredFieldsDoNotChangeResolution(t *testing.T) {
 }
 
 // perturb returns a copy of in with every field classify ignores changed,
-// checking that classify ignores each changed object.
-func perturb(t *testing.T, in resolve.Input) resolve.Input {
+// checking that classify ignores each changed object. Pods are changed as
+// the API server has them (pods, of which in.Pods were made) and compared
+// as the informer stores them.
+func perturb(t *testing.T, in resolve.Input, pods []*corev1.Pod) resolve.Input {
 	t.Helper()
 	later := metav1.NewTime(t0.Add(time.Hour))
 	out := resolve.Input{Options: in.Options}
@@ -322,8 +326,8 @@ func perturb(t *testing.T, in resolve.Input) resolve.Input {
 		check("Node", &n.ObjectMeta, &in.Nodes[i], n)
 		out.Nodes = append(out.Nodes, *n)
 	}
-	for i := range in.Pods {
-		p := in.Pods[i].DeepCopy()
+	for i := range pods {
+		p := pods[i].DeepCopy()
 		bump(&p.ObjectMeta)
 		p.Annotations = addTo(p.Annotations, "noise.test/annotation", "x")
 		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{Name: "noise", RestartCount: 7})
@@ -338,8 +342,9 @@ func perturb(t *testing.T, in resolve.Input) resolve.Input {
 		if p.DeletionTimestamp != nil {
 			p.DeletionTimestamp = &later
 		}
-		check("Pod", &p.ObjectMeta, in.Pods[i], p)
-		out.Pods = append(out.Pods, p)
+		slim := slimPod(p)
+		check("Pod", &p.ObjectMeta, in.Pods[i], slim)
+		out.Pods = append(out.Pods, slim)
 	}
 	for i := range in.Namespaces {
 		n := in.Namespaces[i].DeepCopy()
@@ -414,13 +419,13 @@ func addTo(m map[string]string, k, v string) map[string]string {
 }
 
 // loadCase reads one controller/resolve golden input (and the fixtures its
-// ResolveOptions document includes) into an Input. It is a lenient copy of
+// ResolveOptions document includes) into an Input, and its pods as
+// decoded (in.Pods are made of them, in order). It is a lenient copy of
 // resolve's own test loader, which is not importable.
-func loadCase(path string) (resolve.Input, error) {
-	var in resolve.Input
+func loadCase(path string) (in resolve.Input, pods []*corev1.Pod, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return in, err
+		return in, nil, err
 	}
 	docs := docSep.Split(string(data), -1)
 	for _, doc := range docs {
@@ -437,7 +442,7 @@ func loadCase(path string) (resolve.Input, error) {
 		for _, inc := range o.Include {
 			b, err := os.ReadFile(filepath.Join(filepath.Dir(path), inc))
 			if err != nil {
-				return in, fmt.Errorf("include %s: %w", inc, err)
+				return in, nil, fmt.Errorf("include %s: %w", inc, err)
 			}
 			docs = append(docSep.Split(string(b), -1), docs...)
 		}
@@ -445,7 +450,7 @@ func loadCase(path string) (resolve.Input, error) {
 	for i, doc := range docs {
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
-			return in, fmt.Errorf("%s document %d: %w", path, i, err)
+			return in, nil, fmt.Errorf("%s document %d: %w", path, i, err)
 		}
 		b := []byte(doc)
 		switch tm.Kind {
@@ -458,7 +463,7 @@ func loadCase(path string) (resolve.Input, error) {
 		case "EndpointSlice":
 			err = decodeAppend(b, &in.EndpointSlices)
 		case "Pod":
-			err = decodeAppend(b, &in.Pods)
+			err = decodeAppend(b, &pods)
 		case "HTTPRoute":
 			err = decodeAppend(b, &in.HTTPRoutes)
 		case "GRPCRoute":
@@ -471,10 +476,13 @@ func loadCase(path string) (resolve.Input, error) {
 			err = decodeAppend(b, &in.Backends)
 		}
 		if err != nil {
-			return in, fmt.Errorf("%s document %d (%s): %w", path, i, tm.Kind, err)
+			return in, nil, fmt.Errorf("%s document %d (%s): %w", path, i, tm.Kind, err)
 		}
 	}
-	return in, nil
+	for _, p := range pods {
+		in.Pods = append(in.Pods, resolve.PodOf(p))
+	}
+	return in, pods, nil
 }
 
 var docSep = regexp.MustCompile(`(?m)^---\s*$`)

@@ -172,40 +172,56 @@ func New(cfg Config) (*Source, error) {
 	return s, nil
 }
 
-// strip drops what the controller never reads from cached objects
-// (managedFields, the last-applied annotation, and most of a pod, see
-// slimPod) to keep memory down.
+// strip is the informers' transform: it drops what the controller never
+// reads from cached objects (managedFields, the last-applied annotation)
+// to keep memory down, and turns pods into *resolve.Pod (slimPod).
+//
+// client-go calls it on every object before it is stored or handed to the
+// event handlers, but not on DeletedFinalStateUnknown tombstones (whose
+// object is the store's, transformed already), and an object it already
+// transformed may come again (were the store's objects passed to Replace;
+// client-go's informers do not). Either passes through as it is, and
+// nothing is written to an object stripped already (the store's are read
+// concurrently). A tombstone of a pod not transformed yet gets it slimmed
+// all the same: every pod the handlers and the store see is a
+// *resolve.Pod.
 func strip(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
-		if a := m.GetAnnotations(); a != nil {
-			if _, ok := a["kubectl.kubernetes.io/last-applied-configuration"]; ok {
-				delete(a, "kubectl.kubernetes.io/last-applied-configuration")
-				m.SetAnnotations(a)
-			}
+	switch o := obj.(type) {
+	case *resolve.Pod:
+		return o, nil
+	case *corev1.Pod:
+		return slimPod(o), nil
+	case cache.DeletedFinalStateUnknown:
+		if p, ok := o.Obj.(*corev1.Pod); ok {
+			o.Obj = slimPod(p)
 		}
-	}
-	if p, ok := obj.(*corev1.Pod); ok {
-		return slimPod(p), nil
+		return o, nil
+	case metav1.Object:
+		stripMeta(o)
 	}
 	return obj, nil
 }
 
-// slimPod keeps of a pod its metadata and what resolution and the
-// Gateway provisioner read of its spec and status (podChanged lists them:
-// node, service account, hostNetwork, phase, IPs, conditions), not its
-// containers, volumes or container statuses. Pods are most of a cluster's
-// objects (100k at the scale of issue #17), and those parts most of a pod.
-func slimPod(p *corev1.Pod) *corev1.Pod {
-	conds := make([]corev1.PodCondition, 0, len(p.Status.Conditions))
-	for _, c := range p.Status.Conditions {
-		conds = append(conds, corev1.PodCondition{Type: c.Type, Status: c.Status})
+// slimPod is p stripped, as the controller's own pod type: of a pod it
+// keeps only its metadata and what resolution, the Gateway resolution and
+// the Gateway provisioner read of its spec and status (podChanged compares
+// them), not its containers, volumes or container statuses. Pods are most
+// of a cluster's objects (100k at the scale of issue #17), and even a
+// slimmed corev1.Pod is mostly empty fields (resolve.Pod says how much).
+func slimPod(p *corev1.Pod) *resolve.Pod {
+	stripMeta(p)
+	return resolve.PodOf(p)
+}
+
+func stripMeta(m metav1.Object) {
+	if m.GetManagedFields() != nil {
+		m.SetManagedFields(nil)
 	}
-	return &corev1.Pod{
-		TypeMeta:   p.TypeMeta,
-		ObjectMeta: p.ObjectMeta,
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, ServiceAccountName: p.Spec.ServiceAccountName, HostNetwork: p.Spec.HostNetwork},
-		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs, Conditions: conds},
+	if a := m.GetAnnotations(); a != nil {
+		if _, ok := a["kubectl.kubernetes.io/last-applied-configuration"]; ok {
+			delete(a, "kubectl.kubernetes.io/last-applied-configuration")
+			m.SetAnnotations(a)
+		}
 	}
 }
 
@@ -273,7 +289,7 @@ func (s *Source) record(obj any, relevant bool) {
 		s.gens = map[string]uint64{}
 	}
 	switch o := obj.(type) {
-	case *corev1.Pod:
+	case *resolve.Pod:
 		s.noteEvent("pods", o)
 		s.changes.Pods = s.changes.Pods || relevant
 	case *discoveryv1.EndpointSlice:
@@ -355,6 +371,8 @@ func (s *Source) Start(ctx context.Context) error {
 		s.core.Core().V1().Namespaces().Informer(),
 		s.core.Core().V1().Nodes().Informer(),
 		s.core.Core().V1().Services().Informer(),
+		// its store holds *resolve.Pod (strip): the typed Pods().Lister()
+		// would fail on them
 		s.core.Core().V1().Pods().Informer(),
 		s.core.Core().V1().ServiceAccounts().Informer(),
 		s.core.Discovery().V1().EndpointSlices().Informer(),
@@ -506,9 +524,9 @@ func (s *Source) StatusSnapshot() (resolve.Input, error) {
 }
 
 // Snapshot returns every watched object, each kind sorted by namespace and
-// name. Pods, EndpointSlices and routes are the cache's own objects, the
-// other kinds shallow copies of them: callers must not modify them
-// (resolution is pure and does not).
+// name. Pods (the cache's slim *resolve.Pod, see strip), EndpointSlices and
+// routes are the cache's own objects, the other kinds shallow copies of
+// them: callers must not modify them (resolution is pure and does not).
 func (s *Source) Snapshot() (resolve.Input, error) {
 	return s.snapshot(true)
 }
@@ -548,7 +566,7 @@ func (s *Source) snapshot(core bool) (resolve.Input, error) {
 		if in.EndpointSlices, err = listPointersCached[discoveryv1.EndpointSlice](s, "slices", s.core.Discovery().V1().EndpointSlices().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
-		if in.Pods, err = listPointersCached[corev1.Pod](s, "pods", s.core.Core().V1().Pods().Informer().GetIndexer()); err != nil {
+		if in.Pods, err = listPointersCached[resolve.Pod](s, "pods", s.core.Core().V1().Pods().Informer().GetIndexer()); err != nil {
 			return resolve.Input{}, err
 		}
 		in.PodsSorted = true // the listing is sorted (storeList), and patches keep it so

@@ -19,6 +19,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 
+	"github.com/weft-mesh/weft/controller/resolve"
 	"github.com/weft-mesh/weft/test/syncbuf"
 )
 
@@ -250,4 +251,60 @@ func TestQuietUpdates(t *testing.T) {
 	if st := s.Stats(); st != (Stats{Resolve: 4, Status: 1, Ignored: 4}) {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// TestPodsCachedSlim: through real informers, pods are cached and listed
+// as slim *resolve.Pods, and their updates and deletes reach the handlers
+// as such (the listed copy follows them).
+func TestPodsCachedSlim(t *testing.T) {
+	p := pod()
+	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
+	p.Spec.Containers = []corev1.Container{{Name: "c", Image: "echo"}}
+	kube := kubefake.NewClientset(p)
+	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
+	s, err := New(Config{Kube: kubeWithDiscovery{Interface: kube, d: disc}, Gateway: gwfake.NewSimpleClientset(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pods := func(want int) []*resolve.Pod {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			in, c, err := s.SnapshotChanges()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(in.Pods) == want && c.Pods {
+				return in.Pods
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d pods listed, want %d (changes %+v)", len(in.Pods), want, c)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	got := pods(1)[0]
+	if got.Name != p.Name || got.NodeName != "node-1" || got.PodIP != "10.244.1.10" || got.ManagedFields != nil ||
+		len(got.Conditions) != 1 || got.Conditions[0].Status != corev1.ConditionTrue {
+		t.Fatalf("cached pod %+v", got)
+	}
+
+	p.ResourceVersion = "11"
+	p.Status.PodIP, p.Status.PodIPs = "10.244.1.11", []corev1.PodIP{{IP: "10.244.1.11"}}
+	if _, err := kube.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got = pods(1)[0]; got.PodIP != "10.244.1.11" || got.PodIPs[0] != "10.244.1.11" {
+		t.Fatalf("updated pod listed as %+v", got)
+	}
+
+	if err := kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods(0)
 }

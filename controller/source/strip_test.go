@@ -10,11 +10,13 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	"github.com/weft-mesh/weft/controller/resolve"
 )
 
-// TestStripSlimsPods: the cached pod keeps its metadata and every field
-// podChanged compares (what resolution reads), not its containers,
-// volumes or container statuses.
+// TestStripSlimsPods: the informer stores a pod as a *resolve.Pod that
+// keeps its metadata (less managedFields and the last-applied annotation)
+// and every field podChanged compares (what resolution reads); an object
+// stripped already passes through as it is.
 func TestStripSlimsPods(t *testing.T) {
 	now := metav1.Now()
 	p := &corev1.Pod{
@@ -28,21 +30,51 @@ func TestStripSlimsPods(t *testing.T) {
 			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now, Message: "m"}},
 			ContainerStatuses: []corev1.ContainerStatus{{Name: "c"}}},
 	}
-	before := p.DeepCopy()
+	before := resolve.PodOf(p.DeepCopy())
 	got, err := strip(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := got.(*corev1.Pod)
+	s, ok := got.(*resolve.Pod)
+	if !ok {
+		t.Fatalf("a pod is stored as a %T", got)
+	}
 	if podChanged(before, s) {
 		t.Fatal("the slim pod differs from the pod in what resolution reads")
 	}
-	if len(s.Spec.Containers)+len(s.Spec.Volumes)+len(s.Status.ContainerStatuses) != 0 || s.ManagedFields != nil ||
-		s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] != "" || s.Status.Conditions[0].Message != "" {
-		t.Fatalf("slim pod keeps %+v", s)
+	if s.ManagedFields != nil || s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] != "" {
+		t.Fatalf("slim pod keeps %+v", s.ObjectMeta)
 	}
-	if s.UID != "u" || s.Labels["app"] != "a" || s.DeletionTimestamp == nil {
+	if s.UID != "u" || s.Labels["app"] != "a" || s.DeletionTimestamp == nil || s.Annotations[mesh.AnnotationMTLS] != "strict" {
 		t.Fatalf("metadata lost: %+v", s.ObjectMeta)
+	}
+	if again, err := strip(s); err != nil || again != any(s) {
+		t.Fatalf("a stripped pod was transformed again: %T, %v", again, err)
+	}
+}
+
+// TestDeletedTombstones: a tombstone passes through the transform with
+// the store's (slim) pod, one of a pod not transformed yet gets it
+// slimmed, and the delete handler records either as a pod's delete.
+func TestDeletedTombstones(t *testing.T) {
+	slim := &resolve.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}}
+	got, err := strip(cache.DeletedFinalStateUnknown{Key: "ns/a", Obj: slim})
+	if d, ok := got.(cache.DeletedFinalStateUnknown); err != nil || !ok || d.Key != "ns/a" || d.Obj != any(slim) {
+		t.Fatalf("tombstone of a slim pod: %#v, %v", got, err)
+	}
+	raw := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"}, Spec: corev1.PodSpec{NodeName: "n"}}
+	got, err = strip(cache.DeletedFinalStateUnknown{Key: "ns/b", Obj: raw})
+	d, ok := got.(cache.DeletedFinalStateUnknown)
+	if p, isSlim := d.Obj.(*resolve.Pod); err != nil || !ok || d.Key != "ns/b" || !isSlim || p.Name != "b" || p.NodeName != "n" {
+		t.Fatalf("tombstone of a pod: %#v, %v", got, err)
+	}
+	s := &Source{}
+	s.takeChanges()
+	for _, obj := range []any{slim, cache.DeletedFinalStateUnknown{Key: "ns/a", Obj: slim}, d} {
+		s.handler().OnDelete(obj)
+	}
+	if c := s.takeChanges(); !c.Pods || c.Other || s.gens["pods"] != 3 || len(s.stale["pods"].keys) != 2 || s.Stats().Resolve != 3 {
+		t.Fatalf("deletes recorded as %+v, generations %v, stale %v, stats %+v", c, s.gens, s.stale["pods"], s.Stats())
 	}
 }
 
@@ -59,7 +91,7 @@ func TestChanges(t *testing.T) {
 	s.record(slice("a"), true)
 	s.record(cache.DeletedFinalStateUnknown{Obj: slice("b")}, true)
 	s.record(&gwv1.HTTPRoute{}, true)
-	s.record(&corev1.Pod{}, false)
+	s.record(&resolve.Pod{}, false)
 	c := s.takeChanges()
 	if c.Other || c.Pods || !c.Routes || len(c.Slices) != 2 || !c.Slices["ns/a"] || !c.Slices["ns/b"] {
 		t.Fatalf("changes %+v", c)
@@ -71,7 +103,7 @@ func TestChanges(t *testing.T) {
 	if s.gens["pods"] != 1 || s.gens["slices"] != 2 || s.gens["httproutes"] != 2 {
 		t.Fatalf("generations %v", s.gens)
 	}
-	s.record(&corev1.Pod{}, true)
+	s.record(&resolve.Pod{}, true)
 	s.record(&corev1.Service{}, true)
 	if c := s.takeChanges(); !c.Pods || !c.Other || c.Routes {
 		t.Fatalf("changes %+v", c)
