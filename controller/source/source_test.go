@@ -178,18 +178,8 @@ func TestQuietUpdates(t *testing.T) {
 	p := pod()
 	r := httpRoute()
 	kube := kubefake.NewClientset(n, p)
-	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
-	disc.serve(map[string][]string{"gateway.networking.k8s.io/v1": {"httproutes"}})
 	gw := gwfake.NewSimpleClientset(r)
-	s, err := New(Config{Kube: kubeWithDiscovery{Interface: kube, d: disc}, Gateway: gw, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := startSource(t, kube, gw, map[string][]string{"gateway.networking.k8s.io/v1": {"httproutes"}})
 	waitStats := func(what string, ok func(Stats) bool) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -261,16 +251,7 @@ func TestPodsCachedSlim(t *testing.T) {
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet"}}
 	p.Spec.Containers = []corev1.Container{{Name: "c", Image: "echo"}}
 	kube := kubefake.NewClientset(p)
-	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
-	s, err := New(Config{Kube: kubeWithDiscovery{Interface: kube, d: disc}, Gateway: gwfake.NewSimpleClientset(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, ctx := startSource(t, kube, gwfake.NewSimpleClientset(), nil)
 	pods := func(want int) []*resolve.Pod {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -307,4 +288,25 @@ func TestPodsCachedSlim(t *testing.T) {
 		t.Fatal(err)
 	}
 	pods(0)
+}
+
+// startSource starts a Source on fake clients whose discovery serves
+// kinds (group version -> resources); it stops when the test ends, and ctx
+// is the test's until then.
+func startSource(t *testing.T, kube *kubefake.Clientset, gw *gwfake.Clientset, kinds map[string][]string) (*Source, context.Context) {
+	t.Helper()
+	disc := &lockedDiscovery{FakeDiscovery: kube.Discovery().(*fakediscovery.FakeDiscovery)}
+	if kinds != nil {
+		disc.serve(kinds)
+	}
+	s, err := New(Config{Kube: kubeWithDiscovery{Interface: kube, d: disc}, Gateway: gw, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s, ctx
 }
