@@ -370,12 +370,7 @@ func (r *resolver) selectorEndpoints(xb *gwxv1a1.XBackend) []*weftv1.Endpoint {
 		if p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed {
 			continue
 		}
-		ready := false
-		for _, c := range p.Conditions {
-			if c.Type == corev1.PodReady {
-				ready = c.Status == corev1.ConditionTrue
-			}
-		}
+		ready := p.Ready() == corev1.ConditionTrue
 		terminating := p.DeletionTimestamp != nil
 		id := r.spiffeID(p.Namespace, p.ServiceAccountName)
 		if id == "" {

@@ -215,35 +215,32 @@ func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 		d.changed = append(d.changed, rt.attachable(nc))
 		return true
 	}
-	for i := range in.HTTPRoutes {
-		hr := in.HTTPRoutes[i]
+	for _, hr := range in.HTTPRoutes {
 		if !visit(kindHTTP, &hr.ObjectMeta, func() *route { return r.compileHTTPRoute(hr) }) {
 			return d, false
 		}
 	}
-	for i := range in.GRPCRoutes {
-		gr := in.GRPCRoutes[i]
+	for _, gr := range in.GRPCRoutes {
 		if !visit(kindGRPC, &gr.ObjectMeta, func() *route { return r.compileGRPCRoute(gr) }) {
 			return d, false
 		}
 	}
-	for i := range in.TCPRoutes {
-		tr := in.TCPRoutes[i]
+	for _, tr := range in.TCPRoutes {
 		if !visit(kindTCP, &tr.ObjectMeta, func() *route { return r.compileTCPRoute(tr) }) {
 			return d, false
 		}
 	}
 	if d.routes.len() > n {
+		var deleted []routeKey // collected first: d.routes must not change while all walks it
 		for k := range d.routes.all() {
 			if !present[k] {
-				d.gone = append(d.gone, k)
+				deleted = append(deleted, k)
 			}
 		}
-		for _, k := range d.gone {
-			if !present[k] {
-				d.routes.del(k)
-			}
+		for _, k := range deleted {
+			d.routes.del(k)
 		}
+		d.gone = append(d.gone, deleted...)
 	}
 	return d, true
 }

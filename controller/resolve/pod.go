@@ -41,6 +41,18 @@ type PodCondition struct {
 	Status corev1.ConditionStatus
 }
 
+// Ready is the status of the pod's last Ready condition ("" when it has
+// none), as resolution and the source's podChanged read it.
+func (p *Pod) Ready() corev1.ConditionStatus {
+	var st corev1.ConditionStatus
+	for _, c := range p.Conditions {
+		if c.Type == corev1.PodReady {
+			st = c.Status
+		}
+	}
+	return st
+}
+
 // PodOf is p as a Pod. The Pod shares p's metadata (its maps and slices),
 // not its spec or status.
 func PodOf(p *corev1.Pod) *Pod {

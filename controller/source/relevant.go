@@ -152,17 +152,7 @@ func podChanged(o, n *resolve.Pod) bool {
 		o.Phase != n.Phase ||
 		o.PodIP != n.PodIP ||
 		!equality.Semantic.DeepEqual(o.PodIPs, n.PodIPs) ||
-		podReady(o) != podReady(n)
-}
-
-func podReady(p *resolve.Pod) corev1.ConditionStatus {
-	var st corev1.ConditionStatus
-	for _, c := range p.Conditions {
-		if c.Type == corev1.PodReady {
-			st = c.Status
-		}
-	}
-	return st
+		o.Ready() != n.Ready()
 }
 
 // namespaceChanged: the mesh reads whether a namespace is enrolled and its

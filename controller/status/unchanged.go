@@ -20,8 +20,8 @@ import (
 // same when its resourceVersion is (the API server changes it on every
 // write) and its status list is the very one compared (the informer's
 // object and its shallow copies share it; an object built or read afresh
-// has another list, so it is compared). The time stamp of a Write plays no part: a status found
-// equal kept every transition time it had.
+// has another list, so it is compared). The time stamp of a Write plays no
+// part: a status found equal kept every transition time it had.
 //
 // The entries of objects a Write did not find unchanged (or did not list)
 // are dropped at its end. They are kept per kind in the order the objects
@@ -42,7 +42,8 @@ type unchanged struct {
 type kindEntries struct {
 	prev, next []unchangedEntry
 	at         cursor[unchangedEntry]
-	// inOrder: the Write's objects of the kind were sorted, so next is
+	// inOrder: the Write's objects of the kind were sorted, so next, filled
+	// in their order, is sorted too
 	inOrder bool
 }
 
