@@ -1,7 +1,7 @@
 // Command weft-bench runs the processes of the mesh-path benchmark
 // (test/bench/run.sh): a backend, Weft's node proxy as a source or a
-// destination node, and a net/http/httputil.ReverseProxy hop, plus the PKI
-// they share. Each role runs until SIGTERM/SIGINT.
+// destination node, a net/http/httputil.ReverseProxy hop and the floor
+// hop (test/bench/floor.sh), plus the PKI they share. Each role runs until SIGTERM/SIGINT.
 package main
 
 import (
@@ -15,7 +15,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: weft-bench pki|backend|weft|rp [flags]")
+		fmt.Fprintln(os.Stderr, "usage: weft-bench pki|backend|weft|rp|floor [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -53,6 +53,15 @@ func main() {
 		fs.StringVar(&c.pki, "pki", "", "PKI directory")
 		fs.Parse(os.Args[2:])
 		err = runRP(ctx, c)
+	case "floor":
+		var c rpConfig
+		fs.StringVar(&c.role, "role", "a", "a: plaintext in, mTLS out; b: mTLS in, plaintext out")
+		fs.StringVar(&c.listen, "listen", "", "listen address")
+		fs.StringVar(&c.upstream, "upstream", "", "upstream address")
+		fs.StringVar(&c.pki, "pki", "", "PKI directory")
+		fs.BoolVar(&c.handoff, "handoff", false, "hand each response from a reader goroutine to the request's goroutine")
+		fs.Parse(os.Args[2:])
+		err = runFloor(ctx, c)
 	default:
 		err = fmt.Errorf("unknown role %q", os.Args[1])
 	}

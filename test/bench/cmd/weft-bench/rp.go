@@ -14,7 +14,10 @@ import (
 	"time"
 )
 
-type rpConfig struct{ role, listen, upstream, pki string }
+type rpConfig struct {
+	role, listen, upstream, pki string
+	handoff                     bool // floor only: see floorRelayHandoff
+}
 
 // runRP runs one httputil.ReverseProxy hop: role a takes plaintext and sends
 // over TLS 1.3 with a client certificate; role b requires a client

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+)
+
+// runFloor runs one hop of the Go floor peer: the least a Go HTTP/1.1 proxy
+// pair can do in nginx's shape. Each client connection gets its own upstream
+// connection (role a: TLS 1.3 with a client certificate, as nginx's
+// keepalive upstream; role b: plaintext to the backend) and one goroutine
+// that moves a request up and its response back, message by message: no
+// hand-off between goroutines, no multiplexing, no header map, no routing.
+// It parses only what it must to find a message's end (Content-Length; no
+// chunked bodies), so it is a bound on Go's runtime and crypto/tls in this
+// shape, not a proxy to use.
+func runFloor(ctx context.Context, c rpConfig) error {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(c.pki, "pki", "cert.pem"), filepath.Join(c.pki, "pki", "key.pem"))
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(c.pki, "pki", "cert.pem"))
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	l, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	var dial func() (net.Conn, error)
+	switch c.role {
+	case "a":
+		tc := &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "mesh", MinVersion: tls.VersionTLS13,
+			ClientSessionCache: tls.NewLRUClientSessionCache(64)}
+		dial = func() (net.Conn, error) { return tls.Dial("tcp", c.upstream, tc) }
+	case "b":
+		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13})
+		dial = func() (net.Conn, error) { return net.Dial("tcp", c.upstream) }
+	default:
+		return fmt.Errorf("floor role %q", c.role)
+	}
+	var conns sync.Map
+	go func() {
+		<-ctx.Done()
+		l.Close()
+		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+	}()
+	for {
+		cc, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		conns.Store(cc, nil)
+		go func() {
+			defer conns.Delete(cc)
+			defer cc.Close()
+			up, err := dial()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "floor: upstream:", err)
+				return
+			}
+			defer up.Close()
+			if c.handoff {
+				floorRelayHandoff(cc, up)
+				return
+			}
+			floorRelay(cc, up)
+		}()
+	}
+}
+
+// floorRelay carries request/response exchanges between client and up until
+// either side ends or sends what the floor does not parse.
+func floorRelay(client, up net.Conn) {
+	cr, cw := bufio.NewReaderSize(client, 16<<10), bufio.NewWriterSize(client, 16<<10)
+	ur, uw := bufio.NewReaderSize(up, 16<<10), bufio.NewWriterSize(up, 16<<10)
+	for {
+		if err := copyMessage(uw, cr); err != nil {
+			return
+		}
+		if uw.Flush() != nil {
+			return
+		}
+		if err := copyMessage(cw, ur); err != nil {
+			return
+		}
+		if cw.Flush() != nil {
+			return
+		}
+	}
+}
+
+var (
+	contentLength = []byte("content-length:")
+	errChunked    = errors.New("floor: no chunked bodies")
+)
+
+// copyMessage copies one HTTP/1.1 message head and its Content-Length body.
+func copyMessage(w *bufio.Writer, r *bufio.Reader) error {
+	n := int64(0)
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		w.Write(line)
+		if len(line) <= 2 {
+			break
+		}
+		if len(line) > len(contentLength) && bytes.EqualFold(line[:len(contentLength)], contentLength) {
+			if n, err = strconv.ParseInt(string(bytes.TrimSpace(line[len(contentLength):])), 10, 64); err != nil {
+				return err
+			}
+		}
+		if len(line) > 18 && bytes.EqualFold(line[:18], []byte("transfer-encoding:")) {
+			return errChunked
+		}
+	}
+	_, err := io.CopyN(w, r, n)
+	return err
+}
+
+// floorRelayHandoff is floorRelay with one hand-off per response: a
+// goroutine of the upstream connection reads each response whole and passes
+// it to the goroutine that sent the request, which writes it to the client,
+// as a proxy whose upstream reads happen elsewhere (a multiplexed
+// connection's reader) must.
+func floorRelayHandoff(client, up net.Conn) {
+	cr, cw := bufio.NewReaderSize(client, 16<<10), bufio.NewWriterSize(client, 16<<10)
+	ur, uw := bufio.NewReaderSize(up, 16<<10), bufio.NewWriterSize(up, 16<<10)
+	resp := make(chan *bytes.Buffer)
+	free := make(chan *bytes.Buffer, 1)
+	free <- new(bytes.Buffer)
+	go func() {
+		defer close(resp)
+		for {
+			b := <-free
+			b.Reset()
+			bw := bufio.NewWriter(b)
+			if copyMessage(bw, ur) != nil || bw.Flush() != nil {
+				return
+			}
+			resp <- b
+		}
+	}()
+	for {
+		if err := copyMessage(uw, cr); err != nil {
+			return
+		}
+		if uw.Flush() != nil {
+			return
+		}
+		b, ok := <-resp
+		if !ok {
+			return
+		}
+		cw.Write(b.Bytes())
+		free <- b
+		if cw.Flush() != nil {
+			return
+		}
+	}
+}
