@@ -322,10 +322,7 @@ func (a *Agent) dial() (*grpc.ClientConn, error) {
 			},
 		})
 	}
-	conn, err := grpc.NewClient(cfg.ControllerAddr, grpc.WithTransportCredentials(creds),
-		// A node's policy carries every meshed Service and cluster: about
-		// 1 MiB at 1k Services, so leave room above gRPC's 4 MiB default.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	conn, err := grpc.NewClient(cfg.ControllerAddr, append(weftv1.DialOptions(), grpc.WithTransportCredentials(creds))...)
 	if err != nil {
 		return nil, fmt.Errorf("controller %s: %w", cfg.ControllerAddr, err)
 	}

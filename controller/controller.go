@@ -309,11 +309,11 @@ func (c *Controller) newParts(rc *rest.Config) (*prometheus.Registry, error) {
 // the listeners opened so far are closed.
 func (c *Controller) listen(reg *prometheus.Registry) (err error) {
 	cfg := c.cfg
-	c.grpc = grpc.NewServer(append([]grpc.ServerOption{
+	c.grpc = grpc.NewServer(append(append(weftv1.ServerOptions(),
 		push.ServerCodec(),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}, cfg.ServerOptions...)...)
+	), cfg.ServerOptions...)...)
 	weftv1.RegisterPolicyServer(c.grpc, c.push)
 	if cfg.Register != nil {
 		cfg.Register(c.grpc)

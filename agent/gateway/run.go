@@ -152,8 +152,7 @@ func dialController(addr, caFile string, ids func() *identity.Manager) (*grpc.Cl
 			return ids().ControllerTLSConfig(host, caFile).VerifyConnection(cs)
 		},
 	})
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	conn, err := grpc.NewClient(addr, append(weftv1.DialOptions(), grpc.WithTransportCredentials(creds))...)
 	if err != nil {
 		return nil, fmt.Errorf("controller %s: %w", addr, err)
 	}

@@ -71,8 +71,10 @@ func RunAgents(ctx context.Context, addr string, nodes int, ready func()) []Rece
 }
 
 func agentStream(ctx context.Context, addr string, n int, version *uint64, nonce *string, subscribed func()) ([]Received, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodecV2(pushtest.HeaderCodec{})))
+	// an agent's own options, then the benchmark's codec (it reads only
+	// what it measures)
+	conn, err := grpc.NewClient(addr, append(weftv1.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(pushtest.HeaderCodec{})))...)
 	if err != nil {
 		return nil, err
 	}
