@@ -17,7 +17,9 @@ import (
 
 // pingPong answers each request with a snapshot: the policy stream's shape,
 // a push then its ACK.
-type pingPong struct{ weftv1.UnimplementedPolicyServer }
+type pingPong struct {
+	weftv1.UnimplementedPolicyServer
+}
 
 func (pingPong) Stream(st grpc.BidiStreamingServer[weftv1.PolicyRequest, weftv1.PolicySnapshot]) error {
 	for {
