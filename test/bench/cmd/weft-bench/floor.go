@@ -5,13 +5,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 )
@@ -26,16 +24,10 @@ import (
 // chunked bodies), so it is a bound on Go's runtime and crypto/tls in this
 // shape, not a proxy to use.
 func runFloor(ctx context.Context, c rpConfig) error {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(c.pki, "pki", "cert.pem"), filepath.Join(c.pki, "pki", "key.pem"))
+	cert, pool, err := peerPKI(c.pki)
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(filepath.Join(c.pki, "pki", "cert.pem"))
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 	l, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return err

@@ -45,20 +45,17 @@ func main() {
 		fs.StringVar(&c.metrics, "metrics", "", "turn the proxy's metrics on and serve them (/metrics) on this address; empty: metrics off")
 		fs.Parse(os.Args[2:])
 		err = runWeft(ctx, c)
-	case "rp":
+	case "rp", "floor":
 		var c rpConfig
 		fs.StringVar(&c.role, "role", "a", "a: plaintext in, mTLS out; b: mTLS in, plaintext out")
 		fs.StringVar(&c.listen, "listen", "", "listen address")
 		fs.StringVar(&c.upstream, "upstream", "", "upstream address")
 		fs.StringVar(&c.pki, "pki", "", "PKI directory")
-		fs.Parse(os.Args[2:])
-		err = runRP(ctx, c)
-	case "floor":
-		var c rpConfig
-		fs.StringVar(&c.role, "role", "a", "a: plaintext in, mTLS out; b: mTLS in, plaintext out")
-		fs.StringVar(&c.listen, "listen", "", "listen address")
-		fs.StringVar(&c.upstream, "upstream", "", "upstream address")
-		fs.StringVar(&c.pki, "pki", "", "PKI directory")
+		if os.Args[1] == "rp" {
+			fs.Parse(os.Args[2:])
+			err = runRP(ctx, c)
+			break
+		}
 		fs.BoolVar(&c.handoff, "handoff", false, "hand each response from a reader goroutine to the request's goroutine")
 		fs.Parse(os.Args[2:])
 		err = runFloor(ctx, c)

@@ -23,16 +23,10 @@ type rpConfig struct {
 // over TLS 1.3 with a client certificate; role b requires a client
 // certificate and sends plaintext (the same shape as the nginx peer).
 func runRP(ctx context.Context, c rpConfig) error {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(c.pki, "pki", "cert.pem"), filepath.Join(c.pki, "pki", "key.pem"))
+	cert, pool, err := peerPKI(c.pki)
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(filepath.Join(c.pki, "pki", "cert.pem"))
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
 	scheme := "http"
 	if c.role == "a" {
@@ -72,4 +66,20 @@ func runRP(ctx context.Context, c rpConfig) error {
 		return err
 	}
 	return nil
+}
+
+// peerPKI loads the peers' certificate (pki/cert.pem and key.pem under
+// dir, as nginx's configs use them), also their only trusted root.
+func peerPKI(dir string) (tls.Certificate, *x509.CertPool, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "pki", "cert.pem"), filepath.Join(dir, "pki", "key.pem"))
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "pki", "cert.pem"))
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return cert, pool, nil
 }
