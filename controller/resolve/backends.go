@@ -247,7 +247,7 @@ func (r *resolver) buildClusters(reuse *Reuse) []*weftv1.Cluster {
 // buildCluster builds the cluster n from src, or takes it from reuse.
 func (r *resolver) buildCluster(n string, src *clusterSource, reuse *Reuse) *weftv1.Cluster {
 	if reuse != nil && src.svc != nil && !reuse.StaleServices[src.svc.Namespace+"/"+src.svc.Name] {
-		if c := reuse.Clusters[n]; c != nil {
+		if c := reuse.cluster(n); c != nil {
 			return c
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
 // TestReuseGivesTheSameOutput: for every golden input, resolving with
@@ -20,7 +22,9 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 		same := in
 		same.Reuse = ReuseOf(prev)
 		same.Reuse.WorkloadsValid = true
-		compareRendered(t, "unchanged", Resolve(same), prev)
+		got := Resolve(same)
+		compareRendered(t, "unchanged", got, prev)
+		clustersTakenOver(t, got, prev)
 
 		changed, err := loadCase(path)
 		if err != nil {
@@ -51,6 +55,23 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 		}
 		compareRendered(t, "only endpoints changed", Resolve(changed), want)
 	})
+}
+
+// clustersTakenOver checks that every Service cluster of got is prev's
+// own, found by Reuse and not built again (XBackend clusters always are).
+func clustersTakenOver(t *testing.T, got, prev Output) {
+	t.Helper()
+	for n, p := range got.Nodes {
+		was := map[string]*weftv1.Cluster{}
+		for _, c := range prev.Nodes[n].GetClusters() {
+			was[c.GetName()] = c
+		}
+		for _, c := range p.GetClusters() {
+			if _, _, _, isSvc := serviceCluster(c.GetName()); isSvc && was[c.GetName()] != c {
+				t.Errorf("node %s: cluster %s was built again, not taken over", n, c.GetName())
+			}
+		}
+	}
 }
 
 func compareRendered(t *testing.T, what string, got, want Output) {

@@ -4,6 +4,9 @@
 package resolve
 
 import (
+	"slices"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,12 +77,12 @@ type Input struct {
 // Reuse is what a resolution may take from an earlier one. Which parts
 // are valid is for the caller to know: it sees what changed in between.
 type Reuse struct {
-	// Clusters by name. Valid when Services, Pods, Namespaces and
-	// XBackends (and the trust domain) are unchanged since they were
-	// built; the clusters of the Services in StaleServices
-	// ("namespace/name": their EndpointSlices changed) are built again.
-	// XBackend clusters are always built again.
-	Clusters      map[string]*weftv1.Cluster
+	// Clusters sorted by name, as a node's policy has them (see cluster).
+	// Valid when Services, Pods, Namespaces and XBackends (and the trust
+	// domain) are unchanged since they were built; the clusters of the
+	// Services in StaleServices ("namespace/name": their EndpointSlices
+	// changed) are built again. XBackend clusters are always built again.
+	Clusters      []*weftv1.Cluster
 	StaleServices map[string]bool
 	// Workloads by node and InvalidMTLS of an earlier Output, used when
 	// WorkloadsValid: Pods and Namespaces (and the trust domain) are
@@ -117,18 +120,27 @@ type Reuse struct {
 // caller sets StaleServices, WorkloadsValid, OnlyEndpoints and
 // RoutesValid.
 func ReuseOf(out Output) *Reuse {
-	r := &Reuse{Clusters: map[string]*weftv1.Cluster{}, Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes, ports: out.ports, statuses: out.statuses, maps: out.maps}
+	r := &Reuse{Workloads: map[string][]*weftv1.Workload{}, InvalidMTLS: out.InvalidMTLS, Previous: &out, routes: out.routes, ports: out.ports, statuses: out.statuses, maps: out.maps}
 	for n, p := range out.Nodes {
 		if len(p.Workloads) > 0 {
 			r.Workloads[n] = p.Workloads
 		}
+		// every node that has clusters has the same, sorted slice: taken
+		// as it is, not indexed into a map each round
 		if len(r.Clusters) == 0 {
-			for _, c := range p.Clusters {
-				r.Clusters[c.Name] = c
-			}
+			r.Clusters = p.Clusters
 		}
 	}
 	return r
+}
+
+// cluster is the reused cluster named n, nil when there is none.
+func (r *Reuse) cluster(n string) *weftv1.Cluster {
+	i, ok := slices.BinarySearchFunc(r.Clusters, n, func(c *weftv1.Cluster, n string) int { return strings.Compare(c.GetName(), n) })
+	if !ok {
+		return nil
+	}
+	return r.Clusters[i]
 }
 
 // Output is everything resolution decided.
