@@ -1,11 +1,13 @@
 package resolve
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -190,16 +192,26 @@ func sameSlice[T any](a, b []T) bool {
 // resolution compiled (by UID and resourceVersion) and finds the deleted
 // ones; false when a route has no resourceVersion or two routes share a
 // key.
+//
+// The source lists each kind sorted by namespace and name. Then a key is
+// unique when each route's is above the one before, and a deleted route is
+// one a binary search does not find: no set of the 20,000 keys is built
+// each round. Listings in another order are checked with that set.
 func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 	d := routeDelta{routes: r.prevRoutes.derive()}
 	n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TCPRoutes)
-	present := make(map[routeKey]bool, n)
+	var present map[routeKey]bool
+	if !strictlySorted(in.HTTPRoutes, httpMeta) || !strictlySorted(in.GRPCRoutes, grpcMeta) || !strictlySorted(in.TCPRoutes, tcpMeta) {
+		present = make(map[routeKey]bool, n)
+	}
 	visit := func(kind routeKind, m *metav1.ObjectMeta, compile func() *route) bool {
 		k := routeKey{kind, m.Namespace, m.Name}
-		if m.ResourceVersion == "" || present[k] {
+		if m.ResourceVersion == "" || present != nil && present[k] {
 			return false
 		}
-		present[k] = true
+		if present != nil {
+			present[k] = true
+		}
 		c := r.prevRoutes.at(k)
 		if c != nil && c.resourceVersion == m.ResourceVersion && c.uid == m.UID {
 			return true
@@ -231,9 +243,22 @@ func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 		}
 	}
 	if d.routes.len() > n {
+		listed := func(k routeKey) bool {
+			if present != nil {
+				return present[k]
+			}
+			switch k.kind {
+			case kindHTTP:
+				return listedIn(in.HTTPRoutes, httpMeta, k)
+			case kindGRPC:
+				return listedIn(in.GRPCRoutes, grpcMeta, k)
+			default:
+				return listedIn(in.TCPRoutes, tcpMeta, k)
+			}
+		}
 		var deleted []routeKey // collected first: d.routes must not change while all walks it
 		for k := range d.routes.all() {
-			if !present[k] {
+			if !listed(k) {
 				deleted = append(deleted, k)
 			}
 		}
@@ -243,6 +268,31 @@ func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 		d.gone = append(d.gone, deleted...)
 	}
 	return d, true
+}
+
+func httpMeta(o *gwv1.HTTPRoute) *metav1.ObjectMeta { return &o.ObjectMeta }
+func grpcMeta(o *gwv1.GRPCRoute) *metav1.ObjectMeta { return &o.ObjectMeta }
+func tcpMeta(o *gwv1.TCPRoute) *metav1.ObjectMeta   { return &o.ObjectMeta }
+func compareMeta(a, b *metav1.ObjectMeta) int {
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+}
+
+// strictlySorted reports whether l is sorted by namespace and name with no
+// key twice.
+func strictlySorted[T any](l []*T, meta func(*T) *metav1.ObjectMeta) bool {
+	for i := 1; i < len(l); i++ {
+		if compareMeta(meta(l[i-1]), meta(l[i])) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// listedIn reports whether l, strictly sorted, has the route k names.
+func listedIn[T any](l []*T, meta func(*T) *metav1.ObjectMeta, k routeKey) bool {
+	want := metav1.ObjectMeta{Namespace: k.ns, Name: k.name}
+	_, ok := slices.BinarySearchFunc(l, &want, func(o *T, w *metav1.ObjectMeta) int { return compareMeta(meta(o), w) })
+	return ok
 }
 
 // affected are the routes to attach again (the changed ones, and fresh

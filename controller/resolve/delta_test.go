@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -199,5 +200,54 @@ func TestIncrementalRouteChangeFallsBackOverTheRegexBudget(t *testing.T) {
 	compareRendered(t, "over the budget", got, Resolve(in))
 	if got.delta != nil {
 		t.Fatal("a resolution that dropped a rule kept state for an incremental one")
+	}
+}
+
+// TestRouteChangesSortedOrNot: routes listed sorted by namespace and name
+// (as the source lists them: a deleted route found by binary search) and
+// in another order (found through a set) resolve alike incrementally, each
+// route deleted and added back; a key listed twice is refused either way.
+func TestRouteChangesSortedOrNot(t *testing.T) {
+	sortedSome, unsortedSome, twice := false, false, false
+	eachCase(t, func(t *testing.T, _ string, in Input) {
+		byName := func(a, b *metav1.ObjectMeta) int { return compareMeta(a, b) }
+		for _, order := range []string{"sorted", "reversed"} {
+			x := in
+			x.HTTPRoutes, x.GRPCRoutes, x.TCPRoutes = slices.Clone(in.HTTPRoutes), slices.Clone(in.GRPCRoutes), slices.Clone(in.TCPRoutes)
+			slices.SortStableFunc(x.HTTPRoutes, func(a, b *gwv1.HTTPRoute) int { return byName(&a.ObjectMeta, &b.ObjectMeta) })
+			slices.SortStableFunc(x.GRPCRoutes, func(a, b *gwv1.GRPCRoute) int { return byName(&a.ObjectMeta, &b.ObjectMeta) })
+			slices.SortStableFunc(x.TCPRoutes, func(a, b *gwv1.TCPRoute) int { return byName(&a.ObjectMeta, &b.ObjectMeta) })
+			if order == "reversed" {
+				slices.Reverse(x.HTTPRoutes)
+				slices.Reverse(x.GRPCRoutes)
+				slices.Reverse(x.TCPRoutes)
+			}
+			sorted := strictlySorted(x.HTTPRoutes, httpMeta) && strictlySorted(x.GRPCRoutes, grpcMeta) && strictlySorted(x.TCPRoutes, tcpMeta)
+			n := len(x.HTTPRoutes) + len(x.GRPCRoutes) + len(x.TCPRoutes)
+			prev := Resolve(x)
+			for i := range n {
+				del := withoutRoute(x, i)
+				without := Resolve(del)
+				got, ok := incremental(del, prev, nil)
+				compareRendered(t, order+": route "+strconv.Itoa(i)+" deleted", got, without)
+				if ok && n > 1 {
+					sortedSome = sortedSome || sorted
+					unsortedSome = unsortedSome || !sorted
+				}
+				got, _ = incremental(x, without, nil)
+				compareRendered(t, order+": route "+strconv.Itoa(i)+" added", got, prev)
+			}
+			if len(x.HTTPRoutes) > 0 && prev.delta != nil {
+				dup := x
+				dup.HTTPRoutes = slices.Insert(slices.Clone(x.HTTPRoutes), 0, x.HTTPRoutes[0])
+				if _, ok := incremental(dup, prev, nil); ok {
+					t.Errorf("%s: a route listed twice was taken incrementally", order)
+				}
+				twice = true
+			}
+		}
+	})
+	if !sortedSome || !unsortedSome || !twice {
+		t.Fatalf("not every path was taken: sorted %v, in another order %v, a route twice %v", sortedSome, unsortedSome, twice)
 	}
 }
