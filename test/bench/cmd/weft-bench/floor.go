@@ -68,39 +68,63 @@ func runFloor(ctx context.Context, c rpConfig) error {
 				return
 			}
 			defer up.Close()
-			if c.handoff {
-				floorRelayHandoff(cc, up)
-				return
-			}
-			floorRelay(cc, up)
+			floorRelay(cc, up, c.handoff)
 		}()
 	}
 }
 
 // floorRelay carries request/response exchanges between client and up until
-// either side ends or sends what the floor does not parse.
-func floorRelay(client, up net.Conn) {
+// either side ends or sends what the floor does not parse. With handoff, a
+// goroutine of the upstream connection reads each response whole and passes
+// it to the goroutine that sent the request, which writes it to the client:
+// one hand-off per response, as a proxy whose upstream reads happen
+// elsewhere (a multiplexed connection's reader) has.
+func floorRelay(client, up net.Conn, handoff bool) {
 	cr, cw := bufio.NewReaderSize(client, 16<<10), bufio.NewWriterSize(client, 16<<10)
 	ur, uw := bufio.NewReaderSize(up, 16<<10), bufio.NewWriterSize(up, 16<<10)
+	respond := func() error { return copyMessage(cw, ur) }
+	if handoff {
+		// one buffer goes round: neither send ever waits, and closing
+		// free ends the reader once the relay is done
+		resp := make(chan *bytes.Buffer, 1)
+		free := make(chan *bytes.Buffer, 1)
+		free <- new(bytes.Buffer)
+		go func() {
+			defer close(resp)
+			for b := range free {
+				b.Reset()
+				bw := bufio.NewWriter(b)
+				if copyMessage(bw, ur) != nil || bw.Flush() != nil {
+					return
+				}
+				resp <- b
+			}
+		}()
+		defer close(free)
+		respond = func() error {
+			b, ok := <-resp
+			if !ok {
+				return io.ErrUnexpectedEOF
+			}
+			cw.Write(b.Bytes())
+			free <- b
+			return nil
+		}
+	}
 	for {
 		if err := copyMessage(uw, cr); err != nil {
 			return
 		}
-		if uw.Flush() != nil {
-			return
-		}
-		if err := copyMessage(cw, ur); err != nil {
-			return
-		}
-		if cw.Flush() != nil {
+		if uw.Flush() != nil || respond() != nil || cw.Flush() != nil {
 			return
 		}
 	}
 }
 
 var (
-	contentLength = []byte("content-length:")
-	errChunked    = errors.New("floor: no chunked bodies")
+	contentLength    = []byte("content-length:")
+	transferEncoding = []byte("transfer-encoding:")
+	errChunked       = errors.New("floor: no chunked bodies")
 )
 
 // copyMessage copies one HTTP/1.1 message head and its Content-Length body.
@@ -120,52 +144,10 @@ func copyMessage(w *bufio.Writer, r *bufio.Reader) error {
 				return err
 			}
 		}
-		if len(line) > 18 && bytes.EqualFold(line[:18], []byte("transfer-encoding:")) {
+		if len(line) > len(transferEncoding) && bytes.EqualFold(line[:len(transferEncoding)], transferEncoding) {
 			return errChunked
 		}
 	}
 	_, err := io.CopyN(w, r, n)
 	return err
-}
-
-// floorRelayHandoff is floorRelay with one hand-off per response: a
-// goroutine of the upstream connection reads each response whole and passes
-// it to the goroutine that sent the request, which writes it to the client,
-// as a proxy whose upstream reads happen elsewhere (a multiplexed
-// connection's reader) must.
-func floorRelayHandoff(client, up net.Conn) {
-	cr, cw := bufio.NewReaderSize(client, 16<<10), bufio.NewWriterSize(client, 16<<10)
-	ur, uw := bufio.NewReaderSize(up, 16<<10), bufio.NewWriterSize(up, 16<<10)
-	resp := make(chan *bytes.Buffer)
-	free := make(chan *bytes.Buffer, 1)
-	free <- new(bytes.Buffer)
-	go func() {
-		defer close(resp)
-		for {
-			b := <-free
-			b.Reset()
-			bw := bufio.NewWriter(b)
-			if copyMessage(bw, ur) != nil || bw.Flush() != nil {
-				return
-			}
-			resp <- b
-		}
-	}()
-	for {
-		if err := copyMessage(uw, cr); err != nil {
-			return
-		}
-		if uw.Flush() != nil {
-			return
-		}
-		b, ok := <-resp
-		if !ok {
-			return
-		}
-		cw.Write(b.Bytes())
-		free <- b
-		if cw.Flush() != nil {
-			return
-		}
-	}
 }

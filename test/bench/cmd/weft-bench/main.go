@@ -1,7 +1,8 @@
 // Command weft-bench runs the processes of the mesh-path benchmark
 // (test/bench/run.sh): a backend, Weft's node proxy as a source or a
-// destination node, a net/http/httputil.ReverseProxy hop and the floor
-// hop (test/bench/floor.sh), plus the PKI they share. Each role runs until SIGTERM/SIGINT.
+// destination node, a net/http/httputil.ReverseProxy hop and the floor hop
+// (test/bench/floor.sh), plus the PKI they share. Each role runs until
+// SIGTERM/SIGINT.
 package main
 
 import (

@@ -16,7 +16,7 @@ import (
 
 type rpConfig struct {
 	role, listen, upstream, pki string
-	handoff                     bool // floor only: see floorRelayHandoff
+	handoff                     bool // floor only: see floorRelay
 }
 
 // runRP runs one httputil.ReverseProxy hop: role a takes plaintext and sends
