@@ -1,12 +1,10 @@
 package resolve
 
 import (
-	"cmp"
 	"fmt"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -204,11 +202,8 @@ func BenchmarkResolveRouteChange(b *testing.B) {
 	in := genCluster(scaleCluster)
 	versionRoutes(&in, func(int) string { return "1" })
 	// listed as the source lists them: sorted by namespace and name
-	byName := func(a, b *metav1.ObjectMeta) int {
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
-	}
-	slices.SortFunc(in.HTTPRoutes, func(a, b *gwv1.HTTPRoute) int { return byName(&a.ObjectMeta, &b.ObjectMeta) })
-	slices.SortFunc(in.GRPCRoutes, func(a, b *gwv1.GRPCRoute) int { return byName(&a.ObjectMeta, &b.ObjectMeta) })
+	slices.SortFunc(in.HTTPRoutes, func(a, b *gwv1.HTTPRoute) int { return compareMeta(&a.ObjectMeta, &b.ObjectMeta) })
+	slices.SortFunc(in.GRPCRoutes, func(a, b *gwv1.GRPCRoute) int { return compareMeta(&a.ObjectMeta, &b.ObjectMeta) })
 	prev := Resolve(in)
 	for _, bc := range []struct {
 		name         string

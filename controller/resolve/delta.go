@@ -206,7 +206,7 @@ func (r *resolver) routeChanges(in *Input) (routeDelta, bool) {
 	}
 	visit := func(kind routeKind, m *metav1.ObjectMeta, compile func() *route) bool {
 		k := routeKey{kind, m.Namespace, m.Name}
-		if m.ResourceVersion == "" || present != nil && present[k] {
+		if m.ResourceVersion == "" || present[k] {
 			return false
 		}
 		if present != nil {

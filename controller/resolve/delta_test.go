@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -210,13 +209,12 @@ func TestIncrementalRouteChangeFallsBackOverTheRegexBudget(t *testing.T) {
 func TestRouteChangesSortedOrNot(t *testing.T) {
 	sortedSome, unsortedSome, twice := false, false, false
 	eachCase(t, func(t *testing.T, _ string, in Input) {
-		byName := func(a, b *metav1.ObjectMeta) int { return compareMeta(a, b) }
 		for _, order := range []string{"sorted", "reversed"} {
 			x := in
 			x.HTTPRoutes, x.GRPCRoutes, x.TCPRoutes = slices.Clone(in.HTTPRoutes), slices.Clone(in.GRPCRoutes), slices.Clone(in.TCPRoutes)
-			slices.SortStableFunc(x.HTTPRoutes, func(a, b *gwv1.HTTPRoute) int { return byName(&a.ObjectMeta, &b.ObjectMeta) })
-			slices.SortStableFunc(x.GRPCRoutes, func(a, b *gwv1.GRPCRoute) int { return byName(&a.ObjectMeta, &b.ObjectMeta) })
-			slices.SortStableFunc(x.TCPRoutes, func(a, b *gwv1.TCPRoute) int { return byName(&a.ObjectMeta, &b.ObjectMeta) })
+			slices.SortStableFunc(x.HTTPRoutes, func(a, b *gwv1.HTTPRoute) int { return compareMeta(&a.ObjectMeta, &b.ObjectMeta) })
+			slices.SortStableFunc(x.GRPCRoutes, func(a, b *gwv1.GRPCRoute) int { return compareMeta(&a.ObjectMeta, &b.ObjectMeta) })
+			slices.SortStableFunc(x.TCPRoutes, func(a, b *gwv1.TCPRoute) int { return compareMeta(&a.ObjectMeta, &b.ObjectMeta) })
 			if order == "reversed" {
 				slices.Reverse(x.HTTPRoutes)
 				slices.Reverse(x.GRPCRoutes)
