@@ -176,13 +176,22 @@ func TestIntegrationLoadBalancerAllocator(t *testing.T) {
 	waitStatuses(map[string]string{"i": vip("172.30.200.3")})
 
 	// Another implementation's and non-LoadBalancer Services were never
-	// touched, and no address is held twice.
+	// touched, and no address is held twice. (Only the allocator's Events
+	// count: kube-apiserver's ClusterIP repair loop may warn about a
+	// Service it raced with at creation, which is not ours to judge.)
 	for _, name := range []string{"classy", "clusterip"} {
 		if got := ingress(name); got != "" {
 			t.Errorf("%s: status %q, want none", name, got)
 		}
-		if evs, err := events(ctx, cs, ns, name); err != nil || len(evs) > 0 {
-			t.Errorf("%s: events %v %v, want none", name, summarize(evs), err)
+		evs, err := events(ctx, cs, ns, name)
+		var ours []corev1.Event
+		for _, e := range evs {
+			if e.Source.Component == cluster.LoadBalancerComponent {
+				ours = append(ours, e)
+			}
+		}
+		if err != nil || len(ours) > 0 {
+			t.Errorf("%s: allocator events %v %v, want none", name, summarize(ours), err)
 		}
 	}
 	list, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{})
