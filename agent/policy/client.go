@@ -288,7 +288,7 @@ func (c *Client) stream(ctx context.Context) error {
 	}
 	first := c.subject(0)
 	if c.cfg.Node != "" {
-		first.Deltas = true
+		first.Deltas, first.EndpointPatches = true, true
 		if cur := c.Current(); cur != nil {
 			// the controller answers with a delta from it if it still can
 			first.Version, first.ControllerNonce = cur.GetVersion(), cur.GetControllerNonce()

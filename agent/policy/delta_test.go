@@ -65,6 +65,7 @@ func TestClientAppliesDeltas(t *testing.T) {
 		{"base mismatch", delta(4, 3, &weftv1.NodePolicyDelta{RemovedServices: []string{"ns/b:80"}}), true},
 		{"other controller", &weftv1.PolicySnapshot{Version: 3, BaseVersion: 2, ControllerNonce: "c2", Delta: &weftv1.NodePolicyDelta{}}, true},
 		{"removes what is not there", delta(3, 2, &weftv1.NodePolicyDelta{RemovedServices: []string{"ns/a:80"}}), true},
+		{"patches what is not there", delta(3, 2, &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "ns/b:80", RemovedEndpoints: []*weftv1.EndpointKey{{Ip: "10.0.0.1", Port: 80}}}}}), true},
 		{"invalid result", delta(3, 2, &weftv1.NodePolicyDelta{Services: []*weftv1.ServicePort{{Namespace: "ns", Name: "b", Port: 80,
 			Producer: &weftv1.RouteTable{Kind: weftv1.RouteKind_ROUTE_KIND_HTTP, Matches: []*weftv1.Match{{Rule: 5}}}}}}), false},
 	} {
@@ -110,7 +111,7 @@ func TestClientSubscribesWithVersionInForce(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if r := recv(t, ctl.reqs); r.GetVersion() != 7 || r.GetControllerNonce() != "c1" || !r.GetDeltas() || r.GetError() != "" {
+	if r := recv(t, ctl.reqs); r.GetVersion() != 7 || r.GetControllerNonce() != "c1" || !r.GetDeltas() || !r.GetEndpointPatches() || r.GetError() != "" {
 		t.Fatalf("subscription %v, want version 7 of c1", r)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -40,6 +41,9 @@ type release struct {
 	// none (first version, Gateways).
 	base  uint64
 	delta *wireSnapshot
+	// patched is delta with cluster patches, for agents that apply them;
+	// nil when it would be delta itself.
+	patched *wireSnapshot
 
 	once    sync.Once
 	build   func() *wireSnapshot
@@ -76,6 +80,10 @@ type partDelta struct {
 	removedTunnels  []string
 	enc             []byte
 	err             error
+	// patched is the clusters part with cluster patches, for agents that
+	// apply them; nil when no changed cluster is smaller as a patch.
+	patched *partDelta
+	patches []*weftv1.ClusterPatch
 }
 
 // unitEnc is a unit's encoding; it holds the unit so that its address,
@@ -256,9 +264,86 @@ func (d *differ) clusterDelta(old, new []*weftv1.Cluster) *partDelta {
 	if k[0] != k[1] {
 		pd.clusters, pd.removedClusters = diffUnits(d, old, new, (*weftv1.Cluster).GetName)
 		pd.enc, pd.err = marshalPart(&weftv1.NodePolicyDelta{Clusters: pd.clusters, RemovedClusters: pd.removedClusters})
+		pd.patched = d.patchedPart(old, pd)
 	}
 	d.clusters[k] = pd
 	return pd
+}
+
+// patchedPart is pd with each upserted cluster that is smaller as a patch
+// of its old self sent as that patch; nil when there is none.
+func (d *differ) patchedPart(old []*weftv1.Cluster, pd *partDelta) *partDelta {
+	var whole []*weftv1.Cluster
+	var patches []*weftv1.ClusterPatch
+	for i, u := range pd.clusters {
+		if p := d.clusterPatch(old, u); p != nil {
+			if patches == nil {
+				whole = slices.Clone(pd.clusters[:i])
+			}
+			patches = append(patches, p)
+		} else if patches != nil {
+			whole = append(whole, u)
+		}
+	}
+	if patches == nil {
+		return nil
+	}
+	pp := &partDelta{clusters: whole, removedClusters: pd.removedClusters, patches: patches}
+	pp.enc, pp.err = marshalPart(&weftv1.NodePolicyDelta{Clusters: whole, RemovedClusters: pd.removedClusters, ClusterPatches: patches})
+	return pp
+}
+
+// clusterPatch is u as a patch of the cluster of its name in old (sorted
+// by name); nil when there is none, the protocol changed, either lists its
+// endpoints out of Cluster's order, or the patch is not smaller than u.
+func (d *differ) clusterPatch(old []*weftv1.Cluster, u *weftv1.Cluster) *weftv1.ClusterPatch {
+	i, ok := slices.BinarySearchFunc(old, u.GetName(), func(c *weftv1.Cluster, n string) int { return strings.Compare(c.GetName(), n) })
+	if !ok {
+		return nil
+	}
+	o := old[i]
+	oe, ne := o.GetEndpoints(), u.GetEndpoints()
+	if o.GetProtocol() != u.GetProtocol() || !endpointsInOrder(oe) || !endpointsInOrder(ne) {
+		return nil
+	}
+	p := &weftv1.ClusterPatch{Name: u.GetName()}
+	for len(oe) > 0 || len(ne) > 0 {
+		c := 1 // only old endpoints left: removed
+		if len(oe) == 0 {
+			c = -1
+		} else if len(ne) > 0 {
+			c = weftv1.CompareEndpoints(ne[0], oe[0])
+		}
+		switch {
+		case c < 0:
+			p.Endpoints = append(p.Endpoints, ne[0])
+			ne = ne[1:]
+		case c > 0:
+			p.RemovedEndpoints = append(p.RemovedEndpoints, weftv1.EndpointKeyOf(oe[0]))
+			oe = oe[1:]
+		default:
+			if ne[0] != oe[0] && !protobuf.Equal(ne[0], oe[0]) {
+				p.Endpoints = append(p.Endpoints, ne[0])
+			}
+			oe, ne = oe[1:], ne[1:]
+		}
+	}
+	whole := d.unitEncoding(u, unitPtr(u))
+	if whole == nil || protobuf.Size(p) >= len(whole) {
+		return nil
+	}
+	return p
+}
+
+// endpointsInOrder reports whether eps are strictly in Cluster's order
+// (so unique by key), as ApplyDelta requires of a patched cluster.
+func endpointsInOrder(eps []*weftv1.Endpoint) bool {
+	for i := 1; i < len(eps); i++ {
+		if weftv1.CompareEndpoints(eps[i-1], eps[i]) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func mapPtr(m map[string]string) unsafe.Pointer {
@@ -311,6 +396,9 @@ type nodeDelta struct {
 	msg    *weftv1.NodePolicyDelta
 	rest   []byte
 	shared [][]byte
+	// patched is the delta with cluster patches (partDelta.patched); nil
+	// when there are none.
+	patched *nodeDelta
 }
 
 func (n *nodeDelta) size() int {
@@ -350,12 +438,31 @@ func (d *differ) diff(old, new *weftv1.NodePolicy) (*nodeDelta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode delta of node %s: %w", new.GetNode(), err)
 	}
+	nd := withParts(own, rest, svc, cl, tun)
+	if nd == nil {
+		return nil, nil
+	}
+	if cl.patched != nil {
+		if cl.patched.err != nil {
+			return nil, cl.patched.err
+		}
+		nd.patched = withParts(&weftv1.NodePolicyDelta{
+			Workloads: own.Workloads, RemovedWorkloads: own.RemovedWorkloads, Authz: own.Authz, RemovedAuthz: own.RemovedAuthz,
+			ReplaceTrust: own.ReplaceTrust, TrustDomain: own.TrustDomain, TrustAnchors: own.TrustAnchors,
+		}, rest, svc, cl.patched, tun)
+	}
+	return nd, nil
+}
+
+// withParts completes own, the node's own fields encoded as rest, with the
+// shared parts; nil when the delta changes nothing.
+func withParts(own *weftv1.NodePolicyDelta, rest []byte, svc, cl, tun *partDelta) *nodeDelta {
 	msg := own
 	msg.Services, msg.RemovedServices = svc.services, svc.removedServices
-	msg.Clusters, msg.RemovedClusters = cl.clusters, cl.removedClusters
+	msg.Clusters, msg.RemovedClusters, msg.ClusterPatches = cl.clusters, cl.removedClusters, cl.patches
 	msg.NodeTunnels, msg.RemovedNodeTunnels = tun.tunnels, tun.removedTunnels
 	if msg.Empty() {
-		return nil, nil
+		return nil
 	}
 	nd := &nodeDelta{msg: msg, rest: rest}
 	for _, b := range [][]byte{svc.enc, cl.enc, tun.enc} {
@@ -363,7 +470,7 @@ func (d *differ) diff(old, new *weftv1.NodePolicy) (*nodeDelta, error) {
 			nd.shared = append(nd.shared, b)
 		}
 	}
-	return nd, nil
+	return nd
 }
 
 // newDeltaWireSnapshot is the wire form of a delta from base to version.

@@ -366,3 +366,171 @@ func TestEncodingCacheIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// withClusters returns policies (sharing their slices) whose clusters are
+// edit's copy of ps's: each cluster it changes is a fresh one, as resolution
+// makes.
+func withClusters(ps map[string]*weftv1.NodePolicy, edit func(cls []*weftv1.Cluster) []*weftv1.Cluster) map[string]*weftv1.NodePolicy {
+	var any *weftv1.NodePolicy
+	for _, p := range ps {
+		any = p
+		break
+	}
+	cls := edit(slices.Clone(any.Clusters))
+	out := map[string]*weftv1.NodePolicy{}
+	for n, p := range ps {
+		out[n] = proto.Clone(p).(*weftv1.NodePolicy)
+		out[n].Services, out[n].Clusters, out[n].NodeTunnels = p.Services, cls, p.NodeTunnels
+	}
+	return out
+}
+
+func editCluster(cls []*weftv1.Cluster, i int, f func(c *weftv1.Cluster)) {
+	c := proto.Clone(cls[i]).(*weftv1.Cluster)
+	f(c)
+	cls[i] = c
+}
+
+// TestClusterPatches: a cluster whose endpoints changed goes as a patch of
+// the changed endpoints when that is smaller, and whole when its protocol
+// changed, its endpoints are out of order or the patch would be larger;
+// both forms of the delta, applied, give the new policy, and the form
+// without patches is the reference Diff.
+func TestClusterPatches(t *testing.T) {
+	nodes := []string{"node-a", "node-b"}
+	p1 := bigPolicies(nodes, 30, 10)
+	p2 := withClusters(p1, func(cls []*weftv1.Cluster) []*weftv1.Cluster {
+		editCluster(cls, 2, func(c *weftv1.Cluster) { c.Endpoints[4].Ready = false })
+		editCluster(cls, 5, func(c *weftv1.Cluster) {
+			c.Endpoints = append(c.Endpoints[1:], &weftv1.Endpoint{Ip: "10.1.5.99", Port: 8080, Node: "node-b", Ready: true})
+		})
+		editCluster(cls, 7, func(c *weftv1.Cluster) {
+			c.Protocol = weftv1.Protocol_PROTOCOL_H2C
+			c.Endpoints[0].Ready = false
+		})
+		editCluster(cls, 9, func(c *weftv1.Cluster) {
+			for e, ep := range c.Endpoints {
+				ep.Ip = fmt.Sprintf("10.3.9.%d", e)
+			}
+		})
+		editCluster(cls, 11, func(c *weftv1.Cluster) {
+			c.Endpoints[0], c.Endpoints[1] = c.Endpoints[1], c.Endpoints[0]
+			c.Endpoints[3].Ready = false
+		})
+		return append(cls[:13], cls[14:]...) // 13 removed
+	})
+	d := newDiffer(nil)
+	for _, n := range nodes {
+		nd, err := d.diff(p1[n], p2[n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref := deltatest.Diff(p1[n], p2[n]); !proto.Equal(ref, nd.msg) {
+			t.Fatalf("%s: delta without patches %v\nDiff %v", n, nd.msg, ref)
+		}
+		if nd.patched == nil {
+			t.Fatalf("%s: no patched delta", n)
+		}
+		pm := nd.patched.msg
+		var patched, whole []string
+		for _, p := range pm.ClusterPatches {
+			patched = append(patched, p.Name)
+		}
+		for _, c := range pm.Clusters {
+			whole = append(whole, c.Name)
+		}
+		if want := []string{"ns/svc-0002:80", "ns/svc-0005:80"}; !slices.Equal(patched, want) {
+			t.Errorf("%s: patched %v, want %v", n, patched, want)
+		}
+		if want := []string{"ns/svc-0007:80", "ns/svc-0009:80", "ns/svc-0011:80"}; !slices.Equal(whole, want) {
+			t.Errorf("%s: whole %v, want %v", n, whole, want)
+		}
+		if want := []string{"ns/svc-0013:80"}; !slices.Equal(pm.RemovedClusters, want) {
+			t.Errorf("%s: removed %v, want %v", n, pm.RemovedClusters, want)
+		}
+		if p := pm.ClusterPatches[0]; len(p.Endpoints) != 1 || p.Endpoints[0].Ready || len(p.RemovedEndpoints) != 0 {
+			t.Errorf("%s: readiness flip patch %v", n, p)
+		}
+		if p := pm.ClusterPatches[1]; len(p.Endpoints) != 1 || p.Endpoints[0].Ip != "10.1.5.99" || len(p.RemovedEndpoints) != 1 || p.RemovedEndpoints[0].Ip != "10.1.5.0" {
+			t.Errorf("%s: add and remove patch %v", n, p)
+		}
+		for form, m := range map[string]*weftv1.NodePolicyDelta{"whole": nd.msg, "patched": pm} {
+			got, err := weftv1.ApplyDelta(p1[n], m)
+			if err != nil {
+				t.Fatalf("%s %s: %v", n, form, err)
+			}
+			if !proto.Equal(got, p2[n]) {
+				t.Fatalf("%s %s: applied %v\nwant %v", n, form, got.Clusters, p2[n].Clusters)
+			}
+		}
+		w := newDeltaWireSnapshot(9, 8, "n1", nd.patched)
+		var s weftv1.PolicySnapshot
+		if err := proto.Unmarshal(wireBytes(w), &s); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(s.Delta, pm) || w.Size() != len(wireBytes(w)) {
+			t.Fatalf("%s: wire %v", n, &s)
+		}
+		if whole := newDeltaWireSnapshot(9, 8, "n1", nd).Size(); w.Size() >= whole {
+			t.Errorf("%s: patched delta %d bytes, whole %d", n, w.Size(), whole)
+		}
+	}
+	// only a change no patch makes smaller: no patched form
+	p3 := withClusters(p2, func(cls []*weftv1.Cluster) []*weftv1.Cluster {
+		editCluster(cls, 3, func(c *weftv1.Cluster) { c.Protocol = weftv1.Protocol_PROTOCOL_GRPC })
+		return cls
+	})
+	if nd, err := d.diff(p2["node-a"], p3["node-a"]); err != nil || nd == nil || nd.patched != nil {
+		t.Fatalf("protocol change: %v, patched %v", err, nd.patched != nil)
+	}
+}
+
+// TestEndpointPatchesOnlyWhereAsked: an agent that announced
+// endpoint_patches gets a readiness flip as a one-endpoint patch; one that
+// did not gets the cluster whole. Both arrive at the new policy.
+func TestEndpointPatchesOnlyWhereAsked(t *testing.T) {
+	h, _ := start(t, Config{Nonce: "n1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nodes := []string{"node-a", "node-b"}
+	p1 := bigPolicies(nodes, 50, 10)
+	h.srv.Update(p1)
+	subs := map[string]grpc.BidiStreamingClient[weftv1.PolicyRequest, weftv1.PolicySnapshot]{}
+	firsts := map[string]*weftv1.PolicySnapshot{}
+	for _, n := range nodes {
+		st, err := h.client.Stream(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer tok-"+n[len("node-"):]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&weftv1.PolicyRequest{Node: n, Deltas: true, EndpointPatches: n == "node-a"}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := recv(t, st, 5*time.Second)
+		if err != nil || s.Policy == nil {
+			t.Fatal(s, err)
+		}
+		_ = st.Send(&weftv1.PolicyRequest{Version: s.Version})
+		subs[n], firsts[n] = st, s
+	}
+	p2 := withClusters(p1, func(cls []*weftv1.Cluster) []*weftv1.Cluster {
+		editCluster(cls, 17, func(c *weftv1.Cluster) { c.Endpoints[6].Ready = false })
+		return cls
+	})
+	h.srv.Update(p2)
+	for _, n := range nodes {
+		s, err := recv(t, subs[n], 5*time.Second)
+		if err != nil || s.Delta == nil {
+			t.Fatal(s, err)
+		}
+		d := s.Delta
+		if n == "node-a" && (len(d.Clusters) != 0 || len(d.ClusterPatches) != 1 || len(d.ClusterPatches[0].Endpoints) != 1) {
+			t.Errorf("%s asked for patches, got %v", n, d)
+		}
+		if n == "node-b" && (len(d.ClusterPatches) != 0 || len(d.Clusters) != 1 || len(d.Clusters[0].Endpoints) != 10) {
+			t.Errorf("%s did not ask for patches, got %v", n, d)
+		}
+		if got := apply(t, firsts[n], s); !proto.Equal(got, p2[n]) {
+			t.Fatalf("%s: applied delta is not the new policy", n)
+		}
+	}
+}

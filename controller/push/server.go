@@ -147,8 +147,9 @@ type subscriber struct {
 	// at is the version the agent has in force if it applied everything
 	// sent, as far as the server knows; 0: unknown (send full snapshots).
 	at uint64
-	// deltas: the agent said it applies deltas (PolicyRequest.deltas).
-	deltas bool
+	// deltas: the agent said it applies deltas (PolicyRequest.deltas);
+	// patches: also cluster patches (PolicyRequest.endpoint_patches).
+	deltas, patches bool
 	// sent is when each version not answered yet was sent on the stream
 	// (oldest first, at most maxPending), for the ACK latency.
 	sent []sentVersion
@@ -351,6 +352,9 @@ func (s *Server) Update(policies map[string]*weftv1.NodePolicy) int {
 		default:
 			r.base = e.rel.version
 			r.delta = newDeltaWireSnapshot(v, r.base, s.nonce, c.delta)
+			if c.delta.patched != nil {
+				r.patched = newDeltaWireSnapshot(v, r.base, s.nonce, c.delta.patched)
+			}
 			r.build = func() *wireSnapshot { return buildFull(enc, v, s.nonce, p) }
 		}
 		e.rel, e.policy = r, p
@@ -562,6 +566,9 @@ func (s *Server) send(stream grpc.BidiStreamingServer[weftv1.PolicyRequest, weft
 	switch {
 	case !full && sub.deltas && r.delta != nil && r.base == at:
 		msg = r.delta
+		if sub.patches && r.patched != nil {
+			msg = r.patched
+		}
 	case !full && r.version <= at:
 		return nil
 	default:
@@ -682,6 +689,7 @@ func (s *Server) subscribe(sub *subscriber, first *weftv1.PolicyRequest) {
 	}
 	e.subs[sub] = struct{}{}
 	sub.deltas = !sub.gateway && first.GetDeltas()
+	sub.patches = sub.deltas && first.GetEndpointPatches()
 	if sub.deltas && first.GetControllerNonce() == s.nonce {
 		sub.at = first.GetVersion()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,6 +60,8 @@ func ApplyDelta(base *NodePolicy, d *NodePolicyDelta) (*NodePolicy, error) {
 	if out.Clusters, e = applyUnits(base.GetClusters(), d.GetClusters(), d.GetRemovedClusters(), (*Cluster).GetName,
 		func(a, b *Cluster) int { return strings.Compare(a.GetName(), b.GetName()) }); e != nil {
 		err = errors.Join(err, fmt.Errorf("clusters: %w", e))
+	} else if out.Clusters, e = applyPatches(out.Clusters, d); e != nil {
+		err = errors.Join(err, fmt.Errorf("cluster patches: %w", e))
 	}
 	if out.Workloads, e = applyUnits(base.GetWorkloads(), d.GetWorkloads(), d.GetRemovedWorkloads(), WorkloadKey, compareWorkloads); e != nil {
 		err = errors.Join(err, fmt.Errorf("workloads: %w", e))
@@ -117,6 +120,107 @@ func applyUnits[U any](base, upserts []U, removed []string, key func(U) string, 
 	return out, nil
 }
 
+// EndpointKeyOf is the key of an endpoint in a ClusterPatch.
+func EndpointKeyOf(e *Endpoint) *EndpointKey { return &EndpointKey{Ip: e.GetIp(), Port: e.GetPort()} }
+
+// CompareEndpoints is Cluster's order of endpoints: ip (as a string), then
+// port.
+func CompareEndpoints(a, b *Endpoint) int {
+	return cmp.Or(strings.Compare(a.GetIp(), b.GetIp()), cmp.Compare(a.GetPort(), b.GetPort()))
+}
+
+type endpointKey struct {
+	ip   string
+	port uint32
+}
+
+// applyPatches applies d's cluster patches to clusters (sorted by name,
+// d's upserts and removals already applied). A patch must name a cluster
+// of the base that d neither upserts nor removes, and remove only
+// endpoints it has.
+func applyPatches(clusters []*Cluster, d *NodePolicyDelta) ([]*Cluster, error) {
+	patches := d.GetClusterPatches()
+	if len(patches) == 0 {
+		return clusters, nil
+	}
+	whole := make(map[string]bool, len(d.GetClusters())+len(d.GetRemovedClusters()))
+	for _, c := range d.GetClusters() {
+		whole[c.GetName()] = true
+	}
+	for _, n := range d.GetRemovedClusters() {
+		whole[n] = true
+	}
+	out := slices.Clone(clusters)
+	patched := make(map[string]bool, len(patches))
+	for _, p := range patches {
+		name := p.GetName()
+		switch {
+		case whole[name]:
+			return nil, fmt.Errorf("%w: cluster %q patched and upserted or removed", ErrBadDelta, name)
+		case patched[name]:
+			return nil, fmt.Errorf("%w: cluster %q patched twice", ErrBadDelta, name)
+		}
+		patched[name] = true
+		i, ok := slices.BinarySearchFunc(out, name, func(c *Cluster, n string) int { return strings.Compare(c.GetName(), n) })
+		if !ok {
+			return nil, fmt.Errorf("%w: patched cluster %q is not in the base", ErrBadDelta, name)
+		}
+		eps, err := patchEndpoints(out[i].GetEndpoints(), p)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", name, err)
+		}
+		out[i] = &Cluster{Name: name, Protocol: out[i].GetProtocol(), Endpoints: eps}
+	}
+	return out, nil
+}
+
+// patchEndpoints applies p to base's endpoints; the result is in Cluster's
+// order.
+func patchEndpoints(base []*Endpoint, p *ClusterPatch) ([]*Endpoint, error) {
+	change := make(map[endpointKey]bool, len(p.GetEndpoints())+len(p.GetRemovedEndpoints()))
+	for _, e := range p.GetEndpoints() {
+		k := endpointKey{e.GetIp(), e.GetPort()}
+		if change[k] {
+			return nil, fmt.Errorf("%w: endpoint %s upserted twice", ErrBadDelta, k)
+		}
+		change[k] = true
+	}
+	gone := make(map[endpointKey]bool, len(p.GetRemovedEndpoints()))
+	for _, r := range p.GetRemovedEndpoints() {
+		k := endpointKey{r.GetIp(), r.GetPort()}
+		if change[k] || gone[k] {
+			return nil, fmt.Errorf("%w: endpoint %s removed twice or upserted and removed", ErrBadDelta, k)
+		}
+		gone[k] = true
+	}
+	out := make([]*Endpoint, 0, len(base)+len(p.GetEndpoints()))
+	found := 0
+	for i, e := range base {
+		if i > 0 && CompareEndpoints(base[i-1], e) >= 0 {
+			return nil, fmt.Errorf("%w: the base's endpoints are not unique and sorted", ErrBadDelta)
+		}
+		k := endpointKey{e.GetIp(), e.GetPort()}
+		if gone[k] {
+			found++
+			continue
+		}
+		if change[k] {
+			continue
+		}
+		out = append(out, e)
+	}
+	if found != len(gone) {
+		return nil, fmt.Errorf("%w: %d of %d removed endpoints are not in the base", ErrBadDelta, len(gone)-found, len(gone))
+	}
+	out = append(out, p.GetEndpoints()...)
+	slices.SortFunc(out, CompareEndpoints)
+	return out, nil
+}
+
+func (k endpointKey) String() string {
+	return net.JoinHostPort(k.ip, strconv.FormatUint(uint64(k.port), 10))
+}
+
 func applyTunnels(base, upserts map[string]string, removed []string) (map[string]string, error) {
 	if len(upserts) == 0 && len(removed) == 0 {
 		return base, nil
@@ -142,5 +246,5 @@ func applyTunnels(base, upserts map[string]string, removed []string) (map[string
 func (d *NodePolicyDelta) Empty() bool {
 	return len(d.GetServices())+len(d.GetRemovedServices())+len(d.GetClusters())+len(d.GetRemovedClusters())+
 		len(d.GetWorkloads())+len(d.GetRemovedWorkloads())+len(d.GetAuthz())+len(d.GetRemovedAuthz())+
-		len(d.GetNodeTunnels())+len(d.GetRemovedNodeTunnels()) == 0 && !d.GetReplaceTrust()
+		len(d.GetNodeTunnels())+len(d.GetRemovedNodeTunnels())+len(d.GetClusterPatches()) == 0 && !d.GetReplaceTrust()
 }

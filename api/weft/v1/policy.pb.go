@@ -448,7 +448,7 @@ func (x SessionPersistence_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionPersistence_Type.Descriptor instead.
 func (SessionPersistence_Type) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19, 0}
 }
 
 type SessionPersistence_Lifetime int32
@@ -497,7 +497,7 @@ func (x SessionPersistence_Lifetime) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionPersistence_Lifetime.Descriptor instead.
 func (SessionPersistence_Lifetime) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17, 1}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19, 1}
 }
 
 type PathModifier_Type int32
@@ -546,7 +546,7 @@ func (x PathModifier_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PathModifier_Type.Descriptor instead.
 func (PathModifier_Type) EnumDescriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{21, 0}
 }
 
 type PolicyRequest struct {
@@ -572,9 +572,13 @@ type PolicyRequest struct {
 	// First message only: the agent applies deltas (PolicySnapshot.delta).
 	// An agent that does not say so (one built before deltas) gets a full
 	// snapshot for every version.
-	Deltas        bool `protobuf:"varint,7,opt,name=deltas,proto3" json:"deltas,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Deltas bool `protobuf:"varint,7,opt,name=deltas,proto3" json:"deltas,omitempty"`
+	// First message only, with deltas: the agent applies
+	// NodePolicyDelta.cluster_patches. An agent that does not say so gets
+	// every changed cluster whole.
+	EndpointPatches bool `protobuf:"varint,8,opt,name=endpoint_patches,json=endpointPatches,proto3" json:"endpoint_patches,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PolicyRequest) Reset() {
@@ -652,6 +656,13 @@ func (x *PolicyRequest) GetResync() bool {
 func (x *PolicyRequest) GetDeltas() bool {
 	if x != nil {
 		return x.Deltas
+	}
+	return false
+}
+
+func (x *PolicyRequest) GetEndpointPatches() bool {
+	if x != nil {
+		return x.EndpointPatches
 	}
 	return false
 }
@@ -770,11 +781,16 @@ type NodePolicyDelta struct {
 	RemovedNodeTunnels []string               `protobuf:"bytes,10,rep,name=removed_node_tunnels,json=removedNodeTunnels,proto3" json:"removed_node_tunnels,omitempty"`
 	// Set: trust_domain and trust_anchors replace the base's (which may be
 	// empty values).
-	ReplaceTrust  bool     `protobuf:"varint,11,opt,name=replace_trust,json=replaceTrust,proto3" json:"replace_trust,omitempty"`
-	TrustDomain   string   `protobuf:"bytes,12,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
-	TrustAnchors  [][]byte `protobuf:"bytes,13,rep,name=trust_anchors,json=trustAnchors,proto3" json:"trust_anchors,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReplaceTrust bool     `protobuf:"varint,11,opt,name=replace_trust,json=replaceTrust,proto3" json:"replace_trust,omitempty"`
+	TrustDomain  string   `protobuf:"bytes,12,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	TrustAnchors [][]byte `protobuf:"bytes,13,rep,name=trust_anchors,json=trustAnchors,proto3" json:"trust_anchors,omitempty"`
+	// Clusters of the base whose endpoints changed, as the changes only (to
+	// agents that announced endpoint_patches): a readiness flip in a
+	// Service of 500 endpoints is one endpoint on the wire, not 500. A
+	// cluster is patched or upserted or removed, never two of these.
+	ClusterPatches []*ClusterPatch `protobuf:"bytes,14,rep,name=cluster_patches,json=clusterPatches,proto3" json:"cluster_patches,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NodePolicyDelta) Reset() {
@@ -898,6 +914,131 @@ func (x *NodePolicyDelta) GetTrustAnchors() [][]byte {
 	return nil
 }
 
+func (x *NodePolicyDelta) GetClusterPatches() []*ClusterPatch {
+	if x != nil {
+		return x.ClusterPatches
+	}
+	return nil
+}
+
+// ClusterPatch changes the endpoints of the base's cluster of that name.
+// Endpoints are keyed by (ip, port), unique in a cluster; the patched
+// cluster lists them in Cluster's order (ip, then port) and keeps the
+// base's protocol.
+type ClusterPatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Endpoints added, or replacing the base's endpoint of their key.
+	Endpoints []*Endpoint `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// Keys of the base's endpoints that are gone.
+	RemovedEndpoints []*EndpointKey `protobuf:"bytes,3,rep,name=removed_endpoints,json=removedEndpoints,proto3" json:"removed_endpoints,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ClusterPatch) Reset() {
+	*x = ClusterPatch{}
+	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterPatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterPatch) ProtoMessage() {}
+
+func (x *ClusterPatch) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterPatch.ProtoReflect.Descriptor instead.
+func (*ClusterPatch) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ClusterPatch) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClusterPatch) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *ClusterPatch) GetRemovedEndpoints() []*EndpointKey {
+	if x != nil {
+		return x.RemovedEndpoints
+	}
+	return nil
+}
+
+type EndpointKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointKey) Reset() {
+	*x = EndpointKey{}
+	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointKey) ProtoMessage() {}
+
+func (x *EndpointKey) ProtoReflect() protoreflect.Message {
+	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointKey.ProtoReflect.Descriptor instead.
+func (*EndpointKey) Descriptor() ([]byte, []int) {
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EndpointKey) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *EndpointKey) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
 type NodePolicy struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Node        string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -922,7 +1063,7 @@ type NodePolicy struct {
 
 func (x *NodePolicy) Reset() {
 	*x = NodePolicy{}
-	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	mi := &file_weft_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1075,7 @@ func (x *NodePolicy) String() string {
 func (*NodePolicy) ProtoMessage() {}
 
 func (x *NodePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[3]
+	mi := &file_weft_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1088,7 @@ func (x *NodePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodePolicy.ProtoReflect.Descriptor instead.
 func (*NodePolicy) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NodePolicy) GetNode() string {
@@ -1029,7 +1170,7 @@ type AuthzPolicy struct {
 
 func (x *AuthzPolicy) Reset() {
 	*x = AuthzPolicy{}
-	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	mi := &file_weft_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1182,7 @@ func (x *AuthzPolicy) String() string {
 func (*AuthzPolicy) ProtoMessage() {}
 
 func (x *AuthzPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[4]
+	mi := &file_weft_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1195,7 @@ func (x *AuthzPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzPolicy.ProtoReflect.Descriptor instead.
 func (*AuthzPolicy) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AuthzPolicy) GetName() string {
@@ -1110,7 +1251,7 @@ type AuthzRule struct {
 
 func (x *AuthzRule) Reset() {
 	*x = AuthzRule{}
-	mi := &file_weft_v1_policy_proto_msgTypes[5]
+	mi := &file_weft_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1263,7 @@ func (x *AuthzRule) String() string {
 func (*AuthzRule) ProtoMessage() {}
 
 func (x *AuthzRule) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[5]
+	mi := &file_weft_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1276,7 @@ func (x *AuthzRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzRule.ProtoReflect.Descriptor instead.
 func (*AuthzRule) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AuthzRule) GetAnySource() bool {
@@ -1181,7 +1322,7 @@ type AuthzSource struct {
 
 func (x *AuthzSource) Reset() {
 	*x = AuthzSource{}
-	mi := &file_weft_v1_policy_proto_msgTypes[6]
+	mi := &file_weft_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1334,7 @@ func (x *AuthzSource) String() string {
 func (*AuthzSource) ProtoMessage() {}
 
 func (x *AuthzSource) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[6]
+	mi := &file_weft_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1347,7 @@ func (x *AuthzSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthzSource.ProtoReflect.Descriptor instead.
 func (*AuthzSource) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AuthzSource) GetIdentity() string {
@@ -1250,7 +1391,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_weft_v1_policy_proto_msgTypes[7]
+	mi := &file_weft_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1403,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[7]
+	mi := &file_weft_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1416,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Workload) GetNamespace() string {
@@ -1365,7 +1506,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_weft_v1_policy_proto_msgTypes[8]
+	mi := &file_weft_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1518,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[8]
+	mi := &file_weft_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1531,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ServicePort) GetNamespace() string {
@@ -1469,7 +1610,7 @@ type RouteTable struct {
 
 func (x *RouteTable) Reset() {
 	*x = RouteTable{}
-	mi := &file_weft_v1_policy_proto_msgTypes[9]
+	mi := &file_weft_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1622,7 @@ func (x *RouteTable) String() string {
 func (*RouteTable) ProtoMessage() {}
 
 func (x *RouteTable) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[9]
+	mi := &file_weft_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1635,7 @@ func (x *RouteTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteTable.ProtoReflect.Descriptor instead.
 func (*RouteTable) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RouteTable) GetKind() RouteKind {
@@ -1530,7 +1671,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_weft_v1_policy_proto_msgTypes[10]
+	mi := &file_weft_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1542,7 +1683,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[10]
+	mi := &file_weft_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1555,7 +1696,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Match) GetRule() uint32 {
@@ -1591,7 +1732,7 @@ type StringMatch struct {
 
 func (x *StringMatch) Reset() {
 	*x = StringMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[11]
+	mi := &file_weft_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1744,7 @@ func (x *StringMatch) String() string {
 func (*StringMatch) ProtoMessage() {}
 
 func (x *StringMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[11]
+	mi := &file_weft_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1757,7 @@ func (x *StringMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringMatch.ProtoReflect.Descriptor instead.
 func (*StringMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StringMatch) GetType() MatchType {
@@ -1654,7 +1795,7 @@ type HTTPMatch struct {
 
 func (x *HTTPMatch) Reset() {
 	*x = HTTPMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[12]
+	mi := &file_weft_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1807,7 @@ func (x *HTTPMatch) String() string {
 func (*HTTPMatch) ProtoMessage() {}
 
 func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[12]
+	mi := &file_weft_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1820,7 @@ func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPMatch.ProtoReflect.Descriptor instead.
 func (*HTTPMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HTTPMatch) GetPath() *StringMatch {
@@ -1723,7 +1864,7 @@ type GRPCMatch struct {
 
 func (x *GRPCMatch) Reset() {
 	*x = GRPCMatch{}
-	mi := &file_weft_v1_policy_proto_msgTypes[13]
+	mi := &file_weft_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1876,7 @@ func (x *GRPCMatch) String() string {
 func (*GRPCMatch) ProtoMessage() {}
 
 func (x *GRPCMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[13]
+	mi := &file_weft_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1889,7 @@ func (x *GRPCMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GRPCMatch.ProtoReflect.Descriptor instead.
 func (*GRPCMatch) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GRPCMatch) GetType() MatchType {
@@ -1802,7 +1943,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_weft_v1_policy_proto_msgTypes[14]
+	mi := &file_weft_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +1955,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[14]
+	mi := &file_weft_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +1968,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Rule) GetRoute() string {
@@ -1916,7 +2057,7 @@ type BackendRef struct {
 
 func (x *BackendRef) Reset() {
 	*x = BackendRef{}
-	mi := &file_weft_v1_policy_proto_msgTypes[15]
+	mi := &file_weft_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2069,7 @@ func (x *BackendRef) String() string {
 func (*BackendRef) ProtoMessage() {}
 
 func (x *BackendRef) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[15]
+	mi := &file_weft_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2082,7 @@ func (x *BackendRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendRef.ProtoReflect.Descriptor instead.
 func (*BackendRef) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BackendRef) GetCluster() string {
@@ -1990,7 +2131,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_weft_v1_policy_proto_msgTypes[16]
+	mi := &file_weft_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2143,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[16]
+	mi := &file_weft_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2156,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Retry) GetCodes() []uint32 {
@@ -2055,7 +2196,7 @@ type SessionPersistence struct {
 
 func (x *SessionPersistence) Reset() {
 	*x = SessionPersistence{}
-	mi := &file_weft_v1_policy_proto_msgTypes[17]
+	mi := &file_weft_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2208,7 @@ func (x *SessionPersistence) String() string {
 func (*SessionPersistence) ProtoMessage() {}
 
 func (x *SessionPersistence) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[17]
+	mi := &file_weft_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2221,7 @@ func (x *SessionPersistence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionPersistence.ProtoReflect.Descriptor instead.
 func (*SessionPersistence) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SessionPersistence) GetType() SessionPersistence_Type {
@@ -2129,7 +2270,7 @@ type HeaderModifier struct {
 
 func (x *HeaderModifier) Reset() {
 	*x = HeaderModifier{}
-	mi := &file_weft_v1_policy_proto_msgTypes[18]
+	mi := &file_weft_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2282,7 @@ func (x *HeaderModifier) String() string {
 func (*HeaderModifier) ProtoMessage() {}
 
 func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[18]
+	mi := &file_weft_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2295,7 @@ func (x *HeaderModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier.ProtoReflect.Descriptor instead.
 func (*HeaderModifier) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HeaderModifier) GetSet() []*HeaderModifier_Header {
@@ -2188,7 +2329,7 @@ type PathModifier struct {
 
 func (x *PathModifier) Reset() {
 	*x = PathModifier{}
-	mi := &file_weft_v1_policy_proto_msgTypes[19]
+	mi := &file_weft_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2341,7 @@ func (x *PathModifier) String() string {
 func (*PathModifier) ProtoMessage() {}
 
 func (x *PathModifier) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[19]
+	mi := &file_weft_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2354,7 @@ func (x *PathModifier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathModifier.ProtoReflect.Descriptor instead.
 func (*PathModifier) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PathModifier) GetType() PathModifier_Type {
@@ -2244,7 +2385,7 @@ type RequestRedirect struct {
 
 func (x *RequestRedirect) Reset() {
 	*x = RequestRedirect{}
-	mi := &file_weft_v1_policy_proto_msgTypes[20]
+	mi := &file_weft_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2256,7 +2397,7 @@ func (x *RequestRedirect) String() string {
 func (*RequestRedirect) ProtoMessage() {}
 
 func (x *RequestRedirect) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[20]
+	mi := &file_weft_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2269,7 +2410,7 @@ func (x *RequestRedirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRedirect.ProtoReflect.Descriptor instead.
 func (*RequestRedirect) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RequestRedirect) GetScheme() string {
@@ -2317,7 +2458,7 @@ type URLRewrite struct {
 
 func (x *URLRewrite) Reset() {
 	*x = URLRewrite{}
-	mi := &file_weft_v1_policy_proto_msgTypes[21]
+	mi := &file_weft_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2470,7 @@ func (x *URLRewrite) String() string {
 func (*URLRewrite) ProtoMessage() {}
 
 func (x *URLRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[21]
+	mi := &file_weft_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2483,7 @@ func (x *URLRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use URLRewrite.ProtoReflect.Descriptor instead.
 func (*URLRewrite) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *URLRewrite) GetHostname() string {
@@ -2371,7 +2512,7 @@ type RequestMirror struct {
 
 func (x *RequestMirror) Reset() {
 	*x = RequestMirror{}
-	mi := &file_weft_v1_policy_proto_msgTypes[22]
+	mi := &file_weft_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2524,7 @@ func (x *RequestMirror) String() string {
 func (*RequestMirror) ProtoMessage() {}
 
 func (x *RequestMirror) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[22]
+	mi := &file_weft_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2537,7 @@ func (x *RequestMirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestMirror.ProtoReflect.Descriptor instead.
 func (*RequestMirror) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RequestMirror) GetCluster() string {
@@ -2434,7 +2575,7 @@ type CORS struct {
 
 func (x *CORS) Reset() {
 	*x = CORS{}
-	mi := &file_weft_v1_policy_proto_msgTypes[23]
+	mi := &file_weft_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2587,7 @@ func (x *CORS) String() string {
 func (*CORS) ProtoMessage() {}
 
 func (x *CORS) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[23]
+	mi := &file_weft_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2600,7 @@ func (x *CORS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CORS.ProtoReflect.Descriptor instead.
 func (*CORS) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CORS) GetAllowOrigins() []string {
@@ -2521,7 +2662,7 @@ type Filter struct {
 
 func (x *Filter) Reset() {
 	*x = Filter{}
-	mi := &file_weft_v1_policy_proto_msgTypes[24]
+	mi := &file_weft_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2674,7 @@ func (x *Filter) String() string {
 func (*Filter) ProtoMessage() {}
 
 func (x *Filter) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[24]
+	mi := &file_weft_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2687,7 @@ func (x *Filter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filter.ProtoReflect.Descriptor instead.
 func (*Filter) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Filter) GetKind() isFilter_Kind {
@@ -2654,8 +2795,9 @@ func (*Filter_Cors) isFilter_Kind() {}
 type Cluster struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "<namespace>/<service>:<port>" or "<namespace>/xbackend/<name>:<port>".
-	Name          string      `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Protocol      Protocol    `protobuf:"varint,2,opt,name=protocol,proto3,enum=weft.v1.Protocol" json:"protocol,omitempty"`
+	Name     string   `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Protocol Protocol `protobuf:"varint,2,opt,name=protocol,proto3,enum=weft.v1.Protocol" json:"protocol,omitempty"`
+	// Sorted by ip (as a string), then port; unique by the two.
 	Endpoints     []*Endpoint `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2663,7 +2805,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_weft_v1_policy_proto_msgTypes[25]
+	mi := &file_weft_v1_policy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +2817,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[25]
+	mi := &file_weft_v1_policy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +2830,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{25}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Cluster) GetName() string {
@@ -2735,7 +2877,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_weft_v1_policy_proto_msgTypes[26]
+	mi := &file_weft_v1_policy_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +2889,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[26]
+	mi := &file_weft_v1_policy_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +2902,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{26}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Endpoint) GetIp() string {
@@ -2838,7 +2980,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	mi := &file_weft_v1_policy_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +2992,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[27]
+	mi := &file_weft_v1_policy_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +3005,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{27}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -2891,7 +3033,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_weft_v1_policy_proto_msgTypes[28]
+	mi := &file_weft_v1_policy_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2903,7 +3045,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[28]
+	mi := &file_weft_v1_policy_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2916,7 +3058,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{28}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SignResponse) GetCertChain() [][]byte {
@@ -2969,7 +3111,7 @@ type GatewayPolicy struct {
 
 func (x *GatewayPolicy) Reset() {
 	*x = GatewayPolicy{}
-	mi := &file_weft_v1_policy_proto_msgTypes[29]
+	mi := &file_weft_v1_policy_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3123,7 @@ func (x *GatewayPolicy) String() string {
 func (*GatewayPolicy) ProtoMessage() {}
 
 func (x *GatewayPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[29]
+	mi := &file_weft_v1_policy_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3136,7 @@ func (x *GatewayPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayPolicy.ProtoReflect.Descriptor instead.
 func (*GatewayPolicy) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{29}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GatewayPolicy) GetNamespace() string {
@@ -3080,7 +3222,7 @@ type GatewayPort struct {
 
 func (x *GatewayPort) Reset() {
 	*x = GatewayPort{}
-	mi := &file_weft_v1_policy_proto_msgTypes[30]
+	mi := &file_weft_v1_policy_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3234,7 @@ func (x *GatewayPort) String() string {
 func (*GatewayPort) ProtoMessage() {}
 
 func (x *GatewayPort) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[30]
+	mi := &file_weft_v1_policy_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3247,7 @@ func (x *GatewayPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayPort.ProtoReflect.Descriptor instead.
 func (*GatewayPort) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{30}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GatewayPort) GetPort() uint32 {
@@ -3146,7 +3288,7 @@ type GatewayListener struct {
 
 func (x *GatewayListener) Reset() {
 	*x = GatewayListener{}
-	mi := &file_weft_v1_policy_proto_msgTypes[31]
+	mi := &file_weft_v1_policy_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3300,7 @@ func (x *GatewayListener) String() string {
 func (*GatewayListener) ProtoMessage() {}
 
 func (x *GatewayListener) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[31]
+	mi := &file_weft_v1_policy_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3313,7 @@ func (x *GatewayListener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayListener.ProtoReflect.Descriptor instead.
 func (*GatewayListener) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{31}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GatewayListener) GetName() string {
@@ -3236,7 +3378,7 @@ type VirtualHost struct {
 
 func (x *VirtualHost) Reset() {
 	*x = VirtualHost{}
-	mi := &file_weft_v1_policy_proto_msgTypes[32]
+	mi := &file_weft_v1_policy_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3390,7 @@ func (x *VirtualHost) String() string {
 func (*VirtualHost) ProtoMessage() {}
 
 func (x *VirtualHost) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[32]
+	mi := &file_weft_v1_policy_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3403,7 @@ func (x *VirtualHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualHost.ProtoReflect.Descriptor instead.
 func (*VirtualHost) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{32}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VirtualHost) GetHostname() string {
@@ -3293,7 +3435,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_weft_v1_policy_proto_msgTypes[33]
+	mi := &file_weft_v1_policy_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3305,7 +3447,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[33]
+	mi := &file_weft_v1_policy_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3318,7 +3460,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{33}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Certificate) GetSecret() string {
@@ -3361,7 +3503,7 @@ type CACertificate struct {
 
 func (x *CACertificate) Reset() {
 	*x = CACertificate{}
-	mi := &file_weft_v1_policy_proto_msgTypes[34]
+	mi := &file_weft_v1_policy_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3373,7 +3515,7 @@ func (x *CACertificate) String() string {
 func (*CACertificate) ProtoMessage() {}
 
 func (x *CACertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[34]
+	mi := &file_weft_v1_policy_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3386,7 +3528,7 @@ func (x *CACertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CACertificate.ProtoReflect.Descriptor instead.
 func (*CACertificate) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{34}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CACertificate) GetRef() string {
@@ -3413,7 +3555,7 @@ type ClientValidation struct {
 
 func (x *ClientValidation) Reset() {
 	*x = ClientValidation{}
-	mi := &file_weft_v1_policy_proto_msgTypes[35]
+	mi := &file_weft_v1_policy_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3567,7 @@ func (x *ClientValidation) String() string {
 func (*ClientValidation) ProtoMessage() {}
 
 func (x *ClientValidation) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[35]
+	mi := &file_weft_v1_policy_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3580,7 @@ func (x *ClientValidation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientValidation.ProtoReflect.Descriptor instead.
 func (*ClientValidation) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{35}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ClientValidation) GetCaCertificates() []*CACertificate {
@@ -3476,7 +3618,7 @@ type BackendTLS struct {
 
 func (x *BackendTLS) Reset() {
 	*x = BackendTLS{}
-	mi := &file_weft_v1_policy_proto_msgTypes[36]
+	mi := &file_weft_v1_policy_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3488,7 +3630,7 @@ func (x *BackendTLS) String() string {
 func (*BackendTLS) ProtoMessage() {}
 
 func (x *BackendTLS) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[36]
+	mi := &file_weft_v1_policy_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3501,7 +3643,7 @@ func (x *BackendTLS) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendTLS.ProtoReflect.Descriptor instead.
 func (*BackendTLS) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{36}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BackendTLS) GetPolicy() string {
@@ -3557,7 +3699,7 @@ type SubjectAltName struct {
 
 func (x *SubjectAltName) Reset() {
 	*x = SubjectAltName{}
-	mi := &file_weft_v1_policy_proto_msgTypes[37]
+	mi := &file_weft_v1_policy_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3569,7 +3711,7 @@ func (x *SubjectAltName) String() string {
 func (*SubjectAltName) ProtoMessage() {}
 
 func (x *SubjectAltName) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[37]
+	mi := &file_weft_v1_policy_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3582,7 +3724,7 @@ func (x *SubjectAltName) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectAltName.ProtoReflect.Descriptor instead.
 func (*SubjectAltName) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{37}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubjectAltName) GetValue() string {
@@ -3609,7 +3751,7 @@ type HeaderModifier_Header struct {
 
 func (x *HeaderModifier_Header) Reset() {
 	*x = HeaderModifier_Header{}
-	mi := &file_weft_v1_policy_proto_msgTypes[41]
+	mi := &file_weft_v1_policy_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3621,7 +3763,7 @@ func (x *HeaderModifier_Header) String() string {
 func (*HeaderModifier_Header) ProtoMessage() {}
 
 func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_weft_v1_policy_proto_msgTypes[41]
+	mi := &file_weft_v1_policy_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3634,7 +3776,7 @@ func (x *HeaderModifier_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderModifier_Header.ProtoReflect.Descriptor instead.
 func (*HeaderModifier_Header) Descriptor() ([]byte, []int) {
-	return file_weft_v1_policy_proto_rawDescGZIP(), []int{18, 0}
+	return file_weft_v1_policy_proto_rawDescGZIP(), []int{20, 0}
 }
 
 func (x *HeaderModifier_Header) GetName() string {
@@ -3655,7 +3797,7 @@ var File_weft_v1_policy_proto protoreflect.FileDescriptor
 
 const file_weft_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x14weft/v1/policy.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"\xc8\x01\n" +
+	"\x14weft/v1/policy.proto\x12\aweft.v1\x1a\x1egoogle/protobuf/duration.proto\"\xf3\x01\n" +
 	"\rPolicyRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
@@ -3663,14 +3805,15 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	"\agateway\x18\x04 \x01(\tR\agateway\x12)\n" +
 	"\x10controller_nonce\x18\x05 \x01(\tR\x0fcontrollerNonce\x12\x16\n" +
 	"\x06resync\x18\x06 \x01(\bR\x06resync\x12\x16\n" +
-	"\x06deltas\x18\a \x01(\bR\x06deltas\"\x87\x02\n" +
+	"\x06deltas\x18\a \x01(\bR\x06deltas\x12)\n" +
+	"\x10endpoint_patches\x18\b \x01(\bR\x0fendpointPatches\"\x87\x02\n" +
 	"\x0ePolicySnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12)\n" +
 	"\x10controller_nonce\x18\x02 \x01(\tR\x0fcontrollerNonce\x12+\n" +
 	"\x06policy\x18\x03 \x01(\v2\x13.weft.v1.NodePolicyR\x06policy\x120\n" +
 	"\agateway\x18\x04 \x01(\v2\x16.weft.v1.GatewayPolicyR\agateway\x12!\n" +
 	"\fbase_version\x18\x05 \x01(\x04R\vbaseVersion\x12.\n" +
-	"\x05delta\x18\x06 \x01(\v2\x18.weft.v1.NodePolicyDeltaR\x05delta\"\xa3\x05\n" +
+	"\x05delta\x18\x06 \x01(\v2\x18.weft.v1.NodePolicyDeltaR\x05delta\"\xe3\x05\n" +
 	"\x0fNodePolicyDelta\x120\n" +
 	"\bservices\x18\x01 \x03(\v2\x14.weft.v1.ServicePortR\bservices\x12)\n" +
 	"\x10removed_services\x18\x02 \x03(\tR\x0fremovedServices\x12,\n" +
@@ -3685,10 +3828,18 @@ const file_weft_v1_policy_proto_rawDesc = "" +
 	" \x03(\tR\x12removedNodeTunnels\x12#\n" +
 	"\rreplace_trust\x18\v \x01(\bR\freplaceTrust\x12!\n" +
 	"\ftrust_domain\x18\f \x01(\tR\vtrustDomain\x12#\n" +
-	"\rtrust_anchors\x18\r \x03(\fR\ftrustAnchors\x1a>\n" +
+	"\rtrust_anchors\x18\r \x03(\fR\ftrustAnchors\x12>\n" +
+	"\x0fcluster_patches\x18\x0e \x03(\v2\x15.weft.v1.ClusterPatchR\x0eclusterPatches\x1a>\n" +
 	"\x10NodeTunnelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x01\n" +
+	"\fClusterPatch\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\tendpoints\x18\x02 \x03(\v2\x11.weft.v1.EndpointR\tendpoints\x12A\n" +
+	"\x11removed_endpoints\x18\x03 \x03(\v2\x14.weft.v1.EndpointKeyR\x10removedEndpoints\"1\n" +
+	"\vEndpointKey\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\"\xae\x03\n" +
 	"\n" +
 	"NodePolicy\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12!\n" +
@@ -3976,7 +4127,7 @@ func file_weft_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_weft_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_weft_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_weft_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_weft_v1_policy_proto_goTypes = []any{
 	(AuthzAction)(0),                 // 0: weft.v1.AuthzAction
 	(Protocol)(0),                    // 1: weft.v1.Protocol
@@ -3991,134 +4142,139 @@ var file_weft_v1_policy_proto_goTypes = []any{
 	(*PolicyRequest)(nil),            // 10: weft.v1.PolicyRequest
 	(*PolicySnapshot)(nil),           // 11: weft.v1.PolicySnapshot
 	(*NodePolicyDelta)(nil),          // 12: weft.v1.NodePolicyDelta
-	(*NodePolicy)(nil),               // 13: weft.v1.NodePolicy
-	(*AuthzPolicy)(nil),              // 14: weft.v1.AuthzPolicy
-	(*AuthzRule)(nil),                // 15: weft.v1.AuthzRule
-	(*AuthzSource)(nil),              // 16: weft.v1.AuthzSource
-	(*Workload)(nil),                 // 17: weft.v1.Workload
-	(*ServicePort)(nil),              // 18: weft.v1.ServicePort
-	(*RouteTable)(nil),               // 19: weft.v1.RouteTable
-	(*Match)(nil),                    // 20: weft.v1.Match
-	(*StringMatch)(nil),              // 21: weft.v1.StringMatch
-	(*HTTPMatch)(nil),                // 22: weft.v1.HTTPMatch
-	(*GRPCMatch)(nil),                // 23: weft.v1.GRPCMatch
-	(*Rule)(nil),                     // 24: weft.v1.Rule
-	(*BackendRef)(nil),               // 25: weft.v1.BackendRef
-	(*Retry)(nil),                    // 26: weft.v1.Retry
-	(*SessionPersistence)(nil),       // 27: weft.v1.SessionPersistence
-	(*HeaderModifier)(nil),           // 28: weft.v1.HeaderModifier
-	(*PathModifier)(nil),             // 29: weft.v1.PathModifier
-	(*RequestRedirect)(nil),          // 30: weft.v1.RequestRedirect
-	(*URLRewrite)(nil),               // 31: weft.v1.URLRewrite
-	(*RequestMirror)(nil),            // 32: weft.v1.RequestMirror
-	(*CORS)(nil),                     // 33: weft.v1.CORS
-	(*Filter)(nil),                   // 34: weft.v1.Filter
-	(*Cluster)(nil),                  // 35: weft.v1.Cluster
-	(*Endpoint)(nil),                 // 36: weft.v1.Endpoint
-	(*SignRequest)(nil),              // 37: weft.v1.SignRequest
-	(*SignResponse)(nil),             // 38: weft.v1.SignResponse
-	(*GatewayPolicy)(nil),            // 39: weft.v1.GatewayPolicy
-	(*GatewayPort)(nil),              // 40: weft.v1.GatewayPort
-	(*GatewayListener)(nil),          // 41: weft.v1.GatewayListener
-	(*VirtualHost)(nil),              // 42: weft.v1.VirtualHost
-	(*Certificate)(nil),              // 43: weft.v1.Certificate
-	(*CACertificate)(nil),            // 44: weft.v1.CACertificate
-	(*ClientValidation)(nil),         // 45: weft.v1.ClientValidation
-	(*BackendTLS)(nil),               // 46: weft.v1.BackendTLS
-	(*SubjectAltName)(nil),           // 47: weft.v1.SubjectAltName
-	nil,                              // 48: weft.v1.NodePolicyDelta.NodeTunnelsEntry
-	nil,                              // 49: weft.v1.NodePolicy.NodeTunnelsEntry
-	nil,                              // 50: weft.v1.ServicePort.ConsumersEntry
-	(*HeaderModifier_Header)(nil),    // 51: weft.v1.HeaderModifier.Header
-	nil,                              // 52: weft.v1.GatewayPolicy.BackendTlsEntry
-	nil,                              // 53: weft.v1.GatewayPolicy.NodeTunnelsEntry
-	(*durationpb.Duration)(nil),      // 54: google.protobuf.Duration
+	(*ClusterPatch)(nil),             // 13: weft.v1.ClusterPatch
+	(*EndpointKey)(nil),              // 14: weft.v1.EndpointKey
+	(*NodePolicy)(nil),               // 15: weft.v1.NodePolicy
+	(*AuthzPolicy)(nil),              // 16: weft.v1.AuthzPolicy
+	(*AuthzRule)(nil),                // 17: weft.v1.AuthzRule
+	(*AuthzSource)(nil),              // 18: weft.v1.AuthzSource
+	(*Workload)(nil),                 // 19: weft.v1.Workload
+	(*ServicePort)(nil),              // 20: weft.v1.ServicePort
+	(*RouteTable)(nil),               // 21: weft.v1.RouteTable
+	(*Match)(nil),                    // 22: weft.v1.Match
+	(*StringMatch)(nil),              // 23: weft.v1.StringMatch
+	(*HTTPMatch)(nil),                // 24: weft.v1.HTTPMatch
+	(*GRPCMatch)(nil),                // 25: weft.v1.GRPCMatch
+	(*Rule)(nil),                     // 26: weft.v1.Rule
+	(*BackendRef)(nil),               // 27: weft.v1.BackendRef
+	(*Retry)(nil),                    // 28: weft.v1.Retry
+	(*SessionPersistence)(nil),       // 29: weft.v1.SessionPersistence
+	(*HeaderModifier)(nil),           // 30: weft.v1.HeaderModifier
+	(*PathModifier)(nil),             // 31: weft.v1.PathModifier
+	(*RequestRedirect)(nil),          // 32: weft.v1.RequestRedirect
+	(*URLRewrite)(nil),               // 33: weft.v1.URLRewrite
+	(*RequestMirror)(nil),            // 34: weft.v1.RequestMirror
+	(*CORS)(nil),                     // 35: weft.v1.CORS
+	(*Filter)(nil),                   // 36: weft.v1.Filter
+	(*Cluster)(nil),                  // 37: weft.v1.Cluster
+	(*Endpoint)(nil),                 // 38: weft.v1.Endpoint
+	(*SignRequest)(nil),              // 39: weft.v1.SignRequest
+	(*SignResponse)(nil),             // 40: weft.v1.SignResponse
+	(*GatewayPolicy)(nil),            // 41: weft.v1.GatewayPolicy
+	(*GatewayPort)(nil),              // 42: weft.v1.GatewayPort
+	(*GatewayListener)(nil),          // 43: weft.v1.GatewayListener
+	(*VirtualHost)(nil),              // 44: weft.v1.VirtualHost
+	(*Certificate)(nil),              // 45: weft.v1.Certificate
+	(*CACertificate)(nil),            // 46: weft.v1.CACertificate
+	(*ClientValidation)(nil),         // 47: weft.v1.ClientValidation
+	(*BackendTLS)(nil),               // 48: weft.v1.BackendTLS
+	(*SubjectAltName)(nil),           // 49: weft.v1.SubjectAltName
+	nil,                              // 50: weft.v1.NodePolicyDelta.NodeTunnelsEntry
+	nil,                              // 51: weft.v1.NodePolicy.NodeTunnelsEntry
+	nil,                              // 52: weft.v1.ServicePort.ConsumersEntry
+	(*HeaderModifier_Header)(nil),    // 53: weft.v1.HeaderModifier.Header
+	nil,                              // 54: weft.v1.GatewayPolicy.BackendTlsEntry
+	nil,                              // 55: weft.v1.GatewayPolicy.NodeTunnelsEntry
+	(*durationpb.Duration)(nil),      // 56: google.protobuf.Duration
 }
 var file_weft_v1_policy_proto_depIdxs = []int32{
-	13, // 0: weft.v1.PolicySnapshot.policy:type_name -> weft.v1.NodePolicy
-	39, // 1: weft.v1.PolicySnapshot.gateway:type_name -> weft.v1.GatewayPolicy
+	15, // 0: weft.v1.PolicySnapshot.policy:type_name -> weft.v1.NodePolicy
+	41, // 1: weft.v1.PolicySnapshot.gateway:type_name -> weft.v1.GatewayPolicy
 	12, // 2: weft.v1.PolicySnapshot.delta:type_name -> weft.v1.NodePolicyDelta
-	18, // 3: weft.v1.NodePolicyDelta.services:type_name -> weft.v1.ServicePort
-	35, // 4: weft.v1.NodePolicyDelta.clusters:type_name -> weft.v1.Cluster
-	17, // 5: weft.v1.NodePolicyDelta.workloads:type_name -> weft.v1.Workload
-	14, // 6: weft.v1.NodePolicyDelta.authz:type_name -> weft.v1.AuthzPolicy
-	48, // 7: weft.v1.NodePolicyDelta.node_tunnels:type_name -> weft.v1.NodePolicyDelta.NodeTunnelsEntry
-	17, // 8: weft.v1.NodePolicy.workloads:type_name -> weft.v1.Workload
-	18, // 9: weft.v1.NodePolicy.services:type_name -> weft.v1.ServicePort
-	35, // 10: weft.v1.NodePolicy.clusters:type_name -> weft.v1.Cluster
-	49, // 11: weft.v1.NodePolicy.node_tunnels:type_name -> weft.v1.NodePolicy.NodeTunnelsEntry
-	14, // 12: weft.v1.NodePolicy.authz:type_name -> weft.v1.AuthzPolicy
-	0,  // 13: weft.v1.AuthzPolicy.action:type_name -> weft.v1.AuthzAction
-	15, // 14: weft.v1.AuthzPolicy.rules:type_name -> weft.v1.AuthzRule
-	16, // 15: weft.v1.AuthzRule.sources:type_name -> weft.v1.AuthzSource
-	22, // 16: weft.v1.AuthzRule.http:type_name -> weft.v1.HTTPMatch
-	1,  // 17: weft.v1.ServicePort.protocol:type_name -> weft.v1.Protocol
-	19, // 18: weft.v1.ServicePort.producer:type_name -> weft.v1.RouteTable
-	50, // 19: weft.v1.ServicePort.consumers:type_name -> weft.v1.ServicePort.ConsumersEntry
-	2,  // 20: weft.v1.RouteTable.kind:type_name -> weft.v1.RouteKind
-	24, // 21: weft.v1.RouteTable.rules:type_name -> weft.v1.Rule
-	20, // 22: weft.v1.RouteTable.matches:type_name -> weft.v1.Match
-	22, // 23: weft.v1.Match.http:type_name -> weft.v1.HTTPMatch
-	23, // 24: weft.v1.Match.grpc:type_name -> weft.v1.GRPCMatch
-	3,  // 25: weft.v1.StringMatch.type:type_name -> weft.v1.MatchType
-	21, // 26: weft.v1.HTTPMatch.path:type_name -> weft.v1.StringMatch
-	21, // 27: weft.v1.HTTPMatch.headers:type_name -> weft.v1.StringMatch
-	21, // 28: weft.v1.HTTPMatch.query_params:type_name -> weft.v1.StringMatch
-	3,  // 29: weft.v1.GRPCMatch.type:type_name -> weft.v1.MatchType
-	21, // 30: weft.v1.GRPCMatch.headers:type_name -> weft.v1.StringMatch
-	2,  // 31: weft.v1.Rule.route_kind:type_name -> weft.v1.RouteKind
-	34, // 32: weft.v1.Rule.filters:type_name -> weft.v1.Filter
-	25, // 33: weft.v1.Rule.backends:type_name -> weft.v1.BackendRef
-	54, // 34: weft.v1.Rule.request_timeout:type_name -> google.protobuf.Duration
-	54, // 35: weft.v1.Rule.backend_request_timeout:type_name -> google.protobuf.Duration
-	26, // 36: weft.v1.Rule.retry:type_name -> weft.v1.Retry
-	27, // 37: weft.v1.Rule.session:type_name -> weft.v1.SessionPersistence
-	34, // 38: weft.v1.BackendRef.filters:type_name -> weft.v1.Filter
-	27, // 39: weft.v1.BackendRef.session:type_name -> weft.v1.SessionPersistence
-	54, // 40: weft.v1.Retry.backoff:type_name -> google.protobuf.Duration
-	7,  // 41: weft.v1.SessionPersistence.type:type_name -> weft.v1.SessionPersistence.Type
-	8,  // 42: weft.v1.SessionPersistence.lifetime:type_name -> weft.v1.SessionPersistence.Lifetime
-	54, // 43: weft.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
-	51, // 44: weft.v1.HeaderModifier.set:type_name -> weft.v1.HeaderModifier.Header
-	51, // 45: weft.v1.HeaderModifier.add:type_name -> weft.v1.HeaderModifier.Header
-	9,  // 46: weft.v1.PathModifier.type:type_name -> weft.v1.PathModifier.Type
-	29, // 47: weft.v1.RequestRedirect.path:type_name -> weft.v1.PathModifier
-	29, // 48: weft.v1.URLRewrite.path:type_name -> weft.v1.PathModifier
-	28, // 49: weft.v1.Filter.request_header_modifier:type_name -> weft.v1.HeaderModifier
-	28, // 50: weft.v1.Filter.response_header_modifier:type_name -> weft.v1.HeaderModifier
-	30, // 51: weft.v1.Filter.request_redirect:type_name -> weft.v1.RequestRedirect
-	31, // 52: weft.v1.Filter.url_rewrite:type_name -> weft.v1.URLRewrite
-	32, // 53: weft.v1.Filter.request_mirror:type_name -> weft.v1.RequestMirror
-	33, // 54: weft.v1.Filter.cors:type_name -> weft.v1.CORS
-	1,  // 55: weft.v1.Cluster.protocol:type_name -> weft.v1.Protocol
-	36, // 56: weft.v1.Cluster.endpoints:type_name -> weft.v1.Endpoint
-	40, // 57: weft.v1.GatewayPolicy.ports:type_name -> weft.v1.GatewayPort
-	35, // 58: weft.v1.GatewayPolicy.clusters:type_name -> weft.v1.Cluster
-	52, // 59: weft.v1.GatewayPolicy.backend_tls:type_name -> weft.v1.GatewayPolicy.BackendTlsEntry
-	43, // 60: weft.v1.GatewayPolicy.client_certificate:type_name -> weft.v1.Certificate
-	53, // 61: weft.v1.GatewayPolicy.node_tunnels:type_name -> weft.v1.GatewayPolicy.NodeTunnelsEntry
-	41, // 62: weft.v1.GatewayPort.listeners:type_name -> weft.v1.GatewayListener
-	4,  // 63: weft.v1.GatewayListener.protocol:type_name -> weft.v1.ListenerProtocol
-	5,  // 64: weft.v1.GatewayListener.tls_mode:type_name -> weft.v1.TLSMode
-	43, // 65: weft.v1.GatewayListener.certificates:type_name -> weft.v1.Certificate
-	45, // 66: weft.v1.GatewayListener.client_validation:type_name -> weft.v1.ClientValidation
-	42, // 67: weft.v1.GatewayListener.virtual_hosts:type_name -> weft.v1.VirtualHost
-	19, // 68: weft.v1.VirtualHost.tables:type_name -> weft.v1.RouteTable
-	44, // 69: weft.v1.ClientValidation.ca_certificates:type_name -> weft.v1.CACertificate
-	6,  // 70: weft.v1.ClientValidation.mode:type_name -> weft.v1.FrontendValidationMode
-	47, // 71: weft.v1.BackendTLS.subject_alt_names:type_name -> weft.v1.SubjectAltName
-	44, // 72: weft.v1.BackendTLS.ca_certificates:type_name -> weft.v1.CACertificate
-	19, // 73: weft.v1.ServicePort.ConsumersEntry.value:type_name -> weft.v1.RouteTable
-	46, // 74: weft.v1.GatewayPolicy.BackendTlsEntry.value:type_name -> weft.v1.BackendTLS
-	10, // 75: weft.v1.Policy.Stream:input_type -> weft.v1.PolicyRequest
-	37, // 76: weft.v1.Identity.Sign:input_type -> weft.v1.SignRequest
-	11, // 77: weft.v1.Policy.Stream:output_type -> weft.v1.PolicySnapshot
-	38, // 78: weft.v1.Identity.Sign:output_type -> weft.v1.SignResponse
-	77, // [77:79] is the sub-list for method output_type
-	75, // [75:77] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	20, // 3: weft.v1.NodePolicyDelta.services:type_name -> weft.v1.ServicePort
+	37, // 4: weft.v1.NodePolicyDelta.clusters:type_name -> weft.v1.Cluster
+	19, // 5: weft.v1.NodePolicyDelta.workloads:type_name -> weft.v1.Workload
+	16, // 6: weft.v1.NodePolicyDelta.authz:type_name -> weft.v1.AuthzPolicy
+	50, // 7: weft.v1.NodePolicyDelta.node_tunnels:type_name -> weft.v1.NodePolicyDelta.NodeTunnelsEntry
+	13, // 8: weft.v1.NodePolicyDelta.cluster_patches:type_name -> weft.v1.ClusterPatch
+	38, // 9: weft.v1.ClusterPatch.endpoints:type_name -> weft.v1.Endpoint
+	14, // 10: weft.v1.ClusterPatch.removed_endpoints:type_name -> weft.v1.EndpointKey
+	19, // 11: weft.v1.NodePolicy.workloads:type_name -> weft.v1.Workload
+	20, // 12: weft.v1.NodePolicy.services:type_name -> weft.v1.ServicePort
+	37, // 13: weft.v1.NodePolicy.clusters:type_name -> weft.v1.Cluster
+	51, // 14: weft.v1.NodePolicy.node_tunnels:type_name -> weft.v1.NodePolicy.NodeTunnelsEntry
+	16, // 15: weft.v1.NodePolicy.authz:type_name -> weft.v1.AuthzPolicy
+	0,  // 16: weft.v1.AuthzPolicy.action:type_name -> weft.v1.AuthzAction
+	17, // 17: weft.v1.AuthzPolicy.rules:type_name -> weft.v1.AuthzRule
+	18, // 18: weft.v1.AuthzRule.sources:type_name -> weft.v1.AuthzSource
+	24, // 19: weft.v1.AuthzRule.http:type_name -> weft.v1.HTTPMatch
+	1,  // 20: weft.v1.ServicePort.protocol:type_name -> weft.v1.Protocol
+	21, // 21: weft.v1.ServicePort.producer:type_name -> weft.v1.RouteTable
+	52, // 22: weft.v1.ServicePort.consumers:type_name -> weft.v1.ServicePort.ConsumersEntry
+	2,  // 23: weft.v1.RouteTable.kind:type_name -> weft.v1.RouteKind
+	26, // 24: weft.v1.RouteTable.rules:type_name -> weft.v1.Rule
+	22, // 25: weft.v1.RouteTable.matches:type_name -> weft.v1.Match
+	24, // 26: weft.v1.Match.http:type_name -> weft.v1.HTTPMatch
+	25, // 27: weft.v1.Match.grpc:type_name -> weft.v1.GRPCMatch
+	3,  // 28: weft.v1.StringMatch.type:type_name -> weft.v1.MatchType
+	23, // 29: weft.v1.HTTPMatch.path:type_name -> weft.v1.StringMatch
+	23, // 30: weft.v1.HTTPMatch.headers:type_name -> weft.v1.StringMatch
+	23, // 31: weft.v1.HTTPMatch.query_params:type_name -> weft.v1.StringMatch
+	3,  // 32: weft.v1.GRPCMatch.type:type_name -> weft.v1.MatchType
+	23, // 33: weft.v1.GRPCMatch.headers:type_name -> weft.v1.StringMatch
+	2,  // 34: weft.v1.Rule.route_kind:type_name -> weft.v1.RouteKind
+	36, // 35: weft.v1.Rule.filters:type_name -> weft.v1.Filter
+	27, // 36: weft.v1.Rule.backends:type_name -> weft.v1.BackendRef
+	56, // 37: weft.v1.Rule.request_timeout:type_name -> google.protobuf.Duration
+	56, // 38: weft.v1.Rule.backend_request_timeout:type_name -> google.protobuf.Duration
+	28, // 39: weft.v1.Rule.retry:type_name -> weft.v1.Retry
+	29, // 40: weft.v1.Rule.session:type_name -> weft.v1.SessionPersistence
+	36, // 41: weft.v1.BackendRef.filters:type_name -> weft.v1.Filter
+	29, // 42: weft.v1.BackendRef.session:type_name -> weft.v1.SessionPersistence
+	56, // 43: weft.v1.Retry.backoff:type_name -> google.protobuf.Duration
+	7,  // 44: weft.v1.SessionPersistence.type:type_name -> weft.v1.SessionPersistence.Type
+	8,  // 45: weft.v1.SessionPersistence.lifetime:type_name -> weft.v1.SessionPersistence.Lifetime
+	56, // 46: weft.v1.SessionPersistence.absolute_timeout:type_name -> google.protobuf.Duration
+	53, // 47: weft.v1.HeaderModifier.set:type_name -> weft.v1.HeaderModifier.Header
+	53, // 48: weft.v1.HeaderModifier.add:type_name -> weft.v1.HeaderModifier.Header
+	9,  // 49: weft.v1.PathModifier.type:type_name -> weft.v1.PathModifier.Type
+	31, // 50: weft.v1.RequestRedirect.path:type_name -> weft.v1.PathModifier
+	31, // 51: weft.v1.URLRewrite.path:type_name -> weft.v1.PathModifier
+	30, // 52: weft.v1.Filter.request_header_modifier:type_name -> weft.v1.HeaderModifier
+	30, // 53: weft.v1.Filter.response_header_modifier:type_name -> weft.v1.HeaderModifier
+	32, // 54: weft.v1.Filter.request_redirect:type_name -> weft.v1.RequestRedirect
+	33, // 55: weft.v1.Filter.url_rewrite:type_name -> weft.v1.URLRewrite
+	34, // 56: weft.v1.Filter.request_mirror:type_name -> weft.v1.RequestMirror
+	35, // 57: weft.v1.Filter.cors:type_name -> weft.v1.CORS
+	1,  // 58: weft.v1.Cluster.protocol:type_name -> weft.v1.Protocol
+	38, // 59: weft.v1.Cluster.endpoints:type_name -> weft.v1.Endpoint
+	42, // 60: weft.v1.GatewayPolicy.ports:type_name -> weft.v1.GatewayPort
+	37, // 61: weft.v1.GatewayPolicy.clusters:type_name -> weft.v1.Cluster
+	54, // 62: weft.v1.GatewayPolicy.backend_tls:type_name -> weft.v1.GatewayPolicy.BackendTlsEntry
+	45, // 63: weft.v1.GatewayPolicy.client_certificate:type_name -> weft.v1.Certificate
+	55, // 64: weft.v1.GatewayPolicy.node_tunnels:type_name -> weft.v1.GatewayPolicy.NodeTunnelsEntry
+	43, // 65: weft.v1.GatewayPort.listeners:type_name -> weft.v1.GatewayListener
+	4,  // 66: weft.v1.GatewayListener.protocol:type_name -> weft.v1.ListenerProtocol
+	5,  // 67: weft.v1.GatewayListener.tls_mode:type_name -> weft.v1.TLSMode
+	45, // 68: weft.v1.GatewayListener.certificates:type_name -> weft.v1.Certificate
+	47, // 69: weft.v1.GatewayListener.client_validation:type_name -> weft.v1.ClientValidation
+	44, // 70: weft.v1.GatewayListener.virtual_hosts:type_name -> weft.v1.VirtualHost
+	21, // 71: weft.v1.VirtualHost.tables:type_name -> weft.v1.RouteTable
+	46, // 72: weft.v1.ClientValidation.ca_certificates:type_name -> weft.v1.CACertificate
+	6,  // 73: weft.v1.ClientValidation.mode:type_name -> weft.v1.FrontendValidationMode
+	49, // 74: weft.v1.BackendTLS.subject_alt_names:type_name -> weft.v1.SubjectAltName
+	46, // 75: weft.v1.BackendTLS.ca_certificates:type_name -> weft.v1.CACertificate
+	21, // 76: weft.v1.ServicePort.ConsumersEntry.value:type_name -> weft.v1.RouteTable
+	48, // 77: weft.v1.GatewayPolicy.BackendTlsEntry.value:type_name -> weft.v1.BackendTLS
+	10, // 78: weft.v1.Policy.Stream:input_type -> weft.v1.PolicyRequest
+	39, // 79: weft.v1.Identity.Sign:input_type -> weft.v1.SignRequest
+	11, // 80: weft.v1.Policy.Stream:output_type -> weft.v1.PolicySnapshot
+	40, // 81: weft.v1.Identity.Sign:output_type -> weft.v1.SignResponse
+	80, // [80:82] is the sub-list for method output_type
+	78, // [78:80] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_weft_v1_policy_proto_init() }
@@ -4126,7 +4282,7 @@ func file_weft_v1_policy_proto_init() {
 	if File_weft_v1_policy_proto != nil {
 		return
 	}
-	file_weft_v1_policy_proto_msgTypes[24].OneofWrappers = []any{
+	file_weft_v1_policy_proto_msgTypes[26].OneofWrappers = []any{
 		(*Filter_RequestHeaderModifier)(nil),
 		(*Filter_ResponseHeaderModifier)(nil),
 		(*Filter_RequestRedirect)(nil),
@@ -4140,7 +4296,7 @@ func file_weft_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weft_v1_policy_proto_rawDesc), len(file_weft_v1_policy_proto_rawDesc)),
 			NumEnums:      10,
-			NumMessages:   44,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -87,7 +87,7 @@ func agentStream(ctx context.Context, addr string, n int, version *uint64, nonce
 		return nil, err
 	}
 	node := nodeName(n)
-	if err := st.SendMsg(&weftv1.PolicyRequest{Node: node, Version: *version, ControllerNonce: *nonce, Deltas: true}); err != nil {
+	if err := st.SendMsg(&weftv1.PolicyRequest{Node: node, Version: *version, ControllerNonce: *nonce, Deltas: true, EndpointPatches: true}); err != nil {
 		return nil, err
 	}
 	subscribed()

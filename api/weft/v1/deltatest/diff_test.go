@@ -108,3 +108,70 @@ func TestDeltaBad(t *testing.T) {
 		t.Fatalf("no base: err = %v", err)
 	}
 }
+
+// TestClusterPatch: a patch adds, replaces and removes endpoints of its
+// cluster by (ip, port), keeps Cluster's order and the base's protocol,
+// and leaves the base and other clusters as they were.
+func TestClusterPatch(t *testing.T) {
+	base := deltaBase()
+	base.Clusters[1] = &weftv1.Cluster{Name: "a/s:80", Protocol: weftv1.Protocol_PROTOCOL_HTTP, Endpoints: []*weftv1.Endpoint{
+		{Ip: "10.0.0.1", Port: 80, Ready: true}, {Ip: "10.0.0.2", Port: 80, Ready: true}, {Ip: "10.0.0.2", Port: 81, Ready: true}, {Ip: "10.0.0.5", Port: 80, Ready: true},
+	}}
+	d := &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{
+		Name:             "a/s:80",
+		Endpoints:        []*weftv1.Endpoint{{Ip: "10.0.0.4", Port: 80, Ready: true}, {Ip: "10.0.0.1", Port: 80, Terminating: true}},
+		RemovedEndpoints: []*weftv1.EndpointKey{{Ip: "10.0.0.2", Port: 81}},
+	}}}
+	if d.Empty() {
+		t.Fatal("a delta with a patch is Empty")
+	}
+	got, err := weftv1.ApplyDelta(base, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := deltaBase()
+	want.Clusters[1] = &weftv1.Cluster{Name: "a/s:80", Protocol: weftv1.Protocol_PROTOCOL_HTTP, Endpoints: []*weftv1.Endpoint{
+		{Ip: "10.0.0.1", Port: 80, Terminating: true}, {Ip: "10.0.0.2", Port: 80, Ready: true}, {Ip: "10.0.0.4", Port: 80, Ready: true}, {Ip: "10.0.0.5", Port: 80, Ready: true},
+	}}
+	if !proto.Equal(got, want) {
+		t.Fatalf("patched:\n%v\nwant\n%v", got.Clusters, want.Clusters)
+	}
+	if len(base.Clusters[1].Endpoints) != 4 || base.Clusters[1].Endpoints[0].Terminating {
+		t.Fatal("the patch modified its base")
+	}
+	if got.Clusters[0] != base.Clusters[0] || got.Clusters[2] != base.Clusters[2] {
+		t.Fatal("unpatched clusters are not the base's own")
+	}
+}
+
+// TestClusterPatchBad: a patch that does not fit its base is refused with
+// weftv1.ErrBadDelta, whole.
+func TestClusterPatchBad(t *testing.T) {
+	ep := func(ip string, port uint32) *weftv1.Endpoint { return &weftv1.Endpoint{Ip: ip, Port: port} }
+	key := func(ip string, port uint32) *weftv1.EndpointKey { return &weftv1.EndpointKey{Ip: ip, Port: port} }
+	for _, tc := range []struct {
+		name string
+		d    *weftv1.NodePolicyDelta
+		base func(*weftv1.NodePolicy)
+	}{
+		{"cluster not in the base", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "x", Endpoints: []*weftv1.Endpoint{ep("10.0.0.9", 80)}}}}, nil},
+		{"patched twice", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80"}, {Name: "a/s:80"}}}, nil},
+		{"patched and upserted", &weftv1.NodePolicyDelta{Clusters: []*weftv1.Cluster{{Name: "a/s:80"}}, ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80"}}}, nil},
+		{"patched and removed", &weftv1.NodePolicyDelta{RemovedClusters: []string{"a/s:80"}, ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80"}}}, nil},
+		{"remove a missing endpoint", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80", RemovedEndpoints: []*weftv1.EndpointKey{key("10.0.0.1", 81)}}}}, nil},
+		{"endpoint upserted twice", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80", Endpoints: []*weftv1.Endpoint{ep("10.0.0.9", 80), ep("10.0.0.9", 80)}}}}, nil},
+		{"endpoint upserted and removed", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80", Endpoints: []*weftv1.Endpoint{ep("10.0.0.1", 80)}, RemovedEndpoints: []*weftv1.EndpointKey{key("10.0.0.1", 80)}}}}, nil},
+		{"base out of order", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80", Endpoints: []*weftv1.Endpoint{ep("10.0.0.9", 80)}}}},
+			func(p *weftv1.NodePolicy) { p.Clusters[1].Endpoints = []*weftv1.Endpoint{ep("10.0.0.2", 80), ep("10.0.0.1", 80)} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := deltaBase()
+			if tc.base != nil {
+				tc.base(base)
+			}
+			if _, err := weftv1.ApplyDelta(base, tc.d); !errors.Is(err, weftv1.ErrBadDelta) {
+				t.Fatalf("err = %v, want weftv1.ErrBadDelta", err)
+			}
+		})
+	}
+}
