@@ -162,7 +162,9 @@ func TestClusterPatchBad(t *testing.T) {
 		{"endpoint upserted twice", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80", Endpoints: []*weftv1.Endpoint{ep("10.0.0.9", 80), ep("10.0.0.9", 80)}}}}, nil},
 		{"endpoint upserted and removed", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80", Endpoints: []*weftv1.Endpoint{ep("10.0.0.1", 80)}, RemovedEndpoints: []*weftv1.EndpointKey{key("10.0.0.1", 80)}}}}, nil},
 		{"base out of order", &weftv1.NodePolicyDelta{ClusterPatches: []*weftv1.ClusterPatch{{Name: "a/s:80", Endpoints: []*weftv1.Endpoint{ep("10.0.0.9", 80)}}}},
-			func(p *weftv1.NodePolicy) { p.Clusters[1].Endpoints = []*weftv1.Endpoint{ep("10.0.0.2", 80), ep("10.0.0.1", 80)} }},
+			func(p *weftv1.NodePolicy) {
+				p.Clusters[1].Endpoints = []*weftv1.Endpoint{ep("10.0.0.2", 80), ep("10.0.0.1", 80)}
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := deltaBase()
