@@ -132,8 +132,13 @@ func (d *differ) unitEncoding(m protobuf.Message, p unsafe.Pointer) []byte {
 	return b
 }
 
-// changed reports whether u replaces o with other content.
+// changed reports whether u replaces o with other content. Workloads are
+// compared field by field: a pod change resolves every node's workloads
+// anew, and encoding 100,000 of them was most of such a round's push.
 func changed[U protobuf.Message](d *differ, o, u U) bool {
+	if ow, ok := any(o).(*weftv1.Workload); ok {
+		return !weftv1.EqualWorkload(ow, any(u).(*weftv1.Workload))
+	}
 	nb := d.unitEncoding(u, unitPtr(u))
 	return nb == nil || !bytes.Equal(d.unitEncoding(o, unitPtr(o)), nb)
 }

@@ -534,3 +534,29 @@ func TestEndpointPatchesOnlyWhereAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkloadsComparedByContent: when a pod change resolves a node's
+// workloads anew, copies of unchanged ones are no change and the one whose
+// content changed is the delta's only workload.
+func TestWorkloadsComparedByContent(t *testing.T) {
+	old := &weftv1.NodePolicy{Node: "node-a", Workloads: []*weftv1.Workload{
+		{Namespace: "ns", Name: "a", Uid: "1", Identity: "spiffe://td/ns/ns/sa/a", Ips: []string{"10.0.0.1"}},
+		{Namespace: "ns", Name: "b", Uid: "2", Identity: "spiffe://td/ns/ns/sa/b", Ips: []string{"10.0.0.2"}},
+		{Namespace: "ns", Name: "c", Uid: "3", Identity: "spiffe://td/ns/ns/sa/c", Ips: []string{"10.0.0.3"}},
+	}}
+	new := proto.Clone(old).(*weftv1.NodePolicy)
+	new.Workloads[1].MtlsStrict = true
+	nd, err := newDiffer(nil).diff(old, new)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nd == nil {
+		t.Fatal("no delta, want workload b")
+	}
+	if len(nd.msg.Workloads) != 1 || nd.msg.Workloads[0].Name != "b" || len(nd.msg.RemovedWorkloads) != 0 {
+		t.Fatalf("delta %v, want workload b only", nd.msg)
+	}
+	if nd, _ := newDiffer(nil).diff(old, proto.Clone(old).(*weftv1.NodePolicy)); nd != nil {
+		t.Fatalf("copies gave %v", nd.msg)
+	}
+}

@@ -407,6 +407,20 @@ type figures struct {
 	perRoute, perEndpoint     int // bytes per change, all nodes
 	routeMissing, churnMissed int
 	resolves                  int64
+	slowest                   slowPush
+}
+
+// slowPush is the slowest route change's push: which change (0-based), and
+// how long after its round ended the median node and the last node had it.
+// A late last node alone is one stream held up; a late median, the
+// controller or the whole machine.
+type slowPush struct {
+	change       int
+	median, last time.Duration
+	lastNode     int
+	over100ms    int // nodes that had it over 100 ms after the median node
+	roundChanges int // changes the round carried
+	found        bool
 }
 
 func (r *run) figures(received []Received, ch churned) figures {
@@ -439,6 +453,7 @@ func (r *run) figures(received []Received, ch churned) figures {
 	var routeBytes, churnBytes int
 	fig.routeLat, routeBytes, fig.routeMissing = r.latencies(&d, r.routeSeqs, &fig.routeParts)
 	fig.churnLat, churnBytes, fig.churnMissed = r.latencies(&d, r.churnSeqs, &fig.churnParts)
+	fig.slowest = r.slowestPush(&d)
 	fig.resolves = r.rounds.resolves
 	fig.perRoute = routeBytes / max(1, len(fig.routeLat))
 	fig.perEndpoint = churnBytes / max(1, len(fig.churnLat))
@@ -482,6 +497,50 @@ func (d *deliveries) of(round int, base uint64) delivery {
 	}
 	d.cache[round] = dl
 	return dl
+}
+
+// slowestPush finds the route change whose push (round end -> every node
+// had it) took longest, and how its nodes spread. r.rounds.mu is held.
+func (r *run) slowestPush(d *deliveries) slowPush {
+	var sp slowPush
+	var worst time.Duration
+	for c, s := range r.routeSeqs {
+		i, ok := r.rounds.of[s]
+		if !ok {
+			continue
+		}
+		rd := r.rounds.list[i]
+		dl := d.of(i, rd.Base)
+		if !dl.ok {
+			continue
+		}
+		if push := dl.at.Sub(time.Unix(0, rd.End)); !sp.found || push > worst {
+			worst, sp = push, slowPush{change: c, found: true, roundChanges: len(rd.Seqs)}
+			at := make([]int64, len(d.byNode))
+			for n, rs := range d.byNode {
+				j := sort.Search(len(rs), func(j int) bool { return rs[j].Version > rd.Base })
+				for j < len(rs) && rs[j].Nack {
+					j++
+				}
+				at[n] = rs[j].At
+				if at[n] > at[sp.lastNode] {
+					sp.lastNode = n
+				}
+			}
+			end := rd.End
+			sp.last = time.Duration(at[sp.lastNode] - end)
+			sorted := slices.Clone(at)
+			slices.Sort(sorted)
+			med := sorted[len(sorted)/2]
+			sp.median = time.Duration(med - end)
+			for _, a := range at {
+				if a-med > int64(100*time.Millisecond) {
+					sp.over100ms++
+				}
+			}
+		}
+	}
+	return sp
 }
 
 // latencies returns, for the changes seqs, change -> every node ACKed,
@@ -535,6 +594,11 @@ func (fig figures) print(w io.Writer, cl cluster, ch churned) {
 		row(p.name+"   write done -> resolution start", pp(p.pt.toRound), "informer, debounce, earlier round, snapshot")
 		row(p.name+"   resolution (snapshot taken)", pp(p.pt.resolve), "")
 		row(p.name+"   resolution end -> all nodes ACKed", pp(p.pt.push), "diff, push, agents")
+	}
+	if sp := fig.slowest; sp.found {
+		row(fmt.Sprintf("slowest route push (change %d of %d)", sp.change+1, len(fig.routeLat)),
+			fmt.Sprintf("%s / %s ms", ms(sp.median), ms(sp.last)),
+			fmt.Sprintf("median node / last node (node-%d); %d nodes over 100 ms after the median; round of %d changes", sp.lastNode, sp.over100ms, sp.roundChanges))
 	}
 	row("bytes per route change, per node", strconv.Itoa(fig.perRoute/sc.Nodes)+" B", "")
 	row("bytes per route change, all nodes", strconv.Itoa(fig.perRoute)+" B", "")
