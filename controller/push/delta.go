@@ -6,7 +6,6 @@ import (
 	"maps"
 	"reflect"
 	"slices"
-	"strings"
 	"sync"
 	"unsafe"
 
@@ -302,13 +301,13 @@ func (d *differ) patchedPart(old []*weftv1.Cluster, pd *partDelta) *partDelta {
 // by name); nil when there is none, the protocol changed, either lists its
 // endpoints out of Cluster's order, or the patch is not smaller than u.
 func (d *differ) clusterPatch(old []*weftv1.Cluster, u *weftv1.Cluster) *weftv1.ClusterPatch {
-	i, ok := slices.BinarySearchFunc(old, u.GetName(), func(c *weftv1.Cluster, n string) int { return strings.Compare(c.GetName(), n) })
+	i, ok := weftv1.SearchClusters(old, u.GetName())
 	if !ok {
 		return nil
 	}
 	o := old[i]
 	oe, ne := o.GetEndpoints(), u.GetEndpoints()
-	if o.GetProtocol() != u.GetProtocol() || !endpointsInOrder(oe) || !endpointsInOrder(ne) {
+	if o.GetProtocol() != u.GetProtocol() || !weftv1.EndpointsInOrder(oe) || !weftv1.EndpointsInOrder(ne) {
 		return nil
 	}
 	p := &weftv1.ClusterPatch{Name: u.GetName()}
@@ -338,17 +337,6 @@ func (d *differ) clusterPatch(old []*weftv1.Cluster, u *weftv1.Cluster) *weftv1.
 		return nil
 	}
 	return p
-}
-
-// endpointsInOrder reports whether eps are strictly in Cluster's order
-// (so unique by key), as ApplyDelta requires of a patched cluster.
-func endpointsInOrder(eps []*weftv1.Endpoint) bool {
-	for i := 1; i < len(eps); i++ {
-		if weftv1.CompareEndpoints(eps[i-1], eps[i]) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func mapPtr(m map[string]string) unsafe.Pointer {
@@ -443,18 +431,16 @@ func (d *differ) diff(old, new *weftv1.NodePolicy) (*nodeDelta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode delta of node %s: %w", new.GetNode(), err)
 	}
-	nd := withParts(own, rest, svc, cl, tun)
-	if nd == nil {
-		return nil, nil
-	}
+	var patchedOwn *weftv1.NodePolicyDelta
 	if cl.patched != nil {
 		if cl.patched.err != nil {
 			return nil, cl.patched.err
 		}
-		nd.patched = withParts(&weftv1.NodePolicyDelta{
-			Workloads: own.Workloads, RemovedWorkloads: own.RemovedWorkloads, Authz: own.Authz, RemovedAuthz: own.RemovedAuthz,
-			ReplaceTrust: own.ReplaceTrust, TrustDomain: own.TrustDomain, TrustAnchors: own.TrustAnchors,
-		}, rest, svc, cl.patched, tun)
+		patchedOwn = protobuf.Clone(own).(*weftv1.NodePolicyDelta) // before withParts adds the shared parts to own
+	}
+	nd := withParts(own, rest, svc, cl, tun)
+	if nd != nil && patchedOwn != nil {
+		nd.patched = withParts(patchedOwn, rest, svc, cl.patched, tun)
 	}
 	return nd, nil
 }

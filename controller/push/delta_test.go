@@ -250,6 +250,13 @@ func TestDifferMatchesDiff(t *testing.T) {
 		if !proto.Equal(got, p2[n]) {
 			t.Fatalf("%s: applied %v\nwant %v", n, got, p2[n])
 		}
+		// the form with cluster patches keeps the node's own changes too
+		if nd.patched == nil {
+			t.Fatalf("%s: the added endpoint is not a patch", n)
+		}
+		if got, err := weftv1.ApplyDelta(p1[n], nd.patched.msg); err != nil || !proto.Equal(got, p2[n]) {
+			t.Fatalf("%s: patched form applied %v (%v)\nwant %v", n, got, err, p2[n])
+		}
 		ref := deltatest.Diff(p1[n], p2[n])
 		if !proto.Equal(ref, nd.msg) {
 			t.Errorf("%s: delta %v\nDiff %v", n, nd.msg, ref)

@@ -4,9 +4,6 @@
 package resolve
 
 import (
-	"slices"
-	"strings"
-
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -136,7 +133,7 @@ func ReuseOf(out Output) *Reuse {
 
 // cluster is the reused cluster named n, nil when there is none.
 func (r *Reuse) cluster(n string) *weftv1.Cluster {
-	i, ok := slices.BinarySearchFunc(r.Clusters, n, func(c *weftv1.Cluster, n string) int { return strings.Compare(c.GetName(), n) })
+	i, ok := weftv1.SearchClusters(r.Clusters, n)
 	if !ok {
 		return nil
 	}

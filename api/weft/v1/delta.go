@@ -80,22 +80,22 @@ func ApplyDelta(base *NodePolicy, d *NodePolicyDelta) (*NodePolicy, error) {
 }
 
 // applyUnits upserts and removes units of a list sorted by compare.
-func applyUnits[U any](base, upserts []U, removed []string, key func(U) string, compare func(a, b U) int) ([]U, error) {
+func applyUnits[U any, K comparable](base, upserts []U, removed []K, key func(U) K, compare func(a, b U) int) ([]U, error) {
 	if len(upserts) == 0 && len(removed) == 0 {
 		return base, nil
 	}
-	change := make(map[string]bool, len(upserts)+len(removed))
+	change := make(map[K]bool, len(upserts)+len(removed))
 	for _, u := range upserts {
 		k := key(u)
 		if change[k] {
-			return nil, fmt.Errorf("%w: %q upserted twice", ErrBadDelta, k)
+			return nil, fmt.Errorf("%w: %q upserted twice", ErrBadDelta, fmt.Sprint(k))
 		}
 		change[k] = true
 	}
-	gone := make(map[string]bool, len(removed))
+	gone := make(map[K]bool, len(removed))
 	for _, k := range removed {
 		if change[k] || gone[k] {
-			return nil, fmt.Errorf("%w: %q removed twice or upserted and removed", ErrBadDelta, k)
+			return nil, fmt.Errorf("%w: %q removed twice or upserted and removed", ErrBadDelta, fmt.Sprint(k))
 		}
 		gone[k] = true
 	}
@@ -161,7 +161,7 @@ func applyPatches(clusters []*Cluster, d *NodePolicyDelta) ([]*Cluster, error) {
 			return nil, fmt.Errorf("%w: cluster %q patched twice", ErrBadDelta, name)
 		}
 		patched[name] = true
-		i, ok := slices.BinarySearchFunc(out, name, func(c *Cluster, n string) int { return strings.Compare(c.GetName(), n) })
+		i, ok := SearchClusters(out, name)
 		if !ok {
 			return nil, fmt.Errorf("%w: patched cluster %q is not in the base", ErrBadDelta, name)
 		}
@@ -174,47 +174,34 @@ func applyPatches(clusters []*Cluster, d *NodePolicyDelta) ([]*Cluster, error) {
 	return out, nil
 }
 
-// patchEndpoints applies p to base's endpoints; the result is in Cluster's
-// order.
+// patchEndpoints applies p to base's endpoints, which must be in Cluster's
+// order; so is the result.
 func patchEndpoints(base []*Endpoint, p *ClusterPatch) ([]*Endpoint, error) {
-	change := make(map[endpointKey]bool, len(p.GetEndpoints())+len(p.GetRemovedEndpoints()))
-	for _, e := range p.GetEndpoints() {
-		k := endpointKey{e.GetIp(), e.GetPort()}
-		if change[k] {
-			return nil, fmt.Errorf("%w: endpoint %s upserted twice", ErrBadDelta, k)
-		}
-		change[k] = true
+	if !EndpointsInOrder(base) {
+		return nil, fmt.Errorf("%w: the base's endpoints are not unique and sorted", ErrBadDelta)
 	}
-	gone := make(map[endpointKey]bool, len(p.GetRemovedEndpoints()))
-	for _, r := range p.GetRemovedEndpoints() {
-		k := endpointKey{r.GetIp(), r.GetPort()}
-		if change[k] || gone[k] {
-			return nil, fmt.Errorf("%w: endpoint %s removed twice or upserted and removed", ErrBadDelta, k)
-		}
-		gone[k] = true
+	removed := make([]endpointKey, len(p.GetRemovedEndpoints()))
+	for i, r := range p.GetRemovedEndpoints() {
+		removed[i] = endpointKey{r.GetIp(), r.GetPort()}
 	}
-	out := make([]*Endpoint, 0, len(base)+len(p.GetEndpoints()))
-	found := 0
-	for i, e := range base {
-		if i > 0 && CompareEndpoints(base[i-1], e) >= 0 {
-			return nil, fmt.Errorf("%w: the base's endpoints are not unique and sorted", ErrBadDelta)
+	return applyUnits(base, p.GetEndpoints(), removed, func(e *Endpoint) endpointKey { return endpointKey{e.GetIp(), e.GetPort()} }, CompareEndpoints)
+}
+
+// EndpointsInOrder reports whether eps are strictly in Cluster's order, so
+// unique by key: what a patched cluster must be.
+func EndpointsInOrder(eps []*Endpoint) bool {
+	for i := 1; i < len(eps); i++ {
+		if CompareEndpoints(eps[i-1], eps[i]) >= 0 {
+			return false
 		}
-		k := endpointKey{e.GetIp(), e.GetPort()}
-		if gone[k] {
-			found++
-			continue
-		}
-		if change[k] {
-			continue
-		}
-		out = append(out, e)
 	}
-	if found != len(gone) {
-		return nil, fmt.Errorf("%w: %d of %d removed endpoints are not in the base", ErrBadDelta, len(gone)-found, len(gone))
-	}
-	out = append(out, p.GetEndpoints()...)
-	slices.SortFunc(out, CompareEndpoints)
-	return out, nil
+	return true
+}
+
+// SearchClusters finds the cluster named name in clusters, sorted by name
+// as a NodePolicy lists them: its index, and whether it is there.
+func SearchClusters(clusters []*Cluster, name string) (int, bool) {
+	return slices.BinarySearchFunc(clusters, name, func(c *Cluster, n string) int { return strings.Compare(c.GetName(), n) })
 }
 
 func (k endpointKey) String() string {
