@@ -480,11 +480,7 @@ func (d *deliveries) of(round int, base uint64) delivery {
 	var at int64
 	dl := delivery{ok: true}
 	for _, rs := range d.byNode {
-		// versions only grow in the order received
-		i := sort.Search(len(rs), func(i int) bool { return rs[i].Version > base })
-		for i < len(rs) && rs[i].Nack {
-			i++
-		}
+		i := firstAbove(rs, base)
 		if i == len(rs) {
 			dl = delivery{}
 			break
@@ -499,45 +495,56 @@ func (d *deliveries) of(round int, base uint64) delivery {
 	return dl
 }
 
+// firstAbove is the index in rs (a node's, in the order received) of the
+// first version above base that the node took (not NACKed); len(rs) when
+// there is none.
+func firstAbove(rs []Received, base uint64) int {
+	// versions only grow in the order received
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].Version > base })
+	for i < len(rs) && rs[i].Nack {
+		i++
+	}
+	return i
+}
+
 // slowestPush finds the route change whose push (round end -> every node
 // had it) took longest, and how its nodes spread. r.rounds.mu is held.
 func (r *run) slowestPush(d *deliveries) slowPush {
 	var sp slowPush
 	var worst time.Duration
+	var rd Round
 	for c, s := range r.routeSeqs {
 		i, ok := r.rounds.of[s]
 		if !ok {
 			continue
 		}
-		rd := r.rounds.list[i]
-		dl := d.of(i, rd.Base)
+		dl := d.of(i, r.rounds.list[i].Base)
 		if !dl.ok {
 			continue
 		}
-		if push := dl.at.Sub(time.Unix(0, rd.End)); !sp.found || push > worst {
-			worst, sp = push, slowPush{change: c, found: true, roundChanges: len(rd.Seqs)}
-			at := make([]int64, len(d.byNode))
-			for n, rs := range d.byNode {
-				j := sort.Search(len(rs), func(j int) bool { return rs[j].Version > rd.Base })
-				for j < len(rs) && rs[j].Nack {
-					j++
-				}
-				at[n] = rs[j].At
-				if at[n] > at[sp.lastNode] {
-					sp.lastNode = n
-				}
-			}
-			end := rd.End
-			sp.last = time.Duration(at[sp.lastNode] - end)
-			sorted := slices.Clone(at)
-			slices.Sort(sorted)
-			med := sorted[len(sorted)/2]
-			sp.median = time.Duration(med - end)
-			for _, a := range at {
-				if a-med > int64(100*time.Millisecond) {
-					sp.over100ms++
-				}
-			}
+		if push := dl.at.Sub(time.Unix(0, r.rounds.list[i].End)); !sp.found || push > worst {
+			worst, rd, sp = push, r.rounds.list[i], slowPush{change: c, found: true, roundChanges: len(r.rounds.list[i].Seqs)}
+		}
+	}
+	if !sp.found {
+		return sp
+	}
+	// d.of found a version above the base for every node
+	at := make([]int64, len(d.byNode))
+	for n, rs := range d.byNode {
+		at[n] = rs[firstAbove(rs, rd.Base)].At
+		if at[n] > at[sp.lastNode] {
+			sp.lastNode = n
+		}
+	}
+	sp.last = time.Duration(at[sp.lastNode] - rd.End)
+	sorted := slices.Clone(at)
+	slices.Sort(sorted)
+	med := sorted[len(sorted)/2]
+	sp.median = time.Duration(med - rd.End)
+	for _, a := range at {
+		if a-med > int64(100*time.Millisecond) {
+			sp.over100ms++
 		}
 	}
 	return sp
