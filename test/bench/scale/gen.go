@@ -321,4 +321,25 @@ func (s Scale) ChangeEndpoint(ctx context.Context, kube kubernetes.Interface, sv
 	return nil
 }
 
+// SetPodReady writes the Ready condition of the pod of endpoint e of
+// Service svc, as its kubelet would when its readiness probe flips.
+func (s Scale) SetPodReady(ctx context.Context, kube kubernetes.Interface, svc, e int, ready bool) error {
+	pod, _, _ := s.pod(svc, e)
+	st := corev1.ConditionFalse
+	if ready {
+		st = corev1.ConditionTrue
+	}
+	patch, err := json.Marshal(map[string]any{
+		"status": map[string]any{"conditions": []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
+	})
+	if err != nil {
+		return err
+	}
+	ns := s.namespace(svc)
+	if _, err := kube.CoreV1().Pods(ns).Patch(ctx, pod, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		return fmt.Errorf("pod readiness %s/%s: %w", ns, pod, err)
+	}
+	return nil
+}
+
 func ptr[T any](v T) *T { return &v }

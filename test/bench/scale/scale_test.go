@@ -42,6 +42,11 @@ const (
 	envSize = "WEFT_SCALE_SIZE"
 	// envChurn is the churn duration (default 30s).
 	envChurn = "WEFT_SCALE_CHURN"
+	// envChurnPods "1": a churn change also writes the Ready condition of
+	// the pods whose endpoints it flips, before the EndpointSlice, as the
+	// kubelet and the EndpointSlice controller do in a cluster (by default
+	// only the EndpointSlice is written).
+	envChurnPods = "WEFT_SCALE_CHURN_PODS"
 	// envProfile, a directory: the controller writes its CPU profile of
 	// the whole run and its heap profile at the end there.
 	envProfile = "WEFT_SCALE_PROFILE"
