@@ -559,13 +559,20 @@ func (c *Controller) round() {
 	// and compiled routes (but those whose object changed) still hold:
 	// resolution reuses them, and the push server sees the same objects.
 	// With only EndpointSlices, the whole last Output but those clusters
-	// holds.
-	if c.reuse != nil && !changes.Other && !changes.Pods {
+	// holds. A pod's readiness alone (a probe flipped; its EndpointSlice
+	// follows) changes nothing more, unless an EndpointSelector XBackend
+	// reads it: the full resolution then builds XBackend clusters again.
+	selectorReadiness := changes.Readiness && in.ReadsPodReadiness()
+	switch {
+	case c.reuse == nil || changes.Other || changes.Pods:
+	default:
 		in.Reuse = c.reuse
 		in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = changes.Slices, true, true
 		// endpoint churn: routes need not be compiled again; a route
 		// change: only the Service ports it claims are attached again
-		in.Reuse.OnlyEndpoints, in.Reuse.OnlyRoutes = !changes.Routes, changes.Routes
+		if !selectorReadiness {
+			in.Reuse.OnlyEndpoints, in.Reuse.OnlyRoutes = !changes.Routes, changes.Routes
+		}
 	}
 	c.reuse = nil
 	start := time.Now()

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -54,6 +55,30 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 			t.Fatal("the endpoints-only resolution did not apply")
 		}
 		compareRendered(t, "only endpoints changed", Resolve(changed), want)
+
+		// every pod's readiness flipped, nothing else: the controller
+		// reuses workloads, routes and Service clusters, and takes the
+		// previous Output whole unless the input reads readiness
+		flipped, err := loadCase(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range flipped.Pods {
+			st := corev1.ConditionTrue
+			if p.Ready() == corev1.ConditionTrue {
+				st = corev1.ConditionFalse
+			}
+			p.Conditions = []PodCondition{{Type: corev1.PodReady, Status: st}}
+		}
+		want = Resolve(flipped)
+		flipped.Reuse = ReuseOf(prev)
+		flipped.Reuse.WorkloadsValid, flipped.Reuse.RoutesValid = true, true
+		compareRendered(t, "readiness changed", Resolve(flipped), want)
+		if !flipped.ReadsPodReadiness() {
+			flipped.Reuse = ReuseOf(prev)
+			flipped.Reuse.WorkloadsValid, flipped.Reuse.RoutesValid, flipped.Reuse.OnlyEndpoints = true, true, true
+			compareRendered(t, "readiness changed, not read", Resolve(flipped), want)
+		}
 	})
 }
 

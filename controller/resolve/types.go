@@ -71,6 +71,19 @@ type Input struct {
 	Reuse *Reuse
 }
 
+// ReadsPodReadiness reports whether resolving in reads whether pods are
+// Ready: only an EndpointSelector XBackend's endpoints are pods (every
+// other endpoint's readiness is its EndpointSlice's). A change of nothing
+// but pods' readiness leaves the Output of an Input without one as it was.
+func (in *Input) ReadsPodReadiness() bool {
+	for i := range in.Backends {
+		if in.Backends[i].Spec.Type == gwxv1a1.BackendTypeEndpointSelector {
+			return true
+		}
+	}
+	return false
+}
+
 // Reuse is what a resolution may take from an earlier one. Which parts
 // are valid is for the caller to know: it sees what changed in between.
 type Reuse struct {

@@ -35,6 +35,11 @@ const (
 	// write, or another writer's). Statuses are compared again with what
 	// the last resolution decided; nothing is resolved.
 	changeStatus
+	// changeReadiness: only a pod's Ready condition changed. The mesh's
+	// resolution reads it for EndpointSelector XBackends alone, the
+	// Gateways' for their data plane pods; Changes.Readiness lets a round
+	// without those reuse the last one's workloads and clusters.
+	changeReadiness
 	// changeResolve: something resolution reads changed.
 	changeResolve
 )
@@ -48,7 +53,13 @@ func classify(oldObj, newObj any) change {
 		return resolveIf(!ok || nodeChanged(o, n))
 	case *resolve.Pod:
 		n, ok := newObj.(*resolve.Pod)
-		return resolveIf(!ok || podChanged(o, n))
+		switch {
+		case !ok || podChanged(o, n):
+			return changeResolve
+		case o.Ready() != n.Ready():
+			return changeReadiness
+		}
+		return changeNone
 	case *corev1.ServiceAccount:
 		n, ok := newObj.(*corev1.ServiceAccount)
 		return resolveIf(!ok || serviceAccountChanged(o, n))
@@ -136,10 +147,11 @@ func nodeChanged(o, n *corev1.Node) bool {
 }
 
 // podChanged: resolution reads a pod's UID, labels (XBackend selectors),
-// mesh and mTLS annotations, node, service account, hostNetwork, phase, IPs, whether
-// it is Ready and whether it is terminating; never container statuses,
-// condition timestamps or other annotations. Cached pods are the slim
-// resolve.Pod (strip), which keeps no more than these and the metadata.
+// mesh and mTLS annotations, node, service account, hostNetwork, phase, IPs
+// and whether it is terminating, and whether it is Ready (changeReadiness,
+// not compared here); never container statuses, condition timestamps or
+// other annotations. Cached pods are the slim resolve.Pod (strip), which
+// keeps no more than these and the metadata.
 func podChanged(o, n *resolve.Pod) bool {
 	return o.UID != n.UID ||
 		!equality.Semantic.DeepEqual(o.Labels, n.Labels) ||
@@ -151,8 +163,7 @@ func podChanged(o, n *resolve.Pod) bool {
 		o.HostNetwork != n.HostNetwork ||
 		o.Phase != n.Phase ||
 		o.PodIP != n.PodIP ||
-		!equality.Semantic.DeepEqual(o.PodIPs, n.PodIPs) ||
-		o.Ready() != n.Ready()
+		!equality.Semantic.DeepEqual(o.PodIPs, n.PodIPs)
 }
 
 // namespaceChanged: the mesh reads whether a namespace is enrolled and its

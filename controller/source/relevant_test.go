@@ -171,7 +171,7 @@ func TestClassify(t *testing.T) {
 			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.ContainersReady, Status: corev1.ConditionTrue})
 		}), changeNone},
 		{"pod deletion time moved", withPod(func(p *corev1.Pod) { p.DeletionTimestamp = &t0 }), withPod(func(p *corev1.Pod) { p.DeletionTimestamp = &later }), changeNone},
-		{"pod not ready", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.Conditions[0].Status = corev1.ConditionFalse }), changeResolve},
+		{"pod not ready", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.Conditions[0].Status = corev1.ConditionFalse }), changeReadiness},
 		{"pod ip", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.PodIP, p.Status.PodIPs = "", nil }), changeResolve},
 		{"pod ips", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: "fd00::10"}) }), changeResolve},
 		{"pod phase", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), changeResolve},
@@ -181,6 +181,10 @@ func TestClassify(t *testing.T) {
 		{"pod mTLS annotation emptied", withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = mesh.MTLSStrict }),
 			withPod(func(p *corev1.Pod) { p.Annotations[mesh.AnnotationMTLS] = "" }), changeResolve},
 		{"pod terminating", slimPod(pod()), withPod(func(p *corev1.Pod) { p.DeletionTimestamp = &later }), changeResolve},
+		{"pod not ready and relabelled", slimPod(pod()), withPod(func(p *corev1.Pod) {
+			p.Status.Conditions[0].Status = corev1.ConditionFalse
+			p.Labels["version"] = "v2"
+		}), changeResolve},
 		{"pod bound", withPod(func(p *corev1.Pod) { p.Spec.NodeName = "" }), slimPod(pod()), changeResolve},
 		{"pod service account", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Spec.ServiceAccountName = "other" }), changeResolve},
 		{"pod host network", slimPod(pod()), withPod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), changeResolve},
@@ -288,6 +292,61 @@ func TestIgnoredFieldsDoNotChangeResolution(t *testing.T) {
 				t.Errorf("statuses changed by ignored fields:\n%v\n%v", want.Statuses, got.Statuses)
 			}
 		})
+	}
+}
+
+// TestReadinessOnlyWhereRead: flipping every pod's Ready condition is
+// classified changeReadiness, and changes no node policy of a case
+// without an EndpointSelector XBackend (Input.ReadsPodReadiness), which
+// is what lets the controller reuse the last round's workloads and
+// clusters. Some case with one does change: the rule is not vacuous.
+func TestReadinessOnlyWhereRead(t *testing.T) {
+	cases, err := filepath.Glob("../resolve/testdata/*.in.yaml")
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("no resolve cases: %v", err)
+	}
+	changedSome := false
+	for _, path := range cases {
+		in, pods, err := loadCase(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flipped := in
+		flipped.Pods = nil
+		for i, p := range pods {
+			f := p.DeepCopy()
+			found := false
+			for j := range f.Status.Conditions {
+				if c := &f.Status.Conditions[j]; c.Type == corev1.PodReady {
+					c.Status = map[bool]corev1.ConditionStatus{true: corev1.ConditionFalse, false: corev1.ConditionTrue}[c.Status == corev1.ConditionTrue]
+					found = true
+				}
+			}
+			if !found {
+				f.Status.Conditions = append(f.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue})
+			}
+			sf := slimPod(f)
+			if c := classify(in.Pods[i], sf); c != changeReadiness {
+				t.Fatalf("%s: pod %s/%s flipped is classified %d, want changeReadiness", path, p.Namespace, p.Name, c)
+			}
+			flipped.Pods = append(flipped.Pods, sf)
+		}
+		want, got := resolve.Resolve(in), resolve.Resolve(flipped)
+		same := len(want.Nodes) == len(got.Nodes)
+		for n, p := range want.Nodes {
+			same = same && proto.Equal(p, got.Nodes[n])
+		}
+		switch {
+		case !in.ReadsPodReadiness() && !same:
+			t.Errorf("%s: a readiness flip changed a node policy, yet ReadsPodReadiness is false", path)
+		case !in.ReadsPodReadiness() && !equality.Semantic.DeepEqual(want.Statuses, got.Statuses):
+			t.Errorf("%s: a readiness flip changed statuses", path)
+		case in.ReadsPodReadiness() && !same:
+			changedSome = true
+		}
+	}
+	if !changedSome {
+		t.Error("no case's node policies changed with its pods' readiness: EndpointSelector XBackends are not covered")
 	}
 }
 

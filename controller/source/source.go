@@ -267,8 +267,13 @@ type Changes struct {
 	// Other: something else than Pods, EndpointSlices and routes changed
 	// (or may have: the first snapshot, a Gateway or CRD appeared, ...).
 	Other bool
-	// Pods: a pod was added, deleted or changed in what resolution reads.
+	// Pods: a pod was added, deleted or changed in what resolution reads,
+	// its readiness aside.
 	Pods bool
+	// Readiness: a pod's Ready condition changed, and nothing else of it
+	// that resolution reads (resolve.Input.ReadsPodReadiness says whether
+	// the mesh's resolution reads it at all).
+	Readiness bool
 	// Routes: an HTTPRoute, GRPCRoute or TCPRoute changed.
 	Routes bool
 	// Slices holds "namespace/service" of the Services whose
@@ -350,6 +355,13 @@ func (s *Source) handler() cache.ResourceEventHandler {
 			case changeResolve:
 				s.record(oldObj, true) // an EndpointSlice may change Service
 				s.markDirtyFor(newObj)
+			case changeReadiness:
+				s.record(newObj, false)
+				s.chMu.Lock()
+				s.changes.Readiness = true
+				s.chMu.Unlock()
+				s.nResolve.Add(1)
+				signal(s.dirty)
 			case changeStatus:
 				s.record(newObj, false)
 				s.nStatus.Add(1)

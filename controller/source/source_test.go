@@ -241,6 +241,30 @@ func TestQuietUpdates(t *testing.T) {
 	if st := s.Stats(); st != (Stats{Resolve: 4, Status: 1, Ignored: 4}) {
 		t.Fatalf("stats %+v", st)
 	}
+
+	// a readiness probe flips: a round, told it was readiness alone
+	if _, _, err := s.SnapshotChanges(); err != nil {
+		t.Fatal(err)
+	}
+	p.ResourceVersion = "21"
+	p.Status.Conditions[0].Status = corev1.ConditionFalse
+	if _, err := kube.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitDirty(t, s)
+	in, changes, err := s.SnapshotChanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !changes.Readiness || changes.Pods || changes.Other || changes.Routes || len(changes.Slices) != 0 {
+		t.Fatalf("changes after a readiness flip: %+v", changes)
+	}
+	if len(in.Pods) != 1 || in.Pods[0].Ready() != corev1.ConditionFalse {
+		t.Fatalf("the snapshot's pods %+v do not show the flip", in.Pods)
+	}
+	if st := s.Stats(); st.Resolve != 5 {
+		t.Fatalf("stats %+v", st)
+	}
 }
 
 // TestPodsCachedSlim: through real informers, pods are cached and listed
