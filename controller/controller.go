@@ -564,7 +564,11 @@ func (c *Controller) round() {
 	// reads it: the full resolution then builds XBackend clusters again.
 	selectorReadiness := changes.Readiness && in.ReadsPodReadiness()
 	switch {
-	case c.reuse == nil || changes.Other || changes.Pods:
+	case c.reuse == nil || changes.Other:
+	case changes.Pods:
+		// pods came, went or changed: the compiled routes hold (a rolling
+		// update would otherwise compile every route again for each pod)
+		in.Reuse = resolve.ReusePods(c.reuse)
 	default:
 		in.Reuse = c.reuse
 		in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = changes.Slices, true, true

@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strconv"
@@ -219,6 +220,44 @@ func BenchmarkResolveRouteChange(b *testing.B) {
 				in.HTTPRoutes[7].ResourceVersion = strconv.Itoa(rv)
 				in.Reuse = ReuseOf(prev)
 				in.Reuse.WorkloadsValid, in.Reuse.RoutesValid, in.Reuse.OnlyRoutes = true, bc.routes, bc.only
+				prev = Resolve(in)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
+		})
+	}
+}
+
+// BenchmarkResolvePodChange: one pod changes each round (a rolling update
+// replaces pods one by one), at the scale of issue #17. compile-all is the
+// round without reuse; reuse-routes takes the compiled routes over
+// (ReusePods), building workloads and clusters again.
+func BenchmarkResolvePodChange(b *testing.B) {
+	in := genCluster(scaleCluster)
+	versionRoutes(&in, func(int) string { return "1" })
+	prev := Resolve(in)
+	for _, bc := range []struct {
+		name   string
+		routes bool
+	}{{"compile-all", false}, {"reuse-routes", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			i := 0
+			for b.Loop() {
+				i++
+				k := (i * 7919) % len(in.Pods)
+				p := *in.Pods[k]
+				p.Labels = maps.Clone(p.Labels)
+				if p.Labels == nil {
+					p.Labels = map[string]string{}
+				}
+				p.Labels["pod-template-hash"] = strconv.Itoa(i)
+				in.Pods[k] = &p
+				in.Reuse = nil
+				if bc.routes {
+					in.Reuse = ReusePods(ReuseOf(prev))
+				}
 				prev = Resolve(in)
 			}
 			b.StopTimer()

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -79,6 +80,36 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 			flipped.Reuse.WorkloadsValid, flipped.Reuse.RoutesValid, flipped.Reuse.OnlyEndpoints = true, true, true
 			compareRendered(t, "readiness changed, not read", Resolve(flipped), want)
 		}
+
+		// pods changed in everything resolution reads of them: routes
+		// compile alike (RoutesValid), workloads and clusters are built
+		// again (the controller's round after a pod change)
+		moved, err := loadCase(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kept []*Pod
+		for i, p := range moved.Pods {
+			switch i % 4 {
+			case 0: // deleted
+				continue
+			case 1:
+				p.Labels = map[string]string{"moved": "yes"}
+				p.ServiceAccountName += "-2"
+			case 2:
+				if len(moved.Nodes) > 0 {
+					p.NodeName = moved.Nodes[(i/4)%len(moved.Nodes)].Name
+				}
+				p.Annotations = map[string]string{mesh.AnnotationMesh: mesh.MeshDisabled}
+			case 3:
+				p.Phase = corev1.PodSucceeded
+			}
+			kept = append(kept, p)
+		}
+		moved.Pods = kept
+		want = Resolve(moved)
+		moved.Reuse = ReusePods(ReuseOf(prev))
+		compareRendered(t, "pods changed", Resolve(moved), want)
 	})
 }
 

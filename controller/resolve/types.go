@@ -145,6 +145,15 @@ func ReuseOf(out Output) *Reuse {
 }
 
 // cluster is the reused cluster named n, nil when there is none.
+// ReusePods returns what of r a resolution may reuse after pods changed
+// (added, deleted, or changed in what resolution reads) and nothing else
+// but routes and EndpointSlices: the compiled routes, which read no pod.
+// The workloads and every cluster are built again (a cluster's endpoints
+// carry their pods' identity and enrolment).
+func ReusePods(r *Reuse) *Reuse {
+	return &Reuse{RoutesValid: true, routes: r.routes, ports: r.ports, statuses: r.statuses, maps: r.maps}
+}
+
 func (r *Reuse) cluster(n string) *weftv1.Cluster {
 	i, ok := weftv1.SearchClusters(r.Clusters, n)
 	if !ok {
