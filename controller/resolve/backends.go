@@ -246,7 +246,7 @@ func (r *resolver) buildClusters(reuse *Reuse) []*weftv1.Cluster {
 
 // buildCluster builds the cluster n from src, or takes it from reuse.
 func (r *resolver) buildCluster(n string, src *clusterSource, reuse *Reuse) *weftv1.Cluster {
-	if reuse != nil && src.svc != nil && !reuse.StaleServices[src.svc.Namespace+"/"+src.svc.Name] {
+	if reuse != nil && src.svc != nil && !reuse.StaleServices[src.svc.Namespace+"/"+src.svc.Name] && !r.podsChangedFor(src.svc, reuse.StaleNamespaces) {
 		if c := reuse.cluster(n); c != nil {
 			return c
 		}
@@ -260,6 +260,26 @@ func (r *resolver) buildCluster(n string, src *clusterSource, reuse *Reuse) *wef
 		c.Endpoints = r.serviceEndpoints(src.svc, src.port)
 	}
 	return c
+}
+
+// podsChangedFor reports whether a pod of svc's endpoints may be in one
+// of the namespaces whose pods changed: svc's own, or one its
+// EndpointSlices name a pod of (a slice written by hand may).
+func (r *resolver) podsChangedFor(svc *corev1.Service, namespaces map[string]bool) bool {
+	if len(namespaces) == 0 {
+		return false
+	}
+	if namespaces[svc.Namespace] {
+		return true
+	}
+	for _, es := range r.ix.slices[objKey{svc.Namespace, svc.Name}] {
+		for i := range es.Endpoints {
+			if ref := es.Endpoints[i].TargetRef; ref != nil && ref.Namespace != "" && namespaces[ref.Namespace] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // serviceEndpoints lists the endpoints of one Service port from its

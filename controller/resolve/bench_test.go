@@ -231,15 +231,16 @@ func BenchmarkResolveRouteChange(b *testing.B) {
 // BenchmarkResolvePodChange: one pod changes each round (a rolling update
 // replaces pods one by one), at the scale of issue #17. compile-all is the
 // round without reuse; reuse-routes takes the compiled routes over
-// (ReusePods), building workloads and clusters again.
+// (ReusePods), building workloads and clusters again; incremental builds
+// only the clusters of the pod's namespace and the workloads of its node.
 func BenchmarkResolvePodChange(b *testing.B) {
 	in := genCluster(scaleCluster)
 	versionRoutes(&in, func(int) string { return "1" })
 	prev := Resolve(in)
 	for _, bc := range []struct {
-		name   string
-		routes bool
-	}{{"compile-all", false}, {"reuse-routes", true}} {
+		name                string
+		routes, incremental bool
+	}{{"compile-all", false, false}, {"reuse-routes", true, false}, {"incremental", true, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			cpu0 := cpuTime()
@@ -255,8 +256,11 @@ func BenchmarkResolvePodChange(b *testing.B) {
 				p.Labels["pod-template-hash"] = strconv.Itoa(i)
 				in.Pods[k] = &p
 				in.Reuse = nil
-				if bc.routes {
-					in.Reuse = ReusePods(ReuseOf(prev))
+				switch {
+				case bc.routes && bc.incremental:
+					in.Reuse = ReusePods(ReuseOf(prev), map[string]bool{p.Namespace: true}, map[string]bool{p.NodeName: true}, nil)
+				case bc.routes:
+					in.Reuse = ReusePods(ReuseOf(prev), nil, nil, nil)
 				}
 				prev = Resolve(in)
 			}

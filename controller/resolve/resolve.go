@@ -283,7 +283,7 @@ func Resolve(in Input) Output {
 	if in.Reuse != nil && in.Reuse.WorkloadsValid {
 		workloads, invalidMTLS = in.Reuse.Workloads, in.Reuse.InvalidMTLS
 	} else {
-		workloads, invalidMTLS = r.workloadsByNode(in.Pods)
+		workloads, invalidMTLS = r.workloadsByNode(in.Pods, in.Reuse)
 	}
 	authz, authzStatuses, authzInForce := r.resolveAuthz(&in, workloads)
 
@@ -420,10 +420,28 @@ func podIPs(p *Pod) []string {
 // their mTLS mode (mesh.PodMTLSStrict). invalid holds one message per pod
 // whose mTLS annotation (its own or its namespace's) is invalid, sorted;
 // such a pod fails safe to strict.
-func (r *resolver) workloadsByNode(pods []*Pod) (out map[string][]*weftv1.Workload, invalid []string) {
+func (r *resolver) workloadsByNode(pods []*Pod, reuse *Reuse) (out map[string][]*weftv1.Workload, invalid []string) {
 	out = map[string][]*weftv1.Workload{}
+	// after pods changed on some nodes only, the others' are as they were
+	var stale map[string]bool
+	if reuse != nil && reuse.StaleNodes != nil {
+		stale = reuse.StaleNodes
+		for n, ws := range reuse.Workloads {
+			if !stale[n] {
+				out[n] = ws
+			}
+		}
+	}
 	for _, p := range pods {
 		if !r.podEnrolled(p) {
+			continue
+		}
+		if stale != nil && !stale[p.NodeName] {
+			// kept, but every invalid annotation is reported each round
+			if _, err := mesh.PodMTLSStrict(r.ix.namespaces[p.Namespace], p); err != nil &&
+				r.spiffeID(p.Namespace, mesh.ServiceAccountOrDefault(p.ServiceAccountName)) != "" {
+				invalid = append(invalid, fmt.Sprintf("pod %s/%s: %v", p.Namespace, p.Name, err))
+			}
 			continue
 		}
 		sa := mesh.ServiceAccountOrDefault(p.ServiceAccountName)
@@ -448,7 +466,10 @@ func (r *resolver) workloadsByNode(pods []*Pod) (out map[string][]*weftv1.Worklo
 			MtlsStrict:     strict,
 		})
 	}
-	for _, ws := range out {
+	for n, ws := range out {
+		if stale != nil && !stale[n] {
+			continue // kept as it was, sorted
+		}
 		slices.SortFunc(ws, func(a, b *weftv1.Workload) int {
 			return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name), strings.Compare(a.Uid, b.Uid))
 		})

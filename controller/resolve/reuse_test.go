@@ -2,12 +2,15 @@ package resolve
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weft-mesh/weft/api/mesh"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -108,8 +111,43 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 		}
 		moved.Pods = kept
 		want = Resolve(moved)
-		moved.Reuse = ReusePods(ReuseOf(prev))
+		moved.Reuse = ReusePods(ReuseOf(prev), nil, nil, nil)
 		compareRendered(t, "pods changed", Resolve(moved), want)
+		// one pod changed, its namespace and nodes (before and after)
+		// known: the clusters of other namespaces and the workloads of
+		// other nodes are kept
+		for k := range min(len(prev.Nodes)+2, len(in.Pods)) {
+			for variant := range 4 {
+				one, err := loadCase(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := one.Pods[k]
+				nss, nodes := map[string]bool{p.Namespace: true}, map[string]bool{p.NodeName: true}
+				switch variant {
+				case 0:
+					one.Pods = slices.Delete(one.Pods, k, k+1)
+				case 1:
+					p.Labels = map[string]string{"moved": "yes"}
+					p.ServiceAccountName += "-2"
+				case 2:
+					if len(one.Nodes) > 0 {
+						p.NodeName = one.Nodes[(k+1)%len(one.Nodes)].Name
+					}
+					p.Annotations = map[string]string{mesh.AnnotationMTLS: "bogus"}
+				case 3:
+					p.Phase = corev1.PodSucceeded
+				}
+				nodes[p.NodeName] = true
+				want := Resolve(one)
+				one.Reuse = ReusePods(ReuseOf(prev), nss, nodes, nil)
+				got := Resolve(one)
+				compareRendered(t, fmt.Sprintf("pod %d changed (%d), its namespace and nodes known", k, variant), got, want)
+				if !slices.Equal(got.InvalidMTLS, want.InvalidMTLS) {
+					t.Fatalf("pod %d changed (%d): invalid mTLS %q, want %q", k, variant, got.InvalidMTLS, want.InvalidMTLS)
+				}
+			}
+		}
 	})
 }
 
@@ -215,4 +253,37 @@ func TestListingMapsTakenOverForTheSameListingOnly(t *testing.T) {
 
 func sameMap[K comparable, V any](a, b map[K]V) bool {
 	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+// TestPodsChangedAcrossNamespaces: an EndpointSlice may name a pod of
+// another namespace; when that pod changes, the Service's cluster is built
+// again though its own namespace had no pod change.
+func TestPodsChangedAcrossNamespaces(t *testing.T) {
+	in := genCluster(benchConfig{Namespaces: 3, Nodes: 4, Services: 6, PodsPerService: 2})
+	es := in.EndpointSlices[0] // svc-0, in ns-0
+	ep := &es.Endpoints[0]
+	far := &Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns-1", Name: "far", UID: "f"}, NodeName: *ep.NodeName,
+		ServiceAccountName: "far", Phase: corev1.PodRunning, PodIP: ep.Addresses[0]}
+	ep.TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: "ns-1", Name: "far"}
+	in.Pods = append(in.Pods, far)
+	prev := Resolve(in)
+
+	moved := *far
+	moved.ServiceAccountName = "far-2"
+	in.Pods[len(in.Pods)-1] = &moved
+	want := Resolve(in)
+	in.Reuse = ReusePods(ReuseOf(prev), map[string]bool{"ns-1": true}, map[string]bool{far.NodeName: true}, nil)
+	got := Resolve(in)
+	compareRendered(t, "a pod named across namespaces changed", got, want)
+	found := false
+	for _, c := range got.Nodes[far.NodeName].GetClusters() {
+		for _, e := range c.GetEndpoints() {
+			if e.GetPod() == "ns-1/far" {
+				found = strings.HasSuffix(e.GetIdentity(), "/sa/far-2")
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no endpoint of pod ns-1/far with its new identity")
+	}
 }

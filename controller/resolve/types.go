@@ -94,12 +94,19 @@ type Reuse struct {
 	// changed) are built again. XBackend clusters are always built again.
 	Clusters      []*weftv1.Cluster
 	StaleServices map[string]bool
+	// StaleNamespaces, after pods changed, are their namespaces: the
+	// clusters of their Services, and of Services whose EndpointSlices
+	// name a pod there, are built again.
+	StaleNamespaces map[string]bool
 	// Workloads by node and InvalidMTLS of an earlier Output, used when
 	// WorkloadsValid: Pods and Namespaces (and the trust domain) are
-	// unchanged.
+	// unchanged. Without WorkloadsValid, when StaleNodes is set (the
+	// nodes pods changed on, before and after), the workloads of every
+	// other node are taken from Workloads.
 	Workloads      map[string][]*weftv1.Workload
 	InvalidMTLS    []string
 	WorkloadsValid bool
+	StaleNodes     map[string]bool
 	// Previous is the earlier Output; with OnlyEndpoints (nothing but the
 	// EndpointSlices of StaleServices changed since it was resolved) it is
 	// the result but for the stale Services' clusters, and routes are not
@@ -144,16 +151,23 @@ func ReuseOf(out Output) *Reuse {
 	return r
 }
 
-// cluster is the reused cluster named n, nil when there is none.
 // ReusePods returns what of r a resolution may reuse after pods changed
 // (added, deleted, or changed in what resolution reads) and nothing else
-// but routes and EndpointSlices: the compiled routes, which read no pod.
-// The workloads and every cluster are built again (a cluster's endpoints
-// carry their pods' identity and enrolment).
-func ReusePods(r *Reuse) *Reuse {
-	return &Reuse{RoutesValid: true, routes: r.routes, ports: r.ports, statuses: r.statuses, maps: r.maps}
+// but routes and the EndpointSlices of staleServices: the compiled
+// routes, which read no pod, and, when the pods' namespaces and nodes
+// (before and after the change) are known, the clusters of the Services
+// of other namespaces and the workloads of other nodes. Nil namespaces or
+// nodes: every cluster and workload is built again.
+func ReusePods(r *Reuse, namespaces, nodes, staleServices map[string]bool) *Reuse {
+	out := &Reuse{RoutesValid: true, routes: r.routes, ports: r.ports, statuses: r.statuses, maps: r.maps}
+	if namespaces != nil && nodes != nil {
+		out.Clusters, out.StaleServices, out.StaleNamespaces = r.Clusters, staleServices, namespaces
+		out.Workloads, out.StaleNodes = r.Workloads, nodes
+	}
+	return out
 }
 
+// cluster is the reused cluster named n, nil when there is none.
 func (r *Reuse) cluster(n string) *weftv1.Cluster {
 	i, ok := weftv1.SearchClusters(r.Clusters, n)
 	if !ok {

@@ -270,6 +270,10 @@ type Changes struct {
 	// Pods: a pod was added, deleted or changed in what resolution reads,
 	// its readiness aside.
 	Pods bool
+	// PodNamespaces and PodNodes, with Pods, are the namespaces and nodes
+	// of those pods, before and after each change; nil when more than
+	// maxListedPodChanges pod events came (everything is built again).
+	PodNamespaces, PodNodes map[string]bool
 	// Readiness: a pod's Ready condition changed, and nothing else of it
 	// that resolution reads (resolve.Input.ReadsPodReadiness says whether
 	// the mesh's resolution reads it at all).
@@ -279,6 +283,8 @@ type Changes struct {
 	// Slices holds "namespace/service" of the Services whose
 	// EndpointSlices changed.
 	Slices map[string]bool
+
+	podEvents int
 }
 
 // record notes that obj changed (for the kinds Changes tracks) and, for
@@ -296,7 +302,9 @@ func (s *Source) record(obj any, relevant bool) {
 	switch o := obj.(type) {
 	case *resolve.Pod:
 		s.noteEvent("pods", o)
-		s.changes.Pods = s.changes.Pods || relevant
+		if relevant {
+			s.changes.notePod(o)
+		}
 	case *discoveryv1.EndpointSlice:
 		s.noteEvent("slices", o)
 		if relevant {
@@ -319,6 +327,26 @@ func (s *Source) record(obj any, relevant bool) {
 		s.changes.Routes = s.changes.Routes || relevant
 	default:
 		s.changes.Other = s.changes.Other || relevant
+	}
+}
+
+// maxListedPodChanges bounds the pod events Changes lists the namespaces
+// and nodes of (a rolling update comes one pod at a time; a start, a
+// relist or a node going away brings thousands).
+const maxListedPodChanges = 4096
+
+// notePod records a relevant event of pod p (its old or new version).
+func (c *Changes) notePod(p *resolve.Pod) {
+	if !c.Pods {
+		c.Pods, c.podEvents = true, 0
+		c.PodNamespaces, c.PodNodes = map[string]bool{}, map[string]bool{}
+	}
+	if c.podEvents++; c.podEvents > maxListedPodChanges {
+		c.PodNamespaces, c.PodNodes = nil, nil
+	}
+	if c.PodNamespaces != nil {
+		c.PodNamespaces[p.Namespace] = true
+		c.PodNodes[p.NodeName] = true
 	}
 }
 

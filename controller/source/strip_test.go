@@ -1,6 +1,8 @@
 package source
 
 import (
+	"fmt"
+	"maps"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -111,5 +113,28 @@ func TestChanges(t *testing.T) {
 	s.record(nil, true)
 	if c := s.takeChanges(); !c.Other {
 		t.Fatalf("an unknown change: %+v", c)
+	}
+
+	// a pod moved: both namespaces and nodes are listed, for the round
+	// to build again only what they touch
+	pod := func(ns, node string) *resolve.Pod {
+		return &resolve.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"}, NodeName: node}
+	}
+	s.record(pod("a", "n1"), true)
+	s.record(pod("a", "n2"), true)
+	s.record(pod("b", "n3"), false) // not read by resolution: not listed
+	c = s.takeChanges()
+	if !c.Pods || !maps.Equal(c.PodNamespaces, map[string]bool{"a": true}) || !maps.Equal(c.PodNodes, map[string]bool{"n1": true, "n2": true}) {
+		t.Fatalf("changes %+v", c)
+	}
+	for i := range maxListedPodChanges + 1 {
+		s.record(pod("a", fmt.Sprint(i)), true)
+	}
+	if c := s.takeChanges(); !c.Pods || c.PodNamespaces != nil || c.PodNodes != nil {
+		t.Fatalf("past %d pod events, changes %+v list them", maxListedPodChanges, c)
+	}
+	s.record(pod("c", "n4"), true)
+	if c := s.takeChanges(); !maps.Equal(c.PodNamespaces, map[string]bool{"c": true}) {
+		t.Fatalf("the next round's changes %+v", c)
 	}
 }
