@@ -342,4 +342,30 @@ func (s Scale) SetPodReady(ctx context.Context, kube kubernetes.Interface, svc, 
 	return nil
 }
 
+// ReplacePod deletes the pod of endpoint e of Service svc and creates it
+// again, running with the same IP and not Ready yet: a pod restarted by its
+// controller, as a rolling update or a node drain does one pod at a time.
+func (s Scale) ReplacePod(ctx context.Context, kube kubernetes.Interface, svc, e int) error {
+	ns, name := s.namespace(svc), svcName(svc)
+	pod, node, ip := s.pod(svc, e)
+	pods := kube.CoreV1().Pods(ns)
+	if err := pods.Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete pod %s/%s: %w", ns, pod, err)
+	}
+	p, err := pods.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: pod, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: name, AutomountServiceAccountToken: ptr(false),
+			Containers: []corev1.Container{{Name: "app", Image: "ghcr.io/weft-mesh/echo:dev"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create pod %s/%s: %w", ns, pod, err)
+	}
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}}
+	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("pod status %s/%s: %w", ns, pod, err)
+	}
+	return nil
+}
+
 func ptr[T any](v T) *T { return &v }

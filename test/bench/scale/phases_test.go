@@ -173,8 +173,9 @@ type run struct {
 	health string
 	recv   string // the agents' record of what they received
 	rounds *rounds
-	// churnPods: churn writes pods' readiness too (envChurnPods)
-	churnPods bool
+	// churnPods: churn writes pods' readiness too; churnReplace: and
+	// replaces the pod whose endpoint turns not ready (envChurnPods)
+	churnPods, churnReplace bool
 
 	wmu              sync.Mutex
 	written, applied map[int]time.Time // sent to the apiserver; its answer
@@ -186,7 +187,7 @@ type run struct {
 // startRun starts the controller, then one simulated agent per node.
 func startRun(b *testing.B, cl cluster) *run {
 	r := &run{b: b, ctx: context.Background(), cl: cl, sc: cl.sc, start: time.Now(),
-		written: map[int]time.Time{}, applied: map[int]time.Time{}, churnPods: os.Getenv(envChurnPods) == "1"}
+		written: map[int]time.Time{}, applied: map[int]time.Time{}, churnPods: os.Getenv(envChurnPods) != "", churnReplace: os.Getenv(envChurnPods) == "replace"}
 	r.ctl = startChild(b, "controller", envKubeconfig+"="+cl.kubeconfig, envNodes+"="+strconv.Itoa(r.sc.Nodes))
 	f := strings.Fields(r.ctl.waitLine(b, "ADDR ", time.Minute, nil))
 	grpcAddr := f[1]
@@ -268,6 +269,7 @@ type churned struct {
 	cpu          float64 // cores, over wall
 	steady, peak int64   // RSS: median under churn; VmHWM at the end
 	pods         bool    // the changes wrote pods' readiness too
+	replace      bool    // and replaced pods
 }
 
 // churn flips one endpoint of a Service between ready and not ready,
@@ -309,7 +311,7 @@ func (r *run) churn(d time.Duration) churned {
 	tick.Stop()
 	close(jobs)
 	wg.Wait()
-	ch := churned{wall: time.Since(start), pods: r.churnPods}
+	ch := churned{wall: time.Since(start), pods: r.churnPods, replace: r.churnReplace}
 	after := readProc(pid)
 	select {
 	case err := <-errc:
@@ -382,7 +384,11 @@ func (r *run) changeEndpoint(s int, notReady map[string]int) error {
 			}
 		}
 		if next >= 0 {
-			if err := r.sc.SetPodReady(r.ctx, r.cl.kube, svc, next, false); err != nil {
+			set := func() error { return r.sc.SetPodReady(r.ctx, r.cl.kube, svc, next, false) }
+			if r.churnReplace {
+				set = func() error { return r.sc.ReplacePod(r.ctx, r.cl.kube, svc, next) }
+			}
+			if err := set(); err != nil {
 				return err
 			}
 		}
@@ -608,7 +614,10 @@ func (fig figures) print(w io.Writer, cl cluster, ch churned) {
 	row("route change -> all nodes ACKed, p50", ms(pct(fig.routeLat, 0.5))+" ms", "goal <= 200 ms")
 	row("route change -> all nodes ACKed, p99", ms(pct(fig.routeLat, 0.99))+" ms", "goal <= 1000 ms")
 	churn := fmt.Sprintf("churn %d endpoint changes/s", churnPerSec)
-	if ch.pods {
+	switch {
+	case ch.replace:
+		churn += " (+pod replaced)"
+	case ch.pods:
 		churn += " (+pods)"
 	}
 	row(churn+": p50", ms(pct(fig.churnLat, 0.5))+" ms", "")

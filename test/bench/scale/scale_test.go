@@ -45,7 +45,9 @@ const (
 	// envChurnPods "1": a churn change also writes the Ready condition of
 	// the pods whose endpoints it flips, before the EndpointSlice, as the
 	// kubelet and the EndpointSlice controller do in a cluster (by default
-	// only the EndpointSlice is written).
+	// only the EndpointSlice is written). "replace": the pod whose endpoint
+	// turns not ready is deleted and created again (not Ready yet), as a
+	// restart or a rolling update replaces pods.
 	envChurnPods = "WEFT_SCALE_CHURN_PODS"
 	// envProfile, a directory: the controller writes its CPU profile of
 	// the whole run and its heap profile at the end there.
