@@ -568,9 +568,10 @@ func (c *Controller) round() {
 	case changes.Pods:
 		// pods came, went or changed: the compiled routes hold (a rolling
 		// update would otherwise compile every route again for each pod),
-		// and so do the clusters of other namespaces and the workloads
-		// of other nodes
-		in.Reuse = resolve.ReusePods(c.reuse, changes.PodNamespaces, changes.PodNodes, changes.Slices)
+		// and so do the clusters that name none of those pods and the
+		// workloads of other nodes
+		in.Reuse = resolve.ReusePods(c.reuse, changes.ChangedPods, changes.Slices)
+		in.Reuse.OnlyPods = !changes.Routes
 	default:
 		in.Reuse = c.reuse
 		in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = changes.Slices, true, true

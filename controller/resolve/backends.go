@@ -237,16 +237,52 @@ func (r *resolver) buildClusters(reuse *Reuse) []*weftv1.Cluster {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	var podsStale map[objKey]bool
+	if reuse != nil && reuse.pods != nil {
+		podsStale = r.servicesOfPods(reuse.pods)
+	}
 	out := make([]*weftv1.Cluster, 0, len(names))
 	for _, n := range names {
-		out = append(out, r.buildCluster(n, r.clusters[n], reuse))
+		out = append(out, r.buildCluster(n, r.clusters[n], reuse, podsStale))
+	}
+	return out
+}
+
+// servicesOfPods lists the Services an endpoint of which names one of the
+// pods pc lists, by target reference or, without one, by IP (as
+// endpointPod finds an endpoint's pod).
+func (r *resolver) servicesOfPods(pc *podChanges) map[objKey]bool {
+	out := map[objKey]bool{}
+	for _, es := range r.ix.in.EndpointSlices {
+		svc := objKey{es.Namespace, es.Labels[discoveryv1.LabelServiceName]}
+		if out[svc] {
+			continue
+		}
+	endpoints:
+		for i := range es.Endpoints {
+			ep := &es.Endpoints[i]
+			if ref := ep.TargetRef; ref != nil {
+				ns := cmp.Or(ref.Namespace, es.Namespace)
+				if pc.keys[objKey{ns, ref.Name}] {
+					out[svc] = true
+					break
+				}
+				continue
+			}
+			for _, ip := range ep.Addresses {
+				if pc.ips[objKey{es.Namespace, canonicalIP(ip)}] {
+					out[svc] = true
+					break endpoints
+				}
+			}
+		}
 	}
 	return out
 }
 
 // buildCluster builds the cluster n from src, or takes it from reuse.
-func (r *resolver) buildCluster(n string, src *clusterSource, reuse *Reuse) *weftv1.Cluster {
-	if reuse != nil && src.svc != nil && !reuse.StaleServices[src.svc.Namespace+"/"+src.svc.Name] && !r.podsChangedFor(src.svc, reuse.StaleNamespaces) {
+func (r *resolver) buildCluster(n string, src *clusterSource, reuse *Reuse, podsStale map[objKey]bool) *weftv1.Cluster {
+	if reuse != nil && src.svc != nil && !reuse.StaleServices[src.svc.Namespace+"/"+src.svc.Name] && !podsStale[objKey{src.svc.Namespace, src.svc.Name}] {
 		if c := reuse.cluster(n); c != nil {
 			return c
 		}
@@ -260,26 +296,6 @@ func (r *resolver) buildCluster(n string, src *clusterSource, reuse *Reuse) *wef
 		c.Endpoints = r.serviceEndpoints(src.svc, src.port)
 	}
 	return c
-}
-
-// podsChangedFor reports whether a pod of svc's endpoints may be in one
-// of the namespaces whose pods changed: svc's own, or one its
-// EndpointSlices name a pod of (a slice written by hand may).
-func (r *resolver) podsChangedFor(svc *corev1.Service, namespaces map[string]bool) bool {
-	if len(namespaces) == 0 {
-		return false
-	}
-	if namespaces[svc.Namespace] {
-		return true
-	}
-	for _, es := range r.ix.slices[objKey{svc.Namespace, svc.Name}] {
-		for i := range es.Endpoints {
-			if ref := es.Endpoints[i].TargetRef; ref != nil && ref.Namespace != "" && namespaces[ref.Namespace] {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // serviceEndpoints lists the endpoints of one Service port from its

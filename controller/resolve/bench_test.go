@@ -122,16 +122,8 @@ func genCluster(c benchConfig) Input {
 // Services, 10k endpoints, 2k routes, 50 nodes) end to end.
 func BenchmarkResolveLarge(b *testing.B) {
 	in := genCluster(largeCluster)
-	b.ReportAllocs()
 	var out Output
-	// CPU time (all threads, GC included) is reported beside wall time: on a
-	// busy shared machine it is the steadier figure.
-	cpu0 := cpuTime()
-	for b.Loop() {
-		out = Resolve(in)
-	}
-	b.StopTimer()
-	b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
+	rounds(b, func(int) { out = Resolve(in) })
 	p := out.Nodes["node-0"]
 	eps := 0
 	for _, c := range p.Clusters {
@@ -211,19 +203,15 @@ func BenchmarkResolveRouteChange(b *testing.B) {
 		routes, only bool
 	}{{"compile-all", false, false}, {"reuse-compiled", true, false}, {"incremental", true, true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			cpu0 := cpuTime()
-			w, rv := int32(90), 1
-			for b.Loop() {
-				w, rv = 180-w, rv+1 // 90, 10, 90, ...: a change every round
+			w := int32(90)
+			rounds(b, func(i int) {
+				w = 180 - w // 90, 10, 90, ...: a change every round
 				in.HTTPRoutes[7].Spec.Rules[0].BackendRefs[0].Weight = &w
-				in.HTTPRoutes[7].ResourceVersion = strconv.Itoa(rv)
+				in.HTTPRoutes[7].ResourceVersion = strconv.Itoa(i + 1)
 				in.Reuse = ReuseOf(prev)
 				in.Reuse.WorkloadsValid, in.Reuse.RoutesValid, in.Reuse.OnlyRoutes = true, bc.routes, bc.only
 				prev = Resolve(in)
-			}
-			b.StopTimer()
-			b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
+			})
 		})
 	}
 }
@@ -232,23 +220,22 @@ func BenchmarkResolveRouteChange(b *testing.B) {
 // replaces pods one by one), at the scale of issue #17. compile-all is the
 // round without reuse; reuse-routes takes the compiled routes over
 // (ReusePods), building workloads and clusters again; incremental builds
-// only the clusters of the pod's namespace and the workloads of its node.
+// only the clusters that name the pod and the workloads of its node;
+// only-pods (Reuse.OnlyPods, as the controller resolves it) also takes
+// the routes' attachment and the Service ports from the last round.
 func BenchmarkResolvePodChange(b *testing.B) {
 	in := genCluster(scaleCluster)
 	versionRoutes(&in, func(int) string { return "1" })
 	prev := Resolve(in)
 	for _, bc := range []struct {
-		name                string
-		routes, incremental bool
-	}{{"compile-all", false, false}, {"reuse-routes", true, false}, {"incremental", true, true}} {
+		name                      string
+		routes, incremental, only bool
+	}{{"compile-all", false, false, false}, {"reuse-routes", true, false, false}, {"incremental", true, true, false}, {"only-pods", true, true, true}} {
 		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			cpu0 := cpuTime()
-			i := 0
-			for b.Loop() {
-				i++
+			rounds(b, func(i int) {
 				k := (i * 7919) % len(in.Pods)
-				p := *in.Pods[k]
+				was := in.Pods[k]
+				p := *was
 				p.Labels = maps.Clone(p.Labels)
 				if p.Labels == nil {
 					p.Labels = map[string]string{}
@@ -258,14 +245,26 @@ func BenchmarkResolvePodChange(b *testing.B) {
 				in.Reuse = nil
 				switch {
 				case bc.routes && bc.incremental:
-					in.Reuse = ReusePods(ReuseOf(prev), map[string]bool{p.Namespace: true}, map[string]bool{p.NodeName: true}, nil)
+					in.Reuse = ReusePods(ReuseOf(prev), []*Pod{was, &p}, nil)
+					in.Reuse.OnlyPods = bc.only
 				case bc.routes:
-					in.Reuse = ReusePods(ReuseOf(prev), nil, nil, nil)
+					in.Reuse = ReusePods(ReuseOf(prev), nil, nil)
 				}
 				prev = Resolve(in)
-			}
-			b.StopTimer()
-			b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
+			})
 		})
 	}
+}
+
+// rounds runs round(1), round(2), ... for the benchmark's loop and reports
+// allocations and the CPU time per round (all threads, GC included): on a
+// busy shared machine it is steadier than the wall time.
+func rounds(b *testing.B, round func(i int)) {
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	for i := 1; b.Loop(); i++ {
+		round(i)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(b.N), "cpu-ms/op")
 }

@@ -436,7 +436,7 @@ func (r *resolver) recountClusters(st *deltaState, d routeDelta, reuse *Reuse) (
 			if src == nil {
 				return nil, nil, false
 			}
-			added = append(added, r.buildCluster(name, src, reuse))
+			added = append(added, r.buildCluster(name, src, reuse, nil))
 		}
 	}
 	clusters := st.clusters

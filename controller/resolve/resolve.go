@@ -269,6 +269,11 @@ func Resolve(in Input) Output {
 			return out
 		}
 	}
+	if rv := in.Reuse; rv != nil && rv.OnlyPods && rv.pods != nil && rv.Previous != nil {
+		if out, ok := resolvePods(&in); ok {
+			return out
+		}
+	}
 	if rv := in.Reuse; rv != nil && rv.OnlyRoutes && rv.RoutesValid && rv.WorkloadsValid && rv.Previous != nil && rv.Previous.delta != nil {
 		if out, ok := resolveRoutes(&in); ok {
 			return out
@@ -424,8 +429,8 @@ func (r *resolver) workloadsByNode(pods []*Pod, reuse *Reuse) (out map[string][]
 	out = map[string][]*weftv1.Workload{}
 	// after pods changed on some nodes only, the others' are as they were
 	var stale map[string]bool
-	if reuse != nil && reuse.StaleNodes != nil {
-		stale = reuse.StaleNodes
+	if reuse != nil && reuse.pods != nil {
+		stale = reuse.pods.nodes
 		for n, ws := range reuse.Workloads {
 			if !stale[n] {
 				out[n] = ws

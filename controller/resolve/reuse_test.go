@@ -21,6 +21,12 @@ import (
 // does: with nothing changed, and after every EndpointSlice changed with
 // its Service marked stale (the controller's endpoint churn).
 func TestReuseGivesTheSameOutput(t *testing.T) {
+	podsOnly := 0 // pod changes resolved by resolvePods
+	defer func() {
+		if !t.Failed() && podsOnly == 0 {
+			t.Error("no pod change was resolved by resolvePods")
+		}
+	}()
 	eachCase(t, func(t *testing.T, path string, in Input) {
 		prev := Resolve(in)
 
@@ -111,11 +117,10 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 		}
 		moved.Pods = kept
 		want = Resolve(moved)
-		moved.Reuse = ReusePods(ReuseOf(prev), nil, nil, nil)
+		moved.Reuse = ReusePods(ReuseOf(prev), nil, nil)
 		compareRendered(t, "pods changed", Resolve(moved), want)
-		// one pod changed, its namespace and nodes (before and after)
-		// known: the clusters of other namespaces and the workloads of
-		// other nodes are kept
+		// one pod changed, listed as it was and as it is: the clusters
+		// that do not name it and the workloads of other nodes are kept
 		for k := range min(len(prev.Nodes)+2, len(in.Pods)) {
 			for variant := range 4 {
 				one, err := loadCase(path)
@@ -123,7 +128,8 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 					t.Fatal(err)
 				}
 				p := one.Pods[k]
-				nss, nodes := map[string]bool{p.Namespace: true}, map[string]bool{p.NodeName: true}
+				was := *p
+				changed := []*Pod{&was}
 				switch variant {
 				case 0:
 					one.Pods = slices.Delete(one.Pods, k, k+1)
@@ -138,13 +144,26 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 				case 3:
 					p.Phase = corev1.PodSucceeded
 				}
-				nodes[p.NodeName] = true
+				if variant != 0 {
+					changed = append(changed, p)
+				}
 				want := Resolve(one)
-				one.Reuse = ReusePods(ReuseOf(prev), nss, nodes, nil)
+				one.Reuse = ReusePods(ReuseOf(prev), changed, nil)
 				got := Resolve(one)
-				compareRendered(t, fmt.Sprintf("pod %d changed (%d), its namespace and nodes known", k, variant), got, want)
+				compareRendered(t, fmt.Sprintf("pod %d changed (%d), listed", k, variant), got, want)
 				if !slices.Equal(got.InvalidMTLS, want.InvalidMTLS) {
 					t.Fatalf("pod %d changed (%d): invalid mTLS %q, want %q", k, variant, got.InvalidMTLS, want.InvalidMTLS)
+				}
+				// nothing else changed: only what the pod reaches
+				one.Reuse = ReusePods(ReuseOf(prev), changed, nil)
+				one.Reuse.OnlyPods = true
+				if _, ok := resolvePods(&one); ok {
+					podsOnly++
+				}
+				got = Resolve(one)
+				compareRendered(t, fmt.Sprintf("pod %d changed (%d), only pods", k, variant), got, want)
+				if !slices.Equal(got.InvalidMTLS, want.InvalidMTLS) {
+					t.Fatalf("pod %d changed (%d), only pods: invalid mTLS %q, want %q", k, variant, got.InvalidMTLS, want.InvalidMTLS)
 				}
 			}
 		}
@@ -272,7 +291,7 @@ func TestPodsChangedAcrossNamespaces(t *testing.T) {
 	moved.ServiceAccountName = "far-2"
 	in.Pods[len(in.Pods)-1] = &moved
 	want := Resolve(in)
-	in.Reuse = ReusePods(ReuseOf(prev), map[string]bool{"ns-1": true}, map[string]bool{far.NodeName: true}, nil)
+	in.Reuse = ReusePods(ReuseOf(prev), []*Pod{far, &moved}, nil)
 	got := Resolve(in)
 	compareRendered(t, "a pod named across namespaces changed", got, want)
 	found := false

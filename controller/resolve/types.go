@@ -94,19 +94,12 @@ type Reuse struct {
 	// changed) are built again. XBackend clusters are always built again.
 	Clusters      []*weftv1.Cluster
 	StaleServices map[string]bool
-	// StaleNamespaces, after pods changed, are their namespaces: the
-	// clusters of their Services, and of Services whose EndpointSlices
-	// name a pod there, are built again.
-	StaleNamespaces map[string]bool
 	// Workloads by node and InvalidMTLS of an earlier Output, used when
 	// WorkloadsValid: Pods and Namespaces (and the trust domain) are
-	// unchanged. Without WorkloadsValid, when StaleNodes is set (the
-	// nodes pods changed on, before and after), the workloads of every
-	// other node are taken from Workloads.
+	// unchanged.
 	Workloads      map[string][]*weftv1.Workload
 	InvalidMTLS    []string
 	WorkloadsValid bool
-	StaleNodes     map[string]bool
 	// Previous is the earlier Output; with OnlyEndpoints (nothing but the
 	// EndpointSlices of StaleServices changed since it was resolved) it is
 	// the result but for the stale Services' clusters, and routes are not
@@ -124,12 +117,26 @@ type Reuse struct {
 	// routes claim, before or now, are attached again (RoutesValid and
 	// WorkloadsValid must be set too).
 	OnlyRoutes bool
+	// OnlyPods: nothing but the pods ReusePods was given and the
+	// EndpointSlices of StaleServices changed since Previous was
+	// resolved; then only what those pods reach is resolved again.
+	OnlyPods bool
 	// routes are the earlier resolution's compiled routes, ports its
 	// Service ports, statuses its route statuses.
 	routes   compiledRoutes
 	ports    builtPorts
 	statuses builtStatuses
 	maps     *listingMaps
+	// pods is set by ReusePods: the pods that changed
+	pods *podChanges
+}
+
+// podChanges are the pods that changed since the Reuse's resolution, by
+// namespace and name and by namespace and IP (the two ways an endpoint
+// finds its pod), and the nodes they were and are on.
+type podChanges struct {
+	keys, ips map[objKey]bool
+	nodes     map[string]bool
 }
 
 // ReuseOf returns what a later resolution may reuse of out: its clusters
@@ -154,16 +161,24 @@ func ReuseOf(out Output) *Reuse {
 // ReusePods returns what of r a resolution may reuse after pods changed
 // (added, deleted, or changed in what resolution reads) and nothing else
 // but routes and the EndpointSlices of staleServices: the compiled
-// routes, which read no pod, and, when the pods' namespaces and nodes
-// (before and after the change) are known, the clusters of the Services
-// of other namespaces and the workloads of other nodes. Nil namespaces or
-// nodes: every cluster and workload is built again.
-func ReusePods(r *Reuse, namespaces, nodes, staleServices map[string]bool) *Reuse {
+// routes, which read no pod, and, when changed lists those pods (each as
+// it was and as it is), the clusters whose endpoints name none of them
+// and the workloads of the nodes none of them was or is on. Nil changed:
+// every cluster and workload is built again.
+func ReusePods(r *Reuse, changed []*Pod, staleServices map[string]bool) *Reuse {
 	out := &Reuse{RoutesValid: true, routes: r.routes, ports: r.ports, statuses: r.statuses, maps: r.maps}
-	if namespaces != nil && nodes != nil {
-		out.Clusters, out.StaleServices, out.StaleNamespaces = r.Clusters, staleServices, namespaces
-		out.Workloads, out.StaleNodes = r.Workloads, nodes
+	if changed == nil {
+		return out
 	}
+	pc := &podChanges{keys: map[objKey]bool{}, ips: map[objKey]bool{}, nodes: map[string]bool{}}
+	for _, p := range changed {
+		pc.keys[objKey{p.Namespace, p.Name}] = true
+		pc.nodes[p.NodeName] = true
+		for _, ip := range podIPs(p) {
+			pc.ips[objKey{p.Namespace, canonicalIP(ip)}] = true
+		}
+	}
+	out.Clusters, out.StaleServices, out.Workloads, out.pods, out.Previous = r.Clusters, staleServices, r.Workloads, pc, r.Previous
 	return out
 }
 

@@ -270,10 +270,10 @@ type Changes struct {
 	// Pods: a pod was added, deleted or changed in what resolution reads,
 	// its readiness aside.
 	Pods bool
-	// PodNamespaces and PodNodes, with Pods, are the namespaces and nodes
-	// of those pods, before and after each change; nil when more than
-	// maxListedPodChanges pod events came (everything is built again).
-	PodNamespaces, PodNodes map[string]bool
+	// ChangedPods, with Pods, are those pods, before and after each
+	// change; nil when more than maxListedPodChanges pod events came
+	// (everything is built again).
+	ChangedPods []*resolve.Pod
 	// Readiness: a pod's Ready condition changed, and nothing else of it
 	// that resolution reads (resolve.Input.ReadsPodReadiness says whether
 	// the mesh's resolution reads it at all).
@@ -284,7 +284,7 @@ type Changes struct {
 	// EndpointSlices changed.
 	Slices map[string]bool
 
-	podEvents int
+	listed bool // ChangedPods lists every pod event so far
 }
 
 // record notes that obj changed (for the kinds Changes tracks) and, for
@@ -330,23 +330,21 @@ func (s *Source) record(obj any, relevant bool) {
 	}
 }
 
-// maxListedPodChanges bounds the pod events Changes lists the namespaces
-// and nodes of (a rolling update comes one pod at a time; a start, a
-// relist or a node going away brings thousands).
+// maxListedPodChanges bounds the pod events Changes lists (a rolling
+// update comes one pod at a time; a start, a relist or a node going away
+// brings thousands).
 const maxListedPodChanges = 4096
 
 // notePod records a relevant event of pod p (its old or new version).
 func (c *Changes) notePod(p *resolve.Pod) {
 	if !c.Pods {
-		c.Pods, c.podEvents = true, 0
-		c.PodNamespaces, c.PodNodes = map[string]bool{}, map[string]bool{}
+		c.Pods, c.listed = true, true
 	}
-	if c.podEvents++; c.podEvents > maxListedPodChanges {
-		c.PodNamespaces, c.PodNodes = nil, nil
+	if len(c.ChangedPods) >= maxListedPodChanges {
+		c.ChangedPods, c.listed = nil, false
 	}
-	if c.PodNamespaces != nil {
-		c.PodNamespaces[p.Namespace] = true
-		c.PodNodes[p.NodeName] = true
+	if c.listed {
+		c.ChangedPods = append(c.ChangedPods, p)
 	}
 }
 

@@ -2,7 +2,7 @@ package source
 
 import (
 	"fmt"
-	"maps"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -115,26 +115,27 @@ func TestChanges(t *testing.T) {
 		t.Fatalf("an unknown change: %+v", c)
 	}
 
-	// a pod moved: both namespaces and nodes are listed, for the round
-	// to build again only what they touch
+	// a pod moved: it is listed as it was and as it is, for the round to
+	// build again only what either touches
 	pod := func(ns, node string) *resolve.Pod {
 		return &resolve.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"}, NodeName: node}
 	}
-	s.record(pod("a", "n1"), true)
-	s.record(pod("a", "n2"), true)
+	was, is := pod("a", "n1"), pod("a", "n2")
+	s.record(was, true)
+	s.record(is, true)
 	s.record(pod("b", "n3"), false) // not read by resolution: not listed
 	c = s.takeChanges()
-	if !c.Pods || !maps.Equal(c.PodNamespaces, map[string]bool{"a": true}) || !maps.Equal(c.PodNodes, map[string]bool{"n1": true, "n2": true}) {
+	if !c.Pods || !slices.Equal(c.ChangedPods, []*resolve.Pod{was, is}) {
 		t.Fatalf("changes %+v", c)
 	}
 	for i := range maxListedPodChanges + 1 {
 		s.record(pod("a", fmt.Sprint(i)), true)
 	}
-	if c := s.takeChanges(); !c.Pods || c.PodNamespaces != nil || c.PodNodes != nil {
-		t.Fatalf("past %d pod events, changes %+v list them", maxListedPodChanges, c)
+	if c := s.takeChanges(); !c.Pods || c.ChangedPods != nil {
+		t.Fatalf("past %d pod events, changes list %d pods", maxListedPodChanges, len(c.ChangedPods))
 	}
-	s.record(pod("c", "n4"), true)
-	if c := s.takeChanges(); !maps.Equal(c.PodNamespaces, map[string]bool{"c": true}) {
+	s.record(is, true)
+	if c := s.takeChanges(); !slices.Equal(c.ChangedPods, []*resolve.Pod{is}) {
 		t.Fatalf("the next round's changes %+v", c)
 	}
 }

@@ -1,0 +1,94 @@
+package resolve
+
+import (
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/api/equality"
+
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// resolvePods is Resolve when nothing but the pods reuse.pods lists and
+// the EndpointSlices of reuse.StaleServices changed since reuse.Previous
+// was resolved (the caller knows: Reuse.OnlyPods). Routes, Service ports
+// and route statuses read no pod, so they hold; the workloads of the
+// nodes those pods were or are on, the clusters whose endpoints name one
+// of them and the authorization policies are resolved again. ok is false
+// when the previous Output does not fit: an EndpointSelector XBackend
+// (its cluster selects pods), authorization that changed (its regular
+// expressions share the node budget with the routes'), a stale Service
+// gone, or no previous resolution state: resolve in full.
+func resolvePods(in *Input) (out Output, ok bool) {
+	reuse := in.Reuse
+	prev := reuse.Previous
+	if prev.delta == nil || in.ReadsPodReadiness() {
+		return Output{}, false
+	}
+	r := &resolver{ix: newIndex(in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
+	workloads, invalid := r.workloadsByNode(in.Pods, reuse)
+	authz, authzStatuses, inForce := r.resolveAuthz(in, workloads)
+	if !equality.Semantic.DeepEqual(authzStatuses, prev.AuthzStatuses) {
+		return Output{}, false
+	}
+	for n, p := range prev.Nodes {
+		if !slices.EqualFunc(p.Authz, authz[n], func(a, b *weftv1.AuthzPolicy) bool { return proto.Equal(a, b) }) {
+			return Output{}, false
+		}
+	}
+	stale := map[string]bool{}
+	for k := range r.servicesOfPods(reuse.pods) {
+		stale[k.ns+"/"+k.name] = true
+	}
+	for k := range reuse.StaleServices {
+		stale[k] = true
+	}
+	clusters, ok := r.staleClusters(prev.delta.clusters, stale)
+	if !ok {
+		return Output{}, false
+	}
+	tunnels := prevTunnels(prev)
+	if tunnels == nil {
+		tunnels = nodeTunnels(in.Nodes, r.ix.opts.TunnelPort)
+	}
+	out = *prev
+	out.InvalidMTLS, out.AuthzInForce = invalid, inForce
+	if prev.maps != nil {
+		// the Services did not change; the EndpointSlices may have
+		out.maps = &listingMaps{services: prev.maps.services}
+	}
+	out.Nodes = make(map[string]*weftv1.NodePolicy, len(prev.Nodes))
+	for n, p := range prev.Nodes {
+		if !reuse.pods.nodes[n] {
+			// its workloads are as they were
+			if len(p.Clusters) > 0 {
+				p = withClusters(p, clusters)
+			}
+			out.Nodes[n] = p
+			continue
+		}
+		np := shallowCopy(p)
+		np.Workloads = workloads[n]
+		// what a node with no enrolled workload does not get (Resolve)
+		np.Services, np.Clusters, np.NodeTunnels = nil, nil, nil
+		if len(np.Workloads) > 0 {
+			np.Services, np.Clusters, np.NodeTunnels = prev.delta.services, clusters, tunnels
+		}
+		out.Nodes[n] = np
+	}
+	st := *prev.delta
+	st.clusters = clusters
+	out.delta = &st
+	return out, true
+}
+
+// prevTunnels is the node tunnels map every node with workloads of out
+// shares; nil when none has any.
+func prevTunnels(out *Output) map[string]string {
+	for _, p := range out.Nodes {
+		if len(p.NodeTunnels) > 0 {
+			return p.NodeTunnels
+		}
+	}
+	return nil
+}
