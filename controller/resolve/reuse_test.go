@@ -119,6 +119,9 @@ func TestReuseGivesTheSameOutput(t *testing.T) {
 		want = Resolve(moved)
 		moved.Reuse = ReusePods(ReuseOf(prev), nil, nil)
 		compareRendered(t, "pods changed", Resolve(moved), want)
+		moved.Reuse = ReusePods(ReuseOf(prev), append(slices.Clone(in.Pods), kept...), nil)
+		moved.Reuse.OnlyPods = true
+		compareRendered(t, "pods changed, listed, only pods", Resolve(moved), want)
 		// one pod changed, listed as it was and as it is: the clusters
 		// that do not name it and the workloads of other nodes are kept
 		for k := range min(len(prev.Nodes)+2, len(in.Pods)) {
