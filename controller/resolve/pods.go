@@ -14,11 +14,13 @@ import (
 // was resolved (the caller knows: Reuse.OnlyPods). Routes, Service ports
 // and route statuses read no pod, so they hold; the workloads of the
 // nodes those pods were or are on, the clusters whose endpoints name one
-// of them and the authorization policies are resolved again. ok is false
-// when the previous Output does not fit: an EndpointSelector XBackend
-// (its cluster selects pods), authorization that changed (its regular
-// expressions share the node budget with the routes'), a stale Service
-// gone, or no previous resolution state: resolve in full.
+// of them and the authorization policies (which select pods) are resolved
+// again. ok is false when the previous Output does not fit: an
+// EndpointSelector XBackend (its cluster selects pods), a stale Service
+// gone, or no previous resolution state: resolve in full. (So is an
+// authorization status or regular expression share that came out
+// different, which pods alone cannot change: the share is what the
+// routes fit into.)
 func resolvePods(in *Input) (out Output, ok bool) {
 	reuse := in.Reuse
 	prev := reuse.Previous
@@ -28,12 +30,15 @@ func resolvePods(in *Input) (out Output, ok bool) {
 	r := &resolver{ix: newIndex(in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
 	workloads, invalid := r.workloadsByNode(in.Pods, reuse)
 	authz, authzStatuses, inForce := r.resolveAuthz(in, workloads)
-	if !equality.Semantic.DeepEqual(authzStatuses, prev.AuthzStatuses) {
+	if !equality.Semantic.DeepEqual(authzStatuses, prev.AuthzStatuses) || r.ix.opts.regexBudget()-r.authzRegex != prev.delta.regexBudget {
 		return Output{}, false
 	}
+	// the same policies, the routes fit as they did: which pods of a node
+	// each selects may have changed
+	authzChanged := map[string]bool{}
 	for n, p := range prev.Nodes {
 		if !slices.EqualFunc(p.Authz, authz[n], func(a, b *weftv1.AuthzPolicy) bool { return proto.Equal(a, b) }) {
-			return Output{}, false
+			authzChanged[n] = true
 		}
 	}
 	stale := map[string]bool{}
@@ -59,8 +64,8 @@ func resolvePods(in *Input) (out Output, ok bool) {
 	}
 	out.Nodes = make(map[string]*weftv1.NodePolicy, len(prev.Nodes))
 	for n, p := range prev.Nodes {
-		if !reuse.pods.nodes[n] {
-			// its workloads are as they were
+		if !reuse.pods.nodes[n] && !authzChanged[n] {
+			// its workloads and authorization are as they were
 			if len(p.Clusters) > 0 {
 				p = withClusters(p, clusters)
 			}
@@ -68,6 +73,7 @@ func resolvePods(in *Input) (out Output, ok bool) {
 			continue
 		}
 		np := shallowCopy(p)
+		np.Authz = authz[n]
 		np.Workloads = workloads[n]
 		// what a node with no enrolled workload does not get (Resolve)
 		np.Services, np.Clusters, np.NodeTunnels = nil, nil, nil
