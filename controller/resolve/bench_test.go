@@ -13,9 +13,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -224,13 +226,40 @@ func BenchmarkResolveRouteChange(b *testing.B) {
 // only-pods (Reuse.OnlyPods, as the controller resolves it) also takes
 // the routes' attachment and the Service ports from the last round.
 func BenchmarkResolvePodChange(b *testing.B) {
-	in := genCluster(scaleCluster)
-	versionRoutes(&in, func(int) string { return "1" })
-	prev := Resolve(in)
+	plain := genCluster(scaleCluster)
+	versionRoutes(&plain, func(int) string { return "1" })
+	// the same with an AuthorizationPolicy per Service selecting its pods
+	// (from the namespace's default service account): a pod change changes
+	// the policies of the nodes it was and is on
+	authz := plain
+	authz.Pods = make([]*Pod, len(plain.Pods))
+	for i, p := range plain.Pods {
+		c := *p
+		c.Labels = map[string]string{"app": c.ServiceAccountName}
+		authz.Pods[i] = &c
+	}
+	for i := range scaleCluster.Services {
+		ns, name := fmt.Sprintf("ns-%d", i%scaleCluster.Namespaces), fmt.Sprintf("svc-%d", i)
+		authz.AuthorizationPolicies = append(authz.AuthorizationPolicies, policyv1a1.AuthorizationPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1, UID: types.UID("p-" + name)},
+			Spec: policyv1a1.AuthorizationPolicySpec{
+				TargetRefs: []policyv1a1.PolicyTargetReferenceWithLabelSelectors{{Kind: "Pod", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}}},
+				Action:     policyv1a1.ActionAllow, EnforcementLevel: policyv1a1.LevelNetwork,
+				Rules: []policyv1a1.AuthorizationRule{{Sources: []policyv1a1.AuthorizationSource{{Type: policyv1a1.SourceServiceAccount,
+					ServiceAccount: &policyv1a1.AuthorizationSourceServiceAccount{Name: "default"}}}}},
+			}})
+	}
 	for _, bc := range []struct {
 		name                      string
+		in                        Input
 		routes, incremental, only bool
-	}{{"compile-all", false, false, false}, {"reuse-routes", true, false, false}, {"incremental", true, true, false}, {"only-pods", true, true, true}} {
+	}{
+		{"compile-all", plain, false, false, false}, {"reuse-routes", plain, true, false, false},
+		{"incremental", plain, true, true, false}, {"only-pods", plain, true, true, true},
+		{"authz/compile-all", authz, false, false, false}, {"authz/only-pods", authz, true, true, true},
+	} {
+		in := bc.in
+		prev := Resolve(in)
 		b.Run(bc.name, func(b *testing.B) {
 			rounds(b, func(i int) {
 				k := (i * 7919) % len(in.Pods)
