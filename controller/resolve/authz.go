@@ -267,11 +267,18 @@ func lastAccepted(in *Input, p *policyv1a1.AuthorizationPolicy, td spiffeid.Trus
 // the policies that select its workloads, the statuses, and what is in
 // force now (for the next round's Input.AuthzInForce).
 func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Workload) (map[string][]*weftv1.AuthzPolicy, []AuthzStatus, map[types.UID]*AuthzInForce) {
+	return r.resolveAuthzIn(in, workloads, nil)
+}
+
+// resolveAuthzIn is resolveAuthz that selects pods only for the policies
+// of the namespaces in only (nil: every namespace); the others' are left
+// out of the policies per node (their statuses are all there).
+func (r *resolver) resolveAuthzIn(in *Input, workloads map[string][]*weftv1.Workload, only map[string]bool) (map[string][]*weftv1.AuthzPolicy, []AuthzStatus, map[types.UID]*AuthzInForce) {
 	if len(in.AuthorizationPolicies) == 0 {
 		return nil, nil, nil
 	}
 	exists := serviceAccountLookup(in)
-	byNS := enrolledPodsByNamespace(in, workloads)
+	byNS := enrolledPodsByNamespace(in, workloads, only)
 	var statuses []AuthzStatus
 	inForce := map[types.UID]*AuthzInForce{}
 	perNode := map[string][]*weftv1.AuthzPolicy{}
@@ -288,6 +295,9 @@ func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Worklo
 			continue
 		}
 		inForce[p.UID] = c
+		if only != nil && !only[p.Namespace] {
+			continue
+		}
 		for node, names := range selectedByNode(c, byNS[p.Namespace]) {
 			ap := proto.Clone(c.Policy).(*weftv1.AuthzPolicy)
 			ap.Workloads = names
@@ -370,12 +380,14 @@ func serviceAccountLookup(in *Input) func(ns, name string) bool {
 }
 
 // enrolledPodsByNamespace are the pods of workloads (every node's), by
-// namespace.
-func enrolledPodsByNamespace(in *Input, workloads map[string][]*weftv1.Workload) map[string][]*Pod {
+// namespace; only those of the namespaces in only, when not nil.
+func enrolledPodsByNamespace(in *Input, workloads map[string][]*weftv1.Workload, only map[string]bool) map[string][]*Pod {
 	enrolled := map[objKey]bool{}
 	for _, ws := range workloads {
 		for _, w := range ws {
-			enrolled[objKey{w.Namespace, w.Name}] = true
+			if only == nil || only[w.Namespace] {
+				enrolled[objKey{w.Namespace, w.Name}] = true
+			}
 		}
 	}
 	byNS := map[string][]*Pod{}

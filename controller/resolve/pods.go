@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -29,16 +30,22 @@ func resolvePods(in *Input) (out Output, ok bool) {
 	}
 	r := &resolver{ix: newIndex(in), clusters: map[string]*clusterSource{}, clusterNames: map[svcPort]string{}, ids: map[objKey]string{}}
 	workloads, invalid := r.workloadsByNode(in.Pods, reuse)
-	authz, authzStatuses, inForce := r.resolveAuthz(in, workloads)
+	// a policy selects pods of its own namespace: only the policies of the
+	// changed pods' namespaces select anew
+	namespaces := map[string]bool{}
+	for k := range reuse.pods.keys {
+		namespaces[k.ns] = true
+	}
+	selected, authzStatuses, inForce := r.resolveAuthzIn(in, workloads, namespaces)
 	if !equality.Semantic.DeepEqual(authzStatuses, prev.AuthzStatuses) || r.ix.opts.regexBudget()-r.authzRegex != prev.delta.regexBudget {
 		return Output{}, false
 	}
 	// the same policies, the routes fit as they did: which pods of a node
 	// each selects may have changed
-	authzChanged := map[string]bool{}
+	authz := map[string][]*weftv1.AuthzPolicy{}
 	for n, p := range prev.Nodes {
-		if !slices.EqualFunc(p.Authz, authz[n], func(a, b *weftv1.AuthzPolicy) bool { return proto.Equal(a, b) }) {
-			authzChanged[n] = true
+		if ps, changed := mergeAuthz(p.Authz, selected[n], namespaces); changed {
+			authz[n] = ps
 		}
 	}
 	stale := map[string]bool{}
@@ -64,7 +71,8 @@ func resolvePods(in *Input) (out Output, ok bool) {
 	}
 	out.Nodes = make(map[string]*weftv1.NodePolicy, len(prev.Nodes))
 	for n, p := range prev.Nodes {
-		if !reuse.pods.nodes[n] && !authzChanged[n] {
+		ps, authzChanged := authz[n]
+		if !reuse.pods.nodes[n] && !authzChanged {
 			// its workloads and authorization are as they were
 			if len(p.Clusters) > 0 {
 				p = withClusters(p, clusters)
@@ -73,7 +81,9 @@ func resolvePods(in *Input) (out Output, ok bool) {
 			continue
 		}
 		np := shallowCopy(p)
-		np.Authz = authz[n]
+		if authzChanged {
+			np.Authz = ps
+		}
 		np.Workloads = workloads[n]
 		// what a node with no enrolled workload does not get (Resolve)
 		np.Services, np.Clusters, np.NodeTunnels = nil, nil, nil
@@ -86,6 +96,27 @@ func resolvePods(in *Input) (out Output, ok bool) {
 	st.clusters = clusters
 	out.delta = &st
 	return out, true
+}
+
+// mergeAuthz is a node's policies after a pod change: prev's, but those of
+// the namespaces, which are selected again (selected, sorted by name);
+// changed is false when that is prev itself.
+func mergeAuthz(prev, selected []*weftv1.AuthzPolicy, namespaces map[string]bool) (ps []*weftv1.AuthzPolicy, changed bool) {
+	for _, a := range prev {
+		if ns, _, _ := strings.Cut(a.Name, "/"); !namespaces[ns] {
+			ps = append(ps, a)
+		}
+	}
+	if len(ps) == len(prev) && len(selected) == 0 {
+		return prev, false
+	}
+	ps = append(ps, selected...)
+	slices.SortFunc(ps, func(a, b *weftv1.AuthzPolicy) int { return strings.Compare(a.Name, b.Name) })
+	same := slices.EqualFunc(ps, prev, func(a, b *weftv1.AuthzPolicy) bool { return proto.Equal(a, b) })
+	if same {
+		return prev, false
+	}
+	return ps, true
 }
 
 // prevTunnels is the node tunnels map every node with workloads of out
