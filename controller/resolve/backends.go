@@ -249,30 +249,17 @@ func (r *resolver) buildClusters(reuse *Reuse) []*weftv1.Cluster {
 }
 
 // servicesOfPods lists the Services an endpoint of which names one of the
-// pods pc lists, by target reference or, without one, by IP (as
-// endpointPod finds an endpoint's pod).
+// pods pc lists (podRef: as endpointPod finds an endpoint's pod).
 func (r *resolver) servicesOfPods(pc *podChanges) map[objKey]bool {
 	out := map[objKey]bool{}
 	for _, es := range r.ix.in.EndpointSlices {
 		svc := objKey{es.Namespace, es.Labels[discoveryv1.LabelServiceName]}
-		if out[svc] {
-			continue
-		}
-	endpoints:
-		for i := range es.Endpoints {
+		for i := 0; i < len(es.Endpoints) && !out[svc]; i++ {
 			ep := &es.Endpoints[i]
-			if ref := ep.TargetRef; ref != nil {
-				ns := cmp.Or(ref.Namespace, es.Namespace)
-				if pc.keys[objKey{ns, ref.Name}] {
+			for _, ip := range ep.Addresses {
+				if k, byIP, ok := podRef(es.Namespace, ep, canonicalIP(ip)); ok && (byIP && pc.ips[k] || !byIP && pc.keys[k]) {
 					out[svc] = true
 					break
-				}
-				continue
-			}
-			for _, ip := range ep.Addresses {
-				if pc.ips[objKey{es.Namespace, canonicalIP(ip)}] {
-					out[svc] = true
-					break endpoints
 				}
 			}
 		}
@@ -352,17 +339,29 @@ func (r *resolver) serviceEndpoints(svc *corev1.Service, sp corev1.ServicePort) 
 }
 
 func (r *resolver) endpointPod(ns string, ep *discoveryv1.Endpoint, ip string) *Pod {
-	if ep.TargetRef == nil {
-		return r.ix.podByIP(ns, ip)
-	}
-	if ep.TargetRef.Kind != "" && ep.TargetRef.Kind != "Pod" {
+	switch k, byIP, ok := podRef(ns, ep, ip); {
+	case !ok:
 		return nil
+	case byIP:
+		return r.ix.podByIP(k.ns, k.name)
+	default:
+		return r.ix.pod(k.ns, k.name)
 	}
-	pns := ep.TargetRef.Namespace
-	if pns == "" {
-		pns = ns
+}
+
+// podRef is how endpoint ep, at ip (canonical) of an EndpointSlice in ns,
+// names its pod: by namespace and name (its target reference), or, with
+// none, by namespace and IP (byIP: key.name is the IP); ok is false when
+// it names something else than a pod.
+func podRef(ns string, ep *discoveryv1.Endpoint, ip string) (key objKey, byIP, ok bool) {
+	ref := ep.TargetRef
+	switch {
+	case ref == nil:
+		return objKey{ns, ip}, true, true
+	case ref.Kind != "" && ref.Kind != "Pod":
+		return objKey{}, false, false
 	}
-	return r.ix.pod(pns, ep.TargetRef.Name)
+	return objKey{cmp.Or(ref.Namespace, ns), ref.Name}, false, true
 }
 
 func (r *resolver) endpoint(ip string, port int32, ep *discoveryv1.Endpoint, pod *Pod) *weftv1.Endpoint {

@@ -91,12 +91,14 @@ type Reuse struct {
 	// Valid when Services, Pods, Namespaces and XBackends (and the trust
 	// domain) are unchanged since they were built; the clusters of the
 	// Services in StaleServices ("namespace/name": their EndpointSlices
-	// changed) are built again. XBackend clusters are always built again.
+	// changed), and after ReusePods those naming a changed pod, are built
+	// again. XBackend clusters are always built again.
 	Clusters      []*weftv1.Cluster
 	StaleServices map[string]bool
 	// Workloads by node and InvalidMTLS of an earlier Output, used when
 	// WorkloadsValid: Pods and Namespaces (and the trust domain) are
-	// unchanged.
+	// unchanged. After ReusePods, Workloads are those of the nodes no
+	// changed pod was or is on.
 	Workloads      map[string][]*weftv1.Workload
 	InvalidMTLS    []string
 	WorkloadsValid bool
