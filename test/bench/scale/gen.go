@@ -203,17 +203,37 @@ func retry(ctx context.Context, f func() error) error {
 	return err
 }
 
+// podObject is the pod of endpoint e of Service svc, as created.
+func (s Scale) podObject(svc, e int) *corev1.Pod {
+	pod, node, _ := s.pod(svc, e)
+	name := svcName(svc)
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: pod, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: name, AutomountServiceAccountToken: ptr(false),
+			Containers: []corev1.Container{{Name: "app", Image: "ghcr.io/weft-mesh/echo:dev"}}},
+	}
+}
+
+// runningStatus is the status of a running pod with ip, Ready or not.
+func runningStatus(ip string, ready bool) corev1.PodStatus {
+	return corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: readyStatus(ready)}}}
+}
+
+func readyStatus(ready bool) corev1.ConditionStatus {
+	if ready {
+		return corev1.ConditionTrue
+	}
+	return corev1.ConditionFalse
+}
+
 func (s Scale) loadService(ctx context.Context, kube kubernetes.Interface, gw gwclient.Interface, svc int) error {
-	ns, name := s.namespace(svc), svcName(svc)
+	ns := s.namespace(svc)
 	for e := 0; e < s.Endpoints; e++ {
-		pod, node, ip := s.pod(svc, e)
+		pod, _, ip := s.pod(svc, e)
 		var p *corev1.Pod
 		if err := retry(ctx, func() error {
-			got, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: pod, Labels: map[string]string{"app": name}},
-				Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: name, AutomountServiceAccountToken: ptr(false),
-					Containers: []corev1.Container{{Name: "app", Image: "ghcr.io/weft-mesh/echo:dev"}}},
-			}, metav1.CreateOptions{})
+			got, err := kube.CoreV1().Pods(ns).Create(ctx, s.podObject(svc, e), metav1.CreateOptions{})
 			if apierrors.IsAlreadyExists(err) {
 				got, err = kube.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 			}
@@ -226,8 +246,7 @@ func (s Scale) loadService(ctx context.Context, kube kubernetes.Interface, gw gw
 			if p.Status.PodIP == ip {
 				return nil
 			}
-			p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
-				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+			p.Status = runningStatus(ip, true)
 			_, err := kube.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 			if apierrors.IsConflict(err) {
 				if got, gerr := kube.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{}); gerr == nil {
@@ -325,12 +344,8 @@ func (s Scale) ChangeEndpoint(ctx context.Context, kube kubernetes.Interface, sv
 // Service svc, as its kubelet would when its readiness probe flips.
 func (s Scale) SetPodReady(ctx context.Context, kube kubernetes.Interface, svc, e int, ready bool) error {
 	pod, _, _ := s.pod(svc, e)
-	st := corev1.ConditionFalse
-	if ready {
-		st = corev1.ConditionTrue
-	}
 	patch, err := json.Marshal(map[string]any{
-		"status": map[string]any{"conditions": []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
+		"status": map[string]any{"conditions": []corev1.PodCondition{{Type: corev1.PodReady, Status: readyStatus(ready)}}},
 	})
 	if err != nil {
 		return err
@@ -346,22 +361,17 @@ func (s Scale) SetPodReady(ctx context.Context, kube kubernetes.Interface, svc, 
 // again, running with the same IP and not Ready yet: a pod restarted by its
 // controller, as a rolling update or a node drain does one pod at a time.
 func (s Scale) ReplacePod(ctx context.Context, kube kubernetes.Interface, svc, e int) error {
-	ns, name := s.namespace(svc), svcName(svc)
-	pod, node, ip := s.pod(svc, e)
+	ns := s.namespace(svc)
+	pod, _, ip := s.pod(svc, e)
 	pods := kube.CoreV1().Pods(ns)
 	if err := pods.Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete pod %s/%s: %w", ns, pod, err)
 	}
-	p, err := pods.Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: pod, Labels: map[string]string{"app": name}},
-		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: name, AutomountServiceAccountToken: ptr(false),
-			Containers: []corev1.Container{{Name: "app", Image: "ghcr.io/weft-mesh/echo:dev"}}},
-	}, metav1.CreateOptions{})
+	p, err := pods.Create(ctx, s.podObject(svc, e), metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("create pod %s/%s: %w", ns, pod, err)
 	}
-	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}}
+	p.Status = runningStatus(ip, false)
 	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("pod status %s/%s: %w", ns, pod, err)
 	}

@@ -173,9 +173,8 @@ type run struct {
 	health string
 	recv   string // the agents' record of what they received
 	rounds *rounds
-	// churnPods: churn writes pods' readiness too; churnReplace: and
-	// replaces the pod whose endpoint turns not ready (envChurnPods)
-	churnPods, churnReplace bool
+	// churnPods is what churn writes of pods (envChurnPods)
+	churnPods churnPods
 
 	wmu              sync.Mutex
 	written, applied map[int]time.Time // sent to the apiserver; its answer
@@ -187,7 +186,7 @@ type run struct {
 // startRun starts the controller, then one simulated agent per node.
 func startRun(b *testing.B, cl cluster) *run {
 	r := &run{b: b, ctx: context.Background(), cl: cl, sc: cl.sc, start: time.Now(),
-		written: map[int]time.Time{}, applied: map[int]time.Time{}, churnPods: os.Getenv(envChurnPods) != "", churnReplace: os.Getenv(envChurnPods) == "replace"}
+		written: map[int]time.Time{}, applied: map[int]time.Time{}, churnPods: churnPodsOf(os.Getenv(envChurnPods))}
 	r.ctl = startChild(b, "controller", envKubeconfig+"="+cl.kubeconfig, envNodes+"="+strconv.Itoa(r.sc.Nodes))
 	f := strings.Fields(r.ctl.waitLine(b, "ADDR ", time.Minute, nil))
 	grpcAddr := f[1]
@@ -268,8 +267,28 @@ type churned struct {
 	wall         time.Duration
 	cpu          float64 // cores, over wall
 	steady, peak int64   // RSS: median under churn; VmHWM at the end
-	pods         bool    // the changes wrote pods' readiness too
-	replace      bool    // and replaced pods
+	pods         churnPods
+}
+
+// churnPods is what a churn change writes of pods before the slice.
+type churnPods int
+
+const (
+	podsUntouched churnPods = iota
+	podsReadiness           // the Ready conditions that flip
+	podsReplaced            // and the pod turning not ready is replaced
+)
+
+// churnPodsOf reads envChurnPods: "" nothing, "replace", anything else
+// readiness.
+func churnPodsOf(v string) churnPods {
+	switch v {
+	case "":
+		return podsUntouched
+	case "replace":
+		return podsReplaced
+	}
+	return podsReadiness
 }
 
 // churn flips one endpoint of a Service between ready and not ready,
@@ -311,7 +330,7 @@ func (r *run) churn(d time.Duration) churned {
 	tick.Stop()
 	close(jobs)
 	wg.Wait()
-	ch := churned{wall: time.Since(start), pods: r.churnPods, replace: r.churnReplace}
+	ch := churned{wall: time.Since(start), pods: r.churnPods}
 	after := readProc(pid)
 	select {
 	case err := <-errc:
@@ -375,7 +394,7 @@ func (r *run) changeEndpoint(s int, notReady map[string]int) error {
 	notReady[key] = next
 	r.written[s] = time.Now()
 	r.wmu.Unlock()
-	if r.churnPods {
+	if r.churnPods != podsUntouched {
 		// the kubelets first, as in a cluster: the pod that was not ready
 		// is again, the next one is not
 		if prev >= 0 {
@@ -385,7 +404,7 @@ func (r *run) changeEndpoint(s int, notReady map[string]int) error {
 		}
 		if next >= 0 {
 			set := func() error { return r.sc.SetPodReady(r.ctx, r.cl.kube, svc, next, false) }
-			if r.churnReplace {
+			if r.churnPods == podsReplaced {
 				set = func() error { return r.sc.ReplacePod(r.ctx, r.cl.kube, svc, next) }
 			}
 			if err := set(); err != nil {
@@ -614,10 +633,10 @@ func (fig figures) print(w io.Writer, cl cluster, ch churned) {
 	row("route change -> all nodes ACKed, p50", ms(pct(fig.routeLat, 0.5))+" ms", "goal <= 200 ms")
 	row("route change -> all nodes ACKed, p99", ms(pct(fig.routeLat, 0.99))+" ms", "goal <= 1000 ms")
 	churn := fmt.Sprintf("churn %d endpoint changes/s", churnPerSec)
-	switch {
-	case ch.replace:
+	switch ch.pods {
+	case podsReplaced:
 		churn += " (+pod replaced)"
-	case ch.pods:
+	case podsReadiness:
 		churn += " (+pods)"
 	}
 	row(churn+": p50", ms(pct(fig.churnLat, 0.5))+" ms", "")
