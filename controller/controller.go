@@ -562,6 +562,7 @@ func (c *Controller) round() {
 	// holds. A pod's readiness alone (a probe flipped; its EndpointSlice
 	// follows) changes nothing more, unless an EndpointSelector XBackend
 	// reads it: the full resolution then builds XBackend clusters again.
+	// With only AuthorizationPolicies, all but authorization holds.
 	selectorReadiness := changes.Readiness && in.ReadsPodReadiness()
 	switch {
 	case c.reuse == nil || changes.Other:
@@ -571,13 +572,20 @@ func (c *Controller) round() {
 		// and so do the clusters that name none of those pods and the
 		// workloads of other nodes
 		in.Reuse = resolve.ReusePods(c.reuse, changes.ChangedPods, changes.Slices)
-		in.Reuse.OnlyPods = !changes.Routes
+		// (a policy change with them: every namespace's policies select
+		// again, in the full resolution)
+		in.Reuse.OnlyPods = !changes.Routes && !changes.Authz
 	default:
 		in.Reuse = c.reuse
 		in.Reuse.StaleServices, in.Reuse.WorkloadsValid, in.Reuse.RoutesValid = changes.Slices, true, true
-		// endpoint churn: routes need not be compiled again; a route
-		// change: only the Service ports it claims are attached again
-		if !selectorReadiness {
+		switch {
+		case changes.Authz:
+			// an AuthorizationPolicy alone: only authorization is
+			// resolved again
+			in.Reuse.OnlyAuthz = !changes.Routes && len(changes.Slices) == 0 && !selectorReadiness
+		case !selectorReadiness:
+			// endpoint churn: routes need not be compiled again; a route
+			// change: only the Service ports it claims are attached again
 			in.Reuse.OnlyEndpoints, in.Reuse.OnlyRoutes = !changes.Routes, changes.Routes
 		}
 	}

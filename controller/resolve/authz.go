@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -274,14 +275,21 @@ func (r *resolver) resolveAuthz(in *Input, workloads map[string][]*weftv1.Worklo
 // of the namespaces in only (nil: every namespace); the others' are left
 // out of the policies per node (their statuses are all there).
 func (r *resolver) resolveAuthzIn(in *Input, workloads map[string][]*weftv1.Workload, only map[string]bool) (map[string][]*weftv1.AuthzPolicy, []AuthzStatus, map[types.UID]*AuthzInForce) {
+	compiled, statuses, inForce := r.compileAuthz(in)
+	return r.selectAuthz(in, workloads, compiled, only), statuses, inForce
+}
+
+// compileAuthz compiles every AuthorizationPolicy: what is in force of
+// each (compiled, in the order of in.AuthorizationPolicies; nil: nothing),
+// their statuses, and what is in force by UID.
+func (r *resolver) compileAuthz(in *Input) ([]*AuthzInForce, []AuthzStatus, map[types.UID]*AuthzInForce) {
 	if len(in.AuthorizationPolicies) == 0 {
 		return nil, nil, nil
 	}
 	exists := serviceAccountLookup(in)
-	byNS := enrolledPodsByNamespace(in, workloads, only)
-	var statuses []AuthzStatus
+	compiled := make([]*AuthzInForce, len(in.AuthorizationPolicies))
+	statuses := make([]AuthzStatus, 0, len(in.AuthorizationPolicies))
 	inForce := map[types.UID]*AuthzInForce{}
-	perNode := map[string][]*weftv1.AuthzPolicy{}
 	share := &authzRegexShare{r: r, seen: map[string]bool{}}
 	for i := range in.AuthorizationPolicies {
 		p := &in.AuthorizationPolicies[i]
@@ -289,16 +297,36 @@ func (r *resolver) resolveAuthzIn(in *Input, workloads map[string][]*weftv1.Work
 		st := AuthzStatus{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation, Conditions: []metav1.Condition{cond}}
 		if c != nil {
 			st.InForce = &policyv1a1.PolicyInForce{Generation: c.Generation, Spec: c.Spec}
+			inForce[p.UID] = c
 		}
 		statuses = append(statuses, st)
-		if c == nil {
+		compiled[i] = c
+	}
+	return compiled, statuses, inForce
+}
+
+// selectAuthz is, per node, the policies in force (compiled, as
+// compileAuthz returns it) that select its workloads, with those workloads
+// named; only for the policies of the namespaces in only (nil: every
+// namespace).
+func (r *resolver) selectAuthz(in *Input, workloads map[string][]*weftv1.Workload, compiled []*AuthzInForce, only map[string]bool) map[string][]*weftv1.AuthzPolicy {
+	if len(compiled) == 0 || only != nil && len(only) == 0 {
+		return nil
+	}
+	byNS := enrolledPodsByNamespace(in, workloads, only)
+	indexes := map[string]*podLabels{} // by namespace, built when a policy there needs it
+	perNode := map[string][]*weftv1.AuthzPolicy{}
+	for i, c := range compiled {
+		ns := in.AuthorizationPolicies[i].Namespace
+		if c == nil || only != nil && !only[ns] {
 			continue
 		}
-		inForce[p.UID] = c
-		if only != nil && !only[p.Namespace] {
-			continue
+		ix := indexes[ns]
+		if ix == nil {
+			ix = indexPodLabels(byNS[ns])
+			indexes[ns] = ix
 		}
-		for node, names := range selectedByNode(c, byNS[p.Namespace]) {
+		for node, names := range selectedByNode(c, ix) {
 			ap := proto.Clone(c.Policy).(*weftv1.AuthzPolicy)
 			ap.Workloads = names
 			perNode[node] = append(perNode[node], ap)
@@ -307,7 +335,58 @@ func (r *resolver) resolveAuthzIn(in *Input, workloads map[string][]*weftv1.Work
 	for _, ps := range perNode {
 		slices.SortFunc(ps, func(a, b *weftv1.AuthzPolicy) int { return cmp.Compare(a.Name, b.Name) })
 	}
-	return perNode, statuses, inForce
+	return perNode
+}
+
+// changedAuthzNamespaces are the namespaces of the policies whose status
+// differs between was and is (an earlier and a later compileAuthz), or
+// that one of them does not have. With the same trust domain and
+// ServiceAccounts, a policy with the same status (its generation, its
+// condition and the spec in force) is in force alike.
+func changedAuthzNamespaces(was, is []AuthzStatus) map[string]bool {
+	prev := make(map[objKey]*AuthzStatus, len(was))
+	for i := range was {
+		prev[objKey{was[i].Namespace, was[i].Name}] = &was[i]
+	}
+	changed := map[string]bool{}
+	for i := range is {
+		st := &is[i]
+		k := objKey{st.Namespace, st.Name}
+		if p := prev[k]; p == nil || !sameAuthzStatus(p, st) {
+			changed[st.Namespace] = true
+		}
+		delete(prev, k)
+	}
+	for k := range prev {
+		changed[k.ns] = true
+	}
+	return changed
+}
+
+// sameAuthzStatus is equality.Semantic.DeepEqual of two statuses of one
+// policy, quick when their specs in force are the same memory (the
+// source's listing shares an unchanged policy's slices from round to
+// round): at 10,000 policies the deep comparison of every one was a third
+// of a policy change's round.
+func sameAuthzStatus(a, b *AuthzStatus) bool {
+	if a.Generation != b.Generation || (a.InForce == nil) != (b.InForce == nil) ||
+		!slices.EqualFunc(a.Conditions, b.Conditions, func(x, y metav1.Condition) bool { return x == y }) {
+		return false
+	}
+	if a.InForce == nil {
+		return true
+	}
+	x, y := &a.InForce.Spec, &b.InForce.Spec
+	if a.InForce.Generation == b.InForce.Generation && x.Action == y.Action && x.EnforcementLevel == y.EnforcementLevel &&
+		sameArray(x.TargetRefs, y.TargetRefs) && sameArray(x.Rules, y.Rules) {
+		return true
+	}
+	return equality.Semantic.DeepEqual(a.InForce, b.InForce)
+}
+
+// sameArray: a and b are the same elements in the same memory.
+func sameArray[E any](a, b []E) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // compileAuthzInForce compiles p within the regular expression share; when
@@ -399,14 +478,13 @@ func enrolledPodsByNamespace(in *Input, workloads map[string][]*weftv1.Workload,
 	return byNS
 }
 
-// selectedByNode names, per node and sorted, the pods c selects.
-func selectedByNode(c *AuthzInForce, pods []*Pod) map[string][]string {
+// selectedByNode names, per node and sorted, the pods of ix that c
+// selects.
+func selectedByNode(c *AuthzInForce, ix *podLabels) map[string][]string {
 	out := map[string][]string{}
-	for _, pod := range pods {
-		set := labels.Set(pod.Labels)
-		if slices.ContainsFunc(c.Selectors, func(s labels.Selector) bool { return s.Matches(set) }) {
-			out[pod.NodeName] = append(out[pod.NodeName], pod.Namespace+"/"+pod.Name)
-		}
+	for _, i := range ix.selected(c.Selectors) {
+		pod := ix.pods[i]
+		out[pod.NodeName] = append(out[pod.NodeName], pod.Namespace+"/"+pod.Name)
 	}
 	for _, names := range out {
 		slices.Sort(names)

@@ -3,10 +3,12 @@ package resolve
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -248,4 +250,41 @@ func rulesOf(matches []gwv1.HTTPRouteMatch) []policyv1a1.AuthorizationRule {
 		matches = matches[k:]
 	}
 	return rules
+}
+
+// Two statuses of a policy compare as equality.Semantic.DeepEqual does,
+// whether their specs share memory or not.
+func TestSameAuthzStatus(t *testing.T) {
+	spec := policyv1a1.AuthorizationPolicySpec{Action: policyv1a1.ActionAllow,
+		TargetRefs: []policyv1a1.PolicyTargetReferenceWithLabelSelectors{{Kind: "Pod", Selector: &metav1.LabelSelector{}}},
+		Rules:      []policyv1a1.AuthorizationRule{{Sources: []policyv1a1.AuthorizationSource{{Type: policyv1a1.SourceServiceAccount}}}}}
+	status := func(spec policyv1a1.AuthorizationPolicySpec) *AuthzStatus {
+		return &AuthzStatus{Namespace: "ns", Name: "p", Generation: 2, Conditions: []metav1.Condition{{Type: "Accepted", Status: "True", Reason: "Accepted"}},
+			InForce: &policyv1a1.PolicyInForce{Generation: 2, Spec: spec}}
+	}
+	a := status(spec)
+	copied := spec
+	copied.TargetRefs = slices.Clone(spec.TargetRefs)
+	copied.Rules = slices.Clone(spec.Rules)
+	other := copied
+	other.Rules = []policyv1a1.AuthorizationRule{{}}
+	message := status(spec)
+	message.Conditions[0].Message = "changed"
+	notInForce := status(spec)
+	notInForce.InForce = nil
+	for _, tc := range []struct {
+		what string
+		b    *AuthzStatus
+		want bool
+	}{
+		{"the same memory", status(spec), true},
+		{"an equal copy", status(copied), true},
+		{"other rules", status(other), false},
+		{"another message", message, false},
+		{"nothing in force", notInForce, false},
+	} {
+		if got := sameAuthzStatus(a, tc.b); got != tc.want || got != equality.Semantic.DeepEqual(a, tc.b) {
+			t.Errorf("%s: same %v, want %v (as DeepEqual)", tc.what, got, tc.want)
+		}
+	}
 }

@@ -228,27 +228,7 @@ func BenchmarkResolveRouteChange(b *testing.B) {
 func BenchmarkResolvePodChange(b *testing.B) {
 	plain := genCluster(scaleCluster)
 	versionRoutes(&plain, func(int) string { return "1" })
-	// the same with an AuthorizationPolicy per Service selecting its pods
-	// (from the namespace's default service account): a pod change changes
-	// the policies of the nodes it was and is on
-	authz := plain
-	authz.Pods = make([]*Pod, len(plain.Pods))
-	for i, p := range plain.Pods {
-		c := *p
-		c.Labels = map[string]string{"app": c.ServiceAccountName}
-		authz.Pods[i] = &c
-	}
-	for i := range scaleCluster.Services {
-		ns, name := fmt.Sprintf("ns-%d", i%scaleCluster.Namespaces), fmt.Sprintf("svc-%d", i)
-		authz.AuthorizationPolicies = append(authz.AuthorizationPolicies, policyv1a1.AuthorizationPolicy{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1, UID: types.UID("p-" + name)},
-			Spec: policyv1a1.AuthorizationPolicySpec{
-				TargetRefs: []policyv1a1.PolicyTargetReferenceWithLabelSelectors{{Kind: "Pod", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}}},
-				Action:     policyv1a1.ActionAllow, EnforcementLevel: policyv1a1.LevelNetwork,
-				Rules: []policyv1a1.AuthorizationRule{{Sources: []policyv1a1.AuthorizationSource{{Type: policyv1a1.SourceServiceAccount,
-					ServiceAccount: &policyv1a1.AuthorizationSourceServiceAccount{Name: "default"}}}}},
-			}})
-	}
+	authz := withAuthz(plain)
 	for _, bc := range []struct {
 		name                      string
 		in                        Input
@@ -278,6 +258,70 @@ func BenchmarkResolvePodChange(b *testing.B) {
 					in.Reuse.OnlyPods = bc.only
 				case bc.routes:
 					in.Reuse = ReusePods(ReuseOf(prev), nil, nil)
+				}
+				prev = Resolve(in)
+			})
+		})
+	}
+}
+
+// withAuthz is in with an AuthorizationPolicy per Service selecting its
+// pods (label app: the Service's name), allowing the namespace's default
+// service account: a pod change changes the policies of the nodes it was
+// and is on.
+func withAuthz(plain Input) Input {
+	authz := plain
+	authz.Pods = make([]*Pod, len(plain.Pods))
+	for i, p := range plain.Pods {
+		c := *p
+		c.Labels = map[string]string{"app": c.ServiceAccountName}
+		authz.Pods[i] = &c
+	}
+	for _, svc := range plain.Services {
+		ns, name := svc.Namespace, svc.Name
+		authz.AuthorizationPolicies = append(authz.AuthorizationPolicies, policyv1a1.AuthorizationPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 1, UID: types.UID("p-" + name)},
+			Spec: policyv1a1.AuthorizationPolicySpec{
+				TargetRefs: []policyv1a1.PolicyTargetReferenceWithLabelSelectors{{Kind: "Pod", Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}}},
+				Action:     policyv1a1.ActionAllow, EnforcementLevel: policyv1a1.LevelNetwork,
+				Rules: []policyv1a1.AuthorizationRule{{Sources: []policyv1a1.AuthorizationSource{{Type: policyv1a1.SourceServiceAccount,
+					ServiceAccount: &policyv1a1.AuthorizationSourceServiceAccount{Name: "default"}}}}},
+			}})
+	}
+	return authz
+}
+
+// BenchmarkResolveAuthzChange: one of 10,000 AuthorizationPolicies changes
+// each round (its rules alternate between one source and two), at the
+// scale of issue #17. compile-all is the round without reuse (how the
+// controller resolved a policy change before Reuse.OnlyAuthz); only-authz
+// resolves authorization alone on the previous Output.
+func BenchmarkResolveAuthzChange(b *testing.B) {
+	in := withAuthz(genCluster(scaleCluster))
+	versionRoutes(&in, func(int) string { return "1" })
+	for _, bc := range []struct {
+		name string
+		only bool
+	}{{"compile-all", false}, {"only-authz", true}} {
+		prev := Resolve(in)
+		b.Run(bc.name, func(b *testing.B) {
+			rounds(b, func(i int) {
+				k := (i * 7919) % len(in.AuthorizationPolicies)
+				p := &in.AuthorizationPolicies[k]
+				p.Generation++
+				rule := p.Spec.Rules[0]
+				if len(rule.Sources) == 1 {
+					rule.Sources = append(slices.Clone(rule.Sources), policyv1a1.AuthorizationSource{Type: policyv1a1.SourceServiceAccount,
+						ServiceAccount: &policyv1a1.AuthorizationSourceServiceAccount{Name: "ops"}})
+				} else {
+					rule.Sources = rule.Sources[:1]
+				}
+				p.Spec.Rules = []policyv1a1.AuthorizationRule{rule}
+				in.AuthzInForce = prev.AuthzInForce
+				in.Reuse = nil
+				if bc.only {
+					in.Reuse = ReuseOf(prev)
+					in.Reuse.WorkloadsValid, in.Reuse.RoutesValid, in.Reuse.OnlyAuthz = true, true, true
 				}
 				prev = Resolve(in)
 			})

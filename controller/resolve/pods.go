@@ -98,9 +98,9 @@ func resolvePods(in *Input) (out Output, ok bool) {
 	return out, true
 }
 
-// mergeAuthz is a node's policies after a pod change: prev's, but those of
-// the namespaces, which are selected again (selected, sorted by name);
-// changed is false when that is prev itself.
+// mergeAuthz is a node's policies after a change of pods or policies:
+// prev's, but those of the namespaces, which are selected again (selected,
+// sorted by name); changed is false when that is prev itself.
 func mergeAuthz(prev, selected []*weftv1.AuthzPolicy, namespaces map[string]bool) (ps []*weftv1.AuthzPolicy, changed bool) {
 	for _, a := range prev {
 		if ns, _, _ := strings.Cut(a.Name, "/"); !namespaces[ns] {
@@ -128,4 +128,38 @@ func prevTunnels(out *Output) map[string]string {
 		}
 	}
 	return nil
+}
+
+// resolveAuthzOnly is Resolve when nothing but AuthorizationPolicies
+// changed since reuse.Previous was resolved (Reuse.OnlyAuthz): routes,
+// Services, clusters and workloads hold. Every policy is compiled again
+// (for its status); those of the namespaces where a policy's status
+// changed select pods again, and the nodes whose policies changed get
+// theirs. ok is false when the policies' regular expression share came out
+// different (the routes fit into the rest of the budget: resolve in full)
+// or there is no previous resolution state.
+func resolveAuthzOnly(in *Input) (out Output, ok bool) {
+	reuse := in.Reuse
+	prev := reuse.Previous
+	if prev.delta == nil {
+		return Output{}, false
+	}
+	r := &resolver{ix: newIndex(in)}
+	compiled, statuses, inForce := r.compileAuthz(in)
+	if r.ix.opts.regexBudget()-r.authzRegex != prev.delta.regexBudget {
+		return Output{}, false
+	}
+	namespaces := changedAuthzNamespaces(prev.AuthzStatuses, statuses)
+	selected := r.selectAuthz(in, reuse.Workloads, compiled, namespaces)
+	out = *prev
+	out.AuthzStatuses, out.AuthzInForce = statuses, inForce
+	out.Nodes = make(map[string]*weftv1.NodePolicy, len(prev.Nodes))
+	for n, p := range prev.Nodes {
+		if ps, changed := mergeAuthz(p.Authz, selected[n], namespaces); changed {
+			p = shallowCopy(p)
+			p.Authz = ps
+		}
+		out.Nodes[n] = p
+	}
+	return out, true
 }

@@ -274,6 +274,11 @@ func Resolve(in Input) Output {
 			return out
 		}
 	}
+	if rv := in.Reuse; rv != nil && rv.OnlyAuthz && rv.WorkloadsValid && rv.Previous != nil {
+		if out, ok := resolveAuthzOnly(&in); ok {
+			return out
+		}
+	}
 	if rv := in.Reuse; rv != nil && rv.OnlyRoutes && rv.RoutesValid && rv.WorkloadsValid && rv.Previous != nil && rv.Previous.delta != nil {
 		if out, ok := resolveRoutes(&in); ok {
 			return out

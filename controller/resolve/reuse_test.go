@@ -3,6 +3,7 @@ package resolve
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -10,9 +11,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
@@ -307,5 +311,70 @@ func TestPodsChangedAcrossNamespaces(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no endpoint of pod ns-1/far with its new identity")
+	}
+}
+
+// An AuthorizationPolicy changed (deleted, retargeted, its action or rules
+// changed, made invalid) and nothing else: resolving authorization alone
+// on the previous Output gives what the full resolution gives.
+func TestAuthzOnlyGivesTheSameOutput(t *testing.T) {
+	authzOnly := 0 // changes resolved by resolveAuthzOnly
+	eachCase(t, func(t *testing.T, path string, in Input) {
+		prev := Resolve(in)
+		for k := range in.AuthorizationPolicies {
+			for variant := range 5 {
+				one, err := loadCase(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				one.AuthzInForce = prev.AuthzInForce
+				p := &one.AuthorizationPolicies[k]
+				p.Generation++
+				switch variant {
+				case 0:
+					one.AuthorizationPolicies = slices.Delete(one.AuthorizationPolicies, k, k+1)
+				case 1:
+					for i := range p.Spec.TargetRefs {
+						p.Spec.TargetRefs[i].Selector = &metav1.LabelSelector{}
+					}
+				case 2:
+					p.Spec.Action = map[policyv1a1.Action]policyv1a1.Action{policyv1a1.ActionAllow: policyv1a1.ActionDeny}[p.Spec.Action]
+					if p.Spec.Action == "" {
+						p.Spec.Action = policyv1a1.ActionAllow
+					}
+				case 3:
+					p.Spec.Rules = nil
+				case 4: // not accepted: the last accepted generation stays
+					for i := range p.Spec.TargetRefs {
+						p.Spec.TargetRefs[i].Kind = "Service"
+					}
+				}
+				what := fmt.Sprintf("policy %d changed (%d)", k, variant)
+				want := Resolve(one)
+				one.Reuse = ReuseOf(prev)
+				one.Reuse.WorkloadsValid, one.Reuse.RoutesValid, one.Reuse.OnlyAuthz = true, true, true
+				if _, ok := resolveAuthzOnly(&one); ok {
+					authzOnly++
+				}
+				got := Resolve(one)
+				compareRendered(t, what, got, want)
+				if !equality.Semantic.DeepEqual(got.AuthzStatuses, want.AuthzStatuses) {
+					t.Fatalf("%s: statuses %+v, want %+v", what, got.AuthzStatuses, want.AuthzStatuses)
+				}
+				inForce := func(o Output) map[types.UID]int64 {
+					m := map[types.UID]int64{}
+					for uid, c := range o.AuthzInForce {
+						m[uid] = c.Generation
+					}
+					return m
+				}
+				if g, w := inForce(got), inForce(want); !maps.Equal(g, w) {
+					t.Fatalf("%s: in force %v, want %v", what, g, w)
+				}
+			}
+		}
+	})
+	if authzOnly == 0 {
+		t.Fatal("no policy change was resolved by resolveAuthzOnly")
 	}
 }

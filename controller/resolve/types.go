@@ -123,6 +123,10 @@ type Reuse struct {
 	// EndpointSlices of StaleServices changed since Previous was
 	// resolved; then only what those pods reach is resolved again.
 	OnlyPods bool
+	// OnlyAuthz: nothing but AuthorizationPolicies changed since Previous
+	// was resolved (WorkloadsValid must be set too); then only
+	// authorization is resolved again.
+	OnlyAuthz bool
 	// routes are the earlier resolution's compiled routes, ports its
 	// Service ports, statuses its route statuses.
 	routes   compiledRoutes

@@ -20,6 +20,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
@@ -264,8 +265,9 @@ func (s *Source) markDirtyFor(obj any) {
 // Changes says what changed since the previous SnapshotChanges, so that
 // a resolution can reuse what did not (resolve.Reuse).
 type Changes struct {
-	// Other: something else than Pods, EndpointSlices and routes changed
-	// (or may have: the first snapshot, a Gateway or CRD appeared, ...).
+	// Other: something else than Pods, EndpointSlices, routes and
+	// AuthorizationPolicies changed (or may have: the first snapshot, a
+	// Gateway or CRD appeared, ...).
 	Other bool
 	// Pods: a pod was added, deleted or changed in what resolution reads,
 	// its readiness aside.
@@ -280,6 +282,8 @@ type Changes struct {
 	Readiness bool
 	// Routes: an HTTPRoute, GRPCRoute or TCPRoute changed.
 	Routes bool
+	// Authz: an AuthorizationPolicy changed.
+	Authz bool
 	// Slices holds "namespace/service" of the Services whose
 	// EndpointSlices changed.
 	Slices map[string]bool
@@ -325,6 +329,9 @@ func (s *Source) record(obj any, relevant bool) {
 	case *gwv1.TCPRoute:
 		s.noteEvent("tcproutes", o)
 		s.changes.Routes = s.changes.Routes || relevant
+	case *unstructured.Unstructured:
+		// the one kind watched through the dynamic client (authz.go)
+		s.changes.Authz = s.changes.Authz || relevant
 	default:
 		s.changes.Other = s.changes.Other || relevant
 	}

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -113,6 +114,18 @@ func TestChanges(t *testing.T) {
 	s.record(nil, true)
 	if c := s.takeChanges(); !c.Other {
 		t.Fatalf("an unknown change: %+v", c)
+	}
+	// an AuthorizationPolicy (the dynamic informer's objects): its own
+	// kind of change, for a round that resolves authorization alone
+	policy := &unstructured.Unstructured{}
+	policy.SetKind("AuthorizationPolicy")
+	s.record(policy, false)
+	if c := s.takeChanges(); c.Authz || c.Other {
+		t.Fatalf("a policy's status change: %+v", c)
+	}
+	s.record(cache.DeletedFinalStateUnknown{Obj: policy}, true)
+	if c := s.takeChanges(); !c.Authz || c.Other || c.Pods || c.Routes {
+		t.Fatalf("a policy deleted: %+v", c)
 	}
 
 	// a pod moved: it is listed as it was and as it is, for the round to
