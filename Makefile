@@ -119,8 +119,9 @@ bench: build ## run the benchmarks against their peers (ratios)
 
 # The control plane at the issue's scale (#17): a fresh apiserver (envtest, on
 # the lab's binaries; not the lab), the real controller, one simulated agent
-# per node. WEFT_SCALE_SIZE=small for a quick run. Prints a table and a final
-# "scale ..." line.
+# per node. WEFT_SCALE_SIZE=small for a quick run; WEFT_SCALE_AUTHZ=1 adds an
+# AuthorizationPolicy per Service and a phase of policy changes. Prints a table
+# and a final "scale ..." line.
 bench-scale: lab-binaries ## control-plane scale benchmark: 10k Services, 100k endpoints, 20k routes, 1,000 simulated agents
 	@# a kube-apiserver over 140k objects can need minutes to start on 2 busy cores; the cold load alone is about 15-28 min
 	KUBEBUILDER_CONTROLPLANE_START_TIMEOUT=$${KUBEBUILDER_CONTROLPLANE_START_TIMEOUT:-300s} go test -count=1 -timeout 60m -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x ./test/bench/scale/

@@ -87,6 +87,9 @@ func RunController(ctx context.Context, cfg ControllerConfig) error {
 		for _, hr := range in.HTTPRoutes {
 			note(hr.Annotations)
 		}
+		for i := range in.AuthorizationPolicies {
+			note(in.AuthorizationPolicies[i].Annotations)
+		}
 		o := resolve.Resolve(in)
 		out("ROUND %d %d %d %s", base, start, time.Now().UnixNano(), strings.Join(seqs, " "))
 		return o

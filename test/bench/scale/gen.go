@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,13 +27,16 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/mesh"
+	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
 )
 
 // SeqAnnotation carries the sequence number of the benchmark's change on
@@ -48,6 +52,9 @@ type Scale struct {
 	// Endpoints and Routes per Service.
 	Endpoints int
 	Routes    int
+	// Policies: an AuthorizationPolicy per Service, selecting its pods
+	// (WEFT_SCALE_AUTHZ=1).
+	Policies bool
 }
 
 // Target is the size: 10,000 Services, 100,000 endpoints, 20,000
@@ -55,7 +62,11 @@ type Scale struct {
 var Target = Scale{Nodes: 1000, Namespaces: 100, Services: 10000, Endpoints: 10, Routes: 2}
 
 func (s Scale) String() string {
-	return fmt.Sprintf("services=%d endpoints=%d routes=%d nodes=%d", s.Services, s.Services*s.Endpoints, s.Services*s.Routes, s.Nodes)
+	str := fmt.Sprintf("services=%d endpoints=%d routes=%d nodes=%d", s.Services, s.Services*s.Endpoints, s.Services*s.Routes, s.Nodes)
+	if s.Policies {
+		str += fmt.Sprintf(" policies=%d", s.Services)
+	}
+	return str
 }
 
 func nodeName(n int) string { return "node-" + strconv.Itoa(n) }
@@ -115,11 +126,22 @@ func (s Scale) Route(svc, r int, weight int32) *gwv1.HTTPRoute {
 // its pods (with a Running, Ready status), Service, EndpointSlice and
 // routes, with workers concurrent requests. progress, when set, is called
 // with the number of Services written so far.
-func Load(ctx context.Context, kube kubernetes.Interface, gw gwclient.Interface, s Scale, workers int, progress func(int)) error {
+func Load(ctx context.Context, kube kubernetes.Interface, gw gwclient.Interface, dyn dynamic.Interface, s Scale, workers int, progress func(int)) error {
 	for i := 0; i < s.Namespaces; i++ {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns-" + strconv.Itoa(i), Annotations: map[string]string{mesh.AnnotationMesh: mesh.MeshEnabled}}}
 		if err := retry(ctx, func() error { _, err := kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); return err }); err != nil {
 			return fmt.Errorf("create namespace %s: %w", ns.Name, err)
+		}
+		// the callers the policies allow (a source naming a service
+		// account that does not exist is not accepted)
+		for c := 0; s.Policies && c < maxCallers; c++ {
+			sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "caller-" + strconv.Itoa(c)}}
+			if err := retry(ctx, func() error {
+				_, err := kube.CoreV1().ServiceAccounts(ns.Name).Create(ctx, sa, metav1.CreateOptions{})
+				return err
+			}); err != nil {
+				return fmt.Errorf("create service account %s/%s: %w", ns.Name, sa.Name, err)
+			}
 		}
 	}
 	jobs := make(chan func() error)
@@ -166,6 +188,14 @@ func Load(ctx context.Context, kube kubernetes.Interface, gw gwclient.Interface,
 		if !send(func() error {
 			if err := s.loadService(ctx, kube, gw, svc); err != nil {
 				return err
+			}
+			if s.Policies {
+				if err := retry(ctx, func() error {
+					_, err := dyn.Resource(policyv1a1.GroupVersionResource).Namespace(s.namespace(svc)).Create(ctx, s.Policy(svc, 1, 0), metav1.CreateOptions{})
+					return err
+				}); err != nil {
+					return fmt.Errorf("create authorization policy of %s/%s: %w", s.namespace(svc), svcName(svc), err)
+				}
 			}
 			if d := done.Add(1); progress != nil && d%1000 == 0 {
 				progress(int(d))
@@ -321,6 +351,80 @@ func (s Scale) ChangeRoute(ctx context.Context, gw gwclient.Interface, svc, r in
 		return fmt.Errorf("change route %s/%s: %w", rt.Namespace, rt.Name, err)
 	}
 	return nil
+}
+
+// maxCallers is how many service accounts a policy may allow: Load creates
+// caller-0 ... caller-<maxCallers-1> in each namespace.
+const maxCallers = 2
+
+// Policy is the AuthorizationPolicy of Service svc: it selects the
+// Service's pods and allows the service accounts caller-0 ...
+// caller-<callers-1> (at most maxCallers) of its namespace; seq, when not
+// 0, is its SeqAnnotation.
+func (s Scale) Policy(svc, callers, seq int) *unstructured.Unstructured {
+	var sources []policyv1a1.AuthorizationSource
+	for c := range callers {
+		sources = append(sources, policyv1a1.AuthorizationSource{Type: policyv1a1.SourceServiceAccount,
+			ServiceAccount: &policyv1a1.AuthorizationSourceServiceAccount{Name: "caller-" + strconv.Itoa(c)}})
+	}
+	p := &policyv1a1.AuthorizationPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.namespace(svc), Name: svcName(svc)},
+		Spec: policyv1a1.AuthorizationPolicySpec{
+			TargetRefs: []policyv1a1.PolicyTargetReferenceWithLabelSelectors{{Kind: "Pod",
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": svcName(svc)}}}},
+			Action: policyv1a1.ActionAllow, EnforcementLevel: policyv1a1.LevelNetwork,
+			Rules: []policyv1a1.AuthorizationRule{{Sources: sources}},
+		},
+	}
+	if seq != 0 {
+		p.Annotations = map[string]string{SeqAnnotation: strconv.Itoa(seq)}
+	}
+	u, err := policyv1a1.ToUnstructured(p)
+	if err != nil {
+		panic(err) // a fixed, valid object
+	}
+	return u
+}
+
+// ChangePolicy sets the callers of Service svc's AuthorizationPolicy, with
+// seq.
+func (s Scale) ChangePolicy(ctx context.Context, dyn dynamic.Interface, svc, callers, seq int) error {
+	p := s.Policy(svc, callers, seq)
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": p.GetAnnotations()}, "spec": p.Object["spec"]})
+	if err != nil {
+		return err
+	}
+	if _, err := dyn.Resource(policyv1a1.GroupVersionResource).Namespace(p.GetNamespace()).Patch(ctx, p.GetName(), types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("change authorization policy %s/%s: %w", p.GetNamespace(), p.GetName(), err)
+	}
+	return nil
+}
+
+// PolicyCallers is how many callers Service svc's AuthorizationPolicy
+// allows now.
+func (s Scale) PolicyCallers(ctx context.Context, dyn dynamic.Interface, svc int) (int, error) {
+	u, err := dyn.Resource(policyv1a1.GroupVersionResource).Namespace(s.namespace(svc)).Get(ctx, svcName(svc), metav1.GetOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("get authorization policy of %s/%s: %w", s.namespace(svc), svcName(svc), err)
+	}
+	p, err := policyv1a1.FromUnstructured(u)
+	if err != nil || len(p.Spec.Rules) == 0 {
+		return 0, fmt.Errorf("authorization policy of %s/%s: %v", s.namespace(svc), svcName(svc), err)
+	}
+	return len(p.Spec.Rules[0].Sources), nil
+}
+
+// PolicyNodes are the nodes of Service svc's pods (those its
+// AuthorizationPolicy reaches).
+func (s Scale) PolicyNodes(svc int) []string {
+	var nodes []string
+	for e := 0; e < s.Endpoints; e++ {
+		_, node, _ := s.pod(svc, e)
+		if !slices.Contains(nodes, node) {
+			nodes = append(nodes, node)
+		}
+	}
+	return nodes
 }
 
 // ChangeEndpoint marks endpoint notReady of Service svc not ready (-1:

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -29,6 +30,7 @@ type cluster struct {
 	sc         Scale
 	kube       kubernetes.Interface
 	gw         gwclient.Interface
+	dyn        dynamic.Interface
 	kubeconfig string
 	loadTime   time.Duration // 0: loaded by an earlier run
 }
@@ -42,7 +44,11 @@ func openCluster(b *testing.B, sc Scale) cluster {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cache := filepath.Join(root, ".cache", "bench-scale", fmt.Sprintf("n%d-ns%d-s%d-e%d-r%d", sc.Nodes, sc.Namespaces, sc.Services, sc.Endpoints, sc.Routes))
+	name := fmt.Sprintf("n%d-ns%d-s%d-e%d-r%d", sc.Nodes, sc.Namespaces, sc.Services, sc.Endpoints, sc.Routes)
+	if sc.Policies {
+		name += "-authz"
+	}
+	cache := filepath.Join(root, ".cache", "bench-scale", name)
 	loaded := filepath.Join(cache, "loaded")
 	if err := os.MkdirAll(filepath.Join(cache, "etcd"), 0o700); err != nil {
 		b.Fatal(err)
@@ -63,13 +69,16 @@ func openCluster(b *testing.B, sc Scale) cluster {
 	if cl.gw, err = gwclient.NewForConfig(grc); err != nil {
 		b.Fatal(err)
 	}
+	if cl.dyn, err = dynamic.NewForConfig(grc); err != nil {
+		b.Fatal(err)
+	}
 	if _, err := os.Stat(loaded); err == nil {
 		fmt.Printf("scale: %s loaded by an earlier run (%s)\n", sc, cache)
 		return cl
 	}
 	fmt.Printf("scale: loading %s into the apiserver\n", sc)
 	t := time.Now()
-	if err := Load(ctx, cl.kube, cl.gw, sc, 24, func(n int) { fmt.Printf("scale: %d services loaded (%v)\n", n, time.Since(t).Round(time.Second)) }); err != nil {
+	if err := Load(ctx, cl.kube, cl.gw, cl.dyn, sc, 24, func(n int) { fmt.Printf("scale: %d services loaded (%v)\n", n, time.Since(t).Round(time.Second)) }); err != nil {
 		b.Fatal(err)
 	}
 	cl.loadTime = time.Since(t)
@@ -181,6 +190,9 @@ type run struct {
 	seq, firstSeq    int
 	routeSeqs        []int
 	churnSeqs        []int
+	// policySeqs are the policy changes, and the nodes each reaches
+	policySeqs  []int
+	policyNodes map[int][]string
 }
 
 // startRun starts the controller, then one simulated agent per node.
@@ -208,16 +220,20 @@ func (r *run) initialSync() {
 	fmt.Printf("scale: every node ACKed its first policy %v after the controller started\n", time.Since(r.start).Round(time.Millisecond))
 }
 
-// settleStatuses waits for the route statuses (20,000 writes, counted when
-// the whole pass ends), the controller's own start-up work, before any
-// change is measured.
+// settleStatuses waits for the route statuses (20,000 writes, and 10,000
+// policy statuses with Scale.Policies; counted when the whole pass ends),
+// the controller's own start-up work, before any change is measured.
 func (r *run) settleStatuses() {
 	settle := time.Now()
+	want := int64(r.sc.Services * r.sc.Routes)
+	if r.sc.Policies {
+		want += int64(r.sc.Services) // and the policies'
+	}
 	var writes int64
 	last, stable := int64(-1), 0
 	for time.Since(settle) < 10*time.Minute {
 		writes = r.rounds.writes()
-		if writes >= int64(r.sc.Services*r.sc.Routes) {
+		if writes >= want {
 			break
 		}
 		if writes == last {
@@ -260,6 +276,40 @@ func (r *run) routeChanges() {
 		}
 	}
 	fmt.Printf("scale: %d route changes done\n", routeChanges)
+}
+
+// policyChanges changes AuthorizationPolicies one at a time (with
+// Scale.Policies), each waited for until the nodes of the pods it selects
+// ACKed it: no other node's policy changes.
+func (r *run) policyChanges() {
+	if !r.sc.Policies {
+		return
+	}
+	r.policyNodes = map[int][]string{}
+	for c := 0; c < policyChanges; c++ {
+		r.seq++
+		seq, svc := r.seq, (c*7919+17)%r.sc.Services
+		n, err := r.sc.PolicyCallers(r.ctx, r.cl.dyn, svc)
+		if err != nil {
+			r.b.Fatal(err)
+		}
+		r.written[seq] = time.Now()
+		if err := r.sc.ChangePolicy(r.ctx, r.cl.dyn, svc, 3-n, seq); err != nil { // 1 caller, 2, 1, ...
+			r.b.Fatal(err)
+		}
+		r.applied[seq] = time.Now()
+		r.policySeqs = append(r.policySeqs, seq)
+		nodes := r.sc.PolicyNodes(svc)
+		r.policyNodes[seq] = nodes
+		rd, ok := r.rounds.wait(seq, time.Minute)
+		if !ok {
+			r.b.Fatalf("policy change %d: no resolution saw it in a minute", seq)
+		}
+		if !waitNodesAcked(r.health, nodes, rd.Base, time.Minute, 2*time.Millisecond) {
+			r.b.Fatalf("policy change %d: its nodes did not ACK it in a minute", seq)
+		}
+	}
+	fmt.Printf("scale: %d policy changes done\n", policyChanges)
 }
 
 // churned is what the churn phase measured of the controller process.
@@ -449,6 +499,9 @@ type figures struct {
 	routeParts, churnParts    parts
 	perRoute, perEndpoint     int // bytes per change, all nodes
 	routeMissing, churnMissed int
+	policyLat                 []time.Duration
+	policyParts               parts
+	perPolicy, policyMissing  int
 	resolves                  int64
 	slowest                   slowPush
 }
@@ -496,6 +549,9 @@ func (r *run) figures(received []Received, ch churned) figures {
 	var routeBytes, churnBytes int
 	fig.routeLat, routeBytes, fig.routeMissing = r.latencies(&d, r.routeSeqs, &fig.routeParts)
 	fig.churnLat, churnBytes, fig.churnMissed = r.latencies(&d, r.churnSeqs, &fig.churnParts)
+	var policyBytes int
+	fig.policyLat, policyBytes, fig.policyMissing = r.nodeLatencies(&d, r.policySeqs, r.policyNodes, &fig.policyParts)
+	fig.perPolicy = policyBytes / max(1, len(fig.policyLat))
 	fig.slowest = r.slowestPush(&d)
 	fig.resolves = r.rounds.resolves
 	fig.perRoute = routeBytes / max(1, len(fig.routeLat))
@@ -593,6 +649,47 @@ func (r *run) slowestPush(d *deliveries) slowPush {
 	return sp
 }
 
+// nodeLatencies is latencies for changes that reach some nodes only
+// (nodes[seq]): change -> those nodes ACKed, and the bytes they received
+// for it. r.rounds.mu is held.
+func (r *run) nodeLatencies(d *deliveries, seqs []int, nodes map[int][]string, pt *parts) (lat []time.Duration, bytes, missing int) {
+	for _, s := range seqs {
+		i, ok := r.rounds.of[s]
+		if !ok {
+			missing++
+			continue
+		}
+		rd := r.rounds.list[i]
+		var at int64
+		seen := true
+		for _, name := range nodes[s] {
+			n, err := strconv.Atoi(strings.TrimPrefix(name, "node-"))
+			if err != nil || n >= len(d.byNode) {
+				seen = false
+				break
+			}
+			rs := d.byNode[n]
+			j := firstAbove(rs, rd.Base)
+			if j == len(rs) {
+				seen = false
+				break
+			}
+			at = max(at, rs[j].At)
+			bytes += rs[j].Bytes
+		}
+		if !seen {
+			missing++
+			continue
+		}
+		lat = append(lat, time.Unix(0, at).Sub(r.written[s]))
+		pt.write = append(pt.write, r.applied[s].Sub(r.written[s]))
+		pt.toRound = append(pt.toRound, time.Unix(0, rd.Start).Sub(r.applied[s]))
+		pt.resolve = append(pt.resolve, time.Duration(rd.End-rd.Start))
+		pt.push = append(pt.push, time.Unix(0, at).Sub(time.Unix(0, rd.End)))
+	}
+	return lat, bytes, missing
+}
+
 // latencies returns, for the changes seqs, change -> every node ACKed,
 // the bytes of the rounds that carried them (each round once) and how many
 // were not seen; pt gets each change's parts. r.rounds.mu is held.
@@ -642,10 +739,19 @@ func (fig figures) print(w io.Writer, cl cluster, ch churned) {
 	row(churn+": p50", ms(pct(fig.churnLat, 0.5))+" ms", "")
 	row(churn+": p99", ms(pct(fig.churnLat, 0.99))+" ms", "goal <= 2000 ms")
 	row("churn: controller CPU", strconv.FormatFloat(ch.cpu, 'f', 2, 64)+" cores", "")
-	for _, p := range []struct {
+	phases := []struct {
 		name string
 		pt   parts
-	}{{"route", fig.routeParts}, {"churn", fig.churnParts}} {
+	}{{"route", fig.routeParts}, {"churn", fig.churnParts}}
+	if sc.Policies {
+		row("policy change -> its nodes ACKed, p50", ms(pct(fig.policyLat, 0.5))+" ms", "")
+		row("policy change -> its nodes ACKed, p99", ms(pct(fig.policyLat, 0.99))+" ms", "")
+		phases = append(phases, struct {
+			name string
+			pt   parts
+		}{"policy", fig.policyParts})
+	}
+	for _, p := range phases {
 		pp := func(d []time.Duration) string { return ms(pct(d, 0.5)) + " / " + ms(pct(d, 0.99)) + " ms" }
 		row(p.name+" parts p50/p99: apiserver write", pp(p.pt.write), "")
 		row(p.name+"   write done -> resolution start", pp(p.pt.toRound), "informer, debounce, earlier round, snapshot")
@@ -661,6 +767,10 @@ func (fig figures) print(w io.Writer, cl cluster, ch churned) {
 	row("bytes per route change, all nodes", strconv.Itoa(fig.perRoute)+" B", "")
 	row("bytes per endpoint change, per node", strconv.Itoa(fig.perEndpoint/sc.Nodes)+" B", "")
 	row("bytes per endpoint change, all nodes", strconv.Itoa(fig.perEndpoint)+" B", "")
+	if sc.Policies {
+		row("bytes per policy change, all nodes", strconv.Itoa(fig.perPolicy)+" B", fmt.Sprintf("to the %d nodes of its pods at most", sc.Endpoints))
+		row("policy changes not measured", strconv.Itoa(fig.policyMissing), "")
+	}
 	row("controller RSS peak (VmHWM)", mib(ch.peak)+" MiB", "goal <= 1024 MiB")
 	row("controller RSS steady (median under churn)", mib(ch.steady)+" MiB", "")
 	row("changes not measured (route, churn)", fmt.Sprintf("%d, %d", fig.routeMissing, fig.churnMissed), "")

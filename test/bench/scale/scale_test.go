@@ -56,12 +56,17 @@ const (
 	// does in a container with that memory limit, its Go memory limit set
 	// to memlimit.DefaultFraction of it. Unset: no limit.
 	envMemory = "WEFT_SCALE_CONTROLLER_MEMORY"
+	// envAuthz "1": the cluster has an AuthorizationPolicy per Service
+	// (loaded into its own etcd data), and a phase of policy changes runs
+	// after the route changes.
+	envAuthz = "WEFT_SCALE_AUTHZ"
 )
 
 // Benchmark shape.
 const (
-	routeChanges = 50
-	churnPerSec  = 100
+	routeChanges  = 50
+	policyChanges = 20
+	churnPerSec   = 100
 )
 
 func TestMain(m *testing.M) {
@@ -296,6 +301,28 @@ func waitAcked(health string, nodes int, base uint64, d time.Duration, poll time
 	return false
 }
 
+// waitNodesAcked polls until each of nodes has ACKed a version above base
+// (and its newest), or d passes.
+func waitNodesAcked(health string, nodes []string, base uint64, d time.Duration, poll time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		ns, err := debugNodes(health)
+		if err == nil {
+			ok := 0
+			for _, n := range ns {
+				if slices.Contains(nodes, n.Node) && n.AckedVersion > base && n.AckedVersion == n.Version {
+					ok++
+				}
+			}
+			if ok == len(nodes) {
+				return true
+			}
+		}
+		time.Sleep(poll)
+	}
+	return false
+}
+
 // routesAccepted reports whether every route of the last namespace (the
 // status writer goes in namespace order) carries Weft's status for its
 // generation.
@@ -353,7 +380,9 @@ func mib(b int64) string { return strconv.FormatInt(b>>20, 10) }
 //  1. load the cluster into a fresh kube-apiserver (not measured);
 //  2. start the controller, then one simulated agent per node: initial
 //     sync = controller start -> every node ACKed its first policy;
-//  3. 50 route changes, one at a time: change -> every node ACKed;
+//  3. 50 route changes, one at a time: change -> every node ACKed; with
+//     WEFT_SCALE_AUTHZ=1, then 20 AuthorizationPolicy changes, one at a
+//     time: change -> the nodes of the pods it selects ACKed;
 //  4. churn: 100 endpoint changes per second for 30 s: change -> every
 //     node ACKed (p50, p99), controller CPU over the window;
 //  5. bytes per change from what the agents received, controller RSS
@@ -363,6 +392,7 @@ func BenchmarkScale(b *testing.B) {
 	if os.Getenv(envSize) == "small" {
 		sc = Scale{Nodes: 50, Namespaces: 10, Services: 500, Endpoints: 10, Routes: 2}
 	}
+	sc.Policies = os.Getenv(envAuthz) == "1"
 	churnFor := 30 * time.Second
 	if d, err := time.ParseDuration(os.Getenv(envChurn)); err == nil && d > 0 {
 		churnFor = d
@@ -372,6 +402,7 @@ func BenchmarkScale(b *testing.B) {
 	r.initialSync()
 	r.settleStatuses()
 	r.routeChanges()
+	r.policyChanges()
 	ch := r.churn(churnFor)
 	received := r.stop()
 	fig := r.figures(received, ch)
