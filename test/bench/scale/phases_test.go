@@ -242,7 +242,7 @@ func (r *run) settleStatuses() {
 			last, stable = writes, 0
 		}
 		// statuses kept from an earlier run: the pass writes little
-		if stable >= 5 && routesAccepted(r.ctx, r.cl.gw, r.sc) {
+		if stable >= 5 && routesAccepted(r.ctx, r.cl.gw, r.sc) && policiesAccepted(r.ctx, r.cl.dyn, r.sc) {
 			break
 		}
 		time.Sleep(time.Second)

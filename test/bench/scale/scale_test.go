@@ -22,12 +22,14 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/api/memlimit"
+	policyv1a1 "github.com/weft-mesh/weft/api/policy/v1alpha1"
 	"github.com/weft-mesh/weft/controller/resolve"
 )
 
@@ -344,6 +346,28 @@ func routesAccepted(ctx context.Context, gw gwclient.Interface, sc Scale) bool {
 			}
 		}
 		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// policiesAccepted reports whether every AuthorizationPolicy of the last
+// namespace carries Weft's Accepted condition for its generation (true
+// without Scale.Policies).
+func policiesAccepted(ctx context.Context, dyn dynamic.Interface, sc Scale) bool {
+	if !sc.Policies {
+		return true
+	}
+	list, err := dyn.Resource(policyv1a1.GroupVersionResource).Namespace(sc.namespace(sc.Namespaces-1)).List(ctx, metav1.ListOptions{})
+	if err != nil || len(list.Items) == 0 {
+		return false
+	}
+	for i := range list.Items {
+		p, err := policyv1a1.FromUnstructured(&list.Items[i])
+		if err != nil || !slices.ContainsFunc(p.Status.Conditions, func(c metav1.Condition) bool {
+			return c.Type == policyv1a1.ConditionAccepted && c.ObservedGeneration == p.Generation
+		}) {
 			return false
 		}
 	}
