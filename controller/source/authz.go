@@ -104,18 +104,25 @@ func authzChanged(o, n *unstructured.Unstructured) change {
 
 // listAuthz converts the cached policies, sorted by namespace and name; one
 // that does not convert (a schema the CRD should have refused) is logged
-// and left out.
+// and left out. Rounds share the listing while no policy had an event (as
+// the biggest kinds', listing.go): at 10,000 policies, listing them again
+// for every round of endpoint churn was most of the controller's garbage.
 func (s *Source) listAuthz() []policyv1a1.AuthorizationPolicy {
 	if s.authz == nil || s.authz.inf == nil || !s.authz.inf.HasSynced() {
 		return nil
 	}
-	ptrs := s.authz.decode(s.authz.inf.GetStore().List(), s.log)
-	sortObjects(ptrs)
-	sorted := make([]policyv1a1.AuthorizationPolicy, len(ptrs))
-	for i, p := range ptrs {
-		sorted[i] = *p
+	list := func() ([]policyv1a1.AuthorizationPolicy, error) {
+		ptrs := s.authz.decode(s.authz.inf.GetStore().List(), s.log)
+		sortObjects(ptrs)
+		sorted := make([]policyv1a1.AuthorizationPolicy, len(ptrs))
+		for i, p := range ptrs {
+			sorted[i] = *p
+		}
+		return sorted, nil
 	}
-	return sorted
+	// after events, listed again: decode keeps the unchanged policies
+	ps, _ := cached(s, "authz", list, func([]policyv1a1.AuthorizationPolicy, []nsName) ([]policyv1a1.AuthorizationPolicy, error) { return list() })
+	return ps
 }
 
 // decode converts the policies of objs (an informer store's objects), a

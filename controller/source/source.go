@@ -331,6 +331,7 @@ func (s *Source) record(obj any, relevant bool) {
 		s.changes.Routes = s.changes.Routes || relevant
 	case *unstructured.Unstructured:
 		// the one kind watched through the dynamic client (authz.go)
+		s.noteEvent("authz", o)
 		s.changes.Authz = s.changes.Authz || relevant
 	default:
 		s.changes.Other = s.changes.Other || relevant

@@ -127,6 +127,11 @@ func TestChanges(t *testing.T) {
 	if c := s.takeChanges(); !c.Authz || c.Other || c.Pods || c.Routes {
 		t.Fatalf("a policy deleted: %+v", c)
 	}
+	// every event, a status change too, makes the listing of policies
+	// stale (resolution reads the status in force)
+	if s.gens["authz"] != 2 {
+		t.Fatalf("policy listing generation %d after 2 events", s.gens["authz"])
+	}
 
 	// a pod moved: it is listed as it was and as it is, for the round to
 	// build again only what either touches
