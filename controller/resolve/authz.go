@@ -352,7 +352,7 @@ func changedAuthzNamespaces(was, is []AuthzStatus) map[string]bool {
 	for i := range is {
 		st := &is[i]
 		k := objKey{st.Namespace, st.Name}
-		if p := prev[k]; p == nil || !sameAuthzStatus(p, st) {
+		if p := prev[k]; p == nil || !SameAuthzStatus(p, st) {
 			changed[st.Namespace] = true
 		}
 		delete(prev, k)
@@ -363,12 +363,12 @@ func changedAuthzNamespaces(was, is []AuthzStatus) map[string]bool {
 	return changed
 }
 
-// sameAuthzStatus is equality.Semantic.DeepEqual of two statuses of one
+// SameAuthzStatus is equality.Semantic.DeepEqual of two statuses of one
 // policy, quick when their specs in force are the same memory (the
 // source's listing shares an unchanged policy's slices from round to
 // round): at 10,000 policies the deep comparison of every one was a third
 // of a policy change's round.
-func sameAuthzStatus(a, b *AuthzStatus) bool {
+func SameAuthzStatus(a, b *AuthzStatus) bool {
 	if a.Generation != b.Generation || (a.InForce == nil) != (b.InForce == nil) ||
 		!slices.EqualFunc(a.Conditions, b.Conditions, func(x, y metav1.Condition) bool { return x == y }) {
 		return false

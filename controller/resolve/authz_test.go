@@ -283,7 +283,7 @@ func TestSameAuthzStatus(t *testing.T) {
 		{"another message", message, false},
 		{"nothing in force", notInForce, false},
 	} {
-		if got := sameAuthzStatus(a, tc.b); got != tc.want || got != equality.Semantic.DeepEqual(a, tc.b) {
+		if got := SameAuthzStatus(a, tc.b); got != tc.want || got != equality.Semantic.DeepEqual(a, tc.b) {
 			t.Errorf("%s: same %v, want %v (as DeepEqual)", tc.what, got, tc.want)
 		}
 	}

@@ -53,8 +53,11 @@ type Writer struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	mu        sync.Mutex // one Write at a time: they share unchanged
+	mu        sync.Mutex // one Write at a time: they share unchanged and authzHeld
 	unchanged unchanged
+	// authzHeld are the policies the last Write found with the status it
+	// wanted (authz.go)
+	authzHeld map[[2]string]authzHeld
 }
 
 // New returns a Writer.
