@@ -121,7 +121,9 @@ func (s *Source) listAuthz() []policyv1a1.AuthorizationPolicy {
 		return sorted, nil
 	}
 	// after events, listed again: decode keeps the unchanged policies
-	ps, _ := cached(s, "authz", list, func([]policyv1a1.AuthorizationPolicy, []nsName) ([]policyv1a1.AuthorizationPolicy, error) { return list() })
+	ps, _ := cached(s, "authz", list, func([]policyv1a1.AuthorizationPolicy, []nsName) ([]policyv1a1.AuthorizationPolicy, error) {
+		return list()
+	})
 	return ps
 }
 
