@@ -547,10 +547,13 @@ func (r *run) figures(received []Received, ch churned) figures {
 	r.rounds.mu.Lock()
 	defer r.rounds.mu.Unlock()
 	var routeBytes, churnBytes int
-	fig.routeLat, routeBytes, fig.routeMissing = r.latencies(&d, r.routeSeqs, &fig.routeParts)
-	fig.churnLat, churnBytes, fig.churnMissed = r.latencies(&d, r.churnSeqs, &fig.churnParts)
+	everyNode := func(_, i int) delivery { return d.of(i, r.rounds.list[i].Base) }
+	fig.routeLat, routeBytes, fig.routeMissing = r.latencies(r.routeSeqs, &fig.routeParts, everyNode)
+	fig.churnLat, churnBytes, fig.churnMissed = r.latencies(r.churnSeqs, &fig.churnParts, everyNode)
 	var policyBytes int
-	fig.policyLat, policyBytes, fig.policyMissing = r.nodeLatencies(&d, r.policySeqs, r.policyNodes, &fig.policyParts)
+	fig.policyLat, policyBytes, fig.policyMissing = r.latencies(r.policySeqs, &fig.policyParts, func(s, i int) delivery {
+		return d.ofNodes(r.rounds.list[i].Base, r.policyNodes[s])
+	})
 	fig.perPolicy = policyBytes / max(1, len(fig.policyLat))
 	fig.slowest = r.slowestPush(&d)
 	fig.resolves = r.rounds.resolves
@@ -649,51 +652,43 @@ func (r *run) slowestPush(d *deliveries) slowPush {
 	return sp
 }
 
-// nodeLatencies is latencies for changes that reach some nodes only
-// (nodes[seq]): change -> those nodes ACKed, and the bytes they received
-// for it. r.rounds.mu is held.
-func (r *run) nodeLatencies(d *deliveries, seqs []int, nodes map[int][]string, pt *parts) (lat []time.Duration, bytes, missing int) {
-	for _, s := range seqs {
-		i, ok := r.rounds.of[s]
-		if !ok {
-			missing++
-			continue
+// ofNodes is when each of nodes had a version above base, and the bytes of
+// those messages: for a change that reaches these nodes only.
+func (d *deliveries) ofNodes(base uint64, nodes []string) delivery {
+	var at int64
+	dl := delivery{ok: true}
+	for _, name := range nodes {
+		n, err := strconv.Atoi(strings.TrimPrefix(name, "node-"))
+		if err != nil || n < 0 || n >= len(d.byNode) {
+			return delivery{}
 		}
-		rd := r.rounds.list[i]
-		var at int64
-		seen := true
-		for _, name := range nodes[s] {
-			n, err := strconv.Atoi(strings.TrimPrefix(name, "node-"))
-			if err != nil || n >= len(d.byNode) {
-				seen = false
-				break
-			}
-			rs := d.byNode[n]
-			j := firstAbove(rs, rd.Base)
-			if j == len(rs) {
-				seen = false
-				break
-			}
-			at = max(at, rs[j].At)
-			bytes += rs[j].Bytes
+		rs := d.byNode[n]
+		i := firstAbove(rs, base)
+		if i == len(rs) {
+			return delivery{}
 		}
-		if !seen {
-			missing++
-			continue
-		}
-		lat = append(lat, time.Unix(0, at).Sub(r.written[s]))
-		pt.write = append(pt.write, r.applied[s].Sub(r.written[s]))
-		pt.toRound = append(pt.toRound, time.Unix(0, rd.Start).Sub(r.applied[s]))
-		pt.resolve = append(pt.resolve, time.Duration(rd.End-rd.Start))
-		pt.push = append(pt.push, time.Unix(0, at).Sub(time.Unix(0, rd.End)))
+		at = max(at, rs[i].At)
+		dl.bytes += rs[i].Bytes
 	}
-	return lat, bytes, missing
+	dl.at = time.Unix(0, at)
+	return dl
 }
 
-// latencies returns, for the changes seqs, change -> every node ACKed,
-// the bytes of the rounds that carried them (each round once) and how many
-// were not seen; pt gets each change's parts. r.rounds.mu is held.
-func (r *run) latencies(d *deliveries, seqs []int, pt *parts) (lat []time.Duration, bytes, missing int) {
+// measured adds the parts of change s, carried by round rd and had by the
+// last node at at, to pt, and returns change -> that node had it.
+func (r *run) measured(pt *parts, s int, rd Round, at time.Time) time.Duration {
+	pt.write = append(pt.write, r.applied[s].Sub(r.written[s]))
+	pt.toRound = append(pt.toRound, time.Unix(0, rd.Start).Sub(r.applied[s]))
+	pt.resolve = append(pt.resolve, time.Duration(rd.End-rd.Start))
+	pt.push = append(pt.push, at.Sub(time.Unix(0, rd.End)))
+	return at.Sub(r.written[s])
+}
+
+// latencies returns, for the changes seqs, change -> the nodes deliver
+// names (by change and round) had it, the bytes of the rounds that carried
+// them (each round once) and how many were not seen; pt gets each change's
+// parts. r.rounds.mu is held.
+func (r *run) latencies(seqs []int, pt *parts, deliver func(seq, round int) delivery) (lat []time.Duration, bytes, missing int) {
 	counted := map[int]bool{}
 	for _, s := range seqs {
 		i, ok := r.rounds.of[s]
@@ -702,16 +697,12 @@ func (r *run) latencies(d *deliveries, seqs []int, pt *parts) (lat []time.Durati
 			continue
 		}
 		rd := r.rounds.list[i]
-		dl := d.of(i, rd.Base)
+		dl := deliver(s, i)
 		if !dl.ok {
 			missing++
 			continue
 		}
-		lat = append(lat, dl.at.Sub(r.written[s]))
-		pt.write = append(pt.write, r.applied[s].Sub(r.written[s]))
-		pt.toRound = append(pt.toRound, time.Unix(0, rd.Start).Sub(r.applied[s]))
-		pt.resolve = append(pt.resolve, time.Duration(rd.End-rd.Start))
-		pt.push = append(pt.push, dl.at.Sub(time.Unix(0, rd.End)))
+		lat = append(lat, r.measured(pt, s, rd, dl.at))
 		if !counted[i] {
 			counted[i] = true
 			bytes += dl.bytes
