@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/proto"
-	"k8s.io/apimachinery/pkg/api/equality"
 
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -37,7 +36,7 @@ func resolvePods(in *Input) (out Output, ok bool) {
 		namespaces[k.ns] = true
 	}
 	selected, authzStatuses, inForce := r.resolveAuthzIn(in, workloads, namespaces)
-	if !equality.Semantic.DeepEqual(authzStatuses, prev.AuthzStatuses) || r.ix.opts.regexBudget()-r.authzRegex != prev.delta.regexBudget {
+	if len(changedAuthzNamespaces(prev.AuthzStatuses, authzStatuses)) > 0 || r.ix.opts.regexBudget()-r.authzRegex != prev.delta.regexBudget {
 		return Output{}, false
 	}
 	// the same policies, the routes fit as they did: which pods of a node
