@@ -5,9 +5,11 @@
 # its response back (no multiplexing, no hand-off between goroutines, no header map, no routing;
 # see test/bench/cmd/weft-bench/floor.go). FLOOR_HANDOFF=1 makes the floor hand each response from a
 # reader goroutine to the request's goroutine, one hand-off per request per hop, as a proxy that
-# multiplexes does. The three pairs take turns, ROUNDS (5) rounds of SECS (10) seconds at QPS (0:
-# maximum throughput; 1000 for the fixed load), fortio over 16 connections; then the medians and each
-# pair's max rps and CPU per request against nginx's.
+# multiplexes does. FLOOR_LOOP=1 runs the event-loop floor instead (one goroutine per process over
+# epoll and non-blocking sockets, nginx's shape; see test/bench/cmd/weft-bench/loop.go). The three
+# pairs take turns, ROUNDS (5) rounds of SECS (10) seconds at QPS (0: maximum throughput; 1000 for the
+# fixed load), fortio over 16 connections; then the medians and each pair's max rps and CPU per request
+# against nginx's.
 #   bash test/bench/floor.sh
 set -euo pipefail
 export GOTOOLCHAIN=auto
@@ -32,6 +34,7 @@ start BACKEND_PID "$B" backend -listen $BACKEND -size 1024
 start WEFT_DST "$B" weft -role dst -in 127.0.0.1:18512 -out 127.0.0.1:18514 -peer 127.0.0.1:18512 -backend $BACKEND -pki "$WORK"
 start WEFT_SRC "$B" weft -role src -out 127.0.0.1:18511 -in 127.0.0.1:18513 -peer 127.0.0.1:18512 -backend $BACKEND -pki "$WORK"
 handoff=(); [ -n "${FLOOR_HANDOFF:-}" ] && handoff=(-handoff)
+[ -n "${FLOOR_LOOP:-}" ] && handoff+=(-loop)
 start FLOOR_B "$B" floor -role b "${handoff[@]}" -listen 127.0.0.1:18532 -upstream $BACKEND -pki "$WORK"
 start FLOOR_A "$B" floor -role a "${handoff[@]}" -listen 127.0.0.1:18531 -upstream 127.0.0.1:18532 -pki "$WORK"
 for d in cb pt ft ut st; do mkdir -p "$WORK/$d"; done

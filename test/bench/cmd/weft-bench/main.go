@@ -58,7 +58,12 @@ func main() {
 			break
 		}
 		fs.BoolVar(&c.handoff, "handoff", false, "hand each response from a reader goroutine to the request's goroutine")
+		loop := fs.Bool("loop", false, "the event-loop floor: one goroutine, epoll, non-blocking sockets (see loop.go)")
 		fs.Parse(os.Args[2:])
+		if *loop {
+			err = runLoop(ctx, c)
+			break
+		}
 		err = runFloor(ctx, c)
 	default:
 		err = fmt.Errorf("unknown role %q", os.Args[1])
