@@ -202,4 +202,3 @@ func wholeMessages(b []byte) (int, error) {
 		end = m
 	}
 }
-
