@@ -165,56 +165,45 @@ func exchange(t *testing.T, c net.Conn, n int) {
 	}
 }
 
-func TestEchoPlain(t *testing.T) {
-	l := runLoop(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	closed := serveEcho(t, l, ln, nil)
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// more than loopback's socket buffers hold: the echo's writes wait,
-	// and its reads with them
-	exchange(t, c, 32<<20)
-	exchange(t, c, 100)
-	c.Close()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("echo ended with %v, want EOF", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the echo did not see the client close")
-	}
-}
-
-func TestEchoTLS(t *testing.T) {
-	l := runLoop(t)
+// TestEcho moves more than loopback's socket buffers hold through an echo
+// served in a loop, so that the echo's writes wait (and its reads with
+// them), over a plain socket and over TLS; then a small exchange, and the
+// client's close.
+func TestEcho(t *testing.T) {
 	cert, pool := selfSigned(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	closed := serveEcho(t, l, ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "echo"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	exchange(t, c, 32<<20)
-	exchange(t, c, 1)
-	c.Close()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatalf("echo ended with %v, want EOF", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the echo did not see the client close")
+	for _, secure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[secure], func(t *testing.T) {
+			l := runLoop(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			var cfg *tls.Config
+			dial := func() (net.Conn, error) { return net.Dial("tcp", ln.Addr().String()) }
+			if secure {
+				cfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+				dial = func() (net.Conn, error) {
+					return tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "echo"})
+				}
+			}
+			closed := serveEcho(t, l, ln, cfg)
+			c, err := dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			exchange(t, c, 32<<20)
+			exchange(t, c, 1)
+			c.Close()
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatalf("echo ended with %v, want EOF", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the echo did not see the client close")
+			}
+		})
 	}
 }
 

@@ -24,7 +24,7 @@ import (
 // chunked bodies), so it is a bound on Go's runtime and crypto/tls in this
 // shape, not a proxy to use.
 func runFloor(ctx context.Context, c rpConfig) error {
-	cert, pool, err := peerPKI(c.pki)
+	tc, err := floorTLS(c)
 	if err != nil {
 		return err
 	}
@@ -32,17 +32,10 @@ func runFloor(ctx context.Context, c rpConfig) error {
 	if err != nil {
 		return err
 	}
-	var dial func() (net.Conn, error)
-	switch c.role {
-	case "a":
-		tc := &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "mesh", MinVersion: tls.VersionTLS13,
-			ClientSessionCache: tls.NewLRUClientSessionCache(64)}
-		dial = func() (net.Conn, error) { return tls.Dial("tcp", c.upstream, tc) }
-	case "b":
-		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13})
+	dial := func() (net.Conn, error) { return tls.Dial("tcp", c.upstream, tc) }
+	if c.role == "b" {
+		l = tls.NewListener(l, tc)
 		dial = func() (net.Conn, error) { return net.Dial("tcp", c.upstream) }
-	default:
-		return fmt.Errorf("floor role %q", c.role)
 	}
 	var conns sync.Map
 	go func() {
@@ -71,6 +64,23 @@ func runFloor(ctx context.Context, c rpConfig) error {
 			floorRelay(cc, up, c.handoff)
 		}()
 	}
+}
+
+// floorTLS is a floor hop's TLS: role a's client configuration (it
+// dials hop b), role b's server one (it requires a client certificate).
+func floorTLS(c rpConfig) (*tls.Config, error) {
+	cert, pool, err := peerPKI(c.pki)
+	if err != nil {
+		return nil, err
+	}
+	switch c.role {
+	case "a":
+		return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "mesh", MinVersion: tls.VersionTLS13,
+			ClientSessionCache: tls.NewLRUClientSessionCache(64)}, nil
+	case "b":
+		return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}, nil
+	}
+	return nil, fmt.Errorf("floor role %q", c.role)
 }
 
 // floorRelay carries request/response exchanges between client and up until
@@ -139,15 +149,26 @@ func copyMessage(w *bufio.Writer, r *bufio.Reader) error {
 		if len(line) <= 2 {
 			break
 		}
-		if len(line) > len(contentLength) && bytes.EqualFold(line[:len(contentLength)], contentLength) {
-			if n, err = strconv.ParseInt(string(bytes.TrimSpace(line[len(contentLength):])), 10, 64); err != nil {
-				return err
-			}
-		}
-		if len(line) > len(transferEncoding) && bytes.EqualFold(line[:len(transferEncoding)], transferEncoding) {
-			return errChunked
+		if err := bodyLength(line, &n); err != nil {
+			return err
 		}
 	}
 	_, err := io.CopyN(w, r, n)
 	return err
+}
+
+// bodyLength sets *n from a Content-Length header line; a chunked body
+// (Transfer-Encoding) is an error.
+func bodyLength(line []byte, n *int64) error {
+	if len(line) > len(contentLength) && bytes.EqualFold(line[:len(contentLength)], contentLength) {
+		v, err := strconv.ParseInt(string(bytes.TrimSpace(line[len(contentLength):])), 10, 64)
+		if err != nil {
+			return err
+		}
+		*n = v
+	}
+	if len(line) > len(transferEncoding) && bytes.EqualFold(line[:len(transferEncoding)], transferEncoding) {
+		return errChunked
+	}
+	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 
 	"github.com/weft-mesh/weft/agent/proxy/evloop"
 )
@@ -23,18 +22,9 @@ import (
 // outside the loop, then handed to it; chunked bodies and every other HTTP
 // feature are out of scope.
 func runLoop(ctx context.Context, c rpConfig) error {
-	cert, pool, err := peerPKI(c.pki)
+	tc, err := floorTLS(c)
 	if err != nil {
 		return err
-	}
-	var tc *tls.Config
-	switch c.role {
-	case "a":
-		tc = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "mesh", MinVersion: tls.VersionTLS13}
-	case "b":
-		tc = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
-	default:
-		return fmt.Errorf("floor role %q", c.role)
 	}
 	l, err := evloop.New()
 	if err != nil {
@@ -184,15 +174,8 @@ func wholeMessages(b []byte) (int, error) {
 		for len(head) > 0 {
 			line, rest, _ := bytes.Cut(head, []byte("\r\n"))
 			head = rest
-			if len(line) > len(contentLength) && bytes.EqualFold(line[:len(contentLength)], contentLength) {
-				v, err := strconv.ParseInt(string(bytes.TrimSpace(line[len(contentLength):])), 10, 64)
-				if err != nil {
-					return 0, err
-				}
-				n = v
-			}
-			if len(line) > len(transferEncoding) && bytes.EqualFold(line[:len(transferEncoding)], transferEncoding) {
-				return 0, errChunked
+			if err := bodyLength(line, &n); err != nil {
+				return 0, err
 			}
 		}
 		m := end + h + 4 + int(n)
