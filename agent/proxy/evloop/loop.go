@@ -62,6 +62,8 @@ type Loop struct {
 	events []unix.EpollEvent
 	h      map[int32]Handler
 	timers timerHeap
+	// later runs at the end of each batch (spare: its last backing array)
+	later, spare []func()
 	// deadline is the poller deadline set for the earliest timer (zero:
 	// none). A passed one stays in force until set again, and is: its
 	// timer ran, so the earliest is another.
@@ -185,6 +187,24 @@ func (l *Loop) Run(ctx context.Context) error {
 			fn()
 			posted[i] = nil
 		}
+		l.runLater()
+	}
+}
+
+// Later runs fn once the loop has served the events and posted functions
+// at hand, before it waits again: a connection that many streams wrote to
+// in one batch flushes once. Loop goroutine only.
+func (l *Loop) Later(fn func()) { l.later = append(l.later, fn) }
+
+func (l *Loop) runLater() {
+	for len(l.later) > 0 {
+		fns := l.later
+		l.later = l.spare[:0]
+		for i, fn := range fns {
+			fn()
+			fns[i] = nil
+		}
+		l.spare = fns
 	}
 }
 
@@ -228,6 +248,7 @@ func (l *Loop) wait() (int, error) {
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			l.runTimers()
+			l.runLater()
 			continue
 		}
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -301,6 +302,30 @@ func TestTimers(t *testing.T) {
 	case <-order:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a timer set after the others ran did not run")
+	}
+}
+
+func TestLaterRunsOnceAfterTheBatch(t *testing.T) {
+	l := runLoop(t)
+	var order []string
+	done := make(chan struct{})
+	l.Post(func() {
+		l.Later(func() {
+			order = append(order, "later")
+			l.Later(func() { order = append(order, "later's later"); close(done) })
+		})
+		order = append(order, "posted")
+	})
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Later's functions did not run")
+	}
+	want := "posted later later's later"
+	var got string
+	onLoop(t, l, func() { got = strings.Join(order, " ") })
+	if got != want {
+		t.Fatalf("ran %q, want %q", got, want)
 	}
 }
 
