@@ -40,6 +40,8 @@ type Socket struct {
 	// handshake's reads and writes (blocking, on a duplicate descriptor)
 	hs     net.Conn
 	closed bool
+	// corked: writes wait in pending until Uncork
+	corked bool
 }
 
 // NewSocket makes a Socket of fd, which it owns from now on (Close closes
@@ -132,7 +134,7 @@ func (s *Socket) Write(p []byte) (int, error) {
 	if s.closed {
 		return 0, net.ErrClosed
 	}
-	if len(s.pending) > 0 {
+	if len(s.pending) > 0 || s.corked {
 		if len(s.pending)+len(p) > maxPending {
 			return 0, ErrPendingFull
 		}
@@ -181,6 +183,16 @@ func (s *Socket) Flush() error {
 		s.pending = s.pending[:copy(s.pending, s.pending[n:])]
 	}
 	return nil
+}
+
+// Cork makes writes wait until Uncork, which writes them together: a
+// tls.Conn's records of one flush leave in one write(2).
+func (s *Socket) Cork() { s.corked = true }
+
+// Uncork writes what waits, as far as the socket takes it now.
+func (s *Socket) Uncork() error {
+	s.corked = false
+	return s.Flush()
 }
 
 // Pending is how many written bytes wait for the socket to take them.
