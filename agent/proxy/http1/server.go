@@ -368,15 +368,59 @@ func (cn *conn) newResponse(req *http.Request) *response {
 	}
 	clear(cn.header)
 	w := &cn.w
-	*w = response{bw: cn.bw, br: cn.br, conn: cn.c, req: req, header: cn.header, remaining: -1, srv: cn.srv}
+	w.init(cn.srv, cn.bw, req, cn.header)
+	w.br, w.conn = cn.br, cn.c
+	return w
+}
+
+// init readies w for req's answer, written to bw.
+func (w *response) init(srv *Server, bw *bufio.Writer, req *http.Request, h http.Header) {
+	*w = response{bw: bw, req: req, header: h, remaining: -1, srv: srv}
 	w.closeAfter = req.Close
 	if req.ProtoMajor == 1 && req.ProtoMinor == 0 {
 		// HTTP/1.0 keeps the connection only when it asked to
 		w.keepAlive10 = !req.Close && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "keep-alive")
 		w.closeAfter = !w.keepAlive10
 	}
-	return w
 }
+
+// Response is the server's answer to one request, for a caller that reads
+// requests itself (an event loop): the same framing, connection handling
+// and header writing as the answers ServeConn's handlers write, to a
+// bufio.Writer the caller flushes. It cannot be hijacked.
+type Response struct{ w response }
+
+// NewResponse returns the answer to req, written to bw; the server's
+// Draining hook applies to it.
+func (s *Server) NewResponse(bw *bufio.Writer, req *http.Request) *Response {
+	r := &Response{}
+	r.w.init(s, bw, req, make(http.Header))
+	return r
+}
+
+// Header is the answer's header (http.ResponseWriter).
+func (r *Response) Header() http.Header { return r.w.Header() }
+
+// WriteHeader sends the status (http.ResponseWriter).
+func (r *Response) WriteHeader(code int) { r.w.WriteHeader(code) }
+
+// Write writes body bytes (http.ResponseWriter).
+func (r *Response) Write(p []byte) (int, error) { return r.w.Write(p) }
+
+// FlushError puts what was written so far in the bufio.Writer and flushes it
+// (http.ResponseController).
+func (r *Response) FlushError() error { return r.w.FlushError() }
+
+// Finish completes the answer (chunked terminator and trailers) and flushes.
+func (r *Response) Finish() error { return r.w.finish() }
+
+// Committed reports whether the status line went out.
+func (r *Response) Committed() bool { return r.w.committed }
+
+// CloseAfter reports whether the connection must close after this answer
+// (the request or the answer asked, a drain began, or the body's end was
+// unclear).
+func (r *Response) CloseAfter() bool { return r.w.closeAfter || r.w.srv.draining() }
 
 // expect handles an Expect header: 100-continue is sent when the handler
 // first reads the body; anything else is answered 417 (false).

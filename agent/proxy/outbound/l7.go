@@ -225,28 +225,9 @@ func (p *Proxy) forward(ctx context.Context, rq *request, rt *routed, r *http.Re
 
 // attempt sends one try of the request to an endpoint of cluster.
 func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, cluster string, r *http.Request, target, upgrade string) (*http.Response, error) {
-	cl, ok := rq.snap.Clusters[cluster]
-	if !ok {
-		return nil, forward.ErrNoEndpoint
-	}
-	var ep *Endpoint
-	if rq.session == nil {
-		if ep, ok = cl.Pick(p.cfg.Rand); !ok {
-			return nil, forward.ErrNoEndpoint
-		}
-	} else {
-		res := p.cfg.Sessions.Resolve(rq.session, cluster, cl.Raw, r.Header, time.Now(), func([]*weftv1.Endpoint) *weftv1.Endpoint { return cl.PickRaw(p.cfg.Rand) })
-		if res.Endpoint == nil {
-			return nil, forward.ErrNoEndpoint
-		}
-		if ep, ok = cl.Of(res.Endpoint); !ok {
-			return nil, forward.ErrNoEndpoint
-		}
-		rq.result = res
-	}
-	node, ok := rq.snap.Tunnels[ep.Node]
-	if !ok && !ep.Plaintext {
-		return nil, forward.ErrNoEndpoint
+	ep, node, h2, err := p.pick(rq, cluster, r, upgrade)
+	if err != nil {
+		return nil, err
 	}
 	if rule != nil && rule.BackendRequestTimeout > 0 {
 		var cancel context.CancelFunc
@@ -256,10 +237,62 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 		ctx = withCancelOnClose(ctx, cancel)
 	}
 	ctx = context.WithValue(ctx, dialKey{}, &dialInfo{node: node, addr: ep.Addr, plain: ep.Plaintext})
-	h2 := rq.grpc || cl.Protocol == weftv1.Protocol_PROTOCOL_GRPC || cl.Protocol == weftv1.Protocol_PROTOCOL_H2C
-	if upgrade != "" {
-		h2 = false
+	out := outRequest(rq, r, ep, target).WithContext(ctx)
+	var resp *http.Response
+	key := upstreamKey{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}
+	if !h2 && upgrade == "" && out.ContentLength >= 0 {
+		resp, err = p.h1.RoundTrip(ctx, key, out)
+	} else if h2 {
+		resp, err = p.h2.RoundTrip(ctx, key, out)
+	} else {
+		resp, err = p.up.get(rq.info.src, ep.Identity).RoundTrip(out)
 	}
+	if err != nil {
+		if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
+			c()
+		}
+		return nil, err
+	}
+	if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok && resp.Body != nil {
+		resp.Body = forward.CancelOnClose(resp.Body, c)
+	}
+	return resp, nil
+}
+
+// pick chooses the endpoint of cluster a try goes to (by the session when
+// the backend has one), the tunnel address of its node, and whether it is
+// spoken to in HTTP/2.
+func (p *Proxy) pick(rq *request, cluster string, r *http.Request, upgrade string) (ep *Endpoint, node string, h2 bool, err error) {
+	cl, ok := rq.snap.Clusters[cluster]
+	if !ok {
+		return nil, "", false, forward.ErrNoEndpoint
+	}
+	if rq.session == nil {
+		if ep, ok = cl.Pick(p.cfg.Rand); !ok {
+			return nil, "", false, forward.ErrNoEndpoint
+		}
+	} else {
+		res := p.cfg.Sessions.Resolve(rq.session, cluster, cl.Raw, r.Header, time.Now(), func([]*weftv1.Endpoint) *weftv1.Endpoint { return cl.PickRaw(p.cfg.Rand) })
+		if res.Endpoint == nil {
+			return nil, "", false, forward.ErrNoEndpoint
+		}
+		if ep, ok = cl.Of(res.Endpoint); !ok {
+			return nil, "", false, forward.ErrNoEndpoint
+		}
+		rq.result = res
+	}
+	node, ok = rq.snap.Tunnels[ep.Node]
+	if !ok && !ep.Plaintext {
+		return nil, "", false, forward.ErrNoEndpoint
+	}
+	h2 = rq.grpc || cl.Protocol == weftv1.Protocol_PROTOCOL_GRPC || cl.Protocol == weftv1.Protocol_PROTOCOL_H2C
+	return ep, node, h2 && upgrade == "", nil
+}
+
+// outRequest is the request a try sends to ep: r's method, header and
+// host, target as its path, and its body (the buffered copy when there is
+// one, so that it can be sent again).
+func outRequest(rq *request, r *http.Request, ep *Endpoint, target string) *http.Request {
 	out := &http.Request{
 		Method:        r.Method,
 		URL:           &url.URL{Scheme: "http", Host: ep.Addr.String(), Opaque: target},
@@ -282,27 +315,7 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	default:
 		out.Body = r.Body
 	}
-	out = out.WithContext(ctx)
-	var resp *http.Response
-	var err error
-	key := upstreamKey{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}
-	if !h2 && upgrade == "" && out.ContentLength >= 0 {
-		resp, err = p.h1.RoundTrip(ctx, key, out)
-	} else if h2 {
-		resp, err = p.h2.RoundTrip(ctx, key, out)
-	} else {
-		resp, err = p.up.get(rq.info.src, ep.Identity).RoundTrip(out)
-	}
-	if err != nil {
-		if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
-			c()
-		}
-		return nil, err
-	}
-	if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok && resp.Body != nil {
-		resp.Body = forward.CancelOnClose(resp.Body, c)
-	}
-	return resp, nil
+	return out
 }
 
 type cancelKey struct{}
@@ -320,6 +333,31 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx con
 		return
 	}
 	defer resp.Body.Close()
+	keys := writeResponseHeader(w, r, resp, plan, sess)
+	rc := http.NewResponseController(w)
+	stream := resp.ContentLength == -1
+	if stream {
+		rc.Flush()
+	}
+	bp := bufPool.Get().(*[]byte)
+	err := copyBody(w, rc, resp.Body, *bp, stream)
+	bufPool.Put(bp)
+	if err != nil {
+		// the backend or the client failed mid-response: abort so the client
+		// sees a reset, not a truncated success
+		if reqCtx.Err() == nil {
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
+	writeTrailers(w.Header(), resp.Trailer, keys)
+}
+
+// writeResponseHeader sends the backend's status and header to the client:
+// without hop-by-hop fields, with the filters' response edits and the
+// session's cookie or header, the trailers announced. It returns the
+// announced trailer keys.
+func writeResponseHeader(w http.ResponseWriter, r *http.Request, resp *http.Response, plan *route.Plan, sess *session.Result) []string {
 	removeHopByHop(resp.Header)
 	plan.ApplyResponse(resp.Header)
 	if sess.SetCookie != nil {
@@ -346,26 +384,14 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx con
 		h["Trailer"] = []string{strings.Join(keys, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
-	stream := resp.ContentLength == -1
-	if stream {
-		rc.Flush()
-	}
-	bp := bufPool.Get().(*[]byte)
-	err := copyBody(w, rc, resp.Body, *bp, stream)
-	bufPool.Put(bp)
-	if err != nil {
-		// the backend or the client failed mid-response: abort so the client
-		// sees a reset, not a truncated success
-		if reqCtx.Err() == nil {
-			panic(http.ErrAbortHandler)
-		}
-		return
-	}
-	// HTTP/2 backends (gRPC) send trailers they never announced: the
-	// client (h2c) fills resp.Trailer at EOF; TrailerPrefix sends them
-	// anyway.
-	for k, v := range resp.Trailer {
+	return keys
+}
+
+// writeTrailers sets the trailers the backend sent. HTTP/2 backends (gRPC)
+// send trailers they never announced: the client (h2c) fills resp.Trailer
+// at EOF; TrailerPrefix sends them anyway.
+func writeTrailers(h, trailer http.Header, keys []string) {
+	for k, v := range trailer {
 		if slices.Contains(keys, k) {
 			h[k] = v
 		} else {
