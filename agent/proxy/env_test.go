@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -121,6 +122,10 @@ func checkGoroutines(t testing.TB) {
 	})
 }
 
+// outboundLoops runs the suite with the outbound's HTTP/1.1 clients in
+// event loops: go test ./agent/proxy -args -outbound-loops=2.
+var outboundLoops = flag.Int("outbound-loops", 0, "serve captured HTTP/1.1 clients in this many event loops")
+
 func newEnv(t testing.TB, opts ...func(*proxy.Config)) *env {
 	t.Helper()
 	checkGoroutines(t)
@@ -135,7 +140,7 @@ func newEnv(t testing.TB, opts ...func(*proxy.Config)) *env {
 		nextIP:  1, nextPod: 10,
 	}
 	cfg := proxy.Config{Node: node, TrustDomain: ca.TD, Lookup: e.look, Callers: e.callers, Identities: e.ids,
-		Logger: slog.New(&e.panics)}
+		Logger: slog.New(&e.panics), OutboundLoops: *outboundLoops}
 	for _, o := range opts {
 		o(&cfg)
 	}

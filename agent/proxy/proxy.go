@@ -71,6 +71,9 @@ type Config struct {
 	// nil: metrics off.
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
+	// OutboundLoops, when above zero, serves captured HTTP/1.1 clients in
+	// that many event loops (outbound.Config.Loops).
+	OutboundLoops int
 }
 
 // Proxy is the node proxy.
@@ -118,6 +121,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.out, err = outbound.New(outbound.Config{
 		Lookup: cfg.Lookup, Callers: cfg.Callers, Tunnel: p.dialer, Sessions: sessions,
 		Limits: cfg.Limits, Refusals: p.refusals, Metrics: m, Logger: cfg.Logger.With("side", "outbound"),
+		Loops: cfg.OutboundLoops,
 	})
 	if err != nil {
 		return nil, err

@@ -9,7 +9,7 @@
 # epoll and non-blocking sockets, nginx's shape; see test/bench/cmd/weft-bench/loop.go). The three
 # pairs take turns, ROUNDS (5) rounds of SECS (10) seconds at QPS (0: maximum throughput; 1000 for the
 # fixed load), fortio over 16 connections; then the medians and each pair's max rps and CPU per request
-# against nginx's.
+# against nginx's. WEFT_LOOPS=N serves Weft's source with N outbound event loops (-loops).
 #   bash test/bench/floor.sh
 set -euo pipefail
 export GOTOOLCHAIN=auto
@@ -32,7 +32,8 @@ done
 start() { local var=$1; shift; "$@" >"$WORK/$var.log" 2>&1 & PIDS+=($!); printf -v "$var" %s $!; }
 start BACKEND_PID "$B" backend -listen $BACKEND -size 1024
 start WEFT_DST "$B" weft -role dst -in 127.0.0.1:18512 -out 127.0.0.1:18514 -peer 127.0.0.1:18512 -backend $BACKEND -pki "$WORK"
-start WEFT_SRC "$B" weft -role src -out 127.0.0.1:18511 -in 127.0.0.1:18513 -peer 127.0.0.1:18512 -backend $BACKEND -pki "$WORK"
+loops=(); [ -n "${WEFT_LOOPS:-}" ] && loops=(-loops "$WEFT_LOOPS")
+start WEFT_SRC "$B" weft -role src "${loops[@]}" -out 127.0.0.1:18511 -in 127.0.0.1:18513 -peer 127.0.0.1:18512 -backend $BACKEND -pki "$WORK"
 handoff=(); [ -n "${FLOOR_HANDOFF:-}" ] && handoff=(-handoff)
 [ -n "${FLOOR_LOOP:-}" ] && handoff+=(-loop)
 start FLOOR_B "$B" floor -role b "${handoff[@]}" -listen 127.0.0.1:18532 -upstream $BACKEND -pki "$WORK"

@@ -6,7 +6,8 @@
 # Writes OUT_DIR/{src,dst}.cpu, {src,dst}.alloc, the binary they belong to (weft-bench), and
 # top.txt (per-hop CPU per request, then each profile's top functions). Read them with
 # `go tool pprof -top OUT_DIR/weft-bench OUT_DIR/src.cpu`. Env: SECS (20); QPS (1000; 0 profiles at
-# maximum throughput, where the two proxies, fortio and the backend contend for the cores).
+# maximum throughput, where the two proxies, fortio and the backend contend for the cores); WEFT_LOOPS
+# (the source's outbound event loops, -loops).
 set -euo pipefail
 export GOTOOLCHAIN=auto
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -34,7 +35,8 @@ done
 "$B" backend -listen 127.0.0.1:18300 -size 1024 >"$OUT/backend.log" 2>&1 & PIDS+=($!)
 "$B" weft -role dst -proto "$PROTO" -in 127.0.0.1:18312 -out 127.0.0.1:18314 -peer 127.0.0.1:18312 \
   -backend 127.0.0.1:18300 -pki "$OUT" -pprof 127.0.0.1:18316 >"$OUT/dst.log" 2>&1 & DST=$!; PIDS+=($DST)
-"$B" weft -role src -proto "$PROTO" -out 127.0.0.1:18311 -in 127.0.0.1:18313 -peer 127.0.0.1:18312 \
+loops=(); [ -n "${WEFT_LOOPS:-}" ] && loops=(-loops "$WEFT_LOOPS")
+"$B" weft -role src "${loops[@]}" -proto "$PROTO" -out 127.0.0.1:18311 -in 127.0.0.1:18313 -peer 127.0.0.1:18312 \
   -backend 127.0.0.1:18300 -pki "$OUT" -pprof 127.0.0.1:18315 >"$OUT/src.log" 2>&1 & SRC=$!; PIDS+=($SRC)
 for p in 18300 18311 18312 18315 18316; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.05; done

@@ -121,6 +121,24 @@ func (g *Group) Track(c Conn) bool {
 	return true
 }
 
+// Hold counts one more live handler: work a handler handed on before it
+// returned (a connection an event loop serves from then on). Drain is not
+// quiet and Wait waits until Release. False once Close began: nothing is
+// held.
+func (g *Group) Hold() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.initLocked()
+	if g.closed {
+		return false
+	}
+	g.live++
+	return true
+}
+
+// Release ends what Hold counted.
+func (g *Group) Release() { g.done() }
+
 // Untrack forgets c (it ended).
 func (g *Group) Untrack(c Conn) {
 	g.mu.Lock()

@@ -40,6 +40,9 @@ const (
 	Writable
 	// Hangup: the connection was closed or failed; a read says how.
 	Hangup
+	// PeerClosed: the peer closed its side (with Readable): reads go on
+	// until they say so, even after a short one.
+	PeerClosed
 )
 
 // Handler serves one socket's events, in the loop's goroutine.
@@ -213,11 +216,14 @@ func events(e uint32) Events {
 	if e&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 {
 		ev |= Readable
 	}
+	if e&unix.EPOLLRDHUP != 0 {
+		ev |= PeerClosed
+	}
 	if e&unix.EPOLLOUT != 0 {
 		ev |= Writable
 	}
 	if e&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		ev |= Hangup | Readable
+		ev |= Hangup | Readable | PeerClosed
 	}
 	return ev
 }

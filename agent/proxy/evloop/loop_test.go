@@ -208,6 +208,53 @@ func TestEcho(t *testing.T) {
 	}
 }
 
+// TestPeerCloseWithData: data and the peer's FIN, both queued before the
+// socket joins the loop, come in one edge; the short read of the data must
+// not hide the end.
+func TestPeerCloseWithData(t *testing.T) {
+	l := runLoop(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("last words"))
+	c.(*net.TCPConn).CloseWrite()
+	time.Sleep(50 * time.Millisecond) // both are queued at the server
+	s, err := Take(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	e := &echo{l: l, s: s, rw: s, buf: make([]byte, 16<<10), closed: closed}
+	l.Post(func() {
+		if err := l.Add(s.FD(), e); err != nil {
+			closed <- err
+		}
+	})
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("echo ended with %v, want EOF", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the peer's close, queued with its data, was not seen")
+	}
+	got, _ := io.ReadAll(c)
+	if string(got) != "last words" {
+		t.Fatalf("echoed %q", got)
+	}
+}
+
 func TestPendingBound(t *testing.T) {
 	l := runLoop(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -19,8 +19,10 @@ import (
 // keep: a tls.Conn over the socket reads again later.
 var ErrWouldBlock error = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.EAGAIN)}
 
-// maxPending bounds what a Socket holds for a peer that does not read.
-const maxPending = 4 << 20
+// maxPending bounds what a Socket holds for a peer that does not read:
+// more than an HTTP/2 stream window (4 MiB here), so that a proxy that
+// returns window only once its socket took the data never meets it.
+const maxPending = 8 << 20
 
 // ErrPendingFull: a Socket's peer does not read and maxPending bytes wait.
 var ErrPendingFull = errors.New("socket write buffer full: the peer does not read")
@@ -33,8 +35,11 @@ type Socket struct {
 	fd int
 	// drained: the last read took less than it asked for, so the socket
 	// holds nothing until the next Readable edge: no read that finds
-	// nothing is made
-	drained bool
+	// nothing is made. Not once the peer closed (peerClosed): its FIN
+	// may have come with the data, in the same edge, and only a read
+	// after the short one reports it.
+	drained    bool
+	peerClosed bool
 	pending []byte
 	// hs, during a TLS handshake run outside the loop, carries the
 	// handshake's reads and writes (blocking, on a duplicate descriptor)
@@ -90,6 +95,9 @@ func (s *Socket) Notify(ev Events) error {
 	if ev&Readable != 0 {
 		s.drained = false
 	}
+	if ev&PeerClosed != 0 {
+		s.peerClosed = true
+	}
 	if ev&Writable != 0 {
 		return s.Flush()
 	}
@@ -120,7 +128,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
-	s.drained = n < len(p)
+	s.drained = n < len(p) && !s.peerClosed
 	return n, nil
 }
 

@@ -112,9 +112,11 @@ var errStale = errors.New("reused upstream connection closed before answering")
 // one is sent again, as Go's http.Transport does.
 var errLost = errors.New("reused upstream connection failed before answering")
 
-// idempotent reports whether a request may be sent again after it may have
+// Idempotent reports whether a request may be sent again after it may have
 // reached the server: the methods Go's http.Transport replays, or a request
 // that carries an idempotency key.
+func Idempotent(r *http.Request) bool { return idempotent(r) }
+
 func idempotent(r *http.Request) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:

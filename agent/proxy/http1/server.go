@@ -511,6 +511,11 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// CheckRequest applies the server's checks to a request read elsewhere
+// (http.ReadRequest): 0 when it passes, else the status it is answered
+// with and why.
+func CheckRequest(req *http.Request) (int, string) { return checkRequest(req) }
+
 // checkRequest applies net/http's server checks to a parsed request.
 func checkRequest(req *http.Request) (int, string) {
 	if req.ProtoMajor != 1 {

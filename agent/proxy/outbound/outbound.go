@@ -79,6 +79,9 @@ type Config struct {
 	// Metrics counts requests, connections and redirects; nil: none.
 	Metrics *metrics.Proxy
 	Logger  *slog.Logger
+	// Loops, when above zero, serves captured HTTP/1.1 clients in that
+	// many event loops (see loop.go); zero: a goroutine per connection.
+	Loops int
 }
 
 // Proxy is the outbound proxy. Store a Snapshot before serving.
@@ -104,6 +107,8 @@ type Proxy struct {
 	requests atomic.Int64
 	// upstreamLog limits the Warn logs of requests answered 502.
 	upstreamLog *rate.Limiter
+	// loops serve HTTP/1.1 clients when Config.Loops is set
+	loops *loops
 }
 
 // New checks cfg and returns a Proxy.
@@ -149,6 +154,12 @@ func New(cfg Config) (*Proxy, error) {
 		Refused:        p.h1Refused,
 	})
 	p.snap.Store(&Snapshot{})
+	if cfg.Loops > 0 {
+		var err error
+		if p.loops, err = newLoops(p, cfg.Loops); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -241,6 +252,9 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 	if svc.L7(svc.Table(info.callerN)) {
 		p.cfg.Metrics.Redirected(metrics.RedirectL7)
+		if p.loops != nil && p.loops.serve(c.(*leasedConn), info) {
+			return
+		}
 		p.serveClient(c, info)
 		return
 	}
@@ -331,6 +345,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // Close closes listeners and every connection at once.
 func (p *Proxy) Close() error {
 	p.conns.Close()
+	if p.loops != nil {
+		p.loops.close()
+	}
 	p.up.close()
 	p.h1.Close()
 	p.h2.Close()

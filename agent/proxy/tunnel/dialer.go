@@ -91,6 +91,18 @@ func (d *Dialer) tlsConfigLocked(k pairKey) *tls.Config {
 	return c
 }
 
+// ClientTLS is the TLS configuration of tunnel connections that present
+// src's SVID to a node proxy that must present dst's (for connections
+// dialed elsewhere: an event loop's).
+func (d *Dialer) ClientTLS(src, dst spiffeid.ID) *tls.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.tlsConfigLocked(pairKey{src, dst})
+}
+
+// DialTimeout bounds a tunnel connection's TCP connect and TLS handshake.
+func (d *Dialer) DialTimeout() time.Duration { return d.cfg.DialTimeout }
+
 // Dial opens one CONNECT stream to t.Addr through t.Node. ctx bounds the
 // dial only; the stream lives until the returned conn is closed.
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {

@@ -23,6 +23,9 @@ type weftConfig struct {
 	role, out, in, peer, backend, pki, proto, pprof string
 	// metrics: serve the proxy's metrics here; empty: metrics off
 	metrics string
+	// loops: the outbound's HTTP/1.1 event loops (0: a goroutine per
+	// connection)
+	loops int
 }
 
 // benchVIP is the Service address every captured connection "was sent to".
@@ -141,6 +144,7 @@ func runWeft(ctx context.Context, c weftConfig) error {
 		Node: c.role, OutboundAddr: c.out, InboundAddr: c.in,
 		TrustDomain: trustDomain,
 		Lookup:      anyLookup{}, Callers: oneCaller{w: pol.GetWorkloads()[0]}, Identities: ids,
+		OutboundLoops: c.loops,
 	}
 	if c.metrics != "" {
 		reg := promserve.Registry()
