@@ -40,7 +40,7 @@ type Socket struct {
 	// after the short one reports it.
 	drained    bool
 	peerClosed bool
-	pending []byte
+	pending    []byte
 	// hs, during a TLS handshake run outside the loop, carries the
 	// handshake's reads and writes (blocking, on a duplicate descriptor)
 	hs     net.Conn

@@ -206,7 +206,7 @@ type loopClient struct {
 	inHeader bool
 	served   int  // requests started (the first is served even in a drain)
 	eof      bool // the client closed its side
-	closed bool
+	closed   bool
 	// closing: close once what waits for the socket is written
 	closing bool
 }
