@@ -104,6 +104,9 @@ type Config struct {
 	// ProxyLimits bound what one client can make the node proxy hold
 	// (README.md, "Limits"); zero fields take the defaults.
 	ProxyLimits limits.Limits
+	// OutboundLoops is how many event loops serve captured HTTP/1.1
+	// clients (proxy.Config.OutboundLoops); 0: a goroutine per connection.
+	OutboundLoops int
 	// Uninstalling is asked once, when the agent is told to stop (never
 	// after it handed its listeners over): true means weft is being removed
 	// from the node (its DaemonSet is gone), so the agent waits for no
@@ -354,19 +357,20 @@ func (a *Agent) buildComponents() error {
 		return err
 	}
 	a.px, err = proxy.New(proxy.Config{
-		Node:         cfg.Node,
-		OutboundAddr: netip.AddrPortFrom(cfg.NodeIP, proxy.OutboundPort).String(),
-		InboundAddr:  netip.AddrPortFrom(cfg.NodeIP, proxy.InboundPort).String(),
-		TrustDomain:  cfg.TrustDomain,
-		Lookup:       datapathLookup{a},
-		Callers:      a,
-		Identities:   ids,
-		SessionKeys:  [][]byte{key},
-		GracePeriod:  cfg.GracePeriod,
-		PodDialMark:  mesh.ProxyDialMark,
-		Limits:       cfg.ProxyLimits,
-		Metrics:      reg,
-		Logger:       log.With(logkey.Component, "proxy"),
+		Node:          cfg.Node,
+		OutboundAddr:  netip.AddrPortFrom(cfg.NodeIP, proxy.OutboundPort).String(),
+		InboundAddr:   netip.AddrPortFrom(cfg.NodeIP, proxy.InboundPort).String(),
+		TrustDomain:   cfg.TrustDomain,
+		Lookup:        datapathLookup{a},
+		Callers:       a,
+		Identities:    ids,
+		SessionKeys:   [][]byte{key},
+		GracePeriod:   cfg.GracePeriod,
+		PodDialMark:   mesh.ProxyDialMark,
+		Limits:        cfg.ProxyLimits,
+		OutboundLoops: cfg.OutboundLoops,
+		Metrics:       reg,
+		Logger:        log.With(logkey.Component, "proxy"),
 	})
 	if err != nil {
 		return fmt.Errorf("build proxy: %w", err)

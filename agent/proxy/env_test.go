@@ -122,9 +122,10 @@ func checkGoroutines(t testing.TB) {
 	})
 }
 
-// outboundLoops runs the suite with the outbound's HTTP/1.1 clients in
-// event loops: go test ./agent/proxy -args -outbound-loops=2.
-var outboundLoops = flag.Int("outbound-loops", 0, "serve captured HTTP/1.1 clients in this many event loops")
+// outboundLoops is the outbound's HTTP/1.1 event loops in the suite: the
+// agent's default; go test ./agent/proxy -args -outbound-loops=0 runs it
+// with a goroutine per connection.
+var outboundLoops = flag.Int("outbound-loops", proxy.DefaultOutboundLoops(), "serve captured HTTP/1.1 clients in this many event loops (0: a goroutine per connection)")
 
 func newEnv(t testing.TB, opts ...func(*proxy.Config)) *env {
 	t.Helper()

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,9 +73,17 @@ type Config struct {
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
 	// OutboundLoops, when above zero, serves captured HTTP/1.1 clients in
-	// that many event loops (outbound.Config.Loops).
+	// that many event loops (outbound.Config.Loops); the agent runs
+	// DefaultOutboundLoops.
 	OutboundLoops int
 }
+
+// DefaultOutboundLoops is how many outbound event loops the agent runs
+// unless told otherwise: half the CPUs the process may use, at least one.
+// On the two-core benchmark one loop cost 0.97x nginx's CPU per request
+// at 1,000 req/s where two cost 1.18x: each loop wakes its own thread, and
+// the node proxy shares the node with its pods.
+func DefaultOutboundLoops() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // Proxy is the node proxy.
 type Proxy struct {

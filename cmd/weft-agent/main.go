@@ -36,6 +36,7 @@ import (
 	"github.com/weft-mesh/weft/agent/cni/install"
 	"github.com/weft-mesh/weft/agent/datapath"
 	"github.com/weft-mesh/weft/agent/policy"
+	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/sockholder"
 	"github.com/weft-mesh/weft/api/logkey"
@@ -93,6 +94,7 @@ type flags struct {
 	grace, handoffWait                                   time.Duration
 	namespace, daemonSet                                 string
 	limits                                               *limits.Limits
+	outboundLoops                                        int
 	holderSocket                                         string
 	allowPrivateBPFFS                                    bool
 	cni                                                  cniFlags
@@ -121,6 +123,7 @@ func parse(name string, args []string) (*flags, error) {
 	fs.StringVar(&f.trustDomain, "trust-domain", mesh.DefaultTrustDomain, "SPIFFE trust domain")
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	fs.DurationVar(&f.grace, "grace", 20*time.Second, "drain grace period on SIGTERM")
+	fs.IntVar(&f.outboundLoops, "outbound-loops", proxy.DefaultOutboundLoops(), "event loops serving captured HTTP/1.1 clients (default: half the usable CPUs, at least 1); 0: a goroutine per connection")
 	fs.DurationVar(&f.handoffWait, "handoff-wait", 25*time.Second, "on SIGTERM, keep serving up to this long until the next agent on the node takes the listeners over (not when weft is being uninstalled; 0: no wait); --handoff-wait + --grace must fit in terminationGracePeriodSeconds")
 	fs.StringVar(&f.namespace, "namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "weft-system"), "namespace of the agent's DaemonSet")
 	fs.StringVar(&f.daemonSet, "daemonset", "weft-agent", "the agent's DaemonSet: when it is gone at shutdown, the redirect is removed")
@@ -204,6 +207,7 @@ func run(args []string) error {
 		GracePeriod:        f.grace,
 		HandoffWait:        handoffWait(f.handoffWait),
 		ProxyLimits:        *f.limits,
+		OutboundLoops:      f.outboundLoops,
 		CNI:                cniConfig(f),
 		Logger:             log,
 		Uninstalling: func(ctx context.Context) bool {

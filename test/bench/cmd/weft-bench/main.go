@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/weft-mesh/weft/agent/proxy"
 )
 
 func main() {
@@ -44,7 +46,7 @@ func main() {
 		fs.StringVar(&c.proto, "proto", "http", "service protocol: http, h2c or grpc")
 		fs.StringVar(&c.pprof, "pprof", "", "serve net/http/pprof on this address (profiling the proxy)")
 		fs.StringVar(&c.metrics, "metrics", "", "turn the proxy's metrics on and serve them (/metrics) on this address; empty: metrics off")
-		fs.IntVar(&c.loops, "loops", 0, "serve captured HTTP/1.1 clients in this many event loops (0: a goroutine per connection)")
+		fs.IntVar(&c.loops, "loops", proxy.DefaultOutboundLoops(), "serve captured HTTP/1.1 clients in this many event loops, as the agent does (0: a goroutine per connection)")
 		fs.Parse(os.Args[2:])
 		err = runWeft(ctx, c)
 	case "rp", "floor":
