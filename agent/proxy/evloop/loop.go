@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -150,9 +151,10 @@ func (l *Loop) Post(fn func()) bool {
 	return true
 }
 
-// Run serves the loop until ctx ends or Close is called; the functions
-// posted and not yet run are dropped. The sockets stay open: their owners
-// close them.
+// Run serves the loop until ctx ends or Close is called. Then it runs the
+// functions posted before (they may hand it sockets), and closes the
+// sockets still in it whose Handler is an io.Closer; the others stay open
+// for their owners to close.
 func (l *Loop) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, l.Close)
 	defer stop()
@@ -300,9 +302,20 @@ func (l *Loop) signal() {
 func (l *Loop) close() {
 	l.mu.Lock()
 	l.closed = true
+	posted := l.posted
 	l.posted = nil
 	unix.Close(l.wake) // under mu: no signal can race with its reuse
 	l.mu.Unlock()
+	for _, fn := range posted {
+		fn()
+	}
+	l.runLater()
+	for fd, h := range l.h {
+		if c, ok := h.(io.Closer); ok {
+			c.Close()
+		}
+		delete(l.h, fd)
+	}
 	l.ep.Close()
 }
 

@@ -398,6 +398,59 @@ func TestCloseStopsRunAndPost(t *testing.T) {
 	}
 }
 
+// closer is a Handler with a Close method.
+type closer struct{ closed chan struct{} }
+
+func (closer) Ready(Events)   {}
+func (c closer) Close() error { close(c.closed); return nil }
+
+// TestStopClosesWhatIsLeft: when Run stops it runs what was posted and
+// closes the sockets still in it whose Handler can be closed.
+func TestStopClosesWhatIsLeft(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Take(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := closer{closed: make(chan struct{})}
+	onLoop(t, l, func() {}) // running
+	l.Post(func() {
+		if err := l.Add(s.FD(), h); err != nil {
+			t.Error(err)
+		}
+		cancel() // the loop stops with the socket in it
+	})
+	select {
+	case <-h.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the socket added last was not closed when the loop stopped")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	s.Close()
+}
+
 // selfSigned returns a certificate for "echo" and a pool that trusts it.
 func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	t.Helper()

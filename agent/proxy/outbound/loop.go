@@ -165,7 +165,7 @@ func (el *eloop) add(c *loopClient) {
 		return
 	}
 	el.clients[c] = struct{}{}
-	c.waitNext()
+	c.headerTimer() // the first request has ReadHeaderTimeout, as with the server
 	c.serve()
 }
 
@@ -178,6 +178,13 @@ func (el *eloop) closeAll() {
 			t.conn.Close()
 		}
 	}
+}
+
+// Close closes the connection (the loop closes what it still serves when
+// it stops).
+func (c *loopClient) Close() error {
+	c.close()
+	return nil
 }
 
 // loopHandle is a loop's client connection in the drain table: closing it
@@ -299,7 +306,7 @@ func (c *loopClient) reserve(n int) bool {
 
 // serve reads and starts requests while none is being answered.
 func (c *loopClient) serve() {
-	for !c.closed {
+	for !c.closed && !c.closing {
 		if c.cur != nil {
 			// read ahead (a pipelined request, or the client's close)
 			// only while little waits
@@ -618,9 +625,6 @@ func (c *loopClient) finish() {
 	p := c.el.p
 	err := x.w.Finish()
 	closeAfter := x.w.CloseAfter() || err != nil
-	if x.resp != nil && x.left < 0 && x.chunks == nil && !x.noBody {
-		closeAfter = true // the end of the body was the upstream's close
-	}
 	p.done(x.ex, x.req)
 	p.requests.Add(-1)
 	c.cur = nil
