@@ -455,12 +455,16 @@ func (c *loopClient) send() bool {
 			return false
 		}
 		x.key = upstreamKey{src: c.info.src, dst: ep.Identity, node: node, addr: ep.Addr}
-		var b bytes.Buffer
-		if err := outRequest(&x.rq, x.req, ep, x.rt.target).Write(&b); err != nil {
-			c.failed(err)
-			return true
+		out, ok := appendRequest(make([]byte, 0, 512+len(x.rq.body)), x.req.Method, x.req.Host, x.rt.target, x.req.Header, x.rq.body)
+		if !ok {
+			var b bytes.Buffer
+			if err := outRequest(&x.rq, x.req, ep, x.rt.target).Write(&b); err != nil {
+				c.failed(err)
+				return true
+			}
+			out = b.Bytes()
 		}
-		x.out = b.Bytes()
+		x.out = out
 	}
 	u, err := c.el.upstream(x.key)
 	if err != nil {
@@ -748,7 +752,8 @@ func (c *loopClient) handOff() {
 		p.conns.Release()
 		return
 	}
-	pc := &prefixConn{Conn: nc, prefix: bytes.Clone(c.in)}
+	pc := &prefixConn{Conn: nc, prefix: c.in} // the loop is done with it
+	c.in = nil
 	info := c.info
 	go func() {
 		defer p.conns.Release()
