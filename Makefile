@@ -79,8 +79,11 @@ test: lint build lab-binaries cni-plugins ## run everything CI runs: unit, integ
 	@# restart under test enough to change what it measured.
 	@# A run that fails before it tests (a go.mod to tidy, a build error) leaves no
 	@# test events for the summary to count: its exit status fails the target too.
+	@# The node proxy's suite runs once more with a goroutine per connection: the agent's
+	@# default serves HTTP/1.1 clients in event loops, --outbound-loops=0 does not.
 	rc=0; \
 	  go test -json -count=1 -timeout 40m $$(go list ./... | grep -v '/test/e2e$$') > $(CACHE)/test.json || rc=1; \
+	  go test -json -count=1 -timeout 10m ./agent/proxy -args -outbound-loops=0 >> $(CACHE)/test.json || rc=1; \
 	  go test -json -count=1 -timeout 40m ./test/e2e >> $(CACHE)/test.json || rc=1; \
 	  (cd test/conformance && go test -json -count=1 -timeout 40m ./...) >> $(CACHE)/test.json || rc=1; \
 	  go run ./test/summary -require-privileged < $(CACHE)/test.json || exit 1; \
