@@ -213,20 +213,7 @@ func TestEcho(t *testing.T) {
 // not hide the end.
 func TestPeerCloseWithData(t *testing.T) {
 	l := runLoop(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sc := tcpPair(t)
 	c.Write([]byte("last words"))
 	c.(*net.TCPConn).CloseWrite()
 	time.Sleep(50 * time.Millisecond) // both are queued at the server
@@ -257,20 +244,7 @@ func TestPeerCloseWithData(t *testing.T) {
 
 func TestPendingBound(t *testing.T) {
 	l := runLoop(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, sc := tcpPair(t) // the client end never reads
 	s, err := Take(sc)
 	if err != nil {
 		t.Fatal(err)
@@ -414,20 +388,7 @@ func TestStopClosesWhatIsLeft(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, sc := tcpPair(t)
 	s, err := Take(sc)
 	if err != nil {
 		t.Fatal(err)
@@ -449,6 +410,28 @@ func TestStopClosesWhatIsLeft(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	s.Close()
+}
+
+// tcpPair returns both ends of a loopback TCP connection, closed at the
+// test's end.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	return c, sc
 }
 
 // selfSigned returns a certificate for "echo" and a pool that trusts it.

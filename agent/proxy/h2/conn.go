@@ -313,17 +313,12 @@ func (c *Conn) Serve() {
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				c.resetStream(se.StreamID, se.Code)
+			switch r := readFailureOf(err); {
+			case r.stream != 0:
+				c.resetStream(r.stream, r.code)
 				continue
-			}
-			var ce http2.ConnectionError
-			switch {
-			case errors.As(err, &ce):
-				c.connError(http2.ErrCode(ce), fmt.Errorf("%w: %v", ErrProtocol, err))
-			case errors.Is(err, http2.ErrFrameTooLarge):
-				c.connError(http2.ErrCodeFrameSize, fmt.Errorf("%w: %v", ErrProtocol, err))
+			case r.goAway:
+				c.connError(r.code, r.err)
 			default:
 				c.fail(err)
 			}
@@ -334,6 +329,30 @@ func (c *Conn) Serve() {
 			return
 		}
 	}
+}
+
+// readFailure is what a failed ReadFrame means: a stream to reset (stream
+// set: the connection goes on), a protocol error to answer with GOAWAY
+// (goAway), or else the connection's end (the read itself failed).
+type readFailure struct {
+	stream uint32
+	code   http2.ErrCode
+	goAway bool
+	err    error
+}
+
+func readFailureOf(err error) readFailure {
+	var se http2.StreamError
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &se):
+		return readFailure{stream: se.StreamID, code: se.Code, err: fmt.Errorf("%w: %v", ErrStreamReset, err)}
+	case errors.As(err, &ce):
+		return readFailure{code: http2.ErrCode(ce), goAway: true, err: fmt.Errorf("%w: %v", ErrProtocol, err)}
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		return readFailure{code: http2.ErrCodeFrameSize, goAway: true, err: fmt.Errorf("%w: %v", ErrProtocol, err)}
+	}
+	return readFailure{err: err}
 }
 
 // errCode is the GOAWAY code for an error of process.

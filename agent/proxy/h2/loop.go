@@ -212,17 +212,13 @@ func (c *LoopConn) processFrames() {
 	for c.rd.Len() > 0 && !c.closed {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				c.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %v", ErrStreamReset, err))
+			// whole frames only: a read that fails is the peer's fault
+			switch r := readFailureOf(err); {
+			case r.stream != 0:
+				c.resetStream(r.stream, r.code, r.err)
 				continue
-			}
-			var ce http2.ConnectionError
-			switch {
-			case errors.As(err, &ce):
-				c.connError(http2.ErrCode(ce), fmt.Errorf("%w: %v", ErrProtocol, err))
-			case errors.Is(err, http2.ErrFrameTooLarge):
-				c.connError(http2.ErrCodeFrameSize, fmt.Errorf("%w: %v", ErrProtocol, err))
+			case r.goAway:
+				c.connError(r.code, r.err)
 			default:
 				c.fail(fmt.Errorf("%w: %v", ErrProtocol, err))
 			}

@@ -296,32 +296,9 @@ func TestLoopConnGoAway(t *testing.T) {
 // the stream's window fails the connection with FLOW_CONTROL_ERROR.
 func TestLoopConnFramesSplit(t *testing.T) {
 	srv, cli := loopTLS(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peers := make(chan *peer, 1)
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		p := newPeer(t, nc)
-		buf := make([]byte, len(clientPreface))
-		if _, err := io.ReadFull(nc, buf); err != nil {
-			return
-		}
-		go p.read()
-		peers <- p
-	}()
-	l, lc, closed := loopClient(t, ln.Addr().String(), cli)
-	var p *peer
-	select {
-	case p = <-peers:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no connection")
-	}
+	addr, peers := rawPeer(t, srv)
+	l, lc, closed := loopClient(t, addr, cli)
+	p := <-peers
 	p.fr.WriteSettings()
 	rec := newRecorder()
 	in(t, l, func() { lc.Open("split", nil, rec) })
@@ -396,26 +373,8 @@ func TestLoopConnFramesSplit(t *testing.T) {
 // and the socket may take every flush at once (no Writable event).
 func TestLoopConnSendsPastLowWater(t *testing.T) {
 	srv, cli := loopTLS(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peers := make(chan *peer, 1)
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		p := newPeer(t, nc)
-		buf := make([]byte, len(clientPreface))
-		if _, err := io.ReadFull(nc, buf); err != nil {
-			return
-		}
-		go p.read()
-		peers <- p
-	}()
-	l, lc, _ := loopClient(t, ln.Addr().String(), cli)
+	addr, peers := rawPeer(t, srv)
+	l, lc, _ := loopClient(t, addr, cli)
 	p := <-peers
 	p.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
 	p.fr.WriteWindowUpdate(0, 1<<31-1-65535)
@@ -442,6 +401,32 @@ func TestLoopConnSendsPastLowWater(t *testing.T) {
 	if got != size {
 		t.Fatalf("peer got %d bytes, want %d", got, size)
 	}
+}
+
+// rawPeer listens for one tunnel connection and hands over its server end
+// as a peer speaking raw frames, once it read the client preface.
+func rawPeer(t *testing.T, srv *tls.Config) (string, chan *peer) {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	peers := make(chan *peer, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		p := newPeer(t, nc)
+		buf := make([]byte, len(clientPreface))
+		if _, err := io.ReadFull(nc, buf); err != nil {
+			return
+		}
+		go p.read()
+		peers <- p
+	}()
+	return ln.Addr().String(), peers
 }
 
 // holder is a StreamHandler that never consumes what it gets.
