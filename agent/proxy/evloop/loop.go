@@ -68,6 +68,7 @@ type Loop struct {
 	timers timerHeap
 	// later runs at the end of each batch (spare: its last backing array)
 	later, spare []func()
+	onPanic      func(v any)
 	// deadline is the poller deadline set for the earliest timer (zero:
 	// none). A passed one stays in force until set again, and is: its
 	// timer ran, so the earliest is another.
@@ -182,17 +183,51 @@ func (l *Loop) Run(ctx context.Context) error {
 			if !ok {
 				continue // removed earlier in this batch
 			}
-			h.Ready(events(ev.Events))
+			l.ready(h, events(ev.Events))
 		}
 		l.mu.Lock()
 		posted, l.posted = l.posted, posted[:0]
 		l.woken = false
 		l.mu.Unlock()
 		for i, fn := range posted {
-			fn()
+			l.run(fn)
 			posted[i] = nil
 		}
 		l.runLater()
+	}
+}
+
+// SetOnPanic, when fn is set (before Run), has it told of a panic in a Handler, a
+// posted function, a timer or a Later function: the loop recovers it, so
+// that one bad request does not end every connection the loop serves. A
+// Handler that panicked and is an io.Closer is closed.
+func (l *Loop) SetOnPanic(fn func(v any)) { l.onPanic = fn }
+
+func (l *Loop) ready(h Handler, ev Events) {
+	defer func() {
+		if v := recover(); v != nil {
+			l.panicked(v)
+			if c, ok := h.(io.Closer); ok {
+				l.run(func() { c.Close() })
+			}
+		}
+	}()
+	h.Ready(ev)
+}
+
+// run runs fn, recovering a panic.
+func (l *Loop) run(fn func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			l.panicked(v)
+		}
+	}()
+	fn()
+}
+
+func (l *Loop) panicked(v any) {
+	if l.onPanic != nil {
+		l.onPanic(v)
 	}
 }
 
@@ -206,7 +241,7 @@ func (l *Loop) runLater() {
 		fns := l.later
 		l.later = l.spare[:0]
 		for i, fn := range fns {
-			fn()
+			l.run(fn)
 			fns[i] = nil
 		}
 		l.spare = fns
@@ -307,7 +342,7 @@ func (l *Loop) close() {
 	unix.Close(l.wake) // under mu: no signal can race with its reuse
 	l.mu.Unlock()
 	for _, fn := range posted {
-		fn()
+		l.run(fn)
 	}
 	l.runLater()
 	for fd, h := range l.h {
@@ -351,7 +386,7 @@ func (l *Loop) runTimers() {
 	now := time.Now()
 	for len(l.timers) > 0 && !l.timers[0].at.After(now) {
 		t := heap.Pop(&l.timers).(*Timer)
-		t.fn()
+		l.run(t.fn)
 	}
 }
 

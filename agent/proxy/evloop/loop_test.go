@@ -372,11 +372,73 @@ func TestCloseStopsRunAndPost(t *testing.T) {
 	}
 }
 
-// closer is a Handler with a Close method.
-type closer struct{ closed chan struct{} }
+// TestPanicIsRecovered: a panicking handler is closed and reported; the
+// loop goes on serving.
+func TestPanicIsRecovered(t *testing.T) {
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	panics := make(chan any, 4)
+	l.SetOnPanic(func(v any) { panics <- v })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c, sc := tcpPair(t)
+	s, err := Take(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	h := &panicker{closer: closer{closed: make(chan struct{}), once: new(sync.Once)}}
+	onLoop(t, l, func() {
+		if err := l.Add(s.FD(), h); err != nil {
+			t.Error(err)
+		}
+	})
+	c.Write([]byte("boom"))
+	select {
+	case v := <-panics:
+		if v != "boom" {
+			t.Errorf("reported %v", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler's panic was not reported")
+	}
+	select {
+	case <-h.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler that panicked was not closed")
+	}
+	l.Post(func() { panic("posted") })
+	if v := <-panics; v != "posted" {
+		t.Errorf("reported %v", v)
+	}
+	onLoop(t, l, func() {}) // still serving
+}
 
-func (closer) Ready(Events)   {}
-func (c closer) Close() error { close(c.closed); return nil }
+// panicker panics when its socket is readable.
+type panicker struct{ closer }
+
+func (p *panicker) Ready(ev Events) {
+	if ev&Readable != 0 {
+		panic("boom")
+	}
+}
+
+// closer is a Handler with a Close method (which may be called again, as
+// the loop's own are).
+type closer struct {
+	closed chan struct{}
+	once   *sync.Once
+}
+
+func (closer) Ready(Events) {}
+func (c closer) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return nil
+}
 
 // TestStopClosesWhatIsLeft: when Run stops it runs what was posted and
 // closes the sockets still in it whose Handler can be closed.
@@ -393,7 +455,7 @@ func TestStopClosesWhatIsLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := closer{closed: make(chan struct{})}
+	h := closer{closed: make(chan struct{}), once: new(sync.Once)}
 	onLoop(t, l, func() {}) // running
 	l.Post(func() {
 		if err := l.Add(s.FD(), h); err != nil {

@@ -76,6 +76,9 @@ func newLoops(p *Proxy, n int) (*loops, error) {
 		}
 		el := &eloop{p: p, l: l, tunnels: map[tunnelKey]*loopTunnel{}, idle: map[upstreamKey][]*upstream{},
 			clients: map[*loopClient]struct{}{}, buf: make([]byte, 32<<10), head: bufio.NewReaderSize(nil, 4<<10)}
+		// a panic ends the connection whose code panicked, not the loop
+		// (the server's handlers recover theirs the same way)
+		l.SetOnPanic(func(v any) { p.cfg.Logger.Error("panic serving a request", "panic", fmt.Sprint(v)) })
 		ls.all = append(ls.all, el)
 		ls.wg.Add(1)
 		go func() {
@@ -150,6 +153,7 @@ type loopTunnel struct {
 }
 
 func (el *eloop) add(c *loopClient) {
+	defer c.guard()
 	if !el.p.conns.Track(c.handle) {
 		c.s.Close()
 		c.info.lease.Close()
@@ -241,6 +245,7 @@ func (c *loopClient) Ready(ev evloop.Events) {
 	if c.closed {
 		return
 	}
+	defer c.guard()
 	if err := c.s.Notify(ev); err != nil {
 		c.close()
 		return
@@ -653,6 +658,7 @@ func (c *loopClient) finish() {
 	// the next request may be read already (pipelined), or wait unread
 	// in the socket: no event will come for it
 	c.el.l.Later(func() {
+		defer c.guard()
 		if !c.closed && c.cur == nil {
 			c.serve()
 		}
@@ -701,6 +707,15 @@ func (c *loopClient) closeWhenWritten() {
 		return
 	}
 	c.closing = true
+}
+
+// guard closes the connection when the code serving it panicked, and
+// passes the panic on to the loop, which reports it.
+func (c *loopClient) guard() {
+	if v := recover(); v != nil {
+		c.close()
+		panic(v)
+	}
 }
 
 // close ends the connection and what it was doing.
@@ -971,8 +986,23 @@ func (el *eloop) forgetIdle(u *upstream) {
 // Opened: the stream is open (h2.StreamHandler).
 func (u *upstream) Opened(*h2.LoopStream) {}
 
+// guard ends the exchange whose code panicked and reports it: its client
+// and stream close; the tunnel connection, which called it, and the loop
+// go on.
+func (u *upstream) guard() {
+	if v := recover(); v != nil {
+		u.el.p.cfg.Logger.Error("panic serving a request", "panic", fmt.Sprint(v))
+		c := u.c
+		u.discard()
+		if c != nil {
+			c.close()
+		}
+	}
+}
+
 // Data: answer bytes came (h2.StreamHandler).
 func (u *upstream) Data(_ *h2.LoopStream, p []byte) {
+	defer u.guard()
 	u.in = append(u.in, p...)
 	u.owed += len(p)
 	if u.c == nil { // an idle stream has nothing to say
@@ -989,6 +1019,7 @@ func (u *upstream) Drained(*h2.LoopStream) {}
 
 // Closed: the stream ended (h2.StreamHandler).
 func (u *upstream) Closed(_ *h2.LoopStream, err error) {
+	defer u.guard()
 	wasEnded := u.ended
 	u.ended, u.err = true, err
 	if u.c == nil {
