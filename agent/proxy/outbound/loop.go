@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -105,6 +106,9 @@ func (ls *loops) close() {
 // serve hands an accepted L7 connection to a loop. False when it could not
 // be (it is then the caller's, untouched).
 func (ls *loops) serve(c *leasedConn, info *connInfo) bool {
+	if _, ok := c.Conn.(syscall.Conn); !ok {
+		return false // not a socket a loop can take
+	}
 	el := ls.all[int(ls.next.Add(1))%len(ls.all)]
 	if !ls.p.conns.Hold() {
 		return false
