@@ -56,3 +56,36 @@ func TestAppendRequestIsRequestWrite(t *testing.T) {
 		t.Fatalf("checked %d requests and left %d to Request.Write: the cases do not cover both", checked, fallback)
 	}
 }
+
+// TestChunkDecoder feeds chunked bodies a few bytes at a time and whole,
+// and checks the data, the trailers and where the body ends.
+func TestChunkDecoder(t *testing.T) {
+	body := "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t1\r\nX-Other:  t2 \r\n\r\nNEXT"
+	for _, step := range []int{1, 2, 3, 7, len(body)} {
+		d := &chunkDecoder{}
+		var data []byte
+		in := []byte{}
+		done := false
+		for off := 0; off < len(body) && !done; off += step {
+			in = append(in, body[off:min(off+step, len(body))]...)
+			n, end, err := d.feed(in, func(p []byte) error { data = append(data, p...); return nil })
+			if err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			in = in[n:]
+			done = end
+		}
+		if !done || string(data) != "hello world" || string(in) != "NEXT"[:len(in)] {
+			t.Fatalf("step %d: done %v data %q left %q", step, done, data, in)
+		}
+		if d.trailer.Get("X-Trailer") != "t1" || d.trailer.Get("X-Other") != "t2" {
+			t.Fatalf("step %d: trailers %v", step, d.trailer)
+		}
+	}
+	for _, bad := range []string{"zz\r\n", "5\r\nhelloXX", "0\r\nno colon\r\n\r\n", string(bytes.Repeat([]byte("1"), maxChunkLine+1))} {
+		d := &chunkDecoder{}
+		if _, _, err := d.feed([]byte(bad), func([]byte) error { return nil }); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
