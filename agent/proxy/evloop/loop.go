@@ -363,10 +363,28 @@ type Timer struct {
 
 // AfterFunc runs fn in the loop after d. Loop goroutine only.
 func (l *Loop) AfterFunc(d time.Duration, fn func()) *Timer {
-	t := &Timer{at: time.Now().Add(d), fn: fn}
-	heap.Push(&l.timers, t)
+	t := NewTimer(fn)
+	l.Reset(t, d)
 	return t
 }
+
+// NewTimer returns a timer that runs fn once Reset schedules it: one timer
+// a connection re-arms instead of a new one per wait.
+func NewTimer(fn func()) *Timer { return &Timer{fn: fn, index: -1} }
+
+// Reset schedules t to run d from now, whether it was scheduled, ran or
+// was stopped. Loop goroutine only.
+func (l *Loop) Reset(t *Timer, d time.Duration) {
+	t.at = time.Now().Add(d)
+	if t.index >= 0 {
+		heap.Fix(&l.timers, t.index)
+		return
+	}
+	heap.Push(&l.timers, t)
+}
+
+// Scheduled reports whether t is to run.
+func (t *Timer) Scheduled() bool { return t.index >= 0 }
 
 // Stop keeps t from running; false when it already ran or was stopped.
 // Loop goroutine only.

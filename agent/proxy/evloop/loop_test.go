@@ -350,6 +350,34 @@ func TestLaterRunsOnceAfterTheBatch(t *testing.T) {
 	}
 }
 
+func TestTimerReset(t *testing.T) {
+	l := runLoop(t)
+	ran := make(chan time.Time, 4)
+	var tm *Timer
+	start := time.Now()
+	onLoop(t, l, func() {
+		tm = NewTimer(func() { ran <- time.Now() })
+		l.Reset(tm, time.Hour)
+		l.Reset(tm, 30*time.Millisecond) // moved, not added twice
+	})
+	at := <-ran
+	if at.Sub(start) < 30*time.Millisecond {
+		t.Fatalf("ran after %v, before its time", at.Sub(start))
+	}
+	onLoop(t, l, func() {
+		if tm.Scheduled() {
+			t.Error("a timer that ran is still scheduled")
+		}
+		l.Reset(tm, 10*time.Millisecond) // again, after it ran
+	})
+	<-ran
+	select {
+	case <-ran:
+		t.Fatal("a timer reset twice ran twice")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
 func TestCloseStopsRunAndPost(t *testing.T) {
 	l, err := New()
 	if err != nil {

@@ -120,6 +120,7 @@ func (ls *loops) serve(c *leasedConn, info *connInfo) bool {
 		return true // Take closed it
 	}
 	lc := &loopClient{el: el, s: s, info: info, peer: c.RemoteAddr()}
+	lc.timer = evloop.NewTimer(lc.timedOut)
 	lc.bw = bufio.NewWriterSize(s, 16<<10)
 	lc.handle = &loopHandle{c: lc}
 	if !el.l.Post(func() { el.add(lc) }) {
@@ -671,36 +672,30 @@ func (c *loopClient) finish() {
 
 // waitNext arms the timer of a connection waiting for its next request.
 func (c *loopClient) waitNext() {
-	c.stopTimer()
-	c.timer = c.el.l.AfterFunc(c.el.p.cfg.IdleTimeout, func() {
-		c.timer = nil
-		if c.cur == nil {
-			c.close()
-		}
-	})
+	c.inHeader = false
+	c.el.l.Reset(c.timer, c.el.p.cfg.IdleTimeout)
+}
+
+// timedOut closes a connection whose client was silent too long, between
+// requests or in the middle of a header.
+func (c *loopClient) timedOut() {
+	if c.cur == nil {
+		c.close()
+	}
 }
 
 // headerTimer bounds the wait for the rest of a request's header, as the
 // server's ReadHeaderTimeout does.
 func (c *loopClient) headerTimer() {
-	if c.timer != nil && c.inHeader {
+	if c.inHeader && c.timer.Scheduled() {
 		return
 	}
-	c.stopTimer()
 	c.inHeader = true
-	c.timer = c.el.l.AfterFunc(loopHeaderTimeout, func() {
-		c.timer = nil
-		if c.cur == nil {
-			c.close()
-		}
-	})
+	c.el.l.Reset(c.timer, loopHeaderTimeout)
 }
 
 func (c *loopClient) stopTimer() {
-	if c.timer != nil {
-		c.el.l.Stop(c.timer)
-		c.timer = nil
-	}
+	c.el.l.Stop(c.timer)
 	c.inHeader = false
 }
 
@@ -848,7 +843,6 @@ func (el *eloop) upstream(key upstreamKey) (*upstream, error) {
 		el.idle[key] = l
 		if u.timer != nil {
 			el.l.Stop(u.timer)
-			u.timer = nil
 		}
 		if !u.ended {
 			u.reused = true
@@ -953,7 +947,6 @@ func (u *upstream) discard() {
 	u.c = nil
 	if u.timer != nil {
 		u.el.l.Stop(u.timer)
-		u.timer = nil
 	}
 	if u.st != nil && !u.ended {
 		u.ended = true
@@ -970,11 +963,13 @@ func (el *eloop) putIdle(u *upstream) {
 		return
 	}
 	el.idle[u.key] = append(el.idle[u.key], u)
-	u.timer = el.l.AfterFunc(loopIdleUpstream, func() {
-		u.timer = nil
-		el.forgetIdle(u)
-		u.discard()
-	})
+	if u.timer == nil {
+		u.timer = evloop.NewTimer(func() {
+			el.forgetIdle(u)
+			u.discard()
+		})
+	}
+	el.l.Reset(u.timer, loopIdleUpstream)
 }
 
 func (el *eloop) forgetIdle(u *upstream) {
