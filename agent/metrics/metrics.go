@@ -74,6 +74,7 @@ type Proxy struct {
 	inbound    *prometheus.CounterVec
 	handshake  *prometheus.CounterVec
 	redirected *prometheus.CounterVec
+	handoffs   *prometheus.CounterVec
 	authz      *prometheus.CounterVec
 }
 
@@ -123,7 +124,11 @@ func NewProxy(reg prometheus.Registerer, refusals *limits.Refusals) *Proxy {
 		Name: "weft_authz_refused_total",
 		Help: "Connections (level network) and requests (level application) refused by authorization at this destination node, by deciding AuthorizationPolicy (namespace/name; empty when no ALLOW policy's rule matched).",
 	}, []string{LabelPolicy, LabelLevel})
-	reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpBytes, m.inbound, m.handshake, m.redirected, m.authz)
+	m.handoffs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "weft_outbound_handoffs_total",
+		Help: "HTTP/1.1 client connections the outbound's event loops handed to a goroutine per connection, by what the request needed.",
+	}, []string{LabelReason})
+	reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpBytes, m.inbound, m.handshake, m.redirected, m.authz, m.handoffs)
 	if refusals != nil {
 		reg.MustRegister(refusalCollector{refusals})
 	}
@@ -218,6 +223,34 @@ func (c refusalCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(refusalDesc, prometheus.CounterValue, float64(c.r.Count(reason)), reason.String())
 	}
 }
+
+// HandedOff counts an HTTP/1.1 connection an outbound event loop handed
+// to the goroutine server, by the reason (the Handoff* values).
+func (m *Proxy) HandedOff(reason string) {
+	if m == nil {
+		return
+	}
+	m.handoffs.WithLabelValues(reason).Inc()
+}
+
+// Values of weft_outbound_handoffs_total's reason: what the request at
+// which a loop handed its connection over needed.
+const (
+	// HandoffProtocol: HTTP/2 prior knowledge, or not an HTTP/1 request
+	// line the loop reads.
+	HandoffProtocol = "protocol"
+	// HandoffRefused: a header the server answers itself (malformed, too
+	// large, over the pod's buffer budget).
+	HandoffRefused = "refused"
+	// HandoffUpgrade: a protocol upgrade (WebSocket...), or Expect.
+	HandoffUpgrade = "upgrade"
+	// HandoffBody: a chunked request body, or one over 64 KiB.
+	HandoffBody = "body"
+	// HandoffRoute: the rule has a retry policy or a timeout.
+	HandoffRoute = "route"
+	// HandoffBackend: an h2c, gRPC or plaintext (not meshed) backend.
+	HandoffBackend = "backend"
+)
 
 // Values of weft_redirected_connections_total's result.
 const (

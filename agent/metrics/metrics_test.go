@@ -21,6 +21,7 @@ func TestNilRecordsNothing(t *testing.T) {
 	p.InboundAccepted()
 	p.InboundRefused(limits.NotTLS)
 	p.Redirected(RedirectL7)
+	p.HandedOff(HandoffRoute)
 	var a *Agent
 	a.Applied(1)
 	a.Refused()

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -348,5 +349,46 @@ func TestMetricsInboundRefusedAndNoRecord(t *testing.T) {
 			t.Fatalf("inbound %v handshake failures %v redirected %v", in, hs, red)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMetricsLoopHandoffs: with the outbound's event loops, a request the
+// loop serves counts no hand-off, and one it gives to the goroutine server
+// (an Expect, a chunked body) counts under its reason, once per connection;
+// both are answered.
+func TestMetricsLoopHandoffs(t *testing.T) {
+	if *outboundLoops == 0 {
+		t.Skip("the suite runs with a goroutine per connection (-outbound-loops=0): no loop hands anything over")
+	}
+	e, reg, _ := metricsEnv(t)
+	caller := e.callerOf("app", "shop")
+	send := func(req string) string {
+		c, err := e.dialErr(caller, "10.96.0.10:80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, req)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		resp.Body.Close()
+		return resp.Status
+	}
+	for _, req := range []string{
+		"GET /ok HTTP/1.1\r\nHost: web\r\n\r\n",
+		"POST /ok HTTP/1.1\r\nHost: web\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+		"POST /ok HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+		"POST /ok HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+	} {
+		if st := send(req); st == "" {
+			t.Fatalf("%q: no answer", req)
+		}
+	}
+	got := sumBy(t, reg, "weft_outbound_handoffs_total", nil, "reason")
+	if got["upgrade"] != 1 || got["body"] != 2 || len(got) != 2 {
+		t.Fatalf("hand-offs %v, want upgrade 1 (the Expect) and body 2 (the chunked bodies), nothing for the plain GET", got)
 	}
 }

@@ -346,13 +346,13 @@ func (c *loopClient) serve() {
 func (c *loopClient) next() bool {
 	p := c.el.p
 	if c.in[0] < 'A' || c.in[0] > 'Z' || len(c.in) >= 3 && string(c.in[:3]) == "PRI" {
-		c.handOff() // HTTP/2 prior knowledge, or not a request line the loop reads: the server's
+		c.handOff(metrics.HandoffProtocol) // HTTP/2 prior knowledge, or not a request line the loop reads: the server's
 		return false
 	}
 	end := bytes.Index(c.in, crlf2)
 	if end < 0 {
 		if len(c.in) > p.cfg.Limits.HeaderBytes+4096 || !c.reserve(len(c.in)) {
-			c.handOff() // the server answers 431, or 503 for the budget, as it always does
+			c.handOff(metrics.HandoffRefused) // the server answers 431, or 503 for the budget, as it always does
 			return false
 		}
 		c.headerTimer()
@@ -360,7 +360,7 @@ func (c *loopClient) next() bool {
 	}
 	end += 4
 	if !c.reserve(end) {
-		c.handOff()
+		c.handOff(metrics.HandoffRefused)
 		return false
 	}
 	el := c.el
@@ -369,11 +369,15 @@ func (c *loopClient) next() bool {
 	req, err := http.ReadRequest(el.head)
 	el.head.Reset(nil)
 	if err != nil || end > p.cfg.Limits.HeaderBytes+4096 {
-		c.handOff() // 400 or 431, from the server
+		c.handOff(metrics.HandoffRefused) // 400 or 431, from the server
 		return false
 	}
-	if code, _ := http1.CheckRequest(req); code != 0 || !loopable(req) {
-		c.handOff()
+	if code, _ := http1.CheckRequest(req); code != 0 {
+		c.handOff(metrics.HandoffRefused)
+		return false
+	}
+	if why := unloopable(req); why != "" {
+		c.handOff(why)
 		return false
 	}
 	n := end + int(req.ContentLength)
@@ -393,24 +397,32 @@ func (c *loopClient) next() bool {
 	}
 	c.served++
 	c.stopTimer()
-	if !c.start(req, body) {
-		c.handOff()
+	if why := c.start(req, body); why != "" {
+		c.handOff(why)
 		return false
 	}
 	c.consume(n)
 	return true
 }
 
-// loopable reports whether a loop can serve req.
-func loopable(req *http.Request) bool {
-	return req.ProtoMajor == 1 && req.ContentLength >= 0 && req.ContentLength <= maxLoopBody && len(req.TransferEncoding) == 0 &&
-		len(req.Header["Expect"]) == 0 && upgradeType(req.Header) == "" && req.Method != http.MethodConnect
+// unloopable says why a loop does not serve req (a Handoff* reason), or
+// "" when it does.
+func unloopable(req *http.Request) string {
+	switch {
+	case req.ProtoMajor != 1 || req.Method == http.MethodConnect:
+		return metrics.HandoffProtocol
+	case len(req.Header["Expect"]) > 0 || upgradeType(req.Header) != "":
+		return metrics.HandoffUpgrade
+	case req.ContentLength < 0 || req.ContentLength > maxLoopBody || len(req.TransferEncoding) > 0:
+		return metrics.HandoffBody
+	}
+	return ""
 }
 
-// start serves req as the handler does, up to sending it; false when the
-// request's route or backend is one the loop does not serve (nothing was
-// answered yet: the server takes it).
-func (c *loopClient) start(req *http.Request, body []byte) bool {
+// start serves req as the handler does, up to sending it. When the
+// request's route or backend is one the loop does not serve it says why
+// (a Handoff* reason): nothing was answered yet, the server takes it.
+func (c *loopClient) start(req *http.Request, body []byte) string {
 	p := c.el.p
 	x := &exchange{req: req, w: p.h1srv.NewResponse(c.bw, req)}
 	x.rw, x.ex = p.observe(x.w, c.info)
@@ -422,16 +434,16 @@ func (c *loopClient) start(req *http.Request, body []byte) bool {
 	if x.rq.svc == nil {
 		httpError(x.rw, http.StatusServiceUnavailable, "service is no longer meshed")
 		c.finish()
-		return true
+		return ""
 	}
 	rt, ok := p.pickRoute(context.Background(), x.rw, req, &x.rq, x.ex)
 	if !ok {
 		c.finish() // answered here: a redirect, a direct response, no route
-		return true
+		return ""
 	}
 	if r := rt.rule; r != nil && (r.Retry != nil && r.Retry.Attempts > 0 || r.RequestTimeout > 0 || r.BackendRequestTimeout > 0) {
 		c.drop()
-		return false
+		return metrics.HandoffRoute
 	}
 	x.rt = rt
 	prepareRequestHeaders(req.Header)
@@ -449,20 +461,21 @@ func (c *loopClient) drop() {
 	c.el.p.requests.Add(-1)
 }
 
-// send sends the exchange's request on an upstream stream; false when its
-// backend is one the loop does not serve (before the first try only).
-func (c *loopClient) send() bool {
+// send sends the exchange's request on an upstream stream. When its
+// backend is one the loop does not serve (known before the first try) it
+// says why, as start does.
+func (c *loopClient) send() string {
 	x := c.cur
 	p := c.el.p
 	if x.out == nil { // a second try goes to the same endpoint, as http1.Client's
 		ep, node, h2, err := p.pick(&x.rq, x.rt.cluster, x.req, "")
 		if err != nil {
 			c.failed(err)
-			return true
+			return ""
 		}
 		if h2 || ep.Plaintext {
 			c.drop()
-			return false
+			return metrics.HandoffBackend
 		}
 		x.key = upstreamKey{src: c.info.src, dst: ep.Identity, node: node, addr: ep.Addr}
 		out, ok := appendRequest(make([]byte, 0, 512+len(x.rq.body)), x.req.Method, x.req.Host, x.rt.target, x.req.Header, x.rq.body)
@@ -470,7 +483,7 @@ func (c *loopClient) send() bool {
 			var b bytes.Buffer
 			if err := outRequest(&x.rq, x.req, ep, x.rt.target).Write(&b); err != nil {
 				c.failed(err)
-				return true
+				return ""
 			}
 			out = b.Bytes()
 		}
@@ -479,14 +492,14 @@ func (c *loopClient) send() bool {
 	u, err := c.el.upstream(x.key)
 	if err != nil {
 		c.failed(err)
-		return true
+		return ""
 	}
 	x.up, u.c = u, c
 	u.sent = true
 	if u.st != nil {
 		u.write(x.out)
 	}
-	return true
+	return ""
 }
 
 // failed answers an exchange whose request got no answer from upstream.
@@ -744,12 +757,13 @@ func (c *loopClient) close() {
 }
 
 // handOff gives the connection, from the request at the head of c.in on,
-// to the goroutine server.
-func (c *loopClient) handOff() {
+// to the goroutine server, counting why (a Handoff* reason).
+func (c *loopClient) handOff(why string) {
 	if c.closed {
 		return
 	}
 	p := c.el.p
+	p.cfg.Metrics.HandedOff(why)
 	c.closed = true
 	c.stopTimer()
 	c.bw.Flush()
