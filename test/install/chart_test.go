@@ -314,6 +314,9 @@ func TestChartValues(t *testing.T) {
 		// The values' flags come before the weft-cni ones (the chart's
 		// order).
 		extra := []any{"--trust-domain=" + field(t, v, "trustDomain").(string), "--log-level=" + field(t, v, "logLevel").(string)}
+		if c.values == "agent" {
+			extra = append(extra, fmt.Sprintf("--outbound-loops=%v", field(t, v, "agent", "outboundLoops")))
+		}
 		at := slices.Index(args, any("--cni"))
 		if at < 0 {
 			at = len(args)
