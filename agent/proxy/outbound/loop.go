@@ -893,7 +893,7 @@ func (el *eloop) dial(tk tunnelKey, t *loopTunnel) {
 		nc, err := (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext(ctx, "tcp", tk.node)
 		if err == nil {
 			conn, err = h2.NewLoopConn(ctx, el.l, nc, cfg, func(error) {
-				if t.conn == conn {
+				if t.conn != nil && t.conn.Err() != nil { // the one closed (the loop's own state only)
 					t.conn = nil
 				}
 			})
@@ -906,11 +906,12 @@ func (el *eloop) dial(tk tunnelKey, t *loopTunnel) {
 				t.conn = conn
 			}
 			for _, u := range waiting {
-				if err == nil {
-					err = u.open(conn)
+				oerr := err
+				if oerr == nil {
+					oerr = u.open(conn)
 				}
-				if err != nil {
-					u.failed(fmt.Errorf("%w: tunnel via %s: %w", forward.ErrConnect, tk.node, err))
+				if oerr != nil {
+					u.failed(fmt.Errorf("%w: tunnel via %s: %w", forward.ErrConnect, tk.node, oerr))
 				}
 			}
 		})
