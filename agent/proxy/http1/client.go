@@ -45,10 +45,11 @@ var (
 	clientWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 )
 
-// get returns an idle connection (reused=true) or dials a new one.
-func (p *Client[K]) get(ctx context.Context, k K) (*clientConn[K], bool, error) {
+// get returns an idle connection (reused=true) or dials a new one (always,
+// when fresh).
+func (p *Client[K]) get(ctx context.Context, k K, fresh bool) (*clientConn[K], bool, error) {
 	p.mu.Lock()
-	if l := p.idle[k]; len(l) > 0 {
+	if l := p.idle[k]; len(l) > 0 && !fresh {
 		c := l[len(l)-1]
 		p.idle[k] = l[:len(l)-1]
 		p.mu.Unlock()
@@ -128,13 +129,15 @@ func idempotent(r *http.Request) bool {
 // RoundTrip sends out on a pooled connection to k and reads the response;
 // interim (1xx) responses other than 101 are skipped. The response body
 // returns the connection to the pool when read to the end and closed. A
-// reused connection that turns out closed (errStale), or that breaks before
-// any answer to an idempotent request (errLost), is retried once on a fresh
-// one when the body can be replayed (out.GetBody, or no body). ctx ending
-// closes the connection.
+// reused connection that turns out closed (errStale), or any connection that
+// breaks before any answer to an idempotent request (errLost: a tunnel stream
+// the destination cut as a policy change made it decide per request), is
+// retried once on a newly dialled one (the other idle ones may be going the
+// same way) when the body can be replayed (out.GetBody, or no body). ctx
+// ending closes the connection.
 func (p *Client[K]) RoundTrip(ctx context.Context, k K, out *http.Request) (*http.Response, error) {
 	for try := 0; ; try++ {
-		c, reused, err := p.get(ctx, k)
+		c, reused, err := p.get(ctx, k, try > 0)
 		if err != nil {
 			return nil, err
 		}
@@ -143,8 +146,9 @@ func (p *Client[K]) RoundTrip(ctx context.Context, k K, out *http.Request) (*htt
 			resp.Body.(*clientBody[K]).pool = p
 			return resp, nil
 		}
-		again := errors.Is(err, errStale) || errors.Is(err, errLost) && idempotent(out)
-		if reused && try == 0 && again && (out.GetBody != nil || out.Body == nil || out.Body == http.NoBody) {
+		lost := errors.Is(err, errLost) && idempotent(out)
+		again := reused && errors.Is(err, errStale) || lost
+		if try == 0 && again && (out.GetBody != nil || out.Body == nil || out.Body == http.NoBody) {
 			if out.GetBody != nil {
 				if out.Body, err = out.GetBody(); err != nil {
 					return nil, err

@@ -489,7 +489,7 @@ func (c *loopClient) send() string {
 		}
 		x.out = out
 	}
-	u, err := c.el.upstream(x.key)
+	u, err := c.el.upstream(x.key, x.tries > 0)
 	if err != nil {
 		c.failed(err)
 		return ""
@@ -528,9 +528,8 @@ func (c *loopClient) onUpstream() {
 		end := bytes.Index(u.in, crlf2)
 		if end < 0 {
 			switch {
-			case u.ended && len(u.in) == 0 && u.reused && x.tries == 0 && (u.err == nil || http1.Idempotent(x.req)):
-				// a kept stream closed before it answered (reset after the
-				// request went: only an idempotent one): once more, fresh
+			case u.ended && len(u.in) == 0 && x.tries == 0 && retryable(u, x.req):
+				// once more, on a new stream, as http1.Client does
 				x.up, u.c = nil, nil
 				x.tries++
 				c.send()
@@ -622,6 +621,22 @@ func (c *loopClient) body() (bool, error) {
 		}
 		return x.left == 0, nil
 	}
+}
+
+// retryable reports whether a request whose stream ended before any answer
+// may be sent again: a kept stream that turned out closed (the server
+// timed it out), or a stream broken after an idempotent request went (the
+// destination cut the streams it had spliced when a policy change made it
+// decide per request). Not when the tunnel refused the stream: that
+// answer would not change.
+func retryable(u *upstream, req *http.Request) bool {
+	if !u.opened && errors.Is(u.err, h2.ErrStreamReset) {
+		return true // reset before the CONNECT was answered: nothing reached the pod
+	}
+	if errors.Is(u.err, forward.ErrConnect) {
+		return false
+	}
+	return u.reused && u.err == nil || http1.Idempotent(req)
 }
 
 // upstreamLost answers 502 when nothing was answered yet, else aborts.
@@ -843,15 +858,18 @@ type upstream struct {
 	owed   int         // received, not yet returned to the stream's window
 	reused bool
 	sent   bool
+	opened bool // the destination answered the CONNECT
 	ended  bool
 	err    error
 	timer  *evloop.Timer
 }
 
-// upstream returns an idle upstream of key, or opens one.
-func (el *eloop) upstream(key upstreamKey) (*upstream, error) {
+// upstream returns an idle upstream of key, or opens one (always, when
+// fresh: a second try does not take a kept stream that may be going the
+// way the first one went).
+func (el *eloop) upstream(key upstreamKey, fresh bool) (*upstream, error) {
 	l := el.idle[key]
-	for len(l) > 0 {
+	for len(l) > 0 && !fresh {
 		u := l[len(l)-1]
 		l = l[:len(l)-1]
 		el.idle[key] = l
@@ -998,7 +1016,7 @@ func (el *eloop) forgetIdle(u *upstream) {
 }
 
 // Opened: the stream is open (h2.StreamHandler).
-func (u *upstream) Opened(*h2.LoopStream) {}
+func (u *upstream) Opened(*h2.LoopStream) { u.opened = true }
 
 // guard ends the exchange whose code panicked and reports it: its client
 // and stream close; the tunnel connection, which called it, and the loop

@@ -117,8 +117,11 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		if err == nil {
 			return &Conn{s: s, target: t}, nil
 		}
-		// a pooled connection that went away under us: once more, fresh
-		if try == 0 && (errors.Is(err, h2.ErrGoingAway) || errors.Is(err, h2.ErrConnClosed)) && ctx.Err() == nil {
+		// a pooled connection that went away under us, or a stream reset
+		// before it was answered (the destination cut it as a policy
+		// change made it decide per request; nothing reached the pod):
+		// once more, fresh
+		if try == 0 && (errors.Is(err, h2.ErrGoingAway) || errors.Is(err, h2.ErrConnClosed) || errors.Is(err, h2.ErrStreamReset)) && ctx.Err() == nil {
 			continue
 		}
 		return nil, fmt.Errorf("tunnel to %s via %s: %w", t.Addr, t.Node, err)
