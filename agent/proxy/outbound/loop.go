@@ -121,7 +121,6 @@ func (ls *loops) serve(c *leasedConn, info *connInfo) bool {
 	}
 	lc := &loopClient{el: el, s: s, info: info, peer: c.RemoteAddr()}
 	lc.timer = evloop.NewTimer(lc.timedOut)
-	lc.bw = bufio.NewWriterSize(s, 16<<10)
 	lc.handle = &loopHandle{c: lc}
 	if !el.l.Post(func() { el.add(lc) }) {
 		s.Close()
@@ -297,6 +296,9 @@ func (c *loopClient) read() bool {
 // header held.
 func (c *loopClient) consume(n int) {
 	c.in = c.in[:copy(c.in, c.in[n:])]
+	if cap(c.in) > maxLoopBody && len(c.in) < 4<<10 {
+		c.in = append([]byte(nil), c.in...) // a big request went: do not keep its buffer
+	}
 	c.info.lease.Release(c.held)
 	c.held = 0
 }
@@ -424,6 +426,8 @@ func unloopable(req *http.Request) string {
 // (a Handoff* reason): nothing was answered yet, the server takes it.
 func (c *loopClient) start(req *http.Request, body []byte) string {
 	p := c.el.p
+	c.bw = loopWriters.Get().(*bufio.Writer) // an idle connection holds none
+	c.bw.Reset(c.s)
 	x := &exchange{req: req, w: p.h1srv.NewResponse(c.bw, req)}
 	x.rw, x.ex = p.observe(x.w, c.info)
 	x.rq = request{info: c.info, snap: p.snap.Load(), hasBody: len(body) > 0, body: body}
@@ -459,6 +463,27 @@ func (c *loopClient) start(req *http.Request, body []byte) string {
 func (c *loopClient) drop() {
 	c.cur = nil
 	c.el.p.requests.Add(-1)
+	c.releaseWriter()
+}
+
+// loopWriters are the answer buffers of the exchanges under way.
+var loopWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+
+// flush writes what the answer buffer holds to the socket.
+func (c *loopClient) flush() {
+	if c.bw != nil {
+		c.bw.Flush()
+	}
+}
+
+// releaseWriter gives the answer buffer back (what it held is dropped:
+// flush first to keep it).
+func (c *loopClient) releaseWriter() {
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		loopWriters.Put(c.bw)
+		c.bw = nil
+	}
 }
 
 // send sends the exchange's request on an upstream stream. When its
@@ -587,7 +612,7 @@ func (c *loopClient) onUpstream() {
 	if x.left < 0 || x.chunks != nil {
 		x.w.FlushError()
 	}
-	c.bw.Flush()
+	c.flush()
 }
 
 // body writes what the upstream brought of the answer's body; true once it
@@ -656,7 +681,7 @@ func (c *loopClient) upstreamLost(err error) {
 // abort ends an answer that cannot be completed: the client sees the
 // connection close, not a truncated success.
 func (c *loopClient) abort() {
-	c.bw.Flush()
+	c.flush()
 	c.close()
 }
 
@@ -665,7 +690,8 @@ func (c *loopClient) abort() {
 func (c *loopClient) finish() {
 	x := c.cur
 	p := c.el.p
-	err := x.w.Finish()
+	err := x.w.Finish() // flushes the answer buffer
+	c.releaseWriter()
 	closeAfter := x.w.CloseAfter() || err != nil
 	p.done(x.ex, x.req)
 	p.requests.Add(-1)
@@ -728,7 +754,7 @@ func (c *loopClient) stopTimer() {
 }
 
 func (c *loopClient) closeWhenWritten() {
-	c.bw.Flush()
+	c.flush()
 	if c.s.Pending() == 0 {
 		c.close()
 		return
@@ -761,6 +787,7 @@ func (c *loopClient) close() {
 		p.requests.Add(-1)
 		c.cur = nil
 	}
+	c.releaseWriter()
 	c.el.l.Remove(c.s.FD())
 	c.s.Close()
 	c.info.lease.Release(c.held)
@@ -781,7 +808,8 @@ func (c *loopClient) handOff(why string) {
 	p.cfg.Metrics.HandedOff(why)
 	c.closed = true
 	c.stopTimer()
-	c.bw.Flush()
+	c.flush()
+	c.releaseWriter()
 	c.el.l.Remove(c.s.FD())
 	delete(c.el.clients, c)
 	p.conns.Untrack(c.handle)
@@ -853,6 +881,7 @@ type upstream struct {
 	el     *eloop
 	key    upstreamKey
 	st     *h2.LoopStream
+	conn   *h2.LoopConn // the tunnel connection st is a stream of
 	in     []byte
 	c      *loopClient // the exchange's client; nil while idle
 	owed   int         // received, not yet returned to the stream's window
@@ -876,10 +905,13 @@ func (el *eloop) upstream(key upstreamKey, fresh bool) (*upstream, error) {
 		if u.timer != nil {
 			el.l.Stop(u.timer)
 		}
-		if !u.ended {
+		if !u.ended && u.conn.Usable() {
 			u.reused = true
 			return u, nil
 		}
+		// its tunnel connection is going away (the destination's agent
+		// drains): a request sent on it now would likely be cut
+		u.discard()
 	}
 	u := &upstream{el: el, key: key}
 	tk := tunnelKey{pairKey{key.src, key.dst}, key.node}
@@ -942,7 +974,7 @@ func (u *upstream) open(conn *h2.LoopConn) error {
 	if err != nil {
 		return err
 	}
-	u.st = st
+	u.st, u.conn = st, conn
 	if u.c != nil && u.c.cur != nil && u.c.cur.up == u && u.sent {
 		u.write(u.c.cur.out)
 	}
