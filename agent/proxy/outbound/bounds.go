@@ -27,7 +27,13 @@ func (c *leasedConn) Close() error {
 
 // CloseWrite half-closes the TCP connection (L4 splices need it).
 func (c *leasedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+	return closeWrite(c.Conn)
+}
+
+// closeWrite half-closes c when it can (a TCP connection, or one that
+// wraps it); the captured connections' wrappers pass it on.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return errors.ErrUnsupported

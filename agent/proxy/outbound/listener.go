@@ -2,7 +2,6 @@ package outbound
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -39,10 +38,7 @@ func (c *clientConn) Close() error {
 
 // CloseWrite half-closes the client connection.
 func (c *clientConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
+	return closeWrite(c.Conn)
 }
 
 // serveClient serves a captured L7 connection until it closes.

@@ -860,10 +860,7 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 
 // CloseWrite half-closes the TCP connection.
 func (c *prefixConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
+	return closeWrite(c.Conn)
 }
 
 var crlf2 = []byte("\r\n\r\n")
