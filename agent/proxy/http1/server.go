@@ -398,6 +398,19 @@ func (s *Server) NewResponse(bw *bufio.Writer, req *http.Request) *Response {
 	return r
 }
 
+// ResetResponse readies r, done with its last answer, for req's, written
+// to bw. It keeps r's header map (cleared), as the server keeps one per
+// connection: a connection answering its requests in turn needs one
+// Response, not one per request.
+func (s *Server) ResetResponse(r *Response, bw *bufio.Writer, req *http.Request) {
+	h := r.w.header
+	if h == nil {
+		h = make(http.Header)
+	}
+	clear(h)
+	r.w.init(s, bw, req, h)
+}
+
 // Header is the answer's header (http.ResponseWriter).
 func (r *Response) Header() http.Header { return r.w.Header() }
 

@@ -86,8 +86,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 		httpError(w, http.StatusMethodNotAllowed, "CONNECT is not proxied")
 		return
 	}
-	rt, ok := p.pickRoute(reqCtx, w, r, &rq, ex)
-	if !ok {
+	rt := new(routed)
+	if !p.pickRoute(reqCtx, w, r, &rq, ex, rt) {
 		return
 	}
 	upgrade := prepareRequestHeaders(r.Header)
@@ -133,13 +133,13 @@ type routed struct {
 	target  string
 }
 
-// pickRoute selects the rule and backend of a request and applies the
-// rule's request filters (r.Host may change). False when the request was
+// pickRoute selects the rule and backend of a request, into rt, and applies
+// the rule's request filters (r.Host may change). False when the request was
 // answered here (no match, a request too long to match, a redirect or
 // direct answer, no valid backend) or the client went away while it was
 // matched (ctx done: nobody is left to answer).
-func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *request, ex *metrics.Recorder) (*routed, bool) {
-	rt := &routed{target: r.RequestURI}
+func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *request, ex *metrics.Recorder, rt *routed) bool {
+	*rt = routed{target: r.RequestURI}
 	if r.ProtoMajor == 2 || rt.target == "" || rt.target[0] != '/' {
 		rt.target = r.URL.RequestURI()
 	}
@@ -147,12 +147,12 @@ func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Re
 	if table == nil || len(table.Rules()) == 0 {
 		rt.cluster = rq.svc.DefaultCluster
 		ex.Routed("", rt.cluster)
-		return rt, true
+		return true
 	}
 	dec, err := table.SelectContext(ctx, &route.Request{Method: r.Method, Path: rt.target, Header: r.Header})
 	if err != nil {
 		p.refuseSelect(w, rq.info, err)
-		return nil, false
+		return false
 	}
 	rt.rule = dec.Rule
 	ex.Routed(dec.Rule.Route, "")
@@ -164,17 +164,17 @@ func (p *Proxy) pickRoute(ctx context.Context, w http.ResponseWriter, r *http.Re
 		}
 		rt.plan.ApplyResponse(w.Header())
 		w.WriteHeader(rt.plan.Answer.Status)
-		return nil, false
+		return false
 	}
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, "no valid backend")
-		return nil, false
+		return false
 	}
 	r.Host, rt.target = hr.Host, hr.Path
 	rt.cluster = rt.plan.Backend.Cluster
 	ex.Routed(dec.Rule.Route, rt.cluster)
 	rq.session = rt.plan.Backend.Session
-	return rt, true
+	return true
 }
 
 // bufferBody reads a small, known-length body into memory when retries or

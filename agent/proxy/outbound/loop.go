@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -121,6 +122,12 @@ func (ls *loops) serve(c *leasedConn, info *connInfo) bool {
 	}
 	lc := &loopClient{el: el, s: s, info: info, peer: c.RemoteAddr()}
 	lc.timer = evloop.NewTimer(lc.timedOut)
+	lc.resume = func() {
+		defer lc.guard()
+		if !lc.closed && lc.cur == nil {
+			lc.serve()
+		}
+	}
 	lc.handle = &loopHandle{c: lc}
 	if !el.l.Post(func() { el.add(lc) }) {
 		s.Close()
@@ -216,6 +223,12 @@ type loopClient struct {
 	in     []byte // read, not yet served
 	held   int64  // bytes of in reserved from the lease
 	cur    *exchange
+	// x, w and out are the storage of the exchange under way, kept from
+	// one request to the next (cur is &x while one is)
+	x      exchange
+	w      http1.Response
+	out    []byte
+	resume func() // serves what waits once an answer is done
 	timer  *evloop.Timer
 	// inHeader: timer bounds the rest of a header, not the idle wait
 	inHeader bool
@@ -233,7 +246,8 @@ type exchange struct {
 	rw     http.ResponseWriter // w, or the metrics' recorder over it
 	ex     *metrics.Recorder
 	rq     request
-	rt     *routed
+	rt     *routed // &route once routed
+	route  routed
 	out    []byte // the request as sent upstream (sent again after a stale stream)
 	key    upstreamKey
 	up     *upstream
@@ -428,7 +442,9 @@ func (c *loopClient) start(req *http.Request, body []byte) string {
 	p := c.el.p
 	c.bw = loopWriters.Get().(*bufio.Writer) // an idle connection holds none
 	c.bw.Reset(c.s)
-	x := &exchange{req: req, w: p.h1srv.NewResponse(c.bw, req)}
+	p.h1srv.ResetResponse(&c.w, c.bw, req)
+	c.x = exchange{req: req, w: &c.w}
+	x := &c.x
 	x.rw, x.ex = p.observe(x.w, c.info)
 	x.rq = request{info: c.info, snap: p.snap.Load(), hasBody: len(body) > 0, body: body}
 	x.rq.svc = x.rq.snap.Services[c.info.orig.Dst]
@@ -440,11 +456,11 @@ func (c *loopClient) start(req *http.Request, body []byte) string {
 		c.finish()
 		return ""
 	}
-	rt, ok := p.pickRoute(context.Background(), x.rw, req, &x.rq, x.ex)
-	if !ok {
+	if !p.pickRoute(context.Background(), x.rw, req, &x.rq, x.ex, &x.route) {
 		c.finish() // answered here: a redirect, a direct response, no route
 		return ""
 	}
+	rt := &x.route
 	if r := rt.rule; r != nil && (r.Retry != nil && r.Retry.Attempts > 0 || r.RequestTimeout > 0 || r.BackendRequestTimeout > 0) {
 		c.drop()
 		return metrics.HandoffRoute
@@ -503,7 +519,7 @@ func (c *loopClient) send() string {
 			return metrics.HandoffBackend
 		}
 		x.key = upstreamKey{src: c.info.src, dst: ep.Identity, node: node, addr: ep.Addr}
-		out, ok := appendRequest(make([]byte, 0, 512+len(x.rq.body)), x.req.Method, x.req.Host, x.rt.target, x.req.Header, x.rq.body)
+		out, ok := appendRequest(slices.Grow(c.out[:0], 512+len(x.rq.body)), x.req.Method, x.req.Host, x.rt.target, x.req.Header, x.rq.body)
 		if !ok {
 			var b bytes.Buffer
 			if err := outRequest(&x.rq, x.req, ep, x.rt.target).Write(&b); err != nil {
@@ -696,6 +712,7 @@ func (c *loopClient) finish() {
 	p.done(x.ex, x.req)
 	p.requests.Add(-1)
 	c.cur = nil
+	c.keepOut(x.out)
 	if u := x.up; u != nil {
 		x.up = nil
 		keep := x.resp != nil && !x.resp.Close && len(u.in) == 0 && !u.ended
@@ -716,13 +733,20 @@ func (c *loopClient) finish() {
 	c.waitNext()
 	// the next request may be read already (pipelined), or wait unread
 	// in the socket: no event will come for it
-	c.el.l.Later(func() {
-		defer c.guard()
-		if !c.closed && c.cur == nil {
-			c.serve()
-		}
-	})
+	c.el.l.Later(c.resume)
 }
+
+// keepOut keeps a request's serialisation buffer for the connection's
+// next request, unless it grew for a large body.
+func (c *loopClient) keepOut(out []byte) {
+	if cap(out) <= maxKeptOut {
+		c.out = out[:0]
+	}
+}
+
+// maxKeptOut is the largest serialisation buffer a connection keeps
+// between requests.
+const maxKeptOut = 4 << 10
 
 // waitNext arms the timer of a connection waiting for its next request.
 func (c *loopClient) waitNext() {
