@@ -273,7 +273,7 @@ func (l *Loop) wait() (int, error) {
 		busy := len(l.posted) > 0 || l.closed
 		l.mu.Unlock()
 		if busy { // look, do not wait
-			n, err := unix.EpollWait(l.epfd, l.events, 0)
+			n, err := rawPoll(l.epfd, l.events)
 			if err == unix.EINTR {
 				continue
 			}
@@ -283,7 +283,7 @@ func (l *Loop) wait() (int, error) {
 		var n int
 		var werr error
 		err := l.rc.Read(func(uintptr) bool {
-			n, werr = unix.EpollWait(l.epfd, l.events, 0)
+			n, werr = rawPoll(l.epfd, l.events)
 			return werr != nil || n > 0
 		})
 		if werr == unix.EINTR {

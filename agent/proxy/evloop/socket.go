@@ -116,7 +116,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 	if s.drained || len(p) == 0 {
 		return 0, ErrWouldBlock
 	}
-	n, err := unix.Read(s.fd, p)
+	n, err := rawRead(s.fd, p)
 	switch {
 	case err == unix.EAGAIN:
 		s.drained = true
@@ -165,7 +165,7 @@ func (s *Socket) Write(p []byte) (int, error) {
 // writeSome writes what fd takes of p now.
 func writeSome(fd int, p []byte) (int, error) {
 	for {
-		n, err := unix.Write(fd, p)
+		n, err := rawWrite(fd, p)
 		switch err {
 		case nil:
 			return n, nil
