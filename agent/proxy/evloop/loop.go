@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 )
 
 // Events are what epoll reported for a socket.
@@ -273,7 +275,7 @@ func (l *Loop) wait() (int, error) {
 		busy := len(l.posted) > 0 || l.closed
 		l.mu.Unlock()
 		if busy { // look, do not wait
-			n, err := rawPoll(l.epfd, l.events)
+			n, err := sock.Poll(l.epfd, l.events)
 			if err == unix.EINTR {
 				continue
 			}
@@ -283,7 +285,7 @@ func (l *Loop) wait() (int, error) {
 		var n int
 		var werr error
 		err := l.rc.Read(func(uintptr) bool {
-			n, werr = rawPoll(l.epfd, l.events)
+			n, werr = sock.Poll(l.epfd, l.events)
 			return werr != nil || n > 0
 		})
 		if werr == unix.EINTR {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 )
 
 // ErrWouldBlock: a Socket's read found nothing; try again after the next
@@ -116,7 +118,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 	if s.drained || len(p) == 0 {
 		return 0, ErrWouldBlock
 	}
-	n, err := rawRead(s.fd, p)
+	n, err := sock.Read(s.fd, p)
 	switch {
 	case err == unix.EAGAIN:
 		s.drained = true
@@ -165,7 +167,7 @@ func (s *Socket) Write(p []byte) (int, error) {
 // writeSome writes what fd takes of p now.
 func writeSome(fd int, p []byte) (int, error) {
 	for {
-		n, err := rawWrite(fd, p)
+		n, err := sock.Write(fd, p)
 		switch err {
 		case nil:
 			return n, nil
