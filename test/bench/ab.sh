@@ -7,10 +7,11 @@
 # Each build: a destination and a source weft process, one backend for both; fortio at a fixed
 # 1000 req/s over 16 connections, ROUNDS (5) rounds of SECS (10) seconds, A and B alternating.
 # QPS=0 measures at maximum throughput instead (rps is then a result: it is printed and compared too).
+# PROTO=h2c measures run.sh's h2weft2p shape instead (h2c end to end, fortio -h2 -stdclient).
 # Prints per round, then the medians: source and destination CPU µs per request (utime+stime of
 # the process), p50 and p99, B/A of the medians, and the median of each round's own B/A (paired:
-# steadier when the machine's load drifts between rounds). STRACE=1 then counts the source process's system calls per
-# request (strace -c -f, a 5 s round at 1000 req/s per build): futex and nanosleep are the
+# steadier when the machine's load drifts between rounds). STRACE=1 then counts each process's system calls per
+# request (strace -c -f, a 5 s round at 1000 req/s per build and process): futex and nanosleep are the
 # scheduler waking idle threads, which CPU figures on a loaded machine hide in the noise.
 set -euo pipefail
 export GOTOOLCHAIN=auto
@@ -20,6 +21,8 @@ REV_B=${2:-}
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-10}
 QPS=${QPS:-1000}
+PROTO=${PROTO:-http}
+case $PROTO in http) LOAD=() ;; h2c) LOAD=(-h2 -stdclient) ;; *) echo "PROTO: http or h2c, not $PROTO" >&2; exit 2 ;; esac
 # shellcheck source=test/bench/lib.sh
 . "$ROOT/test/bench/lib.sh"
 bench_init weft-ab
@@ -45,10 +48,10 @@ done
 pair() {
   local envv=ENV_${1^^}
   # shellcheck disable=SC2086
-  env ${!envv:-} "$WORK/$1" weft -role dst -in 127.0.0.1:$2 -out 127.0.0.1:$(($2 + 50)) -peer 127.0.0.1:$2 \
+  env ${!envv:-} "$WORK/$1" weft -role dst -proto "$PROTO" -in 127.0.0.1:$2 -out 127.0.0.1:$(($2 + 50)) -peer 127.0.0.1:$2 \
     -backend 127.0.0.1:18400 -pki "$WORK" >"$WORK/$1-dst.log" 2>&1 & PIDS+=($!); printf -v "DST_$1" %s $!
   # shellcheck disable=SC2086
-  env ${!envv:-} "$WORK/$1" weft -role src -out 127.0.0.1:$3 -in 127.0.0.1:$(($3 + 50)) -peer 127.0.0.1:$2 \
+  env ${!envv:-} "$WORK/$1" weft -role src -proto "$PROTO" -out 127.0.0.1:$3 -in 127.0.0.1:$(($3 + 50)) -peer 127.0.0.1:$2 \
     -backend 127.0.0.1:18400 -pki "$WORK" >"$WORK/$1-src.log" 2>&1 & PIDS+=($!); printf -v "SRC_$1" %s $!
 }
 pair a 18412 18411
@@ -59,10 +62,10 @@ done
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # measure NAME PORT SRC DST: one fixed-load round, one result line
 measure() {
-  "$FORTIO" load -quiet -c 16 -qps 0 -t 1s "http://127.0.0.1:$2/" >/dev/null 2>&1 # warm-up
+  "$FORTIO" load -quiet "${LOAD[@]}" -c 16 -qps 0 -t 1s "http://127.0.0.1:$2/" >/dev/null 2>&1 # warm-up
   local s0 d0 s1 d1
   s0=$(ticks "$3"); d0=$(ticks "$4")
-  "$FORTIO" load -quiet -c 16 -qps "$QPS" -t "${SECS}s" -p 50,99 -json "$WORK/$1.json" "http://127.0.0.1:$2/" >/dev/null 2>&1
+  "$FORTIO" load -quiet "${LOAD[@]}" -c 16 -qps "$QPS" -t "${SECS}s" -p 50,99 -json "$WORK/$1.json" "http://127.0.0.1:$2/" >/dev/null 2>&1
   s1=$(ticks "$3"); d1=$(ticks "$4")
   python3 - "$WORK/$1.json" "$((s1 - s0))" "$((d1 - d0))" "$(getconf CLK_TCK)" "$1" <<'PY'
 import json, sys
@@ -97,11 +100,11 @@ print(f"b/a src_cpu={b['src_us']/a['src_us']:.2f} dst_cpu={b['dst_us']/a['dst_us
 pair = {m: statistics.median(rb[m] / ra[m] for ra, rb in zip(rows["a"], rows["b"])) for m in ("src_us", "dst_us", "p50_ms", "p99_ms", "rps")}
 print(f"paired b/a src_cpu={pair['src_us']:.3f} dst_cpu={pair['dst_us']:.3f} p50={pair['p50_ms']:.3f} p99={pair['p99_ms']:.3f} rps={pair['rps']:.3f}")
 PY
-# syscalls NAME PORT SRC: the source process's system calls per request under strace
+# syscalls NAME PORT PID: a process's system calls per request under strace
 syscalls() {
   strace -c -f -q -o "$WORK/$1.strace" -p "$3" & local st=$!
   sleep 1
-  "$FORTIO" load -quiet -c 16 -qps 1000 -t 5s -json "$WORK/$1-st.json" "http://127.0.0.1:$2/" >/dev/null 2>&1
+  "$FORTIO" load -quiet "${LOAD[@]}" -c 16 -qps 1000 -t 5s -json "$WORK/$1-st.json" "http://127.0.0.1:$2/" >/dev/null 2>&1
   kill -INT "$st"; wait "$st" 2>/dev/null || true
   python3 - "$WORK/$1.strace" "$WORK/$1-st.json" "$1" <<'PY'
 import json, sys
@@ -116,6 +119,8 @@ print(f"{sys.argv[3]} syscalls per request ({n} requests): " + " ".join(f"{k}={v
 PY
 }
 if [ -n "${STRACE:-}" ]; then
-  syscalls a 18411 "$SRC_a"
-  syscalls b 18421 "$SRC_b"
+  syscalls a-src 18411 "$SRC_a"
+  syscalls b-src 18421 "$SRC_b"
+  syscalls a-dst 18411 "$DST_a"
+  syscalls b-dst 18421 "$DST_b"
 fi

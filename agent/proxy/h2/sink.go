@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 )
 
 // Delivery straight from the connection's reader.
@@ -140,7 +142,7 @@ func tryWrite(rc syscall.RawConn) func([]byte) (int, error) {
 		var n int
 		var werr error
 		err := rc.Write(func(fd uintptr) bool {
-			n, werr = syscall.Write(int(fd), p)
+			n, werr = sock.Write(int(fd), p)
 			return true // never wait for the socket: the rest is buffered
 		})
 		if err != nil {

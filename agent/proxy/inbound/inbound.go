@@ -43,6 +43,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/relay"
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
 )
@@ -297,7 +298,7 @@ func (c tunnelConn) Drain()       { c.GoAway() }
 
 func (s *Server) serveConn(nc net.Conn) {
 	var hs handshake
-	tc := tls.Server(nc, s.tlsConfig(&hs))
+	tc := tls.Server(sock.Wrap(nc), s.tlsConfig(&hs))
 	nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		reason := handshakeReason(&hs, err)

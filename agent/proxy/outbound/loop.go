@@ -24,6 +24,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/h2"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
 )
@@ -864,7 +865,11 @@ func fileConn(s *evloop.Socket) (net.Conn, error) {
 	}
 	f := os.NewFile(uintptr(fd), "client")
 	defer f.Close()
-	return net.FileConn(f)
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return sock.Wrap(c), nil
 }
 
 // prefixConn reads prefix, then the connection.

@@ -33,6 +33,7 @@ import (
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/relay"
 	"github.com/weft-mesh/weft/agent/proxy/session"
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -208,6 +209,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 // handle classifies one captured connection: refuse, L4 or L7.
 func (p *Proxy) handle(c net.Conn) {
+	c = sock.Wrap(c) // raw reads and writes (see package sock)
 	orig, ok := p.cfg.Lookup.Lookup(addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()))
 	if !ok {
 		p.cfg.Logger.Debug("refused: no redirect record", logkey.Client, c.RemoteAddr().String())

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/weft-mesh/weft/agent/proxy/h2"
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 )
 
 // Target is one tunnelled connection: the pod address to reach, the node
@@ -189,7 +190,7 @@ func (d *Dialer) dial(ctx context.Context, node string, tc *tls.Config) (*h2.Con
 	if err != nil {
 		return nil, err
 	}
-	tconn := tls.Client(raw, tc)
+	tconn := tls.Client(sock.Wrap(raw), tc)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, err
