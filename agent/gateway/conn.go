@@ -14,6 +14,7 @@ import (
 	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
 	"github.com/weft-mesh/weft/agent/proxy/relay"
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 	"github.com/weft-mesh/weft/api/logkey"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -39,6 +40,7 @@ func (g *Gateway) newPortServer(number uint32, ln net.Listener) *portServer {
 // snapshot in force: HTTP goes to the port's HTTP server; TLS is peeked for
 // its SNI, then passed through or terminated; TCP is forwarded.
 func (ps *portServer) handle(c net.Conn) {
+	c = sock.Wrap(c) // raw reads and writes (see package sock)
 	g := ps.g
 	port := g.snap.Load().Ports[ps.number]
 	if port == nil {
