@@ -82,21 +82,19 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // WriteTo copies the stream's data to w until the peer ends the stream
 // (then it returns nil, as io.Copy expects) or either side fails. When w is
-// a TCP socket itself (not a wrapper, whose Write may do more than write),
-// data arriving meanwhile is written to it straight from the connection's
-// reader (see deliver).
+// a TCP socket itself (a net.TCPConn or a sock.Conn, not a wrapper whose
+// Write may do more than write), data arriving meanwhile is written to it
+// straight from the connection's reader (see deliver).
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	var written int64
 	s.rmu.Lock()
-	if tc, ok := w.(*net.TCPConn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			s.sink = sink{try: tryWrite(rc)}
-			defer func() {
-				s.rmu.Lock()
-				s.sink = sink{}
-				s.rmu.Unlock()
-			}()
-		}
+	if rc := socketOf(w); rc != nil {
+		s.sink = sink{try: tryWrite(rc)}
+		defer func() {
+			s.rmu.Lock()
+			s.sink = sink{}
+			s.rmu.Unlock()
+		}()
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -134,6 +132,23 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		}
 		return written, err
 	}
+}
+
+// socketOf is the socket w writes to when w is a TCP connection (plain,
+// or a sock.Conn), else nil.
+func socketOf(w io.Writer) syscall.RawConn {
+	var rc syscall.RawConn
+	var err error
+	switch c := w.(type) {
+	case *net.TCPConn:
+		rc, err = c.SyscallConn()
+	case *sock.Conn:
+		rc, err = c.SyscallConn()
+	}
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // tryWrite is a non-blocking write to a socket: whatever write(2) takes now.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/weft-mesh/weft/agent/proxy/sock"
 )
 
 // tcpPair is a connected loopback TCP pair with small socket buffers, set
@@ -88,10 +90,16 @@ func waitSink(t *testing.T, s *Stream) {
 // connection's reader writes arriving data to the socket itself; when the
 // socket is full the rest is buffered and WriteTo writes it; the bytes
 // arrive complete and in order, the window is returned, and the peer's
-// END_STREAM ends WriteTo with nil.
+// END_STREAM ends WriteTo with nil. The same for a sock.Conn.
 func TestWriteToSocket(t *testing.T) {
+	t.Run("TCPConn", func(t *testing.T) { testWriteToSocket(t, func(c *net.TCPConn) io.Writer { return c }) })
+	t.Run("sock.Conn", func(t *testing.T) { testWriteToSocket(t, func(c *net.TCPConn) io.Writer { return sock.Wrap(c) }) })
+}
+
+func testWriteToSocket(t *testing.T, wrap func(*net.TCPConn) io.Writer) {
 	s, p := openedStream(t)
-	w, r := tcpPair(t)
+	tw, r := tcpPair(t)
+	w := wrap(tw)
 	type result struct {
 		n   int64
 		err error

@@ -422,6 +422,7 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 		st.Respond(http.StatusServiceUnavailable)
 		return
 	}
+	pod = sock.Wrap(pod) // raw reads and writes (see package sock)
 	defer pod.Close()
 	// tracked while spliced: a policy change that refuses it closes it
 	lc := &liveConn{peer: peer, addr: addr, target: target, close: func() { st.Close(); pod.Close() }}
