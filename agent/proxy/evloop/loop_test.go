@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/agent/proxy/sock/socktest"
 )
 
 // runLoop starts a loop for the test and stops it at the end.
@@ -213,9 +215,9 @@ func TestEcho(t *testing.T) {
 // not hide the end.
 func TestPeerCloseWithData(t *testing.T) {
 	l := runLoop(t)
-	c, sc := tcpPair(t)
+	c, sc := socktest.Pair(t)
 	c.Write([]byte("last words"))
-	c.(*net.TCPConn).CloseWrite()
+	c.CloseWrite()
 	time.Sleep(50 * time.Millisecond) // both are queued at the server
 	s, err := Take(sc)
 	if err != nil {
@@ -244,7 +246,7 @@ func TestPeerCloseWithData(t *testing.T) {
 
 func TestPendingBound(t *testing.T) {
 	l := runLoop(t)
-	_, sc := tcpPair(t) // the client end never reads
+	_, sc := socktest.Pair(t) // the client end never reads
 	s, err := Take(sc)
 	if err != nil {
 		t.Fatal(err)
@@ -413,7 +415,7 @@ func TestPanicIsRecovered(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	c, sc := tcpPair(t)
+	c, sc := socktest.Pair(t)
 	s, err := Take(sc)
 	if err != nil {
 		t.Fatal(err)
@@ -478,7 +480,7 @@ func TestStopClosesWhatIsLeft(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	_, sc := tcpPair(t)
+	_, sc := socktest.Pair(t)
 	s, err := Take(sc)
 	if err != nil {
 		t.Fatal(err)
@@ -500,28 +502,6 @@ func TestStopClosesWhatIsLeft(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	s.Close()
-}
-
-// tcpPair returns both ends of a loopback TCP connection, closed at the
-// test's end.
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sc.Close() })
-	return c, sc
 }
 
 // selfSigned returns a certificate for "echo" and a pool that trusts it.

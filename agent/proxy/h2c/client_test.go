@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/weft-mesh/weft/agent/proxy/sock/socktest"
 )
 
 // pair connects a ClientConn to a ServerConn serving h.
 func pair(t *testing.T, cfg ServerConfig, h http.HandlerFunc) (*ClientConn, *ServerConn) {
 	t.Helper()
-	a, b := tcpPair(t)
+	a, b := socktest.Pair(t)
 	cfg.Handler = h
 	type res struct {
 		sc  *ServerConn
@@ -280,7 +282,7 @@ func waitFor(t *testing.T, ch chan struct{}, what string) {
 // clientPeer starts a ClientConn against a raw peer acting as server.
 func clientPeer(t *testing.T) (*ClientConn, *peer) {
 	t.Helper()
-	a, b := tcpPair(t)
+	a, b := socktest.Pair(t)
 	p := newPeer(t, b)
 	cc, err := NewClientConn(a, ClientConfig{})
 	if err != nil {
@@ -355,7 +357,7 @@ func TestPoolRetriesOnAnotherConnection(t *testing.T) {
 	var dials atomic.Int32
 	cl := NewClient(func(ctx context.Context, k string) (net.Conn, error) {
 		dials.Add(1)
-		a, b := tcpPair(t)
+		a, b := socktest.Pair(t)
 		sc, err := NewServerConnAsync(b, &ServerConfig{Handler: http.HandlerFunc(echoHandler)})
 		if err != nil {
 			return nil, err

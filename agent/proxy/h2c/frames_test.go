@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weft-mesh/weft/agent/proxy/sock/socktest"
 )
 
 // frame is a copy of one frame the peer read (the Framer reuses buffers).
@@ -160,40 +162,11 @@ func (p *peer) write(f func(fr *http2.Framer) error) {
 	}
 }
 
-// tcpPair is a connected pair of loopback TCP connections.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		ch <- c
-	}()
-	a, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
-
 // serverPeer starts a ServerConn with h and a raw peer as its client,
 // preface and settings sent.
 func serverPeer(t *testing.T, cfg ServerConfig, h http.HandlerFunc, setup ...func(*peer)) (*ServerConn, *peer) {
 	t.Helper()
-	a, b := tcpPair(t)
+	a, b := socktest.Pair(t)
 	p := newPeer(t, b)
 	cfg.Handler = h
 	b.Write(clientPreface)

@@ -10,39 +10,19 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/agent/proxy/sock/socktest"
 )
 
 // pair is a connected loopback pair: a is wrapped, b is plain.
 func pair(t *testing.T) (a *Conn, b net.Conn) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		ch <- c
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = <-ch
-	if b == nil {
-		t.Fatal("accept failed")
-	}
+	c, sc := socktest.Pair(t)
 	w, ok := Wrap(c).(*Conn)
 	if !ok {
 		t.Fatalf("Wrap(%T) did not wrap", c)
 	}
-	t.Cleanup(func() { w.Close(); b.Close() })
-	return w, b
+	return w, sc
 }
 
 func TestWrapLeavesOtherConns(t *testing.T) {
