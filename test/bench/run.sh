@@ -149,6 +149,8 @@ declare -A HOP_A=([weft2p]="$WEFT_SRC" [nginx2p]="$NGINX2_A" [h2weft2p]="$WEFT2_
 declare -A HOP_B=([weft2p]="$WEFT_DST" [nginx2p]="$NGINX2_B" [h2weft2p]="$WEFT2_DST" [h2nginx2p]="$NGINX2_B" [grpcweft2p]="$WEFTG_DST" [grpcnginx2p]="$NGINX2_B")
 
 ticks() { local t=0; for p in $1; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+# busy: the whole machine's busy CPU time (all cores: user, nice, system, irq, softirq), in ticks
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 rss_kb() { local t=0; for p in $1; do t=$((t + $(awk '/^VmRSS/{print $2}' /proc/$p/status))); done; echo $t; }
 
 # sanity: every path answers 200 with 1 KiB (the h2 paths over h2c with prior knowledge)
@@ -192,18 +194,23 @@ us = lambda t: t * 1e6 / hz / max(n, 1)
 print(f"fixed {k} cpu_us_per_req={us(ticks):.1f} hopa_us_per_req={us(int(sys.argv[5])):.1f} hopb_us_per_req={us(int(sys.argv[6])):.1f}"
       f" p50_ms={p[50] * 1e3:.3f} p90_ms={p[90] * 1e3:.3f} p99_ms={p[99] * 1e3:.3f} qps={d['ActualQPS']:.0f} n={n} ok={ok}")
 PY
-    t0=$(ticks "${PROCS[$k]}"); a0=$(ticks "${HOP_A[$k]:-}"); b0=$(ticks "${HOP_B[$k]:-}")
+    t0=$(ticks "${PROCS[$k]}"); a0=$(ticks "${HOP_A[$k]:-}"); b0=$(ticks "${HOP_B[$k]:-}"); m0=$(busy)
+    case $k in grpc*) bk=$GRPC_BACKEND_PID ;; *) bk=$BACKEND_PID ;; esac
+    k0=$(ticks "$bk")
     run "$k" 0 "$MAX_SECS"
-    t1=$(ticks "${PROCS[$k]}"); a1=$(ticks "${HOP_A[$k]:-}"); b1=$(ticks "${HOP_B[$k]:-}")
-    # CPU per request at maximum throughput too: with the cores saturated it is what bounds max rps
+    t1=$(ticks "${PROCS[$k]}"); a1=$(ticks "${HOP_A[$k]:-}"); b1=$(ticks "${HOP_B[$k]:-}"); m1=$(busy); k1=$(ticks "$bk")
+    # CPU per request at maximum throughput too: with the cores saturated it is what bounds max rps;
+    # machine_us_per_req is every process's (the load generator's and the backend's included),
+    # backend_us_per_req the backend's alone
     python3 - "$WORK/out.json" "$k" "$(rss_kb "${PROCS[$k]}")" "$(rss_kb "${HOP_A[$k]:-}")" "$(rss_kb "${HOP_B[$k]:-}")" \
-      "$((t1 - t0))" "$((a1 - a0))" "$((b1 - b0))" "$(getconf CLK_TCK)" >>"$WORK/results" <<'PY'
+      "$((t1 - t0))" "$((a1 - a0))" "$((b1 - b0))" "$(getconf CLK_TCK)" "$((m1 - m0))" "$((k1 - k0))" >>"$WORK/results" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); k = sys.argv[2]; n = d['DurationHistogram']['Count']; hz = int(sys.argv[9])
 codes = d.get("RetCodes", {}); ok = codes.get("200", 0) + codes.get("SERVING", 0)
 us = lambda t: int(t) * 1e6 / hz / max(n, 1)
 print(f"max {k} rps={d['ActualQPS']:.0f} ok={ok} n={n} rss_kb={sys.argv[3]} hopa_rss_kb={sys.argv[4]} hopb_rss_kb={sys.argv[5]}"
-      f" cpu_us_per_req={us(sys.argv[6]):.1f} hopa_us_per_req={us(sys.argv[7]):.1f} hopb_us_per_req={us(sys.argv[8]):.1f}")
+      f" cpu_us_per_req={us(sys.argv[6]):.1f} hopa_us_per_req={us(sys.argv[7]):.1f} hopb_us_per_req={us(sys.argv[8]):.1f}"
+      f" machine_us_per_req={us(sys.argv[10]):.1f} backend_us_per_req={us(sys.argv[11]):.1f}")
 PY
   done
 done

@@ -72,8 +72,11 @@ for k, base in [("weft2p", "direct"), ("nginx2p", "direct"), ("h2weft2p", "h2dir
           f" | added over {base}: p50 +{g(k,'fixed_p50_ms')-g(base,'fixed_p50_ms'):.3f} ms, p90 +{g(k,'fixed_p90_ms')-g(base,'fixed_p90_ms'):.3f} ms,"
           f" p99 +{g(k,'fixed_p99_ms')-g(base,'fixed_p99_ms'):.3f} ms")
     if "max_hopa_us_per_req" in med[k]:
+        whole = ""
+        if "max_machine_us_per_req" in med[k]:
+            whole = f", whole machine {g(k,'max_machine_us_per_req'):.1f} (backend {g(k,'max_backend_us_per_req'):.1f})"
         print(f"  {'':11} CPU µs/req at max rps ({g(k,'max_rps'):.0f}): source {g(k,'max_hopa_us_per_req'):.1f},"
-              f" destination {g(k,'max_hopb_us_per_req'):.1f}")
+              f" destination {g(k,'max_hopb_us_per_req'):.1f}{whole}")
 print()
 if "weft" in med and "nginx" in med:
     print("same-node ratios:")
