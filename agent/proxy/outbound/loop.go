@@ -707,10 +707,12 @@ func (c *loopClient) abort() {
 func (c *loopClient) finish() {
 	x := c.cur
 	p := c.el.p
+	// counted before the answer's end goes out, as the server's handler
+	// does: a client that reads the metrics once answered sees its request
+	p.done(x.ex, x.req)
 	err := x.w.Finish() // flushes the answer buffer
 	c.releaseWriter()
 	closeAfter := x.w.CloseAfter() || err != nil
-	p.done(x.ex, x.req)
 	p.requests.Add(-1)
 	c.cur = nil
 	c.keepOut(x.out)
