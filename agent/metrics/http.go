@@ -44,6 +44,14 @@ func (e *Recorder) Write(b []byte) (int, error) {
 	return e.ResponseWriter.Write(b)
 }
 
+// Retried forgets the status of an answer begun and dropped (the request
+// was sent again): the answer that replaces it is the one counted.
+func (e *Recorder) Retried() {
+	if e != nil {
+		e.code = 0
+	}
+}
+
 // Unwrap lets http.ResponseController reach the server's writer (Flush,
 // Hijack, deadlines).
 func (e *Recorder) Unwrap() http.ResponseWriter { return e.ResponseWriter }

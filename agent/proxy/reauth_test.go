@@ -1,10 +1,13 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,3 +90,83 @@ func TestAuthzPolicyTransitionLosesNoRequest(t *testing.T) {
 type statusErr struct{ code int }
 
 func (e *statusErr) Error() string { return http.StatusText(e.code) }
+
+// TestAnswerEndedByThePod: pods that close their connection after (or
+// within) an answer. A body that ends with the connection is passed on
+// whole. An answer cut after its head, before any of it reached the client
+// (a pod that crashed, or a policy change that cut a spliced stream
+// between two reads), is sent once more when the request is a GET, and
+// answered whole; a POST is not sent again (the pod may have acted on it):
+// its client sees the connection close. None waits.
+func TestAnswerEndedByThePod(t *testing.T) {
+	const cut = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" // the body never comes
+	for _, tc := range []struct {
+		name, method string
+		first        string // the pod's first answer, then it closes
+		wantSent     int32
+		wantOK       bool
+	}{
+		{"GET cut after the head", http.MethodGet, cut, 2, true},
+		{"POST cut after the head", http.MethodPost, cut, 1, false},
+		{"GET cut within the head", http.MethodGet, "HTTP/1.1 200 OK\r\nContent-Le", 2, true},
+		{"GET body until the close", http.MethodGet, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello", 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			l, ep := e.pod("web", "web")
+			var sent atomic.Int32
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						br := bufio.NewReader(c)
+						for {
+							req, err := http.ReadRequest(br)
+							if err != nil {
+								return
+							}
+							io.Copy(io.Discard, req.Body)
+							if sent.Add(1) == 1 {
+								c.Write([]byte(tc.first))
+								return
+							}
+							c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"))
+						}
+					}()
+				}
+			}()
+			e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+			e.service("web", "web", "10.96.0.42", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+			e.apply()
+			caller := e.caller("app")
+			tr := &http.Transport{DisableKeepAlives: true, DialContext: func(context.Context, string, string) (net.Conn, error) {
+				return e.dialErr(caller, "10.96.0.42:80")
+			}}
+			c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+			var body io.Reader // a GET carries none, a POST some
+			if tc.method == http.MethodPost {
+				body = strings.NewReader("x")
+			}
+			req, _ := http.NewRequest(tc.method, "http://10.96.0.42/", body)
+			resp, err := c.Do(req)
+			var got []byte
+			if err == nil {
+				got, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			if tc.wantOK && (err != nil || resp.StatusCode != 200 || string(got) != "hello") {
+				t.Fatalf("%v %q, want 200 hello", err, got)
+			}
+			if !tc.wantOK && (err == nil || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Timeout")) {
+				t.Fatalf("%v, %q: want the connection closed at once", err, got)
+			}
+			if n := sent.Load(); n != tc.wantSent {
+				t.Fatalf("the request reached the pod %d times, want %d", n, tc.wantSent)
+			}
+		})
+	}
+}

@@ -50,6 +50,7 @@ func testAuthzAllowAndApplicationDeny(t *testing.T, e *env) {
 	t.Logf("the attacker's connections refused %s after the apply", took.Round(time.Millisecond))
 	if f := e.shopClient("frontend", cartURL, "--count", "50"); f.Status["200"] != 50 {
 		t.Errorf("frontend GET under the ALLOW policy: %+v, want 50 answered 200", f)
+		t.Logf("warnings of the weft pods:\n%s", e.weftWarnings(40))
 	}
 	// Application level: POST /admin refused with 403, on a kept-alive
 	// connection that then serves the next request

@@ -74,6 +74,10 @@ type StreamHandler interface {
 	Data(st *LoopStream, p []byte)
 	// Drained: the data written to st is all sent (after Write queued it).
 	Drained(st *LoopStream)
+	// Ended: the peer ended its side (END_STREAM) while ours is open: no
+	// more data comes. Closed follows once ours ends too (CloseWrite);
+	// Close ends it without.
+	Ended(st *LoopStream)
 	// Closed: the stream is done. err is nil when the peer ended it
 	// (END_STREAM); ErrRefused (wrapped, with the status) when it refused
 	// the CONNECT; ErrStreamReset, ErrGoingAway or ErrConnClosed else.
@@ -329,10 +333,22 @@ func (c *LoopConn) onData(f *http2.DataFrame) error {
 	if len(data) > 0 {
 		st.h.Data(st, data)
 	}
-	if f.StreamEnded() && !st.done {
-		c.maybeForget(st)
+	if f.StreamEnded() {
+		c.peerEnded(st)
 	}
 	return nil
+}
+
+// peerEnded ends st once both sides ended it, else tells its handler
+// that the peer's side ended.
+func (c *LoopConn) peerEnded(st *LoopStream) {
+	if st.done {
+		return
+	}
+	c.maybeForget(st)
+	if !st.done {
+		st.h.Ended(st)
+	}
 }
 
 func (c *LoopConn) onHeaders(f *http2.MetaHeadersFrame) error {
@@ -343,7 +359,7 @@ func (c *LoopConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if st.opened { // trailers: CONNECT streams have none to deliver
 		if f.StreamEnded() {
 			st.gotEnd = true
-			c.maybeForget(st)
+			c.peerEnded(st)
 		}
 		return nil
 	}
@@ -362,7 +378,7 @@ func (c *LoopConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	st.h.Opened(st)
 	if f.StreamEnded() && !st.done {
 		st.gotEnd = true
-		c.maybeForget(st)
+		c.peerEnded(st)
 	}
 	if !st.done {
 		c.pump(st) // what was written before the answer goes now
@@ -483,6 +499,7 @@ func (noHandler) Opened(*LoopStream)        {}
 func (noHandler) Data(*LoopStream, []byte)  {}
 func (noHandler) Drained(*LoopStream)       {}
 func (noHandler) Closed(*LoopStream, error) {}
+func (noHandler) Ended(*LoopStream)         {}
 
 // pump sends what st may send now; true when nothing waits.
 func (c *LoopConn) pump(st *LoopStream) bool {

@@ -67,6 +67,11 @@ func loopServer(t *testing.T, cfg *tls.Config) (string, chan *Conn) {
 			s.Respond(http.StatusOK)
 			io.Copy(s, s)
 			s.CloseWrite()
+		case "say-and-end": // ends its side, keeps reading ours
+			s.Respond(http.StatusOK)
+			s.Write([]byte("said"))
+			s.CloseWrite()
+			io.Copy(io.Discard, s)
 		case "refuse":
 			s.Respond(http.StatusForbidden)
 		case "reset":
@@ -98,6 +103,7 @@ type recorder struct {
 	mu      sync.Mutex
 	opened  bool
 	drained int
+	ended   int // Ended calls
 	got     bytes.Buffer
 	closed  chan error
 }
@@ -112,6 +118,7 @@ func (r *recorder) Data(st *LoopStream, p []byte) {
 	st.Consumed(len(p))
 }
 func (r *recorder) Drained(*LoopStream)             { r.mu.Lock(); r.drained++; r.mu.Unlock() }
+func (r *recorder) Ended(*LoopStream)               { r.mu.Lock(); r.ended++; r.mu.Unlock() }
 func (r *recorder) Closed(_ *LoopStream, err error) { r.closed <- err }
 
 func (r *recorder) wait(t *testing.T) error {
@@ -241,6 +248,48 @@ func TestLoopConnRefusedAndReset(t *testing.T) {
 	if err := ok.wait(t); err != nil || ok.got.String() != "still here" {
 		t.Errorf("echo after a reset: %q, %v", ok.got.String(), err)
 	}
+}
+
+// TestLoopConnPeerEndsFirst: a peer that ends its side while ours is open
+// is told to the handler (Ended) once its data came, and the stream ends
+// (Closed) only once ours ends too.
+func TestLoopConnPeerEndsFirst(t *testing.T) {
+	srv, cli := loopTLS(t)
+	addr, _ := loopServer(t, srv)
+	l, lc, _ := loopClient(t, addr, cli)
+	r := newRecorder()
+	var st *LoopStream
+	in(t, l, func() { st, _ = lc.Open("say-and-end", nil, r) })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		ended, got := r.ended, r.got.String()
+		r.mu.Unlock()
+		if ended > 0 {
+			if ended != 1 || got != "said" {
+				t.Fatalf("Ended %d times with %q received, want once after \"said\"", ended, got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Ended not called; received %q", got)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-r.closed:
+		t.Fatalf("Closed(%v) while our side is open", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	in(t, l, func() { st.Write([]byte("late")); st.CloseWrite() })
+	if err := r.wait(t); err != nil {
+		t.Fatalf("the stream ended with %v once both sides ended", err)
+	}
+	in(t, l, func() {
+		if n := lc.Streams(); n != 0 {
+			t.Errorf("%d streams left open after both sides ended", n)
+		}
+	})
 }
 
 // TestLoopConnGoAway: after the server's GOAWAY no stream opens; the open
@@ -435,4 +484,5 @@ type holder struct{ closed chan error }
 func (*holder) Opened(*LoopStream)                {}
 func (*holder) Data(*LoopStream, []byte)          {}
 func (*holder) Drained(*LoopStream)               {}
+func (*holder) Ended(*LoopStream)                 {}
 func (h *holder) Closed(_ *LoopStream, err error) { h.closed <- err }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/forward"
+	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
 	"github.com/weft-mesh/weft/agent/proxy/route"
 	"github.com/weft-mesh/weft/agent/proxy/session"
@@ -109,6 +110,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 		}
 	}
 	resp, err := p.forward(ctx, &rq, rt, r, upgrade)
+	var bp *[]byte // the body's first bytes, when startBody read them
+	n := 0
+	if err == nil {
+		resp, bp, n, err = p.startBody(ctx, &rq, rt, r, upgrade, resp)
+	}
 	if err != nil {
 		code, msg := forward.Answer(err, ctx, reqCtx)
 		if code == http.StatusBadGateway && p.upstreamLog.Allow() {
@@ -120,7 +126,32 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, reqCtx context.Con
 		}
 		return
 	}
-	p.writeResponse(w, r, reqCtx, resp, &rt.plan, &rq.result)
+	p.writeResponse(w, r, reqCtx, resp, &rt.plan, &rq.result, bp, n)
+}
+
+// startBody reads the first bytes of the answer to an idempotent request
+// sent over HTTP/1.1 when its length is known, before anything of it goes
+// to the client (whose header waits for the body anyway). An answer cut
+// before them (a pod that crashed or closed, a policy change that cut a
+// spliced stream) is dropped and the request sent once more, as the event
+// loops do. It returns the answer to write, with the buffer holding its
+// first n bytes (nil when it read none).
+func (p *Proxy) startBody(ctx context.Context, rq *request, rt *routed, r *http.Request, upgrade string, resp *http.Response) (*http.Response, *[]byte, int, error) {
+	if resp.ContentLength <= 0 || resp.ProtoMajor != 1 || upgrade != "" || !http1.Idempotent(r) || !rq.replayable() {
+		return resp, nil, 0, nil
+	}
+	bp := bufPool.Get().(*[]byte)
+	n, err := io.ReadAtLeast(resp.Body, (*bp)[:min(int64(len(*bp)), resp.ContentLength)], 1)
+	if err == nil {
+		return resp, bp, n, nil
+	}
+	bufPool.Put(bp)
+	resp.Body.Close()
+	if ctx.Err() != nil {
+		return nil, nil, 0, ctx.Err()
+	}
+	resp, err = p.forward(ctx, rq, rt, r, upgrade)
+	return resp, nil, 0, err
 }
 
 // routed is where a request goes: the rule that matched (nil: the
@@ -327,7 +358,7 @@ func withCancelOnClose(ctx context.Context, cancel context.CancelFunc) context.C
 // writeResponse copies the backend's response to the client: headers
 // without hop-by-hop ones, the filters' response edits, the body (flushed
 // as it comes when it is a stream) and the trailers.
-func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx context.Context, resp *http.Response, plan *route.Plan, sess *session.Result) {
+func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx context.Context, resp *http.Response, plan *route.Plan, sess *session.Result, bp *[]byte, n int) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		p.upgrade(w, r, resp, plan)
 		return
@@ -339,8 +370,10 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx con
 	if stream {
 		rc.Flush()
 	}
-	bp := bufPool.Get().(*[]byte)
-	err := copyBody(w, rc, resp.Body, *bp, stream)
+	if bp == nil {
+		bp, n = bufPool.Get().(*[]byte), 0
+	}
+	err := copyBody(w, rc, resp.Body, *bp, n, stream)
 	bufPool.Put(bp)
 	if err != nil {
 		// the backend or the client failed mid-response: abort so the client
@@ -400,9 +433,13 @@ func writeTrailers(h, trailer http.Header, keys []string) {
 	}
 }
 
-func copyBody(w io.Writer, rc *http.ResponseController, src io.Reader, buf []byte, flush bool) error {
+// copyBody writes buf's first n bytes (read already), then what src has.
+func copyBody(w io.Writer, rc *http.ResponseController, src io.Reader, buf []byte, n int, flush bool) error {
 	for {
-		n, err := src.Read(buf)
+		var err error
+		if n == 0 {
+			n, err = src.Read(buf)
+		}
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
@@ -412,6 +449,7 @@ func copyBody(w io.Writer, rc *http.ResponseController, src io.Reader, buf []byt
 					return ferr
 				}
 			}
+			n = 0
 		}
 		if err == io.EOF {
 			return nil

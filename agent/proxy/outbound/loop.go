@@ -570,8 +570,9 @@ func (c *loopClient) onUpstream() {
 		end := bytes.Index(u.in, crlf2)
 		if end < 0 {
 			switch {
-			case u.ended && len(u.in) == 0 && x.tries == 0 && retryable(u, x.req):
-				// once more, on a new stream, as http1.Client does
+			case u.ended && x.tries == 0 && (len(u.in) == 0 && retryable(u, x.req) || len(u.in) > 0 && http1.Idempotent(x.req)):
+				// once more, on a new stream, as http1.Client does (a head
+				// cut short: the client saw nothing of it)
 				x.up, u.c = nil, nil
 				x.tries++
 				c.send()
@@ -615,6 +616,9 @@ func (c *loopClient) onUpstream() {
 		}
 	}
 	done, err := c.body()
+	if err == nil && !done && u.ended && c.retryCut() {
+		return
+	}
 	if err != nil || (!done && u.ended) {
 		c.abort()
 		return
@@ -679,6 +683,25 @@ func retryable(u *upstream, req *http.Request) bool {
 		return false
 	}
 	return u.reused && u.err == nil || http1.Idempotent(req)
+}
+
+// retryCut sends an idempotent request once more when its answer was cut
+// after its head, before any of it reached the client (a pod that crashed
+// or closed, a policy change that cut a spliced stream): the answer begun
+// is dropped, the client gets the next one whole. True when it was sent.
+func (c *loopClient) retryCut() bool {
+	x := c.cur
+	if x.tries > 0 || x.w.Committed() || !http1.Idempotent(x.req) {
+		return false
+	}
+	x.up.discard()
+	x.up = nil
+	x.resp, x.keys, x.chunks, x.left, x.noBody = nil, nil, nil, 0, false
+	c.el.p.h1srv.ResetResponse(x.w, c.bw, x.req)
+	x.ex.Retried()
+	x.tries++
+	c.send()
+	return true
 }
 
 // upstreamLost answers 502 when nothing was answered yet, else aborts.
@@ -1108,6 +1131,24 @@ func (u *upstream) Data(_ *h2.LoopStream, p []byte) {
 
 // Drained: the request went (h2.StreamHandler).
 func (u *upstream) Drained(*h2.LoopStream) {}
+
+// Ended: the destination ended its side (its pod closed the connection):
+// nothing more comes, so the stream ends here too (h2.StreamHandler). An
+// answer whose body runs to the close is then complete; one cut short is
+// not, and is never left waiting.
+func (u *upstream) Ended(st *h2.LoopStream) {
+	defer u.guard()
+	if u.ended {
+		return
+	}
+	u.ended = true
+	st.Close() // ours ends too; Closed is not called
+	if u.c == nil {
+		u.el.forgetIdle(u)
+		return
+	}
+	u.c.onUpstream()
+}
 
 // Closed: the stream ended (h2.StreamHandler).
 func (u *upstream) Closed(_ *h2.LoopStream, err error) {
