@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,5 +170,90 @@ func TestAnswerEndedByThePod(t *testing.T) {
 				t.Fatalf("the request reached the pod %d times, want %d", n, tc.wantSent)
 			}
 		})
+	}
+}
+
+// TestAuthzPolicyTransitionLetsTheAnswerFinish: an Application-level policy
+// arrives while a POST is being answered on a spliced stream (the pod takes
+// its time). The stream is drained, not cut: the POST, which the source
+// could not send again, is answered whole; the next requests on the same
+// client connection are decided one by one (POST /admin refused with 403,
+// GET answered); nothing reached the pod undecided.
+func TestAuthzPolicyTransitionLetsTheAnswerFinish(t *testing.T) {
+	e := newEnv(t)
+	l, ep := e.pod("web", "web")
+	var mu sync.Mutex
+	var seen []string                 // requests the pod got
+	arrived := make(chan struct{}, 1) // the POST is whole at the pod
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			time.Sleep(300 * time.Millisecond)
+		}
+		io.WriteString(w, "done "+r.Method+" "+r.URL.Path)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+	e.service("web", "web", "10.96.0.43", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+	e.apply()
+	caller := e.caller("app")
+	tr := &http.Transport{MaxIdleConnsPerHost: 1, DialContext: func(context.Context, string, string) (net.Conn, error) {
+		return e.dialErr(caller, "10.96.0.43:80")
+	}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	do := func(method, path string) (int, string) {
+		t.Helper()
+		var body io.Reader
+		if path == "/slow" { // the others carry none: a goroutine-per-connection source
+			// sends a held request again only when it can replay it, and
+			// it keeps a body only for a retry policy
+			body = strings.NewReader("body")
+		}
+		req, _ := http.NewRequest(method, "http://10.96.0.43"+path, body)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := do("GET", "/warm"); code != 200 {
+		t.Fatalf("GET before any policy: %d", code)
+	}
+	answered := make(chan string, 1)
+	go func() {
+		code, b := do("POST", "/slow")
+		answered <- fmt.Sprint(code, " ", b)
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the POST never reached the pod")
+	}
+	e.pol.Authz = []*weftv1.AuthzPolicy{{Name: "web/no-admin-writes", Action: weftv1.AuthzAction_AUTHZ_ACTION_DENY, Application: true,
+		Workloads: []string{ep.Pod},
+		Rules: []*weftv1.AuthzRule{{Sources: []*weftv1.AuthzSource{{Namespace: "app"}},
+			Http: []*weftv1.HTTPMatch{{Method: "POST", Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/admin"}}}}}}}
+	e.apply()
+	if got := <-answered; got != "200 done POST /slow" {
+		t.Fatalf("the POST under way when the policy came: %q, want it answered whole", got)
+	}
+	if code, _ := do("POST", "/admin/users"); code != http.StatusForbidden {
+		t.Fatalf("POST /admin after the policy: %d, want 403", code)
+	}
+	if code, b := do("GET", "/after"); code != 200 || b != "done GET /after" {
+		t.Fatalf("GET after the policy: %d %q", code, b)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"GET /warm", "POST /slow", "GET /after"}; !slices.Equal(seen, want) {
+		t.Fatalf("the pod got %v, want %v", seen, want)
 	}
 }

@@ -146,6 +146,14 @@ type Stream struct {
 	// sink, while WriteTo runs with a socket: the connection's reader
 	// writes arriving data straight to it (see deliver)
 	sink sink
+	// held: data from rbuf[holdAt:] on waits for the stream's close (see
+	// Hold)
+	held   bool
+	holdAt int
+	// sent counts the bytes Write sent (see Sent); lastIn and lastOut
+	// are when data last arrived and was last sent (see LastMoved)
+	sent            atomic.Int64
+	lastIn, lastOut atomic.Int64
 
 	// send side, window guarded by c.mu
 	sendWindow int64
@@ -482,9 +490,12 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		return ErrFlowControl
 	}
 	if s.roff > 0 && s.roff == len(s.rbuf) {
-		s.rbuf, s.roff = s.rbuf[:0], 0
+		s.rbuf, s.roff, s.holdAt = s.rbuf[:0], 0, 0
 	}
 	data := f.Data()
+	if len(data) > 0 {
+		s.lastIn.Store(nanotime())
+	}
 	// a sink (see WriteTo) takes what it can straight from this goroutine
 	took := s.deliver(data)
 	s.rbuf = append(s.rbuf, data[took:]...)
@@ -810,8 +821,19 @@ func (s *Stream) abort(err error) {
 	if s.rErr == nil {
 		s.rErr = err
 	}
+	// held data nobody will read goes back to the connection's window,
+	// which would else shrink for good (what arrived before stays
+	// readable, then the error)
+	unread := 0
+	if s.held {
+		unread = len(s.rbuf) - s.holdAt
+		s.rbuf = s.rbuf[:s.holdAt]
+	}
 	s.rcond.Broadcast()
 	s.rmu.Unlock()
+	if unread > 0 {
+		s.c.returnConnWindow(int64(unread))
+	}
 	if s.response != nil {
 		select {
 		case s.response <- 0:
@@ -823,11 +845,11 @@ func (s *Stream) abort(err error) {
 // Read reads the stream's data.
 func (s *Stream) Read(p []byte) (int, error) {
 	s.rmu.Lock()
-	for s.roff == len(s.rbuf) && !s.rEOF && s.rErr == nil {
+	for s.waitLocked() {
 		s.rcond.Wait()
 	}
-	if s.roff < len(s.rbuf) {
-		n := copy(p, s.rbuf[s.roff:])
+	if end := s.readableLocked(); s.roff < end {
+		n := copy(p, s.rbuf[s.roff:end])
 		s.roff += n
 		inc := s.consumeLocked(n)
 		s.rmu.Unlock()
@@ -841,6 +863,62 @@ func (s *Stream) Read(p []byte) (int, error) {
 	s.rmu.Unlock()
 	return 0, err
 }
+
+// readableLocked is where the data the reader may take ends. rmu held.
+func (s *Stream) readableLocked() int {
+	if s.held {
+		return s.holdAt
+	}
+	return len(s.rbuf)
+}
+
+// waitLocked reports whether the reader has nothing to do yet: no data it
+// may take, and no end. rmu held.
+func (s *Stream) waitLocked() bool {
+	return s.roff == s.readableLocked() && !s.rEOF && s.rErr == nil
+}
+
+// Hold stops giving the peer's data to the stream's reader (Read, WriteTo
+// and its straight-to-socket delivery) from now on: what arrives later
+// waits, counted by Held, and is dropped when the stream closes; what
+// arrived before is read as usual, and the peer's end is read as the end. The destination's inbound holds a
+// spliced stream a policy change would now decide request by request, so
+// that no request reaches the pod undecided while the answer under way
+// finishes.
+func (s *Stream) Hold() {
+	s.rmu.Lock()
+	if !s.held {
+		s.held, s.holdAt = true, len(s.rbuf)
+	}
+	s.rmu.Unlock()
+}
+
+// Held counts the bytes that arrived since Hold and wait.
+func (s *Stream) Held() int {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if !s.held {
+		return 0
+	}
+	return len(s.rbuf) - s.holdAt
+}
+
+// Sent counts the bytes Write sent.
+func (s *Stream) Sent() int64 { return s.sent.Load() }
+
+// LastMoved says when data last arrived from the peer and when Write last
+// sent some (zero: never).
+func (s *Stream) LastMoved() (in, out time.Time) {
+	at := func(ns int64) time.Time {
+		if ns == 0 {
+			return time.Time{}
+		}
+		return time.Unix(0, ns)
+	}
+	return at(s.lastIn.Load()), at(s.lastOut.Load())
+}
+
+func nanotime() int64 { return time.Now().UnixNano() }
 
 // Write sends p as DATA frames within the flow-control windows.
 func (s *Stream) Write(p []byte) (int, error) {
@@ -874,6 +952,8 @@ func (s *Stream) Write(p []byte) (int, error) {
 			c.fail(err)
 			return written, err
 		}
+		s.sent.Add(n)
+		s.lastOut.Store(nanotime())
 		written += int(n)
 		p = p[n:]
 	}

@@ -698,3 +698,59 @@ func TestClientIdleTimeout(t *testing.T) {
 		t.Fatal("idle connection not closed")
 	}
 }
+
+// TestHold: after Hold the reader gets what arrived before it and then
+// waits, until the peer's end; what arrives later is counted by Held,
+// never read, and goes back to the connection's window when the stream
+// closes.
+func TestHold(t *testing.T) {
+	c, p, ch := serverPair(t, Config{})
+	p.connect(1, "a:1")
+	o := accept(t, ch)
+	o.s.Respond(http.StatusOK)
+	p.next(http2.FrameHeaders)
+	p.data(1, false, []byte("before "))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o.s.rmu.Lock()
+		n := len(o.s.rbuf)
+		o.s.rmu.Unlock()
+		if n == len("before ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the data before Hold never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	o.s.Hold()
+	late := bytes.Repeat([]byte("x"), 4<<10)
+	p.data(1, false, late)
+	for o.s.Held() != len(late) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Held %d, want %d", o.s.Held(), len(late))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	got := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(o.s); got <- string(b) }()
+	select {
+	case b := <-got:
+		t.Fatalf("a held stream's reader returned (%q)", b)
+	case <-time.After(50 * time.Millisecond):
+	}
+	p.data(1, true, nil) // the peer's end ends the reading
+	if b := <-got; b != "before " {
+		t.Fatalf("read %q, want only what came before Hold", b)
+	}
+	c.mu.Lock()
+	before := c.recvUnacked
+	c.mu.Unlock()
+	o.s.Close()
+	c.mu.Lock()
+	after := c.recvUnacked
+	c.mu.Unlock()
+	if after-before != int64(len(late)) {
+		t.Fatalf("the connection's window got %d bytes back on close, want the %d held", after-before, len(late))
+	}
+}

@@ -40,7 +40,7 @@ type sink struct {
 // and returns how much. Called with rmu held, by the connection's reader.
 func (s *Stream) deliver(p []byte) int {
 	k := &s.sink
-	if k.try == nil || k.busy || k.broken || s.roff < len(s.rbuf) || len(p) == 0 {
+	if k.try == nil || k.busy || k.broken || s.held || s.roff < len(s.rbuf) || len(p) == 0 {
 		return 0
 	}
 	n, err := k.try(p)
@@ -100,11 +100,11 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	defer copyBufs.Put(bp)
 	buf := *bp
 	for {
-		for s.roff == len(s.rbuf) && !s.rEOF && s.rErr == nil {
+		for s.waitLocked() {
 			s.rcond.Wait()
 		}
-		if s.roff < len(s.rbuf) {
-			n := copy(buf, s.rbuf[s.roff:])
+		if end := s.readableLocked(); s.roff < end {
+			n := copy(buf, s.rbuf[s.roff:end])
 			s.roff += n
 			inc := s.consumeLocked(n)
 			s.sink.busy = true

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -40,9 +41,12 @@ import (
 // Requests are decided with the policy current when they arrive, so a
 // policy change applies to the next request of an L7 stream. Spliced
 // streams are decided again on every policy change (Reauthorize): one the
-// new policy refuses, or would now serve at L7, is closed (the caller
-// reconnects and is decided afresh), as ztunnel closes connections a new
-// policy denies.
+// new policy refuses is closed at once, as ztunnel closes connections a
+// new policy denies. One the new policy still allows but would now serve
+// at L7 is drained instead: nothing the caller sends from then on reaches
+// the pod, the answer under way finishes, and the stream then ends
+// cleanly, so the caller sends its next request on a new stream, decided
+// request by request (see drainSpliced).
 
 // liveConn is a spliced stream.
 type liveConn struct {
@@ -51,6 +55,9 @@ type liveConn struct {
 	target netip.AddrPort
 	close  func()
 	once   sync.Once
+	// drain starts draining the stream (nil: it can only be closed)
+	drain    func()
+	draining atomic.Bool
 }
 
 func (s *Server) track(c *liveConn) {
@@ -97,6 +104,14 @@ func (s *Server) Reauthorize() int {
 		if d == nil {
 			continue
 		}
+		if d.NeedL7 && c.drain != nil {
+			if c.draining.CompareAndSwap(false, true) {
+				s.cfg.Logger.Debug("spliced stream drained: now decided per request", logkey.Peer, c.addr.String(),
+					logkey.Identity, c.peer.String(), logkey.Target, c.target.String())
+				c.drain()
+			}
+			continue
+		}
 		if d.NeedL7 {
 			d.Reason = "now decided per request: " + d.Reason
 		}
@@ -105,6 +120,62 @@ func (s *Server) Reauthorize() int {
 		closed++
 	}
 	return closed
+}
+
+// Draining a spliced stream. Its answer is done once the pod paused
+// drainAnswerGap while the caller sent more (HTTP/1.1 sends a request only
+// once the last answer ended), or once nothing moved for drainIdle.
+const (
+	drainTick      = 20 * time.Millisecond
+	drainAnswerGap = drainTick
+	drainIdle      = 5 * time.Second
+	drainEnd       = time.Second
+)
+
+// drainSpliced holds what the caller sends on st from now on and ends st
+// and the pod's connection once the pod's answer is done (see the
+// constants above), or returns when the splice ended first (done). The
+// caller sees its side end cleanly (END_STREAM) with its held request
+// unanswered: a source proxy sends it again on a new stream, a client
+// connection closes as a kept-alive one does.
+func (s *Server) drainSpliced(st *tunnel.Stream, pod net.Conn, done <-chan struct{}) {
+	st.Hold()
+	// a stream at rest, the pod the last to speak (its answer sent, no
+	// request since), is closed at once: there is nothing to finish, and
+	// its caller learns now, not with its next request
+	if in, out := st.LastMoved(); st.Held() == 0 && !out.IsZero() && out.After(in) && time.Since(out) >= drainTick {
+		st.Close()
+		pod.Close()
+		return
+	}
+	t := time.NewTicker(drainTick)
+	defer t.Stop()
+	last, quiet := st.Sent(), time.Duration(0)
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		if n := st.Sent(); n != last {
+			last, quiet = n, 0
+		} else {
+			quiet += drainTick
+		}
+		if st.Held() > 0 && quiet >= drainAnswerGap || quiet >= drainIdle {
+			// our side ends; the caller ends its own, which ends the
+			// splice (the pod's connection closes cleanly behind it). A
+			// caller that does not within drainEnd is reset.
+			st.CloseWrite()
+			select {
+			case <-done:
+			case <-time.After(drainEnd):
+				st.Close()
+				pod.Close()
+			}
+			return
+		}
+	}
 }
 
 // l7Info is what the handler of an L7 stream's requests needs.

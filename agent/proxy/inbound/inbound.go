@@ -426,6 +426,9 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 	defer pod.Close()
 	// tracked while spliced: a policy change that refuses it closes it
 	lc := &liveConn{peer: peer, addr: addr, target: target, close: func() { st.Close(); pod.Close() }}
+	spliced := make(chan struct{})
+	defer close(spliced)
+	lc.drain = func() { go s.drainSpliced(st, pod, spliced) }
 	s.track(lc)
 	defer s.untrack(lc)
 	if s.stillAllowed(lc) != nil {
