@@ -257,3 +257,87 @@ func TestAuthzPolicyTransitionLetsTheAnswerFinish(t *testing.T) {
 		t.Fatalf("the pod got %v, want %v", seen, want)
 	}
 }
+
+// TestAuthzPolicyTransitionBeforeTheFirstByte: a caller whose connection
+// crosses the source node at L4 has its tunnel stream open at the pod's
+// node, spliced, but sent nothing yet when an Application-level policy
+// comes. The stream is then served request by request from its first byte,
+// as a new one would be: its POST /admin is refused with 403, its GET
+// answered, on the same connection, and the pod sees only the GET.
+func TestAuthzPolicyTransitionBeforeTheFirstByte(t *testing.T) {
+	e := newEnv(t)
+	l, ep := e.pod("web", "web")
+	var mu sync.Mutex
+	var seen []string
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		io.WriteString(w, "done")
+	})}
+	accepted := make(chan struct{}, 1)
+	go srv.Serve(notifyAccept{l, accepted})
+	t.Cleanup(func() { srv.Close() })
+	e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_TCP, ep)
+	e.service("web", "web", "10.96.0.44", 80, weftv1.Protocol_PROTOCOL_TCP, "web/web:80")
+	e.apply()
+	c := e.dial(e.caller("app"), "10.96.0.44:80")
+	defer c.Close()
+	// the stream is spliced at the pod's node once the pod has its
+	// connection (and the splice is tracked right after)
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pod never got a connection")
+	}
+	time.Sleep(50 * time.Millisecond)
+	e.pol.Authz = []*weftv1.AuthzPolicy{{Name: "web/no-admin-writes", Action: weftv1.AuthzAction_AUTHZ_ACTION_DENY, Application: true,
+		Workloads: []string{ep.Pod},
+		Rules: []*weftv1.AuthzRule{{Sources: []*weftv1.AuthzSource{{Namespace: "app"}},
+			Http: []*weftv1.HTTPMatch{{Method: "POST", Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/admin"}}}}}}}
+	e.apply()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for _, tc := range []struct {
+		req  string
+		want int
+	}{
+		{"POST /admin/users HTTP/1.1\r\nHost: web\r\nContent-Length: 0\r\n\r\n", http.StatusForbidden},
+		{"GET /after HTTP/1.1\r\nHost: web\r\n\r\n", http.StatusOK},
+	} {
+		if _, err := io.WriteString(c, tc.req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.req, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("%q answered %d, want %d", tc.req, resp.StatusCode, tc.want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"GET /after"}; !slices.Equal(seen, want) {
+		t.Fatalf("the pod got %v, want %v", seen, want)
+	}
+}
+
+// notifyAccept says on ch when its listener accepted a connection.
+type notifyAccept struct {
+	net.Listener
+	ch chan struct{}
+}
+
+func (l notifyAccept) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		select {
+		case l.ch <- struct{}{}:
+		default:
+		}
+	}
+	return c, err
+}

@@ -150,6 +150,8 @@ type Stream struct {
 	// Hold)
 	held   bool
 	holdAt int
+	// detached: the reader returns ErrDetached (see Detach)
+	detached bool
 	// sent counts the bytes Write sent (see Sent); lastIn and lastOut
 	// are when data last arrived and was last sent (see LastMoved)
 	sent            atomic.Int64
@@ -857,7 +859,11 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	err := s.rErr
-	if err == nil {
+	switch {
+	case err != nil:
+	case s.detached:
+		err = ErrDetached
+	default:
 		err = io.EOF
 	}
 	s.rmu.Unlock()
@@ -875,8 +881,11 @@ func (s *Stream) readableLocked() int {
 // waitLocked reports whether the reader has nothing to do yet: no data it
 // may take, and no end. rmu held.
 func (s *Stream) waitLocked() bool {
-	return s.roff == s.readableLocked() && !s.rEOF && s.rErr == nil
+	return s.roff == s.readableLocked() && !s.rEOF && s.rErr == nil && !s.detached
 }
+
+// ErrDetached is what a reader of a detached stream gets (see Detach).
+var ErrDetached = errors.New("http2 stream detached from its reader")
 
 // Hold stops giving the peer's data to the stream's reader (Read, WriteTo
 // and its straight-to-socket delivery) from now on: what arrives later
@@ -885,11 +894,34 @@ func (s *Stream) waitLocked() bool {
 // spliced stream a policy change would now decide request by request, so
 // that no request reaches the pod undecided while the answer under way
 // finishes.
-func (s *Stream) Hold() {
+//
+// It reports whether no data had arrived before it (none ever).
+func (s *Stream) Hold() (fresh bool) {
 	s.rmu.Lock()
 	if !s.held {
 		s.held, s.holdAt = true, len(s.rbuf)
 	}
+	fresh = s.lastIn.Load() == 0
+	s.rmu.Unlock()
+	return fresh
+}
+
+// Detach makes the stream's reader (Read, WriteTo) return ErrDetached
+// once it took what it may, so that another can take the stream over
+// (after Release).
+func (s *Stream) Detach() {
+	s.rmu.Lock()
+	s.detached = true
+	s.rcond.Broadcast()
+	s.rmu.Unlock()
+}
+
+// Release ends Hold and Detach: the next reader gets the held data and
+// what follows.
+func (s *Stream) Release() {
+	s.rmu.Lock()
+	s.held, s.holdAt, s.detached = false, 0, false
+	s.rcond.Broadcast()
 	s.rmu.Unlock()
 }
 

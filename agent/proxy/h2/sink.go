@@ -126,6 +126,9 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		}
 		written += s.sink.n
 		err := s.rErr
+		if err == nil && s.detached {
+			err = ErrDetached
+		}
 		s.rmu.Unlock()
 		if err == nil || errors.Is(err, io.EOF) {
 			return written, nil

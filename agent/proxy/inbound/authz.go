@@ -58,6 +58,9 @@ type liveConn struct {
 	// drain starts draining the stream (nil: it can only be closed)
 	drain    func()
 	draining atomic.Bool
+	// unspliced: the drain took the stream back from the splice, to be
+	// served request by request
+	unspliced atomic.Bool
 }
 
 func (s *Server) track(c *liveConn) {
@@ -134,12 +137,23 @@ const (
 
 // drainSpliced holds what the caller sends on st from now on and ends st
 // and the pod's connection once the pod's answer is done (see the
-// constants above), or returns when the splice ended first (done). The
+// constants above), or returns when the splice ended first (done). A
+// stream on which nothing moved yet is taken back from the splice instead
+// (lc.unspliced) and served request by request. The
 // caller sees its side end cleanly (END_STREAM) with its held request
 // unanswered: a source proxy sends it again on a new stream, a client
 // connection closes as a kept-alive one does.
-func (s *Server) drainSpliced(st *tunnel.Stream, pod net.Conn, done <-chan struct{}) {
-	st.Hold()
+func (s *Server) drainSpliced(lc *liveConn, st *tunnel.Stream, pod net.Conn, done <-chan struct{}) {
+	if st.Hold() {
+		if _, out := st.LastMoved(); out.IsZero() {
+			// nothing moved yet either way (a caller whose first request
+			// is on its way): the stream is served request by request
+			// from its first byte, as a new one would be
+			lc.unspliced.Store(true)
+			st.Detach()
+			return
+		}
+	}
 	// a stream at rest, the pod the last to speak (its answer sent, no
 	// request since), is closed at once: there is nothing to finish, and
 	// its caller learns now, not with its next request

@@ -23,6 +23,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -40,9 +41,9 @@ import (
 	"github.com/weft-mesh/weft/agent/metrics"
 	"github.com/weft-mesh/weft/agent/proxy/authz"
 	"github.com/weft-mesh/weft/agent/proxy/drain"
+	"github.com/weft-mesh/weft/agent/proxy/h2"
 	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/limits"
-	"github.com/weft-mesh/weft/agent/proxy/relay"
 	"github.com/weft-mesh/weft/agent/proxy/sock"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	"github.com/weft-mesh/weft/api/logkey"
@@ -428,17 +429,83 @@ func (s *Server) serveStream(cs *tls.ConnectionState, addr net.Addr, st *tunnel.
 	lc := &liveConn{peer: peer, addr: addr, target: target, close: func() { st.Close(); pod.Close() }}
 	spliced := make(chan struct{})
 	defer close(spliced)
-	lc.drain = func() { go s.drainSpliced(st, pod, spliced) }
+	lc.drain = func() { go s.drainSpliced(lc, st, pod, spliced) }
 	s.track(lc)
 	defer s.untrack(lc)
-	if s.stillAllowed(lc) != nil {
+	if d := s.stillAllowed(lc); d != nil {
 		// the policy changed between the decision and the tracking
+		if d.NeedL7 {
+			s.untrack(lc)
+			pod.Close()
+			if st.Respond(http.StatusOK) == nil {
+				s.serveL7(st, addr, peer, target)
+			}
+		}
 		return
 	}
 	if err := st.Respond(http.StatusOK); err != nil {
 		return
 	}
-	relay.Splice(pod, st)
+	if s.splice(pod, st, lc) {
+		// a drain took the stream before any of its caller's data reached
+		// the pod: it is served request by request, from its first byte
+		s.untrack(lc)
+		pod.Close()
+		st.Release()
+		s.serveL7(st, addr, peer, target)
+	}
+}
+
+var spliceBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// splice copies between the pod and the caller's stream both ways, as
+// relay.Splice does (half-closes passed on, a failure closes both), until
+// both are done. It returns true when a drain detached the stream instead
+// (lc.unspliced, see drainSpliced): then neither is closed, and nothing of
+// the caller's reached the pod.
+func (s *Server) splice(pod net.Conn, st *tunnel.Stream, lc *liveConn) bool {
+	done := make(chan struct{})
+	go func() { // pod -> caller
+		defer close(done)
+		bp := spliceBufs.Get().(*[]byte)
+		defer spliceBufs.Put(bp)
+		for {
+			n, err := pod.Read(*bp)
+			if lc.unspliced.Load() {
+				return
+			}
+			if n > 0 {
+				if _, werr := st.Write((*bp)[:n]); werr != nil {
+					st.Close()
+					pod.Close()
+					return
+				}
+			}
+			if err == io.EOF {
+				st.CloseWrite()
+				return
+			}
+			if err != nil {
+				st.Close()
+				pod.Close()
+				return
+			}
+		}
+	}()
+	_, err := io.Copy(pod, st) // the stream's WriteTo: straight to the pod's socket
+	if lc.unspliced.Load() && errors.Is(err, h2.ErrDetached) {
+		pod.SetReadDeadline(time.Unix(1, 0)) // the other direction stops too
+		<-done
+		return true
+	}
+	if cw, ok := pod.(interface{ CloseWrite() error }); ok && err == nil {
+		cw.CloseWrite()
+	} else {
+		pod.Close()
+		st.Close()
+	}
+	<-done
+	return false
 }
 
 func peerID(cs *tls.ConnectionState) (spiffeid.ID, error) {

@@ -1,6 +1,7 @@
 // Package relay copies bytes between two connections, both ways at once,
 // propagating half-closes: the L4 forwarding of the node proxy and the
-// gateway, and the node proxy's inbound between a tunnel stream and its pod.
+// gateway. (The inbound splices a tunnel stream to its pod with its own
+// copy, which a policy change can take back: inbound.Server.splice.)
 package relay
 
 import (
