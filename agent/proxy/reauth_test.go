@@ -31,10 +31,7 @@ func TestAuthzPolicyTransitionLosesNoRequest(t *testing.T) {
 	e.service("web", "web", "10.96.0.41", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
 	e.apply()
 	caller := e.caller("app")
-	deny := []*weftv1.AuthzPolicy{{Name: "web/no-admin-writes", Action: weftv1.AuthzAction_AUTHZ_ACTION_DENY, Application: true,
-		Workloads: []string{ep.Pod},
-		Rules: []*weftv1.AuthzRule{{Sources: []*weftv1.AuthzSource{{Namespace: "app"}},
-			Http: []*weftv1.HTTPMatch{{Method: "POST", Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/admin"}}}}}}}
+	deny := noAdminWrites(ep.Pod)
 	stop := make(chan struct{})
 	var sent, failed atomic.Int64
 	var mu sync.Mutex
@@ -87,6 +84,15 @@ func TestAuthzPolicyTransitionLosesNoRequest(t *testing.T) {
 		t.Fatalf("%d of %d GETs failed across 20 policy changes: %v", n, sent.Load(), errs[:min(len(errs), 5)])
 	}
 	t.Logf("%d GETs, none failed", sent.Load())
+}
+
+// noAdminWrites is an Application-level policy that refuses the POSTs of
+// namespace app under /admin on pod.
+func noAdminWrites(pod string) []*weftv1.AuthzPolicy {
+	return []*weftv1.AuthzPolicy{{Name: "web/no-admin-writes", Action: weftv1.AuthzAction_AUTHZ_ACTION_DENY, Application: true,
+		Workloads: []string{pod},
+		Rules: []*weftv1.AuthzRule{{Sources: []*weftv1.AuthzSource{{Namespace: "app"}},
+			Http: []*weftv1.HTTPMatch{{Method: "POST", Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/admin"}}}}}}}
 }
 
 type statusErr struct{ code int }
@@ -237,10 +243,7 @@ func TestAuthzPolicyTransitionLetsTheAnswerFinish(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the POST never reached the pod")
 	}
-	e.pol.Authz = []*weftv1.AuthzPolicy{{Name: "web/no-admin-writes", Action: weftv1.AuthzAction_AUTHZ_ACTION_DENY, Application: true,
-		Workloads: []string{ep.Pod},
-		Rules: []*weftv1.AuthzRule{{Sources: []*weftv1.AuthzSource{{Namespace: "app"}},
-			Http: []*weftv1.HTTPMatch{{Method: "POST", Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/admin"}}}}}}}
+	e.pol.Authz = noAdminWrites(ep.Pod)
 	e.apply()
 	if got := <-answered; got != "200 done POST /slow" {
 		t.Fatalf("the POST under way when the policy came: %q, want it answered whole", got)
@@ -291,10 +294,7 @@ func TestAuthzPolicyTransitionBeforeTheFirstByte(t *testing.T) {
 		t.Fatal("the pod never got a connection")
 	}
 	time.Sleep(50 * time.Millisecond)
-	e.pol.Authz = []*weftv1.AuthzPolicy{{Name: "web/no-admin-writes", Action: weftv1.AuthzAction_AUTHZ_ACTION_DENY, Application: true,
-		Workloads: []string{ep.Pod},
-		Rules: []*weftv1.AuthzRule{{Sources: []*weftv1.AuthzSource{{Namespace: "app"}},
-			Http: []*weftv1.HTTPMatch{{Method: "POST", Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/admin"}}}}}}}
+	e.pol.Authz = noAdminWrites(ep.Pod)
 	e.apply()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(c)
