@@ -152,6 +152,9 @@ type Stream struct {
 	holdAt int
 	// detached: the reader returns ErrDetached (see Detach)
 	detached bool
+	// credited: bytes of rbuf not read yet that went back to the
+	// connection's window already (see abort)
+	credited int
 	// sent counts the bytes Write sent (see Sent); lastIn and lastOut
 	// are when data last arrived and was last sent (see LastMoved)
 	sent            atomic.Int64
@@ -831,6 +834,12 @@ func (s *Stream) abort(err error) {
 		unread = len(s.rbuf) - s.holdAt
 		s.rbuf = s.rbuf[:s.holdAt]
 	}
+	// the rest stays readable, but a reader may never come: the window
+	// goes back now, and reading it later returns nothing twice
+	if rest := len(s.rbuf) - s.roff - s.credited; rest > 0 {
+		s.credited += rest
+		unread += rest
+	}
 	s.rcond.Broadcast()
 	s.rmu.Unlock()
 	if unread > 0 {
@@ -854,8 +863,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 		n := copy(p, s.rbuf[s.roff:end])
 		s.roff += n
 		inc := s.consumeLocked(n)
+		back := s.takeLocked(n)
 		s.rmu.Unlock()
-		s.acknowledge(n, inc)
+		s.acknowledge(back, inc)
 		return n, nil
 	}
 	err := s.rErr

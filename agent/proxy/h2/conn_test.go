@@ -754,3 +754,49 @@ func TestHold(t *testing.T) {
 		t.Fatalf("the connection's window got %d bytes back on close, want the %d held", after-before, len(late))
 	}
 }
+
+// TestUnreadDataGoesBackOnReset: data a stream received and nobody read
+// when the peer reset it goes back to the connection's window at once (a
+// reader may never come); a reader that still reads it gets it, and the
+// window is not given back twice.
+func TestUnreadDataGoesBackOnReset(t *testing.T) {
+	c, p, ch := serverPair(t, Config{})
+	p.connect(1, "a:1")
+	o := accept(t, ch)
+	o.s.Respond(http.StatusOK)
+	p.next(http2.FrameHeaders)
+	unread := bytes.Repeat([]byte("u"), 4<<10)
+	p.data(1, false, unread)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o.s.rmu.Lock()
+		n := len(o.s.rbuf)
+		o.s.rmu.Unlock()
+		if n == len(unread) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the data never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	window := func() int64 { c.mu.Lock(); defer c.mu.Unlock(); return c.recvUnacked }
+	before := window()
+	p.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	for window() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the reset gave nothing back to the connection's window")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := window() - before; got != int64(len(unread)) {
+		t.Fatalf("the reset gave %d bytes back, want the %d unread", got, len(unread))
+	}
+	b, err := io.ReadAll(o.s)
+	if !bytes.Equal(b, unread) || !errors.Is(err, ErrStreamReset) {
+		t.Fatalf("read %d bytes, %v after the reset; want the %d unread, then ErrStreamReset", len(b), err, len(unread))
+	}
+	if got := window() - before; got != int64(len(unread)) {
+		t.Fatalf("reading them gave the window back again: %d bytes in all", got)
+	}
+}

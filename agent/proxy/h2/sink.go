@@ -64,6 +64,14 @@ func (s *Stream) consumeLocked(n int) int64 {
 	return 0
 }
 
+// takeLocked says how many of n bytes just read from rbuf go back to the
+// connection's window: those abort did not return already. rmu held.
+func (s *Stream) takeLocked(n int) int {
+	k := min(n, s.credited)
+	s.credited -= k
+	return n - k
+}
+
 // acknowledge returns n consumed bytes to the connection window and sends
 // the stream-window increment inc, if any. rmu not held.
 func (s *Stream) acknowledge(n int, inc int64) {
@@ -107,9 +115,10 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			n := copy(buf, s.rbuf[s.roff:end])
 			s.roff += n
 			inc := s.consumeLocked(n)
+			back := s.takeLocked(n)
 			s.sink.busy = true
 			s.rmu.Unlock()
-			s.acknowledge(n, inc)
+			s.acknowledge(back, inc)
 			m, err := w.Write(buf[:n])
 			written += int64(m)
 			s.rmu.Lock()
