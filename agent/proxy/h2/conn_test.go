@@ -704,25 +704,10 @@ func TestClientIdleTimeout(t *testing.T) {
 // never read, and goes back to the connection's window when the stream
 // closes.
 func TestHold(t *testing.T) {
-	c, p, ch := serverPair(t, Config{})
-	p.connect(1, "a:1")
-	o := accept(t, ch)
-	o.s.Respond(http.StatusOK)
-	p.next(http2.FrameHeaders)
+	c, p, o := answeredStream(t)
 	p.data(1, false, []byte("before "))
+	waitBuffered(t, o.s, len("before "))
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		o.s.rmu.Lock()
-		n := len(o.s.rbuf)
-		o.s.rmu.Unlock()
-		if n == len("before ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the data before Hold never arrived")
-		}
-		time.Sleep(time.Millisecond)
-	}
 	o.s.Hold()
 	late := bytes.Repeat([]byte("x"), 4<<10)
 	p.data(1, false, late)
@@ -760,26 +745,11 @@ func TestHold(t *testing.T) {
 // reader may never come); a reader that still reads it gets it, and the
 // window is not given back twice.
 func TestUnreadDataGoesBackOnReset(t *testing.T) {
-	c, p, ch := serverPair(t, Config{})
-	p.connect(1, "a:1")
-	o := accept(t, ch)
-	o.s.Respond(http.StatusOK)
-	p.next(http2.FrameHeaders)
+	c, p, o := answeredStream(t)
 	unread := bytes.Repeat([]byte("u"), 4<<10)
 	p.data(1, false, unread)
+	waitBuffered(t, o.s, len(unread))
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		o.s.rmu.Lock()
-		n := len(o.s.rbuf)
-		o.s.rmu.Unlock()
-		if n == len(unread) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the data never arrived")
-		}
-		time.Sleep(time.Millisecond)
-	}
 	window := func() int64 { c.mu.Lock(); defer c.mu.Unlock(); return c.recvUnacked }
 	before := window()
 	p.fr.WriteRSTStream(1, http2.ErrCodeCancel)
@@ -799,4 +769,33 @@ func TestUnreadDataGoesBackOnReset(t *testing.T) {
 	if got := window() - before; got != int64(len(unread)) {
 		t.Fatalf("reading them gave the window back again: %d bytes in all", got)
 	}
+}
+
+// waitBuffered waits until s holds n received bytes, unread.
+func waitBuffered(t *testing.T, s *Stream, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.rmu.Lock()
+		got := len(s.rbuf) - s.roff
+		s.rmu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes buffered, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// answeredStream is stream 1 of a server Conn, its CONNECT answered 200.
+func answeredStream(t *testing.T) (*Conn, *peer, opened) {
+	t.Helper()
+	c, p, ch := serverPair(t, Config{})
+	p.connect(1, "a:1")
+	o := accept(t, ch)
+	o.s.Respond(http.StatusOK)
+	p.next(http2.FrameHeaders)
+	return c, p, o
 }
