@@ -155,9 +155,8 @@ type Stream struct {
 	// credited: bytes of rbuf not read yet that went back to the
 	// connection's window already (see abort)
 	credited int
-	// sent counts the bytes Write sent (see Sent); lastIn and lastOut
-	// are when data last arrived and was last sent (see LastMoved)
-	sent            atomic.Int64
+	// lastIn and lastOut are when data last arrived and was last sent
+	// (see LastMoved)
 	lastIn, lastOut atomic.Int64
 
 	// send side, window guarded by c.mu
@@ -945,9 +944,6 @@ func (s *Stream) Held() int {
 	return len(s.rbuf) - s.holdAt
 }
 
-// Sent counts the bytes Write sent.
-func (s *Stream) Sent() int64 { return s.sent.Load() }
-
 // LastMoved says when data last arrived from the peer and when Write last
 // sent some (zero: never).
 func (s *Stream) LastMoved() (in, out time.Time) {
@@ -994,7 +990,6 @@ func (s *Stream) Write(p []byte) (int, error) {
 			c.fail(err)
 			return written, err
 		}
-		s.sent.Add(n)
 		s.lastOut.Store(nanotime())
 		written += int(n)
 		p = p[n:]

@@ -162,19 +162,20 @@ func (s *Server) drainSpliced(lc *liveConn, st *tunnel.Stream, pod net.Conn, don
 		pod.Close()
 		return
 	}
+	start := time.Now()
 	t := time.NewTicker(drainTick)
 	defer t.Stop()
-	last, quiet := st.Sent(), time.Duration(0)
 	for {
 		select {
 		case <-done:
 			return
 		case <-t.C:
 		}
-		if n := st.Sent(); n != last {
-			last, quiet = n, 0
-		} else {
-			quiet += drainTick
+		// how long the pod has not sent anything, since the drain began
+		_, out := st.LastMoved()
+		quiet := time.Since(start)
+		if out.After(start) {
+			quiet = time.Since(out)
 		}
 		if st.Held() > 0 && quiet >= drainAnswerGap || quiet >= drainIdle {
 			// our side ends; the caller ends its own, which ends the

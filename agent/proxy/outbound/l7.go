@@ -370,10 +370,15 @@ func (p *Proxy) writeResponse(w http.ResponseWriter, r *http.Request, reqCtx con
 	if stream {
 		rc.Flush()
 	}
+	var err error
 	if bp == nil {
-		bp, n = bufPool.Get().(*[]byte), 0
+		bp = bufPool.Get().(*[]byte)
+	} else {
+		_, err = w.Write((*bp)[:n]) // what startBody read (never a stream)
 	}
-	err := copyBody(w, rc, resp.Body, *bp, n, stream)
+	if err == nil {
+		err = copyBody(w, rc, resp.Body, *bp, stream)
+	}
 	bufPool.Put(bp)
 	if err != nil {
 		// the backend or the client failed mid-response: abort so the client
@@ -433,13 +438,9 @@ func writeTrailers(h, trailer http.Header, keys []string) {
 	}
 }
 
-// copyBody writes buf's first n bytes (read already), then what src has.
-func copyBody(w io.Writer, rc *http.ResponseController, src io.Reader, buf []byte, n int, flush bool) error {
+func copyBody(w io.Writer, rc *http.ResponseController, src io.Reader, buf []byte, flush bool) error {
 	for {
-		var err error
-		if n == 0 {
-			n, err = src.Read(buf)
-		}
+		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return werr
@@ -449,7 +450,6 @@ func copyBody(w io.Writer, rc *http.ResponseController, src io.Reader, buf []byt
 					return ferr
 				}
 			}
-			n = 0
 		}
 		if err == io.EOF {
 			return nil

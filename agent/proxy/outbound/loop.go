@@ -573,9 +573,7 @@ func (c *loopClient) onUpstream() {
 			case u.ended && x.tries == 0 && (len(u.in) == 0 && retryable(u, x.req) || len(u.in) > 0 && http1.Idempotent(x.req)):
 				// once more, on a new stream, as http1.Client does (a head
 				// cut short: the client saw nothing of it)
-				x.up, u.c = nil, nil
-				x.tries++
-				c.send()
+				c.resend()
 			case u.ended:
 				c.upstreamLost(fmt.Errorf("upstream closed before answering: %w", cmpErr(u.err, io.ErrUnexpectedEOF)))
 			case len(u.in) > c.el.p.cfg.Limits.HeaderBytes+4096:
@@ -694,6 +692,14 @@ func (c *loopClient) retryCut() bool {
 	if x.tries > 0 || x.w.Committed() || !http1.Idempotent(x.req) {
 		return false
 	}
+	c.resend()
+	return true
+}
+
+// resend sends the exchange's request once more, on a new stream: what its
+// last stream brought, which never reached the client, is dropped.
+func (c *loopClient) resend() {
+	x := c.cur
 	x.up.discard()
 	x.up = nil
 	x.resp, x.keys, x.chunks, x.left, x.noBody = nil, nil, nil, 0, false
@@ -701,7 +707,6 @@ func (c *loopClient) retryCut() bool {
 	x.ex.Retried()
 	x.tries++
 	c.send()
-	return true
 }
 
 // upstreamLost answers 502 when nothing was answered yet, else aborts.
