@@ -434,10 +434,24 @@ func (c *Conn) process(f http2.Frame) error {
 		}
 		return nil
 	case *http2.GoAwayFrame:
+		// the streams we opened past the peer's last were never
+		// processed: they end now, safe to try elsewhere, instead of
+		// waiting for the connection's end
+		var gone []*Stream
 		c.mu.Lock()
 		c.goingAway = true
+		for id, s := range c.streams {
+			if !c.server && id > f.LastStreamID {
+				delete(c.streams, id)
+				gone = append(gone, s)
+			}
+		}
 		n := len(c.streams)
+		c.cond.Broadcast()
 		c.mu.Unlock()
+		for _, s := range gone {
+			s.abort(fmt.Errorf("%w: the peer did not take the stream", ErrGoingAway))
+		}
 		if n == 0 {
 			c.fail(ErrGoingAway)
 		}

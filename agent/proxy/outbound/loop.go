@@ -668,17 +668,17 @@ func (c *loopClient) body() (bool, error) {
 }
 
 // retryable reports whether a request whose stream ended before any answer
-// may be sent again: a kept stream that turned out closed (the server
-// timed it out), or a stream broken after an idempotent request went (the
-// destination cut the streams it had spliced when a policy change made it
-// decide per request). Not when the tunnel refused the stream: that
-// answer would not change.
+// may be sent again. Whatever the request, when the stream ended before
+// the destination answered its CONNECT (reset, its tunnel connection
+// closed, or a GOAWAY that did not take it: the destination's agent went
+// away): nothing reached the pod. Then a kept stream that turned out
+// closed (the server timed it out), or a stream broken after an idempotent
+// request went (the destination cut the streams it had spliced when a
+// policy change made it decide per request). Not when the tunnel refused
+// the stream: that answer would not change.
 func retryable(u *upstream, req *http.Request) bool {
-	if !u.opened && errors.Is(u.err, h2.ErrStreamReset) {
-		return true // reset before the CONNECT was answered: nothing reached the pod
-	}
-	if errors.Is(u.err, forward.ErrConnect) {
-		return false
+	if !u.opened {
+		return errors.Is(u.err, h2.ErrStreamReset) || errors.Is(u.err, h2.ErrConnClosed) || errors.Is(u.err, h2.ErrGoingAway)
 	}
 	return u.reused && u.err == nil || http1.Idempotent(req)
 }
@@ -1167,7 +1167,7 @@ func (u *upstream) Closed(_ *h2.LoopStream, err error) {
 	if wasEnded {
 		return
 	}
-	if err != nil && !errors.Is(err, h2.ErrStreamReset) && !u.reused && len(u.in) == 0 {
+	if err != nil && !u.opened {
 		err = fmt.Errorf("%w: %w", forward.ErrConnect, err) // it never reached the backend
 		u.err = err
 	}

@@ -1,0 +1,194 @@
+package proxy_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"golang.org/x/net/http2"
+
+	"github.com/weft-mesh/weft/agent/proxy/tunnel"
+	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
+)
+
+// TestTunnelGoneBeforeTheAnswer: the destination node's agent goes away
+// (an upgrade, a restart) just as a request's CONNECT reaches it, before it
+// answers: it closes the tunnel connection, or it sends GOAWAY saying it
+// did not take the stream. Nothing reached the pod, so the source sends the
+// request again on a new tunnel connection, whatever its method: the
+// client gets the pod's answer and the pod sees the request once (before:
+// 502 "upstream failed" through the event loops).
+func TestTunnelGoneBeforeTheAnswer(t *testing.T) {
+	for _, gone := range []string{"close", "goaway"} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			t.Run(gone+"/"+method, func(t *testing.T) {
+				e := newEnv(t)
+				l, ep := e.pod("web", "web")
+				var seen atomic.Int32
+				srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					seen.Add(1)
+					io.WriteString(w, "hello")
+				})}
+				go srv.Serve(l)
+				t.Cleanup(func() { srv.Close() })
+
+				// the pod's node is another one, whose agent is the
+				// fake below
+				ep.Node = "node-b"
+				dst := newGoneNode(t, e, spiffeid.RequireFromString(ep.Identity), ep, gone)
+				e.pol.NodeTunnels["node-b"] = dst.addr
+				e.cluster("web/web:80", weftv1.Protocol_PROTOCOL_HTTP, ep)
+				e.service("web", "web", "10.96.0.43", 80, weftv1.Protocol_PROTOCOL_HTTP, "web/web:80")
+				e.apply()
+
+				req, _ := http.NewRequest(method, "http://10.96.0.43/", strings.NewReader("x"))
+				resp, err := e.client(e.caller("app"), "10.96.0.43:80").Do(req)
+				var got []byte
+				if err == nil {
+					got, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil || resp.StatusCode != 200 || string(got) != "hello" {
+					code := 0
+					if resp != nil {
+						code = resp.StatusCode
+					}
+					t.Fatalf("%s after the destination's %s: %v %d %q, want 200 hello", method, gone, err, code, got)
+				}
+				if n := seen.Load(); n != 1 {
+					t.Fatalf("the pod saw the request %d times, want 1", n)
+				}
+				if n := dst.conns.Load(); n != 2 {
+					t.Fatalf("%d tunnel connections reached the destination, want 2 (the one gone, the new one)", n)
+				}
+			})
+		}
+	}
+}
+
+// goneNode is a destination node's tunnel endpoint whose first connection
+// goes away at its first CONNECT, unanswered; later connections are served
+// by the real tunnel server, splicing to the pod.
+type goneNode struct {
+	addr  string
+	conns atomic.Int32
+}
+
+func newGoneNode(t *testing.T, e *env, id spiffeid.ID, ep *weftv1.Endpoint, gone string) *goneNode {
+	cfg := tlsconfig.MTLSServerConfig(tunnel.SVIDSource(e.ids, id), tunnel.BundleSource(e.ids), tlsconfig.AuthorizeMemberOf(spiffeid.RequireTrustDomainFromString("cluster.local")))
+	cfg.MinVersion = tls.VersionTLS13
+	cfg.NextProtos = []string{"h2"}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &goneNode{addr: l.Addr().String()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var accepted []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range accepted {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			first := n.conns.Add(1) == 1
+			mu.Lock()
+			accepted = append(accepted, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				if first {
+					goAwayAtFirstConnect(c, gone)
+					return
+				}
+				sc, err := tunnel.NewServerConn(c, splice, tunnel.ServerConfig{})
+				if err != nil {
+					return
+				}
+				sc.Serve()
+			}()
+		}
+	}()
+	return n
+}
+
+// goAwayAtFirstConnect speaks HTTP/2 on c until the first stream's HEADERS
+// arrive, then closes c, or sends GOAWAY with no stream taken and keeps c
+// open, as a draining agent does while other streams finish.
+func goAwayAtFirstConnect(c net.Conn, gone string) {
+	c.SetDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(c)
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(br, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, br)
+	fr.WriteSettings()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			if gone == "close" {
+				return
+			}
+			fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+			io.Copy(io.Discard, br) // until the client or the test closes
+			return
+		}
+	}
+}
+
+// splice answers a CONNECT by connecting to its authority and copying both
+// ways.
+func splice(s *tunnel.Stream, authority string, _ http.Header) {
+	defer s.Close()
+	pod, err := net.Dial("tcp", authority)
+	if err != nil {
+		s.Respond(http.StatusBadGateway)
+		return
+	}
+	defer pod.Close()
+	if s.Respond(http.StatusOK) != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(pod, s)
+		pod.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	io.Copy(s, pod)
+	s.CloseWrite()
+	<-done
+}
