@@ -2,10 +2,14 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,7 +19,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/weft-mesh/weft/agent/proxy"
+	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -191,4 +198,150 @@ func splice(s *tunnel.Stream, authority string, _ http.Header) {
 	io.Copy(s, pod)
 	s.CloseWrite()
 	<-done
+}
+
+// TestAcrossADestinationRestart: a Service's pod is on another node whose
+// agent is replaced under load (a rollout): the new agent serves the same
+// listening socket, the old one drains. The source must stop sending
+// requests into the old agent's tunnel, which that agent announced it is
+// leaving (GOAWAY): an h2c connection carried in it takes no new request
+// and closes once its requests are answered; a kept HTTP/1.1 stream is
+// not reused. No request fails, and the old agent's drain ends with its
+// work, well before its grace period (before: the h2c connection stayed
+// open until the grace period ended and its requests then in flight
+// failed with 502).
+func TestAcrossADestinationRestart(t *testing.T) {
+	for _, h2c := range []bool{true, false} {
+		name := "http1"
+		if h2c {
+			name = "h2c"
+		}
+		t.Run(name, func(t *testing.T) { testAcrossADestinationRestart(t, h2c) })
+	}
+}
+
+func testAcrossADestinationRestart(t *testing.T, h2c bool) {
+	e := newEnv(t)
+	l, ep := e.pod("web", "web")
+	proto, vipProto := weftv1.Protocol_PROTOCOL_HTTP, weftv1.Protocol_PROTOCOL_HTTP
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	if h2c {
+		proto, vipProto = weftv1.Protocol_PROTOCOL_H2C, weftv1.Protocol_PROTOCOL_H2C
+		protos.SetUnencryptedHTTP2(true)
+	}
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(5 * time.Millisecond) // requests stay in flight
+		io.WriteString(w, "hello")
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	ep.Node = "node-b"
+	tl, err := proxy.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pol.NodeTunnels["node-b"] = tl.Addr().String()
+	e.cluster("web/web:80", proto, ep)
+	e.service("web", "web", "10.96.0.44", 80, vipProto, "web/web:80")
+	e.apply()
+	old := startNodeProxy(t, e, "node-b", tl)
+
+	caller := e.caller("app")
+	var cp http.Protocols
+	if h2c {
+		cp.SetUnencryptedHTTP2(true)
+	} else {
+		cp.SetHTTP1(true)
+	}
+	tr := &http.Transport{Protocols: &cp, DialContext: func(context.Context, string, string) (net.Conn, error) {
+		return e.dialErr(caller, "10.96.0.44:80")
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	stop := make(chan struct{})
+	var sent, failed atomic.Int64
+	var mu sync.Mutex
+	var errs []string
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent.Add(1)
+				resp, err := c.Get("http://10.96.0.44/")
+				if err == nil {
+					b, rerr := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if rerr != nil || resp.StatusCode != 200 || string(b) != "hello" {
+						err = fmt.Errorf("%d %q %v", resp.StatusCode, b, rerr)
+					}
+				}
+				if err != nil {
+					failed.Add(1)
+					mu.Lock()
+					errs = append(errs, err.Error())
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	// the rollout: the new agent accepts on the same socket, the old one
+	// drains with its grace period
+	f, err := tl.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl2, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startNodeProxy(t, e, "node-b", tl2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	drainErr := old.Shutdown(ctx) // the load goes on through it
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed across the destination's restart: %v", n, sent.Load(), errs[:min(len(errs), 5)])
+	}
+	if drainErr != nil {
+		t.Errorf("the old agent's drain: %v (the source kept its connection through the old agent open)", drainErr)
+	}
+	t.Logf("%d requests", sent.Load())
+}
+
+// startNodeProxy serves tunnels on l as node's agent, with e's
+// workloads and identities; Shutdown ends it.
+func startNodeProxy(t *testing.T, e *env, node string, l net.Listener) *proxy.Proxy {
+	t.Helper()
+	p, err := proxy.New(proxy.Config{Node: node, TrustDomain: e.ca.TD, Lookup: &lookup{m: map[netip.Addr]outbound.Original{}},
+		Callers: &callers{m: map[uint64]*weftv1.Workload{}}, Identities: e.ids, Logger: slog.New(&e.panics)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := proto.Clone(e.pol).(*weftv1.NodePolicy)
+	pol.Node = node
+	if err := p.Update(pol); err != nil {
+		t.Fatal(err)
+	}
+	out, err := proxy.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(out, l) }()
+	t.Cleanup(func() {
+		p.Close()
+		<-served
+	})
+	return p
 }

@@ -104,6 +104,9 @@ type Conn struct {
 	// server side: called (in its own goroutine) for each new stream
 	handle Handler
 	done   chan struct{}
+	// away is closed when the peer's GOAWAY arrives (client side)
+	away     chan struct{}
+	awayOnce sync.Once
 }
 
 // Handler serves one CONNECT stream a client opened: authority is the
@@ -200,7 +203,7 @@ func newConn(nc net.Conn, server bool, cfg Config) *Conn {
 	c := &Conn{
 		nc: nc, server: server, bw: bufio.NewWriterSize(nc, 32<<10), br: bufio.NewReaderSize(nc, 32<<10),
 		streams: make(map[uint32]*Stream), sendWindow: 65535, peerInitWin: 65535, peerMaxFrm: 16384,
-		done: make(chan struct{}), handle: cfg.Handler, idleTimeout: cfg.IdleTimeout,
+		done: make(chan struct{}), away: make(chan struct{}), handle: cfg.Handler, idleTimeout: cfg.IdleTimeout,
 		maxHeaderList: cmp.Or(cfg.MaxHeaderListSize, maxHeaderList), refused: cfg.Refused,
 	}
 	c.cond = sync.NewCond(&c.mu)
@@ -451,6 +454,9 @@ func (c *Conn) process(f http2.Frame) error {
 		c.mu.Unlock()
 		for _, s := range gone {
 			s.abort(fmt.Errorf("%w: the peer did not take the stream", ErrGoingAway))
+		}
+		if !c.server {
+			c.awayOnce.Do(func() { close(c.away) })
 		}
 		if n == 0 {
 			c.fail(ErrGoingAway)
@@ -957,6 +963,11 @@ func (s *Stream) Held() int {
 	}
 	return len(s.rbuf) - s.holdAt
 }
+
+// ConnGoingAway is closed when the peer announced (GOAWAY) that it takes
+// no new stream on the stream's connection: the stream itself goes on,
+// but what it carries should end soon (the peer is draining).
+func (s *Stream) ConnGoingAway() <-chan struct{} { return s.c.away }
 
 // LastMoved says when data last arrived from the peer and when Write last
 // sent some (zero: never).

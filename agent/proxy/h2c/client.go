@@ -51,7 +51,30 @@ func NewClientConn(nc net.Conn, cfg ClientConfig) (*ClientConn, error) {
 	}
 	c.noteIdle()
 	go c.serve()
+	if ga, ok := nc.(goingAwayConn); ok {
+		go c.leaveWhenAway(ga.GoingAway())
+	}
 	return &ClientConn{c: c}, nil
+}
+
+// goingAwayConn is a transport that learns when its own peer drains (a
+// tunnel stream, whose destination node's proxy sent GOAWAY).
+type goingAwayConn interface{ GoingAway() <-chan struct{} }
+
+// leaveWhenAway takes the connection out of use once away is closed: the
+// streams open on it finish, none is opened, and it closes when the last
+// ends (else the draining peer would hold it until its grace period ends
+// and cut the streams then open).
+func (c *conn) leaveWhenAway(away <-chan struct{}) {
+	select {
+	case <-away:
+	case <-c.done:
+		return
+	}
+	c.mu.Lock()
+	c.goingAway = true
+	c.mu.Unlock()
+	c.noteIdle()
 }
 
 // Usable reports whether the connection can take another stream.

@@ -38,6 +38,20 @@ type clientConn[K comparable] struct {
 	c   net.Conn
 	br  *bufio.Reader
 	bw  *bufio.Writer
+	// away, when the transport has one, is closed once its peer drains
+	// (a tunnel stream whose destination node's proxy sent GOAWAY): the
+	// connection is then not kept for another request
+	away <-chan struct{}
+}
+
+// goingAway reports whether the connection's transport is draining.
+func (c *clientConn[K]) goingAway() bool {
+	select {
+	case <-c.away:
+		return true
+	default:
+		return false
+	}
 }
 
 var (
@@ -52,8 +66,28 @@ func (p *Client[K]) get(ctx context.Context, k K, fresh bool) (*clientConn[K], b
 	if l := p.idle[k]; len(l) > 0 && !fresh {
 		c := l[len(l)-1]
 		p.idle[k] = l[:len(l)-1]
+		if !c.goingAway() {
+			p.mu.Unlock()
+			return c, true, nil
+		}
+		// its tunnel connection drains: so do the others kept on it,
+		// which would hold the draining proxy to its grace period
+		gone := []*clientConn[K]{c}
+		kept := p.idle[k][:0]
+		for _, o := range p.idle[k] {
+			if o.goingAway() {
+				gone = append(gone, o)
+			} else {
+				kept = append(kept, o)
+			}
+		}
+		clear(p.idle[k][len(kept):])
+		p.idle[k] = kept
 		p.mu.Unlock()
-		return c, true, nil
+		for _, o := range gone {
+			o.close()
+		}
+		return p.get(ctx, k, fresh)
 	}
 	p.mu.Unlock()
 	tc, err := p.dial(ctx, k)
@@ -64,12 +98,16 @@ func (p *Client[K]) get(ctx context.Context, k K, fresh bool) (*clientConn[K], b
 	br.Reset(tc)
 	bw := clientWriterPool.Get().(*bufio.Writer)
 	bw.Reset(tc)
-	return &clientConn[K]{key: k, c: tc, br: br, bw: bw}, false, nil
+	c := &clientConn[K]{key: k, c: tc, br: br, bw: bw}
+	if ga, ok := tc.(interface{ GoingAway() <-chan struct{} }); ok {
+		c.away = ga.GoingAway()
+	}
+	return c, false, nil
 }
 
 func (p *Client[K]) put(c *clientConn[K]) {
 	p.mu.Lock()
-	if !p.done && len(p.idle[c.key]) < p.maxIdle && c.br.Buffered() == 0 {
+	if !p.done && len(p.idle[c.key]) < p.maxIdle && c.br.Buffered() == 0 && !c.goingAway() {
 		p.idle[c.key] = append(p.idle[c.key], c)
 		p.mu.Unlock()
 		return

@@ -34,6 +34,11 @@ func (c *Conn) LocalAddr() net.Addr { return streamAddr{} }
 // RemoteAddr is the destination pod address.
 func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.target.Addr) }
 
+// GoingAway is closed when the destination node's proxy announced it is
+// draining (GOAWAY on the tunnel connection): a connection multiplexed
+// over this stream should take no new request and close once idle.
+func (c *Conn) GoingAway() <-chan struct{} { return c.s.ConnGoingAway() }
+
 // Target reports what the stream connects to.
 func (c *Conn) Target() Target { return c.target }
 
