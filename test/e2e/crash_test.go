@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// load sends requests from a pod in a loop until stop; transport errors and non-200
-// answers count as failed.
+// load sends requests from a pod in a loop until stop; transport errors and answers
+// other than 200 (HTTP) or OK (gRPC) count as failed.
 type load struct {
 	sent, failed atomic.Int64
 	mu           sync.Mutex
@@ -38,7 +38,7 @@ func startLoad(send func() echoResult) *load {
 			r := send()
 			bad := r.Errors
 			for code, n := range r.Status {
-				if code != "200" {
+				if code != "200" && code != "OK" { // HTTP, gRPC
 					bad += n
 				}
 			}

@@ -26,17 +26,33 @@ func testHelmUpgrade(t *testing.T, e *env) {
 		t.Fatalf("build the next release: %v", err)
 	}
 	var err error
-	var took time.Duration
+	var took, gone time.Duration
 	sent, failed, lastBad := e.underLoad("the upgrade", func() {
 		start := time.Now()
 		err = lab.InstallWeft(ctx, weftlab.Helm, upgradeTag, tlog{t})
 		took = time.Since(start)
+		if err != nil {
+			return
+		}
+		// the load goes on until the old agents have drained and exited:
+		// what they cut when their grace period ends is counted too
+		e.eventually(2*time.Minute, "the old agents gone", func() string {
+			pods := e.kubectl("-n", weftlab.Namespace, "get", "pods", "-l", "app.kubernetes.io/name=weft-agent", "-o",
+				`jsonpath={range .items[*]}{.metadata.name} {.spec.containers[0].image} {.metadata.deletionTimestamp}{"\n"}{end}`)
+			for _, line := range strings.Split(strings.TrimSpace(pods), "\n") {
+				if f := strings.Fields(line); len(f) != 2 || !strings.Contains(f[1], ":"+upgradeTag+"-") {
+					return line
+				}
+			}
+			return ""
+		})
+		gone = time.Since(start)
 	})
 	if err != nil {
 		t.Fatalf("helm upgrade: %v", err)
 	}
-	t.Logf("helm upgrade %s -> %s rolled out in %s: %d requests, %d failed (transport errors and non-200 answers; goal 0)",
-		releaseTag, upgradeTag, took.Round(100*time.Millisecond), sent, failed)
+	t.Logf("helm upgrade %s -> %s rolled out in %s, old agents gone after %s: %d requests, %d failed (HTTP/1.1 and gRPC; transport errors and answers other than 200 or OK; goal 0)",
+		releaseTag, upgradeTag, took.Round(100*time.Millisecond), gone.Round(100*time.Millisecond), sent, failed)
 	if failed != 0 {
 		t.Errorf("%d of %d requests failed during the upgrade; last bad tally: %s", failed, sent, lastBad)
 	}

@@ -63,6 +63,7 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"StrictMTLS", testStrictMTLS},
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
+		{"DestinationAgentRestart", testDestinationAgentRestart},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
 		{"AgentKill9RefusesNothing", testAgentKill9},
 		{"APIServerCrash", testAPIServerCrash},
@@ -448,7 +449,16 @@ func routeChangeTakesEffect(e *env, what string) {
 // must succeed (the replacement agent takes the old one's listening sockets
 // over, see agent/handoff), and traffic must go on afterwards.
 func testAgentRestart(t *testing.T, e *env) {
-	restartAgentUnderLoad(t, e)
+	restartAgentUnderLoad(t, e, "lab-node-1")
+}
+
+// testDestinationAgentRestart restarts the agent of node 2, where half of
+// color's pods run, while the client on node 1 sends requests: node 1's
+// agent keeps running and must move its traffic off the draining agent's
+// tunnel (its pooled gRPC connections included) so that the old agent's
+// drain ends with the work in flight, before its grace period would cut it.
+func testDestinationAgentRestart(t *testing.T, e *env) {
+	restartAgentUnderLoad(t, e, "lab-node-2")
 }
 
 // testAgentRestartControllerDown restarts node 1's agent while no
@@ -467,7 +477,7 @@ func testAgentRestartControllerDown(t *testing.T, e *env) {
 		}
 	}
 	defer scaleBack()
-	logs := restartAgentUnderLoad(t, e)
+	logs := restartAgentUnderLoad(t, e, "lab-node-1")
 	if m := regexp.MustCompile(`"msg":"identities handed over","taken":(\d+)`).FindStringSubmatch(logs); m == nil || m[1] == "0" {
 		t.Errorf("the new agent did not take the SVIDs over:\n%s", logs)
 	}
@@ -475,22 +485,37 @@ func testAgentRestartControllerDown(t *testing.T, e *env) {
 	routeChangeTakesEffect(e, "route change reaches the restarted agent once the controller is back")
 }
 
-// underLoad runs act while the faces client sends requests through the mesh and
-// returns how many were sent, how many failed and the last tally with a failure.
-// Precondition, so that what is counted is act: the mesh serves every request
-// before (right after an install the agents may still be fetching their SVIDs).
+// underLoad runs act while the faces client sends requests through the mesh,
+// HTTP/1.1 and gRPC side by side, and returns how many were sent, how many
+// failed and the last tally with a failure. Precondition, so that what is counted
+// is act: the mesh serves every request before (right after an install the agents
+// may still be fetching their SVIDs).
 func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad string) {
+	const grpcTarget = "color.faces.svc.cluster.local:9090"
 	e.eventually(2*time.Minute, "traffic flows before "+what, func() string {
 		if r := e.client("faces", "--url", colorURL, "--count", "20"); r.Errors != 0 || r.Status["200"] != 20 {
 			return fmt.Sprintf("%+v", r)
 		}
+		if r := e.client("faces", "--grpc", "--url", grpcTarget, "--method", "Ping", "--count", "20"); r.Errors != 0 || r.Status["OK"] != 20 {
+			return fmt.Sprintf("gRPC: %+v", r)
+		}
 		return ""
 	})
+	// gRPC calls share the source's HTTP/2 connections to the pods, which
+	// live across client connections and so across the agents' handoffs
 	ld := startLoad(func() echoResult { return e.clientNoFatal("faces", "--url", colorURL, "--count", "20") })
+	gl := startLoad(func() echoResult {
+		return e.clientNoFatal("faces", "--grpc", "--url", grpcTarget, "--method", "Ping", "--count", "20")
+	})
 	time.Sleep(2 * time.Second)
 	act()
 	time.Sleep(3 * time.Second)
 	sent, failed, lastBad = ld.stop()
+	gs, gf, gb := gl.stop()
+	sent, failed = sent+gs, failed+gf
+	if gb != "" {
+		lastBad = "gRPC " + gb
+	}
 	if failed > 0 {
 		e.t.Logf("warnings of the weft pods that run now (those that went are gone):\n%s", e.weftWarnings(60))
 	}
@@ -529,17 +554,18 @@ func (e *env) weftWarnings(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// restartAgentUnderLoad deletes node 1's agent pod while a client sends
-// requests, checks that none failed and that the new agent took the
-// sockets over, and returns the new agent's log.
-func restartAgentUnderLoad(t *testing.T, e *env) string {
+// restartAgentUnderLoad deletes node's agent pod while the client on node 1
+// sends requests, and waits for the old pod to be gone; it checks that no
+// request failed and that the new agent took the sockets over, and returns
+// the new agent's log.
+func restartAgentUnderLoad(t *testing.T, e *env, node string) string {
 	agentOn := func(node string) []string {
 		return strings.Fields(e.kubectl("-n", "weft-system", "get", "pod", "-l", "app.kubernetes.io/name=weft-agent",
 			"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[*].metadata.name}"))
 	}
-	old := agentOn("lab-node-1")
+	old := agentOn(node)
 	if len(old) != 1 {
-		t.Fatalf("agent pods on lab-node-1: %v, want one", old)
+		t.Fatalf("agent pods on %s: %v, want one", node, old)
 	}
 	start := time.Now()
 	oldLog := e.followLog(old[0], "agent") // gone with its pod: kept for a failure
@@ -547,10 +573,15 @@ func restartAgentUnderLoad(t *testing.T, e *env) string {
 		e.kubectl("-n", "weft-system", "delete", "pod", old[0], "--wait=true")
 		e.kubectl("-n", "weft-system", "rollout", "status", "daemonset/weft-agent", "--timeout=180s")
 	})
-	t.Logf("agent restart on lab-node-1 (old pod gone after %s): %d requests, %d failed (transport errors and non-200 answers; goal 0)",
-		time.Since(start).Round(100*time.Millisecond), sent, failed)
+	t.Logf("agent restart on %s (old pod gone after %s): %d requests, %d failed (HTTP/1.1 and gRPC; transport errors and answers other than 200 or OK; goal 0)",
+		node, time.Since(start).Round(100*time.Millisecond), sent, failed)
+	// the old agent's drain ends with the work in flight: had a source kept
+	// sending into its tunnel, the grace period would have ended it
+	if l := oldLog(); strings.Contains(l, "drain grace period ended with work in flight") {
+		t.Errorf("the old agent %s drained until its grace period ended:\n%s", old[0], l)
+	}
 	logs := ""
-	now := agentOn("lab-node-1")
+	now := agentOn(node)
 	if len(now) == 1 && now[0] != old[0] {
 		logs = e.kubectl("-n", "weft-system", "logs", now[0])
 	}
@@ -563,7 +594,7 @@ func restartAgentUnderLoad(t *testing.T, e *env) string {
 			t.Errorf("agent %s did not take the listeners over from %s:\n%s", now[0], old[0], logs)
 		}
 	} else {
-		t.Errorf("agent pods on lab-node-1 after the restart: %v", now)
+		t.Errorf("agent pods on %s after the restart: %v", node, now)
 	}
 	r := e.client("faces", "--url", colorURL, "--count", "100")
 	if r.Errors != 0 || r.Status["200"] != 100 {
