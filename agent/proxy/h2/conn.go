@@ -446,6 +446,7 @@ func (c *Conn) process(f http2.Frame) error {
 		for id, s := range c.streams {
 			if !c.server && id > f.LastStreamID {
 				delete(c.streams, id)
+				s.reset = true // as a reset: no write waits on its window
 				gone = append(gone, s)
 			}
 		}
