@@ -206,21 +206,30 @@ func splice(s *tunnel.Stream, authority string, _ http.Header) {
 // requests into the old agent's tunnel, which that agent announced it is
 // leaving (GOAWAY): an h2c connection carried in it takes no new request
 // and closes once its requests are answered; a kept HTTP/1.1 stream is
-// not reused. No request fails, and the old agent's drain ends with its
-// work, well before its grace period (before: the h2c connection stayed
-// open until the grace period ended and its requests then in flight
-// failed with 502).
+// closed, not reused. No request fails, and the old agent's drain ends
+// with its work, before its grace period (before: the h2c connection
+// stayed open until the grace period ended and its requests then in
+// flight failed with 502; kept HTTP/1.1 streams held the drain too).
+//
+// Idle: the load stops before the old agent drains; what the source keeps
+// open through it (an h2c connection, kept HTTP/1.1 streams) closes at its
+// GOAWAY, else the drain would last its grace period.
 func TestAcrossADestinationRestart(t *testing.T) {
 	for _, h2c := range []bool{true, false} {
-		name := "http1"
-		if h2c {
-			name = "h2c"
+		for _, idle := range []bool{false, true} {
+			name := "http1"
+			if h2c {
+				name = "h2c"
+			}
+			if idle {
+				name += "/idle"
+			}
+			t.Run(name, func(t *testing.T) { testAcrossADestinationRestart(t, h2c, idle) })
 		}
-		t.Run(name, func(t *testing.T) { testAcrossADestinationRestart(t, h2c) })
 	}
 }
 
-func testAcrossADestinationRestart(t *testing.T, h2c bool) {
+func testAcrossADestinationRestart(t *testing.T, h2c, idle bool) {
 	e := newEnv(t)
 	l, ep := e.pod("web", "web")
 	proto, vipProto := weftv1.Protocol_PROTOCOL_HTTP, weftv1.Protocol_PROTOCOL_HTTP
@@ -304,12 +313,20 @@ func testAcrossADestinationRestart(t *testing.T, h2c bool) {
 		t.Fatal(err)
 	}
 	startNodeProxy(t, e, "node-b", tl2)
+	if idle {
+		close(stop)
+		wg.Wait()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	drainErr := old.Shutdown(ctx) // the load goes on through it
-	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	drained := make(chan error, 1)
+	go func() { drained <- old.Shutdown(ctx) }()
+	if !idle {
+		time.Sleep(300 * time.Millisecond) // the load goes on into the drain
+		close(stop)
+		wg.Wait()
+	}
+	drainErr := <-drained
 	if n := failed.Load(); n > 0 {
 		t.Errorf("%d of %d requests failed across the destination's restart: %v", n, sent.Load(), errs[:min(len(errs), 5)])
 	}

@@ -104,7 +104,8 @@ type Conn struct {
 	// server side: called (in its own goroutine) for each new stream
 	handle Handler
 	done   chan struct{}
-	// away is closed when the peer's GOAWAY arrives (client side)
+	// away is closed when the peer's GOAWAY arrives (client side) or the
+	// connection closes
 	away     chan struct{}
 	awayOnce sync.Once
 }
@@ -308,6 +309,7 @@ func (c *Conn) fail(err error) {
 	for _, s := range streams {
 		s.abort(ErrConnClosed)
 	}
+	c.awayOnce.Do(func() { close(c.away) })
 	close(c.done)
 }
 
@@ -966,8 +968,9 @@ func (s *Stream) Held() int {
 }
 
 // ConnGoingAway is closed when the peer announced (GOAWAY) that it takes
-// no new stream on the stream's connection: the stream itself goes on,
-// but what it carries should end soon (the peer is draining).
+// no new stream on the stream's connection, or the connection closed: the
+// stream itself may go on, but what it carries should end soon (the peer
+// is draining).
 func (s *Stream) ConnGoingAway() <-chan struct{} { return s.c.away }
 
 // LastMoved says when data last arrived from the peer and when Write last

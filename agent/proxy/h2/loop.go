@@ -78,6 +78,10 @@ type StreamHandler interface {
 	// more data comes. Closed follows once ours ends too (CloseWrite);
 	// Close ends it without.
 	Ended(st *LoopStream)
+	// GoingAway: the peer sent GOAWAY (it drains) and took st: st goes on,
+	// but the connection takes no new stream, and the peer's drain lasts
+	// as long as st; a stream kept idle for a later use should close.
+	GoingAway(st *LoopStream)
 	// Closed: the stream is done. err is nil when the peer ended it
 	// (END_STREAM); ErrRefused (wrapped, with the status) when it refused
 	// the CONNECT; ErrStreamReset, ErrGoingAway or ErrConnClosed else.
@@ -278,6 +282,11 @@ func (c *LoopConn) process(f http2.Frame) error {
 		for id, st := range c.streams {
 			if id > f.LastStreamID { // never processed: safe to try elsewhere
 				c.end(st, fmt.Errorf("%w: the peer did not take the stream", ErrGoingAway))
+			}
+		}
+		for _, st := range c.streams {
+			if !st.done {
+				st.h.GoingAway(st)
 			}
 		}
 		if len(c.streams) == 0 {
@@ -500,6 +509,7 @@ func (noHandler) Data(*LoopStream, []byte)  {}
 func (noHandler) Drained(*LoopStream)       {}
 func (noHandler) Closed(*LoopStream, error) {}
 func (noHandler) Ended(*LoopStream)         {}
+func (noHandler) GoingAway(*LoopStream)     {}
 
 // pump sends what st may send now; true when nothing waits.
 func (c *LoopConn) pump(st *LoopStream) bool {

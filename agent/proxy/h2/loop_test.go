@@ -119,6 +119,7 @@ func (r *recorder) Data(st *LoopStream, p []byte) {
 }
 func (r *recorder) Drained(*LoopStream)             { r.mu.Lock(); r.drained++; r.mu.Unlock() }
 func (r *recorder) Ended(*LoopStream)               { r.mu.Lock(); r.ended++; r.mu.Unlock() }
+func (r *recorder) GoingAway(*LoopStream)           {}
 func (r *recorder) Closed(_ *LoopStream, err error) { r.closed <- err }
 
 func (r *recorder) wait(t *testing.T) error {
@@ -485,4 +486,5 @@ func (*holder) Opened(*LoopStream)                {}
 func (*holder) Data(*LoopStream, []byte)          {}
 func (*holder) Drained(*LoopStream)               {}
 func (*holder) Ended(*LoopStream)                 {}
+func (*holder) GoingAway(*LoopStream)             {}
 func (h *holder) Closed(_ *LoopStream, err error) { h.closed <- err }

@@ -25,12 +25,16 @@ type Client[K comparable] struct {
 	mu      sync.Mutex
 	idle    map[K][]*clientConn[K]
 	done    bool
+	// watched: the going-away signals (one per tunnel connection) a
+	// goroutine waits on to close the idle connections they concern
+	watched map[<-chan struct{}]struct{}
 }
 
 // NewClient returns a Client that connects with dial and keeps up to
 // maxIdlePerKey idle connections per key (64 when zero).
 func NewClient[K comparable](dial func(ctx context.Context, k K) (net.Conn, error), maxIdlePerKey int) *Client[K] {
-	return &Client[K]{dial: dial, maxIdle: cmp.Or(maxIdlePerKey, 64), idle: make(map[K][]*clientConn[K])}
+	return &Client[K]{dial: dial, maxIdle: cmp.Or(maxIdlePerKey, 64), idle: make(map[K][]*clientConn[K]),
+		watched: make(map[<-chan struct{}]struct{})}
 }
 
 type clientConn[K comparable] struct {
@@ -39,8 +43,9 @@ type clientConn[K comparable] struct {
 	br  *bufio.Reader
 	bw  *bufio.Writer
 	// away, when the transport has one, is closed once its peer drains
-	// (a tunnel stream whose destination node's proxy sent GOAWAY): the
-	// connection is then not kept for another request
+	// (a tunnel stream whose destination node's proxy sent GOAWAY) or its
+	// tunnel connection closed: the connection is then not kept for
+	// another request
 	away <-chan struct{}
 }
 
@@ -62,32 +67,21 @@ var (
 // get returns an idle connection (reused=true) or dials a new one (always,
 // when fresh).
 func (p *Client[K]) get(ctx context.Context, k K, fresh bool) (*clientConn[K], bool, error) {
+	var gone []*clientConn[K] // its tunnel went away (before its watch saw it)
+	defer func() {
+		for _, c := range gone {
+			c.close()
+		}
+	}()
 	p.mu.Lock()
-	if l := p.idle[k]; len(l) > 0 && !fresh {
+	for l := p.idle[k]; len(l) > 0 && !fresh; l = p.idle[k] {
 		c := l[len(l)-1]
 		p.idle[k] = l[:len(l)-1]
 		if !c.goingAway() {
 			p.mu.Unlock()
 			return c, true, nil
 		}
-		// its tunnel connection drains: so do the others kept on it,
-		// which would hold the draining proxy to its grace period
-		gone := []*clientConn[K]{c}
-		kept := p.idle[k][:0]
-		for _, o := range p.idle[k] {
-			if o.goingAway() {
-				gone = append(gone, o)
-			} else {
-				kept = append(kept, o)
-			}
-		}
-		clear(p.idle[k][len(kept):])
-		p.idle[k] = kept
-		p.mu.Unlock()
-		for _, o := range gone {
-			o.close()
-		}
-		return p.get(ctx, k, fresh)
+		gone = append(gone, c)
 	}
 	p.mu.Unlock()
 	tc, err := p.dial(ctx, k)
@@ -101,8 +95,47 @@ func (p *Client[K]) get(ctx context.Context, k K, fresh bool) (*clientConn[K], b
 	c := &clientConn[K]{key: k, c: tc, br: br, bw: bw}
 	if ga, ok := tc.(interface{ GoingAway() <-chan struct{} }); ok {
 		c.away = ga.GoingAway()
+		p.watch(c.away)
 	}
 	return c, false, nil
+}
+
+// watch closes the idle connections of a tunnel connection once it goes
+// away: kept, they would hold the draining proxy until its grace period
+// ends.
+func (p *Client[K]) watch(away <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.watched[away]; ok {
+		return
+	}
+	p.watched[away] = struct{}{}
+	go func() {
+		<-away
+		var gone []*clientConn[K]
+		p.mu.Lock()
+		delete(p.watched, away)
+		for k, l := range p.idle {
+			kept := l[:0]
+			for _, c := range l {
+				if c.away == away {
+					gone = append(gone, c)
+				} else {
+					kept = append(kept, c)
+				}
+			}
+			clear(l[len(kept):])
+			if len(kept) == 0 {
+				delete(p.idle, k)
+			} else {
+				p.idle[k] = kept
+			}
+		}
+		p.mu.Unlock()
+		for _, c := range gone {
+			c.close()
+		}
+	}()
 }
 
 func (p *Client[K]) put(c *clientConn[K]) {

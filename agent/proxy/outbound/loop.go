@@ -1079,7 +1079,7 @@ func (u *upstream) discard() {
 func (el *eloop) putIdle(u *upstream) {
 	u.c = nil
 	u.settle()
-	if len(el.idle[u.key]) >= maxIdlePerKey {
+	if len(el.idle[u.key]) >= maxIdlePerKey || u.conn != nil && !u.conn.Usable() {
 		u.discard()
 		return
 	}
@@ -1136,6 +1136,17 @@ func (u *upstream) Data(_ *h2.LoopStream, p []byte) {
 
 // Drained: the request went (h2.StreamHandler).
 func (u *upstream) Drained(*h2.LoopStream) {}
+
+// GoingAway: the destination's agent drains (h2.StreamHandler). A kept
+// stream closes now: the drain would last as long as it does, and it
+// would not be reused. One in use is not kept once its exchange ends.
+func (u *upstream) GoingAway(*h2.LoopStream) {
+	defer u.guard()
+	if u.c == nil && !u.ended {
+		u.el.forgetIdle(u)
+		u.discard()
+	}
+}
 
 // Ended: the destination ended its side (its pod closed the connection):
 // nothing more comes, so the stream ends here too (h2.StreamHandler). An

@@ -35,8 +35,9 @@ func (c *Conn) LocalAddr() net.Addr { return streamAddr{} }
 func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.target.Addr) }
 
 // GoingAway is closed when the destination node's proxy announced it is
-// draining (GOAWAY on the tunnel connection): a connection multiplexed
-// over this stream should take no new request and close once idle.
+// draining (GOAWAY on the tunnel connection), or the tunnel connection
+// closed: a connection over this stream should take no new request and
+// close once idle.
 func (c *Conn) GoingAway() <-chan struct{} { return c.s.ConnGoingAway() }
 
 // Target reports what the stream connects to.
