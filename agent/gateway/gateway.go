@@ -216,7 +216,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	g.group.Wait()
 	<-httpDone
-	g.up.closeIdle()
+	g.up.close()
 	return err
 }
 

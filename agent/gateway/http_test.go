@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,6 +165,62 @@ func TestH2CAndGRPCStyleRequests(t *testing.T) {
 	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || resp.Header.Get("X-Backend") != "a" {
 		t.Fatalf("h2c: %d proto %d backend %q", resp.StatusCode, resp.ProtoMajor, resp.Header.Get("X-Backend"))
 	}
+}
+
+// TestH2CStreamsAndTrailersThroughTheGateway: a gRPC-style exchange with
+// an h2c backend, both bodies streamed and the backend's status in
+// trailers (gRPC's grpc-status), and concurrent streams on one client
+// connection, each answered with its own body.
+func TestH2CStreamsAndTrailersThroughTheGateway(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			t.Errorf("backend request over %s", r.Proto)
+		}
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Write(append([]byte("echo:"), body...))
+		w.(http.Flusher).Flush()
+		w.Header().Set("Grpc-Status", "0")
+		w.Header().Set("Grpc-Message", "ok "+r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	cl := cluster("g", netip.MustParseAddrPort(ln.Addr().String()))
+	cl.Protocol = weftv1.Protocol_PROTOCOL_GRPC
+	p := policy([]*weftv1.GatewayPort{gport(80, httpListener("any", "", vhost("", httpTableTo("/", be("g", 1)))))}, cl)
+	g, _ := newTestGateway(t, p)
+	var cp http.Protocols
+	cp.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &cp}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			path := fmt.Sprintf("/pkg.Svc/M%d", i)
+			req, _ := http.NewRequest(http.MethodPost, "http://"+g.Addr(80).String()+path, strings.NewReader(path))
+			req.Header.Set("Content-Type", "application/grpc")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || resp.ProtoMajor != 2 || string(b) != "echo:"+path ||
+				resp.Trailer.Get("Grpc-Status") != "0" || resp.Trailer.Get("Grpc-Message") != "ok "+path {
+				t.Errorf("%s: %d over HTTP/%d, body %q (%v), trailers %v", path, resp.StatusCode, resp.ProtoMajor, b, err, resp.Trailer)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // TestWebSocketThroughTheGateway: an upgrade is completed end to end (the

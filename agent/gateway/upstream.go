@@ -9,9 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/weft-mesh/weft/agent/proxy/forward"
+	"github.com/weft-mesh/weft/agent/proxy/h2c"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/route"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
@@ -19,12 +23,26 @@ import (
 
 // upstreams forwards HTTP requests: one transport per (HTTP/2, TLS
 // origination), each pooling connections per endpoint address; the
-// dialler learns the endpoint from the request's context.
+// dialler learns the endpoint from the request's context. Cleartext
+// HTTP/2 (h2c and gRPC backends) goes through the node proxy's own client
+// instead, as the outbound's does: an HTTP/2 connection carried in a
+// tunnel stream then takes no new request once the destination node's
+// agent drains, and closes when idle, where net/http's would stay in use
+// until that agent's grace period cut it with its requests.
 type upstreams struct {
 	g     *Gateway
 	proxy *httputil.ReverseProxy
-	// transports indexed by h2<<1 | tls
+	// transports indexed by h2<<1 | tls (h2c: see h2)
 	transports [4]*http.Transport
+	h2         *h2c.Client[h2Key]
+}
+
+// h2Key is what an h2c upstream connection is dialled for.
+type h2Key struct {
+	src, dst spiffeid.ID
+	node     string
+	addr     netip.AddrPort
+	plain    bool
 }
 
 type dialKey struct{}
@@ -41,6 +59,18 @@ func newUpstreams(g *Gateway) *upstreams {
 	for i := range u.transports {
 		u.transports[i] = u.newTransport(i&2 != 0, i&1 != 0)
 	}
+	u.h2 = h2c.NewClient(func(ctx context.Context, _ h2Key) (net.Conn, error) {
+		di, ok := ctx.Value(dialKey{}).(*dialInfo)
+		if !ok {
+			return nil, errors.New("upstream dial without an endpoint")
+		}
+		ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
+		defer cancel()
+		return g.dialCluster(ctx, di.snap, di.cluster, false, nil, di.ep)
+	}, h2c.ClientConfig{
+		StreamWindow: 1 << 20, ConnWindow: 4 << 20, IdleTimeout: 90 * time.Second,
+		MaxHeaderListSize: 1 << 20, // as net/http allowed a backend's answer
+	})
 	u.proxy = newReverseProxy(g, u)
 	return u
 }
@@ -84,6 +114,12 @@ func (u *upstreams) closeIdle() {
 	for _, t := range u.transports {
 		t.CloseIdleConnections()
 	}
+}
+
+// close closes the idle connections and the h2c ones (after a drain).
+func (u *upstreams) close() {
+	u.closeIdle()
+	u.h2.Close()
 }
 
 // RoundTrip sends the request, retrying as the rule's retry policy says
@@ -134,7 +170,13 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 	if originate {
 		i |= 1
 	}
-	resp, err := u.transports[i].RoundTrip(req)
+	var resp *http.Response
+	if i == 2 {
+		key := h2Key{src: x.snap.Identity, dst: ep.Identity, node: ep.Node, addr: ep.Addr, plain: ep.Plaintext}
+		resp, err = u.h2.RoundTrip(ctx, key, req)
+	} else {
+		resp, err = u.transports[i].RoundTrip(req)
+	}
 	if err != nil {
 		cancel()
 		return nil, err
