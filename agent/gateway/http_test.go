@@ -145,16 +145,23 @@ func TestHTTPEnrolledEndpointNeverPlaintext(t *testing.T) {
 	}
 }
 
-func TestH2CAndGRPCStyleRequests(t *testing.T) {
-	a := echoServer(t, "a")
-	cl := cluster("a", a)
-	cl.Protocol = weftv1.Protocol_PROTOCOL_H2C
-	p := policy([]*weftv1.GatewayPort{gport(80, httpListener("any", "", vhost("", httpTableTo("/", be("a", 1)))))}, cl)
+// h2cGateway routes every request on port 80 to cluster name (proto) at
+// addr, and returns a client of cleartext HTTP/2 with prior knowledge.
+func h2cGateway(t *testing.T, name string, proto weftv1.Protocol, addr netip.AddrPort) (*Gateway, *http.Client) {
+	cl := cluster(name, addr)
+	cl.Protocol = proto
+	p := policy([]*weftv1.GatewayPort{gport(80, httpListener("any", "", vhost("", httpTableTo("/", be(name, 1)))))}, cl)
 	g, _ := newTestGateway(t, p)
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &protos}
-	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	t.Cleanup(tr.CloseIdleConnections)
+	return g, &http.Client{Transport: tr, Timeout: 5 * time.Second}
+}
+
+func TestH2CAndGRPCStyleRequests(t *testing.T) {
+	a := echoServer(t, "a")
+	g, c := h2cGateway(t, "a", weftv1.Protocol_PROTOCOL_H2C, a)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+g.Addr(80).String()+"/pkg.Svc/Method", strings.NewReader("x"))
 	req.Header.Set("Content-Type", "application/grpc")
 	resp, err := c.Do(req)
@@ -192,15 +199,7 @@ func TestH2CStreamsAndTrailersThroughTheGateway(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	cl := cluster("g", netip.MustParseAddrPort(ln.Addr().String()))
-	cl.Protocol = weftv1.Protocol_PROTOCOL_GRPC
-	p := policy([]*weftv1.GatewayPort{gport(80, httpListener("any", "", vhost("", httpTableTo("/", be("g", 1)))))}, cl)
-	g, _ := newTestGateway(t, p)
-	var cp http.Protocols
-	cp.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: &cp}
-	t.Cleanup(tr.CloseIdleConnections)
-	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	g, c := h2cGateway(t, "g", weftv1.Protocol_PROTOCOL_GRPC, netip.MustParseAddrPort(ln.Addr().String()))
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {

@@ -296,3 +296,46 @@ func backends(pairs ...any) []*weftv1.BackendRef {
 func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+// requestLoad sends requests from n goroutines, one after another in each,
+// until stop, and counts them and their failures.
+type requestLoad struct {
+	stopc        chan struct{}
+	wg           sync.WaitGroup
+	sent, failed atomic.Int64
+	mu           sync.Mutex
+	errs         []string
+}
+
+// startRequests runs do (one request: nil when it was answered as
+// expected) from n goroutines.
+func startRequests(n int, do func() error) *requestLoad {
+	l := &requestLoad{stopc: make(chan struct{})}
+	for range n {
+		l.wg.Go(func() {
+			for {
+				select {
+				case <-l.stopc:
+					return
+				default:
+				}
+				l.sent.Add(1)
+				if err := do(); err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					l.errs = append(l.errs, err.Error())
+					l.mu.Unlock()
+				}
+			}
+		})
+	}
+	return l
+}
+
+// stop ends the load; it returns the requests sent, those that failed and
+// the first errors.
+func (l *requestLoad) stop() (sent, failed int64, errs []string) {
+	close(l.stopc)
+	l.wg.Wait()
+	return l.sent.Load(), l.failed.Load(), l.errs[:min(len(l.errs), 5)]
+}

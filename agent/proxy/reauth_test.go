@@ -32,43 +32,22 @@ func TestAuthzPolicyTransitionLosesNoRequest(t *testing.T) {
 	e.apply()
 	caller := e.caller("app")
 	deny := noAdminWrites(ep.Pod)
-	stop := make(chan struct{})
-	var sent, failed atomic.Int64
-	var mu sync.Mutex
-	var errs []string
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				tr := &http.Transport{DisableKeepAlives: true, DialContext: func(context.Context, string, string) (net.Conn, error) {
-					return e.dialErr(caller, "10.96.0.41:80")
-				}}
-				c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-				sent.Add(1)
-				resp, err := c.Get("http://10.96.0.41/")
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						err = &statusErr{resp.StatusCode}
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					mu.Lock()
-					errs = append(errs, err.Error())
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	ld := startRequests(8, func() error {
+		tr := &http.Transport{DisableKeepAlives: true, DialContext: func(context.Context, string, string) (net.Conn, error) {
+			return e.dialErr(caller, "10.96.0.41:80")
+		}}
+		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		resp, err := c.Get("http://10.96.0.41/")
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return &statusErr{resp.StatusCode}
+		}
+		return nil
+	})
 	for i := range 20 {
 		time.Sleep(30 * time.Millisecond)
 		if i%2 == 0 {
@@ -78,12 +57,11 @@ func TestAuthzPolicyTransitionLosesNoRequest(t *testing.T) {
 		}
 		e.apply()
 	}
-	close(stop)
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of %d GETs failed across 20 policy changes: %v", n, sent.Load(), errs[:min(len(errs), 5)])
+	sent, failed, errs := ld.stop()
+	if failed > 0 {
+		t.Fatalf("%d of %d GETs failed across 20 policy changes: %v", failed, sent, errs)
 	}
-	t.Logf("%d GETs, none failed", sent.Load())
+	t.Logf("%d GETs, none failed", sent)
 }
 
 // noAdminWrites is an Application-level policy that refuses the POSTs of

@@ -269,37 +269,18 @@ func testAcrossADestinationRestart(t *testing.T, h2c, idle bool) {
 	}}
 	t.Cleanup(tr.CloseIdleConnections)
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	stop := make(chan struct{})
-	var sent, failed atomic.Int64
-	var mu sync.Mutex
-	var errs []string
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				sent.Add(1)
-				resp, err := c.Get("http://10.96.0.44/")
-				if err == nil {
-					b, rerr := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if rerr != nil || resp.StatusCode != 200 || string(b) != "hello" {
-						err = fmt.Errorf("%d %q %v", resp.StatusCode, b, rerr)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					mu.Lock()
-					errs = append(errs, err.Error())
-					mu.Unlock()
-				}
-			}
-		})
-	}
+	ld := startRequests(8, func() error {
+		resp, err := c.Get("http://10.96.0.44/")
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || string(b) != "hello" {
+			return fmt.Errorf("%d %q %v", resp.StatusCode, b, err)
+		}
+		return nil
+	})
 	time.Sleep(300 * time.Millisecond)
 	// the rollout: the new agent accepts on the same socket, the old one
 	// drains with its grace period
@@ -313,9 +294,10 @@ func testAcrossADestinationRestart(t *testing.T, h2c, idle bool) {
 		t.Fatal(err)
 	}
 	startNodeProxy(t, e, "node-b", tl2)
+	var sent, failed int64
+	var errs []string
 	if idle {
-		close(stop)
-		wg.Wait()
+		sent, failed, errs = ld.stop()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -323,17 +305,15 @@ func testAcrossADestinationRestart(t *testing.T, h2c, idle bool) {
 	go func() { drained <- old.Shutdown(ctx) }()
 	if !idle {
 		time.Sleep(300 * time.Millisecond) // the load goes on into the drain
-		close(stop)
-		wg.Wait()
+		sent, failed, errs = ld.stop()
 	}
-	drainErr := <-drained
-	if n := failed.Load(); n > 0 {
-		t.Errorf("%d of %d requests failed across the destination's restart: %v", n, sent.Load(), errs[:min(len(errs), 5)])
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed across the destination's restart: %v", failed, sent, errs)
 	}
-	if drainErr != nil {
-		t.Errorf("the old agent's drain: %v (the source kept its connection through the old agent open)", drainErr)
+	if err := <-drained; err != nil {
+		t.Errorf("the old agent's drain: %v (the source kept its connection through the old agent open)", err)
 	}
-	t.Logf("%d requests", sent.Load())
+	t.Logf("%d requests", sent)
 }
 
 // startNodeProxy serves tunnels on l as node's agent, with e's
