@@ -94,6 +94,25 @@ func (e echo) addr(portEnv string) string { return net.JoinHostPort("127.0.0.1",
 // portEnvs, and waits until its TCP ports accept connections.
 func startEcho(t *testing.T, env map[string]string, tcpPorts, udpPorts []string) echo {
 	t.Helper()
+	for try := 1; ; try++ {
+		e, err := tryStartEcho(t, env, tcpPorts, udpPorts)
+		if err == nil {
+			return e
+		}
+		// a free port can be taken by another process before weft-echo
+		// binds it: pick others
+		if try < 3 && strings.Contains(err.Error(), "address already in use") {
+			t.Logf("try %d: %v; again with other ports", try, err)
+			continue
+		}
+		t.Fatal(err)
+	}
+}
+
+// tryStartEcho starts weft-echo basic on free ports and waits until its TCP
+// ports accept; on an error, the process is gone.
+func tryStartEcho(t *testing.T, env map[string]string, tcpPorts, udpPorts []string) (echo, error) {
+	t.Helper()
 	e := echo{ports: map[string]string{}, stdout: &syncbuf.Buffer{}}
 	argEnv := []string{}
 	for k, v := range env {
@@ -108,11 +127,13 @@ func startEcho(t *testing.T, env map[string]string, tcpPorts, udpPorts []string)
 	var stderr syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = e.stdout, &stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return e, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
+	// exited is closed once the process is reaped: every waiter sees it
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -120,10 +141,7 @@ func startEcho(t *testing.T, env map[string]string, tcpPorts, udpPorts []string)
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-		if t.Failed() {
-			t.Logf("weft-echo basic stdout:\n%s\nstderr:\n%s", e.stdout, &stderr)
-		}
-	})
+	}
 	for _, name := range tcpPorts {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -133,16 +151,23 @@ func startEcho(t *testing.T, env map[string]string, tcpPorts, udpPorts []string)
 				break
 			}
 			select {
-			case err := <-exited:
-				t.Fatalf("weft-echo basic exited: %v\n%s", err, &stderr)
+			case <-exited:
+				return e, fmt.Errorf("weft-echo basic exited: %v\n%s", waitErr, &stderr)
 			case <-time.After(50 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s %s never accepted a connection: %v\n%s", name, e.addr(name), err, &stderr)
+				stop()
+				return e, fmt.Errorf("%s %s never accepted a connection: %v\n%s", name, e.addr(name), err, &stderr)
 			}
 		}
 	}
-	return e
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("weft-echo basic stdout:\n%s\nstderr:\n%s", e.stdout, &stderr)
+		}
+	})
+	return e, nil
 }
 
 func freePort(t *testing.T, udp bool) string {
