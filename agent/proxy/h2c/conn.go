@@ -113,6 +113,7 @@ type conn struct {
 	streams        map[uint32]*stream
 	nextID         uint32 // client: next stream id
 	lastPeerID     uint32 // server: highest stream id the peer opened
+	lastTaken      uint32 // server: highest stream id handed to a handler
 	goAwayID       uint32 // client: the peer's GOAWAY last stream id
 	sendWindow     int64  // connection send window
 	peerInitWin    int64
@@ -121,6 +122,7 @@ type conn struct {
 	recvWindow     int64 // connection: what the peer may still send
 	recvUnacked    int64 // connection bytes consumed, not yet returned
 	goingAway      bool
+	lingering      bool // server: gone away, waiting for the client to close
 	closed         bool
 	closeErr       error
 	idleTimer      *time.Timer
@@ -622,7 +624,30 @@ func (c *conn) noteIdle() {
 	}
 	c.mu.Unlock()
 	if n == 0 && away {
+		c.closeAway()
+	}
+}
+
+// awayLinger bounds how long a server connection that went away and has
+// no stream left waits for its client to close it.
+const awayLinger = time.Second
+
+// closeAway closes a connection that went away once its last stream
+// ended. A server lingers until its client closes (at most awayLinger):
+// closed at once with the client's next frames unread, its socket would
+// be reset, and the client could lose the GOAWAY that tells it to send
+// those requests elsewhere. Streams opened meanwhile are refused.
+func (c *conn) closeAway() {
+	if !c.server {
 		c.fail(ErrGoingAway)
+		return
+	}
+	c.mu.Lock()
+	lingering := c.lingering || c.closed
+	c.lingering = true
+	c.mu.Unlock()
+	if !lingering {
+		time.AfterFunc(awayLinger, func() { c.fail(ErrGoingAway) })
 	}
 }
 
@@ -644,12 +669,15 @@ func (c *conn) goAway(code http2.ErrCode) {
 		return
 	}
 	c.goingAway = true
-	last := c.lastPeerID
+	// not lastPeerID: a request whose header block is being read now is
+	// not taken yet, and once this connection closes it never will be;
+	// announced as unprocessed, the client sends it again elsewhere
+	last := c.lastTaken
 	n := len(c.streams)
 	c.mu.Unlock()
 	c.lockW()
 	c.unlockW(c.fr.WriteGoAway(last, code, nil))
 	if n == 0 {
-		c.fail(ErrGoingAway)
+		c.closeAway()
 	}
 }

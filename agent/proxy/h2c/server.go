@@ -151,6 +151,12 @@ func (sc *ServerConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.mu.Unlock()
 		return nil
 	}
+	if c.goingAway { // GOAWAY went while its header block was read: not taken
+		c.mu.Unlock()
+		c.resetStream(id, http2.ErrCodeRefusedStream, nil)
+		return nil
+	}
+	c.lastTaken = id
 	ctx, cancel := context.WithCancel(sc.ctx)
 	s := c.newStreamLocked(id)
 	s.gotHeaders = true
