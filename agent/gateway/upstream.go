@@ -67,10 +67,7 @@ func newUpstreams(g *Gateway) *upstreams {
 		ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
 		defer cancel()
 		return g.dialCluster(ctx, di.snap, di.cluster, false, nil, di.ep)
-	}, h2c.ClientConfig{
-		StreamWindow: 1 << 20, ConnWindow: 4 << 20, IdleTimeout: 90 * time.Second,
-		MaxHeaderListSize: 1 << 20, // as net/http allowed a backend's answer
-	})
+	}, outbound.UpstreamH2)
 	u.proxy = newReverseProxy(g, u)
 	return u
 }

@@ -16,13 +16,15 @@ import (
 // pod's buffer budget for as long as it is open.
 const h2cReceiveWindow = 64 << 10
 
-// upstreamH2Window is the receive window of an upstream HTTP/2 stream
-// (response bodies), and upstreamH2ConnWindow its connection's.
-const (
-	upstreamH2Window     = 1 << 20
-	upstreamH2ConnWindow = 4 << 20
-	upstreamH2HeaderList = 1 << 20
-)
+// UpstreamH2 configures the client end of upstream h2c and gRPC
+// connections, the outbound's and a Gateway's: a stream's receive window
+// (response bodies) of 1 MiB, its connection's 4 MiB, and a pod's response
+// header block (large cookies, gRPC metadata) of up to 1 MiB, where
+// net/http's Transport allowed 10 MiB and Envoy 60 KiB.
+var UpstreamH2 = h2c.ClientConfig{
+	StreamWindow: 1 << 20, ConnWindow: 4 << 20, IdleTimeout: 90 * time.Second,
+	MaxHeaderListSize: 1 << 20,
+}
 
 func newH2Server(p *Proxy) *h2c.ServerConfig {
 	return &h2c.ServerConfig{
@@ -43,12 +45,7 @@ func newH2Client(p *Proxy) *h2c.Client[upstreamKey] {
 		ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 		defer cancel()
 		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
-	}, h2c.ClientConfig{
-		StreamWindow: upstreamH2Window, ConnWindow: upstreamH2ConnWindow, IdleTimeout: 90 * time.Second,
-		// a pod's response header block (large cookies, gRPC metadata):
-		// net/http's Transport allowed 10 MiB, Envoy 60 KiB
-		MaxHeaderListSize: upstreamH2HeaderList,
-	})
+	}, UpstreamH2)
 }
 
 // h2Conn is a served HTTP/2 client connection as the drain sees it: a
