@@ -282,10 +282,7 @@ func (c *LoopConn) process(f http2.Frame) error {
 		for id, st := range c.streams {
 			if id > f.LastStreamID { // never processed: safe to try elsewhere
 				c.end(st, fmt.Errorf("%w: the peer did not take the stream", ErrGoingAway))
-			}
-		}
-		for _, st := range c.streams {
-			if !st.done {
+			} else if !st.done {
 				st.h.GoingAway(st)
 			}
 		}
