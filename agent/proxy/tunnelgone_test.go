@@ -23,6 +23,7 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
+	"github.com/weft-mesh/weft/agent/proxy/relay"
 	"github.com/weft-mesh/weft/agent/proxy/tunnel"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
@@ -186,18 +187,9 @@ func splice(s *tunnel.Stream, authority string, _ http.Header) {
 		return
 	}
 	defer pod.Close()
-	if s.Respond(http.StatusOK) != nil {
-		return
+	if s.Respond(http.StatusOK) == nil {
+		relay.Splice(s, pod.(*net.TCPConn))
 	}
-	done := make(chan struct{})
-	go func() {
-		io.Copy(pod, s)
-		pod.(*net.TCPConn).CloseWrite()
-		close(done)
-	}()
-	io.Copy(s, pod)
-	s.CloseWrite()
-	<-done
 }
 
 // TestAcrossADestinationRestart: a Service's pod is on another node whose
