@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Client sends HTTP/1.1 requests without net/http's Transport: the request
@@ -20,20 +21,36 @@ import (
 // share of the CPU per request. It suits requests with a known body length
 // and no protocol upgrade.
 type Client[K comparable] struct {
-	dial    func(ctx context.Context, k K) (net.Conn, error)
-	maxIdle int
-	mu      sync.Mutex
-	idle    map[K][]*clientConn[K]
-	done    bool
+	dial func(ctx context.Context, k K) (net.Conn, error)
+	cfg  ClientConfig
+	mu   sync.Mutex
+	idle map[K][]*clientConn[K] // each list oldest first
+	done bool
+	// reaper closes the connections idle for longer than IdleTimeout; it
+	// is armed while one is idle (armed)
+	reaper *time.Timer
+	armed  bool
 	// watched: the going-away signals (one per tunnel connection) a
 	// goroutine waits on to close the idle connections they concern
 	watched map[<-chan struct{}]struct{}
 }
 
-// NewClient returns a Client that connects with dial and keeps up to
-// maxIdlePerKey idle connections per key (64 when zero).
-func NewClient[K comparable](dial func(ctx context.Context, k K) (net.Conn, error), maxIdlePerKey int) *Client[K] {
-	return &Client[K]{dial: dial, maxIdle: cmp.Or(maxIdlePerKey, 64), idle: make(map[K][]*clientConn[K]),
+// ClientConfig bounds what a Client keeps.
+type ClientConfig struct {
+	// MaxIdlePerKey bounds the idle connections kept per key; 64 when
+	// zero.
+	MaxIdlePerKey int
+	// IdleTimeout closes a connection idle for longer; 90 s when zero
+	// (net/http's Transport default). It also bounds how long one whose
+	// server closed it while idle, or whose endpoint went away, is held.
+	IdleTimeout time.Duration
+}
+
+// NewClient returns a Client that connects with dial.
+func NewClient[K comparable](dial func(ctx context.Context, k K) (net.Conn, error), cfg ClientConfig) *Client[K] {
+	cfg.MaxIdlePerKey = cmp.Or(cfg.MaxIdlePerKey, 64)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 90*time.Second)
+	return &Client[K]{dial: dial, cfg: cfg, idle: make(map[K][]*clientConn[K]),
 		watched: make(map[<-chan struct{}]struct{})}
 }
 
@@ -47,6 +64,8 @@ type clientConn[K comparable] struct {
 	// tunnel connection closed: the connection is then not kept for
 	// another request
 	away <-chan struct{}
+	// idleAt: when it was last put in the pool
+	idleAt time.Time
 }
 
 // goingAway reports whether the connection's transport is draining.
@@ -140,13 +159,56 @@ func (p *Client[K]) watch(away <-chan struct{}) {
 
 func (p *Client[K]) put(c *clientConn[K]) {
 	p.mu.Lock()
-	if !p.done && len(p.idle[c.key]) < p.maxIdle && c.br.Buffered() == 0 && !c.goingAway() {
+	if !p.done && len(p.idle[c.key]) < p.cfg.MaxIdlePerKey && c.br.Buffered() == 0 && !c.goingAway() {
+		c.idleAt = time.Now()
 		p.idle[c.key] = append(p.idle[c.key], c)
+		if !p.armed {
+			p.armed = true
+			if p.reaper == nil {
+				p.reaper = time.AfterFunc(p.cfg.IdleTimeout, p.reap)
+			} else {
+				p.reaper.Reset(p.cfg.IdleTimeout)
+			}
+		}
 		p.mu.Unlock()
 		return
 	}
 	p.mu.Unlock()
 	c.close()
+}
+
+// reap closes the connections idle for IdleTimeout or longer, and is armed
+// again for the oldest one left.
+func (p *Client[K]) reap() {
+	var gone []*clientConn[K]
+	p.mu.Lock()
+	now := time.Now()
+	var oldest time.Time
+	for k, l := range p.idle {
+		n := 0 // the expired ones are a prefix: a list is oldest first
+		for n < len(l) && now.Sub(l[n].idleAt) >= p.cfg.IdleTimeout {
+			n++
+		}
+		gone = append(gone, l[:n]...)
+		if n == len(l) {
+			delete(p.idle, k)
+			continue
+		}
+		kept := append(l[:0], l[n:]...)
+		clear(l[len(kept):])
+		p.idle[k] = kept
+		if oldest.IsZero() || kept[0].idleAt.Before(oldest) {
+			oldest = kept[0].idleAt
+		}
+	}
+	p.armed = !oldest.IsZero() && !p.done
+	if p.armed {
+		p.reaper.Reset(p.cfg.IdleTimeout - now.Sub(oldest))
+	}
+	p.mu.Unlock()
+	for _, c := range gone {
+		c.close()
+	}
 }
 
 func (c *clientConn[K]) close() {
@@ -162,6 +224,9 @@ func (c *clientConn[K]) close() {
 func (p *Client[K]) Close() {
 	p.mu.Lock()
 	p.done = true
+	if p.reaper != nil {
+		p.reaper.Stop()
+	}
 	var all []*clientConn[K]
 	for k, l := range p.idle {
 		all = append(all, l...)

@@ -41,7 +41,7 @@ func counting(t *testing.T) (*Client[string], *atomic.Int32) {
 		dials.Add(1)
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
-	}, 0)
+	}, ClientConfig{})
 	t.Cleanup(c.Close)
 	return c, &dials
 }
@@ -222,5 +222,45 @@ func TestClientLostRetry(t *testing.T) {
 	}
 	if dials.Load() != 2 {
 		t.Fatalf("the POST was sent again: %d dials", dials.Load())
+	}
+}
+
+// TestClientIdleTimeout: a kept connection idle for IdleTimeout is closed
+// (the server sees its end), the one used since is kept until its own
+// time, and the next request dials anew. Without the bound a connection to
+// an endpoint no request goes to again was held for good.
+func TestClientIdleTimeout(t *testing.T) {
+	closed := make(chan time.Time, 4)
+	addr := backend(t, func(c net.Conn) {
+		serveN(100, false)(c) // returns when the client closed
+		closed <- time.Now()
+	})
+	var dials atomic.Int32
+	const idle = 300 * time.Millisecond
+	c := NewClient(func(ctx context.Context, k string) (net.Conn, error) {
+		dials.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}, ClientConfig{IdleTimeout: idle})
+	t.Cleanup(c.Close)
+	start := time.Now()
+	roundTrip(t, c, "a", request("GET", ""))
+	time.Sleep(idle / 2)
+	roundTrip(t, c, "b", request("GET", "")) // a second key, idle from now
+	var ends []time.Duration
+	for range 2 {
+		select {
+		case at := <-closed:
+			ends = append(ends, at.Sub(start))
+		case <-time.After(10 * idle):
+			t.Fatalf("kept connections not closed after %s idle (closed: %v)", 10*idle, ends)
+		}
+	}
+	if ends[0] < idle || ends[1] < idle+idle/2 {
+		t.Fatalf("closed at %v, want no sooner than %v and %v", ends, idle, idle+idle/2)
+	}
+	roundTrip(t, c, "a", request("GET", ""))
+	if dials.Load() != 3 {
+		t.Fatalf("%d dials, want 3 (the reaped connection is not reused)", dials.Load())
 	}
 }

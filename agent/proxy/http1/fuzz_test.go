@@ -78,7 +78,7 @@ func FuzzClient(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := NewClient(func(context.Context, int) (net.Conn, error) {
 			return &wireConn{r: bytes.NewReader(in)}, nil
-		}, 1)
+		}, ClientConfig{MaxIdlePerKey: 1})
 		defer c.Close()
 		req, _ := http.NewRequest("POST", "http://x/", bytes.NewReader([]byte("body")))
 		resp, err := c.RoundTrip(context.Background(), 0, req)

@@ -141,7 +141,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.up = newUpstreams(p.dial, cfg.DialTimeout)
 	p.h1 = http1.NewClient(func(ctx context.Context, k upstreamKey) (net.Conn, error) {
 		return p.dial(ctx, k.src, k.dst, k.node, k.addr, k.plain)
-	}, maxIdlePerKey)
+	}, http1.ClientConfig{MaxIdlePerKey: maxIdlePerKey, IdleTimeout: loopIdleUpstream})
 	p.h2 = newH2Client(p)
 	p.h2srv = newH2Server(p)
 	p.h1srv = http1.NewServer(http1.Config{
