@@ -16,29 +16,33 @@ import (
 
 	"github.com/weft-mesh/weft/agent/proxy/forward"
 	"github.com/weft-mesh/weft/agent/proxy/h2c"
+	"github.com/weft-mesh/weft/agent/proxy/http1"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/route"
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
-// upstreams forwards HTTP requests: one transport per (HTTP/2, TLS
-// origination), each pooling connections per endpoint address; the
-// dialler learns the endpoint from the request's context. Cleartext
-// HTTP/2 (h2c and gRPC backends) goes through the node proxy's own client
-// instead, as the outbound's does: an HTTP/2 connection carried in a
-// tunnel stream then takes no new request once the destination node's
-// agent drains, and closes when idle, where net/http's would stay in use
-// until that agent's grace period cut it with its requests.
+// upstreams forwards HTTP requests. Cleartext HTTP/1.1 with a known body
+// length goes through the node proxy's own HTTP/1.1 client and cleartext
+// HTTP/2 (h2c and gRPC backends) through its HTTP/2 client, as the
+// outbound's do: a connection carried in a tunnel stream is then not used
+// again once the destination node's agent drains, and closes when idle,
+// where net/http's would stay pooled and in use until that agent's grace
+// period cut it, with its requests. The rest (TLS origination, protocol
+// upgrades, bodies of unknown length) goes through net/http: one transport
+// per (HTTP/2, TLS origination), each pooling connections per endpoint
+// address. Every dialler learns the endpoint from the request's context.
 type upstreams struct {
 	g     *Gateway
 	proxy *httputil.ReverseProxy
-	// transports indexed by h2<<1 | tls (h2c: see h2)
+	// transports indexed by h2<<1 | tls (cleartext: see h1 and h2)
 	transports [4]*http.Transport
-	h2         *h2c.Client[h2Key]
+	h1         *http1.Client[upKey]
+	h2         *h2c.Client[upKey]
 }
 
-// h2Key is what an h2c upstream connection is dialled for.
-type h2Key struct {
+// upKey is what a cleartext upstream connection is dialled for.
+type upKey struct {
 	src, dst spiffeid.ID
 	node     string
 	addr     netip.AddrPort
@@ -59,7 +63,7 @@ func newUpstreams(g *Gateway) *upstreams {
 	for i := range u.transports {
 		u.transports[i] = u.newTransport(i&2 != 0, i&1 != 0)
 	}
-	u.h2 = h2c.NewClient(func(ctx context.Context, _ h2Key) (net.Conn, error) {
+	dial := func(ctx context.Context, _ upKey) (net.Conn, error) {
 		di, ok := ctx.Value(dialKey{}).(*dialInfo)
 		if !ok {
 			return nil, errors.New("upstream dial without an endpoint")
@@ -67,7 +71,9 @@ func newUpstreams(g *Gateway) *upstreams {
 		ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
 		defer cancel()
 		return g.dialCluster(ctx, di.snap, di.cluster, false, nil, di.ep)
-	}, outbound.UpstreamH2)
+	}
+	u.h1 = http1.NewClient(dial, http1.ClientConfig{MaxIdlePerKey: 256})
+	u.h2 = h2c.NewClient(dial, outbound.UpstreamH2)
 	u.proxy = newReverseProxy(g, u)
 	return u
 }
@@ -116,6 +122,7 @@ func (u *upstreams) closeIdle() {
 // close closes the idle connections and the h2c ones (after a drain).
 func (u *upstreams) close() {
 	u.closeIdle()
+	u.h1.Close()
 	u.h2.Close()
 }
 
@@ -159,6 +166,7 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 		req.Body, req.ContentLength = http.NoBody, 0
 	case x.body != nil:
 		req.Body = io.NopCloser(bytes.NewReader(x.body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(x.body)), nil }
 	}
 	i := 0
 	if x.h2Upstream() && out.Header.Get("Upgrade") == "" {
@@ -168,10 +176,13 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 		i |= 1
 	}
 	var resp *http.Response
-	if i == 2 {
-		key := h2Key{src: x.snap.Identity, dst: ep.Identity, node: ep.Node, addr: ep.Addr, plain: ep.Plaintext}
+	key := upKey{src: x.snap.Identity, dst: ep.Identity, node: ep.Node, addr: ep.Addr, plain: ep.Plaintext}
+	switch {
+	case i == 2:
 		resp, err = u.h2.RoundTrip(ctx, key, req)
-	} else {
+	case i == 0 && req.Header.Get("Upgrade") == "" && req.ContentLength >= 0:
+		resp, err = u.h1.RoundTrip(ctx, key, req)
+	default:
 		resp, err = u.transports[i].RoundTrip(req)
 	}
 	if err != nil {

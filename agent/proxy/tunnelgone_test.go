@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/weft-mesh/weft/agent/gateway"
 	"github.com/weft-mesh/weft/agent/proxy"
 	"github.com/weft-mesh/weft/agent/proxy/outbound"
 	"github.com/weft-mesh/weft/agent/proxy/relay"
@@ -207,21 +208,25 @@ func splice(s *tunnel.Stream, authority string, _ http.Header) {
 // open through it (an h2c connection, kept HTTP/1.1 streams) closes at its
 // GOAWAY, else the drain would last its grace period.
 func TestAcrossADestinationRestart(t *testing.T) {
-	for _, h2c := range []bool{true, false} {
-		for _, idle := range []bool{false, true} {
-			name := "http1"
-			if h2c {
-				name = "h2c"
+	for _, src := range []string{"", "gateway/"} {
+		for _, h2c := range []bool{true, false} {
+			for _, idle := range []bool{false, true} {
+				name := src + "http1"
+				if h2c {
+					name = src + "h2c"
+				}
+				if idle {
+					name += "/idle"
+				}
+				t.Run(name, func(t *testing.T) { testAcrossADestinationRestart(t, src != "", h2c, idle) })
 			}
-			if idle {
-				name += "/idle"
-			}
-			t.Run(name, func(t *testing.T) { testAcrossADestinationRestart(t, h2c, idle) })
 		}
 	}
 }
 
-func testAcrossADestinationRestart(t *testing.T, h2c, idle bool) {
+// gateway: the source is a Gateway's data plane (its own tunnel dialer,
+// the Gateway's SVID), not a pod's outbound.
+func testAcrossADestinationRestart(t *testing.T, gateway, h2c, idle bool) {
 	e := newEnv(t)
 	l, ep := e.pod("web", "web")
 	proto, vipProto := weftv1.Protocol_PROTOCOL_HTTP, weftv1.Protocol_PROTOCOL_HTTP
@@ -249,20 +254,26 @@ func testAcrossADestinationRestart(t *testing.T, h2c, idle bool) {
 	e.apply()
 	old := startNodeProxy(t, e, "node-b", tl)
 
-	caller := e.caller("app")
 	var cp http.Protocols
 	if h2c {
 		cp.SetUnencryptedHTTP2(true)
 	} else {
 		cp.SetHTTP1(true)
 	}
-	tr := &http.Transport{Protocols: &cp, DialContext: func(context.Context, string, string) (net.Conn, error) {
-		return e.dialErr(caller, "10.96.0.44:80")
-	}}
+	tr := &http.Transport{Protocols: &cp}
+	url := "http://10.96.0.44/"
+	if gateway {
+		url = "http://" + startGatewayTo(t, e, proto, ep) + "/"
+	} else {
+		caller := e.caller("app")
+		tr.DialContext = func(context.Context, string, string) (net.Conn, error) {
+			return e.dialErr(caller, "10.96.0.44:80")
+		}
+	}
 	t.Cleanup(tr.CloseIdleConnections)
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	ld := startRequests(8, func() error {
-		resp, err := c.Get("http://10.96.0.44/")
+		resp, err := c.Get(url)
 		if err != nil {
 			return err
 		}
@@ -306,6 +317,39 @@ func testAcrossADestinationRestart(t *testing.T, h2c, idle bool) {
 		t.Errorf("the old agent's drain: %v (the source kept its connection through the old agent open)", err)
 	}
 	t.Logf("%d requests", sent)
+}
+
+// startGatewayTo runs a Gateway whose one HTTP listener routes every
+// request to ep (a pod on another node, reached through its tunnel with the
+// Gateway's SVID), and returns its address.
+func startGatewayTo(t *testing.T, e *env, proto weftv1.Protocol, ep *weftv1.Endpoint) string {
+	t.Helper()
+	gwID := "spiffe://cluster.local/ns/infra/sa/gw"
+	e.ids.Put(e.ca.MustIssue(spiffeid.RequireFromString(gwID)))
+	d := tunnel.NewDialer(tunnel.DialerConfig{Identities: e.ids})
+	t.Cleanup(d.Close)
+	g, err := gateway.New(gateway.Config{Tunnel: d, Listen: func(uint32) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		g.Shutdown(ctx)
+	})
+	rule := &weftv1.Rule{Route: "infra/web", RouteKind: weftv1.RouteKind_ROUTE_KIND_HTTP, Backends: []*weftv1.BackendRef{{Cluster: "web/web:80", Weight: 1}}}
+	table := &weftv1.RouteTable{Kind: weftv1.RouteKind_ROUTE_KIND_HTTP, Rules: []*weftv1.Rule{rule}, Matches: []*weftv1.Match{{Rule: 0,
+		Http: &weftv1.HTTPMatch{Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/"}}}}}
+	listener := &weftv1.GatewayListener{Name: "http", Protocol: weftv1.ListenerProtocol_LISTENER_PROTOCOL_HTTP,
+		VirtualHosts: []*weftv1.VirtualHost{{Tables: []*weftv1.RouteTable{table}}}}
+	err = g.Apply(&weftv1.GatewayPolicy{Namespace: "infra", Name: "gw", TrustDomain: "cluster.local", Identity: gwID,
+		Ports:       []*weftv1.GatewayPort{{Port: 80, Listeners: []*weftv1.GatewayListener{listener}}},
+		Clusters:    []*weftv1.Cluster{{Name: "web/web:80", Protocol: proto, Endpoints: []*weftv1.Endpoint{ep}}},
+		NodeTunnels: map[string]string{"node-b": e.pol.NodeTunnels["node-b"]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.Addr(80).String()
 }
 
 // startNodeProxy serves tunnels on l as node's agent, with e's
