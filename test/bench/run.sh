@@ -174,8 +174,10 @@ run() { # name qps secs -> json
 }
 
 for r in $(seq "$ROUNDS"); do
-  # rotate the order each round (interleaved)
-  order=(direct weft2p nginx2p weft weftm nginx rp); rot=$(( (r - 1) % 7 )); order=("${order[@]:rot}" "${order[@]:0:rot}")
+  # rotate the order each round (interleaved); weft and weftm, which the metrics check compares,
+  # stay side by side and swap places every other round, so neither always follows the other
+  order=(direct weft2p nginx2p weft weftm nginx rp); (( r % 2 == 0 )) && order=(direct weft2p nginx2p weftm weft nginx rp)
+  rot=$(( (r - 1) % 7 )); order=("${order[@]:rot}" "${order[@]:0:rot}")
   if [ "$H2" = 1 ]; then h2o=(h2direct h2weft2p h2nginx2p h2weft h2nginx); rot=$(( (r - 1) % 5 )); order+=("${h2o[@]:rot}" "${h2o[@]:0:rot}"); fi
   if [ "$GRPC" = 1 ]; then go=(grpcdirect grpcweft2p grpcnginx2p); rot=$(( (r - 1) % 3 )); order+=("${go[@]:rot}" "${go[@]:0:rot}"); fi
   if [ -n "${ONLY:-}" ]; then keep=(); for k in "${order[@]}"; do [[ " $ONLY " == *" $k "* ]] && keep+=("$k"); done; order=("${keep[@]}"); fi
