@@ -296,6 +296,15 @@ func (p *Client[K]) RoundTrip(ctx context.Context, k K, out *http.Request) (*htt
 	}
 }
 
+// inlineBody: a request body up to this size is written with the head,
+// in the caller's goroutine, before the answer is read; it fits in what the
+// connection takes without the server reading it. A larger one is written
+// by a goroutine of its own while the caller reads the answer, as Go's
+// Transport does: a server may answer before it read the body (413, 401),
+// then close the connection or stop reading, and that answer is the one to
+// give. Such a connection is kept only if its body was written in full.
+const inlineBody = 16 << 10
+
 func (c *clientConn[K]) exchange(ctx context.Context, out *http.Request) (*http.Response, error) {
 	var aborted atomic.Bool
 	stop := context.AfterFunc(ctx, func() { aborted.Store(true); c.c.Close() })
@@ -307,17 +316,41 @@ func (c *clientConn[K]) exchange(ctx context.Context, out *http.Request) (*http.
 		}
 		return nil, err
 	}
-	if err := out.Write(c.bw); err != nil {
-		return fail(errors.Join(errStale, err))
-	}
-	if err := c.bw.Flush(); err != nil {
-		return fail(errors.Join(errStale, err))
+	// wrote reports the end of a body written by its own goroutine (nil:
+	// written inline). A writer still reading the body when the exchange
+	// ends stops at its next write, on the closed connection.
+	var wrote chan error
+	if out.ContentLength > inlineBody {
+		wrote = make(chan error, 1)
+		go func() {
+			err := out.Write(c.c) // its own buffer: c.bw goes back to a pool with c
+			wrote <- err
+			if err != nil {
+				c.c.Close() // the server has no whole request: end the read
+			}
+		}()
+	} else {
+		if err := out.Write(c.bw); err != nil {
+			return fail(errors.Join(errStale, err))
+		}
+		if err := c.bw.Flush(); err != nil {
+			return fail(errors.Join(errStale, err))
+		}
 	}
 	for first := true; ; first = false {
 		resp, err := http.ReadResponse(c.br, out)
 		if err != nil {
+			var werr error
+			if wrote != nil {
+				select {
+				case werr = <-wrote:
+				default:
+				}
+			}
 			switch {
 			case !first: // an interim response came: the server has the request
+			case werr != nil: // the write failed first, and ended the read
+				err = errors.Join(errStale, werr)
 			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 				err = errors.Join(errStale, err)
 			default:
@@ -328,20 +361,22 @@ func (c *clientConn[K]) exchange(ctx context.Context, out *http.Request) (*http.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			continue // interim responses are not forwarded
 		}
-		resp.Body = &clientBody[K]{ReadCloser: resp.Body, c: c, stop: stop, keep: !resp.Close && !out.Close}
+		resp.Body = &clientBody[K]{ReadCloser: resp.Body, c: c, stop: stop, keep: !resp.Close && !out.Close, wrote: wrote}
 		return resp, nil
 	}
 }
 
-// clientBody gives the connection back once the body was read to its end.
+// clientBody gives the connection back once the body was read to its end
+// (and the request's, when written apart, was written in full).
 type clientBody[K comparable] struct {
 	io.ReadCloser
-	c    *clientConn[K]
-	stop func() bool
-	keep bool
-	eof  bool
-	done bool
-	pool *Client[K]
+	c     *clientConn[K]
+	stop  func() bool
+	keep  bool
+	eof   bool
+	done  bool
+	pool  *Client[K]
+	wrote chan error
 }
 
 func (b *clientBody[K]) Read(p []byte) (int, error) {
@@ -358,6 +393,14 @@ func (b *clientBody[K]) Close() error {
 	}
 	b.done = true
 	err := b.ReadCloser.Close()
+	if b.wrote != nil {
+		select {
+		case werr := <-b.wrote:
+			b.keep = b.keep && werr == nil
+		default: // still writing: the server answered without the whole body
+			b.keep = false
+		}
+	}
 	if b.stop() && b.eof && b.keep && err == nil && b.pool != nil {
 		b.pool.put(b.c)
 		return nil

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -262,5 +264,70 @@ func TestClientIdleTimeout(t *testing.T) {
 	roundTrip(t, c, "a", request("GET", ""))
 	if dials.Load() != 3 {
 		t.Fatalf("%d dials, want 3 (the reaped connection is not reused)", dials.Load())
+	}
+}
+
+// TestClientLargeBody: a body written by its own goroutine arrives whole,
+// and the answer after it.
+func TestClientLargeBody(t *testing.T) {
+	addr := backend(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(strconv.Itoa(int(n))), n)
+		}
+	})
+	c, _ := counting(t)
+	for range 3 {
+		if b := roundTrip(t, c, addr, request("POST", strings.Repeat("x", 3<<20))); b != strconv.Itoa(3<<20) {
+			t.Fatalf("the server read %s bytes, want %d", b, 3<<20)
+		}
+	}
+}
+
+// TestClientEarlyAnswer: a server answers a large upload before reading
+// its body (413, 401), then closes the connection or leaves it open without
+// reading. The client gets that answer, as from Go's Transport, which
+// writes the body while it reads the response; writing all of the body
+// first failed (the server had closed) or blocked until the context ended
+// (it never read).
+func TestClientEarlyAnswer(t *testing.T) {
+	for _, closes := range []bool{true, false} {
+		name := "then-open"
+		if closes {
+			name = "then-close"
+		}
+		t.Run(name, func(t *testing.T) {
+			release := make(chan struct{})
+			addr := backend(t, func(c net.Conn) {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+				if !closes {
+					<-release
+				}
+			})
+			defer close(release)
+			c, _ := counting(t)
+			body := strings.Repeat("x", 8<<20)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := c.RoundTrip(ctx, addr, request("POST", body))
+			if err != nil {
+				t.Fatalf("want the server's early answer, got %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || string(b) != "too big!" {
+				t.Fatalf("answer %d %q, want 413 %q", resp.StatusCode, b, "too big!")
+			}
+		})
 	}
 }
