@@ -29,7 +29,7 @@ import (
 // again once the destination node's agent drains, and closes when idle,
 // where net/http's would stay pooled and in use until that agent's grace
 // period cut it, with its requests. The rest (TLS origination, protocol
-// upgrades, bodies of unknown length) goes through net/http: one transport
+// upgrades) goes through net/http: one transport
 // per (HTTP/2, TLS origination), each pooling connections per endpoint
 // address. Every dialler learns the endpoint from the request's context.
 type upstreams struct {
@@ -180,7 +180,7 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 	switch {
 	case i == 2:
 		resp, err = u.h2.RoundTrip(ctx, key, req)
-	case i == 0 && req.Header.Get("Upgrade") == "" && req.ContentLength >= 0:
+	case i == 0 && req.Header.Get("Upgrade") == "":
 		resp, err = u.h1.RoundTrip(ctx, key, req)
 	default:
 		resp, err = u.transports[i].RoundTrip(req)

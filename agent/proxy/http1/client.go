@@ -18,8 +18,9 @@ import (
 // kept-alive connection pooled per key K (whatever names an endpoint). The
 // Transport would hand each request to a writer goroutine and each
 // response to a reader goroutine; on a proxy those two hand-offs are a large
-// share of the CPU per request. It suits requests with a known body length
-// and no protocol upgrade.
+// share of the CPU per request. A body over 16 KiB or of unknown length is
+// still written by a goroutine of its own (see inlineBody). It does not do
+// protocol upgrades.
 type Client[K comparable] struct {
 	dial func(ctx context.Context, k K) (net.Conn, error)
 	cfg  ClientConfig
@@ -296,6 +297,18 @@ func (p *Client[K]) RoundTrip(ctx context.Context, k K, out *http.Request) (*htt
 	}
 }
 
+// bodyLength is the length of the request body Request.Write sends: -1
+// when unknown (chunked).
+func bodyLength(r *http.Request) int64 {
+	switch {
+	case r.Body == nil || r.Body == http.NoBody:
+		return 0
+	case r.ContentLength == 0:
+		return -1
+	}
+	return r.ContentLength
+}
+
 // inlineBody: a request body up to this size is written with the head,
 // in the caller's goroutine, before the answer is read; it fits in what the
 // connection takes without the server reading it. A larger one is written
@@ -320,7 +333,7 @@ func (c *clientConn[K]) exchange(ctx context.Context, out *http.Request) (*http.
 	// written inline). A writer still reading the body when the exchange
 	// ends stops at its next write, on the closed connection.
 	var wrote chan error
-	if out.ContentLength > inlineBody {
+	if n := bodyLength(out); n < 0 || n > inlineBody {
 		wrote = make(chan error, 1)
 		go func() {
 			err := out.Write(c.c) // its own buffer: c.bw goes back to a pool with c

@@ -267,8 +267,8 @@ func TestClientIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestClientLargeBody: a body written by its own goroutine arrives whole,
-// and the answer after it.
+// TestClientLargeBody: a body written by its own goroutine (large, or of
+// unknown length: chunked) arrives whole, and the answer after it.
 func TestClientLargeBody(t *testing.T) {
 	addr := backend(t, func(c net.Conn) {
 		defer c.Close()
@@ -283,9 +283,15 @@ func TestClientLargeBody(t *testing.T) {
 		}
 	})
 	c, _ := counting(t)
-	for range 3 {
-		if b := roundTrip(t, c, addr, request("POST", strings.Repeat("x", 3<<20))); b != strconv.Itoa(3<<20) {
-			t.Fatalf("the server read %s bytes, want %d", b, 3<<20)
+	for _, n := range []int{3 << 20, 3 << 20, 100, 3 << 20} {
+		for _, chunked := range []bool{false, true} {
+			r := request("POST", strings.Repeat("x", n))
+			if chunked {
+				r.ContentLength, r.Body = -1, io.NopCloser(io.MultiReader(strings.NewReader(strings.Repeat("x", n))))
+			}
+			if b := roundTrip(t, c, addr, r); b != strconv.Itoa(n) {
+				t.Fatalf("chunked %v: the server read %s bytes, want %d", chunked, b, n)
+			}
 		}
 	}
 }

@@ -271,7 +271,7 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 	out := outRequest(rq, r, ep, target).WithContext(ctx)
 	var resp *http.Response
 	key := upstreamKey{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}
-	if !h2 && upgrade == "" && out.ContentLength >= 0 {
+	if !h2 && upgrade == "" {
 		resp, err = p.h1.RoundTrip(ctx, key, out)
 	} else if h2 {
 		resp, err = p.h2.RoundTrip(ctx, key, out)
