@@ -12,8 +12,10 @@
 package gateway
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -41,6 +43,9 @@ type Snapshot struct {
 	BackendTLS map[string]*BackendTLS
 	// ClientCert is presented to backends that ask; nil: none.
 	ClientCert *tls.Certificate
+	// ClientCertKey names ClientCert in connection pools:
+	// a connection is reused only with the certificate it presented.
+	ClientCertKey string
 	// Bundle verifies enrolled endpoints' SVIDs.
 	Bundle []*x509.Certificate
 }
@@ -117,6 +122,8 @@ func Compile(p *weftv1.GatewayPolicy) (*Snapshot, error) {
 			return nil, fmt.Errorf("%w: client certificate: %v", ErrInvalidPolicy, err)
 		}
 		s.ClientCert = &kp
+		sum := sha256.Sum256(c.GetCertPem())
+		s.ClientCertKey = hex.EncodeToString(sum[:8])
 	}
 	for _, gp := range p.GetPorts() {
 		port, err := compilePort(gp)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,5 +255,51 @@ func TestBackendTLSConnectionsArePerPolicy(t *testing.T) {
 		if code, _, _ := get(t, g, 80, "bad.example", "/"); code != 502 {
 			t.Fatalf("round %d, the mismatched policy after a verified connection: %d, want 502", i, code)
 		}
+	}
+}
+
+// TestBackendTLSOriginationHTTP2: a gRPC (HTTP/2) backend behind a
+// BackendTLSPolicy is spoken to in h2 over the originated TLS, its
+// connection multiplexed; a backend that does not agree to h2 (ALPN) is
+// answered 502, never spoken to in HTTP/1.1 as if it were HTTP/2.
+func TestBackendTLSOriginationHTTP2(t *testing.T) {
+	ca := newCA(t)
+	for _, c := range []struct {
+		name   string
+		protos []string
+		code   int
+	}{{"h2", []string{"h2", "http/1.1"}, 200}, {"http/1.1 only", []string{"http/1.1"}, 502}} {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, kp := ca.issue(t, false, []string{"backend.example.com"})
+			ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: c.protos})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var conns atomic.Int32
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, r.Proto)
+			}), ConnState: func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}}
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+			cl := cluster("secure", ln.Addr().(*net.TCPAddr).AddrPort())
+			cl.Protocol = weftv1.Protocol_PROTOCOL_GRPC
+			p := policy([]*weftv1.GatewayPort{gport(80, httpListener("web", "", vhost("", httpTableTo("/", be("secure", 1)))))}, cl)
+			p.BackendTls = map[string]*weftv1.BackendTLS{"secure": {Policy: "app/btls", Hostname: "backend.example.com",
+				CaCertificates: []*weftv1.CACertificate{{Ref: "ca", Pem: ca.pem}}}}
+			g, _ := newTestGateway(t, p)
+			for range 3 {
+				code, body, _ := get(t, g, 80, "x", "/")
+				if code != c.code || code == 200 && body != "HTTP/2.0" {
+					t.Fatalf("%d %q, want %d (HTTP/2.0 at the backend)", code, body, c.code)
+				}
+			}
+			if c.code == 200 && conns.Load() != 1 {
+				t.Fatalf("%d connections to the backend for 3 requests, want 1", conns.Load())
+			}
+		})
 	}
 }

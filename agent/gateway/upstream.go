@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,31 +23,35 @@ import (
 	weftv1 "github.com/weft-mesh/weft/api/weft/v1"
 )
 
-// upstreams forwards HTTP requests. Cleartext HTTP/1.1 with a known body
-// length goes through the node proxy's own HTTP/1.1 client and cleartext
-// HTTP/2 (h2c and gRPC backends) through its HTTP/2 client, as the
-// outbound's do: a connection carried in a tunnel stream is then not used
-// again once the destination node's agent drains, and closes when idle,
-// where net/http's would stay pooled and in use until that agent's grace
-// period cut it, with its requests. The rest (TLS origination, protocol
-// upgrades) goes through net/http: one transport
-// per (HTTP/2, TLS origination), each pooling connections per endpoint
-// address. Every dialler learns the endpoint from the request's context.
+// upstreams forwards HTTP requests. HTTP/1.1 goes through the node proxy's
+// own HTTP/1.1 client and HTTP/2 (h2c, gRPC, or h2 over a BackendTLSPolicy's
+// TLS) through its HTTP/2 client, as the outbound's do: a connection
+// carried in a tunnel stream is then not used again once the destination
+// node's agent drains, and closes when idle, where net/http's would stay
+// pooled and in use until that agent's grace period cut it, with its
+// requests. Protocol upgrades go through net/http: one transport per
+// (HTTP/2, TLS origination), each pooling connections per endpoint address.
+// Every dialler learns the endpoint from the request's context.
 type upstreams struct {
 	g     *Gateway
 	proxy *httputil.ReverseProxy
-	// transports indexed by h2<<1 | tls (cleartext: see h1 and h2)
+	// transports indexed by h2<<1 | tls (upgrades only: see h1 and h2)
 	transports [4]*http.Transport
 	h1         *http1.Client[upKey]
 	h2         *h2c.Client[upKey]
 }
 
-// upKey is what a cleartext upstream connection is dialled for.
+// upKey is what an upstream connection is dialled for.
 type upKey struct {
 	src, dst spiffeid.ID
 	node     string
 	addr     netip.AddrPort
 	plain    bool
+	// tls names the TLS origination: the BackendTLSPolicy's verification
+	// (BackendTLS.Key) and the client certificate presented; "" for none.
+	// A connection is never reused for other TLS settings, and those of
+	// settings no longer applied close once idle.
+	tls string
 }
 
 type dialKey struct{}
@@ -63,20 +68,57 @@ func newUpstreams(g *Gateway) *upstreams {
 	for i := range u.transports {
 		u.transports[i] = u.newTransport(i&2 != 0, i&1 != 0)
 	}
-	dial := func(ctx context.Context, _ upKey) (net.Conn, error) {
-		di, ok := ctx.Value(dialKey{}).(*dialInfo)
-		if !ok {
-			return nil, errors.New("upstream dial without an endpoint")
+	dial := func(alpn string) func(ctx context.Context, k upKey) (net.Conn, error) {
+		return func(ctx context.Context, k upKey) (net.Conn, error) {
+			di, ok := ctx.Value(dialKey{}).(*dialInfo)
+			if !ok {
+				return nil, errors.New("upstream dial without an endpoint")
+			}
+			ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
+			defer cancel()
+			if k.tls == "" {
+				return g.dialCluster(ctx, di.snap, di.cluster, false, nil, di.ep)
+			}
+			return g.dialTLS(ctx, di, alpn)
 		}
-		ctx, cancel := context.WithTimeout(ctx, g.cfg.DialTimeout)
-		defer cancel()
-		return g.dialCluster(ctx, di.snap, di.cluster, false, nil, di.ep)
 	}
-	u.h1 = http1.NewClient(dial, http1.ClientConfig{MaxIdlePerKey: 256})
-	u.h2 = h2c.NewClient(dial, outbound.UpstreamH2)
+	u.h1 = http1.NewClient(dial("http/1.1"), http1.ClientConfig{MaxIdlePerKey: 256})
+	u.h2 = h2c.NewClient(dial("h2"), outbound.UpstreamH2)
 	u.proxy = newReverseProxy(g, u)
 	return u
 }
+
+// dialTLS connects to the endpoint with the cluster's TLS origination,
+// offering alpn, which the backend must agree to. The connection still
+// says when its tunnel goes away.
+func (g *Gateway) dialTLS(ctx context.Context, di *dialInfo, alpn string) (net.Conn, error) {
+	c, err := g.dialCluster(ctx, di.snap, di.cluster, true, []string{alpn}, di.ep)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok { // no BackendTLSPolicy any more: the next try dials anew
+		c.Close()
+		return nil, fmt.Errorf("%w: cluster %s has no backend TLS", forward.ErrConnect, di.cluster)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != alpn && (alpn == "h2" || p != "") {
+		tc.Close()
+		return nil, fmt.Errorf("%w: backend %s negotiated %q, not %s", forward.ErrConnect, di.ep.Addr, p, alpn)
+	}
+	if ga, ok := tc.NetConn().(interface{ GoingAway() <-chan struct{} }); ok {
+		return tlsGoingAway{tc, ga.GoingAway()}, nil
+	}
+	return tc, nil
+}
+
+// tlsGoingAway is a TLS connection over a tunnel stream, which says when
+// the tunnel goes away (see tunnel.Conn.GoingAway).
+type tlsGoingAway struct {
+	*tls.Conn
+	away <-chan struct{}
+}
+
+func (c tlsGoingAway) GoingAway() <-chan struct{} { return c.away }
 
 func (u *upstreams) newTransport(h2, originate bool) *http.Transport {
 	alpn := []string{"http/1.1"}
@@ -156,8 +198,9 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 	originate := bt != nil
 	req.URL.Scheme, req.URL.Host = "http", ep.Addr.String()
 	if originate {
-		// the transport pools by URL host: one pool per endpoint and
-		// verification (the dialler takes the address from dialInfo)
+		// net/http's transport (upgrades) pools by URL host: one pool
+		// per endpoint and verification (the dialler takes the address
+		// from dialInfo)
 		req.URL.Scheme = "https"
 		req.URL.Host = fmt.Sprintf("%s-%x.backend.weft:%d", bt.Key, ep.Addr.Addr().AsSlice(), ep.Addr.Port())
 	}
@@ -177,13 +220,16 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 	}
 	var resp *http.Response
 	key := upKey{src: x.snap.Identity, dst: ep.Identity, node: ep.Node, addr: ep.Addr, plain: ep.Plaintext}
+	if originate {
+		key.tls = bt.Key + "/" + x.snap.ClientCertKey
+	}
 	switch {
-	case i == 2:
-		resp, err = u.h2.RoundTrip(ctx, key, req)
-	case i == 0 && req.Header.Get("Upgrade") == "":
-		resp, err = u.h1.RoundTrip(ctx, key, req)
-	default:
+	case out.Header.Get("Upgrade") != "":
 		resp, err = u.transports[i].RoundTrip(req)
+	case i&2 != 0:
+		resp, err = u.h2.RoundTrip(ctx, key, req)
+	default:
+		resp, err = u.h1.RoundTrip(ctx, key, req)
 	}
 	if err != nil {
 		cancel()
