@@ -512,7 +512,7 @@ func (a *Agent) drain(ctx context.Context) error {
 	}
 	serr := a.px.Shutdown(ctx)
 	if errors.Is(serr, context.DeadlineExceeded) {
-		a.log.Warn("drain grace period ended with work in flight", logkey.Grace, a.cfg.GracePeriod.String())
+		a.log.Warn("drain grace period ended with work in flight", logkey.Grace, a.cfg.GracePeriod.String(), logkey.Left, serr.Error())
 	}
 	if err := <-a.serveDone; err != nil {
 		return fmt.Errorf("proxy: %w", err)

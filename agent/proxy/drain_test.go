@@ -3,9 +3,11 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"testing"
 	"time"
 
@@ -80,8 +82,17 @@ func TestShutdownGracePeriodEnds(t *testing.T) {
 	<-arrived
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if err := e.p.Shutdown(ctx); err == nil {
+	err := e.p.Shutdown(ctx)
+	if err == nil {
 		t.Fatal("shutdown reported a clean drain with a request still running")
+	}
+	// the error says what the grace period cut (the agent logs it): the
+	// request at the source, its tunnel stream at the destination (here
+	// the same proxy)
+	t.Logf("shutdown: %v", err)
+	want := regexp.MustCompile(`^outbound: 1 client connections, 1 requests in flight: context deadline exceeded; inbound: 1 tunnel streams open: context deadline exceeded$`)
+	if !errors.Is(err, context.DeadlineExceeded) || !want.MatchString(err.Error()) {
+		t.Errorf("shutdown: %q, want it to match %s", err, want)
 	}
 	select {
 	case <-errc:

@@ -8,6 +8,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -296,7 +297,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	if errors.Is(serr, context.DeadlineExceeded) {
-		p.cfg.Logger.Warn("drain grace period ended with work in flight", logkey.Grace, p.cfg.GracePeriod.String())
+		p.cfg.Logger.Warn("drain grace period ended with work in flight", logkey.Grace, p.cfg.GracePeriod.String(), logkey.Left, serr.Error())
 		return nil
 	}
 	return serr
@@ -309,7 +310,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	oerr := p.out.Shutdown(ctx)
 	p.dialer.Close()
 	ierr := p.in.Shutdown(ctx)
-	return errors.Join(oerr, ierr)
+	if oerr != nil && ierr != nil {
+		return fmt.Errorf("%w; %w", oerr, ierr) // one line for the log
+	}
+	return cmp.Or(oerr, ierr)
 }
 
 // Close stops everything at once.

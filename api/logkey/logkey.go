@@ -82,6 +82,7 @@ const (
 	Wait    = "wait"     // how long something will be waited for
 	Waited  = "waited"   // how long something was waited for
 	Grace   = "grace"    // a drain's grace period
+	Left    = "left"     // the work a drain's grace period ended (counts, in words)
 	RetryIn = "retry_in" // delay before the next attempt
 )
 

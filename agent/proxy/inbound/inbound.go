@@ -351,6 +351,9 @@ func (s *Server) serveConn(nc net.Conn) {
 // lets open streams finish until ctx ends, then closes every connection.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.conns.Drain(ctx, func() bool { return s.streams.Load() == 0 })
+	if err != nil { // what the grace period cuts, for the log
+		err = fmt.Errorf("inbound: %d tunnel streams open: %w", s.streams.Load(), err)
+	}
 	s.Close()
 	return err
 }

@@ -339,6 +339,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	err := p.conns.Drain(ctx, func() bool {
 		return p.conns.Live() == 0 && p.requests.Load() == 0
 	})
+	if err != nil { // what the grace period cuts, for the log
+		err = fmt.Errorf("outbound: %d client connections, %d requests in flight: %w", p.conns.Live(), p.requests.Load(), err)
+	}
 	p.Close()
 	p.conns.Wait() // closed under them: they end at once
 	return err
