@@ -3,10 +3,17 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -208,7 +215,7 @@ func splice(s *tunnel.Stream, authority string, _ http.Header) {
 // open through it (an h2c connection, kept HTTP/1.1 streams) closes at its
 // GOAWAY, else the drain would last its grace period.
 func TestAcrossADestinationRestart(t *testing.T) {
-	for _, src := range []string{"", "gateway/"} {
+	for _, src := range []string{"", "gateway/", "gateway/tls/"} {
 		for _, h2c := range []bool{true, false} {
 			for _, idle := range []bool{false, true} {
 				name := src + "http1"
@@ -218,15 +225,16 @@ func TestAcrossADestinationRestart(t *testing.T) {
 				if idle {
 					name += "/idle"
 				}
-				t.Run(name, func(t *testing.T) { testAcrossADestinationRestart(t, src != "", h2c, idle) })
+				t.Run(name, func(t *testing.T) { testAcrossADestinationRestart(t, src, h2c, idle) })
 			}
 		}
 	}
 }
 
-// gateway: the source is a Gateway's data plane (its own tunnel dialer,
-// the Gateway's SVID), not a pod's outbound.
-func testAcrossADestinationRestart(t *testing.T, gateway, h2c, idle bool) {
+// src "gateway/": the source is a Gateway's data plane (its own tunnel
+// dialer, the Gateway's SVID), not a pod's outbound; "gateway/tls/": the
+// Gateway originates TLS to the pod (a BackendTLSPolicy), in HTTP/1.1 or h2.
+func testAcrossADestinationRestart(t *testing.T, src string, h2c, idle bool) {
 	e := newEnv(t)
 	l, ep := e.pod("web", "web")
 	proto, vipProto := weftv1.Protocol_PROTOCOL_HTTP, weftv1.Protocol_PROTOCOL_HTTP
@@ -241,7 +249,16 @@ func testAcrossADestinationRestart(t *testing.T, gateway, h2c, idle bool) {
 		time.Sleep(5 * time.Millisecond) // requests stay in flight
 		io.WriteString(w, "hello")
 	})}
-	go srv.Serve(l)
+	var bt *weftv1.BackendTLS
+	if src == "gateway/tls/" {
+		var caPEM []byte
+		srv.TLSConfig, caPEM = selfSigned(t, "web.example")
+		protos.SetHTTP2(true) // over TLS, by ALPN
+		bt = &weftv1.BackendTLS{Policy: "web/web-tls", Hostname: "web.example", CaCertificates: []*weftv1.CACertificate{{Ref: "ca", Pem: caPEM}}}
+		go srv.ServeTLS(l, "", "")
+	} else {
+		go srv.Serve(l)
+	}
 	t.Cleanup(func() { srv.Close() })
 	ep.Node = "node-b"
 	tl, err := proxy.Listen(context.Background(), "127.0.0.1:0")
@@ -262,8 +279,8 @@ func testAcrossADestinationRestart(t *testing.T, gateway, h2c, idle bool) {
 	}
 	tr := &http.Transport{Protocols: &cp}
 	url := "http://10.96.0.44/"
-	if gateway {
-		url = "http://" + startGatewayTo(t, e, proto, ep) + "/"
+	if src != "" {
+		url = "http://" + startGatewayTo(t, e, proto, ep, bt) + "/"
 	} else {
 		caller := e.caller("app")
 		tr.DialContext = func(context.Context, string, string) (net.Conn, error) {
@@ -321,8 +338,9 @@ func testAcrossADestinationRestart(t *testing.T, gateway, h2c, idle bool) {
 
 // startGatewayTo runs a Gateway whose one HTTP listener routes every
 // request to ep (a pod on another node, reached through its tunnel with the
-// Gateway's SVID), and returns its address.
-func startGatewayTo(t *testing.T, e *env, proto weftv1.Protocol, ep *weftv1.Endpoint) string {
+// Gateway's SVID), with TLS to the pod when bt is set, and returns its
+// address.
+func startGatewayTo(t *testing.T, e *env, proto weftv1.Protocol, ep *weftv1.Endpoint, bt *weftv1.BackendTLS) string {
 	t.Helper()
 	gwID := "spiffe://cluster.local/ns/infra/sa/gw"
 	e.ids.Put(e.ca.MustIssue(spiffeid.RequireFromString(gwID)))
@@ -342,11 +360,14 @@ func startGatewayTo(t *testing.T, e *env, proto weftv1.Protocol, ep *weftv1.Endp
 		Http: &weftv1.HTTPMatch{Path: &weftv1.StringMatch{Type: weftv1.MatchType_MATCH_TYPE_PREFIX, Value: "/"}}}}}
 	listener := &weftv1.GatewayListener{Name: "http", Protocol: weftv1.ListenerProtocol_LISTENER_PROTOCOL_HTTP,
 		VirtualHosts: []*weftv1.VirtualHost{{Tables: []*weftv1.RouteTable{table}}}}
-	err = g.Apply(&weftv1.GatewayPolicy{Namespace: "infra", Name: "gw", TrustDomain: "cluster.local", Identity: gwID,
+	pol := &weftv1.GatewayPolicy{Namespace: "infra", Name: "gw", TrustDomain: "cluster.local", Identity: gwID,
 		Ports:       []*weftv1.GatewayPort{{Port: 80, Listeners: []*weftv1.GatewayListener{listener}}},
 		Clusters:    []*weftv1.Cluster{{Name: "web/web:80", Protocol: proto, Endpoints: []*weftv1.Endpoint{ep}}},
-		NodeTunnels: map[string]string{"node-b": e.pol.NodeTunnels["node-b"]}})
-	if err != nil {
+		NodeTunnels: map[string]string{"node-b": e.pol.NodeTunnels["node-b"]}}
+	if bt != nil {
+		pol.BackendTls = map[string]*weftv1.BackendTLS{"web/web:80": bt}
+	}
+	if err := g.Apply(pol); err != nil {
 		t.Fatal(err)
 	}
 	return g.Addr(80).String()
@@ -377,4 +398,23 @@ func startNodeProxy(t *testing.T, e *env, node string, l net.Listener) *proxy.Pr
 		<-served
 	})
 	return p
+}
+
+// selfSigned is a server TLS configuration for name with a self-signed
+// certificate, and that certificate in PEM (the CA to verify it with).
+func selfSigned(t *testing.T, name string) (*tls.Config, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
