@@ -57,13 +57,14 @@ func TestPrivilegedMesh(t *testing.T) {
 		{"GatewayClientCertificates", testGatewayClientCertificates},
 		{"GatewayBackendTLSPolicy", testGatewayBackendTLS},
 		{"GatewayIntoTheMeshEncrypted", testGatewayIntoTheMesh},
-		{"GatewayDeletionRemovesItsDataPlane", testGatewayDeletion},
 		{"AuthzAllowAndApplicationDeny", testAuthzAllowAndApplicationDeny},
 		{"AuthzDenyBeatsAllow", testAuthzDenyBeatsAllow},
 		{"StrictMTLS", testStrictMTLS},
 		{"ControllerOutage", testControllerOutage},
 		{"AgentRestart", testAgentRestart},
 		{"DestinationAgentRestart", testDestinationAgentRestart},
+		// after the restarts: the Gateway sends its traffic through them
+		{"GatewayDeletionRemovesItsDataPlane", testGatewayDeletion},
 		{"AgentRestartWhileControllerDown", testAgentRestartControllerDown},
 		{"AgentKill9RefusesNothing", testAgentKill9},
 		{"APIServerCrash", testAPIServerCrash},
@@ -457,6 +458,8 @@ func testAgentRestart(t *testing.T, e *env) {
 // agent keeps running and must move its traffic off the draining agent's
 // tunnel (its pooled gRPC connections included) so that the old agent's
 // drain ends with the work in flight, before its grace period would cut it.
+// The Gateway's data plane, which sends into the same tunnel, must do the
+// same (see underLoad).
 func testDestinationAgentRestart(t *testing.T, e *env) {
 	restartAgentUnderLoad(t, e, "lab-node-2")
 }
@@ -486,7 +489,8 @@ func testAgentRestartControllerDown(t *testing.T, e *env) {
 }
 
 // underLoad runs act while the faces client sends requests through the mesh,
-// HTTP/1.1 and gRPC side by side, and returns how many were sent, how many
+// HTTP/1.1 and gRPC side by side (and the host through the Gateway, while
+// there is one), and returns how many were sent, how many
 // failed and the last tally with a failure. Precondition, so that what is counted
 // is act: the mesh serves every request before (right after an install the agents
 // may still be fetching their SVIDs).
@@ -499,6 +503,11 @@ func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad st
 		if r := e.client("faces", "--grpc", "--url", grpcTarget, "--method", "Ping", "--count", "20"); r.Errors != 0 || r.Status["OK"] != 20 {
 			return fmt.Sprintf("gRPC: %+v", r)
 		}
+		if edge.addr != "" {
+			if a, err := edgeGet(edgeClient(nil), "http://"+edge.addr+"/", "faces.example.com", nil); err != nil || a.status != 200 {
+				return fmt.Sprintf("through the Gateway: %d %v", a.status, err)
+			}
+		}
 		return ""
 	})
 	// gRPC calls share the source's HTTP/2 connections to the pods, which
@@ -507,6 +516,25 @@ func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad st
 	gl := startLoad(func() echoResult {
 		return e.clientNoFatal("faces", "--grpc", "--url", grpcTarget, "--method", "Ping", "--count", "20")
 	})
+	var el *load // through the Gateway, while there is one: it reaches color's pods through the agents' tunnels
+	if edge.addr != "" {
+		c := edgeClient(nil)
+		defer c.CloseIdleConnections()
+		el = startLoad(func() echoResult {
+			r := echoResult{Status: map[string]int{}}
+			for range 20 {
+				r.Requests++
+				a, err := edgeGet(c, "http://"+edge.addr+"/", "faces.example.com", nil)
+				if err != nil {
+					r.Errors++
+					r.LastError = err.Error()
+					continue
+				}
+				r.Status[strconv.Itoa(a.status)]++
+			}
+			return r
+		})
+	}
 	time.Sleep(2 * time.Second)
 	act()
 	time.Sleep(3 * time.Second)
@@ -515,6 +543,14 @@ func (e *env) underLoad(what string, act func()) (sent, failed int64, lastBad st
 	sent, failed = sent+gs, failed+gf
 	if gb != "" {
 		lastBad = "gRPC " + gb
+	}
+	if el != nil {
+		es, ef, eb := el.stop()
+		e.t.Logf("through the Gateway: %d requests, %d failed", es, ef)
+		sent, failed = sent+es, failed+ef
+		if eb != "" {
+			lastBad = "Gateway " + eb
+		}
 	}
 	if failed > 0 {
 		e.t.Logf("warnings of the weft pods that run now (those that went are gone):\n%s", e.weftWarnings(60))
