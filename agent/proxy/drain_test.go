@@ -87,10 +87,11 @@ func TestShutdownGracePeriodEnds(t *testing.T) {
 		t.Fatal("shutdown reported a clean drain with a request still running")
 	}
 	// the error says what the grace period cut (the agent logs it): the
-	// request at the source, its tunnel stream at the destination (here
-	// the same proxy)
+	// request at the source, and its tunnel stream at the destination,
+	// here the same proxy, unless that stream ended (the outbound closed
+	// its end) before the inbound's drain looked
 	t.Logf("shutdown: %v", err)
-	want := regexp.MustCompile(`^outbound: 1 client connections, 1 requests in flight: context deadline exceeded; inbound: 1 tunnel streams open: context deadline exceeded$`)
+	want := regexp.MustCompile(`^outbound: 1 client connections, 1 requests in flight: context deadline exceeded(; inbound: 1 tunnel streams open: context deadline exceeded)?$`)
 	if !errors.Is(err, context.DeadlineExceeded) || !want.MatchString(err.Error()) {
 		t.Errorf("shutdown: %q, want it to match %s", err, want)
 	}
