@@ -350,10 +350,12 @@ func startGatewayTo(t *testing.T, e *env, proto weftv1.Protocol, ep *weftv1.Endp
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	t.Cleanup(func() { // the load is over: nothing of the Gateway's is left to wait for
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		g.Shutdown(ctx)
+		if err := g.Shutdown(ctx); err != nil {
+			t.Errorf("the Gateway's drain: %v", err)
+		}
 	})
 	rule := &weftv1.Rule{Route: "infra/web", RouteKind: weftv1.RouteKind_ROUTE_KIND_HTTP, Backends: []*weftv1.BackendRef{{Cluster: "web/web:80", Weight: 1}}}
 	table := &weftv1.RouteTable{Kind: weftv1.RouteKind_ROUTE_KIND_HTTP, Rules: []*weftv1.Rule{rule}, Matches: []*weftv1.Match{{Rule: 0,
