@@ -91,7 +91,7 @@ func TestShutdownGracePeriodEnds(t *testing.T) {
 	// here the same proxy, unless that stream ended (the outbound closed
 	// its end) before the inbound's drain looked
 	t.Logf("shutdown: %v", err)
-	want := regexp.MustCompile(`^outbound: 1 client connections, 1 requests in flight: context deadline exceeded(; inbound: 1 tunnel streams open: context deadline exceeded)?$`)
+	want := regexp.MustCompile(`^outbound: 1 client connections, 1 requests in flight: context deadline exceeded(; inbound: 1 tunnel streams open \(spiffe://cluster.local/ns/app/sa/client from 127\.0\.0\.1: 1\): context deadline exceeded)?$`)
 	if !errors.Is(err, context.DeadlineExceeded) || !want.MatchString(err.Error()) {
 		t.Errorf("shutdown: %q, want it to match %s", err, want)
 	}

@@ -29,6 +29,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,6 +107,10 @@ type Server struct {
 	conns drain.Group
 	// streams counts CONNECT streams being served (for the drain).
 	streams atomic.Int64
+	// peers are the tunnel connections served, each with its streams
+	// open: what a drain's grace period cut, by peer, for its log
+	peersMu sync.Mutex
+	peers   map[*tunnelPeer]struct{}
 
 	// L7 streams (authz.go): HTTP/1.1 served by h1, h2c handed to h2srv
 	// through h2feed, allowed requests forwarded by rp.
@@ -143,7 +148,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Dial == nil {
 		cfg.Dial = PodDialer(cfg.DialTimeout, cfg.DialMark).DialContext
 	}
-	s := &Server{cfg: cfg, conf: make(map[spiffeid.ID]*tls.Config)}
+	s := &Server{cfg: cfg, conf: make(map[spiffeid.ID]*tls.Config), peers: make(map[*tunnelPeer]struct{})}
 	s.tlsc = &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{"h2"},
@@ -317,9 +322,12 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	s.cfg.Metrics.InboundAccepted()
 	peer := nc.RemoteAddr()
+	tp := s.addPeer(&cs, peer)
+	defer s.removePeer(tp)
 	sc, err := tunnel.NewServerConn(tc, func(st *tunnel.Stream, authority string, h http.Header) {
 		s.streams.Add(1)
-		defer s.streams.Add(-1)
+		tp.open.Add(1)
+		defer func() { tp.open.Add(-1); s.streams.Add(-1) }()
 		s.serveStream(&cs, peer, st, authority, h)
 	}, tunnel.ServerConfig{
 		MaxHeaderBytes: s.cfg.MaxHeaderBytes,
@@ -352,7 +360,7 @@ func (s *Server) serveConn(nc net.Conn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.conns.Drain(ctx, func() bool { return s.streams.Load() == 0 })
 	if err != nil { // what the grace period cuts, for the log
-		err = fmt.Errorf("inbound: %d tunnel streams open: %w", s.streams.Load(), err)
+		err = fmt.Errorf("inbound: %d tunnel streams open%s: %w", s.streams.Load(), s.openByPeer(), err)
 	}
 	s.Close()
 	return err
@@ -516,4 +524,63 @@ func peerID(cs *tls.ConnectionState) (spiffeid.ID, error) {
 		return spiffeid.ID{}, errors.New("no peer certificate")
 	}
 	return x509svid.IDFromCert(cs.PeerCertificates[0])
+}
+
+// tunnelPeer is one tunnel connection's peer and the streams it has open.
+type tunnelPeer struct {
+	id, host string
+	open     atomic.Int64
+}
+
+func (s *Server) addPeer(cs *tls.ConnectionState, addr net.Addr) *tunnelPeer {
+	tp := &tunnelPeer{id: "no SPIFFE ID", host: addr.String()}
+	if id, err := peerID(cs); err == nil {
+		tp.id = id.String()
+	}
+	if h, _, err := net.SplitHostPort(tp.host); err == nil {
+		tp.host = h
+	}
+	s.peersMu.Lock()
+	s.peers[tp] = struct{}{}
+	s.peersMu.Unlock()
+	return tp
+}
+
+func (s *Server) removePeer(tp *tunnelPeer) {
+	s.peersMu.Lock()
+	delete(s.peers, tp)
+	s.peersMu.Unlock()
+}
+
+// openByPeer names the peers with streams open, most first (up to three):
+// " (spiffe://... from 10.0.0.5: 9, ...)", or "" when none.
+func (s *Server) openByPeer() string {
+	type count struct {
+		peer string
+		n    int64
+	}
+	by := map[string]int64{}
+	s.peersMu.Lock()
+	for tp := range s.peers {
+		if n := tp.open.Load(); n > 0 {
+			by[tp.id+" from "+tp.host] += n
+		}
+	}
+	s.peersMu.Unlock()
+	if len(by) == 0 {
+		return ""
+	}
+	counts := make([]count, 0, len(by))
+	for p, n := range by {
+		counts = append(counts, count{p, n})
+	}
+	slices.SortFunc(counts, func(a, b count) int { return cmp.Or(cmp.Compare(b.n, a.n), strings.Compare(a.peer, b.peer)) })
+	parts := make([]string, 0, 4)
+	for _, c := range counts[:min(3, len(counts))] {
+		parts = append(parts, fmt.Sprintf("%s: %d", c.peer, c.n))
+	}
+	if len(counts) > 3 {
+		parts = append(parts, fmt.Sprintf("%d more peers", len(counts)-3))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
