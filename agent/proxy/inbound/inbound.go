@@ -359,8 +359,12 @@ func (s *Server) serveConn(nc net.Conn) {
 // lets open streams finish until ctx ends, then closes every connection.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.conns.Drain(ctx, func() bool { return s.streams.Load() == 0 })
-	if err != nil { // what the grace period cuts, for the log
-		err = fmt.Errorf("inbound: %d tunnel streams open%s: %w", s.streams.Load(), s.openByPeer(), err)
+	if err != nil { // what the grace period cuts, for the log (one snapshot: count and peers agree)
+		if n, by := s.openByPeer(); n > 0 {
+			err = fmt.Errorf("inbound: %d tunnel streams open (%s): %w", n, by, err)
+		} else {
+			err = fmt.Errorf("inbound: tunnel streams open at the deadline, closed since: %w", err)
+		}
 	}
 	s.Close()
 	return err
@@ -552,23 +556,25 @@ func (s *Server) removePeer(tp *tunnelPeer) {
 	s.peersMu.Unlock()
 }
 
-// openByPeer names the peers with streams open, most first (up to three):
-// " (spiffe://... from 10.0.0.5: 9, ...)", or "" when none.
-func (s *Server) openByPeer() string {
+// openByPeer counts the streams open and names their peers, most first (up
+// to three): "spiffe://... from 10.0.0.5: 9, ...".
+func (s *Server) openByPeer() (int64, string) {
 	type count struct {
 		peer string
 		n    int64
 	}
 	by := map[string]int64{}
+	var total int64
 	s.peersMu.Lock()
 	for tp := range s.peers {
 		if n := tp.open.Load(); n > 0 {
 			by[tp.id+" from "+tp.host] += n
+			total += n
 		}
 	}
 	s.peersMu.Unlock()
-	if len(by) == 0 {
-		return ""
+	if total == 0 {
+		return 0, ""
 	}
 	counts := make([]count, 0, len(by))
 	for p, n := range by {
@@ -582,5 +588,5 @@ func (s *Server) openByPeer() string {
 	if len(counts) > 3 {
 		parts = append(parts, fmt.Sprintf("%d more peers", len(counts)-3))
 	}
-	return " (" + strings.Join(parts, ", ") + ")"
+	return total, strings.Join(parts, ", ")
 }
