@@ -336,10 +336,17 @@ func (c *clientConn[K]) exchange(ctx context.Context, out *http.Request) (*http.
 	if n := bodyLength(out); n < 0 || n > inlineBody {
 		wrote = make(chan error, 1)
 		go func() {
-			err := out.Write(c.c) // its own buffer: c.bw goes back to a pool with c
+			body := &bodyReadErr{ReadCloser: out.Body}
+			o := *out
+			o.Body = body
+			err := o.Write(c.c) // its own buffer: c.bw goes back to a pool with c
 			wrote <- err
-			if err != nil {
-				c.c.Close() // the server has no whole request: end the read
+			if body.err != nil {
+				// the body failed: the server has no whole request and
+				// waits for the rest; end the read. A failed write to the
+				// connection needs no close: the read gets what the server
+				// answered before it closed (an early 413), then its end.
+				c.c.Close()
 			}
 		}()
 	} else {
@@ -377,6 +384,20 @@ func (c *clientConn[K]) exchange(ctx context.Context, out *http.Request) (*http.
 		resp.Body = &clientBody[K]{ReadCloser: resp.Body, c: c, stop: stop, keep: !resp.Close && !out.Close, wrote: wrote}
 		return resp, nil
 	}
+}
+
+// bodyReadErr notes a request body's read error (its end is not one).
+type bodyReadErr struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *bodyReadErr) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // clientBody gives the connection back once the body was read to its end
