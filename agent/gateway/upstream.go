@@ -29,14 +29,15 @@ import (
 // carried in a tunnel stream is then not used again once the destination
 // node's agent drains, and closes when idle, where net/http's would stay
 // pooled and in use until that agent's grace period cut it, with its
-// requests. Protocol upgrades go through net/http: one transport per
-// (HTTP/2, TLS origination), each pooling connections per endpoint address.
+// requests. Protocol upgrades (HTTP/1.1) go through net/http: one
+// transport without and one with TLS origination, each pooling connections
+// per endpoint address.
 // Every dialler learns the endpoint from the request's context.
 type upstreams struct {
 	g     *Gateway
 	proxy *httputil.ReverseProxy
-	// transports indexed by h2<<1 | tls (upgrades only: see h1 and h2)
-	transports [4]*http.Transport
+	// upgrades: transports[1] originates TLS, transports[0] does not
+	transports [2]*http.Transport
 	h1         *http1.Client[upKey]
 	h2         *h2c.Client[upKey]
 }
@@ -66,7 +67,7 @@ type dialInfo struct {
 func newUpstreams(g *Gateway) *upstreams {
 	u := &upstreams{g: g}
 	for i := range u.transports {
-		u.transports[i] = u.newTransport(i&2 != 0, i&1 != 0)
+		u.transports[i] = u.newTransport(i == 1)
 	}
 	dial := func(alpn string) func(ctx context.Context, k upKey) (net.Conn, error) {
 		return func(ctx context.Context, k upKey) (net.Conn, error) {
@@ -120,18 +121,10 @@ type tlsGoingAway struct {
 
 func (c tlsGoingAway) GoingAway() <-chan struct{} { return c.away }
 
-func (u *upstreams) newTransport(h2, originate bool) *http.Transport {
+func (u *upstreams) newTransport(originate bool) *http.Transport {
 	alpn := []string{"http/1.1"}
 	var p http.Protocols
-	switch {
-	case h2 && originate:
-		p.SetHTTP2(true)
-		alpn = []string{"h2"}
-	case h2:
-		p.SetUnencryptedHTTP2(true)
-	default:
-		p.SetHTTP1(true)
-	}
+	p.SetHTTP1(true)
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		di, ok := ctx.Value(dialKey{}).(*dialInfo)
 		if !ok {
@@ -211,13 +204,6 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 		req.Body = io.NopCloser(bytes.NewReader(x.body))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(x.body)), nil }
 	}
-	i := 0
-	if x.h2Upstream() && out.Header.Get("Upgrade") == "" {
-		i |= 2
-	}
-	if originate {
-		i |= 1
-	}
 	var resp *http.Response
 	key := upKey{src: x.snap.Identity, dst: ep.Identity, node: ep.Node, addr: ep.Addr, plain: ep.Plaintext}
 	if originate {
@@ -225,8 +211,12 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 	}
 	switch {
 	case out.Header.Get("Upgrade") != "":
-		resp, err = u.transports[i].RoundTrip(req)
-	case i&2 != 0:
+		t := u.transports[0]
+		if originate {
+			t = u.transports[1]
+		}
+		resp, err = t.RoundTrip(req)
+	case x.h2Upstream():
 		resp, err = u.h2.RoundTrip(ctx, key, req)
 	default:
 		resp, err = u.h1.RoundTrip(ctx, key, req)
