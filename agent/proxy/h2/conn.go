@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -239,10 +240,32 @@ func (c *Conn) lockW() {
 // unlockW flushes unless another writer is queued, and releases the lock.
 // A failed flush fails the connection, so the writers that left their
 // frames to it learn of it on their next call.
+//
+// A client yields once before it flushes. Its writers are the requests of
+// a burst of callers (clients that send at the same instants), woken
+// together but run one after another: without the yield each found no
+// writer queued and flushed alone, one TLS record and one write(2) per
+// request, and the destination read them one by one. Yielding lets the
+// runnable ones add their frames first; whichever flushes then carries
+// them all. Measured (test/bench/ab.sh, h2c at 1,000 req/s): the source's
+// write(2)s per request fell from 1.95 to 1.48, the destination's CPU per
+// request by 18%. A server does not yield: its writers are answers, and
+// holding the first of a burst for the rest delayed it (with servers
+// yielding too, HTTP/1.1's p50 was 1.16x its parent's).
 func (c *Conn) unlockW(err error) error {
-	if c.writers.Add(-1) == 0 && err == nil {
-		err = c.bw.Flush()
+	if c.writers.Add(-1) != 0 || err != nil || c.bw.Buffered() == 0 {
+		c.wmu.Unlock()
+		return err
 	}
+	if c.server {
+		err = c.bw.Flush()
+		c.wmu.Unlock()
+		return err
+	}
+	c.wmu.Unlock()
+	runtime.Gosched()
+	c.wmu.Lock()
+	err = c.bw.Flush()
 	c.wmu.Unlock()
 	return err
 }

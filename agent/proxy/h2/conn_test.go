@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -798,4 +801,100 @@ func answeredStream(t *testing.T) (*Conn, *peer, opened) {
 	o.s.Respond(http.StatusOK)
 	p.next(http2.FrameHeaders)
 	return c, p, o
+}
+
+// countingConn counts the writes that reach the connection.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int32
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A burst of streams writing at once leaves in one write: each writer
+// yields before it flushes, so the runnable ones add their frames first.
+// Over loopback TCP (a write never parks, as a pipe's would) and on one
+// P, without the yield every writer finds no other queued and flushes
+// alone.
+func TestClientBurstLeavesInOneWrite(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- nc
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := <-accepted
+	if !ok {
+		t.Fatal("no connection accepted")
+	}
+	p := newPeer(t, b)
+	preface := make([]byte, len(clientPreface))
+	cc := &countingConn{Conn: nc}
+	c, err := NewClient(cc, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, preface); err != nil || !bytes.Equal(preface, clientPreface) {
+		t.Fatalf("preface %q %v", preface, err)
+	}
+	go p.read()
+	go c.Serve()
+	t.Cleanup(func() { c.Close(); b.Close() })
+
+	const n = 8
+	streams := make([]*Stream, n)
+	for i := range streams {
+		res := make(chan error, 1)
+		go func() {
+			var err error
+			streams[i], err = c.Open(context.Background(), "10.0.0.2:80", nil)
+			res <- err
+		}()
+		f := p.next(http2.FrameHeaders)
+		p.headers(f.stream, false, ":status", "200")
+		if err := <-res; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range streams {
+		wg.Go(func() {
+			<-start
+			if _, err := s.Write([]byte("request")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	before := cc.writes.Load()
+	close(start)
+	wg.Wait()
+	if w := cc.writes.Load() - before; w > 2 {
+		t.Errorf("%d streams' frames took %d writes, want 1 (2 at most)", n, w)
+	}
+	got := map[uint32]bool{}
+	for range n {
+		f := p.next(http2.FrameData)
+		if string(f.data) != "request" || got[f.stream] {
+			t.Fatalf("frame %+v", f)
+		}
+		got[f.stream] = true
+	}
 }
