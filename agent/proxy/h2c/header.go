@@ -108,7 +108,16 @@ func sensitive(name string) bool {
 // block carries a connection-specific field or a TE other than
 // "trailers", which makes a message malformed.
 func headerOf(fields []hpack.HeaderField) (h http.Header, ok bool) {
-	h = make(http.Header, len(fields))
+	n := 0
+	for _, f := range fields {
+		if !f.IsPseudo() {
+			n++
+		}
+	}
+	h = make(http.Header, n)
+	// one array holds every key's first value (as net/textproto does): a
+	// key seen again appends past its capacity of 1, to a copy
+	vals := make([]string, n)
 	var cookies []string
 	for _, f := range fields {
 		if f.IsPseudo() {
@@ -125,7 +134,9 @@ func headerOf(fields []hpack.HeaderField) (h http.Header, ok bool) {
 		if vs, ok := h[k]; ok {
 			h[k] = append(vs, f.Value)
 		} else {
-			h[k] = []string{f.Value}
+			vals[0] = f.Value
+			h[k] = vals[:1:1]
+			vals = vals[1:]
 		}
 	}
 	if len(cookies) > 0 {

@@ -267,16 +267,17 @@ func (p *Proxy) attempt(ctx context.Context, rq *request, rule *route.Rule, clus
 		// at once when the attempt fails)
 		ctx = withCancelOnClose(ctx, cancel)
 	}
-	ctx = context.WithValue(ctx, dialKey{}, &dialInfo{node: node, addr: ep.Addr, plain: ep.Plaintext})
-	out := outRequest(rq, r, ep, target).WithContext(ctx)
+	o := outRequest(rq, r, ep, target) // on the stack: out is its one copy
 	var resp *http.Response
 	key := upstreamKey{src: rq.info.src, dst: ep.Identity, node: node, addr: ep.Addr, plain: ep.Plaintext}
 	if !h2 && upgrade == "" {
-		resp, err = p.h1.RoundTrip(ctx, key, out)
+		resp, err = p.h1.RoundTrip(ctx, key, o.WithContext(ctx))
 	} else if h2 {
-		resp, err = p.h2.RoundTrip(ctx, key, out)
+		resp, err = p.h2.RoundTrip(ctx, key, o.WithContext(ctx))
 	} else {
-		resp, err = p.up.get(rq.info.src, ep.Identity).RoundTrip(out)
+		// net/http's transport learns the tunnel target from the context
+		ctx = context.WithValue(ctx, dialKey{}, &dialInfo{node: node, addr: ep.Addr, plain: ep.Plaintext})
+		resp, err = p.up.get(rq.info.src, ep.Identity).RoundTrip(o.WithContext(ctx))
 	}
 	if err != nil {
 		if c, ok := ctx.Value(cancelKey{}).(context.CancelFunc); ok {
@@ -323,8 +324,8 @@ func (p *Proxy) pick(rq *request, cluster string, r *http.Request, upgrade strin
 // outRequest is the request a try sends to ep: r's method, header and
 // host, target as its path, and its body (the buffered copy when there is
 // one, so that it can be sent again).
-func outRequest(rq *request, r *http.Request, ep *Endpoint, target string) *http.Request {
-	out := &http.Request{
+func outRequest(rq *request, r *http.Request, ep *Endpoint, target string) http.Request {
+	out := http.Request{
 		Method:        r.Method,
 		URL:           &url.URL{Scheme: "http", Host: ep.Addr.String(), Opaque: target},
 		Proto:         "HTTP/1.1",

@@ -523,7 +523,8 @@ func (c *loopClient) send() string {
 		out, ok := appendRequest(slices.Grow(c.out[:0], 512+len(x.rq.body)), x.req.Method, x.req.Host, x.rt.target, x.req.Header, x.rq.body)
 		if !ok {
 			var b bytes.Buffer
-			if err := outRequest(&x.rq, x.req, ep, x.rt.target).Write(&b); err != nil {
+			req := outRequest(&x.rq, x.req, ep, x.rt.target)
+			if err := req.Write(&b); err != nil {
 				c.failed(err)
 				return ""
 			}

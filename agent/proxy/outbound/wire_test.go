@@ -44,7 +44,8 @@ func TestAppendRequestIsRequestWrite(t *testing.T) {
 		req := &http.Request{Method: method, Host: host, Header: h, ContentLength: int64(len(body))}
 		ep := &Endpoint{}
 		var want bytes.Buffer
-		if err := outRequest(rq, req, ep, target).Write(&want); err != nil {
+		out := outRequest(rq, req, ep, target)
+		if err := out.Write(&want); err != nil {
 			t.Fatalf("case %d: Request.Write: %v (appendRequest took it)", i, err)
 		}
 		if !bytes.Equal(got, want.Bytes()) {
