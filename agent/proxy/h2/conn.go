@@ -257,14 +257,11 @@ func (c *Conn) unlockW(err error) error {
 		c.wmu.Unlock()
 		return err
 	}
-	if c.server {
-		err = c.bw.Flush()
+	if !c.server {
 		c.wmu.Unlock()
-		return err
+		runtime.Gosched()
+		c.wmu.Lock()
 	}
-	c.wmu.Unlock()
-	runtime.Gosched()
-	c.wmu.Lock()
 	err = c.bw.Flush()
 	c.wmu.Unlock()
 	return err

@@ -821,28 +821,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // alone.
 func TestClientBurstLeavesInOneWrite(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- nc
-	}()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, ok := <-accepted
-	if !ok {
-		t.Fatal("no connection accepted")
-	}
+	nc, b := tcpPair(t)
 	p := newPeer(t, b)
 	preface := make([]byte, len(clientPreface))
 	cc := &countingConn{Conn: nc}
@@ -855,7 +834,7 @@ func TestClientBurstLeavesInOneWrite(t *testing.T) {
 	}
 	go p.read()
 	go c.Serve()
-	t.Cleanup(func() { c.Close(); b.Close() })
+	t.Cleanup(func() { c.Close() })
 
 	const n = 8
 	streams := make([]*Stream, n)
