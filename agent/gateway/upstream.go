@@ -36,10 +36,11 @@ import (
 type upstreams struct {
 	g     *Gateway
 	proxy *httputil.ReverseProxy
-	// upgrades: transports[1] originates TLS, transports[0] does not
-	transports [2]*http.Transport
-	h1         *http1.Client[upKey]
-	h2         *h2c.Client[upKey]
+	// upgrade carries protocol upgrades, upgradeTLS those to backends
+	// whose TLS the Gateway originates
+	upgrade, upgradeTLS *http.Transport
+	h1                  *http1.Client[upKey]
+	h2                  *h2c.Client[upKey]
 }
 
 // upKey is what an upstream connection is dialled for.
@@ -66,9 +67,7 @@ type dialInfo struct {
 
 func newUpstreams(g *Gateway) *upstreams {
 	u := &upstreams{g: g}
-	for i := range u.transports {
-		u.transports[i] = u.newTransport(i == 1)
-	}
+	u.upgrade, u.upgradeTLS = u.newTransport(false), u.newTransport(true)
 	dial := func(alpn string) func(ctx context.Context, k upKey) (net.Conn, error) {
 		return func(ctx context.Context, k upKey) (net.Conn, error) {
 			di, ok := ctx.Value(dialKey{}).(*dialInfo)
@@ -149,9 +148,8 @@ func (u *upstreams) newTransport(originate bool) *http.Transport {
 }
 
 func (u *upstreams) closeIdle() {
-	for _, t := range u.transports {
-		t.CloseIdleConnections()
-	}
+	u.upgrade.CloseIdleConnections()
+	u.upgradeTLS.CloseIdleConnections()
 }
 
 // close closes the idle connections and the h2c ones (after a drain).
@@ -211,9 +209,9 @@ func (u *upstreams) attempt(out *http.Request, x *exchange, cluster string, stic
 	}
 	switch {
 	case out.Header.Get("Upgrade") != "":
-		t := u.transports[0]
+		t := u.upgrade
 		if originate {
-			t = u.transports[1]
+			t = u.upgradeTLS
 		}
 		resp, err = t.RoundTrip(req)
 	case x.h2Upstream():
